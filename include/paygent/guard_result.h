@@ -1,0 +1,61 @@
+// The result of a gate check.
+//
+// Thread safety: a value type.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/time/time.h"
+#include "paygent/plan.h"
+
+namespace paygent {
+
+enum class GateStatus : std::uint8_t {
+  kOk,
+  kSoftGate,    // at or above a soft threshold: on_soft_gate fires, the call runs
+  kHardGate,    // at or above hard_gate_at: on_hard_gate fires, LimitExceeded is thrown
+  kUnmetered,   // outside any Context (or Paygent failed open): the call runs unmetered
+};
+
+enum class GateReason : std::uint8_t {
+  kNone,
+  kTotalSpend,    // "total_spend": spend in the billing period (USD)
+  kSessionSpend,  // "session_spend": spend in the session (USD)
+  kModelLimit,    // "model_limit:<model>": tokens of one model in the billing period
+};
+
+std::string_view gate_status_name(GateStatus s) noexcept;  // "ok", "soft_gate", "hard_gate", "unmetered"
+
+// The most restrictive of the plan's limits for one call. Dollars and tokens are never compared
+// with each other: each limit is judged by its own usage_pct, and the highest gate status wins
+// (ties: the highest usage_pct; then period spend, session spend, model limits in that order).
+struct GuardResult {
+  GateStatus status = GateStatus::kOk;
+  GateReason reason = GateReason::kNone;
+  // For kModelLimit: the canonical model name. Points to storage owned by Paygent that lives as
+  // long as the Paygent instance.
+  std::string_view model;
+  // Fraction of the limit in use, counting settled usage, reservations in flight and, when this
+  // result comes from a reservation, this call's own estimate.
+  double usage_pct = 0.0;
+  // For spend limits: nano-USD. For model limits: tokens.
+  std::int64_t current_value = 0;
+  std::int64_t limit_value = 0;
+  // When the limit resets: the end of the billing period, or of the session if it stays idle.
+  absl::Time resets_at = absl::InfiniteFuture();
+  // The threshold crossed (soft or hard), in ppm; 0 for kOk.
+  Ppm threshold = 0;
+
+  // "total_spend", "session_spend", "model_limit:gpt-4o", or "" for no limit.
+  [[nodiscard]] std::string gate_reason() const;
+  // A sentence for people that says which limit, how much is used and when it resets, e.g.
+  // "hard gate: model_limit:gpt-4o at 100.4% (50,210 of 50,000 tokens this period); resets
+  //  2026-12-01 00:00 UTC". Built on demand, so checking allocates nothing.
+  [[nodiscard]] std::string message() const;
+
+  [[nodiscard]] bool ok() const noexcept { return status == GateStatus::kOk || status == GateStatus::kUnmetered; }
+};
+
+}  // namespace paygent

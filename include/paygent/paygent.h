@@ -1,0 +1,279 @@
+// paygent::Paygent: meters and gates every LLM call made inside a paygent::Context.
+//
+//   auto pg = paygent::Paygent::create({.plans = config, .on_soft_gate = warn});
+//   paygent::Context ctx("user_123");
+//   std::string body = pg.value()->metered_call("gpt-4o", {.prompt_tokens = 900,
+//       .max_output_tokens = 512}, [&] { return call_openai(...); });   // reserve, call, settle
+//
+// Fail-open: nothing Paygent does can fail the application's call except the intentional hard
+// gate (LimitExceeded). A throwing callback, an unreadable response, an unknown model, a broken
+// local store: the call proceeds, and the fault is counted in stats() and reported to on_error.
+//
+// Thread safety: a Paygent is safe for concurrent use from any number of threads without external
+// synchronization. check/reserve/settle/record take no lock, make no system call and do no I/O;
+// after a user's first call (and first call of a period or session) they do not allocate.
+// Callbacks run on the calling thread, synchronously.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "paygent/context.h"
+#include "paygent/guard_result.h"
+#include "paygent/limit_exceeded.h"
+#include "paygent/money.h"
+#include "paygent/plan.h"
+#include "paygent/price_catalog.h"
+#include "paygent/usage.h"
+#include "paygent/usage_event.h"
+
+namespace paygent {
+
+namespace internal {
+struct Engine;
+struct UserState;
+struct Window;
+struct ModelInfo;
+}  // namespace internal
+
+struct Options {
+  // Backend API key. Empty = local-only mode: state lives in `local_store_path` only.
+  std::string api_key;
+
+  // The plans. Replace them later with set_plans() without stopping traffic.
+  PlanConfig plans;
+
+  // SQLite file that keeps every metered event, so spend survives a restart. Empty = memory only
+  // (nothing survives a restart). Opened in WAL mode; created when missing.
+  std::string local_store_path = "paygent.db";
+
+  // How often the background writer commits queued events to the local store (one transaction
+  // per interval: group commit). Longer intervals write more efficiently; a crash loses at most
+  // this window of events.
+  absl::Duration local_commit_interval = absl::Milliseconds(20);
+
+  // Capacity of the lock-free queue between the calling threads and the writer. When it is full
+  // events go to an unbounded overflow list under a mutex (slower, never dropped) and
+  // Stats::queue_overflows counts them. Rounded up to a power of two.
+  std::size_t event_queue_capacity = 1 << 16;
+
+  // When false, a hard-gated call is not stopped: on_hard_gate still fires and the GuardResult
+  // still says kHardGate, but no LimitExceeded is thrown.
+  bool raise_on_hard_gate = true;
+
+  // Called on the calling thread. A callback that throws is contained, counted
+  // (Stats::callback_failures) and the call proceeds.
+  std::function<void(const GuardResult&)> on_soft_gate;  // once per threshold, limit and period
+  std::function<void(const GuardResult&)> on_hard_gate;  // every blocked call
+  std::function<void(const UsageEvent&)> on_usage;       // every metered call
+  std::function<void(const absl::Status&)> on_error;     // every contained fault
+
+  // Prices for models a plan has no cost_rates for. nullptr = PriceCatalog::builtin().
+  const PriceCatalog* price_catalog = nullptr;
+
+  // The time source (UTC). Empty = the system clock. Tests set a fake clock here.
+  std::function<absl::Time()> clock;
+};
+
+// What a call is expected to use, for the reservation. The estimate is held against every limit
+// until the call settles, so that concurrent calls at a cap cannot overshoot it.
+struct CallEstimate {
+  std::int64_t prompt_tokens = 0;
+  std::int64_t max_output_tokens = 0;  // the request's max_tokens; 0 = reserve input only
+};
+
+// A call's hold on its user's budget, from reserve() until settle() or release(). Move-only;
+// destroying an unsettled Reservation releases it.
+class Reservation {
+ public:
+  Reservation() = default;
+  Reservation(Reservation&& other) noexcept;
+  Reservation& operator=(Reservation&& other) noexcept;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation();
+
+  // The gate's verdict for this call (kUnmetered outside a Context: settle then does nothing).
+  [[nodiscard]] const GuardResult& result() const noexcept { return result_; }
+  [[nodiscard]] bool active() const noexcept { return engine_ != nullptr; }
+  [[nodiscard]] Nanos reserved_cost() const noexcept { return cost_; }
+  [[nodiscard]] std::int64_t reserved_tokens() const noexcept { return tokens_; }
+
+ private:
+  friend struct internal::Engine;
+  friend class Paygent;
+  GuardResult result_;
+  internal::Engine* engine_ = nullptr;
+  internal::UserState* user_ = nullptr;
+  internal::Window* period_ = nullptr;
+  internal::Window* session_ = nullptr;
+  const internal::ModelInfo* model_ = nullptr;
+  std::shared_ptr<const ContextData> context_;
+  Nanos cost_ = 0;
+  std::int64_t tokens_ = 0;
+  std::int64_t started_ns_ = 0;
+};
+
+// A user's standing, for reports and dashboards.
+struct UserReport {
+  struct ModelUsage {
+    std::string model;
+    std::int64_t input_tokens = 0;
+    std::int64_t output_tokens = 0;
+    std::int64_t calls = 0;
+    Nanos cost = 0;
+    std::optional<std::int64_t> max_tokens_per_period;
+  };
+  struct SessionUsage {
+    std::string session_id;
+    Nanos cost = 0;
+    std::int64_t calls = 0;
+    absl::Time last_activity;
+  };
+  std::string user_id;
+  std::string plan;      // empty when the user has no plan
+  Period period;
+  Nanos spend = 0;       // settled spend this period
+  Nanos reserved = 0;    // held by calls in flight
+  std::optional<Nanos> max_spend_per_period;
+  std::optional<Nanos> remaining;  // max - spend - reserved, never below 0; nullopt = unlimited
+  std::int64_t calls = 0;
+  std::vector<ModelUsage> by_model;      // sorted by cost, highest first
+  std::vector<SessionUsage> by_session;  // sessions active this period, most recent first
+};
+
+// Counters of what Paygent did and contained. Monotonic for the life of the instance.
+struct Stats {
+  std::int64_t checks = 0;
+  std::int64_t events = 0;             // metered calls
+  std::int64_t soft_gates = 0;         // soft-gate callbacks fired
+  std::int64_t hard_gates = 0;         // calls gated hard (blocked unless raise_on_hard_gate=false)
+  std::int64_t unmetered = 0;          // calls outside any Context
+  std::int64_t errors = 0;             // contained internal faults (store, parse, ...)
+  std::int64_t callback_failures = 0;  // callbacks that threw
+  std::int64_t unknown_models = 0;     // events metered with no known price (cost 0)
+  std::int64_t unreadable_responses = 0;  // responses whose usage could not be read
+  std::int64_t queue_overflows = 0;    // events that took the slow overflow path
+  std::int64_t stored_events = 0;      // events committed to the local store
+};
+
+class Paygent {
+ public:
+  // Builds a Paygent. Fails (InvalidArgument, naming the field) only for invalid options, e.g. a
+  // default_plan that is not among the plans. A local store that cannot be opened does not fail
+  // creation (fail-open): Paygent runs in memory and reports the fault through on_error.
+  static absl::StatusOr<std::unique_ptr<Paygent>> create(Options options);
+
+  // The process-wide instance, for applications that initialise once at start-up and reach it
+  // from anywhere (as Paygent.init() in the reference SDK). A second init() replaces the first
+  // only after it has flushed. Invalid options fall back to a pass-through instance (fail-open)
+  // and are reported through on_error.
+  static Paygent& init(Options options);
+  static Paygent* instance() noexcept;
+
+  ~Paygent();  // flushes queued events to the local store
+  Paygent(const Paygent&) = delete;
+  Paygent& operator=(const Paygent&) = delete;
+
+  // --- Plans and users (cold path) ------------------------------------------------------------
+
+  // Replaces every plan at once; calls in flight finish against the plans they started with.
+  absl::Status set_plans(PlanConfig config);
+  absl::Status set_plans_json(std::string_view json);
+  [[nodiscard]] std::shared_ptr<const PlanConfig> plans() const;
+
+  // Puts `user_id` on `plan` for a subscription period [period_start, period_end) that renews
+  // with the same length (see subscription_period). NotFound when the plan does not exist;
+  // InvalidArgument when end <= start.
+  absl::Status subscribe(std::string_view user_id, std::string_view plan, absl::Time period_start,
+                         absl::Time period_end);
+  // Puts `user_id` on `plan` with the plan's calendar period rule.
+  absl::Status assign_plan(std::string_view user_id, std::string_view plan);
+
+  // --- The call path ----------------------------------------------------------------------------
+
+  // Gates a call of `model` for the current Context's user: evaluates period spend, session spend
+  // and the model's token quota (counting `estimate`, without holding it) and returns the most
+  // restrictive result. Fires on_soft_gate / on_hard_gate. Throws LimitExceeded on a hard gate
+  // (unless raise_on_hard_gate is false). Outside a Context returns kUnmetered.
+  GuardResult check(std::string_view model, const CallEstimate& estimate = {});
+
+  // As check(), and holds the estimated cost and tokens against every limit until the call is
+  // settled: admission is decided atomically, so concurrent calls cannot overshoot a cap by more
+  // than the difference between their estimates and their real usage. Throws LimitExceeded when
+  // the call's estimate would take a limit past hard_gate_at; nothing is held then.
+  [[nodiscard]] Reservation reserve(std::string_view model, const CallEstimate& estimate);
+
+  // Replaces the reservation by the call's real usage and meters the event (on_usage, store).
+  // `reported_model` is the model the provider answered with, when known. Never throws.
+  void settle(Reservation& reservation, const Usage& usage, Provider provider = Provider::kUnknown) noexcept;
+  // Settles with what a provider response says (see extract_usage). An unreadable body meters the
+  // reservation's estimate instead (flagged `estimated`) and is reported through on_error.
+  void settle_response(Reservation& reservation, std::string_view body) noexcept;
+  // Gives the reservation back without metering anything (the call failed and cost nothing).
+  void release(Reservation& reservation) noexcept;
+
+  // Meters a call that was not reserved (usage known after the fact). No gate. Never throws.
+  void record(std::string_view model, const Usage& usage, Provider provider = Provider::kUnknown) noexcept;
+
+  // The largest max_tokens a call of `model` with `prompt_tokens` of input can ask for and still
+  // fit every limit of the current user's plan; nullopt when no limit bounds it (or no Context).
+  [[nodiscard]] std::optional<std::int64_t> max_output_tokens_that_fit(std::string_view model,
+                                                                       std::int64_t prompt_tokens);
+
+  // reserve -> call() -> read usage -> settle, with the hard gate in front. `call` returns either
+  // a provider response body (std::string or anything convertible to std::string_view: usage is
+  // read from it) or a paygent::Usage. If `call` throws, the reservation is released and the
+  // exception propagates unchanged. Throws LimitExceeded before calling when gated hard.
+  template <class Call>
+  auto metered_call(std::string_view model, const CallEstimate& estimate, Call&& call);
+
+  // --- Reports ----------------------------------------------------------------------------------
+
+  // The user's current period: spend, reservations, remaining budget, by model, by session.
+  // NotFound when Paygent has never seen the user.
+  absl::StatusOr<UserReport> report(std::string_view user_id);
+  [[nodiscard]] Stats stats() const noexcept;
+
+  // Commits every queued event to the local store, waiting at most `deadline`.
+  // DeadlineExceeded when events remain queued; Unavailable when there is no working store.
+  absl::Status flush(absl::Duration deadline = absl::Seconds(5));
+
+ private:
+  explicit Paygent(std::unique_ptr<internal::Engine> engine);
+  Reservation reserve_or_fail_open(std::string_view model, const CallEstimate& estimate);
+  std::unique_ptr<internal::Engine> engine_;
+};
+
+template <class Call>
+auto Paygent::metered_call(std::string_view model, const CallEstimate& estimate, Call&& call) {
+  Reservation reservation = reserve_or_fail_open(model, estimate);  // LimitExceeded propagates
+  using Result = std::invoke_result_t<Call>;
+  try {
+    Result result = std::forward<Call>(call)();
+    if constexpr (std::is_same_v<std::decay_t<Result>, Usage>) {
+      settle(reservation, result);
+    } else {
+      static_assert(std::is_convertible_v<const Result&, std::string_view>,
+                    "metered_call: the call must return a response body or a paygent::Usage");
+      settle_response(reservation, std::string_view(result));
+    }
+    return result;
+  } catch (...) {
+    release(reservation);
+    throw;
+  }
+}
+
+}  // namespace paygent
