@@ -5,7 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/str_cat.h"
+#include "meter/internal/str_cat.h"
 #include "paygent/money.h"
 
 namespace paygent {
@@ -18,7 +18,7 @@ constexpr __int128 kInt64Max = INT64_MAX;
 absl::StatusOr<std::int64_t> parse_scaled(std::string_view text, int scale, std::int64_t divisor,
                                           std::string_view unit) {
   auto invalid = [&](std::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\": ", why));
+    return absl::InvalidArgumentError(internal::str_cat("\"", text, "\": ", why));
   };
   std::size_t i = 0;
   if (i < text.size() && text[i] == '+') ++i;
@@ -70,10 +70,10 @@ absl::StatusOr<std::int64_t> parse_scaled(std::string_view text, int scale, std:
     if (value > kInt64Max * divisor) return invalid("is too large");
   }
   for (; k < 0; ++k) {
-    if (value % 10 != 0) return invalid(absl::StrCat("has more precision than 1 ", unit));
+    if (value % 10 != 0) return invalid(internal::str_cat("has more precision than 1 ", unit));
     value /= 10;
   }
-  if (value % divisor != 0) return invalid(absl::StrCat("has more precision than 1 ", unit));
+  if (value % divisor != 0) return invalid(internal::str_cat("has more precision than 1 ", unit));
   value /= divisor;
   if (value > kInt64Max) return invalid("is too large");
   return static_cast<std::int64_t>(value);

@@ -37,7 +37,8 @@ absl::StatusOr<PicosPerToken> parse_usd_per_tokens(std::string_view decimal, std
 // Cost in nano-USD of `tokens` tokens at `rate`, rounded half-up to the nearest nano-USD (the
 // only rounding in Paygent, and below a billionth of a dollar per call).
 [[nodiscard]] constexpr Nanos cost_of_tokens(std::int64_t tokens, PicosPerToken rate) noexcept {
-  const __int128 picos = static_cast<__int128>(tokens) * rate;
+  __extension__ using Wide = __int128;  // exact: tokens * rate can exceed 64 bits
+  const Wide picos = static_cast<Wide>(tokens) * rate;
   return static_cast<Nanos>((picos + 500) / 1000);
 }
 

@@ -43,7 +43,8 @@ namespace paygent {
 namespace internal {
 struct Engine;
 struct UserState;
-struct Window;
+struct PeriodWindow;
+struct SessionWindow;
 struct ModelInfo;
 }  // namespace internal
 
@@ -108,7 +109,7 @@ class Reservation {
   [[nodiscard]] const GuardResult& result() const noexcept { return result_; }
   [[nodiscard]] bool active() const noexcept { return engine_ != nullptr; }
   [[nodiscard]] Nanos reserved_cost() const noexcept { return cost_; }
-  [[nodiscard]] std::int64_t reserved_tokens() const noexcept { return tokens_; }
+  [[nodiscard]] std::int64_t reserved_tokens() const noexcept { return input_tokens_ + output_tokens_; }
 
  private:
   friend struct internal::Engine;
@@ -116,12 +117,13 @@ class Reservation {
   GuardResult result_;
   internal::Engine* engine_ = nullptr;
   internal::UserState* user_ = nullptr;
-  internal::Window* period_ = nullptr;
-  internal::Window* session_ = nullptr;
+  internal::PeriodWindow* period_ = nullptr;
+  internal::SessionWindow* session_ = nullptr;
   const internal::ModelInfo* model_ = nullptr;
   std::shared_ptr<const ContextData> context_;
   Nanos cost_ = 0;
-  std::int64_t tokens_ = 0;
+  std::int64_t input_tokens_ = 0;   // the estimate held: prompt tokens
+  std::int64_t output_tokens_ = 0;  // and max output tokens
   std::int64_t started_ns_ = 0;
 };
 

@@ -1,0 +1,263 @@
+// Benchmarks of the hot path: gate check, reserve + settle + hand-off, and two threads against a
+// baseline of the same logic behind one std::mutex + std::unordered_map, in the same run.
+//
+// Each benchmark first checks that the operation computes the right thing, then times it.
+//   build/bench/paygent_bench --benchmark_filter=guard --benchmark_repetitions=5 \
+//       --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <unistd.h>
+#include <unordered_map>
+#include <vector>
+
+#include "paygent/paygent.h"
+
+// --- Allocation counting: every operator new on this thread is counted --------------------------
+
+namespace {
+thread_local std::int64_t t_allocations = 0;
+}  // namespace
+
+void* operator new(std::size_t n) {
+  ++t_allocations;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return ::operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+namespace paygent {
+namespace {
+
+constexpr Nanos kDollar = kNanosPerUsd;
+
+PlanConfig pro_plan() {
+  auto c = parse_plan_config(R"({"soft_gate_at":[0.5,0.8],"hard_gate_at":1.0,"default_plan":"pro","plans":[{
+      "name":"pro","max_spend_per_period":1000000.00,"max_spend_per_session":100000.00,
+      "model_limits":{"gpt-4o":{"max_tokens_per_period":100000000000000}},
+      "cost_rates":{"gpt-4o":{"input":0.0025,"output":0.01}},"session_timeout_minutes":30}]})");
+  if (!c.ok()) std::abort();
+  return *c;
+}
+
+std::unique_ptr<Paygent> memory_paygent() {
+  Options o;
+  o.plans = pro_plan();
+  o.local_store_path = "";
+  return *Paygent::create(std::move(o));
+}
+
+// --- Gate check -----------------------------------------------------------------------------------
+
+void BM_guard_check_hot_user(benchmark::State& state) {
+  auto pg = memory_paygent();
+  Context ctx("hot-user");
+  pg->record("gpt-4o", Usage{.input_tokens = 1000, .output_tokens = 0});
+  const GuardResult r = pg->check("gpt-4o");
+  if (r.status != GateStatus::kOk || r.reason != GateReason::kTotalSpend || r.current_value != 2'500'000) {
+    state.SkipWithError("check computed the wrong result");
+    return;
+  }
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pg->check("gpt-4o"));
+  }
+}
+BENCHMARK(BM_guard_check_hot_user);
+
+void BM_guard_check_1M_random_users(benchmark::State& state) {
+  constexpr std::size_t kUsers = 1'000'000;
+  static std::unique_ptr<Paygent> pg;
+  static std::vector<Context::Captured> contexts;
+  static std::vector<std::uint32_t> order;
+  if (!pg) {
+    pg = memory_paygent();
+    contexts.reserve(kUsers);
+    for (std::size_t i = 0; i < kUsers; ++i) {
+      Context c("user-" + std::to_string(i));
+      contexts.push_back(Context::capture());
+      pg->record("gpt-4o", Usage{.input_tokens = static_cast<std::int64_t>(i % 1000), .output_tokens = 0});
+    }
+    std::uint64_t x = 88172645463325252ULL;
+    order.resize(1 << 22);
+    for (auto& o : order) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      o = static_cast<std::uint32_t>(x % kUsers);
+    }
+  }
+  {
+    Context::Scope in(contexts[123'456]);
+    const GuardResult r = pg->check("gpt-4o");
+    if (r.status != GateStatus::kOk || r.current_value != 456 * 2'500) {
+      state.SkipWithError("check computed the wrong result");
+      return;
+    }
+  }
+  std::size_t i = 0;
+  for (auto _ : state) {
+    Context::Scope in(contexts[order[i++ & (order.size() - 1)]]);
+    benchmark::DoNotOptimize(pg->check("gpt-4o"));
+  }
+}
+BENCHMARK(BM_guard_check_1M_random_users);
+
+// What entering a captured Context costs on its own (part of the figure above).
+void BM_guard_context_scope_only(benchmark::State& state) {
+  Context c("someone");
+  const Context::Captured captured = Context::capture();
+  for (auto _ : state) {
+    Context::Scope in(captured);
+    benchmark::DoNotOptimize(Context::current());
+  }
+}
+BENCHMARK(BM_guard_context_scope_only);
+
+// --- Reserve + settle + hand-off to the store's queue ---------------------------------------------
+
+std::string temp_store_path() {
+  static std::atomic<int> n{0};
+  return (std::filesystem::temp_directory_path() /
+          ("paygent-bench-" + std::to_string(::getpid()) + "-" + std::to_string(n++) + ".db"))
+      .string();
+}
+
+void BM_guard_reserve_settle(benchmark::State& state) {
+  const std::string path = temp_store_path();
+  std::int64_t stored_before = 0;
+  {
+    Options o;
+    o.plans = pro_plan();
+    o.local_store_path = path;
+    o.event_queue_capacity = 1 << 20;
+    o.local_commit_interval = absl::Milliseconds(20);
+    auto pg = *Paygent::create(std::move(o));
+    Context ctx("hot-user");
+    const Usage actual{.input_tokens = 1000, .output_tokens = 200};
+    {
+      Reservation r = pg->reserve("gpt-4o", {.prompt_tokens = 1000, .max_output_tokens = 500});
+      if (r.reserved_cost() != 1000 * 2'500 + 500 * 10'000) state.SkipWithError("wrong reservation");
+      pg->settle(r, actual);
+      if (pg->report("hot-user")->spend != 1000 * 2'500 + 200 * 10'000) state.SkipWithError("wrong settle");
+    }
+    for (int i = 0; i < 1000; ++i) {  // warm-up
+      Reservation r = pg->reserve("gpt-4o", {.prompt_tokens = 1000, .max_output_tokens = 500});
+      pg->settle(r, actual);
+    }
+    const std::int64_t allocs_before = t_allocations;
+    std::int64_t calls = 0;
+    for (auto _ : state) {
+      Reservation r = pg->reserve("gpt-4o", {.prompt_tokens = 1000, .max_output_tokens = 500});
+      pg->settle(r, actual);
+      ++calls;
+    }
+    state.counters["allocs_per_call"] =
+        calls == 0 ? 0.0 : static_cast<double>(t_allocations - allocs_before) / static_cast<double>(calls);
+    state.PauseTiming();
+    if (!pg->flush(absl::Seconds(60)).ok()) state.SkipWithError("flush failed");
+    stored_before = pg->stats().stored_events;
+    if (stored_before != 1001 + calls) state.SkipWithError("events lost or counted twice");
+    state.ResumeTiming();
+  }
+  for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(path + s);
+}
+// Fixed iterations keep the queue from filling (the writer commits every 20 ms on the other core).
+BENCHMARK(BM_guard_reserve_settle)->Iterations(200000);
+
+// --- Two threads: Paygent against one mutex + unordered_map ---------------------------------------
+
+// The same gate logic (look up the user, judge period spend and model tokens, hold, settle)
+// behind one std::mutex and std::unordered_map: what a straightforward implementation does.
+class MutexBaseline {
+ public:
+  bool reserve_settle(const std::string& user, Nanos est, std::int64_t est_tokens, Nanos actual,
+                      std::int64_t actual_tokens) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      State& s = users_[user];
+      if (s.committed + est > kLimit || s.tokens + est_tokens > kTokenLimit) return false;
+      s.committed += est;
+      s.tokens += est_tokens;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    State& s = users_[user];
+    s.committed += actual - est;
+    s.spend += actual;
+    s.tokens += actual_tokens - est_tokens;
+    ++s.calls;
+    return true;
+  }
+  Nanos spend(const std::string& user) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return users_[user].spend;
+  }
+
+ private:
+  static constexpr Nanos kLimit = 1'000'000 * kDollar;
+  static constexpr std::int64_t kTokenLimit = 100'000'000'000'000;
+  struct State {
+    Nanos committed = 0, spend = 0;
+    std::int64_t tokens = 0, calls = 0;
+  };
+  std::mutex mu_;
+  std::unordered_map<std::string, State> users_;
+};
+
+Paygent* shared_paygent() {
+  static std::unique_ptr<Paygent> pg = memory_paygent();
+  return pg.get();
+}
+
+MutexBaseline* shared_baseline() {
+  static MutexBaseline b;
+  return &b;
+}
+
+const Usage kActual{.input_tokens = 1000, .output_tokens = 200};
+constexpr CallEstimate kEstimate{.prompt_tokens = 1000, .max_output_tokens = 500};
+constexpr Nanos kEstCost = 1000 * 2'500 + 500 * 10'000;
+constexpr Nanos kActualCost = 1000 * 2'500 + 200 * 10'000;
+
+std::string user_for_thread(const benchmark::State& state, bool distinct) {
+  return distinct ? "thread-user-" + std::to_string(state.thread_index()) : std::string("one-shared-user");
+}
+
+void BM_guard_2threads_paygent(benchmark::State& state, bool distinct) {
+  Paygent* pg = shared_paygent();
+  Context ctx(user_for_thread(state, distinct) + "-pg");
+  {
+    Reservation r = pg->reserve("gpt-4o", kEstimate);
+    if (r.reserved_cost() != kEstCost) state.SkipWithError("wrong reservation");
+    pg->settle(r, kActual);
+  }
+  for (auto _ : state) {
+    Reservation r = pg->reserve("gpt-4o", kEstimate);
+    pg->settle(r, kActual);
+  }
+}
+
+void BM_guard_2threads_mutex_baseline(benchmark::State& state, bool distinct) {
+  MutexBaseline* b = shared_baseline();
+  const std::string user = user_for_thread(state, distinct) + "-mutex";
+  if (!b->reserve_settle(user, kEstCost, 1500, kActualCost, 1200)) state.SkipWithError("baseline refused");
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(b->reserve_settle(user, kEstCost, 1500, kActualCost, 1200));
+  }
+}
+
+BENCHMARK_CAPTURE(BM_guard_2threads_paygent, distinct_users, true)->Threads(2)->UseRealTime();
+BENCHMARK_CAPTURE(BM_guard_2threads_mutex_baseline, distinct_users, true)->Threads(2)->UseRealTime();
+BENCHMARK_CAPTURE(BM_guard_2threads_paygent, same_user, false)->Threads(2)->UseRealTime();
+BENCHMARK_CAPTURE(BM_guard_2threads_mutex_baseline, same_user, false)->Threads(2)->UseRealTime();
+
+}  // namespace
+}  // namespace paygent

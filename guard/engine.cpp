@@ -1,0 +1,870 @@
+// The engine behind paygent::Paygent (see guard/internal/engine.h for the layout of the state).
+#include "guard/internal/engine.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "absl/hash/hash.h"
+#include "absl/random/random.h"
+#include "meter/internal/str_cat.h"
+
+namespace paygent::internal {
+namespace {
+
+constexpr std::int64_t kNanosPerMs = 1'000'000;
+// check() reads the coarse clock (3 ns instead of 21 ns) and re-reads the precise one when a
+// period end or a session expiry is this close, so that no boundary is judged late.
+constexpr std::int64_t kCoarseMarginNs = 50 * kNanosPerMs;
+// Model slots per period window beyond the plan's own model limits.
+constexpr std::size_t kSpareModelSlots = 8;
+// Events kept for a store that keeps failing, before the oldest are dropped (and counted).
+constexpr std::size_t kMaxPendingEvents = 1 << 20;
+
+std::atomic<std::uint64_t> g_engine_generation{1};
+
+std::uint64_t hash_of(std::string_view s) noexcept {
+  return absl::Hash<std::string_view>{}(s) | 1;  // never 0
+}
+
+std::uint64_t session_hash(const UserState* u, std::string_view id) noexcept {
+  return absl::HashOf(u, id) | 1;
+}
+
+// The thread's last user: a hot user is found by comparing its id, without hashing.
+struct LastUser {
+  std::uint64_t generation = 0;
+  const ContextData* context = nullptr;
+  UserState* user = nullptr;
+};
+thread_local LastUser t_last_user;
+
+// The thread's last model name.
+struct LastModel {
+  std::uint64_t generation = 0;
+  std::size_t length = 0;
+  char name[64];
+  const ModelInfo* model = nullptr;
+};
+thread_local LastModel t_last_model;
+
+int stripe_index() noexcept {
+  static std::atomic<int> next{0};
+  thread_local int index = next.fetch_add(1, std::memory_order_relaxed);
+  return index;
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  return out;
+}
+
+// Verdict of one limit: current usage c (settled + held), this call's estimate e, limit L.
+struct Verdict {
+  GateStatus status = GateStatus::kOk;
+  int soft_index = -1;
+  double pct = 0;
+};
+
+Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const CompiledPlan& plan) noexcept {
+  Verdict v;
+  const __int128 after = static_cast<__int128>(c) + e;
+  const __int128 scaled_limit = static_cast<__int128>(limit);
+  v.pct = limit > 0 ? static_cast<double>(after) / static_cast<double>(limit) : (after > 0 ? 1e9 : 1.0);
+  const __int128 hard = scaled_limit * plan.hard;
+  if (static_cast<__int128>(c) * kPpmOne >= hard || (e > 0 && after * kPpmOne > hard)) {
+    v.status = GateStatus::kHardGate;
+    return v;
+  }
+  for (int i = static_cast<int>(plan.soft.size()) - 1; i >= 0; --i) {
+    if (after * kPpmOne >= scaled_limit * plan.soft[static_cast<std::size_t>(i)]) {
+      v.status = GateStatus::kSoftGate;
+      v.soft_index = i;
+      break;
+    }
+  }
+  return v;
+}
+
+// Keeps the most restrictive of two results: higher status, then higher usage_pct; first wins ties.
+void keep_worse(GuardResult& best, const GuardResult& r) noexcept {
+  if (best.reason == GateReason::kNone || r.status > best.status ||
+      (r.status == best.status && r.usage_pct > best.usage_pct)) {
+    best = r;
+  }
+}
+
+}  // namespace
+
+// --- StripedCounter -------------------------------------------------------------------------------
+
+void StripedCounter::add(std::int64_t n) noexcept {
+  stripes_[stripe_index() % kStripes].v.fetch_add(n, std::memory_order_relaxed);
+}
+
+std::int64_t StripedCounter::sum() const noexcept {
+  std::int64_t s = 0;
+  for (const auto& st : stripes_) s += st.v.load(std::memory_order_relaxed);
+  return s;
+}
+
+// --- PeriodWindow ---------------------------------------------------------------------------------
+
+ModelCounters* PeriodWindow::counters(std::uint32_t model_id) noexcept {
+  for (std::size_t i = 0; i < slots; ++i) {
+    ModelCounters& m = models[i];
+    std::uint32_t id = m.model_id.load(std::memory_order_acquire);
+    if (id == model_id) return &m;
+    if (id == kNoModel) {
+      if (m.model_id.compare_exchange_strong(id, model_id, std::memory_order_acq_rel)) return &m;
+      if (id == model_id) return &m;
+    }
+  }
+  return nullptr;
+}
+
+const ModelCounters* PeriodWindow::find(std::uint32_t model_id) const noexcept {
+  for (std::size_t i = 0; i < slots; ++i) {
+    const std::uint32_t id = models[i].model_id.load(std::memory_order_acquire);
+    if (id == model_id) return &models[i];
+    if (id == kNoModel) return nullptr;
+  }
+  return nullptr;
+}
+
+// --- Engine: construction -------------------------------------------------------------------------
+
+Engine::Engine(Options o)
+    : options(std::move(o)),
+      catalog(options.price_catalog != nullptr ? options.price_catalog : &PriceCatalog::builtin()),
+      generation(g_engine_generation.fetch_add(1)),
+      id_seed(absl::Uniform<std::uint64_t>(absl::BitGen())) {}
+
+void Engine::open_store() {
+  if (options.local_store_path.empty()) return;
+  auto opened = LocalStore::open(options.local_store_path);
+  if (!opened.ok()) {
+    report_error(opened.status());  // fail-open: run in memory
+    return;
+  }
+  store = std::move(opened).value();
+  queue = std::make_unique<EventQueue<QueuedEvent>>(std::max<std::size_t>(options.event_queue_capacity, 2));
+  writer = std::thread([this] { writer_loop(); });
+}
+
+Engine::~Engine() {
+  if (writer.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(writer_mu);
+      stopping = true;
+    }
+    writer_cv.notify_all();
+    writer.join();
+  }
+}
+
+// --- Engine: time and ids -------------------------------------------------------------------------
+
+std::int64_t Engine::now_ns() const noexcept {
+  if (options.clock) {
+    try {
+      return absl::ToUnixNanos(options.clock());
+    } catch (...) {
+    }
+  }
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::int64_t Engine::coarse_now_ns() const noexcept {
+  if (options.clock) return now_ns();
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+EventId Engine::next_event_id() noexcept {
+  // Each thread takes ids in blocks of 4096 from the engine, so the shared counter is touched
+  // once per 4096 events.
+  struct Block {
+    std::uint64_t generation = 0;
+    std::uint64_t next = 0;
+    std::uint64_t end = 0;
+  };
+  thread_local Block block;
+  if (block.generation != generation || block.next == block.end) {
+    block.generation = generation;
+    block.next = id_blocks.fetch_add(4096, std::memory_order_relaxed);
+    block.end = block.next + 4096;
+  }
+  return EventId{id_seed, block.next++};
+}
+
+// --- Engine: resolving a call ---------------------------------------------------------------------
+
+UserState* Engine::user_for(std::string_view user_id, bool create) {
+  const std::uint64_t h = hash_of(user_id);
+  auto eq = [&](const UserState& u) { return u.key == user_id; };
+  if (!create) return users.find(h, eq);
+  return users
+      .find_or_insert(h, eq,
+                      [&] {
+                        auto u = std::make_unique<UserState>();
+                        u->key = std::string(user_id);
+                        u->hash = h;
+                        return u;
+                      })
+      .first;
+}
+
+const ModelInfo* Engine::model_for(std::string_view raw_model) {
+  LastModel& last = t_last_model;
+  if (last.generation == generation && last.length == raw_model.size() &&
+      std::memcmp(last.name, raw_model.data(), raw_model.size()) == 0) {
+    return last.model;
+  }
+  const std::string_view name = canonical_model(raw_model);
+  const std::uint64_t h = hash_of(name);
+  const ModelInfo* m = models
+                           .find_or_insert(h, [&](const ModelInfo& mi) { return mi.name == name; },
+                                           [&] {
+                                             auto mi = std::make_unique<ModelInfo>();
+                                             mi->name = std::string(name);
+                                             mi->hash = h;
+                                             mi->id = next_model_id.fetch_add(1);
+                                             mi->catalog_price = catalog->find(name);
+                                             return mi;
+                                           })
+                           .first;
+  if (raw_model.size() <= sizeof last.name) {
+    last.generation = generation;
+    last.length = raw_model.size();
+    std::memcpy(last.name, raw_model.data(), raw_model.size());
+    last.model = m;
+  }
+  return m;
+}
+
+const CompiledPlan* Engine::resolve_plan(UserState* user, const PlanSnapshot* snap) {
+  const Assignment* a = user->assignment.load(std::memory_order_acquire);
+  const CompiledPlan* plan = snap->default_plan;
+  if (a != nullptr && !a->plan.empty()) {
+    auto it = snap->by_name.find(a->plan);
+    if (it != snap->by_name.end()) {
+      plan = it->second;
+    } else {
+      // The user's plan was removed by a plan swap: meter without gating, and say so.
+      plan = &snap->unlimited;
+      report_error(absl::NotFoundError(str_cat("user ", user->key, ": plan \"", a->plan,
+                                                    "\" is not in the current plans; the user is not gated")));
+    }
+  }
+  user->plan_cache.store(plan, std::memory_order_release);
+  return plan;
+}
+
+PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std::int64_t now) {
+  std::lock_guard<std::mutex> lock(user->mu);
+  const Assignment* a = user->assignment.load(std::memory_order_acquire);
+  PeriodWindow* cur = user->period.load(std::memory_order_acquire);
+  Period bounds;
+  const absl::Time t = absl::FromUnixNanos(now);
+  if (a != nullptr && a->subscription) {
+    bounds = subscription_period(absl::FromUnixNanos(a->start_ns), absl::FromUnixNanos(a->end_ns), t);
+  } else {
+    bounds = calendar_period(plan->rule, t);
+  }
+  const std::int64_t start = absl::ToUnixNanos(bounds.start);
+  const std::int64_t end = absl::ToUnixNanos(bounds.end);
+  if (cur != nullptr && cur->start_ns == start && cur->end_ns == end) {
+    cur->tag.store(plan, std::memory_order_release);  // same period: a new plan applies to it
+    return cur;
+  }
+  auto w = std::make_unique<PeriodWindow>(start, end, plan->limits.size() + kSpareModelSlots);
+  w->rule = plan->rule;
+  for (const CompiledLimit& l : plan->limits) w->counters(l.model->id);
+  if (store) {
+    // A window that overlaps the previous one (a subscription moved) must see every event, so the
+    // writer is drained first. A plain roll-over to the next period needs no flush.
+    if (cur != nullptr && start < cur->end_ns) {
+      std::unique_lock<std::mutex> wl(writer_mu);
+      const std::uint64_t ticket = ++flush_requested;
+      writer_cv.notify_all();
+      flushed_cv.wait_for(wl, std::chrono::seconds(2), [&] { return flush_done >= ticket; });
+    }
+    auto totals = store->totals(user->key, start, end);
+    if (totals.ok()) {
+      w->committed.store(totals->cost, std::memory_order_relaxed);
+      w->spend.store(totals->cost, std::memory_order_relaxed);
+      w->calls.store(totals->calls, std::memory_order_relaxed);
+      for (const auto& m : totals->by_model) {
+        ModelCounters* c = w->counters(model_for(m.model)->id);
+        if (c == nullptr) continue;
+        c->committed_tokens.store(m.input_tokens + m.output_tokens, std::memory_order_relaxed);
+        c->tokens.store(m.input_tokens + m.output_tokens, std::memory_order_relaxed);
+        c->input.store(m.input_tokens, std::memory_order_relaxed);
+        c->output.store(m.output_tokens, std::memory_order_relaxed);
+        c->calls.store(m.calls, std::memory_order_relaxed);
+        c->cost.store(m.cost, std::memory_order_relaxed);
+      }
+    } else {
+      report_error(totals.status());
+    }
+  }
+  w->tag.store(plan, std::memory_order_release);
+  PeriodWindow* out = w.get();
+  user->periods.push_back(std::move(w));
+  user->period.store(out, std::memory_order_release);
+  return out;
+}
+
+namespace {
+
+// Restores a session's spend from the store's rows for it.
+void restore_session(SessionWindow& w, const SessionTotals& t) {
+  w.committed.store(t.cost, std::memory_order_relaxed);
+  w.spend.store(t.cost, std::memory_order_relaxed);
+  w.calls.store(t.calls, std::memory_order_relaxed);
+  w.last_activity_ns.store(t.last_ns, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+SessionWindow* Engine::roll_implicit_session(UserState* user, const CompiledPlan* plan, std::int64_t now) {
+  std::lock_guard<std::mutex> lock(user->mu);
+  SessionWindow* cur = user->implicit_session.load(std::memory_order_acquire);
+  if (cur != nullptr && now - cur->last_activity_ns.load(std::memory_order_relaxed) <= plan->session_timeout_ns) {
+    return cur;
+  }
+  std::unique_ptr<SessionWindow> w;
+  if (cur == nullptr && store) {
+    // First sight of the user in this process: resume an implicit session still active in the store.
+    auto found = store->sessions(user->key, "", now - plan->session_timeout_ns - 31LL * 86400 * 1'000'000'000,
+                                 now - plan->session_timeout_ns, now + 1);
+    if (found.ok()) {
+      for (const SessionTotals& t : *found) {
+        if (t.session_id.rfind("auto-", 0) == 0) {
+          w = std::make_unique<SessionWindow>(t.session_id, t.first_ns);
+          restore_session(*w, t);
+          break;
+        }
+      }
+    } else {
+      report_error(found.status());
+    }
+  }
+  if (!w) w = std::make_unique<SessionWindow>(str_cat("auto-", now / kNanosPerMs), now);
+  SessionWindow* out = w.get();
+  user->sessions.push_back(std::move(w));
+  user->implicit_session.store(out, std::memory_order_release);
+  return out;
+}
+
+SessionEntry* Engine::session_entry(UserState* user, std::string_view session_id) {
+  const std::uint64_t h = session_hash(user, session_id);
+  return sessions
+      .find_or_insert(h, [&](const SessionEntry& e) { return e.user == user && e.session_id == session_id; },
+                      [&] {
+                        auto e = std::make_unique<SessionEntry>();
+                        e->user = user;
+                        e->session_id = std::string(session_id);
+                        e->hash = h;
+                        return e;
+                      })
+      .first;
+}
+
+SessionWindow* Engine::roll_named_session(SessionEntry* entry, const CompiledPlan* plan, std::int64_t now) {
+  UserState* user = entry->user;
+  std::lock_guard<std::mutex> lock(user->mu);
+  SessionWindow* cur = entry->window.load(std::memory_order_acquire);
+  if (cur != nullptr && now - cur->last_activity_ns.load(std::memory_order_relaxed) <= plan->session_timeout_ns) {
+    return cur;
+  }
+  auto w = std::make_unique<SessionWindow>(entry->session_id, now);
+  if (cur == nullptr && store) {
+    auto found = store->sessions(user->key, entry->session_id, 0, now - plan->session_timeout_ns, now + 1);
+    if (found.ok()) {
+      if (!found->empty()) {
+        w = std::make_unique<SessionWindow>(entry->session_id, found->front().first_ns);
+        restore_session(*w, found->front());
+      }
+    } else {
+      report_error(found.status());
+    }
+  }
+  SessionWindow* out = w.get();
+  user->sessions.push_back(std::move(w));
+  entry->window.store(out, std::memory_order_release);
+  return out;
+}
+
+bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site) {
+  const ContextData* ctx = Context::current();
+  if (ctx == nullptr || ctx->user_id.empty()) return false;
+  site.context = ctx;
+  site.now_ns = now;
+
+  LastUser& last = t_last_user;
+  UserState* user;
+  if (last.generation == generation && last.context == ctx && last.user->key == ctx->user_id) {
+    user = last.user;
+  } else {
+    user = user_for(ctx->user_id, true);
+    last = LastUser{generation, ctx, user};
+  }
+  site.user = user;
+
+  const PlanSnapshot* snap = plans.load(std::memory_order_acquire);
+  const CompiledPlan* plan = user->plan_cache.load(std::memory_order_acquire);
+  if (plan == nullptr || plan->snapshot != snap) plan = resolve_plan(user, snap);
+  site.plan = plan;
+
+  PeriodWindow* period = user->period.load(std::memory_order_acquire);
+  if (period == nullptr || now >= period->end_ns || period->tag.load(std::memory_order_acquire) != plan) {
+    period = roll_period(user, plan, now);
+  }
+  site.period = period;
+
+  SessionWindow* session;
+  if (ctx->session_id.empty()) {
+    session = user->implicit_session.load(std::memory_order_acquire);
+    if (session == nullptr ||
+        now - session->last_activity_ns.load(std::memory_order_relaxed) > plan->session_timeout_ns) {
+      session = roll_implicit_session(user, plan, now);
+    }
+  } else {
+    SessionEntry* entry = user->last_named.load(std::memory_order_acquire);
+    if (entry == nullptr || entry->session_id != ctx->session_id) {
+      entry = session_entry(user, ctx->session_id);
+      user->last_named.store(entry, std::memory_order_release);
+    }
+    session = entry->window.load(std::memory_order_acquire);
+    if (session == nullptr ||
+        now - session->last_activity_ns.load(std::memory_order_relaxed) > plan->session_timeout_ns) {
+      session = roll_named_session(entry, plan, now);
+    }
+  }
+  site.session = session;
+
+  const ModelInfo* m = model_for(model);
+  site.model = m;
+  if (const ModelPrice* p = plan->rate_for(m)) {
+    site.price = p;
+    site.price_source = UsageEvent::PriceSource::kPlan;
+  } else if (m->catalog_price != nullptr) {
+    site.price = m->catalog_price;
+    site.price_source = UsageEvent::PriceSource::kCatalog;
+  } else {
+    site.price = nullptr;
+    site.price_source = UsageEvent::PriceSource::kUnknown;
+  }
+  return true;
+}
+
+Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::int64_t output) const noexcept {
+  if (price == nullptr) return 0;
+  Usage u;
+  u.input_tokens = input;
+  u.output_tokens = output;
+  return cost_of(u, *price);
+}
+
+// --- Engine: gates --------------------------------------------------------------------------------
+
+namespace {
+
+GuardResult spend_result(GateReason reason, const Verdict& v, std::int64_t current, std::int64_t limit,
+                         std::int64_t resets_ns, const CompiledPlan& plan) {
+  GuardResult r;
+  r.status = v.status;
+  r.reason = reason;
+  r.usage_pct = v.pct;
+  r.current_value = current;
+  r.limit_value = limit;
+  r.resets_at = resets_ns == std::numeric_limits<std::int64_t>::max() ? absl::InfiniteFuture()
+                                                                        : absl::FromUnixNanos(resets_ns);
+  r.threshold = v.status == GateStatus::kHardGate ? plan.hard
+                : v.soft_index >= 0              ? plan.soft[static_cast<std::size_t>(v.soft_index)]
+                                                 : 0;
+  return r;
+}
+
+}  // namespace
+
+GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) const noexcept {
+  const CompiledPlan& plan = *site.plan;
+  GuardResult best;
+  if (plan.max_period) {
+    const Nanos c = site.period->committed.load(std::memory_order_acquire);
+    const Verdict v = judge(c, est_cost, *plan.max_period, plan);
+    keep_worse(best, spend_result(GateReason::kTotalSpend, v, c + est_cost, *plan.max_period, site.period->end_ns, plan));
+  }
+  if (plan.max_session) {
+    const Nanos c = site.session->committed.load(std::memory_order_acquire);
+    const Verdict v = judge(c, est_cost, *plan.max_session, plan);
+    keep_worse(best, spend_result(GateReason::kSessionSpend, v, c + est_cost, *plan.max_session,
+                                  site.now_ns + plan.session_timeout_ns, plan));
+  }
+  if (const CompiledLimit* l = plan.limit_for(site.model)) {
+    const ModelCounters* mc = site.period->find(site.model->id);
+    const std::int64_t c = mc != nullptr ? mc->committed_tokens.load(std::memory_order_acquire) : 0;
+    const Verdict v = judge(c, est_tokens, l->max_tokens, plan);
+    GuardResult r = spend_result(GateReason::kModelLimit, v, c + est_tokens, l->max_tokens, site.period->end_ns, plan);
+    r.model = l->model->name;
+    keep_worse(best, r);
+  }
+  return best;
+}
+
+GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) noexcept {
+  const CompiledPlan& plan = *site.plan;
+  PeriodWindow& period = *site.period;
+  SessionWindow& session = *site.session;
+  ModelCounters* mc = period.counters(site.model->id);
+  const CompiledLimit* limit = plan.limit_for(site.model);
+  if (limit != nullptr && mc == nullptr) {
+    report_error(absl::ResourceExhaustedError(str_cat("no counter slot for model ", site.model->name,
+                                                           "; its token limit is not enforced this period")));
+  }
+
+  GuardResult best;
+  // Holds `e` on `counter` if the limit admits it; returns the verdict (nothing held when hard).
+  auto hold = [&](std::atomic<std::int64_t>& counter, std::int64_t e, const std::optional<std::int64_t>& max,
+                  std::int64_t& current) {
+    Verdict v;
+    std::int64_t c = counter.load(std::memory_order_acquire);
+    for (;;) {
+      if (max) {
+        v = judge(c, e, *max, plan);
+        if (v.status == GateStatus::kHardGate) {
+          current = c + e;
+          return v;
+        }
+      }
+      if (e == 0 || counter.compare_exchange_weak(c, c + e, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        current = c + e;
+        return v;
+      }
+    }
+  };
+
+  std::int64_t current = 0;
+  const Verdict vp = hold(period.committed, est_cost, plan.max_period, current);
+  if (plan.max_period) {
+    keep_worse(best, spend_result(GateReason::kTotalSpend, vp, current, *plan.max_period, period.end_ns, plan));
+  }
+  if (vp.status == GateStatus::kHardGate) return best;
+
+  const Verdict vs = hold(session.committed, est_cost, plan.max_session, current);
+  if (plan.max_session) {
+    keep_worse(best, spend_result(GateReason::kSessionSpend, vs, current, *plan.max_session,
+                                  site.now_ns + plan.session_timeout_ns, plan));
+  }
+  if (vs.status == GateStatus::kHardGate) {
+    period.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
+    return best;
+  }
+
+  if (mc != nullptr) {
+    std::optional<std::int64_t> max;
+    if (limit != nullptr) max = limit->max_tokens;
+    const Verdict vm = hold(mc->committed_tokens, est_tokens, max, current);
+    if (limit != nullptr) {
+      GuardResult r = spend_result(GateReason::kModelLimit, vm, current, limit->max_tokens, period.end_ns, plan);
+      r.model = limit->model->name;
+      keep_worse(best, r);
+    }
+    if (vm.status == GateStatus::kHardGate) {
+      period.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
+      session.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
+      return best;
+    }
+  }
+  return best;
+}
+
+template <class F, class... A>
+void Engine::invoke_callback(const F& f, const A&... args) noexcept {
+  if (!f) return;
+  try {
+    f(args...);
+  } catch (const std::exception& e) {
+    counters.callback_failures.add();
+    report_error(absl::InternalError(str_cat("a Paygent callback threw: ", e.what())));
+  } catch (...) {
+    counters.callback_failures.add();
+    report_error(absl::InternalError("a Paygent callback threw a non-std::exception"));
+  }
+}
+
+void Engine::fire_gate_callbacks(const CallSite& site, const GuardResult& r) noexcept {
+  if (r.status == GateStatus::kHardGate) {
+    counters.hard_gates.add();
+    invoke_callback(options.on_hard_gate, r);
+    return;
+  }
+  if (r.status != GateStatus::kSoftGate) return;
+  // Each threshold of each limit fires once per window: the first call to set its bit fires it.
+  std::atomic<std::uint64_t>* fired = &site.period->fired;
+  int limit_index = 0;
+  if (r.reason == GateReason::kSessionSpend) {
+    fired = &site.session->fired;
+  } else if (r.reason == GateReason::kModelLimit) {
+    limit_index = 1;
+    for (const auto& l : site.plan->limits) {
+      if (l.model->name == r.model) break;
+      ++limit_index;
+    }
+    if (limit_index > 7) limit_index = 7;
+  }
+  int threshold_index = 0;
+  for (std::size_t i = 0; i < site.plan->soft.size(); ++i) {
+    if (site.plan->soft[i] == r.threshold) threshold_index = static_cast<int>(i);
+  }
+  const std::uint64_t bit = std::uint64_t{1} << (limit_index * 8 + std::min(threshold_index, 7));
+  if ((fired->load(std::memory_order_relaxed) & bit) != 0) return;
+  if ((fired->fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) return;
+  counters.soft_gates.add();
+  invoke_callback(options.on_soft_gate, r);
+}
+
+// --- Engine: settling and metering ----------------------------------------------------------------
+
+void Engine::apply(PeriodWindow* period, SessionWindow* session, const ModelInfo* model, Nanos cost_delta,
+                   Nanos cost_settled, std::int64_t tokens_delta, const Usage* settled) noexcept {
+  period->committed.fetch_add(cost_delta, std::memory_order_acq_rel);
+  session->committed.fetch_add(cost_delta, std::memory_order_acq_rel);
+  ModelCounters* mc = period->counters(model->id);
+  if (mc != nullptr) mc->committed_tokens.fetch_add(tokens_delta, std::memory_order_acq_rel);
+  if (settled == nullptr) return;
+  period->spend.fetch_add(cost_settled, std::memory_order_relaxed);
+  period->calls.fetch_add(1, std::memory_order_relaxed);
+  session->spend.fetch_add(cost_settled, std::memory_order_relaxed);
+  session->calls.fetch_add(1, std::memory_order_relaxed);
+  if (mc != nullptr) {
+    mc->tokens.fetch_add(settled->total_tokens(), std::memory_order_relaxed);
+    mc->input.fetch_add(settled->input_tokens, std::memory_order_relaxed);
+    mc->output.fetch_add(settled->output_tokens, std::memory_order_relaxed);
+    mc->calls.fetch_add(1, std::memory_order_relaxed);
+    mc->cost.fetch_add(cost_settled, std::memory_order_relaxed);
+  }
+}
+
+void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState* user, const ModelInfo* model,
+                   const SessionWindow* session, Provider provider, const Usage& usage, Nanos cost,
+                   UsageEvent::PriceSource source, std::int64_t ts_ns, bool estimated) noexcept {
+  counters.events.add();
+  const EventId id = next_event_id();
+  if (source == UsageEvent::PriceSource::kUnknown) {
+    counters.unknown_models.add();
+    if (!model->unknown_reported.exchange(true, std::memory_order_relaxed)) {
+      report_error(absl::NotFoundError(str_cat("no price for model \"", model->name,
+                                                    "\": metered with cost 0 (add it to the plan's cost_rates)")));
+    }
+  }
+  if (options.on_usage) {
+    static const std::vector<std::pair<std::string, std::string>> kNoTags;
+    UsageEvent e;
+    e.id = id;
+    e.user_id = user->key;
+    e.session_id = session->session_id;
+    e.agent_id = context->agent_id;
+    e.indicator = context->indicator;
+    e.meta_tags = &context->meta_tags;
+    e.model = model->name;
+    e.provider = provider;
+    e.usage = usage;
+    e.cost = cost;
+    e.timestamp = absl::FromUnixNanos(ts_ns);
+    e.price_source = source;
+    e.estimated = estimated;
+    invoke_callback(options.on_usage, e);
+  }
+  if (!queue) return;
+  QueuedEvent q;
+  q.id = id;
+  q.context = context;
+  q.model = model;
+  q.session = session;
+  q.provider = provider;
+  q.usage = usage;
+  q.cost = cost;
+  q.ts_ns = ts_ns;
+  q.estimated = estimated;
+  if (!queue->push(q)) {
+    counters.queue_overflows.add();
+    try {
+      std::lock_guard<std::mutex> lock(overflow_mu);
+      overflow.push_back(std::move(q));
+    } catch (...) {
+      counters.errors.add();
+    }
+  }
+}
+
+// --- Engine: errors -------------------------------------------------------------------------------
+
+void Engine::report_error(absl::Status status) noexcept {
+  counters.errors.add();
+  if (!options.on_error) return;
+  try {
+    options.on_error(status);
+  } catch (...) {
+    counters.callback_failures.add();
+  }
+}
+
+// --- Engine: plans --------------------------------------------------------------------------------
+
+absl::Status Engine::install_plans(PlanConfig config) {
+  if (config.hard_gate_at <= 0) return absl::InvalidArgumentError("hard_gate_at: must be positive");
+  if (config.soft_gate_at.size() > 8) return absl::InvalidArgumentError("soft_gate_at: at most 8 thresholds");
+  for (std::size_t i = 0; i < config.soft_gate_at.size(); ++i) {
+    const Ppm t = config.soft_gate_at[i];
+    if (t <= 0 || t > config.hard_gate_at || (i > 0 && t <= config.soft_gate_at[i - 1])) {
+      return absl::InvalidArgumentError(
+          str_cat("soft_gate_at[", i, "]: must be ascending and in (0, hard_gate_at]"));
+    }
+  }
+  if (!config.default_plan.empty() && config.find(config.default_plan) == nullptr) {
+    return absl::InvalidArgumentError(str_cat("default_plan: no plan named \"", config.default_plan, "\""));
+  }
+  auto snap = std::make_unique<PlanSnapshot>();
+  auto shared = std::make_shared<const PlanConfig>(std::move(config));
+  snap->config = shared;
+  snap->unlimited.snapshot = snap.get();
+  snap->unlimited.soft = shared->soft_gate_at;
+  snap->unlimited.hard = shared->hard_gate_at;
+  snap->default_plan = &snap->unlimited;
+  for (std::size_t i = 0; i < shared->plans.size(); ++i) {
+    const Plan& p = shared->plans[i];
+    const std::string where = str_cat("plans[", i, "]");
+    if (p.name.empty()) return absl::InvalidArgumentError(str_cat(where, ".name: required"));
+    if (snap->by_name.contains(p.name)) {
+      return absl::InvalidArgumentError(str_cat(where, ".name: duplicate plan name \"", p.name, "\""));
+    }
+    auto cp = std::make_unique<CompiledPlan>();
+    cp->snapshot = snap.get();
+    cp->plan = &p;
+    cp->max_period = p.max_spend_per_period;
+    cp->max_session = p.max_spend_per_session;
+    for (const auto& [model, limit] : p.model_limits) {
+      if (limit.max_tokens_per_period) cp->limits.push_back({model_for(model), *limit.max_tokens_per_period});
+    }
+    for (const auto& [model, rate] : p.cost_rates) {
+      ModelPrice price;
+      price.input = price.cached_input = price.cache_write = rate.input;
+      price.output = rate.output;
+      cp->rates.push_back({model_for(model), price});
+    }
+    cp->soft = p.soft_gate_at.empty() ? shared->soft_gate_at : p.soft_gate_at;
+    if (cp->soft.size() > 8) return absl::InvalidArgumentError(str_cat(where, ".soft_gate_at: at most 8"));
+    cp->hard = shared->hard_gate_at;
+    cp->session_timeout_ns = absl::ToInt64Nanoseconds(p.session_timeout);
+    if (cp->session_timeout_ns <= 0) {
+      return absl::InvalidArgumentError(str_cat(where, ".session_timeout_minutes: must be positive"));
+    }
+    cp->rule = p.period;
+    snap->by_name.emplace(p.name, cp.get());
+    snap->plans.push_back(std::move(cp));
+  }
+  if (!shared->default_plan.empty()) snap->default_plan = snap->by_name.at(shared->default_plan);
+  std::lock_guard<std::mutex> lock(plans_mu);
+  plans.store(snap.get(), std::memory_order_release);
+  snapshots.push_back(std::move(snap));  // kept: calls in flight may still read the old one
+  return absl::OkStatus();
+}
+
+// --- Engine: the writer ---------------------------------------------------------------------------
+
+void Engine::writer_loop() {
+  const auto interval = absl::ToChronoNanoseconds(options.local_commit_interval);
+  std::unique_lock<std::mutex> lock(writer_mu);
+  for (;;) {
+    writer_cv.wait_for(lock, interval, [&] { return stopping || flush_requested != flush_done; });
+    const std::uint64_t ticket = flush_requested;
+    const bool stop = stopping;
+    lock.unlock();
+    drain_to_store();
+    lock.lock();
+    flush_done = ticket;
+    flushed_cv.notify_all();
+    if (stop) return;
+  }
+}
+
+void Engine::drain_to_store() {
+  std::vector<StoredEvent>& pending = unstored;  // kept across rounds while the store fails
+  std::vector<QueuedEvent> batch;
+  QueuedEvent q;
+  while (queue->pop(q)) batch.push_back(std::move(q));
+  {
+    std::lock_guard<std::mutex> lock(overflow_mu);
+    for (auto& e : overflow) batch.push_back(std::move(e));
+    overflow.clear();
+  }
+  for (const QueuedEvent& e : batch) {
+    StoredEvent s;
+    s.id = e.id.to_string();
+    s.user_id = e.context->user_id;
+    s.session_id = e.session->session_id;
+    s.agent_id = e.context->agent_id;
+    s.indicator = e.context->indicator;
+    s.model = e.model->name;
+    s.provider = std::string(provider_name(e.provider));
+    s.usage = e.usage;
+    s.cost = e.cost;
+    s.ts_ns = e.ts_ns;
+    s.estimated = e.estimated;
+    s.meta_tags_json = "{";
+    for (std::size_t i = 0; i < e.context->meta_tags.size(); ++i) {
+      const auto& [k, v] = e.context->meta_tags[i];
+      str_append(&s.meta_tags_json, i ? "," : "", "\"", json_escape(k), "\":\"", json_escape(v), "\"");
+    }
+    s.meta_tags_json += "}";
+    pending.push_back(std::move(s));
+  }
+  if (pending.empty()) return;
+  auto added = store->append(pending);
+  if (added.ok()) {
+    counters.stored_events.add(static_cast<std::int64_t>(pending.size()));
+    pending.clear();
+    store_failing.store(false);
+    return;
+  }
+  store_failing.store(true);
+  report_error(added.status());
+  if (pending.size() > kMaxPendingEvents) {
+    const std::size_t drop = pending.size() - kMaxPendingEvents;
+    pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(drop));
+    report_error(absl::ResourceExhaustedError(
+        str_cat("local store failing: dropped the ", drop, " oldest unstored events")));
+  }
+}
+
+}  // namespace paygent::internal

@@ -1,0 +1,71 @@
+// GuardResult's words for people (see include/paygent/guard_result.h).
+#include <cinttypes>
+#include <string>
+
+#include "meter/internal/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "paygent/guard_result.h"
+#include "paygent/money.h"
+
+namespace paygent {
+namespace {
+
+std::string with_commas(std::int64_t v) {
+  std::string digits = std::to_string(v < 0 ? -v : v);
+  std::string out = v < 0 ? "-" : "";
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i != 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string_view gate_status_name(GateStatus s) noexcept {
+  switch (s) {
+    case GateStatus::kOk: return "ok";
+    case GateStatus::kSoftGate: return "soft_gate";
+    case GateStatus::kHardGate: return "hard_gate";
+    case GateStatus::kUnmetered: return "unmetered";
+  }
+  return "unknown";
+}
+
+std::string GuardResult::gate_reason() const {
+  switch (reason) {
+    case GateReason::kNone: return "";
+    case GateReason::kTotalSpend: return "total_spend";
+    case GateReason::kSessionSpend: return "session_spend";
+    case GateReason::kModelLimit: return internal::str_cat("model_limit:", model);
+  }
+  return "";
+}
+
+std::string GuardResult::message() const {
+  if (status == GateStatus::kUnmetered) return "unmetered: the call is outside any paygent::Context";
+  if (reason == GateReason::kNone) return "ok: the plan sets no limit on this call";
+  const char* head = status == GateStatus::kHardGate ? "hard gate" : status == GateStatus::kSoftGate ? "soft gate" : "ok";
+  std::string amounts;
+  switch (reason) {
+    case GateReason::kTotalSpend:
+      amounts = internal::str_cat(format_usd(current_value), " of ", format_usd(limit_value), " this period");
+      break;
+    case GateReason::kSessionSpend:
+      amounts = internal::str_cat(format_usd(current_value), " of ", format_usd(limit_value), " this session");
+      break;
+    case GateReason::kModelLimit:
+      amounts = internal::str_cat(with_commas(current_value), " of ", with_commas(limit_value), " ", model,
+                             " tokens this period");
+      break;
+    case GateReason::kNone: break;
+  }
+  std::string when = resets_at == absl::InfiniteFuture()
+                         ? std::string("never")
+                         : absl::FormatTime("%Y-%m-%d %H:%M UTC", resets_at, absl::UTCTimeZone());
+  return absl::StrFormat("%s: %s at %.1f%% (%s); %s %s", head, gate_reason(), usage_pct * 100.0, amounts,
+                         reason == GateReason::kSessionSpend ? "resets if idle until" : "resets", when);
+}
+
+}  // namespace paygent

@@ -1,0 +1,280 @@
+// The engine behind paygent::Paygent: the budget cache, windows, gates and the event pipeline.
+//
+// Private to the library (paygent::internal). Layout of the state, from the hot path's view:
+//
+//   Context::current() ──> UserState (InternTable, lock-free find; thread-local last-user cache)
+//        │                   ├─ plan_cache ──> CompiledPlan (immutable; swapped with PlanSnapshot)
+//        │                   ├─ period  ──> PeriodWindow  (bounds + atomic counters per limit)
+//        │                   └─ implicit_session / named SessionEntry ──> SessionWindow
+//        └─ model name ──> ModelInfo (InternTable; price from the catalog)
+//
+// Every limit has a `committed` counter = settled + held by calls in flight. Admission is a CAS
+// on it, so concurrent reservations can never take it past the hard threshold. Windows roll over
+// (new billing period, session expired by inactivity) on a cold path under the user's mutex; old
+// windows stay alive until the engine dies, so a Reservation can always settle into the window it
+// was admitted in.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "guard/internal/intern_table.h"
+#include "paygent/paygent.h"
+#include "sync/event_queue.h"
+#include "sync/local_store.h"
+
+namespace paygent::internal {
+
+inline constexpr std::uint32_t kNoModel = UINT32_MAX;
+
+// A sum that many threads add to without sharing a cache line: each thread adds to its own stripe.
+class StripedCounter {
+ public:
+  void add(std::int64_t n = 1) noexcept;
+  [[nodiscard]] std::int64_t sum() const noexcept;
+
+ private:
+  static constexpr int kStripes = 16;
+  struct alignas(64) Stripe {
+    std::atomic<std::int64_t> v{0};
+  };
+  Stripe stripes_[kStripes];
+};
+
+struct ModelInfo {
+  std::string name;  // canonical
+  std::uint64_t hash = 0;
+  std::uint32_t id = 0;
+  const ModelPrice* catalog_price = nullptr;  // nullptr: the catalog does not know the model
+  mutable std::atomic<bool> unknown_reported{false};
+};
+
+// Usage of one model in one billing period.
+struct ModelCounters {
+  std::atomic<std::uint32_t> model_id{kNoModel};
+  std::atomic<std::int64_t> committed_tokens{0};  // settled + held
+  std::atomic<std::int64_t> tokens{0};            // settled
+  std::atomic<std::int64_t> input{0};
+  std::atomic<std::int64_t> output{0};
+  std::atomic<std::int64_t> calls{0};
+  std::atomic<Nanos> cost{0};
+};
+
+struct PeriodWindow {
+  PeriodWindow(std::int64_t start, std::int64_t end, std::size_t model_slots)
+      : start_ns(start), end_ns(end), slots(model_slots), models(new ModelCounters[model_slots]) {}
+
+  // The counters of `model_id`, claiming a free slot for it when it has none. nullptr when every
+  // slot is taken by other models (that model is then metered in the store only).
+  ModelCounters* counters(std::uint32_t model_id) noexcept;
+  [[nodiscard]] const ModelCounters* find(std::uint32_t model_id) const noexcept;
+
+  const std::int64_t start_ns;
+  const std::int64_t end_ns;
+  std::atomic<const void*> tag{nullptr};  // the assignment it was computed for
+  PeriodRule rule = PeriodRule::kMonth;
+  std::atomic<Nanos> committed{0};  // settled + held
+  std::atomic<Nanos> spend{0};      // settled
+  std::atomic<std::int64_t> calls{0};
+  std::atomic<std::uint64_t> fired{0};  // soft thresholds fired: bit (limit * 8 + threshold index)
+  const std::size_t slots;
+  std::unique_ptr<ModelCounters[]> models;
+};
+
+struct SessionWindow {
+  SessionWindow(std::string id, std::int64_t start) : session_id(std::move(id)), start_ns(start) {
+    last_activity_ns.store(start, std::memory_order_relaxed);
+  }
+  const std::string session_id;
+  const std::int64_t start_ns;
+  std::atomic<std::int64_t> last_activity_ns;
+  std::atomic<Nanos> committed{0};
+  std::atomic<Nanos> spend{0};
+  std::atomic<std::int64_t> calls{0};
+  std::atomic<std::uint64_t> fired{0};
+};
+
+// How a user is put on a plan. Immutable; replaced as a whole.
+struct Assignment {
+  std::string plan;  // empty: the config's default plan
+  bool subscription = false;
+  std::int64_t start_ns = 0;
+  std::int64_t end_ns = 0;
+};
+
+struct SessionEntry;
+
+struct UserState {
+  std::string key;  // user id
+  std::uint64_t hash = 0;
+  std::atomic<const Assignment*> assignment{nullptr};
+  std::atomic<const struct CompiledPlan*> plan_cache{nullptr};
+  std::atomic<PeriodWindow*> period{nullptr};
+  std::atomic<SessionWindow*> implicit_session{nullptr};
+  std::atomic<SessionEntry*> last_named{nullptr};
+
+  std::mutex mu;  // cold path: window roll-overs and reports
+  std::vector<std::unique_ptr<PeriodWindow>> periods ABSL_GUARDED_BY(mu);
+  std::vector<std::unique_ptr<SessionWindow>> sessions ABSL_GUARDED_BY(mu);
+  std::vector<std::unique_ptr<Assignment>> assignments ABSL_GUARDED_BY(mu);
+};
+
+struct SessionEntry {
+  UserState* user = nullptr;
+  std::string session_id;
+  std::uint64_t hash = 0;
+  std::atomic<SessionWindow*> window{nullptr};
+};
+
+struct CompiledLimit {
+  const ModelInfo* model;
+  std::int64_t max_tokens;
+};
+
+struct CompiledRate {
+  const ModelInfo* model;
+  ModelPrice price;
+};
+
+// A Plan prepared for the hot path. `plan == nullptr` is "no plan": metered, never gated.
+struct CompiledPlan {
+  const struct PlanSnapshot* snapshot = nullptr;
+  const Plan* plan = nullptr;
+  std::optional<Nanos> max_period;
+  std::optional<Nanos> max_session;
+  std::vector<CompiledLimit> limits;
+  std::vector<CompiledRate> rates;
+  std::vector<Ppm> soft;  // ascending, at most 8
+  Ppm hard = kPpmOne;
+  std::int64_t session_timeout_ns = 30LL * 60 * 1'000'000'000;
+  PeriodRule rule = PeriodRule::kMonth;
+
+  [[nodiscard]] const CompiledLimit* limit_for(const ModelInfo* m) const noexcept {
+    for (const auto& l : limits) if (l.model == m) return &l;
+    return nullptr;
+  }
+  [[nodiscard]] const ModelPrice* rate_for(const ModelInfo* m) const noexcept {
+    for (const auto& r : rates) if (r.model == m) return &r.price;
+    return nullptr;
+  }
+};
+
+struct PlanSnapshot {
+  std::shared_ptr<const PlanConfig> config;
+  std::vector<std::unique_ptr<CompiledPlan>> plans;
+  absl::flat_hash_map<std::string, const CompiledPlan*> by_name;
+  CompiledPlan unlimited;
+  const CompiledPlan* default_plan = nullptr;
+};
+
+// One metered call on its way from the calling thread to the store.
+struct QueuedEvent {
+  EventId id;
+  std::shared_ptr<const ContextData> context;
+  const ModelInfo* model = nullptr;
+  const SessionWindow* session = nullptr;
+  Provider provider = Provider::kUnknown;
+  Usage usage;
+  Nanos cost = 0;
+  std::int64_t ts_ns = 0;
+  bool estimated = false;
+};
+
+// Where a call stands: everything the gate needs, resolved once.
+struct CallSite {
+  const ContextData* context = nullptr;
+  UserState* user = nullptr;
+  const CompiledPlan* plan = nullptr;
+  PeriodWindow* period = nullptr;
+  SessionWindow* session = nullptr;
+  const ModelInfo* model = nullptr;
+  const ModelPrice* price = nullptr;
+  UsageEvent::PriceSource price_source = UsageEvent::PriceSource::kUnknown;
+  std::int64_t now_ns = 0;
+};
+
+struct Engine {
+  explicit Engine(Options o);
+  ~Engine();
+  // Opens the local store and starts its writer (after the plans are known to be valid).
+  void open_store();
+
+  // --- hot path ---
+  std::int64_t now_ns() const noexcept;
+  std::int64_t coarse_now_ns() const noexcept;
+  // Resolves the call site for the current Context; false outside any Context.
+  bool resolve(std::string_view model, std::int64_t now, CallSite& site);
+  GuardResult evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) const noexcept;
+  // Holds the estimate against every limit; on a hard gate holds nothing and returns the result.
+  GuardResult admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) noexcept;
+  void fire_gate_callbacks(const CallSite& site, const GuardResult& r) noexcept;
+  void apply(PeriodWindow* period, SessionWindow* session, const ModelInfo* model, Nanos cost_delta,
+             Nanos cost_settled, std::int64_t tokens_delta, const Usage* settled) noexcept;
+  void meter(const std::shared_ptr<const ContextData>& context, UserState* user, const ModelInfo* model,
+             const SessionWindow* session, Provider provider, const Usage& usage, Nanos cost,
+             UsageEvent::PriceSource source, std::int64_t ts_ns, bool estimated) noexcept;
+  Nanos estimate_cost(const ModelPrice* price, std::int64_t input, std::int64_t output) const noexcept;
+  EventId next_event_id() noexcept;
+
+  // --- cold paths ---
+  UserState* user_for(std::string_view user_id, bool create);
+  const ModelInfo* model_for(std::string_view raw_model);
+  const CompiledPlan* resolve_plan(UserState* user, const PlanSnapshot* snap);
+  PeriodWindow* roll_period(UserState* user, const CompiledPlan* plan, std::int64_t now);
+  SessionWindow* roll_implicit_session(UserState* user, const CompiledPlan* plan, std::int64_t now);
+  SessionWindow* roll_named_session(SessionEntry* entry, const CompiledPlan* plan, std::int64_t now);
+  SessionEntry* session_entry(UserState* user, std::string_view session_id);
+  absl::Status install_plans(PlanConfig config);
+  void report_error(absl::Status status) noexcept;
+  template <class F, class... A>
+  void invoke_callback(const F& f, const A&... args) noexcept;
+  void writer_loop();
+  void drain_to_store();
+
+  Options options;
+  const PriceCatalog* catalog;
+  const std::uint64_t generation;  // distinguishes engines in thread-local caches
+
+  InternTable<UserState> users{1024};
+  InternTable<ModelInfo> models{64};
+  InternTable<SessionEntry> sessions{1024};
+  std::atomic<std::uint32_t> next_model_id{0};
+
+  std::atomic<const PlanSnapshot*> plans{nullptr};
+  mutable std::mutex plans_mu;
+  std::vector<std::unique_ptr<PlanSnapshot>> snapshots ABSL_GUARDED_BY(plans_mu);
+
+  struct Counters {
+    StripedCounter checks, events, soft_gates, hard_gates, unmetered, errors, callback_failures,
+        unknown_models, unreadable_responses, queue_overflows, stored_events;
+  } counters;
+
+  // Event pipeline to the local store (only when a store is open).
+  std::unique_ptr<LocalStore> store;
+  std::unique_ptr<EventQueue<QueuedEvent>> queue;
+  std::mutex overflow_mu;
+  std::vector<QueuedEvent> overflow ABSL_GUARDED_BY(overflow_mu);
+  std::mutex writer_mu;
+  std::condition_variable writer_cv;
+  std::condition_variable flushed_cv;
+  bool stopping ABSL_GUARDED_BY(writer_mu) = false;
+  std::uint64_t flush_requested ABSL_GUARDED_BY(writer_mu) = 0;
+  std::uint64_t flush_done ABSL_GUARDED_BY(writer_mu) = 0;
+  std::vector<StoredEvent> unstored;  // writer thread only
+  std::atomic<bool> store_failing{false};
+  std::thread writer;
+
+  const std::uint64_t id_seed;
+  std::atomic<std::uint64_t> id_blocks{0};
+};
+
+}  // namespace paygent::internal

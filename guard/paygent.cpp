@@ -1,0 +1,463 @@
+// paygent::Paygent and paygent::Reservation (see include/paygent/paygent.h).
+#include "paygent/paygent.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <utility>
+
+#include "meter/internal/str_cat.h"
+#include "guard/internal/engine.h"
+
+namespace paygent {
+
+using internal::CallSite;
+using internal::Engine;
+
+std::string EventId::to_string() const {
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(hi),
+                static_cast<unsigned long long>(lo));
+  return std::string(buf, 32);
+}
+
+// --- Reservation ----------------------------------------------------------------------------------
+
+Reservation::Reservation(Reservation&& other) noexcept { *this = std::move(other); }
+
+Reservation& Reservation::operator=(Reservation&& other) noexcept {
+  if (this != &other) {
+    if (engine_ != nullptr) {
+      // Give back what this one held before taking the other's place.
+      Reservation old;
+      old.result_ = result_;
+      old.engine_ = std::exchange(engine_, nullptr);
+      old.user_ = user_;
+      old.period_ = period_;
+      old.session_ = session_;
+      old.model_ = model_;
+      old.cost_ = cost_;
+      old.input_tokens_ = input_tokens_;
+      old.output_tokens_ = output_tokens_;
+    }
+    result_ = other.result_;
+    engine_ = std::exchange(other.engine_, nullptr);
+    user_ = other.user_;
+    period_ = other.period_;
+    session_ = other.session_;
+    model_ = other.model_;
+    context_ = std::move(other.context_);
+    cost_ = other.cost_;
+    input_tokens_ = other.input_tokens_;
+    output_tokens_ = other.output_tokens_;
+    started_ns_ = other.started_ns_;
+  }
+  return *this;
+}
+
+Reservation::~Reservation() {
+  if (engine_ != nullptr) {
+    engine_->apply(period_, session_, model_, -cost_, 0, -(input_tokens_ + output_tokens_), nullptr);
+    engine_ = nullptr;
+  }
+}
+
+// --- Paygent: creation ----------------------------------------------------------------------------
+
+namespace {
+
+std::mutex g_instance_mu;
+std::unique_ptr<Paygent> g_instance;  // guarded by g_instance_mu
+std::atomic<Paygent*> g_instance_ptr{nullptr};
+
+}  // namespace
+
+Paygent::Paygent(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
+
+Paygent::~Paygent() = default;
+
+absl::StatusOr<std::unique_ptr<Paygent>> Paygent::create(Options options) {
+  PlanConfig plans = std::move(options.plans);
+  auto engine = std::make_unique<Engine>(std::move(options));
+  if (absl::Status s = engine->install_plans(std::move(plans)); !s.ok()) return s;
+  engine->open_store();
+  return std::unique_ptr<Paygent>(new Paygent(std::move(engine)));
+}
+
+Paygent& Paygent::init(Options options) {
+  auto on_error = options.on_error;
+  auto created = create(std::move(options));
+  std::unique_ptr<Paygent> next;
+  if (created.ok()) {
+    next = std::move(created).value();
+  } else {
+    // Fail-open: an instance that meters nothing and gates nothing, and a word about why.
+    if (on_error) {
+      try {
+        on_error(created.status());
+      } catch (...) {
+      }
+    }
+    Options pass_through;
+    pass_through.local_store_path.clear();
+    next = std::move(create(std::move(pass_through))).value();
+  }
+  std::lock_guard<std::mutex> lock(g_instance_mu);
+  if (g_instance) g_instance->flush().IgnoreError();
+  g_instance_ptr.store(next.get(), std::memory_order_release);
+  // The previous instance stays alive (threads may still hold a reference from instance()).
+  static std::vector<std::unique_ptr<Paygent>> retired;
+  if (g_instance) retired.push_back(std::move(g_instance));
+  g_instance = std::move(next);
+  return *g_instance;
+}
+
+Paygent* Paygent::instance() noexcept { return g_instance_ptr.load(std::memory_order_acquire); }
+
+// --- Paygent: plans and users ---------------------------------------------------------------------
+
+absl::Status Paygent::set_plans(PlanConfig config) { return engine_->install_plans(std::move(config)); }
+
+absl::Status Paygent::set_plans_json(std::string_view json) {
+  auto parsed = parse_plan_config(json);
+  if (!parsed.ok()) return parsed.status();
+  return set_plans(*std::move(parsed));
+}
+
+std::shared_ptr<const PlanConfig> Paygent::plans() const {
+  return engine_->plans.load(std::memory_order_acquire)->config;
+}
+
+namespace {
+
+absl::Status assign(Engine& engine, std::string_view user_id, std::string_view plan,
+                    std::unique_ptr<internal::Assignment> a) {
+  if (user_id.empty()) return absl::InvalidArgumentError("user_id: must not be empty");
+  if (engine.plans.load(std::memory_order_acquire)->config->find(plan) == nullptr) {
+    return absl::NotFoundError(internal::str_cat("plan \"", plan, "\" does not exist"));
+  }
+  a->plan = std::string(plan);
+  internal::UserState* user = engine.user_for(user_id, true);
+  std::lock_guard<std::mutex> lock(user->mu);
+  user->assignment.store(a.get(), std::memory_order_release);
+  user->assignments.push_back(std::move(a));  // kept: a call in flight may be reading the old one
+  user->plan_cache.store(nullptr, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Paygent::subscribe(std::string_view user_id, std::string_view plan, absl::Time period_start,
+                                absl::Time period_end) {
+  if (period_end <= period_start) {
+    return absl::InvalidArgumentError("period_end: must be after period_start");
+  }
+  auto a = std::make_unique<internal::Assignment>();
+  a->subscription = true;
+  a->start_ns = absl::ToUnixNanos(period_start);
+  a->end_ns = absl::ToUnixNanos(period_end);
+  return assign(*engine_, user_id, plan, std::move(a));
+}
+
+absl::Status Paygent::assign_plan(std::string_view user_id, std::string_view plan) {
+  return assign(*engine_, user_id, plan, std::make_unique<internal::Assignment>());
+}
+
+// --- Paygent: the call path -----------------------------------------------------------------------
+
+GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate) {
+  Engine& e = *engine_;
+  e.counters.checks.add();
+  CallSite site;
+  GuardResult r;
+  try {
+    std::int64_t now = e.coarse_now_ns();
+    if (!e.resolve(model, now, site)) {
+      e.counters.unmetered.add();
+      r.status = GateStatus::kUnmetered;
+      return r;
+    }
+    // Near a boundary the coarse clock could be a few ms late: judge it with the precise one.
+    if (site.period->end_ns - now < 50'000'000 ||
+        site.session->last_activity_ns.load(std::memory_order_relaxed) + site.plan->session_timeout_ns - now <
+            50'000'000) {
+      now = e.now_ns();
+      e.resolve(model, now, site);
+    }
+    const std::int64_t est_tokens = estimate.prompt_tokens + estimate.max_output_tokens;
+    r = e.evaluate(site, e.estimate_cost(site.price, estimate.prompt_tokens, estimate.max_output_tokens), est_tokens);
+  } catch (...) {
+    e.report_error(absl::InternalError("check failed; the call proceeds unmetered"));
+    r = GuardResult{};
+    r.status = GateStatus::kUnmetered;
+    return r;
+  }
+  e.fire_gate_callbacks(site, r);
+  if (r.status == GateStatus::kHardGate && e.options.raise_on_hard_gate) throw LimitExceeded(r);
+  return r;
+}
+
+Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimate) {
+  Engine& e = *engine_;
+  e.counters.checks.add();
+  Reservation res;
+  CallSite site;
+  try {
+    if (!e.resolve(model, e.now_ns(), site)) {
+      e.counters.unmetered.add();
+      res.result_.status = GateStatus::kUnmetered;
+      return res;
+    }
+  } catch (...) {
+    e.report_error(absl::InternalError("reserve failed; the call proceeds unmetered"));
+    res.result_.status = GateStatus::kUnmetered;
+    return res;
+  }
+  const std::int64_t prompt = std::max<std::int64_t>(estimate.prompt_tokens, 0);
+  const std::int64_t output = std::max<std::int64_t>(estimate.max_output_tokens, 0);
+  const Nanos cost = e.estimate_cost(site.price, prompt, output);
+  GuardResult r = e.admit(site, cost, prompt + output);
+  const std::int64_t last = site.session->last_activity_ns.load(std::memory_order_relaxed);
+  if (site.now_ns > last) site.session->last_activity_ns.store(site.now_ns, std::memory_order_relaxed);
+  e.fire_gate_callbacks(site, r);
+  if (r.status == GateStatus::kHardGate) {
+    if (e.options.raise_on_hard_gate) throw LimitExceeded(r);
+    // Not raised: the call runs anyway, so it is held like any other.
+    e.apply(site.period, site.session, site.model, cost, 0, prompt + output, nullptr);
+  }
+  res.result_ = r;
+  res.engine_ = &e;
+  res.user_ = site.user;
+  res.period_ = site.period;
+  res.session_ = site.session;
+  res.model_ = site.model;
+  res.context_ = Context::capture();
+  res.cost_ = cost;
+  res.input_tokens_ = prompt;
+  res.output_tokens_ = output;
+  res.started_ns_ = site.now_ns;
+  return res;
+}
+
+Reservation Paygent::reserve_or_fail_open(std::string_view model, const CallEstimate& estimate) {
+  try {
+    return reserve(model, estimate);
+  } catch (const LimitExceeded&) {
+    throw;
+  } catch (...) {
+    engine_->report_error(absl::InternalError("reserve failed; the call proceeds unmetered"));
+    return Reservation();
+  }
+}
+
+namespace {
+
+// The price that applies to a settled call: the plan's rate, else the catalog's.
+const ModelPrice* price_for(const Engine& e, const internal::UserState* user, const internal::ModelInfo* model,
+                            UsageEvent::PriceSource& source) {
+  const internal::CompiledPlan* plan = user->plan_cache.load(std::memory_order_acquire);
+  if (plan != nullptr) {
+    if (const ModelPrice* p = plan->rate_for(model)) {
+      source = UsageEvent::PriceSource::kPlan;
+      return p;
+    }
+  }
+  (void)e;
+  if (model->catalog_price != nullptr) {
+    source = UsageEvent::PriceSource::kCatalog;
+    return model->catalog_price;
+  }
+  source = UsageEvent::PriceSource::kUnknown;
+  return nullptr;
+}
+
+}  // namespace
+
+void Paygent::settle(Reservation& r, const Usage& usage, Provider provider) noexcept {
+  Engine* e = r.engine_;
+  if (e == nullptr) return;
+  r.engine_ = nullptr;
+  UsageEvent::PriceSource source;
+  const ModelPrice* price = price_for(*e, r.user_, r.model_, source);
+  const Nanos cost = price != nullptr ? cost_of(usage, *price) : 0;
+  e->apply(r.period_, r.session_, r.model_, cost - r.cost_, cost,
+           usage.total_tokens() - (r.input_tokens_ + r.output_tokens_), &usage);
+  e->meter(r.context_, r.user_, r.model_, r.session_, provider, usage, cost, source, r.started_ns_, false);
+  r.context_.reset();
+}
+
+void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
+  if (r.engine_ == nullptr) return;
+  auto extracted = extract_usage(body);
+  if (extracted.ok()) {
+    settle(r, extracted->usage, extracted->provider);
+    return;
+  }
+  Engine& e = *r.engine_;
+  if (absl::IsNotFound(extracted.status())) {
+    // A provider error body: the call did not run, so nothing was spent.
+    release(r);
+    return;
+  }
+  e.counters.unreadable_responses.add();
+  e.report_error(absl::Status(extracted.status().code(),
+                              internal::str_cat("unreadable provider response; metering the reservation's estimate: ",
+                                           extracted.status().message())));
+  Usage estimate;
+  estimate.input_tokens = r.input_tokens_;
+  estimate.output_tokens = r.output_tokens_;
+  UsageEvent::PriceSource source;
+  const ModelPrice* price = price_for(e, r.user_, r.model_, source);
+  const Nanos cost = price != nullptr ? cost_of(estimate, *price) : 0;
+  r.engine_ = nullptr;
+  e.apply(r.period_, r.session_, r.model_, cost - r.cost_, cost, 0, &estimate);
+  e.meter(r.context_, r.user_, r.model_, r.session_, Provider::kUnknown, estimate, cost, source, r.started_ns_, true);
+  r.context_.reset();
+}
+
+void Paygent::release(Reservation& r) noexcept {
+  Engine* e = r.engine_;
+  if (e == nullptr) return;
+  r.engine_ = nullptr;
+  e->apply(r.period_, r.session_, r.model_, -r.cost_, 0, -(r.input_tokens_ + r.output_tokens_), nullptr);
+  r.context_.reset();
+}
+
+void Paygent::record(std::string_view model, const Usage& usage, Provider provider) noexcept {
+  Engine& e = *engine_;
+  try {
+    CallSite site;
+    if (!e.resolve(model, e.now_ns(), site)) {
+      e.counters.unmetered.add();
+      return;
+    }
+    const Nanos cost = site.price != nullptr ? cost_of(usage, *site.price) : 0;
+    e.apply(site.period, site.session, site.model, cost, cost, usage.total_tokens(), &usage);
+    const std::int64_t last = site.session->last_activity_ns.load(std::memory_order_relaxed);
+    if (site.now_ns > last) site.session->last_activity_ns.store(site.now_ns, std::memory_order_relaxed);
+    e.meter(Context::capture(), site.user, site.model, site.session, provider, usage, cost, site.price_source,
+            site.now_ns, false);
+  } catch (...) {
+    e.report_error(absl::InternalError("record failed; the call was not metered"));
+  }
+}
+
+std::optional<std::int64_t> Paygent::max_output_tokens_that_fit(std::string_view model, std::int64_t prompt_tokens) {
+  Engine& e = *engine_;
+  CallSite site;
+  try {
+    if (!e.resolve(model, e.now_ns(), site)) return std::nullopt;
+  } catch (...) {
+    return std::nullopt;
+  }
+  const internal::CompiledPlan& plan = *site.plan;
+  std::optional<std::int64_t> best;
+  auto bound = [&](std::int64_t n) { best = best ? std::min(*best, n) : n; };
+  // Room left under the hard threshold of a limit, in its own unit.
+  auto room = [&](std::int64_t limit, std::int64_t committed) -> __int128 {
+    return static_cast<__int128>(limit) * plan.hard / kPpmOne - committed;
+  };
+  if (site.price != nullptr && site.price->output > 0) {
+    const __int128 prompt_picos = static_cast<__int128>(prompt_tokens) * site.price->input;
+    auto spend_bound = [&](std::int64_t limit, std::int64_t committed) {
+      const __int128 left_picos = room(limit, committed) * 1000 - prompt_picos + 499;  // half-up rounding slack
+      bound(left_picos <= 0 ? 0 : static_cast<std::int64_t>(left_picos / site.price->output));
+    };
+    if (plan.max_period) spend_bound(*plan.max_period, site.period->committed.load());
+    if (plan.max_session) spend_bound(*plan.max_session, site.session->committed.load());
+  }
+  if (const internal::CompiledLimit* l = plan.limit_for(site.model)) {
+    const internal::ModelCounters* mc = site.period->find(site.model->id);
+    const __int128 left = room(l->max_tokens, mc != nullptr ? mc->committed_tokens.load() : 0) - prompt_tokens;
+    bound(left <= 0 ? 0 : static_cast<std::int64_t>(left));
+  }
+  return best;
+}
+
+// --- Paygent: reports -----------------------------------------------------------------------------
+
+absl::StatusOr<UserReport> Paygent::report(std::string_view user_id) {
+  Engine& e = *engine_;
+  internal::UserState* user = e.user_for(user_id, false);
+  if (user == nullptr) return absl::NotFoundError(internal::str_cat("user \"", user_id, "\" has not been seen"));
+  const internal::PlanSnapshot* snap = e.plans.load(std::memory_order_acquire);
+  const internal::CompiledPlan* plan = e.resolve_plan(user, snap);
+  internal::PeriodWindow* w = user->period.load(std::memory_order_acquire);
+  const std::int64_t now = e.now_ns();
+  if (w == nullptr || now >= w->end_ns || w->tag.load() != plan) w = e.roll_period(user, plan, now);
+
+  UserReport rep;
+  rep.user_id = user->key;
+  rep.plan = plan->plan != nullptr ? plan->plan->name : "";
+  rep.period = Period{absl::FromUnixNanos(w->start_ns), absl::FromUnixNanos(w->end_ns)};
+  rep.spend = w->spend.load();
+  rep.reserved = std::max<Nanos>(w->committed.load() - rep.spend, 0);
+  rep.calls = w->calls.load();
+  rep.max_spend_per_period = plan->max_period;
+  if (plan->max_period) rep.remaining = std::max<Nanos>(*plan->max_period - rep.spend - rep.reserved, 0);
+  std::vector<const internal::ModelInfo*> all_models;
+  e.models.for_each([&](const internal::ModelInfo& m) { all_models.push_back(&m); });
+  for (std::size_t i = 0; i < w->slots; ++i) {
+    const internal::ModelCounters& mc = w->models[i];
+    const std::uint32_t id = mc.model_id.load();
+    if (id == internal::kNoModel) break;
+    UserReport::ModelUsage mu;
+    for (const auto* m : all_models) {
+      if (m->id != id) continue;
+      mu.model = m->name;
+      if (const auto* l = plan->limit_for(m)) mu.max_tokens_per_period = l->max_tokens;
+    }
+    mu.input_tokens = mc.input.load();
+    mu.output_tokens = mc.output.load();
+    mu.calls = mc.calls.load();
+    mu.cost = mc.cost.load();
+    if (mu.calls == 0 && !mu.max_tokens_per_period) continue;
+    rep.by_model.push_back(std::move(mu));
+  }
+  std::sort(rep.by_model.begin(), rep.by_model.end(),
+            [](const auto& a, const auto& b) { return a.cost > b.cost || (a.cost == b.cost && a.model < b.model); });
+  {
+    std::lock_guard<std::mutex> lock(user->mu);
+    for (const auto& s : user->sessions) {
+      const std::int64_t last = s->last_activity_ns.load();
+      if (last < w->start_ns || s->calls.load() == 0) continue;
+      rep.by_session.push_back({s->session_id, s->spend.load(), s->calls.load(), absl::FromUnixNanos(last)});
+    }
+  }
+  std::sort(rep.by_session.begin(), rep.by_session.end(),
+            [](const auto& a, const auto& b) { return a.last_activity > b.last_activity; });
+  return rep;
+}
+
+Stats Paygent::stats() const noexcept {
+  const auto& c = engine_->counters;
+  Stats s;
+  s.checks = c.checks.sum();
+  s.events = c.events.sum();
+  s.soft_gates = c.soft_gates.sum();
+  s.hard_gates = c.hard_gates.sum();
+  s.unmetered = c.unmetered.sum();
+  s.errors = c.errors.sum();
+  s.callback_failures = c.callback_failures.sum();
+  s.unknown_models = c.unknown_models.sum();
+  s.unreadable_responses = c.unreadable_responses.sum();
+  s.queue_overflows = c.queue_overflows.sum();
+  s.stored_events = c.stored_events.sum();
+  return s;
+}
+
+absl::Status Paygent::flush(absl::Duration deadline) {
+  Engine& e = *engine_;
+  if (!e.store) return absl::UnavailableError("no local store is open; events are kept in memory only");
+  std::unique_lock<std::mutex> lock(e.writer_mu);
+  const std::uint64_t ticket = ++e.flush_requested;
+  e.writer_cv.notify_all();
+  if (!e.flushed_cv.wait_for(lock, absl::ToChronoNanoseconds(deadline), [&] { return e.flush_done >= ticket; })) {
+    return absl::DeadlineExceededError("flush: events are still queued for the local store");
+  }
+  if (e.store_failing.load()) return absl::UnavailableError("flush: the local store is failing; events are kept queued");
+  return absl::OkStatus();
+}
+
+}  // namespace paygent

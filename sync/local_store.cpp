@@ -1,0 +1,212 @@
+// The local SQLite store (see local_store.h).
+#include "sync/local_store.h"
+
+#include <sqlite3.h>
+
+#include <string>
+#include <utility>
+
+#include "meter/internal/str_cat.h"
+
+namespace paygent::internal {
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS paygent_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO paygent_meta(key, value) VALUES ('schema_version', '1');
+CREATE TABLE IF NOT EXISTS events(
+  id TEXT PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  indicator TEXT NOT NULL,
+  model TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  input_tokens INTEGER NOT NULL,
+  output_tokens INTEGER NOT NULL,
+  cached_input_tokens INTEGER NOT NULL,
+  cache_creation_input_tokens INTEGER NOT NULL,
+  reasoning_tokens INTEGER NOT NULL,
+  cost_nanos INTEGER NOT NULL,
+  ts_ns INTEGER NOT NULL,
+  meta_tags TEXT NOT NULL,
+  estimated INTEGER NOT NULL,
+  acked INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_user_ts ON events(user_id, ts_ns);
+)sql";
+
+// Binds text without copying: SQLite reads it before sqlite3_step returns.
+void bind_text(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+}
+
+std::string column_text(sqlite3_stmt* s, int i) {
+  const auto* p = sqlite3_column_text(s, i);
+  return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p),
+                                                    static_cast<std::size_t>(sqlite3_column_bytes(s, i)));
+}
+
+// Finalizes a statement when it goes out of scope.
+struct Statement {
+  sqlite3_stmt* s = nullptr;
+  ~Statement() { sqlite3_finalize(s); }
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::open(const std::string& path) {
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return absl::UnavailableError(str_cat("local store ", path, ": cannot open: ", msg));
+  }
+  std::unique_ptr<LocalStore> store(new LocalStore(db));
+  std::lock_guard<std::mutex> lock(store->mu_);
+  sqlite3_busy_timeout(db, 2000);
+  // WAL: appends are checksummed and a torn tail is discarded on recovery; NORMAL sync commits
+  // each group without an fsync per transaction (durable against process crashes, which is the
+  // contract; the WAL is fsynced at checkpoints).
+  for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", kSchema}) {
+    if (absl::Status s = store->exec(sql); !s.ok()) {
+      return absl::UnavailableError(str_cat("local store ", path, ": ", s.message()));
+    }
+  }
+  if (sqlite3_prepare_v2(db,
+                         "INSERT OR IGNORE INTO events(id, user_id, session_id, agent_id, indicator, model, "
+                         "provider, input_tokens, output_tokens, cached_input_tokens, "
+                         "cache_creation_input_tokens, reasoning_tokens, cost_nanos, ts_ns, meta_tags, estimated) "
+                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                         -1, &store->insert_, nullptr) != SQLITE_OK) {
+    return store->error(str_cat("local store ", path, ": not a Paygent store"));
+  }
+  return store;
+}
+
+LocalStore::LocalStore(sqlite3* db) : db_(db) {}
+
+LocalStore::~LocalStore() {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite3_finalize(insert_);
+  sqlite3_close(db_);
+}
+
+absl::Status LocalStore::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err != nullptr ? err : sqlite3_errmsg(db_);
+    sqlite3_free(err);
+    return absl::InternalError(msg);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LocalStore::error(std::string_view what) {
+  return absl::InternalError(str_cat(what, ": ", sqlite3_errmsg(db_)));
+}
+
+absl::StatusOr<std::int64_t> LocalStore::append(const std::vector<StoredEvent>& events) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  std::int64_t added = 0;
+  for (const StoredEvent& e : events) {
+    sqlite3_stmt* s = insert_;
+    sqlite3_reset(s);
+    bind_text(s, 1, e.id);
+    bind_text(s, 2, e.user_id);
+    bind_text(s, 3, e.session_id);
+    bind_text(s, 4, e.agent_id);
+    bind_text(s, 5, e.indicator);
+    bind_text(s, 6, e.model);
+    bind_text(s, 7, e.provider);
+    sqlite3_bind_int64(s, 8, e.usage.input_tokens);
+    sqlite3_bind_int64(s, 9, e.usage.output_tokens);
+    sqlite3_bind_int64(s, 10, e.usage.cached_input_tokens);
+    sqlite3_bind_int64(s, 11, e.usage.cache_creation_input_tokens);
+    sqlite3_bind_int64(s, 12, e.usage.reasoning_tokens);
+    sqlite3_bind_int64(s, 13, e.cost);
+    sqlite3_bind_int64(s, 14, e.ts_ns);
+    bind_text(s, 15, e.meta_tags_json);
+    sqlite3_bind_int(s, 16, e.estimated ? 1 : 0);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+      absl::Status st = error("local store: insert");
+      sqlite3_reset(s);
+      exec("ROLLBACK").IgnoreError();
+      return st;
+    }
+    added += sqlite3_changes(db_);
+  }
+  sqlite3_reset(insert_);
+  if (absl::Status s = exec("COMMIT"); !s.ok()) {
+    exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return added;
+}
+
+absl::StatusOr<RangeTotals> LocalStore::totals(std::string_view user_id, std::int64_t start_ns, std::int64_t end_ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT model, SUM(input_tokens), SUM(output_tokens), COUNT(*), SUM(cost_nanos) "
+                         "FROM events WHERE user_id = ? AND ts_ns >= ? AND ts_ns < ? GROUP BY model",
+                         -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: totals");
+  }
+  bind_text(st.s, 1, user_id);
+  sqlite3_bind_int64(st.s, 2, start_ns);
+  sqlite3_bind_int64(st.s, 3, end_ns);
+  RangeTotals out;
+  int rc;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    RangeTotals::Model m{column_text(st.s, 0), sqlite3_column_int64(st.s, 1), sqlite3_column_int64(st.s, 2),
+                         sqlite3_column_int64(st.s, 3), sqlite3_column_int64(st.s, 4)};
+    out.cost += m.cost;
+    out.calls += m.calls;
+    out.by_model.push_back(std::move(m));
+  }
+  if (rc != SQLITE_DONE) return error("local store: totals");
+  return out;
+}
+
+absl::StatusOr<std::vector<SessionTotals>> LocalStore::sessions(std::string_view user_id, std::string_view session_id,
+                                                                std::int64_t start_ns, std::int64_t since_ns,
+                                                                std::int64_t until_ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT session_id, SUM(cost_nanos), COUNT(*), MIN(ts_ns), MAX(ts_ns) FROM events "
+                         "WHERE user_id = ?1 AND ts_ns >= ?2 AND ts_ns < ?4 AND (?5 = '' OR session_id = ?5) "
+                         "GROUP BY session_id HAVING MAX(ts_ns) >= ?3 ORDER BY MAX(ts_ns) DESC",
+                         -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: sessions");
+  }
+  bind_text(st.s, 1, user_id);
+  sqlite3_bind_int64(st.s, 2, start_ns);
+  sqlite3_bind_int64(st.s, 3, since_ns);
+  sqlite3_bind_int64(st.s, 4, until_ns);
+  bind_text(st.s, 5, session_id);
+  std::vector<SessionTotals> out;
+  int rc;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    out.push_back({column_text(st.s, 0), sqlite3_column_int64(st.s, 1), sqlite3_column_int64(st.s, 2),
+                   sqlite3_column_int64(st.s, 3), sqlite3_column_int64(st.s, 4)});
+  }
+  if (rc != SQLITE_DONE) return error("local store: sessions");
+  return out;
+}
+
+absl::StatusOr<std::int64_t> LocalStore::count() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "SELECT COUNT(*) FROM events", -1, &st.s, nullptr) != SQLITE_OK ||
+      sqlite3_step(st.s) != SQLITE_ROW) {
+    return error("local store: count");
+  }
+  return sqlite3_column_int64(st.s, 0);
+}
+
+}  // namespace paygent::internal

@@ -1,0 +1,102 @@
+// The local store: every metered event in a SQLite file (WAL), so spend survives a restart.
+//
+// One writer (the background thread of the Engine) appends events in batches, one transaction per
+// batch (group commit); an event id is the primary key, so writing an event twice stores it once.
+// Readers (the Engine's cold paths: a user's first call of a period or session) sum what is there.
+// The events table is also the outbox the backend syncer will drain (the `acked` column).
+//
+// Thread safety: a LocalStore serialises its own use with a mutex; it may be called from any
+// thread. It is never called on the hot path.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "paygent/money.h"
+#include "paygent/usage.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace paygent::internal {
+
+// An event as stored: plain values, owned.
+struct StoredEvent {
+  std::string id;  // 32 hex digits
+  std::string user_id;
+  std::string session_id;
+  std::string agent_id;
+  std::string indicator;
+  std::string model;
+  std::string provider;
+  Usage usage;
+  Nanos cost = 0;
+  std::int64_t ts_ns = 0;
+  std::string meta_tags_json;  // {"k":"v",...}
+  bool estimated = false;
+};
+
+// Totals of one user over a time range, by model.
+struct RangeTotals {
+  struct Model {
+    std::string model;
+    std::int64_t input_tokens = 0;
+    std::int64_t output_tokens = 0;
+    std::int64_t calls = 0;
+    Nanos cost = 0;
+  };
+  Nanos cost = 0;
+  std::int64_t calls = 0;
+  std::vector<Model> by_model;
+};
+
+struct SessionTotals {
+  std::string session_id;
+  Nanos cost = 0;
+  std::int64_t calls = 0;
+  std::int64_t first_ns = 0;
+  std::int64_t last_ns = 0;
+};
+
+class LocalStore {
+ public:
+  // Opens (creating when missing) the store at `path`. Unavailable/Internal with SQLite's message
+  // when the file cannot be opened, is not a Paygent store, or is corrupt.
+  static absl::StatusOr<std::unique_ptr<LocalStore>> open(const std::string& path);
+  ~LocalStore();
+
+  // Stores the events in one transaction, all or none. Events whose id is already stored are
+  // skipped (idempotent). Returns how many were new.
+  absl::StatusOr<std::int64_t> append(const std::vector<StoredEvent>& events);
+
+  // Sum of `user_id`'s events with ts in [start_ns, end_ns).
+  absl::StatusOr<RangeTotals> totals(std::string_view user_id, std::int64_t start_ns, std::int64_t end_ns);
+
+  // The user's sessions with an event in [since_ns, until_ns), summed over [start_ns, until_ns),
+  // most recent first. With a non-empty `session_id`, only that session.
+  absl::StatusOr<std::vector<SessionTotals>> sessions(std::string_view user_id, std::string_view session_id,
+                                                      std::int64_t start_ns, std::int64_t since_ns,
+                                                      std::int64_t until_ns);
+
+  // Number of stored events (for tests and reports).
+  absl::StatusOr<std::int64_t> count();
+
+ private:
+  explicit LocalStore(sqlite3* db);
+  absl::Status exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status error(std::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  std::mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  sqlite3_stmt* insert_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace paygent::internal

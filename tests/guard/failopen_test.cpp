@@ -1,0 +1,165 @@
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "paygent/paygent.h"
+#include "tests/guard/fixture.h"
+
+namespace paygent {
+namespace {
+
+using testing::tokens;
+constexpr Nanos kDollar = kNanosPerUsd;
+
+std::string fixture(const std::string& name) {
+  std::ifstream in(std::string(PAYGENT_FIXTURES) + "/" + name, std::ios::binary);
+  REQUIRE(in);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+TEST_CASE("guard.failopen.throwing_callbacks_are_contained") {
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  Options o;
+  o.plans = testing::config_with(p);
+  o.local_store_path = "";
+  o.on_soft_gate = [](const GuardResult&) { throw std::runtime_error("soft callback bug"); };
+  o.on_usage = [](const UsageEvent&) { throw 42; };
+  std::vector<std::string> errors;
+  o.on_error = [&](const absl::Status& s) {
+    errors.push_back(std::string(s.message()));
+    throw std::runtime_error("even on_error throws");
+  };
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("u1");
+  CHECK_NOTHROW(pg->record("m", tokens(900'000, 0)));
+  GuardResult r;
+  CHECK_NOTHROW(r = pg->check("m"));
+  CHECK(r.status == GateStatus::kSoftGate);
+  const Stats s = pg->stats();
+  CHECK(s.callback_failures >= 3);  // on_usage, on_soft_gate, and on_error itself
+  CHECK(s.events == 1);
+  REQUIRE_FALSE(errors.empty());
+  CHECK(errors[0].find("callback threw") != std::string::npos);
+  // The hard gate is still intentional: it throws LimitExceeded, not the callback's error.
+  pg->record("m", tokens(100'000, 0));
+  CHECK_THROWS_AS(pg->check("m"), LimitExceeded);
+}
+
+TEST_CASE("guard.failopen.unknown_model_metered_at_zero_and_reported_once") {
+  Options o;
+  o.plans = testing::config_with(testing::round_plan());
+  o.local_store_path = "";
+  std::vector<std::string> errors;
+  o.on_error = [&](const absl::Status& s) { errors.push_back(std::string(s.message())); };
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("u1");
+  pg->record("mystery-model-9000", tokens(10, 10));
+  pg->record("mystery-model-9000", tokens(10, 10));
+  CHECK(pg->stats().unknown_models == 2);
+  CHECK(pg->stats().events == 2);
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].find("mystery-model-9000") != std::string::npos);
+  auto rep = pg->report("u1");
+  CHECK(rep->calls == 2);
+  CHECK(rep->spend == 0);
+}
+
+TEST_CASE("guard.failopen.catalog_prices_models_the_plan_does_not") {
+  Options o;
+  o.plans = testing::config_with(testing::round_plan());
+  o.local_store_path = "";
+  UsageEvent::PriceSource source = UsageEvent::PriceSource::kUnknown;
+  Nanos cost = -1;
+  o.on_usage = [&](const UsageEvent& e) {
+    source = e.price_source;
+    cost = e.cost;
+  };
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("u1");
+  pg->record("gpt-4o-mini-2024-07-18", tokens(1'000'000, 1'000'000));
+  CHECK(source == UsageEvent::PriceSource::kCatalog);
+  const ModelPrice* price = PriceCatalog::builtin().find("gpt-4o-mini");
+  REQUIRE(price != nullptr);
+  CHECK(cost == cost_of(tokens(1'000'000, 1'000'000), *price));
+  pg->record("gpt-4o", tokens(1000, 500));
+  CHECK(source == UsageEvent::PriceSource::kPlan);
+  CHECK(cost == 1000 * 2'500 + 500 * 10'000);
+}
+
+TEST_CASE("guard.failopen.unreadable_response_meters_the_estimate") {
+  Options o;
+  o.plans = testing::config_with(testing::round_plan());
+  o.local_store_path = "";
+  bool estimated = false;
+  o.on_usage = [&](const UsageEvent& e) { estimated = e.estimated; };
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("u1");
+  const std::string garbled = pg->metered_call("m", {.prompt_tokens = 10, .max_output_tokens = 20},
+                                               [] { return std::string(R"({"usage": {"prompt_tokens": )"); });
+  CHECK(garbled.size() > 0);
+  CHECK(estimated);
+  CHECK(pg->stats().unreadable_responses == 1);
+  CHECK(pg->report("u1")->spend == 10 * 1'000 + 20 * 2'000);
+}
+
+TEST_CASE("guard.failopen.provider_error_body_costs_nothing") {
+  Options o;
+  o.plans = testing::config_with(testing::round_plan());
+  o.local_store_path = "";
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("u1");
+  for (const char* name : {"openai-error-429.json", "anthropic-error-429.json", "anthropic-error-overloaded.json"}) {
+    const std::string body = fixture(name);
+    pg->metered_call("m", {.prompt_tokens = 10, .max_output_tokens = 20}, [&] { return body; });
+  }
+  auto rep = pg->report("u1");
+  CHECK(rep->spend == 0);
+  CHECK(rep->reserved == 0);
+  CHECK(pg->stats().events == 0);
+}
+
+TEST_CASE("guard.failopen.real_provider_bodies_are_metered_exactly") {
+  Plan p = testing::round_plan();
+  Options o;
+  o.plans = testing::config_with(p);
+  o.local_store_path = "";
+  std::vector<Usage> seen;
+  o.on_usage = [&](const UsageEvent& e) { seen.push_back(e.usage); };
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("u1");
+  pg->metered_call("gpt-4o", {.prompt_tokens = 1117}, [] { return fixture("openai-chat-cached.json"); });
+  pg->metered_call("claude-sonnet-4-5", {.prompt_tokens = 10}, [] { return fixture("anthropic-messages-cached.json"); });
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0].input_tokens == 1117);
+  CHECK(seen[0].cached_input_tokens == 1024);
+  CHECK(seen[0].output_tokens == 46);
+  CHECK(seen[1].input_tokens == 3321);  // 249 + 2,048 cache reads + 1,024 cache writes
+  CHECK(seen[1].output_tokens == 26);
+  // Plan rates price cached input like input (the plan gives one input rate).
+  CHECK(pg->report("u1")->by_model.size() == 2);
+}
+
+TEST_CASE("guard.failopen.init_with_bad_options_gives_a_pass_through_instance") {
+  Options o;
+  o.plans.default_plan = "missing";
+  std::string error;
+  o.on_error = [&](const absl::Status& s) { error = std::string(s.message()); };
+  Paygent& pg = Paygent::init(std::move(o));
+  CHECK(Paygent::instance() == &pg);
+  CHECK(error.find("default_plan") != std::string::npos);
+  Context ctx("u1");
+  CHECK(pg.check("gpt-4o").status == GateStatus::kOk);
+  Options bad;
+  bad.plans.default_plan = "missing";
+  bad.local_store_path = "";
+  CHECK(Paygent::create(std::move(bad)).status().code() == absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace paygent

@@ -1,0 +1,230 @@
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "paygent/paygent.h"
+#include "tests/guard/fixture.h"
+
+namespace paygent {
+namespace {
+
+using testing::tokens;
+constexpr Nanos kDollar = kNanosPerUsd;
+
+std::unique_ptr<Paygent> make(PlanConfig c, Options o = {}) {
+  o.plans = std::move(c);
+  if (o.local_store_path == "paygent.db") o.local_store_path = "";
+  return *Paygent::create(std::move(o));
+}
+
+}  // namespace
+
+TEST_CASE("guard.reservation.holds_then_settles_actual") {
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  auto pg = make(testing::config_with(p));
+  Context ctx("u1");
+  // 100 in + 200 out at 1,000 / 2,000 nano-USD per token = 500,000 nano-USD held.
+  Reservation r = pg->reserve("m", {.prompt_tokens = 100, .max_output_tokens = 200});
+  CHECK(r.active());
+  CHECK(r.reserved_cost() == 500'000);
+  auto rep = pg->report("u1");
+  CHECK(rep->spend == 0);
+  CHECK(rep->reserved == 500'000);
+  CHECK(*rep->remaining == kDollar - 500'000);
+  pg->settle(r, tokens(100, 50));  // actual: 100,000 + 100,000
+  CHECK_FALSE(r.active());
+  rep = pg->report("u1");
+  CHECK(rep->spend == 200'000);
+  CHECK(rep->reserved == 0);
+  pg->settle(r, tokens(100, 50));  // settling twice does nothing
+  CHECK(pg->report("u1")->spend == 200'000);
+  CHECK(pg->stats().events == 1);
+}
+
+TEST_CASE("guard.reservation.estimate_that_would_cross_the_cap_is_refused") {
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  auto pg = make(testing::config_with(p));
+  Context ctx("u1");
+  pg->record("m", tokens(999'000, 0));  // $0.999 spent, $0.001 = 1,000,000 nano left
+  // Exactly fits: 1,000 input tokens.
+  Reservation fits = pg->reserve("m", {.prompt_tokens = 1000});
+  CHECK(fits.result().status == GateStatus::kSoftGate);
+  pg->release(fits);
+  // One token more does not.
+  try {
+    (void)pg->reserve("m", {.prompt_tokens = 1001});
+    FAIL("expected LimitExceeded");
+  } catch (const LimitExceeded& e) {
+    CHECK(e.result().gate_reason() == "total_spend");
+    CHECK(e.result().current_value == kDollar + 1000);
+  }
+  CHECK(pg->report("u1")->reserved == 0);  // nothing held by the refused call
+}
+
+TEST_CASE("guard.reservation.destroying_or_releasing_gives_it_back") {
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  p.model_limits["m"].max_tokens_per_period = 1000;
+  auto pg = make(testing::config_with(p));
+  Context ctx("u1");
+  {
+    Reservation r = pg->reserve("m", {.prompt_tokens = 600});
+    CHECK(pg->report("u1")->reserved == 600'000);
+    CHECK_THROWS_AS((void)pg->reserve("m", {.prompt_tokens = 600}), LimitExceeded);  // 1,200 tokens > 1,000
+    Reservation moved = std::move(r);
+    CHECK_FALSE(r.active());
+    CHECK(moved.active());
+  }
+  CHECK(pg->report("u1")->reserved == 0);
+  Reservation again = pg->reserve("m", {.prompt_tokens = 600});
+  pg->release(again);
+  CHECK(pg->report("u1")->reserved == 0);
+  CHECK(pg->stats().events == 0);
+}
+
+TEST_CASE("guard.reservation.advice_on_max_tokens") {
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  auto pg = make(testing::config_with(p));
+  CHECK_FALSE(pg->max_output_tokens_that_fit("m", 10).has_value());  // no Context
+  Context ctx("u1");
+  // $1 - 1,000 prompt tokens ($0.001) = $0.999 left, at 2,000 nano per output token.
+  CHECK(pg->max_output_tokens_that_fit("m", 1000) == 499'500);
+  Plan q = testing::round_plan();
+  q.max_spend_per_period = kDollar;
+  q.model_limits["m"].max_tokens_per_period = 10'000;
+  REQUIRE(pg->set_plans(testing::config_with(q)).ok());
+  CHECK(pg->max_output_tokens_that_fit("m", 1000) == 9'000);
+  // The advice is exact: asking for it is admitted, one more is not.
+  Reservation ok = pg->reserve("m", {.prompt_tokens = 1000, .max_output_tokens = 9'000});
+  pg->release(ok);
+  CHECK_THROWS_AS((void)pg->reserve("m", {.prompt_tokens = 1000, .max_output_tokens = 9'001}), LimitExceeded);
+  CHECK(pg->max_output_tokens_that_fit("unpriced-model", 10) == std::nullopt);
+}
+
+TEST_CASE("guard.reservation.metered_call_reserves_calls_and_settles") {
+  Plan p = testing::round_plan();
+  p.cost_rates["gpt-4o"] = CostRate{2'500'000, 10'000'000};
+  auto pg = make(testing::config_with(p));
+  Context ctx("u1");
+  const std::string body = pg->metered_call("gpt-4o", {.prompt_tokens = 20, .max_output_tokens = 100}, [] {
+    return std::string(R"({"object":"chat.completion","model":"gpt-4o-2024-08-06",)"
+                       R"("usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29}})");
+  });
+  CHECK(body.find("chat.completion") != std::string::npos);
+  auto rep = pg->report("u1");
+  CHECK(rep->spend == 19 * 2'500 + 10 * 10'000);
+  CHECK(rep->reserved == 0);
+  // A call returning Usage directly.
+  const Usage u = pg->metered_call("m", {.prompt_tokens = 5}, [] { return tokens(5, 5); });
+  CHECK(u.output_tokens == 5);
+  CHECK(pg->report("u1")->spend == 19 * 2'500 + 10 * 10'000 + 15'000);
+  // A call that throws: the application's exception comes through, nothing stays held.
+  CHECK_THROWS_WITH(pg->metered_call("m", {.prompt_tokens = 5}, []() -> std::string { throw std::runtime_error("boom"); }),
+                    "boom");
+  CHECK(pg->report("u1")->reserved == 0);
+  CHECK(pg->stats().events == 2);
+}
+
+TEST_CASE("guard.concurrency.racing_reservations_never_overshoot_the_cap") {
+  // 8 threads race 10,000 reservations each at one user's $1 cap. Every admitted call is settled
+  // with usage at or under its estimate, so settled spend must never pass the cap; every settled
+  // event must be counted exactly once (callback, counters, report and local store agree).
+  testing::TempStore store;
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  std::atomic<std::int64_t> usage_events{0};
+  std::atomic<Nanos> usage_cost{0};
+  Options o;
+  o.local_store_path = store.path();
+  o.on_usage = [&](const UsageEvent& e) {
+    usage_events.fetch_add(1);
+    usage_cost.fetch_add(e.cost);
+  };
+  auto pg = make(testing::config_with(p), std::move(o));
+  constexpr int kThreads = 8;
+  constexpr int kCalls = 10'000;
+  std::atomic<std::int64_t> admitted{0}, refused{0};
+  std::atomic<Nanos> max_seen{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Context ctx("racer");
+      std::uint64_t x = 0x9E3779B97F4A7C15ULL * (t + 1);
+      for (int i = 0; i < kCalls; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        try {
+          Reservation r = pg->reserve("m", {.prompt_tokens = 100, .max_output_tokens = 100});  // 300,000 held
+          admitted.fetch_add(1);
+          pg->settle(r, tokens(50 + static_cast<std::int64_t>(x % 51), 50 + static_cast<std::int64_t>((x >> 8) % 51)));
+          if (i % 64 != 0) continue;
+          const Nanos s = pg->report("racer")->spend;
+          Nanos m = max_seen.load();
+          while (s > m && !max_seen.compare_exchange_weak(m, s)) {
+          }
+        } catch (const LimitExceeded&) {
+          refused.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto rep = pg->report("racer");
+  CHECK(admitted + refused == kThreads * kCalls);
+  CHECK(refused > 0);
+  CHECK(rep->spend <= kDollar);
+  CHECK(max_seen.load() <= kDollar);
+  CHECK(rep->reserved == 0);
+  CHECK(rep->calls == admitted.load());
+  CHECK(usage_events.load() == admitted.load());
+  CHECK(usage_cost.load() == rep->spend);
+  CHECK(pg->stats().events == admitted.load());
+  // The cap was used, not left mostly idle: the last admitted call's estimate did not fit.
+  CHECK(rep->spend > kDollar - 300'000 - 200'000 * 8);
+  REQUIRE(pg->flush().ok());
+  CHECK(pg->stats().stored_events == admitted.load());
+}
+
+TEST_CASE("guard.concurrency.distinct_users_and_plan_swaps") {
+  // Threads on distinct and shared users while the plans are replaced under them.
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = 50 * kDollar;
+  p.model_limits["m"].max_tokens_per_period = 1'000'000'000;
+  auto pg = make(testing::config_with(p));
+  std::atomic<bool> stop{false};
+  std::atomic<std::int64_t> settled{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 5'000; ++i) {
+        Context ctx(i % 2 == 0 ? "shared" : "user-" + std::to_string(t * 100 + i % 50),
+                    {.session_id = i % 3 == 0 ? "s" + std::to_string(i % 7) : ""});
+        Reservation r = pg->reserve("m", {.prompt_tokens = 10, .max_output_tokens = 10});
+        pg->settle(r, tokens(10, 10));
+        settled.fetch_add(1);
+      }
+    });
+  }
+  std::thread swapper([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      Plan q = testing::round_plan();
+      q.max_spend_per_period = (50 + i % 3) * kDollar;
+      REQUIRE(pg->set_plans(testing::config_with(q)).ok());
+      std::this_thread::yield();
+    }
+  });
+  for (auto& th : threads) th.join();
+  stop = true;
+  swapper.join();
+  CHECK(settled.load() == 20'000);
+  CHECK(pg->stats().events == 20'000);
+  CHECK(pg->report("shared")->calls == 10'000);
+  CHECK(pg->report("shared")->spend == 10'000 * 30'000);
+}
+
+}  // namespace paygent

@@ -1,0 +1,268 @@
+// `paygent demo`: the $49 Pro-plan month from the product documents, without and with Paygent.
+//
+// Three users of a $49/month plan call a deterministic simulated LLM for the month of November
+// 2026 (a fake clock walks through it): Alice (light), Bob (typical) and Charlie (power user,
+// mostly GPT-4o). The month is run twice. Without Paygent every call goes through. With Paygent
+// the Pro plan caps GPT-4o at 4M tokens a month (soft warning at 80%), spend at $49 a month and
+// $5 a session; the application answers a GPT-4o model_limit gate by retrying on gpt-4o-mini.
+#include "tools/demo.h"
+
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "paygent/paygent.h"
+
+namespace paygent::tools {
+namespace {
+
+// The plan of the demo, in the documented config format.
+constexpr const char* kProPlan = R"json({
+  "soft_gate_at": 0.80,
+  "hard_gate_at": 1.00,
+  "default_plan": "pro",
+  "plans": [{
+    "name": "pro",
+    "max_spend_per_period": 49.00,
+    "max_spend_per_session": 5.00,
+    "model_limits": {"gpt-4o": {"max_tokens_per_period": 4000000}},
+    "cost_rates": {"gpt-4o": {"input": 0.0025, "output": 0.01},
+                   "gpt-4o-mini": {"input": 0.00015, "output": 0.0006}},
+    "session_timeout_minutes": 30
+  }]
+})json";
+
+constexpr Nanos kPlanPrice = 49 * kNanosPerUsd;
+
+// A deterministic random source (xorshift64*), identical on every platform.
+class Random {
+ public:
+  explicit Random(std::uint64_t seed) : s_(seed * 0x9E3779B97F4A7C15ULL + 1) {}
+  std::uint64_t next() {
+    s_ ^= s_ >> 12;
+    s_ ^= s_ << 25;
+    s_ ^= s_ >> 27;
+    return s_ * 0x2545F4914F6CDD1DULL;
+  }
+  // Uniform in [lo, hi].
+  std::int64_t between(std::int64_t lo, std::int64_t hi) {
+    return lo + static_cast<std::int64_t>(next() % static_cast<std::uint64_t>(hi - lo + 1));
+  }
+
+ private:
+  std::uint64_t s_;
+};
+
+struct Persona {
+  const char* name;
+  const char* user_id;
+  int calls;
+  int gpt4o_percent;  // share of calls that want GPT-4o; the rest use gpt-4o-mini
+  std::int64_t prompt_tokens;
+  std::int64_t output_tokens;
+};
+
+// Token sizes chosen so that, without Paygent, the month costs what the product documents say:
+// Alice ~$8, Bob ~$23, Charlie ~$140.
+constexpr Persona kPersonas[] = {
+    {"Alice (light)", "alice", 50, 100, 12'000, 13'000},
+    {"Bob (typical)", "bob", 400, 40, 12'000, 10'000},
+    {"Charlie (power)", "charlie", 4000, 90, 5'000, 2'500},
+};
+
+struct Call {
+  absl::Time at;
+  const Persona* persona;
+  std::string model;
+  std::int64_t prompt_tokens;
+  std::int64_t output_tokens;
+  std::string session;
+};
+
+// The month's calls of every user, in time order: calls come in chats of up to 20 calls a minute
+// apart, chats start at random minutes of the month.
+std::vector<Call> month_of_calls(absl::Time month_start) {
+  std::vector<Call> calls;
+  Random rnd(2026);
+  for (const Persona& p : kPersonas) {
+    int made = 0;
+    int chat = 0;
+    while (made < p.calls) {
+      const absl::Time chat_start = month_start + absl::Minutes(rnd.between(0, 29 * 24 * 60));
+      const int in_chat = static_cast<int>(std::min<std::int64_t>(rnd.between(5, 20), p.calls - made));
+      for (int i = 0; i < in_chat; ++i, ++made) {
+        Call c;
+        c.at = chat_start + absl::Minutes(i);
+        c.persona = &p;
+        c.model = rnd.between(1, 100) <= p.gpt4o_percent ? "gpt-4o" : "gpt-4o-mini";
+        // +-20% around the persona's sizes.
+        c.prompt_tokens = p.prompt_tokens * rnd.between(80, 120) / 100;
+        c.output_tokens = p.output_tokens * rnd.between(80, 120) / 100;
+        c.session = absl::StrFormat("%s-chat-%d", p.user_id, chat);
+        calls.push_back(std::move(c));
+      }
+      ++chat;
+    }
+  }
+  std::stable_sort(calls.begin(), calls.end(), [](const Call& a, const Call& b) { return a.at < b.at; });
+  return calls;
+}
+
+// The simulated provider: answers with an OpenAI Chat Completions body whose usage is exact.
+std::string simulated_llm(const std::string& model, std::int64_t prompt_tokens, std::int64_t output_tokens) {
+  return absl::StrFormat(
+      R"({"id":"chatcmpl-demo","object":"chat.completion","model":"%s-2024-08-06",)"
+      R"("choices":[{"index":0,"message":{"role":"assistant","content":"..."},"finish_reason":"stop"}],)"
+      R"("usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}})",
+      model, prompt_tokens, output_tokens, prompt_tokens + output_tokens);
+}
+
+// The provider's price (what the company pays), independent of Paygent.
+Nanos provider_cost(const std::string& model, std::int64_t in, std::int64_t out) {
+  const ModelPrice* price = PriceCatalog::builtin().find(model);
+  Usage u;
+  u.input_tokens = in;
+  u.output_tokens = out;
+  return price != nullptr ? cost_of(u, *price) : 0;
+}
+
+struct Tally {
+  int calls = 0;  // calls that reached the provider
+  std::map<std::string, std::int64_t> tokens_by_model;
+  Nanos cost = 0;
+  int blocked = 0;        // calls stopped by a hard gate (no fallback possible)
+  int rerouted = 0;       // GPT-4o calls gated by the model quota and answered by gpt-4o-mini
+  int soft_warnings = 0;  // on_soft_gate callbacks
+};
+
+void print_run(const char* title, const std::map<std::string, Tally>& tallies) {
+  std::printf("\n%s\n", title);
+  std::printf("  %-16s %6s %20s %20s %10s %8s %9s %6s %10s\n", "user", "calls", "gpt-4o tokens",
+              "gpt-4o-mini tokens", "cost", "blocked", "rerouted", "warn", "margin");
+  for (const Persona& p : kPersonas) {
+    const Tally& t = tallies.at(p.user_id);
+    auto tokens = [&](const char* m) {
+      auto it = t.tokens_by_model.find(m);
+      return it == t.tokens_by_model.end() ? std::int64_t{0} : it->second;
+    };
+    const Nanos margin = kPlanPrice - t.cost;
+    std::printf("  %-16s %6d %20" PRId64 " %20" PRId64 " %10s %8d %9d %6d %10s %s\n", p.name, t.calls,
+                tokens("gpt-4o"), tokens("gpt-4o-mini"), format_usd(t.cost).c_str(), t.blocked, t.rerouted,
+                t.soft_warnings, format_usd(margin).c_str(), margin < 0 ? "LOSS" : "ok");
+  }
+}
+
+}  // namespace
+
+int run_demo(const DemoOptions& options) {
+  const absl::Time month_start = absl::FromCivil(absl::CivilMonth(2026, 11), absl::UTCTimeZone());
+  const std::vector<Call> calls = month_of_calls(month_start);
+  std::printf("Paygent demo: one month (November 2026) of a $49/month Pro plan, %zu simulated LLM calls.\n",
+              calls.size());
+
+  // Run 1: no guardrail.
+  std::map<std::string, Tally> without;
+  for (const Call& c : calls) {
+    Tally& t = without[c.persona->user_id];
+    ++t.calls;
+    t.tokens_by_model[c.model] += c.prompt_tokens + c.output_tokens;
+    t.cost += provider_cost(c.model, c.prompt_tokens, c.output_tokens);
+  }
+  print_run("Without Paygent: every call goes through.", without);
+
+  // Run 2: every call through Paygent (reserve -> call -> settle), on a clock walking the month.
+  std::map<std::string, Tally> with;
+  absl::Time now = month_start;
+  std::string current_user;
+  Options o;
+  o.plans = *parse_plan_config(kProPlan);
+  o.local_store_path = options.store_path;
+  o.clock = [&] { return now; };
+  o.on_soft_gate = [&](const GuardResult& r) {
+    ++with[current_user].soft_warnings;
+    if (options.verbose) std::printf("  [%s] %s: %s\n", absl::FormatTime("%b %d %H:%M", now, absl::UTCTimeZone()).c_str(),
+                                     current_user.c_str(), r.message().c_str());
+  };
+  o.on_error = [](const absl::Status& s) { std::fprintf(stderr, "paygent: %s\n", std::string(s.message()).c_str()); };
+  auto created = Paygent::create(std::move(o));
+  if (!created.ok()) {
+    std::fprintf(stderr, "demo: %s\n", std::string(created.status().message()).c_str());
+    return 1;
+  }
+  Paygent& pg = **created;
+  std::vector<std::string> first_blocks;
+  for (const Call& c : calls) {
+    now = c.at;
+    current_user = c.persona->user_id;
+    Tally& t = with[current_user];
+    Context ctx(current_user, {.session_id = c.session});
+    std::string model = c.model;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      try {
+        pg.metered_call(model, {.prompt_tokens = c.prompt_tokens, .max_output_tokens = c.output_tokens}, [&] {
+          ++t.calls;
+          t.tokens_by_model[model] += c.prompt_tokens + c.output_tokens;
+          t.cost += provider_cost(model, c.prompt_tokens, c.output_tokens);
+          return simulated_llm(model, c.prompt_tokens, c.output_tokens);
+        });
+        break;
+      } catch (const LimitExceeded& e) {
+        if (first_blocks.size() < 3 && (t.rerouted + t.blocked) == 0) {
+          first_blocks.push_back(absl::StrFormat("  [%s] %s: %s", absl::FormatTime("%b %d %H:%M", now, absl::UTCTimeZone()),
+                                                 current_user, e.what()));
+        }
+        if (e.result().reason == GateReason::kModelLimit && model != "gpt-4o-mini") {
+          ++t.rerouted;  // the application's policy: fall back to the cheaper model
+          model = "gpt-4o-mini";
+          continue;
+        }
+        ++t.blocked;
+        break;
+      }
+    }
+  }
+  print_run("With Paygent: GPT-4o capped at 4M tokens/month, $49/month, $5/session; gated calls fall back to gpt-4o-mini.",
+            with);
+  std::printf("\nFirst hard gates, as the application saw them:\n");
+  for (const auto& line : first_blocks) std::printf("%s\n", line.c_str());
+
+  std::printf("\nPaygent's own view at the end of the month (pg.report):\n");
+  for (const Persona& p : kPersonas) {
+    auto rep = pg.report(p.user_id);
+    if (!rep.ok()) continue;
+    std::printf("  %-8s plan %s, %s spent of %s, %s left, %" PRId64 " calls, %zu sessions;", p.user_id,
+                rep->plan.c_str(), format_usd(rep->spend).c_str(),
+                rep->max_spend_per_period ? format_usd(*rep->max_spend_per_period).c_str() : "unlimited",
+                rep->remaining ? format_usd(*rep->remaining).c_str() : "unlimited", rep->calls, rep->by_session.size());
+    for (const auto& m : rep->by_model) {
+      std::printf(" %s %s", m.model.c_str(), format_usd(m.cost).c_str());
+    }
+    std::printf("\n");
+  }
+  const Stats s = pg.stats();
+  std::printf("\nPaygent counters: %" PRId64 " checks, %" PRId64 " metered events, %" PRId64 " soft gates, %" PRId64
+              " hard gates, %" PRId64 " errors contained.\n",
+              s.checks, s.events, s.soft_gates, s.hard_gates, s.errors);
+  if (!options.store_path.empty()) {
+    const absl::Status flushed = pg.flush();
+    std::printf("Local store %s: %s (%" PRId64 " events stored).\n", options.store_path.c_str(),
+                flushed.ok() ? "flushed" : std::string(flushed.message()).c_str(), pg.stats().stored_events);
+  }
+
+  const Tally& charlie_before = without.at("charlie");
+  const Tally& charlie_after = with.at("charlie");
+  const bool story_holds = kPlanPrice - charlie_before.cost < 0 && kPlanPrice - charlie_after.cost >= 0 &&
+                           charlie_after.rerouted > 0 && with.at("alice").rerouted == 0;
+  std::printf("\n%s Charlie's margin: %s without Paygent, %s with it; he kept working on gpt-4o-mini (%d calls rerouted).\n",
+              story_holds ? "OK:" : "UNEXPECTED:", format_usd(kPlanPrice - charlie_before.cost).c_str(),
+              format_usd(kPlanPrice - charlie_after.cost).c_str(), charlie_after.rerouted);
+  return story_holds ? 0 : 1;
+}
+
+}  // namespace paygent::tools

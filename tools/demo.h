@@ -1,0 +1,17 @@
+// The `paygent demo` command.
+#pragma once
+
+#include <string>
+
+namespace paygent::tools {
+
+struct DemoOptions {
+  std::string store_path;  // local store of the guarded run; empty = memory only
+  bool verbose = false;    // print every soft-gate warning as it fires
+};
+
+// Runs the month twice and prints the comparison. Returns 0 when the story holds (Charlie's margin
+// turns non-negative, he keeps working on gpt-4o-mini, light users are not rerouted), 1 otherwise.
+int run_demo(const DemoOptions& options);
+
+}  // namespace paygent::tools
