@@ -2,7 +2,7 @@
 // baseline of the same logic behind one std::mutex + std::unordered_map, in the same run.
 //
 // Each benchmark first checks that the operation computes the right thing, then times it.
-//   build/bench/paygent_bench --benchmark_filter=guard --benchmark_repetitions=5 \
+//   build/bench/paygent_bench --benchmark_filter=guard --benchmark_repetitions=5
 //       --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
@@ -19,6 +19,9 @@
 #include <vector>
 
 #include "paygent/paygent.h"
+
+// Our operator new is malloc, so free() is the matching release (GCC cannot see that).
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
 // --- Allocation counting: every operator new on this thread is counted --------------------------
 
