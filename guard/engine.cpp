@@ -164,8 +164,10 @@ Engine::Engine(Options o)
       id_seed(absl::Uniform<std::uint64_t>(absl::BitGen())) {}
 
 void Engine::open_store() {
-  if (options.local_store_path.empty()) return;
-  auto opened = LocalStore::open(options.local_store_path);
+  const bool backend = !options.api_key.empty();
+  if (options.local_store_path.empty() && !backend) return;
+  // With a backend the store is also the spool; without a path it lives in memory.
+  auto opened = LocalStore::open(options.local_store_path.empty() ? ":memory:" : options.local_store_path);
   if (!opened.ok()) {
     report_error(opened.status());  // fail-open: run in memory
     return;
@@ -173,9 +175,72 @@ void Engine::open_store() {
   store = std::move(opened).value();
   queue = std::make_unique<EventQueue<QueuedEvent>>(std::max<std::size_t>(options.event_queue_capacity, 2));
   writer = std::thread([this] { writer_loop(); });
+  if (!backend) return;
+  SyncOptions so;
+  so.backend_url = options.backend_url;
+  so.api_key = options.api_key;
+  so.flush_interval = options.flush_interval;
+  so.batch_size = std::clamp<std::size_t>(options.batch_size, 1, 1000);
+  so.max_spool_events = std::max<std::int64_t>(options.max_spool_events, 1);
+  so.refresh_interval = options.refresh_interval;
+  auto started = Syncer::start(std::move(so), store.get(), this);
+  if (started.ok()) {
+    syncer = std::move(started).value();
+  } else {
+    report_error(started.status());  // fail-open: local-only
+  }
+}
+
+void Engine::apply_backend_usage(const BackendUsage& u) {
+  UserState* user = user_for(u.user_id, false);
+  if (user == nullptr || !store) return;
+  PeriodWindow* w = user->period.load(std::memory_order_acquire);
+  if (w == nullptr || w->start_ns != u.period_start_ns || w->end_ns != u.period_end_ns) return;  // other period
+  // external = backend total - what this store has had acknowledged, read after the acknowledgement,
+  // so that committed (every local event) + external counts each event once.
+  auto acked = store->totals(u.user_id, w->start_ns, w->end_ns, /*acked_only=*/true);
+  if (!acked.ok()) {
+    report_error(acked.status());
+    return;
+  }
+  w->external.store(u.spend_nanos - acked->cost, std::memory_order_relaxed);
+  for (const auto& [name, backend_tokens] : u.model_tokens) {
+    const ModelInfo* m = model_for(name);
+    ModelCounters* c = w->counters(m->id);
+    if (c == nullptr) continue;
+    std::int64_t local = 0;
+    for (const auto& am : acked->by_model) {
+      if (am.model == m->name) local += am.input_tokens + am.output_tokens;
+    }
+    c->external_tokens.store(backend_tokens - local, std::memory_order_relaxed);
+  }
+}
+
+void Engine::apply_backend_plans(std::string_view json) {
+  auto parsed = parse_plan_config(json);
+  if (!parsed.ok()) {
+    // An empty plan list means the backend has none: keep the local ones quietly.
+    if (json.find("\"plans\"") != std::string_view::npos && json.find("[]") != std::string_view::npos) return;
+    report_error(absl::InvalidArgumentError(str_cat("plans from the backend are invalid; keeping the current ones: ",
+                                                    parsed.status().message())));
+    return;
+  }
+  if (*parsed == *plans.load(std::memory_order_acquire)->config) return;
+  if (absl::Status s = install_plans(*std::move(parsed)); !s.ok()) report_error(s);
+}
+
+void Engine::events_dropped(std::int64_t count) {
+  counters.dropped_events.add(count);
+  if (!dropped_reported.exchange(true)) {
+    report_error(absl::ResourceExhaustedError(
+        str_cat("the backend is unreachable and the spool is full (max_spool_events ", options.max_spool_events,
+                "): dropping the oldest undelivered events; Stats::dropped_events counts them")));
+  }
+  invoke_callback(options.on_events_dropped, count);
 }
 
 Engine::~Engine() {
+  // Order: the writer commits what is queued, then the syncer delivers it, then the store closes.
   if (writer.joinable()) {
     {
       std::lock_guard<std::mutex> lock(writer_mu);
@@ -183,6 +248,10 @@ Engine::~Engine() {
     }
     writer_cv.notify_all();
     writer.join();
+  }
+  if (syncer) {
+    syncer->stop(options.shutdown_deadline);
+    syncer.reset();
   }
 }
 
@@ -339,6 +408,7 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
   PeriodWindow* out = w.get();
   user->periods.push_back(std::move(w));
   user->period.store(out, std::memory_order_release);
+  if (syncer) syncer->watch_user(user->key);  // bring the backend's total for the new period
   return out;
 }
 
@@ -520,7 +590,8 @@ GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::i
   const CompiledPlan& plan = *site.plan;
   GuardResult best;
   if (plan.max_period) {
-    const Nanos c = site.period->committed.load(std::memory_order_acquire);
+    const Nanos c = site.period->committed.load(std::memory_order_acquire) +
+                    site.period->external.load(std::memory_order_relaxed);
     const Verdict v = judge(c, est_cost, *plan.max_period, plan);
     keep_worse(best, spend_result(GateReason::kTotalSpend, v, c + est_cost, *plan.max_period, site.period->end_ns, plan));
   }
@@ -532,7 +603,9 @@ GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::i
   }
   if (const CompiledLimit* l = plan.limit_for(site.model)) {
     const ModelCounters* mc = site.period->find(site.model->id);
-    const std::int64_t c = mc != nullptr ? mc->committed_tokens.load(std::memory_order_acquire) : 0;
+    const std::int64_t c = mc != nullptr ? mc->committed_tokens.load(std::memory_order_acquire) +
+                                               mc->external_tokens.load(std::memory_order_relaxed)
+                                         : 0;
     const Verdict v = judge(c, est_tokens, l->max_tokens, plan);
     GuardResult r = spend_result(GateReason::kModelLimit, v, c + est_tokens, l->max_tokens, site.period->end_ns, plan);
     r.model = l->model->name;
@@ -554,33 +627,35 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
 
   GuardResult best;
   // Holds `e` on `counter` if the limit admits it; returns the verdict (nothing held when hard).
-  auto hold = [&](std::atomic<std::int64_t>& counter, std::int64_t e, const std::optional<std::int64_t>& max,
-                  std::int64_t& current) {
+  // `external` is usage the backend knows of beyond this process's own (0 without a backend).
+  auto hold = [&](std::atomic<std::int64_t>& counter, std::int64_t external, std::int64_t e,
+                  const std::optional<std::int64_t>& max, std::int64_t& current) {
     Verdict v;
     std::int64_t c = counter.load(std::memory_order_acquire);
     for (;;) {
       if (max) {
-        v = judge(c, e, *max, plan);
+        v = judge(c + external, e, *max, plan);
         if (v.status == GateStatus::kHardGate) {
-          current = c + e;
+          current = c + external + e;
           return v;
         }
       }
       if (e == 0 || counter.compare_exchange_weak(c, c + e, std::memory_order_acq_rel, std::memory_order_acquire)) {
-        current = c + e;
+        current = c + external + e;
         return v;
       }
     }
   };
 
   std::int64_t current = 0;
-  const Verdict vp = hold(period.committed, est_cost, plan.max_period, current);
+  const Verdict vp =
+      hold(period.committed, period.external.load(std::memory_order_relaxed), est_cost, plan.max_period, current);
   if (plan.max_period) {
     keep_worse(best, spend_result(GateReason::kTotalSpend, vp, current, *plan.max_period, period.end_ns, plan));
   }
   if (vp.status == GateStatus::kHardGate) return best;
 
-  const Verdict vs = hold(session.committed, est_cost, plan.max_session, current);
+  const Verdict vs = hold(session.committed, 0, est_cost, plan.max_session, current);
   if (plan.max_session) {
     keep_worse(best, spend_result(GateReason::kSessionSpend, vs, current, *plan.max_session,
                                   site.now_ns + plan.session_timeout_ns, plan));
@@ -593,7 +668,8 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
   if (mc != nullptr) {
     std::optional<std::int64_t> max;
     if (limit != nullptr) max = limit->max_tokens;
-    const Verdict vm = hold(mc->committed_tokens, est_tokens, max, current);
+    const Verdict vm =
+        hold(mc->committed_tokens, mc->external_tokens.load(std::memory_order_relaxed), est_tokens, max, current);
     if (limit != nullptr) {
       GuardResult r = spend_result(GateReason::kModelLimit, vm, current, limit->max_tokens, period.end_ns, plan);
       r.model = limit->model->name;
@@ -855,6 +931,7 @@ void Engine::drain_to_store() {
     counters.stored_events.add(static_cast<std::int64_t>(pending.size()));
     pending.clear();
     store_failing.store(false);
+    if (syncer) syncer->wake();
     return;
   }
   store_failing.store(true);

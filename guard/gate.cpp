@@ -39,6 +39,7 @@ std::string GuardResult::gate_reason() const {
     case GateReason::kTotalSpend: return "total_spend";
     case GateReason::kSessionSpend: return "session_spend";
     case GateReason::kModelLimit: return internal::str_cat("model_limit:", model);
+    case GateReason::kBackendUnavailable: return "backend_unavailable";
   }
   return "";
 }
@@ -46,6 +47,10 @@ std::string GuardResult::gate_reason() const {
 std::string GuardResult::message() const {
   if (status == GateStatus::kUnmetered) return "unmetered: the call is outside any paygent::Context";
   if (reason == GateReason::kNone) return "ok: the plan sets no limit on this call";
+  if (reason == GateReason::kBackendUnavailable) {
+    return "hard gate: backend_unavailable: strict_backend is on and the Paygent backend cannot be reached; calls "
+           "resume when it answers";
+  }
   const char* head = status == GateStatus::kHardGate ? "hard gate" : status == GateStatus::kSoftGate ? "soft gate" : "ok";
   std::string amounts;
   switch (reason) {
@@ -59,7 +64,8 @@ std::string GuardResult::message() const {
       amounts = internal::str_cat(with_commas(current_value), " of ", with_commas(limit_value), " ", model,
                              " tokens this period");
       break;
-    case GateReason::kNone: break;
+    case GateReason::kNone:
+    case GateReason::kBackendUnavailable: break;
   }
   std::string when = resets_at == absl::InfiniteFuture()
                          ? std::string("never")

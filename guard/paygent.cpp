@@ -67,6 +67,16 @@ Reservation::~Reservation() {
 
 namespace {
 
+// The result of a call gated by strict_backend while the backend is unreachable.
+GuardResult backend_unavailable() {
+  GuardResult r;
+  r.status = GateStatus::kHardGate;
+  r.reason = GateReason::kBackendUnavailable;
+  r.usage_pct = 1.0;
+  r.threshold = kPpmOne;
+  return r;
+}
+
 std::mutex g_instance_mu;
 std::unique_ptr<Paygent> g_instance;  // guarded by g_instance_mu
 std::atomic<Paygent*> g_instance_ptr{nullptr};
@@ -187,6 +197,7 @@ GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate)
     }
     const std::int64_t est_tokens = estimate.prompt_tokens + estimate.max_output_tokens;
     r = e.evaluate(site, e.estimate_cost(site.price, estimate.prompt_tokens, estimate.max_output_tokens), est_tokens);
+    if (e.backend_closed()) r = backend_unavailable();
   } catch (...) {
     e.report_error(absl::InternalError("check failed; the call proceeds unmetered"));
     r = GuardResult{};
@@ -217,6 +228,11 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
   const std::int64_t prompt = std::max<std::int64_t>(estimate.prompt_tokens, 0);
   const std::int64_t output = std::max<std::int64_t>(estimate.max_output_tokens, 0);
   const Nanos cost = e.estimate_cost(site.price, prompt, output);
+  if (e.backend_closed()) {
+    const GuardResult closed = backend_unavailable();
+    e.fire_gate_callbacks(site, closed);
+    if (e.options.raise_on_hard_gate) throw LimitExceeded(closed);
+  }
   GuardResult r = e.admit(site, cost, prompt + output);
   const std::int64_t last = site.session->last_activity_ns.load(std::memory_order_relaxed);
   if (site.now_ns > last) site.session->last_activity_ns.store(site.now_ns, std::memory_order_relaxed);
@@ -364,12 +380,14 @@ std::optional<std::int64_t> Paygent::max_output_tokens_that_fit(std::string_view
       const __int128 left_picos = room(limit, committed) * 1000 - prompt_picos + 499;  // half-up rounding slack
       bound(left_picos <= 0 ? 0 : static_cast<std::int64_t>(left_picos / site.price->output));
     };
-    if (plan.max_period) spend_bound(*plan.max_period, site.period->committed.load());
+    if (plan.max_period) spend_bound(*plan.max_period, site.period->committed.load() + site.period->external.load());
     if (plan.max_session) spend_bound(*plan.max_session, site.session->committed.load());
   }
   if (const internal::CompiledLimit* l = plan.limit_for(site.model)) {
     const internal::ModelCounters* mc = site.period->find(site.model->id);
-    const __int128 left = room(l->max_tokens, mc != nullptr ? mc->committed_tokens.load() : 0) - prompt_tokens;
+    const __int128 left =
+        room(l->max_tokens, mc != nullptr ? mc->committed_tokens.load() + mc->external_tokens.load() : 0) -
+        prompt_tokens;
     bound(left <= 0 ? 0 : static_cast<std::int64_t>(left));
   }
   return best;
@@ -391,8 +409,8 @@ absl::StatusOr<UserReport> Paygent::report(std::string_view user_id) {
   rep.user_id = user->key;
   rep.plan = plan->plan != nullptr ? plan->plan->name : "";
   rep.period = Period{absl::FromUnixNanos(w->start_ns), absl::FromUnixNanos(w->end_ns)};
-  rep.spend = w->spend.load();
-  rep.reserved = std::max<Nanos>(w->committed.load() - rep.spend, 0);
+  rep.reserved = std::max<Nanos>(w->committed.load() - w->spend.load(), 0);
+  rep.spend = w->spend.load() + w->external.load();  // with a backend: every process's spend
   rep.calls = w->calls.load();
   rep.max_spend_per_period = plan->max_period;
   if (plan->max_period) rep.remaining = std::max<Nanos>(*plan->max_period - rep.spend - rep.reserved, 0);
@@ -444,19 +462,25 @@ Stats Paygent::stats() const noexcept {
   s.unreadable_responses = c.unreadable_responses.sum();
   s.queue_overflows = c.queue_overflows.sum();
   s.stored_events = c.stored_events.sum();
+  s.delivered_events = engine_->syncer ? engine_->syncer->delivered() : 0;
+  s.dropped_events = c.dropped_events.sum();
   return s;
 }
 
 absl::Status Paygent::flush(absl::Duration deadline) {
   Engine& e = *engine_;
   if (!e.store) return absl::UnavailableError("no local store is open; events are kept in memory only");
-  std::unique_lock<std::mutex> lock(e.writer_mu);
-  const std::uint64_t ticket = ++e.flush_requested;
-  e.writer_cv.notify_all();
-  if (!e.flushed_cv.wait_for(lock, absl::ToChronoNanoseconds(deadline), [&] { return e.flush_done >= ticket; })) {
-    return absl::DeadlineExceededError("flush: events are still queued for the local store");
+  const absl::Time until = absl::Now() + deadline;
+  {
+    std::unique_lock<std::mutex> lock(e.writer_mu);
+    const std::uint64_t ticket = ++e.flush_requested;
+    e.writer_cv.notify_all();
+    if (!e.flushed_cv.wait_for(lock, absl::ToChronoNanoseconds(deadline), [&] { return e.flush_done >= ticket; })) {
+      return absl::DeadlineExceededError("flush: events are still queued for the local store");
+    }
   }
   if (e.store_failing.load()) return absl::UnavailableError("flush: the local store is failing; events are kept queued");
+  if (e.syncer) return e.syncer->flush(std::max(until - absl::Now(), absl::ZeroDuration()));
   return absl::OkStatus();
 }
 

@@ -15,7 +15,7 @@ constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS paygent_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO paygent_meta(key, value) VALUES ('schema_version', '1');
 CREATE TABLE IF NOT EXISTS events(
-  id TEXT PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
   user_id TEXT NOT NULL,
   session_id TEXT NOT NULL,
   agent_id TEXT NOT NULL,
@@ -32,8 +32,9 @@ CREATE TABLE IF NOT EXISTS events(
   meta_tags TEXT NOT NULL,
   estimated INTEGER NOT NULL,
   acked INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS events_user_ts ON events(user_id, ts_ns);
+CREATE INDEX IF NOT EXISTS events_unacked ON events(acked);
 )sql";
 
 // Binds text without copying: SQLite reads it before sqlite3_step returns.
@@ -147,12 +148,16 @@ absl::StatusOr<std::int64_t> LocalStore::append(const std::vector<StoredEvent>& 
   return added;
 }
 
-absl::StatusOr<RangeTotals> LocalStore::totals(std::string_view user_id, std::int64_t start_ns, std::int64_t end_ns) {
+absl::StatusOr<RangeTotals> LocalStore::totals(std::string_view user_id, std::int64_t start_ns, std::int64_t end_ns,
+                                               bool acked_only) {
   std::lock_guard<std::mutex> lock(mu_);
   Statement st;
   if (sqlite3_prepare_v2(db_,
-                         "SELECT model, SUM(input_tokens), SUM(output_tokens), COUNT(*), SUM(cost_nanos) "
-                         "FROM events WHERE user_id = ? AND ts_ns >= ? AND ts_ns < ? GROUP BY model",
+                         acked_only ? "SELECT model, SUM(input_tokens), SUM(output_tokens), COUNT(*), SUM(cost_nanos) "
+                                      "FROM events WHERE user_id = ? AND ts_ns >= ? AND ts_ns < ? AND acked = 1 "
+                                      "GROUP BY model"
+                                    : "SELECT model, SUM(input_tokens), SUM(output_tokens), COUNT(*), SUM(cost_nanos) "
+                                      "FROM events WHERE user_id = ? AND ts_ns >= ? AND ts_ns < ? GROUP BY model",
                          -1, &st.s, nullptr) != SQLITE_OK) {
     return error("local store: totals");
   }
@@ -197,6 +202,86 @@ absl::StatusOr<std::vector<SessionTotals>> LocalStore::sessions(std::string_view
   }
   if (rc != SQLITE_DONE) return error("local store: sessions");
   return out;
+}
+
+absl::StatusOr<std::vector<StoredEvent>> LocalStore::unacked(std::size_t limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT id, user_id, session_id, agent_id, indicator, model, provider, input_tokens, "
+                         "output_tokens, cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, "
+                         "cost_nanos, ts_ns, meta_tags, estimated FROM events WHERE acked = 0 ORDER BY rowid LIMIT ?",
+                         -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: unacked");
+  }
+  sqlite3_bind_int64(st.s, 1, static_cast<sqlite3_int64>(limit));
+  std::vector<StoredEvent> out;
+  int rc;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    StoredEvent e;
+    e.id = column_text(st.s, 0);
+    e.user_id = column_text(st.s, 1);
+    e.session_id = column_text(st.s, 2);
+    e.agent_id = column_text(st.s, 3);
+    e.indicator = column_text(st.s, 4);
+    e.model = column_text(st.s, 5);
+    e.provider = column_text(st.s, 6);
+    e.usage.input_tokens = sqlite3_column_int64(st.s, 7);
+    e.usage.output_tokens = sqlite3_column_int64(st.s, 8);
+    e.usage.cached_input_tokens = sqlite3_column_int64(st.s, 9);
+    e.usage.cache_creation_input_tokens = sqlite3_column_int64(st.s, 10);
+    e.usage.reasoning_tokens = sqlite3_column_int64(st.s, 11);
+    e.cost = sqlite3_column_int64(st.s, 12);
+    e.ts_ns = sqlite3_column_int64(st.s, 13);
+    e.meta_tags_json = column_text(st.s, 14);
+    e.estimated = sqlite3_column_int(st.s, 15) != 0;
+    out.push_back(std::move(e));
+  }
+  if (rc != SQLITE_DONE) return error("local store: unacked");
+  return out;
+}
+
+absl::Status LocalStore::mark_acked(const std::vector<std::string>& ids) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "UPDATE events SET acked = 1 WHERE id = ?", -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: mark_acked");
+  }
+  if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  for (const std::string& id : ids) {
+    sqlite3_reset(st.s);
+    bind_text(st.s, 1, id);
+    if (sqlite3_step(st.s) != SQLITE_DONE) {
+      absl::Status err = error("local store: mark_acked");
+      exec("ROLLBACK").IgnoreError();
+      return err;
+    }
+  }
+  return exec("COMMIT");
+}
+
+absl::StatusOr<std::int64_t> LocalStore::unacked_count() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "SELECT COUNT(*) FROM events WHERE acked = 0", -1, &st.s, nullptr) != SQLITE_OK ||
+      sqlite3_step(st.s) != SQLITE_ROW) {
+    return error("local store: unacked_count");
+  }
+  return sqlite3_column_int64(st.s, 0);
+}
+
+absl::StatusOr<std::int64_t> LocalStore::drop_oldest_unacked(std::int64_t keep) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_,
+                         "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE acked = 0 ORDER BY rowid "
+                         "LIMIT max(0, (SELECT COUNT(*) FROM events WHERE acked = 0) - ?))",
+                         -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: drop_oldest_unacked");
+  }
+  sqlite3_bind_int64(st.s, 1, keep);
+  if (sqlite3_step(st.s) != SQLITE_DONE) return error("local store: drop_oldest_unacked");
+  return static_cast<std::int64_t>(sqlite3_changes(db_));
 }
 
 absl::StatusOr<std::int64_t> LocalStore::count() {

@@ -77,8 +77,20 @@ class LocalStore {
   // skipped (idempotent). Returns how many were new.
   absl::StatusOr<std::int64_t> append(const std::vector<StoredEvent>& events);
 
-  // Sum of `user_id`'s events with ts in [start_ns, end_ns).
-  absl::StatusOr<RangeTotals> totals(std::string_view user_id, std::int64_t start_ns, std::int64_t end_ns);
+  // Sum of `user_id`'s events with ts in [start_ns, end_ns); with `acked_only`, of those the
+  // backend has acknowledged.
+  absl::StatusOr<RangeTotals> totals(std::string_view user_id, std::int64_t start_ns, std::int64_t end_ns,
+                                     bool acked_only = false);
+
+  // --- The outbox (the events table is the syncer's spool) ---
+
+  // Up to `limit` events not yet acknowledged by the backend, oldest first.
+  absl::StatusOr<std::vector<StoredEvent>> unacked(std::size_t limit);
+  // Marks the events acknowledged, in one transaction.
+  absl::Status mark_acked(const std::vector<std::string>& ids);
+  absl::StatusOr<std::int64_t> unacked_count();
+  // Deletes the oldest unacknowledged events beyond `keep`; returns how many were deleted.
+  absl::StatusOr<std::int64_t> drop_oldest_unacked(std::int64_t keep);
 
   // The user's sessions with an event in [since_ns, until_ns), summed over [start_ns, until_ns),
   // most recent first. With a non-empty `session_id`, only that session.

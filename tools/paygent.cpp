@@ -1,7 +1,9 @@
 // The `paygent` command line: the demo and plan checks.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +13,7 @@
 
 #include "paygent/paygent.h"
 #include "tools/demo.h"
+#include "tools/loadgen.h"
 
 namespace {
 
@@ -22,6 +25,13 @@ commands:
       run without and with Paygent. The guarded run keeps its events in a fresh local SQLite
       store (a temporary file unless --store names a file that does not exist yet).
       Exits 0 when the power user's margin is no longer negative.
+  loadgen --backend URL --api-key KEY --store FILE [--users N] [--calls N] [--prefix P]
+          [--flush-interval-ms N] [--batch-size N] [--pace-us N] [--deliver-seconds N]
+          [--no-flush] [--hang]
+      Records metered calls through Paygent with a backend and delivers them; prints the ground
+      truth (calls, cost per user) and the gate latency. For integration tests and load trials.
+  sync --backend URL --api-key KEY --store FILE [--deliver-seconds N]
+      Delivers whatever an application's local store still holds (e.g. after a crash).
   plan check FILE
       Parses and validates a plan config (JSON); prints the plans or the error with its field path.
   help
@@ -81,6 +91,40 @@ int main(int argc, char** argv) {
       for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(options.store_path + suffix);
     }
     return rc;
+  }
+  if (cmd == "loadgen" || cmd == "sync") {
+    paygent::tools::LoadgenOptions o;
+    for (int i = 2; i < argc; ++i) {
+      const std::string_view a = argv[i];
+      auto value = [&]() -> const char* {
+        if (i + 1 >= argc) {
+          std::fprintf(stderr, "paygent %s: %s needs a value\n", argv[1], argv[i]);
+          std::exit(2);
+        }
+        return argv[++i];
+      };
+      if (a == "--backend") o.backend_url = value();
+      else if (a == "--api-key") o.api_key = value();
+      else if (a == "--store") o.store_path = value();
+      else if (a == "--prefix") o.user_prefix = value();
+      else if (a == "--users") o.users = std::max(1L, std::atol(value()));
+      else if (a == "--calls") o.calls = std::atol(value());
+      else if (a == "--flush-interval-ms") o.flush_interval_ms = std::atoi(value());
+      else if (a == "--batch-size") o.batch_size = static_cast<std::size_t>(std::atol(value()));
+      else if (a == "--pace-us") o.pace_us = std::atoi(value());
+      else if (a == "--deliver-seconds") o.deliver_seconds = std::atoi(value());
+      else if (a == "--no-flush") o.no_flush = true;
+      else if (a == "--hang") o.hang = true;
+      else {
+        std::fprintf(stderr, "paygent %s: unknown option %s\n%s", argv[1], argv[i], kUsage);
+        return 2;
+      }
+    }
+    if (o.api_key.empty() || o.store_path.empty()) {
+      std::fprintf(stderr, "paygent %s: --api-key and --store are required\n", argv[1]);
+      return 2;
+    }
+    return cmd == "loadgen" ? paygent::tools::run_loadgen(o) : paygent::tools::run_sync(o);
   }
   if (cmd == "plan" && argc == 4 && std::string_view(argv[2]) == "check") return plan_check(argv[3]);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {

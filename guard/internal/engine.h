@@ -31,6 +31,7 @@
 #include "paygent/paygent.h"
 #include "sync/event_queue.h"
 #include "sync/local_store.h"
+#include "sync/syncer.h"
 
 namespace paygent::internal {
 
@@ -63,6 +64,8 @@ struct ModelCounters {
   std::atomic<std::uint32_t> model_id{kNoModel};
   std::atomic<std::int64_t> committed_tokens{0};  // settled + held
   std::atomic<std::int64_t> tokens{0};            // settled
+  // The backend's tokens not made by this process's unacknowledged events (see PeriodWindow::external).
+  std::atomic<std::int64_t> external_tokens{0};
   std::atomic<std::int64_t> input{0};
   std::atomic<std::int64_t> output{0};
   std::atomic<std::int64_t> calls{0};
@@ -84,6 +87,9 @@ struct PeriodWindow {
   PeriodRule rule = PeriodRule::kMonth;
   std::atomic<Nanos> committed{0};  // settled + held
   std::atomic<Nanos> spend{0};      // settled
+  // With a backend: its total for the period minus what this store has had acknowledged, so that
+  // committed + external = backend total + local events not yet acknowledged, counted once.
+  std::atomic<Nanos> external{0};
   std::atomic<std::int64_t> calls{0};
   std::atomic<std::uint64_t> fired{0};  // soft thresholds fired: bit (limit * 8 + threshold index)
   const std::size_t slots;
@@ -202,11 +208,22 @@ struct CallSite {
   std::int64_t now_ns = 0;
 };
 
-struct Engine {
+struct Engine final : SyncTarget {
   explicit Engine(Options o);
   ~Engine();
-  // Opens the local store and starts its writer (after the plans are known to be valid).
+  // Opens the local store and starts its writer, and the syncer when an API key is set (after the
+  // plans are known to be valid).
   void open_store();
+
+  // --- SyncTarget: what the syncer brings back (syncer thread) ---
+  void apply_backend_usage(const BackendUsage& usage) override;
+  void apply_backend_plans(std::string_view plan_config_json) override;
+  void sync_error(absl::Status status) override { report_error(std::move(status)); }
+  void events_dropped(std::int64_t count) override;
+  // True when strict_backend is on and the backend cannot be reached: every call is gated hard.
+  [[nodiscard]] bool backend_closed() const noexcept {
+    return options.strict_backend && syncer != nullptr && !syncer->backend_healthy();
+  }
 
   // --- hot path ---
   std::int64_t now_ns() const noexcept;
@@ -255,7 +272,7 @@ struct Engine {
 
   struct Counters {
     StripedCounter checks, events, soft_gates, hard_gates, unmetered, errors, callback_failures,
-        unknown_models, unreadable_responses, queue_overflows, stored_events;
+        unknown_models, unreadable_responses, queue_overflows, stored_events, dropped_events;
   } counters;
 
   // Event pipeline to the local store (only when a store is open).
@@ -269,6 +286,8 @@ struct Engine {
   bool stopping ABSL_GUARDED_BY(writer_mu) = false;
   std::uint64_t flush_requested ABSL_GUARDED_BY(writer_mu) = 0;
   std::uint64_t flush_done ABSL_GUARDED_BY(writer_mu) = 0;
+  std::unique_ptr<Syncer> syncer;  // only with an API key
+  std::atomic<bool> dropped_reported{false};
   std::vector<StoredEvent> unstored;  // writer thread only
   std::atomic<bool> store_failing{false};
   std::thread writer;

@@ -24,6 +24,7 @@ enum class GateReason : std::uint8_t {
   kTotalSpend,    // "total_spend": spend in the billing period (USD)
   kSessionSpend,  // "session_spend": spend in the session (USD)
   kModelLimit,    // "model_limit:<model>": tokens of one model in the billing period
+  kBackendUnavailable,  // "backend_unavailable": strict_backend is on and the backend is unreachable
 };
 
 std::string_view gate_status_name(GateStatus s) noexcept;  // "ok", "soft_gate", "hard_gate", "unmetered"

@@ -85,6 +85,31 @@ struct Options {
 
   // The time source (UTC). Empty = the system clock. Tests set a fake clock here.
   std::function<absl::Time()> clock;
+
+  // --- The backend (paygentd), used when api_key is set -----------------------------------------
+  // Events are committed to the local store first (the spool), then delivered in batches by a
+  // background thread; record() never waits for the network.
+
+  // Base URL of paygentd: "http://host:port".
+  std::string backend_url = "http://127.0.0.1:8787";
+  // How often queued events are sent. Shorter intervals make the backend's view fresher at the
+  // cost of more, smaller requests. A full batch is sent at once, whatever the interval.
+  absl::Duration flush_interval = absl::Seconds(5);
+  // Events per request (at most 1,000, the backend's limit).
+  std::size_t batch_size = 100;
+  // Undelivered events kept while the backend is unreachable. Past it the oldest are dropped:
+  // counted in Stats::dropped_events, reported once per outage through on_error and every time
+  // through on_events_dropped. Never silent.
+  std::int64_t max_spool_events = 1'000'000;
+  // How often plans are re-read from the backend. Users' authoritative usage also comes back with
+  // every delivered batch.
+  absl::Duration refresh_interval = absl::Seconds(60);
+  // How long destruction may spend delivering what is still queued.
+  absl::Duration shutdown_deadline = absl::Seconds(5);
+  // Fail-closed: while the backend cannot be reached, gate every call hard (GateReason
+  // kBackendUnavailable). Off by default: Paygent is fail-open.
+  bool strict_backend = false;
+  std::function<void(std::int64_t dropped)> on_events_dropped;
 };
 
 // What a call is expected to use, for the reservation. The estimate is held against every limit
@@ -168,6 +193,8 @@ struct Stats {
   std::int64_t unreadable_responses = 0;  // responses whose usage could not be read
   std::int64_t queue_overflows = 0;    // events that took the slow overflow path
   std::int64_t stored_events = 0;      // events committed to the local store
+  std::int64_t delivered_events = 0;   // events acknowledged by the backend
+  std::int64_t dropped_events = 0;     // undelivered events dropped past max_spool_events
 };
 
 class Paygent {

@@ -1,0 +1,462 @@
+// The background syncer (see sync/syncer.h). The only translation unit of the library that uses
+// Boost.Asio/Beast.
+// Boost 1.74's awaitable frames pair their own operator new/delete; GCC 12 misreports them.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
+#include <utility>  // before Boost.Asio: Boost 1.74's awaitable.hpp needs std::exchange (GCC 12)
+
+#include "sync/syncer.h"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <simdjson.h>
+
+#include "meter/internal/str_cat.h"
+
+namespace paygent::internal {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+namespace {
+
+constexpr auto kMinBackoff = std::chrono::milliseconds(100);
+constexpr auto kMaxBackoff = std::chrono::seconds(30);
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::string batch_json(const std::vector<StoredEvent>& events) {
+  std::string out = "{\"events\":[";
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const StoredEvent& e = events[i];
+    str_append(&out, i ? "," : "", "{\"id\":", json_string(e.id), ",\"user_id\":", json_string(e.user_id),
+               ",\"session_id\":", json_string(e.session_id), ",\"agent_id\":", json_string(e.agent_id),
+               ",\"indicator\":", json_string(e.indicator), ",\"model\":", json_string(e.model),
+               ",\"provider\":", json_string(e.provider), ",\"input_tokens\":", e.usage.input_tokens,
+               ",\"output_tokens\":", e.usage.output_tokens, ",\"cached_input_tokens\":", e.usage.cached_input_tokens,
+               ",\"cache_creation_input_tokens\":", e.usage.cache_creation_input_tokens,
+               ",\"reasoning_tokens\":", e.usage.reasoning_tokens, ",\"cost_nanos\":", e.cost, ",\"ts_ns\":", e.ts_ns,
+               ",\"meta_tags\":", e.meta_tags_json.empty() ? std::string("{}") : e.meta_tags_json,
+               ",\"estimated\":", e.estimated ? "true" : "false", "}");
+  }
+  out += "]}";
+  return out;
+}
+
+std::string percent_encode(std::string_view s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  return out;
+}
+
+// Reads one user's usage object ({"period_start_ns":..,"period_end_ns":..,"spend_nanos":..,
+// "models":{"m":{"input_tokens":..,"output_tokens":..}}}). False when its shape is wrong.
+bool read_usage(simdjson::dom::element obj, std::string user_id, BackendUsage& out) {
+  out = BackendUsage{};
+  out.user_id = std::move(user_id);
+  if (obj["period_start_ns"].get_int64().get(out.period_start_ns) != simdjson::SUCCESS) return false;
+  if (obj["period_end_ns"].get_int64().get(out.period_end_ns) != simdjson::SUCCESS) return false;
+  if (obj["spend_nanos"].get_int64().get(out.spend_nanos) != simdjson::SUCCESS) return false;
+  simdjson::dom::object models;
+  if (obj["models"].get_object().get(models) == simdjson::SUCCESS) {
+    for (auto [name, m] : models) {
+      std::int64_t in = 0, outp = 0;
+      if (m["input_tokens"].get_int64().get(in) != simdjson::SUCCESS) return false;
+      if (m["output_tokens"].get_int64().get(outp) != simdjson::SUCCESS) return false;
+      out.model_tokens[std::string(name.data(), name.size())] = in + outp;
+    }
+  }
+  return true;
+}
+
+struct Response {
+  unsigned status = 0;
+  std::string body;
+};
+
+}  // namespace
+
+struct Syncer::Impl {
+  Impl(SyncOptions o, LocalStore* s, SyncTarget* t, std::string h, std::string p)
+      : options(std::move(o)), store(s), target(t), host(std::move(h)), port(std::move(p)),
+        timer(ioc), stream(ioc), rng(std::random_device{}()) {}
+
+  // --- HTTP ---
+  net::awaitable<std::optional<Response>> request(http::verb verb, std::string target_path, std::string body) {
+    beast::error_code ec;
+    const auto timeout = absl::ToChronoNanoseconds(options.request_timeout);
+    for (int attempt = 0; attempt < 2; ++attempt) {  // a kept-alive connection may have been closed
+      if (!connected) {
+        tcp::resolver resolver(ioc);
+        auto results = co_await resolver.async_resolve(host, port, net::redirect_error(net::use_awaitable, ec));
+        if (ec) {
+          last_error = str_cat("resolve ", host, ": ", ec.message());
+          co_return std::nullopt;
+        }
+        stream.expires_after(timeout);
+        co_await stream.async_connect(results, net::redirect_error(net::use_awaitable, ec));
+        if (ec) {
+          last_error = str_cat("connect ", host, ":", port, ": ", ec.message());
+          stream.close();
+          co_return std::nullopt;
+        }
+        connected = true;
+      }
+      http::request<http::string_body> req{verb, target_path, 11};
+      req.set(http::field::host, host);
+      req.set(http::field::authorization, "Bearer " + options.api_key);
+      req.set(http::field::user_agent, "paygent-cpp/0.1");
+      req.keep_alive(true);
+      if (!body.empty()) {
+        req.set(http::field::content_type, "application/json");
+        req.body() = body;
+        req.prepare_payload();
+      }
+      stream.expires_after(timeout);
+      co_await http::async_write(stream, req, net::redirect_error(net::use_awaitable, ec));
+      if (!ec) {
+        http::response_parser<http::string_body> parser;
+        parser.body_limit(64 * 1024 * 1024);
+        buffer.clear();
+        co_await http::async_read(stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
+        if (!ec) {
+          auto res = parser.release();
+          if (!res.keep_alive()) disconnect();
+          co_return Response{res.result_int(), std::move(res.body())};
+        }
+      }
+      const auto verb_name = http::to_string(verb);
+      last_error = str_cat(std::string(verb_name.data(), verb_name.size()), " ", target_path, ": ", ec.message());
+      disconnect();
+      if (attempt == 0 && (ec == http::error::end_of_stream || ec == net::error::connection_reset ||
+                           ec == net::error::broken_pipe || ec == net::error::eof)) {
+        continue;
+      }
+      co_return std::nullopt;
+    }
+    co_return std::nullopt;
+  }
+
+  void disconnect() {
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream.close();
+    connected = false;
+  }
+
+  // --- Delivery ---
+
+  // Sends one batch. Returns 1 when a batch was delivered, 0 when there was nothing to send, -1 on
+  // failure (the events stay in the store).
+  net::awaitable<int> deliver_one_batch() {
+    auto batch = store->unacked(options.batch_size);
+    if (!batch.ok()) {
+      target->sync_error(batch.status());
+      co_return -1;
+    }
+    if (batch->empty()) co_return 0;
+    auto res = co_await request(http::verb::post, "/api/v1/events:batch", batch_json(*batch));
+    if (!res) {
+      fail(absl::UnavailableError(str_cat("backend unreachable: ", last_error)));
+      co_return -1;
+    }
+    if (res->status != 200) {
+      fail(absl::UnavailableError(str_cat("backend refused a batch of ", batch->size(), " events: HTTP ",
+                                          static_cast<int>(res->status), " ", res->body.substr(0, 300))));
+      co_return -1;
+    }
+    simdjson::dom::element reply;
+    std::int64_t accepted = 0, duplicates = 0;
+    if (parser.parse(res->body).get(reply) != simdjson::SUCCESS ||
+        reply["accepted"].get_int64().get(accepted) != simdjson::SUCCESS ||
+        reply["duplicates"].get_int64().get(duplicates) != simdjson::SUCCESS ||
+        accepted + duplicates != static_cast<std::int64_t>(batch->size())) {
+      fail(absl::UnavailableError(str_cat("backend answered a batch with an unreadable reply: ",
+                                          res->body.substr(0, 300))));
+      co_return -1;
+    }
+    std::vector<std::string> ids;
+    ids.reserve(batch->size());
+    for (auto& e : *batch) ids.push_back(std::move(e.id));
+    if (absl::Status s = store->mark_acked(ids); !s.ok()) {
+      target->sync_error(s);  // delivered again later; the backend counts it once
+      co_return -1;
+    }
+    delivered_count.fetch_add(static_cast<std::int64_t>(ids.size()));
+    healthy.store(true);
+    backoff = kMinBackoff;
+    simdjson::dom::object usage;
+    if (reply["usage"].get_object().get(usage) == simdjson::SUCCESS) {
+      for (auto [user, obj] : usage) {
+        BackendUsage u;
+        if (read_usage(obj, std::string(user.data(), user.size()), u)) target->apply_backend_usage(u);
+      }
+    }
+    co_return 1;
+  }
+
+  void fail(absl::Status s) {
+    const bool was_healthy = healthy.exchange(false);
+    failures.fetch_add(1);
+    if (was_healthy) target->sync_error(std::move(s));  // said once per outage, not per retry
+  }
+
+  net::awaitable<void> enforce_spool_bound() {
+    auto dropped = store->drop_oldest_unacked(options.max_spool_events);
+    if (!dropped.ok()) {
+      target->sync_error(dropped.status());
+    } else if (*dropped > 0) {
+      target->events_dropped(*dropped);
+    }
+    co_return;
+  }
+
+  net::awaitable<void> refresh_users(std::vector<std::string> users) {
+    for (const std::string& user : users) {
+      auto res = co_await request(http::verb::get, str_cat("/api/v1/users/", percent_encode(user), "/usage"), "");
+      if (!res || res->status != 200) continue;  // unknown to the backend yet, or down: later
+      simdjson::dom::element obj;
+      BackendUsage u;
+      if (parser.parse(res->body).get(obj) == simdjson::SUCCESS && read_usage(obj, user, u)) {
+        target->apply_backend_usage(u);
+      }
+    }
+  }
+
+  net::awaitable<void> refresh_plans() {
+    auto res = co_await request(http::verb::get, "/api/v1/config/plans", "");
+    if (!res) {
+      fail(absl::UnavailableError(str_cat("backend unreachable: ", last_error)));
+      co_return;
+    }
+    if (res->status == 200) {
+      healthy.store(true);
+      target->apply_backend_plans(res->body);
+    }
+  }
+
+  net::awaitable<void> run() {
+    auto last_send = std::chrono::steady_clock::now() - std::chrono::hours(1);
+    auto last_refresh = last_send;
+    for (;;) {
+      std::uint64_t ticket;
+      bool stop;
+      std::vector<std::string> users;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ticket = flush_requested;
+        stop = stopping;
+        users.assign(watched.begin(), watched.end());
+        watched.clear();
+      }
+      const auto now = std::chrono::steady_clock::now();
+      const bool flushing = ticket != flush_done;
+      bool ok = true;
+      if (now - last_refresh >= absl::ToChronoNanoseconds(options.refresh_interval)) {
+        co_await refresh_plans();
+        last_refresh = now;
+      }
+      co_await enforce_spool_bound();
+      auto pending = store->unacked_count();
+      const bool batch_full = pending.ok() && *pending >= static_cast<std::int64_t>(options.batch_size);
+      const bool due = now - last_send >= absl::ToChronoNanoseconds(options.flush_interval);
+      if (flushing || batch_full || due || stop) {
+        for (;;) {
+          const int r = co_await deliver_one_batch();
+          if (r <= 0) {
+            ok = r == 0;
+            break;
+          }
+        }
+        last_send = std::chrono::steady_clock::now();
+      }
+      if (!users.empty()) co_await refresh_users(std::move(users));
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (flushing) {
+          flush_done = ticket;
+          flush_ok = ok;
+          flush_error = last_error;
+          flushed.notify_all();
+        }
+        if (stopping && (ok || std::chrono::steady_clock::now() >= stop_deadline)) break;
+      }
+      // Sleep until the next flush is due, or a retry after a failure (backoff with jitter), or
+      // a wake-up.
+      std::chrono::nanoseconds wait = absl::ToChronoNanoseconds(options.flush_interval);
+      if (!ok) {
+        std::uniform_real_distribution<double> jitter(0.5, 1.5);
+        wait = std::chrono::duration_cast<std::chrono::nanoseconds>(backoff * jitter(rng));
+        backoff = std::min<std::chrono::nanoseconds>(backoff * 2, kMaxBackoff);
+      }
+      timer.expires_after(wait);
+      beast::error_code ec;
+      co_await timer.async_wait(net::redirect_error(net::use_awaitable, ec));
+    }
+    disconnect();
+  }
+
+  SyncOptions options;
+  LocalStore* store;
+  SyncTarget* target;
+  std::string host, port;
+
+  net::io_context ioc;
+  net::steady_timer timer;
+  beast::tcp_stream stream;
+  beast::flat_buffer buffer;
+  bool connected = false;
+  std::string last_error;
+  simdjson::dom::parser parser;
+  std::mt19937_64 rng;
+  std::chrono::nanoseconds backoff = kMinBackoff;
+  std::thread thread;
+
+  std::atomic<bool> healthy{true};
+  std::atomic<std::int64_t> delivered_count{0};
+  std::atomic<std::int64_t> failures{0};
+
+  std::mutex mu;
+  std::condition_variable flushed;
+  std::uint64_t flush_requested = 0;  // guarded by mu
+  std::uint64_t flush_done = 0;       // guarded by mu
+  bool flush_ok = true;               // guarded by mu
+  std::string flush_error;            // guarded by mu
+  bool stopping = false;              // guarded by mu
+  std::chrono::steady_clock::time_point stop_deadline;  // guarded by mu
+  std::set<std::string> watched;      // guarded by mu
+};
+
+absl::StatusOr<std::unique_ptr<Syncer>> Syncer::start(SyncOptions options, LocalStore* store, SyncTarget* target) {
+  std::string_view url = options.backend_url;
+  if (url.rfind("http://", 0) != 0) {
+    return absl::InvalidArgumentError(
+        str_cat("backend_url: \"", options.backend_url, "\" must start with http:// (TLS is not supported yet)"));
+  }
+  url.remove_prefix(7);
+  if (const auto slash = url.find('/'); slash != std::string_view::npos) url = url.substr(0, slash);
+  std::string host(url), port = "80";
+  if (const auto colon = url.rfind(':'); colon != std::string_view::npos) {
+    host = std::string(url.substr(0, colon));
+    port = std::string(url.substr(colon + 1));
+  }
+  if (host.empty() || port.empty() || !std::all_of(port.begin(), port.end(), ::isdigit)) {
+    return absl::InvalidArgumentError(str_cat("backend_url: \"", options.backend_url, "\" is not http://host[:port]"));
+  }
+  auto impl = std::make_unique<Impl>(std::move(options), store, target, std::move(host), std::move(port));
+  Impl* p = impl.get();
+  net::co_spawn(p->ioc, p->run(), net::detached);
+  p->thread = std::thread([p] { p->ioc.run(); });
+  return std::unique_ptr<Syncer>(new Syncer(std::move(impl)));
+}
+
+Syncer::Syncer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Syncer::~Syncer() {
+  if (impl_->thread.joinable()) {
+    impl_->ioc.stop();
+    impl_->thread.join();
+  }
+}
+
+void Syncer::wake() noexcept {
+  Impl* p = impl_.get();
+  net::post(p->ioc, [p] { p->timer.cancel(); });
+}
+
+void Syncer::watch_user(std::string user_id) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->watched.insert(std::move(user_id));
+  }
+  wake();
+}
+
+absl::Status Syncer::flush(absl::Duration deadline) {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  const std::uint64_t ticket = ++impl_->flush_requested;
+  lock.unlock();
+  wake();
+  lock.lock();
+  if (!impl_->flushed.wait_for(lock, absl::ToChronoNanoseconds(deadline),
+                               [&] { return impl_->flush_done >= ticket; })) {
+    return absl::DeadlineExceededError("flush: the backend has not taken every event yet; they stay queued");
+  }
+  if (!impl_->flush_ok) {
+    return absl::UnavailableError(str_cat("flush: the backend did not take every event (", impl_->flush_error,
+                                          "); they stay queued"));
+  }
+  return absl::OkStatus();
+}
+
+void Syncer::stop(absl::Duration deadline) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stopping = true;
+    impl_->stop_deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(deadline);
+  }
+  wake();
+  // The loop ends by itself once delivered or past the deadline; past it (plus one request
+  // timeout) we stop it outright.
+  const auto hard_stop = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(deadline) +
+                         absl::ToChronoNanoseconds(impl_->options.request_timeout);
+  std::thread waker([this, hard_stop] {
+    while (std::chrono::steady_clock::now() < hard_stop && !impl_->ioc.stopped()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    impl_->ioc.stop();
+  });
+  if (impl_->thread.joinable()) impl_->thread.join();
+  impl_->ioc.stop();
+  waker.join();
+}
+
+bool Syncer::backend_healthy() const noexcept { return impl_->healthy.load(); }
+
+std::int64_t Syncer::delivered() const noexcept { return impl_->delivered_count.load(); }
+
+}  // namespace paygent::internal

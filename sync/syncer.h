@@ -1,0 +1,82 @@
+// The background syncer: delivers the local store's unacknowledged events to paygentd in batches,
+// and brings the backend's authoritative usage and plans back to the engine.
+//
+// It runs on its own thread (a Boost.Asio io_context); nothing here is ever called on the hot
+// path except wake(), which only posts to that thread. A backend that is down, slow or answers
+// garbage never blocks the application: events wait in the store (bounded by max_spool_events;
+// what is dropped past the bound is counted and reported), and delivery retries with exponential
+// backoff and jitter. Delivery is at-least-once; the backend makes it exactly-once by event id.
+//
+// Thread safety: every public method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "sync/local_store.h"
+
+namespace paygent::internal {
+
+struct SyncOptions {
+  std::string backend_url;  // "http://host:port"
+  std::string api_key;
+  absl::Duration flush_interval = absl::Seconds(5);
+  std::size_t batch_size = 100;
+  std::int64_t max_spool_events = 1'000'000;
+  absl::Duration refresh_interval = absl::Seconds(60);
+  absl::Duration request_timeout = absl::Seconds(10);
+};
+
+// The backend's totals for one user over one period.
+struct BackendUsage {
+  std::string user_id;
+  std::int64_t period_start_ns = 0;
+  std::int64_t period_end_ns = 0;
+  std::int64_t spend_nanos = 0;
+  std::map<std::string, std::int64_t> model_tokens;  // input + output, by model
+};
+
+// What the syncer hands back to the engine.
+class SyncTarget {
+ public:
+  virtual ~SyncTarget() = default;
+  virtual void apply_backend_usage(const BackendUsage& usage) = 0;
+  virtual void apply_backend_plans(std::string_view plan_config_json) = 0;
+  virtual void sync_error(absl::Status status) = 0;
+  virtual void events_dropped(std::int64_t count) = 0;
+};
+
+class Syncer {
+ public:
+  // Fails (InvalidArgument) when backend_url is not "http://host[:port]".
+  static absl::StatusOr<std::unique_ptr<Syncer>> start(SyncOptions options, LocalStore* store, SyncTarget* target);
+  ~Syncer();  // stops at once; call stop() first to deliver what can be delivered
+
+  // New events were committed to the store: deliver early if a batch is full.
+  void wake() noexcept;
+  // Fetch this user's backend usage soon (a period window was just created for them).
+  void watch_user(std::string user_id);
+  // Delivers every event stored before the call. DeadlineExceeded when the backend did not take
+  // them all in time (they stay in the store and are delivered later).
+  absl::Status flush(absl::Duration deadline);
+  // Delivers what can be delivered within `deadline`, then stops the thread.
+  void stop(absl::Duration deadline);
+
+  // False after a failed exchange with the backend, true after a good one (and before the first).
+  [[nodiscard]] bool backend_healthy() const noexcept;
+  [[nodiscard]] std::int64_t delivered() const noexcept;
+
+  struct Impl;
+
+ private:
+  explicit Syncer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace paygent::internal
