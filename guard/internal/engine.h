@@ -18,6 +18,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -279,7 +280,7 @@ struct Engine final : SyncTarget {
   std::unique_ptr<LocalStore> store;
   std::unique_ptr<EventQueue<QueuedEvent>> queue;
   std::mutex overflow_mu;
-  std::vector<QueuedEvent> overflow ABSL_GUARDED_BY(overflow_mu);
+  std::deque<QueuedEvent> overflow ABSL_GUARDED_BY(overflow_mu);  // deque: no stall to grow
   std::mutex writer_mu;
   std::condition_variable writer_cv;
   std::condition_variable flushed_cv;

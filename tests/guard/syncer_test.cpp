@@ -1,0 +1,367 @@
+// The syncer against a scripted in-process backend on loopback: delivery, reconciliation without
+// double counting, outages, garbage answers, the spool bound and strict mode.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <doctest/doctest.h>
+#include <simdjson.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "paygent/paygent.h"
+#include "tests/guard/fixture.h"
+
+namespace paygent {
+namespace {
+
+using testing::FakeClock;
+using testing::tokens;
+using testing::utc;
+constexpr Nanos kDollar = kNanosPerUsd;
+
+// A tiny HTTP/1.1 backend speaking the wire contract (docs/wire.md) well enough for the syncer,
+// with a ledger that counts each event id once. `mode` scripts misbehaviour.
+class FakeBackend {
+ public:
+  enum class Mode { kOk, kGarbage, kError500, kSlow };
+
+  explicit FakeBackend(int port = 0) { listen_on(port); }
+  ~FakeBackend() { stop(); }
+
+  int port() const { return port_; }
+  void set_mode(Mode m, int times = 1 << 30) {
+    mode_ = m;
+    mode_times_ = times;
+  }
+  void seed_spend(const std::string& user, Nanos n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    spend_[user] += n;
+  }
+  Nanos spend(const std::string& user) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return spend_[user];
+  }
+  std::int64_t events() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return static_cast<std::int64_t>(ids_.size());
+  }
+  std::int64_t duplicates() const { return duplicates_.load(); }
+  void stop() {
+    stopping_ = true;
+    if (thread_.joinable()) thread_.join();
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    listen_fd_ = -1;
+  }
+
+ private:
+  void listen_on(int port) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(listen_fd_, 16) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+
+  void serve() {
+    while (!stopping_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      const int fd = ::accept(listen_fd_, nullptr, nullptr);
+      if (fd < 0) continue;
+      handle_connection(fd);
+      ::close(fd);
+    }
+  }
+
+  void handle_connection(int fd) {
+    std::string buf;
+    while (!stopping_) {
+      std::size_t header_end;
+      while ((header_end = buf.find("\r\n\r\n")) == std::string::npos) {
+        if (!read_some(fd, buf)) return;
+      }
+      const std::string head = buf.substr(0, header_end);
+      std::size_t length = 0;
+      if (auto cl = head.find("Content-Length: "); cl != std::string::npos) length = std::stoul(head.substr(cl + 16));
+      while (buf.size() < header_end + 4 + length) {
+        if (!read_some(fd, buf)) return;
+      }
+      const std::string body = buf.substr(header_end + 4, length);
+      buf.erase(0, header_end + 4 + length);
+      const std::string reply = respond(head.substr(0, head.find("\r\n")), body);
+      if (reply.empty()) return;  // drop the connection
+      if (::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL) < 0) return;
+    }
+  }
+
+  bool read_some(int fd, std::string& buf) {
+    pollfd p{fd, POLLIN, 0};
+    while (!stopping_) {
+      if (::poll(&p, 1, 50) > 0) {
+        char tmp[65536];
+        const ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+        if (n <= 0) return false;
+        buf.append(tmp, static_cast<std::size_t>(n));
+        return true;
+      }
+    }
+    return false;
+  }
+
+  static std::string http(int status, const std::string& body) {
+    return "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Type: application/json\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  }
+
+  std::string usage_json(const std::string& user) {
+    const std::int64_t start = absl::ToUnixNanos(utc(2026, 11, 1));
+    const std::int64_t end = absl::ToUnixNanos(utc(2026, 12, 1));
+    return "{\"period_start_ns\":" + std::to_string(start) + ",\"period_end_ns\":" + std::to_string(end) +
+           ",\"spend_nanos\":" + std::to_string(spend_[user]) + ",\"models\":{}}";
+  }
+
+  std::string respond(const std::string& request_line, const std::string& body) {
+    if (mode_ != Mode::kOk && mode_times_-- > 0) {
+      if (mode_ == Mode::kGarbage) return http(200, "<html>certainly not json");
+      if (mode_ == Mode::kError500) return http(500, "{\"error\":{\"code\":\"internal\",\"message\":\"boom\"}}");
+      if (mode_ == Mode::kSlow) std::this_thread::sleep_for(std::chrono::seconds(2));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (request_line.rfind("POST /api/v1/events:batch", 0) == 0) {
+      simdjson::dom::parser parser;
+      simdjson::dom::element doc;
+      if (parser.parse(body).get(doc) != simdjson::SUCCESS) return http(400, "{}");
+      std::int64_t accepted = 0, dups = 0;
+      std::set<std::string> users;
+      for (simdjson::dom::element e : doc["events"].get_array()) {
+        const std::string id(e["id"].get_string().value());
+        const std::string user(e["user_id"].get_string().value());
+        users.insert(user);
+        if (!ids_.insert(id).second) {
+          ++dups;
+          continue;
+        }
+        ++accepted;
+        spend_[user] += e["cost_nanos"].get_int64().value();
+      }
+      duplicates_ += dups;
+      std::string usage;
+      for (const auto& u : users) usage += (usage.empty() ? "\"" : ",\"") + u + "\":" + usage_json(u);
+      return http(200, "{\"accepted\":" + std::to_string(accepted) + ",\"duplicates\":" + std::to_string(dups) +
+                           ",\"usage\":{" + usage + "}}");
+    }
+    if (request_line.rfind("GET /api/v1/users/", 0) == 0) {
+      const std::string rest = request_line.substr(18);
+      const std::string user = rest.substr(0, rest.find('/'));
+      return http(200, usage_json(user));
+    }
+    if (request_line.rfind("GET /api/v1/config/plans", 0) == 0) return http(200, "{\"plans\":[]}");
+    return http(404, "{}");
+  }
+
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<Mode> mode_{Mode::kOk};
+  std::atomic<int> mode_times_{0};
+  std::mutex mu_;
+  std::map<std::string, Nanos> spend_;
+  std::set<std::string> ids_;
+  std::atomic<std::int64_t> duplicates_{0};
+};
+
+// A port nothing listens on (bound, then closed).
+int free_port() {
+  FakeBackend b;
+  const int p = b.port();
+  b.stop();
+  return p;
+}
+
+struct Client {
+  Client(int port, Plan plan, FakeClock& clock, std::function<void(Options&)> tweak = {}) {
+    Options o;
+    o.plans = testing::config_with(std::move(plan));
+    o.api_key = "pg_test_key";
+    o.backend_url = "http://127.0.0.1:" + std::to_string(port);
+    o.local_store_path = store.path();
+    o.flush_interval = absl::Milliseconds(50);
+    o.local_commit_interval = absl::Milliseconds(5);
+    o.clock = clock.fn();
+    o.shutdown_deadline = absl::Milliseconds(500);
+    o.on_error = [this](const absl::Status& s) {
+      std::lock_guard<std::mutex> lock(mu);
+      errors.push_back(std::string(s.message()));
+    };
+    if (tweak) tweak(o);
+    pg = *Paygent::create(std::move(o));
+  }
+  testing::TempStore store;
+  std::mutex mu;
+  std::vector<std::string> errors;
+  std::unique_ptr<Paygent> pg;
+};
+
+// Waits until `pred` holds or `seconds` pass.
+template <class Pred>
+bool eventually(Pred pred, int seconds = 10) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+}  // namespace
+
+TEST_CASE("sync.delivers_and_reconciles_without_double_counting") {
+  FakeBackend backend;
+  backend.seed_spend("u1", 2 * kDollar);  // spent through another application process
+  FakeClock clock;
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = 3 * kDollar + kDollar / 2;
+  Client c(backend.port(), p, clock);
+  Context ctx("u1");
+  c.pg->record("m", tokens(1'000'000, 0));  // $1 here
+  // The new period window asks the backend for the user's total: $2 elsewhere + $1 here.
+  REQUIRE(eventually([&] { return c.pg->report("u1")->spend == 3 * kDollar; }));
+  REQUIRE(c.pg->flush().ok());
+  CHECK(backend.spend("u1") == 3 * kDollar);
+  // The acknowledgement's total ($3) includes our $1: still $3, not $4.
+  CHECK(c.pg->report("u1")->spend == 3 * kDollar);
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(c.pg->flush().ok());
+    CHECK(c.pg->report("u1")->spend == 3 * kDollar);
+  }
+  c.pg->record("m", tokens(500'000, 0));  // $0.50 not yet acknowledged
+  CHECK(c.pg->report("u1")->spend == 3 * kDollar + kDollar / 2);
+  CHECK_THROWS_AS(c.pg->check("m"), LimitExceeded);  // $3.50 of $3.50, counting the other process
+  REQUIRE(c.pg->flush().ok());
+  CHECK(c.pg->report("u1")->spend == 3 * kDollar + kDollar / 2);
+  CHECK(backend.events() == 2);
+  CHECK(backend.duplicates() == 0);
+  CHECK(c.pg->stats().delivered_events == 2);
+}
+
+TEST_CASE("sync.backend_down_never_blocks_and_everything_arrives_later") {
+  const int port = free_port();
+  FakeClock clock;
+  Client c(port, testing::round_plan(), clock);
+  std::int64_t worst_ns = 0;
+  {
+    Context ctx("u1");
+    for (int i = 0; i < 2000; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      Reservation r = c.pg->reserve("m", {.prompt_tokens = 10});
+      c.pg->settle(r, tokens(10, 0));
+      worst_ns = std::max<std::int64_t>(worst_ns, (std::chrono::steady_clock::now() - t0).count());
+    }
+  }
+  CHECK(worst_ns < 50'000'000);  // no call waited on the network (50 ms is generous for a noisy CI box)
+  CHECK(c.pg->flush(absl::Seconds(1)).code() != absl::StatusCode::kOk);
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    REQUIRE_FALSE(c.errors.empty());
+    CHECK(c.errors[0].find("backend unreachable") != std::string::npos);
+  }
+  FakeBackend backend(port);  // the backend comes back
+  REQUIRE(eventually([&] { return c.pg->flush(absl::Seconds(2)).ok(); }, 30));
+  CHECK(backend.events() == 2000);
+  CHECK(backend.spend("u1") == 2000 * 10'000);
+  CHECK(backend.duplicates() == 0);
+}
+
+TEST_CASE("sync.garbage_and_errors_are_retried_and_counted_once") {
+  FakeBackend backend;
+  backend.set_mode(FakeBackend::Mode::kGarbage, 3);
+  FakeClock clock;
+  Client c(backend.port(), testing::round_plan(), clock);
+  Context ctx("u1");
+  for (int i = 0; i < 250; ++i) c.pg->record("m", tokens(1, 0));
+  REQUIRE(eventually([&] { return c.pg->flush(absl::Seconds(2)).ok(); }, 30));
+  backend.set_mode(FakeBackend::Mode::kError500, 2);
+  for (int i = 0; i < 250; ++i) c.pg->record("m", tokens(1, 0));
+  REQUIRE(eventually([&] { return c.pg->flush(absl::Seconds(2)).ok(); }, 30));
+  CHECK(backend.events() == 500);
+  CHECK(backend.spend("u1") == 500 * 1'000);
+  CHECK(c.pg->report("u1")->spend == 500 * 1'000);
+}
+
+TEST_CASE("sync.slow_backend_does_not_slow_calls") {
+  FakeBackend backend;
+  backend.set_mode(FakeBackend::Mode::kSlow, 3);
+  FakeClock clock;
+  Client c(backend.port(), testing::round_plan(), clock);
+  Context ctx("u1");
+  std::int64_t worst_ns = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  std::int64_t calls = 0;
+  while (std::chrono::steady_clock::now() < until) {  // while the backend sits on a request
+    const auto t0 = std::chrono::steady_clock::now();
+    c.pg->record("m", tokens(1, 0));
+    worst_ns = std::max<std::int64_t>(worst_ns, (std::chrono::steady_clock::now() - t0).count());
+    ++calls;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));  // a busy application, not a tight loop
+  }
+  CHECK(worst_ns < 50'000'000);
+  REQUIRE(eventually([&] { return c.pg->flush(absl::Seconds(5)).ok(); }, 30));
+  CHECK(backend.events() == calls);
+}
+
+TEST_CASE("sync.spool_bound_drops_oldest_counted_and_reported") {
+  const int port = free_port();
+  FakeClock clock;
+  std::atomic<std::int64_t> dropped{0};
+  Client c(port, testing::round_plan(), clock, [&](Options& o) {
+    o.max_spool_events = 100;
+    o.on_events_dropped = [&](std::int64_t n) { dropped += n; };
+  });
+  Context ctx("u1");
+  for (int i = 0; i < 250; ++i) c.pg->record("m", tokens(1, 0));
+  REQUIRE(eventually([&] { return c.pg->stats().dropped_events == 150; }));
+  CHECK(dropped.load() == 150);
+  std::lock_guard<std::mutex> lock(c.mu);
+  int said = 0;
+  for (const auto& e : c.errors) said += e.find("spool is full") != std::string::npos;
+  CHECK(said == 1);  // logged once, not per event
+}
+
+TEST_CASE("sync.strict_mode_fails_closed_while_the_backend_is_away") {
+  const int port = free_port();
+  FakeClock clock;
+  Client c(port, testing::round_plan(), clock, [](Options& o) { o.strict_backend = true; });
+  Context ctx("u1");
+  c.pg->record("m", tokens(1, 0));
+  REQUIRE(eventually([&] {
+    try {
+      c.pg->check("m");
+      return false;
+    } catch (const LimitExceeded& e) {
+      return e.result().gate_reason() == "backend_unavailable";
+    }
+  }));
+  FakeBackend backend(port);
+  REQUIRE(eventually([&] { return c.pg->flush(absl::Seconds(2)).ok(); }, 30));
+  CHECK(c.pg->check("m").status == GateStatus::kOk);
+}
+
+}  // namespace paygent
