@@ -29,4 +29,4 @@ cmake --build build-tsan --target guard_tests -j"$jobs"
 run=()
 if setarch "$(uname -m)" -R true 2>/dev/null; then run=(setarch "$(uname -m)" -R); fi
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "${run[@]}" build-tsan/tests/guard_tests \
-  --test-case='*concurrency*'
+  --test-case='*concurrency*,sync.*'
