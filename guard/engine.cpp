@@ -22,7 +22,7 @@ constexpr std::int64_t kNanosPerMs = 1'000'000;
 // period end or a session expiry is this close, so that no boundary is judged late.
 constexpr std::int64_t kCoarseMarginNs = 50 * kNanosPerMs;
 // Model slots per period window beyond the plan's own model limits.
-constexpr std::size_t kSpareModelSlots = 8;
+constexpr std::size_t kSpareModelSlots = 4;
 // Events kept for a store that keeps failing, before the oldest are dropped (and counted).
 constexpr std::size_t kMaxPendingEvents = 1 << 20;
 
@@ -53,10 +53,13 @@ struct LastModel {
 };
 thread_local LastModel t_last_model;
 
-int stripe_index() noexcept {
+// Threads are numbered in order of their first count. The first kStripes threads own a stripe
+// each and add to it with a plain load and store (no locked instruction, so a counter does not
+// stall the cache misses around it); later threads share stripes with an atomic add.
+int thread_number() noexcept {
   static std::atomic<int> next{0};
-  thread_local int index = next.fetch_add(1, std::memory_order_relaxed);
-  return index;
+  thread_local const int number = next.fetch_add(1, std::memory_order_relaxed);
+  return number;
 }
 
 std::string json_escape(std::string_view s) {
@@ -122,10 +125,16 @@ void keep_worse(GuardResult& best, const GuardResult& r) noexcept {
 // --- StripedCounter -------------------------------------------------------------------------------
 
 void StripedCounter::add(std::int64_t n) noexcept {
-  stripes_[stripe_index() % kStripes].v.fetch_add(n, std::memory_order_relaxed);
+  const int t = thread_number();
+  if (t < kStripes) {
+    std::atomic<std::int64_t>& v = stripes_[t].v;  // this thread's own: one writer
+    v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  } else {
+    stripes_[kStripes + t % kStripes].v.fetch_add(n, std::memory_order_relaxed);
+  }
 }
 
-std::int64_t StripedCounter::sum() const noexcept {
+std::int64_t StripedCounter::sum() const noexcept {  // includes the shared stripes
   std::int64_t s = 0;
   for (const auto& st : stripes_) s += st.v.load(std::memory_order_relaxed);
   return s;
@@ -302,7 +311,7 @@ UserState* Engine::user_for(std::string_view user_id, bool create) {
   return users
       .find_or_insert(h, eq,
                       [&] {
-                        auto u = std::make_unique<UserState>();
+                        ArenaPtr<UserState> u(arena.make<UserState>());
                         u->key = std::string(user_id);
                         u->hash = h;
                         return u;
@@ -373,7 +382,9 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
     cur->tag.store(plan, std::memory_order_release);  // same period: a new plan applies to it
     return cur;
   }
-  auto w = std::make_unique<PeriodWindow>(start, end, plan->limits.size() + kSpareModelSlots);
+  const std::size_t slots = plan->limits.size() + kSpareModelSlots;
+  ArenaPtr<PeriodWindow> w(arena.make<PeriodWindow>(start, end, slots, nullptr));
+  w->models = arena.make_array<ModelCounters>(slots);
   w->rule = plan->rule;
   for (const CompiledLimit& l : plan->limits) w->counters(l.model->id);
   if (store) {
@@ -430,7 +441,7 @@ SessionWindow* Engine::roll_implicit_session(UserState* user, const CompiledPlan
   if (cur != nullptr && now - cur->last_activity_ns.load(std::memory_order_relaxed) <= plan->session_timeout_ns) {
     return cur;
   }
-  std::unique_ptr<SessionWindow> w;
+  ArenaPtr<SessionWindow> w;
   if (cur == nullptr && store) {
     // First sight of the user in this process: resume an implicit session still active in the store.
     auto found = store->sessions(user->key, "", now - plan->session_timeout_ns - 31LL * 86400 * 1'000'000'000,
@@ -438,7 +449,7 @@ SessionWindow* Engine::roll_implicit_session(UserState* user, const CompiledPlan
     if (found.ok()) {
       for (const SessionTotals& t : *found) {
         if (t.session_id.rfind("auto-", 0) == 0) {
-          w = std::make_unique<SessionWindow>(t.session_id, t.first_ns);
+          w.reset(arena.make<SessionWindow>(t.session_id, t.first_ns));
           restore_session(*w, t);
           break;
         }
@@ -447,7 +458,7 @@ SessionWindow* Engine::roll_implicit_session(UserState* user, const CompiledPlan
       report_error(found.status());
     }
   }
-  if (!w) w = std::make_unique<SessionWindow>(str_cat("auto-", now / kNanosPerMs), now);
+  if (!w) w.reset(arena.make<SessionWindow>(str_cat("auto-", now / kNanosPerMs), now));
   SessionWindow* out = w.get();
   user->sessions.push_back(std::move(w));
   user->implicit_session.store(out, std::memory_order_release);
@@ -475,12 +486,12 @@ SessionWindow* Engine::roll_named_session(SessionEntry* entry, const CompiledPla
   if (cur != nullptr && now - cur->last_activity_ns.load(std::memory_order_relaxed) <= plan->session_timeout_ns) {
     return cur;
   }
-  auto w = std::make_unique<SessionWindow>(entry->session_id, now);
+  ArenaPtr<SessionWindow> w(arena.make<SessionWindow>(entry->session_id, now));
   if (cur == nullptr && store) {
     auto found = store->sessions(user->key, entry->session_id, 0, now - plan->session_timeout_ns, now + 1);
     if (found.ok()) {
       if (!found->empty()) {
-        w = std::make_unique<SessionWindow>(entry->session_id, found->front().first_ns);
+        w.reset(arena.make<SessionWindow>(entry->session_id, found->front().first_ns));
         restore_session(*w, found->front());
       }
     } else {
@@ -508,6 +519,9 @@ bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site) {
     last = LastUser{generation, ctx, user};
   }
   site.user = user;
+  // Start the period and session windows' cache misses together instead of one after the other.
+  __builtin_prefetch(user->period.load(std::memory_order_relaxed));
+  __builtin_prefetch(user->implicit_session.load(std::memory_order_relaxed));
 
   const PlanSnapshot* snap = plans.load(std::memory_order_acquire);
   const CompiledPlan* plan = user->plan_cache.load(std::memory_order_acquire);

@@ -28,6 +28,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "guard/internal/arena.h"
 #include "guard/internal/intern_table.h"
 #include "paygent/paygent.h"
 #include "sync/event_queue.h"
@@ -49,7 +50,7 @@ class StripedCounter {
   struct alignas(64) Stripe {
     std::atomic<std::int64_t> v{0};
   };
-  Stripe stripes_[kStripes];
+  Stripe stripes_[2 * kStripes];  // [0, kStripes): one owner thread each; the rest shared
 };
 
 struct ModelInfo {
@@ -73,9 +74,12 @@ struct ModelCounters {
   std::atomic<Nanos> cost{0};
 };
 
-struct PeriodWindow {
-  PeriodWindow(std::int64_t start, std::int64_t end, std::size_t model_slots)
-      : start_ns(start), end_ns(end), slots(model_slots), models(new ModelCounters[model_slots]) {}
+// Cache-line aligned (as are SessionWindow and UserState): two users' hot counters never share a
+// line, so threads serving different users do not slow each other down.
+struct alignas(64) PeriodWindow {
+  // `models` points to `model_slots` counters (allocated right after the window in the arena).
+  PeriodWindow(std::int64_t start, std::int64_t end, std::size_t model_slots, ModelCounters* model_storage)
+      : start_ns(start), end_ns(end), slots(model_slots), models(model_storage) {}
 
   // The counters of `model_id`, claiming a free slot for it when it has none. nullptr when every
   // slot is taken by other models (that model is then metered in the store only).
@@ -94,10 +98,10 @@ struct PeriodWindow {
   std::atomic<std::int64_t> calls{0};
   std::atomic<std::uint64_t> fired{0};  // soft thresholds fired: bit (limit * 8 + threshold index)
   const std::size_t slots;
-  std::unique_ptr<ModelCounters[]> models;
+  ModelCounters* models;  // set once, before the window is published
 };
 
-struct SessionWindow {
+struct alignas(64) SessionWindow {
   SessionWindow(std::string id, std::int64_t start) : session_id(std::move(id)), start_ns(start) {
     last_activity_ns.store(start, std::memory_order_relaxed);
   }
@@ -120,18 +124,20 @@ struct Assignment {
 
 struct SessionEntry;
 
-struct UserState {
-  std::string key;  // user id
+// Hot fields first: a gate check reads the first cache line or two, then the windows that the
+// arena placed right behind it.
+struct alignas(64) UserState {
   std::uint64_t hash = 0;
-  std::atomic<const Assignment*> assignment{nullptr};
+  std::string key;  // user id
   std::atomic<const struct CompiledPlan*> plan_cache{nullptr};
   std::atomic<PeriodWindow*> period{nullptr};
   std::atomic<SessionWindow*> implicit_session{nullptr};
   std::atomic<SessionEntry*> last_named{nullptr};
+  std::atomic<const Assignment*> assignment{nullptr};
 
   std::mutex mu;  // cold path: window roll-overs and reports
-  std::vector<std::unique_ptr<PeriodWindow>> periods ABSL_GUARDED_BY(mu);
-  std::vector<std::unique_ptr<SessionWindow>> sessions ABSL_GUARDED_BY(mu);
+  std::vector<ArenaPtr<PeriodWindow>> periods ABSL_GUARDED_BY(mu);
+  std::vector<ArenaPtr<SessionWindow>> sessions ABSL_GUARDED_BY(mu);
   std::vector<std::unique_ptr<Assignment>> assignments ABSL_GUARDED_BY(mu);
 };
 
@@ -262,7 +268,8 @@ struct Engine final : SyncTarget {
   const PriceCatalog* catalog;
   const std::uint64_t generation;  // distinguishes engines in thread-local caches
 
-  InternTable<UserState> users{1024};
+  Arena arena;  // users, windows and counters (declared first: it outlives them)
+  InternTable<UserState, ArenaPtr<UserState>> users{1024};
   InternTable<ModelInfo> models{64};
   InternTable<SessionEntry> sessions{1024};
   std::atomic<std::uint32_t> next_model_id{0};

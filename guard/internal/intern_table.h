@@ -17,10 +17,11 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "guard/internal/arena.h"
 
 namespace paygent::internal {
 
-template <class T>
+template <class T, class Owned = std::unique_ptr<T>>
 class InternTable {
  public:
   explicit InternTable(std::size_t initial_capacity = 1024) {
@@ -50,7 +51,7 @@ class InternTable {
     if (T* e = find(hash, eq)) return {e, false};
     std::lock_guard<std::mutex> lock(mu_);
     if (T* e = find(hash, eq)) return {e, false};
-    std::unique_ptr<T> owned = make();
+    Owned owned = make();
     T* e = owned.get();
     Slots* s = current_.load(std::memory_order_relaxed);
     if ((owned_.size() + 1) * 2 > s->slots_size) s = grow();
@@ -72,13 +73,18 @@ class InternTable {
   }
 
  private:
+  // The slot array lives on huge pages (huge_alloc): a lookup's probe should not cost a TLB miss.
   struct Slots {
-    explicit Slots(std::size_t n) : slots_size(n), mask(n - 1), slots(new std::atomic<T*>[n]) {
-      for (std::size_t i = 0; i < n; ++i) slots[i].store(nullptr, std::memory_order_relaxed);
+    explicit Slots(std::size_t n)
+        : slots_size(n), mask(n - 1), slots(static_cast<std::atomic<T*>*>(huge_alloc(n * sizeof(std::atomic<T*>)))) {
+      for (std::size_t i = 0; i < n; ++i) new (&slots[i]) std::atomic<T*>(nullptr);
     }
+    ~Slots() { huge_free(slots, slots_size * sizeof(std::atomic<T*>)); }
+    Slots(const Slots&) = delete;
+    Slots& operator=(const Slots&) = delete;
     std::size_t slots_size;
     std::size_t mask;
-    std::unique_ptr<std::atomic<T*>[]> slots;
+    std::atomic<T*>* slots;
   };
 
   static void place(Slots& s, T* e) {
@@ -100,7 +106,7 @@ class InternTable {
   }
 
   mutable std::mutex mu_;
-  std::vector<std::unique_ptr<T>> owned_ ABSL_GUARDED_BY(mu_);
+  std::vector<Owned> owned_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Slots>> arrays_ ABSL_GUARDED_BY(mu_);
   std::atomic<Slots*> current_{nullptr};
 };
