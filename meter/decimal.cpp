@@ -41,7 +41,13 @@ absl::StatusOr<std::int64_t> parse_scaled(std::string_view text, int scale, std:
       if (seen_point) --exponent;
       continue;
     }
-    if (digits >= 36) return invalid("has too many digits");
+    if (digits >= 36) {
+      // Past 36 digits only zeros can be exact: one before the point scales the value, one
+      // after it adds nothing ("0.1000...000" of any length is 0.1).
+      if (c != '0') return invalid("has too many digits");
+      if (!seen_point) ++exponent;
+      continue;
+    }
     mantissa = mantissa * 10 + (c - '0');
     ++digits;
     if (seen_point) --exponent;
@@ -65,9 +71,10 @@ absl::StatusOr<std::int64_t> parse_scaled(std::string_view text, int scale, std:
 
   int k = exponent + scale;
   __int128 value = mantissa;
+  const __int128 limit = kInt64Max * divisor;  // the largest value that can still fit
   for (; k > 0; --k) {
+    if (value > limit / 10) return invalid("is too large");  // checked first: value * 10 never overflows
     value *= 10;
-    if (value > kInt64Max * divisor) return invalid("is too large");
   }
   for (; k < 0; ++k) {
     if (value % 10 != 0) return invalid(internal::str_cat("has more precision than 1 ", unit));
