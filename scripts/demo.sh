@@ -1,9 +1,35 @@
 #!/usr/bin/env bash
-# The main job: builds Paygent and runs `paygent demo` (the $49 Pro-plan month, without and with
-# Paygent, local-only mode on the embedded defaults).
+# The main job: builds Paygent, starts paygentd (SQLite in a temporary data dir) on loopback, runs
+# `paygent demo` against it (the $49 Pro-plan month, without and with Paygent), prints the
+# backend's per-user report, and stops paygentd.
+#   bash scripts/demo.sh           # with the backend
+#   bash scripts/demo.sh --local   # local-only mode (no API key: a local SQLite store only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build --target paygent_cli -j2
-exec build/paygent demo "$@"
+cmake --build build --target paygent_cli paygentd -j2
+
+if [[ "${1:-}" == "--local" ]]; then
+  exec build/paygent demo
+fi
+
+data=$(mktemp -d)
+token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+build/server/paygentd --data-dir "$data" --listen 127.0.0.1:0 --admin-token "$token" >"$data/stdout" &
+pid=$!
+cleanup() {
+  kill -TERM "$pid" 2>/dev/null && wait "$pid" || true
+  rm -rf "$data"
+}
+trap cleanup EXIT
+for _ in $(seq 100); do
+  grep -q "listening on" "$data/stdout" 2>/dev/null && break
+  sleep 0.1
+done
+port=$(sed -n 's/^paygentd listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$data/stdout")
+[[ -n "$port" ]] || { echo "paygentd did not start" >&2; exit 1; }
+url="http://127.0.0.1:$port"
+key=$(build/paygent admin create-product --backend "$url" --admin-token "$token" --name demo)
+echo "paygentd is serving $url (data in $data); product 'demo' created."
+build/paygent demo --backend "$url" --api-key "$key"

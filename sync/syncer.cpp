@@ -372,11 +372,14 @@ struct Syncer::Impl {
   std::set<std::string> watched;      // guarded by mu
 };
 
-absl::StatusOr<std::unique_ptr<Syncer>> Syncer::start(SyncOptions options, LocalStore* store, SyncTarget* target) {
-  std::string_view url = options.backend_url;
+namespace {
+
+// "http://host[:port][/...]" -> {host, port}.
+absl::StatusOr<std::pair<std::string, std::string>> parse_base_url(const std::string& base_url) {
+  std::string_view url = base_url;
   if (url.rfind("http://", 0) != 0) {
     return absl::InvalidArgumentError(
-        str_cat("backend_url: \"", options.backend_url, "\" must start with http:// (TLS is not supported yet)"));
+        str_cat("backend_url: \"", base_url, "\" must start with http:// (TLS is not supported yet)"));
   }
   url.remove_prefix(7);
   if (const auto slash = url.find('/'); slash != std::string_view::npos) url = url.substr(0, slash);
@@ -386,8 +389,55 @@ absl::StatusOr<std::unique_ptr<Syncer>> Syncer::start(SyncOptions options, Local
     port = std::string(url.substr(colon + 1));
   }
   if (host.empty() || port.empty() || !std::all_of(port.begin(), port.end(), ::isdigit)) {
-    return absl::InvalidArgumentError(str_cat("backend_url: \"", options.backend_url, "\" is not http://host[:port]"));
+    return absl::InvalidArgumentError(str_cat("backend_url: \"", base_url, "\" is not http://host[:port]"));
   }
+  return std::make_pair(host, port);
+}
+
+}  // namespace
+
+absl::StatusOr<HttpReply> http_exchange(const std::string& base_url, std::string_view method, std::string target,
+                                        std::string_view bearer, std::string body, absl::Duration timeout) {
+  auto hp = parse_base_url(base_url);
+  if (!hp.ok()) return hp.status();
+  net::io_context ioc;
+  absl::StatusOr<HttpReply> out = absl::UnavailableError("no reply");
+  const http::verb verb = http::string_to_verb(boost::beast::string_view(method.data(), method.size()));
+  auto exchange = [&]() -> net::awaitable<void> {
+    beast::error_code ec;
+    tcp::resolver resolver(ioc);
+    beast::tcp_stream stream(ioc);
+    auto results = co_await resolver.async_resolve(hp->first, hp->second, net::redirect_error(net::use_awaitable, ec));
+    if (!ec) {
+      stream.expires_after(absl::ToChronoNanoseconds(timeout));
+      co_await stream.async_connect(results, net::redirect_error(net::use_awaitable, ec));
+    }
+    if (!ec) {
+      http::request<http::string_body> req{verb, target, 11};
+      req.set(http::field::host, hp->first);
+      if (!bearer.empty()) req.set(http::field::authorization, str_cat("Bearer ", bearer));
+      if (verb == http::verb::post) req.set(http::field::content_type, "application/json");
+      req.body() = body;
+      req.prepare_payload();
+      co_await http::async_write(stream, req, net::redirect_error(net::use_awaitable, ec));
+    }
+    if (!ec) {
+      beast::flat_buffer buf;
+      http::response<http::string_body> res;
+      co_await http::async_read(stream, buf, res, net::redirect_error(net::use_awaitable, ec));
+      if (!ec) out = HttpReply{static_cast<int>(res.result_int()), std::move(res.body())};
+    }
+    if (ec) out = absl::UnavailableError(str_cat(base_url, target, ": ", ec.message()));
+  };
+  net::co_spawn(ioc, exchange(), net::detached);
+  ioc.run();
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Syncer>> Syncer::start(SyncOptions options, LocalStore* store, SyncTarget* target) {
+  auto hp = parse_base_url(options.backend_url);
+  if (!hp.ok()) return hp.status();
+  auto [host, port] = *std::move(hp);
   auto impl = std::make_unique<Impl>(std::move(options), store, target, std::move(host), std::move(port));
   Impl* p = impl.get();
   net::co_spawn(p->ioc, p->run(), net::detached);

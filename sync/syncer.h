@@ -18,6 +18,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "sync/local_store.h"
 
@@ -78,5 +79,16 @@ class Syncer {
   explicit Syncer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// One blocking HTTP/1.1 exchange with paygentd, for the command line (not the hot path):
+// `method` `target` with `Authorization: Bearer <bearer>` (when not empty) and a JSON `body`.
+// Returns the status code and body; Unavailable when the backend cannot be reached in `timeout`.
+struct HttpReply {
+  int status = 0;
+  std::string body;
+};
+absl::StatusOr<HttpReply> http_exchange(const std::string& base_url, std::string_view method, std::string target,
+                                        std::string_view bearer, std::string body,
+                                        absl::Duration timeout = absl::Seconds(10));
 
 }  // namespace paygent::internal

@@ -18,6 +18,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "paygent/paygent.h"
+#include "sync/syncer.h"
+#include <simdjson.h>
 
 namespace paygent::tools {
 namespace {
@@ -158,6 +160,46 @@ void print_run(const char* title, const std::map<std::string, Tally>& tallies) {
   }
 }
 
+// The backend's view: each user's current period as paygentd computes it from every event.
+bool print_backend_report(const DemoOptions& options) {
+  std::printf("\nThe backend's per-user report (paygentd at %s, GET /api/v1/users/{id}/usage):\n",
+              options.backend_url.c_str());
+  simdjson::dom::parser parser;
+  for (const Persona& p : kPersonas) {
+    auto reply = internal::http_exchange(options.backend_url, "GET", std::string("/api/v1/users/") + p.user_id + "/usage",
+                                         options.api_key, "");
+    if (!reply.ok() || reply->status != 200) {
+      std::fprintf(stderr, "demo: backend report for %s failed: %s\n", p.user_id,
+                   reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
+      return false;
+    }
+    simdjson::dom::element doc;
+    std::int64_t spend = 0, calls = 0;
+    if (parser.parse(reply->body).get(doc) != simdjson::SUCCESS ||
+        doc["spend_nanos"].get_int64().get(spend) != simdjson::SUCCESS) {
+      std::fprintf(stderr, "demo: unreadable backend report: %s\n", reply->body.c_str());
+      return false;
+    }
+    if (doc["calls"].get_int64().get(calls) != simdjson::SUCCESS) calls = -1;
+    std::printf("  %-8s %6" PRId64 " calls  %10s ", p.user_id, calls, format_usd(spend).c_str());
+    simdjson::dom::object models;
+    if (doc["models"].get_object().get(models) == simdjson::SUCCESS) {
+      for (auto [name, m] : models) {
+        std::int64_t cost = 0, in = 0, out = 0;
+        if (m["cost_nanos"].get_int64().get(cost) != simdjson::SUCCESS ||
+            m["input_tokens"].get_int64().get(in) != simdjson::SUCCESS ||
+            m["output_tokens"].get_int64().get(out) != simdjson::SUCCESS) {
+          std::fprintf(stderr, "demo: unreadable model usage in %s\n", reply->body.c_str());
+          return false;
+        }
+        std::printf(" | %s: %" PRId64 " tokens, %s", std::string(name).c_str(), in + out, format_usd(cost).c_str());
+      }
+    }
+    std::printf("\n");
+  }
+  return true;
+}
+
 }  // namespace
 
 int run_demo(const DemoOptions& options) {
@@ -183,6 +225,20 @@ int run_demo(const DemoOptions& options) {
   Options o;
   o.plans = *parse_plan_config(kProPlan);
   o.local_store_path = options.store_path;
+  const bool backend = !options.api_key.empty() && !options.backend_url.empty();
+  if (backend) {
+    // The backend gets the same plans, then every event in batches.
+    auto posted = internal::http_exchange(options.backend_url, "POST", "/api/v1/config/plans", options.api_key,
+                                          kProPlan);
+    if (!posted.ok() || posted->status != 200) {
+      std::fprintf(stderr, "demo: the backend refused the plans: %s\n",
+                   posted.ok() ? posted->body.c_str() : std::string(posted.status().message()).c_str());
+      return 1;
+    }
+    o.api_key = options.api_key;
+    o.backend_url = options.backend_url;
+    o.flush_interval = absl::Milliseconds(50);
+  }
   o.clock = [&] { return now; };
   o.on_soft_gate = [&](const GuardResult& r) {
     ++with[current_user].soft_warnings;
@@ -250,10 +306,11 @@ int run_demo(const DemoOptions& options) {
               " hard gates, %" PRId64 " errors contained.\n",
               s.checks, s.events, s.soft_gates, s.hard_gates, s.errors);
   if (!options.store_path.empty()) {
-    const absl::Status flushed = pg.flush();
+    const absl::Status flushed = pg.flush(absl::Seconds(30));
     std::printf("Local store %s: %s (%" PRId64 " events stored).\n", options.store_path.c_str(),
                 flushed.ok() ? "flushed" : std::string(flushed.message()).c_str(), pg.stats().stored_events);
   }
+  if (backend && !print_backend_report(options)) return 1;
 
   const Tally& charlie_before = without.at("charlie");
   const Tally& charlie_after = with.at("charlie");

@@ -8,6 +8,10 @@ namespace paygent::tools {
 struct DemoOptions {
   std::string store_path;  // local store of the guarded run; empty = memory only
   bool verbose = false;    // print every soft-gate warning as it fires
+  // With both set, the guarded run also syncs to paygentd, and the backend's per-user report is
+  // printed at the end.
+  std::string backend_url;
+  std::string api_key;
 };
 
 // Runs the month twice and prints the comparison. Returns 0 when the story holds (Charlie's margin

@@ -14,17 +14,21 @@
 #include "paygent/paygent.h"
 #include "tools/demo.h"
 #include "tools/loadgen.h"
+#include "sync/syncer.h"
 
 namespace {
 
 constexpr const char* kUsage = R"(usage: paygent <command> [options]
 
 commands:
-  demo [--store FILE] [--verbose]
+  demo [--store FILE] [--verbose] [--backend URL --api-key KEY]
       The $49 Pro-plan month of three users (light, typical, power) calling a simulated LLM,
       run without and with Paygent. The guarded run keeps its events in a fresh local SQLite
       store (a temporary file unless --store names a file that does not exist yet).
-      Exits 0 when the power user's margin is no longer negative.
+      Exits 0 when the power user's margin is no longer negative. With --backend and --api-key
+      the guarded run also syncs to paygentd and ends with the backend's per-user report.
+  admin create-product --backend URL --admin-token TOKEN --name NAME
+      Creates a product on paygentd and prints its API key (shown once).
   loadgen --backend URL --api-key KEY --store FILE [--users N] [--calls N] [--prefix P]
           [--flush-interval-ms N] [--batch-size N] [--pace-us N] [--deliver-seconds N]
           [--no-flush] [--hang]
@@ -74,6 +78,10 @@ int main(int argc, char** argv) {
       } else if (std::strcmp(argv[i], "--store") == 0 && i + 1 < argc) {
         options.store_path = argv[++i];
         temporary = false;
+      } else if (std::strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
+        options.backend_url = argv[++i];
+      } else if (std::strcmp(argv[i], "--api-key") == 0 && i + 1 < argc) {
+        options.api_key = argv[++i];
       } else {
         std::fprintf(stderr, "paygent demo: unknown option %s\n%s", argv[i], kUsage);
         return 2;
@@ -91,6 +99,30 @@ int main(int argc, char** argv) {
       for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(options.store_path + suffix);
     }
     return rc;
+  }
+  if (cmd == "admin" && argc >= 3 && std::string_view(argv[2]) == "create-product") {
+    std::string backend = "http://127.0.0.1:8787", token, name = "default";
+    for (int i = 3; i + 1 < argc; i += 2) {
+      const std::string_view a = argv[i];
+      if (a == "--backend") backend = argv[i + 1];
+      else if (a == "--admin-token") token = argv[i + 1];
+      else if (a == "--name") name = argv[i + 1];
+    }
+    auto reply = paygent::internal::http_exchange(backend, "POST", "/api/v1/products", token,
+                                                  "{\"name\":\"" + name + "\"}");
+    if (!reply.ok() || reply->status != 201) {
+      std::fprintf(stderr, "paygent admin: %s\n",
+                   reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
+      return 1;
+    }
+    const auto at = reply->body.find("\"api_key\":\"");
+    if (at == std::string::npos) {
+      std::fprintf(stderr, "paygent admin: no api_key in %s\n", reply->body.c_str());
+      return 1;
+    }
+    const auto start = at + 11;
+    std::printf("%s\n", reply->body.substr(start, reply->body.find('"', start) - start).c_str());
+    return 0;
   }
   if (cmd == "loadgen" || cmd == "sync") {
     paygent::tools::LoadgenOptions o;
