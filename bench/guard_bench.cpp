@@ -245,41 +245,71 @@ BENCHMARK(BM_guard_reserve_settle)->Iterations(200000);
 
 // --- Two threads: Paygent against one mutex + unordered_map ---------------------------------------
 
-// The same gate logic (look up the user, judge period spend and model tokens, hold, settle)
-// behind one std::mutex and std::unordered_map: what a straightforward implementation does.
+// The same gate logic as Paygent's reserve + settle, behind one std::mutex and std::unordered_map:
+// what a straightforward implementation does. Per call it finds the Context's user, judges period
+// spend, session spend and the model's tokens against their limits (same ppm arithmetic), holds
+// the estimate on all three, and on settle swaps the hold for the actual usage, updates the same
+// report counters (spend, calls, per-model tokens and cost), numbers the event and keeps its
+// Context, as Paygent does.
 class MutexBaseline {
  public:
-  bool reserve_settle(const std::string& user, Nanos est, std::int64_t est_tokens, Nanos actual,
-                      std::int64_t actual_tokens) {
+  bool reserve_settle(Nanos est, std::int64_t est_tokens, Nanos actual, const Usage& usage) {
+    const ContextData* ctx = Context::current();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      State& s = users_[user];
-      if (s.committed + est > kLimit || s.tokens + est_tokens > kTokenLimit) return false;
-      s.committed += est;
-      s.tokens += est_tokens;
+      User& u = users_[ctx->user_id];
+      Model& m = u.models["gpt-4o"];
+      if (over(u.period_committed + est, kPeriodLimit) || over(u.session_committed + est, kSessionLimit) ||
+          over(m.committed_tokens + est_tokens, kTokenLimit)) {
+        return false;
+      }
+      u.period_committed += est;
+      u.session_committed += est;
+      m.committed_tokens += est_tokens;
     }
     std::lock_guard<std::mutex> lock(mu_);
-    State& s = users_[user];
-    s.committed += actual - est;
-    s.spend += actual;
-    s.tokens += actual_tokens - est_tokens;
-    ++s.calls;
+    User& u = users_[ctx->user_id];
+    Model& m = u.models["gpt-4o"];
+    u.period_committed += actual - est;
+    u.session_committed += actual - est;
+    m.committed_tokens += usage.total_tokens() - est_tokens;
+    u.period_spend += actual;
+    ++u.period_calls;
+    u.session_spend += actual;
+    ++u.session_calls;
+    m.input += usage.input_tokens;
+    m.output += usage.output_tokens;
+    ++m.calls;
+    m.cost += actual;
+    last_event_ = Event{++next_id_, Context::capture(), actual};
     return true;
-  }
-  Nanos spend(const std::string& user) {
-    std::lock_guard<std::mutex> lock(mu_);
-    return users_[user].spend;
   }
 
  private:
-  static constexpr Nanos kLimit = 1'000'000 * kDollar;
+  static bool over(std::int64_t value, std::int64_t limit) {
+    return static_cast<__int128>(value) * kPpmOne > static_cast<__int128>(limit) * kPpmOne;
+  }
+  static constexpr Nanos kPeriodLimit = 1'000'000 * kDollar;
+  static constexpr Nanos kSessionLimit = 100'000 * kDollar;
   static constexpr std::int64_t kTokenLimit = 100'000'000'000'000;
-  struct State {
-    Nanos committed = 0, spend = 0;
-    std::int64_t tokens = 0, calls = 0;
+  struct Model {
+    std::int64_t committed_tokens = 0, input = 0, output = 0, calls = 0;
+    Nanos cost = 0;
+  };
+  struct User {
+    Nanos period_committed = 0, period_spend = 0, session_committed = 0, session_spend = 0;
+    std::int64_t period_calls = 0, session_calls = 0;
+    std::unordered_map<std::string, Model> models;
+  };
+  struct Event {
+    std::uint64_t id = 0;
+    Context::Captured context;
+    Nanos cost = 0;
   };
   std::mutex mu_;
-  std::unordered_map<std::string, State> users_;
+  std::unordered_map<std::string, User> users_;
+  std::uint64_t next_id_ = 0;
+  Event last_event_;
 };
 
 Paygent* shared_paygent() {
@@ -317,10 +347,10 @@ void BM_guard_2threads_paygent(benchmark::State& state, bool distinct) {
 
 void BM_guard_2threads_mutex_baseline(benchmark::State& state, bool distinct) {
   MutexBaseline* b = shared_baseline();
-  const std::string user = user_for_thread(state, distinct) + "-mutex";
-  if (!b->reserve_settle(user, kEstCost, 1500, kActualCost, 1200)) state.SkipWithError("baseline refused");
+  Context ctx(user_for_thread(state, distinct) + "-mutex");
+  if (!b->reserve_settle(kEstCost, 1500, kActualCost, kActual)) state.SkipWithError("baseline refused");
   for (auto _ : state) {
-    benchmark::DoNotOptimize(b->reserve_settle(user, kEstCost, 1500, kActualCost, 1200));
+    benchmark::DoNotOptimize(b->reserve_settle(kEstCost, 1500, kActualCost, kActual));
   }
 }
 

@@ -570,6 +570,18 @@ bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site) {
   return true;
 }
 
+bool Engine::resolve_now(std::string_view model, CallSite& site) {
+  std::int64_t now = coarse_now_ns();
+  if (!resolve(model, now, site)) return false;
+  if (site.period->end_ns - now < kCoarseMarginNs ||
+      site.session->last_activity_ns.load(std::memory_order_relaxed) + site.plan->session_timeout_ns - now <
+          kCoarseMarginNs) {
+    now = now_ns();
+    return resolve(model, now, site);
+  }
+  return true;
+}
+
 Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::int64_t output) const noexcept {
   if (price == nullptr) return 0;
   Usage u;

@@ -182,18 +182,10 @@ GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate)
   CallSite site;
   GuardResult r;
   try {
-    std::int64_t now = e.coarse_now_ns();
-    if (!e.resolve(model, now, site)) {
+    if (!e.resolve_now(model, site)) {
       e.counters.unmetered.add();
       r.status = GateStatus::kUnmetered;
       return r;
-    }
-    // Near a boundary the coarse clock could be a few ms late: judge it with the precise one.
-    if (site.period->end_ns - now < 50'000'000 ||
-        site.session->last_activity_ns.load(std::memory_order_relaxed) + site.plan->session_timeout_ns - now <
-            50'000'000) {
-      now = e.now_ns();
-      e.resolve(model, now, site);
     }
     const std::int64_t est_tokens = estimate.prompt_tokens + estimate.max_output_tokens;
     r = e.evaluate(site, e.estimate_cost(site.price, estimate.prompt_tokens, estimate.max_output_tokens), est_tokens);
@@ -215,7 +207,7 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
   Reservation res;
   CallSite site;
   try {
-    if (!e.resolve(model, e.now_ns(), site)) {
+    if (!e.resolve_now(model, site)) {
       e.counters.unmetered.add();
       res.result_.status = GateStatus::kUnmetered;
       return res;
@@ -344,7 +336,7 @@ void Paygent::record(std::string_view model, const Usage& usage, Provider provid
   Engine& e = *engine_;
   try {
     CallSite site;
-    if (!e.resolve(model, e.now_ns(), site)) {
+    if (!e.resolve_now(model, site)) {
       e.counters.unmetered.add();
       return;
     }

@@ -235,8 +235,12 @@ struct Engine final : SyncTarget {
   // --- hot path ---
   std::int64_t now_ns() const noexcept;
   std::int64_t coarse_now_ns() const noexcept;
-  // Resolves the call site for the current Context; false outside any Context.
+  // Resolves the call site for the current Context at time `now`; false outside any Context.
   bool resolve(std::string_view model, std::int64_t now, CallSite& site);
+  // As resolve(), at the current time: read from the coarse clock (3 ns instead of 21), and again
+  // from the precise one when a period end or a session expiry is within 50 ms, so that no
+  // boundary is judged late and every event near one is stamped exactly.
+  bool resolve_now(std::string_view model, CallSite& site);
   GuardResult evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) const noexcept;
   // Holds the estimate against every limit; on a hard gate holds nothing and returns the result.
   GuardResult admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) noexcept;
