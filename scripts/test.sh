@@ -14,6 +14,14 @@ cmake --build build -j"$jobs"
 echo "== paygent demo (the main job must keep working)"
 build/paygent demo >/dev/null
 
+echo "== a consumer project built against the installed package"
+prefix=$(mktemp -d)
+cmake --install build --prefix "$prefix" >/dev/null
+cmake -S tests/consumer -B "$prefix/consumer-build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$prefix/consumer-build" -j"$jobs" >/dev/null
+"$prefix/consumer-build/consumer"
+rm -rf "$prefix"
+
 echo "== ASan + UBSan"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPAYGENT_SANITIZE=address,undefined \
   -DPAYGENT_BUILD_BENCH=OFF -DPAYGENT_BUILD_TOOLS=OFF >/dev/null
