@@ -1,0 +1,327 @@
+// Ingest throughput of paygentd: batches of 100 and 1,000 events POSTed over a kept-alive
+// loopback connection to the real paygentd (JSON parsing, validation, SQLite commit, the
+// piggybacked usage reply), beside the same rows written by a raw SQLite insert loop with the same
+// schema and pragmas (the baseline: what the disk and SQLite alone allow), and SqliteStorage::ingest
+// called in-process (the store without HTTP and JSON).
+//
+// Each benchmark first checks that a batch is stored and counted exactly (accepted == batch size,
+// stored rows up by the batch size), then times, then checks the stored count again; a mismatch
+// fails the benchmark instead of reporting a speed.
+//
+//   build-server/bench/paygent_bench --benchmark_filter=ingest --benchmark_repetitions=5
+//       --benchmark_report_aggregates_only=true
+//
+// Rates are per second of wall time (UseRealTime): the work happens in another process, or waits
+// on fsync.
+#include <benchmark/benchmark.h>
+
+#include <sqlite3.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/sqlite_storage.h"
+#include "server/storage.h"
+#include "tests/support/paygentd_process.h"
+
+namespace paygent::server {
+namespace {
+
+using paygent::testing::HttpClient;
+using paygent::testing::PaygentdProcess;
+using paygent::testing::TempDir;
+
+constexpr int kUsers = 100;
+constexpr const char* kModels[] = {"gpt-4o", "gpt-4o-mini", "claude-sonnet-4"};
+
+// A fresh event id per call, across all benchmarks of the run: every timed event is new.
+std::string next_event_id() {
+  static std::atomic<std::uint64_t> counter{0};
+  char id[40];
+  std::snprintf(id, sizeof id, "%016llx%016llx", 0xbe7cULL,
+                static_cast<unsigned long long>(counter.fetch_add(1, std::memory_order_relaxed)));
+  return id;
+}
+
+EventRecord make_event(std::uint64_t n) {
+  EventRecord e;
+  e.id = next_event_id();
+  e.user_id = "user-" + std::to_string(n % kUsers);
+  e.session_id = "auto-" + std::to_string(n % 977);
+  e.model = kModels[n % 3];
+  e.provider = "openai";
+  e.input_tokens = 1000 + static_cast<std::int64_t>(n % 500);
+  e.output_tokens = 200 + static_cast<std::int64_t>(n % 50);
+  e.cached_input_tokens = 100;
+  e.cost_nanos = 4'500'000 + static_cast<std::int64_t>(n % 1000);
+  e.ts_ns = absl::ToUnixNanos(absl::Now());
+  e.meta_tags_json = R"({"team":"search"})";
+  return e;
+}
+
+std::string quote(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+// Makes `events` a new batch, as the next one a syncer would send: new ids, and timestamps of
+// now (so that each user's events arrive in time order, as they do from the library).
+void renew(std::vector<EventRecord>& events) {
+  const std::int64_t now = absl::ToUnixNanos(absl::Now());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    events[i].id = next_event_id();
+    events[i].ts_ns = now + static_cast<std::int64_t>(i);
+  }
+}
+
+// A batch body as the syncer sends it. Each event's id and ts_ns sit at the returned offsets, to
+// be overwritten in place for each new batch (renew_body).
+struct BatchBody {
+  std::string json;
+  std::vector<std::size_t> id_offsets;
+  std::vector<std::size_t> ts_offsets;  // 19 digits each
+};
+
+BatchBody batch_body(int size) {
+  BatchBody body;
+  body.json = "{\"events\":[";
+  for (int i = 0; i < size; ++i) {
+    const EventRecord e = make_event(static_cast<std::uint64_t>(i));
+    body.json += i ? ",{\"id\":\"" : "{\"id\":\"";
+    body.id_offsets.push_back(body.json.size());
+    body.json += e.id + "\",\"user_id\":" + quote(e.user_id) + ",\"session_id\":" + quote(e.session_id) +
+                 ",\"agent_id\":\"\",\"indicator\":\"\",\"model\":" + quote(e.model) +
+                 ",\"provider\":" + quote(e.provider) + ",\"input_tokens\":" + std::to_string(e.input_tokens) +
+                 ",\"output_tokens\":" + std::to_string(e.output_tokens) +
+                 ",\"cached_input_tokens\":" + std::to_string(e.cached_input_tokens) +
+                 ",\"cache_creation_input_tokens\":0,\"reasoning_tokens\":0,\"cost_nanos\":" +
+                 std::to_string(e.cost_nanos) + ",\"ts_ns\":";
+    body.ts_offsets.push_back(body.json.size());
+    body.json += std::to_string(e.ts_ns) + ",\"meta_tags\":" + e.meta_tags_json + ",\"estimated\":false}";
+  }
+  body.json += "]}";
+  return body;
+}
+
+void renew_body(BatchBody& body) {
+  const std::int64_t now = absl::ToUnixNanos(absl::Now());
+  for (std::size_t i = 0; i < body.id_offsets.size(); ++i) {
+    body.json.replace(body.id_offsets[i], 32, next_event_id());
+    body.json.replace(body.ts_offsets[i], 19, std::to_string(now + static_cast<std::int64_t>(i)));
+  }
+}
+
+// --- paygentd over HTTP ----------------------------------------------------------------------------
+
+struct Server {
+  TempDir dir{"paygentd-bench"};
+  std::unique_ptr<PaygentdProcess> process;
+  std::string key;
+};
+
+// One paygentd per synchronous mode, started on first use and kept for the run.
+Server& server(bool full_sync) {
+  static std::unique_ptr<Server> servers[2];
+  std::unique_ptr<Server>& s = servers[full_sync ? 1 : 0];
+  if (!s) {
+    s = std::make_unique<Server>();
+    s->process = PaygentdProcess::start({.data_dir = s->dir.path(),
+                                         .admin_token = "bench",
+                                         .extra_args = {"--synchronous", full_sync ? "full" : "normal"}});
+    HttpClient http(s->process->port());
+    s->key = paygent::testing::create_product(http, "bench", "bench");
+  }
+  return *s;
+}
+
+std::optional<std::int64_t> stored_count(HttpClient& http, const std::string& key) {
+  const auto reply =
+      http.request("GET", "/api/v1/reports/usage?from_ns=0&to_ns=9223372036854775807&group_by=model", {}, key);
+  if (!reply || reply->status != 200) return std::nullopt;
+  std::int64_t total = 0;
+  for (std::size_t at = 0; (at = reply->body.find("\"calls\":", at)) != std::string::npos;) {
+    at += 8;
+    total += std::stoll(reply->body.substr(at, 20));
+  }
+  return total;
+}
+
+void ingest_http(benchmark::State& state, bool full_sync) {
+  const int batch = static_cast<int>(state.range(0));
+  Server& s = server(full_sync);
+  HttpClient http(s.process->port(), std::chrono::seconds(60));
+  BatchBody body = batch_body(batch);
+  const std::string accepted_all = "{\"accepted\":" + std::to_string(batch) + ",\"duplicates\":0,";
+
+  // Check: one batch is stored whole and counted once.
+  const std::optional<std::int64_t> before = stored_count(http, s.key);
+  auto reply = http.request("POST", "/api/v1/events:batch", body.json, s.key);
+  const std::optional<std::int64_t> after = stored_count(http, s.key);
+  if (!before || !reply || reply->status != 200 || reply->body.rfind(accepted_all, 0) != 0 || !after ||
+      *after != *before + batch) {
+    state.SkipWithError("paygentd did not store the check batch exactly");
+    return;
+  }
+
+  std::int64_t events = 0;
+  for (auto _ : state) {
+    renew_body(body);
+    reply = http.request("POST", "/api/v1/events:batch", body.json, s.key);
+    if (!reply || reply->status != 200 || reply->body.rfind(accepted_all, 0) != 0) {
+      state.SkipWithError(("a batch was not stored whole: " + (reply ? reply->body.substr(0, 200) : "no reply")).c_str());
+      return;
+    }
+    events += batch;
+  }
+  const std::optional<std::int64_t> end = stored_count(http, s.key);
+  if (!end || *end != *after + events) {
+    state.SkipWithError("the stored count does not match the events sent");
+    return;
+  }
+  state.counters["events/s"] = benchmark::Counter(static_cast<double>(events), benchmark::Counter::kIsRate);
+}
+
+void ingest_http_full(benchmark::State& state) { ingest_http(state, true); }
+void ingest_http_normal(benchmark::State& state) { ingest_http(state, false); }
+
+// --- SqliteStorage::ingest in-process --------------------------------------------------------------
+
+void ingest_storage(benchmark::State& state) {
+  const int batch = static_cast<int>(state.range(0));
+  TempDir dir("paygentd-bench-storage");
+  auto storage = SqliteStorage::open(dir.path() + "/db");
+  if (!storage.ok() || !(*storage)->create_product("p", "bench", std::string(64, 'b')).ok()) {
+    state.SkipWithError("cannot open a SqliteStorage");
+    return;
+  }
+  std::vector<EventRecord> events;
+  for (int i = 0; i < batch; ++i) events.push_back(make_event(static_cast<std::uint64_t>(i)));
+  auto stored = [&]() -> std::int64_t {
+    const auto r = (*storage)->report("p", {.from_ns = 0, .to_ns = INT64_MAX, .group_by = ReportGroup::kModel});
+    std::int64_t n = 0;
+    if (r.ok()) {
+      for (const auto& [model, t] : *r) n += t.calls;
+    }
+    return n;
+  };
+  const auto check = (*storage)->ingest("p", events);
+  if (!check.ok() || check->accepted != batch || stored() != batch) {
+    state.SkipWithError("SqliteStorage did not store the check batch exactly");
+    return;
+  }
+  std::int64_t total = batch;
+  for (auto _ : state) {
+    renew(events);
+    const auto r = (*storage)->ingest("p", events);
+    if (!r.ok() || r->accepted != batch) {
+      state.SkipWithError("a batch was not stored whole");
+      return;
+    }
+    total += batch;
+  }
+  if (stored() != total) {
+    state.SkipWithError("the stored count does not match the events ingested");
+    return;
+  }
+  state.counters["events/s"] =
+      benchmark::Counter(static_cast<double>(total - batch), benchmark::Counter::kIsRate);
+}
+
+// --- Raw SQLite: the same rows, the same schema and pragmas, a plain insert loop -----------------
+
+void ingest_raw_sqlite(benchmark::State& state, bool full_sync) {
+  const int batch = static_cast<int>(state.range(0));
+  TempDir dir("paygentd-bench-raw");
+  sqlite3* db = nullptr;
+  const std::string path = dir.path() + "/db";
+  sqlite3_open(path.c_str(), &db);
+  const std::string setup = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") + (full_sync ? "FULL" : "NORMAL") +
+                            "; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;" + std::string(sqlite_schema());
+  if (sqlite3_exec(db, setup.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+    state.SkipWithError(sqlite3_errmsg(db));
+    sqlite3_close(db);
+    return;
+  }
+  sqlite3_stmt* insert = nullptr;
+  const int prepared = sqlite3_prepare_v2(db,
+                     "INSERT OR IGNORE INTO events(product, id, user_id, session_id, agent_id, indicator, model, "
+                     "provider, input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens, "
+                     "reasoning_tokens, cost_nanos, ts_ns, meta_tags, estimated, received_ns) "
+                     "VALUES(1, ?1, ?2, ?3, '', '', ?4, ?5, ?6, ?7, ?8, 0, 0, ?9, ?10, ?11, 0, ?12)",
+                     -1, &insert, nullptr);
+  if (prepared != SQLITE_OK) {
+    state.SkipWithError(sqlite3_errmsg(db));
+    sqlite3_close(db);
+    return;
+  }
+  std::vector<EventRecord> events;
+  for (int i = 0; i < batch; ++i) events.push_back(make_event(static_cast<std::uint64_t>(i)));
+  auto write_batch = [&]() -> std::int64_t {
+    std::int64_t stored = 0;
+    sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+    const std::int64_t now = absl::ToUnixNanos(absl::Now());
+    for (const EventRecord& e : events) {
+      unsigned char id[16];  // stored as its 16 bytes, as SqliteStorage does
+      auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+      for (int i = 0; i < 16; ++i) id[i] = static_cast<unsigned char>(nibble(e.id[2 * i]) << 4 | nibble(e.id[2 * i + 1]));
+      sqlite3_bind_blob(insert, 1, id, sizeof id, SQLITE_TRANSIENT);
+      sqlite3_bind_text(insert, 2, e.user_id.data(), static_cast<int>(e.user_id.size()), SQLITE_STATIC);
+      sqlite3_bind_text(insert, 3, e.session_id.data(), static_cast<int>(e.session_id.size()), SQLITE_STATIC);
+      sqlite3_bind_text(insert, 4, e.model.data(), static_cast<int>(e.model.size()), SQLITE_STATIC);
+      sqlite3_bind_text(insert, 5, e.provider.data(), static_cast<int>(e.provider.size()), SQLITE_STATIC);
+      sqlite3_bind_int64(insert, 6, e.input_tokens);
+      sqlite3_bind_int64(insert, 7, e.output_tokens);
+      sqlite3_bind_int64(insert, 8, e.cached_input_tokens);
+      sqlite3_bind_int64(insert, 9, e.cost_nanos);
+      sqlite3_bind_int64(insert, 10, e.ts_ns);
+      sqlite3_bind_text(insert, 11, e.meta_tags_json.data(), static_cast<int>(e.meta_tags_json.size()), SQLITE_STATIC);
+      sqlite3_bind_int64(insert, 12, now);
+      if (sqlite3_step(insert) == SQLITE_DONE) stored += sqlite3_changes(db);
+      sqlite3_reset(insert);
+    }
+    return sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK ? stored : -1;
+  };
+  auto count = [&]() -> std::int64_t {
+    sqlite3_stmt* c = nullptr;
+    sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM events", -1, &c, nullptr);
+    const std::int64_t n = sqlite3_step(c) == SQLITE_ROW ? sqlite3_column_int64(c, 0) : -1;
+    sqlite3_finalize(c);
+    return n;
+  };
+  std::int64_t total = 0;
+  if (write_batch() != batch || count() != batch) {
+    state.SkipWithError("the raw loop did not store the check batch exactly");
+  } else {
+    total = batch;
+    for (auto _ : state) {
+      renew(events);
+      if (write_batch() != batch) {
+        state.SkipWithError("a raw batch was not stored whole");
+        break;
+      }
+      total += batch;
+    }
+    if (count() != total) state.SkipWithError("the stored count does not match the rows inserted");
+    state.counters["events/s"] =
+        benchmark::Counter(static_cast<double>(total - batch), benchmark::Counter::kIsRate);
+  }
+  sqlite3_finalize(insert);
+  sqlite3_close(db);
+}
+
+void ingest_raw_sqlite_full(benchmark::State& state) { ingest_raw_sqlite(state, true); }
+void ingest_raw_sqlite_normal(benchmark::State& state) { ingest_raw_sqlite(state, false); }
+
+BENCHMARK(ingest_http_full)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(ingest_raw_sqlite_full)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(ingest_storage)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(ingest_http_normal)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(ingest_raw_sqlite_normal)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace paygent::server

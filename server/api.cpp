@@ -1,0 +1,551 @@
+// paygentd's API (see server/api.h and docs/wire.md).
+#include "server/api.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/time/time.h"
+#include "meter/internal/str_cat.h"
+#include "paygent/plan.h"
+#include "server/api_key.h"
+#include "server/wire.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::str_append;
+using ::paygent::internal::str_cat;
+
+enum class Endpoint : std::uint8_t {
+  kHealthz,
+  kMetrics,
+  kProducts,
+  kUsers,
+  kSubscription,
+  kUserUsage,
+  kPlans,
+  kIngest,
+  kReport,
+};
+
+std::string status_message(const absl::Status& status) {
+  return std::string(status.message().data(), status.message().size());
+}
+
+HttpResponse error_response(int status, std::string_view code, std::string_view message) {
+  return HttpResponse{.status = status, .body = error_body(code, message)};
+}
+
+// The HTTP status and wire code of a failed absl::Status (docs/wire.md's table).
+HttpResponse error_response(const absl::Status& status) {
+  const std::string message = status_message(status);
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+      return error_response(400, "invalid_argument", message);
+    case absl::StatusCode::kUnauthenticated: return error_response(401, "unauthenticated", message);
+    case absl::StatusCode::kPermissionDenied: return error_response(403, "permission_denied", message);
+    case absl::StatusCode::kNotFound: return error_response(404, "not_found", message);
+    case absl::StatusCode::kAlreadyExists: return error_response(409, "already_exists", message);
+    case absl::StatusCode::kResourceExhausted: return error_response(429, "resource_exhausted", message);
+    case absl::StatusCode::kUnavailable: return error_response(503, "unavailable", message);
+    default: return error_response(500, "internal", message);
+  }
+}
+
+HttpResponse json_response(int status, std::string body) { return HttpResponse{.status = status, .body = std::move(body)}; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// The token of an "Authorization: Bearer <token>" header, or nullopt.
+std::optional<std::string_view> bearer_token(std::string_view header) {
+  header = trim(header);
+  constexpr std::string_view kScheme = "bearer";
+  if (header.size() <= kScheme.size() || !iequals(header.substr(0, kScheme.size()), kScheme) ||
+      (header[kScheme.size()] != ' ' && header[kScheme.size()] != '\t')) {
+    return std::nullopt;
+  }
+  std::string_view token = trim(header.substr(kScheme.size()));
+  if (token.empty()) return std::nullopt;
+  return token;
+}
+
+// Decodes %XX escapes (and '+' as a space when `plus_is_space`, as in a query string).
+// InvalidArgument on a bad escape or text that is not UTF-8 once decoded.
+absl::StatusOr<std::string> percent_decode(std::string_view text, std::string_view what, bool plus_is_space) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%') {
+      const int hi = i + 2 < text.size() ? hex(text[i + 1]) : -1;
+      const int lo = i + 2 < text.size() ? hex(text[i + 2]) : -1;
+      if (hi < 0 || lo < 0) {
+        return absl::InvalidArgumentError(str_cat(what, ": bad percent-encoding"));
+      }
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (text[i] == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  if (!valid_utf8(out)) return absl::InvalidArgumentError(str_cat(what, ": not valid UTF-8"));
+  return out;
+}
+
+// A header value fit to quote in an error message: UTF-8 and short, else a placeholder.
+std::string_view quotable(std::string_view text) {
+  if (text.size() > 100 || !valid_utf8(text)) return "(unprintable)";
+  return text;
+}
+
+bool is_json_content_type(std::string_view content_type) {
+  const std::size_t semicolon = content_type.find(';');
+  return iequals(trim(content_type.substr(0, semicolon)), "application/json");
+}
+
+// A non-negative int64 written in decimal digits only.
+std::optional<std::int64_t> parse_count(std::string_view text) {
+  std::int64_t value = 0;
+  if (text.empty() || !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+absl::StatusOr<std::optional<PlanConfig>> load_plan_config(Storage& storage, const std::string& product_id) {
+  absl::StatusOr<std::optional<std::string>> json = storage.plan_config(product_id);
+  if (!json.ok()) return json.status();
+  if (!json->has_value()) return std::optional<PlanConfig>();
+  absl::StatusOr<PlanConfig> config = parse_plan_config(**json);
+  if (!config.ok()) {
+    return absl::InternalError(str_cat("the stored plan config no longer parses: ", status_message(config.status())));
+  }
+  return std::optional<PlanConfig>(*std::move(config));
+}
+
+// The user's current period (docs/wire.md): from their subscription, else the calendar rule of
+// the default plan, else the UTC calendar month.
+Period current_period(const UserRecord& user, const PlanConfig* config, absl::Time now) {
+  if (user.subscription) {
+    return subscription_period(absl::FromUnixNanos(user.subscription->period_start_ns),
+                               absl::FromUnixNanos(user.subscription->period_end_ns), now);
+  }
+  if (config != nullptr && !config->default_plan.empty()) {
+    if (const Plan* plan = config->find(config->default_plan); plan != nullptr) {
+      return calendar_period(plan->period, now);
+    }
+  }
+  return calendar_period(PeriodRule::kMonth, now);
+}
+
+}  // namespace
+
+std::string error_body(std::string_view code, std::string_view message) {
+  return str_cat("{\"error\":{\"code\":", json_quote(code), ",\"message\":", json_quote(message), "}}");
+}
+
+struct Api::Route {
+  Endpoint endpoint;
+  std::string_view label;                   // the route pattern, for the metrics
+  std::string user_id;                      // the decoded {id}
+  std::array<std::string_view, 2> methods;  // those allowed; an empty one is no method
+
+  [[nodiscard]] bool allows(std::string_view method) const {
+    return std::find(methods.begin(), methods.end(), method) != methods.end() && !method.empty();
+  }
+};
+
+namespace {
+
+// The route of `path`: NotFound when there is none, InvalidArgument when its {id} is badly
+// encoded.
+template <class Route>
+absl::StatusOr<Route> match_route(std::string_view path) {
+  struct Fixed {
+    std::string_view path;
+    Endpoint endpoint;
+    std::array<std::string_view, 2> methods;
+  };
+  static const Fixed kFixed[] = {
+      {"/healthz", Endpoint::kHealthz, {"GET", ""}},
+      {"/metrics", Endpoint::kMetrics, {"GET", ""}},
+      {"/api/v1/products", Endpoint::kProducts, {"POST", ""}},
+      {"/api/v1/users", Endpoint::kUsers, {"POST", ""}},
+      {"/api/v1/config/plans", Endpoint::kPlans, {"GET", "POST"}},
+      {"/api/v1/events:batch", Endpoint::kIngest, {"POST", ""}},
+      {"/api/v1/reports/usage", Endpoint::kReport, {"GET", ""}},
+  };
+  for (const Fixed& f : kFixed) {
+    if (path == f.path) return Route{f.endpoint, f.path, "", f.methods};
+  }
+  constexpr std::string_view kUsers = "/api/v1/users/";
+  if (path.substr(0, kUsers.size()) == kUsers) {
+    const std::string_view rest = path.substr(kUsers.size());
+    const std::size_t slash = rest.find('/');
+    if (slash != std::string_view::npos && slash > 0) {
+      const std::string_view id = rest.substr(0, slash);
+      const std::string_view tail = rest.substr(slash);
+      std::optional<Route> route;
+      if (tail == "/subscription") {
+        route = Route{Endpoint::kSubscription, "/api/v1/users/{id}/subscription", "", {"POST", ""}};
+      } else if (tail == "/usage") {
+        route = Route{Endpoint::kUserUsage, "/api/v1/users/{id}/usage", "", {"GET", ""}};
+      }
+      if (route) {
+        absl::StatusOr<std::string> user_id = percent_decode(id, "user id in the path", false);
+        if (!user_id.ok()) return user_id.status();
+        if (user_id->size() > kMaxTextBytes) {
+          return absl::InvalidArgumentError(str_cat("user id in the path: must be at most ", kMaxTextBytes, " bytes"));
+        }
+        route->user_id = *std::move(user_id);
+        return *std::move(route);
+      }
+    }
+  }
+  return absl::NotFoundError(str_cat("no such path: ", path));
+}
+
+}  // namespace
+
+Api::Api(Storage& storage, Metrics& metrics, ApiOptions options)
+    : storage_(storage), metrics_(metrics), options_(std::move(options)) {}
+
+HttpResponse Api::handle_request(const HttpRequest& request) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::string_view target = request.target;
+  const std::string_view path = target.substr(0, target.find('?'));
+  std::string_view label = "other";
+  HttpResponse response;
+  absl::StatusOr<Route> route = match_route<Route>(valid_utf8(path) ? path : std::string_view("(not UTF-8)"));
+  if (!route.ok()) {
+    response = error_response(route.status());
+  } else {
+    label = route->label;
+    response = dispatch(request, *route);
+  }
+  metrics_.record_request(label, response.status, absl::FromChrono(std::chrono::steady_clock::now() - start));
+  return response;
+}
+
+HttpResponse Api::refuse(std::string_view target, int status, std::string_view message) {
+  const std::string_view path = target.substr(0, target.find('?'));
+  absl::StatusOr<Route> route = match_route<Route>(valid_utf8(path) ? path : std::string_view());
+  HttpResponse response = status == 413   ? error_response(413, "payload_too_large", message)
+                          : status == 500 ? error_response(500, "internal", message)
+                                          : error_response(400, "invalid_argument", message);
+  metrics_.record_request(route.ok() ? route->label : "other", response.status, absl::ZeroDuration());
+  return response;
+}
+
+HttpResponse Api::dispatch(const HttpRequest& request, const Route& route) {
+  if (!route.allows(request.method)) {
+    std::string allow;
+    for (std::string_view m : route.methods) {
+      if (!m.empty()) str_append(&allow, allow.empty() ? "" : ", ", m);
+    }
+    HttpResponse response = error_response(
+        405, "method_not_allowed", str_cat(request.method, " is not allowed on ", route.label, " (allowed: ", allow, ")"));
+    response.headers.emplace_back("Allow", allow);
+    return response;
+  }
+  switch (route.endpoint) {
+    case Endpoint::kHealthz: return json_response(200, R"({"status":"ok"})");
+    case Endpoint::kMetrics:
+      return HttpResponse{.status = 200,
+                          .content_type = "text/plain; version=0.0.4; charset=utf-8",
+                          .body = metrics_.prometheus_text()};
+    case Endpoint::kProducts: return create_product(request);
+    default: break;
+  }
+  absl::StatusOr<std::string> product_id = authenticate(request);
+  if (!product_id.ok()) return error_response(product_id.status());
+  if (request.method == "POST") {
+    if (request.body.size() > options_.max_body_bytes) {
+      return error_response(413, "payload_too_large",
+                            str_cat("body: ", request.body.size(), " bytes is over the limit of ",
+                                    options_.max_body_bytes));
+    }
+    if (!is_json_content_type(request.content_type)) {
+      return error_response(415, "unsupported_media_type",
+                            str_cat("Content-Type: must be application/json, not \"", quotable(request.content_type), "\""));
+    }
+  }
+  switch (route.endpoint) {
+    case Endpoint::kUsers: return create_user(*product_id, request);
+    case Endpoint::kSubscription: return set_subscription(*product_id, route.user_id, request);
+    case Endpoint::kUserUsage: return user_usage(*product_id, route.user_id);
+    case Endpoint::kPlans: return request.method == "POST" ? put_plans(*product_id, request) : get_plans(*product_id);
+    case Endpoint::kIngest: return ingest(*product_id, request);
+    case Endpoint::kReport: {
+      const std::size_t question = request.target.find('?');
+      return report(*product_id,
+                    question == std::string::npos ? std::string_view() : std::string_view(request.target).substr(question + 1));
+    }
+    default: break;
+  }
+  return error_response(500, "internal", "unrouted endpoint");
+}
+
+absl::StatusOr<std::string> Api::authenticate(const HttpRequest& request) {
+  const std::optional<std::string_view> token = bearer_token(request.authorization);
+  if (!token) return absl::UnauthenticatedError("missing \"Authorization: Bearer <api key>\"");
+  std::string hash = sha256_hex(*token);
+  {
+    absl::MutexLock lock(&keys_mu_);
+    if (auto it = product_by_key_hash_.find(hash); it != product_by_key_hash_.end()) return it->second;
+  }
+  absl::StatusOr<std::string> product_id = storage_.find_product_by_key(hash);
+  if (absl::IsNotFound(product_id.status())) return absl::UnauthenticatedError("invalid API key");
+  if (!product_id.ok()) return product_id.status();
+  absl::MutexLock lock(&keys_mu_);
+  product_by_key_hash_.emplace(std::move(hash), *product_id);
+  return product_id;
+}
+
+HttpResponse Api::create_product(const HttpRequest& request) {
+  if (options_.admin_token.empty()) {
+    return error_response(403, "permission_denied",
+                          "product creation is disabled: start paygentd with --admin-token (or PAYGENTD_ADMIN_TOKEN)");
+  }
+  const std::optional<std::string_view> token = bearer_token(request.authorization);
+  if (!token || !secret_equals(*token, options_.admin_token)) {
+    return error_response(401, "unauthenticated", "product creation needs \"Authorization: Bearer <admin token>\"");
+  }
+  if (request.body.size() > options_.max_body_bytes) {
+    return error_response(413, "payload_too_large", str_cat("body: over the limit of ", options_.max_body_bytes, " bytes"));
+  }
+  if (!is_json_content_type(request.content_type)) {
+    return error_response(415, "unsupported_media_type",
+                          str_cat("Content-Type: must be application/json, not \"", quotable(request.content_type), "\""));
+  }
+  absl::StatusOr<NewProduct> product = parse_new_product(request.body);
+  if (!product.ok()) return error_response(product.status());
+  absl::StatusOr<std::string> id = generate_product_id();
+  if (!id.ok()) return error_response(id.status());
+  absl::StatusOr<std::string> key = generate_api_key();
+  if (!key.ok()) return error_response(key.status());
+  if (absl::Status s = storage_.create_product(*id, product->name, sha256_hex(*key)); !s.ok()) return error_response(s);
+  return json_response(201, str_cat("{\"product_id\":", json_quote(*id), ",\"api_key\":", json_quote(*key), "}"));
+}
+
+HttpResponse Api::create_user(const std::string& product_id, const HttpRequest& request) {
+  absl::StatusOr<NewUser> user = parse_new_user(request.body);
+  if (!user.ok()) return error_response(user.status());
+  if (absl::Status s = storage_.create_user(product_id, user->user_id, user->name); !s.ok()) return error_response(s);
+  return json_response(201, str_cat("{\"user_id\":", json_quote(user->user_id), "}"));
+}
+
+HttpResponse Api::set_subscription(const std::string& product_id, const std::string& user_id,
+                                   const HttpRequest& request) {
+  absl::StatusOr<Subscription> subscription = parse_subscription(request.body);
+  if (!subscription.ok()) return error_response(subscription.status());
+  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id);
+  if (!config.ok()) return error_response(config.status());
+  if (!config->has_value() || (*config)->find(subscription->plan) == nullptr) {
+    return error_response(404, "not_found",
+                          str_cat("plan: no plan \"", subscription->plan, "\" in the product's plan config"));
+  }
+  if (absl::Status s = storage_.set_subscription(product_id, user_id, *subscription); !s.ok()) {
+    return error_response(s);
+  }
+  return json_response(200, str_cat("{\"user_id\":", json_quote(user_id), ",\"plan\":", json_quote(subscription->plan),
+                                    ",\"period_start\":", json_quote(rfc3339_utc(subscription->period_start_ns)),
+                                    ",\"period_end\":", json_quote(rfc3339_utc(subscription->period_end_ns)), "}"));
+}
+
+HttpResponse Api::put_plans(const std::string& product_id, const HttpRequest& request) {
+  absl::StatusOr<PlanConfig> config = parse_plan_config(request.body);
+  if (!config.ok()) return error_response(absl::InvalidArgumentError(status_message(config.status())));
+  if (absl::Status s = storage_.put_plan_config(product_id, to_json(*config)); !s.ok()) return error_response(s);
+  return json_response(200, str_cat("{\"plans\":", config->plans.size(), "}"));
+}
+
+HttpResponse Api::get_plans(const std::string& product_id) {
+  absl::StatusOr<std::optional<std::string>> json = storage_.plan_config(product_id);
+  if (!json.ok()) return error_response(json.status());
+  return json_response(200, json->has_value() ? **json : std::string(R"({"plans":[]})"));
+}
+
+HttpResponse Api::ingest(const std::string& product_id, const HttpRequest& request) {
+  absl::StatusOr<std::vector<EventRecord>> events = parse_event_batch(request.body);
+  if (!events.ok()) return error_response(events.status());
+  absl::StatusOr<IngestResult> result = storage_.ingest(product_id, *events);
+  if (!result.ok()) return error_response(result.status());
+  metrics_.record_ingest(result->accepted, result->duplicates);
+
+  // The batch is stored: from here a failure answers 5xx, and the syncer's retry is counted as
+  // duplicates, so an unanswered batch is never counted twice.
+  const absl::Time now = options_.clock();
+  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id);
+  if (!config.ok()) return error_response(config.status());
+  std::set<std::string_view> users;
+  for (const EventRecord& e : *events) users.insert(e.user_id);
+  std::string body = str_cat("{\"accepted\":", result->accepted, ",\"duplicates\":", result->duplicates, ",\"usage\":{");
+  bool first = true;
+  for (std::string_view user_id : users) {
+    absl::StatusOr<UserRecord> user = storage_.find_user(product_id, user_id);
+    if (!user.ok()) return error_response(user.status());
+    absl::StatusOr<std::string> usage = usage_json(product_id, *user, config->has_value() ? &**config : nullptr, now, false);
+    if (!usage.ok()) return error_response(usage.status());
+    str_append(&body, first ? "" : ",", json_quote(user_id), ":", *usage);
+    first = false;
+  }
+  body += "}}";
+  return json_response(200, std::move(body));
+}
+
+HttpResponse Api::user_usage(const std::string& product_id, const std::string& user_id) {
+  absl::StatusOr<UserRecord> user = storage_.find_user(product_id, user_id);
+  if (!user.ok()) return error_response(user.status());
+  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id);
+  if (!config.ok()) return error_response(config.status());
+  absl::StatusOr<std::string> usage =
+      usage_json(product_id, *user, config->has_value() ? &**config : nullptr, options_.clock(), true);
+  if (!usage.ok()) return error_response(usage.status());
+  return json_response(200, *std::move(usage));
+}
+
+absl::StatusOr<std::string> Api::usage_json(const std::string& product_id, const UserRecord& user,
+                                            const PlanConfig* config, absl::Time now, bool detailed) {
+  const Period period = current_period(user, config, now);
+  const std::int64_t start_ns = absl::ToUnixNanos(period.start);
+  const std::int64_t end_ns = absl::ToUnixNanos(period.end);
+  absl::StatusOr<GroupedTotals> models = storage_.report(
+      product_id, ReportQuery{.from_ns = start_ns, .to_ns = end_ns, .group_by = ReportGroup::kModel, .user_id = user.user_id});
+  if (!models.ok()) return models.status();
+  Totals total;
+  for (const auto& [model, t] : *models) {
+    if (__builtin_add_overflow(total.cost_nanos, t.cost_nanos, &total.cost_nanos) ||
+        __builtin_add_overflow(total.calls, t.calls, &total.calls)) {
+      return absl::InternalError("usage: the period's spend overflows int64");
+    }
+  }
+  std::string out = "{";
+  if (detailed) {
+    std::string plan = "null";
+    if (user.subscription) {
+      plan = json_quote(user.subscription->plan);
+    } else if (config != nullptr && !config->default_plan.empty()) {
+      plan = json_quote(config->default_plan);
+    }
+    str_append(&out, "\"user_id\":", json_quote(user.user_id), ",\"plan\":", plan, ",");
+  }
+  str_append(&out, "\"period_start_ns\":", start_ns, ",\"period_end_ns\":", end_ns, ",\"spend_nanos\":", total.cost_nanos);
+  if (detailed) str_append(&out, ",\"calls\":", total.calls);
+  out += ",\"models\":{";
+  bool first = true;
+  for (const auto& [model, t] : *models) {
+    str_append(&out, first ? "" : ",", json_quote(model), ":{\"input_tokens\":", t.input_tokens,
+               ",\"output_tokens\":", t.output_tokens, ",\"cost_nanos\":", t.cost_nanos, "}");
+    first = false;
+  }
+  out += "}";
+  if (detailed) {
+    absl::StatusOr<GroupedTotals> sessions = storage_.report(
+        product_id,
+        ReportQuery{.from_ns = start_ns, .to_ns = end_ns, .group_by = ReportGroup::kSession, .user_id = user.user_id});
+    if (!sessions.ok()) return sessions.status();
+    out += ",\"sessions\":{";
+    first = true;
+    for (const auto& [session, t] : *sessions) {
+      str_append(&out, first ? "" : ",", json_quote(session), ":{\"spend_nanos\":", t.cost_nanos,
+                 ",\"calls\":", t.calls, "}");
+      first = false;
+    }
+    out += "}";
+  }
+  out += "}";
+  return out;
+}
+
+HttpResponse Api::report(const std::string& product_id, std::string_view query) {
+  std::map<std::string, std::string, std::less<>> params;
+  while (!query.empty()) {
+    const std::size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    const std::size_t eq = pair.find('=');
+    absl::StatusOr<std::string> key = percent_decode(pair.substr(0, eq), "query", true);
+    if (!key.ok()) return error_response(key.status());
+    absl::StatusOr<std::string> value =
+        percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), *key, true);
+    if (!value.ok()) return error_response(value.status());
+    if (*key != "from_ns" && *key != "to_ns" && *key != "group_by" && *key != "user_id") {
+      return error_response(400, "invalid_argument", str_cat(*key, ": unknown query parameter"));
+    }
+    if (!params.emplace(*key, *value).second) {
+      return error_response(400, "invalid_argument", str_cat(*key, ": repeated query parameter"));
+    }
+  }
+  ReportQuery q;
+  for (const char* name : {"from_ns", "to_ns"}) {
+    auto it = params.find(name);
+    if (it == params.end()) return error_response(400, "invalid_argument", str_cat(name, ": missing"));
+    const std::optional<std::int64_t> value = parse_count(it->second);
+    if (!value) return error_response(400, "invalid_argument", str_cat(name, ": must be a non-negative integer"));
+    (std::string_view(name) == "from_ns" ? q.from_ns : q.to_ns) = *value;
+  }
+  if (q.to_ns < q.from_ns) return error_response(400, "invalid_argument", "to_ns: must not be before from_ns");
+  static const std::map<std::string_view, ReportGroup> kGroups = {{"user", ReportGroup::kUser},
+                                                                  {"model", ReportGroup::kModel},
+                                                                  {"session", ReportGroup::kSession},
+                                                                  {"day", ReportGroup::kDay},
+                                                                  {"month", ReportGroup::kMonth}};
+  auto group = params.find("group_by");
+  if (group == params.end()) return error_response(400, "invalid_argument", "group_by: missing");
+  auto kind = kGroups.find(group->second);
+  if (kind == kGroups.end()) {
+    return error_response(400, "invalid_argument", "group_by: must be user, model, session, day or month");
+  }
+  q.group_by = kind->second;
+  if (auto user = params.find("user_id"); user != params.end()) {
+    if (user->second.empty()) return error_response(400, "invalid_argument", "user_id: must not be empty");
+    q.user_id = user->second;
+  }
+  absl::StatusOr<GroupedTotals> rows = storage_.report(product_id, q);
+  if (!rows.ok()) return error_response(rows.status());
+  std::string body = "{\"rows\":[";
+  bool first = true;
+  for (const auto& [key, t] : *rows) {
+    str_append(&body, first ? "" : ",", "{\"key\":", json_quote(key), ",\"calls\":", t.calls,
+               ",\"input_tokens\":", t.input_tokens, ",\"output_tokens\":", t.output_tokens,
+               ",\"cost_nanos\":", t.cost_nanos, "}");
+    first = false;
+  }
+  body += "]}";
+  return json_response(200, std::move(body));
+}
+
+}  // namespace paygent::server

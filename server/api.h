@@ -1,0 +1,105 @@
+// paygentd's API (docs/wire.md) as a pure function of a request: Api::handle_request takes a parsed
+// HTTP request and returns the response, with no socket involved, so that doctest can drive every
+// endpoint directly and the HTTP layer (server/http_server.h) only moves bytes.
+//
+// Thread safety: an Api is safe for concurrent use from many threads; it is as concurrent as its
+// Storage.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "paygent/plan.h"
+#include "server/metrics.h"
+#include "server/storage.h"
+
+namespace paygent::server {
+
+struct HttpRequest {
+  std::string method;         // "GET", "POST", ... as sent
+  std::string target;         // the request target: the path and an optional "?query"
+  std::string content_type;   // the Content-Type header; empty when absent
+  std::string authorization;  // the Authorization header; empty when absent
+  std::string body;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;  // besides Content-Type (e.g. Allow)
+  std::string body;
+};
+
+struct ApiOptions {
+  // The bearer token that may create products. Empty: product creation is refused (403), so a
+  // paygentd started without one cannot be given new tenants by anyone.
+  std::string admin_token;
+  // Largest request body accepted (413 past it). The default holds a batch of 1,000 events with
+  // room to spare; larger lets bigger plan configs in, and costs memory per connection.
+  std::size_t max_body_bytes = 4 << 20;
+  // "Now", which decides each user's current period. Tests set a fixed time.
+  std::function<absl::Time()> clock = [] { return absl::Now(); };
+};
+
+// The JSON error body of docs/wire.md: {"error": {"code": "...", "message": "..."}}.
+std::string error_body(std::string_view code, std::string_view message);
+
+class Api {
+ public:
+  // `storage` and `metrics` are not owned and must outlive the Api.
+  Api(Storage& storage, Metrics& metrics, ApiOptions options);
+
+  // Answers one request per docs/wire.md. Never throws; a failure of the storage is a 5xx with a
+  // JSON error. Every request is counted in the metrics. A refused request (any 4xx) stores
+  // nothing.
+  HttpResponse handle_request(const HttpRequest& request);
+
+  // The answer to a request the HTTP layer could not hand to handle_request: `status` is 400
+  // (malformed HTTP), 413 (body or header over the limit) or 500 (handle_request threw);
+  // `target` is the request target when known. Counted in the metrics like any other answer.
+  HttpResponse refuse(std::string_view target, int status, std::string_view message);
+
+  [[nodiscard]] const ApiOptions& options() const noexcept { return options_; }
+
+ private:
+  struct Route;
+  HttpResponse dispatch(const HttpRequest& request, const Route& route);
+  // The product whose key the request's "Authorization: Bearer" names; Unauthenticated otherwise.
+  absl::StatusOr<std::string> authenticate(const HttpRequest& request);
+  HttpResponse create_product(const HttpRequest& request);
+  HttpResponse create_user(const std::string& product_id, const HttpRequest& request);
+  HttpResponse set_subscription(const std::string& product_id, const std::string& user_id,
+                                const HttpRequest& request);
+  HttpResponse put_plans(const std::string& product_id, const HttpRequest& request);
+  HttpResponse get_plans(const std::string& product_id);
+  HttpResponse ingest(const std::string& product_id, const HttpRequest& request);
+  HttpResponse user_usage(const std::string& product_id, const std::string& user_id);
+  HttpResponse report(const std::string& product_id, std::string_view query);
+  // The per-user usage object of docs/wire.md over the user's current period; with sessions,
+  // calls and plan when `detailed` (GET .../usage). `config` is the product's plan config, or
+  // nullptr when it has none.
+  absl::StatusOr<std::string> usage_json(const std::string& product_id, const UserRecord& user,
+                                         const PlanConfig* config, absl::Time now, bool detailed);
+
+  Storage& storage_;
+  Metrics& metrics_;
+  const ApiOptions options_;
+
+  // SHA-256 of an API key -> its product. Products are never deleted, so an entry never goes
+  // stale; unknown keys are not cached (they would let a caller grow the map at will).
+  absl::Mutex keys_mu_;
+  absl::flat_hash_map<std::string, std::string> product_by_key_hash_ ABSL_GUARDED_BY(keys_mu_);
+};
+
+}  // namespace paygent::server

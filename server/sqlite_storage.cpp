@@ -1,0 +1,752 @@
+// SqliteStorage (see server/sqlite_storage.h).
+#include "server/sqlite_storage.h"
+
+#include <sqlite3.h>
+
+#include <array>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "meter/internal/str_cat.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::str_cat;
+
+constexpr std::int64_t kNanosPerDay = 86'400'000'000'000;
+constexpr int kSchemaVersion = 1;
+
+// Every row of a product's data is keyed by the product's integer key (products.pk), not by its
+// "prod_..." id, and an event id is stored as its 16 bytes, not as 32 hex digits: the keys of the
+// two event indexes are then about 20 bytes instead of 55, so a batch dirties fewer index pages
+// (ingest of ids that arrive in random order is ~1.7x faster).
+//
+// STRICT tables: an INTEGER column refuses a value that is not a lossless integer, which is how a
+// total that would overflow int64 (SQLite turns such a sum into a REAL) is refused instead of
+// being stored rounded.
+constexpr std::string_view kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS products(
+  pk INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL,
+  key_sha256 TEXT NOT NULL UNIQUE,
+  created_ns INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS users(
+  product INTEGER NOT NULL,
+  user_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  created_ns INTEGER NOT NULL,
+  PRIMARY KEY(product, user_id)) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscriptions(
+  product INTEGER NOT NULL,
+  user_id TEXT NOT NULL,
+  plan TEXT NOT NULL,
+  period_start_ns INTEGER NOT NULL,
+  period_end_ns INTEGER NOT NULL,
+  updated_ns INTEGER NOT NULL,
+  PRIMARY KEY(product, user_id)) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS plans(
+  product INTEGER PRIMARY KEY,
+  config_json TEXT NOT NULL,
+  updated_ns INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS events(
+  product INTEGER NOT NULL,
+  id BLOB NOT NULL,
+  user_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  indicator TEXT NOT NULL,
+  model TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  input_tokens INTEGER NOT NULL,
+  output_tokens INTEGER NOT NULL,
+  cached_input_tokens INTEGER NOT NULL,
+  cache_creation_input_tokens INTEGER NOT NULL,
+  reasoning_tokens INTEGER NOT NULL,
+  cost_nanos INTEGER NOT NULL,
+  ts_ns INTEGER NOT NULL,
+  meta_tags TEXT NOT NULL,
+  estimated INTEGER NOT NULL,
+  received_ns INTEGER NOT NULL,
+  PRIMARY KEY(product, id)) STRICT;
+CREATE INDEX IF NOT EXISTS events_by_user_time ON events(product, user_id, ts_ns);
+CREATE TABLE IF NOT EXISTS usage_daily(
+  product INTEGER NOT NULL,
+  user_id TEXT NOT NULL,
+  day INTEGER NOT NULL,
+  model TEXT NOT NULL,
+  calls INTEGER NOT NULL,
+  input_tokens INTEGER NOT NULL,
+  output_tokens INTEGER NOT NULL,
+  cached_input_tokens INTEGER NOT NULL,
+  cache_creation_input_tokens INTEGER NOT NULL,
+  reasoning_tokens INTEGER NOT NULL,
+  cost_nanos INTEGER NOT NULL,
+  PRIMARY KEY(product, user_id, day, model)) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_daily_by_day ON usage_daily(product, day, user_id);
+)sql";
+
+constexpr std::string_view kTotalsColumns =
+    "SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cache_creation_input_tokens), "
+    "SUM(reasoning_tokens), SUM(cost_nanos)";
+
+std::int64_t now_ns() { return absl::ToUnixNanos(absl::Now()); }
+
+// An error status for a failed SQLite call: Unavailable for conditions that may pass (busy,
+// locked, disk full, I/O), InvalidArgument for a refused datatype (an int64 overflow in a STRICT
+// table), Internal for the rest.
+absl::Status sqlite_error(sqlite3* db, int rc, std::string_view what) {
+  const std::string message = str_cat("sqlite ", what, ": ", sqlite3_errmsg(db), " (", rc, ")");
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_NOMEM:
+      return absl::UnavailableError(message);
+    default:
+      break;
+  }
+  if (rc == SQLITE_CONSTRAINT_DATATYPE) {
+    return absl::InvalidArgumentError("the batch would overflow a 64-bit total (tokens or cost_nanos)");
+  }
+  return absl::InternalError(message);
+}
+
+// a + b into `sum`; false when it overflows int64.
+bool add_checked(std::int64_t& sum, std::int64_t b) { return !__builtin_add_overflow(sum, b, &sum); }
+
+bool add_totals(Totals& into, const Totals& t) {
+  return add_checked(into.calls, t.calls) && add_checked(into.input_tokens, t.input_tokens) &&
+         add_checked(into.output_tokens, t.output_tokens) &&
+         add_checked(into.cached_input_tokens, t.cached_input_tokens) &&
+         add_checked(into.cache_creation_input_tokens, t.cache_creation_input_tokens) &&
+         add_checked(into.reasoning_tokens, t.reasoning_tokens) && add_checked(into.cost_nanos, t.cost_nanos);
+}
+
+// floor(a / b) and ceil(a / b) for a >= 0, b > 0, without overflow.
+std::int64_t floor_div(std::int64_t a, std::int64_t b) { return a / b; }
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
+
+// The report key of UTC day number `day` (days since 1970-01-01) for kDay or kMonth.
+std::string day_key(std::int64_t day, ReportGroup group) {
+  const absl::CivilDay civil = absl::CivilDay(1970, 1, 1) + day;
+  if (group == ReportGroup::kMonth) return absl::FormatCivilTime(absl::CivilMonth(civil));
+  return absl::FormatCivilTime(civil);
+}
+
+// The 16 bytes of a 32-lowercase-hex-digit event id; false when `id` is not one.
+bool decode_event_id(std::string_view id, std::array<unsigned char, 16>& out) {
+  if (id.size() != 32) return false;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < 16; ++i) {
+    const int hi = nibble(id[2 * i]);
+    const int lo = nibble(id[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<unsigned char>(hi << 4 | lo);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string_view sqlite_schema() noexcept { return kSchema; }
+
+// A cached prepared statement in use: binds by 1-based index, steps, reads columns, and resets
+// itself (bindings cleared) when it goes out of scope, ready for the next use.
+class SqliteStorage::Statement {
+ public:
+  Statement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  Statement(Statement&& other) noexcept : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)) {}
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  Statement& operator=(Statement&&) = delete;
+  ~Statement() {
+    if (stmt_ != nullptr) reset();
+  }
+
+  // Readies the statement for another run with new bindings.
+  void reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+  Statement& bind(int index, std::int64_t value) {
+    sqlite3_bind_int64(stmt_, index, value);
+    return *this;
+  }
+  Statement& bind(int index, std::string_view text) {
+    // SQLITE_STATIC: the caller's text outlives the statement's use (reset at scope end).
+    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
+    return *this;
+  }
+
+  Statement& bind_blob(int index, const void* data, std::size_t size) {
+    sqlite3_bind_blob(stmt_, index, data, static_cast<int>(size), SQLITE_STATIC);
+    return *this;
+  }
+
+  // SQLITE_ROW, SQLITE_DONE, or an error code.
+  int step() { return sqlite3_step(stmt_); }
+
+  // Runs a statement that returns no rows. OK on SQLITE_DONE.
+  absl::Status run(std::string_view what) {
+    const int rc = step();
+    return rc == SQLITE_DONE ? absl::OkStatus() : sqlite_error(db_, rc, what);
+  }
+
+  [[nodiscard]] std::int64_t int64(int column) const { return sqlite3_column_int64(stmt_, column); }
+  [[nodiscard]] bool is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+  [[nodiscard]] std::string text(int column) const {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column));
+    return p == nullptr ? std::string() : std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+};
+
+// Copies the WAL into the database file on its own thread and connection, so that a commit only
+// appends to the WAL (and fsyncs it). A PASSIVE checkpoint never blocks the writer; once it has
+// copied everything, the writer's next transaction starts the WAL over from its beginning.
+class SqliteStorage::Checkpointer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Checkpointer>> start(const std::string& path, const SqliteOptions& options) {
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+      absl::Status status = absl::UnavailableError(str_cat("cannot open ", path, " to checkpoint it: ",
+                                                           db != nullptr ? sqlite3_errmsg(db) : "out of memory"));
+      sqlite3_close(db);
+      return status;
+    }
+    const std::string pragmas =
+        str_cat("PRAGMA synchronous=", options.synchronous == SqliteOptions::Synchronous::kFull ? "FULL" : "NORMAL",
+                "; PRAGMA busy_timeout=10000;");
+    sqlite3_exec(db, pragmas.c_str(), nullptr, nullptr, nullptr);
+    std::unique_ptr<Checkpointer> checkpointer(new Checkpointer(db));
+    checkpointer->thread_ = std::thread([c = checkpointer.get()] { c->run(); });
+    return checkpointer;
+  }
+
+  // Stops the thread (after the checkpoint in progress, if any) and closes the connection.
+  ~Checkpointer() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+    sqlite3_close(db_);
+  }
+
+  // Asks for a checkpoint soon. Cheap; called from the writer's commit.
+  void wake() {
+    absl::MutexLock lock(&mu_);
+    wake_ = true;
+  }
+
+ private:
+  explicit Checkpointer(sqlite3* db) : db_(db) {}
+
+  void run() {
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](Checkpointer* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) { return c->wake_ || c->stop_; }, this));
+        if (stop_) return;
+        wake_ = false;
+      }
+      int wal_pages = 0, copied = 0;
+      const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal_pages, &copied);
+      if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+        std::fprintf(stderr, "paygentd: checkpoint: %s\n", sqlite3_errmsg(db_));
+      }
+    }
+  }
+
+  sqlite3* const db_;  // used by the thread only (and closed after it ends)
+  std::thread thread_;
+  absl::Mutex mu_;
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+absl::StatusOr<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::string& path, SqliteOptions options) {
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status status = absl::UnavailableError(
+        str_cat("cannot open ", path, ": ", db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+    sqlite3_close(db);
+    return status;
+  }
+  sqlite3_extended_result_codes(db, 1);  // e.g. SQLITE_CONSTRAINT_DATATYPE, not just SQLITE_CONSTRAINT
+  std::unique_ptr<SqliteStorage> storage(new SqliteStorage(db));
+  absl::MutexLock lock(&storage->mu_);
+  // journal_mode answers with the mode in force; anything but "wal" (e.g. a file system without
+  // shared memory) is refused rather than run without the WAL's guarantees.
+  {
+    absl::StatusOr<Statement> wal = storage->prepare("PRAGMA journal_mode=WAL");
+    if (!wal.ok()) return wal.status();
+    if (wal->step() != SQLITE_ROW || wal->text(0) != "wal") {
+      return absl::UnavailableError(str_cat("cannot put ", path, " in WAL mode"));
+    }
+  }
+  const std::string pragmas = str_cat(
+      "PRAGMA synchronous=", options.synchronous == SqliteOptions::Synchronous::kFull ? "FULL" : "NORMAL",
+      "; PRAGMA busy_timeout=10000; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-", options.cache_bytes / 1024,
+      // The writer starts the WAL over once it is checkpointed, and then truncates it to this size.
+      "; PRAGMA journal_size_limit=", 2 * options.checkpoint_pages * 4096, ";");
+  if (absl::Status s = storage->exec(pragmas.c_str()); !s.ok()) return s;
+
+  std::int64_t version = 0;
+  {
+    absl::StatusOr<Statement> v = storage->prepare("PRAGMA user_version");
+    if (!v.ok()) return v.status();
+    if (v->step() == SQLITE_ROW) version = v->int64(0);
+  }
+  if (version != 0 && version != kSchemaVersion) {
+    return absl::FailedPreconditionError(
+        str_cat(path, " has schema version ", version, "; this paygentd knows version ", kSchemaVersion));
+  }
+  const std::string create =
+      str_cat("BEGIN IMMEDIATE;", kSchema, "PRAGMA user_version=", kSchemaVersion, "; COMMIT;");
+  if (absl::Status s = storage->exec(create.c_str()); !s.ok()) {
+    static_cast<void>(storage->exec("ROLLBACK"));
+    return s;
+  }
+  absl::StatusOr<std::unique_ptr<Checkpointer>> checkpointer = Checkpointer::start(path, options);
+  if (!checkpointer.ok()) return checkpointer.status();
+  storage->checkpointer_ = *std::move(checkpointer);
+  storage->checkpoint_pages_ = std::max<std::int64_t>(1, options.checkpoint_pages);
+  // Replaces SQLite's auto-checkpoint (which would copy the WAL inside a commit).
+  sqlite3_wal_hook(storage->db_, &SqliteStorage::on_wal_commit, storage.get());
+  return storage;
+}
+
+int SqliteStorage::on_wal_commit(void* arg, sqlite3* db, const char*, int wal_pages) {
+  auto* storage = static_cast<SqliteStorage*>(arg);
+  if (wal_pages >= storage->checkpoint_pages_) storage->checkpointer_->wake();
+  // A checkpointer that cannot keep up must not let the WAL grow without bound: past 16 times the
+  // threshold, the writer checkpoints too (what SQLite's auto-checkpoint would do at every step).
+  if (wal_pages >= 16 * storage->checkpoint_pages_) {
+    sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  }
+  return SQLITE_OK;
+}
+
+SqliteStorage::SqliteStorage(sqlite3* db) : db_(db) {}
+
+SqliteStorage::~SqliteStorage() {
+  absl::MutexLock lock(&mu_);
+  sqlite3_wal_hook(db_, nullptr, nullptr);
+  checkpointer_.reset();  // before the last connection closes (which checkpoints what is left)
+  for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+  statements_.clear();
+  sqlite3_close(db_);
+}
+
+absl::StatusOr<SqliteStorage::Statement> SqliteStorage::prepare(std::string_view sql) {
+  auto it = statements_.find(absl::string_view(sql.data(), sql.size()));
+  if (it == statements_.end()) {
+    sqlite3_stmt* stmt = nullptr;
+    const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt,
+                                      nullptr);
+    if (rc != SQLITE_OK) return sqlite_error(db_, rc, str_cat("prepare \"", sql, "\""));
+    it = statements_.emplace(std::string(sql), stmt).first;
+  }
+  return Statement(db_, it->second);
+}
+
+absl::Status SqliteStorage::exec(const char* sql) {
+  char* message = nullptr;
+  const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &message);
+  if (rc == SQLITE_OK) return absl::OkStatus();
+  absl::Status status = sqlite_error(db_, rc, message != nullptr ? message : sql);
+  sqlite3_free(message);
+  return status;
+}
+
+absl::StatusOr<std::optional<std::int64_t>> SqliteStorage::product_key(std::string_view product_id) {
+  if (auto it = product_keys_.find(absl::string_view(product_id.data(), product_id.size()));
+      it != product_keys_.end()) {
+    return std::optional<std::int64_t>(it->second);
+  }
+  absl::StatusOr<Statement> select = prepare("SELECT pk FROM products WHERE id = ?1");
+  if (!select.ok()) return select.status();
+  select->bind(1, product_id);
+  const int rc = select->step();
+  if (rc == SQLITE_DONE) return std::optional<std::int64_t>();
+  if (rc != SQLITE_ROW) return sqlite_error(db_, rc, "find product");
+  const std::int64_t pk = select->int64(0);
+  product_keys_.emplace(std::string(product_id), pk);  // products are never deleted
+  return std::optional<std::int64_t>(pk);
+}
+
+absl::StatusOr<std::int64_t> SqliteStorage::existing_product_key(std::string_view product_id) {
+  absl::StatusOr<std::optional<std::int64_t>> pk = product_key(product_id);
+  if (!pk.ok()) return pk.status();
+  if (!pk->has_value()) return absl::NotFoundError(str_cat("no product \"", product_id, "\""));
+  return **pk;
+}
+
+absl::Status SqliteStorage::create_product(std::string_view product_id, std::string_view name,
+                                           std::string_view key_sha256) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement> insert =
+      prepare("INSERT OR IGNORE INTO products(id, name, key_sha256, created_ns) VALUES(?1, ?2, ?3, ?4)");
+  if (!insert.ok()) return insert.status();
+  insert->bind(1, product_id).bind(2, name).bind(3, key_sha256).bind(4, now_ns());
+  if (absl::Status s = insert->run("create product"); !s.ok()) return s;
+  if (sqlite3_changes(db_) == 0) return absl::AlreadyExistsError("the product id or key is already taken");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> SqliteStorage::find_product_by_key(std::string_view key_sha256) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement> select = prepare("SELECT id FROM products WHERE key_sha256 = ?1");
+  if (!select.ok()) return select.status();
+  select->bind(1, key_sha256);
+  const int rc = select->step();
+  if (rc == SQLITE_ROW) return select->text(0);
+  if (rc == SQLITE_DONE) return absl::NotFoundError("no product has this key");
+  return sqlite_error(db_, rc, "find product");
+}
+
+absl::Status SqliteStorage::create_user(std::string_view product_id, std::string_view user_id,
+                                        std::string_view name) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::int64_t> product = existing_product_key(product_id);
+  if (!product.ok()) return product.status();
+  absl::StatusOr<Statement> insert =
+      prepare("INSERT OR IGNORE INTO users(product, user_id, name, created_ns) VALUES(?1, ?2, ?3, ?4)");
+  if (!insert.ok()) return insert.status();
+  insert->bind(1, *product).bind(2, user_id).bind(3, name).bind(4, now_ns());
+  if (absl::Status s = insert->run("create user"); !s.ok()) return s;
+  if (sqlite3_changes(db_) == 0) return absl::AlreadyExistsError(str_cat("user \"", user_id, "\" already exists"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<UserRecord> SqliteStorage::find_user(std::string_view product_id, std::string_view user_id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<std::int64_t>> product = product_key(product_id);
+  if (!product.ok()) return product.status();
+  const absl::Status not_found = absl::NotFoundError(str_cat("no user \"", user_id, "\""));
+  if (!product->has_value()) return not_found;
+  absl::StatusOr<Statement> select = prepare(
+      "SELECT u.name, s.plan, s.period_start_ns, s.period_end_ns FROM users u LEFT JOIN subscriptions s "
+      "ON s.product = u.product AND s.user_id = u.user_id WHERE u.product = ?1 AND u.user_id = ?2");
+  if (!select.ok()) return select.status();
+  select->bind(1, **product).bind(2, user_id);
+  const int rc = select->step();
+  if (rc == SQLITE_DONE) return not_found;
+  if (rc != SQLITE_ROW) return sqlite_error(db_, rc, "find user");
+  UserRecord user{.user_id = std::string(user_id), .name = select->text(0)};
+  if (!select->is_null(1)) {
+    user.subscription = Subscription{.plan = select->text(1),
+                                     .period_start_ns = select->int64(2),
+                                     .period_end_ns = select->int64(3)};
+  }
+  return user;
+}
+
+absl::Status SqliteStorage::set_subscription(std::string_view product_id, std::string_view user_id,
+                                             const Subscription& subscription) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::int64_t> product = existing_product_key(product_id);
+  if (!product.ok()) return product.status();
+  // One statement, so that the user check and the write are atomic without a transaction.
+  absl::StatusOr<Statement> upsert = prepare(
+      "INSERT INTO subscriptions(product, user_id, plan, period_start_ns, period_end_ns, updated_ns) "
+      "SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE product = ?1 AND user_id = ?2) "
+      "ON CONFLICT(product, user_id) DO UPDATE SET plan = excluded.plan, "
+      "period_start_ns = excluded.period_start_ns, period_end_ns = excluded.period_end_ns, "
+      "updated_ns = excluded.updated_ns");
+  if (!upsert.ok()) return upsert.status();
+  upsert->bind(1, *product)
+      .bind(2, user_id)
+      .bind(3, subscription.plan)
+      .bind(4, subscription.period_start_ns)
+      .bind(5, subscription.period_end_ns)
+      .bind(6, now_ns());
+  if (absl::Status s = upsert->run("set subscription"); !s.ok()) return s;
+  if (sqlite3_changes(db_) == 0) return absl::NotFoundError(str_cat("no user \"", user_id, "\""));
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStorage::put_plan_config(std::string_view product_id, std::string_view config_json) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::int64_t> product = existing_product_key(product_id);
+  if (!product.ok()) return product.status();
+  absl::StatusOr<Statement> upsert = prepare(
+      "INSERT INTO plans(product, config_json, updated_ns) VALUES(?1, ?2, ?3) "
+      "ON CONFLICT(product) DO UPDATE SET config_json = excluded.config_json, updated_ns = excluded.updated_ns");
+  if (!upsert.ok()) return upsert.status();
+  upsert->bind(1, *product).bind(2, config_json).bind(3, now_ns());
+  return upsert->run("put plans");
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteStorage::plan_config(std::string_view product_id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<std::int64_t>> product = product_key(product_id);
+  if (!product.ok()) return product.status();
+  if (!product->has_value()) return std::optional<std::string>();
+  absl::StatusOr<Statement> select = prepare("SELECT config_json FROM plans WHERE product = ?1");
+  if (!select.ok()) return select.status();
+  select->bind(1, **product);
+  const int rc = select->step();
+  if (rc == SQLITE_ROW) return std::optional<std::string>(select->text(0));
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  return sqlite_error(db_, rc, "read plans");
+}
+
+absl::StatusOr<IngestResult> SqliteStorage::ingest(std::string_view product_id, std::span<const EventRecord> events) {
+  // The ids' bytes, decoded before taking the lock.
+  std::vector<std::array<unsigned char, 16>> ids(events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (!decode_event_id(events[i].id, ids[i])) {
+      return absl::InvalidArgumentError(str_cat("events[", i, "].id: must be 32 lowercase hex digits"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::int64_t> product = existing_product_key(product_id);
+  if (!product.ok()) return product.status();
+  if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  absl::StatusOr<IngestResult> result = ingest_locked(*product, events, ids);
+  if (result.ok()) {
+    if (absl::Status s = exec("COMMIT"); !s.ok()) result = s;
+  }
+  // A failed COMMIT leaves the transaction open (e.g. SQLITE_BUSY): roll it back so that nothing
+  // of the batch stays.
+  if (!result.ok() && !sqlite3_get_autocommit(db_)) static_cast<void>(exec("ROLLBACK"));
+  return result;
+}
+
+absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, std::span<const EventRecord> events,
+                                                          std::span<const std::array<unsigned char, 16>> ids) {
+  const std::int64_t received_ns = now_ns();
+  absl::StatusOr<Statement> insert_user =
+      prepare("INSERT OR IGNORE INTO users(product, user_id, name, created_ns) VALUES(?1, ?2, '', ?3)");
+  if (!insert_user.ok()) return insert_user.status();
+  absl::flat_hash_set<absl::string_view> users;
+  for (const EventRecord& e : events) {
+    if (!users.insert(absl::string_view(e.user_id.data(), e.user_id.size())).second) continue;
+    insert_user->bind(1, product).bind(2, e.user_id).bind(3, received_ns);
+    if (absl::Status s = insert_user->run("create user"); !s.ok()) return s;
+    insert_user->reset();
+  }
+
+  absl::StatusOr<Statement> insert_event = prepare(
+      "INSERT OR IGNORE INTO events(product, id, user_id, session_id, agent_id, indicator, model, provider, "
+      "input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos, "
+      "ts_ns, meta_tags, estimated, received_ns) "
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
+  if (!insert_event.ok()) return insert_event.status();
+  // Sums of the accepted events per (user, day, model), added to usage_daily after the inserts.
+  std::map<std::tuple<std::string_view, std::int64_t, std::string_view>, Totals> daily;
+  IngestResult result;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const EventRecord& e = events[i];
+    insert_event->bind(1, product)
+        .bind_blob(2, ids[i].data(), ids[i].size())
+        .bind(3, e.user_id)
+        .bind(4, e.session_id)
+        .bind(5, e.agent_id)
+        .bind(6, e.indicator)
+        .bind(7, e.model)
+        .bind(8, e.provider)
+        .bind(9, e.input_tokens)
+        .bind(10, e.output_tokens)
+        .bind(11, e.cached_input_tokens)
+        .bind(12, e.cache_creation_input_tokens)
+        .bind(13, e.reasoning_tokens)
+        .bind(14, e.cost_nanos)
+        .bind(15, e.ts_ns)
+        .bind(16, e.meta_tags_json)
+        .bind(17, std::int64_t{e.estimated ? 1 : 0})
+        .bind(18, received_ns);
+    if (absl::Status s = insert_event->run("insert event"); !s.ok()) return s;
+    const bool stored = sqlite3_changes(db_) == 1;
+    insert_event->reset();
+    if (!stored) {
+      ++result.duplicates;
+      continue;
+    }
+    ++result.accepted;
+    const Totals one{.calls = 1,
+                     .input_tokens = e.input_tokens,
+                     .output_tokens = e.output_tokens,
+                     .cached_input_tokens = e.cached_input_tokens,
+                     .cache_creation_input_tokens = e.cache_creation_input_tokens,
+                     .reasoning_tokens = e.reasoning_tokens,
+                     .cost_nanos = e.cost_nanos};
+    if (!add_totals(daily[{e.user_id, floor_div(e.ts_ns, kNanosPerDay), e.model}], one)) {
+      return absl::InvalidArgumentError("the batch would overflow a 64-bit total (tokens or cost_nanos)");
+    }
+  }
+
+  absl::StatusOr<Statement> upsert = prepare(
+      "INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
+      "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+      "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = calls + excluded.calls, "
+      "input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens, "
+      "cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, "
+      "cache_creation_input_tokens = cache_creation_input_tokens + excluded.cache_creation_input_tokens, "
+      "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, "
+      "cost_nanos = cost_nanos + excluded.cost_nanos");
+  if (!upsert.ok()) return upsert.status();
+  for (const auto& [key, t] : daily) {
+    const auto& [user, day, model] = key;
+    upsert->bind(1, product)
+        .bind(2, user)
+        .bind(3, day)
+        .bind(4, model)
+        .bind(5, t.calls)
+        .bind(6, t.input_tokens)
+        .bind(7, t.output_tokens)
+        .bind(8, t.cached_input_tokens)
+        .bind(9, t.cache_creation_input_tokens)
+        .bind(10, t.reasoning_tokens)
+        .bind(11, t.cost_nanos);
+    if (absl::Status s = upsert->run("add daily usage"); !s.ok()) return s;
+    upsert->reset();
+  }
+  return result;
+}
+
+absl::StatusOr<GroupedTotals> SqliteStorage::report(std::string_view product_id, const ReportQuery& query) {
+  GroupedTotals out;
+  if (query.from_ns >= query.to_ns || query.from_ns < 0) return out;
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<std::int64_t>> product = product_key(product_id);
+  if (!product.ok()) return product.status();
+  if (!product->has_value()) return out;
+  // Whole days come from usage_daily; the partial days at either end from the events. Sessions are
+  // not in usage_daily: they always come from the events.
+  const std::int64_t first_day = ceil_div(query.from_ns, kNanosPerDay);
+  const std::int64_t end_day = floor_div(query.to_ns, kNanosPerDay);
+  if (query.group_by == ReportGroup::kSession || first_day >= end_day) {
+    if (absl::Status s = add_events(**product, query, query.from_ns, query.to_ns, out); !s.ok()) return s;
+    return out;
+  }
+  if (absl::Status s = add_daily(**product, query, first_day, end_day, out); !s.ok()) return s;
+  if (query.from_ns < first_day * kNanosPerDay) {
+    if (absl::Status s = add_events(**product, query, query.from_ns, first_day * kNanosPerDay, out); !s.ok()) {
+      return s;
+    }
+  }
+  if (end_day * kNanosPerDay < query.to_ns) {
+    if (absl::Status s = add_events(**product, query, end_day * kNanosPerDay, query.to_ns, out); !s.ok()) return s;
+  }
+  return out;
+}
+
+namespace {
+
+// Reads the rows of a grouped totals query (group key, calls, then kTotalsColumns) into `out`.
+template <class Statement>
+absl::Status read_groups(sqlite3* db, Statement& select, ReportGroup group, GroupedTotals& out) {
+  for (;;) {
+    const int rc = select.step();
+    if (rc == SQLITE_DONE) return absl::OkStatus();
+    if (rc != SQLITE_ROW) return sqlite_error(db, rc, "report");
+    const bool by_day = group == ReportGroup::kDay || group == ReportGroup::kMonth;
+    const std::string key = by_day ? day_key(select.int64(0), group) : select.text(0);
+    const Totals t{.calls = select.int64(1),
+                   .input_tokens = select.int64(2),
+                   .output_tokens = select.int64(3),
+                   .cached_input_tokens = select.int64(4),
+                   .cache_creation_input_tokens = select.int64(5),
+                   .reasoning_tokens = select.int64(6),
+                   .cost_nanos = select.int64(7)};
+    if (!add_totals(out[key], t)) return absl::InternalError(str_cat("report: the totals of \"", key, "\" overflow int64"));
+  }
+}
+
+std::string_view group_column(ReportGroup group, bool daily) {
+  switch (group) {
+    case ReportGroup::kUser: return "user_id";
+    case ReportGroup::kModel: return "model";
+    case ReportGroup::kSession: return "session_id";
+    case ReportGroup::kDay:
+    case ReportGroup::kMonth: break;
+  }
+  return daily ? "day" : "ts_ns / 86400000000000";
+}
+
+// The SQL of a grouped totals query (group key, calls, then kTotalsColumns), over usage_daily
+// (`daily`: ?3 <= day < ?4) or over the events (?3 <= ts_ns < ?4), of product ?1 and, when
+// `by_user`, user ?2. Built once per shape.
+const std::string& report_sql(ReportGroup group, bool by_user, bool daily) {
+  static const std::array<std::string, 20>* const kSql = [] {
+    auto* sql = new std::array<std::string, 20>;
+    for (int g = 0; g < 5; ++g) {
+      for (int u = 0; u < 2; ++u) {
+        const auto rg = static_cast<ReportGroup>(g);
+        (*sql)[g * 4 + u * 2 + 1] =
+            str_cat("SELECT ", group_column(rg, true), ", SUM(calls), ", kTotalsColumns,
+                    " FROM usage_daily WHERE product = ?1 AND ", u ? "user_id = ?2 AND " : "",
+                    "day >= ?3 AND day < ?4 GROUP BY 1");
+        // Without a user, the users with events in the range are those with usage_daily rows on
+        // its days (written in the same transaction as the events): the index on (product,
+        // user_id, ts_ns) is then used user by user instead of scanning the product's events.
+        (*sql)[g * 4 + u * 2] = str_cat(
+            "SELECT ", group_column(rg, false), ", COUNT(*), ", kTotalsColumns, " FROM events WHERE product = ?1 AND ",
+            u ? "user_id = ?2"
+              : "user_id IN (SELECT DISTINCT user_id FROM usage_daily WHERE product = ?1 AND day >= ?5 AND day < ?6)",
+            " AND ts_ns >= ?3 AND ts_ns < ?4 GROUP BY 1");
+      }
+    }
+    return sql;
+  }();
+  return (*kSql)[static_cast<int>(group) * 4 + (by_user ? 2 : 0) + (daily ? 1 : 0)];
+}
+
+}  // namespace
+
+absl::Status SqliteStorage::add_daily(std::int64_t product, const ReportQuery& query, std::int64_t first_day,
+                                      std::int64_t end_day, GroupedTotals& out) {
+  absl::StatusOr<Statement> select = prepare(report_sql(query.group_by, query.user_id.has_value(), true));
+  if (!select.ok()) return select.status();
+  select->bind(1, product).bind(3, first_day).bind(4, end_day);
+  if (query.user_id) select->bind(2, *query.user_id);
+  return read_groups(db_, *select, query.group_by, out);
+}
+
+absl::Status SqliteStorage::add_events(std::int64_t product, const ReportQuery& query, std::int64_t from_ns,
+                                       std::int64_t to_ns, GroupedTotals& out) {
+  absl::StatusOr<Statement> select = prepare(report_sql(query.group_by, query.user_id.has_value(), false));
+  if (!select.ok()) return select.status();
+  select->bind(1, product).bind(3, from_ns).bind(4, to_ns);
+  if (query.user_id) {
+    select->bind(2, *query.user_id);
+  } else {
+    select->bind(5, floor_div(from_ns, kNanosPerDay)).bind(6, ceil_div(to_ns, kNanosPerDay));
+  }
+  return read_groups(db_, *select, query.group_by, out);
+}
+
+}  // namespace paygent::server

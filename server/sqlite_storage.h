@@ -1,0 +1,120 @@
+// SqliteStorage: paygentd's embedded default store, one SQLite database (WAL) in the data dir.
+//
+// Layout (see sqlite_schema()): products, users, subscriptions, plans, events and usage_daily,
+// every row keyed by its product's integer key. Events are keyed by (product, id), so a
+// duplicate id is ignored by INSERT OR IGNORE. Beside the events, usage_daily keeps sums per
+// (product, user, UTC day, model), written in the same transaction as the events they sum; a
+// usage query over a period reads the whole days from it and only the partial days at the edges
+// from the events (index (product, user_id, ts_ns)), so the cost of a usage query does not grow
+// with a user's number of calls.
+//
+// Writes for a product that does not exist fail with NotFound; reads find nothing for it.
+//
+// Durability: every write is one transaction. With Synchronous::kFull (the default) the WAL is
+// fsynced at each commit, so an acknowledged write survives a crash of the process or of the
+// machine; with kNormal it survives a crash of the process (kill -9) but the last commits may be
+// lost if the machine loses power.
+//
+// Checkpoints (copying the WAL into the database file) run on a background thread with its own
+// connection, so that a commit only appends to the WAL.
+//
+// Thread safety: safe for concurrent use from many threads. One connection serves every call,
+// guarded by a mutex: calls are serialised (SQLite allows one writer at a time anyway).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/storage.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace paygent::server {
+
+struct SqliteOptions {
+  enum class Synchronous : std::uint8_t { kNormal, kFull };
+  // kFull fsyncs the WAL at every commit (one per batch): an acknowledged batch survives power
+  // loss. kNormal skips that fsync: it still survives kill -9 of paygentd, and is faster on disks
+  // whose fsync is slow.
+  Synchronous synchronous = Synchronous::kFull;
+  // SQLite's page cache. Larger keeps more of the event id index in memory, which keeps ingest
+  // fast as the table grows, at the cost of resident memory.
+  std::int64_t cache_bytes = 64 << 20;
+  // WAL size, in 4 KiB pages, past which a background thread copies the WAL into the database
+  // (a checkpoint), off the commit path. Larger means fewer checkpoints (a page rewritten by many
+  // batches is copied once) but a larger WAL file and a longer recovery after a crash.
+  std::int64_t checkpoint_pages = 4096;
+};
+
+// The SQL that creates SqliteStorage's tables and indexes (idempotent), for tools and baselines.
+std::string_view sqlite_schema() noexcept;
+
+class SqliteStorage final : public Storage {
+ public:
+  // Opens the database at `path`, creating it and its tables when missing, in WAL mode.
+  // Unavailable when the file cannot be opened or written; FailedPrecondition when it holds a
+  // schema version this build does not know.
+  static absl::StatusOr<std::unique_ptr<SqliteStorage>> open(const std::string& path, SqliteOptions options = {});
+
+  // Finalises the statements and closes the database (which checkpoints the WAL into it).
+  ~SqliteStorage() override;
+  SqliteStorage(const SqliteStorage&) = delete;
+  SqliteStorage& operator=(const SqliteStorage&) = delete;
+
+  absl::Status create_product(std::string_view product_id, std::string_view name,
+                              std::string_view key_sha256) override;
+  absl::StatusOr<std::string> find_product_by_key(std::string_view key_sha256) override;
+  absl::Status create_user(std::string_view product_id, std::string_view user_id, std::string_view name) override;
+  absl::StatusOr<UserRecord> find_user(std::string_view product_id, std::string_view user_id) override;
+  absl::Status set_subscription(std::string_view product_id, std::string_view user_id,
+                                const Subscription& subscription) override;
+  absl::Status put_plan_config(std::string_view product_id, std::string_view config_json) override;
+  absl::StatusOr<std::optional<std::string>> plan_config(std::string_view product_id) override;
+  absl::StatusOr<IngestResult> ingest(std::string_view product_id, std::span<const EventRecord> events) override;
+  absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) override;
+
+ private:
+  class Statement;
+  class Checkpointer;
+  explicit SqliteStorage(sqlite3* db);
+  // SQLite's WAL hook, called after each commit with the WAL's size in pages.
+  static int on_wal_commit(void* storage, sqlite3* db, const char* database, int wal_pages);
+
+  // The prepared statement for `sql`, prepared on first use and kept.
+  absl::StatusOr<Statement> prepare(std::string_view sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The integer key (products.pk) of `product_id`, or nullopt when there is no such product.
+  absl::StatusOr<std::optional<std::int64_t>> product_key(std::string_view product_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // As product_key, but NotFound when there is no such product.
+  absl::StatusOr<std::int64_t> existing_product_key(std::string_view product_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<IngestResult> ingest_locked(std::int64_t product, std::span<const EventRecord> events,
+                                             std::span<const std::array<unsigned char, 16>> ids)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds the sums of usage_daily over whole days [first_day, end_day) into `out`.
+  absl::Status add_daily(std::int64_t product, const ReportQuery& query, std::int64_t first_day, std::int64_t end_day,
+                         GroupedTotals& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds the sums of the events with from_ns <= ts_ns < to_ns into `out`.
+  absl::Status add_events(std::int64_t product, const ReportQuery& query, std::int64_t from_ns, std::int64_t to_ns,
+                          GroupedTotals& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  std::unique_ptr<Checkpointer> checkpointer_;  // set once by open()
+  std::int64_t checkpoint_pages_ = 4096;        // set once by open()
+  absl::Mutex mu_;
+  sqlite3* const db_;  // used only under mu_
+  absl::flat_hash_map<std::string, sqlite3_stmt*> statements_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::int64_t> product_keys_ ABSL_GUARDED_BY(mu_);  // id -> products.pk
+};
+
+}  // namespace paygent::server

@@ -1,0 +1,135 @@
+// paygentd's storage: the interface every backend store implements (SQLite now, PostgreSQL next),
+// and the records that cross it.
+//
+// Every method is scoped by a product id: a product never reads or writes another's rows. A write
+// for a product that does not exist fails with NotFound; a read finds nothing for it. The request
+// layer (server/api.h) has validated every record before it reaches a Storage, so an
+// implementation checks only what needs the stored state (existence, uniqueness, overflow).
+//
+// Thread safety: every Storage implementation is safe for concurrent use from many threads
+// without external synchronisation.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace paygent::server {
+
+// One metered call, as the syncer sends it (docs/wire.md, "Ingest"). Validated by the caller.
+struct EventRecord {
+  std::string id;  // 32 lowercase hex digits; unique per product
+  std::string user_id;
+  std::string session_id;
+  std::string agent_id;
+  std::string indicator;
+  std::string model;
+  std::string provider;
+  std::int64_t input_tokens = 0;
+  std::int64_t output_tokens = 0;
+  std::int64_t cached_input_tokens = 0;
+  std::int64_t cache_creation_input_tokens = 0;
+  std::int64_t reasoning_tokens = 0;
+  std::int64_t cost_nanos = 0;
+  std::int64_t ts_ns = 0;           // decides the billing period
+  std::string meta_tags_json = "{}";  // a JSON object of string values, as re-serialised by the parser
+  bool estimated = false;
+};
+
+struct IngestResult {
+  std::int64_t accepted = 0;    // events stored by this call
+  std::int64_t duplicates = 0;  // events whose id was already stored (or repeated in the batch)
+};
+
+// A user's subscription: the plan and its first period [period_start_ns, period_end_ns).
+struct Subscription {
+  std::string plan;
+  std::int64_t period_start_ns = 0;
+  std::int64_t period_end_ns = 0;
+  friend bool operator==(const Subscription&, const Subscription&) = default;
+};
+
+struct UserRecord {
+  std::string user_id;
+  std::string name;
+  std::optional<Subscription> subscription;
+};
+
+// Sums over a set of events.
+struct Totals {
+  std::int64_t calls = 0;
+  std::int64_t input_tokens = 0;
+  std::int64_t output_tokens = 0;
+  std::int64_t cached_input_tokens = 0;
+  std::int64_t cache_creation_input_tokens = 0;
+  std::int64_t reasoning_tokens = 0;
+  std::int64_t cost_nanos = 0;
+  friend bool operator==(const Totals&, const Totals&) = default;
+};
+
+// What events are grouped by in a report. kDay and kMonth are UTC calendar days and months, keyed
+// "2026-11-17" and "2026-11".
+enum class ReportGroup : std::uint8_t { kUser, kModel, kSession, kDay, kMonth };
+
+struct ReportQuery {
+  std::int64_t from_ns = 0;  // inclusive
+  std::int64_t to_ns = 0;    // exclusive
+  ReportGroup group_by = ReportGroup::kUser;
+  std::optional<std::string> user_id;  // only this user's events when set
+};
+
+// Totals keyed by the group's key, in key order.
+using GroupedTotals = std::map<std::string, Totals, std::less<>>;
+
+class Storage {
+ public:
+  virtual ~Storage() = default;
+
+  // Creates a product whose API key has the SHA-256 `key_sha256` (64 lowercase hex digits; the
+  // key itself is never given to a Storage). AlreadyExists when the id or the key hash is taken.
+  virtual absl::Status create_product(std::string_view product_id, std::string_view name,
+                                      std::string_view key_sha256) = 0;
+
+  // The id of the product whose key hashes to `key_sha256`; NotFound when there is none.
+  virtual absl::StatusOr<std::string> find_product_by_key(std::string_view key_sha256) = 0;
+
+  // Creates a user. AlreadyExists when the product already has `user_id` (created by this call or
+  // on the fly by ingest); nothing changes then.
+  virtual absl::Status create_user(std::string_view product_id, std::string_view user_id,
+                                   std::string_view name) = 0;
+
+  // The user and their subscription; NotFound when the product has no such user.
+  virtual absl::StatusOr<UserRecord> find_user(std::string_view product_id, std::string_view user_id) = 0;
+
+  // Sets (replaces) a user's subscription. NotFound when the user does not exist; nothing changes
+  // then. The plan's existence is the caller's check.
+  virtual absl::Status set_subscription(std::string_view product_id, std::string_view user_id,
+                                        const Subscription& subscription) = 0;
+
+  // Replaces the product's plan config with `config_json` (already validated and normalised).
+  virtual absl::Status put_plan_config(std::string_view product_id, std::string_view config_json) = 0;
+
+  // The product's plan config JSON as last put, or nullopt when none was.
+  virtual absl::StatusOr<std::optional<std::string>> plan_config(std::string_view product_id) = 0;
+
+  // Stores a batch of events atomically: on success every event is either stored or counted as a
+  // duplicate (its id is already stored for this product, or appears earlier in the batch; a
+  // duplicate is not stored again, whatever its content). Users not yet known are created. On
+  // failure nothing of the batch is stored; InvalidArgument when the batch would overflow a
+  // stored 64-bit total, Unavailable/Internal when the store cannot write.
+  virtual absl::StatusOr<IngestResult> ingest(std::string_view product_id, std::span<const EventRecord> events) = 0;
+
+  // Totals over the product's events with query.from_ns <= ts_ns < query.to_ns (only
+  // query.user_id's when set), grouped as asked; groups without events are absent. An unknown
+  // user has no events (an empty map, not an error).
+  virtual absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) = 0;
+};
+
+}  // namespace paygent::server

@@ -1,0 +1,336 @@
+// Request bodies and reply text of paygentd's API (see server/wire.h).
+#include "server/wire.h"
+
+#include <simdjson.h>
+
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/time/time.h"
+#include "meter/internal/str_cat.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::str_cat;
+using simdjson::dom::element;
+using simdjson::dom::element_type;
+
+// Each thread reuses its own parser (and the buffers it has grown).
+simdjson::dom::parser& thread_parser() {
+  thread_local simdjson::dom::parser parser;
+  return parser;
+}
+
+// Where a value sits in the body ("events[3].meta_tags.k"), as a chain of links on the stack. The
+// text is built only when an error names it, so that reading a valid batch allocates no paths.
+struct FieldPath {
+  const FieldPath* parent = nullptr;
+  std::string_view name;  // a member's name; empty for an array element
+  std::size_t index = 0;  // an array element's index
+
+  FieldPath member(std::string_view member_name) const { return FieldPath{this, member_name, 0}; }
+  FieldPath element(std::size_t element_index) const { return FieldPath{this, {}, element_index}; }
+
+  [[nodiscard]] std::string str() const {
+    if (parent == nullptr) return std::string(name.empty() ? "body" : name);
+    std::string out = parent->parent == nullptr && parent->name.empty() ? std::string() : parent->str();
+    if (name.empty()) return str_cat(out, "[", index, "]");
+    return out.empty() ? std::string(name) : str_cat(out, ".", name);
+  }
+};
+
+// The root of a body: its members' paths are their bare names ("events", "plan").
+constexpr FieldPath kBody{};
+
+absl::Status field_error(const FieldPath& path, std::string_view what) {
+  return absl::InvalidArgumentError(str_cat(path.str(), ": ", what));
+}
+
+// Parses `body` as one JSON document whose root is an object.
+absl::StatusOr<simdjson::dom::object> parse_object(std::string_view body) {
+  element root;
+  // realloc_if_needed: simdjson reads past the end; the parser copies into a padded buffer.
+  if (const auto error = thread_parser().parse(body.data(), body.size(), true).get(root); error) {
+    return absl::InvalidArgumentError(
+        str_cat("body: not valid JSON (truncated or malformed): ", simdjson::error_message(error)));
+  }
+  simdjson::dom::object object;
+  if (root.get_object().get(object) != simdjson::SUCCESS) return field_error(kBody, "must be a JSON object");
+  return object;
+}
+
+absl::Status read_text(element value, const FieldPath& path, std::string& out, bool non_empty) {
+  std::string_view text;
+  if (value.get_string().get(text) != simdjson::SUCCESS) return field_error(path, "must be a string");
+  if (non_empty && text.empty()) return field_error(path, "must not be empty");
+  if (text.size() > kMaxTextBytes) return field_error(path, str_cat("must be at most ", kMaxTextBytes, " bytes"));
+  out.assign(text);
+  return absl::OkStatus();
+}
+
+absl::Status read_count(element value, const FieldPath& path, std::int64_t& out) {
+  if (value.type() != element_type::INT64) {
+    return field_error(path, value.type() == element_type::UINT64 ? "must fit in a signed 64-bit integer"
+                                                                  : "must be a non-negative integer");
+  }
+  out = value.get_int64().value_unsafe();
+  if (out < 0) return field_error(path, "must be a non-negative integer");
+  return absl::OkStatus();
+}
+
+absl::Status read_bool(element value, const FieldPath& path, bool& out) {
+  if (value.get_bool().get(out) != simdjson::SUCCESS) return field_error(path, "must be true or false");
+  return absl::OkStatus();
+}
+
+// Reads an object's members against a fixed list of field names: each member must be one of
+// `names` and appear once; `read(index, value, path)` reads it. Then every name in `required`
+// (a bit per index) must have been seen.
+template <std::size_t N, class Read>
+absl::Status read_fields(simdjson::dom::object object, const FieldPath& path,
+                         const std::array<std::string_view, N>& names, std::uint64_t required, Read&& read) {
+  static_assert(N <= 64);
+  std::uint64_t seen = 0;
+  std::size_t expected = 0;  // members usually come in the documented order: try that one first
+  for (const auto [key, value] : object) {
+    std::size_t index = expected < N && names[expected] == key ? expected : 0;
+    while (index < N && names[index] != key) ++index;
+    const FieldPath member = path.member(key);
+    if (index == N) return field_error(member, "unknown field");
+    const std::uint64_t bit = std::uint64_t{1} << index;
+    if ((seen & bit) != 0) return field_error(member, "repeated field");
+    seen |= bit;
+    expected = index + 1;
+    if (absl::Status s = read(index, value, member); !s.ok()) return s;
+  }
+  for (std::size_t index = 0; index < N; ++index) {
+    if ((required & (std::uint64_t{1} << index)) != 0 && (seen & (std::uint64_t{1} << index)) == 0) {
+      return field_error(path.member(names[index]), "missing");
+    }
+  }
+  return absl::OkStatus();
+}
+
+constexpr std::uint64_t all_of(std::size_t n) { return n == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << n) - 1; }
+
+bool is_event_id(std::string_view id) {
+  if (id.size() != 32) return false;
+  for (char c : id) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+absl::Status read_meta_tags(element value, const FieldPath& path, std::string& out) {
+  simdjson::dom::object tags;
+  if (value.get_object().get(tags) != simdjson::SUCCESS) return field_error(path, "must be an object of strings");
+  if (tags.size() > kMaxMetaTags) return field_error(path, str_cat("must have at most ", kMaxMetaTags, " tags"));
+  out = "{";
+  std::size_t count = 0;
+  for (const auto [key, tag] : tags) {
+    const FieldPath tag_path = path.member(key);
+    // At most 64 tags: a quadratic check for repeats is cheaper than a set.
+    std::size_t seen = 0;
+    for (const auto [other, ignored] : tags) {
+      if (seen++ == count) break;
+      if (other == key) return field_error(tag_path, "repeated tag");
+    }
+    ++count;
+    if (key.size() > kMaxTextBytes) {
+      return field_error(path, str_cat("tag names must be at most ", kMaxTextBytes, " bytes"));
+    }
+    std::string_view text;
+    if (tag.get_string().get(text) != simdjson::SUCCESS) return field_error(tag_path, "must be a string");
+    if (text.size() > kMaxTextBytes) return field_error(tag_path, str_cat("must be at most ", kMaxTextBytes, " bytes"));
+    if (out.size() > 1) out += ',';
+    out += json_quote(key);
+    out += ':';
+    out += json_quote(text);
+  }
+  out += '}';
+  return absl::OkStatus();
+}
+
+enum EventField : std::size_t {
+  kId,
+  kUserId,
+  kSessionId,
+  kAgentId,
+  kIndicator,
+  kModel,
+  kProvider,
+  kInputTokens,
+  kOutputTokens,
+  kCachedInputTokens,
+  kCacheCreationInputTokens,
+  kReasoningTokens,
+  kCostNanos,
+  kTsNs,
+  kMetaTags,
+  kEstimated,
+  kEventFieldCount,
+};
+
+constexpr std::array<std::string_view, kEventFieldCount> kEventFields = {
+    "id",           "user_id",          "session_id",        "agent_id",         "indicator",
+    "model",        "provider",         "input_tokens",      "output_tokens",    "cached_input_tokens",
+    "cache_creation_input_tokens",      "reasoning_tokens",  "cost_nanos",       "ts_ns",
+    "meta_tags",    "estimated"};
+
+absl::Status read_event(element value, const FieldPath& path, EventRecord& e) {
+  simdjson::dom::object object;
+  if (value.get_object().get(object) != simdjson::SUCCESS) return field_error(path, "must be an object");
+  return read_fields(object, path, kEventFields, all_of(kEventFieldCount),
+                     [&](std::size_t index, element v, const FieldPath& field) -> absl::Status {
+                       switch (static_cast<EventField>(index)) {
+                         case kId: {
+                           std::string_view id;
+                           if (v.get_string().get(id) != simdjson::SUCCESS || !is_event_id(id)) {
+                             return field_error(field, "must be 32 lowercase hex digits");
+                           }
+                           e.id.assign(id);
+                           return absl::OkStatus();
+                         }
+                         case kUserId: return read_text(v, field, e.user_id, true);
+                         case kSessionId: return read_text(v, field, e.session_id, false);
+                         case kAgentId: return read_text(v, field, e.agent_id, false);
+                         case kIndicator: return read_text(v, field, e.indicator, false);
+                         case kModel: return read_text(v, field, e.model, false);
+                         case kProvider: return read_text(v, field, e.provider, false);
+                         case kInputTokens: return read_count(v, field, e.input_tokens);
+                         case kOutputTokens: return read_count(v, field, e.output_tokens);
+                         case kCachedInputTokens: return read_count(v, field, e.cached_input_tokens);
+                         case kCacheCreationInputTokens: return read_count(v, field, e.cache_creation_input_tokens);
+                         case kReasoningTokens: return read_count(v, field, e.reasoning_tokens);
+                         case kCostNanos: return read_count(v, field, e.cost_nanos);
+                         case kTsNs: return read_count(v, field, e.ts_ns);
+                         case kMetaTags: return read_meta_tags(v, field, e.meta_tags_json);
+                         case kEstimated: return read_bool(v, field, e.estimated);
+                         case kEventFieldCount: break;
+                       }
+                       return absl::InternalError("unreachable");
+                     });
+}
+
+absl::Status read_time(element value, const FieldPath& path, std::int64_t& out_ns) {
+  std::string_view text;
+  if (value.get_string().get(text) != simdjson::SUCCESS) return field_error(path, "must be an RFC 3339 string");
+  absl::Time t;
+  std::string error;
+  if (!absl::ParseTime(absl::RFC3339_full, std::string(text), &t, &error)) {
+    return field_error(path, str_cat("must be an RFC 3339 time like 2026-11-01T00:00:00Z (", error, ")"));
+  }
+  if (t < absl::UnixEpoch() || t >= absl::FromUnixNanos(INT64_MAX)) {
+    return field_error(path, "must be between 1970 and 2262");
+  }
+  out_ns = absl::ToUnixNanos(t);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body) {
+  absl::StatusOr<simdjson::dom::object> root = parse_object(body);
+  if (!root.ok()) return root.status();
+  std::vector<EventRecord> events;
+  static constexpr std::array<std::string_view, 1> kFields = {"events"};
+  absl::Status status = read_fields(*root, kBody, kFields, all_of(1), [&](std::size_t, element v, const FieldPath& path) {
+    simdjson::dom::array array;
+    if (v.get_array().get(array) != simdjson::SUCCESS) return field_error(path, "must be an array of events");
+    if (array.size() == 0 || array.size() > kMaxBatchEvents) {
+      return field_error(path, str_cat("must hold 1 to ", kMaxBatchEvents, " events, not ", array.size()));
+    }
+    events.resize(array.size());
+    std::size_t i = 0;
+    for (element event : array) {
+      if (absl::Status s = read_event(event, path.element(i), events[i]); !s.ok()) return s;
+      ++i;
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return events;
+}
+
+absl::StatusOr<NewProduct> parse_new_product(std::string_view body) {
+  absl::StatusOr<simdjson::dom::object> root = parse_object(body);
+  if (!root.ok()) return root.status();
+  NewProduct product;
+  static constexpr std::array<std::string_view, 1> kFields = {"name"};
+  absl::Status status = read_fields(*root, kBody, kFields, all_of(1), [&](std::size_t, element v, const FieldPath& path) {
+    return read_text(v, path, product.name, true);
+  });
+  if (!status.ok()) return status;
+  return product;
+}
+
+absl::StatusOr<NewUser> parse_new_user(std::string_view body) {
+  absl::StatusOr<simdjson::dom::object> root = parse_object(body);
+  if (!root.ok()) return root.status();
+  NewUser user;
+  static constexpr std::array<std::string_view, 2> kFields = {"user_id", "name"};
+  absl::Status status =
+      read_fields(*root, kBody, kFields, /*required=*/1, [&](std::size_t index, element v, const FieldPath& path) {
+        return index == 0 ? read_text(v, path, user.user_id, true) : read_text(v, path, user.name, false);
+      });
+  if (!status.ok()) return status;
+  return user;
+}
+
+absl::StatusOr<Subscription> parse_subscription(std::string_view body) {
+  absl::StatusOr<simdjson::dom::object> root = parse_object(body);
+  if (!root.ok()) return root.status();
+  Subscription subscription;
+  static constexpr std::array<std::string_view, 3> kFields = {"plan", "period_start", "period_end"};
+  absl::Status status =
+      read_fields(*root, kBody, kFields, all_of(3), [&](std::size_t index, element v, const FieldPath& path) {
+        switch (index) {
+          case 0: return read_text(v, path, subscription.plan, true);
+          case 1: return read_time(v, path, subscription.period_start_ns);
+          default: return read_time(v, path, subscription.period_end_ns);
+        }
+      });
+  if (!status.ok()) return status;
+  if (subscription.period_end_ns <= subscription.period_start_ns) {
+    return field_error(kBody.member("period_end"), "must be after period_start");
+  }
+  return subscription;
+}
+
+std::string json_quote(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  out.push_back('"');
+  for (const char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+          out += buf;
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::string rfc3339_utc(std::int64_t unix_ns) {
+  return absl::FormatTime("%Y-%m-%d%ET%H:%M:%E*SZ", absl::FromUnixNanos(unix_ns), absl::UTCTimeZone());
+}
+
+bool valid_utf8(std::string_view text) noexcept { return simdjson::validate_utf8(text.data(), text.size()); }
+
+}  // namespace paygent::server

@@ -1,0 +1,68 @@
+// The JSON bodies of paygentd's API (docs/wire.md): strict parsing of request bodies into
+// records, and the small JSON writing the replies need.
+//
+// Parsing is strict: a body must be one JSON object with exactly the documented fields (an unknown
+// or repeated field is refused, so that a typo never silently means a default), every field of
+// the documented type, counts and amounts non-negative integers that fit in int64. A failure is
+// InvalidArgument whose message starts with the path of the offending field, e.g.
+//   "events[3].cost_nanos: must be a non-negative integer"
+//   "body: not valid JSON (truncated or malformed): ..."
+//
+// Thread safety: free functions, safe from any thread (each thread parses with its own parser).
+// The returned records own their text; nothing of `body` is kept.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/storage.h"
+
+namespace paygent::server {
+
+inline constexpr std::size_t kMaxBatchEvents = 1000;
+// Longest id, name or other text field, in bytes.
+inline constexpr std::size_t kMaxTextBytes = 1024;
+// Most meta tags on one event.
+inline constexpr std::size_t kMaxMetaTags = 64;
+
+// POST /api/v1/events:batch: {"events": [1 to 1,000 events]}. Every field of an event is required:
+// id (32 lowercase hex digits), user_id (non-empty), session_id, agent_id, indicator, model,
+// provider (strings), input_tokens, output_tokens, cached_input_tokens,
+// cache_creation_input_tokens, reasoning_tokens, cost_nanos, ts_ns (non-negative integers),
+// meta_tags (an object of at most 64 string values), estimated (boolean).
+absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body);
+
+// POST /api/v1/products: {"name": non-empty string}.
+struct NewProduct {
+  std::string name;
+};
+absl::StatusOr<NewProduct> parse_new_product(std::string_view body);
+
+// POST /api/v1/users: {"user_id": non-empty string, "name": optional string}.
+struct NewUser {
+  std::string user_id;
+  std::string name;
+};
+absl::StatusOr<NewUser> parse_new_user(std::string_view body);
+
+// POST /api/v1/users/{id}/subscription: {"plan": non-empty string, "period_start": RFC 3339,
+// "period_end": RFC 3339 after period_start}, both between 1970 and 2262 (int64 nanoseconds).
+absl::StatusOr<Subscription> parse_subscription(std::string_view body);
+
+// `text` as a JSON string literal, quotes included. `text` must be valid UTF-8.
+std::string json_quote(std::string_view text);
+
+// `unix_ns` as RFC 3339 UTC text with a "Z" suffix ("2026-11-01T00:00:00Z"; fractional seconds
+// only when there are some).
+std::string rfc3339_utc(std::int64_t unix_ns);
+
+// True when `text` is valid UTF-8 (for text that did not come through the JSON parser, such as a
+// percent-decoded path segment).
+bool valid_utf8(std::string_view text) noexcept;
+
+}  // namespace paygent::server
