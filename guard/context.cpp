@@ -34,9 +34,11 @@ std::shared_ptr<ContextData> merge(const ContextData* outer, std::string user_id
 
 }  // namespace
 
-Context::Context(std::string user_id, ContextOptions options)
-    : saved_(std::move(t_current)) {
-  t_current = merge(saved_.get(), std::move(user_id), std::move(options));
+Context::Context(std::string user_id, ContextOptions options) {
+  // Built before anything changes: if it throws (out of memory), the outer scope stays current.
+  Captured inner = merge(t_current.get(), std::move(user_id), std::move(options));
+  saved_ = std::move(t_current);
+  t_current = std::move(inner);
 }
 
 Context::~Context() { t_current = std::move(saved_); }

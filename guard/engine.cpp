@@ -112,15 +112,18 @@ Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const Compiled
   return v;
 }
 
-// Keeps the most restrictive of two results: higher status, then higher usage_pct; first wins ties.
-void keep_worse(GuardResult& best, const GuardResult& r) noexcept {
+}  // namespace
+
+// --- Verdicts -------------------------------------------------------------------------------------
+
+void Verdicts::add(const GuardResult& r) noexcept {
+  if (count < kMax) each[count++] = r;
+  // The most restrictive: higher status, then higher usage_pct; the first wins ties.
   if (best.reason == GateReason::kNone || r.status > best.status ||
       (r.status == best.status && r.usage_pct > best.usage_pct)) {
     best = r;
   }
 }
-
-}  // namespace
 
 // --- StripedCounter -------------------------------------------------------------------------------
 
@@ -212,7 +215,9 @@ void Engine::apply_backend_usage(const BackendUsage& u) {
     report_error(acked.status());
     return;
   }
-  w->external.store(u.spend_nanos - acked->cost, std::memory_order_relaxed);
+  // Never below 0: a backend that knows less than we had acknowledged (a restored replica) must
+  // not loosen the cap.
+  w->external.store(std::max<Nanos>(u.spend_nanos - acked->cost, 0), std::memory_order_relaxed);
   for (const auto& [name, backend_tokens] : u.model_tokens) {
     const ModelInfo* m = model_for(name);
     ModelCounters* c = w->counters(m->id);
@@ -221,7 +226,7 @@ void Engine::apply_backend_usage(const BackendUsage& u) {
     for (const auto& am : acked->by_model) {
       if (am.model == m->name) local += am.input_tokens + am.output_tokens;
     }
-    c->external_tokens.store(backend_tokens - local, std::memory_order_relaxed);
+    c->external_tokens.store(std::max<std::int64_t>(backend_tokens - local, 0), std::memory_order_relaxed);
   }
 }
 
@@ -236,6 +241,11 @@ void Engine::apply_backend_plans(std::string_view json) {
   }
   if (*parsed == *plans.load(std::memory_order_acquire)->config) return;
   if (absl::Status s = install_plans(*std::move(parsed)); !s.ok()) report_error(s);
+}
+
+void Engine::events_rejected(std::int64_t count, std::string reason) {
+  counters.rejected_events.add(count);
+  report_error(absl::InvalidArgumentError(std::move(reason)));
 }
 
 void Engine::events_dropped(std::int64_t count) {
@@ -348,24 +358,44 @@ const ModelInfo* Engine::model_for(std::string_view raw_model) {
 }
 
 const CompiledPlan* Engine::resolve_plan(UserState* user, const PlanSnapshot* snap) {
-  const Assignment* a = user->assignment.load(std::memory_order_acquire);
-  const CompiledPlan* plan = snap->default_plan;
-  if (a != nullptr && !a->plan.empty()) {
-    auto it = snap->by_name.find(a->plan);
-    if (it != snap->by_name.end()) {
-      plan = it->second;
-    } else {
-      // The user's plan was removed by a plan swap: meter without gating, and say so.
-      plan = &snap->unlimited;
-      report_error(absl::NotFoundError(str_cat("user ", user->key, ": plan \"", a->plan,
-                                                    "\" is not in the current plans; the user is not gated")));
+  for (;;) {
+    const Assignment* a = user->assignment.load(std::memory_order_acquire);
+    const CompiledPlan* plan = snap->default_plan;
+    if (a != nullptr && !a->plan.empty()) {
+      auto it = snap->by_name.find(a->plan);
+      if (it != snap->by_name.end()) {
+        plan = it->second;
+      } else {
+        // The user's plan was removed by a plan swap: meter without gating, and say so.
+        plan = &snap->unlimited;
+        report_error(absl::NotFoundError(str_cat("user ", user->key, ": plan \"", a->plan,
+                                                 "\" is not in the current plans; the user is not gated")));
+      }
     }
+    user->plan_cache.store(plan, std::memory_order_release);
+    // An assignment that changed meanwhile may have cleared the cache before our store: redo it,
+    // or the user would stay on the old plan.
+    if (user->assignment.load(std::memory_order_acquire) == a) return plan;
   }
-  user->plan_cache.store(plan, std::memory_order_release);
-  return plan;
 }
 
+namespace {
+
+// Errors found under a user's mutex, reported once it is released: an on_error callback may call
+// back into Paygent for the same user.
+struct DeferredErrors {
+  Engine* engine;
+  std::vector<absl::Status> list;
+  void push_back(absl::Status s) { list.push_back(std::move(s)); }
+  ~DeferredErrors() {
+    for (auto& s : list) engine->report_error(std::move(s));
+  }
+};
+
+}  // namespace
+
 PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std::int64_t now) {
+  DeferredErrors deferred{this, {}};  // declared first: reports after the lock is released
   std::lock_guard<std::mutex> lock(user->mu);
   const Assignment* a = user->assignment.load(std::memory_order_acquire);
   PeriodWindow* cur = user->period.load(std::memory_order_acquire);
@@ -379,7 +409,16 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
   const std::int64_t start = absl::ToUnixNanos(bounds.start);
   const std::int64_t end = absl::ToUnixNanos(bounds.end);
   if (cur != nullptr && cur->start_ns == start && cur->end_ns == end) {
-    cur->tag.store(plan, std::memory_order_release);  // same period: a new plan applies to it
+    // Same period: the new plan or assignment applies to it. Its model limits need counters.
+    for (const CompiledLimit& l : plan->limits) {
+      if (cur->counters(l.model->id) == nullptr && !cur->slots_exhausted.exchange(true)) {
+        deferred.push_back(absl::ResourceExhaustedError(
+            str_cat("user ", user->key, ": no counter slot left this period for model ", l.model->name,
+                    "; its token limit applies from the next period")));
+      }
+    }
+    cur->assignment_tag.store(a, std::memory_order_release);
+    cur->tag.store(plan, std::memory_order_release);
     return cur;
   }
   const std::size_t slots = plan->limits.size() + kSpareModelSlots;
@@ -412,9 +451,10 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
         c->cost.store(m.cost, std::memory_order_relaxed);
       }
     } else {
-      report_error(totals.status());
+      deferred.push_back(totals.status());
     }
   }
+  w->assignment_tag.store(a, std::memory_order_release);
   w->tag.store(plan, std::memory_order_release);
   PeriodWindow* out = w.get();
   user->periods.push_back(std::move(w));
@@ -436,6 +476,7 @@ void restore_session(SessionWindow& w, const SessionTotals& t) {
 }  // namespace
 
 SessionWindow* Engine::roll_implicit_session(UserState* user, const CompiledPlan* plan, std::int64_t now) {
+  DeferredErrors deferred{this, {}};
   std::lock_guard<std::mutex> lock(user->mu);
   SessionWindow* cur = user->implicit_session.load(std::memory_order_acquire);
   if (cur != nullptr && now - cur->last_activity_ns.load(std::memory_order_relaxed) <= plan->session_timeout_ns) {
@@ -455,7 +496,7 @@ SessionWindow* Engine::roll_implicit_session(UserState* user, const CompiledPlan
         }
       }
     } else {
-      report_error(found.status());
+      deferred.push_back(found.status());
     }
   }
   if (!w) w.reset(arena.make<SessionWindow>(str_cat("auto-", now / kNanosPerMs), now));
@@ -481,6 +522,7 @@ SessionEntry* Engine::session_entry(UserState* user, std::string_view session_id
 
 SessionWindow* Engine::roll_named_session(SessionEntry* entry, const CompiledPlan* plan, std::int64_t now) {
   UserState* user = entry->user;
+  DeferredErrors deferred{this, {}};
   std::lock_guard<std::mutex> lock(user->mu);
   SessionWindow* cur = entry->window.load(std::memory_order_acquire);
   if (cur != nullptr && now - cur->last_activity_ns.load(std::memory_order_relaxed) <= plan->session_timeout_ns) {
@@ -495,7 +537,7 @@ SessionWindow* Engine::roll_named_session(SessionEntry* entry, const CompiledPla
         restore_session(*w, found->front());
       }
     } else {
-      report_error(found.status());
+      deferred.push_back(found.status());
     }
   }
   SessionWindow* out = w.get();
@@ -529,7 +571,8 @@ bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site) {
   site.plan = plan;
 
   PeriodWindow* period = user->period.load(std::memory_order_acquire);
-  if (period == nullptr || now >= period->end_ns || period->tag.load(std::memory_order_acquire) != plan) {
+  if (period == nullptr || now >= period->end_ns || period->tag.load(std::memory_order_acquire) != plan ||
+      period->assignment_tag.load(std::memory_order_acquire) != user->assignment.load(std::memory_order_acquire)) {
     period = roll_period(user, plan, now);
   }
   site.period = period;
@@ -612,19 +655,19 @@ GuardResult spend_result(GateReason reason, const Verdict& v, std::int64_t curre
 
 }  // namespace
 
-GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) const noexcept {
+GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens,
+                             Verdicts& verdicts) const noexcept {
   const CompiledPlan& plan = *site.plan;
-  GuardResult best;
   if (plan.max_period) {
     const Nanos c = site.period->committed.load(std::memory_order_acquire) +
                     site.period->external.load(std::memory_order_relaxed);
     const Verdict v = judge(c, est_cost, *plan.max_period, plan);
-    keep_worse(best, spend_result(GateReason::kTotalSpend, v, c + est_cost, *plan.max_period, site.period->end_ns, plan));
+    verdicts.add(spend_result(GateReason::kTotalSpend, v, c + est_cost, *plan.max_period, site.period->end_ns, plan));
   }
   if (plan.max_session) {
     const Nanos c = site.session->committed.load(std::memory_order_acquire);
     const Verdict v = judge(c, est_cost, *plan.max_session, plan);
-    keep_worse(best, spend_result(GateReason::kSessionSpend, v, c + est_cost, *plan.max_session,
+    verdicts.add(spend_result(GateReason::kSessionSpend, v, c + est_cost, *plan.max_session,
                                   site.now_ns + plan.session_timeout_ns, plan));
   }
   if (const CompiledLimit* l = plan.limit_for(site.model)) {
@@ -635,23 +678,23 @@ GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::i
     const Verdict v = judge(c, est_tokens, l->max_tokens, plan);
     GuardResult r = spend_result(GateReason::kModelLimit, v, c + est_tokens, l->max_tokens, site.period->end_ns, plan);
     r.model = l->model->name;
-    keep_worse(best, r);
+    verdicts.add(r);
   }
-  return best;
+  return verdicts.best;
 }
 
-GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) noexcept {
+GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens,
+                          Verdicts& verdicts) noexcept {
   const CompiledPlan& plan = *site.plan;
   PeriodWindow& period = *site.period;
   SessionWindow& session = *site.session;
   ModelCounters* mc = period.counters(site.model->id);
   const CompiledLimit* limit = plan.limit_for(site.model);
-  if (limit != nullptr && mc == nullptr) {
+  if (limit != nullptr && mc == nullptr && !period.slots_exhausted.exchange(true)) {
     report_error(absl::ResourceExhaustedError(str_cat("no counter slot for model ", site.model->name,
                                                            "; its token limit is not enforced this period")));
   }
 
-  GuardResult best;
   // Holds `e` on `counter` if the limit admits it; returns the verdict (nothing held when hard).
   // `external` is usage the backend knows of beyond this process's own (0 without a backend).
   auto hold = [&](std::atomic<std::int64_t>& counter, std::int64_t external, std::int64_t e,
@@ -677,18 +720,18 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
   const Verdict vp =
       hold(period.committed, period.external.load(std::memory_order_relaxed), est_cost, plan.max_period, current);
   if (plan.max_period) {
-    keep_worse(best, spend_result(GateReason::kTotalSpend, vp, current, *plan.max_period, period.end_ns, plan));
+    verdicts.add(spend_result(GateReason::kTotalSpend, vp, current, *plan.max_period, period.end_ns, plan));
   }
-  if (vp.status == GateStatus::kHardGate) return best;
+  if (vp.status == GateStatus::kHardGate) return verdicts.best;
 
   const Verdict vs = hold(session.committed, 0, est_cost, plan.max_session, current);
   if (plan.max_session) {
-    keep_worse(best, spend_result(GateReason::kSessionSpend, vs, current, *plan.max_session,
+    verdicts.add(spend_result(GateReason::kSessionSpend, vs, current, *plan.max_session,
                                   site.now_ns + plan.session_timeout_ns, plan));
   }
   if (vs.status == GateStatus::kHardGate) {
     period.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
-    return best;
+    return verdicts.best;
   }
 
   if (mc != nullptr) {
@@ -699,15 +742,15 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
     if (limit != nullptr) {
       GuardResult r = spend_result(GateReason::kModelLimit, vm, current, limit->max_tokens, period.end_ns, plan);
       r.model = limit->model->name;
-      keep_worse(best, r);
+      verdicts.add(r);
     }
     if (vm.status == GateStatus::kHardGate) {
       period.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
       session.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
-      return best;
+      return verdicts.best;
     }
   }
-  return best;
+  return verdicts.best;
 }
 
 template <class F, class... A>
@@ -724,35 +767,41 @@ void Engine::invoke_callback(const F& f, const A&... args) noexcept {
   }
 }
 
-void Engine::fire_gate_callbacks(const CallSite& site, const GuardResult& r) noexcept {
-  if (r.status == GateStatus::kHardGate) {
+void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts) noexcept {
+  if (verdicts.best.status == GateStatus::kHardGate) {
     counters.hard_gates.add();
-    invoke_callback(options.on_hard_gate, r);
-    return;
+    invoke_callback(options.on_hard_gate, verdicts.best);
   }
-  if (r.status != GateStatus::kSoftGate) return;
-  // Each threshold of each limit fires once per window: the first call to set its bit fires it.
-  std::atomic<std::uint64_t>* fired = &site.period->fired;
-  int limit_index = 0;
-  if (r.reason == GateReason::kSessionSpend) {
-    fired = &site.session->fired;
-  } else if (r.reason == GateReason::kModelLimit) {
-    limit_index = 1;
-    for (const auto& l : site.plan->limits) {
-      if (l.model->name == r.model) break;
-      ++limit_index;
+  // Every limit's soft thresholds, not only the worst limit's: an 80% alert on the period spend
+  // must fire even when the model quota is the tighter limit. Each threshold of each limit fires
+  // once per window (period, or session for the session limit); a call that jumps over several
+  // thresholds fires each of them, lowest first.
+  for (int k = 0; k < verdicts.count; ++k) {
+    const GuardResult& r = verdicts.each[k];
+    if (r.status != GateStatus::kSoftGate) continue;
+    std::atomic<std::uint64_t>* fired = &site.period->fired;
+    int limit_index = 0;
+    if (r.reason == GateReason::kSessionSpend) {
+      fired = &site.session->fired;
+    } else if (r.reason == GateReason::kModelLimit) {
+      limit_index = 1;
+      for (const auto& l : site.plan->limits) {
+        if (l.model->name == r.model) break;
+        ++limit_index;
+      }
+      limit_index = std::min(limit_index, 7);  // model limits past the 7th share one group of bits
     }
-    if (limit_index > 7) limit_index = 7;
+    const auto& soft = site.plan->soft;
+    for (std::size_t i = 0; i < soft.size() && i < 8 && soft[i] <= r.threshold; ++i) {
+      const std::uint64_t bit = std::uint64_t{1} << (limit_index * 8 + static_cast<int>(i));
+      if ((fired->load(std::memory_order_relaxed) & bit) != 0) continue;
+      if ((fired->fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) continue;
+      counters.soft_gates.add();
+      GuardResult at = r;
+      at.threshold = soft[i];
+      invoke_callback(options.on_soft_gate, at);
+    }
   }
-  int threshold_index = 0;
-  for (std::size_t i = 0; i < site.plan->soft.size(); ++i) {
-    if (site.plan->soft[i] == r.threshold) threshold_index = static_cast<int>(i);
-  }
-  const std::uint64_t bit = std::uint64_t{1} << (limit_index * 8 + std::min(threshold_index, 7));
-  if ((fired->load(std::memory_order_relaxed) & bit) != 0) return;
-  if ((fired->fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) return;
-  counters.soft_gates.add();
-  invoke_callback(options.on_soft_gate, r);
 }
 
 // --- Engine: settling and metering ----------------------------------------------------------------
@@ -965,6 +1014,7 @@ void Engine::drain_to_store() {
   if (pending.size() > kMaxPendingEvents) {
     const std::size_t drop = pending.size() - kMaxPendingEvents;
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(drop));
+    counters.dropped_events.add(static_cast<std::int64_t>(drop));
     report_error(absl::ResourceExhaustedError(
         str_cat("local store failing: dropped the ", drop, " oldest unstored events")));
   }

@@ -47,6 +47,8 @@ Reservation& Reservation::operator=(Reservation&& other) noexcept {
     period_ = other.period_;
     session_ = other.session_;
     model_ = other.model_;
+    price_ = other.price_;
+    price_source_ = other.price_source_;
     context_ = std::move(other.context_);
     cost_ = other.cost_;
     input_tokens_ = other.input_tokens_;
@@ -181,6 +183,7 @@ GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate)
   e.counters.checks.add();
   CallSite site;
   GuardResult r;
+  internal::Verdicts verdicts;
   try {
     if (!e.resolve_now(model, site)) {
       e.counters.unmetered.add();
@@ -188,15 +191,16 @@ GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate)
       return r;
     }
     const std::int64_t est_tokens = estimate.prompt_tokens + estimate.max_output_tokens;
-    r = e.evaluate(site, e.estimate_cost(site.price, estimate.prompt_tokens, estimate.max_output_tokens), est_tokens);
-    if (e.backend_closed()) r = backend_unavailable();
+    r = e.evaluate(site, e.estimate_cost(site.price, estimate.prompt_tokens, estimate.max_output_tokens), est_tokens,
+                   verdicts);
+    if (e.backend_closed()) r = verdicts.best = backend_unavailable();
   } catch (...) {
     e.report_error(absl::InternalError("check failed; the call proceeds unmetered"));
     r = GuardResult{};
     r.status = GateStatus::kUnmetered;
     return r;
   }
-  e.fire_gate_callbacks(site, r);
+  e.fire_gate_callbacks(site, verdicts);
   if (r.status == GateStatus::kHardGate && e.options.raise_on_hard_gate) throw LimitExceeded(r);
   return r;
 }
@@ -220,26 +224,31 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
   const std::int64_t prompt = std::max<std::int64_t>(estimate.prompt_tokens, 0);
   const std::int64_t output = std::max<std::int64_t>(estimate.max_output_tokens, 0);
   const Nanos cost = e.estimate_cost(site.price, prompt, output);
+  internal::Verdicts verdicts;
   if (e.backend_closed()) {
-    const GuardResult closed = backend_unavailable();
-    e.fire_gate_callbacks(site, closed);
-    if (e.options.raise_on_hard_gate) throw LimitExceeded(closed);
+    verdicts.best = backend_unavailable();
+    e.fire_gate_callbacks(site, verdicts);
+    if (e.options.raise_on_hard_gate) throw LimitExceeded(verdicts.best);
+    verdicts = internal::Verdicts{};
   }
-  GuardResult r = e.admit(site, cost, prompt + output);
-  const std::int64_t last = site.session->last_activity_ns.load(std::memory_order_relaxed);
-  if (site.now_ns > last) site.session->last_activity_ns.store(site.now_ns, std::memory_order_relaxed);
-  e.fire_gate_callbacks(site, r);
+  GuardResult r = e.admit(site, cost, prompt + output, verdicts);
+  if (!(e.backend_closed() && !e.options.raise_on_hard_gate)) e.fire_gate_callbacks(site, verdicts);
   if (r.status == GateStatus::kHardGate) {
+    // A blocked call is no activity: retrying against a session cap must not keep it alive.
     if (e.options.raise_on_hard_gate) throw LimitExceeded(r);
     // Not raised: the call runs anyway, so it is held like any other.
     e.apply(site.period, site.session, site.model, cost, 0, prompt + output, nullptr);
   }
+  const std::int64_t last = site.session->last_activity_ns.load(std::memory_order_relaxed);
+  if (site.now_ns > last) site.session->last_activity_ns.store(site.now_ns, std::memory_order_relaxed);
   res.result_ = r;
   res.engine_ = &e;
   res.user_ = site.user;
   res.period_ = site.period;
   res.session_ = site.session;
   res.model_ = site.model;
+  res.price_ = site.price;
+  res.price_source_ = site.price_source;
   res.context_ = Context::capture();
   res.cost_ = cost;
   res.input_tokens_ = prompt;
@@ -259,39 +268,15 @@ Reservation Paygent::reserve_or_fail_open(std::string_view model, const CallEsti
   }
 }
 
-namespace {
-
-// The price that applies to a settled call: the plan's rate, else the catalog's.
-const ModelPrice* price_for(const Engine& e, const internal::UserState* user, const internal::ModelInfo* model,
-                            UsageEvent::PriceSource& source) {
-  const internal::CompiledPlan* plan = user->plan_cache.load(std::memory_order_acquire);
-  if (plan != nullptr) {
-    if (const ModelPrice* p = plan->rate_for(model)) {
-      source = UsageEvent::PriceSource::kPlan;
-      return p;
-    }
-  }
-  (void)e;
-  if (model->catalog_price != nullptr) {
-    source = UsageEvent::PriceSource::kCatalog;
-    return model->catalog_price;
-  }
-  source = UsageEvent::PriceSource::kUnknown;
-  return nullptr;
-}
-
-}  // namespace
 
 void Paygent::settle(Reservation& r, const Usage& usage, Provider provider) noexcept {
   Engine* e = r.engine_;
   if (e == nullptr) return;
   r.engine_ = nullptr;
-  UsageEvent::PriceSource source;
-  const ModelPrice* price = price_for(*e, r.user_, r.model_, source);
-  const Nanos cost = price != nullptr ? cost_of(usage, *price) : 0;
+  const Nanos cost = r.price_ != nullptr ? cost_of(usage, *r.price_) : 0;
   e->apply(r.period_, r.session_, r.model_, cost - r.cost_, cost,
            usage.total_tokens() - (r.input_tokens_ + r.output_tokens_), &usage);
-  e->meter(r.context_, r.user_, r.model_, r.session_, provider, usage, cost, source, r.started_ns_, false);
+  e->meter(r.context_, r.user_, r.model_, r.session_, provider, usage, cost, r.price_source_, r.started_ns_, false);
   r.context_.reset();
 }
 
@@ -303,11 +288,14 @@ void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
     return;
   }
   Engine& e = *r.engine_;
-  if (absl::IsNotFound(extracted.status())) {
+  if (absl::IsNotFound(extracted.status()) &&
+      extracted.status().message().find("provider error") != std::string_view::npos) {
     // A provider error body: the call did not run, so nothing was spent.
     release(r);
     return;
   }
+  // Unreadable, or a success without usage (some compatible servers omit it): the tokens were
+  // spent all the same, so the estimate is metered rather than nothing.
   e.counters.unreadable_responses.add();
   e.report_error(absl::Status(extracted.status().code(),
                               internal::str_cat("unreadable provider response; metering the reservation's estimate: ",
@@ -315,12 +303,11 @@ void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
   Usage estimate;
   estimate.input_tokens = r.input_tokens_;
   estimate.output_tokens = r.output_tokens_;
-  UsageEvent::PriceSource source;
-  const ModelPrice* price = price_for(e, r.user_, r.model_, source);
-  const Nanos cost = price != nullptr ? cost_of(estimate, *price) : 0;
+  const Nanos cost = r.price_ != nullptr ? cost_of(estimate, *r.price_) : 0;
   r.engine_ = nullptr;
   e.apply(r.period_, r.session_, r.model_, cost - r.cost_, cost, 0, &estimate);
-  e.meter(r.context_, r.user_, r.model_, r.session_, Provider::kUnknown, estimate, cost, source, r.started_ns_, true);
+  e.meter(r.context_, r.user_, r.model_, r.session_, Provider::kUnknown, estimate, cost, r.price_source_,
+          r.started_ns_, true);
   r.context_.reset();
 }
 
@@ -456,6 +443,7 @@ Stats Paygent::stats() const noexcept {
   s.stored_events = c.stored_events.sum();
   s.delivered_events = engine_->syncer ? engine_->syncer->delivered() : 0;
   s.dropped_events = c.dropped_events.sum();
+  s.rejected_events = c.rejected_events.sum();
   return s;
 }
 

@@ -241,23 +241,28 @@ absl::StatusOr<std::vector<StoredEvent>> LocalStore::unacked(std::size_t limit) 
   return out;
 }
 
-absl::Status LocalStore::mark_acked(const std::vector<std::string>& ids) {
+absl::Status LocalStore::mark_acked(const std::vector<std::string>& ids, int state) {
   std::lock_guard<std::mutex> lock(mu_);
   Statement st;
-  if (sqlite3_prepare_v2(db_, "UPDATE events SET acked = 1 WHERE id = ?", -1, &st.s, nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(db_, "UPDATE events SET acked = ?2 WHERE id = ?1", -1, &st.s, nullptr) != SQLITE_OK) {
     return error("local store: mark_acked");
   }
   if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   for (const std::string& id : ids) {
     sqlite3_reset(st.s);
     bind_text(st.s, 1, id);
+    sqlite3_bind_int(st.s, 2, state);
     if (sqlite3_step(st.s) != SQLITE_DONE) {
       absl::Status err = error("local store: mark_acked");
       exec("ROLLBACK").IgnoreError();
       return err;
     }
   }
-  return exec("COMMIT");
+  if (absl::Status s = exec("COMMIT"); !s.ok()) {
+    exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::int64_t> LocalStore::unacked_count() {

@@ -86,8 +86,9 @@ class LocalStore {
 
   // Up to `limit` events not yet acknowledged by the backend, oldest first.
   absl::StatusOr<std::vector<StoredEvent>> unacked(std::size_t limit);
-  // Marks the events acknowledged, in one transaction.
-  absl::Status mark_acked(const std::vector<std::string>& ids);
+  // Marks the events acknowledged (state 1), or refused by the backend (state 2: kept, never
+  // resent), in one transaction.
+  absl::Status mark_acked(const std::vector<std::string>& ids, int state = 1);
   absl::StatusOr<std::int64_t> unacked_count();
   // Deletes the oldest unacknowledged events beyond `keep`; returns how many were deleted.
   absl::StatusOr<std::int64_t> drop_oldest_unacked(std::int64_t keep);

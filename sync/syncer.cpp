@@ -128,7 +128,7 @@ struct Syncer::Impl {
   // --- HTTP ---
   net::awaitable<std::optional<Response>> request(http::verb verb, std::string target_path, std::string body) {
     beast::error_code ec;
-    const auto timeout = absl::ToChronoNanoseconds(options.request_timeout);
+    const auto timeout = request_budget();
     for (int attempt = 0; attempt < 2; ++attempt) {  // a kept-alive connection may have been closed
       if (!connected) {
         tcp::resolver resolver(ioc);
@@ -192,8 +192,8 @@ struct Syncer::Impl {
 
   // Sends one batch. Returns 1 when a batch was delivered, 0 when there was nothing to send, -1 on
   // failure (the events stay in the store).
-  net::awaitable<int> deliver_one_batch() {
-    auto batch = store->unacked(options.batch_size);
+  net::awaitable<int> deliver_one_batch(std::size_t limit = 0) {
+    auto batch = store->unacked(limit == 0 ? options.batch_size : limit);
     if (!batch.ok()) {
       target->sync_error(batch.status());
       co_return -1;
@@ -203,6 +203,25 @@ struct Syncer::Impl {
     if (!res) {
       fail(absl::UnavailableError(str_cat("backend unreachable: ", last_error)));
       co_return -1;
+    }
+    if (res->status == 400 || res->status == 413 || res->status == 422) {
+      // The backend refuses the content, so retrying the same batch can never succeed. Find the
+      // refused events one by one, set them aside (reported, counted) and deliver the rest.
+      healthy.store(true);
+      if (batch->size() > 1) {
+        for (std::size_t i = 0; i < batch->size(); ++i) {
+          if (co_await deliver_one_batch(1) < 0) co_return -1;
+        }
+        co_return 1;
+      }
+      if (absl::Status s = store->mark_acked({batch->front().id}, /*state=*/2); !s.ok()) {
+        target->sync_error(s);
+        co_return -1;
+      }
+      target->events_rejected(1, str_cat("the backend refused event ", batch->front().id, " (HTTP ",
+                                         static_cast<int>(res->status), " ", res->body.substr(0, 300),
+                                         "); it is kept in the local store, marked rejected, and not sent again"));
+      co_return 1;
     }
     if (res->status != 200) {
       fail(absl::UnavailableError(str_cat("backend refused a batch of ", batch->size(), " events: HTTP ",
@@ -280,9 +299,33 @@ struct Syncer::Impl {
     }
   }
 
+  // The request timeout, shortened to what is left before a stop's deadline.
+  std::chrono::nanoseconds request_budget() {
+    auto t = std::chrono::nanoseconds(absl::ToChronoNanoseconds(options.request_timeout));
+    std::lock_guard<std::mutex> lock(mu);
+    if (stopping) {
+      const auto left = stop_deadline - std::chrono::steady_clock::now();
+      t = std::max<std::chrono::nanoseconds>(std::min<std::chrono::nanoseconds>(t, left), std::chrono::milliseconds(1));
+    }
+    return t;
+  }
+
+  // While the backend is unhealthy and there is nothing to send, a cheap probe tells when it is
+  // back (strict mode's gate opens as soon as it answers).
+  net::awaitable<void> probe_health() {
+    auto res = co_await request(http::verb::get, "/healthz", "");
+    if (res && res->status == 200) {
+      healthy.store(true);
+      backoff = kMinBackoff;
+    }
+  }
+
   net::awaitable<void> run() {
-    auto last_send = std::chrono::steady_clock::now() - std::chrono::hours(1);
+    using clock = std::chrono::steady_clock;
+    auto last_send = clock::now() - std::chrono::hours(1);
     auto last_refresh = last_send;
+    auto last_bound_check = last_send;
+    auto next_attempt = last_send;  // not before this after a failure (backoff)
     for (;;) {
       std::uint64_t ticket;
       bool stop;
@@ -294,51 +337,81 @@ struct Syncer::Impl {
         users.assign(watched.begin(), watched.end());
         watched.clear();
       }
-      const auto now = std::chrono::steady_clock::now();
+      wake_pending.store(false);
+      const auto now = clock::now();
       const bool flushing = ticket != flush_done;
+      const bool backing_off = now < next_attempt;
       bool ok = true;
-      if (now - last_refresh >= absl::ToChronoNanoseconds(options.refresh_interval)) {
+      bool attempted = false;
+      if (!backing_off && now - last_refresh >= absl::ToChronoNanoseconds(options.refresh_interval)) {
         co_await refresh_plans();
         last_refresh = now;
       }
-      co_await enforce_spool_bound();
-      auto pending = store->unacked_count();
-      const bool batch_full = pending.ok() && *pending >= static_cast<std::int64_t>(options.batch_size);
-      const bool due = now - last_send >= absl::ToChronoNanoseconds(options.flush_interval);
-      if (flushing || batch_full || due || stop) {
-        for (;;) {
-          const int r = co_await deliver_one_batch();
-          if (r <= 0) {
-            ok = r == 0;
-            break;
-          }
-        }
-        last_send = std::chrono::steady_clock::now();
+      if (now - last_bound_check >= std::chrono::seconds(1) || stop) {
+        co_await enforce_spool_bound();
+        last_bound_check = now;
       }
-      if (!users.empty()) co_await refresh_users(std::move(users));
+      // A flush or a stop tries at once; otherwise a failure is retried only after its backoff.
+      if (flushing || stop || !backing_off) {
+        auto pending = store->unacked_count();
+        const bool batch_full = pending.ok() && *pending >= static_cast<std::int64_t>(options.batch_size);
+        const bool due = now - last_send >= absl::ToChronoNanoseconds(options.flush_interval);
+        if (flushing || batch_full || due || stop) {
+          attempted = true;
+          // Deliver what is there now; events arriving meanwhile wait for the next pass, so that
+          // a flush, a stop or a refresh is never starved by steady traffic.
+          std::int64_t budget = pending.ok() ? *pending : 0;
+          while (budget > 0) {
+            const int r = co_await deliver_one_batch();
+            if (r < 0) ok = false;
+            if (r <= 0) break;
+            budget -= static_cast<std::int64_t>(options.batch_size);
+            if (stop && clock::now() >= stop_deadline_copy()) break;
+          }
+          last_send = clock::now();
+          if (ok && !healthy.load() && budget <= 0) co_await probe_health();
+        } else if (!healthy.load()) {
+          attempted = true;
+          co_await probe_health();
+          ok = healthy.load();
+        }
+      }
+      if (!users.empty() && ok) co_await refresh_users(std::move(users));
+      if (attempted && !ok) {
+        std::uniform_real_distribution<double> jitter(0.5, 1.5);
+        next_attempt = clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(backoff * jitter(rng));
+        backoff = std::min<std::chrono::nanoseconds>(backoff * 2, kMaxBackoff);
+      }
       {
         std::lock_guard<std::mutex> lock(mu);
         if (flushing) {
           flush_done = ticket;
-          flush_ok = ok;
+          flush_ok = ok && attempted;
           flush_error = last_error;
           flushed.notify_all();
         }
-        if (stopping && (ok || std::chrono::steady_clock::now() >= stop_deadline)) break;
+        // `stop` is this pass's snapshot: a stop requested during the pass gets a pass of its own.
+        if (stop && (ok || clock::now() >= stop_deadline)) break;
       }
-      // Sleep until the next flush is due, or a retry after a failure (backoff with jitter), or
-      // a wake-up.
-      std::chrono::nanoseconds wait = absl::ToChronoNanoseconds(options.flush_interval);
-      if (!ok) {
-        std::uniform_real_distribution<double> jitter(0.5, 1.5);
-        wait = std::chrono::duration_cast<std::chrono::nanoseconds>(backoff * jitter(rng));
-        backoff = std::min<std::chrono::nanoseconds>(backoff * 2, kMaxBackoff);
+      // Sleep until the next flush is due, the backoff ends, or a wake-up (unless one came in
+      // while this pass ran).
+      auto wait = std::chrono::nanoseconds(absl::ToChronoNanoseconds(options.flush_interval));
+      if (clock::now() < next_attempt) wait = std::min<std::chrono::nanoseconds>(wait, next_attempt - clock::now());
+      if (stop) {
+        wait = std::min<std::chrono::nanoseconds>(
+            wait, std::max<std::chrono::nanoseconds>(stop_deadline_copy() - clock::now(), std::chrono::milliseconds(1)));
       }
+      if (wake_pending.load()) continue;
       timer.expires_after(wait);
       beast::error_code ec;
       co_await timer.async_wait(net::redirect_error(net::use_awaitable, ec));
     }
     disconnect();
+  }
+
+  std::chrono::steady_clock::time_point stop_deadline_copy() {
+    std::lock_guard<std::mutex> lock(mu);
+    return stop_deadline;
   }
 
   SyncOptions options;
@@ -358,6 +431,7 @@ struct Syncer::Impl {
   std::thread thread;
 
   std::atomic<bool> healthy{true};
+  std::atomic<bool> wake_pending{false};  // a wake() that came while no timer was armed
   std::atomic<std::int64_t> delivered_count{0};
   std::atomic<std::int64_t> failures{0};
 
@@ -456,6 +530,7 @@ Syncer::~Syncer() {
 
 void Syncer::wake() noexcept {
   Impl* p = impl_.get();
+  p->wake_pending.store(true);
   net::post(p->ioc, [p] { p->timer.cancel(); });
 }
 
@@ -493,8 +568,8 @@ void Syncer::stop(absl::Duration deadline) {
   wake();
   // The loop ends by itself once delivered or past the deadline; past it (plus one request
   // timeout) we stop it outright.
-  const auto hard_stop = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(deadline) +
-                         absl::ToChronoNanoseconds(impl_->options.request_timeout);
+  const auto hard_stop =
+      std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(deadline) + std::chrono::milliseconds(100);
   std::thread waker([this, hard_stop] {
     while (std::chrono::steady_clock::now() < hard_stop && !impl_->ioc.stopped()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -51,6 +51,8 @@ class SyncTarget {
   virtual void apply_backend_plans(std::string_view plan_config_json) = 0;
   virtual void sync_error(absl::Status status) = 0;
   virtual void events_dropped(std::int64_t count) = 0;
+  // Events the backend refused as malformed: set aside, never resent.
+  virtual void events_rejected(std::int64_t count, std::string reason) = 0;
 };
 
 class Syncer {

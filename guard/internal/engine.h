@@ -88,7 +88,9 @@ struct alignas(64) PeriodWindow {
 
   const std::int64_t start_ns;
   const std::int64_t end_ns;
-  std::atomic<const void*> tag{nullptr};  // the assignment it was computed for
+  std::atomic<const void*> tag{nullptr};             // the plan it was computed for
+  std::atomic<const void*> assignment_tag{nullptr};  // and the user's assignment
+  std::atomic<bool> slots_exhausted{false};          // said once: a limited model found no slot
   PeriodRule rule = PeriodRule::kMonth;
   std::atomic<Nanos> committed{0};  // settled + held
   std::atomic<Nanos> spend{0};      // settled
@@ -202,6 +204,16 @@ struct QueuedEvent {
   bool estimated = false;
 };
 
+// The verdicts of the (at most three) limits that apply to one call: period spend, session spend
+// and the called model's tokens, and the most restrictive of them.
+struct Verdicts {
+  static constexpr int kMax = 3;
+  GuardResult best;
+  GuardResult each[kMax];
+  int count = 0;
+  void add(const GuardResult& r) noexcept;
+};
+
 // Where a call stands: everything the gate needs, resolved once.
 struct CallSite {
   const ContextData* context = nullptr;
@@ -227,6 +239,7 @@ struct Engine final : SyncTarget {
   void apply_backend_plans(std::string_view plan_config_json) override;
   void sync_error(absl::Status status) override { report_error(std::move(status)); }
   void events_dropped(std::int64_t count) override;
+  void events_rejected(std::int64_t count, std::string reason) override;
   // True when strict_backend is on and the backend cannot be reached: every call is gated hard.
   [[nodiscard]] bool backend_closed() const noexcept {
     return options.strict_backend && syncer != nullptr && !syncer->backend_healthy();
@@ -241,10 +254,11 @@ struct Engine final : SyncTarget {
   // from the precise one when a period end or a session expiry is within 50 ms, so that no
   // boundary is judged late and every event near one is stamped exactly.
   bool resolve_now(std::string_view model, CallSite& site);
-  GuardResult evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) const noexcept;
+  GuardResult evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens,
+                       Verdicts& verdicts) const noexcept;
   // Holds the estimate against every limit; on a hard gate holds nothing and returns the result.
-  GuardResult admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) noexcept;
-  void fire_gate_callbacks(const CallSite& site, const GuardResult& r) noexcept;
+  GuardResult admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens, Verdicts& verdicts) noexcept;
+  void fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts) noexcept;
   void apply(PeriodWindow* period, SessionWindow* session, const ModelInfo* model, Nanos cost_delta,
              Nanos cost_settled, std::int64_t tokens_delta, const Usage* settled) noexcept;
   void meter(const std::shared_ptr<const ContextData>& context, UserState* user, const ModelInfo* model,
@@ -284,7 +298,7 @@ struct Engine final : SyncTarget {
 
   struct Counters {
     StripedCounter checks, events, soft_gates, hard_gates, unmetered, errors, callback_failures,
-        unknown_models, unreadable_responses, queue_overflows, stored_events, dropped_events;
+        unknown_models, unreadable_responses, queue_overflows, stored_events, dropped_events, rejected_events;
   } counters;
 
   // Event pipeline to the local store (only when a store is open).

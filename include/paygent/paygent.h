@@ -145,6 +145,8 @@ class Reservation {
   internal::PeriodWindow* period_ = nullptr;
   internal::SessionWindow* session_ = nullptr;
   const internal::ModelInfo* model_ = nullptr;
+  const ModelPrice* price_ = nullptr;  // the price in force when the call was admitted
+  UsageEvent::PriceSource price_source_ = UsageEvent::PriceSource::kUnknown;
   std::shared_ptr<const ContextData> context_;
   Nanos cost_ = 0;
   std::int64_t input_tokens_ = 0;   // the estimate held: prompt tokens
@@ -195,6 +197,7 @@ struct Stats {
   std::int64_t stored_events = 0;      // events committed to the local store
   std::int64_t delivered_events = 0;   // events acknowledged by the backend
   std::int64_t dropped_events = 0;     // undelivered events dropped past max_spool_events
+  std::int64_t rejected_events = 0;    // events the backend refused as malformed (kept, not resent)
 };
 
 class Paygent {

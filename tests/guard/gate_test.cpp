@@ -286,3 +286,72 @@ TEST_CASE("guard.gate.zero_limit_blocks_everything") {
 }
 
 }  // namespace paygent
+
+namespace paygent {
+
+TEST_CASE("guard.gate.every_limit_fires_its_own_soft_alerts") {
+  // The model quota is the tighter limit (95%), yet the period's 80% alert must fire too.
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  p.model_limits["m"].max_tokens_per_period = 1'000'000;
+  Harness h(testing::config_with(p));
+  Context ctx("u1");
+  h.pg->record("m", tokens(860'000, 0));  // $0.86: period 86%, model 86%
+  h.pg->record("gpt-4o", tokens(0, 0));
+  h.pg->record("m", tokens(90'000, 0));   // model 95%, period 95%
+  h.pg->check("m");
+  int period = 0, model = 0;
+  for (const auto& r : h.soft) {
+    period += r.reason == GateReason::kTotalSpend;
+    model += r.reason == GateReason::kModelLimit;
+  }
+  CHECK(period == 1);
+  CHECK(model == 1);
+}
+
+TEST_CASE("guard.gate.a_jump_over_several_thresholds_fires_each_once") {
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  Harness h(testing::config_with(p, {500'000, 800'000, 950'000}));
+  Context ctx("u1");
+  h.pg->record("m", tokens(960'000, 0));  // 0% -> 96% in one call
+  h.pg->check("m");
+  REQUIRE(h.soft.size() == 3);
+  CHECK(h.soft[0].threshold == 500'000);
+  CHECK(h.soft[1].threshold == 800'000);
+  CHECK(h.soft[2].threshold == 950'000);
+  h.pg->check("m");
+  CHECK(h.soft.size() == 3);
+}
+
+TEST_CASE("guard.gate.a_new_subscription_on_the_same_plan_moves_the_period") {
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  Harness h(testing::config_with(p));
+  h.clock.set(testing::utc(2026, 11, 20));
+  Context ctx("u1");
+  h.pg->check("m");
+  REQUIRE(h.pg->report("u1")->period.start == testing::utc(2026, 11, 1));
+  REQUIRE(h.pg->subscribe("u1", "pro", testing::utc(2026, 11, 15), testing::utc(2026, 12, 15)).ok());
+  h.pg->check("m");
+  CHECK(h.pg->report("u1")->period.start == testing::utc(2026, 11, 15));
+  CHECK(h.pg->report("u1")->period.end == testing::utc(2026, 12, 15));
+}
+
+TEST_CASE("guard.gate.a_blocked_call_does_not_keep_its_session_alive") {
+  Plan p = testing::round_plan();
+  p.max_spend_per_session = kDollar;
+  p.session_timeout = absl::Minutes(30);
+  Harness h(testing::config_with(p));
+  Context ctx("u1");
+  h.pg->record("m", tokens(1'000'000, 0));
+  for (int i = 0; i < 3; ++i) {  // retrying every 10 minutes against the cap
+    h.clock.advance(absl::Minutes(10));
+    CHECK_THROWS_AS((void)h.pg->reserve("m", {.prompt_tokens = 1}), LimitExceeded);
+  }
+  // 40 minutes since the last admitted call: the session expired, the cap resets.
+  h.clock.advance(absl::Minutes(10));
+  CHECK_NOTHROW((void)h.pg->reserve("m", {.prompt_tokens = 1}));
+}
+
+}  // namespace paygent

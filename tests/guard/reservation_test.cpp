@@ -228,3 +228,27 @@ TEST_CASE("guard.concurrency.distinct_users_and_plan_swaps") {
 }
 
 }  // namespace paygent
+
+namespace paygent {
+
+TEST_CASE("guard.reservation.settles_at_the_price_it_was_admitted_with") {
+  Plan p = testing::round_plan();
+  p.cost_rates["gpt-4o"] = CostRate{250, 1'000};  // a negotiated rate far below the catalog's
+  auto pg = make(testing::config_with(p));
+  Context ctx("u1");
+  Reservation r = pg->reserve("gpt-4o", {.prompt_tokens = 1000});
+  REQUIRE(pg->assign_plan("u1", "pro").ok());  // clears the user's plan cache mid-call
+  pg->settle(r, tokens(1000, 0));
+  CHECK(pg->report("u1")->spend == 1000 * 250 / 1000);
+}
+
+TEST_CASE("guard.reservation.a_success_without_usage_meters_the_estimate") {
+  auto pg = make(testing::config_with(testing::round_plan()));
+  Context ctx("u1");
+  pg->metered_call("m", {.prompt_tokens = 10, .max_output_tokens = 20},
+                   [] { return std::string(R"({"object":"chat.completion","model":"m","choices":[]})"); });
+  CHECK(pg->report("u1")->spend == 10 * 1'000 + 20 * 2'000);
+  CHECK(pg->stats().unreadable_responses == 1);
+}
+
+}  // namespace paygent

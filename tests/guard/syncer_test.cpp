@@ -55,6 +55,7 @@ class FakeBackend {
     return static_cast<std::int64_t>(ids_.size());
   }
   std::int64_t duplicates() const { return duplicates_.load(); }
+  std::int64_t batch_requests() const { return batch_requests_.load(); }
   void stop() {
     stopping_ = true;
     if (thread_.joinable()) thread_.join();
@@ -138,6 +139,7 @@ class FakeBackend {
   }
 
   std::string respond(const std::string& request_line, const std::string& body) {
+    if (request_line.rfind("POST /api/v1/events:batch", 0) == 0) ++batch_requests_;
     if (mode_ != Mode::kOk && mode_times_-- > 0) {
       if (mode_ == Mode::kGarbage) return http(200, "<html>certainly not json");
       if (mode_ == Mode::kError500) return http(500, "{\"error\":{\"code\":\"internal\",\"message\":\"boom\"}}");
@@ -150,6 +152,11 @@ class FakeBackend {
       if (parser.parse(body).get(doc) != simdjson::SUCCESS) return http(400, "{}");
       std::int64_t accepted = 0, dups = 0;
       std::set<std::string> users;
+      for (simdjson::dom::element e : doc["events"].get_array()) {
+        if (e["user_id"].get_string().value() == "poison") {  // the whole batch is refused
+          return http(400, "{\"error\":{\"code\":\"invalid_argument\",\"message\":\"events[0].user_id: poison\"}}");
+        }
+      }
       for (simdjson::dom::element e : doc["events"].get_array()) {
         const std::string id(e["id"].get_string().value());
         const std::string user(e["user_id"].get_string().value());
@@ -186,6 +193,7 @@ class FakeBackend {
   std::map<std::string, Nanos> spend_;
   std::set<std::string> ids_;
   std::atomic<std::int64_t> duplicates_{0};
+  std::atomic<std::int64_t> batch_requests_{0};
 };
 
 // A port nothing listens on (bound, then closed).
@@ -362,6 +370,62 @@ TEST_CASE("sync.strict_mode_fails_closed_while_the_backend_is_away") {
   FakeBackend backend(port);
   REQUIRE(eventually([&] { return c.pg->flush(absl::Seconds(2)).ok(); }, 30));
   CHECK(c.pg->check("m").status == GateStatus::kOk);
+}
+
+TEST_CASE("sync.clean_shutdown_delivers_what_is_queued") {
+  FakeBackend backend;
+  FakeClock clock;
+  for (int round = 0; round < 5; ++round) {
+    Client c(backend.port(), testing::round_plan(), clock, [](Options& o) {
+      o.flush_interval = absl::Seconds(60);  // only the shutdown can deliver
+      o.shutdown_deadline = absl::Seconds(5);
+    });
+    Context ctx("u1");
+    for (int i = 0; i < 5; ++i) c.pg->record("m", tokens(1, 0));
+    c.pg.reset();  // destroyed: must deliver
+    CHECK(backend.events() == 5 * (round + 1));
+  }
+}
+
+TEST_CASE("sync.a_refused_event_is_set_aside_and_the_rest_delivered") {
+  FakeBackend backend;
+  FakeClock clock;
+  Client c(backend.port(), testing::round_plan(), clock);
+  {
+    Context ctx("u1");
+    for (int i = 0; i < 10; ++i) c.pg->record("m", tokens(1, 0));
+  }
+  {
+    Context ctx("poison");
+    c.pg->record("m", tokens(1, 0));
+  }
+  {
+    Context ctx("u1");
+    for (int i = 0; i < 10; ++i) c.pg->record("m", tokens(1, 0));
+  }
+  REQUIRE(eventually([&] { return c.pg->flush(absl::Seconds(2)).ok(); }, 30));
+  CHECK(backend.events() == 20);
+  CHECK(c.pg->stats().rejected_events == 1);
+  std::lock_guard<std::mutex> lock(c.mu);
+  bool said = false;
+  for (const auto& e : c.errors) said = said || e.find("refused event") != std::string::npos;
+  CHECK(said);
+}
+
+TEST_CASE("sync.a_failing_backend_is_retried_with_backoff_not_hammered") {
+  FakeBackend backend;
+  backend.set_mode(FakeBackend::Mode::kError500);  // fails every time
+  FakeClock clock;
+  Client c(backend.port(), testing::round_plan(), clock, [](Options& o) { o.batch_size = 10; });
+  Context ctx("u1");
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (std::chrono::steady_clock::now() < until) {  // steady traffic: a batch fills every few ms
+    c.pg->record("m", tokens(1, 0));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  // Backoff from 100 ms doubling (with jitter): a handful of attempts in 3 s, not one per batch.
+  CHECK(backend.batch_requests() <= 10);
+  CHECK(backend.batch_requests() >= 2);
 }
 
 }  // namespace paygent
