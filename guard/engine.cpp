@@ -117,7 +117,7 @@ Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const Compiled
 // --- Verdicts -------------------------------------------------------------------------------------
 
 void Verdicts::add(const GuardResult& r) noexcept {
-  if (count < kMax) each[count++] = r;
+  if (r.status == GateStatus::kSoftGate && count < kMax) new (each[count++]) GuardResult(r);
   // The most restrictive: higher status, then higher usage_pct; the first wins ties.
   if (best.reason == GateReason::kNone || r.status > best.status ||
       (r.status == best.status && r.usage_pct > best.usage_pct)) {
@@ -777,8 +777,7 @@ void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts)
   // once per window (period, or session for the session limit); a call that jumps over several
   // thresholds fires each of them, lowest first.
   for (int k = 0; k < verdicts.count; ++k) {
-    const GuardResult& r = verdicts.each[k];
-    if (r.status != GateStatus::kSoftGate) continue;
+    const GuardResult& r = verdicts.soft(k);
     std::atomic<std::uint64_t>* fired = &site.period->fired;
     int limit_index = 0;
     if (r.reason == GateReason::kSessionSpend) {

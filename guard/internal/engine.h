@@ -19,6 +19,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <new>
+#include <type_traits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -206,12 +208,20 @@ struct QueuedEvent {
 
 // The verdicts of the (at most three) limits that apply to one call: period spend, session spend
 // and the called model's tokens, and the most restrictive of them.
+// Only soft verdicts are kept one by one (for their alerts); storage is left uninitialised so that
+// a call with no alert pays nothing for it.
 struct Verdicts {
   static constexpr int kMax = 3;
   GuardResult best;
-  GuardResult each[kMax];
-  int count = 0;
+  int count = 0;  // soft verdicts in `each`
   void add(const GuardResult& r) noexcept;
+  [[nodiscard]] const GuardResult& soft(int i) const noexcept {
+    return *std::launder(reinterpret_cast<const GuardResult*>(each[i]));
+  }
+
+ private:
+  static_assert(std::is_trivially_copyable_v<GuardResult> && std::is_trivially_destructible_v<GuardResult>);
+  alignas(GuardResult) unsigned char each[kMax][sizeof(GuardResult)];
 };
 
 // Where a call stands: everything the gate needs, resolved once.
