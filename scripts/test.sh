@@ -9,7 +9,7 @@ jobs=2
 echo "== build and test (RelWithDebInfo)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
-(cd build && ctest --output-on-failure -j"$jobs")
+(cd build && ctest --output-on-failure -j"$jobs") | tee build/ctest.log
 
 echo "== paygent demo (the main job must keep working)"
 build/paygent demo >/dev/null
@@ -26,7 +26,8 @@ echo "== ASan + UBSan"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPAYGENT_SANITIZE=address,undefined \
   -DPAYGENT_BUILD_BENCH=OFF -DPAYGENT_BUILD_TOOLS=OFF >/dev/null
 cmake --build build-asan -j"$jobs"
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j"$jobs")
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j"$jobs") |
+  tee build-asan/ctest.log
 
 echo "== TSan (concurrency tests)"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAYGENT_SANITIZE=thread \
@@ -37,4 +38,12 @@ cmake --build build-tsan --target guard_tests -j"$jobs"
 run=()
 if setarch "$(uname -m)" -R true 2>/dev/null; then run=(setarch "$(uname -m)" -R); fi
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "${run[@]}" build-tsan/tests/guard_tests \
-  --test-case='*concurrency*,sync.*'
+  --test-case='*concurrency*,sync.*' | tee build-tsan/doctest.log
+
+# One closing line for all three runs (set -o pipefail has already stopped us on any failure).
+passed=$(( $(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' build/ctest.log) +
+           $(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' build-asan/ctest.log) +
+           $(sed -n 's/^\[doctest\] test cases: *\([0-9]*\) | *\([0-9]*\) passed.*/\2/p' build-tsan/doctest.log) ))
+echo "test.sh: all three runs green (RelWithDebInfo, ASan+UBSan, TSan)"
+echo "$passed passed, 0 failed"
+
