@@ -12,6 +12,7 @@
 
 #include "absl/hash/hash.h"
 #include "absl/random/random.h"
+#include "meter/internal/json_text.h"
 #include "meter/internal/str_cat.h"
 
 namespace paygent::internal {
@@ -62,28 +63,6 @@ int thread_number() noexcept {
   return number;
 }
 
-std::string json_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(c);
-        }
-    }
-  }
-  return out;
-}
 
 // Verdict of one limit: current usage c (settled + held), this call's estimate e, limit L.
 struct Verdict {
@@ -994,7 +973,7 @@ void Engine::drain_to_store() {
     s.meta_tags_json = "{";
     for (std::size_t i = 0; i < e.context->meta_tags.size(); ++i) {
       const auto& [k, v] = e.context->meta_tags[i];
-      str_append(&s.meta_tags_json, i ? "," : "", "\"", json_escape(k), "\":\"", json_escape(v), "\"");
+      str_append(&s.meta_tags_json, i ? "," : "", json_quote(k), ":", json_quote(v));
     }
     s.meta_tags_json += "}";
     pending.push_back(std::move(s));

@@ -12,6 +12,8 @@
 // The returned records own their text; nothing of `body` is kept.
 #pragma once
 
+#include "meter/internal/json_text.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -54,8 +56,7 @@ absl::StatusOr<NewUser> parse_new_user(std::string_view body);
 // "period_end": RFC 3339 after period_start}, both between 1970 and 2262 (int64 nanoseconds).
 absl::StatusOr<Subscription> parse_subscription(std::string_view body);
 
-// `text` as a JSON string literal, quotes included. `text` must be valid UTF-8.
-std::string json_quote(std::string_view text);
+using internal::json_quote;  // meter/internal/json_text.h
 
 // `unix_ns` as RFC 3339 UTC text with a "Z" suffix ("2026-11-01T00:00:00Z"; fractional seconds
 // only when there are some).

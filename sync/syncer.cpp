@@ -23,6 +23,7 @@
 #include <boost/beast/http.hpp>
 #include <simdjson.h>
 
+#include "meter/internal/json_text.h"
 #include "meter/internal/str_cat.h"
 
 namespace paygent::internal {
@@ -37,37 +38,14 @@ namespace {
 constexpr auto kMinBackoff = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
 
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(c);
-        }
-    }
-  }
-  out.push_back('"');
-  return out;
-}
-
 std::string batch_json(const std::vector<StoredEvent>& events) {
   std::string out = "{\"events\":[";
   for (std::size_t i = 0; i < events.size(); ++i) {
     const StoredEvent& e = events[i];
-    str_append(&out, i ? "," : "", "{\"id\":", json_string(e.id), ",\"user_id\":", json_string(e.user_id),
-               ",\"session_id\":", json_string(e.session_id), ",\"agent_id\":", json_string(e.agent_id),
-               ",\"indicator\":", json_string(e.indicator), ",\"model\":", json_string(e.model),
-               ",\"provider\":", json_string(e.provider), ",\"input_tokens\":", e.usage.input_tokens,
+    str_append(&out, i ? "," : "", "{\"id\":", json_quote(e.id), ",\"user_id\":", json_quote(e.user_id),
+               ",\"session_id\":", json_quote(e.session_id), ",\"agent_id\":", json_quote(e.agent_id),
+               ",\"indicator\":", json_quote(e.indicator), ",\"model\":", json_quote(e.model),
+               ",\"provider\":", json_quote(e.provider), ",\"input_tokens\":", e.usage.input_tokens,
                ",\"output_tokens\":", e.usage.output_tokens, ",\"cached_input_tokens\":", e.usage.cached_input_tokens,
                ",\"cache_creation_input_tokens\":", e.usage.cache_creation_input_tokens,
                ",\"reasoning_tokens\":", e.usage.reasoning_tokens, ",\"cost_nanos\":", e.cost, ",\"ts_ns\":", e.ts_ns,
