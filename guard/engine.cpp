@@ -438,7 +438,7 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
   PeriodWindow* out = w.get();
   user->periods.push_back(std::move(w));
   user->period.store(out, std::memory_order_release);
-  if (syncer) syncer->watch_user(user->key);  // bring the backend's total for the new period
+  if (syncer) syncer->watch_user(user->key, /*urgent=*/true);  // the backend's total for the new period
   return out;
 }
 
@@ -540,6 +540,15 @@ bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site) {
     last = LastUser{generation, ctx, user};
   }
   site.user = user;
+  if (syncer) {
+    // Once per refresh round per active user (a relaxed load otherwise): have the syncer bring
+    // the backend's total for them, so usage made by other processes is seen without a batch.
+    const std::uint64_t epoch = refresh_epoch.load(std::memory_order_relaxed);
+    if (user->refreshed_epoch.load(std::memory_order_relaxed) != epoch) {
+      user->refreshed_epoch.store(epoch, std::memory_order_relaxed);
+      syncer->watch_user(user->key, /*urgent=*/false);
+    }
+  }
   // Start the period and session windows' cache misses together instead of one after the other.
   __builtin_prefetch(user->period.load(std::memory_order_relaxed));
   __builtin_prefetch(user->implicit_session.load(std::memory_order_relaxed));

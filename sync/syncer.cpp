@@ -324,6 +324,7 @@ struct Syncer::Impl {
       if (!backing_off && now - last_refresh >= absl::ToChronoNanoseconds(options.refresh_interval)) {
         co_await refresh_plans();
         last_refresh = now;
+        target->refresh_round();  // active users get watched again, and refreshed next pass
       }
       if (now - last_bound_check >= std::chrono::seconds(1) || stop) {
         co_await enforce_spool_bound();
@@ -512,12 +513,12 @@ void Syncer::wake() noexcept {
   net::post(p->ioc, [p] { p->timer.cancel(); });
 }
 
-void Syncer::watch_user(std::string user_id) {
+void Syncer::watch_user(std::string user_id, bool urgent) {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->watched.insert(std::move(user_id));
   }
-  wake();
+  if (urgent) wake();
 }
 
 absl::Status Syncer::flush(absl::Duration deadline) {

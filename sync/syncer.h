@@ -51,6 +51,8 @@ class SyncTarget {
   virtual void apply_backend_plans(std::string_view plan_config_json) = 0;
   virtual void sync_error(absl::Status status) = 0;
   virtual void events_dropped(std::int64_t count) = 0;
+  // A refresh round (every refresh_interval) began: users active from now on are refreshed again.
+  virtual void refresh_round() = 0;
   // Events the backend refused as malformed: set aside, never resent.
   virtual void events_rejected(std::int64_t count, std::string reason) = 0;
 };
@@ -63,8 +65,9 @@ class Syncer {
 
   // New events were committed to the store: deliver early if a batch is full.
   void wake() noexcept;
-  // Fetch this user's backend usage soon (a period window was just created for them).
-  void watch_user(std::string user_id);
+  // Fetch this user's backend usage at the next pass; `urgent` (a period window was just created
+  // for them) wakes the syncer for it now.
+  void watch_user(std::string user_id, bool urgent = true);
   // Delivers every event stored before the call. DeadlineExceeded when the backend did not take
   // them all in time (they stay in the store and are delivered later).
   absl::Status flush(absl::Duration deadline);

@@ -138,6 +138,7 @@ struct alignas(64) UserState {
   std::atomic<SessionWindow*> implicit_session{nullptr};
   std::atomic<SessionEntry*> last_named{nullptr};
   std::atomic<const Assignment*> assignment{nullptr};
+  std::atomic<std::uint64_t> refreshed_epoch{0};  // the refresh round this user was last watched in
 
   std::mutex mu;  // cold path: window roll-overs and reports
   std::vector<ArenaPtr<PeriodWindow>> periods ABSL_GUARDED_BY(mu);
@@ -250,6 +251,7 @@ struct Engine final : SyncTarget {
   void sync_error(absl::Status status) override { report_error(std::move(status)); }
   void events_dropped(std::int64_t count) override;
   void events_rejected(std::int64_t count, std::string reason) override;
+  void refresh_round() override { refresh_epoch.fetch_add(1, std::memory_order_relaxed); }
   // True when strict_backend is on and the backend cannot be reached: every call is gated hard.
   [[nodiscard]] bool backend_closed() const noexcept {
     return options.strict_backend && syncer != nullptr && !syncer->backend_healthy();
@@ -323,6 +325,8 @@ struct Engine final : SyncTarget {
   std::uint64_t flush_requested ABSL_GUARDED_BY(writer_mu) = 0;
   std::uint64_t flush_done ABSL_GUARDED_BY(writer_mu) = 0;
   std::unique_ptr<Syncer> syncer;  // only with an API key
+  // Users active in a refresh round are refreshed from the backend once per round.
+  std::atomic<std::uint64_t> refresh_epoch{1};
   std::atomic<bool> dropped_reported{false};
   std::vector<StoredEvent> unstored;  // writer thread only
   std::atomic<bool> store_failing{false};

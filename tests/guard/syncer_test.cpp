@@ -86,9 +86,12 @@ class FakeBackend {
       if (::poll(&p, 1, 50) <= 0) continue;
       const int fd = ::accept(listen_fd_, nullptr, nullptr);
       if (fd < 0) continue;
-      handle_connection(fd);
-      ::close(fd);
+      connections_.emplace_back([this, fd] {  // one thread per connection: clients keep theirs alive
+        handle_connection(fd);
+        ::close(fd);
+      });
     }
+    for (auto& c : connections_) c.join();
   }
 
   void handle_connection(int fd) {
@@ -186,6 +189,7 @@ class FakeBackend {
   int listen_fd_ = -1;
   int port_ = 0;
   std::thread thread_;
+  std::vector<std::thread> connections_;  // serve() thread only
   std::atomic<bool> stopping_{false};
   std::atomic<Mode> mode_{Mode::kOk};
   std::atomic<int> mode_times_{0};
@@ -370,6 +374,24 @@ TEST_CASE("sync.strict_mode_fails_closed_while_the_backend_is_away") {
   FakeBackend backend(port);
   REQUIRE(eventually([&] { return c.pg->flush(absl::Seconds(2)).ok(); }, 30));
   CHECK(c.pg->check("m").status == GateStatus::kOk);
+}
+
+TEST_CASE("sync.usage_from_other_processes_arrives_without_a_batch") {
+  FakeBackend backend;
+  FakeClock clock;
+  auto fast_refresh = [](Options& o) { o.refresh_interval = absl::Milliseconds(100); };
+  Client a(backend.port(), testing::round_plan(), clock, fast_refresh);
+  Client b(backend.port(), testing::round_plan(), clock, fast_refresh);
+  Context ctx("u1");
+  a.pg->check("m");  // A knows u1, with nothing spent
+  REQUIRE(eventually([&] { return a.pg->report("u1")->spend == 0; }));
+  b.pg->record("m", tokens(1'000'000, 0));  // $1 spent through B
+  REQUIRE(b.pg->flush().ok());
+  // A sends nothing, but its calls for u1 are refreshed once per round.
+  CHECK(eventually([&] {
+    a.pg->check("m");
+    return a.pg->report("u1")->spend == kDollar;
+  }));
 }
 
 TEST_CASE("sync.clean_shutdown_delivers_what_is_queued") {
