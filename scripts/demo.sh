@@ -16,7 +16,7 @@ fi
 
 data=$(mktemp -d)
 token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-build/server/paygentd --data-dir "$data" --listen 127.0.0.1:0 --admin-token "$token" >"$data/stdout" &
+PAYGENTD_ADMIN_TOKEN="$token" build/server/paygentd --data-dir "$data" --listen 127.0.0.1:0 >"$data/stdout" &
 pid=$!
 cleanup() {
   kill -TERM "$pid" 2>/dev/null && wait "$pid" || true

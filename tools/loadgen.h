@@ -7,7 +7,7 @@
 namespace paygent::tools {
 
 struct LoadgenOptions {
-  std::string backend_url = "http://127.0.0.1:8787";
+  std::string backend_url = "http://127.0.0.1:8080";
   std::string api_key;
   std::string store_path;
   std::string user_prefix;

@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
     return rc;
   }
   if (cmd == "admin" && argc >= 3 && std::string_view(argv[2]) == "create-product") {
-    std::string backend = "http://127.0.0.1:8787", token, name = "default";
+    std::string backend = "http://127.0.0.1:8080", token, name = "default";
     for (int i = 3; i + 1 < argc; i += 2) {
       const std::string_view a = argv[i];
       if (a == "--backend") backend = argv[i + 1];

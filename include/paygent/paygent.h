@@ -91,7 +91,7 @@ struct Options {
   // background thread; record() never waits for the network.
 
   // Base URL of paygentd: "http://host:port".
-  std::string backend_url = "http://127.0.0.1:8787";
+  std::string backend_url = "http://127.0.0.1:8080";
   // How often queued events are sent. Shorter intervals make the backend's view fresher at the
   // cost of more, smaller requests. A full batch is sent at once, whatever the interval.
   absl::Duration flush_interval = absl::Seconds(5);
