@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <map>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -167,6 +166,59 @@ Period current_period(const UserRecord& user, const PlanConfig* config, absl::Ti
     }
   }
   return calendar_period(PeriodRule::kMonth, now);
+}
+
+TimeRange current_range(const UserRecord& user, const PlanConfig* config, absl::Time now) {
+  const Period period = current_period(user, config, now);
+  return TimeRange{.from_ns = absl::ToUnixNanos(period.start), .to_ns = absl::ToUnixNanos(period.end)};
+}
+
+// The per-user usage object of docs/wire.md over `period`, from the user's totals by model; with
+// plan, calls and `sessions` when `sessions` is given (GET .../usage), the ingest reply's shorter
+// form otherwise. `config` is the product's plan config, or nullptr when it has none.
+absl::StatusOr<std::string> usage_object(const UserRecord& user, const PlanConfig* config, TimeRange period,
+                                         const GroupedTotals& models, const GroupedTotals* sessions) {
+  const bool detailed = sessions != nullptr;
+  Totals total;
+  for (const auto& [model, t] : models) {
+    if (__builtin_add_overflow(total.cost_nanos, t.cost_nanos, &total.cost_nanos) ||
+        __builtin_add_overflow(total.calls, t.calls, &total.calls)) {
+      return absl::InternalError("usage: the period's spend overflows int64");
+    }
+  }
+  std::string out = "{";
+  if (detailed) {
+    std::string plan = "null";
+    if (user.subscription) {
+      plan = json_quote(user.subscription->plan);
+    } else if (config != nullptr && !config->default_plan.empty()) {
+      plan = json_quote(config->default_plan);
+    }
+    str_append(&out, "\"user_id\":", json_quote(user.user_id), ",\"plan\":", plan, ",");
+  }
+  str_append(&out, "\"period_start_ns\":", period.from_ns, ",\"period_end_ns\":", period.to_ns,
+             ",\"spend_nanos\":", total.cost_nanos);
+  if (detailed) str_append(&out, ",\"calls\":", total.calls);
+  out += ",\"models\":{";
+  bool first = true;
+  for (const auto& [model, t] : models) {
+    str_append(&out, first ? "" : ",", json_quote(model), ":{\"input_tokens\":", t.input_tokens,
+               ",\"output_tokens\":", t.output_tokens, ",\"cost_nanos\":", t.cost_nanos, "}");
+    first = false;
+  }
+  out += "}";
+  if (detailed) {
+    out += ",\"sessions\":{";
+    first = true;
+    for (const auto& [session, t] : *sessions) {
+      str_append(&out, first ? "" : ",", json_quote(session), ":{\"spend_nanos\":", t.cost_nanos,
+                 ",\"calls\":", t.calls, "}");
+      first = false;
+    }
+    out += "}";
+  }
+  out += "}";
+  return out;
 }
 
 }  // namespace
@@ -400,25 +452,25 @@ HttpResponse Api::get_plans(const std::string& product_id) {
 HttpResponse Api::ingest(const std::string& product_id, const HttpRequest& request) {
   absl::StatusOr<std::vector<EventRecord>> events = parse_event_batch(request.body);
   if (!events.ok()) return error_response(events.status());
-  absl::StatusOr<IngestResult> result = storage_.ingest(product_id, *events);
+  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id);
+  if (!config.ok()) return error_response(config.status());
+  const PlanConfig* const plan_config = config->has_value() ? &**config : nullptr;
+  // Each user's current period, decided from the user's record read in the batch's transaction,
+  // where their totals are read too: one transaction for the batch and its usage reply.
+  const absl::Time now = options_.clock();
+  absl::StatusOr<IngestResult> result = storage_.ingest_with_usage(
+      product_id, *events, [plan_config, now](const UserRecord& user) { return current_range(user, plan_config, now); });
   if (!result.ok()) return error_response(result.status());
   metrics_.record_ingest(result->accepted, result->duplicates);
 
   // The batch is stored: from here a failure answers 5xx, and the syncer's retry is counted as
   // duplicates, so an unanswered batch is never counted twice.
-  const absl::Time now = options_.clock();
-  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id);
-  if (!config.ok()) return error_response(config.status());
-  std::set<std::string_view> users;
-  for (const EventRecord& e : *events) users.insert(e.user_id);
   std::string body = str_cat("{\"accepted\":", result->accepted, ",\"duplicates\":", result->duplicates, ",\"usage\":{");
   bool first = true;
-  for (std::string_view user_id : users) {
-    absl::StatusOr<UserRecord> user = storage_.find_user(product_id, user_id);
-    if (!user.ok()) return error_response(user.status());
-    absl::StatusOr<std::string> usage = usage_json(product_id, *user, config->has_value() ? &**config : nullptr, now, false);
+  for (const UserUsage& u : result->usage) {
+    absl::StatusOr<std::string> usage = usage_object(u.user, plan_config, u.period, u.models, nullptr);
     if (!usage.ok()) return error_response(usage.status());
-    str_append(&body, first ? "" : ",", json_quote(user_id), ":", *usage);
+    str_append(&body, first ? "" : ",", json_quote(u.user.user_id), ":", *usage);
     first = false;
   }
   body += "}}";
@@ -431,62 +483,24 @@ HttpResponse Api::user_usage(const std::string& product_id, const std::string& u
   absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id);
   if (!config.ok()) return error_response(config.status());
   absl::StatusOr<std::string> usage =
-      usage_json(product_id, *user, config->has_value() ? &**config : nullptr, options_.clock(), true);
+      usage_json(product_id, *user, config->has_value() ? &**config : nullptr, options_.clock());
   if (!usage.ok()) return error_response(usage.status());
   return json_response(200, *std::move(usage));
 }
 
 absl::StatusOr<std::string> Api::usage_json(const std::string& product_id, const UserRecord& user,
-                                            const PlanConfig* config, absl::Time now, bool detailed) {
+                                            const PlanConfig* config, absl::Time now) {
   const Period period = current_period(user, config, now);
-  const std::int64_t start_ns = absl::ToUnixNanos(period.start);
-  const std::int64_t end_ns = absl::ToUnixNanos(period.end);
+  const TimeRange range{.from_ns = absl::ToUnixNanos(period.start), .to_ns = absl::ToUnixNanos(period.end)};
   absl::StatusOr<GroupedTotals> models = storage_.report(
-      product_id, ReportQuery{.from_ns = start_ns, .to_ns = end_ns, .group_by = ReportGroup::kModel, .user_id = user.user_id});
+      product_id,
+      ReportQuery{.from_ns = range.from_ns, .to_ns = range.to_ns, .group_by = ReportGroup::kModel, .user_id = user.user_id});
   if (!models.ok()) return models.status();
-  Totals total;
-  for (const auto& [model, t] : *models) {
-    if (__builtin_add_overflow(total.cost_nanos, t.cost_nanos, &total.cost_nanos) ||
-        __builtin_add_overflow(total.calls, t.calls, &total.calls)) {
-      return absl::InternalError("usage: the period's spend overflows int64");
-    }
-  }
-  std::string out = "{";
-  if (detailed) {
-    std::string plan = "null";
-    if (user.subscription) {
-      plan = json_quote(user.subscription->plan);
-    } else if (config != nullptr && !config->default_plan.empty()) {
-      plan = json_quote(config->default_plan);
-    }
-    str_append(&out, "\"user_id\":", json_quote(user.user_id), ",\"plan\":", plan, ",");
-  }
-  str_append(&out, "\"period_start_ns\":", start_ns, ",\"period_end_ns\":", end_ns, ",\"spend_nanos\":", total.cost_nanos);
-  if (detailed) str_append(&out, ",\"calls\":", total.calls);
-  out += ",\"models\":{";
-  bool first = true;
-  for (const auto& [model, t] : *models) {
-    str_append(&out, first ? "" : ",", json_quote(model), ":{\"input_tokens\":", t.input_tokens,
-               ",\"output_tokens\":", t.output_tokens, ",\"cost_nanos\":", t.cost_nanos, "}");
-    first = false;
-  }
-  out += "}";
-  if (detailed) {
-    absl::StatusOr<GroupedTotals> sessions = storage_.report(
-        product_id,
-        ReportQuery{.from_ns = start_ns, .to_ns = end_ns, .group_by = ReportGroup::kSession, .user_id = user.user_id});
-    if (!sessions.ok()) return sessions.status();
-    out += ",\"sessions\":{";
-    first = true;
-    for (const auto& [session, t] : *sessions) {
-      str_append(&out, first ? "" : ",", json_quote(session), ":{\"spend_nanos\":", t.cost_nanos,
-                 ",\"calls\":", t.calls, "}");
-      first = false;
-    }
-    out += "}";
-  }
-  out += "}";
-  return out;
+  absl::StatusOr<GroupedTotals> sessions = storage_.report(
+      product_id,
+      ReportQuery{.from_ns = range.from_ns, .to_ns = range.to_ns, .group_by = ReportGroup::kSession, .user_id = user.user_id});
+  if (!sessions.ok()) return sessions.status();
+  return usage_object(user, config, range, *models, &*sessions);
 }
 
 HttpResponse Api::report(const std::string& product_id, std::string_view query) {

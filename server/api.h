@@ -86,11 +86,10 @@ class Api {
   HttpResponse ingest(const std::string& product_id, const HttpRequest& request);
   HttpResponse user_usage(const std::string& product_id, const std::string& user_id);
   HttpResponse report(const std::string& product_id, std::string_view query);
-  // The per-user usage object of docs/wire.md over the user's current period; with sessions,
-  // calls and plan when `detailed` (GET .../usage). `config` is the product's plan config, or
-  // nullptr when it has none.
+  // The per-user usage object of GET .../usage (docs/wire.md) over the user's current period, with
+  // plan, calls and sessions. `config` is the product's plan config, or nullptr when it has none.
   absl::StatusOr<std::string> usage_json(const std::string& product_id, const UserRecord& user,
-                                         const PlanConfig* config, absl::Time now, bool detailed);
+                                         const PlanConfig* config, absl::Time now);
 
   Storage& storage_;
   Metrics& metrics_;

@@ -259,10 +259,21 @@ class SqliteStorage::Checkpointer {
     sqlite3_close(db_);
   }
 
-  // Asks for a checkpoint soon. Cheap; called from the writer's commit.
-  void wake() {
+  // Called from the writer's commit when the WAL has reached the threshold. Starts a background
+  // round when none has run since the WAL last started over; true when one has run to its end,
+  // i.e. only the frames committed during it are left to copy: the caller copies them itself
+  // (a few batches' worth), so that the WAL can start over at the next write. Without that, each
+  // commit would wake another background round for the frames it just added, and the checkpoints
+  // would chase the writer (a database fsync per batch, competing with the commit's).
+  bool wake() {
     absl::MutexLock lock(&mu_);
+    if (wake_ || running_) return false;
+    if (done_) {
+      done_ = false;
+      return true;
+    }
     wake_ = true;
+    return false;
   }
 
  private:
@@ -276,23 +287,37 @@ class SqliteStorage::Checkpointer {
             +[](Checkpointer* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) { return c->wake_ || c->stop_; }, this));
         if (stop_) return;
         wake_ = false;
+        running_ = true;
       }
       int wal_pages = 0, copied = 0;
       const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal_pages, &copied);
       if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
         std::fprintf(stderr, "paygentd: checkpoint: %s\n", sqlite3_errmsg(db_));
       }
+      absl::MutexLock lock(&mu_);
+      running_ = false;
+      done_ = rc == SQLITE_OK && copied == wal_pages;
     }
   }
 
   sqlite3* const db_;  // used by the thread only (and closed after it ends)
   std::thread thread_;
   absl::Mutex mu_;
-  bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;     // a round is asked for
+  bool running_ ABSL_GUARDED_BY(mu_) = false;  // a round is in progress
+  bool done_ ABSL_GUARDED_BY(mu_) = false;     // the last round copied every frame it saw
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 absl::StatusOr<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::string& path, SqliteOptions options) {
+  // SQLite's memory statistics (which nothing here reads) take a global mutex at every allocation
+  // and free: ~20% of paygentd's CPU under ingest (perf, bench/ingest_bench.cpp). Only possible before SQLite is first initialised in the
+  // process; later (SQLITE_MISUSE) it stays on, which changes nothing but speed.
+  static const bool kMemstatusOff = [] {
+    static_cast<void>(sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0));
+    return true;
+  }();
+  static_cast<void>(kMemstatusOff);
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                                  nullptr);
@@ -348,10 +373,11 @@ absl::StatusOr<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::st
 
 int SqliteStorage::on_wal_commit(void* arg, sqlite3* db, const char*, int wal_pages) {
   auto* storage = static_cast<SqliteStorage*>(arg);
-  if (wal_pages >= storage->checkpoint_pages_) storage->checkpointer_->wake();
-  // A checkpointer that cannot keep up must not let the WAL grow without bound: past 16 times the
-  // threshold, the writer checkpoints too (what SQLite's auto-checkpoint would do at every step).
-  if (wal_pages >= 16 * storage->checkpoint_pages_) {
+  if (wal_pages < storage->checkpoint_pages_) return SQLITE_OK;
+  // The writer copies what a finished background round left (the frames committed while it ran).
+  // And a checkpointer that cannot keep up must not let the WAL grow without bound: past 16 times
+  // the threshold, the writer checkpoints too (what SQLite's auto-checkpoint would do).
+  if (storage->checkpointer_->wake() || wal_pages >= 16 * storage->checkpoint_pages_) {
     sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
   }
   return SQLITE_OK;
@@ -455,13 +481,21 @@ absl::StatusOr<UserRecord> SqliteStorage::find_user(std::string_view product_id,
   if (!product.ok()) return product.status();
   const absl::Status not_found = absl::NotFoundError(str_cat("no user \"", user_id, "\""));
   if (!product->has_value()) return not_found;
+  absl::StatusOr<std::optional<UserRecord>> user = find_user_locked(**product, user_id);
+  if (!user.ok()) return user.status();
+  if (!user->has_value()) return not_found;
+  return **std::move(user);
+}
+
+absl::StatusOr<std::optional<UserRecord>> SqliteStorage::find_user_locked(std::int64_t product,
+                                                                          std::string_view user_id) {
   absl::StatusOr<Statement> select = prepare(
       "SELECT u.name, s.plan, s.period_start_ns, s.period_end_ns FROM users u LEFT JOIN subscriptions s "
       "ON s.product = u.product AND s.user_id = u.user_id WHERE u.product = ?1 AND u.user_id = ?2");
   if (!select.ok()) return select.status();
-  select->bind(1, **product).bind(2, user_id);
+  select->bind(1, product).bind(2, user_id);
   const int rc = select->step();
-  if (rc == SQLITE_DONE) return not_found;
+  if (rc == SQLITE_DONE) return std::optional<UserRecord>();
   if (rc != SQLITE_ROW) return sqlite_error(db_, rc, "find user");
   UserRecord user{.user_id = std::string(user_id), .name = select->text(0)};
   if (!select->is_null(1)) {
@@ -469,7 +503,7 @@ absl::StatusOr<UserRecord> SqliteStorage::find_user(std::string_view product_id,
                                      .period_start_ns = select->int64(2),
                                      .period_end_ns = select->int64(3)};
   }
-  return user;
+  return std::optional<UserRecord>(std::move(user));
 }
 
 absl::Status SqliteStorage::set_subscription(std::string_view product_id, std::string_view user_id,
@@ -523,6 +557,17 @@ absl::StatusOr<std::optional<std::string>> SqliteStorage::plan_config(std::strin
 }
 
 absl::StatusOr<IngestResult> SqliteStorage::ingest(std::string_view product_id, std::span<const EventRecord> events) {
+  return ingest_impl(product_id, events, nullptr);
+}
+
+absl::StatusOr<IngestResult> SqliteStorage::ingest_with_usage(std::string_view product_id,
+                                                              std::span<const EventRecord> events, PeriodOf period_of) {
+  return ingest_impl(product_id, events, &period_of);
+}
+
+absl::StatusOr<IngestResult> SqliteStorage::ingest_impl(std::string_view product_id,
+                                                        std::span<const EventRecord> events,
+                                                        const PeriodOf* period_of) {
   // The ids' bytes, decoded before taking the lock.
   std::vector<std::array<unsigned char, 16>> ids(events.size());
   for (std::size_t i = 0; i < events.size(); ++i) {
@@ -534,7 +579,7 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest(std::string_view product_id, 
   absl::StatusOr<std::int64_t> product = existing_product_key(product_id);
   if (!product.ok()) return product.status();
   if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
-  absl::StatusOr<IngestResult> result = ingest_locked(*product, events, ids);
+  absl::StatusOr<IngestResult> result = ingest_locked(*product, events, ids, period_of);
   if (result.ok()) {
     if (absl::Status s = exec("COMMIT"); !s.ok()) result = s;
   }
@@ -545,7 +590,8 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest(std::string_view product_id, 
 }
 
 absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, std::span<const EventRecord> events,
-                                                          std::span<const std::array<unsigned char, 16>> ids) {
+                                                          std::span<const std::array<unsigned char, 16>> ids,
+                                                          const PeriodOf* period_of) {
   const std::int64_t received_ns = now_ns();
   absl::StatusOr<Statement> insert_user =
       prepare("INSERT OR IGNORE INTO users(product, user_id, name, created_ns) VALUES(?1, ?2, '', ?3)");
@@ -634,34 +680,57 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, 
     if (absl::Status s = upsert->run("add daily usage"); !s.ok()) return s;
     upsert->reset();
   }
+  if (period_of == nullptr) return result;
+
+  // The batch's users and their totals, read in this transaction: no read transaction (and its
+  // file locks) of its own per query.
+  std::vector<std::string_view> sorted;
+  sorted.reserve(users.size());
+  for (absl::string_view user_id : users) sorted.emplace_back(user_id.data(), user_id.size());
+  std::sort(sorted.begin(), sorted.end());
+  result.usage.reserve(sorted.size());
+  for (std::string_view user_id : sorted) {
+    absl::StatusOr<std::optional<UserRecord>> user = find_user_locked(product, user_id);
+    if (!user.ok()) return user.status();
+    if (!user->has_value()) return absl::InternalError(str_cat("ingest: user \"", user_id, "\" not found after creation"));
+    UserUsage& usage = result.usage.emplace_back(UserUsage{.user = **std::move(user)});
+    usage.period = (*period_of)(usage.user);
+    const ReportQuery query{.from_ns = usage.period.from_ns,
+                            .to_ns = usage.period.to_ns,
+                            .group_by = ReportGroup::kModel,
+                            .user_id = usage.user.user_id};
+    if (absl::Status s = report_locked(product, query, usage.models); !s.ok()) return s;
+  }
   return result;
 }
 
 absl::StatusOr<GroupedTotals> SqliteStorage::report(std::string_view product_id, const ReportQuery& query) {
   GroupedTotals out;
-  if (query.from_ns >= query.to_ns || query.from_ns < 0) return out;
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::optional<std::int64_t>> product = product_key(product_id);
   if (!product.ok()) return product.status();
   if (!product->has_value()) return out;
+  if (absl::Status s = report_locked(**product, query, out); !s.ok()) return s;
+  return out;
+}
+
+absl::Status SqliteStorage::report_locked(std::int64_t product, const ReportQuery& query, GroupedTotals& out) {
+  if (query.from_ns >= query.to_ns || query.from_ns < 0) return absl::OkStatus();
   // Whole days come from usage_daily; the partial days at either end from the events. Sessions are
   // not in usage_daily: they always come from the events.
   const std::int64_t first_day = ceil_div(query.from_ns, kNanosPerDay);
   const std::int64_t end_day = floor_div(query.to_ns, kNanosPerDay);
   if (query.group_by == ReportGroup::kSession || first_day >= end_day) {
-    if (absl::Status s = add_events(**product, query, query.from_ns, query.to_ns, out); !s.ok()) return s;
-    return out;
+    return add_events(product, query, query.from_ns, query.to_ns, out);
   }
-  if (absl::Status s = add_daily(**product, query, first_day, end_day, out); !s.ok()) return s;
+  if (absl::Status s = add_daily(product, query, first_day, end_day, out); !s.ok()) return s;
   if (query.from_ns < first_day * kNanosPerDay) {
-    if (absl::Status s = add_events(**product, query, query.from_ns, first_day * kNanosPerDay, out); !s.ok()) {
-      return s;
-    }
+    if (absl::Status s = add_events(product, query, query.from_ns, first_day * kNanosPerDay, out); !s.ok()) return s;
   }
   if (end_day * kNanosPerDay < query.to_ns) {
-    if (absl::Status s = add_events(**product, query, end_day * kNanosPerDay, query.to_ns, out); !s.ok()) return s;
+    if (absl::Status s = add_events(product, query, end_day * kNanosPerDay, query.to_ns, out); !s.ok()) return s;
   }
-  return out;
+  return absl::OkStatus();
 }
 
 namespace {

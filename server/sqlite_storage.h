@@ -16,7 +16,8 @@
 // lost if the machine loses power.
 //
 // Checkpoints (copying the WAL into the database file) run on a background thread with its own
-// connection, so that a commit only appends to the WAL.
+// connection, so that a commit mostly only appends to the WAL; once that thread has copied what it
+// saw, the writer copies the few batches committed meanwhile, so that the WAL can start over.
 //
 // Thread safety: safe for concurrent use from many threads. One connection serves every call,
 // guarded by a mutex: calls are serialised (SQLite allows one writer at a time anyway).
@@ -82,6 +83,8 @@ class SqliteStorage final : public Storage {
   absl::Status put_plan_config(std::string_view product_id, std::string_view config_json) override;
   absl::StatusOr<std::optional<std::string>> plan_config(std::string_view product_id) override;
   absl::StatusOr<IngestResult> ingest(std::string_view product_id, std::span<const EventRecord> events) override;
+  absl::StatusOr<IngestResult> ingest_with_usage(std::string_view product_id, std::span<const EventRecord> events,
+                                                 PeriodOf period_of) override;
   absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) override;
 
  private:
@@ -99,8 +102,17 @@ class SqliteStorage final : public Storage {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // As product_key, but NotFound when there is no such product.
   absl::StatusOr<std::int64_t> existing_product_key(std::string_view product_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ingest() and ingest_with_usage(); `period_of` is nullptr for ingest().
+  absl::StatusOr<IngestResult> ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
+                                           const PeriodOf* period_of);
   absl::StatusOr<IngestResult> ingest_locked(std::int64_t product, std::span<const EventRecord> events,
-                                             std::span<const std::array<unsigned char, 16>> ids)
+                                             std::span<const std::array<unsigned char, 16>> ids,
+                                             const PeriodOf* period_of) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The user and their subscription, or nullopt when the product has no such user.
+  absl::StatusOr<std::optional<UserRecord>> find_user_locked(std::int64_t product, std::string_view user_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // report() for an existing product: adds the query's totals into `out`.
+  absl::Status report_locked(std::int64_t product, const ReportQuery& query, GroupedTotals& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds the sums of usage_daily over whole days [first_day, end_day) into `out`.
   absl::Status add_daily(std::int64_t product, const ReportQuery& query, std::int64_t first_day, std::int64_t end_day,

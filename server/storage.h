@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -41,11 +42,6 @@ struct EventRecord {
   std::int64_t ts_ns = 0;           // decides the billing period
   std::string meta_tags_json = "{}";  // a JSON object of string values, as re-serialised by the parser
   bool estimated = false;
-};
-
-struct IngestResult {
-  std::int64_t accepted = 0;    // events stored by this call
-  std::int64_t duplicates = 0;  // events whose id was already stored (or repeated in the batch)
 };
 
 // A user's subscription: the plan and its first period [period_start_ns, period_end_ns).
@@ -74,6 +70,30 @@ struct Totals {
   friend bool operator==(const Totals&, const Totals&) = default;
 };
 
+// A span of time [from_ns, to_ns).
+struct TimeRange {
+  std::int64_t from_ns = 0;
+  std::int64_t to_ns = 0;
+  friend bool operator==(const TimeRange&, const TimeRange&) = default;
+};
+
+// Totals keyed by the group's key, in key order.
+using GroupedTotals = std::map<std::string, Totals, std::less<>>;
+
+// A user's totals over a period, by model, as Storage::ingest_with_usage reads them.
+struct UserUsage {
+  UserRecord user;
+  TimeRange period;
+  GroupedTotals models;  // models without events in `period` are absent
+};
+
+struct IngestResult {
+  std::int64_t accepted = 0;    // events stored by this call
+  std::int64_t duplicates = 0;  // events whose id was already stored (or repeated in the batch)
+  // Filled by ingest_with_usage only: every distinct user of the batch, in user id order.
+  std::vector<UserUsage> usage;
+};
+
 // What events are grouped by in a report. kDay and kMonth are UTC calendar days and months, keyed
 // "2026-11-17" and "2026-11".
 enum class ReportGroup : std::uint8_t { kUser, kModel, kSession, kDay, kMonth };
@@ -85,8 +105,9 @@ struct ReportQuery {
   std::optional<std::string> user_id;  // only this user's events when set
 };
 
-// Totals keyed by the group's key, in key order.
-using GroupedTotals = std::map<std::string, Totals, std::less<>>;
+// Decides the period a user's usage is summed over, from the user's record. Called with the
+// store's lock held: it must not call back into the Storage.
+using PeriodOf = absl::FunctionRef<TimeRange(const UserRecord&)>;
 
 class Storage {
  public:
@@ -125,6 +146,13 @@ class Storage {
   // failure nothing of the batch is stored; InvalidArgument when the batch would overflow a
   // stored 64-bit total, Unavailable/Internal when the store cannot write.
   virtual absl::StatusOr<IngestResult> ingest(std::string_view product_id, std::span<const EventRecord> events) = 0;
+
+  // As ingest(), and also reads, in the batch's transaction, every distinct user of the batch (as
+  // find_user() would), the period `period_of` decides for them, and their totals over it by model
+  // (as report() grouped by kModel for that user would), this batch included, into
+  // IngestResult::usage. When those cannot be read, fails and stores nothing of the batch.
+  virtual absl::StatusOr<IngestResult> ingest_with_usage(std::string_view product_id,
+                                                         std::span<const EventRecord> events, PeriodOf period_of) = 0;
 
   // Totals over the product's events with query.from_ns <= ts_ns < query.to_ns (only
   // query.user_id's when set), grouped as asked; groups without events are absent. An unknown
