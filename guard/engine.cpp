@@ -75,7 +75,10 @@ Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const Compiled
   Verdict v;
   const __int128 after = static_cast<__int128>(c) + e;
   const __int128 scaled_limit = static_cast<__int128>(limit);
-  v.pct = limit > 0 ? static_cast<double>(after) / static_cast<double>(limit) : (after > 0 ? 1e9 : 1.0);
+  // The ratio from the two int64 halves: converting the 128-bit sum to double is a library call
+  // (__floattidf) on the hot path; the sum of the halves is the same double below 2^53.
+  const double after_d = static_cast<double>(c) + static_cast<double>(e);
+  v.pct = limit > 0 ? after_d / static_cast<double>(limit) : (after > 0 ? 1e9 : 1.0);
   const __int128 hard = scaled_limit * plan.hard;
   if (static_cast<__int128>(c) * kPpmOne >= hard || (e > 0 && after * kPpmOne > hard)) {
     v.status = GateStatus::kHardGate;
@@ -95,7 +98,7 @@ Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const Compiled
 
 // --- Verdicts -------------------------------------------------------------------------------------
 
-void Verdicts::add(const GuardResult& r) noexcept {
+[[gnu::always_inline]] inline void Verdicts::add(const GuardResult& r) noexcept {
   if (r.status == GateStatus::kSoftGate && count < kMax) new (each[count++]) GuardResult(r);
   // The most restrictive: higher status, then higher usage_pct; the first wins ties.
   if (best.reason == GateReason::kNone || r.status > best.status ||
@@ -625,7 +628,7 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
 
 namespace {
 
-GuardResult spend_result(GateReason reason, const Verdict& v, std::int64_t current, std::int64_t limit,
+[[gnu::always_inline]] inline GuardResult spend_result(GateReason reason, const Verdict& v, std::int64_t current, std::int64_t limit,
                          std::int64_t resets_ns, const CompiledPlan& plan) {
   GuardResult r;
   r.status = v.status;

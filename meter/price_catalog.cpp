@@ -56,6 +56,25 @@ Nanos cost_of(const Usage& usage, const ModelPrice& price) noexcept {
   __extension__ using Wide = __int128;  // exact: every product and the sum fit with room to spare
   const std::int64_t cached = std::max<std::int64_t>(usage.cached_input_tokens, 0);
   const std::int64_t creation = std::max<std::int64_t>(usage.cache_creation_input_tokens, 0);
+  // Fast path, the same result whenever every step fits in 64 bits (any real call): a 128-bit
+  // division is a library call (__divti3) costing more than the rest of the gate.
+  {
+    std::int64_t uncached = 0, p1 = 0, p2 = 0, p3 = 0, p4 = 0, sum = 0;
+    const std::int64_t output = std::max<std::int64_t>(usage.output_tokens, 0);
+    if (!__builtin_sub_overflow(usage.input_tokens, cached, &uncached) &&
+        !__builtin_sub_overflow(uncached, creation, &uncached)) {
+      if (uncached < 0) uncached = 0;
+      if (!__builtin_mul_overflow(uncached, price.input, &p1) &&
+          !__builtin_mul_overflow(cached, price.cached_input, &p2) &&
+          !__builtin_mul_overflow(creation, price.cache_write, &p3) &&
+          !__builtin_mul_overflow(output, price.output, &p4) && !__builtin_add_overflow(p1, p2, &sum) &&
+          !__builtin_add_overflow(sum, p3, &sum) && !__builtin_add_overflow(sum, p4, &sum) &&
+          !__builtin_add_overflow(sum, 500, &sum) && sum >= 0) {
+        // Unsigned: divided by a multiply, where a signed 64-bit division was compiled to idiv.
+        return static_cast<Nanos>(static_cast<std::uint64_t>(sum) / 1000u);  // half-up to nano-USD
+      }
+    }
+  }
   Wide uncached = static_cast<Wide>(usage.input_tokens) - cached - creation;
   if (uncached < 0) uncached = 0;
   const Wide output = std::max<std::int64_t>(usage.output_tokens, 0);

@@ -98,6 +98,24 @@ TEST_CASE("meter.cost_of_prices_each_kind_of_token") {
   CHECK(cost_of(make_usage(0, INT64_MAX), price) == INT64_MAX);
 }
 
+TEST_CASE("meter.cost_of_is_exact_past_64_bit_picos") {
+  // 10^13 tokens at 10 micro-USD = 10^20 pico-USD: past int64 in picos (the 64-bit fast path
+  // gives up), 10^17 nano-USD in the result, which fits. Either path, the same exact answer.
+  ModelPrice price;
+  price.input = 10'000'000;
+  price.cached_input = 3;
+  price.cache_write = 10'000'000;
+  price.output = 40'000'000;
+  CHECK(cost_of(make_usage(10'000'000'000'000, 0), price) == 100'000'000'000'000'000);
+  CHECK(cost_of(make_usage(0, 100'000'000'000), price) == 4'000'000'000'000'000);  // fits in 64 bits
+  // Just either side of the fast path's limit, with the half-up rounding in play.
+  const std::int64_t n = INT64_MAX / 40'000'000;  // output tokens whose picos just fit
+  CHECK(cost_of(make_usage(0, n), price) == (static_cast<__int128>(n) * 40'000'000 + 500) / 1000);
+  CHECK(cost_of(make_usage(0, n + 1), price) == (static_cast<__int128>(n + 1) * 40'000'000 + 500) / 1000);
+  CHECK(cost_of(make_usage(7, 0, 7), price) == 0);  // 21 pico of cache reads
+  CHECK(cost_of(make_usage(167, 0, 167), price) == 1);  // 501 pico
+}
+
 TEST_CASE("meter.builtin_catalog_is_valid_and_dated") {
   const PriceCatalog& catalog = PriceCatalog::builtin();
   CHECK(&catalog == &PriceCatalog::builtin());
