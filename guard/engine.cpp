@@ -51,6 +51,7 @@ struct LastModel {
   std::size_t length = 0;
   char name[64];
   const ModelInfo* model = nullptr;
+  const ModelPrice* catalog_price = nullptr;  // of the name as called (see model_for)
 };
 thread_local LastModel t_last_model;
 
@@ -164,7 +165,13 @@ void Engine::open_store() {
   auto opened = LocalStore::open(options.local_store_path.empty() ? ":memory:" : options.local_store_path);
   if (!opened.ok()) {
     report_error(opened.status());  // fail-open: run in memory
-    return;
+    if (!backend) return;
+    // With a backend, a spool in memory still delivers (all but what a crash would lose).
+    opened = LocalStore::open(":memory:");
+    if (!opened.ok()) {
+      report_error(opened.status());
+      return;
+    }
   }
   store = std::move(opened).value();
   queue = std::make_unique<EventQueue<QueuedEvent>>(std::max<std::size_t>(options.event_queue_capacity, 2));
@@ -311,10 +318,11 @@ UserState* Engine::user_for(std::string_view user_id, bool create) {
       .first;
 }
 
-const ModelInfo* Engine::model_for(std::string_view raw_model) {
+const ModelInfo* Engine::model_for(std::string_view raw_model, const ModelPrice** catalog_price) {
   LastModel& last = t_last_model;
   if (last.generation == generation && last.length == raw_model.size() &&
       std::memcmp(last.name, raw_model.data(), raw_model.size()) == 0) {
+    if (catalog_price != nullptr) *catalog_price = last.catalog_price;
     return last.model;
   }
   const std::string_view name = canonical_model(raw_model);
@@ -330,11 +338,17 @@ const ModelInfo* Engine::model_for(std::string_view raw_model) {
                                              return mi;
                                            })
                            .first;
+  // Limits and counters are per canonical model, but a dated snapshot the catalog prices apart
+  // (gpt-4o-2024-05-13 at $5/$15, not gpt-4o's $2.50/$10) is priced as called.
+  const ModelPrice* raw_price = name.size() == raw_model.size() ? nullptr : catalog->find(raw_model);
+  if (raw_price == nullptr) raw_price = m->catalog_price;
+  if (catalog_price != nullptr) *catalog_price = raw_price;
   if (raw_model.size() <= sizeof last.name) {
     last.generation = generation;
     last.length = raw_model.size();
     std::memcpy(last.name, raw_model.data(), raw_model.size());
     last.model = m;
+    last.catalog_price = raw_price;
   }
   return m;
 }
@@ -589,13 +603,14 @@ bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site) {
   }
   site.session = session;
 
-  const ModelInfo* m = model_for(model);
+  const ModelPrice* catalog_price = nullptr;
+  const ModelInfo* m = model_for(model, &catalog_price);
   site.model = m;
   if (const ModelPrice* p = plan->rate_for(m)) {
     site.price = p;
     site.price_source = UsageEvent::PriceSource::kPlan;
-  } else if (m->catalog_price != nullptr) {
-    site.price = m->catalog_price;
+  } else if (catalog_price != nullptr) {
+    site.price = catalog_price;
     site.price_source = UsageEvent::PriceSource::kCatalog;
   } else {
     site.price = nullptr;

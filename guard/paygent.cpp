@@ -280,9 +280,38 @@ void Paygent::settle(Reservation& r, const Usage& usage, Provider provider) noex
   r.context_.reset();
 }
 
+namespace {
+
+// A whole server-sent-event stream rather than a JSON body: its first non-blank line is a field
+// ("data:", "event:", "id:", "retry:") or a comment (":").
+bool is_event_stream(std::string_view body) {
+  const std::size_t at = body.find_first_not_of(" \t\r\n");
+  if (at == std::string_view::npos) return false;
+  body.remove_prefix(at);
+  if (body.front() == ':') return true;
+  for (std::string_view field : {"data:", "event:", "id:", "retry:"}) {
+    if (body.starts_with(field)) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<ExtractedUsage> usage_of_response(std::string_view body) {
+  if (!is_event_stream(body)) return extract_usage(body);
+  StreamUsageReader reader;
+  reader.feed(body);
+  return reader.finish();
+}
+
+}  // namespace
+
 void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
   if (r.engine_ == nullptr) return;
-  auto extracted = extract_usage(body);
+  absl::StatusOr<ExtractedUsage> extracted = absl::InternalError("not read");
+  try {
+    extracted = usage_of_response(body);
+  } catch (...) {  // fail-open: an allocation failure meters the estimate
+    extracted = absl::InternalError("reading the response failed");
+  }
   if (extracted.ok()) {
     settle(r, extracted->usage, extracted->provider);
     return;

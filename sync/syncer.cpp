@@ -240,7 +240,7 @@ struct Syncer::Impl {
     last_error = std::string(s.message());
     const bool was_healthy = healthy.exchange(false);
     failures.fetch_add(1);
-    if (was_healthy) target->sync_error(std::move(s));  // said once per outage, not per retry
+    if (was_healthy) target->backend_down(std::move(s));  // said once per outage, not per retry
   }
 
   net::awaitable<void> enforce_spool_bound() {

@@ -50,6 +50,8 @@ class SyncTarget {
   virtual void apply_backend_usage(const BackendUsage& usage) = 0;
   virtual void apply_backend_plans(std::string_view plan_config_json) = 0;
   virtual void sync_error(absl::Status status) = 0;
+  // The backend became unreachable (said once per outage, not per retry).
+  virtual void backend_down(absl::Status status) = 0;
   virtual void events_dropped(std::int64_t count) = 0;
   // A refresh round (every refresh_interval) began: users active from now on are refreshed again.
   virtual void refresh_round() = 0;

@@ -249,6 +249,11 @@ struct Engine final : SyncTarget {
   void apply_backend_usage(const BackendUsage& usage) override;
   void apply_backend_plans(std::string_view plan_config_json) override;
   void sync_error(absl::Status status) override { report_error(std::move(status)); }
+  // An outage begins: its first drop of events is reported again.
+  void backend_down(absl::Status status) override {
+    dropped_reported.store(false, std::memory_order_relaxed);
+    report_error(std::move(status));
+  }
   void events_dropped(std::int64_t count) override;
   void events_rejected(std::int64_t count, std::string reason) override;
   void refresh_round() override { refresh_epoch.fetch_add(1, std::memory_order_relaxed); }
@@ -281,7 +286,9 @@ struct Engine final : SyncTarget {
 
   // --- cold paths ---
   UserState* user_for(std::string_view user_id, bool create);
-  const ModelInfo* model_for(std::string_view raw_model);
+  // The canonical model of `raw_model` (its limits and counters); with `catalog_price`, also the
+  // catalog's price of the name as called (a dated snapshot may be priced apart), else nullptr.
+  const ModelInfo* model_for(std::string_view raw_model, const ModelPrice** catalog_price = nullptr);
   const CompiledPlan* resolve_plan(UserState* user, const PlanSnapshot* snap);
   PeriodWindow* roll_period(UserState* user, const CompiledPlan* plan, std::int64_t now);
   SessionWindow* roll_implicit_session(UserState* user, const CompiledPlan* plan, std::int64_t now);

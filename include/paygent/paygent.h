@@ -248,10 +248,12 @@ class Paygent {
   [[nodiscard]] Reservation reserve(std::string_view model, const CallEstimate& estimate);
 
   // Replaces the reservation by the call's real usage and meters the event (on_usage, store).
-  // `reported_model` is the model the provider answered with, when known. Never throws.
+  // Never throws.
   void settle(Reservation& reservation, const Usage& usage, Provider provider = Provider::kUnknown) noexcept;
-  // Settles with what a provider response says (see extract_usage). An unreadable body meters the
-  // reservation's estimate instead (flagged `estimated`) and is reported through on_error.
+  // Settles with what a provider response says: a JSON body (see extract_usage) or a whole
+  // server-sent-event stream (a body starting with "data:", "event:" or ":"; see
+  // StreamUsageReader). An unreadable body meters the reservation's estimate instead (flagged
+  // `estimated`) and is reported through on_error; a provider error with no usage releases it.
   void settle_response(Reservation& reservation, std::string_view body) noexcept;
   // Gives the reservation back without metering anything (the call failed and cost nothing).
   void release(Reservation& reservation) noexcept;

@@ -6,6 +6,7 @@
 
 #include "paygent/paygent.h"
 #include "tests/guard/fixture.h"
+#include "tests/meter/fixtures.h"
 
 namespace paygent {
 namespace {
@@ -144,6 +145,81 @@ TEST_CASE("guard.failopen.real_provider_bodies_are_metered_exactly") {
   CHECK(seen[1].output_tokens == 26);
   // Plan rates price cached input like input (the plan gives one input rate).
   CHECK(pg->report("u1")->by_model.size() == 2);
+}
+
+TEST_CASE("guard.failopen.streamed_responses_are_metered_from_their_final_usage") {
+  // Every recorded stream of ../shared/fixtures, through metered_call as a whole SSE body: the
+  // usage MANIFEST.json names is metered, not the estimate.
+  int streams = 0;
+  for (const testing::FixtureCase& c : testing::load_fixture_cases()) {
+    if (!c.sse || !c.usage_present) continue;
+    CAPTURE(c.file);
+    ++streams;
+    Options o;
+    o.plans = testing::config_with(testing::round_plan());
+    o.local_store_path = "";
+    std::vector<UsageEvent> seen;
+    std::vector<std::string> errors;
+    o.on_usage = [&](const UsageEvent& e) { seen.push_back(e); };
+    o.on_error = [&](const absl::Status& s) { errors.push_back(std::string(s.message())); };
+    auto pg = *Paygent::create(std::move(o));
+    Context ctx("u1");
+    const std::string body = pg->metered_call("gpt-4o", {.prompt_tokens = 7, .max_output_tokens = 9},
+                                              [&] { return c.body; });
+    CHECK(body == c.body);
+    REQUIRE(seen.size() == 1);
+    CHECK_FALSE(seen[0].estimated);
+    CHECK(seen[0].usage.input_tokens == c.usage.input_tokens);
+    CHECK(seen[0].usage.output_tokens == c.usage.output_tokens);
+    CHECK(seen[0].usage.cached_input_tokens == c.usage.cached_input_tokens);
+    CHECK(seen[0].usage.reasoning_tokens == c.usage.reasoning_tokens);
+    CHECK(pg->stats().unreadable_responses == 0);
+    CHECK(errors.empty());
+  }
+  CHECK(streams >= 5);
+}
+
+TEST_CASE("guard.failopen.a_stream_without_usage_meters_the_estimate") {
+  Options o;
+  o.plans = testing::config_with(testing::round_plan());
+  o.local_store_path = "";
+  std::vector<UsageEvent> seen;
+  o.on_usage = [&](const UsageEvent& e) { seen.push_back(e); };
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("u1");
+  pg->metered_call("gpt-4o", {.prompt_tokens = 7, .max_output_tokens = 9},
+                   [] { return std::string("data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n"); });
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].estimated);
+  CHECK(seen[0].usage.input_tokens == 7);
+  CHECK(seen[0].usage.output_tokens == 9);
+  CHECK(pg->stats().unreadable_responses == 1);
+}
+
+TEST_CASE("guard.failopen.dated_snapshots_are_priced_as_called_and_counted_as_their_model") {
+  // The catalog prices gpt-4o-2024-05-13 apart ($5/$15 per 1M) from gpt-4o ($2.50/$10); both
+  // count against gpt-4o's quota and report line.
+  Options o;
+  o.plans = testing::config_with(Plan{.name = "free"});  // no plan rates: the catalog prices
+  o.local_store_path = "";
+  std::vector<UsageEvent> seen;
+  o.on_usage = [&](const UsageEvent& e) { seen.push_back(e); };
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("u1");
+  const Usage u{.input_tokens = 1000, .output_tokens = 1000};
+  pg->record("gpt-4o-2024-05-13", u);
+  pg->record("gpt-4o-2024-08-06", u);
+  pg->record("gpt-4o-2024-05-13", u);  // the thread's last-model cache keeps the price too
+  REQUIRE(seen.size() == 3);
+  CHECK(seen[0].cost == 20'000'000);  // $0.005 + $0.015
+  CHECK(seen[1].cost == 12'500'000);  // $0.0025 + $0.010
+  CHECK(seen[2].cost == 20'000'000);
+  CHECK(seen[0].price_source == UsageEvent::PriceSource::kCatalog);
+  CHECK(seen[0].model == "gpt-4o");
+  auto report = pg->report("u1");
+  REQUIRE(report.ok());
+  REQUIRE(report->by_model.size() == 1);
+  CHECK(report->spend == 52'500'000);
 }
 
 TEST_CASE("guard.failopen.init_with_bad_options_gives_a_pass_through_instance") {
