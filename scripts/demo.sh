@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: builds Paygent, starts paygentd (SQLite in a temporary data dir) on loopback, runs
-# `paygent demo` against it (the $49 Pro-plan month, without and with Paygent), prints the
-# backend's per-user report, and stops paygentd.
+# `paygent demo` against it (the $49 Pro-plan month of November 2026, without and with Paygent),
+# which ends by comparing paygentd's per-user totals for that month with the library's (exit 1 if
+# they differ), and stops paygentd.
 #   bash scripts/demo.sh           # with the backend
 #   bash scripts/demo.sh --local   # local-only mode (no API key: a local SQLite store only)
 set -euo pipefail

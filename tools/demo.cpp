@@ -5,6 +5,10 @@
 // mostly GPT-4o). The month is run twice. Without Paygent every call goes through. With Paygent
 // the Pro plan caps GPT-4o at 4M tokens a month (soft warning at 80%), spend at $49 a month and
 // $5 a session; the application answers a GPT-4o model_limit gate by retrying on gpt-4o-mini.
+// (The product docs' example cap is 50K GPT-4o tokens; at these call sizes it would block Alice,
+// the light user, after two calls.) With a backend, the guarded run syncs every event to paygentd,
+// and the demo ends by asking paygentd for its per-user totals over November 2026 (explicit
+// from/to, not the backend's current period) and checking they equal the library's report.
 #include "tools/demo.h"
 
 #include <cinttypes>
@@ -71,11 +75,11 @@ struct Persona {
 };
 
 // Token sizes chosen so that, without Paygent, the month costs what the product documents say:
-// Alice ~$8, Bob ~$23, Charlie ~$140.
+// Alice ~$8, Bob ~$23, Charlie ~$140 (to the dollar: tests/integration/demo_test.cpp checks it).
 constexpr Persona kPersonas[] = {
     {"Alice (light)", "alice", 50, 100, 12'000, 13'000},
-    {"Bob (typical)", "bob", 400, 40, 12'000, 10'000},
-    {"Charlie (power)", "charlie", 4000, 90, 5'000, 2'500},
+    {"Bob (typical)", "bob", 400, 40, 12'000, 10'800},
+    {"Charlie (power)", "charlie", 4000, 90, 5'000, 2'600},
 };
 
 struct Call {
@@ -160,53 +164,131 @@ void print_run(const char* title, const std::map<std::string, Tally>& tallies) {
   }
 }
 
-// The backend's view: each user's current period as paygentd computes it from every event.
-bool print_backend_report(const DemoOptions& options) {
-  std::printf("\nThe backend's per-user report (paygentd at %s, GET /api/v1/users/{id}/usage):\n",
-              options.backend_url.c_str());
-  simdjson::dom::parser parser;
-  for (const Persona& p : kPersonas) {
-    auto reply = internal::http_exchange(options.backend_url, "GET", std::string("/api/v1/users/") + p.user_id + "/usage",
-                                         options.api_key, "");
-    if (!reply.ok() || reply->status != 200) {
-      std::fprintf(stderr, "demo: backend report for %s failed: %s\n", p.user_id,
-                   reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
-      return false;
-    }
-    simdjson::dom::element doc;
-    std::int64_t spend = 0, calls = 0;
-    if (parser.parse(reply->body).get(doc) != simdjson::SUCCESS ||
-        doc["spend_nanos"].get_int64().get(spend) != simdjson::SUCCESS) {
-      std::fprintf(stderr, "demo: unreadable backend report: %s\n", reply->body.c_str());
-      return false;
-    }
-    if (doc["calls"].get_int64().get(calls) != simdjson::SUCCESS) calls = -1;
-    std::printf("  %-8s %6" PRId64 " calls  %10s ", p.user_id, calls, format_usd(spend).c_str());
-    simdjson::dom::object models;
-    if (doc["models"].get_object().get(models) == simdjson::SUCCESS) {
-      for (auto [name, m] : models) {
-        std::int64_t cost = 0, in = 0, out = 0;
-        if (m["cost_nanos"].get_int64().get(cost) != simdjson::SUCCESS ||
-            m["input_tokens"].get_int64().get(in) != simdjson::SUCCESS ||
-            m["output_tokens"].get_int64().get(out) != simdjson::SUCCESS) {
-          std::fprintf(stderr, "demo: unreadable model usage in %s\n", reply->body.c_str());
-          return false;
-        }
-        std::printf(" | %s: %" PRId64 " tokens, %s", std::string(name).c_str(), in + out, format_usd(cost).c_str());
-      }
-    }
-    std::printf("\n");
+// One user's totals over the demo month.
+struct Totals {
+  std::int64_t calls = 0;
+  std::int64_t input_tokens = 0;
+  std::int64_t output_tokens = 0;
+  Nanos cost = 0;
+  friend bool operator==(const Totals&, const Totals&) = default;
+};
+
+// The library's own totals for a user (pg.report on the demo's clock: the demo month).
+Totals library_totals(const UserReport& rep) {
+  Totals t;
+  t.calls = rep.calls;
+  t.cost = rep.spend;
+  for (const auto& m : rep.by_model) {
+    t.input_tokens += m.input_tokens;
+    t.output_tokens += m.output_tokens;
   }
+  return t;
+}
+
+// Delivers every event of the guarded run to the backend: the local store first, then the syncer,
+// retried until `deadline` (as `paygent sync` does). False, with the reason printed, otherwise.
+bool deliver_everything(Paygent& pg, absl::Duration deadline) {
+  const absl::Time until = absl::Now() + deadline;
+  for (;;) {
+    const absl::Status s = pg.flush(absl::Seconds(5));
+    if (s.ok()) return true;
+    if (absl::Now() >= until) {
+      std::fprintf(stderr, "demo: could not deliver every event to the backend within %s: %s\n",
+                   absl::FormatDuration(deadline).c_str(), std::string(s.message()).c_str());
+      return false;
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+}
+
+// The backend's view of the demo month, asked for explicitly (not "the current period", which
+// follows the real clock and is another month once November 2026 is over), compared user by user
+// with the library's own report. Returns false, having said why, when they differ or the backend
+// cannot be read.
+bool check_backend_report(const DemoOptions& options, Paygent& pg, absl::Time from, absl::Time to,
+                          const std::string& month_name) {
+  const std::string target = absl::StrFormat("/api/v1/reports/usage?from_ns=%d&to_ns=%d&group_by=user",
+                                             absl::ToUnixNanos(from), absl::ToUnixNanos(to));
+  std::printf("\nThe backend's report for %s (paygentd at %s, GET %s), against the library's (pg.report):\n",
+              month_name.c_str(), options.backend_url.c_str(), target.c_str());
+  auto reply = internal::http_exchange(options.backend_url, "GET", target, options.api_key, "");
+  if (!reply.ok() || reply->status != 200) {
+    std::fprintf(stderr, "demo: the backend's usage report failed: %s\n",
+                 reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
+    return false;
+  }
+  std::map<std::string, Totals> backend;
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  simdjson::dom::array rows;
+  if (parser.parse(reply->body).get(doc) != simdjson::SUCCESS || doc["rows"].get_array().get(rows) != simdjson::SUCCESS) {
+    std::fprintf(stderr, "demo: unreadable backend report: %s\n", reply->body.c_str());
+    return false;
+  }
+  for (simdjson::dom::element row : rows) {
+    std::string_view key;
+    Totals t;
+    if (row["key"].get_string().get(key) != simdjson::SUCCESS ||
+        row["calls"].get_int64().get(t.calls) != simdjson::SUCCESS ||
+        row["input_tokens"].get_int64().get(t.input_tokens) != simdjson::SUCCESS ||
+        row["output_tokens"].get_int64().get(t.output_tokens) != simdjson::SUCCESS ||
+        row["cost_nanos"].get_int64().get(t.cost) != simdjson::SUCCESS) {
+      std::fprintf(stderr, "demo: unreadable row in the backend report: %s\n", reply->body.c_str());
+      return false;
+    }
+    backend[std::string(key)] = t;
+  }
+  std::printf("  %-8s %-7s %6s %14s %14s %16s\n", "user", "source", "calls", "input tokens", "output tokens",
+              "cost (nano-USD)");
+  std::vector<std::string> differ;
+  for (const Persona& p : kPersonas) {
+    Totals mine;
+    if (auto rep = pg.report(p.user_id); rep.ok()) {
+      if (rep->period.start != from || rep->period.end != to) {
+        std::fprintf(stderr, "demo: the library reports %s for another period than %s\n", p.user_id, month_name.c_str());
+        return false;
+      }
+      mine = library_totals(*rep);
+    }
+    const auto it = backend.find(p.user_id);
+    const Totals theirs = it == backend.end() ? Totals{} : it->second;
+    const bool same = mine == theirs;
+    if (!same) differ.push_back(p.user_id);
+    std::printf("  %-8s %-7s %6" PRId64 " %14" PRId64 " %14" PRId64 " %16" PRId64 "  %s\n", p.user_id, "backend",
+                theirs.calls, theirs.input_tokens, theirs.output_tokens, theirs.cost, format_usd(theirs.cost).c_str());
+    std::printf("  %-8s %-7s %6" PRId64 " %14" PRId64 " %14" PRId64 " %16" PRId64 "  %s %s\n", "", "library",
+                mine.calls, mine.input_tokens, mine.output_tokens, mine.cost, format_usd(mine.cost).c_str(),
+                same ? "same" : "DIFFERENT");
+  }
+  if (!differ.empty()) {
+    std::string who;
+    for (const auto& u : differ) who += (who.empty() ? "" : ", ") + u;
+    std::printf("MISMATCH: the backend's totals for %s differ from the library's for %s.\n", month_name.c_str(),
+                who.c_str());
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "demo: MISMATCH: paygentd's totals for %s differ from the library's report for %s "
+                 "(was this product used before? the demo needs a fresh one)\n",
+                 month_name.c_str(), who.c_str());
+    return false;
+  }
+  std::printf("Backend and library agree for every user: calls, tokens and cost to the nano-dollar.\n");
   return true;
 }
 
 }  // namespace
 
 int run_demo(const DemoOptions& options) {
-  const absl::Time month_start = absl::FromCivil(absl::CivilMonth(2026, 11), absl::UTCTimeZone());
+  // A fixed month, not the current one: the numbers (calls, tokens, costs) are then the same on
+  // every run, whatever the date (the current month would vary in length, and the calls of a
+  // 28-day February would spill into March). The backend is asked for this month explicitly.
+  const absl::CivilMonth month(2026, 11);
+  const absl::Time month_start = absl::FromCivil(month, absl::UTCTimeZone());
+  const absl::Time month_end = absl::FromCivil(month + 1, absl::UTCTimeZone());
+  const std::string month_name = absl::FormatTime("%B %Y", month_start, absl::UTCTimeZone());
   const std::vector<Call> calls = month_of_calls(month_start);
-  std::printf("Paygent demo: one month (November 2026) of a $49/month Pro plan, %zu simulated LLM calls.\n",
-              calls.size());
+  std::printf("Paygent demo: one month (%s) of a $49/month Pro plan, %zu simulated LLM calls.\n",
+              month_name.c_str(), calls.size());
 
   // Run 1: no guardrail.
   std::map<std::string, Tally> without;
@@ -285,6 +367,8 @@ int run_demo(const DemoOptions& options) {
   }
   print_run("With Paygent: GPT-4o capped at 4M tokens/month, $49/month, $5/session; gated calls fall back to gpt-4o-mini.",
             with);
+  std::printf("  (The product docs' example cap is 50K GPT-4o tokens a month; at this demo's call sizes (~25K tokens "
+              "a call for Alice) that would block Alice after two calls, so the demo's cap is 4M.)\n");
   std::printf("\nFirst hard gates, as the application saw them:\n");
   for (const auto& line : first_blocks) std::printf("%s\n", line.c_str());
 
@@ -305,12 +389,18 @@ int run_demo(const DemoOptions& options) {
   std::printf("\nPaygent counters: %" PRId64 " checks, %" PRId64 " metered events, %" PRId64 " soft gates, %" PRId64
               " hard gates, %" PRId64 " errors contained.\n",
               s.checks, s.events, s.soft_gates, s.hard_gates, s.errors);
-  if (!options.store_path.empty()) {
+  bool backend_agrees = true;
+  if (backend) {
+    // Every event must have reached paygentd before its report means anything.
+    const bool delivered = deliver_everything(pg, absl::Seconds(60));
+    std::printf("Local store %s: %" PRId64 " events stored, %" PRId64 " delivered to paygentd.\n",
+                options.store_path.c_str(), pg.stats().stored_events, pg.stats().delivered_events);
+    backend_agrees = delivered && check_backend_report(options, pg, month_start, month_end, month_name);
+  } else if (!options.store_path.empty()) {
     const absl::Status flushed = pg.flush(absl::Seconds(30));
     std::printf("Local store %s: %s (%" PRId64 " events stored).\n", options.store_path.c_str(),
                 flushed.ok() ? "flushed" : std::string(flushed.message()).c_str(), pg.stats().stored_events);
   }
-  if (backend && !print_backend_report(options)) return 1;
 
   const Tally& charlie_before = without.at("charlie");
   const Tally& charlie_after = with.at("charlie");
@@ -319,6 +409,12 @@ int run_demo(const DemoOptions& options) {
   std::printf("\n%s Charlie's margin: %s without Paygent, %s with it; he kept working on gpt-4o-mini (%d calls rerouted).\n",
               story_holds ? "OK:" : "UNEXPECTED:", format_usd(kPlanPrice - charlie_before.cost).c_str(),
               format_usd(kPlanPrice - charlie_after.cost).c_str(), charlie_after.rerouted);
+  if (!backend_agrees) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "demo: FAILED: the backend's report for %s does not match the library's (see above).\n",
+                 month_name.c_str());
+    return 1;
+  }
   return story_holds ? 0 : 1;
 }
 

@@ -26,7 +26,8 @@ commands:
       run without and with Paygent. The guarded run keeps its events in a fresh local SQLite
       store (a temporary file unless --store names a file that does not exist yet).
       Exits 0 when the power user's margin is no longer negative. With --backend and --api-key
-      the guarded run also syncs to paygentd and ends with the backend's per-user report.
+      the guarded run also syncs to paygentd and ends with the backend's per-user report for the
+      demo month, compared with the library's; a difference exits 1 (use a fresh product).
   admin create-product --backend URL --admin-token TOKEN --name NAME
       Creates a product on paygentd and prints its API key (shown once).
   loadgen --backend URL --api-key KEY --store FILE [--users N] [--calls N] [--prefix P]
