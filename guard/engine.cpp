@@ -192,9 +192,44 @@ void Engine::open_store() {
   }
 }
 
+void Engine::assign(UserState* user, std::unique_ptr<Assignment> a) {
+  std::lock_guard<std::mutex> lock(user->mu);
+  user->assignment.store(a.get(), std::memory_order_release);
+  user->assignments.push_back(std::move(a));  // kept: a call in flight may be reading the old one
+  user->plan_cache.store(nullptr, std::memory_order_release);
+}
+
+void Engine::adopt_subscription(UserState* user, const BackendUsage::Subscription& s) {
+  const Assignment* cur = user->assignment.load(std::memory_order_acquire);
+  if (cur != nullptr && cur->subscription && cur->plan == s.plan && cur->start_ns == s.period_start_ns &&
+      cur->end_ns == s.period_end_ns) {
+    return;
+  }
+  const PlanSnapshot* snap = plans.load(std::memory_order_acquire);
+  if (!snap->by_name.contains(s.plan)) {
+    if (!unknown_backend_plan_reported.exchange(true)) {
+      report_error(absl::NotFoundError(str_cat("the backend subscribes user ", user->key, " to plan \"", s.plan,
+                                               "\", which this process's plans do not have; keeping the user's "
+                                               "current plan (said once)")));
+    }
+    return;
+  }
+  auto a = std::make_unique<Assignment>();
+  a->plan = s.plan;
+  a->subscription = true;
+  a->start_ns = s.period_start_ns;
+  a->end_ns = s.period_end_ns;
+  assign(user, std::move(a));
+  // Move the user's window now, so that the backend's total applies to it at once.
+  roll_period(user, resolve_plan(user, snap), now_ns());
+}
+
 void Engine::apply_backend_usage(const BackendUsage& u) {
   UserState* user = user_for(u.user_id, false);
   if (user == nullptr || !store) return;
+  // The backend's subscription is authoritative: every process gates the user on one plan and
+  // period, the one the backend sums.
+  if (u.subscription) adopt_subscription(user, *u.subscription);
   PeriodWindow* w = user->period.load(std::memory_order_acquire);
   if (w == nullptr || w->start_ns != u.period_start_ns || w->end_ns != u.period_end_ns) return;  // other period
   // external = backend total - what this store has had acknowledged, read after the acknowledgement,

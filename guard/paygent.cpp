@@ -150,11 +150,7 @@ absl::Status assign(Engine& engine, std::string_view user_id, std::string_view p
     return absl::NotFoundError(internal::str_cat("plan \"", plan, "\" does not exist"));
   }
   a->plan = std::string(plan);
-  internal::UserState* user = engine.user_for(user_id, true);
-  std::lock_guard<std::mutex> lock(user->mu);
-  user->assignment.store(a.get(), std::memory_order_release);
-  user->assignments.push_back(std::move(a));  // kept: a call in flight may be reading the old one
-  user->plan_cache.store(nullptr, std::memory_order_release);
+  engine.assign(engine.user_for(user_id, true), std::move(a));
   return absl::OkStatus();
 }
 

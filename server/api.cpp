@@ -198,6 +198,14 @@ absl::StatusOr<std::string> usage_object(const UserRecord& user, const PlanConfi
   }
   str_append(&out, "\"period_start_ns\":", period.from_ns, ",\"period_end_ns\":", period.to_ns,
              ",\"spend_nanos\":", total.cost_nanos);
+  // The subscription, so that every application process puts the user on the same plan and period.
+  if (user.subscription) {
+    str_append(&out, ",\"subscription\":{\"plan\":", json_quote(user.subscription->plan),
+               ",\"period_start_ns\":", user.subscription->period_start_ns,
+               ",\"period_end_ns\":", user.subscription->period_end_ns, "}");
+  } else {
+    out += ",\"subscription\":null";
+  }
   if (detailed) str_append(&out, ",\"calls\":", total.calls);
   out += ",\"models\":{";
   bool first = true;

@@ -79,6 +79,17 @@ bool read_usage(simdjson::dom::element obj, std::string user_id, BackendUsage& o
   if (obj["period_start_ns"].get_int64().get(out.period_start_ns) != simdjson::SUCCESS) return false;
   if (obj["period_end_ns"].get_int64().get(out.period_end_ns) != simdjson::SUCCESS) return false;
   if (obj["spend_nanos"].get_int64().get(out.spend_nanos) != simdjson::SUCCESS) return false;
+  simdjson::dom::object sub;
+  if (obj["subscription"].get_object().get(sub) == simdjson::SUCCESS) {
+    BackendUsage::Subscription s;
+    std::string_view plan;
+    if (sub["plan"].get_string().get(plan) != simdjson::SUCCESS || plan.empty()) return false;
+    if (sub["period_start_ns"].get_int64().get(s.period_start_ns) != simdjson::SUCCESS) return false;
+    if (sub["period_end_ns"].get_int64().get(s.period_end_ns) != simdjson::SUCCESS) return false;
+    if (s.period_end_ns <= s.period_start_ns) return false;
+    s.plan = std::string(plan);
+    out.subscription = std::move(s);
+  }
   simdjson::dom::object models;
   if (obj["models"].get_object().get(models) == simdjson::SUCCESS) {
     for (auto [name, m] : models) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -36,7 +37,13 @@ struct SyncOptions {
 
 // The backend's totals for one user over one period.
 struct BackendUsage {
+  struct Subscription {
+    std::string plan;
+    std::int64_t period_start_ns = 0;  // the first period, as POST /users/{id}/subscription set it
+    std::int64_t period_end_ns = 0;
+  };
   std::string user_id;
+  std::optional<Subscription> subscription;  // nullopt: none (or an older backend that does not say)
   std::int64_t period_start_ns = 0;
   std::int64_t period_end_ns = 0;
   std::int64_t spend_nanos = 0;

@@ -285,6 +285,10 @@ struct Engine final : SyncTarget {
   EventId next_event_id() noexcept;
 
   // --- cold paths ---
+  // Puts `user` on `a` (calls in flight keep reading the old assignment, which stays alive).
+  void assign(UserState* user, std::unique_ptr<Assignment> a);
+  // Puts `user` on the backend's subscription when it differs from theirs (syncer thread).
+  void adopt_subscription(UserState* user, const BackendUsage::Subscription& s);
   UserState* user_for(std::string_view user_id, bool create);
   // The canonical model of `raw_model` (its limits and counters); with `catalog_price`, also the
   // catalog's price of the name as called (a dated snapshot may be priced apart), else nullptr.
@@ -335,6 +339,7 @@ struct Engine final : SyncTarget {
   // Users active in a refresh round are refreshed from the backend once per round.
   std::atomic<std::uint64_t> refresh_epoch{1};
   std::atomic<bool> dropped_reported{false};
+  std::atomic<bool> unknown_backend_plan_reported{false};
   std::vector<StoredEvent> unstored;  // writer thread only
   std::atomic<bool> store_failing{false};
   std::thread writer;

@@ -227,7 +227,9 @@ class Paygent {
 
   // Puts `user_id` on `plan` for a subscription period [period_start, period_end) that renews
   // with the same length (see subscription_period). NotFound when the plan does not exist;
-  // InvalidArgument when end <= start.
+  // InvalidArgument when end <= start. With a backend, a subscription set there (POST
+  // /api/v1/users/{id}/subscription) is authoritative: when the backend reports one for the user,
+  // every process puts the user on it, replacing what was set here.
   absl::Status subscribe(std::string_view user_id, std::string_view plan, absl::Time period_start,
                          absl::Time period_end);
   // Puts `user_id` on `plan` with the plan's calendar period rule.

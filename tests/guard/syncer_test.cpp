@@ -55,6 +55,12 @@ class FakeBackend {
     return static_cast<std::int64_t>(ids_.size());
   }
   std::int64_t duplicates() const { return duplicates_.load(); }
+  // Subscribes `user` to `plan` for [start, end) (the tests' clocks stay in that first period).
+  void subscribe(const std::string& user, const std::string& plan, absl::Time start, absl::Time end) {
+    std::lock_guard<std::mutex> lock(mu_);
+    subscriptions_[user] = {plan, absl::ToUnixNanos(start), absl::ToUnixNanos(end)};
+  }
+
   std::int64_t batch_requests() const { return batch_requests_.load(); }
   void stop() {
     stopping_ = true;
@@ -135,10 +141,18 @@ class FakeBackend {
   }
 
   std::string usage_json(const std::string& user) {
-    const std::int64_t start = absl::ToUnixNanos(utc(2026, 11, 1));
-    const std::int64_t end = absl::ToUnixNanos(utc(2026, 12, 1));
+    std::int64_t start = absl::ToUnixNanos(utc(2026, 11, 1));
+    std::int64_t end = absl::ToUnixNanos(utc(2026, 12, 1));
+    std::string subscription = "null";
+    if (auto it = subscriptions_.find(user); it != subscriptions_.end()) {
+      start = it->second.start_ns;
+      end = it->second.end_ns;
+      subscription = "{\"plan\":\"" + it->second.plan + "\",\"period_start_ns\":" + std::to_string(start) +
+                     ",\"period_end_ns\":" + std::to_string(end) + "}";
+    }
     return "{\"period_start_ns\":" + std::to_string(start) + ",\"period_end_ns\":" + std::to_string(end) +
-           ",\"spend_nanos\":" + std::to_string(spend_[user]) + ",\"models\":{}}";
+           ",\"spend_nanos\":" + std::to_string(spend_[user]) + ",\"subscription\":" + subscription +
+           ",\"models\":{}}";
   }
 
   std::string respond(const std::string& request_line, const std::string& body) {
@@ -195,6 +209,11 @@ class FakeBackend {
   std::atomic<int> mode_times_{0};
   std::mutex mu_;
   std::map<std::string, Nanos> spend_;
+  struct Subscription {
+    std::string plan;
+    std::int64_t start_ns = 0, end_ns = 0;
+  };
+  std::map<std::string, Subscription> subscriptions_;
   std::set<std::string> ids_;
   std::atomic<std::int64_t> duplicates_{0};
   std::atomic<std::int64_t> batch_requests_{0};
@@ -392,6 +411,38 @@ TEST_CASE("sync.usage_from_other_processes_arrives_without_a_batch") {
     a.pg->check("m");
     return a.pg->report("u1")->spend == kDollar;
   }));
+}
+
+TEST_CASE("sync.the_backends_subscription_puts_every_process_on_one_plan_and_period") {
+  // Subscribed at the backend to "team" from the 5th to the 5th; the library alone would put the
+  // user on the default plan's calendar month. $2 were spent through another process.
+  FakeBackend backend;
+  backend.subscribe("u1", "team", utc(2026, 11, 5), utc(2026, 12, 5));
+  backend.seed_spend("u1", 2 * kDollar);
+  FakeClock clock;  // 2026-11-10 12:00
+  PlanConfig plans = testing::config_with(testing::round_plan("pro"));
+  Plan team = testing::round_plan("team");
+  team.max_spend_per_period = 3 * kDollar;
+  plans.plans.push_back(team);
+  Client c(backend.port(), Plan{}, clock, [&](Options& o) {
+    o.plans = plans;
+    o.refresh_interval = absl::Milliseconds(100);
+  });
+  Context ctx("u1");
+  CHECK(c.pg->check("m").ok());  // the default plan, unlimited, until the backend answers
+  REQUIRE(eventually([&] {
+    c.pg->check("m");
+    auto r = c.pg->report("u1");
+    return r.ok() && r->plan == "team" && r->period.start == utc(2026, 11, 5) && r->spend == 2 * kDollar;
+  }));
+  CHECK(c.pg->report("u1")->period.end == utc(2026, 12, 5));
+  CHECK(c.pg->report("u1")->max_spend_per_period == 3 * kDollar);
+  c.pg->record("m", tokens(1'000'000, 0));  // $1 here: $3 of $3 with the other process's $2
+  CHECK_THROWS_AS(c.pg->check("m"), LimitExceeded);
+  REQUIRE(c.pg->flush().ok());
+  CHECK(backend.spend("u1") == 3 * kDollar);
+  CHECK_THROWS_AS(c.pg->check("m"), LimitExceeded);  // counted once after the acknowledgement
+  CHECK(c.pg->report("u1")->spend == 3 * kDollar);
 }
 
 TEST_CASE("sync.clean_shutdown_delivers_what_is_queued") {
