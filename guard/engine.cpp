@@ -242,16 +242,37 @@ void Engine::apply_backend_usage(const BackendUsage& u) {
   // Never below 0: a backend that knows less than we had acknowledged (a restored replica) must
   // not loosen the cap.
   w->external.store(std::max<Nanos>(u.spend_nanos - acked->cost, 0), std::memory_order_relaxed);
-  for (const auto& [name, backend_tokens] : u.model_tokens) {
+  ExternalModelTotals* ext = w->external_models.load(std::memory_order_acquire);
+  if (ext == nullptr) {  // only this (syncer) thread writes it
+    ext = arena.make_array<ExternalModelTotals>(w->slots);
+    w->external_models.store(ext, std::memory_order_release);
+  }
+  std::int64_t backend_calls = 0;
+  bool calls_known = true;
+  for (const auto& [name, b] : u.models) {
+    if (b.calls < 0) calls_known = false;
+    backend_calls += std::max<std::int64_t>(b.calls, 0);
     const ModelInfo* m = model_for(name);
     ModelCounters* c = w->counters(m->id);
     if (c == nullptr) continue;
-    std::int64_t local = 0;
+    RangeTotals::Model local;
     for (const auto& am : acked->by_model) {
-      if (am.model == m->name) local += am.input_tokens + am.output_tokens;
+      if (am.model != m->name) continue;
+      local.input_tokens += am.input_tokens;
+      local.output_tokens += am.output_tokens;
+      local.calls += am.calls;
+      local.cost += am.cost;
     }
-    c->external_tokens.store(std::max<std::int64_t>(backend_tokens - local, 0), std::memory_order_relaxed);
+    c->external_tokens.store(
+        std::max<std::int64_t>(b.input_tokens + b.output_tokens - local.input_tokens - local.output_tokens, 0),
+        std::memory_order_relaxed);
+    ExternalModelTotals& e = ext[static_cast<std::size_t>(c - w->models)];
+    e.input.store(std::max<std::int64_t>(b.input_tokens - local.input_tokens, 0), std::memory_order_relaxed);
+    e.output.store(std::max<std::int64_t>(b.output_tokens - local.output_tokens, 0), std::memory_order_relaxed);
+    e.cost.store(std::max<Nanos>(b.cost - local.cost, 0), std::memory_order_relaxed);
+    e.calls.store(std::max<std::int64_t>(b.calls - local.calls, 0), std::memory_order_relaxed);
   }
+  if (calls_known) w->external_calls.store(std::max<std::int64_t>(backend_calls - acked->calls, 0));
 }
 
 void Engine::apply_backend_plans(std::string_view json) {

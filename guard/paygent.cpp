@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <utility>
 
@@ -402,7 +403,16 @@ std::optional<std::int64_t> Paygent::max_output_tokens_that_fit(std::string_view
 absl::StatusOr<UserReport> Paygent::report(std::string_view user_id) {
   Engine& e = *engine_;
   internal::UserState* user = e.user_for(user_id, false);
-  if (user == nullptr) return absl::NotFoundError(internal::str_cat("user \"", user_id, "\" has not been seen"));
+  if (user == nullptr) {
+    // Not seen by this process; maybe by an earlier one with the same store (a restart).
+    bool stored = false;
+    if (e.store && !user_id.empty()) {
+      auto all_time = e.store->totals(user_id, 0, std::numeric_limits<std::int64_t>::max());
+      stored = all_time.ok() && all_time->calls > 0;
+    }
+    if (!stored) return absl::NotFoundError(internal::str_cat("user \"", user_id, "\" has not been seen"));
+    user = e.user_for(user_id, true);  // its window is read from the store below
+  }
   const internal::PlanSnapshot* snap = e.plans.load(std::memory_order_acquire);
   const internal::CompiledPlan* plan = e.resolve_plan(user, snap);
   internal::PeriodWindow* w = user->period.load(std::memory_order_acquire);
@@ -415,7 +425,7 @@ absl::StatusOr<UserReport> Paygent::report(std::string_view user_id) {
   rep.period = Period{absl::FromUnixNanos(w->start_ns), absl::FromUnixNanos(w->end_ns)};
   rep.reserved = std::max<Nanos>(w->committed.load() - w->spend.load(), 0);
   rep.spend = w->spend.load() + w->external.load();  // with a backend: every process's spend
-  rep.calls = w->calls.load();
+  rep.calls = w->calls.load() + w->external_calls.load();  // as spend: every process's
   rep.max_spend_per_period = plan->max_period;
   if (plan->max_period) rep.remaining = std::max<Nanos>(*plan->max_period - rep.spend - rep.reserved, 0);
   std::vector<const internal::ModelInfo*> all_models;
@@ -434,6 +444,12 @@ absl::StatusOr<UserReport> Paygent::report(std::string_view user_id) {
     mu.output_tokens = mc.output.load();
     mu.calls = mc.calls.load();
     mu.cost = mc.cost.load();
+    if (const internal::ExternalModelTotals* ext = w->external_models.load(std::memory_order_acquire)) {
+      mu.input_tokens += ext[i].input.load();
+      mu.output_tokens += ext[i].output.load();
+      mu.calls += ext[i].calls.load();
+      mu.cost += ext[i].cost.load();
+    }
     if (mu.calls == 0 && !mu.max_tokens_per_period) continue;
     rep.by_model.push_back(std::move(mu));
   }
@@ -445,6 +461,20 @@ absl::StatusOr<UserReport> Paygent::report(std::string_view user_id) {
       const std::int64_t last = s->last_activity_ns.load();
       if (last < w->start_ns || s->calls.load() == 0) continue;
       rep.by_session.push_back({s->session_id, s->spend.load(), s->calls.load(), absl::FromUnixNanos(last)});
+    }
+  }
+  if (e.store) {
+    // Sessions of this period that earlier processes (or this one, before a roll-over) left in
+    // the store and that are not live here.
+    auto stored = e.store->sessions(user->key, "", w->start_ns, w->start_ns, w->end_ns);
+    if (stored.ok()) {
+      for (const internal::SessionTotals& t : *stored) {
+        const bool live = std::any_of(rep.by_session.begin(), rep.by_session.end(),
+                                      [&](const UserReport::SessionUsage& s) { return s.session_id == t.session_id; });
+        if (!live) rep.by_session.push_back({t.session_id, t.cost, t.calls, absl::FromUnixNanos(t.last_ns)});
+      }
+    } else {
+      e.report_error(stored.status());
     }
   }
   std::sort(rep.by_session.begin(), rep.by_session.end(),

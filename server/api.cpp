@@ -211,7 +211,8 @@ absl::StatusOr<std::string> usage_object(const UserRecord& user, const PlanConfi
   bool first = true;
   for (const auto& [model, t] : models) {
     str_append(&out, first ? "" : ",", json_quote(model), ":{\"input_tokens\":", t.input_tokens,
-               ",\"output_tokens\":", t.output_tokens, ",\"cost_nanos\":", t.cost_nanos, "}");
+               ",\"output_tokens\":", t.output_tokens, ",\"cost_nanos\":", t.cost_nanos, ",\"calls\":", t.calls,
+               "}");
     first = false;
   }
   out += "}";

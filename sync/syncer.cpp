@@ -93,10 +93,12 @@ bool read_usage(simdjson::dom::element obj, std::string user_id, BackendUsage& o
   simdjson::dom::object models;
   if (obj["models"].get_object().get(models) == simdjson::SUCCESS) {
     for (auto [name, m] : models) {
-      std::int64_t in = 0, outp = 0;
-      if (m["input_tokens"].get_int64().get(in) != simdjson::SUCCESS) return false;
-      if (m["output_tokens"].get_int64().get(outp) != simdjson::SUCCESS) return false;
-      out.model_tokens[std::string(name.data(), name.size())] = in + outp;
+      BackendUsage::Model totals;
+      if (m["input_tokens"].get_int64().get(totals.input_tokens) != simdjson::SUCCESS) return false;
+      if (m["output_tokens"].get_int64().get(totals.output_tokens) != simdjson::SUCCESS) return false;
+      if (m["cost_nanos"].get_int64().get(totals.cost) != simdjson::SUCCESS) totals.cost = 0;
+      if (m["calls"].get_int64().get(totals.calls) != simdjson::SUCCESS) totals.calls = -1;
+      out.models[std::string(name.data(), name.size())] = totals;
     }
   }
   return true;

@@ -47,7 +47,13 @@ struct BackendUsage {
   std::int64_t period_start_ns = 0;
   std::int64_t period_end_ns = 0;
   std::int64_t spend_nanos = 0;
-  std::map<std::string, std::int64_t> model_tokens;  // input + output, by model
+  struct Model {
+    std::int64_t input_tokens = 0;
+    std::int64_t output_tokens = 0;
+    Nanos cost = 0;
+    std::int64_t calls = -1;  // -1: the backend did not say
+  };
+  std::map<std::string, Model> models;
 };
 
 // What the syncer hands back to the engine.

@@ -76,6 +76,15 @@ struct ModelCounters {
   std::atomic<Nanos> cost{0};
 };
 
+// What the backend knows of a model's period usage beyond this process's acknowledged events
+// (reports only: the gate reads ModelCounters::external_tokens). Written by the syncer thread.
+struct ExternalModelTotals {
+  std::atomic<std::int64_t> input{0};
+  std::atomic<std::int64_t> output{0};
+  std::atomic<std::int64_t> calls{0};
+  std::atomic<Nanos> cost{0};
+};
+
 // Cache-line aligned (as are SessionWindow and UserState): two users' hot counters never share a
 // line, so threads serving different users do not slow each other down.
 struct alignas(64) PeriodWindow {
@@ -99,6 +108,9 @@ struct alignas(64) PeriodWindow {
   // With a backend: its total for the period minus what this store has had acknowledged, so that
   // committed + external = backend total + local events not yet acknowledged, counted once.
   std::atomic<Nanos> external{0};
+  std::atomic<std::int64_t> external_calls{0};
+  // Parallel to `models`, allocated at the backend's first answer (nullptr without a backend).
+  std::atomic<ExternalModelTotals*> external_models{nullptr};
   std::atomic<std::int64_t> calls{0};
   std::atomic<std::uint64_t> fired{0};  // soft thresholds fired: bit (limit * 8 + threshold index)
   const std::size_t slots;

@@ -278,7 +278,9 @@ class Paygent {
   // --- Reports ----------------------------------------------------------------------------------
 
   // The user's current period: spend, reservations, remaining budget, by model, by session.
-  // NotFound when Paygent has never seen the user.
+  // With a backend, spend, calls and by_model count every process's usage (the backend's totals
+  // plus this process's events not yet acknowledged). NotFound when neither this process nor its
+  // local store has seen the user.
   absl::StatusOr<UserReport> report(std::string_view user_id);
   [[nodiscard]] Stats stats() const noexcept;
 

@@ -43,8 +43,16 @@ TEST_CASE("guard.store.restart_keeps_spend_models_and_sessions") {
   }  // destroyed: queued events are committed
   clock.advance(absl::Minutes(5));
   auto pg = open_at(store.path(), clock, p);
-  auto missing = pg->report("u1");
-  CHECK(missing.status().code() == absl::StatusCode::kNotFound);  // not seen by this process yet
+  // Not seen by this process yet, but reported from the store, sessions included.
+  auto before_any_call = pg->report("u1");
+  REQUIRE(before_any_call.ok());
+  CHECK(before_any_call->spend == 320'000'000);
+  CHECK(before_any_call->calls == 2);
+  REQUIRE(before_any_call->by_session.size() == 1);
+  CHECK(before_any_call->by_session[0].session_id == "chat-1");
+  CHECK(before_any_call->by_session[0].cost == 320'000'000);
+  CHECK(before_any_call->by_session[0].calls == 2);
+  CHECK(pg->report("nobody").status().code() == absl::StatusCode::kNotFound);
   Context ctx("u1", {.session_id = "chat-1"});
   const GuardResult r = pg->check("gpt-4o", {.prompt_tokens = 4'000});
   CHECK(r.status == GateStatus::kSoftGate);  // 9,000 of 10,000 tokens

@@ -42,9 +42,14 @@ class FakeBackend {
     mode_ = m;
     mode_times_ = times;
   }
+  // Spend through another application process: one call of "m" at round_plan's $1 per 1M tokens.
   void seed_spend(const std::string& user, Nanos n) {
     std::lock_guard<std::mutex> lock(mu_);
     spend_[user] += n;
+    ModelTotals& m = models_[user]["m"];
+    m.input += n / 1000;
+    m.cost += n;
+    ++m.calls;
   }
   Nanos spend(const std::string& user) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -152,7 +157,17 @@ class FakeBackend {
     }
     return "{\"period_start_ns\":" + std::to_string(start) + ",\"period_end_ns\":" + std::to_string(end) +
            ",\"spend_nanos\":" + std::to_string(spend_[user]) + ",\"subscription\":" + subscription +
-           ",\"models\":{}}";
+           ",\"models\":{" + models_json(user) + "}}";
+  }
+
+  std::string models_json(const std::string& user) {
+    std::string out;
+    for (const auto& [model, t] : models_[user]) {
+      out += (out.empty() ? "\"" : ",\"") + model + "\":{\"input_tokens\":" + std::to_string(t.input) +
+             ",\"output_tokens\":" + std::to_string(t.output) + ",\"cost_nanos\":" + std::to_string(t.cost) +
+             ",\"calls\":" + std::to_string(t.calls) + "}";
+    }
+    return out;
   }
 
   std::string respond(const std::string& request_line, const std::string& body) {
@@ -184,6 +199,11 @@ class FakeBackend {
         }
         ++accepted;
         spend_[user] += e["cost_nanos"].get_int64().value();
+        ModelTotals& m = models_[user][std::string(e["model"].get_string().value())];
+        m.input += e["input_tokens"].get_int64().value();
+        m.output += e["output_tokens"].get_int64().value();
+        m.cost += e["cost_nanos"].get_int64().value();
+        ++m.calls;
       }
       duplicates_ += dups;
       std::string usage;
@@ -209,6 +229,11 @@ class FakeBackend {
   std::atomic<int> mode_times_{0};
   std::mutex mu_;
   std::map<std::string, Nanos> spend_;
+  struct ModelTotals {
+    std::int64_t input = 0, output = 0, calls = 0;
+    Nanos cost = 0;
+  };
+  std::map<std::string, std::map<std::string, ModelTotals>> models_;  // by user, by model
   struct Subscription {
     std::string plan;
     std::int64_t start_ns = 0, end_ns = 0;
@@ -291,6 +316,35 @@ TEST_CASE("sync.delivers_and_reconciles_without_double_counting") {
   CHECK(backend.events() == 2);
   CHECK(backend.duplicates() == 0);
   CHECK(c.pg->stats().delivered_events == 2);
+}
+
+TEST_CASE("sync.reports_count_every_process_and_add_up") {
+  FakeBackend backend;
+  backend.seed_spend("u1", 2 * kDollar);  // one call of 2M "m" tokens through another process
+  FakeClock clock;
+  Client c(backend.port(), testing::round_plan(), clock);
+  Context ctx("u1");
+  c.pg->record("m", tokens(1'000'000, 0));  // $1 here
+  REQUIRE(c.pg->flush().ok());
+  REQUIRE(eventually([&] { return c.pg->report("u1")->spend == 3 * kDollar; }));
+  for (int round = 0; round < 2; ++round) {  // before and after one more acknowledgement
+    auto r = c.pg->report("u1");
+    REQUIRE(r.ok());
+    CHECK(r->calls == 2);
+    REQUIRE(r->by_model.size() == 1);
+    CHECK(r->by_model[0].calls == 2);
+    CHECK(r->by_model[0].input_tokens == 3'000'000);
+    CHECK(r->by_model[0].cost == r->spend);
+    REQUIRE(c.pg->flush().ok());
+  }
+  c.pg->record("m", tokens(500'000, 0));  // not yet acknowledged: counted once, locally
+  auto r = c.pg->report("u1");
+  CHECK(r->calls == 3);
+  CHECK(r->by_model[0].input_tokens == 3'500'000);
+  CHECK(r->by_model[0].cost == r->spend);
+  REQUIRE(c.pg->flush().ok());
+  CHECK(c.pg->report("u1")->by_model[0].input_tokens == 3'500'000);
+  CHECK(backend.events() == 2);
 }
 
 TEST_CASE("sync.backend_down_never_blocks_and_everything_arrives_later") {
