@@ -14,6 +14,7 @@
 #include "absl/random/random.h"
 #include "meter/internal/json_text.h"
 #include "meter/internal/str_cat.h"
+#include "simdjson.h"
 
 namespace paygent::internal {
 namespace {
@@ -279,7 +280,12 @@ void Engine::apply_backend_plans(std::string_view json) {
   auto parsed = parse_plan_config(json);
   if (!parsed.ok()) {
     // An empty plan list means the backend has none: keep the local ones quietly.
-    if (json.find("\"plans\"") != std::string_view::npos && json.find("[]") != std::string_view::npos) return;
+    simdjson::dom::parser parser;
+    simdjson::dom::array list;
+    if (parser.parse(json.data(), json.size()).get_object()["plans"].get_array().get(list) == simdjson::SUCCESS &&
+        list.size() == 0) {
+      return;
+    }
     report_error(absl::InvalidArgumentError(str_cat("plans from the backend are invalid; keeping the current ones: ",
                                                     parsed.status().message())));
     return;

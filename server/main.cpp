@@ -42,6 +42,7 @@ Usage: paygentd --data-dir DIR [--listen HOST:PORT] [--admin-token TOKEN] [optio
                         power loss. normal: survives a crash of paygentd (kill -9) but not of
                         the machine; faster where fsync is slow. Env: PAYGENTD_SYNCHRONOUS.
   --threads N           Threads serving requests (default: one per core, at least 2).
+                        Env: PAYGENTD_THREADS.
   --help                This text.
 
 Flags win over the environment; "--flag=value" works too. SIGTERM or SIGINT stops paygentd
@@ -88,7 +89,8 @@ int main(int argc, char** argv) {
                                                        {"--listen", "PAYGENTD_LISTEN"},
                                                        {"--admin-token", "PAYGENTD_ADMIN_TOKEN"},
                                                        {"--max-body-bytes", "PAYGENTD_MAX_BODY_BYTES"},
-                                                       {"--synchronous", "PAYGENTD_SYNCHRONOUS"}};
+                                                       {"--synchronous", "PAYGENTD_SYNCHRONOUS"},
+                                                       {"--threads", "PAYGENTD_THREADS"}};
   for (const auto& [flag, variable] : env) {
     if (const char* value = std::getenv(variable); value != nullptr) *by_name[flag] = value;
   }
