@@ -7,6 +7,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <string>
@@ -142,9 +143,25 @@ std::optional<std::int64_t> parse_count(std::string_view text) {
   return value;
 }
 
-absl::StatusOr<std::optional<PlanConfig>> load_plan_config(Storage& storage, const std::string& product_id) {
+// A version of a stored plan config: 16 hex digits of its text's FNV-1a hash ("" for none).
+// The syncer compares it across ingest replies and re-reads the plans when it changes.
+std::string plans_version(const std::optional<std::string>& json) {
+  if (!json) return "";
+  std::uint64_t h = 14695981039346656037ULL;
+  for (const char c : *json) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ULL;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+absl::StatusOr<std::optional<PlanConfig>> load_plan_config(Storage& storage, const std::string& product_id,
+                                                           std::string* version = nullptr) {
   absl::StatusOr<std::optional<std::string>> json = storage.plan_config(product_id);
   if (!json.ok()) return json.status();
+  if (version != nullptr) *version = plans_version(*json);
   if (!json->has_value()) return std::optional<PlanConfig>();
   absl::StatusOr<PlanConfig> config = parse_plan_config(**json);
   if (!config.ok()) {
@@ -461,7 +478,8 @@ HttpResponse Api::get_plans(const std::string& product_id) {
 HttpResponse Api::ingest(const std::string& product_id, const HttpRequest& request) {
   absl::StatusOr<std::vector<EventRecord>> events = parse_event_batch(request.body);
   if (!events.ok()) return error_response(events.status());
-  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id);
+  std::string version;
+  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id, &version);
   if (!config.ok()) return error_response(config.status());
   const PlanConfig* const plan_config = config->has_value() ? &**config : nullptr;
   // Each user's current period, decided from the user's record read in the batch's transaction,
@@ -474,7 +492,8 @@ HttpResponse Api::ingest(const std::string& product_id, const HttpRequest& reque
 
   // The batch is stored: from here a failure answers 5xx, and the syncer's retry is counted as
   // duplicates, so an unanswered batch is never counted twice.
-  std::string body = str_cat("{\"accepted\":", result->accepted, ",\"duplicates\":", result->duplicates, ",\"usage\":{");
+  std::string body = str_cat("{\"accepted\":", result->accepted, ",\"duplicates\":", result->duplicates,
+                             ",\"plans_version\":", json_quote(version), ",\"usage\":{");
   bool first = true;
   for (const UserUsage& u : result->usage) {
     absl::StatusOr<std::string> usage = usage_object(u.user, plan_config, u.period, u.models, nullptr);

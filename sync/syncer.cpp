@@ -239,6 +239,12 @@ struct Syncer::Impl {
     delivered_count.fetch_add(static_cast<std::int64_t>(ids.size()));
     healthy.store(true);
     backoff = kMinBackoff;
+    // The plans piggybacked: a changed version is re-read at once (run() sees plans_stale).
+    std::string_view version;
+    if (reply["plans_version"].get_string().get(version) == simdjson::SUCCESS && version != plans_version) {
+      plans_version = std::string(version);
+      plans_stale = true;
+    }
     simdjson::dom::object usage;
     if (reply["usage"].get_object().get(usage) == simdjson::SUCCESS) {
       for (auto [user, obj] : usage) {
@@ -335,9 +341,13 @@ struct Syncer::Impl {
       bool ok = true;
       bool attempted = false;
       if (!backing_off && now - last_refresh >= absl::ToChronoNanoseconds(options.refresh_interval)) {
+        plans_stale = false;
         co_await refresh_plans();
         last_refresh = now;
         target->refresh_round();  // active users get watched again, and refreshed next pass
+      } else if (!backing_off && plans_stale) {
+        plans_stale = false;
+        co_await refresh_plans();
       }
       if (now - last_bound_check >= std::chrono::seconds(1) || stop) {
         co_await enforce_spool_bound();
@@ -423,6 +433,8 @@ struct Syncer::Impl {
   std::thread thread;
 
   std::atomic<bool> healthy{true};
+  std::string plans_version;  // the last plans_version an ingest reply carried (I/O thread only)
+  bool plans_stale = false;   // it changed: re-read the plans at the next pass
   std::atomic<bool> wake_pending{false};  // a wake() that came while no timer was armed
   std::atomic<std::int64_t> delivered_count{0};
   std::atomic<std::int64_t> failures{0};

@@ -60,6 +60,13 @@ class FakeBackend {
     return static_cast<std::int64_t>(ids_.size());
   }
   std::int64_t duplicates() const { return duplicates_.load(); }
+  // Replaces the product's plan config (GET /config/plans) and so its plans_version.
+  void set_plans(std::string json) {
+    std::lock_guard<std::mutex> lock(mu_);
+    plans_json_ = std::move(json);
+    ++plans_version_;
+  }
+  std::int64_t plan_reads() const { return plan_reads_.load(); }
   // Subscribes `user` to `plan` for [start, end) (the tests' clocks stay in that first period).
   void subscribe(const std::string& user, const std::string& plan, absl::Time start, absl::Time end) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -209,14 +216,17 @@ class FakeBackend {
       std::string usage;
       for (const auto& u : users) usage += (usage.empty() ? "\"" : ",\"") + u + "\":" + usage_json(u);
       return http(200, "{\"accepted\":" + std::to_string(accepted) + ",\"duplicates\":" + std::to_string(dups) +
-                           ",\"usage\":{" + usage + "}}");
+                           ",\"plans_version\":\"v" + std::to_string(plans_version_) + "\",\"usage\":{" + usage + "}}");
     }
     if (request_line.rfind("GET /api/v1/users/", 0) == 0) {
       const std::string rest = request_line.substr(18);
       const std::string user = rest.substr(0, rest.find('/'));
       return http(200, usage_json(user));
     }
-    if (request_line.rfind("GET /api/v1/config/plans", 0) == 0) return http(200, "{\"plans\":[]}");
+    if (request_line.rfind("GET /api/v1/config/plans", 0) == 0) {
+      ++plan_reads_;
+      return http(200, plans_json_);
+    }
     return http(404, "{}");
   }
 
@@ -229,6 +239,9 @@ class FakeBackend {
   std::atomic<int> mode_times_{0};
   std::mutex mu_;
   std::map<std::string, Nanos> spend_;
+  std::string plans_json_ = "{\"plans\":[]}";
+  int plans_version_ = 0;
+  std::atomic<std::int64_t> plan_reads_{0};
   struct ModelTotals {
     std::int64_t input = 0, output = 0, calls = 0;
     Nanos cost = 0;
@@ -497,6 +510,35 @@ TEST_CASE("sync.the_backends_subscription_puts_every_process_on_one_plan_and_per
   CHECK(backend.spend("u1") == 3 * kDollar);
   CHECK_THROWS_AS(c.pg->check("m"), LimitExceeded);  // counted once after the acknowledgement
   CHECK(c.pg->report("u1")->spend == 3 * kDollar);
+}
+
+TEST_CASE("sync.changed_plans_ride_back_on_ingest_replies") {
+  // Refreshed every hour only; a plan change still applies at the next delivered batch.
+  FakeBackend backend;
+  FakeClock clock;
+  Client c(backend.port(), testing::round_plan(), clock,
+           [](Options& o) { o.refresh_interval = absl::Hours(1); });
+  Context ctx("u1");
+  c.pg->record("m", tokens(1'000'000, 0));  // $1
+  REQUIRE(c.pg->flush().ok());
+  REQUIRE(eventually([&] { return backend.plan_reads() >= 1; }));  // the first pass reads them
+  CHECK(c.pg->check("m").ok());  // the local plan has no cap
+  backend.set_plans(R"({"soft_gate_at": 0.8, "hard_gate_at": 1.0, "default_plan": "pro",
+    "plans": [{"name": "pro", "max_spend_per_period": 1.5, "cost_rates": {"m": {"input": 0.001, "output": 0.002}}}]})");
+  const std::int64_t reads = backend.plan_reads();
+  c.pg->record("m", tokens(100'000, 0));  // $0.10; its reply carries the new plans_version
+  REQUIRE(c.pg->flush().ok());
+  REQUIRE(eventually([&] { return backend.plan_reads() > reads; }));
+  CHECK(eventually([&] { return c.pg->plans()->find("pro")->max_spend_per_period == kDollar * 3 / 2; }));
+  c.pg->record("m", tokens(400'000, 0));  // $1.50 of $1.50
+  CHECK_THROWS_AS(c.pg->check("m"), LimitExceeded);
+  // An unchanged version is not re-read.
+  REQUIRE(c.pg->flush().ok());
+  const std::int64_t after = backend.plan_reads();
+  c.pg->record("m", tokens(1, 0));
+  REQUIRE(c.pg->flush().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(backend.plan_reads() == after);
 }
 
 TEST_CASE("sync.clean_shutdown_delivers_what_is_queued") {
