@@ -30,6 +30,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -110,6 +111,14 @@ class SqliteStorage final : public Storage {
                                              const PeriodOf* period_of) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The user and their subscription, or nullopt when the product has no such user.
   absl::StatusOr<std::optional<UserRecord>> find_user_locked(std::int64_t product, std::string_view user_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ingest_with_usage()'s read, in the batch's transaction: the users `user_ids` (distinct, in
+  // order), their periods and their totals by model, into `out` (in the same order).
+  absl::Status read_usage_locked(std::int64_t product, std::span<const std::string_view> user_ids, PeriodOf period_of,
+                                 std::vector<UserUsage>& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds the rows of a read_usage_locked() query (user's index, model, calls, then the sums) into
+  // the totals in `out` of the users whose period is `period`.
+  absl::Status add_usage_rows(Statement& select, const TimeRange& period, std::vector<UserUsage>& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // report() for an existing product: adds the query's totals into `out`.
   absl::Status report_locked(std::int64_t product, const ReportQuery& query, GroupedTotals& out)

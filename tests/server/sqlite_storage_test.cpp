@@ -3,7 +3,9 @@
 // persistence across reopening, tenant scoping.
 #include "server/sqlite_storage.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -137,6 +139,134 @@ TEST_CASE("server.storage_ingest_is_idempotent_and_atomic") {
   // The storage is usable afterwards.
   REQUIRE(storage->ingest("p", std::vector<EventRecord>{overflow[0]}).ok());
   CHECK(storage->report("p", all)->at("u2").calls == 1);
+}
+
+// ingest_with_usage reads all the batch's users at once; what it reads must be what find_user()
+// and report(by model, over the user's period) give, user by user. Periods differ (subscriptions),
+// have partial days at both ends or none, fit in one day, or are empty; earlier events sit just
+// inside and just outside every edge. The period most users share is read for all of them at once,
+// the others user by user: each subcase makes a different period the most shared.
+TEST_CASE("server.storage_ingest_with_usage_matches_find_user_and_report") {
+  paygent::testing::TempDir dir;
+  auto storage = open_at(dir.path() + "/db");
+  REQUIRE(storage->create_product("p", "one", std::string(64, '1')).ok());
+  REQUIRE(storage->create_product("q", "two", std::string(64, '2')).ok());
+  const std::string nul_user("u\0nul", 5);  // a user id that SQLite's JSON functions would cut short
+  auto pro = [](std::int64_t start_ns, std::int64_t end_ns) {
+    return Subscription{.plan = "pro", .period_start_ns = start_ns, .period_end_ns = end_ns};
+  };
+  const Subscription edges = pro(ns_at(2026, 11, 5, 13, 30), ns_at(2026, 12, 5, 13, 30));
+  const std::map<std::string, Subscription> subscriptions = {
+      {"sub-edges", edges},
+      {"sub-edges-too", edges},
+      {"sub-one-day", pro(ns_at(2026, 11, 17, 1), ns_at(2026, 11, 17, 23))},
+      {"sub-no-whole-day", pro(ns_at(2026, 11, 16, 20), ns_at(2026, 11, 17, 20))},
+      {"sub-empty", pro(ns_at(2026, 11, 17), ns_at(2026, 11, 17))},
+  };
+  const std::vector<std::string> users = {"zed",         "amy",       nul_user,           "sub-edges", "sub-edges-too",
+                                          "sub-one-day", "sub-empty", "sub-no-whole-day", "not-in-batch"};
+  // The period of the users without a subscription ("zed", "amy", nul_user and "new-user").
+  const TimeRange month{ns_at(2026, 11, 1), ns_at(2026, 12, 1)};
+  const TimeRange partial_ends{ns_at(2026, 11, 3, 6), ns_at(2026, 11, 28, 18)};
+  const TimeRange one_day{ns_at(2026, 11, 17, 1), ns_at(2026, 11, 17, 23)};  // also sub-one-day's
+  const std::map<std::string, int> hours = {{"zed", 1}, {"amy", 2}, {nul_user, 3}, {"new-user", 4}};
+  std::function<TimeRange(const UserRecord&)> default_period;
+  SUBCASE("the calendar month, whole days only") { default_period = [&](const UserRecord&) { return month; }; }
+  SUBCASE("partial days at both ends") { default_period = [&](const UserRecord&) { return partial_ends; }; }
+  SUBCASE("within one day, shared with a subscription") { default_period = [&](const UserRecord&) { return one_day; }; }
+  SUBCASE("one each: two subscriptions' period is the most shared") {
+    default_period = [&](const UserRecord& user) {
+      const std::int64_t h = hours.at(user.user_id) * 3'600'000'000'000;
+      return TimeRange{ns_at(2026, 11, 2) + h, ns_at(2026, 11, 20) + h};
+    };
+  }
+  auto period_of = [&](const UserRecord& user) {
+    return user.subscription ? TimeRange{user.subscription->period_start_ns, user.subscription->period_end_ns}
+                             : default_period(user);
+  };
+
+  // Earlier events: for every user, at and around each edge of every period above, and mid-month.
+  std::vector<EventRecord> earlier;
+  std::vector<std::int64_t> times = {month.from_ns,        month.to_ns, partial_ends.from_ns, partial_ends.to_ns,
+                                     ns_at(2026, 11, 10, 12)};
+  for (const auto& [id, sub] : subscriptions) {
+    times.push_back(sub.period_start_ns);
+    times.push_back(sub.period_end_ns);
+  }
+  for (const auto& [id, h] : hours) {
+    times.push_back(ns_at(2026, 11, 2, h));
+    times.push_back(ns_at(2026, 11, 20, h));
+  }
+  int n = 0;
+  for (const std::string& user : users) {
+    for (const std::int64_t t : times) {
+      for (const std::int64_t offset : {std::int64_t{-1}, std::int64_t{0}, std::int64_t{1}}) {
+        earlier.push_back(record(event_id(n), user, "m" + std::to_string(n % 3), "s", 1000 + n, t + offset));
+        ++n;
+      }
+    }
+  }
+  REQUIRE(storage->create_user("p", "amy", "Amy").ok());
+  REQUIRE(storage->ingest("p", earlier).ok());
+  // Another product's events for the same users never show.
+  REQUIRE(storage->ingest("q", std::vector<EventRecord>{record(event_id(1), "amy", "m0", "s", 5, ns_at(2026, 11, 10))})
+              .ok());
+  for (const auto& [id, sub] : subscriptions) REQUIRE(storage->set_subscription("p", id, sub).ok());
+
+  // The batch: every user but the last, in no particular order, one new user, a duplicate.
+  std::vector<EventRecord> batch;
+  for (std::size_t i = 0; i + 1 < users.size(); ++i) {
+    batch.push_back(
+        record(event_id(i, 7), users[i], "m" + std::to_string(i % 2), "s", 50 + i, ns_at(2026, 11, 17, 12)));
+  }
+  batch.push_back(record(event_id(100, 7), "new-user", "m9", "s", 3, ns_at(2026, 11, 17, 12)));
+  batch.push_back(record(event_id(101, 7), "amy", "m1", "s", 4, ns_at(2026, 11, 30, 23, 59, 59)));
+  batch.push_back(record(event_id(0), "amy", "m1", "s", 999, ns_at(2026, 11, 17, 12)));  // already stored
+  const absl::StatusOr<IngestResult> none = storage->ingest_with_usage("p", std::vector<EventRecord>{}, period_of);
+  REQUIRE(none.ok());
+  CHECK(none->usage.empty());
+  const absl::StatusOr<IngestResult> r = storage->ingest_with_usage("p", batch, period_of);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->accepted == static_cast<std::int64_t>(batch.size()) - 1);
+  CHECK(r->duplicates == 1);
+
+  std::vector<std::string> expected_users = {"new-user"};
+  expected_users.insert(expected_users.end(), users.begin(), users.end() - 1);
+  std::sort(expected_users.begin(), expected_users.end());
+  REQUIRE(r->usage.size() == expected_users.size());
+  std::vector<EventRecord> all = earlier;
+  all.insert(all.end(), batch.begin(), batch.end() - 1);
+  for (std::size_t i = 0; i < r->usage.size(); ++i) {
+    const UserUsage& usage = r->usage[i];
+    INFO("user ", usage.user.user_id);
+    CHECK(usage.user.user_id == expected_users[i]);
+    const absl::StatusOr<UserRecord> user = storage->find_user("p", expected_users[i]);
+    REQUIRE(user.ok());
+    CHECK(usage.user.name == user->name);
+    CHECK(usage.user.subscription == user->subscription);
+    CHECK(usage.period == period_of(*user));
+    const ReportQuery query{.from_ns = usage.period.from_ns,
+                            .to_ns = usage.period.to_ns,
+                            .group_by = ReportGroup::kModel,
+                            .user_id = expected_users[i]};
+    const absl::StatusOr<GroupedTotals> report = storage->report("p", query);
+    REQUIRE(report.ok());
+    CHECK(usage.models == *report);
+    CHECK(usage.models == brute_force(all, query));
+  }
+  // Not vacuous: every period but the empty one cuts through the user's events.
+  for (const UserUsage& usage : r->usage) {
+    INFO("user ", usage.user.user_id);
+    std::int64_t in_period = 0, stored = 0;
+    for (const auto& [model, t] : usage.models) in_period += t.calls;
+    for (const EventRecord& e : all) stored += e.user_id == usage.user.user_id ? 1 : 0;
+    if (usage.user.user_id == "sub-empty") {
+      CHECK(in_period == 0);
+    } else if (usage.user.user_id != "new-user") {
+      CHECK(in_period > 1);
+      CHECK(in_period < stored);
+    }
+  }
 }
 
 TEST_CASE("server.storage_keeps_everything_across_reopening") {
