@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <thread>
@@ -58,6 +59,13 @@ int run_loadgen(const LoadgenOptions& o) {
   std::vector<std::int64_t> gate_ns;
   gate_ns.reserve(static_cast<std::size_t>(o.calls));
   std::int64_t failures = 0;
+  // Test hook for the crash-loss integration test: with PAYGENT_LOADGEN_PROGRESS=N (N > 0), a line
+  // "progress calls=<done> failures=<f> t_ns=<steady clock>" after every N calls, flushed at once,
+  // so that a process killed mid-run has told how many calls it had recorded and when. The
+  // steady clock is CLOCK_MONOTONIC, comparable across processes on the machine.
+  const char* progress_env = std::getenv("PAYGENT_LOADGEN_PROGRESS");
+  const std::int64_t progress_every =
+      progress_env != nullptr ? std::max<std::int64_t>(0, std::atol(progress_env)) : 0;
   for (std::int64_t i = 0; i < o.calls; ++i) {
     const std::string user = o.user_prefix + "user-" + std::to_string(i % o.users);
     Context ctx(user, {.session_id = "s" + std::to_string(i % 7)});
@@ -71,6 +79,13 @@ int run_loadgen(const LoadgenOptions& o) {
       cost_by_user[user] += cost_of(usage, *PriceCatalog::builtin().find("gpt-4o-mini"));
     } catch (...) {
       ++failures;  // a blocked or failed call: must never happen in the tests
+    }
+    if (progress_every > 0 && (i + 1) % progress_every == 0) {
+      const std::int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                      std::chrono::steady_clock::now().time_since_epoch())
+                                      .count();
+      std::printf("progress calls=%" PRId64 " failures=%" PRId64 " t_ns=%" PRId64 "\n", i + 1, failures, now_ns);
+      std::fflush(stdout);
     }
     if (o.pace_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(o.pace_us));
   }

@@ -60,8 +60,9 @@ struct Options {
   std::string local_store_path = "paygent.db";
 
   // How often the background writer commits queued events to the local store (one transaction
-  // per interval: group commit). Longer intervals write more efficiently; a crash loses at most
-  // this window of events.
+  // per interval: group commit). Longer intervals write more efficiently; a crash of the process
+  // loses at most the events of the last window: this interval plus the commit in progress (20 ms
+  // + a few ms here; tests/integration/backend_sync_test.cpp kills a recording process to check).
   absl::Duration local_commit_interval = absl::Milliseconds(20);
 
   // Capacity of the lock-free queue between the calling threads and the writer. When it is full

@@ -2,7 +2,9 @@
 // on loopback: totals compared with ground truth through crashes and outages of either side.
 #include <doctest/doctest.h>
 #include <simdjson.h>
+#include <sqlite3.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -11,103 +13,14 @@
 #include <thread>
 #include <vector>
 
+#include "integration/cli_process.h"
+#include "paygent/paygent.h"
 #include "support/paygentd_process.h"
 
 namespace paygent::testing {
 namespace {
 
 constexpr const char* kAdmin = "integration-admin-token";
-
-// A `paygent` CLI child process whose stdout we read line by line.
-class CliProcess {
- public:
-  explicit CliProcess(std::vector<std::string> args) {
-    int fds[2];
-    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    args.insert(args.begin(), PAYGENT_CLI_PATH);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    REQUIRE(::posix_spawn(&pid_, PAYGENT_CLI_PATH, &actions, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(fds[1]);
-    fd_ = fds[0];
-  }
-  ~CliProcess() {
-    if (pid_ > 0) kill_hard();
-    ::close(fd_);
-  }
-
-  // The next line of output, or "" at the end of the output or after `timeout`.
-  std::string line(std::chrono::seconds timeout = std::chrono::seconds(120)) {
-    const auto until = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
-        std::string l = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        return l;
-      }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
-      pollfd p{fd_, POLLIN, 0};
-      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return "";
-      char c[4096];
-      const ssize_t n = ::read(fd_, c, sizeof c);
-      if (n <= 0) return "";
-      buf_.append(c, static_cast<std::size_t>(n));
-    }
-  }
-
-  int wait() {
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  void kill_hard() {
-    ::kill(pid_, SIGKILL);
-    wait();
-  }
-
- private:
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  std::string buf_;
-};
-
-// What a loadgen run says it recorded.
-struct Truth {
-  std::int64_t calls = 0;
-  std::int64_t failures = -1;
-  std::int64_t gate_p50_ns = 0;
-  std::int64_t gate_p99_ns = 0;
-  std::map<std::string, std::int64_t> cost_by_user;
-};
-
-std::int64_t field(const std::string& line, const std::string& name) {
-  const auto at = line.find(name + "=");
-  REQUIRE_MESSAGE(at != std::string::npos, "no " << name << " in: " << line);
-  return std::stoll(line.substr(at + name.size() + 1));
-}
-
-// Reads loadgen's "recorded ..." line and its `users` per-user lines.
-Truth read_truth(CliProcess& p, int users) {
-  Truth t;
-  std::string l = p.line();
-  REQUIRE_MESSAGE(l.rfind("recorded ", 0) == 0, "loadgen said: " << l);
-  t.calls = field(l, "calls");
-  t.failures = field(l, "failures");
-  t.gate_p50_ns = field(l, "gate_p50_ns");
-  t.gate_p99_ns = field(l, "gate_p99_ns");
-  for (int i = 0; i < users; ++i) {
-    l = p.line();
-    REQUIRE(l.rfind("user ", 0) == 0);
-    t.cost_by_user[l.substr(5, l.find(' ', 5) - 5)] = field(l, "cost_nanos");
-  }
-  return t;
-}
 
 struct BackendTotals {
   std::int64_t calls = 0;
@@ -129,13 +42,6 @@ BackendTotals backend_totals(int port, const std::string& key) {
     out.calls += row["calls"].get_int64().value();
   }
   return out;
-}
-
-std::vector<std::string> loadgen_args(const std::string& url, const std::string& key, const std::string& store,
-                                      const std::string& prefix, int users, int calls) {
-  return {"loadgen", "--backend", url, "--api-key", key, "--store", store, "--prefix", prefix,
-          "--users", std::to_string(users), "--calls", std::to_string(calls), "--flush-interval-ms", "50",
-          "--deliver-seconds", "90"};
 }
 
 }  // namespace
@@ -212,9 +118,17 @@ TEST_CASE("integration.backend_down_under_load_blocks_nothing_then_everything_ar
   const Truth t = read_truth(app, 3);
   CHECK(t.failures == 0);     // not one call blocked or failed during the outage
   CHECK(t.calls == 20000);
-  // Gate latency stays in the benchmark's range (hundreds of ns), far from a network wait.
-  CHECK(t.gate_p50_ns < 5'000);
-  CHECK(t.gate_p99_ns < 100'000);
+  // Gate latency stays in the benchmark's range (hundreds of ns), far from a network wait. The
+  // benchmark's range is an optimised build's: under ASan+UBSan (Debug, scripts/test.sh) the same
+  // calls take ~10x longer (measured p50 9 us, p99 0.35 ms), so there only the order of
+  // magnitude is checked.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || !defined(__OPTIMIZE__)
+  constexpr std::int64_t kP50Ns = 100'000, kP99Ns = 20'000'000;
+#else
+  constexpr std::int64_t kP50Ns = 5'000, kP99Ns = 100'000;
+#endif
+  CHECK(t.gate_p50_ns < kP50Ns);
+  CHECK(t.gate_p99_ns < kP99Ns);
   std::this_thread::sleep_for(std::chrono::seconds(1));
   auto back = PaygentdProcess::start({.data_dir = dir.path() + "/server",
                                       .admin_token = kAdmin,
@@ -249,6 +163,194 @@ TEST_CASE("integration.application_killed_its_spool_is_delivered_on_restart") {
   const BackendTotals got = backend_totals(paygentd->port(), key);
   CHECK(got.calls == 5000);
   CHECK(got.cost_by_user == t.cost_by_user);
+}
+
+namespace {
+
+// Per-user totals, as the backend reports them or as computed from loadgen's deterministic calls.
+struct UserTotals {
+  std::int64_t calls = 0, input_tokens = 0, output_tokens = 0, cost_nanos = 0;
+  friend bool operator==(const UserTotals&, const UserTotals&) = default;
+};
+
+std::ostream& operator<<(std::ostream& os, const std::map<std::string, UserTotals>& m) {
+  for (const auto& [u, t] : m) {
+    os << u << "{calls=" << t.calls << " in=" << t.input_tokens << " out=" << t.output_tokens
+       << " cost=" << t.cost_nanos << "} ";
+  }
+  return os;
+}
+
+// The backend's per-user totals over all time for the users whose id starts with `prefix`.
+std::map<std::string, UserTotals> backend_users(int port, const std::string& key, const std::string& prefix) {
+  HttpClient http(port);
+  auto reply = http.request("GET", "/api/v1/reports/usage?from_ns=0&to_ns=9000000000000000000&group_by=user", {}, key);
+  REQUIRE(reply.has_value());
+  REQUIRE_MESSAGE(reply->status == 200, reply->body);
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc = parser.parse(reply->body);
+  std::map<std::string, UserTotals> out;
+  for (simdjson::dom::element row : doc["rows"].get_array()) {
+    const std::string user(row["key"].get_string().value());
+    if (user.rfind(prefix, 0) != 0) continue;
+    out[user] = {row["calls"].get_int64().value(), row["input_tokens"].get_int64().value(),
+                 row["output_tokens"].get_int64().value(), row["cost_nanos"].get_int64().value()};
+  }
+  return out;
+}
+
+// What loadgen's first `n` calls are, per user (the same arithmetic as tools/loadgen.cpp).
+std::map<std::string, UserTotals> loadgen_prefix(const std::string& prefix, int users, std::int64_t n) {
+  const ModelPrice& price = *PriceCatalog::builtin().find("gpt-4o-mini");
+  std::map<std::string, UserTotals> out;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const Usage usage{.input_tokens = 100 + i % 50, .output_tokens = 50 + i % 30};
+    UserTotals& t = out[prefix + "user-" + std::to_string(i % users)];
+    ++t.calls;
+    t.input_tokens += usage.input_tokens;
+    t.output_tokens += usage.output_tokens;
+    t.cost_nanos += cost_of(usage, price);
+  }
+  return out;
+}
+
+// One integer from a SQL query on a SQLite file (the application's local store), read-only.
+std::int64_t sqlite_int(const std::string& path, const char* sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  REQUIRE_MESSAGE(sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) == SQLITE_OK, sqlite3_errmsg(db));
+  REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+  const std::int64_t v = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return v;
+}
+
+std::int64_t steady_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+// kill -9 of an application WHILE it records at a steady pace. The local store's group commit
+// (Options::local_commit_interval, default 20 ms) is the only durability boundary: what was
+// committed to the spool survives and is delivered by the next process (`paygent sync`), what was
+// still queued in memory is lost. Ground truth comes from loadgen's per-call progress lines
+// (PAYGENT_LOADGEN_PROGRESS=1: the call count and a CLOCK_MONOTONIC timestamp after each call, so
+// the test knows how many calls were recorded before the kill, and when each one was).
+//
+// Checked per kill, against that truth:
+//  - the backend holds exactly the spool's events, each once (the loadgen delivered part of them
+//    before it died; had it died between the backend's ack and marking the batch acked, the
+//    sync re-sends that batch and the backend must count it once), and they are exactly
+//    loadgen's first D calls (the spool is a prefix of what was recorded: the lost are the newest);
+//  - lost = recorded - delivered is at most the calls recorded in the last 20 ms + kSlackNs
+//    before the kill, i.e. pace rate x (commit window + slack).
+//
+// The slack: an event is durable once the commit that took it from the queue has finished. The
+// writer takes the queue, commits (one SQLite transaction, WAL append without fsync at
+// synchronous=NORMAL; a WAL checkpoint now and then; it may also wait for the store's mutex while
+// the syncer reads the outbox or marks acks), and only then waits the 20 ms for the next round.
+// So the oldest event at risk is at most 20 ms + two commit durations + the writer's wake-up
+// delay old. Commits of ~10-40 rows take well under 1 ms; on this shared 2-core machine a thread
+// can wait a few ms for a core, rarely more, hence 30 ms of slack: the bound checked is "lost <=
+// the calls recorded in the last 50 ms before the kill" (pace rate x 50 ms).
+//
+// Measured on the 2-core machine, pace 500 us (~1,200-1,600 calls/s, so rate x 20 ms = 24-32
+// calls), 72 kills with 2 and 3 copies of this test at once: 3 to 31 calls lost, the oldest
+// lost call recorded at most 19.95 ms before the kill: the loss never exceeded the 20 ms commit
+// window itself. Each run prints its figures (MESSAGE lines). Under ASan+UBSan (Debug, 2 copies
+// at once, 30 kills) commits are slower: the oldest lost call was up to 31 ms old, so the slack
+// there is 80 ms.
+TEST_CASE("integration.application_killed_while_recording_loses_at_most_the_commit_window") {
+  constexpr std::int64_t kCommitWindowNs = 20'000'000;  // Options::local_commit_interval default
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || !defined(__OPTIMIZE__)
+  constexpr std::int64_t kSlackNs = 80'000'000;  // instrumented Debug build: slower commits, see above
+#else
+  constexpr std::int64_t kSlackNs = 30'000'000;  // commit durations + scheduling, see above
+#endif
+  constexpr int kUsers = 3;
+  TempDir dir;
+  auto paygentd = PaygentdProcess::start({.data_dir = dir.path() + "/server", .admin_token = kAdmin});
+  std::string key;
+  {
+    HttpClient http(paygentd->port());
+    key = create_product(http, kAdmin, "acme");
+  }
+  // Three kills at different moments, each of its own application (store, users).
+  for (const std::int64_t kill_after : {1200, 1700, 2300}) {
+    const std::string prefix = "k" + std::to_string(kill_after) + "-";
+    const std::string store = dir.path() + "/app-" + std::to_string(kill_after) + ".db";
+    CAPTURE(prefix);
+    // The backend is up: the application delivers batches while it records (every 400 ms), so
+    // the spool holds acked and unacked events when it dies; `paygent sync` delivers the rest.
+    auto args = loadgen_args(paygentd->base_url(), key, store, prefix, kUsers, 100'000'000);
+    args.insert(args.end(), {"--pace-us", "500", "--flush-interval-ms", "400", "--batch-size", "1000", "--no-flush"});
+    CliProcess app(args, {"PAYGENT_LOADGEN_PROGRESS=1"});
+    std::vector<std::int64_t> t_ns = {0};  // t_ns[n]: just after call n was recorded (1-based)
+    auto take = [&](const std::string& l) {
+      if (l.rfind("progress ", 0) != 0 || field(l, "failures") != 0 ||
+          field(l, "calls") != static_cast<std::int64_t>(t_ns.size())) {
+        return false;
+      }
+      t_ns.push_back(field(l, "t_ns"));
+      return true;
+    };
+    while (static_cast<std::int64_t>(t_ns.size()) <= kill_after) {
+      if (const std::string l = app.line(); !take(l)) FAIL("loadgen said: " << l);
+    }
+    const std::int64_t kill_ns = steady_now_ns();
+    app.kill_hard();  // kill -9 in the middle of recording
+    for (std::string l = app.line(); !l.empty(); l = app.line()) {
+      if (!take(l)) FAIL("loadgen said: " << l);
+    }
+    // Calls 1..recorded were recorded before the kill; call recorded + 1 may have been too (it
+    // can have settled without having printed its line).
+    const std::int64_t recorded = static_cast<std::int64_t>(t_ns.size()) - 1;
+
+    CliProcess sync({"sync", "--backend", paygentd->base_url(), "--api-key", key, "--store", store,
+                     "--deliver-seconds", "60"});
+    const std::string said = sync.line();
+    CHECK_MESSAGE(said.rfind("delivered all", 0) == 0, said);
+    CHECK(sync.wait() == 0);
+    const std::int64_t by_sync = field(said, "events");  // the rest was delivered before the kill
+
+    const std::map<std::string, UserTotals> got = backend_users(paygentd->port(), key, prefix);
+    std::int64_t delivered = 0;
+    for (const auto& [u, t] : got) delivered += t.calls;
+    // Every spooled event is in the backend, once.
+    const std::int64_t spooled = sqlite_int(store, "SELECT COUNT(*) FROM events");
+    CHECK(sqlite_int(store, "SELECT COUNT(*) FROM events WHERE acked != 1") == 0);
+    CHECK(delivered == spooled);
+    CHECK(delivered <= recorded + 1);
+    CHECK(delivered > 0);
+    // ... and they are exactly the first `delivered` calls (no duplicate, no hole).
+    CHECK_MESSAGE(got == loadgen_prefix(prefix, kUsers, delivered), "backend: " << got);
+
+    const std::int64_t lost = std::max<std::int64_t>(0, recorded - delivered);
+    const std::int64_t in_window = static_cast<std::int64_t>(
+        t_ns.end() - std::lower_bound(t_ns.begin() + 1, t_ns.end(), kill_ns - (kCommitWindowNs + kSlackNs)));
+    const std::int64_t last_second = static_cast<std::int64_t>(
+        t_ns.end() - std::lower_bound(t_ns.begin() + 1, t_ns.end(), kill_ns - 1'000'000'000));
+    const double oldest_lost_age_ms = lost > 0 ? (kill_ns - t_ns[static_cast<std::size_t>(delivered) + 1]) / 1e6 : 0.0;
+    std::int64_t duplicates = -1;  // re-sent events the backend acknowledged without counting them
+    {
+      HttpClient http(paygentd->port());
+      const auto metrics = http.request("GET", "/metrics");
+      REQUIRE(metrics);
+      const auto at = metrics->body.find("\npaygentd_events_duplicate_total ");
+      if (at != std::string::npos) duplicates = std::stoll(metrics->body.substr(at + 33));
+    }
+    MESSAGE("kill -9 after " << recorded << " calls: delivered " << delivered << " (" << by_sync
+                             << " of them by paygent sync), lost " << lost
+                             << " (oldest lost recorded " << oldest_lost_age_ms << " ms before the kill); rate "
+                             << last_second << " calls/s, rate x 20 ms = " << last_second * kCommitWindowNs / 1e9
+                             << ", allowed (20 ms + " << kSlackNs / 1'000'000 << " ms slack) = " << in_window
+                             << "; duplicates re-sent so far: " << duplicates);
+    CHECK(lost <= in_window);
+  }
 }
 
 TEST_CASE("integration.bad_api_key_is_refused_and_nothing_is_stored") {
