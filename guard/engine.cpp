@@ -7,6 +7,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <map>
 #include <string>
 #include <utility>
 
@@ -250,10 +251,19 @@ void Engine::apply_backend_usage(const BackendUsage& u) {
   }
   std::int64_t backend_calls = 0;
   bool calls_known = true;
+  // The backend keys models by the name each event carried; a process may send a dated name the
+  // library counts under its canonical model: summed per canonical model first.
+  std::map<const ModelInfo*, BackendUsage::Model> by_model;
   for (const auto& [name, b] : u.models) {
     if (b.calls < 0) calls_known = false;
     backend_calls += std::max<std::int64_t>(b.calls, 0);
-    const ModelInfo* m = model_for(name);
+    BackendUsage::Model& sum = by_model.try_emplace(model_for(name), BackendUsage::Model{.calls = 0}).first->second;
+    sum.input_tokens += b.input_tokens;
+    sum.output_tokens += b.output_tokens;
+    sum.cost += b.cost;
+    sum.calls += std::max<std::int64_t>(b.calls, 0);
+  }
+  for (const auto& [m, b] : by_model) {
     ModelCounters* c = w->counters(m->id);
     if (c == nullptr) continue;
     RangeTotals::Model local;
@@ -489,9 +499,11 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
     // writer is drained first. A plain roll-over to the next period needs no flush.
     if (cur != nullptr && start < cur->end_ns) {
       std::unique_lock<std::mutex> wl(writer_mu);
-      const std::uint64_t ticket = ++flush_requested;
-      writer_cv.notify_all();
-      flushed_cv.wait_for(wl, std::chrono::seconds(2), [&] { return flush_done >= ticket; });
+      if (!stopping) {  // a stopping writer has committed everything and will not answer
+        const std::uint64_t ticket = ++flush_requested;
+        writer_cv.notify_all();
+        flushed_cv.wait_for(wl, std::chrono::seconds(2), [&] { return flush_done >= ticket; });
+      }
     }
     auto totals = store->totals(user->key, start, end);
     if (totals.ok()) {
@@ -511,6 +523,25 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
     } else {
       deferred.push_back(totals.status());
     }
+  }
+  if (cur != nullptr && start < cur->end_ns) {
+    // Calls in flight were admitted on the old window and will settle there: the new window takes
+    // over what they hold, and from now on the old one passes every settle and release on to it
+    // (apply()), so that they count in the window that gates the user. (A call that settles in
+    // the instant between the totals read and this hand-over is the one left out.)
+    w->committed.fetch_add(cur->committed.load(std::memory_order_acquire) - cur->spend.load(std::memory_order_acquire),
+                           std::memory_order_acq_rel);
+    for (std::size_t i = 0; i < cur->slots; ++i) {
+      const ModelCounters& old = cur->models[i];
+      const std::uint32_t id = old.model_id.load(std::memory_order_acquire);
+      if (id == kNoModel) break;
+      ModelCounters* c = w->counters(id);
+      if (c == nullptr) continue;
+      c->committed_tokens.fetch_add(old.committed_tokens.load(std::memory_order_acquire) -
+                                        old.tokens.load(std::memory_order_acquire),
+                                    std::memory_order_acq_rel);
+    }
+    cur->superseded_by.store(w.get(), std::memory_order_release);
   }
   w->assignment_tag.store(a, std::memory_order_release);
   w->tag.store(plan, std::memory_order_release);
@@ -875,21 +906,26 @@ void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts)
 
 void Engine::apply(PeriodWindow* period, SessionWindow* session, const ModelInfo* model, Nanos cost_delta,
                    Nanos cost_settled, std::int64_t tokens_delta, const Usage* settled) noexcept {
-  period->committed.fetch_add(cost_delta, std::memory_order_acq_rel);
   session->committed.fetch_add(cost_delta, std::memory_order_acq_rel);
-  ModelCounters* mc = period->counters(model->id);
-  if (mc != nullptr) mc->committed_tokens.fetch_add(tokens_delta, std::memory_order_acq_rel);
-  if (settled == nullptr) return;
-  period->spend.fetch_add(cost_settled, std::memory_order_relaxed);
-  period->calls.fetch_add(1, std::memory_order_relaxed);
-  session->spend.fetch_add(cost_settled, std::memory_order_relaxed);
-  session->calls.fetch_add(1, std::memory_order_relaxed);
-  if (mc != nullptr) {
-    mc->tokens.fetch_add(settled->total_tokens(), std::memory_order_relaxed);
-    mc->input.fetch_add(settled->input_tokens, std::memory_order_relaxed);
-    mc->output.fetch_add(settled->output_tokens, std::memory_order_relaxed);
-    mc->calls.fetch_add(1, std::memory_order_relaxed);
-    mc->cost.fetch_add(cost_settled, std::memory_order_relaxed);
+  if (settled != nullptr) {
+    session->spend.fetch_add(cost_settled, std::memory_order_relaxed);
+    session->calls.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The window the call was admitted in, and each that took over from it (roll_period).
+  for (; period != nullptr; period = period->superseded_by.load(std::memory_order_acquire)) {
+    period->committed.fetch_add(cost_delta, std::memory_order_acq_rel);
+    ModelCounters* mc = period->counters(model->id);
+    if (mc != nullptr) mc->committed_tokens.fetch_add(tokens_delta, std::memory_order_acq_rel);
+    if (settled == nullptr) continue;
+    period->spend.fetch_add(cost_settled, std::memory_order_relaxed);
+    period->calls.fetch_add(1, std::memory_order_relaxed);
+    if (mc != nullptr) {
+      mc->tokens.fetch_add(settled->total_tokens(), std::memory_order_relaxed);
+      mc->input.fetch_add(settled->input_tokens, std::memory_order_relaxed);
+      mc->output.fetch_add(settled->output_tokens, std::memory_order_relaxed);
+      mc->calls.fetch_add(1, std::memory_order_relaxed);
+      mc->cost.fetch_add(cost_settled, std::memory_order_relaxed);
+    }
   }
 }
 

@@ -315,8 +315,9 @@ void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
   }
   Engine& e = *r.engine_;
   if (absl::IsNotFound(extracted.status()) &&
-      extracted.status().message().find("provider error") != std::string_view::npos) {
-    // A provider error body: the call did not run, so nothing was spent.
+      extracted.status().message().find("provider error") != std::string_view::npos && !is_event_stream(body)) {
+    // A provider error body: the call did not run, so nothing was spent. (A stream that ends in
+    // an error event may have run partway, and its usage chunk never came: metered as below.)
     release(r);
     return;
   }

@@ -242,7 +242,7 @@ struct Syncer::Impl {
     // The plans piggybacked: a changed version is re-read at once (run() sees plans_stale).
     std::string_view version;
     if (reply["plans_version"].get_string().get(version) == simdjson::SUCCESS && version != plans_version) {
-      plans_version = std::string(version);
+      latest_plans_version = std::string(version);
       plans_stale = true;
     }
     simdjson::dom::object usage;
@@ -293,6 +293,10 @@ struct Syncer::Impl {
     if (res->status == 200) {
       healthy.store(true);
       target->apply_backend_plans(res->body);
+      // Read: the version the last reply announced is in force (a change since comes with the
+      // next reply). Until a read succeeds, plans_stale stays set and the read is retried.
+      plans_version = latest_plans_version;
+      plans_stale = false;
     }
   }
 
@@ -341,12 +345,10 @@ struct Syncer::Impl {
       bool ok = true;
       bool attempted = false;
       if (!backing_off && now - last_refresh >= absl::ToChronoNanoseconds(options.refresh_interval)) {
-        plans_stale = false;
         co_await refresh_plans();
         last_refresh = now;
         target->refresh_round();  // active users get watched again, and refreshed next pass
       } else if (!backing_off && plans_stale) {
-        plans_stale = false;
         co_await refresh_plans();
       }
       if (now - last_bound_check >= std::chrono::seconds(1) || stop) {
@@ -433,8 +435,11 @@ struct Syncer::Impl {
   std::thread thread;
 
   std::atomic<bool> healthy{true};
-  std::string plans_version;  // the last plans_version an ingest reply carried (I/O thread only)
-  bool plans_stale = false;   // it changed: re-read the plans at the next pass
+  // The plans' version (docs/wire.md) in force here, and the newest an ingest reply announced;
+  // plans_stale while they differ and the plans have not been read since (I/O thread only).
+  std::string plans_version;
+  std::string latest_plans_version;
+  bool plans_stale = false;
   std::atomic<bool> wake_pending{false};  // a wake() that came while no timer was armed
   std::atomic<std::int64_t> delivered_count{0};
   std::atomic<std::int64_t> failures{0};

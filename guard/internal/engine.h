@@ -113,6 +113,9 @@ struct alignas(64) PeriodWindow {
   std::atomic<ExternalModelTotals*> external_models{nullptr};
   std::atomic<std::int64_t> calls{0};
   std::atomic<std::uint64_t> fired{0};  // soft thresholds fired: bit (limit * 8 + threshold index)
+  // The overlapping window that replaced this one (a subscription moved): settles of calls
+  // admitted here are passed on to it. nullptr for a plain roll-over to the next period.
+  std::atomic<PeriodWindow*> superseded_by{nullptr};
   const std::size_t slots;
   ModelCounters* models;  // set once, before the window is published
 };

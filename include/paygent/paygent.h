@@ -84,7 +84,8 @@ struct Options {
   // Prices for models a plan has no cost_rates for. nullptr = PriceCatalog::builtin().
   const PriceCatalog* price_catalog = nullptr;
 
-  // The time source (UTC). Empty = the system clock. Tests set a fake clock here.
+  // The time source (UTC). Empty = the system clock. Tests set a fake clock here. Called from the
+  // application's threads and Paygent's own (writer, syncer): it must be thread-safe.
   std::function<absl::Time()> clock;
 
   // --- The backend (paygentd), used when api_key is set -----------------------------------------

@@ -196,6 +196,31 @@ TEST_CASE("guard.failopen.a_stream_without_usage_meters_the_estimate") {
   CHECK(pg->stats().unreadable_responses == 1);
 }
 
+TEST_CASE("guard.failopen.a_stream_cut_by_an_error_meters_the_estimate_an_error_body_releases") {
+  Options o;
+  o.plans = testing::config_with(testing::round_plan());
+  o.local_store_path = "";
+  std::vector<UsageEvent> seen;
+  o.on_usage = [&](const UsageEvent& e) { seen.push_back(e); };
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("u1");
+  // The stream ran partway (content came) and ended in an error before its usage chunk.
+  pg->metered_call("gpt-4o", {.prompt_tokens = 7, .max_output_tokens = 9}, [] {
+    return std::string(
+        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"
+        "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n");
+  });
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].estimated);
+  CHECK(seen[0].usage.input_tokens == 7);
+  // A JSON error body: the call did not run; nothing is metered and the hold is given back.
+  pg->metered_call("gpt-4o", {.prompt_tokens = 7, .max_output_tokens = 9}, [] {
+    return std::string(R"({"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}})");
+  });
+  CHECK(seen.size() == 1);
+  CHECK(pg->report("u1")->reserved == 0);
+}
+
 TEST_CASE("guard.failopen.dated_snapshots_are_priced_as_called_and_counted_as_their_model") {
   // The catalog prices gpt-4o-2024-05-13 apart ($5/$15 per 1M) from gpt-4o ($2.50/$10); both
   // count against gpt-4o's quota and report line.

@@ -512,6 +512,45 @@ TEST_CASE("sync.the_backends_subscription_puts_every_process_on_one_plan_and_per
   CHECK(c.pg->report("u1")->spend == 3 * kDollar);
 }
 
+TEST_CASE("sync.calls_in_flight_when_the_backend_moves_the_period_count_in_the_new_one") {
+  // A reservation is held on the calendar-month window when the backend's subscription (5th to
+  // 5th) replaces it: the hold moves over, and the settle lands in the window that gates.
+  FakeBackend backend;
+  backend.subscribe("u1", "pro", utc(2026, 11, 5), utc(2026, 12, 5));
+  FakeClock clock;  // 2026-11-10 12:00
+  Plan p = testing::round_plan("pro");
+  p.max_spend_per_period = 100 * kDollar;
+  p.model_limits["m"].max_tokens_per_period = 10'000'000;
+  Client c(backend.port(), p, clock);
+  Context ctx("u1");
+  Reservation held = c.pg->reserve("m", {.prompt_tokens = 1'000'000});  // $1 held, on Nov 1 - Dec 1
+  Reservation released = c.pg->reserve("m", {.prompt_tokens = 500'000});  // $0.50 held
+  REQUIRE(eventually([&] {
+    auto r = c.pg->report("u1");
+    return r.ok() && r->period.start == utc(2026, 11, 5);
+  }));
+  CHECK(c.pg->report("u1")->reserved == kDollar + kDollar / 2);
+  c.pg->release(released);
+  c.pg->settle(held, tokens(800'000, 0));  // $0.80 spent
+  auto r = c.pg->report("u1");
+  CHECK(r->spend == 800'000'000);
+  CHECK(r->reserved == 0);
+  CHECK(r->calls == 1);
+  REQUIRE(r->by_model.size() == 1);
+  CHECK(r->by_model[0].input_tokens == 800'000);
+  // The token quota saw the same: 800K used, so 9.2M more fit and 9.3M do not.
+  CHECK(c.pg->check("m", {.prompt_tokens = 9'200'000}).status == GateStatus::kSoftGate);  // exactly 100%
+  try {
+    c.pg->check("m", {.prompt_tokens = 9'300'000});
+    FAIL("the model quota should gate");
+  } catch (const LimitExceeded& e) {
+    CHECK(e.result().gate_reason() == "model_limit:m");
+  }
+  REQUIRE(c.pg->flush().ok());
+  CHECK(backend.spend("u1") == 800'000'000);
+  CHECK(c.pg->report("u1")->spend == 800'000'000);
+}
+
 TEST_CASE("sync.changed_plans_ride_back_on_ingest_replies") {
   // Refreshed every hour only; a plan change still applies at the next delivered batch.
   FakeBackend backend;
