@@ -35,6 +35,7 @@ enum class Endpoint : std::uint8_t {
   kUserUsage,
   kPlans,
   kIngest,
+  kUsageQuery,
   kReport,
 };
 
@@ -282,6 +283,7 @@ absl::StatusOr<Route> match_route(std::string_view path) {
       {"/api/v1/users", Endpoint::kUsers, {"POST", ""}},
       {"/api/v1/config/plans", Endpoint::kPlans, {"GET", "POST"}},
       {"/api/v1/events:batch", Endpoint::kIngest, {"POST", ""}},
+      {"/api/v1/usage:query", Endpoint::kUsageQuery, {"POST", ""}},
       {"/api/v1/reports/usage", Endpoint::kReport, {"GET", ""}},
   };
   for (const Fixed& f : kFixed) {
@@ -385,6 +387,7 @@ HttpResponse Api::dispatch(const HttpRequest& request, const Route& route) {
     case Endpoint::kUserUsage: return user_usage(*product_id, route.user_id);
     case Endpoint::kPlans: return request.method == "POST" ? put_plans(*product_id, request) : get_plans(*product_id);
     case Endpoint::kIngest: return ingest(*product_id, request);
+    case Endpoint::kUsageQuery: return usage_query(*product_id, request);
     case Endpoint::kReport: {
       const std::size_t question = request.target.find('?');
       return report(*product_id,
@@ -492,17 +495,39 @@ HttpResponse Api::ingest(const std::string& product_id, const HttpRequest& reque
 
   // The batch is stored: from here a failure answers 5xx, and the syncer's retry is counted as
   // duplicates, so an unanswered batch is never counted twice.
-  std::string body = str_cat("{\"accepted\":", result->accepted, ",\"duplicates\":", result->duplicates,
-                             ",\"plans_version\":", json_quote(version), ",\"usage\":{");
+  std::string body = str_cat("{\"accepted\":", result->accepted, ",\"duplicates\":", result->duplicates, ",");
+  if (absl::Status s = append_usage_map(body, version, plan_config, result->usage); !s.ok()) return error_response(s);
+  return json_response(200, std::move(body));
+}
+
+HttpResponse Api::usage_query(const std::string& product_id, const HttpRequest& request) {
+  absl::StatusOr<std::vector<std::string>> users = parse_usage_query(request.body);
+  if (!users.ok()) return error_response(users.status());
+  std::string version;
+  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id, &version);
+  if (!config.ok()) return error_response(config.status());
+  const PlanConfig* const plan_config = config->has_value() ? &**config : nullptr;
+  const absl::Time now = options_.clock();
+  absl::StatusOr<std::vector<UserUsage>> usage = storage_.usage_of(
+      product_id, *users, [plan_config, now](const UserRecord& user) { return current_range(user, plan_config, now); });
+  if (!usage.ok()) return error_response(usage.status());
+  std::string body = "{";
+  if (absl::Status s = append_usage_map(body, version, plan_config, *usage); !s.ok()) return error_response(s);
+  return json_response(200, std::move(body));
+}
+
+absl::Status Api::append_usage_map(std::string& body, std::string_view plans_version, const PlanConfig* config,
+                                   std::span<const UserUsage> usage) {
+  str_append(&body, "\"plans_version\":", json_quote(plans_version), ",\"usage\":{");
   bool first = true;
-  for (const UserUsage& u : result->usage) {
-    absl::StatusOr<std::string> usage = usage_object(u.user, plan_config, u.period, u.models, nullptr);
-    if (!usage.ok()) return error_response(usage.status());
-    str_append(&body, first ? "" : ",", json_quote(u.user.user_id), ":", *usage);
+  for (const UserUsage& u : usage) {
+    absl::StatusOr<std::string> object = usage_object(u.user, config, u.period, u.models, nullptr);
+    if (!object.ok()) return object.status();
+    str_append(&body, first ? "" : ",", json_quote(u.user.user_id), ":", *object);
     first = false;
   }
   body += "}}";
-  return json_response(200, std::move(body));
+  return absl::OkStatus();
 }
 
 HttpResponse Api::user_usage(const std::string& product_id, const std::string& user_id) {

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -84,6 +85,10 @@ class Api {
   HttpResponse put_plans(const std::string& product_id, const HttpRequest& request);
   HttpResponse get_plans(const std::string& product_id);
   HttpResponse ingest(const std::string& product_id, const HttpRequest& request);
+  HttpResponse usage_query(const std::string& product_id, const HttpRequest& request);
+  // Appends `"plans_version": ..., "usage": {user: usage object, ...}}` (docs/wire.md).
+  static absl::Status append_usage_map(std::string& body, std::string_view plans_version, const PlanConfig* config,
+                                       std::span<const UserUsage> usage);
   HttpResponse user_usage(const std::string& product_id, const std::string& user_id);
   HttpResponse report(const std::string& product_id, std::string_view query);
   // The per-user usage object of GET .../usage (docs/wire.md) over the user's current period, with

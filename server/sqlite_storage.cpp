@@ -859,6 +859,42 @@ absl::Status SqliteStorage::add_usage_rows(Statement& select, const TimeRange& p
   }
 }
 
+absl::StatusOr<std::vector<UserUsage>> SqliteStorage::usage_of(std::string_view product_id,
+                                                               std::span<const std::string> user_ids,
+                                                               PeriodOf period_of) {
+  std::vector<UserUsage> out;
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<std::int64_t>> product = product_key(product_id);
+  if (!product.ok()) return product.status();
+  if (!product->has_value()) return out;
+  // One read transaction: every user's record and totals as of one moment.
+  if (absl::Status s = exec("BEGIN"); !s.ok()) return s;
+  absl::Status status = [&]() -> absl::Status {
+    std::vector<std::string_view> sorted(user_ids.begin(), user_ids.end());
+    std::sort(sorted.begin(), sorted.end());
+    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+    // read_usage_locked() reads users that exist: the product's among them first.
+    absl::StatusOr<Statement> exists = prepare("SELECT 1 FROM users WHERE product = ?1 AND user_id = ?2");
+    if (!exists.ok()) return exists.status();
+    std::vector<std::string_view> known;
+    for (std::string_view id : sorted) {
+      exists->bind(1, **product).bind(2, id);
+      const int rc = exists->step();
+      if (rc == SQLITE_ROW) {
+        known.push_back(id);
+      } else if (rc != SQLITE_DONE) {
+        return sqlite_error(db_, rc, "find users");
+      }
+      exists->reset();
+    }
+    return read_usage_locked(**product, known, period_of, out);
+  }();
+  const absl::Status end = exec(status.ok() ? "COMMIT" : "ROLLBACK");
+  if (!status.ok()) return status;
+  if (!end.ok()) return end;
+  return out;
+}
+
 absl::StatusOr<GroupedTotals> SqliteStorage::report(std::string_view product_id, const ReportQuery& query) {
   GroupedTotals out;
   absl::MutexLock lock(&mu_);

@@ -86,6 +86,8 @@ class SqliteStorage final : public Storage {
   absl::StatusOr<IngestResult> ingest(std::string_view product_id, std::span<const EventRecord> events) override;
   absl::StatusOr<IngestResult> ingest_with_usage(std::string_view product_id, std::span<const EventRecord> events,
                                                  PeriodOf period_of) override;
+  absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view product_id, std::span<const std::string> user_ids,
+                                                  PeriodOf period_of) override;
   absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) override;
 
  private:

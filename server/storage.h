@@ -154,6 +154,11 @@ class Storage {
   virtual absl::StatusOr<IngestResult> ingest_with_usage(std::string_view product_id,
                                                          std::span<const EventRecord> events, PeriodOf period_of) = 0;
 
+  // What ingest_with_usage() reads for its users, for the product's users among `user_ids`
+  // (distinct), stored nothing: users the product does not have are left out. In user id order.
+  virtual absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view product_id,
+                                                          std::span<const std::string> user_ids, PeriodOf period_of) = 0;
+
   // Totals over the product's events with query.from_ns <= ts_ns < query.to_ns (only
   // query.user_id's when set), grouped as asked; groups without events are absent. An unknown
   // user has no events (an empty map, not an error).

@@ -3,6 +3,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdio>
@@ -255,6 +256,34 @@ absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body
   });
   if (!status.ok()) return status;
   return events;
+}
+
+absl::StatusOr<std::vector<std::string>> parse_usage_query(std::string_view body) {
+  absl::StatusOr<simdjson::dom::object> root = parse_object(body);
+  if (!root.ok()) return root.status();
+  std::vector<std::string> users;
+  static constexpr std::array<std::string_view, 1> kFields = {"users"};
+  absl::Status status = read_fields(*root, kBody, kFields, all_of(1), [&](std::size_t, element v, const FieldPath& path) {
+    simdjson::dom::array array;
+    if (v.get_array().get(array) != simdjson::SUCCESS) return field_error(path, "must be an array of user ids");
+    if (array.size() == 0 || array.size() > kMaxBatchEvents) {
+      return field_error(path, str_cat("must hold 1 to ", kMaxBatchEvents, " user ids, not ", array.size()));
+    }
+    users.resize(array.size());
+    std::size_t i = 0;
+    for (element id : array) {
+      if (absl::Status s = read_text(id, path.element(i), users[i], true); !s.ok()) return s;
+      ++i;
+    }
+    std::vector<std::string_view> sorted(users.begin(), users.end());
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+      return field_error(path, "must not repeat a user id");
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return users;
 }
 
 absl::StatusOr<NewProduct> parse_new_product(std::string_view body) {

@@ -39,6 +39,9 @@ inline constexpr std::size_t kMaxMetaTags = 64;
 // meta_tags (an object of at most 64 string values), estimated (boolean).
 absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body);
 
+// POST /api/v1/usage:query: {"users": [1 to 1,000 distinct non-empty user ids]}.
+absl::StatusOr<std::vector<std::string>> parse_usage_query(std::string_view body);
+
 // POST /api/v1/products: {"name": non-empty string}.
 struct NewProduct {
   std::string name;

@@ -239,7 +239,13 @@ struct Syncer::Impl {
     delivered_count.fetch_add(static_cast<std::int64_t>(ids.size()));
     healthy.store(true);
     backoff = kMinBackoff;
-    // The plans piggybacked: a changed version is re-read at once (run() sees plans_stale).
+    take_usage_reply(reply);
+    co_return 1;
+  }
+
+  // The plans' version and the users' usage a reply carries (ingest, usage query).
+  void take_usage_reply(simdjson::dom::element reply) {
+    // A changed plans version is re-read at once (run() sees plans_stale).
     std::string_view version;
     if (reply["plans_version"].get_string().get(version) == simdjson::SUCCESS && version != plans_version) {
       latest_plans_version = std::string(version);
@@ -252,7 +258,6 @@ struct Syncer::Impl {
         if (read_usage(obj, std::string(user.data(), user.size()), u)) target->apply_backend_usage(u);
       }
     }
-    co_return 1;
   }
 
   void fail(absl::Status s) {
@@ -273,6 +278,23 @@ struct Syncer::Impl {
   }
 
   net::awaitable<void> refresh_users(std::vector<std::string> users) {
+    // Up to 1,000 users per request (POST /usage:query); a backend without it (404): one GET each.
+    for (std::size_t at = 0; at < users.size() && usage_query_supported;) {
+      const std::size_t n = std::min<std::size_t>(users.size() - at, 1000);
+      std::string body = "{\"users\":[";
+      for (std::size_t i = 0; i < n; ++i) str_append(&body, i ? "," : "", json_quote(users[at + i]));
+      body += "]}";
+      auto res = co_await request(http::verb::post, "/api/v1/usage:query", std::move(body));
+      if (!res) co_return;  // down: these users are refreshed in a later round
+      if (res->status == 404) {
+        usage_query_supported = false;
+        break;
+      }
+      simdjson::dom::element reply;
+      if (res->status == 200 && parser.parse(res->body).get(reply) == simdjson::SUCCESS) take_usage_reply(reply);
+      at += n;
+      if (at >= users.size()) co_return;
+    }
     for (const std::string& user : users) {
       auto res = co_await request(http::verb::get, str_cat("/api/v1/users/", percent_encode(user), "/usage"), "");
       if (!res || res->status != 200) continue;  // unknown to the backend yet, or down: later
@@ -440,6 +462,7 @@ struct Syncer::Impl {
   std::string plans_version;
   std::string latest_plans_version;
   bool plans_stale = false;
+  bool usage_query_supported = true;  // false once the backend answered 404 to POST /usage:query
   std::atomic<bool> wake_pending{false};  // a wake() that came while no timer was armed
   std::atomic<std::int64_t> delivered_count{0};
   std::atomic<std::int64_t> failures{0};

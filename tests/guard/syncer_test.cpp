@@ -67,6 +67,8 @@ class FakeBackend {
     ++plans_version_;
   }
   std::int64_t plan_reads() const { return plan_reads_.load(); }
+  std::int64_t usage_queries() const { return usage_queries_.load(); }
+  std::int64_t user_gets() const { return user_gets_.load(); }
   // Subscribes `user` to `plan` for [start, end) (the tests' clocks stay in that first period).
   void subscribe(const std::string& user, const std::string& plan, absl::Time start, absl::Time end) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -218,7 +220,20 @@ class FakeBackend {
       return http(200, "{\"accepted\":" + std::to_string(accepted) + ",\"duplicates\":" + std::to_string(dups) +
                            ",\"plans_version\":\"v" + std::to_string(plans_version_) + "\",\"usage\":{" + usage + "}}");
     }
+    if (request_line.rfind("POST /api/v1/usage:query", 0) == 0) {
+      ++usage_queries_;
+      simdjson::dom::parser parser;
+      simdjson::dom::element doc;
+      if (parser.parse(body).get(doc) != simdjson::SUCCESS) return http(400, "{}");
+      std::string usage;
+      for (simdjson::dom::element u : doc["users"].get_array()) {
+        const std::string user(u.get_string().value());
+        usage += (usage.empty() ? "\"" : ",\"") + user + "\":" + usage_json(user);
+      }
+      return http(200, "{\"plans_version\":\"v" + std::to_string(plans_version_) + "\",\"usage\":{" + usage + "}}");
+    }
     if (request_line.rfind("GET /api/v1/users/", 0) == 0) {
+      ++user_gets_;
       const std::string rest = request_line.substr(18);
       const std::string user = rest.substr(0, rest.find('/'));
       return http(200, usage_json(user));
@@ -242,6 +257,8 @@ class FakeBackend {
   std::string plans_json_ = "{\"plans\":[]}";
   int plans_version_ = 0;
   std::atomic<std::int64_t> plan_reads_{0};
+  std::atomic<std::int64_t> usage_queries_{0};
+  std::atomic<std::int64_t> user_gets_{0};
   struct ModelTotals {
     std::int64_t input = 0, output = 0, calls = 0;
     Nanos cost = 0;
@@ -478,6 +495,8 @@ TEST_CASE("sync.usage_from_other_processes_arrives_without_a_batch") {
     a.pg->check("m");
     return a.pg->report("u1")->spend == kDollar;
   }));
+  CHECK(backend.usage_queries() > 0);  // in batches, not one GET per user
+  CHECK(backend.user_gets() == 0);
 }
 
 TEST_CASE("sync.the_backends_subscription_puts_every_process_on_one_plan_and_period") {

@@ -512,6 +512,54 @@ TEST_CASE("server.ingest_reply_carries_each_users_current_usage") {
   CHECK(plan == "free");
 }
 
+TEST_CASE("server.usage_query_answers_many_users_at_once_as_ingest_does") {
+  ApiFixture f;
+  const std::string key = f.new_product();
+  const std::string other = f.new_product("other");
+  REQUIRE(f.call("POST", "/api/v1/config/plans", kPlans, key).status == 200);
+  REQUIRE(f.call("POST", "/api/v1/users", R"({"user_id":"sub"})", key).status == 201);
+  REQUIRE(f.call("POST", "/api/v1/users/sub/subscription", kSubscription, key).status == 200);
+  std::vector<TestEvent> events = {
+      {.id = event_id(1), .user_id = "daily", .model = "gpt-4o", .cost_nanos = 100, .ts_ns = ns_at(2026, 11, 17, 1)},
+      {.id = event_id(2), .user_id = "daily", .model = "gpt-4o", .cost_nanos = 1000, .ts_ns = ns_at(2026, 11, 16, 23)},
+      {.id = event_id(3), .user_id = "sub", .model = "claude", .cost_nanos = 10, .ts_ns = ns_at(2026, 11, 5)},
+      {.id = event_id(4), .user_id = "sub", .model = "claude", .cost_nanos = 20, .ts_ns = ns_at(2026, 11, 4, 23)},
+  };
+  const HttpResponse ingested = f.call("POST", "/api/v1/events:batch", batch_json(events), key);
+  REQUIRE(ingested.status == 200);
+  // Another product's user of the same name is not this product's.
+  events = {{.id = event_id(9), .user_id = "theirs", .cost_nanos = 5, .ts_ns = ns_at(2026, 11, 17, 2)}};
+  REQUIRE(f.call("POST", "/api/v1/events:batch", batch_json(events), other).status == 200);
+
+  const HttpResponse r =
+      f.call("POST", "/api/v1/usage:query", R"({"users":["sub","nobody","daily","theirs"]})", key);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  // The same objects as the ingest reply (which came after the last event: nothing changed since).
+  const std::string tail = ingested.body.substr(ingested.body.find("\"plans_version\""));
+  CHECK(r.body == "{" + tail);
+  simdjson::dom::parser parser;
+  const simdjson::dom::element reply = parse_json(parser, r.body);
+  CHECK(reply["usage"].get_object().value().size() == 2);  // "nobody" and the other product's user left out
+  CHECK(int_at(reply, "/usage/daily/spend_nanos") == 100);
+  CHECK(int_at(reply, "/usage/sub/spend_nanos") == 10);
+  CHECK(int_at(reply, "/usage/sub/subscription/period_start_ns") == ns_at(2026, 11, 5));
+
+  // Refusals name the field; nothing is created.
+  for (std::string_view bad : {R"({"users":[]})", R"({"users":"u1"})", R"({"users":[1]})", R"({"users":[""]})",
+                               R"({"users":["a","a"]})", R"({"user":["a"]})", R"({"users":["a"])"}) {
+    CAPTURE(bad);
+    const HttpResponse refused = f.call("POST", "/api/v1/usage:query", bad, key);
+    CHECK(refused.status == 400);
+    CHECK(refused.body.find("\"error\"") != std::string::npos);
+  }
+  std::string many = R"({"users":[)";
+  for (int i = 0; i < 1001; ++i) many += (i ? ",\"u" : "\"u") + std::to_string(i) + "\"";
+  many += "]}";
+  CHECK(f.call("POST", "/api/v1/usage:query", many, key).status == 400);
+  CHECK(f.call("GET", "/api/v1/users/nobody/usage", {}, key).status == 404);
+  CHECK(f.call("POST", "/api/v1/usage:query", R"({"users":["daily"]})", "pg_not_a_key").status == 401);
+}
+
 TEST_CASE("server.products_are_isolated") {
   ApiFixture f;
   const std::string a = f.new_product("a");
