@@ -411,9 +411,9 @@ const ModelInfo* Engine::model_for(std::string_view raw_model, const ModelPrice*
                                            })
                            .first;
   // Limits and counters are per canonical model, but a dated snapshot the catalog prices apart
-  // (gpt-4o-2024-05-13 at $5/$15, not gpt-4o's $2.50/$10) is priced as called.
-  const ModelPrice* raw_price = name.size() == raw_model.size() ? nullptr : catalog->find(raw_model);
-  if (raw_price == nullptr) raw_price = m->catalog_price;
+  // (gpt-4o-2024-05-13 at $5/$15, not gpt-4o's $2.50/$10) is priced as called (find() falls back
+  // to the canonical name).
+  const ModelPrice* raw_price = name.size() == raw_model.size() ? m->catalog_price : catalog->find(raw_model);
   if (catalog_price != nullptr) *catalog_price = raw_price;
   if (raw_model.size() <= sizeof last.name) {
     last.generation = generation;

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
-#include <limits>
 #include <mutex>
 #include <utility>
 
@@ -408,8 +407,8 @@ absl::StatusOr<UserReport> Paygent::report(std::string_view user_id) {
     // Not seen by this process; maybe by an earlier one with the same store (a restart).
     bool stored = false;
     if (e.store && !user_id.empty()) {
-      auto all_time = e.store->totals(user_id, 0, std::numeric_limits<std::int64_t>::max());
-      stored = all_time.ok() && all_time->calls > 0;
+      auto has = e.store->has_user(user_id);
+      stored = has.ok() && *has;
     }
     if (!stored) return absl::NotFoundError(internal::str_cat("user \"", user_id, "\" has not been seen"));
     user = e.user_for(user_id, true);  // its window is read from the store below

@@ -248,6 +248,16 @@ class SqliteStorage::Statement {
   }
 
   [[nodiscard]] std::int64_t int64(int column) const { return sqlite3_column_int64(stmt_, column); }
+  // The calls count at `first`, then the sums of kTotalsColumns (kRowColumns) after it.
+  [[nodiscard]] Totals totals_at(int first) const {
+    return Totals{.calls = int64(first),
+                  .input_tokens = int64(first + 1),
+                  .output_tokens = int64(first + 2),
+                  .cached_input_tokens = int64(first + 3),
+                  .cache_creation_input_tokens = int64(first + 4),
+                  .reasoning_tokens = int64(first + 5),
+                  .cost_nanos = int64(first + 6)};
+  }
   [[nodiscard]] bool is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
   // Valid until the next step() or reset().
   [[nodiscard]] std::string_view text_view(int column) const {
@@ -846,14 +856,7 @@ absl::Status SqliteStorage::add_usage_rows(Statement& select, const TimeRange& p
     const std::string_view model = select.text_view(1);
     auto it = usage.models.find(model);
     if (it == usage.models.end()) it = usage.models.emplace(std::string(model), Totals{}).first;
-    const Totals t{.calls = select.int64(2),
-                   .input_tokens = select.int64(3),
-                   .output_tokens = select.int64(4),
-                   .cached_input_tokens = select.int64(5),
-                   .cache_creation_input_tokens = select.int64(6),
-                   .reasoning_tokens = select.int64(7),
-                   .cost_nanos = select.int64(8)};
-    if (!add_totals(it->second, t)) {
+    if (!add_totals(it->second, select.totals_at(2))) {
       return absl::InternalError(str_cat("report: the totals of \"", model, "\" overflow int64"));
     }
   }
@@ -932,14 +935,7 @@ absl::Status read_groups(sqlite3* db, Statement& select, ReportGroup group, Grou
     if (rc != SQLITE_ROW) return sqlite_error(db, rc, "report");
     const bool by_day = group == ReportGroup::kDay || group == ReportGroup::kMonth;
     const std::string key = by_day ? day_key(select.int64(0), group) : select.text(0);
-    const Totals t{.calls = select.int64(1),
-                   .input_tokens = select.int64(2),
-                   .output_tokens = select.int64(3),
-                   .cached_input_tokens = select.int64(4),
-                   .cache_creation_input_tokens = select.int64(5),
-                   .reasoning_tokens = select.int64(6),
-                   .cost_nanos = select.int64(7)};
-    if (!add_totals(out[key], t)) return absl::InternalError(str_cat("report: the totals of \"", key, "\" overflow int64"));
+    if (!add_totals(out[key], select.totals_at(1))) return absl::InternalError(str_cat("report: the totals of \"", key, "\" overflow int64"));
   }
 }
 

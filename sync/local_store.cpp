@@ -289,6 +289,18 @@ absl::StatusOr<std::int64_t> LocalStore::drop_oldest_unacked(std::int64_t keep) 
   return static_cast<std::int64_t>(sqlite3_changes(db_));
 }
 
+absl::StatusOr<bool> LocalStore::has_user(std::string_view user_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "SELECT 1 FROM events WHERE user_id = ?1 LIMIT 1", -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: has user");
+  }
+  bind_text(st.s, 1, user_id);
+  const int rc = sqlite3_step(st.s);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return error("local store: has user");
+  return rc == SQLITE_ROW;
+}
+
 absl::StatusOr<std::int64_t> LocalStore::count() {
   std::lock_guard<std::mutex> lock(mu_);
   Statement st;

@@ -99,6 +99,9 @@ class LocalStore {
                                                       std::int64_t start_ns, std::int64_t since_ns,
                                                       std::int64_t until_ns);
 
+  // Whether any event of `user_id` is stored (one index probe).
+  absl::StatusOr<bool> has_user(std::string_view user_id);
+
   // Number of stored events (for tests and reports).
   absl::StatusOr<std::int64_t> count();
 

@@ -17,8 +17,10 @@ namespace paygent::testing {
 
 class CliProcess {
  public:
-  // Starts `paygent <args...>` with the test's environment plus `extra_env` ("NAME=value").
-  explicit CliProcess(std::vector<std::string> args, std::vector<std::string> extra_env = {}) {
+  // Starts `paygent <args...>` with the test's environment plus `extra_env` ("NAME=value"). Its
+  // stdout is read by line() and read_to_end(); with `with_stderr`, its stderr too, interleaved.
+  explicit CliProcess(std::vector<std::string> args, std::vector<std::string> extra_env = {},
+                      bool with_stderr = false) {
     int fds[2];
     REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
     args.insert(args.begin(), PAYGENT_CLI_PATH);
@@ -34,6 +36,7 @@ class CliProcess {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+    if (with_stderr) posix_spawn_file_actions_adddup2(&actions, fds[1], STDERR_FILENO);
     const int spawned = ::posix_spawn(&pid_, PAYGENT_CLI_PATH, &actions, nullptr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     ::close(fds[1]);
@@ -66,6 +69,23 @@ class CliProcess {
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return "";
       buf_.append(c, static_cast<std::size_t>(n));
+    }
+  }
+
+  // Appends the rest of the output to `out` until the process closes it; false after `timeout`.
+  bool read_to_end(std::string& out, std::chrono::seconds timeout) {
+    out += buf_;
+    buf_.clear();
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      pollfd p{fd_, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+      char c[4096];
+      const ssize_t n = ::read(fd_, c, sizeof c);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return true;
+      out.append(c, static_cast<std::size_t>(n));
     }
   }
 

@@ -10,8 +10,10 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "integration/cli_process.h"
 #include "support/paygentd_process.h"
 
 namespace paygent::testing {
@@ -30,41 +32,13 @@ struct CliRun {
 
 // Runs the `paygent` CLI to its end (at most `timeout`) and returns its exit status and output.
 CliRun run_cli(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(180)) {
-  int fds[2];
-  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-  args.insert(args.begin(), PAYGENT_CLI_PATH);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDERR_FILENO);
-  pid_t pid = -1;
-  const int spawned = ::posix_spawn(&pid, PAYGENT_CLI_PATH, &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  ::close(fds[1]);
-  REQUIRE(spawned == 0);
+  CliProcess process(std::move(args), {}, /*with_stderr=*/true);
   CliRun run;
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
-    pollfd p{fds[0], POLLIN, 0};
-    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
-      ::kill(pid, SIGKILL);
-      run.output += "\n[killed: no end within the timeout]";
-      break;
-    }
-    char chunk[4096];
-    const ssize_t n = ::read(fds[0], chunk, sizeof chunk);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    run.output.append(chunk, static_cast<std::size_t>(n));
+  if (!process.read_to_end(run.output, timeout)) {
+    ::kill(process.pid(), SIGKILL);
+    run.output += "\n[killed: no end within the timeout]";
   }
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  run.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  run.status = process.wait();
   return run;
 }
 
