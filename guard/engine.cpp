@@ -378,7 +378,19 @@ EventId Engine::next_event_id() noexcept {
 UserState* Engine::user_for(std::string_view user_id, bool create) {
   const std::uint64_t h = hash_of(user_id);
   auto eq = [&](const UserState& u) { return u.key == user_id; };
-  if (!create) return users.find(h, eq);
+  // A cold user's slot names its windows: start their misses with the user's own, all at once.
+  auto prefetch = [&](const UserState* u, const decltype(users)::Slot& slot) {
+    __builtin_prefetch(u);
+    if (syncer) __builtin_prefetch(&u->refreshed_epoch);
+    const char* period = static_cast<const char*>(slot.hints[kUserHintPeriod].load(std::memory_order_relaxed));
+    if (period != nullptr) {
+      __builtin_prefetch(period);
+      __builtin_prefetch(period + sizeof(PeriodWindow));  // its first model's counters
+    }
+    __builtin_prefetch(slot.hints[kUserHintSession].load(std::memory_order_relaxed));
+  };
+  if (UserState* u = users.find(h, eq, prefetch)) return u;
+  if (!create) return nullptr;
   return users
       .find_or_insert(h, eq,
                       [&] {
@@ -462,6 +474,19 @@ struct DeferredErrors {
 
 }  // namespace
 
+namespace {
+
+// A window with its `slots` model counters right behind it, in one allocation.
+PeriodWindow* make_period_window(Arena& arena, std::int64_t start, std::int64_t end, std::size_t slots) {
+  static_assert(sizeof(PeriodWindow) % alignof(ModelCounters) == 0 && std::is_trivially_destructible_v<ModelCounters>);
+  char* p = static_cast<char*>(arena.allocate(sizeof(PeriodWindow) + slots * sizeof(ModelCounters), 64));
+  auto* models = reinterpret_cast<ModelCounters*>(p + sizeof(PeriodWindow));
+  for (std::size_t i = 0; i < slots; ++i) new (models + i) ModelCounters();
+  return new (p) PeriodWindow(start, end, slots, models);
+}
+
+}  // namespace
+
 PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std::int64_t now) {
   DeferredErrors deferred{this, {}};  // declared first: reports after the lock is released
   std::lock_guard<std::mutex> lock(user->mu);
@@ -490,8 +515,7 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
     return cur;
   }
   const std::size_t slots = plan->limits.size() + kSpareModelSlots;
-  ArenaPtr<PeriodWindow> w(arena.make<PeriodWindow>(start, end, slots, nullptr));
-  w->models = arena.make_array<ModelCounters>(slots);
+  ArenaPtr<PeriodWindow> w(make_period_window(arena, start, end, slots));
   w->rule = plan->rule;
   for (const CompiledLimit& l : plan->limits) w->counters(l.model->id);
   if (store) {
@@ -548,6 +572,7 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
   PeriodWindow* out = w.get();
   user->periods.push_back(std::move(w));
   user->period.store(out, std::memory_order_release);
+  users.set_hint(user, kUserHintPeriod, out);
   if (syncer) syncer->watch_user(user->key, /*urgent=*/true);  // the backend's total for the new period
   return out;
 }
@@ -592,6 +617,7 @@ SessionWindow* Engine::roll_implicit_session(UserState* user, const CompiledPlan
   SessionWindow* out = w.get();
   user->sessions.push_back(std::move(w));
   user->implicit_session.store(out, std::memory_order_release);
+  users.set_hint(user, kUserHintSession, out);
   return out;
 }
 

@@ -64,7 +64,7 @@ struct ModelInfo {
 };
 
 // Usage of one model in one billing period.
-struct ModelCounters {
+struct alignas(64) ModelCounters {
   std::atomic<std::uint32_t> model_id{kNoModel};
   std::atomic<std::int64_t> committed_tokens{0};  // settled + held
   std::atomic<std::int64_t> tokens{0};            // settled
@@ -88,26 +88,29 @@ struct ExternalModelTotals {
 // Cache-line aligned (as are SessionWindow and UserState): two users' hot counters never share a
 // line, so threads serving different users do not slow each other down.
 struct alignas(64) PeriodWindow {
-  // `models` points to `model_slots` counters (allocated right after the window in the arena).
+  // `models` points to `model_slots` counters, which make_period_window() places right behind the
+  // window (at this + 1), so that a gate check can start their miss together with the window's.
   PeriodWindow(std::int64_t start, std::int64_t end, std::size_t model_slots, ModelCounters* model_storage)
-      : start_ns(start), end_ns(end), slots(model_slots), models(model_storage) {}
+      : start_ns(start), end_ns(end), models(model_storage), slots(model_slots) {}
 
   // The counters of `model_id`, claiming a free slot for it when it has none. nullptr when every
   // slot is taken by other models (that model is then metered in the store only).
   ModelCounters* counters(std::uint32_t model_id) noexcept;
   [[nodiscard]] const ModelCounters* find(std::uint32_t model_id) const noexcept;
 
+  // First cache line: everything a gate check reads.
   const std::int64_t start_ns;
   const std::int64_t end_ns;
   std::atomic<const void*> tag{nullptr};             // the plan it was computed for
   std::atomic<const void*> assignment_tag{nullptr};  // and the user's assignment
-  std::atomic<bool> slots_exhausted{false};          // said once: a limited model found no slot
-  PeriodRule rule = PeriodRule::kMonth;
   std::atomic<Nanos> committed{0};  // settled + held
-  std::atomic<Nanos> spend{0};      // settled
   // With a backend: its total for the period minus what this store has had acknowledged, so that
   // committed + external = backend total + local events not yet acknowledged, counted once.
   std::atomic<Nanos> external{0};
+  ModelCounters* models;  // set once, before the window is published
+  const std::size_t slots;
+
+  std::atomic<Nanos> spend{0};  // settled
   std::atomic<std::int64_t> external_calls{0};
   // Parallel to `models`, allocated at the backend's first answer (nullptr without a backend).
   std::atomic<ExternalModelTotals*> external_models{nullptr};
@@ -116,9 +119,10 @@ struct alignas(64) PeriodWindow {
   // The overlapping window that replaced this one (a subscription moved): settles of calls
   // admitted here are passed on to it. nullptr for a plain roll-over to the next period.
   std::atomic<PeriodWindow*> superseded_by{nullptr};
-  const std::size_t slots;
-  ModelCounters* models;  // set once, before the window is published
+  PeriodRule rule = PeriodRule::kMonth;
+  std::atomic<bool> slots_exhausted{false};  // said once: a limited model found no slot
 };
+static_assert(sizeof(PeriodWindow) == 128, "a window is two cache lines; its counters follow it");
 
 struct alignas(64) SessionWindow {
   SessionWindow(std::string id, std::int64_t start) : session_id(std::move(id)), start_ns(start) {
@@ -143,16 +147,17 @@ struct Assignment {
 
 struct SessionEntry;
 
-// Hot fields first: a gate check reads the first cache line or two, then the windows that the
-// arena placed right behind it.
+// The first cache line is what a gate check reads (the key its lookup compares, the plan, the
+// current windows); the windows' own lines are prefetched from the user's slot in `users`.
 struct alignas(64) UserState {
-  std::uint64_t hash = 0;
   std::string key;  // user id
   std::atomic<const struct CompiledPlan*> plan_cache{nullptr};
   std::atomic<PeriodWindow*> period{nullptr};
   std::atomic<SessionWindow*> implicit_session{nullptr};
-  std::atomic<SessionEntry*> last_named{nullptr};
   std::atomic<const Assignment*> assignment{nullptr};
+
+  std::uint64_t hash = 0;
+  std::atomic<SessionEntry*> last_named{nullptr};
   std::atomic<std::uint64_t> refreshed_epoch{0};  // the refresh round this user was last watched in
 
   std::mutex mu;  // cold path: window roll-overs and reports
@@ -325,7 +330,9 @@ struct Engine final : SyncTarget {
   const std::uint64_t generation;  // distinguishes engines in thread-local caches
 
   Arena arena;  // users, windows and counters (declared first: it outlives them)
-  InternTable<UserState, ArenaPtr<UserState>> users{1024};
+  // Each user's slot hints at its current period window (kUserHintPeriod) and implicit session.
+  static constexpr int kUserHintPeriod = 0, kUserHintSession = 1;
+  InternTable<UserState, ArenaPtr<UserState>, 2> users{1024};
   InternTable<ModelInfo> models{64};
   InternTable<SessionEntry> sessions{1024};
   std::atomic<std::uint32_t> next_model_id{0};

@@ -1,12 +1,20 @@
 // An insert-only hash table of stable pointers with lock-free look-ups.
 //
-// Look-ups (the hot path) are an acquire load of the current slot array and a linear probe: no
-// lock, no allocation. Inserts take a mutex (a new user is a cold path) and may grow the array;
-// retired arrays are kept until the table dies, so a reader holding an old array stays valid (the
-// total is at most twice the final array). Entries are never removed, and never move.
+// Look-ups (the hot path) are an acquire load of the current slot array and a linear probe over
+// slots that carry each entry's full hash beside its pointer: an entry is only touched when its
+// hash matches, so a probe past other entries costs no cache miss. No lock, no allocation.
+// Inserts take a mutex (a new user is a cold path) and may grow the array; retired arrays are kept
+// until the table dies, so a reader holding an old array stays valid (the total is at most twice
+// the final array). Entries are never removed, and never move.
 //
-// Thread safety: find() is safe from any number of threads concurrently with each other and with
-// find_or_insert(). The table owns its entries.
+// A slot may also carry kHints prefetch hints: addresses its owner will read right after finding
+// the entry (a user's current period and session windows). The finder prefetches them as soon as
+// the slot is read, so their misses overlap with the entry's own instead of following it: a cold
+// user costs two dependent misses (slot, then everything else at once), not three. Hints are only
+// prefetched, never dereferenced; a stale one (a set_hint() racing a grow) costs speed only.
+//
+// Thread safety: find() and set_hint() are safe from any number of threads concurrently with each
+// other and with find_or_insert(). The table owns its entries. T has a `hash` member.
 #pragma once
 
 #include <atomic>
@@ -14,6 +22,8 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -21,10 +31,18 @@
 
 namespace paygent::internal {
 
-template <class T, class Owned = std::unique_ptr<T>>
+template <class T, class Owned = std::unique_ptr<T>, int kHints = 0>
 class InternTable {
+  struct PlainSlot {
+    std::atomic<std::uint64_t> hash{0};
+    std::atomic<T*> entry{nullptr};
+  };
+  struct alignas(kHints == 2 ? 32 : 16) HintedSlot : PlainSlot {
+    std::atomic<const void*> hints[kHints > 0 ? kHints : 1] = {};
+  };
+
  public:
-  static constexpr int kPrefetchLines = 16;  // 1 KiB: a user, its period window and counters, its session
+  using Slot = std::conditional_t<kHints == 0, PlainSlot, HintedSlot>;
 
   explicit InternTable(std::size_t initial_capacity = 1024) {
     std::size_t cap = 16;
@@ -36,17 +54,24 @@ class InternTable {
   InternTable& operator=(const InternTable&) = delete;
 
   // The entry with `hash` for which `eq(entry)` holds, or nullptr. Lock-free, does not allocate.
-  template <class Eq>
-  [[nodiscard]] T* find(std::uint64_t hash, Eq&& eq) const noexcept {
+  // `on_match(entry, slot)` runs when a slot's hash matches, before `eq` reads the entry: the
+  // place to start the misses of what will be read next (the slot's hints).
+  template <class Eq, class OnMatch>
+  [[nodiscard]] T* find(std::uint64_t hash, Eq&& eq, OnMatch&& on_match) const noexcept {
     const Slots* s = current_.load(std::memory_order_acquire);
     for (std::size_t i = hash & s->mask;; i = (i + 1) & s->mask) {
-      T* e = s->slots[i].load(std::memory_order_acquire);
+      const Slot& slot = s->slots[i];
+      T* e = slot.entry.load(std::memory_order_acquire);
       if (e == nullptr) return nullptr;
-      // What an entry points to was allocated right after it (a user's windows sit behind the
-      // user in the arena): start those misses now, in parallel with the entry's own.
-      for (int line = 1; line < kPrefetchLines; ++line) __builtin_prefetch(reinterpret_cast<const char*>(e) + 64 * line);
-      if (e->hash == hash && eq(*e)) return e;
+      if (slot.hash.load(std::memory_order_relaxed) == hash) {
+        on_match(e, slot);
+        if (eq(*e)) return e;
+      }
     }
+  }
+  template <class Eq>
+  [[nodiscard]] T* find(std::uint64_t hash, Eq&& eq) const noexcept {
+    return find(hash, eq, [](const T*, const Slot&) {});
   }
 
   // The existing entry, or a new one made by `make()` (which must set `hash`). The second member
@@ -61,8 +86,22 @@ class InternTable {
     Slots* s = current_.load(std::memory_order_relaxed);
     if ((owned_.size() + 1) * 2 > s->slots_size) s = grow();
     owned_.push_back(std::move(owned));
-    place(*s, e);  // published last: readers never see a half-made entry
+    place(*s, e->hash, e, nullptr);  // published last: readers never see a half-made entry
     return {e, true};
+  }
+
+  // Sets hint `i` of `e`'s slot (e must be in the table).
+  void set_hint(const T* e, int i, const void* p) noexcept
+    requires(kHints > 0)
+  {
+    Slots* s = current_.load(std::memory_order_acquire);
+    for (std::size_t at = e->hash & s->mask;; at = (at + 1) & s->mask) {
+      Slot& slot = s->slots[at];
+      if (slot.entry.load(std::memory_order_acquire) == e) {
+        slot.hints[i].store(p, std::memory_order_relaxed);
+        return;
+      }
+    }
   }
 
   [[nodiscard]] std::size_t size() const {
@@ -79,23 +118,35 @@ class InternTable {
 
  private:
   // The slot array lives on huge pages (huge_alloc): a lookup's probe should not cost a TLB miss.
+  // huge_alloc's memory is zeroed, which is every slot's empty state.
   struct Slots {
+    static_assert(std::is_trivially_destructible_v<Slot>);
     explicit Slots(std::size_t n)
-        : slots_size(n), mask(n - 1), slots(static_cast<std::atomic<T*>*>(huge_alloc(n * sizeof(std::atomic<T*>)))) {
-      for (std::size_t i = 0; i < n; ++i) new (&slots[i]) std::atomic<T*>(nullptr);
+        : slots_size(n), mask(n - 1), slots(static_cast<Slot*>(huge_alloc(n * sizeof(Slot)))) {
+      for (std::size_t i = 0; i < n; ++i) new (&slots[i]) Slot();
     }
-    ~Slots() { huge_free(slots, slots_size * sizeof(std::atomic<T*>)); }
+    ~Slots() { huge_free(slots, slots_size * sizeof(Slot)); }
     Slots(const Slots&) = delete;
     Slots& operator=(const Slots&) = delete;
     std::size_t slots_size;
     std::size_t mask;
-    std::atomic<T*>* slots;
+    Slot* slots;
   };
 
-  static void place(Slots& s, T* e) {
-    for (std::size_t i = e->hash & s.mask;; i = (i + 1) & s.mask) {
-      if (s.slots[i].load(std::memory_order_relaxed) == nullptr) {
-        s.slots[i].store(e, std::memory_order_release);
+  // Fills an empty slot for `e`: hash and hints first, the entry pointer last (release).
+  static void place(Slots& s, std::uint64_t hash, T* e, const Slot* from) {
+    for (std::size_t i = hash & s.mask;; i = (i + 1) & s.mask) {
+      Slot& slot = s.slots[i];
+      if (slot.entry.load(std::memory_order_relaxed) == nullptr) {
+        slot.hash.store(hash, std::memory_order_relaxed);
+        if constexpr (kHints > 0) {
+          if (from != nullptr) {
+            for (int h = 0; h < kHints; ++h) {
+              slot.hints[h].store(from->hints[h].load(std::memory_order_relaxed), std::memory_order_relaxed);
+            }
+          }
+        }
+        slot.entry.store(e, std::memory_order_release);
         return;
       }
     }
@@ -105,7 +156,10 @@ class InternTable {
     const Slots* old = current_.load(std::memory_order_relaxed);
     arrays_.push_back(std::make_unique<Slots>(old->slots_size * 2));
     Slots* s = arrays_.back().get();
-    for (const auto& e : owned_) place(*s, e.get());
+    for (std::size_t i = 0; i < old->slots_size; ++i) {
+      const Slot& slot = old->slots[i];
+      if (T* e = slot.entry.load(std::memory_order_relaxed)) place(*s, e->hash, e, &slot);
+    }
     current_.store(s, std::memory_order_release);
     return s;
   }
