@@ -146,6 +146,47 @@ void BM_guard_check_1M_random_users_fresh_context(benchmark::State& state) {
 }
 BENCHMARK(BM_guard_check_1M_random_users_fresh_context);
 
+// The same after every user's session has rolled over (a new session 31 minutes later, as a user
+// coming back does): their session windows now sit far from the user's own state.
+std::unique_ptr<Paygent> g_pg_rolled;
+std::atomic<std::int64_t> g_rolled_clock_ns{1'795'000'000'000'000'000};  // 2026-11-19
+
+void BM_guard_check_1M_random_users_rolled_sessions(benchmark::State& state) {
+  constexpr std::uint32_t kUsers = 1'000'000;
+  BM_guard_check_1M_random_users_setup();
+  if (!g_pg_rolled) {
+    Options o;
+    o.plans = pro_plan();
+    o.local_store_path = "";
+    o.clock = [] { return absl::FromUnixNanos(g_rolled_clock_ns.load(std::memory_order_relaxed)); };
+    g_pg_rolled = *Paygent::create(std::move(o));
+    for (int round = 0; round < 2; ++round) {
+      for (std::uint32_t i = 0; i < kUsers; ++i) {
+        Context c(user_id(i));
+        g_pg_rolled->record("gpt-4o", Usage{.input_tokens = static_cast<std::int64_t>(i % 1000), .output_tokens = 0});
+      }
+      g_rolled_clock_ns += 31LL * 60 * 1'000'000'000;
+    }
+    g_rolled_clock_ns -= 31LL * 60 * 1'000'000'000;
+  }
+  Paygent* pg = g_pg_rolled.get();
+  {
+    Context c(user_id(123'456));
+    const GuardResult r = pg->check("gpt-4o");
+    // Period: two calls of 456 tokens; the closest limit is the new session's one call.
+    if (r.status != GateStatus::kOk || r.reason != GateReason::kSessionSpend || r.current_value != 456 * 2'500) {
+      state.SkipWithError("check computed the wrong result");
+      return;
+    }
+  }
+  std::size_t i = 0;
+  for (auto _ : state) {
+    Context ctx(user_id(g_order[i++ & (g_order.size() - 1)]));
+    benchmark::DoNotOptimize(pg->check("gpt-4o"));
+  }
+}
+BENCHMARK(BM_guard_check_1M_random_users_rolled_sessions);
+
 // Its baseline: making the same Contexts without checking.
 void BM_guard_fresh_context_1M_random_users(benchmark::State& state) {
   BM_guard_check_1M_random_users_setup();
