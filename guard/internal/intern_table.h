@@ -97,10 +97,12 @@ class InternTable {
     Slots* s = current_.load(std::memory_order_acquire);
     for (std::size_t at = e->hash & s->mask;; at = (at + 1) & s->mask) {
       Slot& slot = s->slots[at];
-      if (slot.entry.load(std::memory_order_acquire) == e) {
+      const T* here = slot.entry.load(std::memory_order_acquire);
+      if (here == e) {
         slot.hints[i].store(p, std::memory_order_relaxed);
         return;
       }
+      if (here == nullptr) return;  // not in the table: nothing to hint
     }
   }
 
