@@ -138,6 +138,14 @@ BENCHMARK(BM_guard_check_1M_random_users);
 void BM_guard_check_1M_random_users_fresh_context(benchmark::State& state) {
   BM_guard_check_1M_random_users_setup();
   Paygent* pg = g_pg.get();
+  {
+    Context ctx(user_id(654'321));
+    const GuardResult r = pg->check("gpt-4o");
+    if (r.status != GateStatus::kOk || r.current_value != 321 * 2'500) {
+      state.SkipWithError("check computed the wrong result");
+      return;
+    }
+  }
   std::size_t i = 0;
   for (auto _ : state) {
     Context ctx(user_id(g_order[i++ & (g_order.size() - 1)]));

@@ -11,7 +11,7 @@
 // the entry (a user's current period and session windows). The finder prefetches them as soon as
 // the slot is read, so their misses overlap with the entry's own instead of following it: a cold
 // user costs two dependent misses (slot, then everything else at once), not three. Hints are only
-// prefetched, never dereferenced; a stale one (a set_hint() racing a grow) costs speed only.
+// prefetched, never dereferenced.
 //
 // Thread safety: find() and set_hint() are safe from any number of threads concurrently with each
 // other and with find_or_insert(). The table owns its entries. T has a `hash` member.
@@ -90,11 +90,13 @@ class InternTable {
     return {e, true};
   }
 
-  // Sets hint `i` of `e`'s slot (e must be in the table).
+  // Sets hint `i` of `e`'s slot (nothing when e is not in the table). Takes the insert lock, so
+  // that a growing table cannot copy the slot's old hint after this has set the new one.
   void set_hint(const T* e, int i, const void* p) noexcept
     requires(kHints > 0)
   {
-    Slots* s = current_.load(std::memory_order_acquire);
+    std::lock_guard<std::mutex> lock(mu_);
+    Slots* s = current_.load(std::memory_order_relaxed);
     for (std::size_t at = e->hash & s->mask;; at = (at + 1) & s->mask) {
       Slot& slot = s->slots[at];
       const T* here = slot.entry.load(std::memory_order_acquire);
@@ -160,7 +162,7 @@ class InternTable {
     Slots* s = arrays_.back().get();
     for (std::size_t i = 0; i < old->slots_size; ++i) {
       const Slot& slot = old->slots[i];
-      if (T* e = slot.entry.load(std::memory_order_relaxed)) place(*s, e->hash, e, &slot);
+      if (T* e = slot.entry.load(std::memory_order_relaxed)) place(*s, slot.hash.load(std::memory_order_relaxed), e, &slot);
     }
     current_.store(s, std::memory_order_release);
     return s;

@@ -81,35 +81,71 @@ TEST_CASE("guard.intern_table.growth_keeps_every_entry_and_its_hints") {
   }
 }
 
-TEST_CASE("guard.intern_table.concurrency_finds_race_inserts_and_growth") {
+TEST_CASE("guard.intern_table.a_hint_for_an_entry_not_in_the_table_is_ignored") {
+  Table t(4);
+  insert(t, 5, "a");
+  Entry stranger{5, "b"};  // same hash, never inserted
+  t.set_hint(&stranger, 0, &stranger);  // returns: finds an empty slot, not the entry
+  const void* hint = &t;
+  CHECK(t.find(5, [](const Entry& e) { return e.key == "a"; },
+               [&](const Entry*, const Table::Slot& s) { hint = s.hints[0].load(); }) != nullptr);
+  CHECK(hint == nullptr);
+}
+
+TEST_CASE("guard.intern_table.concurrency_finds_and_hints_race_inserts_and_growth") {
   Table t(4);
   constexpr int kN = 30000;
   auto hash = [](int i) { return (static_cast<std::uint64_t>(i) * 0xD6E8FEB86659FD93ULL) | 1; };
+  std::vector<std::atomic<Entry*>> made(kN);
+  std::vector<int> marker(kN);
   std::atomic<int> published{0};
   std::atomic<bool> wrong{false};
+  std::atomic<std::int64_t> lookups{0};
   std::thread writer([&] {
     for (int i = 0; i < kN; ++i) {
       Entry* e = insert(t, hash(i), std::to_string(i));
       t.set_hint(e, 0, e);
+      made[i].store(e, std::memory_order_relaxed);
       published.store(i + 1, std::memory_order_release);
     }
   });
-  std::vector<std::thread> readers;
-  for (int r = 0; r < 2; ++r) {
-    readers.emplace_back([&, r] {
-      for (int round = 0; published.load(std::memory_order_acquire) < kN; ++round) {
-        const int n = published.load(std::memory_order_acquire);
-        if (n == 0) continue;
-        const int i = (round * 7919 + r) % n;  // published: must be found, whole
-        const Entry* e = find(t, hash(i), std::to_string(i));
-        if (e == nullptr || e->hash != hash(i)) wrong.store(true);
-      }
-    });
-  }
+  // Hints set from another thread while the table grows must all survive the growth.
+  std::thread hinter([&] {
+    for (int i = 0; i < kN;) {
+      if (i >= published.load(std::memory_order_acquire)) continue;
+      t.set_hint(made[i].load(std::memory_order_relaxed), 1, &marker[i]);
+      ++i;
+    }
+  });
+  std::thread reader([&] {
+    for (int round = 0;; ++round) {
+      const int n = published.load(std::memory_order_acquire);
+      if (n == 0) continue;
+      const int i = (round * 7919) % n;  // published: must be found, whole, with its own hint
+      const void* hint0 = nullptr;
+      const Entry* e = t.find(
+          hash(i), [&](const Entry& x) { return x.key == std::to_string(i); },
+          [&](const Entry*, const Table::Slot& s) { hint0 = s.hints[0].load(std::memory_order_relaxed); });
+      if (e == nullptr || e->hash != hash(i) || (hint0 != nullptr && hint0 != e)) wrong.store(true);
+      lookups.fetch_add(1, std::memory_order_relaxed);
+      if (n == kN && round > 1000) break;
+    }
+  });
   writer.join();
-  for (auto& r : readers) r.join();
+  hinter.join();
+  reader.join();
   CHECK_FALSE(wrong.load());
+  CHECK(lookups.load() > 1000);
   CHECK(t.size() == kN);
+  for (int i = 0; i < kN; ++i) {
+    const void* hint1 = nullptr;
+    const Entry* e = t.find(hash(i), [&](const Entry& x) { return x.key == std::to_string(i); },
+                            [&](const Entry*, const Table::Slot& s) { hint1 = s.hints[1].load(); });
+    if (e == nullptr || hint1 != &marker[i]) {
+      FAIL_CHECK("hint lost for entry " << i);
+      break;
+    }
+  }
 }
 
 }  // namespace paygent::internal
