@@ -118,10 +118,11 @@ TEST_CASE("guard.intern_table.concurrency_finds_and_hints_race_inserts_and_growt
     }
   });
   std::thread reader([&] {
-    for (int round = 0;; ++round) {
+    for (std::uint64_t round = 0;; ++round) {
       const int n = published.load(std::memory_order_acquire);
       if (n == 0) continue;
-      const int i = (round * 7919) % n;  // published: must be found, whole, with its own hint
+      // A published entry: it must be found, whole, with its own hint.
+      const int i = static_cast<int>((round * 7919) % static_cast<std::uint64_t>(n));
       const void* hint0 = nullptr;
       const Entry* e = t.find(
           hash(i), [&](const Entry& x) { return x.key == std::to_string(i); },
