@@ -1,5 +1,6 @@
 // The engine behind paygent::Paygent (see guard/internal/engine.h for the layout of the state).
 #include "guard/internal/engine.h"
+#include "guard/internal/same_bytes.h"
 
 #include <time.h>
 
@@ -405,7 +406,7 @@ UserState* Engine::user_for(std::string_view user_id, bool create) {
 const ModelInfo* Engine::model_for(std::string_view raw_model, const ModelPrice** catalog_price) {
   LastModel& last = t_last_model;
   if (last.generation == generation && last.length == raw_model.size() &&
-      std::memcmp(last.name, raw_model.data(), raw_model.size()) == 0) {
+      same_bytes(last.name, raw_model.data(), raw_model.size())) {
     if (catalog_price != nullptr) *catalog_price = last.catalog_price;
     return last.model;
   }
@@ -669,7 +670,8 @@ bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site) {
 
   LastUser& last = t_last_user;
   UserState* user;
-  if (last.generation == generation && last.context == ctx && last.user->key == ctx->user_id) {
+  if (last.generation == generation && last.context == ctx && last.user->key.size() == ctx->user_id.size() &&
+      same_bytes(last.user->key.data(), ctx->user_id.data(), ctx->user_id.size())) {
     user = last.user;
   } else {
     user = user_for(ctx->user_id, true);
@@ -751,7 +753,7 @@ bool Engine::resolve_now(std::string_view model, CallSite& site) {
 }
 
 Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::int64_t output) const noexcept {
-  if (price == nullptr) return 0;
+  if (price == nullptr || (input <= 0 && output <= 0)) return 0;  // a check without an estimate
   Usage u;
   u.input_tokens = input;
   u.output_tokens = output;
