@@ -687,9 +687,6 @@ bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site) {
       syncer->watch_user(user->key, /*urgent=*/false);
     }
   }
-  // Start the period and session windows' cache misses together instead of one after the other.
-  __builtin_prefetch(user->period.load(std::memory_order_relaxed));
-  __builtin_prefetch(user->implicit_session.load(std::memory_order_relaxed));
 
   const PlanSnapshot* snap = plans.load(std::memory_order_acquire);
   const CompiledPlan* plan = user->plan_cache.load(std::memory_order_acquire);

@@ -22,6 +22,15 @@ std::string fixture(const std::string& name) {
   return ss.str();
 }
 
+// An in-memory Paygent on `config` that collects every metered event in `seen`.
+std::unique_ptr<Paygent> collecting(std::vector<UsageEvent>& seen, PlanConfig config) {
+  Options o;
+  o.plans = std::move(config);
+  o.local_store_path = "";
+  o.on_usage = [&seen](const UsageEvent& e) { seen.push_back(e); };
+  return *Paygent::create(std::move(o));
+}
+
 }  // namespace
 
 TEST_CASE("guard.failopen.throwing_callbacks_are_contained") {
@@ -180,12 +189,8 @@ TEST_CASE("guard.failopen.streamed_responses_are_metered_from_their_final_usage"
 }
 
 TEST_CASE("guard.failopen.a_stream_without_usage_meters_the_estimate") {
-  Options o;
-  o.plans = testing::config_with(testing::round_plan());
-  o.local_store_path = "";
   std::vector<UsageEvent> seen;
-  o.on_usage = [&](const UsageEvent& e) { seen.push_back(e); };
-  auto pg = *Paygent::create(std::move(o));
+  auto pg = collecting(seen, testing::config_with(testing::round_plan()));
   Context ctx("u1");
   pg->metered_call("gpt-4o", {.prompt_tokens = 7, .max_output_tokens = 9},
                    [] { return std::string("data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n"); });
@@ -197,12 +202,8 @@ TEST_CASE("guard.failopen.a_stream_without_usage_meters_the_estimate") {
 }
 
 TEST_CASE("guard.failopen.a_stream_cut_by_an_error_meters_the_estimate_an_error_body_releases") {
-  Options o;
-  o.plans = testing::config_with(testing::round_plan());
-  o.local_store_path = "";
   std::vector<UsageEvent> seen;
-  o.on_usage = [&](const UsageEvent& e) { seen.push_back(e); };
-  auto pg = *Paygent::create(std::move(o));
+  auto pg = collecting(seen, testing::config_with(testing::round_plan()));
   Context ctx("u1");
   // The stream ran partway (content came) and ended in an error before its usage chunk.
   pg->metered_call("gpt-4o", {.prompt_tokens = 7, .max_output_tokens = 9}, [] {
@@ -224,12 +225,8 @@ TEST_CASE("guard.failopen.a_stream_cut_by_an_error_meters_the_estimate_an_error_
 TEST_CASE("guard.failopen.dated_snapshots_are_priced_as_called_and_counted_as_their_model") {
   // The catalog prices gpt-4o-2024-05-13 apart ($5/$15 per 1M) from gpt-4o ($2.50/$10); both
   // count against gpt-4o's quota and report line.
-  Options o;
-  o.plans = testing::config_with(Plan{.name = "free"});  // no plan rates: the catalog prices
-  o.local_store_path = "";
   std::vector<UsageEvent> seen;
-  o.on_usage = [&](const UsageEvent& e) { seen.push_back(e); };
-  auto pg = *Paygent::create(std::move(o));
+  auto pg = collecting(seen, testing::config_with(Plan{.name = "free"}));  // no plan rates: the catalog prices
   Context ctx("u1");
   const Usage u{.input_tokens = 1000, .output_tokens = 1000};
   pg->record("gpt-4o-2024-05-13", u);

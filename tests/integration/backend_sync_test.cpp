@@ -22,6 +22,38 @@ namespace {
 
 constexpr const char* kAdmin = "integration-admin-token";
 
+// Per-user totals, as the backend reports them or as computed from loadgen's deterministic calls.
+struct UserTotals {
+  std::int64_t calls = 0, input_tokens = 0, output_tokens = 0, cost_nanos = 0;
+  friend bool operator==(const UserTotals&, const UserTotals&) = default;
+};
+
+std::ostream& operator<<(std::ostream& os, const std::map<std::string, UserTotals>& m) {
+  for (const auto& [u, t] : m) {
+    os << u << "{calls=" << t.calls << " in=" << t.input_tokens << " out=" << t.output_tokens
+       << " cost=" << t.cost_nanos << "} ";
+  }
+  return os;
+}
+
+// The backend's per-user totals over all time for the users whose id starts with `prefix`.
+std::map<std::string, UserTotals> backend_users(int port, const std::string& key, const std::string& prefix) {
+  HttpClient http(port);
+  auto reply = http.request("GET", "/api/v1/reports/usage?from_ns=0&to_ns=9000000000000000000&group_by=user", {}, key);
+  REQUIRE(reply.has_value());
+  REQUIRE_MESSAGE(reply->status == 200, reply->body);
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc = parser.parse(reply->body);
+  std::map<std::string, UserTotals> out;
+  for (simdjson::dom::element row : doc["rows"].get_array()) {
+    const std::string user(row["key"].get_string().value());
+    if (user.rfind(prefix, 0) != 0) continue;
+    out[user] = {row["calls"].get_int64().value(), row["input_tokens"].get_int64().value(),
+                 row["output_tokens"].get_int64().value(), row["cost_nanos"].get_int64().value()};
+  }
+  return out;
+}
+
 struct BackendTotals {
   std::int64_t calls = 0;
   std::map<std::string, std::int64_t> cost_by_user;
@@ -29,17 +61,10 @@ struct BackendTotals {
 
 // Every event the backend holds for the product, grouped by user.
 BackendTotals backend_totals(int port, const std::string& key) {
-  HttpClient http(port);
-  auto reply = http.request("GET", "/api/v1/reports/usage?from_ns=0&to_ns=9000000000000000000&group_by=user", {}, key);
-  REQUIRE(reply.has_value());
-  REQUIRE_MESSAGE(reply->status == 200, reply->body);
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc = parser.parse(reply->body);
   BackendTotals out;
-  for (simdjson::dom::element row : doc["rows"].get_array()) {
-    const std::string user(row["key"].get_string().value());
-    out.cost_by_user[user] = row["cost_nanos"].get_int64().value();
-    out.calls += row["calls"].get_int64().value();
+  for (const auto& [user, t] : backend_users(port, key, "")) {
+    out.cost_by_user[user] = t.cost_nanos;
+    out.calls += t.calls;
   }
   return out;
 }
@@ -166,38 +191,6 @@ TEST_CASE("integration.application_killed_its_spool_is_delivered_on_restart") {
 }
 
 namespace {
-
-// Per-user totals, as the backend reports them or as computed from loadgen's deterministic calls.
-struct UserTotals {
-  std::int64_t calls = 0, input_tokens = 0, output_tokens = 0, cost_nanos = 0;
-  friend bool operator==(const UserTotals&, const UserTotals&) = default;
-};
-
-std::ostream& operator<<(std::ostream& os, const std::map<std::string, UserTotals>& m) {
-  for (const auto& [u, t] : m) {
-    os << u << "{calls=" << t.calls << " in=" << t.input_tokens << " out=" << t.output_tokens
-       << " cost=" << t.cost_nanos << "} ";
-  }
-  return os;
-}
-
-// The backend's per-user totals over all time for the users whose id starts with `prefix`.
-std::map<std::string, UserTotals> backend_users(int port, const std::string& key, const std::string& prefix) {
-  HttpClient http(port);
-  auto reply = http.request("GET", "/api/v1/reports/usage?from_ns=0&to_ns=9000000000000000000&group_by=user", {}, key);
-  REQUIRE(reply.has_value());
-  REQUIRE_MESSAGE(reply->status == 200, reply->body);
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc = parser.parse(reply->body);
-  std::map<std::string, UserTotals> out;
-  for (simdjson::dom::element row : doc["rows"].get_array()) {
-    const std::string user(row["key"].get_string().value());
-    if (user.rfind(prefix, 0) != 0) continue;
-    out[user] = {row["calls"].get_int64().value(), row["input_tokens"].get_int64().value(),
-                 row["output_tokens"].get_int64().value(), row["cost_nanos"].get_int64().value()};
-  }
-  return out;
-}
 
 // What loadgen's first `n` calls are, per user (the same arithmetic as tools/loadgen.cpp).
 std::map<std::string, UserTotals> loadgen_prefix(const std::string& prefix, int users, std::int64_t n) {
