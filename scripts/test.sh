@@ -20,6 +20,8 @@ cmake --install build --prefix "$prefix" >/dev/null
 cmake -S tests/consumer -B "$prefix/consumer-build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/consumer-build" -j"$jobs" >/dev/null
 "$prefix/consumer-build/consumer"
+"$prefix/bin/paygent" help >/dev/null   # the command the README uses is installed too
+test -x "$prefix/bin/paygentd"
 rm -rf "$prefix"
 
 echo "== ASan + UBSan"

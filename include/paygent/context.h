@@ -5,8 +5,9 @@
 // from the outer one (meta tags merge, inner keys win). A call made outside any Context passes
 // through Paygent unmetered and ungated.
 //
+//   auto pg = paygent::Paygent::create(options);   // absl::StatusOr<std::unique_ptr<Paygent>>
 //   paygent::Context ctx("user_123", {.session_id = "chat-42"});
-//   pg.metered_call("gpt-4o", ...);
+//   (*pg)->metered_call("gpt-4o", {.prompt_tokens = 900}, [&] { return call_openai(request); });
 //
 // Work handed to another thread or a coroutine keeps its user with capture():
 //
