@@ -135,7 +135,6 @@ struct FixtureSet {
   std::string dir;
   std::vector<FixtureCase> cases;
 
-  [[nodiscard]] std::string path(std::string_view file) const { return dir + "/" + std::string(file); }
   // The case named `file`, or nullptr.
   [[nodiscard]] const FixtureCase* find(std::string_view file) const {
     for (const FixtureCase& c : cases) {
@@ -167,13 +166,15 @@ inline const FixtureSet* shared_fixtures_or_skip() {
 
 }  // namespace paygent::testing
 
-// A test body run on each fixture set; inside it `fixtures` is the set (a FixtureSet).
-#define PAYGENT_FIXTURE_TEST_CASE_IMPL(name, body)                                               \
-  static void body(const ::paygent::testing::FixtureSet& fixtures);                              \
-  TEST_CASE(name) { body(::paygent::testing::project_fixtures()); }                              \
-  TEST_CASE(name ".shared") {                                                                    \
-    if (const ::paygent::testing::FixtureSet* shared = ::paygent::testing::shared_fixtures_or_skip()) \
-      body(*shared);                                                                             \
-  }                                                                                              \
+// FIXTURE_TEST_CASE("meter.x") { ... } defines the test body once, with `fixtures` (a FixtureSet)
+// in scope, and registers it twice: "meter.x" on the project's set and "meter.x.shared" on the
+// shared set (skipped when absent).
+#define PAYGENT_FIXTURE_TEST_CASE_IMPL(name, body)                                                \
+  static void body(const ::paygent::testing::FixtureSet& fixtures);                               \
+  TEST_CASE(name) { body(::paygent::testing::project_fixtures()); }                               \
+  TEST_CASE(name ".shared") {                                                                     \
+    const ::paygent::testing::FixtureSet* shared = ::paygent::testing::shared_fixtures_or_skip(); \
+    if (shared != nullptr) body(*shared);                                                         \
+  }                                                                                               \
   static void body(const ::paygent::testing::FixtureSet& fixtures)
 #define FIXTURE_TEST_CASE(name) PAYGENT_FIXTURE_TEST_CASE_IMPL(name, DOCTEST_CAT(fixture_test_body_, __LINE__))
