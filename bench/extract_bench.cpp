@@ -1,8 +1,9 @@
 // Usage extraction: Paygent's readers beside a straightforward simdjson DOM baseline.
 //
-// Every benchmark first checks that it computes the right numbers (those MANIFEST.json gives for
-// the fixture) and only then times; a wrong result stops it with SkipWithError. Bytes/s are the
-// bytes of the response body (or stream) read per second.
+// Every benchmark first checks that it computes the right numbers (those the project's
+// tests/fixtures/providers/MANIFEST.json gives for the fixture) and only then times; a wrong
+// result stops it with SkipWithError. Bytes/s are the bytes of the response body (or stream) read
+// per second.
 //
 //   build-meter/bench/paygent_bench --benchmark_filter='Extract|Dom|Stream'
 //       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
@@ -133,7 +134,8 @@ void BM_DomBaseline(benchmark::State& state) {
 }
 BENCHMARK(BM_DomBaseline);
 
-// A whole OpenAI chat stream (11 events, ~8.8 KB) fed in chunks of state.range(0) bytes.
+// A whole OpenAI chat stream (tests/fixtures/providers/openai-chat-stream.sse: 13 events, ~4 KB)
+// fed in chunks of state.range(0) bytes.
 void BM_StreamUsage(benchmark::State& state) {
   static const std::string stream = read_fixture("openai-chat-stream.sse");
   static const Expected want = expected_for("openai-chat-stream.sse");

@@ -1,7 +1,5 @@
 #include <doctest/doctest.h>
 
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
 #include "paygent/paygent.h"
@@ -13,14 +11,6 @@ namespace {
 
 using testing::tokens;
 constexpr Nanos kDollar = kNanosPerUsd;
-
-std::string fixture(const std::string& name) {
-  std::ifstream in(std::string(PAYGENT_FIXTURES) + "/" + name, std::ios::binary);
-  REQUIRE(in);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // An in-memory Paygent on `config` that collects every metered event in `seen`.
 std::unique_ptr<Paygent> collecting(std::vector<UsageEvent>& seen, PlanConfig config) {
@@ -119,23 +109,35 @@ TEST_CASE("guard.failopen.unreadable_response_meters_the_estimate") {
   CHECK(pg->report("u1")->spend == 10 * 1'000 + 20 * 2'000);
 }
 
-TEST_CASE("guard.failopen.provider_error_body_costs_nothing") {
+FIXTURE_TEST_CASE("guard.failopen.provider_error_body_costs_nothing") {
   Options o;
   o.plans = testing::config_with(testing::round_plan());
   o.local_store_path = "";
   auto pg = *Paygent::create(std::move(o));
   Context ctx("u1");
-  for (const char* name : {"openai-error-429.json", "anthropic-error-429.json", "anthropic-error-overloaded.json"}) {
-    const std::string body = fixture(name);
-    pg->metered_call("m", {.prompt_tokens = 10, .max_output_tokens = 20}, [&] { return body; });
+  int bodies = 0;
+  for (const testing::FixtureCase& c : fixtures.cases) {
+    if (!testing::is_error_body(c)) continue;
+    CAPTURE(c.file);
+    pg->metered_call("m", {.prompt_tokens = 10, .max_output_tokens = 20}, [&] { return c.body; });
+    ++bodies;
   }
+  CHECK(bodies >= 3);
   auto rep = pg->report("u1");
   CHECK(rep->spend == 0);
   CHECK(rep->reserved == 0);
   CHECK(pg->stats().events == 0);
 }
 
-TEST_CASE("guard.failopen.real_provider_bodies_are_metered_exactly") {
+FIXTURE_TEST_CASE("guard.failopen.real_provider_bodies_are_metered_exactly") {
+  // The cached OpenAI and Anthropic bodies: the usage MANIFEST.json names (normalised: Anthropic
+  // input counts its cache reads and writes) is metered, not the estimate.
+  const testing::FixtureCase* openai = fixtures.find("openai-chat-cached.json");
+  const testing::FixtureCase* anthropic = fixtures.find("anthropic-messages-cached.json");
+  REQUIRE(openai != nullptr);
+  REQUIRE(anthropic != nullptr);
+  REQUIRE(openai->usage.cached_input_tokens > 0);
+  REQUIRE(anthropic->usage.cache_creation_input_tokens > 0);
   Plan p = testing::round_plan();
   Options o;
   o.plans = testing::config_with(p);
@@ -144,23 +146,22 @@ TEST_CASE("guard.failopen.real_provider_bodies_are_metered_exactly") {
   o.on_usage = [&](const UsageEvent& e) { seen.push_back(e.usage); };
   auto pg = *Paygent::create(std::move(o));
   Context ctx("u1");
-  pg->metered_call("gpt-4o", {.prompt_tokens = 1117}, [] { return fixture("openai-chat-cached.json"); });
-  pg->metered_call("claude-sonnet-4-5", {.prompt_tokens = 10}, [] { return fixture("anthropic-messages-cached.json"); });
+  pg->metered_call("gpt-4o", {.prompt_tokens = 10}, [&] { return openai->body; });
+  pg->metered_call("claude-sonnet-4-5", {.prompt_tokens = 10}, [&] { return anthropic->body; });
   REQUIRE(seen.size() == 2);
-  CHECK(seen[0].input_tokens == 1117);
-  CHECK(seen[0].cached_input_tokens == 1024);
-  CHECK(seen[0].output_tokens == 46);
-  CHECK(seen[1].input_tokens == 3321);  // 249 + 2,048 cache reads + 1,024 cache writes
-  CHECK(seen[1].output_tokens == 26);
+  CHECK(seen[0] == openai->usage);
+  CHECK(seen[1] == anthropic->usage);
+  CHECK(seen[1].input_tokens >
+        seen[1].cached_input_tokens + seen[1].cache_creation_input_tokens);  // reads and writes are in input
   // Plan rates price cached input like input (the plan gives one input rate).
   CHECK(pg->report("u1")->by_model.size() == 2);
 }
 
-TEST_CASE("guard.failopen.streamed_responses_are_metered_from_their_final_usage") {
-  // Every recorded stream of ../shared/fixtures, through metered_call as a whole SSE body: the
-  // usage MANIFEST.json names is metered, not the estimate.
+FIXTURE_TEST_CASE("guard.failopen.streamed_responses_are_metered_from_their_final_usage") {
+  // Every stream with usage, through metered_call as a whole SSE body: the usage MANIFEST.json
+  // names is metered, not the estimate.
   int streams = 0;
-  for (const testing::FixtureCase& c : testing::load_fixture_cases()) {
+  for (const testing::FixtureCase& c : fixtures.cases) {
     if (!c.sse || !c.usage_present) continue;
     CAPTURE(c.file);
     ++streams;
@@ -186,6 +187,27 @@ TEST_CASE("guard.failopen.streamed_responses_are_metered_from_their_final_usage"
     CHECK(errors.empty());
   }
   CHECK(streams >= 5);
+}
+
+FIXTURE_TEST_CASE("guard.failopen.a_stream_cut_before_its_usage_meters_the_estimate") {
+  // The connection dropped before the usage event: the tokens were spent, so the estimate is
+  // metered (never nothing) and the response is counted as unreadable.
+  for (const testing::FixtureCase& c : fixtures.cases) {
+    if (!c.truncated) continue;
+    CAPTURE(c.file);
+    std::vector<UsageEvent> seen;
+    auto pg = collecting(seen, testing::config_with(testing::round_plan()));
+    Context ctx("u1");
+    const std::string body =
+        pg->metered_call("gpt-4o", {.prompt_tokens = 7, .max_output_tokens = 9}, [&] { return c.body; });
+    CHECK(body == c.body);
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].estimated);
+    CHECK(seen[0].usage.input_tokens == 7);
+    CHECK(seen[0].usage.output_tokens == 9);
+    CHECK(pg->stats().unreadable_responses == 1);
+    CHECK(pg->report("u1")->reserved == 0);
+  }
 }
 
 TEST_CASE("guard.failopen.a_stream_without_usage_meters_the_estimate") {

@@ -160,11 +160,16 @@ TEST_CASE("meter.builtin_catalog_covers_requested_models") {
       "gemini-2.0-flash",
   };
   for (const char* m : models) CHECK_MESSAGE(catalog.find(m) != nullptr, m);
-  // Every model a provider fixture reports has a price.
-  for (const auto& c : testing::load_fixture_cases()) {
+}
+
+FIXTURE_TEST_CASE("meter.builtin_catalog_prices_every_fixture_model") {
+  int models = 0;
+  for (const auto& c : fixtures.cases) {
     if (c.model.empty()) continue;
-    CHECK_MESSAGE(catalog.find(c.model) != nullptr, c.model);
+    CHECK_MESSAGE(PriceCatalog::builtin().find(c.model) != nullptr, c.model);
+    ++models;
   }
+  CHECK(models > 0);
 }
 
 TEST_CASE("meter.builtin_anthropic_cache_prices_follow_the_published_multipliers") {
