@@ -10,8 +10,11 @@
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -39,6 +42,116 @@ constexpr std::size_t kReadChunk = 64 << 10;
 bool is_malformed_http(const beast::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_target).category() &&
          ec != http::error::end_of_stream && ec != http::error::partial_message;
+}
+
+// All the chunk extensions of one request together (RFC 9112 §7.1.1: "A server ought to limit
+// the total length of chunk extensions received in a request"). paygentd reads none; a client
+// that sends more than this is not one of ours.
+constexpr std::size_t kMaxChunkExtensionBytes = 1 << 10;
+
+// A request refused while it was being read: answered with `status`, then the connection closes.
+struct Refusal {
+  int status = 400;
+  std::string message;
+};
+
+// Beast's request parser with what Beast leaves unbounded bounded (issue 8):
+// - trailer fields count against the header limit together with the header fields (each field as
+//   name + value + 4 bytes), and are then dropped: paygentd uses none, and RFC 9110 §6.5.2 forbids
+//   merging them into the header. Beast would insert them into the header, and throws
+//   std::length_error from a completion handler (ending the process) for a field of 64 KiB.
+// - chunk extensions, which Beast does not count against the body limit, are capped at
+//   kMaxChunkExtensionBytes per request.
+// The bytes a trailer section or a chunk line occupy before they are parsed are bounded by the
+// session's read buffer (see session()). When it refuses, the parser fails the read and
+// refusal() says how to answer.
+class RequestParser final : public http::request_parser<http::string_body> {
+ public:
+  RequestParser(std::size_t header_limit, std::uint64_t body_limit) : header_limit_(header_limit) {
+    this->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(header_limit, UINT32_MAX)));
+    this->body_limit(body_limit);
+  }
+
+  // Why the request was refused while being parsed; nullopt when the parser did not refuse it.
+  [[nodiscard]] const std::optional<Refusal>& refusal() const noexcept { return refusal_; }
+
+ private:
+  void on_field_impl(http::field name, beast::string_view name_string, beast::string_view value,
+                     beast::error_code& ec) override {
+    field_bytes_ += name_string.size() + value.size() + 4;  // "name: value\r\n"
+    if (is_header_done()) {  // a trailer field
+      if (field_bytes_ > header_limit_) {
+        refusal_ = Refusal{413, str_cat("request header and trailer: over the limit of ", header_limit_, " bytes")};
+        ec = http::error::header_limit;
+      }
+      return;
+    }
+    try {
+      get().insert(name, name_string, value);
+    } catch (const std::length_error&) {  // a field Beast cannot hold (> 64 KiB): only with a larger header_limit
+      refusal_ = Refusal{413, str_cat("request header: a field over 64 KiB")};
+      ec = http::error::header_limit;
+    }
+  }
+
+  void on_chunk_header_impl(std::uint64_t, beast::string_view extensions, beast::error_code& ec) override {
+    extension_bytes_ += extensions.size();
+    if (extension_bytes_ > kMaxChunkExtensionBytes) {
+      refusal_ = Refusal{413, str_cat("chunk extensions: over the limit of ", kMaxChunkExtensionBytes, " bytes")};
+      ec = http::error::bad_chunk_extension;
+    }
+  }
+
+  const std::size_t header_limit_;
+  std::size_t field_bytes_ = 0;
+  std::size_t extension_bytes_ = 0;
+  std::optional<Refusal> refusal_;
+};
+
+std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
+
+// True for a Host value made of the characters RFC 3986's authority allows without userinfo
+// (host, IP literal, port); empty is allowed (RFC 9112 §3.2, a target without an authority).
+bool valid_host(std::string_view host) {
+  return std::all_of(host.begin(), host.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           std::string_view("-._~%!$&'()*+,;=:[]").find(ch) != std::string_view::npos;
+  });
+}
+
+// Why a request's header cannot be answered safely, or nullopt. Checked before the body is read:
+// - Host (RFC 9112 §3.2): exactly one in HTTP/1.1, at most one in HTTP/1.0, with a valid value.
+// - Framing (RFC 9112 §6.1, §6.3): the only transfer coding paygentd reads is "chunked", alone; any
+//   other (gzip, identity, "chunked, gzip", ...) would otherwise be read as an empty body, and the
+//   body's bytes as the next request (request smuggling). Transfer-Encoding with Content-Length,
+//   or in an HTTP/1.0 request, is refused too.
+std::optional<std::string> header_error(const http::request<http::string_body>& request) {
+  const auto hosts = request.equal_range(http::field::host);
+  const auto host_count = std::distance(hosts.first, hosts.second);
+  if (host_count > 1) return "more than one Host header";
+  if (host_count == 0 && request.version() >= 11) return "an HTTP/1.1 request needs a Host header";
+  if (host_count == 1 && !valid_host(view(hosts.first->value()))) return "Host: not a valid host[:port]";
+
+  const auto encodings = request.equal_range(http::field::transfer_encoding);
+  if (encodings.first == encodings.second) return std::nullopt;
+  if (request.version() < 11) return "Transfer-Encoding in an HTTP/1.0 request";
+  if (request.count(http::field::content_length) > 0) return "both Content-Length and Transfer-Encoding";
+  int codings = 0;
+  bool chunked = false;
+  for (auto it = encodings.first; it != encodings.second; ++it) {
+    for (std::string_view list = view(it->value()); !list.empty();) {
+      const std::size_t comma = std::min(list.find(','), list.size());
+      std::string_view coding = list.substr(0, comma);
+      list.remove_prefix(std::min(comma + 1, list.size()));
+      while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) coding.remove_prefix(1);
+      while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) coding.remove_suffix(1);
+      if (coding.empty()) continue;  // RFC 9110 §5.6.1: empty list elements do not count
+      ++codings;
+      chunked = beast::iequals(beast::string_view(coding.data(), coding.size()), "chunked");
+    }
+  }
+  if (codings != 1 || !chunked) return "Transfer-Encoding: only \"chunked\" alone is supported";
+  return std::nullopt;
 }
 
 // One client connection. Its `idle` flag is read and written only on the connection's strand.
@@ -89,12 +202,29 @@ class Server {
     });
     net::co_spawn(ioc_, accept_loop(), net::detached);
     std::vector<std::thread> pool;
-    for (int i = 1; i < threads; ++i) pool.emplace_back([this] { ioc_.run(); });
-    ioc_.run();
+    for (int i = 1; i < threads; ++i) pool.emplace_back([this] { run_contained(); });
+    run_contained();
     for (std::thread& t : pool) t.join();
   }
 
  private:
+  // Runs handlers until the server stops. A handler that throws (Beast's parser runs inside the
+  // read's completion handler, not inside the session's coroutine, so its exceptions land here)
+  // is logged and the thread goes back to work; Asio then destroys that connection's coroutine,
+  // whose Registration closes the connection (session()).
+  void run_contained() {
+    for (;;) {
+      try {
+        ioc_.run();
+        return;
+      } catch (const std::exception& e) {
+        std::cerr << "paygentd: a connection's handler threw: " << e.what() << std::endl;
+      } catch (...) {
+        std::cerr << "paygentd: a connection's handler threw an unknown exception" << std::endl;
+      }
+    }
+  }
+
   // Stops accepting, and closes the connections that are waiting for a request. Connections
   // with a request in flight finish it and then close (stopping_ is set).
   void stop() {
@@ -126,17 +256,22 @@ class Server {
       auto connection = std::make_shared<Connection>(std::move(socket));
       net::co_spawn(connection->stream.get_executor(), session(connection), [](std::exception_ptr e) {
         if (!e) return;
-        try {
+        try {  // session() catches what its requests throw; this is for anything else
           std::rethrow_exception(e);
         } catch (const std::exception& ex) {
           std::cerr << "paygentd: session ended by an exception: " << ex.what() << std::endl;
+        } catch (...) {
+          std::cerr << "paygentd: session ended by an unknown exception" << std::endl;
         }
       });
     }
   }
 
-  // Writes `response` (keep-alive as asked); false when the connection must close.
-  net::awaitable<bool> write(Connection& c, const HttpResponse& response, unsigned version, bool keep_alive) {
+  // Writes `response` (keep-alive as asked); false when the connection must close. With
+  // `header_only` (the answer to a HEAD) it writes the header alone, whose Content-Length states
+  // the body a GET would have had (RFC 9110 §9.3.2).
+  net::awaitable<bool> write(Connection& c, const HttpResponse& response, unsigned version, bool keep_alive,
+                             bool header_only = false) {
     http::response<http::string_body> out{static_cast<http::status>(response.status), version};
     out.set(http::field::server, "paygentd");
     out.set(http::field::content_type, response.content_type);
@@ -146,7 +281,12 @@ class Server {
     out.prepare_payload();
     beast::error_code ec;
     c.stream.expires_after(absl::ToChronoNanoseconds(options_.write_timeout));
-    co_await http::async_write(c.stream, out, net::redirect_error(net::use_awaitable, ec));
+    if (header_only) {
+      http::response_serializer<http::string_body> serializer(out);
+      co_await http::async_write_header(c.stream, serializer, net::redirect_error(net::use_awaitable, ec));
+    } else {
+      co_await http::async_write(c.stream, out, net::redirect_error(net::use_awaitable, ec));
+    }
     co_return !ec && keep_alive;
   }
 
@@ -166,33 +306,66 @@ class Server {
     }
   }
 
+  // Runs one connection. Whatever ends it — the client, an exception (logged here), or the
+  // coroutine being destroyed unfinished because a handler of this connection threw out of
+  // ioc_.run() (see run()) — the connection is closed and forgotten, and no other is affected.
   net::awaitable<void> session(std::shared_ptr<Connection> connection) {
-    Connection& c = *connection;
+    struct Registration {
+      Server& server;
+      std::shared_ptr<Connection> connection;
+      ~Registration() {
+        beast::error_code ignored;
+        connection->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        connection->stream.close();
+        absl::MutexLock lock(&server.connections_mu_);
+        server.connections_.erase(connection);
+      }
+    };
     {
       absl::MutexLock lock(&connections_mu_);
       connections_.insert(connection);
     }
-    beast::flat_buffer buffer;
-    // Beast reads max(512, free capacity) bytes at a time, and its parser drains the buffer as it
-    // goes: without room reserved, a 400 KB batch would take 800 reads.
+    const Registration registration{*this, connection};
+    try {
+      co_await serve_requests(*connection);
+    } catch (const std::exception& e) {
+      std::cerr << "paygentd: connection closed by an exception: " << e.what() << std::endl;
+    } catch (...) {
+      std::cerr << "paygentd: connection closed by an unknown exception" << std::endl;
+    }
+  }
+
+  // Reads requests from `c` and answers them, until the client closes, a request is refused in a
+  // way that leaves the connection's framing in doubt, or the server stops.
+  net::awaitable<void> serve_requests(Connection& c) {
+    // Bounded, so that what Beast's parser holds before it can judge it — a header, a chunk-size
+    // line with its extensions, a trailer section — takes at most this much memory: a read past it
+    // fails with buffer_overflow. Beast reads max(512, free capacity) bytes at a time, and its
+    // parser drains the buffer as it goes: without room reserved, a 400 KB batch would take 800
+    // reads.
+    beast::flat_buffer buffer(options_.header_limit + kReadChunk);
     buffer.reserve(kReadChunk);
     const auto read_timeout = absl::ToChronoNanoseconds(options_.read_timeout);
+    const std::string header_over_limit = str_cat("request header: over the limit of ", options_.header_limit, " bytes");
+    const std::string body_over_limit = str_cat("body: over the limit of ", api_.options().max_body_bytes, " bytes");
     while (!stopping_.load()) {
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(options_.header_limit, UINT32_MAX)));
-      parser.body_limit(api_.options().max_body_bytes);
+      RequestParser parser(options_.header_limit, api_.options().max_body_bytes);
       beast::error_code ec;
       c.idle = buffer.size() == 0;
       c.stream.expires_after(read_timeout);
       co_await http::async_read_header(c.stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
       c.idle = false;
-      if (ec == http::error::header_limit) {
-        co_await refuse_and_close(c, "", 413, str_cat("request header: over the limit of ", options_.header_limit, " bytes"));
+      if (parser.refusal()) {
+        co_await refuse_and_close(c, "", parser.refusal()->status, parser.refusal()->message);
+        break;
+      }
+      if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+        co_await refuse_and_close(c, "", 413, header_over_limit);
         break;
       }
       const std::string target(parser.get().target());
       if (ec == http::error::body_limit) {
-        co_await refuse_and_close(c, target, 413, str_cat("body: over the limit of ", api_.options().max_body_bytes, " bytes"));
+        co_await refuse_and_close(c, target, 413, body_over_limit);
         break;
       }
       if (ec) {
@@ -200,6 +373,10 @@ class Server {
           co_await refuse_and_close(c, target, 400, str_cat("malformed HTTP request: ", ec.message()));
         }
         break;  // closed, timed out, or cancelled by stop()
+      }
+      if (const std::optional<std::string> error = header_error(parser.get())) {
+        co_await refuse_and_close(c, target, 400, *error);
+        break;
       }
       if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
         http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
@@ -209,8 +386,17 @@ class Server {
       }
       c.stream.expires_after(read_timeout);
       co_await http::async_read(c.stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
+      if (parser.refusal()) {
+        co_await refuse_and_close(c, target, parser.refusal()->status, parser.refusal()->message);
+        break;
+      }
       if (ec == http::error::body_limit) {
-        co_await refuse_and_close(c, target, 413, str_cat("body: over the limit of ", api_.options().max_body_bytes, " bytes"));
+        co_await refuse_and_close(c, target, 413, body_over_limit);
+        break;
+      }
+      if (ec == http::error::buffer_overflow) {  // a chunk-size line or a trailer section past the buffer
+        co_await refuse_and_close(c, target, 413, str_cat("chunked body: a chunk line or the trailer over ",
+                                                          options_.header_limit + kReadChunk, " bytes"));
         break;
       }
       if (ec) {
@@ -220,7 +406,9 @@ class Server {
         break;
       }
       http::request<http::string_body> request = parser.release();
-      HttpRequest in{.method = std::string(request.method_string()),
+      // HEAD is GET without the body (RFC 9110 §9.3.2): the API answers a GET, the body stays here.
+      const bool head = request.method() == http::verb::head;
+      HttpRequest in{.method = head ? std::string("GET") : std::string(request.method_string()),
                      .target = target,
                      .content_type = std::string(request[http::field::content_type]),
                      .authorization = std::string(request[http::field::authorization]),
@@ -232,27 +420,24 @@ class Server {
         response = api_.refuse(target, 500, str_cat("internal error: ", e.what()));
       }
       if (response.status >= 500) {
-        std::cerr << "paygentd: " << response.status << " " << in.method << " " << target << ": " << response.body
-                  << std::endl;
+        std::cerr << "paygentd: " << response.status << " " << request.method_string() << " " << target << ": "
+                  << response.body << std::endl;
       }
       const bool keep_alive = request.keep_alive() && !stopping_.load();
-      if (!co_await write(c, response, request.version(), keep_alive)) break;
+      if (!co_await write(c, response, request.version(), keep_alive, head)) break;
     }
-    beast::error_code ignored;
-    c.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    c.stream.close();
-    absl::MutexLock lock(&connections_mu_);
-    connections_.erase(connection);
   }
 
   const ServerOptions& options_;
   Api& api_;
-  net::io_context ioc_;
-  tcp::acceptor acceptor_;
-  net::signal_set signals_;
+  // Declared before ioc_, so that they outlive it: destroying ioc_ destroys any session coroutine
+  // still pending, whose Registration erases its connection from connections_.
   std::atomic<bool> stopping_{false};
   absl::Mutex connections_mu_;
   std::set<std::shared_ptr<Connection>> connections_ ABSL_GUARDED_BY(connections_mu_);
+  net::io_context ioc_;
+  tcp::acceptor acceptor_;
+  net::signal_set signals_;
 };
 
 }  // namespace
