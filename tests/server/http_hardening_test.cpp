@@ -1,9 +1,10 @@
 // The real paygentd against a hostile client (issue 8), over loopback sockets with raw bytes:
 // a trailer field Beast cannot hold, trailers and chunk extensions sent without end, transfer
 // codings that would let a body's bytes run as the next request, HEAD answers in a pipeline,
-// and requests without a Host.
+// requests without a Host, and who may read the database files.
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -298,6 +299,28 @@ TEST_CASE("server.http_hardening.host_is_required_once") {
     CAPTURE(request);
     const std::string answer = exchange(paygentd->port(), request);
     CHECK_MESSAGE(answer.find(" 200 OK\r\n") == std::string("HTTP/1.x").size(), answer);
+  }
+  CHECK(paygentd->terminate() == 0);
+}
+
+// The database holds every tenant's usage: only paygentd's user may read it, whatever the umask.
+TEST_CASE("server.http_hardening.database_files_are_the_owners_only") {
+  TempDir dir("paygentd-hardening");
+  const std::string data_dir = dir.path() + "/data";  // paygentd creates it
+  const mode_t umask_before = ::umask(022);
+  auto paygentd = PaygentdProcess::start({.data_dir = data_dir, .admin_token = "admin"});
+  ::umask(umask_before);
+  HttpClient http(paygentd->port());
+  paygent::testing::create_product(http, "admin", "acme");  // a write: the WAL and its index exist
+  auto mode_of = [](const std::string& path) {
+    struct stat st {};
+    REQUIRE_MESSAGE(::stat(path.c_str(), &st) == 0, path);
+    return st.st_mode & 07777;
+  };
+  CHECK(mode_of(data_dir) == 0700);
+  for (const std::string file : {"paygentd.db", "paygentd.db-wal", "paygentd.db-shm", "paygentd.lock"}) {
+    CAPTURE(file);
+    CHECK(mode_of(data_dir + "/" + file) == 0600);
   }
   CHECK(paygentd->terminate() == 0);
 }
