@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <exception>
 #include <iostream>
 #include <memory>
@@ -49,63 +50,121 @@ bool is_malformed_http(const beast::error_code& ec) {
 // that sends more than this is not one of ours.
 constexpr std::size_t kMaxChunkExtensionBytes = 1 << 10;
 
-// A request refused while it was being read: answered with `status`, then the connection closes.
-struct Refusal {
-  int status = 400;
-  std::string message;
-};
-
-// Beast's request parser with what Beast leaves unbounded bounded (issue 8):
-// - trailer fields count against the header limit together with the header fields (each field as
-//   name + value + 4 bytes), and are then dropped: paygentd uses none, and RFC 9110 §6.5.2 forbids
-//   merging them into the header. Beast would insert them into the header, and throws
-//   std::length_error from a completion handler (ending the process) for a field of 64 KiB.
-// - chunk extensions, which Beast does not count against the body limit, are capped at
-//   kMaxChunkExtensionBytes per request.
-// The bytes a trailer section or a chunk line occupy before they are parsed are bounded by the
-// session's read buffer (see session()). When it refuses, the parser fails the read and
-// refusal() says how to answer.
-class RequestParser final : public http::request_parser<http::string_body> {
+// Beast's http::parser<true, string_body>, rewritten so that it bounds what Beast leaves
+// unbounded and never throws (issue 8):
+// - Trailer fields count against the header limit together with the header fields (each field
+//   as name + value + 4 bytes), and are then dropped: paygentd uses none, and RFC 9110 §6.5.2
+//   forbids merging them into the header (Beast's parser inserts them).
+// - Chunk extensions, which Beast counts in no limit, are capped at kMaxChunkExtensionBytes per
+//   request.
+// - Beast's parser calls these callbacks from inside the read's initiation or completion, where
+//   an exception is not the session's to catch: with Boost 1.74's coroutines it ends the process
+//   (std::terminate; a trailer field of 64 KiB made Beast's parser throw std::length_error
+//   "field value too large"). Every callback here catches everything, and refuses instead.
+// The bytes a trailer section or a chunk-size line occupy before they are parsed are bounded by
+// the connection's read buffer (see serve_requests()). When the parser refuses, the read fails and
+// refused() says why.
+class RequestParser final : public http::basic_parser<true> {
  public:
+  enum class Refused {
+    kNone,
+    kTrailer,          // header and trailer fields over the header limit
+    kChunkExtensions,  // chunk extensions over kMaxChunkExtensionBytes
+    kFieldTooLarge,    // a field or the target Beast cannot hold (64 KiB)
+    kInternal,         // an allocation failed (logged)
+  };
+
   RequestParser(std::size_t header_limit, std::uint64_t body_limit) : header_limit_(header_limit) {
     this->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(header_limit, UINT32_MAX)));
     this->body_limit(body_limit);
   }
 
-  // Why the request was refused while being parsed; nullopt when the parser did not refuse it.
-  [[nodiscard]] const std::optional<Refusal>& refusal() const noexcept { return refusal_; }
+  // The request as parsed so far (the header once async_read_header has succeeded).
+  [[nodiscard]] const http::request<http::string_body>& get() const noexcept { return request_; }
+  // Moves the request out; call once, after the whole message was read.
+  [[nodiscard]] http::request<http::string_body> release() { return std::move(request_); }
+  [[nodiscard]] Refused refused() const noexcept { return refused_; }
 
  private:
+  // Runs `f`, turning any exception into a refusal that fails the read.
+  template <typename F>
+  void contained(beast::error_code& ec, F&& f) noexcept {
+    try {
+      f();
+    } catch (const std::length_error&) {
+      refuse(Refused::kFieldTooLarge, ec);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "paygentd: reading a request: %s\n", e.what());
+      refuse(Refused::kInternal, ec);
+    } catch (...) {
+      std::fprintf(stderr, "paygentd: reading a request: an unknown exception\n");
+      refuse(Refused::kInternal, ec);
+    }
+  }
+
+  void refuse(Refused why, beast::error_code& ec) noexcept {
+    refused_ = why;
+    ec = http::error::header_limit;  // any error ends the read; refused() tells the session which
+  }
+
+  void on_request_impl(http::verb method, beast::string_view method_string, beast::string_view target, int version,
+                       beast::error_code& ec) override {
+    contained(ec, [&] {
+      request_.target(target);
+      if (method != http::verb::unknown) {
+        request_.method(method);
+      } else {
+        request_.method_string(method_string);
+      }
+      request_.version(version);
+    });
+  }
+
+  void on_response_impl(int, beast::string_view, int, beast::error_code& ec) override {
+    ec = http::error::bad_version;  // never called for a request parser
+  }
+
   void on_field_impl(http::field name, beast::string_view name_string, beast::string_view value,
                      beast::error_code& ec) override {
     field_bytes_ += name_string.size() + value.size() + 4;  // "name: value\r\n"
     if (is_header_done()) {  // a trailer field
-      if (field_bytes_ > header_limit_) {
-        refusal_ = Refusal{413, str_cat("request header and trailer: over the limit of ", header_limit_, " bytes")};
-        ec = http::error::header_limit;
-      }
+      if (field_bytes_ > header_limit_) refuse(Refused::kTrailer, ec);
       return;
     }
-    try {
-      get().insert(name, name_string, value);
-    } catch (const std::length_error&) {  // a field Beast cannot hold (> 64 KiB): only with a larger header_limit
-      refusal_ = Refusal{413, str_cat("request header: a field over 64 KiB")};
-      ec = http::error::header_limit;
-    }
+    contained(ec, [&] { request_.insert(name, name_string, value); });
+  }
+
+  void on_header_impl(beast::error_code& ec) override { ec = {}; }
+
+  void on_body_init_impl(const boost::optional<std::uint64_t>& content_length, beast::error_code& ec) override {
+    contained(ec, [&] { body_.init(content_length, ec); });
+  }
+
+  std::size_t on_body_impl(beast::string_view body, beast::error_code& ec) override {
+    std::size_t taken = 0;
+    contained(ec, [&] { taken = body_.put(net::buffer(body.data(), body.size()), ec); });
+    return taken;
   }
 
   void on_chunk_header_impl(std::uint64_t, beast::string_view extensions, beast::error_code& ec) override {
     extension_bytes_ += extensions.size();
-    if (extension_bytes_ > kMaxChunkExtensionBytes) {
-      refusal_ = Refusal{413, str_cat("chunk extensions: over the limit of ", kMaxChunkExtensionBytes, " bytes")};
-      ec = http::error::bad_chunk_extension;
-    }
+    if (extension_bytes_ > kMaxChunkExtensionBytes) refuse(Refused::kChunkExtensions, ec);
+  }
+
+  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view body, beast::error_code& ec) override {
+    return on_body_impl(body, ec);
+  }
+
+  void on_finish_impl(beast::error_code& ec) override {
+    contained(ec, [&] { body_.finish(ec); });
   }
 
   const std::size_t header_limit_;
+  http::request<http::string_body> request_;
+  http::string_body::reader body_{request_.base(), request_.body()};
   std::size_t field_bytes_ = 0;
   std::size_t extension_bytes_ = 0;
-  std::optional<Refusal> refusal_;
+  Refused refused_ = Refused::kNone;
 };
 
 std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
@@ -208,10 +267,12 @@ class Server {
   }
 
  private:
-  // Runs handlers until the server stops. A handler that throws (Beast's parser runs inside the
-  // read's completion handler, not inside the session's coroutine, so its exceptions land here)
-  // is logged and the thread goes back to work; Asio then destroys that connection's coroutine,
-  // whose Registration closes the connection (session()).
+  // Runs handlers until the server stops. An exception that Asio lets out of run() (a handler
+  // that threw outside any session's coroutine) is logged and the thread goes back to work; if
+  // it belonged to a session, Asio destroys that coroutine, whose Registration closes the
+  // connection (session()). What a session's own code throws never gets here (session()), and
+  // Beast's parser, whose exceptions Asio 1.74 would turn into std::terminate, throws none
+  // (RequestParser).
   void run_contained() {
     for (;;) {
       try {
@@ -306,9 +367,30 @@ class Server {
     }
   }
 
+  // Answers a request the parser refused (RequestParser::refused()), then closes the connection.
+  net::awaitable<void> refuse_and_close(Connection& c, std::string_view target, RequestParser::Refused why) {
+    switch (why) {
+      case RequestParser::Refused::kNone:
+      case RequestParser::Refused::kTrailer:
+        co_await refuse_and_close(
+            c, target, 413, str_cat("request header and trailer: over the limit of ", options_.header_limit, " bytes"));
+        break;
+      case RequestParser::Refused::kChunkExtensions:
+        co_await refuse_and_close(
+            c, target, 413, str_cat("chunk extensions: over the limit of ", kMaxChunkExtensionBytes, " bytes"));
+        break;
+      case RequestParser::Refused::kFieldTooLarge:
+        co_await refuse_and_close(c, target, 413, "request header: a field or the target over 64 KiB");
+        break;
+      case RequestParser::Refused::kInternal:
+        co_await refuse_and_close(c, target, 500, "internal error while reading the request");
+        break;
+    }
+  }
+
   // Runs one connection. Whatever ends it — the client, an exception (logged here), or the
-  // coroutine being destroyed unfinished because a handler of this connection threw out of
-  // ioc_.run() (see run()) — the connection is closed and forgotten, and no other is affected.
+  // coroutine being destroyed unfinished (see run_contained()) — the connection is closed and
+  // forgotten, and no other is affected.
   net::awaitable<void> session(std::shared_ptr<Connection> connection) {
     struct Registration {
       Server& server;
@@ -355,8 +437,8 @@ class Server {
       c.stream.expires_after(read_timeout);
       co_await http::async_read_header(c.stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
       c.idle = false;
-      if (parser.refusal()) {
-        co_await refuse_and_close(c, "", parser.refusal()->status, parser.refusal()->message);
+      if (parser.refused() != RequestParser::Refused::kNone) {
+        co_await refuse_and_close(c, "", parser.refused());
         break;
       }
       if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
@@ -386,8 +468,8 @@ class Server {
       }
       c.stream.expires_after(read_timeout);
       co_await http::async_read(c.stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
-      if (parser.refusal()) {
-        co_await refuse_and_close(c, target, parser.refusal()->status, parser.refusal()->message);
+      if (parser.refused() != RequestParser::Refused::kNone) {
+        co_await refuse_and_close(c, target, parser.refused());
         break;
       }
       if (ec == http::error::body_limit) {
