@@ -103,10 +103,10 @@ std::int64_t rss_kib(pid_t pid) {
 
 // Sends `head`, then `filler` again and again (up to `total` bytes), as fast as paygentd takes
 // them, and stops as soon as paygentd answers or closes. Returns the start of the answer ("" for
-// none).
+// none). Thread-safe.
 std::string flood(int port, const std::string& head, const std::string& filler, std::size_t total) {
   const int fd = connect_to(port, std::chrono::seconds(10));
-  REQUIRE(fd >= 0);
+  if (fd < 0) return "[cannot connect]";  // runs on a client thread: no REQUIRE (it would throw there)
   std::string_view pending = head;
   std::size_t sent = 0;
   std::string answer;
