@@ -7,11 +7,15 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -39,6 +43,174 @@ constexpr std::size_t kReadChunk = 64 << 10;
 bool is_malformed_http(const beast::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_target).category() &&
          ec != http::error::end_of_stream && ec != http::error::partial_message;
+}
+
+// All the chunk extensions of one request together (RFC 9112 §7.1.1: "A server ought to limit
+// the total length of chunk extensions received in a request"). paygentd reads none; a client
+// that sends more than this is not one of ours.
+constexpr std::size_t kMaxChunkExtensionBytes = 1 << 10;
+
+// Beast's http::parser<true, string_body>, rewritten so that it bounds what Beast leaves
+// unbounded and never throws (issue 8):
+// - Trailer fields count against the header limit together with the header fields (each field
+//   as name + value + 4 bytes), and are then dropped: paygentd uses none, and RFC 9110 §6.5.2
+//   forbids merging them into the header (Beast's parser inserts them).
+// - Chunk extensions, which Beast counts in no limit, are capped at kMaxChunkExtensionBytes per
+//   request.
+// - Beast's parser calls these callbacks from inside the read's initiation or completion, where
+//   an exception is not the session's to catch: with Boost 1.74's coroutines it ends the process
+//   (std::terminate; a trailer field of 64 KiB made Beast's parser throw std::length_error
+//   "field value too large"). Every callback here catches everything, and refuses instead.
+// The bytes a trailer section or a chunk-size line occupy before they are parsed are bounded by
+// the connection's read buffer (see serve_requests()). When the parser refuses, the read fails and
+// refused() says why.
+class RequestParser final : public http::basic_parser<true> {
+ public:
+  enum class Refused {
+    kNone,
+    kTrailer,          // header and trailer fields over the header limit
+    kChunkExtensions,  // chunk extensions over kMaxChunkExtensionBytes
+    kFieldTooLarge,    // a field or the target Beast cannot hold (64 KiB)
+    kInternal,         // an allocation failed (logged)
+  };
+
+  RequestParser(std::size_t header_limit, std::uint64_t body_limit) : header_limit_(header_limit) {
+    this->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(header_limit, UINT32_MAX)));
+    this->body_limit(body_limit);
+  }
+
+  // The request as parsed so far (the header once async_read_header has succeeded).
+  [[nodiscard]] const http::request<http::string_body>& get() const noexcept { return request_; }
+  // Moves the request out; call once, after the whole message was read.
+  [[nodiscard]] http::request<http::string_body> release() { return std::move(request_); }
+  [[nodiscard]] Refused refused() const noexcept { return refused_; }
+
+ private:
+  // Runs `f`, turning any exception into a refusal that fails the read.
+  template <typename F>
+  void contained(beast::error_code& ec, F&& f) noexcept {
+    try {
+      f();
+    } catch (const std::length_error&) {
+      refuse(Refused::kFieldTooLarge, ec);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "paygentd: reading a request: %s\n", e.what());
+      refuse(Refused::kInternal, ec);
+    } catch (...) {
+      std::fprintf(stderr, "paygentd: reading a request: an unknown exception\n");
+      refuse(Refused::kInternal, ec);
+    }
+  }
+
+  void refuse(Refused why, beast::error_code& ec) noexcept {
+    refused_ = why;
+    ec = http::error::header_limit;  // any error ends the read; refused() tells the session which
+  }
+
+  void on_request_impl(http::verb method, beast::string_view method_string, beast::string_view target, int version,
+                       beast::error_code& ec) override {
+    contained(ec, [&] {
+      request_.target(target);
+      if (method != http::verb::unknown) {
+        request_.method(method);
+      } else {
+        request_.method_string(method_string);
+      }
+      request_.version(version);
+    });
+  }
+
+  void on_response_impl(int, beast::string_view, int, beast::error_code& ec) override {
+    ec = http::error::bad_version;  // never called for a request parser
+  }
+
+  void on_field_impl(http::field name, beast::string_view name_string, beast::string_view value,
+                     beast::error_code& ec) override {
+    field_bytes_ += name_string.size() + value.size() + 4;  // "name: value\r\n"
+    if (is_header_done()) {  // a trailer field
+      if (field_bytes_ > header_limit_) refuse(Refused::kTrailer, ec);
+      return;
+    }
+    contained(ec, [&] { request_.insert(name, name_string, value); });
+  }
+
+  void on_header_impl(beast::error_code& ec) override { ec = {}; }
+
+  void on_body_init_impl(const boost::optional<std::uint64_t>& content_length, beast::error_code& ec) override {
+    contained(ec, [&] { body_.init(content_length, ec); });
+  }
+
+  std::size_t on_body_impl(beast::string_view body, beast::error_code& ec) override {
+    std::size_t taken = 0;
+    contained(ec, [&] { taken = body_.put(net::buffer(body.data(), body.size()), ec); });
+    return taken;
+  }
+
+  void on_chunk_header_impl(std::uint64_t, beast::string_view extensions, beast::error_code& ec) override {
+    extension_bytes_ += extensions.size();
+    if (extension_bytes_ > kMaxChunkExtensionBytes) refuse(Refused::kChunkExtensions, ec);
+  }
+
+  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view body, beast::error_code& ec) override {
+    return on_body_impl(body, ec);
+  }
+
+  void on_finish_impl(beast::error_code& ec) override {
+    contained(ec, [&] { body_.finish(ec); });
+  }
+
+  const std::size_t header_limit_;
+  http::request<http::string_body> request_;
+  http::string_body::reader body_{request_.base(), request_.body()};
+  std::size_t field_bytes_ = 0;
+  std::size_t extension_bytes_ = 0;
+  Refused refused_ = Refused::kNone;
+};
+
+std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
+
+// True for a Host value made of the characters RFC 3986's authority allows without userinfo
+// (host, IP literal, port); empty is allowed (RFC 9112 §3.2, a target without an authority).
+bool valid_host(std::string_view host) {
+  return std::all_of(host.begin(), host.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           std::string_view("-._~%!$&'()*+,;=:[]").find(ch) != std::string_view::npos;
+  });
+}
+
+// Why a request's header cannot be answered safely, or nullopt. Checked before the body is read:
+// - Host (RFC 9112 §3.2): exactly one in HTTP/1.1, at most one in HTTP/1.0, with a valid value.
+// - Framing (RFC 9112 §6.1, §6.3): the only transfer coding paygentd reads is "chunked", alone; any
+//   other (gzip, identity, "chunked, gzip", ...) would otherwise be read as an empty body, and the
+//   body's bytes as the next request (request smuggling). Transfer-Encoding with Content-Length,
+//   or in an HTTP/1.0 request, is refused too.
+std::optional<std::string> header_error(const http::request<http::string_body>& request) {
+  const auto hosts = request.equal_range(http::field::host);
+  const auto host_count = std::distance(hosts.first, hosts.second);
+  if (host_count > 1) return "more than one Host header";
+  if (host_count == 0 && request.version() >= 11) return "an HTTP/1.1 request needs a Host header";
+  if (host_count == 1 && !valid_host(view(hosts.first->value()))) return "Host: not a valid host[:port]";
+
+  const auto encodings = request.equal_range(http::field::transfer_encoding);
+  if (encodings.first == encodings.second) return std::nullopt;
+  if (request.version() < 11) return "Transfer-Encoding in an HTTP/1.0 request";
+  if (request.count(http::field::content_length) > 0) return "both Content-Length and Transfer-Encoding";
+  int codings = 0;
+  bool chunked = false;
+  for (auto it = encodings.first; it != encodings.second; ++it) {
+    for (std::string_view list = view(it->value()); !list.empty();) {
+      const std::size_t comma = std::min(list.find(','), list.size());
+      std::string_view coding = list.substr(0, comma);
+      list.remove_prefix(std::min(comma + 1, list.size()));
+      while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) coding.remove_prefix(1);
+      while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) coding.remove_suffix(1);
+      if (coding.empty()) continue;  // RFC 9110 §5.6.1: empty list elements do not count
+      ++codings;
+      chunked = beast::iequals(beast::string_view(coding.data(), coding.size()), "chunked");
+    }
+  }
+  if (codings != 1 || !chunked) return "Transfer-Encoding: only \"chunked\" alone is supported";
+  return std::nullopt;
 }
 
 // One client connection. Its `idle` flag is read and written only on the connection's strand.
@@ -89,12 +261,31 @@ class Server {
     });
     net::co_spawn(ioc_, accept_loop(), net::detached);
     std::vector<std::thread> pool;
-    for (int i = 1; i < threads; ++i) pool.emplace_back([this] { ioc_.run(); });
-    ioc_.run();
+    for (int i = 1; i < threads; ++i) pool.emplace_back([this] { run_contained(); });
+    run_contained();
     for (std::thread& t : pool) t.join();
   }
 
  private:
+  // Runs handlers until the server stops. An exception that Asio lets out of run() (a handler
+  // that threw outside any session's coroutine) is logged and the thread goes back to work; if
+  // it belonged to a session, Asio destroys that coroutine, whose Registration closes the
+  // connection (session()). What a session's own code throws never gets here (session()), and
+  // Beast's parser, whose exceptions Asio 1.74 would turn into std::terminate, throws none
+  // (RequestParser).
+  void run_contained() {
+    for (;;) {
+      try {
+        ioc_.run();
+        return;
+      } catch (const std::exception& e) {
+        std::cerr << "paygentd: a connection's handler threw: " << e.what() << std::endl;
+      } catch (...) {
+        std::cerr << "paygentd: a connection's handler threw an unknown exception" << std::endl;
+      }
+    }
+  }
+
   // Stops accepting, and closes the connections that are waiting for a request. Connections
   // with a request in flight finish it and then close (stopping_ is set).
   void stop() {
@@ -126,17 +317,22 @@ class Server {
       auto connection = std::make_shared<Connection>(std::move(socket));
       net::co_spawn(connection->stream.get_executor(), session(connection), [](std::exception_ptr e) {
         if (!e) return;
-        try {
+        try {  // session() catches what its requests throw; this is for anything else
           std::rethrow_exception(e);
         } catch (const std::exception& ex) {
           std::cerr << "paygentd: session ended by an exception: " << ex.what() << std::endl;
+        } catch (...) {
+          std::cerr << "paygentd: session ended by an unknown exception" << std::endl;
         }
       });
     }
   }
 
-  // Writes `response` (keep-alive as asked); false when the connection must close.
-  net::awaitable<bool> write(Connection& c, const HttpResponse& response, unsigned version, bool keep_alive) {
+  // Writes `response` (keep-alive as asked); false when the connection must close. With
+  // `header_only` (the answer to a HEAD) it writes the header alone, whose Content-Length states
+  // the body a GET would have had (RFC 9110 §9.3.2).
+  net::awaitable<bool> write(Connection& c, const HttpResponse& response, unsigned version, bool keep_alive,
+                             bool header_only = false) {
     http::response<http::string_body> out{static_cast<http::status>(response.status), version};
     out.set(http::field::server, "paygentd");
     out.set(http::field::content_type, response.content_type);
@@ -146,7 +342,12 @@ class Server {
     out.prepare_payload();
     beast::error_code ec;
     c.stream.expires_after(absl::ToChronoNanoseconds(options_.write_timeout));
-    co_await http::async_write(c.stream, out, net::redirect_error(net::use_awaitable, ec));
+    if (header_only) {
+      http::response_serializer<http::string_body> serializer(out);
+      co_await http::async_write_header(c.stream, serializer, net::redirect_error(net::use_awaitable, ec));
+    } else {
+      co_await http::async_write(c.stream, out, net::redirect_error(net::use_awaitable, ec));
+    }
     co_return !ec && keep_alive;
   }
 
@@ -166,33 +367,87 @@ class Server {
     }
   }
 
+  // Answers a request the parser refused (RequestParser::refused()), then closes the connection.
+  net::awaitable<void> refuse_and_close(Connection& c, std::string_view target, RequestParser::Refused why) {
+    switch (why) {
+      case RequestParser::Refused::kNone:
+      case RequestParser::Refused::kTrailer:
+        co_await refuse_and_close(
+            c, target, 413, str_cat("request header and trailer: over the limit of ", options_.header_limit, " bytes"));
+        break;
+      case RequestParser::Refused::kChunkExtensions:
+        co_await refuse_and_close(
+            c, target, 413, str_cat("chunk extensions: over the limit of ", kMaxChunkExtensionBytes, " bytes"));
+        break;
+      case RequestParser::Refused::kFieldTooLarge:
+        co_await refuse_and_close(c, target, 413, "request header: a field or the target over 64 KiB");
+        break;
+      case RequestParser::Refused::kInternal:
+        co_await refuse_and_close(c, target, 500, "internal error while reading the request");
+        break;
+    }
+  }
+
+  // Runs one connection. Whatever ends it — the client, an exception (logged here), or the
+  // coroutine being destroyed unfinished (see run_contained()) — the connection is closed and
+  // forgotten, and no other is affected.
   net::awaitable<void> session(std::shared_ptr<Connection> connection) {
-    Connection& c = *connection;
+    struct Registration {
+      Server& server;
+      std::shared_ptr<Connection> connection;
+      ~Registration() {
+        beast::error_code ignored;
+        connection->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        connection->stream.close();
+        absl::MutexLock lock(&server.connections_mu_);
+        server.connections_.erase(connection);
+      }
+    };
     {
       absl::MutexLock lock(&connections_mu_);
       connections_.insert(connection);
     }
-    beast::flat_buffer buffer;
-    // Beast reads max(512, free capacity) bytes at a time, and its parser drains the buffer as it
-    // goes: without room reserved, a 400 KB batch would take 800 reads.
+    const Registration registration{*this, connection};
+    try {
+      co_await serve_requests(*connection);
+    } catch (const std::exception& e) {
+      std::cerr << "paygentd: connection closed by an exception: " << e.what() << std::endl;
+    } catch (...) {
+      std::cerr << "paygentd: connection closed by an unknown exception" << std::endl;
+    }
+  }
+
+  // Reads requests from `c` and answers them, until the client closes, a request is refused in a
+  // way that leaves the connection's framing in doubt, or the server stops.
+  net::awaitable<void> serve_requests(Connection& c) {
+    // Bounded, so that what Beast's parser holds before it can judge it — a header, a chunk-size
+    // line with its extensions, a trailer section — takes at most this much memory: a read past it
+    // fails with buffer_overflow. Beast reads max(512, free capacity) bytes at a time, and its
+    // parser drains the buffer as it goes: without room reserved, a 400 KB batch would take 800
+    // reads.
+    beast::flat_buffer buffer(options_.header_limit + kReadChunk);
     buffer.reserve(kReadChunk);
     const auto read_timeout = absl::ToChronoNanoseconds(options_.read_timeout);
+    const std::string header_over_limit = str_cat("request header: over the limit of ", options_.header_limit, " bytes");
+    const std::string body_over_limit = str_cat("body: over the limit of ", api_.options().max_body_bytes, " bytes");
     while (!stopping_.load()) {
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(options_.header_limit, UINT32_MAX)));
-      parser.body_limit(api_.options().max_body_bytes);
+      RequestParser parser(options_.header_limit, api_.options().max_body_bytes);
       beast::error_code ec;
       c.idle = buffer.size() == 0;
       c.stream.expires_after(read_timeout);
       co_await http::async_read_header(c.stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
       c.idle = false;
-      if (ec == http::error::header_limit) {
-        co_await refuse_and_close(c, "", 413, str_cat("request header: over the limit of ", options_.header_limit, " bytes"));
+      if (parser.refused() != RequestParser::Refused::kNone) {
+        co_await refuse_and_close(c, "", parser.refused());
+        break;
+      }
+      if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+        co_await refuse_and_close(c, "", 413, header_over_limit);
         break;
       }
       const std::string target(parser.get().target());
       if (ec == http::error::body_limit) {
-        co_await refuse_and_close(c, target, 413, str_cat("body: over the limit of ", api_.options().max_body_bytes, " bytes"));
+        co_await refuse_and_close(c, target, 413, body_over_limit);
         break;
       }
       if (ec) {
@@ -200,6 +455,10 @@ class Server {
           co_await refuse_and_close(c, target, 400, str_cat("malformed HTTP request: ", ec.message()));
         }
         break;  // closed, timed out, or cancelled by stop()
+      }
+      if (const std::optional<std::string> error = header_error(parser.get())) {
+        co_await refuse_and_close(c, target, 400, *error);
+        break;
       }
       if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
         http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
@@ -209,8 +468,17 @@ class Server {
       }
       c.stream.expires_after(read_timeout);
       co_await http::async_read(c.stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
+      if (parser.refused() != RequestParser::Refused::kNone) {
+        co_await refuse_and_close(c, target, parser.refused());
+        break;
+      }
       if (ec == http::error::body_limit) {
-        co_await refuse_and_close(c, target, 413, str_cat("body: over the limit of ", api_.options().max_body_bytes, " bytes"));
+        co_await refuse_and_close(c, target, 413, body_over_limit);
+        break;
+      }
+      if (ec == http::error::buffer_overflow) {  // a chunk-size line or a trailer section past the buffer
+        co_await refuse_and_close(c, target, 413, str_cat("chunked body: a chunk line or the trailer over ",
+                                                          options_.header_limit + kReadChunk, " bytes"));
         break;
       }
       if (ec) {
@@ -220,7 +488,9 @@ class Server {
         break;
       }
       http::request<http::string_body> request = parser.release();
-      HttpRequest in{.method = std::string(request.method_string()),
+      // HEAD is GET without the body (RFC 9110 §9.3.2): the API answers a GET, the body stays here.
+      const bool head = request.method() == http::verb::head;
+      HttpRequest in{.method = head ? std::string("GET") : std::string(request.method_string()),
                      .target = target,
                      .content_type = std::string(request[http::field::content_type]),
                      .authorization = std::string(request[http::field::authorization]),
@@ -232,27 +502,24 @@ class Server {
         response = api_.refuse(target, 500, str_cat("internal error: ", e.what()));
       }
       if (response.status >= 500) {
-        std::cerr << "paygentd: " << response.status << " " << in.method << " " << target << ": " << response.body
-                  << std::endl;
+        std::cerr << "paygentd: " << response.status << " " << request.method_string() << " " << target << ": "
+                  << response.body << std::endl;
       }
       const bool keep_alive = request.keep_alive() && !stopping_.load();
-      if (!co_await write(c, response, request.version(), keep_alive)) break;
+      if (!co_await write(c, response, request.version(), keep_alive, head)) break;
     }
-    beast::error_code ignored;
-    c.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    c.stream.close();
-    absl::MutexLock lock(&connections_mu_);
-    connections_.erase(connection);
   }
 
   const ServerOptions& options_;
   Api& api_;
-  net::io_context ioc_;
-  tcp::acceptor acceptor_;
-  net::signal_set signals_;
+  // Declared before ioc_, so that they outlive it: destroying ioc_ destroys any session coroutine
+  // still pending, whose Registration erases its connection from connections_.
   std::atomic<bool> stopping_{false};
   absl::Mutex connections_mu_;
   std::set<std::shared_ptr<Connection>> connections_ ABSL_GUARDED_BY(connections_mu_);
+  net::io_context ioc_;
+  tcp::acceptor acceptor_;
+  net::signal_set signals_;
 };
 
 }  // namespace

@@ -20,7 +20,10 @@ namespace paygent::server {
 struct ServerOptions {
   // "host:port" to listen on; port 0 picks a free port (the chosen one is given to on_listening).
   std::string listen = "127.0.0.1:8080";
-  // Largest request header. Beyond it the request is refused with 413 and the connection closed.
+  // Largest request header, trailer fields included (they are read, counted here, and dropped).
+  // Beyond it the request is refused with 413 and the connection closed. Each connection's read
+  // buffer is capped at header_limit + 64 KiB, which bounds a chunk-size line or a trailer
+  // section before it is parsed; chunk extensions are capped at 1 KiB per request.
   std::size_t header_limit = 16 << 10;
   // Time allowed to receive a whole request, and to wait for the next one on a kept-alive
   // connection. Shorter frees a slow or idle client's connection sooner.
@@ -36,7 +39,10 @@ struct ServerOptions {
 // place. Runs until SIGTERM or SIGINT; then stops accepting, closes idle connections, lets each
 // request in flight finish and be answered (with "Connection: close"), and returns OK. A request
 // whose header was not yet fully received is dropped unanswered, so the client (the syncer) sends
-// it again. Fails with InvalidArgument for a malformed `listen`, Unavailable when it cannot bind.
+// it again. A request whose framing is in doubt (no or several Host, a transfer coding other than
+// "chunked" alone, Content-Length with Transfer-Encoding, a limit passed) is answered 400 or 413
+// and its connection closed; HEAD is answered as GET without the body. An exception while
+// serving one connection closes that connection only. Fails with InvalidArgument for a malformed `listen`, Unavailable when it cannot bind.
 absl::Status serve(const ServerOptions& options, Api& api, const std::function<void(std::string_view)>& on_listening);
 
 }  // namespace paygent::server

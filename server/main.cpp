@@ -1,8 +1,10 @@
 // paygentd: Paygent's backend. Flags and environment are documented by --help (kUsage below).
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdint>
 #include <cstdlib>
@@ -27,7 +29,8 @@ constexpr std::string_view kUsage = R"(paygentd: Paygent's backend (REST + JSON 
 Usage: paygentd --data-dir DIR [--listen HOST:PORT] [--admin-token TOKEN] [options]
 
   --data-dir DIR        Directory of the SQLite database (paygentd.db, WAL mode); created if
-                        missing. One paygentd per directory (a lock file enforces it).
+                        missing, readable by paygentd's user only (0700; the database files
+                        are created 0600). One paygentd per directory (a lock file enforces it).
                         Env: PAYGENTD_DATA_DIR.
   --listen HOST:PORT    Address to listen on (default 127.0.0.1:8080). Port 0 picks a free
                         port. Once ready, paygentd prints one line to stdout:
@@ -128,8 +131,15 @@ int main(int argc, char** argv) {
     return usage_error("--synchronous must be full or normal");
   }
 
+  // The data dir holds every tenant's usage: when paygentd creates it, only its user may enter it
+  // (an existing one keeps the mode its operator gave it). Its parents are made as usual.
   std::error_code ec;
-  std::filesystem::create_directories(flags.data_dir, ec);
+  std::string data_dir_text = flags.data_dir;
+  while (data_dir_text.size() > 1 && data_dir_text.back() == '/') data_dir_text.pop_back();  // "dir/" is "dir"
+  const std::filesystem::path data_dir(data_dir_text);
+  if (!data_dir.parent_path().empty()) std::filesystem::create_directories(data_dir.parent_path(), ec);
+  if (!ec && ::mkdir(data_dir.c_str(), 0700) != 0 && errno != EEXIST) ec.assign(errno, std::generic_category());
+  if (!ec && !std::filesystem::is_directory(data_dir, ec) && !ec) ec = std::make_error_code(std::errc::not_a_directory);
   if (ec) {
     std::cerr << "paygentd: cannot create " << flags.data_dir << ": " << ec.message() << std::endl;
     return 1;

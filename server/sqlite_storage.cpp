@@ -1,7 +1,9 @@
 // SqliteStorage (see server/sqlite_storage.h).
 #include "server/sqlite_storage.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <array>
 #include <algorithm>
@@ -366,6 +368,15 @@ absl::StatusOr<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::st
     return true;
   }();
   static_cast<void>(kMemstatusOff);
+  // The database holds every tenant's usage: a new one is created readable and writable by its
+  // owner only, whatever the umask (SQLite would make it 0644). SQLite creates the -wal and -shm
+  // files with the database file's mode (unixOpen's findCreateFileMode, unixOpenSharedMemory),
+  // so they are 0600 too. An existing database keeps the mode it has. Failures to create it are
+  // left to sqlite3_open_v2 to report.
+  if (!path.empty() && path != ":memory:" && path.rfind("file:", 0) != 0) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) ::close(fd);
+  }
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                                  nullptr);
