@@ -20,11 +20,13 @@
 #include "absl/time/civil_time.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "meter/internal/json_text.h"
 #include "meter/internal/str_cat.h"
 
 namespace paygent::server {
 namespace {
 
+using ::paygent::internal::json_quote;
 using ::paygent::internal::str_cat;
 
 constexpr std::int64_t kNanosPerDay = 86'400'000'000'000;
@@ -98,6 +100,15 @@ CREATE TABLE IF NOT EXISTS usage_daily(
   cost_nanos INTEGER NOT NULL,
   PRIMARY KEY(product, user_id, day, model)) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_daily_by_day ON usage_daily(product, day, user_id);
+CREATE TABLE IF NOT EXISTS product_totals(
+  product INTEGER PRIMARY KEY,
+  calls INTEGER NOT NULL,
+  input_tokens INTEGER NOT NULL,
+  output_tokens INTEGER NOT NULL,
+  cached_input_tokens INTEGER NOT NULL,
+  cache_creation_input_tokens INTEGER NOT NULL,
+  reasoning_tokens INTEGER NOT NULL,
+  cost_nanos INTEGER NOT NULL) STRICT;
 )sql";
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
@@ -141,6 +152,40 @@ absl::Status sqlite_error(sqlite3* db, int rc, std::string_view what) {
 
 // a + b into `sum`; false when it overflows int64.
 bool add_checked(std::int64_t& sum, std::int64_t b) { return !__builtin_add_overflow(sum, b, &sum); }
+
+// The quantities of one event against a product's all-time totals (see product_totals_locked()),
+// in the order an overflow is reported.
+struct Quantity {
+  std::string_view field;  // the event's field, as the wire names it
+  std::int64_t Totals::*total;
+  std::int64_t EventRecord::*value;  // nullptr: calls (1 per event)
+};
+constexpr Quantity kQuantities[] = {
+    {"input_tokens", &Totals::input_tokens, &EventRecord::input_tokens},
+    {"output_tokens", &Totals::output_tokens, &EventRecord::output_tokens},
+    {"cached_input_tokens", &Totals::cached_input_tokens, &EventRecord::cached_input_tokens},
+    {"cache_creation_input_tokens", &Totals::cache_creation_input_tokens, &EventRecord::cache_creation_input_tokens},
+    {"reasoning_tokens", &Totals::reasoning_tokens, &EventRecord::reasoning_tokens},
+    {"cost_nanos", &Totals::cost_nanos, &EventRecord::cost_nanos},
+    {"", &Totals::calls, nullptr},
+};
+
+// Adds event `e` (events[index] of its batch) into a product's all-time totals. InvalidArgument
+// naming the event's field and user when a total would pass int64, with `totals` unchanged.
+absl::Status add_to_product_totals(Totals& totals, const EventRecord& e, std::size_t index) {
+  Totals sum = totals;
+  for (const Quantity& q : kQuantities) {
+    if (add_checked(sum.*q.total, q.value != nullptr ? e.*q.value : 1)) continue;
+    const bool money = q.total == &Totals::cost_nanos;
+    return absl::InvalidArgumentError(str_cat(
+        "events[", index, "]", q.field.empty() ? "" : ".", q.field, ": this event of user ", json_quote(e.user_id),
+        " would take the product's total ", q.field.empty() ? "calls" : q.field, " past the largest ",
+        money ? "amount (9223372036854775807 nano-USD)" : "count (9223372036854775807)",
+        "; every total paygentd keeps must fit in 64 bits"));
+  }
+  totals = sum;
+  return absl::OkStatus();
+}
 
 bool add_totals(Totals& into, const Totals& t) {
   return add_checked(into.calls, t.calls) && add_checked(into.input_tokens, t.input_tokens) &&
@@ -661,6 +706,9 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, 
   if (!insert_event.ok()) return insert_event.status();
   // Sums of the accepted events per (user, day, model), added to usage_daily after the inserts.
   std::map<std::tuple<std::string_view, std::int64_t, std::string_view>, Totals> daily;
+  // The product's all-time totals, which bound every sum a read computes over its events.
+  absl::StatusOr<Totals> product_totals = product_totals_locked(product);
+  if (!product_totals.ok()) return product_totals.status();
   IngestResult result;
   for (std::size_t i = 0; i < events.size(); ++i) {
     const EventRecord& e = events[i];
@@ -690,6 +738,7 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, 
       continue;
     }
     ++result.accepted;
+    if (absl::Status s = add_to_product_totals(*product_totals, e, i); !s.ok()) return s;
     const Totals one{.calls = 1,
                      .input_tokens = e.input_tokens,
                      .output_tokens = e.output_tokens,
@@ -729,6 +778,22 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, 
     if (absl::Status s = upsert->run("add daily usage"); !s.ok()) return s;
     upsert->reset();
   }
+  if (result.accepted > 0) {
+    absl::StatusOr<Statement> put_totals = prepare(
+        "INSERT OR REPLACE INTO product_totals(product, calls, input_tokens, output_tokens, cached_input_tokens, "
+        "cache_creation_input_tokens, reasoning_tokens, cost_nanos) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    if (!put_totals.ok()) return put_totals.status();
+    const Totals& t = *product_totals;
+    put_totals->bind(1, product)
+        .bind(2, t.calls)
+        .bind(3, t.input_tokens)
+        .bind(4, t.output_tokens)
+        .bind(5, t.cached_input_tokens)
+        .bind(6, t.cache_creation_input_tokens)
+        .bind(7, t.reasoning_tokens)
+        .bind(8, t.cost_nanos);
+    if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
+  }
   if (period_of == nullptr) return result;
 
   // The batch's users and their totals, read in this transaction: no read transaction (and its
@@ -739,6 +804,35 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, 
   std::sort(sorted.begin(), sorted.end());
   if (absl::Status s = read_usage_locked(product, sorted, *period_of, result.usage); !s.ok()) return s;
   return result;
+}
+
+// The product's row of product_totals. A product without one (its events were stored by a
+// paygentd from before that table) gets the sums of its usage_daily rows, summed here with
+// checked arithmetic: SQL's SUM() would fail on a history that already passes int64, which then
+// saturates at the largest value (so that nothing more can be added, and every read that can
+// still answer does).
+absl::StatusOr<Totals> SqliteStorage::product_totals_locked(std::int64_t product) {
+  {
+    absl::StatusOr<Statement> select = prepare(str_cat("SELECT calls, ", kRowColumns, " FROM product_totals WHERE product = ?1"));
+    if (!select.ok()) return select.status();
+    select->bind(1, product);
+    const int rc = select->step();
+    if (rc == SQLITE_ROW) return select->totals_at(0);
+    if (rc != SQLITE_DONE) return sqlite_error(db_, rc, "read product totals");
+  }
+  absl::StatusOr<Statement> select = prepare(str_cat("SELECT calls, ", kRowColumns, " FROM usage_daily WHERE product = ?1"));
+  if (!select.ok()) return select.status();
+  select->bind(1, product);
+  Totals totals;
+  for (;;) {
+    const int rc = select->step();
+    if (rc == SQLITE_DONE) return totals;
+    if (rc != SQLITE_ROW) return sqlite_error(db_, rc, "sum product totals");
+    const Totals row = select->totals_at(0);
+    for (const Quantity& q : kQuantities) {
+      if (!add_checked(totals.*q.total, row.*q.total)) totals.*q.total = INT64_MAX;
+    }
+  }
 }
 
 // Reads what find_user() and report() (by model, over the user's period) would give, for the

@@ -1,7 +1,7 @@
 // SqliteStorage: paygentd's embedded default store, one SQLite database (WAL) in the data dir.
 //
-// Layout (see sqlite_schema()): products, users, subscriptions, plans, events and usage_daily,
-// every row keyed by its product's integer key. Events are keyed by (product, id), so a
+// Layout (see sqlite_schema()): products, users, subscriptions, plans, events, usage_daily and
+// product_totals, every row keyed by its product's integer key. Events are keyed by (product, id), so a
 // duplicate id is ignored by INSERT OR IGNORE. Beside the events, usage_daily keeps sums per
 // (product, user, UTC day, model), written in the same transaction as the events they sum; a
 // usage query over a period reads the whole days from it and only the partial days at the edges
@@ -111,6 +111,8 @@ class SqliteStorage final : public Storage {
   absl::StatusOr<IngestResult> ingest_locked(std::int64_t product, std::span<const EventRecord> events,
                                              std::span<const std::array<unsigned char, 16>> ids,
                                              const PeriodOf* period_of) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The product's all-time totals over every event stored for it (product_totals).
+  absl::StatusOr<Totals> product_totals_locked(std::int64_t product) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The user and their subscription, or nullopt when the product has no such user.
   absl::StatusOr<std::optional<UserRecord>> find_user_locked(std::int64_t product, std::string_view user_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
