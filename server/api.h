@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -41,6 +42,15 @@ struct HttpResponse {
   std::vector<std::pair<std::string, std::string>> headers;  // besides Content-Type (e.g. Allow)
   std::string body;
 };
+
+// What one product may configure (docs/wire.md, "Users, subscriptions, plans"). Every request of
+// a product reads its plan config, and every application process of the product downloads and
+// parses it: a bound keeps one product's config from costing the others. Past a bound,
+// POST /config/plans is refused naming the bound (413 for the body, 400 for the rest).
+inline constexpr std::size_t kMaxPlanConfigBytes = 1 << 20;  // the body of POST /config/plans
+inline constexpr std::size_t kMaxPlans = 1000;
+inline constexpr std::size_t kMaxModelsPerPlan = 1000;  // model_limits, and cost_rates, of one plan
+inline constexpr std::size_t kMaxSoftGates = 16;        // soft_gate_at thresholds, of the config or of a plan
 
 struct ApiOptions {
   // The bearer token that may create products. Empty: product creation is refused (403), so a
@@ -86,15 +96,19 @@ class Api {
   HttpResponse get_plans(const std::string& product_id);
   HttpResponse ingest(const std::string& product_id, const HttpRequest& request);
   HttpResponse usage_query(const std::string& product_id, const HttpRequest& request);
+  // A product's plan config as parsed once per change, with what requests derive from it.
+  struct ProductPlans;
+  // The product's current plans: from the cache while the storage's revision of them is the
+  // cached one (a cheap read), else read, parsed and cached anew. Parsing happens outside any lock.
+  absl::StatusOr<std::shared_ptr<const ProductPlans>> plans_of(const std::string& product_id);
   // Appends `"plans_version": ..., "usage": {user: usage object, ...}}` (docs/wire.md).
-  static absl::Status append_usage_map(std::string& body, std::string_view plans_version, const PlanConfig* config,
-                                       std::span<const UserUsage> usage);
+  static absl::Status append_usage_map(std::string& body, const ProductPlans& plans, std::span<const UserUsage> usage);
   HttpResponse user_usage(const std::string& product_id, const std::string& user_id);
   HttpResponse report(const std::string& product_id, std::string_view query);
   // The per-user usage object of GET .../usage (docs/wire.md) over the user's current period, with
-  // plan, calls and sessions. `config` is the product's plan config, or nullptr when it has none.
+  // plan, calls and sessions.
   absl::StatusOr<std::string> usage_json(const std::string& product_id, const UserRecord& user,
-                                         const PlanConfig* config, absl::Time now);
+                                         const ProductPlans& plans, absl::Time now);
 
   Storage& storage_;
   Metrics& metrics_;
@@ -104,6 +118,12 @@ class Api {
   // stale; unknown keys are not cached (they would let a caller grow the map at will).
   absl::Mutex keys_mu_;
   absl::flat_hash_map<std::string, std::string> product_by_key_hash_ ABSL_GUARDED_BY(keys_mu_);
+
+  // Product id -> its plans as last read. Held only to look up or swap an entry: a request that
+  // parses a new config does so unlocked, so it never stalls another product's requests. One entry
+  // per product that has made a request (at most kMaxPlanConfigBytes of config each).
+  absl::Mutex plans_mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const ProductPlans>> plans_ ABSL_GUARDED_BY(plans_mu_);
 };
 
 }  // namespace paygent::server

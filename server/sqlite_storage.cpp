@@ -630,10 +630,27 @@ absl::Status SqliteStorage::put_plan_config(std::string_view product_id, std::st
   if (!product.ok()) return product.status();
   absl::StatusOr<Statement> upsert = prepare(
       "INSERT INTO plans(product, config_json, updated_ns) VALUES(?1, ?2, ?3) "
-      "ON CONFLICT(product) DO UPDATE SET config_json = excluded.config_json, updated_ns = excluded.updated_ns");
+      "ON CONFLICT(product) DO UPDATE SET config_json = excluded.config_json, "
+      // updated_ns is the config's revision (plan_config_revision()): it must grow at every put,
+      // even one in the same nanosecond as the last, or made by a process whose clock is behind.
+      "updated_ns = MAX(excluded.updated_ns, plans.updated_ns + 1)");
   if (!upsert.ok()) return upsert.status();
-  upsert->bind(1, *product).bind(2, config_json).bind(3, now_ns());
+  upsert->bind(1, *product).bind(2, config_json).bind(3, std::max<std::int64_t>(1, now_ns()));
   return upsert->run("put plans");
+}
+
+absl::StatusOr<std::int64_t> SqliteStorage::plan_config_revision(std::string_view product_id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<std::int64_t>> product = product_key(product_id);
+  if (!product.ok()) return product.status();
+  if (!product->has_value()) return 0;
+  absl::StatusOr<Statement> select = prepare("SELECT updated_ns FROM plans WHERE product = ?1");
+  if (!select.ok()) return select.status();
+  select->bind(1, **product);
+  const int rc = select->step();
+  if (rc == SQLITE_ROW) return select->int64(0);
+  if (rc == SQLITE_DONE) return 0;
+  return sqlite_error(db_, rc, "read plans revision");
 }
 
 absl::StatusOr<std::optional<std::string>> SqliteStorage::plan_config(std::string_view product_id) {

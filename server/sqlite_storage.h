@@ -10,6 +10,15 @@
 //
 // Writes for a product that does not exist fail with NotFound; reads find nothing for it.
 //
+// Overflow: product_totals keeps each product's all-time sums (calls, every token count,
+// cost_nanos), written in the same transaction as the events. A batch that would take one of them
+// past int64 is refused whole (InvalidArgument naming events[i].field and its user). Every sum a
+// read computes (a user's period, a report's group, SQL's SUM()) is a sum over part of a product's
+// events, so none can overflow: one user's data never makes a read fail.
+//
+// Plan configs: plans.updated_ns is the config's revision, grown at every put (also by another
+// process on the same database), so that a reader can keep the parsed config until it changes.
+//
 // Durability: every write is one transaction. With Synchronous::kFull (the default) the WAL is
 // fsynced at each commit, so an acknowledged write survives a crash of the process or of the
 // machine; with kNormal it survives a crash of the process (kill -9) but the last commits may be
@@ -83,6 +92,7 @@ class SqliteStorage final : public Storage {
                                 const Subscription& subscription) override;
   absl::Status put_plan_config(std::string_view product_id, std::string_view config_json) override;
   absl::StatusOr<std::optional<std::string>> plan_config(std::string_view product_id) override;
+  absl::StatusOr<std::int64_t> plan_config_revision(std::string_view product_id) override;
   absl::StatusOr<IngestResult> ingest(std::string_view product_id, std::span<const EventRecord> events) override;
   absl::StatusOr<IngestResult> ingest_with_usage(std::string_view product_id, std::span<const EventRecord> events,
                                                  PeriodOf period_of) override;
