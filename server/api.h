@@ -43,9 +43,10 @@ struct HttpResponse {
   std::string body;
 };
 
-// What one product may configure (docs/wire.md, "Users, subscriptions, plans"). Every request of
-// a product reads its plan config, and every application process of the product downloads and
-// parses it: a bound keeps one product's config from costing the others. Past a bound,
+// What one product may configure (docs/wire.md, "Users, subscriptions, plans"). paygentd keeps
+// every product's config parsed in memory and re-parses it at each change, and every application
+// process of the product downloads and parses it: a bound keeps one product's config from costing
+// the others. Past a bound,
 // POST /config/plans is refused naming the bound (413 for the body, 400 for the rest).
 inline constexpr std::size_t kMaxPlanConfigBytes = 1 << 20;  // the body of POST /config/plans
 inline constexpr std::size_t kMaxPlans = 1000;
@@ -57,7 +58,8 @@ struct ApiOptions {
   // paygentd started without one cannot be given new tenants by anyone.
   std::string admin_token;
   // Largest request body accepted (413 past it). The default holds a batch of 1,000 events with
-  // room to spare; larger lets bigger plan configs in, and costs memory per connection.
+  // room to spare; larger costs memory per connection. A plan config is bounded by
+  // kMaxPlanConfigBytes too, however large this is.
   std::size_t max_body_bytes = 4 << 20;
   // "Now", which decides each user's current period. Tests set a fixed time.
   std::function<absl::Time()> clock = [] { return absl::Now(); };
