@@ -13,9 +13,12 @@
 #include <thread>
 #include <vector>
 
+#include <sqlite3.h>
+
 #include <doctest/doctest.h>
 #include <simdjson.h>
 
+#include "server/sqlite_storage.h"
 #include "server/wire.h"
 #include "tests/server/fixture.h"
 #include "tests/support/paygentd_process.h"
@@ -334,6 +337,54 @@ TEST_CASE("server.limits.totals_across_batches_and_users_stay_readable") {
   r = f.call("POST", "/api/v1/events:batch", batch_json({{.id = event_id(6), .user_id = "u2", .cost_nanos = 0}}), key);
   CHECK_MESSAGE(r.status == 200, r.body);
   check_everything_answers(f, key);
+}
+
+// Runs `sql` on the database at `path` through a connection of its own.
+void sql_exec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+  sqlite3_busy_timeout(db, 10000);
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_OK);
+}
+
+EventRecord costly(std::uint64_t n, std::string user, std::int64_t cost, std::int64_t ts_ns) {
+  return EventRecord{.id = event_id(n), .user_id = std::move(user), .model = "m", .cost_nanos = cost, .ts_ns = ts_ns};
+}
+
+// A product whose events were stored before product_totals existed gets its totals from
+// usage_daily, once; a history already past int64 saturates (nothing more can be added).
+TEST_CASE("server.limits.product_totals_of_events_stored_before_them") {
+  TempDir dir;
+  const std::string path = dir.path() + "/db";
+  std::unique_ptr<SqliteStorage> storage = ApiFixture::open_storage(path);
+  REQUIRE(storage->create_product("p", "acme", std::string(64, 'c')).ok());
+  REQUIRE(storage->ingest("p", std::vector<EventRecord>{costly(1, "u1", kInt64Max - 100, ns_at(2026, 11, 1)),
+                                                        costly(2, "u2", 50, ns_at(2026, 11, 2))})
+              .ok());
+  sql_exec(path, "DELETE FROM product_totals");
+  absl::StatusOr<IngestResult> r = storage->ingest("p", std::vector<EventRecord>{costly(3, "u3", 51, ns_at(2026, 11, 3))});
+  REQUIRE(absl::IsInvalidArgument(r.status()));
+  CHECK_MESSAGE(starts_with(std::string(r.status().message()), "events[0].cost_nanos: this event of user \"u3\""),
+                r.status().ToString());
+  r = storage->ingest("p", std::vector<EventRecord>{costly(4, "u3", 50, ns_at(2026, 11, 3))});
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->accepted == 1);
+
+  // Past int64 already (written by a paygentd without this bound).
+  REQUIRE(storage->create_product("q", "old", std::string(64, 'd')).ok());
+  REQUIRE(storage->ingest("q", std::vector<EventRecord>{costly(1, "u1", 1, ns_at(2026, 11, 1))}).ok());
+  sql_exec(path, "UPDATE usage_daily SET cost_nanos = 9223372036854775807 WHERE user_id = 'u1' AND product = "
+                 "(SELECT pk FROM products WHERE id = 'q'); "
+                 "INSERT INTO usage_daily SELECT product, 'u2', day, model, calls, input_tokens, output_tokens, "
+                 "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos FROM usage_daily "
+                 "WHERE user_id = 'u1' AND product = (SELECT pk FROM products WHERE id = 'q'); "
+                 "DELETE FROM product_totals");
+  r = storage->ingest("q", std::vector<EventRecord>{costly(2, "u3", 1, ns_at(2026, 11, 3))});
+  CHECK(absl::IsInvalidArgument(r.status()));
+  r = storage->ingest("q", std::vector<EventRecord>{costly(3, "u3", 0, ns_at(2026, 11, 3))});
+  CHECK_MESSAGE(r.ok(), r.status().ToString());
 }
 
 // ----------------------------------------------------------------------------------------------
