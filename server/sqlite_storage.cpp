@@ -477,9 +477,37 @@ int SqliteStorage::on_wal_commit(void* arg, sqlite3* db, const char*, int wal_pa
   return SQLITE_OK;
 }
 
-SqliteStorage::SqliteStorage(sqlite3* db) : db_(db) {}
+struct SqliteStorage::Reader {
+  sqlite3* db = nullptr;
+  StatementCache statements;
+
+  Reader() = default;
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+  ~Reader() {
+    for (auto& [sql, stmt] : statements) sqlite3_finalize(stmt);
+    sqlite3_close(db);
+  }
+};
+
+namespace {
+
+// The file of `db`'s main database; "" for one in memory or temporary.
+std::string database_file(sqlite3* db) {
+  const char* file = sqlite3_db_filename(db, "main");
+  return file != nullptr ? file : "";
+}
+
+}  // namespace
+
+SqliteStorage::SqliteStorage(sqlite3* db) : db_(db), path_(database_file(db)) {}
 
 SqliteStorage::~SqliteStorage() {
+  {
+    // Before the writer's connection, so that it is the last one and checkpoints the WAL.
+    absl::MutexLock lock(&readers_mu_);
+    idle_readers_.clear();
+  }
   absl::MutexLock lock(&mu_);
   sqlite3_wal_hook(db_, nullptr, nullptr);
   checkpointer_.reset();  // before the last connection closes (which checkpoints what is left)
@@ -489,15 +517,58 @@ SqliteStorage::~SqliteStorage() {
 }
 
 absl::StatusOr<SqliteStorage::Statement> SqliteStorage::prepare(std::string_view sql) {
-  auto it = statements_.find(absl::string_view(sql.data(), sql.size()));
-  if (it == statements_.end()) {
+  return prepare_in(db_, statements_, sql);
+}
+
+absl::StatusOr<SqliteStorage::Statement> SqliteStorage::prepare_in(sqlite3* db, StatementCache& statements,
+                                                                   std::string_view sql) {
+  auto it = statements.find(absl::string_view(sql.data(), sql.size()));
+  if (it == statements.end()) {
     sqlite3_stmt* stmt = nullptr;
-    const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt,
+    const int rc = sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt,
                                       nullptr);
-    if (rc != SQLITE_OK) return sqlite_error(db_, rc, str_cat("prepare \"", sql, "\""));
-    it = statements_.emplace(std::string(sql), stmt).first;
+    if (rc != SQLITE_OK) return sqlite_error(db, rc, str_cat("prepare \"", sql, "\""));
+    it = statements.emplace(std::string(sql), stmt).first;
   }
-  return Statement(db_, it->second);
+  return Statement(db, it->second);
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStorage::Reader>> SqliteStorage::take_reader() {
+  {
+    absl::MutexLock lock(&readers_mu_);
+    if (!idle_readers_.empty()) {
+      std::unique_ptr<Reader> reader = std::move(idle_readers_.back());
+      idle_readers_.pop_back();
+      return reader;
+    }
+  }
+  if (path_.empty()) return std::unique_ptr<Reader>();
+  auto reader = std::make_unique<Reader>();
+  const int rc = sqlite3_open_v2(path_.c_str(), &reader->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    return absl::UnavailableError(str_cat("cannot open ", path_, " to read it: ",
+                                          reader->db != nullptr ? sqlite3_errmsg(reader->db) : sqlite3_errstr(rc)));
+  }
+  sqlite3_extended_result_codes(reader->db, 1);
+  sqlite3_busy_timeout(reader->db, 10000);
+  // The writer's page cache size (SqliteOptions::cache_bytes): a report reads as many pages.
+  std::int64_t cache_size = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Statement> pragma = prepare("PRAGMA cache_size");
+    if (!pragma.ok()) return pragma.status();
+    if (pragma->step() == SQLITE_ROW) cache_size = pragma->int64(0);
+  }
+  const std::string pragmas = str_cat("PRAGMA cache_size=", cache_size, "; PRAGMA temp_store=MEMORY;");
+  if (const int prc = sqlite3_exec(reader->db, pragmas.c_str(), nullptr, nullptr, nullptr); prc != SQLITE_OK) {
+    return sqlite_error(reader->db, prc, "set up reader");
+  }
+  return reader;
+}
+
+void SqliteStorage::return_reader(std::unique_ptr<Reader> reader) {
+  absl::MutexLock lock(&readers_mu_);
+  idle_readers_.push_back(std::move(reader));
 }
 
 absl::Status SqliteStorage::exec(const char* sql) {
@@ -1011,26 +1082,55 @@ absl::StatusOr<std::vector<UserUsage>> SqliteStorage::usage_of(std::string_view 
 
 absl::StatusOr<GroupedTotals> SqliteStorage::report(std::string_view product_id, const ReportQuery& query) {
   GroupedTotals out;
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::optional<std::int64_t>> product = product_key(product_id);
-  if (!product.ok()) return product.status();
-  if (!product->has_value()) return out;
-  if (absl::Status s = report_locked(**product, query, out); !s.ok()) return s;
+  std::int64_t product = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<std::optional<std::int64_t>> key = product_key(product_id);
+    if (!key.ok()) return key.status();
+    if (!key->has_value()) return out;
+    product = **key;
+  }
+  absl::StatusOr<std::unique_ptr<Reader>> reader = take_reader();
+  if (!reader.ok()) return reader.status();
+  if (*reader == nullptr) {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = report_locked(product, query, out); !s.ok()) return s;
+    return out;
+  }
+  // One read transaction: the days and the edges of the range as of one commit.
+  Reader& r = **reader;
+  int rc = sqlite3_exec(r.db, "BEGIN", nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return sqlite_error(r.db, rc, "begin report");
+  absl::Status status = report_in(r.db, r.statements, product, query, out);
+  rc = sqlite3_exec(r.db, status.ok() ? "COMMIT" : "ROLLBACK", nullptr, nullptr, nullptr);
+  if (status.ok() && rc != SQLITE_OK) status = sqlite_error(r.db, rc, "end report");
+  // A reader left in a transaction would pin an old snapshot (and the WAL) for good: dropped.
+  if (sqlite3_get_autocommit(r.db)) return_reader(*std::move(reader));
+  if (!status.ok()) return status;
   return out;
 }
 
 absl::Status SqliteStorage::report_locked(std::int64_t product, const ReportQuery& query, GroupedTotals& out) {
+  return report_in(db_, statements_, product, query, out);
+}
+
+absl::Status SqliteStorage::report_in(sqlite3* db, StatementCache& statements, std::int64_t product,
+                                      const ReportQuery& query, GroupedTotals& out) {
   if (query.from_ns >= query.to_ns || query.from_ns < 0) return absl::OkStatus();
   // Whole days come from usage_daily; the partial days at either end from the events. Sessions are
   // not in usage_daily: they always come from the events.
-  if (query.group_by == ReportGroup::kSession) return add_events(product, query, query.from_ns, query.to_ns, out);
+  if (query.group_by == ReportGroup::kSession) {
+    return add_events(db, statements, product, query, query.from_ns, query.to_ns, out);
+  }
   const DaySplit split = split_days(query.from_ns, query.to_ns);
   if (split.first_day < split.end_day) {
-    if (absl::Status s = add_daily(product, query, split.first_day, split.end_day, out); !s.ok()) return s;
+    if (absl::Status s = add_daily(db, statements, product, query, split.first_day, split.end_day, out); !s.ok()) {
+      return s;
+    }
   }
   for (const TimeRange& r : {split.head, split.tail}) {
     if (r.from_ns >= r.to_ns) continue;
-    if (absl::Status s = add_events(product, query, r.from_ns, r.to_ns, out); !s.ok()) return s;
+    if (absl::Status s = add_events(db, statements, product, query, r.from_ns, r.to_ns, out); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -1091,18 +1191,21 @@ const std::string& report_sql(ReportGroup group, bool by_user, bool daily) {
 
 }  // namespace
 
-absl::Status SqliteStorage::add_daily(std::int64_t product, const ReportQuery& query, std::int64_t first_day,
-                                      std::int64_t end_day, GroupedTotals& out) {
-  absl::StatusOr<Statement> select = prepare(report_sql(query.group_by, query.user_id.has_value(), true));
+absl::Status SqliteStorage::add_daily(sqlite3* db, StatementCache& statements, std::int64_t product,
+                                      const ReportQuery& query, std::int64_t first_day, std::int64_t end_day,
+                                      GroupedTotals& out) {
+  absl::StatusOr<Statement> select = prepare_in(db, statements, report_sql(query.group_by, query.user_id.has_value(), true));
   if (!select.ok()) return select.status();
   select->bind(1, product).bind(3, first_day).bind(4, end_day);
   if (query.user_id) select->bind(2, *query.user_id);
-  return read_groups(db_, *select, query.group_by, out);
+  return read_groups(db, *select, query.group_by, out);
 }
 
-absl::Status SqliteStorage::add_events(std::int64_t product, const ReportQuery& query, std::int64_t from_ns,
-                                       std::int64_t to_ns, GroupedTotals& out) {
-  absl::StatusOr<Statement> select = prepare(report_sql(query.group_by, query.user_id.has_value(), false));
+absl::Status SqliteStorage::add_events(sqlite3* db, StatementCache& statements, std::int64_t product,
+                                       const ReportQuery& query, std::int64_t from_ns, std::int64_t to_ns,
+                                       GroupedTotals& out) {
+  absl::StatusOr<Statement> select =
+      prepare_in(db, statements, report_sql(query.group_by, query.user_id.has_value(), false));
   if (!select.ok()) return select.status();
   select->bind(1, product).bind(3, from_ns).bind(4, to_ns);
   if (query.user_id) {
@@ -1110,7 +1213,7 @@ absl::Status SqliteStorage::add_events(std::int64_t product, const ReportQuery& 
   } else {
     select->bind(5, floor_div(from_ns, kNanosPerDay)).bind(6, ceil_div(to_ns, kNanosPerDay));
   }
-  return read_groups(db_, *select, query.group_by, out);
+  return read_groups(db, *select, query.group_by, out);
 }
 
 }  // namespace paygent::server
