@@ -509,10 +509,16 @@ absl::StatusOr<std::shared_ptr<const Api::ProductPlans>> Api::plans_of(const std
   // The revision first: a config put after it is read is then a change at the next request.
   absl::StatusOr<std::int64_t> revision = storage_.plan_config_revision(product_id);
   if (!revision.ok()) return revision.status();
+  PlansSlot* slot = nullptr;
   {
     absl::MutexLock lock(&plans_mu_);
-    if (auto it = plans_.find(product_id); it != plans_.end() && it->second->revision == *revision) return it->second;
+    std::unique_ptr<PlansSlot>& entry = plans_[product_id];
+    if (entry == nullptr) entry = std::make_unique<PlansSlot>();
+    slot = entry.get();  // entries are never removed
   }
+  absl::MutexLock lock(&slot->load_mu);
+  // Revisions grow: a cached one at least as new as this request's read serves it.
+  if (slot->plans != nullptr && slot->plans->revision >= *revision) return slot->plans;
   auto plans = std::make_shared<ProductPlans>();
   plans->revision = *revision;
   if (*revision != 0) {
@@ -531,11 +537,8 @@ absl::StatusOr<std::shared_ptr<const Api::ProductPlans>> Api::plans_of(const std
       plans->default_period = plan->period;
     }
   }
-  absl::MutexLock lock(&plans_mu_);
-  std::shared_ptr<const ProductPlans>& cached = plans_[product_id];
-  // Revisions grow: a request that read an older one (it started first) does not undo a newer.
-  if (cached == nullptr || cached->revision <= plans->revision) cached = plans;
-  return std::shared_ptr<const ProductPlans>(std::move(plans));
+  slot->plans = std::move(plans);
+  return slot->plans;
 }
 
 HttpResponse Api::ingest(const std::string& product_id, const HttpRequest& request) {

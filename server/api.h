@@ -121,11 +121,18 @@ class Api {
   absl::Mutex keys_mu_;
   absl::flat_hash_map<std::string, std::string> product_by_key_hash_ ABSL_GUARDED_BY(keys_mu_);
 
-  // Product id -> its plans as last read. Held only to look up or swap an entry: a request that
-  // parses a new config does so unlocked, so it never stalls another product's requests. One entry
+  // A product's entry in plans_.
+  struct PlansSlot {
+    // Held by the one request that reads and parses a changed config; the product's other
+    // requests meanwhile wait for its result rather than parse it too. Never held with plans_mu_.
+    absl::Mutex load_mu;
+    std::shared_ptr<const ProductPlans> plans ABSL_GUARDED_BY(load_mu);
+  };
+  // Product id -> its plans as last read. plans_mu_ is held only to find or add an entry, so
+  // reading and parsing one product's config never stalls another product's requests. One entry
   // per product that has made a request (at most kMaxPlanConfigBytes of config each).
   absl::Mutex plans_mu_;
-  absl::flat_hash_map<std::string, std::shared_ptr<const ProductPlans>> plans_ ABSL_GUARDED_BY(plans_mu_);
+  absl::flat_hash_map<std::string, std::unique_ptr<PlansSlot>> plans_ ABSL_GUARDED_BY(plans_mu_);
 };
 
 }  // namespace paygent::server

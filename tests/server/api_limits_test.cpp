@@ -501,3 +501,84 @@ TEST_CASE("server.limits.a_slow_report_does_not_stall_another_products_ingest") 
 
 }  // namespace
 }  // namespace paygent::server::test
+
+namespace paygent::server::test {
+namespace {
+
+// A Storage that counts the reads of plan configs, passing every call to another.
+class CountingStorage final : public Storage {
+ public:
+  explicit CountingStorage(Storage& inner) : inner_(inner) {}
+  std::atomic<int> config_reads{0};
+
+  absl::Status create_product(std::string_view id, std::string_view name, std::string_view key) override {
+    return inner_.create_product(id, name, key);
+  }
+  absl::StatusOr<std::string> find_product_by_key(std::string_view key) override { return inner_.find_product_by_key(key); }
+  absl::Status create_user(std::string_view p, std::string_view u, std::string_view name) override {
+    return inner_.create_user(p, u, name);
+  }
+  absl::StatusOr<UserRecord> find_user(std::string_view p, std::string_view u) override { return inner_.find_user(p, u); }
+  absl::Status set_subscription(std::string_view p, std::string_view u, const Subscription& s) override {
+    return inner_.set_subscription(p, u, s);
+  }
+  absl::Status put_plan_config(std::string_view p, std::string_view json) override { return inner_.put_plan_config(p, json); }
+  absl::StatusOr<std::optional<std::string>> plan_config(std::string_view p) override {
+    config_reads.fetch_add(1);
+    return inner_.plan_config(p);
+  }
+  absl::StatusOr<std::int64_t> plan_config_revision(std::string_view p) override { return inner_.plan_config_revision(p); }
+  absl::StatusOr<IngestResult> ingest(std::string_view p, std::span<const EventRecord> e) override {
+    return inner_.ingest(p, e);
+  }
+  absl::StatusOr<IngestResult> ingest_with_usage(std::string_view p, std::span<const EventRecord> e,
+                                                 PeriodOf period_of) override {
+    return inner_.ingest_with_usage(p, e, period_of);
+  }
+  absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view p, std::span<const std::string> u,
+                                                  PeriodOf period_of) override {
+    return inner_.usage_of(p, u, period_of);
+  }
+  absl::StatusOr<GroupedTotals> report(std::string_view p, const ReportQuery& q) override { return inner_.report(p, q); }
+
+ private:
+  Storage& inner_;
+};
+
+// The config is read (and parsed) once per change, however many requests use it, from however
+// many threads.
+TEST_CASE("server.limits.a_plan_config_is_read_once_per_change") {
+  ApiFixture f;
+  const std::string key = f.new_product();
+  CountingStorage counting(*f.storage);
+  Api api(counting, f.metrics, ApiOptions{.clock = [&] { return f.now; }});
+  auto call = [&](std::string_view method, std::string_view target, std::string_view body) {
+    return api.handle_request(HttpRequest{.method = std::string(method),
+                                          .target = std::string(target),
+                                          .content_type = "application/json",
+                                          .authorization = "Bearer " + key,
+                                          .body = std::string(body)});
+  };
+  for (int change = 0; change < 3; ++change) {
+    CAPTURE(change);
+    REQUIRE(call("POST", "/api/v1/config/plans", plan_config(100 + static_cast<std::size_t>(change), 50)).status == 200);
+    const int before = counting.config_reads.load();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 10; ++i) {
+          const std::uint64_t n = static_cast<std::uint64_t>(change * 1000 + t * 100 + i);
+          CHECK(call("POST", "/api/v1/events:batch", batch_json({{.id = event_id(n, 3)}})).status == 200);
+          CHECK(call("GET", "/api/v1/users/u1/usage", {}).status == 200);
+          CHECK(call("POST", "/api/v1/usage:query", R"({"users":["u1"]})").status == 200);
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    CHECK(call("GET", "/api/v1/config/plans", {}).status == 200);
+    CHECK(counting.config_reads.load() - before == 1);
+  }
+}
+
+}  // namespace
+}  // namespace paygent::server::test
