@@ -1,6 +1,7 @@
 // What one product may do to paygentd and to the other products (issue 8, an attacker's findings):
-// a plan config is bounded and parsed once per change, not per request; no batch can take a total
-// past int64 (so that every usage and report still answers); a number out of range names its field.
+// a plan config is bounded and parsed once per change, not per request, and a long request of one
+// product does not hold what the others need; no batch can take a total past int64 (so that every
+// usage and report still answers); a number out of range names its field.
 #include "server/api.h"
 
 #include <algorithm>
@@ -244,6 +245,138 @@ TEST_CASE("server.limits.a_product_with_a_maximal_config_does_not_stall_the_othe
   CHECK(median(ingest) < 50);
 }
 
+// A slow report of one product (every event of its history, by session) must not hold the lock
+// that another product's ingest needs.
+TEST_CASE("server.limits.a_slow_report_does_not_stall_another_products_ingest") {
+  ApiFixture f;
+  f.storage = nullptr;
+  f.api = nullptr;
+  {
+    absl::StatusOr<std::unique_ptr<SqliteStorage>> s =
+        SqliteStorage::open(f.db_path, SqliteOptions{.synchronous = SqliteOptions::Synchronous::kNormal});
+    REQUIRE(s.ok());
+    f.storage = *std::move(s);
+    f.api = f.make_api(std::string(kAdminToken), 4 << 20);
+  }
+  const std::string big = f.new_product("big");
+  const std::string other = f.new_product("other");
+  for (int b = 0; b < 100; ++b) {
+    std::vector<TestEvent> events;
+    for (int i = 0; i < 1000; ++i) {
+      events.push_back({.id = event_id(static_cast<std::uint64_t>(b * 1000 + i), 5),
+                        .user_id = "u" + std::to_string(i % 50),
+                        .session_id = "s" + std::to_string(b * 1000 + i),
+                        .ts_ns = ns_at(2026, 11, 1 + b % 16, 10)});
+    }
+    REQUIRE(f.call("POST", "/api/v1/events:batch", batch_json(events), big).status == 200);
+  }
+  double report_alone = 0;
+  for (int i = 0; i < 2; ++i) {  // the second one warm
+    report_alone = millis([&] {
+      const HttpResponse r =
+          f.call("GET", "/api/v1/reports/usage?from_ns=0&to_ns=9223372036854775807&group_by=session", {}, big);
+      REQUIRE(r.status == 200);
+    });
+  }
+  std::atomic<bool> done{false};
+  std::thread reporter([&] {
+    while (!done) {
+      f.call("GET", "/api/v1/reports/usage?from_ns=0&to_ns=9223372036854775807&group_by=session", {}, big);
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::vector<double> ingest;
+  for (int i = 0; i < 10; ++i) {
+    ingest.push_back(millis([&] {
+      REQUIRE(f.call("POST", "/api/v1/events:batch", batch_json({{.id = event_id(static_cast<std::uint64_t>(i), 77)}}),
+                     other)
+                  .status == 200);
+    }));
+  }
+  done = true;
+  reporter.join();
+  MESSAGE("a report over 100,000 events by session takes ", report_alone, " ms; meanwhile another product's ",
+          "1-event ingest: median ", median(ingest), " ms, max ", *std::max_element(ingest.begin(), ingest.end()), " ms");
+  // Half the report's time is its reply's JSON, outside any lock: an ingest waits for a report's
+  // reads half the time if it must wait for them at all.
+  CHECK(*std::max_element(ingest.begin(), ingest.end()) < report_alone / 3);
+}
+
+// A Storage that counts the reads of plan configs, passing every call to another.
+class CountingStorage final : public Storage {
+ public:
+  explicit CountingStorage(Storage& inner) : inner_(inner) {}
+  std::atomic<int> config_reads{0};
+
+  absl::Status create_product(std::string_view id, std::string_view name, std::string_view key) override {
+    return inner_.create_product(id, name, key);
+  }
+  absl::StatusOr<std::string> find_product_by_key(std::string_view key) override { return inner_.find_product_by_key(key); }
+  absl::Status create_user(std::string_view p, std::string_view u, std::string_view name) override {
+    return inner_.create_user(p, u, name);
+  }
+  absl::StatusOr<UserRecord> find_user(std::string_view p, std::string_view u) override { return inner_.find_user(p, u); }
+  absl::Status set_subscription(std::string_view p, std::string_view u, const Subscription& s) override {
+    return inner_.set_subscription(p, u, s);
+  }
+  absl::Status put_plan_config(std::string_view p, std::string_view json) override { return inner_.put_plan_config(p, json); }
+  absl::StatusOr<std::optional<std::string>> plan_config(std::string_view p) override {
+    config_reads.fetch_add(1);
+    return inner_.plan_config(p);
+  }
+  absl::StatusOr<std::int64_t> plan_config_revision(std::string_view p) override { return inner_.plan_config_revision(p); }
+  absl::StatusOr<IngestResult> ingest(std::string_view p, std::span<const EventRecord> e) override {
+    return inner_.ingest(p, e);
+  }
+  absl::StatusOr<IngestResult> ingest_with_usage(std::string_view p, std::span<const EventRecord> e,
+                                                 PeriodOf period_of) override {
+    return inner_.ingest_with_usage(p, e, period_of);
+  }
+  absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view p, std::span<const std::string> u,
+                                                  PeriodOf period_of) override {
+    return inner_.usage_of(p, u, period_of);
+  }
+  absl::StatusOr<GroupedTotals> report(std::string_view p, const ReportQuery& q) override { return inner_.report(p, q); }
+
+ private:
+  Storage& inner_;
+};
+
+// The config is read (and parsed) once per change, however many requests use it, from however
+// many threads.
+TEST_CASE("server.limits.a_plan_config_is_read_once_per_change") {
+  ApiFixture f;
+  const std::string key = f.new_product();
+  CountingStorage counting(*f.storage);
+  Api api(counting, f.metrics, ApiOptions{.clock = [&] { return f.now; }});
+  auto call = [&](std::string_view method, std::string_view target, std::string_view body) {
+    return api.handle_request(HttpRequest{.method = std::string(method),
+                                          .target = std::string(target),
+                                          .content_type = "application/json",
+                                          .authorization = "Bearer " + key,
+                                          .body = std::string(body)});
+  };
+  for (int change = 0; change < 3; ++change) {
+    CAPTURE(change);
+    REQUIRE(call("POST", "/api/v1/config/plans", plan_config(100 + static_cast<std::size_t>(change), 50)).status == 200);
+    const int before = counting.config_reads.load();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 10; ++i) {
+          const std::uint64_t n = static_cast<std::uint64_t>(change * 1000 + t * 100 + i);
+          CHECK(call("POST", "/api/v1/events:batch", batch_json({{.id = event_id(n, 3)}})).status == 200);
+          CHECK(call("GET", "/api/v1/users/u1/usage", {}).status == 200);
+          CHECK(call("POST", "/api/v1/usage:query", R"({"users":["u1"]})").status == 200);
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    CHECK(call("GET", "/api/v1/config/plans", {}).status == 200);
+    CHECK(counting.config_reads.load() - before == 1);
+  }
+}
+
 // ----------------------------------------------------------------------------------------------
 // 2. Overflow: no stored total can pass int64, so every read answers.
 
@@ -434,150 +567,6 @@ TEST_CASE("server.limits.numbers_out_of_range_name_their_field") {
              std::string(R"({"plans":[{"name":"a","session_timeout_minutes":)") + std::string(100, '9') + "}]}", key);
   CHECK(r.status == 400);
   CHECK_MESSAGE(starts_with(error_message(r), "plans[0].session_timeout_minutes: "), r.body);
-}
-
-}  // namespace
-}  // namespace paygent::server::test
-
-namespace paygent::server::test {
-namespace {
-
-// A slow report of one product (every event of its history, by session) must not hold the lock
-// that another product's ingest needs.
-TEST_CASE("server.limits.a_slow_report_does_not_stall_another_products_ingest") {
-  ApiFixture f;
-  f.storage = nullptr;
-  f.api = nullptr;
-  {
-    absl::StatusOr<std::unique_ptr<SqliteStorage>> s =
-        SqliteStorage::open(f.db_path, SqliteOptions{.synchronous = SqliteOptions::Synchronous::kNormal});
-    REQUIRE(s.ok());
-    f.storage = *std::move(s);
-    f.api = f.make_api(std::string(kAdminToken), 4 << 20);
-  }
-  const std::string big = f.new_product("big");
-  const std::string other = f.new_product("other");
-  for (int b = 0; b < 100; ++b) {
-    std::vector<TestEvent> events;
-    for (int i = 0; i < 1000; ++i) {
-      events.push_back({.id = event_id(static_cast<std::uint64_t>(b * 1000 + i), 5),
-                        .user_id = "u" + std::to_string(i % 50),
-                        .session_id = "s" + std::to_string(b * 1000 + i),
-                        .ts_ns = ns_at(2026, 11, 1 + b % 16, 10)});
-    }
-    REQUIRE(f.call("POST", "/api/v1/events:batch", batch_json(events), big).status == 200);
-  }
-  double report_alone = 0;
-  for (int i = 0; i < 2; ++i) {  // the second one warm
-    report_alone = millis([&] {
-      const HttpResponse r =
-          f.call("GET", "/api/v1/reports/usage?from_ns=0&to_ns=9223372036854775807&group_by=session", {}, big);
-      REQUIRE(r.status == 200);
-    });
-  }
-  std::atomic<bool> done{false};
-  std::thread reporter([&] {
-    while (!done) {
-      f.call("GET", "/api/v1/reports/usage?from_ns=0&to_ns=9223372036854775807&group_by=session", {}, big);
-    }
-  });
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  std::vector<double> ingest;
-  for (int i = 0; i < 10; ++i) {
-    ingest.push_back(millis([&] {
-      REQUIRE(f.call("POST", "/api/v1/events:batch", batch_json({{.id = event_id(static_cast<std::uint64_t>(i), 77)}}),
-                     other)
-                  .status == 200);
-    }));
-  }
-  done = true;
-  reporter.join();
-  MESSAGE("a report over 100,000 events by session takes ", report_alone, " ms; meanwhile another product's ",
-          "1-event ingest: median ", median(ingest), " ms, max ", *std::max_element(ingest.begin(), ingest.end()), " ms");
-  // Half the report's time is its reply's JSON, outside any lock: an ingest waits for a report's
-  // reads half the time if it must wait for them at all.
-  CHECK(*std::max_element(ingest.begin(), ingest.end()) < report_alone / 3);
-}
-
-}  // namespace
-}  // namespace paygent::server::test
-
-namespace paygent::server::test {
-namespace {
-
-// A Storage that counts the reads of plan configs, passing every call to another.
-class CountingStorage final : public Storage {
- public:
-  explicit CountingStorage(Storage& inner) : inner_(inner) {}
-  std::atomic<int> config_reads{0};
-
-  absl::Status create_product(std::string_view id, std::string_view name, std::string_view key) override {
-    return inner_.create_product(id, name, key);
-  }
-  absl::StatusOr<std::string> find_product_by_key(std::string_view key) override { return inner_.find_product_by_key(key); }
-  absl::Status create_user(std::string_view p, std::string_view u, std::string_view name) override {
-    return inner_.create_user(p, u, name);
-  }
-  absl::StatusOr<UserRecord> find_user(std::string_view p, std::string_view u) override { return inner_.find_user(p, u); }
-  absl::Status set_subscription(std::string_view p, std::string_view u, const Subscription& s) override {
-    return inner_.set_subscription(p, u, s);
-  }
-  absl::Status put_plan_config(std::string_view p, std::string_view json) override { return inner_.put_plan_config(p, json); }
-  absl::StatusOr<std::optional<std::string>> plan_config(std::string_view p) override {
-    config_reads.fetch_add(1);
-    return inner_.plan_config(p);
-  }
-  absl::StatusOr<std::int64_t> plan_config_revision(std::string_view p) override { return inner_.plan_config_revision(p); }
-  absl::StatusOr<IngestResult> ingest(std::string_view p, std::span<const EventRecord> e) override {
-    return inner_.ingest(p, e);
-  }
-  absl::StatusOr<IngestResult> ingest_with_usage(std::string_view p, std::span<const EventRecord> e,
-                                                 PeriodOf period_of) override {
-    return inner_.ingest_with_usage(p, e, period_of);
-  }
-  absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view p, std::span<const std::string> u,
-                                                  PeriodOf period_of) override {
-    return inner_.usage_of(p, u, period_of);
-  }
-  absl::StatusOr<GroupedTotals> report(std::string_view p, const ReportQuery& q) override { return inner_.report(p, q); }
-
- private:
-  Storage& inner_;
-};
-
-// The config is read (and parsed) once per change, however many requests use it, from however
-// many threads.
-TEST_CASE("server.limits.a_plan_config_is_read_once_per_change") {
-  ApiFixture f;
-  const std::string key = f.new_product();
-  CountingStorage counting(*f.storage);
-  Api api(counting, f.metrics, ApiOptions{.clock = [&] { return f.now; }});
-  auto call = [&](std::string_view method, std::string_view target, std::string_view body) {
-    return api.handle_request(HttpRequest{.method = std::string(method),
-                                          .target = std::string(target),
-                                          .content_type = "application/json",
-                                          .authorization = "Bearer " + key,
-                                          .body = std::string(body)});
-  };
-  for (int change = 0; change < 3; ++change) {
-    CAPTURE(change);
-    REQUIRE(call("POST", "/api/v1/config/plans", plan_config(100 + static_cast<std::size_t>(change), 50)).status == 200);
-    const int before = counting.config_reads.load();
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 8; ++t) {
-      threads.emplace_back([&, t] {
-        for (int i = 0; i < 10; ++i) {
-          const std::uint64_t n = static_cast<std::uint64_t>(change * 1000 + t * 100 + i);
-          CHECK(call("POST", "/api/v1/events:batch", batch_json({{.id = event_id(n, 3)}})).status == 200);
-          CHECK(call("GET", "/api/v1/users/u1/usage", {}).status == 200);
-          CHECK(call("POST", "/api/v1/usage:query", R"({"users":["u1"]})").status == 200);
-        }
-      });
-    }
-    for (std::thread& t : threads) t.join();
-    CHECK(call("GET", "/api/v1/config/plans", {}).status == 200);
-    CHECK(counting.config_reads.load() - before == 1);
-  }
 }
 
 }  // namespace
