@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -158,36 +159,36 @@ std::string plans_version(const std::optional<std::string>& json) {
   return hex;
 }
 
-absl::StatusOr<std::optional<PlanConfig>> load_plan_config(Storage& storage, const std::string& product_id,
-                                                           std::string* version = nullptr) {
-  absl::StatusOr<std::optional<std::string>> json = storage.plan_config(product_id);
-  if (!json.ok()) return json.status();
-  if (version != nullptr) *version = plans_version(*json);
-  if (!json->has_value()) return std::optional<PlanConfig>();
-  absl::StatusOr<PlanConfig> config = parse_plan_config(**json);
-  if (!config.ok()) {
-    return absl::InternalError(str_cat("the stored plan config no longer parses: ", status_message(config.status())));
-  }
-  return std::optional<PlanConfig>(*std::move(config));
-}
+}  // namespace
+
+struct Api::ProductPlans {
+  std::int64_t revision = 0;        // Storage::plan_config_revision() when read; 0: no config
+  std::optional<std::string> json;  // the config as stored (GET /config/plans); nullopt: none
+  std::string version;              // plans_version() of `json`
+  std::optional<PlanConfig> config;
+  // The calendar rule of the config's default plan, when it has one: the period of the users
+  // without a subscription, decided for every user of every batch.
+  std::optional<PeriodRule> default_period;
+
+  [[nodiscard]] const PlanConfig* config_or_null() const { return config ? &*config : nullptr; }
+};
+
+namespace {
 
 // The user's current period (docs/wire.md): from their subscription, else the calendar rule of
 // the default plan, else the UTC calendar month.
-Period current_period(const UserRecord& user, const PlanConfig* config, absl::Time now) {
+template <class ProductPlans>
+Period current_period(const UserRecord& user, const ProductPlans& plans, absl::Time now) {
   if (user.subscription) {
     return subscription_period(absl::FromUnixNanos(user.subscription->period_start_ns),
                                absl::FromUnixNanos(user.subscription->period_end_ns), now);
   }
-  if (config != nullptr && !config->default_plan.empty()) {
-    if (const Plan* plan = config->find(config->default_plan); plan != nullptr) {
-      return calendar_period(plan->period, now);
-    }
-  }
-  return calendar_period(PeriodRule::kMonth, now);
+  return calendar_period(plans.default_period.value_or(PeriodRule::kMonth), now);
 }
 
-TimeRange current_range(const UserRecord& user, const PlanConfig* config, absl::Time now) {
-  const Period period = current_period(user, config, now);
+template <class ProductPlans>
+TimeRange current_range(const UserRecord& user, const ProductPlans& plans, absl::Time now) {
+  const Period period = current_period(user, plans, now);
   return TimeRange{.from_ns = absl::ToUnixNanos(period.start), .to_ns = absl::ToUnixNanos(period.end)};
 }
 
@@ -451,9 +452,9 @@ HttpResponse Api::set_subscription(const std::string& product_id, const std::str
                                    const HttpRequest& request) {
   absl::StatusOr<Subscription> subscription = parse_subscription(request.body);
   if (!subscription.ok()) return error_response(subscription.status());
-  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id);
-  if (!config.ok()) return error_response(config.status());
-  if (!config->has_value() || (*config)->find(subscription->plan) == nullptr) {
+  absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
+  if (!plans.ok()) return error_response(plans.status());
+  if (!(*plans)->config || (*plans)->config->find(subscription->plan) == nullptr) {
     return error_response(404, "not_found",
                           str_cat("plan: no plan \"", subscription->plan, "\" in the product's plan config"));
   }
@@ -466,62 +467,121 @@ HttpResponse Api::set_subscription(const std::string& product_id, const std::str
 }
 
 HttpResponse Api::put_plans(const std::string& product_id, const HttpRequest& request) {
+  if (request.body.size() > kMaxPlanConfigBytes) {
+    return error_response(413, "payload_too_large",
+                          str_cat("body: a plan config of ", request.body.size(), " bytes is over the limit of ",
+                                  kMaxPlanConfigBytes, " bytes"));
+  }
   absl::StatusOr<PlanConfig> config = parse_plan_config(request.body);
   if (!config.ok()) return error_response(absl::InvalidArgumentError(status_message(config.status())));
+  auto over = [](std::string_view field, std::size_t count, std::size_t limit, std::string_view what) {
+    return error_response(400, "invalid_argument",
+                          str_cat(field, ": at most ", limit, " ", what, ", not ", count));
+  };
+  if (config->plans.size() > kMaxPlans) return over("plans", config->plans.size(), kMaxPlans, "plans");
+  if (config->soft_gate_at.size() > kMaxSoftGates) {
+    return over("soft_gate_at", config->soft_gate_at.size(), kMaxSoftGates, "thresholds");
+  }
+  for (std::size_t i = 0; i < config->plans.size(); ++i) {
+    const Plan& plan = config->plans[i];
+    const std::string path = str_cat("plans[", i, "].");
+    if (plan.model_limits.size() > kMaxModelsPerPlan) {
+      return over(path + "model_limits", plan.model_limits.size(), kMaxModelsPerPlan, "models");
+    }
+    if (plan.cost_rates.size() > kMaxModelsPerPlan) {
+      return over(path + "cost_rates", plan.cost_rates.size(), kMaxModelsPerPlan, "models");
+    }
+    if (plan.soft_gate_at.size() > kMaxSoftGates) {
+      return over(path + "soft_gate_at", plan.soft_gate_at.size(), kMaxSoftGates, "thresholds");
+    }
+  }
   if (absl::Status s = storage_.put_plan_config(product_id, to_json(*config)); !s.ok()) return error_response(s);
   return json_response(200, str_cat("{\"plans\":", config->plans.size(), "}"));
 }
 
 HttpResponse Api::get_plans(const std::string& product_id) {
-  absl::StatusOr<std::optional<std::string>> json = storage_.plan_config(product_id);
-  if (!json.ok()) return error_response(json.status());
-  return json_response(200, json->has_value() ? **json : std::string(R"({"plans":[]})"));
+  absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
+  if (!plans.ok()) return error_response(plans.status());
+  return json_response(200, (*plans)->json.value_or(R"({"plans":[]})"));
+}
+
+absl::StatusOr<std::shared_ptr<const Api::ProductPlans>> Api::plans_of(const std::string& product_id) {
+  // The revision first: a config put after it is read is then a change at the next request.
+  absl::StatusOr<std::int64_t> revision = storage_.plan_config_revision(product_id);
+  if (!revision.ok()) return revision.status();
+  PlansSlot* slot = nullptr;
+  {
+    absl::MutexLock lock(&plans_mu_);
+    std::unique_ptr<PlansSlot>& entry = plans_[product_id];
+    if (entry == nullptr) entry = std::make_unique<PlansSlot>();
+    slot = entry.get();  // entries are never removed
+  }
+  absl::MutexLock lock(&slot->load_mu);
+  // Revisions grow: a cached one at least as new as this request's read serves it.
+  if (slot->plans != nullptr && slot->plans->revision >= *revision) return slot->plans;
+  auto plans = std::make_shared<ProductPlans>();
+  plans->revision = *revision;
+  if (*revision != 0) {
+    absl::StatusOr<std::optional<std::string>> json = storage_.plan_config(product_id);
+    if (!json.ok()) return json.status();
+    plans->json = *std::move(json);
+  }
+  plans->version = plans_version(plans->json);
+  if (plans->json) {
+    absl::StatusOr<PlanConfig> config = parse_plan_config(*plans->json);
+    if (!config.ok()) {
+      return absl::InternalError(str_cat("the stored plan config no longer parses: ", status_message(config.status())));
+    }
+    plans->config = *std::move(config);
+    if (const Plan* plan = plans->config->find(plans->config->default_plan); plan != nullptr) {
+      plans->default_period = plan->period;
+    }
+  }
+  slot->plans = std::move(plans);
+  return slot->plans;
 }
 
 HttpResponse Api::ingest(const std::string& product_id, const HttpRequest& request) {
   absl::StatusOr<std::vector<EventRecord>> events = parse_event_batch(request.body);
   if (!events.ok()) return error_response(events.status());
-  std::string version;
-  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id, &version);
-  if (!config.ok()) return error_response(config.status());
-  const PlanConfig* const plan_config = config->has_value() ? &**config : nullptr;
+  absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
+  if (!plans.ok()) return error_response(plans.status());
+  const ProductPlans& product_plans = **plans;
   // Each user's current period, decided from the user's record read in the batch's transaction,
   // where their totals are read too: one transaction for the batch and its usage reply.
   const absl::Time now = options_.clock();
   absl::StatusOr<IngestResult> result = storage_.ingest_with_usage(
-      product_id, *events, [plan_config, now](const UserRecord& user) { return current_range(user, plan_config, now); });
+      product_id, *events, [&product_plans, now](const UserRecord& user) { return current_range(user, product_plans, now); });
   if (!result.ok()) return error_response(result.status());
   metrics_.record_ingest(result->accepted, result->duplicates);
 
   // The batch is stored: from here a failure answers 5xx, and the syncer's retry is counted as
   // duplicates, so an unanswered batch is never counted twice.
   std::string body = str_cat("{\"accepted\":", result->accepted, ",\"duplicates\":", result->duplicates, ",");
-  if (absl::Status s = append_usage_map(body, version, plan_config, result->usage); !s.ok()) return error_response(s);
+  if (absl::Status s = append_usage_map(body, product_plans, result->usage); !s.ok()) return error_response(s);
   return json_response(200, std::move(body));
 }
 
 HttpResponse Api::usage_query(const std::string& product_id, const HttpRequest& request) {
   absl::StatusOr<std::vector<std::string>> users = parse_usage_query(request.body);
   if (!users.ok()) return error_response(users.status());
-  std::string version;
-  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id, &version);
-  if (!config.ok()) return error_response(config.status());
-  const PlanConfig* const plan_config = config->has_value() ? &**config : nullptr;
+  absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
+  if (!plans.ok()) return error_response(plans.status());
+  const ProductPlans& product_plans = **plans;
   const absl::Time now = options_.clock();
   absl::StatusOr<std::vector<UserUsage>> usage = storage_.usage_of(
-      product_id, *users, [plan_config, now](const UserRecord& user) { return current_range(user, plan_config, now); });
+      product_id, *users, [&product_plans, now](const UserRecord& user) { return current_range(user, product_plans, now); });
   if (!usage.ok()) return error_response(usage.status());
   std::string body = "{";
-  if (absl::Status s = append_usage_map(body, version, plan_config, *usage); !s.ok()) return error_response(s);
+  if (absl::Status s = append_usage_map(body, product_plans, *usage); !s.ok()) return error_response(s);
   return json_response(200, std::move(body));
 }
 
-absl::Status Api::append_usage_map(std::string& body, std::string_view plans_version, const PlanConfig* config,
-                                   std::span<const UserUsage> usage) {
-  str_append(&body, "\"plans_version\":", json_quote(plans_version), ",\"usage\":{");
+absl::Status Api::append_usage_map(std::string& body, const ProductPlans& plans, std::span<const UserUsage> usage) {
+  str_append(&body, "\"plans_version\":", json_quote(plans.version), ",\"usage\":{");
   bool first = true;
   for (const UserUsage& u : usage) {
-    absl::StatusOr<std::string> object = usage_object(u.user, config, u.period, u.models, nullptr);
+    absl::StatusOr<std::string> object = usage_object(u.user, plans.config_or_null(), u.period, u.models, nullptr);
     if (!object.ok()) return object.status();
     str_append(&body, first ? "" : ",", json_quote(u.user.user_id), ":", *object);
     first = false;
@@ -533,17 +593,16 @@ absl::Status Api::append_usage_map(std::string& body, std::string_view plans_ver
 HttpResponse Api::user_usage(const std::string& product_id, const std::string& user_id) {
   absl::StatusOr<UserRecord> user = storage_.find_user(product_id, user_id);
   if (!user.ok()) return error_response(user.status());
-  absl::StatusOr<std::optional<PlanConfig>> config = load_plan_config(storage_, product_id);
-  if (!config.ok()) return error_response(config.status());
-  absl::StatusOr<std::string> usage =
-      usage_json(product_id, *user, config->has_value() ? &**config : nullptr, options_.clock());
+  absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
+  if (!plans.ok()) return error_response(plans.status());
+  absl::StatusOr<std::string> usage = usage_json(product_id, *user, **plans, options_.clock());
   if (!usage.ok()) return error_response(usage.status());
   return json_response(200, *std::move(usage));
 }
 
 absl::StatusOr<std::string> Api::usage_json(const std::string& product_id, const UserRecord& user,
-                                            const PlanConfig* config, absl::Time now) {
-  const Period period = current_period(user, config, now);
+                                            const ProductPlans& plans, absl::Time now) {
+  const Period period = current_period(user, plans, now);
   const TimeRange range{.from_ns = absl::ToUnixNanos(period.start), .to_ns = absl::ToUnixNanos(period.end)};
   absl::StatusOr<GroupedTotals> models = storage_.report(
       product_id,
@@ -553,7 +612,7 @@ absl::StatusOr<std::string> Api::usage_json(const std::string& product_id, const
       product_id,
       ReportQuery{.from_ns = range.from_ns, .to_ns = range.to_ns, .group_by = ReportGroup::kSession, .user_id = user.user_id});
   if (!sessions.ok()) return sessions.status();
-  return usage_object(user, config, range, *models, &*sessions);
+  return usage_object(user, plans.config_or_null(), range, *models, &*sessions);
 }
 
 HttpResponse Api::report(const std::string& product_id, std::string_view query) {

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -42,12 +43,23 @@ struct HttpResponse {
   std::string body;
 };
 
+// What one product may configure (docs/wire.md, "Users, subscriptions, plans"). paygentd keeps
+// every product's config parsed in memory and re-parses it at each change, and every application
+// process of the product downloads and parses it: a bound keeps one product's config from costing
+// the others. Past a bound,
+// POST /config/plans is refused naming the bound (413 for the body, 400 for the rest).
+inline constexpr std::size_t kMaxPlanConfigBytes = 1 << 20;  // the body of POST /config/plans
+inline constexpr std::size_t kMaxPlans = 1000;
+inline constexpr std::size_t kMaxModelsPerPlan = 1000;  // model_limits, and cost_rates, of one plan
+inline constexpr std::size_t kMaxSoftGates = 16;        // soft_gate_at thresholds, of the config or of a plan
+
 struct ApiOptions {
   // The bearer token that may create products. Empty: product creation is refused (403), so a
   // paygentd started without one cannot be given new tenants by anyone.
   std::string admin_token;
   // Largest request body accepted (413 past it). The default holds a batch of 1,000 events with
-  // room to spare; larger lets bigger plan configs in, and costs memory per connection.
+  // room to spare; larger costs memory per connection. A plan config is bounded by
+  // kMaxPlanConfigBytes too, however large this is.
   std::size_t max_body_bytes = 4 << 20;
   // "Now", which decides each user's current period. Tests set a fixed time.
   std::function<absl::Time()> clock = [] { return absl::Now(); };
@@ -86,15 +98,19 @@ class Api {
   HttpResponse get_plans(const std::string& product_id);
   HttpResponse ingest(const std::string& product_id, const HttpRequest& request);
   HttpResponse usage_query(const std::string& product_id, const HttpRequest& request);
+  // A product's plan config as parsed once per change, with what requests derive from it.
+  struct ProductPlans;
+  // The product's current plans: from the cache while the storage's revision of them is the
+  // cached one (a cheap read), else read, parsed and cached anew. Parsing happens outside any lock.
+  absl::StatusOr<std::shared_ptr<const ProductPlans>> plans_of(const std::string& product_id);
   // Appends `"plans_version": ..., "usage": {user: usage object, ...}}` (docs/wire.md).
-  static absl::Status append_usage_map(std::string& body, std::string_view plans_version, const PlanConfig* config,
-                                       std::span<const UserUsage> usage);
+  static absl::Status append_usage_map(std::string& body, const ProductPlans& plans, std::span<const UserUsage> usage);
   HttpResponse user_usage(const std::string& product_id, const std::string& user_id);
   HttpResponse report(const std::string& product_id, std::string_view query);
   // The per-user usage object of GET .../usage (docs/wire.md) over the user's current period, with
-  // plan, calls and sessions. `config` is the product's plan config, or nullptr when it has none.
+  // plan, calls and sessions.
   absl::StatusOr<std::string> usage_json(const std::string& product_id, const UserRecord& user,
-                                         const PlanConfig* config, absl::Time now);
+                                         const ProductPlans& plans, absl::Time now);
 
   Storage& storage_;
   Metrics& metrics_;
@@ -104,6 +120,19 @@ class Api {
   // stale; unknown keys are not cached (they would let a caller grow the map at will).
   absl::Mutex keys_mu_;
   absl::flat_hash_map<std::string, std::string> product_by_key_hash_ ABSL_GUARDED_BY(keys_mu_);
+
+  // A product's entry in plans_.
+  struct PlansSlot {
+    // Held by the one request that reads and parses a changed config; the product's other
+    // requests meanwhile wait for its result rather than parse it too. Never held with plans_mu_.
+    absl::Mutex load_mu;
+    std::shared_ptr<const ProductPlans> plans ABSL_GUARDED_BY(load_mu);
+  };
+  // Product id -> its plans as last read. plans_mu_ is held only to find or add an entry, so
+  // reading and parsing one product's config never stalls another product's requests. One entry
+  // per product that has made a request (at most kMaxPlanConfigBytes of config each).
+  absl::Mutex plans_mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<PlansSlot>> plans_ ABSL_GUARDED_BY(plans_mu_);
 };
 
 }  // namespace paygent::server

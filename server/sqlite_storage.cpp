@@ -22,11 +22,13 @@
 #include "absl/time/civil_time.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "meter/internal/json_text.h"
 #include "meter/internal/str_cat.h"
 
 namespace paygent::server {
 namespace {
 
+using ::paygent::internal::json_quote;
 using ::paygent::internal::str_cat;
 
 constexpr std::int64_t kNanosPerDay = 86'400'000'000'000;
@@ -100,6 +102,15 @@ CREATE TABLE IF NOT EXISTS usage_daily(
   cost_nanos INTEGER NOT NULL,
   PRIMARY KEY(product, user_id, day, model)) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_daily_by_day ON usage_daily(product, day, user_id);
+CREATE TABLE IF NOT EXISTS product_totals(
+  product INTEGER PRIMARY KEY,
+  calls INTEGER NOT NULL,
+  input_tokens INTEGER NOT NULL,
+  output_tokens INTEGER NOT NULL,
+  cached_input_tokens INTEGER NOT NULL,
+  cache_creation_input_tokens INTEGER NOT NULL,
+  reasoning_tokens INTEGER NOT NULL,
+  cost_nanos INTEGER NOT NULL) STRICT;
 )sql";
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
@@ -143,6 +154,40 @@ absl::Status sqlite_error(sqlite3* db, int rc, std::string_view what) {
 
 // a + b into `sum`; false when it overflows int64.
 bool add_checked(std::int64_t& sum, std::int64_t b) { return !__builtin_add_overflow(sum, b, &sum); }
+
+// The quantities of one event against a product's all-time totals (see product_totals_locked()),
+// in the order an overflow is reported.
+struct Quantity {
+  std::string_view field;  // the event's field, as the wire names it
+  std::int64_t Totals::*total;
+  std::int64_t EventRecord::*value;  // nullptr: calls (1 per event)
+};
+constexpr Quantity kQuantities[] = {
+    {"input_tokens", &Totals::input_tokens, &EventRecord::input_tokens},
+    {"output_tokens", &Totals::output_tokens, &EventRecord::output_tokens},
+    {"cached_input_tokens", &Totals::cached_input_tokens, &EventRecord::cached_input_tokens},
+    {"cache_creation_input_tokens", &Totals::cache_creation_input_tokens, &EventRecord::cache_creation_input_tokens},
+    {"reasoning_tokens", &Totals::reasoning_tokens, &EventRecord::reasoning_tokens},
+    {"cost_nanos", &Totals::cost_nanos, &EventRecord::cost_nanos},
+    {"", &Totals::calls, nullptr},
+};
+
+// Adds event `e` (events[index] of its batch) into a product's all-time totals. InvalidArgument
+// naming the event's field and user when a total would pass int64, with `totals` unchanged.
+absl::Status add_to_product_totals(Totals& totals, const EventRecord& e, std::size_t index) {
+  Totals sum = totals;
+  for (const Quantity& q : kQuantities) {
+    if (add_checked(sum.*q.total, q.value != nullptr ? e.*q.value : 1)) continue;
+    const bool money = q.total == &Totals::cost_nanos;
+    return absl::InvalidArgumentError(str_cat(
+        "events[", index, "]", q.field.empty() ? "" : ".", q.field, ": this event of user ", json_quote(e.user_id),
+        " would take the product's total ", q.field.empty() ? "calls" : q.field, " past the largest ",
+        money ? "amount (9223372036854775807 nano-USD)" : "count (9223372036854775807)",
+        "; every total paygentd keeps must fit in 64 bits"));
+  }
+  totals = sum;
+  return absl::OkStatus();
+}
 
 bool add_totals(Totals& into, const Totals& t) {
   return add_checked(into.calls, t.calls) && add_checked(into.input_tokens, t.input_tokens) &&
@@ -443,9 +488,37 @@ int SqliteStorage::on_wal_commit(void* arg, sqlite3* db, const char*, int wal_pa
   return SQLITE_OK;
 }
 
-SqliteStorage::SqliteStorage(sqlite3* db) : db_(db) {}
+struct SqliteStorage::Reader {
+  sqlite3* db = nullptr;
+  StatementCache statements;
+
+  Reader() = default;
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+  ~Reader() {
+    for (auto& [sql, stmt] : statements) sqlite3_finalize(stmt);
+    sqlite3_close(db);
+  }
+};
+
+namespace {
+
+// The file of `db`'s main database; "" for one in memory or temporary.
+std::string database_file(sqlite3* db) {
+  const char* file = sqlite3_db_filename(db, "main");
+  return file != nullptr ? file : "";
+}
+
+}  // namespace
+
+SqliteStorage::SqliteStorage(sqlite3* db) : db_(db), path_(database_file(db)) {}
 
 SqliteStorage::~SqliteStorage() {
+  {
+    // Before the writer's connection, so that it is the last one and checkpoints the WAL.
+    absl::MutexLock lock(&readers_mu_);
+    idle_readers_.clear();
+  }
   absl::MutexLock lock(&mu_);
   sqlite3_wal_hook(db_, nullptr, nullptr);
   checkpointer_.reset();  // before the last connection closes (which checkpoints what is left)
@@ -455,15 +528,58 @@ SqliteStorage::~SqliteStorage() {
 }
 
 absl::StatusOr<SqliteStorage::Statement> SqliteStorage::prepare(std::string_view sql) {
-  auto it = statements_.find(absl::string_view(sql.data(), sql.size()));
-  if (it == statements_.end()) {
+  return prepare_in(db_, statements_, sql);
+}
+
+absl::StatusOr<SqliteStorage::Statement> SqliteStorage::prepare_in(sqlite3* db, StatementCache& statements,
+                                                                   std::string_view sql) {
+  auto it = statements.find(absl::string_view(sql.data(), sql.size()));
+  if (it == statements.end()) {
     sqlite3_stmt* stmt = nullptr;
-    const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt,
+    const int rc = sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt,
                                       nullptr);
-    if (rc != SQLITE_OK) return sqlite_error(db_, rc, str_cat("prepare \"", sql, "\""));
-    it = statements_.emplace(std::string(sql), stmt).first;
+    if (rc != SQLITE_OK) return sqlite_error(db, rc, str_cat("prepare \"", sql, "\""));
+    it = statements.emplace(std::string(sql), stmt).first;
   }
-  return Statement(db_, it->second);
+  return Statement(db, it->second);
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStorage::Reader>> SqliteStorage::take_reader() {
+  {
+    absl::MutexLock lock(&readers_mu_);
+    if (!idle_readers_.empty()) {
+      std::unique_ptr<Reader> reader = std::move(idle_readers_.back());
+      idle_readers_.pop_back();
+      return reader;
+    }
+  }
+  if (path_.empty()) return std::unique_ptr<Reader>();
+  auto reader = std::make_unique<Reader>();
+  const int rc = sqlite3_open_v2(path_.c_str(), &reader->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    return absl::UnavailableError(str_cat("cannot open ", path_, " to read it: ",
+                                          reader->db != nullptr ? sqlite3_errmsg(reader->db) : sqlite3_errstr(rc)));
+  }
+  sqlite3_extended_result_codes(reader->db, 1);
+  sqlite3_busy_timeout(reader->db, 10000);
+  // The writer's page cache size (SqliteOptions::cache_bytes): a report reads as many pages.
+  std::int64_t cache_size = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Statement> pragma = prepare("PRAGMA cache_size");
+    if (!pragma.ok()) return pragma.status();
+    if (pragma->step() == SQLITE_ROW) cache_size = pragma->int64(0);
+  }
+  const std::string pragmas = str_cat("PRAGMA cache_size=", cache_size, "; PRAGMA temp_store=MEMORY;");
+  if (const int prc = sqlite3_exec(reader->db, pragmas.c_str(), nullptr, nullptr, nullptr); prc != SQLITE_OK) {
+    return sqlite_error(reader->db, prc, "set up reader");
+  }
+  return reader;
+}
+
+void SqliteStorage::return_reader(std::unique_ptr<Reader> reader) {
+  absl::MutexLock lock(&readers_mu_);
+  idle_readers_.push_back(std::move(reader));
 }
 
 absl::Status SqliteStorage::exec(const char* sql) {
@@ -596,10 +712,27 @@ absl::Status SqliteStorage::put_plan_config(std::string_view product_id, std::st
   if (!product.ok()) return product.status();
   absl::StatusOr<Statement> upsert = prepare(
       "INSERT INTO plans(product, config_json, updated_ns) VALUES(?1, ?2, ?3) "
-      "ON CONFLICT(product) DO UPDATE SET config_json = excluded.config_json, updated_ns = excluded.updated_ns");
+      "ON CONFLICT(product) DO UPDATE SET config_json = excluded.config_json, "
+      // updated_ns is the config's revision (plan_config_revision()): it must grow at every put,
+      // even one in the same nanosecond as the last, or made by a process whose clock is behind.
+      "updated_ns = MAX(excluded.updated_ns, plans.updated_ns + 1)");
   if (!upsert.ok()) return upsert.status();
-  upsert->bind(1, *product).bind(2, config_json).bind(3, now_ns());
+  upsert->bind(1, *product).bind(2, config_json).bind(3, std::max<std::int64_t>(1, now_ns()));
   return upsert->run("put plans");
+}
+
+absl::StatusOr<std::int64_t> SqliteStorage::plan_config_revision(std::string_view product_id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<std::int64_t>> product = product_key(product_id);
+  if (!product.ok()) return product.status();
+  if (!product->has_value()) return 0;
+  absl::StatusOr<Statement> select = prepare("SELECT updated_ns FROM plans WHERE product = ?1");
+  if (!select.ok()) return select.status();
+  select->bind(1, **product);
+  const int rc = select->step();
+  if (rc == SQLITE_ROW) return select->int64(0);
+  if (rc == SQLITE_DONE) return 0;
+  return sqlite_error(db_, rc, "read plans revision");
 }
 
 absl::StatusOr<std::optional<std::string>> SqliteStorage::plan_config(std::string_view product_id) {
@@ -672,6 +805,9 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, 
   if (!insert_event.ok()) return insert_event.status();
   // Sums of the accepted events per (user, day, model), added to usage_daily after the inserts.
   std::map<std::tuple<std::string_view, std::int64_t, std::string_view>, Totals> daily;
+  // The product's all-time totals, which bound every sum a read computes over its events.
+  absl::StatusOr<Totals> product_totals = product_totals_locked(product);
+  if (!product_totals.ok()) return product_totals.status();
   IngestResult result;
   for (std::size_t i = 0; i < events.size(); ++i) {
     const EventRecord& e = events[i];
@@ -701,6 +837,7 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, 
       continue;
     }
     ++result.accepted;
+    if (absl::Status s = add_to_product_totals(*product_totals, e, i); !s.ok()) return s;
     const Totals one{.calls = 1,
                      .input_tokens = e.input_tokens,
                      .output_tokens = e.output_tokens,
@@ -740,6 +877,22 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, 
     if (absl::Status s = upsert->run("add daily usage"); !s.ok()) return s;
     upsert->reset();
   }
+  if (result.accepted > 0) {
+    absl::StatusOr<Statement> put_totals = prepare(
+        "INSERT OR REPLACE INTO product_totals(product, calls, input_tokens, output_tokens, cached_input_tokens, "
+        "cache_creation_input_tokens, reasoning_tokens, cost_nanos) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    if (!put_totals.ok()) return put_totals.status();
+    const Totals& t = *product_totals;
+    put_totals->bind(1, product)
+        .bind(2, t.calls)
+        .bind(3, t.input_tokens)
+        .bind(4, t.output_tokens)
+        .bind(5, t.cached_input_tokens)
+        .bind(6, t.cache_creation_input_tokens)
+        .bind(7, t.reasoning_tokens)
+        .bind(8, t.cost_nanos);
+    if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
+  }
   if (period_of == nullptr) return result;
 
   // The batch's users and their totals, read in this transaction: no read transaction (and its
@@ -750,6 +903,35 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, 
   std::sort(sorted.begin(), sorted.end());
   if (absl::Status s = read_usage_locked(product, sorted, *period_of, result.usage); !s.ok()) return s;
   return result;
+}
+
+// The product's row of product_totals. A product without one (its events were stored by a
+// paygentd from before that table) gets the sums of its usage_daily rows, summed here with
+// checked arithmetic: SQL's SUM() would fail on a history that already passes int64, which then
+// saturates at the largest value (so that nothing more can be added, and every read that can
+// still answer does).
+absl::StatusOr<Totals> SqliteStorage::product_totals_locked(std::int64_t product) {
+  {
+    absl::StatusOr<Statement> select = prepare(str_cat("SELECT calls, ", kRowColumns, " FROM product_totals WHERE product = ?1"));
+    if (!select.ok()) return select.status();
+    select->bind(1, product);
+    const int rc = select->step();
+    if (rc == SQLITE_ROW) return select->totals_at(0);
+    if (rc != SQLITE_DONE) return sqlite_error(db_, rc, "read product totals");
+  }
+  absl::StatusOr<Statement> select = prepare(str_cat("SELECT calls, ", kRowColumns, " FROM usage_daily WHERE product = ?1"));
+  if (!select.ok()) return select.status();
+  select->bind(1, product);
+  Totals totals;
+  for (;;) {
+    const int rc = select->step();
+    if (rc == SQLITE_DONE) return totals;
+    if (rc != SQLITE_ROW) return sqlite_error(db_, rc, "sum product totals");
+    const Totals row = select->totals_at(0);
+    for (const Quantity& q : kQuantities) {
+      if (!add_checked(totals.*q.total, row.*q.total)) totals.*q.total = INT64_MAX;
+    }
+  }
 }
 
 // Reads what find_user() and report() (by model, over the user's period) would give, for the
@@ -911,26 +1093,55 @@ absl::StatusOr<std::vector<UserUsage>> SqliteStorage::usage_of(std::string_view 
 
 absl::StatusOr<GroupedTotals> SqliteStorage::report(std::string_view product_id, const ReportQuery& query) {
   GroupedTotals out;
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::optional<std::int64_t>> product = product_key(product_id);
-  if (!product.ok()) return product.status();
-  if (!product->has_value()) return out;
-  if (absl::Status s = report_locked(**product, query, out); !s.ok()) return s;
+  std::int64_t product = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<std::optional<std::int64_t>> key = product_key(product_id);
+    if (!key.ok()) return key.status();
+    if (!key->has_value()) return out;
+    product = **key;
+  }
+  absl::StatusOr<std::unique_ptr<Reader>> reader = take_reader();
+  if (!reader.ok()) return reader.status();
+  if (*reader == nullptr) {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = report_locked(product, query, out); !s.ok()) return s;
+    return out;
+  }
+  // One read transaction: the days and the edges of the range as of one commit.
+  Reader& r = **reader;
+  int rc = sqlite3_exec(r.db, "BEGIN", nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return sqlite_error(r.db, rc, "begin report");
+  absl::Status status = report_in(r.db, r.statements, product, query, out);
+  rc = sqlite3_exec(r.db, status.ok() ? "COMMIT" : "ROLLBACK", nullptr, nullptr, nullptr);
+  if (status.ok() && rc != SQLITE_OK) status = sqlite_error(r.db, rc, "end report");
+  // A reader left in a transaction would pin an old snapshot (and the WAL) for good: dropped.
+  if (sqlite3_get_autocommit(r.db)) return_reader(*std::move(reader));
+  if (!status.ok()) return status;
   return out;
 }
 
 absl::Status SqliteStorage::report_locked(std::int64_t product, const ReportQuery& query, GroupedTotals& out) {
+  return report_in(db_, statements_, product, query, out);
+}
+
+absl::Status SqliteStorage::report_in(sqlite3* db, StatementCache& statements, std::int64_t product,
+                                      const ReportQuery& query, GroupedTotals& out) {
   if (query.from_ns >= query.to_ns || query.from_ns < 0) return absl::OkStatus();
   // Whole days come from usage_daily; the partial days at either end from the events. Sessions are
   // not in usage_daily: they always come from the events.
-  if (query.group_by == ReportGroup::kSession) return add_events(product, query, query.from_ns, query.to_ns, out);
+  if (query.group_by == ReportGroup::kSession) {
+    return add_events(db, statements, product, query, query.from_ns, query.to_ns, out);
+  }
   const DaySplit split = split_days(query.from_ns, query.to_ns);
   if (split.first_day < split.end_day) {
-    if (absl::Status s = add_daily(product, query, split.first_day, split.end_day, out); !s.ok()) return s;
+    if (absl::Status s = add_daily(db, statements, product, query, split.first_day, split.end_day, out); !s.ok()) {
+      return s;
+    }
   }
   for (const TimeRange& r : {split.head, split.tail}) {
     if (r.from_ns >= r.to_ns) continue;
-    if (absl::Status s = add_events(product, query, r.from_ns, r.to_ns, out); !s.ok()) return s;
+    if (absl::Status s = add_events(db, statements, product, query, r.from_ns, r.to_ns, out); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -991,18 +1202,21 @@ const std::string& report_sql(ReportGroup group, bool by_user, bool daily) {
 
 }  // namespace
 
-absl::Status SqliteStorage::add_daily(std::int64_t product, const ReportQuery& query, std::int64_t first_day,
-                                      std::int64_t end_day, GroupedTotals& out) {
-  absl::StatusOr<Statement> select = prepare(report_sql(query.group_by, query.user_id.has_value(), true));
+absl::Status SqliteStorage::add_daily(sqlite3* db, StatementCache& statements, std::int64_t product,
+                                      const ReportQuery& query, std::int64_t first_day, std::int64_t end_day,
+                                      GroupedTotals& out) {
+  absl::StatusOr<Statement> select = prepare_in(db, statements, report_sql(query.group_by, query.user_id.has_value(), true));
   if (!select.ok()) return select.status();
   select->bind(1, product).bind(3, first_day).bind(4, end_day);
   if (query.user_id) select->bind(2, *query.user_id);
-  return read_groups(db_, *select, query.group_by, out);
+  return read_groups(db, *select, query.group_by, out);
 }
 
-absl::Status SqliteStorage::add_events(std::int64_t product, const ReportQuery& query, std::int64_t from_ns,
-                                       std::int64_t to_ns, GroupedTotals& out) {
-  absl::StatusOr<Statement> select = prepare(report_sql(query.group_by, query.user_id.has_value(), false));
+absl::Status SqliteStorage::add_events(sqlite3* db, StatementCache& statements, std::int64_t product,
+                                       const ReportQuery& query, std::int64_t from_ns, std::int64_t to_ns,
+                                       GroupedTotals& out) {
+  absl::StatusOr<Statement> select =
+      prepare_in(db, statements, report_sql(query.group_by, query.user_id.has_value(), false));
   if (!select.ok()) return select.status();
   select->bind(1, product).bind(3, from_ns).bind(4, to_ns);
   if (query.user_id) {
@@ -1010,7 +1224,7 @@ absl::Status SqliteStorage::add_events(std::int64_t product, const ReportQuery& 
   } else {
     select->bind(5, floor_div(from_ns, kNanosPerDay)).bind(6, ceil_div(to_ns, kNanosPerDay));
   }
-  return read_groups(db_, *select, query.group_by, out);
+  return read_groups(db, *select, query.group_by, out);
 }
 
 }  // namespace paygent::server

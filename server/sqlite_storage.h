@@ -1,7 +1,7 @@
 // SqliteStorage: paygentd's embedded default store, one SQLite database (WAL) in the data dir.
 //
-// Layout (see sqlite_schema()): products, users, subscriptions, plans, events and usage_daily,
-// every row keyed by its product's integer key. Events are keyed by (product, id), so a
+// Layout (see sqlite_schema()): products, users, subscriptions, plans, events, usage_daily and
+// product_totals, every row keyed by its product's integer key. Events are keyed by (product, id), so a
 // duplicate id is ignored by INSERT OR IGNORE. Beside the events, usage_daily keeps sums per
 // (product, user, UTC day, model), written in the same transaction as the events they sum; a
 // usage query over a period reads the whole days from it and only the partial days at the edges
@@ -9,6 +9,15 @@
 // with a user's number of calls.
 //
 // Writes for a product that does not exist fail with NotFound; reads find nothing for it.
+//
+// Overflow: product_totals keeps each product's all-time sums (calls, every token count,
+// cost_nanos), written in the same transaction as the events. A batch that would take one of them
+// past int64 is refused whole (InvalidArgument naming events[i].field and its user). Every sum a
+// read computes (a user's period, a report's group, SQL's SUM()) is a sum over part of a product's
+// events, so none can overflow: one user's data never makes a read fail.
+//
+// Plan configs: plans.updated_ns is the config's revision, grown at every put (also by another
+// process on the same database), so that a reader can keep the parsed config until it changes.
 //
 // Durability: every write is one transaction. With Synchronous::kFull (the default) the WAL is
 // fsynced at each commit, so an acknowledged write survives a crash of the process or of the
@@ -19,8 +28,10 @@
 // connection, so that a commit mostly only appends to the WAL; once that thread has copied what it
 // saw, the writer copies the few batches committed meanwhile, so that the WAL can start over.
 //
-// Thread safety: safe for concurrent use from many threads. One connection serves every call,
-// guarded by a mutex: calls are serialised (SQLite allows one writer at a time anyway).
+// Thread safety: safe for concurrent use from many threads. One connection serves every call but
+// report(), guarded by a mutex: those calls are serialised (SQLite allows one writer at a time
+// anyway). report(), the one read whose cost grows with a product's history, reads through
+// read-only connections of its own, concurrently with the rest.
 #pragma once
 
 #include <array>
@@ -83,6 +94,7 @@ class SqliteStorage final : public Storage {
                                 const Subscription& subscription) override;
   absl::Status put_plan_config(std::string_view product_id, std::string_view config_json) override;
   absl::StatusOr<std::optional<std::string>> plan_config(std::string_view product_id) override;
+  absl::StatusOr<std::int64_t> plan_config_revision(std::string_view product_id) override;
   absl::StatusOr<IngestResult> ingest(std::string_view product_id, std::span<const EventRecord> events) override;
   absl::StatusOr<IngestResult> ingest_with_usage(std::string_view product_id, std::span<const EventRecord> events,
                                                  PeriodOf period_of) override;
@@ -97,8 +109,19 @@ class SqliteStorage final : public Storage {
   // SQLite's WAL hook, called after each commit with the WAL's size in pages.
   static int on_wal_commit(void* storage, sqlite3* db, const char* database, int wal_pages);
 
+  // Prepared statements by SQL, of one connection.
+  using StatementCache = absl::flat_hash_map<std::string, sqlite3_stmt*>;
+  // A read-only connection of report()'s (see take_reader()), with its statements.
+  struct Reader;
+
   // The prepared statement for `sql`, prepared on first use and kept.
   absl::StatusOr<Statement> prepare(std::string_view sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // As prepare(), on connection `db` whose statements are `statements` (the caller has it alone).
+  static absl::StatusOr<Statement> prepare_in(sqlite3* db, StatementCache& statements, std::string_view sql);
+  // An idle reader, or a new one; nullptr when the database has no file a second connection can
+  // open (then report() reads through the writer's connection, under mu_).
+  absl::StatusOr<std::unique_ptr<Reader>> take_reader();
+  void return_reader(std::unique_ptr<Reader> reader);
   absl::Status exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The integer key (products.pk) of `product_id`, or nullopt when there is no such product.
   absl::StatusOr<std::optional<std::int64_t>> product_key(std::string_view product_id)
@@ -111,6 +134,8 @@ class SqliteStorage final : public Storage {
   absl::StatusOr<IngestResult> ingest_locked(std::int64_t product, std::span<const EventRecord> events,
                                              std::span<const std::array<unsigned char, 16>> ids,
                                              const PeriodOf* period_of) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The product's all-time totals over every event stored for it (product_totals).
+  absl::StatusOr<Totals> product_totals_locked(std::int64_t product) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The user and their subscription, or nullopt when the product has no such user.
   absl::StatusOr<std::optional<UserRecord>> find_user_locked(std::int64_t product, std::string_view user_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -122,15 +147,19 @@ class SqliteStorage final : public Storage {
   // the totals in `out` of the users whose period is `period`.
   absl::Status add_usage_rows(Statement& select, const TimeRange& period, std::vector<UserUsage>& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // report() for an existing product: adds the query's totals into `out`.
+  // report() for an existing product, through the writer's connection: adds the query's totals
+  // into `out`.
   absl::Status report_locked(std::int64_t product, const ReportQuery& query, GroupedTotals& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // As report_locked(), through connection `db` (the caller has it alone).
+  static absl::Status report_in(sqlite3* db, StatementCache& statements, std::int64_t product, const ReportQuery& query,
+                                GroupedTotals& out);
   // Adds the sums of usage_daily over whole days [first_day, end_day) into `out`.
-  absl::Status add_daily(std::int64_t product, const ReportQuery& query, std::int64_t first_day, std::int64_t end_day,
-                         GroupedTotals& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static absl::Status add_daily(sqlite3* db, StatementCache& statements, std::int64_t product, const ReportQuery& query,
+                                std::int64_t first_day, std::int64_t end_day, GroupedTotals& out);
   // Adds the sums of the events with from_ns <= ts_ns < to_ns into `out`.
-  absl::Status add_events(std::int64_t product, const ReportQuery& query, std::int64_t from_ns, std::int64_t to_ns,
-                          GroupedTotals& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static absl::Status add_events(sqlite3* db, StatementCache& statements, std::int64_t product,
+                                 const ReportQuery& query, std::int64_t from_ns, std::int64_t to_ns, GroupedTotals& out);
 
   std::unique_ptr<Checkpointer> checkpointer_;  // set once by open()
   std::int64_t checkpoint_pages_ = 4096;        // set once by open()
@@ -138,6 +167,13 @@ class SqliteStorage final : public Storage {
   sqlite3* const db_;  // used only under mu_
   absl::flat_hash_map<std::string, sqlite3_stmt*> statements_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::int64_t> product_keys_ ABSL_GUARDED_BY(mu_);  // id -> products.pk
+
+  // report() reads through connections of its own (WAL readers see the last commit and never wait
+  // for the writer), so that a long report of one product does not hold mu_, which every write and
+  // every other read of every product needs. One per concurrent report, kept for the next.
+  const std::string path_;  // the database file ("" in memory); set once
+  absl::Mutex readers_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::vector<std::unique_ptr<Reader>> idle_readers_ ABSL_GUARDED_BY(readers_mu_);
 };
 
 }  // namespace paygent::server

@@ -140,11 +140,20 @@ class Storage {
   // The product's plan config JSON as last put, or nullopt when none was.
   virtual absl::StatusOr<std::optional<std::string>> plan_config(std::string_view product_id) = 0;
 
+  // The revision of the product's plan config: 0 when it has none (or there is no such product),
+  // else a positive number that grows at every put_plan_config(), including one made through
+  // another process on the same database. A cheap read: a caller keeps what it derived from
+  // plan_config() until the revision changes. Read it before plan_config(), so that a config put
+  // in between is seen as a change at the next read rather than cached under the newer revision.
+  virtual absl::StatusOr<std::int64_t> plan_config_revision(std::string_view product_id) = 0;
+
   // Stores a batch of events atomically: on success every event is either stored or counted as a
   // duplicate (its id is already stored for this product, or appears earlier in the batch; a
   // duplicate is not stored again, whatever its content). Users not yet known are created. On
-  // failure nothing of the batch is stored; InvalidArgument when the batch would overflow a
-  // stored 64-bit total, Unavailable/Internal when the store cannot write.
+  // failure nothing of the batch is stored; InvalidArgument naming "events[i].field" and the
+  // event's user when its accepted events would take one of the product's all-time totals
+  // (calls, each token count, cost_nanos) past int64 — the bound that keeps every sum a read
+  // computes within int64 — Unavailable/Internal when the store cannot write.
   virtual absl::StatusOr<IngestResult> ingest(std::string_view product_id, std::span<const EventRecord> events) = 0;
 
   // As ingest(), and also reads, in the batch's transaction, every distinct user of the batch (as

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -52,11 +53,72 @@ absl::Status field_error(const FieldPath& path, std::string_view what) {
   return absl::InvalidArgumentError(str_cat(path.str(), ": ", what));
 }
 
+// The message for a number that no 64-bit field can hold. Every number of the API's bodies is a
+// count, an amount or a time, all non-negative int64.
+constexpr std::string_view kNumberOutOfRange =
+    "out of range: must be a non-negative integer that fits in 64 bits (at most 9223372036854775807)";
+
+// Walks `value` in document order for the first number simdjson cannot hold (an integer past
+// uint64, a double past its range such as 1e400); on finding it, sets `found` to its field path.
+// Returns false when the walk cannot go on (the text is malformed there).
+bool find_bad_number(simdjson::ondemand::value value, const FieldPath& path, std::optional<std::string>& found) {
+  simdjson::ondemand::json_type type;
+  if (value.type().get(type) != simdjson::SUCCESS) return false;
+  switch (type) {
+    case simdjson::ondemand::json_type::object: {
+      simdjson::ondemand::object object;
+      if (value.get_object().get(object) != simdjson::SUCCESS) return false;
+      for (auto field : object) {
+        std::string_view key;
+        simdjson::ondemand::value member;
+        if (field.unescaped_key().get(key) != simdjson::SUCCESS || field.value().get(member) != simdjson::SUCCESS) {
+          return false;
+        }
+        const std::string name(key);  // the key's text lives in the parser's buffer, reused below
+        if (!find_bad_number(member, path.member(name), found) || found) return found.has_value();
+      }
+      return true;
+    }
+    case simdjson::ondemand::json_type::array: {
+      simdjson::ondemand::array array;
+      if (value.get_array().get(array) != simdjson::SUCCESS) return false;
+      std::size_t i = 0;
+      for (auto item : array) {
+        simdjson::ondemand::value element_value;
+        if (item.get(element_value) != simdjson::SUCCESS) return false;
+        if (!find_bad_number(element_value, path.element(i++), found) || found) return found.has_value();
+      }
+      return true;
+    }
+    case simdjson::ondemand::json_type::number: {
+      simdjson::ondemand::number number;
+      if (value.get_number().get(number) != simdjson::SUCCESS) found = path.str();
+      return true;
+    }
+    default: return true;  // strings, booleans and nulls hold no number
+  }
+}
+
 // Parses `body` as one JSON document whose root is an object.
 absl::StatusOr<simdjson::dom::object> parse_object(std::string_view body) {
   element root;
   // realloc_if_needed: simdjson reads past the end; the parser copies into a padded buffer.
   if (const auto error = thread_parser().parse(body.data(), body.size(), true).get(root); error) {
+    // simdjson refuses the whole document for one number it cannot hold: name that number's
+    // field, as for any other value out of range. Only on this (rare) error path is the body
+    // walked a second time.
+    if (error == simdjson::NUMBER_ERROR) {
+      const simdjson::padded_string padded(body);
+      simdjson::ondemand::parser parser;
+      simdjson::ondemand::document document;
+      simdjson::ondemand::value value;
+      std::optional<std::string> path;
+      if (parser.iterate(padded).get(document) == simdjson::SUCCESS &&
+          document.get_value().get(value) == simdjson::SUCCESS) {
+        find_bad_number(value, kBody, path);
+      }
+      if (path) return absl::InvalidArgumentError(str_cat(*path, ": ", kNumberOutOfRange));
+    }
     return absl::InvalidArgumentError(
         str_cat("body: not valid JSON (truncated or malformed): ", simdjson::error_message(error)));
   }
