@@ -190,7 +190,11 @@ struct Syncer::Impl {
 
   void release_held() {
     auto released = store->release_held();
-    if (!released.ok()) target->sync_error(released.status());
+    if (!released.ok()) {
+      target->sync_error(released.status());
+      return;
+    }
+    holding = false;
   }
 
   // Sets aside (kHeld) the events of `batch` that the backend's version cannot carry; they stay
@@ -208,6 +212,7 @@ struct Syncer::Impl {
       target->sync_error(s);
       return false;
     }
+    holding = true;
     if (!held_reported) {
       held_reported = true;
       target->sync_error(absl::FailedPreconditionError(str_cat(
@@ -464,8 +469,8 @@ struct Syncer::Impl {
         std::lock_guard<std::mutex> lock(mu);
         if (flushing) {
           flush_done = ticket;
-          flush_ok = ok && attempted;
-          flush_error = last_error;
+          flush_ok = ok && attempted && !holding;
+          flush_error = holding ? std::string("events that need a newer backend wait in the local store") : last_error;
           flushed.notify_all();
         }
         // `stop` is this pass's snapshot: a stop requested during the pass gets a pass of its own.
@@ -519,6 +524,7 @@ struct Syncer::Impl {
   // the backend is taken to be as new as this library; held events wait for a newer one.
   int backend_version = kWireVersion;
   bool held_reported = false;  // the holding of events was reported for this backend_version
+  bool holding = false;        // events are held (a flush then fails: not everything was delivered)
   std::atomic<bool> wake_pending{false};  // a wake() that came while no timer was armed
   std::atomic<std::int64_t> delivered_count{0};
   std::atomic<std::int64_t> failures{0};

@@ -89,7 +89,8 @@ class Syncer {
   // for them) wakes the syncer for it now.
   void watch_user(std::string user_id, bool urgent = true);
   // Delivers every event stored before the call. DeadlineExceeded when the backend did not take
-  // them all in time (they stay in the store and are delivered later).
+  // them all in time (they stay in the store and are delivered later); Unavailable when it failed,
+  // or when events wait for a newer backend (docs/wire.md, "Versions").
   absl::Status flush(absl::Duration deadline);
   // Delivers what can be delivered within `deadline`, then stops the thread.
   void stop(absl::Duration deadline);

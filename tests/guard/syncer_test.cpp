@@ -722,6 +722,10 @@ TEST_CASE("sync.an_older_backend_keeps_newer_events_until_it_is_upgraded") {
   CHECK(backend.events() == 7);
   CHECK(backend.stt_events() == 0);
   CHECK(c.pg->stats().rejected_events == 0);
+  // Not everything was delivered: a flush says so.
+  const absl::Status flushed = c.pg->flush(absl::Seconds(2));
+  CHECK(!flushed.ok());
+  CHECK(std::string(flushed.message()).find("newer backend") != std::string::npos);
   {
     std::lock_guard<std::mutex> lock(c.mu);
     bool said = false;
