@@ -991,10 +991,10 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
   q.model = model;
   q.session = session;
   q.provider = provider;
-  q.usage = usage;
-  q.cost = cost;
-  q.ts_ns = ts_ns;
-  q.estimated = estimated;
+  q.quantities.set_usage(usage);
+  q.quantities.cost_nanos = cost;
+  q.quantities.ts_ns = ts_ns;
+  q.quantities.estimated = estimated;
   if (!queue->push(q)) {
     counters.queue_overflows.add();
     try {
@@ -1098,7 +1098,7 @@ void Engine::writer_loop() {
 }
 
 void Engine::drain_to_store() {
-  std::vector<StoredEvent>& pending = unstored;  // kept across rounds while the store fails
+  std::vector<EventRecord>& pending = unstored;  // kept across rounds while the store fails
   std::vector<QueuedEvent> batch;
   QueuedEvent q;
   while (queue->pop(q)) batch.push_back(std::move(q));
@@ -1108,7 +1108,8 @@ void Engine::drain_to_store() {
     overflow.clear();
   }
   for (const QueuedEvent& e : batch) {
-    StoredEvent s;
+    EventRecord s;
+    static_cast<EventQuantities&>(s) = e.quantities;
     s.id = e.id.to_string();
     s.user_id = e.context->user_id;
     s.session_id = e.session->session_id;
@@ -1116,10 +1117,6 @@ void Engine::drain_to_store() {
     s.indicator = e.context->indicator;
     s.model = e.model->name;
     s.provider = std::string(provider_name(e.provider));
-    s.usage = e.usage;
-    s.cost = e.cost;
-    s.ts_ns = e.ts_ns;
-    s.estimated = e.estimated;
     s.meta_tags_json = "{";
     for (std::size_t i = 0; i < e.context->meta_tags.size(); ++i) {
       const auto& [k, v] = e.context->meta_tags[i];

@@ -66,6 +66,13 @@ HttpResponse error_response(const absl::Status& status) {
   }
 }
 
+// Every reply says the wire version this paygentd reads (docs/wire.md, "Versions"), so that a
+// library can tell a refusal of its content from a refusal by an older paygentd.
+void add_wire_version(HttpResponse& response) {
+  response.headers.emplace_back(std::string(::paygent::internal::kWireVersionHeader),
+                                std::to_string(::paygent::internal::kWireVersion));
+}
+
 HttpResponse json_response(int status, std::string body) { return HttpResponse{.status = status, .body = std::move(body)}; }
 
 std::string_view trim(std::string_view s) {
@@ -335,6 +342,7 @@ HttpResponse Api::handle_request(const HttpRequest& request) {
     label = route->label;
     response = dispatch(request, *route);
   }
+  add_wire_version(response);
   metrics_.record_request(label, response.status, absl::FromChrono(std::chrono::steady_clock::now() - start));
   return response;
 }
@@ -345,6 +353,7 @@ HttpResponse Api::refuse(std::string_view target, int status, std::string_view m
   HttpResponse response = status == 413   ? error_response(413, "payload_too_large", message)
                           : status == 500 ? error_response(500, "internal", message)
                                           : error_response(400, "invalid_argument", message);
+  add_wire_version(response);
   metrics_.record_request(route.ok() ? route->label : "other", response.status, absl::ZeroDuration());
   return response;
 }

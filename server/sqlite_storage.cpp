@@ -32,7 +32,9 @@ using ::paygent::internal::json_quote;
 using ::paygent::internal::str_cat;
 
 constexpr std::int64_t kNanosPerDay = 86'400'000'000'000;
-constexpr int kSchemaVersion = 1;
+// 1: the first release. 2: the events table has a column for every field of the event's field
+// table (sync/event_record.h); opening a version 1 database adds the missing ones.
+constexpr int kSchemaVersion = 2;
 
 // Every row of a product's data is keyed by the product's integer key (products.pk), not by its
 // "prod_..." id, and an event id is stored as its 16 bytes, not as 32 hex digits: the keys of the
@@ -42,7 +44,8 @@ constexpr int kSchemaVersion = 1;
 // STRICT tables: an INTEGER column refuses a value that is not a lossless integer, which is how a
 // total that would overflow int64 (SQLite turns such a sum into a REAL) is refused instead of
 // being stored rounded.
-constexpr std::string_view kSchema = R"sql(
+const std::string& schema_sql() {
+  static const std::string kSchema = std::string(R"sql(
 CREATE TABLE IF NOT EXISTS products(
   pk INTEGER PRIMARY KEY,
   id TEXT NOT NULL UNIQUE,
@@ -70,21 +73,7 @@ CREATE TABLE IF NOT EXISTS plans(
 CREATE TABLE IF NOT EXISTS events(
   product INTEGER NOT NULL,
   id BLOB NOT NULL,
-  user_id TEXT NOT NULL,
-  session_id TEXT NOT NULL,
-  agent_id TEXT NOT NULL,
-  indicator TEXT NOT NULL,
-  model TEXT NOT NULL,
-  provider TEXT NOT NULL,
-  input_tokens INTEGER NOT NULL,
-  output_tokens INTEGER NOT NULL,
-  cached_input_tokens INTEGER NOT NULL,
-  cache_creation_input_tokens INTEGER NOT NULL,
-  reasoning_tokens INTEGER NOT NULL,
-  cost_nanos INTEGER NOT NULL,
-  ts_ns INTEGER NOT NULL,
-  meta_tags TEXT NOT NULL,
-  estimated INTEGER NOT NULL,
+  )sql") + ::paygent::internal::event_column_definitions() + R"sql(,
   received_ns INTEGER NOT NULL,
   PRIMARY KEY(product, id)) STRICT;
 CREATE INDEX IF NOT EXISTS events_by_user_time ON events(product, user_id, ts_ns);
@@ -112,6 +101,8 @@ CREATE TABLE IF NOT EXISTS product_totals(
   reasoning_tokens INTEGER NOT NULL,
   cost_nanos INTEGER NOT NULL) STRICT;
 )sql";
+  return kSchema;
+}
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
 // so that each of its reads is one query joined to this table rather than a few queries per user.
@@ -249,7 +240,7 @@ bool decode_event_id(std::string_view id, std::array<unsigned char, 16>& out) {
 
 }  // namespace
 
-std::string_view sqlite_schema() noexcept { return kSchema; }
+std::string_view sqlite_schema() noexcept { return schema_sql(); }
 
 // A cached prepared statement in use: binds by 1-based index, steps, reads columns, and resets
 // itself (bindings cleared) when it goes out of scope, ready for the next use.
@@ -282,6 +273,11 @@ class SqliteStorage::Statement {
 
   Statement& bind_blob(int index, const void* data, std::size_t size) {
     sqlite3_bind_blob(stmt_, index, data, static_cast<int>(size), SQLITE_STATIC);
+    return *this;
+  }
+  // The event's payload columns (sync/event_record.h) from parameter `first` on.
+  Statement& bind_event(int first, const EventRecord& e) {
+    ::paygent::internal::bind_event_columns(stmt_, first, e);
     return *this;
   }
 
@@ -456,15 +452,17 @@ absl::StatusOr<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::st
     if (!v.ok()) return v.status();
     if (v->step() == SQLITE_ROW) version = v->int64(0);
   }
-  if (version != 0 && version != kSchemaVersion) {
+  if (version > kSchemaVersion) {
     return absl::FailedPreconditionError(
         str_cat(path, " has schema version ", version, "; this paygentd knows version ", kSchemaVersion));
   }
-  const std::string create =
-      str_cat("BEGIN IMMEDIATE;", kSchema, "PRAGMA user_version=", kSchemaVersion, "; COMMIT;");
-  if (absl::Status s = storage->exec(create.c_str()); !s.ok()) {
+  // Creates what is missing; a database of an older version gets the events columns added since.
+  absl::Status created = storage->exec(str_cat("BEGIN IMMEDIATE;", schema_sql()).c_str());
+  if (created.ok()) created = ::paygent::internal::add_missing_event_columns(storage->db_, "events");
+  if (created.ok()) created = storage->exec(str_cat("PRAGMA user_version=", kSchemaVersion, "; COMMIT;").c_str());
+  if (!created.ok()) {
     static_cast<void>(storage->exec("ROLLBACK"));
-    return s;
+    return created;
   }
   if (absl::Status s = storage->exec(kTempSchema); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<Checkpointer>> checkpointer = Checkpointer::start(path, options);
@@ -797,11 +795,10 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, 
     insert_user->reset();
   }
 
-  absl::StatusOr<Statement> insert_event = prepare(
-      "INSERT OR IGNORE INTO events(product, id, user_id, session_id, agent_id, indicator, model, provider, "
-      "input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos, "
-      "ts_ns, meta_tags, estimated, received_ns) "
-      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
+  static const std::string kInsertEvent =
+      str_cat("INSERT OR IGNORE INTO events(product, id, received_ns, ", ::paygent::internal::event_columns(),
+              ") VALUES(?1, ?2, ?3, ", ::paygent::internal::event_placeholders(4), ")");
+  absl::StatusOr<Statement> insert_event = prepare(kInsertEvent);
   if (!insert_event.ok()) return insert_event.status();
   // Sums of the accepted events per (user, day, model), added to usage_daily after the inserts.
   std::map<std::tuple<std::string_view, std::int64_t, std::string_view>, Totals> daily;
@@ -811,24 +808,7 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, 
   IngestResult result;
   for (std::size_t i = 0; i < events.size(); ++i) {
     const EventRecord& e = events[i];
-    insert_event->bind(1, product)
-        .bind_blob(2, ids[i].data(), ids[i].size())
-        .bind(3, e.user_id)
-        .bind(4, e.session_id)
-        .bind(5, e.agent_id)
-        .bind(6, e.indicator)
-        .bind(7, e.model)
-        .bind(8, e.provider)
-        .bind(9, e.input_tokens)
-        .bind(10, e.output_tokens)
-        .bind(11, e.cached_input_tokens)
-        .bind(12, e.cache_creation_input_tokens)
-        .bind(13, e.reasoning_tokens)
-        .bind(14, e.cost_nanos)
-        .bind(15, e.ts_ns)
-        .bind(16, e.meta_tags_json)
-        .bind(17, std::int64_t{e.estimated ? 1 : 0})
-        .bind(18, received_ns);
+    insert_event->bind(1, product).bind_blob(2, ids[i].data(), ids[i].size()).bind(3, received_ns).bind_event(4, e);
     if (absl::Status s = insert_event->run("insert event"); !s.ok()) return s;
     const bool stored = sqlite3_changes(db_) == 1;
     insert_event->reset();

@@ -76,8 +76,9 @@ std::string_view sqlite_schema() noexcept;
 class SqliteStorage final : public Storage {
  public:
   // Opens the database at `path`, creating it and its tables when missing, in WAL mode.
-  // Unavailable when the file cannot be opened or written; FailedPrecondition when it holds a
-  // schema version this build does not know.
+  // A database of an older schema version is upgraded (the events columns added since are added
+  // with their defaults). Unavailable when the file cannot be opened or written;
+  // FailedPrecondition when it holds a newer schema version than this build knows.
   static absl::StatusOr<std::unique_ptr<SqliteStorage>> open(const std::string& path, SqliteOptions options = {});
 
   // Finalises the statements and closes the database (which checkpoints the WAL into it).

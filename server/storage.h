@@ -21,28 +21,13 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "sync/event_record.h"
 
 namespace paygent::server {
 
-// One metered call, as the syncer sends it (docs/wire.md, "Ingest"). Validated by the caller.
-struct EventRecord {
-  std::string id;  // 32 lowercase hex digits; unique per product
-  std::string user_id;
-  std::string session_id;
-  std::string agent_id;
-  std::string indicator;
-  std::string model;
-  std::string provider;
-  std::int64_t input_tokens = 0;
-  std::int64_t output_tokens = 0;
-  std::int64_t cached_input_tokens = 0;
-  std::int64_t cache_creation_input_tokens = 0;
-  std::int64_t reasoning_tokens = 0;
-  std::int64_t cost_nanos = 0;
-  std::int64_t ts_ns = 0;           // decides the billing period
-  std::string meta_tags_json = "{}";  // a JSON object of string values, as re-serialised by the parser
-  bool estimated = false;
-};
+// One metered call, as the syncer sends it (docs/wire.md, "Ingest"): the one event record of the
+// library and the server (sync/event_record.h). Validated by the caller.
+using EventRecord = ::paygent::internal::EventRecord;
 
 // A user's subscription: the plan and its first period [period_start_ns, period_end_ns).
 struct Subscription {

@@ -219,65 +219,66 @@ absl::Status read_meta_tags(element value, const FieldPath& path, std::string& o
   return absl::OkStatus();
 }
 
-enum EventField : std::size_t {
-  kId,
-  kUserId,
-  kSessionId,
-  kAgentId,
-  kIndicator,
-  kModel,
-  kProvider,
-  kInputTokens,
-  kOutputTokens,
-  kCachedInputTokens,
-  kCacheCreationInputTokens,
-  kReasoningTokens,
-  kCostNanos,
-  kTsNs,
-  kMetaTags,
-  kEstimated,
-  kEventFieldCount,
-};
+using ::paygent::internal::EventField;
+using ::paygent::internal::EventFieldType;
+using ::paygent::internal::kEventFields;
+using ::paygent::internal::kWireVersion;
+static_assert(kEventFields.size() <= 64);
 
-constexpr std::array<std::string_view, kEventFieldCount> kEventFields = {
-    "id",           "user_id",          "session_id",        "agent_id",         "indicator",
-    "model",        "provider",         "input_tokens",      "output_tokens",    "cached_input_tokens",
-    "cache_creation_input_tokens",      "reasoning_tokens",  "cost_nanos",       "ts_ns",
-    "meta_tags",    "estimated"};
+absl::Status read_event_field(const EventField& f, element v, const FieldPath& field, EventRecord& e) {
+  switch (f.type) {
+    case EventFieldType::kId: {
+      std::string_view id;
+      if (v.get_string().get(id) != simdjson::SUCCESS || !is_event_id(id)) {
+        return field_error(field, "must be 32 lowercase hex digits");
+      }
+      (e.*f.text).assign(id);
+      return absl::OkStatus();
+    }
+    case EventFieldType::kText: return read_text(v, field, e.*f.text, f.non_empty);
+    case EventFieldType::kCount: return read_count(v, field, e.*f.count);
+    case EventFieldType::kBool: return read_bool(v, field, e.*f.flag);
+    case EventFieldType::kMetaTags: return read_meta_tags(v, field, e.*f.text);
+    case EventFieldType::kKind: {
+      std::string_view name;
+      if (v.get_string().get(name) != simdjson::SUCCESS || !::paygent::internal::parse_usage_kind(name, e.kind)) {
+        return field_error(field, "must be one of \"llm\", \"stt\", \"tts\", \"sts\", \"video\", \"external\", \"billing\"");
+      }
+      return absl::OkStatus();
+    }
+  }
+  return absl::InternalError("unreachable");
+}
 
-absl::Status read_event(element value, const FieldPath& path, EventRecord& e) {
+// Reads one event against the event's field table (sync/event_record.h). A field unknown here is
+// refused, unless the batch is of a newer wire version than this paygentd's (then it is a field
+// added since, and ignored). Every required field must be there; the others keep their defaults.
+absl::Status read_event(element value, const FieldPath& path, int batch_version, EventRecord& e) {
   simdjson::dom::object object;
   if (value.get_object().get(object) != simdjson::SUCCESS) return field_error(path, "must be an object");
-  return read_fields(object, path, kEventFields, all_of(kEventFieldCount),
-                     [&](std::size_t index, element v, const FieldPath& field) -> absl::Status {
-                       switch (static_cast<EventField>(index)) {
-                         case kId: {
-                           std::string_view id;
-                           if (v.get_string().get(id) != simdjson::SUCCESS || !is_event_id(id)) {
-                             return field_error(field, "must be 32 lowercase hex digits");
-                           }
-                           e.id.assign(id);
-                           return absl::OkStatus();
-                         }
-                         case kUserId: return read_text(v, field, e.user_id, true);
-                         case kSessionId: return read_text(v, field, e.session_id, false);
-                         case kAgentId: return read_text(v, field, e.agent_id, false);
-                         case kIndicator: return read_text(v, field, e.indicator, false);
-                         case kModel: return read_text(v, field, e.model, false);
-                         case kProvider: return read_text(v, field, e.provider, false);
-                         case kInputTokens: return read_count(v, field, e.input_tokens);
-                         case kOutputTokens: return read_count(v, field, e.output_tokens);
-                         case kCachedInputTokens: return read_count(v, field, e.cached_input_tokens);
-                         case kCacheCreationInputTokens: return read_count(v, field, e.cache_creation_input_tokens);
-                         case kReasoningTokens: return read_count(v, field, e.reasoning_tokens);
-                         case kCostNanos: return read_count(v, field, e.cost_nanos);
-                         case kTsNs: return read_count(v, field, e.ts_ns);
-                         case kMetaTags: return read_meta_tags(v, field, e.meta_tags_json);
-                         case kEstimated: return read_bool(v, field, e.estimated);
-                         case kEventFieldCount: break;
-                       }
-                       return absl::InternalError("unreachable");
-                     });
+  constexpr std::size_t n = kEventFields.size();
+  std::uint64_t seen = 0;
+  std::size_t expected = 0;  // members usually come in the documented order: try that one first
+  for (const auto [key, v] : object) {
+    std::size_t index = expected < n && kEventFields[expected].name == key ? expected : 0;
+    while (index < n && kEventFields[index].name != key) ++index;
+    const FieldPath member = path.member(key);
+    if (index == n) {
+      if (batch_version > kWireVersion) continue;
+      return field_error(member, "unknown field");
+    }
+    const std::uint64_t bit = std::uint64_t{1} << index;
+    if ((seen & bit) != 0) return field_error(member, "repeated field");
+    seen |= bit;
+    expected = index + 1;
+    if (absl::Status s = read_event_field(kEventFields[index], v, member, e); !s.ok()) return s;
+  }
+  for (std::size_t index = 0; index < n; ++index) {
+    if (kEventFields[index].required && (seen & (std::uint64_t{1} << index)) == 0) {
+      return field_error(path.member(kEventFields[index].name), "missing");
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status read_time(element value, const FieldPath& path, std::int64_t& out_ns) {
@@ -300,9 +301,30 @@ absl::Status read_time(element value, const FieldPath& path, std::int64_t& out_n
 absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body) {
   absl::StatusOr<simdjson::dom::object> root = parse_object(body);
   if (!root.ok()) return root.status();
+  // The batch's wire version first: it decides whether an unknown field is a typo or a field
+  // added by a newer library.
+  std::int64_t version = 1;
+  if (element v; (*root)["v"].get(v) == simdjson::SUCCESS) {
+    if (v.type() != element_type::INT64 || v.get_int64().value_unsafe() < 1) {
+      return field_error(kBody.member("v"), "must be a positive integer (the wire version)");
+    }
+    version = v.get_int64().value_unsafe();
+  }
+  const int batch_version = static_cast<int>(std::min<std::int64_t>(version, 1 << 30));
   std::vector<EventRecord> events;
-  static constexpr std::array<std::string_view, 1> kFields = {"events"};
-  absl::Status status = read_fields(*root, kBody, kFields, all_of(1), [&](std::size_t, element v, const FieldPath& path) {
+  bool seen_v = false, seen_events = false;
+  for (const auto [key, v] : *root) {
+    const FieldPath path = kBody.member(key);
+    if (key == "v" || key == "events") {
+      bool& seen = key == "v" ? seen_v : seen_events;
+      if (seen) return field_error(path, "repeated field");
+      seen = true;
+      if (key == "v") continue;
+    } else if (batch_version > kWireVersion) {
+      continue;
+    } else {
+      return field_error(path, "unknown field");
+    }
     simdjson::dom::array array;
     if (v.get_array().get(array) != simdjson::SUCCESS) return field_error(path, "must be an array of events");
     if (array.size() == 0 || array.size() > kMaxBatchEvents) {
@@ -311,12 +333,11 @@ absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body
     events.resize(array.size());
     std::size_t i = 0;
     for (element event : array) {
-      if (absl::Status s = read_event(event, path.element(i), events[i]); !s.ok()) return s;
+      if (absl::Status s = read_event(event, path.element(i), batch_version, events[i]); !s.ok()) return s;
       ++i;
     }
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
+  }
+  if (!seen_events) return field_error(kBody.member("events"), "missing");
   return events;
 }
 

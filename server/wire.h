@@ -32,11 +32,15 @@ inline constexpr std::size_t kMaxTextBytes = 1024;
 // Most meta tags on one event.
 inline constexpr std::size_t kMaxMetaTags = 64;
 
-// POST /api/v1/events:batch: {"events": [1 to 1,000 events]}. Every field of an event is required:
-// id (32 lowercase hex digits), user_id (non-empty), session_id, agent_id, indicator, model,
-// provider (strings), input_tokens, output_tokens, cached_input_tokens,
-// cache_creation_input_tokens, reasoning_tokens, cost_nanos, ts_ns (non-negative integers),
-// meta_tags (an object of at most 64 string values), estimated (boolean).
+// POST /api/v1/events:batch: {"v": wire version (optional, 1 when absent), "events": [1 to 1,000
+// events]}. An event's fields are those of the event's field table (sync/event_record.h): the
+// version 1 fields are required: id (32 lowercase hex digits), user_id (non-empty), session_id,
+// agent_id, indicator, model, provider (strings), input_tokens, output_tokens,
+// cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos, ts_ns
+// (non-negative integers), meta_tags (an object of at most 64 string values), estimated
+// (boolean); later ones are optional and default as EventRecord{} does: kind (version 2; "llm").
+// Unknown fields (of the batch or of an event) are refused when "v" is at most
+// internal::kWireVersion, and ignored when it is higher (a newer library's fields).
 absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body);
 
 // POST /api/v1/usage:query: {"users": [1 to 1,000 distinct non-empty user ids]}.

@@ -11,31 +11,24 @@
 namespace paygent::internal {
 namespace {
 
-constexpr const char* kSchema = R"sql(
+// The schema version this build writes. 1: the first release; 2: the events table has the
+// columns of every field of sync/event_record.h (added on open to a version 1 file).
+constexpr int kSchemaVersion = 2;
+
+// The tables, created when missing. The events table's payload columns come from the event's
+// field table; those a file of an older build lacks are added by add_missing_event_columns().
+std::string schema_sql() {
+  return str_cat(R"sql(
 CREATE TABLE IF NOT EXISTS paygent_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO paygent_meta(key, value) VALUES ('schema_version', '1');
 CREATE TABLE IF NOT EXISTS events(
   id TEXT NOT NULL UNIQUE,
-  user_id TEXT NOT NULL,
-  session_id TEXT NOT NULL,
-  agent_id TEXT NOT NULL,
-  indicator TEXT NOT NULL,
-  model TEXT NOT NULL,
-  provider TEXT NOT NULL,
-  input_tokens INTEGER NOT NULL,
-  output_tokens INTEGER NOT NULL,
-  cached_input_tokens INTEGER NOT NULL,
-  cache_creation_input_tokens INTEGER NOT NULL,
-  reasoning_tokens INTEGER NOT NULL,
-  cost_nanos INTEGER NOT NULL,
-  ts_ns INTEGER NOT NULL,
-  meta_tags TEXT NOT NULL,
-  estimated INTEGER NOT NULL,
+  )sql", event_column_definitions(), R"sql(,
   acked INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_user_ts ON events(user_id, ts_ns);
 CREATE INDEX IF NOT EXISTS events_unacked ON events(acked);
-)sql";
+)sql");
+}
 
 // Binds text without copying: SQLite reads it before sqlite3_step returns.
 void bind_text(sqlite3_stmt* s, int i, std::string_view v) {
@@ -71,17 +64,17 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::open(const std::string& 
   // WAL: appends are checksummed and a torn tail is discarded on recovery; NORMAL sync commits
   // each group without an fsync per transaction (durable against process crashes, which is the
   // contract; the WAL is fsynced at checkpoints).
-  for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", kSchema}) {
+  for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"}) {
     if (absl::Status s = store->exec(sql); !s.ok()) {
       return absl::UnavailableError(str_cat("local store ", path, ": ", s.message()));
     }
   }
-  if (sqlite3_prepare_v2(db,
-                         "INSERT OR IGNORE INTO events(id, user_id, session_id, agent_id, indicator, model, "
-                         "provider, input_tokens, output_tokens, cached_input_tokens, "
-                         "cache_creation_input_tokens, reasoning_tokens, cost_nanos, ts_ns, meta_tags, estimated) "
-                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                         -1, &store->insert_, nullptr) != SQLITE_OK) {
+  if (absl::Status s = store->upgrade_schema(); !s.ok()) {
+    return absl::UnavailableError(str_cat("local store ", path, ": ", s.message()));
+  }
+  const std::string insert =
+      str_cat("INSERT OR IGNORE INTO events(id, ", event_columns(), ") VALUES (?1, ", event_placeholders(2), ")");
+  if (sqlite3_prepare_v2(db, insert.c_str(), -1, &store->insert_, nullptr) != SQLITE_OK) {
     return store->error(str_cat("local store ", path, ": not a Paygent store"));
   }
   return store;
@@ -93,6 +86,22 @@ LocalStore::~LocalStore() {
   std::lock_guard<std::mutex> lock(mu_);
   sqlite3_finalize(insert_);
   sqlite3_close(db_);
+}
+
+absl::Status LocalStore::upgrade_schema() {
+  if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  absl::Status status = exec(schema_sql().c_str());
+  if (status.ok()) status = add_missing_event_columns(db_, "events");
+  // A file written by a newer build keeps its (higher) version: its extra columns have defaults.
+  if (status.ok()) {
+    status = exec(str_cat("INSERT INTO paygent_meta(key, value) VALUES ('schema_version', '", kSchemaVersion,
+                          "') ON CONFLICT(key) DO UPDATE SET value = CAST(max(CAST(value AS INTEGER), ", kSchemaVersion,
+                          ") AS TEXT)")
+                      .c_str());
+  }
+  if (status.ok()) status = exec("COMMIT");
+  if (!status.ok()) exec("ROLLBACK").IgnoreError();
+  return status;
 }
 
 absl::Status LocalStore::exec(const char* sql) {
@@ -109,29 +118,15 @@ absl::Status LocalStore::error(std::string_view what) {
   return absl::InternalError(str_cat(what, ": ", sqlite3_errmsg(db_)));
 }
 
-absl::StatusOr<std::int64_t> LocalStore::append(const std::vector<StoredEvent>& events) {
+absl::StatusOr<std::int64_t> LocalStore::append(const std::vector<EventRecord>& events) {
   std::lock_guard<std::mutex> lock(mu_);
   if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   std::int64_t added = 0;
-  for (const StoredEvent& e : events) {
+  for (const EventRecord& e : events) {
     sqlite3_stmt* s = insert_;
     sqlite3_reset(s);
     bind_text(s, 1, e.id);
-    bind_text(s, 2, e.user_id);
-    bind_text(s, 3, e.session_id);
-    bind_text(s, 4, e.agent_id);
-    bind_text(s, 5, e.indicator);
-    bind_text(s, 6, e.model);
-    bind_text(s, 7, e.provider);
-    sqlite3_bind_int64(s, 8, e.usage.input_tokens);
-    sqlite3_bind_int64(s, 9, e.usage.output_tokens);
-    sqlite3_bind_int64(s, 10, e.usage.cached_input_tokens);
-    sqlite3_bind_int64(s, 11, e.usage.cache_creation_input_tokens);
-    sqlite3_bind_int64(s, 12, e.usage.reasoning_tokens);
-    sqlite3_bind_int64(s, 13, e.cost);
-    sqlite3_bind_int64(s, 14, e.ts_ns);
-    bind_text(s, 15, e.meta_tags_json);
-    sqlite3_bind_int(s, 16, e.estimated ? 1 : 0);
+    bind_event_columns(s, 2, e);
     if (sqlite3_step(s) != SQLITE_DONE) {
       absl::Status st = error("local store: insert");
       sqlite3_reset(s);
@@ -204,41 +199,37 @@ absl::StatusOr<std::vector<SessionTotals>> LocalStore::sessions(std::string_view
   return out;
 }
 
-absl::StatusOr<std::vector<StoredEvent>> LocalStore::unacked(std::size_t limit) {
+absl::StatusOr<std::vector<EventRecord>> LocalStore::unacked(std::size_t limit) {
   std::lock_guard<std::mutex> lock(mu_);
   Statement st;
-  if (sqlite3_prepare_v2(db_,
-                         "SELECT id, user_id, session_id, agent_id, indicator, model, provider, input_tokens, "
-                         "output_tokens, cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, "
-                         "cost_nanos, ts_ns, meta_tags, estimated FROM events WHERE acked = 0 ORDER BY rowid LIMIT ?",
-                         -1, &st.s, nullptr) != SQLITE_OK) {
+  const std::string select =
+      str_cat("SELECT id, ", event_columns(), " FROM events WHERE acked = 0 ORDER BY rowid LIMIT ?");
+  if (sqlite3_prepare_v2(db_, select.c_str(), -1, &st.s, nullptr) != SQLITE_OK) {
     return error("local store: unacked");
   }
   sqlite3_bind_int64(st.s, 1, static_cast<sqlite3_int64>(limit));
-  std::vector<StoredEvent> out;
+  std::vector<EventRecord> out;
   int rc;
   while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
-    StoredEvent e;
+    EventRecord e;
     e.id = column_text(st.s, 0);
-    e.user_id = column_text(st.s, 1);
-    e.session_id = column_text(st.s, 2);
-    e.agent_id = column_text(st.s, 3);
-    e.indicator = column_text(st.s, 4);
-    e.model = column_text(st.s, 5);
-    e.provider = column_text(st.s, 6);
-    e.usage.input_tokens = sqlite3_column_int64(st.s, 7);
-    e.usage.output_tokens = sqlite3_column_int64(st.s, 8);
-    e.usage.cached_input_tokens = sqlite3_column_int64(st.s, 9);
-    e.usage.cache_creation_input_tokens = sqlite3_column_int64(st.s, 10);
-    e.usage.reasoning_tokens = sqlite3_column_int64(st.s, 11);
-    e.cost = sqlite3_column_int64(st.s, 12);
-    e.ts_ns = sqlite3_column_int64(st.s, 13);
-    e.meta_tags_json = column_text(st.s, 14);
-    e.estimated = sqlite3_column_int(st.s, 15) != 0;
+    read_event_columns(st.s, 1, e);
     out.push_back(std::move(e));
   }
   if (rc != SQLITE_DONE) return error("local store: unacked");
   return out;
+}
+
+absl::StatusOr<std::int64_t> LocalStore::release_held() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "UPDATE events SET acked = ?1 WHERE acked = ?2", -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: release_held");
+  }
+  sqlite3_bind_int(st.s, 1, kUnacked);
+  sqlite3_bind_int(st.s, 2, kHeld);
+  if (sqlite3_step(st.s) != SQLITE_DONE) return error("local store: release_held");
+  return static_cast<std::int64_t>(sqlite3_changes(db_));
 }
 
 absl::Status LocalStore::mark_acked(const std::vector<std::string>& ids, int state) {

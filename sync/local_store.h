@@ -5,6 +5,11 @@
 // Readers (the Engine's cold paths: a user's first call of a period or session) sum what is there.
 // The events table is also the outbox the backend syncer will drain (the `acked` column).
 //
+// The events table's columns come from the event's field table (sync/event_record.h). The file
+// records its schema version (paygent_meta.schema_version); opening a file written by an older
+// build adds the columns of the fields added since (with their defaults), so its unsent events
+// are still read and delivered.
+//
 // Thread safety: a LocalStore serialises its own use with a mutex; it may be called from any
 // thread. It is never called on the hot path.
 #pragma once
@@ -22,27 +27,12 @@
 #include "absl/status/statusor.h"
 #include "paygent/money.h"
 #include "paygent/usage.h"
+#include "sync/event_record.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
 
 namespace paygent::internal {
-
-// An event as stored: plain values, owned.
-struct StoredEvent {
-  std::string id;  // 32 hex digits
-  std::string user_id;
-  std::string session_id;
-  std::string agent_id;
-  std::string indicator;
-  std::string model;
-  std::string provider;
-  Usage usage;
-  Nanos cost = 0;
-  std::int64_t ts_ns = 0;
-  std::string meta_tags_json;  // {"k":"v",...}
-  bool estimated = false;
-};
 
 // Totals of one user over a time range, by model.
 struct RangeTotals {
@@ -73,9 +63,15 @@ class LocalStore {
   static absl::StatusOr<std::unique_ptr<LocalStore>> open(const std::string& path);
   ~LocalStore();
 
+  // The events table's `acked` states.
+  static constexpr int kUnacked = 0;   // to be delivered
+  static constexpr int kAcked = 1;     // the backend has it
+  static constexpr int kRejected = 2;  // refused by a backend at least as new as the event: never resent
+  static constexpr int kHeld = 3;      // needs a newer backend than the one answering: kept until it is
+
   // Stores the events in one transaction, all or none. Events whose id is already stored are
   // skipped (idempotent). Returns how many were new.
-  absl::StatusOr<std::int64_t> append(const std::vector<StoredEvent>& events);
+  absl::StatusOr<std::int64_t> append(const std::vector<EventRecord>& events);
 
   // Sum of `user_id`'s events with ts in [start_ns, end_ns); with `acked_only`, of those the
   // backend has acknowledged.
@@ -84,11 +80,12 @@ class LocalStore {
 
   // --- The outbox (the events table is the syncer's spool) ---
 
-  // Up to `limit` events not yet acknowledged by the backend, oldest first.
-  absl::StatusOr<std::vector<StoredEvent>> unacked(std::size_t limit);
-  // Marks the events acknowledged (state 1), or refused by the backend (state 2: kept, never
-  // resent), in one transaction.
-  absl::Status mark_acked(const std::vector<std::string>& ids, int state = 1);
+  // Up to `limit` events to be delivered (kUnacked), oldest first.
+  absl::StatusOr<std::vector<EventRecord>> unacked(std::size_t limit);
+  // Puts the events in `state` (kAcked, kRejected or kHeld), in one transaction.
+  absl::Status mark_acked(const std::vector<std::string>& ids, int state = kAcked);
+  // Puts every kHeld event back to kUnacked (the backend may read them now); returns how many.
+  absl::StatusOr<std::int64_t> release_held();
   absl::StatusOr<std::int64_t> unacked_count();
   // Deletes the oldest unacknowledged events beyond `keep`; returns how many were deleted.
   absl::StatusOr<std::int64_t> drop_oldest_unacked(std::int64_t keep);
@@ -107,6 +104,9 @@ class LocalStore {
 
  private:
   explicit LocalStore(sqlite3* db);
+  // Creates the tables when missing and adds the columns an older build's file lacks, in one
+  // transaction; records the schema version.
+  absl::Status upgrade_schema() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status error(std::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -38,24 +38,6 @@ namespace {
 constexpr auto kMinBackoff = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
 
-std::string batch_json(const std::vector<StoredEvent>& events) {
-  std::string out = "{\"events\":[";
-  for (std::size_t i = 0; i < events.size(); ++i) {
-    const StoredEvent& e = events[i];
-    str_append(&out, i ? "," : "", "{\"id\":", json_quote(e.id), ",\"user_id\":", json_quote(e.user_id),
-               ",\"session_id\":", json_quote(e.session_id), ",\"agent_id\":", json_quote(e.agent_id),
-               ",\"indicator\":", json_quote(e.indicator), ",\"model\":", json_quote(e.model),
-               ",\"provider\":", json_quote(e.provider), ",\"input_tokens\":", e.usage.input_tokens,
-               ",\"output_tokens\":", e.usage.output_tokens, ",\"cached_input_tokens\":", e.usage.cached_input_tokens,
-               ",\"cache_creation_input_tokens\":", e.usage.cache_creation_input_tokens,
-               ",\"reasoning_tokens\":", e.usage.reasoning_tokens, ",\"cost_nanos\":", e.cost, ",\"ts_ns\":", e.ts_ns,
-               ",\"meta_tags\":", e.meta_tags_json.empty() ? std::string("{}") : e.meta_tags_json,
-               ",\"estimated\":", e.estimated ? "true" : "false", "}");
-  }
-  out += "]}";
-  return out;
-}
-
 std::string percent_encode(std::string_view s) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
@@ -107,7 +89,20 @@ bool read_usage(simdjson::dom::element obj, std::string user_id, BackendUsage& o
 struct Response {
   unsigned status = 0;
   std::string body;
+  int wire_version = 1;  // the Paygent-Wire-Version header; 1 when absent (a paygentd before versions)
 };
+
+// The version a reply's Paygent-Wire-Version header says; 1 when absent or unreadable.
+int wire_version_of(const http::response<http::string_body>& res) {
+  const auto it = res.find(beast::string_view(kWireVersionHeader.data(), kWireVersionHeader.size()));
+  if (it == res.end()) return 1;
+  int version = 0;
+  for (char c : it->value()) {
+    if (c < '0' || c > '9' || version > 1'000'000) return 1;
+    version = version * 10 + (c - '0');
+  }
+  return version >= 1 ? version : 1;
+}
 
 }  // namespace
 
@@ -157,7 +152,9 @@ struct Syncer::Impl {
         if (!ec) {
           auto res = parser.release();
           if (!res.keep_alive()) disconnect();
-          co_return Response{res.result_int(), std::move(res.body())};
+          const int version = wire_version_of(res);
+          take_backend_version(version);
+          co_return Response{res.result_int(), std::move(res.body()), version};
         }
       }
       const auto verb_name = http::to_string(verb);
@@ -179,6 +176,53 @@ struct Syncer::Impl {
     connected = false;
   }
 
+  // --- Versions (docs/wire.md, "Versions") ---
+
+  // Every reply says the backend's wire version. When it is newer than what this syncer last
+  // heard, the events held for a newer backend are put back in the queue.
+  void take_backend_version(int version) {
+    if (version == backend_version) return;
+    const bool newer = version > backend_version;
+    backend_version = version;
+    held_reported = false;
+    if (newer && version > 1) release_held();
+  }
+
+  void release_held() {
+    auto released = store->release_held();
+    if (!released.ok()) {
+      target->sync_error(released.status());
+      return;
+    }
+    holding = false;
+  }
+
+  // Sets aside (kHeld) the events of `batch` that the backend's version cannot carry; they stay
+  // in the store, counted locally, until a reply says the backend is new enough.
+  bool hold_what_the_backend_cannot_read(std::vector<EventRecord>& batch) {
+    if (backend_version >= kWireVersion) return true;
+    std::vector<std::string> held;
+    std::erase_if(batch, [&](EventRecord& e) {
+      if (wire_version_needed(e) <= backend_version) return false;
+      held.push_back(std::move(e.id));
+      return true;
+    });
+    if (held.empty()) return true;
+    if (absl::Status s = store->mark_acked(held, LocalStore::kHeld); !s.ok()) {
+      target->sync_error(s);
+      return false;
+    }
+    holding = true;
+    if (!held_reported) {
+      held_reported = true;
+      target->sync_error(absl::FailedPreconditionError(str_cat(
+          "the backend speaks wire version ", backend_version, ", older than this library's ", kWireVersion, ": ",
+          held.size(), " events that need a newer version are kept in the local store and sent once the backend "
+          "is upgraded")));
+    }
+    return true;
+  }
+
   // --- Delivery ---
 
   // Sends one batch. Returns 1 when a batch was delivered, 0 when there was nothing to send, -1 on
@@ -190,10 +234,21 @@ struct Syncer::Impl {
       co_return -1;
     }
     if (batch->empty()) co_return 0;
-    auto res = co_await request(http::verb::post, "/api/v1/events:batch", batch_json(*batch));
+    if (!hold_what_the_backend_cannot_read(*batch)) co_return -1;
+    if (batch->empty()) co_return 1;  // all held: the next batch may be deliverable
+    int batch_version = 1;
+    for (const EventRecord& e : *batch) batch_version = std::max(batch_version, wire_version_needed(e));
+    auto res = co_await request(http::verb::post, "/api/v1/events:batch", encode_event_batch(*batch));
     if (!res) {
       fail(absl::UnavailableError(str_cat("backend unreachable: ", last_error)));
       co_return -1;
+    }
+    if ((res->status == 400 || res->status == 413 || res->status == 422) && res->wire_version < batch_version) {
+      // Refused by a backend older than the batch: the refusal may be the version skew (a field it
+      // does not know), so it is not final. backend_version is now known; the next pass holds the
+      // events it cannot read and sends the rest.
+      healthy.store(true);
+      co_return 1;
     }
     if (res->status == 400 || res->status == 413 || res->status == 422) {
       // The backend refuses the content, so retrying the same batch can never succeed. Find the
@@ -205,7 +260,8 @@ struct Syncer::Impl {
         }
         co_return 1;
       }
-      if (absl::Status s = store->mark_acked({batch->front().id}, /*state=*/2); !s.ok()) {
+      // Refused by a backend at least as new as the event: final.
+      if (absl::Status s = store->mark_acked({batch->front().id}, LocalStore::kRejected); !s.ok()) {
         target->sync_error(s);
         co_return -1;
       }
@@ -345,6 +401,7 @@ struct Syncer::Impl {
 
   net::awaitable<void> run() {
     using clock = std::chrono::steady_clock;
+    release_held();  // held by an earlier run for the backend of then: this backend may read them
     auto last_send = clock::now() - std::chrono::hours(1);
     auto last_refresh = last_send;
     auto last_bound_check = last_send;
@@ -412,8 +469,8 @@ struct Syncer::Impl {
         std::lock_guard<std::mutex> lock(mu);
         if (flushing) {
           flush_done = ticket;
-          flush_ok = ok && attempted;
-          flush_error = last_error;
+          flush_ok = ok && attempted && !holding;
+          flush_error = holding ? std::string("events that need a newer backend wait in the local store") : last_error;
           flushed.notify_all();
         }
         // `stop` is this pass's snapshot: a stop requested during the pass gets a pass of its own.
@@ -463,6 +520,11 @@ struct Syncer::Impl {
   std::string latest_plans_version;
   bool plans_stale = false;
   bool usage_query_supported = true;  // false once the backend answered 404 to POST /usage:query
+  // The backend's wire version as its last reply said it (I/O thread only). Until a reply says,
+  // the backend is taken to be as new as this library; held events wait for a newer one.
+  int backend_version = kWireVersion;
+  bool held_reported = false;  // the holding of events was reported for this backend_version
+  bool holding = false;        // events are held (a flush then fails: not everything was delivered)
   std::atomic<bool> wake_pending{false};  // a wake() that came while no timer was armed
   std::atomic<std::int64_t> delivered_count{0};
   std::atomic<std::int64_t> failures{0};

@@ -6,6 +6,9 @@
 // garbage never blocks the application: events wait in the store (bounded by max_spool_events;
 // what is dropped past the bound is counted and reported), and delivery retries with exponential
 // backoff and jitter. Delivery is at-least-once; the backend makes it exactly-once by event id.
+// Events are encoded by the shared codec (sync/event_record.h) at the lowest wire version that
+// carries them; those that need a newer backend than the one answering wait in the store until a
+// reply's Paygent-Wire-Version says it is new enough.
 //
 // Thread safety: every public method may be called from any thread.
 #pragma once
@@ -68,7 +71,9 @@ class SyncTarget {
   virtual void events_dropped(std::int64_t count) = 0;
   // A refresh round (every refresh_interval) began: users active from now on are refreshed again.
   virtual void refresh_round() = 0;
-  // Events the backend refused as malformed: set aside, never resent.
+  // Events a backend at least as new as them (docs/wire.md, "Versions") refused as malformed:
+  // set aside, never resent. A refusal by an older backend is not final: those events are kept
+  // and sent once it is upgraded (said through sync_error).
   virtual void events_rejected(std::int64_t count, std::string reason) = 0;
 };
 
@@ -84,7 +89,8 @@ class Syncer {
   // for them) wakes the syncer for it now.
   void watch_user(std::string user_id, bool urgent = true);
   // Delivers every event stored before the call. DeadlineExceeded when the backend did not take
-  // them all in time (they stay in the store and are delivered later).
+  // them all in time (they stay in the store and are delivered later); Unavailable when it failed,
+  // or when events wait for a newer backend (docs/wire.md, "Versions").
   absl::Status flush(absl::Duration deadline);
   // Delivers what can be delivered within `deadline`, then stops the thread.
   void stop(absl::Duration deadline);

@@ -214,17 +214,15 @@ struct PlanSnapshot {
   const CompiledPlan* default_plan = nullptr;
 };
 
-// One metered call on its way from the calling thread to the store.
+// One metered call on its way from the calling thread to the store: the event's fixed-size part
+// (sync/event_record.h) by value, its text by reference to interned, immutable owners.
 struct QueuedEvent {
   EventId id;
   std::shared_ptr<const ContextData> context;
   const ModelInfo* model = nullptr;
   const SessionWindow* session = nullptr;
   Provider provider = Provider::kUnknown;
-  Usage usage;
-  Nanos cost = 0;
-  std::int64_t ts_ns = 0;
-  bool estimated = false;
+  EventQuantities quantities;
 };
 
 // The verdicts of the (at most three) limits that apply to one call: period spend, session spend
@@ -362,7 +360,7 @@ struct Engine final : SyncTarget {
   std::atomic<std::uint64_t> refresh_epoch{1};
   std::atomic<bool> dropped_reported{false};
   std::atomic<bool> unknown_backend_plan_reported{false};
-  std::vector<StoredEvent> unstored;  // writer thread only
+  std::vector<EventRecord> unstored;  // writer thread only
   std::atomic<bool> store_failing{false};
   std::thread writer;
 

@@ -199,7 +199,7 @@ struct Stats {
   std::int64_t stored_events = 0;      // events committed to the local store
   std::int64_t delivered_events = 0;   // events acknowledged by the backend
   std::int64_t dropped_events = 0;     // undelivered events dropped past max_spool_events
-  std::int64_t rejected_events = 0;    // events the backend refused as malformed (kept, not resent)
+  std::int64_t rejected_events = 0;    // events a backend at least as new refused as malformed (kept, not resent)
 };
 
 class Paygent {

@@ -17,7 +17,10 @@
 #include <string>
 #include <thread>
 
+#include <sqlite3.h>
+
 #include "paygent/paygent.h"
+#include "sync/local_store.h"
 #include "tests/guard/fixture.h"
 
 namespace paygent {
@@ -73,6 +76,15 @@ class FakeBackend {
   void subscribe(const std::string& user, const std::string& plan, absl::Time start, absl::Time end) {
     std::lock_guard<std::mutex> lock(mu_);
     subscriptions_[user] = {plan, absl::ToUnixNanos(start), absl::ToUnixNanos(end)};
+  }
+
+  // The wire version this backend speaks: 1 is a paygentd from before versions (no
+  // Paygent-Wire-Version header; an unknown field of a batch or an event is refused with 400).
+  void set_wire_version(int v) { wire_version_ = v; }
+  // Events stored with "kind": "stt".
+  std::int64_t stt_events() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stt_events_;
   }
 
   std::int64_t batch_requests() const { return batch_requests_.load(); }
@@ -149,9 +161,11 @@ class FakeBackend {
     return false;
   }
 
-  static std::string http(int status, const std::string& body) {
-    return "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Type: application/json\r\nContent-Length: " +
-           std::to_string(body.size()) + "\r\n\r\n" + body;
+  std::string http(int status, const std::string& body) {
+    const int v = wire_version_.load();
+    return "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Type: application/json\r\n" +
+           (v > 1 ? "Paygent-Wire-Version: " + std::to_string(v) + "\r\n" : std::string()) +
+           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   }
 
   std::string usage_json(const std::string& user) {
@@ -193,9 +207,15 @@ class FakeBackend {
       if (parser.parse(body).get(doc) != simdjson::SUCCESS) return http(400, "{}");
       std::int64_t accepted = 0, dups = 0;
       std::set<std::string> users;
+      if (wire_version_ < 2 && doc["v"].error() == simdjson::SUCCESS) {
+        return http(400, "{\"error\":{\"code\":\"invalid_argument\",\"message\":\"v: unknown field\"}}");
+      }
       for (simdjson::dom::element e : doc["events"].get_array()) {
         if (e["user_id"].get_string().value() == "poison") {  // the whole batch is refused
           return http(400, "{\"error\":{\"code\":\"invalid_argument\",\"message\":\"events[0].user_id: poison\"}}");
+        }
+        if (wire_version_ < 2 && e["kind"].error() == simdjson::SUCCESS) {
+          return http(400, "{\"error\":{\"code\":\"invalid_argument\",\"message\":\"events[0].kind: unknown field\"}}");
         }
       }
       for (simdjson::dom::element e : doc["events"].get_array()) {
@@ -207,6 +227,8 @@ class FakeBackend {
           continue;
         }
         ++accepted;
+        std::string_view kind;
+        if (e["kind"].get_string().get(kind) == simdjson::SUCCESS && kind == "stt") ++stt_events_;
         spend_[user] += e["cost_nanos"].get_int64().value();
         ModelTotals& m = models_[user][std::string(e["model"].get_string().value())];
         m.input += e["input_tokens"].get_int64().value();
@@ -251,6 +273,8 @@ class FakeBackend {
   std::vector<std::thread> connections_;  // serve() thread only
   std::atomic<bool> stopping_{false};
   std::atomic<Mode> mode_{Mode::kOk};
+  std::atomic<int> wire_version_{2};
+  std::int64_t stt_events_ = 0;  // guarded by mu_
   std::atomic<int> mode_times_{0};
   std::mutex mu_;
   std::map<std::string, Nanos> spend_;
@@ -653,6 +677,131 @@ TEST_CASE("sync.a_failing_backend_is_retried_with_backoff_not_hammered") {
   // Backoff from 100 ms doubling (with jitter): a handful of attempts in 3 s, not one per batch.
   CHECK(backend.batch_requests() <= 10);
   CHECK(backend.batch_requests() >= 2);
+}
+
+// An event of `user` with the given kind, as an older or newer build may have left in the spool.
+internal::EventRecord spooled_event(std::uint64_t n, std::string user, internal::UsageKind kind) {
+  internal::EventRecord e;
+  char id[40];
+  std::snprintf(id, sizeof id, "%016llx%016llx", 0xfeedULL, static_cast<unsigned long long>(n));
+  e.id = id;
+  e.user_id = std::move(user);
+  e.session_id = "s1";
+  e.model = "m";
+  e.provider = "openai";
+  e.input_tokens = 1000;
+  e.cost_nanos = 1000;
+  e.ts_ns = absl::ToUnixNanos(utc(2026, 11, 17));
+  e.kind = kind;
+  return e;
+}
+
+// The current library against a paygentd of wire version 1, which refuses the fields it does not
+// know: the events it can read are delivered; those that need version 2 (a kind other than llm)
+// are kept, never marked rejected, and delivered once the backend is upgraded, each counted once.
+TEST_CASE("sync.an_older_backend_keeps_newer_events_until_it_is_upgraded") {
+  FakeBackend backend;
+  backend.set_wire_version(1);
+  FakeClock clock;
+  Client c(backend.port(), testing::round_plan(), clock, [](Options& o) {
+    // Left in the spool: an stt event between llm ones, so that the first batch mixes them.
+    auto store = internal::LocalStore::open(o.local_store_path);
+    REQUIRE(store.ok());
+    REQUIRE((*store)
+                ->append({spooled_event(1, "u1", internal::UsageKind::kLlm),
+                          spooled_event(2, "u1", internal::UsageKind::kStt),
+                          spooled_event(3, "u1", internal::UsageKind::kLlm)})
+                .ok());
+  });
+  {
+    Context ctx("u1");
+    for (int i = 0; i < 5; ++i) c.pg->record("m", tokens(1, 0));
+  }
+  REQUIRE(eventually([&] { return backend.events() == 7; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a few more rounds: nothing else goes
+  CHECK(backend.events() == 7);
+  CHECK(backend.stt_events() == 0);
+  CHECK(c.pg->stats().rejected_events == 0);
+  // Not everything was delivered: a flush says so.
+  const absl::Status flushed = c.pg->flush(absl::Seconds(2));
+  CHECK(!flushed.ok());
+  CHECK(std::string(flushed.message()).find("newer backend") != std::string::npos);
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    bool said = false;
+    for (const auto& e : c.errors) said = said || e.find("older than this library") != std::string::npos;
+    CHECK(said);
+  }
+
+  backend.set_wire_version(2);  // upgraded: its next reply says so
+  {
+    Context ctx("u1");
+    c.pg->record("m", tokens(1, 0));
+  }
+  REQUIRE(eventually([&] { return backend.events() == 9 && c.pg->flush(absl::Seconds(2)).ok(); }));
+  CHECK(backend.stt_events() == 1);
+  CHECK(backend.duplicates() == 0);
+  CHECK(c.pg->stats().rejected_events == 0);
+  REQUIRE(c.pg->flush().ok());
+  CHECK(backend.events() == 9);
+}
+
+// A spool file written by the first release (schema version 1: no kind column) is upgraded on
+// open, and its unsent events are delivered.
+TEST_CASE("sync.a_spool_of_the_previous_release_is_upgraded_and_delivered") {
+  FakeBackend backend;
+  FakeClock clock;
+  Client c(backend.port(), testing::round_plan(), clock, [](Options& o) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(o.local_store_path.c_str(), &db) == SQLITE_OK);
+    // The schema of release 1 (sync/local_store.cpp), verbatim, and two events it stored: one
+    // acknowledged, one not yet sent.
+    const char* sql = R"sql(
+CREATE TABLE IF NOT EXISTS paygent_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO paygent_meta(key, value) VALUES ('schema_version', '1');
+CREATE TABLE IF NOT EXISTS events(
+  id TEXT NOT NULL UNIQUE,
+  user_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  indicator TEXT NOT NULL,
+  model TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  input_tokens INTEGER NOT NULL,
+  output_tokens INTEGER NOT NULL,
+  cached_input_tokens INTEGER NOT NULL,
+  cache_creation_input_tokens INTEGER NOT NULL,
+  reasoning_tokens INTEGER NOT NULL,
+  cost_nanos INTEGER NOT NULL,
+  ts_ns INTEGER NOT NULL,
+  meta_tags TEXT NOT NULL,
+  estimated INTEGER NOT NULL,
+  acked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_user_ts ON events(user_id, ts_ns);
+CREATE INDEX IF NOT EXISTS events_unacked ON events(acked);
+INSERT INTO events VALUES('000000000000000000000000000000a1', 'old', 's', '', '', 'm', 'openai',
+  1000, 0, 0, 0, 0, 7000, 1763380000000000000, '{"team":"a"}', 0, 1);
+INSERT INTO events VALUES('000000000000000000000000000000a2', 'old', 's', '', '', 'm', 'openai',
+  1000, 0, 0, 0, 0, 5000, 1763380000000000000, '{"team":"a"}', 0, 0);
+)sql";
+    REQUIRE(sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  });
+  REQUIRE(eventually([&] { return backend.events() == 1; }));
+  CHECK(backend.spend("old") == 5000);
+  {
+    Context ctx("u1");
+    c.pg->record("m", tokens(1, 0));  // the upgraded store takes new events too
+  }
+  REQUIRE(c.pg->flush().ok());
+  CHECK(backend.events() == 2);
+  CHECK(c.pg->stats().rejected_events == 0);
+  c.pg.reset();
+  auto store = internal::LocalStore::open(c.store.path());
+  REQUIRE(store.ok());
+  CHECK(*(*store)->count() == 3);
+  CHECK(*(*store)->unacked_count() == 0);
 }
 
 }  // namespace paygent

@@ -483,7 +483,13 @@ void sql_exec(const std::string& path, const std::string& sql) {
 }
 
 EventRecord costly(std::uint64_t n, std::string user, std::int64_t cost, std::int64_t ts_ns) {
-  return EventRecord{.id = event_id(n), .user_id = std::move(user), .model = "m", .cost_nanos = cost, .ts_ns = ts_ns};
+  EventRecord e;
+  e.id = event_id(n);
+  e.user_id = std::move(user);
+  e.model = "m";
+  e.cost_nanos = cost;
+  e.ts_ns = ts_ns;
+  return e;
 }
 
 // A product whose events were stored before product_totals existed gets its totals from

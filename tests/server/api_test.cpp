@@ -267,6 +267,41 @@ TEST_CASE("server.ingest_is_idempotent") {
   CHECK(metrics.body.find("paygentd_request_duration_seconds_count") != std::string::npos);
 }
 
+// Libraries of other versions: an older one's batch (version 1, no new fields) is stored with the
+// defaults; a newer one's (a higher version, fields this paygentd does not know) is stored with
+// those fields ignored, nothing lost; a typo at this paygentd's own version is refused by name.
+TEST_CASE("server.ingest_accepts_older_and_newer_libraries") {
+  ApiFixture f;
+  const std::string key = f.new_product();
+  HttpResponse r = f.call("POST", "/api/v1/events:batch", batch_json({{.id = event_id(1), .cost_nanos = 5}}), key);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  bool says_version = false;
+  for (const auto& [name, value] : r.headers) {
+    says_version = says_version || (name == "Paygent-Wire-Version" && value == std::to_string(internal::kWireVersion));
+  }
+  CHECK(says_version);
+  CHECK(sql_int(f.db_path, "SELECT COUNT(*) FROM events WHERE kind = 'llm'") == 1);
+
+  std::string newer = event_json({.id = event_id(2), .cost_nanos = 7});
+  newer.insert(newer.size() - 1, R"(,"kind":"stt","audio_seconds":30,"voice":{"id":"v1"})");
+  r = f.call("POST", "/api/v1/events:batch",
+             "{\"v\":" + std::to_string(internal::kWireVersion + 1) + ",\"events\":[" + newer + "],\"trace_id\":\"x\"}",
+             key);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  simdjson::dom::parser parser;
+  CHECK(int_at(parse_json(parser, r.body), "/accepted") == 1);
+  CHECK(sql_int(f.db_path, "SELECT COUNT(*) FROM events WHERE kind = 'stt'") == 1);
+  CHECK(sql_int(f.db_path, "SELECT SUM(cost_nanos) FROM events") == 12);
+
+  std::string typo = event_json({.id = event_id(3)});
+  typo.insert(typo.size() - 1, R"(,"knid":"stt")");
+  const TableCounts before = f.counts();
+  r = f.call("POST", "/api/v1/events:batch", "{\"v\":2,\"events\":[" + typo + "]}", key);
+  CHECK(r.status == 400);
+  CHECK(error_message(r) == "events[0].knid: unknown field");
+  CHECK(f.counts() == before);
+}
+
 TEST_CASE("server.ingest_stores_a_batch_whole_or_not_at_all") {
   ApiFixture f;
   const std::string key = f.new_product();
@@ -671,8 +706,10 @@ TEST_CASE("server.unknown_paths_and_methods") {
   r = f.call("GET", "/api/v1/events:batch", {}, key);
   CHECK(r.status == 405);
   CHECK(error_code(r) == "method_not_allowed");
-  REQUIRE(r.headers.size() == 1);
+  REQUIRE(r.headers.size() == 2);
+  CHECK(r.headers[0].first == "Allow");
   CHECK(r.headers[0].second == "POST");
+  CHECK(r.headers[1].first == "Paygent-Wire-Version");  // on every reply
   CHECK(f.call("DELETE", "/api/v1/config/plans", {}, key).status == 405);
   CHECK(f.call("POST", "/healthz").status == 405);
   CHECK(f.call("PUT", "/api/v1/users/u1/usage", {}, key).status == 405);

@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -36,6 +37,85 @@ TEST_CASE("server.wire_reads_every_event_field") {
   CHECK(e.ts_ns == 1'763'380'000'000'000'000);
   CHECK(e.meta_tags_json == R"({"k":"v","quote\"d":"line\nbreak"})");
   CHECK(e.estimated);
+  CHECK(e.kind == internal::UsageKind::kLlm);  // a version 1 batch: the default
+}
+
+// A minimal event of version 1, with `extra` members appended.
+std::string event_with(std::string_view extra) {
+  return std::string(R"({"id":"0123456789abcdef0123456789abcdef","user_id":"u1","session_id":"","agent_id":"",)"
+                     R"("indicator":"","model":"m","provider":"openai","input_tokens":1,"output_tokens":2,)"
+                     R"("cached_input_tokens":0,"cache_creation_input_tokens":0,"reasoning_tokens":0,"cost_nanos":3,)"
+                     R"("ts_ns":4,"meta_tags":{},"estimated":false)") +
+         std::string(extra) + "}";
+}
+
+TEST_CASE("server.wire_reads_the_fields_added_since_version_1") {
+  const absl::StatusOr<std::vector<EventRecord>> events =
+      parse_event_batch("{\"v\":2,\"events\":[" + event_with(R"(,"kind":"stt")") + "]}");
+  REQUIRE_MESSAGE(events.ok(), events.status().ToString());
+  CHECK(events->front().kind == internal::UsageKind::kStt);
+  CHECK(events->front().cost_nanos == 3);
+  CHECK(parse_event_batch("{\"v\":2,\"events\":[" + event_with(R"(,"kind":"fax")") + "]}").status().message() ==
+        R"(events[0].kind: must be one of "llm", "stt", "tts", "sts", "video", "external", "billing")");
+}
+
+TEST_CASE("server.wire_ignores_unknown_fields_of_a_newer_version_only") {
+  // A newer library's batch: fields this paygentd does not know are ignored, the rest read.
+  const std::string extra = R"(,"kind":"tts","audio_seconds":12,"modality":{"x":1})";
+  absl::StatusOr<std::vector<EventRecord>> events = parse_event_batch(
+      "{\"events\":[" + event_with(extra) + "],\"v\":" + std::to_string(internal::kWireVersion + 1) +
+      ",\"trace\":\"t\"}");
+  REQUIRE_MESSAGE(events.ok(), events.status().ToString());
+  CHECK(events->front().kind == internal::UsageKind::kTts);
+  CHECK(events->front().output_tokens == 2);
+  // A known field keeps its checks in a newer batch.
+  CHECK(parse_event_batch("{\"v\":99,\"events\":[" + event_with(R"(,"kind":7)") + "]}").status().message().find(
+            "events[0].kind: must be one of") == 0);
+  // At this paygentd's own version (or below) an unknown field is a typo, refused by name.
+  CHECK(parse_event_batch("{\"v\":2,\"events\":[" + event_with(R"(,"knd":"stt")") + "]}").status().message() ==
+        "events[0].knd: unknown field");
+  CHECK(parse_event_batch("{\"events\":[" + event_with(R"(,"audio_seconds":12)") + "]}").status().message() ==
+        "events[0].audio_seconds: unknown field");
+  CHECK(parse_event_batch("{\"v\":2,\"trace\":1,\"events\":[" + event_with("") + "]}").status().message() ==
+        "trace: unknown field");
+  // Required fields stay required whatever the version.
+  CHECK(parse_event_batch(R"({"v":99,"events":[{"id":"0123456789abcdef0123456789abcdef"}]})").status().message() ==
+        "events[0].user_id: missing");
+  CHECK(parse_event_batch("{\"v\":0,\"events\":[" + event_with("") + "]}").status().message() ==
+        "v: must be a positive integer (the wire version)");
+  CHECK(parse_event_batch("{\"v\":\"2\",\"events\":[" + event_with("") + "]}").status().message() ==
+        "v: must be a positive integer (the wire version)");
+  CHECK(parse_event_batch(R"({"v":2})").status().message() == "events: missing");
+}
+
+// What the syncer's encoder writes, the server's reader reads back unchanged, at the lowest version
+// that carries it.
+TEST_CASE("server.wire_reads_what_the_library_encodes") {
+  EventRecord a;
+  a.id = "0123456789abcdef0123456789abcdef";
+  a.user_id = "u\"1";
+  a.session_id = "s";
+  a.model = "gpt-4o";
+  a.provider = "openai";
+  a.input_tokens = 10;
+  a.reasoning_tokens = 3;
+  a.cost_nanos = 99;
+  a.ts_ns = 5;
+  a.meta_tags_json = R"({"k":"v"})";
+  a.estimated = true;
+  EventRecord b = a;
+  b.id = "fedcba9876543210fedcba9876543210";
+  b.kind = internal::UsageKind::kVideo;
+  const std::string v1 = internal::encode_event_batch(std::vector<EventRecord>{a});
+  CHECK(v1.rfind("{\"events\":[", 0) == 0);         // a version 1 batch (no "v"), as any paygentd reads
+  CHECK(v1.find("\"kind\"") == std::string::npos);  // the default is left out
+  const std::string v2 = internal::encode_event_batch(std::vector<EventRecord>{a, b});
+  CHECK(v2.rfind("{\"v\":2,", 0) == 0);
+  const absl::StatusOr<std::vector<EventRecord>> read = parse_event_batch(v2);
+  REQUIRE_MESSAGE(read.ok(), read.status().ToString());
+  REQUIRE(read->size() == 2);
+  CHECK((*read)[0] == a);
+  CHECK((*read)[1] == b);
 }
 
 TEST_CASE("server.wire_reads_the_small_bodies") {

@@ -1,0 +1,166 @@
+// The usage event as one record and one codec, shared by the library (engine queue, local store,
+// syncer) and by paygentd (wire reader, storage).
+//
+// EventRecord is the event; kEventFields lists its fields once: the wire name (which is also the
+// column name in both SQLite tables), the type, the wire version that introduced it, and whether
+// it is required. Everything that writes or reads an event is driven by that table: the syncer's
+// JSON encoder (encode_event_batch), paygentd's strict JSON reader (server/wire.cpp), the column
+// lists, binds and reads of the local store's and paygentd's events tables, and their upgrade
+// (add_missing_event_columns). Adding a field is one member and one entry in kEventFields.
+//
+// Versions (docs/wire.md, "Versions"): the fields of version 1 are required in every batch; every
+// later field is optional, and its default is the value EventRecord{} holds. The encoder leaves
+// out optional fields that hold their default and stamps a batch with the lowest version that can
+// carry it (wire_version_needed), so that a batch of events without new information is a version 1
+// batch that any paygentd reads.
+//
+// Thread safety: plain values and free functions without shared state.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "absl/status/status.h"
+#include "paygent/usage.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace paygent::internal {
+
+// The newest wire version this build reads and writes. paygentd says its own in the
+// "Paygent-Wire-Version" header of every reply.
+inline constexpr int kWireVersion = 2;
+inline constexpr std::string_view kWireVersionHeader = "Paygent-Wire-Version";
+
+// What was used: a language model call, speech (speech-to-text, text-to-speech,
+// speech-to-speech), video, an external cost, or a billing event.
+enum class UsageKind : std::uint8_t { kLlm, kStt, kTts, kSts, kVideo, kExternal, kBilling };
+inline constexpr std::array<std::string_view, 7> kUsageKindNames = {"llm",   "stt",      "tts",    "sts",
+                                                                    "video", "external", "billing"};
+[[nodiscard]] std::string_view usage_kind_name(UsageKind kind) noexcept;
+// False (and `out` unchanged) when `name` is none of kUsageKindNames.
+[[nodiscard]] bool parse_usage_kind(std::string_view name, UsageKind& out) noexcept;
+
+// The fixed-size part of an event: its kind, quantities, cost, time and flags. Trivially copyable,
+// so that the engine's lock-free queue carries it by value without allocating.
+struct EventQuantities {
+  UsageKind kind = UsageKind::kLlm;
+  std::int64_t input_tokens = 0;
+  std::int64_t output_tokens = 0;
+  std::int64_t cached_input_tokens = 0;
+  std::int64_t cache_creation_input_tokens = 0;
+  std::int64_t reasoning_tokens = 0;
+  std::int64_t cost_nanos = 0;  // provider cost in nano-USD
+  std::int64_t ts_ns = 0;       // when the call started (Unix ns, UTC); decides the billing period
+  bool estimated = false;       // the reservation's estimate was metered (the real usage was unreadable)
+
+  [[nodiscard]] Usage usage() const noexcept {
+    return Usage{input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens, reasoning_tokens};
+  }
+  void set_usage(const Usage& u) noexcept {
+    input_tokens = u.input_tokens;
+    output_tokens = u.output_tokens;
+    cached_input_tokens = u.cached_input_tokens;
+    cache_creation_input_tokens = u.cache_creation_input_tokens;
+    reasoning_tokens = u.reasoning_tokens;
+  }
+  friend bool operator==(const EventQuantities&, const EventQuantities&) = default;
+};
+static_assert(std::is_trivially_copyable_v<EventQuantities>);
+
+// One metered call with owned text: as stored in the local store, sent by the syncer, read by
+// paygentd and stored there.
+struct EventRecord : EventQuantities {
+  std::string id;  // 32 lowercase hex digits; unique per event (per product on the server)
+  std::string user_id;
+  std::string session_id;
+  std::string agent_id;
+  std::string indicator;
+  std::string model;
+  std::string provider;
+  std::string meta_tags_json = "{}";  // a JSON object of string values
+  friend bool operator==(const EventRecord&, const EventRecord&) = default;
+};
+
+enum class EventFieldType : std::uint8_t {
+  kId,        // text: 32 lowercase hex digits (not a payload column: each table stores it its own way)
+  kText,      // text of at most 1,024 bytes
+  kCount,     // non-negative integer that fits in int64
+  kBool,      // true or false (0 or 1 in SQLite)
+  kMetaTags,  // an object of string values, kept as its JSON text
+  kKind,      // one of kUsageKindNames
+};
+
+struct EventField {
+  std::string_view name;  // on the wire and in both tables
+  EventFieldType type;
+  int since_version;  // the wire version that introduced the field
+  bool required;      // in every batch (version 1's fields); else optional, defaulting to EventRecord{}'s value
+  bool non_empty = false;                          // kText that must not be empty
+  std::string EventRecord::*text = nullptr;        // kId, kText, kMetaTags
+  std::int64_t EventQuantities::*count = nullptr;  // kCount
+  bool EventQuantities::*flag = nullptr;           // kBool
+};
+
+// Every field of an event, in the order the encoder writes them. A new field goes here (with
+// since_version = the new kWireVersion, required = false) and in EventRecord.
+inline constexpr std::array<EventField, 17> kEventFields = {{
+    {"id", EventFieldType::kId, 1, true, false, &EventRecord::id},
+    {"user_id", EventFieldType::kText, 1, true, true, &EventRecord::user_id},
+    {"session_id", EventFieldType::kText, 1, true, false, &EventRecord::session_id},
+    {"agent_id", EventFieldType::kText, 1, true, false, &EventRecord::agent_id},
+    {"indicator", EventFieldType::kText, 1, true, false, &EventRecord::indicator},
+    {"model", EventFieldType::kText, 1, true, false, &EventRecord::model},
+    {"provider", EventFieldType::kText, 1, true, false, &EventRecord::provider},
+    {"input_tokens", EventFieldType::kCount, 1, true, false, nullptr, &EventQuantities::input_tokens},
+    {"output_tokens", EventFieldType::kCount, 1, true, false, nullptr, &EventQuantities::output_tokens},
+    {"cached_input_tokens", EventFieldType::kCount, 1, true, false, nullptr, &EventQuantities::cached_input_tokens},
+    {"cache_creation_input_tokens", EventFieldType::kCount, 1, true, false, nullptr,
+     &EventQuantities::cache_creation_input_tokens},
+    {"reasoning_tokens", EventFieldType::kCount, 1, true, false, nullptr, &EventQuantities::reasoning_tokens},
+    {"cost_nanos", EventFieldType::kCount, 1, true, false, nullptr, &EventQuantities::cost_nanos},
+    {"ts_ns", EventFieldType::kCount, 1, true, false, nullptr, &EventQuantities::ts_ns},
+    {"meta_tags", EventFieldType::kMetaTags, 1, true, false, &EventRecord::meta_tags_json},
+    {"estimated", EventFieldType::kBool, 1, true, false, nullptr, nullptr, &EventQuantities::estimated},
+    {"kind", EventFieldType::kKind, 2, false},
+}};
+
+// --- JSON (docs/wire.md, "Ingest") ---
+
+// True when `e`'s value of `field` is its default (EventRecord{}'s value).
+[[nodiscard]] bool holds_default(const EventRecord& e, const EventField& field);
+// The lowest wire version that carries `e` without loss: the highest since_version among the
+// fields that do not hold their default (1 for an event without new information).
+[[nodiscard]] int wire_version_needed(const EventRecord& e);
+// {"v": N, "events": [...]} ("v" only when N > 1), N the highest wire_version_needed of `events`.
+// Optional fields that hold their default are left out. `e.meta_tags_json` is written as it is
+// (it must be a JSON object; empty is written as {}).
+[[nodiscard]] std::string encode_event_batch(std::span<const EventRecord> events);
+
+// --- SQLite: the payload columns (every field but the id) of both events tables ---
+
+// "user_id, session_id, ..." in kEventFields' order.
+[[nodiscard]] std::string event_columns();
+// "?3, ?4, ..." for the payload columns, numbered from `first`.
+[[nodiscard]] std::string event_placeholders(int first);
+// "user_id TEXT NOT NULL, ..., kind TEXT NOT NULL DEFAULT 'llm'" for a CREATE TABLE (optional
+// fields carry their default, so that an ALTER TABLE can add them to an older table).
+[[nodiscard]] std::string event_column_definitions();
+inline constexpr int kEventColumnCount = static_cast<int>(kEventFields.size()) - 1;
+// Binds the payload columns of `e` to parameters first, first + 1, ... Text is bound without a
+// copy: `e` must outlive the statement's next sqlite3_step.
+void bind_event_columns(sqlite3_stmt* statement, int first, const EventRecord& e);
+// Reads the payload columns of the current row, from result column `first` on, into `e`.
+void read_event_columns(sqlite3_stmt* statement, int first, EventRecord& e);
+// Upgrades an events table written by an older build: adds the optional fields' missing columns
+// (ALTER TABLE ... ADD COLUMN ... DEFAULT <default>). FailedPrecondition naming the column when a
+// required one is missing (not an events table this build knows); Internal on a SQLite failure.
+// Run it inside the transaction that opens the store.
+absl::Status add_missing_event_columns(sqlite3* db, std::string_view table);
+
+}  // namespace paygent::internal
