@@ -43,6 +43,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -243,6 +244,7 @@ class PostgresProcess {
       kill_group();
     }
     if (!dir_.empty()) {
+      remove_shared_memory();
       std::error_code ignored;
       std::filesystem::remove_all(dir_, ignored);
     }
@@ -331,11 +333,6 @@ class PostgresProcess {
     if (::geteuid() == 0) {
       if (::chown(dir_.c_str(), uid_, gid_) != 0 || ::chown(socket_dir.c_str(), uid_, gid_) != 0) {
         throw std::runtime_error("chown " + dir_ + ": " + std::strerror(errno));
-      }
-      // The server user must reach the directory through its parents (/tmp is world-searchable;
-      // a $TMPDIR under /root would not be).
-      if (::access(std::filesystem::temp_directory_path().c_str(), X_OK) != 0) {
-        throw std::runtime_error("temp directory not usable");
       }
     }
   }
@@ -459,6 +456,20 @@ class PostgresProcess {
         throw std::runtime_error(sql + ": " + ::PQerrorMessage(conn.get()));
       }
     }
+  }
+
+  // A server that was killed leaves its System V shared memory segment behind (the next start on
+  // the same data directory would reclaim it); the segment's id is on the 7th line of
+  // postmaster.pid, which a fast shutdown removes. Called when no server process is left.
+  void remove_shared_memory() {
+    std::ifstream in(data_directory() + "/postmaster.pid");
+    std::string line;
+    for (int i = 0; i < 7 && std::getline(in, line); ++i) {
+    }
+    std::istringstream fields(line);
+    long key = 0;
+    int id = -1;
+    if (in && (fields >> key >> id) && id >= 0) ::shmctl(id, IPC_RMID, nullptr);
   }
 
   // The superuser on the "postgres" database through the unix socket in the temporary directory.
