@@ -11,11 +11,14 @@
 #ifdef PAYGENT_WITH_POSTGRES
 
 #include <signal.h>
+#include <sys/shm.h>
 
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include "support/postgres_process.h"
@@ -129,6 +132,28 @@ TEST_CASE("postgres.destruction_removes_the_directory_and_every_process") {
   CHECK(killed == -1);
   CHECK(kill_errno == ESRCH);
   CHECK_FALSE(paygent::testing::internal_postgres::process_group_alive(pid));
+}
+
+TEST_CASE("postgres.destruction_after_kill9_leaves_no_shared_memory") {
+  if (skipped()) return;
+  auto pg = PostgresProcess::start();
+  const std::string directory = pg->directory();
+  // The server's System V segment: the second number on postmaster.pid's 7th line.
+  std::ifstream in(pg->data_directory() + "/postmaster.pid");
+  std::string line;
+  for (int i = 0; i < 7; ++i) REQUIRE(std::getline(in, line));
+  std::istringstream fields(line);
+  long key = 0;
+  int id = -1;
+  REQUIRE((fields >> key >> id));
+  shmid_ds info{};
+  REQUIRE(::shmctl(id, IPC_STAT, &info) == 0);
+
+  pg->kill9();  // a crash leaves the segment; only a restart or the destructor reclaims it
+  CHECK(::shmctl(id, IPC_STAT, &info) == 0);
+  pg.reset();
+  CHECK(::shmctl(id, IPC_STAT, &info) == -1);
+  CHECK_FALSE(std::filesystem::exists(directory));
 }
 
 #else  // built without libpq
