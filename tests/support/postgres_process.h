@@ -22,7 +22,8 @@
 // `postgres` system user (Debian's package creates it), or `nobody` without it, and the temporary
 // directory is handed to that user. The server is made its own process group, so that kill9() and
 // the destructor reach every backend, and it gets SIGKILL should the thread that started it die
-// (PR_SET_PDEATHSIG): a crashed or timed-out test leaves no server behind. Start it from a thread
+// (PR_SET_PDEATHSIG): a crashed or timed-out test leaves no server behind, and the next start()
+// on the machine removes the directory and shared memory segment it left. Start it from a thread
 // that outlives it (the test's main thread).
 //
 // fsync is off: kill9() is a crash of the server's processes, which loses nothing committed, not a
@@ -130,6 +131,51 @@ inline int free_loopback_port() {
   return ntohs(address.sin_port);
 }
 
+// The first number on line `n` (1-based) of `path`; -1 when absent.
+inline long number_on_line(const std::filesystem::path& path, int n) {
+  std::ifstream in(path);
+  std::string line;
+  for (int i = 0; i < n; ++i) {
+    if (!std::getline(in, line)) return -1;
+  }
+  std::istringstream fields(line);
+  long value = -1;
+  return (fields >> value) ? value : -1;
+}
+
+// A server that was killed leaves its System V shared memory segment behind (a next start on the
+// same data directory would reclaim it); its id is the second number on line 7 of the
+// postmaster.pid `lock` file, which a clean shutdown removes. Call with no server process left.
+inline void remove_shared_memory(const std::filesystem::path& lock) {
+  std::ifstream in(lock);
+  std::string line;
+  for (int i = 0; i < 7 && std::getline(in, line); ++i) {
+  }
+  std::istringstream fields(line);
+  long key = 0;
+  int id = -1;
+  if (in && (fields >> key >> id) && id >= 0) ::shmctl(id, IPC_RMID, nullptr);
+}
+
+// Removes what killed test processes left behind: each <tmp>/paygent-pg-* directory whose test
+// process (the pid in its `owner.pid`) is gone and whose server (postmaster.pid) is not running,
+// with the server's System V shared memory segment. Directories of live tests, and those without
+// an owner file (being made right now), are left alone.
+inline void remove_orphans() {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(fs::temp_directory_path(ec), ec)) {
+    if (entry.path().filename().string().rfind("paygent-pg-", 0) != 0) continue;
+    const long owner = number_on_line(entry.path() / "owner.pid", 1);
+    if (owner <= 0 || ::kill(static_cast<pid_t>(owner), 0) == 0 || errno != ESRCH) continue;
+    const fs::path lock = entry.path() / "data" / "postmaster.pid";
+    const long server = number_on_line(lock, 1);
+    if (server > 0 && (::kill(static_cast<pid_t>(server), 0) == 0 || errno != ESRCH)) continue;
+    remove_shared_memory(lock);
+    fs::remove_all(entry.path(), ec);
+  }
+}
+
 inline std::string quote_identifier(std::string_view name) {
   std::string quoted = "\"";
   for (char c : name) {
@@ -215,6 +261,7 @@ class PostgresProcess {
       if (std::string why = postgres_unavailable(); !why.empty()) throw std::runtime_error(why);
       options.bindir = *postgres_bindir();
     }
+    internal_postgres::remove_orphans();
     std::unique_ptr<PostgresProcess> pg(new PostgresProcess(std::move(options)));
     pg->make_directory();
     pg->run_initdb();
@@ -244,7 +291,7 @@ class PostgresProcess {
       kill_group();
     }
     if (!dir_.empty()) {
-      remove_shared_memory();
+      internal_postgres::remove_shared_memory(data_directory() + "/postmaster.pid");
       std::error_code ignored;
       std::filesystem::remove_all(dir_, ignored);
     }
@@ -318,6 +365,8 @@ class PostgresProcess {
     std::string pattern = (std::filesystem::temp_directory_path() / "paygent-pg-XXXXXX").string();
     if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp: " + std::string(std::strerror(errno)));
     dir_ = pattern;
+    // Who made it: should this test process be killed, a later start() removes what it left.
+    std::ofstream(dir_ + "/owner.pid") << ::getpid() << "\n";
     if (::geteuid() == 0) {
       const passwd* user = ::getpwnam("postgres");
       if (user == nullptr) user = ::getpwnam("nobody");
@@ -456,20 +505,6 @@ class PostgresProcess {
         throw std::runtime_error(sql + ": " + ::PQerrorMessage(conn.get()));
       }
     }
-  }
-
-  // A server that was killed leaves its System V shared memory segment behind (the next start on
-  // the same data directory would reclaim it); the segment's id is on the 7th line of
-  // postmaster.pid, which a fast shutdown removes. Called when no server process is left.
-  void remove_shared_memory() {
-    std::ifstream in(data_directory() + "/postmaster.pid");
-    std::string line;
-    for (int i = 0; i < 7 && std::getline(in, line); ++i) {
-    }
-    std::istringstream fields(line);
-    long key = 0;
-    int id = -1;
-    if (in && (fields >> key >> id) && id >= 0) ::shmctl(id, IPC_RMID, nullptr);
   }
 
   // The superuser on the "postgres" database through the unix socket in the temporary directory.
