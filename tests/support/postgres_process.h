@@ -288,7 +288,7 @@ class PostgresProcess {
     try {
       stop();
     } catch (...) {
-      kill_group();
+      // Some process outlived SIGKILL (kill_group() sent it already): nothing more to do here.
     }
     if (!dir_.empty()) {
       internal_postgres::remove_shared_memory(data_directory() + "/postmaster.pid");
@@ -342,11 +342,18 @@ class PostgresProcess {
     for (;;) {
       int status = 0;
       const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_ || (r < 0 && errno == ECHILD)) break;
+      if (r == pid_ || (r < 0 && errno == ECHILD)) {
+        // The postmaster ends last. No signal to the group from here on: once it is reaped, its
+        // id may be reused.
+        const pid_t pgid = pid_;
+        pid_ = -1;
+        internal_postgres::wait_group_gone(pgid, options_.stop_timeout);
+        return;
+      }
       if (std::chrono::steady_clock::now() >= deadline) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    kill_group();  // whatever is left, if anything
+    kill_group();
   }
 
   // Stops the server if it runs (fast shutdown), then starts it again on the same data directory
