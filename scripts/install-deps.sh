@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs what Paygent builds and tests with, from Debian 12's packages. Safe to run again.
+# libpq-dev: paygentd's PostgreSQL storage. postgresql-15: the server programs (initdb, postgres,
+# under /usr/lib/postgresql/15/bin) that the PostgreSQL tests start on their own, as an
+# unprivileged user on a loopback port in a temporary directory
+# (tests/support/postgres_process.h). Debian may also create and start a "main" cluster on port
+# 5432 when it installs the server; the tests neither use nor touch it.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libsimdjson-dev libabsl-dev libboost-dev doctest-dev
-          libsqlite3-dev libssl-dev libbenchmark-dev)
+          libsqlite3-dev libssl-dev libbenchmark-dev libpq-dev postgresql-15)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -12,5 +17,13 @@ if ((${#missing[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The server's maintainer scripts talk on stderr (e.g. "invoke-rc.d: could not determine current
+  # runlevel" where systemd is not running): shown only when the install fails.
+  log=$(mktemp)
+  if ! DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
 fi
