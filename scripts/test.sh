@@ -63,7 +63,7 @@ skipped=$(cat build/ctest.log build-asan/ctest.log | grep -c '\*\*\*Skipped' || 
 passed=$(( ran - skipped +
            $(sed -n 's/^\[doctest\] test cases: *\([0-9]*\) | *\([0-9]*\) passed.*/\2/p' build-tsan/doctest.log) ))
 if ((skipped)); then
-  echo "test.sh: $skipped tests skipped: the ../shared/fixtures conformance pass (no ../shared beside this clone)"
+  echo "test.sh: $skipped tests skipped (each printed its reason: no ../shared/fixtures beside this clone, or no PostgreSQL)"
 fi
 echo "test.sh: all three runs green (RelWithDebInfo, ASan+UBSan, TSan)"
 echo "$passed passed, 0 failed, $skipped skipped"
