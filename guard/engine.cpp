@@ -959,6 +959,10 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
                    UsageEvent::PriceSource source, std::int64_t ts_ns, bool estimated) noexcept {
   counters.events.add();
   const EventId id = next_event_id();
+  if (source == UsageEvent::PriceSource::kPlan && (usage.cached_input_tokens | usage.cache_creation_input_tokens) > 0)
+      [[unlikely]] {
+    report_guessed_cache_rate(user, model, usage);
+  }
   if (source == UsageEvent::PriceSource::kUnknown) {
     counters.unknown_models.add();
     if (!model->unknown_reported.exchange(true, std::memory_order_relaxed)) {
@@ -1020,6 +1024,60 @@ void Engine::report_error(absl::Status status) noexcept {
 
 // --- Engine: plans --------------------------------------------------------------------------------
 
+namespace {
+
+// `rate` scaled by num/den, rounded half-up to a pico-USD per token (exact for every ratio the
+// catalog has today: 1/2, 1/10, 5/4, ...).
+PicosPerToken scaled(PicosPerToken rate, PicosPerToken num, PicosPerToken den) noexcept {
+  const __int128 v = (static_cast<__int128>(rate) * num + den / 2) / den;
+  return v > INT64_MAX ? INT64_MAX : static_cast<PicosPerToken>(v);
+}
+
+}  // namespace
+
+CompiledRate Engine::compile_rate(const ModelInfo* model, const CostRate& rate) const noexcept {
+  CompiledRate c{model, ModelPrice{}};
+  c.price.input = rate.input;
+  c.price.output = rate.output;
+  // Unset cache rates: the catalog's ratio to its input price for the model (see CostRate).
+  const ModelPrice* listed = model->catalog_price;
+  const bool ratio_known = listed != nullptr && listed->input > 0;
+  if (rate.cached_input) {
+    c.price.cached_input = *rate.cached_input;
+  } else if (ratio_known) {
+    c.price.cached_input = scaled(rate.input, listed->cached_input, listed->input);
+  } else {
+    c.price.cached_input = rate.input;
+    c.cached_input_guessed = true;
+  }
+  if (rate.cache_write) {
+    c.price.cache_write = *rate.cache_write;
+  } else if (ratio_known) {
+    c.price.cache_write = scaled(rate.input, listed->cache_write, listed->input);
+  } else {
+    c.price.cache_write = rate.input;
+    c.cache_write_guessed = true;
+  }
+  return c;
+}
+
+void Engine::report_guessed_cache_rate(const UserState* user, const ModelInfo* model, const Usage& usage) noexcept {
+  const CompiledPlan* plan = user->plan_cache.load(std::memory_order_acquire);
+  if (plan == nullptr) return;
+  for (const CompiledRate& r : plan->rates) {
+    if (r.model != model) continue;
+    const bool guessed = (r.cached_input_guessed && usage.cached_input_tokens > 0) ||
+                         (r.cache_write_guessed && usage.cache_creation_input_tokens > 0);
+    if (guessed && !model->cache_rate_reported.exchange(true, std::memory_order_relaxed)) {
+      report_error(absl::NotFoundError(str_cat(
+          "plan \"", plan->plan != nullptr ? plan->plan->name : "", "\" prices ", model->name,
+          " without cached_input/cache_write and the price catalog does not know the model: its cache tokens are "
+          "priced at the plan's input rate (set cached_input and cache_write in cost_rates; said once)")));
+    }
+    return;
+  }
+}
+
 absl::Status Engine::install_plans(PlanConfig config) {
   if (config.hard_gate_at <= 0) return absl::InvalidArgumentError("hard_gate_at: must be positive");
   if (config.soft_gate_at.size() > 8) return absl::InvalidArgumentError("soft_gate_at: at most 8 thresholds");
@@ -1055,12 +1113,7 @@ absl::Status Engine::install_plans(PlanConfig config) {
     for (const auto& [model, limit] : p.model_limits) {
       if (limit.max_tokens_per_period) cp->limits.push_back({model_for(model), *limit.max_tokens_per_period});
     }
-    for (const auto& [model, rate] : p.cost_rates) {
-      ModelPrice price;
-      price.input = price.cached_input = price.cache_write = rate.input;
-      price.output = rate.output;
-      cp->rates.push_back({model_for(model), price});
-    }
+    for (const auto& [model, rate] : p.cost_rates) cp->rates.push_back(compile_rate(model_for(model), rate));
     cp->soft = p.soft_gate_at.empty() ? shared->soft_gate_at : p.soft_gate_at;
     if (cp->soft.size() > 8) return absl::InvalidArgumentError(str_cat(where, ".soft_gate_at: at most 8"));
     cp->hard = shared->hard_gate_at;

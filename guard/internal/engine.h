@@ -61,6 +61,8 @@ struct ModelInfo {
   std::uint32_t id = 0;
   const ModelPrice* catalog_price = nullptr;  // nullptr: the catalog does not know the model
   mutable std::atomic<bool> unknown_reported{false};
+  mutable std::atomic<bool> cache_rate_reported{false};  // a plan's guessed cache rate was used
+  mutable std::atomic<bool> mismatch_reported{false};    // a response named another model
 };
 
 // Usage of one model in one billing period.
@@ -181,6 +183,10 @@ struct CompiledLimit {
 struct CompiledRate {
   const ModelInfo* model;
   ModelPrice price;
+  // The plan leaves a cache rate unset and the catalog gives no ratio for the model: that rate is
+  // the input rate, a guess said once through on_error (see CostRate).
+  bool cached_input_guessed = false;
+  bool cache_write_guessed = false;
 };
 
 // A Plan prepared for the hot path. `plan == nullptr` is "no plan": metered, never gated.
@@ -319,6 +325,10 @@ struct Engine final : SyncTarget {
   SessionWindow* roll_named_session(SessionEntry* entry, const CompiledPlan* plan, std::int64_t now);
   SessionEntry* session_entry(UserState* user, std::string_view session_id);
   absl::Status install_plans(PlanConfig config);
+  // A plan's rate for `model`, its unset cache rates filled in (see CostRate).
+  CompiledRate compile_rate(const ModelInfo* model, const CostRate& rate) const noexcept;
+  // Says once per model that its plan rate priced cache tokens at a guessed (input) rate.
+  void report_guessed_cache_rate(const UserState* user, const ModelInfo* model, const Usage& usage) noexcept;
   void report_error(absl::Status status) noexcept;
   template <class F, class... A>
   void invoke_callback(const F& f, const A&... args) noexcept;
