@@ -1010,6 +1010,95 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
   }
 }
 
+void Engine::report_refused_usage(const Usage& u, std::string_view then) noexcept {
+  counters.refused_usages.add();
+  try {
+    std::string why;
+    const std::pair<const char*, std::int64_t> fields[] = {
+        {"input_tokens", u.input_tokens},
+        {"output_tokens", u.output_tokens},
+        {"cached_input_tokens", u.cached_input_tokens},
+        {"cache_creation_input_tokens", u.cache_creation_input_tokens},
+        {"reasoning_tokens", u.reasoning_tokens}};
+    for (const auto& [name, v] : fields) {
+      if (v < 0) {
+        why = str_cat("usage.", name, " is ", v, ": token counts cannot be negative");
+        break;
+      }
+    }
+    if (!why.empty()) {
+    } else if (u.cached_input_tokens > u.input_tokens) {
+      why = str_cat("usage.cached_input_tokens (", u.cached_input_tokens, ") exceed usage.input_tokens (",
+                    u.input_tokens, "), which count every input token, cache reads included");
+    } else if (u.cache_creation_input_tokens > u.input_tokens - u.cached_input_tokens) {
+      why = str_cat("usage.cache_creation_input_tokens (", u.cache_creation_input_tokens,
+                    ") plus usage.cached_input_tokens (", u.cached_input_tokens, ") exceed usage.input_tokens (",
+                    u.input_tokens, "), which count every input token, cache reads and writes included");
+    } else if (u.reasoning_tokens > u.output_tokens) {
+      why = str_cat("usage.reasoning_tokens (", u.reasoning_tokens, ") exceed usage.output_tokens (", u.output_tokens,
+                    "), which count every output token, reasoning included");
+    } else {
+      why = str_cat("usage.input_tokens (", u.input_tokens, ") plus usage.output_tokens (", u.output_tokens,
+                    ") overflow a 64-bit count");
+    }
+    report_error(absl::InvalidArgumentError(str_cat(why, "; ", then)));
+  } catch (...) {
+    counters.errors.add();
+  }
+}
+
+void Engine::settle_estimate(Reservation& r, Provider provider) noexcept {
+  Usage estimate;
+  estimate.input_tokens = r.input_tokens_;
+  estimate.output_tokens = r.output_tokens_;
+  const Nanos cost = r.price_ != nullptr ? cost_of(estimate, *r.price_) : 0;
+  r.engine_ = nullptr;
+  apply(r.period_, r.session_, r.model_, cost - r.cost_, cost, 0, &estimate);
+  meter(r.context_, r.user_, r.model_, r.session_, provider, estimate, cost, r.price_source_, r.started_ns_, true);
+  r.context_.reset();
+}
+
+void Engine::adopt_response_model(Reservation& r, std::string_view ran_model) noexcept {
+  const std::string_view ran_name = canonical_model(ran_model);
+  if (ran_name == r.model_->name) {
+    // The called model: a dated snapshot the catalog prices apart (gpt-4o-2024-05-13) is priced
+    // as what ran; a plan's rate covers every snapshot of its model.
+    if (ran_name.size() != ran_model.size() && r.price_source_ == UsageEvent::PriceSource::kCatalog) {
+      if (const ModelPrice* p = catalog->find(ran_model)) r.price_ = p;
+    }
+    return;
+  }
+  try {
+    const ModelPrice* catalog_price = nullptr;
+    const ModelInfo* ran = model_for(ran_model, &catalog_price);
+    const PlanSnapshot* snap = plans.load(std::memory_order_acquire);
+    const CompiledPlan* plan = r.user_->plan_cache.load(std::memory_order_acquire);
+    if (plan == nullptr || plan->snapshot != snap) plan = resolve_plan(r.user_, snap);
+    const ModelInfo* called = r.model_;
+    // The token hold moves to the model that ran (settle then replaces it by the real tokens);
+    // the money hold is model-free and stays.
+    const std::int64_t held = r.input_tokens_ + r.output_tokens_;
+    apply(r.period_, r.session_, called, 0, 0, -held, nullptr);
+    apply(r.period_, r.session_, ran, 0, 0, held, nullptr);
+    r.model_ = ran;
+    if (const ModelPrice* p = plan->rate_for(ran)) {
+      r.price_ = p;
+      r.price_source_ = UsageEvent::PriceSource::kPlan;
+    } else {
+      r.price_ = catalog_price;
+      r.price_source_ = catalog_price != nullptr ? UsageEvent::PriceSource::kCatalog : UsageEvent::PriceSource::kUnknown;
+    }
+    counters.model_mismatches.add();
+    if (!called->mismatch_reported.exchange(true, std::memory_order_relaxed)) {
+      report_error(absl::FailedPreconditionError(
+          str_cat("a call of ", called->name, " was answered by ", ran_model, ": priced and counted as ", ran->name,
+                  " (said once per called model; Stats::model_mismatches counts each)")));
+    }
+  } catch (...) {
+    counters.errors.add();  // fail-open: priced as called
+  }
+}
+
 // --- Engine: errors -------------------------------------------------------------------------------
 
 void Engine::report_error(absl::Status status) noexcept {

@@ -268,6 +268,7 @@ Reservation Paygent::reserve_or_fail_open(std::string_view model, const CallEsti
 void Paygent::settle(Reservation& r, const Usage& usage, Provider provider) noexcept {
   Engine* e = r.engine_;
   if (e == nullptr) return;
+  if (e->refuse_usage(usage, "settle: metering the reservation's estimate instead")) return e->settle_estimate(r, provider);
   r.engine_ = nullptr;
   const Nanos cost = r.price_ != nullptr ? cost_of(usage, *r.price_) : 0;
   e->apply(r.period_, r.session_, r.model_, cost - r.cost_, cost,
@@ -309,6 +310,7 @@ void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
     extracted = absl::InternalError("reading the response failed");
   }
   if (extracted.ok()) {
+    if (!extracted->model.empty()) r.engine_->adopt_response_model(r, extracted->model);
     settle(r, extracted->usage, extracted->provider);
     return;
   }
@@ -326,15 +328,7 @@ void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
   e.report_error(absl::Status(extracted.status().code(),
                               internal::str_cat("unreadable provider response; metering the reservation's estimate: ",
                                            extracted.status().message())));
-  Usage estimate;
-  estimate.input_tokens = r.input_tokens_;
-  estimate.output_tokens = r.output_tokens_;
-  const Nanos cost = r.price_ != nullptr ? cost_of(estimate, *r.price_) : 0;
-  r.engine_ = nullptr;
-  e.apply(r.period_, r.session_, r.model_, cost - r.cost_, cost, 0, &estimate);
-  e.meter(r.context_, r.user_, r.model_, r.session_, Provider::kUnknown, estimate, cost, r.price_source_,
-          r.started_ns_, true);
-  r.context_.reset();
+  e.settle_estimate(r, Provider::kUnknown);
 }
 
 void Paygent::release(Reservation& r) noexcept {
@@ -347,6 +341,7 @@ void Paygent::release(Reservation& r) noexcept {
 
 void Paygent::record(std::string_view model, const Usage& usage, Provider provider) noexcept {
   Engine& e = *engine_;
+  if (e.refuse_usage(usage, "record: the event is not metered")) return;
   try {
     CallSite site;
     if (!e.resolve_now(model, site)) {
@@ -499,6 +494,8 @@ Stats Paygent::stats() const noexcept {
   s.delivered_events = engine_->syncer ? engine_->syncer->delivered() : 0;
   s.dropped_events = c.dropped_events.sum();
   s.rejected_events = c.rejected_events.sum();
+  s.refused_usages = c.refused_usages.sum();
+  s.model_mismatches = c.model_mismatches.sum();
   return s;
 }
 

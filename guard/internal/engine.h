@@ -308,6 +308,28 @@ struct Engine final : SyncTarget {
              const SessionWindow* session, Provider provider, const Usage& usage, Nanos cost,
              UsageEvent::PriceSource source, std::int64_t ts_ns, bool estimated) noexcept;
   Nanos estimate_cost(const ModelPrice* price, std::int64_t input, std::int64_t output) const noexcept;
+  // True (and counted in refused_usages, reported through on_error naming the field, followed by
+  // `then`) when `usage` cannot be real: a negative count, cache reads plus writes above
+  // input_tokens, reasoning above output_tokens, or a total past int64.
+  bool refuse_usage(const Usage& usage, std::string_view then) noexcept {
+    const bool real = (usage.input_tokens | usage.output_tokens | usage.cached_input_tokens |
+                       usage.cache_creation_input_tokens | usage.reasoning_tokens) >= 0 &&
+                      usage.cached_input_tokens <= usage.input_tokens - usage.cache_creation_input_tokens &&
+                      usage.reasoning_tokens <= usage.output_tokens &&
+                      usage.output_tokens <= INT64_MAX - usage.input_tokens;
+    if (real) [[likely]] return false;
+    report_refused_usage(usage, then);
+    return true;
+  }
+  void report_refused_usage(const Usage& usage, std::string_view then) noexcept;
+  // Settles `r` with its own estimate (flagged `estimated`): the call ran, its real usage is not
+  // known.
+  void settle_estimate(Reservation& r, Provider provider) noexcept;
+  // Before settling `r` with a response that says it ran `ran_model`: a dated snapshot of the
+  // called model the catalog prices apart is priced as such; another model takes over the call
+  // (its price, its token quota; the called model's token hold is released) and the difference is
+  // counted (model_mismatches) and reported once per called model. Cold but for one comparison.
+  void adopt_response_model(Reservation& r, std::string_view ran_model) noexcept;
   EventId next_event_id() noexcept;
 
   // --- cold paths ---
@@ -354,6 +376,7 @@ struct Engine final : SyncTarget {
   struct Counters {
     StripedCounter checks, events, soft_gates, hard_gates, unmetered, errors, callback_failures,
         unknown_models, unreadable_responses, queue_overflows, stored_events, dropped_events, rejected_events;
+    StripedCounter refused_usages, model_mismatches;
   } counters;
 
   // Event pipeline to the local store (only when a store is open).

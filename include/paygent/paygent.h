@@ -200,6 +200,13 @@ struct Stats {
   std::int64_t delivered_events = 0;   // events acknowledged by the backend
   std::int64_t dropped_events = 0;     // undelivered events dropped past max_spool_events
   std::int64_t rejected_events = 0;    // events the backend refused as malformed (kept, not resent)
+  // Usages that cannot be real (a negative count; cache reads plus writes above input_tokens;
+  // reasoning above output_tokens), refused and reported through on_error naming the field:
+  // record() meters nothing, settle() meters the reservation's estimate instead.
+  std::int64_t refused_usages = 0;
+  // Responses that said they ran another model than the one called (after canonical_model): each
+  // is priced and counted as the model that ran; on_error says so once per called model.
+  std::int64_t model_mismatches = 0;
 };
 
 class Paygent {
