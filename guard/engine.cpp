@@ -103,11 +103,17 @@ Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const Compiled
 // --- Verdicts -------------------------------------------------------------------------------------
 
 [[gnu::always_inline]] inline void Verdicts::add(const GuardResult& r) noexcept {
-  if (r.status == GateStatus::kSoftGate && count < kMax) new (each[count++]) GuardResult(r);
+  // Every result carries the user of `best` (set by evaluate() and admit() before the first add).
+  if (r.status == GateStatus::kSoftGate && count < kMax) {
+    GuardResult* kept = new (each[count++]) GuardResult(r);
+    kept->user_id = best.user_id;
+  }
   // The most restrictive: higher status, then higher usage_pct; the first wins ties.
   if (best.reason == GateReason::kNone || r.status > best.status ||
       (r.status == best.status && r.usage_pct > best.usage_pct)) {
+    const std::string_view user_id = best.user_id;
     best = r;
+    best.user_id = user_id;
   }
 }
 
@@ -761,14 +767,16 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
 
 namespace {
 
-[[gnu::always_inline]] inline GuardResult spend_result(GateReason reason, const Verdict& v, std::int64_t current, std::int64_t limit,
-                         std::int64_t resets_ns, const CompiledPlan& plan) {
+[[gnu::always_inline]] inline GuardResult spend_result(GateReason reason, const Verdict& v, std::int64_t current,
+                                                     std::int64_t estimate, std::int64_t limit, std::int64_t resets_ns,
+                                                     const CompiledPlan& plan) {
   GuardResult r;
   r.status = v.status;
   r.reason = reason;
   r.usage_pct = v.pct;
   r.current_value = current;
   r.limit_value = limit;
+  r.call_estimate = estimate;
   r.resets_at = resets_ns == std::numeric_limits<std::int64_t>::max() ? absl::InfiniteFuture()
                                                                         : absl::FromUnixNanos(resets_ns);
   r.threshold = v.status == GateStatus::kHardGate ? plan.hard
@@ -782,17 +790,19 @@ namespace {
 GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens,
                              Verdicts& verdicts) const noexcept {
   const CompiledPlan& plan = *site.plan;
+  verdicts.best.user_id = site.user->key;
   if (plan.max_period) {
     const Nanos c = site.period->committed.load(std::memory_order_acquire) +
                     site.period->external.load(std::memory_order_relaxed);
     const Verdict v = judge(c, est_cost, *plan.max_period, plan);
-    verdicts.add(spend_result(GateReason::kTotalSpend, v, c + est_cost, *plan.max_period, site.period->end_ns, plan));
+    verdicts.add(
+        spend_result(GateReason::kTotalSpend, v, c + est_cost, est_cost, *plan.max_period, site.period->end_ns, plan));
   }
   if (plan.max_session) {
     const Nanos c = site.session->committed.load(std::memory_order_acquire);
     const Verdict v = judge(c, est_cost, *plan.max_session, plan);
-    verdicts.add(spend_result(GateReason::kSessionSpend, v, c + est_cost, *plan.max_session,
-                                  site.now_ns + plan.session_timeout_ns, plan));
+    verdicts.add(spend_result(GateReason::kSessionSpend, v, c + est_cost, est_cost, *plan.max_session,
+                              site.now_ns + plan.session_timeout_ns, plan));
   }
   if (const CompiledLimit* l = plan.limit_for(site.model)) {
     const ModelCounters* mc = site.period->find(site.model->id);
@@ -800,7 +810,8 @@ GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::i
                                                mc->external_tokens.load(std::memory_order_relaxed)
                                          : 0;
     const Verdict v = judge(c, est_tokens, l->max_tokens, plan);
-    GuardResult r = spend_result(GateReason::kModelLimit, v, c + est_tokens, l->max_tokens, site.period->end_ns, plan);
+    GuardResult r =
+        spend_result(GateReason::kModelLimit, v, c + est_tokens, est_tokens, l->max_tokens, site.period->end_ns, plan);
     r.model = l->model->name;
     verdicts.add(r);
   }
@@ -812,6 +823,7 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
   const CompiledPlan& plan = *site.plan;
   PeriodWindow& period = *site.period;
   SessionWindow& session = *site.session;
+  verdicts.best.user_id = site.user->key;
   ModelCounters* mc = period.counters(site.model->id);
   const CompiledLimit* limit = plan.limit_for(site.model);
   if (limit != nullptr && mc == nullptr && !period.slots_exhausted.exchange(true)) {
@@ -844,14 +856,14 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
   const Verdict vp =
       hold(period.committed, period.external.load(std::memory_order_relaxed), est_cost, plan.max_period, current);
   if (plan.max_period) {
-    verdicts.add(spend_result(GateReason::kTotalSpend, vp, current, *plan.max_period, period.end_ns, plan));
+    verdicts.add(spend_result(GateReason::kTotalSpend, vp, current, est_cost, *plan.max_period, period.end_ns, plan));
   }
   if (vp.status == GateStatus::kHardGate) return verdicts.best;
 
   const Verdict vs = hold(session.committed, 0, est_cost, plan.max_session, current);
   if (plan.max_session) {
-    verdicts.add(spend_result(GateReason::kSessionSpend, vs, current, *plan.max_session,
-                                  site.now_ns + plan.session_timeout_ns, plan));
+    verdicts.add(spend_result(GateReason::kSessionSpend, vs, current, est_cost, *plan.max_session,
+                              site.now_ns + plan.session_timeout_ns, plan));
   }
   if (vs.status == GateStatus::kHardGate) {
     period.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
@@ -864,7 +876,8 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
     const Verdict vm =
         hold(mc->committed_tokens, mc->external_tokens.load(std::memory_order_relaxed), est_tokens, max, current);
     if (limit != nullptr) {
-      GuardResult r = spend_result(GateReason::kModelLimit, vm, current, limit->max_tokens, period.end_ns, plan);
+      GuardResult r =
+          spend_result(GateReason::kModelLimit, vm, current, est_tokens, limit->max_tokens, period.end_ns, plan);
       r.model = limit->model->name;
       verdicts.add(r);
     }

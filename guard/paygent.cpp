@@ -70,8 +70,9 @@ Reservation::~Reservation() {
 namespace {
 
 // The result of a call gated by strict_backend while the backend is unreachable.
-GuardResult backend_unavailable() {
+GuardResult backend_unavailable(std::string_view user_id) {
   GuardResult r;
+  r.user_id = user_id;
   r.status = GateStatus::kHardGate;
   r.reason = GateReason::kBackendUnavailable;
   r.usage_pct = 1.0;
@@ -189,7 +190,7 @@ GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate)
     const std::int64_t est_tokens = estimate.prompt_tokens + estimate.max_output_tokens;
     r = e.evaluate(site, e.estimate_cost(site.price, estimate.prompt_tokens, estimate.max_output_tokens), est_tokens,
                    verdicts);
-    if (e.backend_closed()) r = verdicts.best = backend_unavailable();
+    if (e.backend_closed()) r = verdicts.best = backend_unavailable(site.user->key);
   } catch (...) {
     e.report_error(absl::InternalError("check failed; the call proceeds unmetered"));
     r = GuardResult{};
@@ -222,7 +223,7 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
   const Nanos cost = e.estimate_cost(site.price, prompt, output);
   internal::Verdicts verdicts;
   if (e.backend_closed()) {
-    verdicts.best = backend_unavailable();
+    verdicts.best = backend_unavailable(site.user->key);
     e.fire_gate_callbacks(site, verdicts);
     if (e.options.raise_on_hard_gate) throw LimitExceeded(verdicts.best);
     verdicts = internal::Verdicts{};
