@@ -554,6 +554,13 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
     } else {
       deferred.push_back(totals.status());
     }
+    // Thresholds fired this period by an earlier process on this store (or before a hand-over).
+    auto fired = store->fired(user->key, start, start);
+    if (fired.ok()) {
+      apply_fired(*plan, *fired, start, nullptr, w->fired);
+    } else {
+      deferred.push_back(fired.status());
+    }
   }
   if (cur != nullptr && start < cur->end_ns) {
     // Calls in flight were admitted on the old window and will settle there: the new window takes
@@ -594,6 +601,17 @@ void restore_session(SessionWindow& w, const SessionTotals& t) {
   w.last_activity_ns.store(t.last_ns, std::memory_order_relaxed);
 }
 
+// Restores the soft-gate thresholds a resumed session already fired (see Engine::apply_fired).
+void restore_fired(Engine& engine, SessionWindow& w, const UserState& user, const CompiledPlan& plan,
+                   DeferredErrors& deferred) {
+  auto fired = engine.store->fired(user.key, w.start_ns - plan.session_timeout_ns, INT64_MAX);
+  if (fired.ok()) {
+    engine.apply_fired(plan, *fired, 0, &w, w.fired);
+  } else {
+    deferred.push_back(fired.status());
+  }
+}
+
 }  // namespace
 
 SessionWindow* Engine::roll_implicit_session(UserState* user, const CompiledPlan* plan, std::int64_t now) {
@@ -613,6 +631,7 @@ SessionWindow* Engine::roll_implicit_session(UserState* user, const CompiledPlan
         if (t.session_id.rfind("auto-", 0) == 0) {
           w.reset(arena.make<SessionWindow>(t.session_id, t.first_ns));
           restore_session(*w, t);
+          restore_fired(*this, *w, *user, *plan, deferred);
           break;
         }
       }
@@ -657,6 +676,7 @@ SessionWindow* Engine::roll_named_session(SessionEntry* entry, const CompiledPla
       if (!found->empty()) {
         w.reset(arena.make<SessionWindow>(entry->session_id, found->front().first_ns));
         restore_session(*w, found->front());
+        restore_fired(*this, *w, *user, *plan, deferred);
       }
     } else {
       deferred.push_back(found.status());
@@ -890,6 +910,104 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
   return verdicts.best;
 }
 
+namespace {
+
+// The group of fired bits of a model limit: 1 + its place among the plan's limits; those past the
+// 7th share group 7.
+int model_limit_group(const CompiledPlan& plan, std::string_view model) noexcept {
+  int group = 1;
+  for (const auto& l : plan.limits) {
+    if (l.model->name == model) break;
+    ++group;
+  }
+  return std::min(group, 7);
+}
+
+constexpr std::string_view kSessionKeyPrefix = "session_spend:";
+constexpr std::string_view kModelKeyPrefix = "model_limit:";
+
+}  // namespace
+
+void Engine::note_fired(const CallSite& site, const GuardResult& r, Ppm threshold) noexcept {
+  if (!store) return;
+  try {
+    FiredThreshold f;
+    f.user_id = site.user->key;
+    if (r.reason == GateReason::kSessionSpend) {
+      f.limit_key = str_cat(kSessionKeyPrefix, site.session->session_id);
+      f.period_start_ns = site.session->start_ns;
+    } else {
+      f.limit_key = r.gate_reason();
+      f.period_start_ns = site.period->start_ns;
+    }
+    f.threshold_ppm = threshold;
+    std::lock_guard<std::mutex> lock(fired_mu);
+    fired_unsaved.push_back(std::move(f));
+  } catch (...) {
+    counters.errors.add();  // only a restart may fire it again
+  }
+}
+
+void Engine::apply_fired(const CompiledPlan& plan, const std::vector<FiredThreshold>& rows, std::int64_t start_ns,
+                         const SessionWindow* session, std::atomic<std::uint64_t>& window_fired) const noexcept {
+  for (const FiredThreshold& row : rows) {
+    const std::string_view key = row.limit_key;
+    int group = 0;
+    if (session != nullptr) {
+      // The session's own rows: its id, started no earlier than one timeout before this window
+      // (an earlier session of the same id had expired by then).
+      if (!key.starts_with(kSessionKeyPrefix) || key.substr(kSessionKeyPrefix.size()) != session->session_id ||
+          row.period_start_ns < session->start_ns - plan.session_timeout_ns) {
+        continue;
+      }
+    } else {
+      if (row.period_start_ns != start_ns) continue;
+      if (key == "total_spend") {
+        group = 0;
+      } else if (key.starts_with(kModelKeyPrefix)) {
+        const std::string_view model = key.substr(kModelKeyPrefix.size());
+        const bool limited = std::any_of(plan.limits.begin(), plan.limits.end(),
+                                         [&](const CompiledLimit& l) { return l.model->name == model; });
+        if (!limited) continue;
+        group = model_limit_group(plan, model);
+      } else {
+        continue;
+      }
+    }
+    for (std::size_t i = 0; i < plan.soft.size() && i < 8; ++i) {
+      if (plan.soft[i] != row.threshold_ppm) continue;
+      window_fired.fetch_or(std::uint64_t{1} << (group * 8 + static_cast<int>(i)), std::memory_order_acq_rel);
+    }
+  }
+}
+
+void Engine::mark_soft_gate_fired(std::string_view user_id, std::string_view limit_key, std::int64_t period_start_ns,
+                                  Ppm threshold) {
+  const std::vector<FiredThreshold> rows = {
+      FiredThreshold{std::string(user_id), std::string(limit_key), period_start_ns, threshold}};
+  if (store) {
+    if (absl::Status s = store->save_fired(rows); !s.ok()) report_error(s);
+  }
+  UserState* user = user_for(user_id, false);
+  if (user == nullptr) return;  // read from the store when the user's windows are built
+  const PlanSnapshot* snap = plans.load(std::memory_order_acquire);
+  const CompiledPlan* plan = user->plan_cache.load(std::memory_order_acquire);
+  if (plan == nullptr || plan->snapshot != snap) plan = resolve_plan(user, snap);
+  if (limit_key.starts_with(kSessionKeyPrefix)) {
+    const std::string_view session_id = limit_key.substr(kSessionKeyPrefix.size());
+    SessionWindow* w = user->implicit_session.load(std::memory_order_acquire);
+    if (w == nullptr || w->session_id != session_id) {
+      const SessionEntry* entry = sessions.find(session_hash(user, session_id), [&](const SessionEntry& e) {
+        return e.user == user && e.session_id == session_id;
+      });
+      w = entry != nullptr ? entry->window.load(std::memory_order_acquire) : nullptr;
+    }
+    if (w != nullptr) apply_fired(*plan, rows, 0, w, w->fired);
+  } else if (PeriodWindow* w = user->period.load(std::memory_order_acquire)) {
+    apply_fired(*plan, rows, w->start_ns, nullptr, w->fired);
+  }
+}
+
 template <class F, class... A>
 void Engine::invoke_callback(const F& f, const A&... args) noexcept {
   if (!f) return;
@@ -920,12 +1038,7 @@ void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts)
     if (r.reason == GateReason::kSessionSpend) {
       fired = &site.session->fired;
     } else if (r.reason == GateReason::kModelLimit) {
-      limit_index = 1;
-      for (const auto& l : site.plan->limits) {
-        if (l.model->name == r.model) break;
-        ++limit_index;
-      }
-      limit_index = std::min(limit_index, 7);  // model limits past the 7th share one group of bits
+      limit_index = model_limit_group(*site.plan, r.model);
     }
     const auto& soft = site.plan->soft;
     for (std::size_t i = 0; i < soft.size() && i < 8 && soft[i] <= r.threshold; ++i) {
@@ -933,6 +1046,7 @@ void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts)
       if ((fired->load(std::memory_order_relaxed) & bit) != 0) continue;
       if ((fired->fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) continue;
       counters.soft_gates.add();
+      note_fired(site, r, soft[i]);
       GuardResult at = r;
       at.threshold = soft[i];
       invoke_callback(options.on_soft_gate, at);
@@ -1252,6 +1366,23 @@ void Engine::writer_loop() {
   }
 }
 
+void Engine::save_fired_thresholds() {
+  std::vector<FiredThreshold> fired;
+  {
+    std::lock_guard<std::mutex> lock(fired_mu);
+    fired.swap(fired_unsaved);
+  }
+  if (fired.empty()) return;
+  if (absl::Status s = store->save_fired(fired); !s.ok()) {
+    report_error(s);
+    // Kept for the next round (a few per user and period; bounded all the same).
+    std::lock_guard<std::mutex> lock(fired_mu);
+    if (fired_unsaved.size() + fired.size() <= 65536) {
+      fired_unsaved.insert(fired_unsaved.begin(), fired.begin(), fired.end());
+    }
+  }
+}
+
 void Engine::drain_to_store() {
   std::vector<StoredEvent>& pending = unstored;  // kept across rounds while the store fails
   std::vector<QueuedEvent> batch;
@@ -1283,6 +1414,7 @@ void Engine::drain_to_store() {
     s.meta_tags_json += "}";
     pending.push_back(std::move(s));
   }
+  save_fired_thresholds();
   if (pending.empty()) return;
   auto added = store->append(pending);
   if (added.ok()) {

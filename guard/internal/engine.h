@@ -302,6 +302,9 @@ struct Engine final : SyncTarget {
   // Holds the estimate against every limit; on a hard gate holds nothing and returns the result.
   GuardResult admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens, Verdicts& verdicts) noexcept;
   void fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts) noexcept;
+  // Queues a threshold that just fired for the local store (saved by the writer with the next
+  // commit, so a restart does not fire it again). Rare: once per threshold, limit and period.
+  void note_fired(const CallSite& site, const GuardResult& r, Ppm threshold) noexcept;
   void apply(PeriodWindow* period, SessionWindow* session, const ModelInfo* model, Nanos cost_delta,
              Nanos cost_settled, std::int64_t tokens_delta, const Usage* settled) noexcept;
   void meter(const std::shared_ptr<const ContextData>& context, UserState* user, const ModelInfo* model,
@@ -333,6 +336,17 @@ struct Engine final : SyncTarget {
   EventId next_event_id() noexcept;
 
   // --- cold paths ---
+  // Marks a soft-gate threshold as fired for `user_id`'s limit `limit_key` ("total_spend",
+  // "session_spend:<session id>", "model_limit:<model>") in the period (or session) starting at
+  // `period_start_ns`, as if this process had fired it: on_soft_gate will not fire for it. Saved
+  // in the local store, so that a restart keeps it too. For a fire seen elsewhere, e.g. reported
+  // by the backend for another process. Thresholds not in the user's plan are ignored in memory.
+  void mark_soft_gate_fired(std::string_view user_id, std::string_view limit_key, std::int64_t period_start_ns,
+                            Ppm threshold);
+  // Sets the fired bits of `window_fired` from `rows`: period limits (session == nullptr) whose
+  // period starts at `start_ns`, or the session limit of `session`.
+  void apply_fired(const CompiledPlan& plan, const std::vector<FiredThreshold>& rows, std::int64_t start_ns,
+                   const SessionWindow* session, std::atomic<std::uint64_t>& window_fired) const noexcept;
   // Puts `user` on `a` (calls in flight keep reading the old assignment, which stays alive).
   void assign(UserState* user, std::unique_ptr<Assignment> a);
   // Puts `user` on the backend's subscription when it differs from theirs (syncer thread).
@@ -356,6 +370,7 @@ struct Engine final : SyncTarget {
   void invoke_callback(const F& f, const A&... args) noexcept;
   void writer_loop();
   void drain_to_store();
+  void save_fired_thresholds();  // writer thread: fired_unsaved to the store
 
   Options options;
   const PriceCatalog* catalog;
@@ -396,6 +411,9 @@ struct Engine final : SyncTarget {
   std::atomic<bool> dropped_reported{false};
   std::atomic<bool> unknown_backend_plan_reported{false};
   std::vector<StoredEvent> unstored;  // writer thread only
+  // Soft-gate thresholds fired since the writer's last commit (see note_fired).
+  std::mutex fired_mu;
+  std::vector<FiredThreshold> fired_unsaved ABSL_GUARDED_BY(fired_mu);
   std::atomic<bool> store_failing{false};
   std::thread writer;
 
