@@ -80,7 +80,8 @@ TEST_CASE("guard.gate_rule.hard_message_says_spent_and_what_the_call_would_add")
     h.pg->check("m");
     FAIL("expected LimitExceeded");
   } catch (const LimitExceeded& e) {
-    CHECK(std::string(e.what()) == "hard gate: total_spend: $1.00 spent of $1.00 this period; resets 2026-12-01 00:00 UTC");
+    CHECK(std::string(e.what()) ==
+          "hard gate: total_spend: $1.00 spent of $1.00 this period; resets 2026-12-01 00:00 UTC");
   }
 }
 

@@ -23,7 +23,9 @@ struct Rig {
     Options o;
     o.local_store_path = store_path;
     o.clock = clock.fn();
-    o.on_soft_gate = [this](const GuardResult& r) { fired.push_back(r.gate_reason() + "@" + std::to_string(r.threshold)); };
+    o.on_soft_gate = [this](const GuardResult& r) {
+      fired.push_back(r.gate_reason() + "@" + std::to_string(r.threshold));
+    };
     o.on_error = [this](const absl::Status& s) { errors.push_back(std::string(s.message())); };
     engine = std::make_unique<Engine>(std::move(o));
     Plan p = testing::round_plan();
