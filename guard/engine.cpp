@@ -103,17 +103,11 @@ Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const Compiled
 // --- Verdicts -------------------------------------------------------------------------------------
 
 [[gnu::always_inline]] inline void Verdicts::add(const GuardResult& r) noexcept {
-  // Every result carries the user of `best` (set by evaluate() and admit() before the first add).
-  if (r.status == GateStatus::kSoftGate && count < kMax) {
-    GuardResult* kept = new (each[count++]) GuardResult(r);
-    kept->user_id = best.user_id;
-  }
+  if (r.status == GateStatus::kSoftGate && count < kMax) new (each[count++]) GuardResult(r);
   // The most restrictive: higher status, then higher usage_pct; the first wins ties.
   if (best.reason == GateReason::kNone || r.status > best.status ||
       (r.status == best.status && r.usage_pct > best.usage_pct)) {
-    const std::string_view user_id = best.user_id;
     best = r;
-    best.user_id = user_id;
   }
 }
 
@@ -810,7 +804,6 @@ namespace {
 GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens,
                              Verdicts& verdicts) const noexcept {
   const CompiledPlan& plan = *site.plan;
-  verdicts.best.user_id = site.user->key;
   if (plan.max_period) {
     const Nanos c = site.period->committed.load(std::memory_order_acquire) +
                     site.period->external.load(std::memory_order_relaxed);
@@ -835,15 +828,25 @@ GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::i
     r.model = l->model->name;
     verdicts.add(r);
   }
+  verdicts.best.user_id = site.user->key;  // the soft ones get it when they fire
   return verdicts.best;
 }
+
+namespace {
+
+// `r` with the call's user (set once per result rather than in every Verdicts::add).
+[[gnu::always_inline]] inline GuardResult named(GuardResult& r, const CallSite& site) noexcept {
+  r.user_id = site.user->key;
+  return r;
+}
+
+}  // namespace
 
 GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens,
                           Verdicts& verdicts) noexcept {
   const CompiledPlan& plan = *site.plan;
   PeriodWindow& period = *site.period;
   SessionWindow& session = *site.session;
-  verdicts.best.user_id = site.user->key;
   ModelCounters* mc = period.counters(site.model->id);
   const CompiledLimit* limit = plan.limit_for(site.model);
   if (limit != nullptr && mc == nullptr && !period.slots_exhausted.exchange(true)) {
@@ -878,7 +881,7 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
   if (plan.max_period) {
     verdicts.add(spend_result(GateReason::kTotalSpend, vp, current, est_cost, *plan.max_period, period.end_ns, plan));
   }
-  if (vp.status == GateStatus::kHardGate) return verdicts.best;
+  if (vp.status == GateStatus::kHardGate) return named(verdicts.best, site);
 
   const Verdict vs = hold(session.committed, 0, est_cost, plan.max_session, current);
   if (plan.max_session) {
@@ -887,7 +890,7 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
   }
   if (vs.status == GateStatus::kHardGate) {
     period.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
-    return verdicts.best;
+    return named(verdicts.best, site);
   }
 
   if (mc != nullptr) {
@@ -904,10 +907,10 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
     if (vm.status == GateStatus::kHardGate) {
       period.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
       session.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
-      return verdicts.best;
+      return named(verdicts.best, site);
     }
   }
-  return verdicts.best;
+  return named(verdicts.best, site);
 }
 
 namespace {
@@ -1049,6 +1052,7 @@ void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts)
       note_fired(site, r, soft[i]);
       GuardResult at = r;
       at.threshold = soft[i];
+      at.user_id = site.user->key;
       invoke_callback(options.on_soft_gate, at);
     }
   }
@@ -1138,7 +1142,7 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
 }
 
 void Engine::report_refused_usage(const Usage& u, std::string_view then) noexcept {
-  counters.refused_usages.add();
+  counters.refused_usages.fetch_add(1, std::memory_order_relaxed);
   try {
     std::string why;
     const std::pair<const char*, std::int64_t> fields[] = {
@@ -1213,9 +1217,10 @@ void Engine::adopt_response_model(Reservation& r, std::string_view ran_model) no
       r.price_source_ = UsageEvent::PriceSource::kPlan;
     } else {
       r.price_ = catalog_price;
-      r.price_source_ = catalog_price != nullptr ? UsageEvent::PriceSource::kCatalog : UsageEvent::PriceSource::kUnknown;
+      r.price_source_ =
+          catalog_price != nullptr ? UsageEvent::PriceSource::kCatalog : UsageEvent::PriceSource::kUnknown;
     }
-    counters.model_mismatches.add();
+    counters.model_mismatches.fetch_add(1, std::memory_order_relaxed);
     if (!called->mismatch_reported.exchange(true, std::memory_order_relaxed)) {
       report_error(absl::FailedPreconditionError(
           str_cat("a call of ", called->name, " was answered by ", ran_model, ": priced and counted as ", ran->name,

@@ -179,25 +179,26 @@ GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate)
   Engine& e = *engine_;
   e.counters.checks.add();
   CallSite site;
-  GuardResult r;
+  // verdicts.best is the result: a second GuardResult (96 bytes) would be zeroed with rep stos.
   internal::Verdicts verdicts;
   try {
     if (!e.resolve_now(model, site)) {
       e.counters.unmetered.add();
-      r.status = GateStatus::kUnmetered;
-      return r;
+      verdicts.best.status = GateStatus::kUnmetered;
+      return verdicts.best;
     }
     const std::int64_t est_tokens = estimate.prompt_tokens + estimate.max_output_tokens;
-    r = e.evaluate(site, e.estimate_cost(site.price, estimate.prompt_tokens, estimate.max_output_tokens), est_tokens,
-                   verdicts);
-    if (e.backend_closed()) r = verdicts.best = backend_unavailable(site.user->key);
+    e.evaluate(site, e.estimate_cost(site.price, estimate.prompt_tokens, estimate.max_output_tokens), est_tokens,
+               verdicts);
+    if (e.backend_closed()) verdicts.best = backend_unavailable(site.user->key);
   } catch (...) {
     e.report_error(absl::InternalError("check failed; the call proceeds unmetered"));
-    r = GuardResult{};
+    GuardResult r;
     r.status = GateStatus::kUnmetered;
     return r;
   }
   e.fire_gate_callbacks(site, verdicts);
+  const GuardResult& r = verdicts.best;
   if (r.status == GateStatus::kHardGate && e.options.raise_on_hard_gate) throw LimitExceeded(r);
   return r;
 }
@@ -269,7 +270,10 @@ Reservation Paygent::reserve_or_fail_open(std::string_view model, const CallEsti
 void Paygent::settle(Reservation& r, const Usage& usage, Provider provider) noexcept {
   Engine* e = r.engine_;
   if (e == nullptr) return;
-  if (e->refuse_usage(usage, "settle: metering the reservation's estimate instead")) return e->settle_estimate(r, provider);
+  if (e->refuse_usage(usage, "settle: metering the reservation's estimate instead")) {
+    e->settle_estimate(r, provider);
+    return;
+  }
   r.engine_ = nullptr;
   const Nanos cost = r.price_ != nullptr ? cost_of(usage, *r.price_) : 0;
   e->apply(r.period_, r.session_, r.model_, cost - r.cost_, cost,
@@ -495,8 +499,8 @@ Stats Paygent::stats() const noexcept {
   s.delivered_events = engine_->syncer ? engine_->syncer->delivered() : 0;
   s.dropped_events = c.dropped_events.sum();
   s.rejected_events = c.rejected_events.sum();
-  s.refused_usages = c.refused_usages.sum();
-  s.model_mismatches = c.model_mismatches.sum();
+  s.refused_usages = c.refused_usages.load(std::memory_order_relaxed);
+  s.model_mismatches = c.model_mismatches.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -391,7 +391,8 @@ struct Engine final : SyncTarget {
   struct Counters {
     StripedCounter checks, events, soft_gates, hard_gates, unmetered, errors, callback_failures,
         unknown_models, unreadable_responses, queue_overflows, stored_events, dropped_events, rejected_events;
-    StripedCounter refused_usages, model_mismatches;
+    // Rare faults: plain atomics (a StripedCounter is 2 KiB).
+    std::atomic<std::int64_t> refused_usages{0}, model_mismatches{0};
   } counters;
 
   // Event pipeline to the local store (only when a store is open).
