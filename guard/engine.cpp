@@ -548,6 +548,13 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
     } else {
       deferred.push_back(totals.status());
     }
+    // Thresholds fired this period by an earlier process on this store (or before a hand-over).
+    auto fired = store->fired(user->key, start, start);
+    if (fired.ok()) {
+      apply_fired(*plan, *fired, start, nullptr, w->fired);
+    } else {
+      deferred.push_back(fired.status());
+    }
   }
   if (cur != nullptr && start < cur->end_ns) {
     // Calls in flight were admitted on the old window and will settle there: the new window takes
@@ -588,6 +595,17 @@ void restore_session(SessionWindow& w, const SessionTotals& t) {
   w.last_activity_ns.store(t.last_ns, std::memory_order_relaxed);
 }
 
+// Restores the soft-gate thresholds a resumed session already fired (see Engine::apply_fired).
+void restore_fired(Engine& engine, SessionWindow& w, const UserState& user, const CompiledPlan& plan,
+                   DeferredErrors& deferred) {
+  auto fired = engine.store->fired(user.key, w.start_ns - plan.session_timeout_ns, INT64_MAX);
+  if (fired.ok()) {
+    engine.apply_fired(plan, *fired, 0, &w, w.fired);
+  } else {
+    deferred.push_back(fired.status());
+  }
+}
+
 }  // namespace
 
 SessionWindow* Engine::roll_implicit_session(UserState* user, const CompiledPlan* plan, std::int64_t now) {
@@ -607,6 +625,7 @@ SessionWindow* Engine::roll_implicit_session(UserState* user, const CompiledPlan
         if (t.session_id.rfind("auto-", 0) == 0) {
           w.reset(arena.make<SessionWindow>(t.session_id, t.first_ns));
           restore_session(*w, t);
+          restore_fired(*this, *w, *user, *plan, deferred);
           break;
         }
       }
@@ -651,6 +670,7 @@ SessionWindow* Engine::roll_named_session(SessionEntry* entry, const CompiledPla
       if (!found->empty()) {
         w.reset(arena.make<SessionWindow>(entry->session_id, found->front().first_ns));
         restore_session(*w, found->front());
+        restore_fired(*this, *w, *user, *plan, deferred);
       }
     } else {
       deferred.push_back(found.status());
@@ -761,14 +781,16 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
 
 namespace {
 
-[[gnu::always_inline]] inline GuardResult spend_result(GateReason reason, const Verdict& v, std::int64_t current, std::int64_t limit,
-                         std::int64_t resets_ns, const CompiledPlan& plan) {
+[[gnu::always_inline]] inline GuardResult spend_result(GateReason reason, const Verdict& v, std::int64_t current,
+                                                     std::int64_t estimate, std::int64_t limit, std::int64_t resets_ns,
+                                                     const CompiledPlan& plan) {
   GuardResult r;
   r.status = v.status;
   r.reason = reason;
   r.usage_pct = v.pct;
   r.current_value = current;
   r.limit_value = limit;
+  r.call_estimate = estimate;
   r.resets_at = resets_ns == std::numeric_limits<std::int64_t>::max() ? absl::InfiniteFuture()
                                                                         : absl::FromUnixNanos(resets_ns);
   r.threshold = v.status == GateStatus::kHardGate ? plan.hard
@@ -786,13 +808,14 @@ GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::i
     const Nanos c = site.period->committed.load(std::memory_order_acquire) +
                     site.period->external.load(std::memory_order_relaxed);
     const Verdict v = judge(c, est_cost, *plan.max_period, plan);
-    verdicts.add(spend_result(GateReason::kTotalSpend, v, c + est_cost, *plan.max_period, site.period->end_ns, plan));
+    verdicts.add(
+        spend_result(GateReason::kTotalSpend, v, c + est_cost, est_cost, *plan.max_period, site.period->end_ns, plan));
   }
   if (plan.max_session) {
     const Nanos c = site.session->committed.load(std::memory_order_acquire);
     const Verdict v = judge(c, est_cost, *plan.max_session, plan);
-    verdicts.add(spend_result(GateReason::kSessionSpend, v, c + est_cost, *plan.max_session,
-                                  site.now_ns + plan.session_timeout_ns, plan));
+    verdicts.add(spend_result(GateReason::kSessionSpend, v, c + est_cost, est_cost, *plan.max_session,
+                              site.now_ns + plan.session_timeout_ns, plan));
   }
   if (const CompiledLimit* l = plan.limit_for(site.model)) {
     const ModelCounters* mc = site.period->find(site.model->id);
@@ -800,12 +823,24 @@ GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::i
                                                mc->external_tokens.load(std::memory_order_relaxed)
                                          : 0;
     const Verdict v = judge(c, est_tokens, l->max_tokens, plan);
-    GuardResult r = spend_result(GateReason::kModelLimit, v, c + est_tokens, l->max_tokens, site.period->end_ns, plan);
+    GuardResult r =
+        spend_result(GateReason::kModelLimit, v, c + est_tokens, est_tokens, l->max_tokens, site.period->end_ns, plan);
     r.model = l->model->name;
     verdicts.add(r);
   }
+  verdicts.best.user_id = site.user->key;  // the soft ones get it when they fire
   return verdicts.best;
 }
+
+namespace {
+
+// `r` with the call's user (set once per result rather than in every Verdicts::add).
+[[gnu::always_inline]] inline GuardResult named(GuardResult& r, const CallSite& site) noexcept {
+  r.user_id = site.user->key;
+  return r;
+}
+
+}  // namespace
 
 GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens,
                           Verdicts& verdicts) noexcept {
@@ -844,18 +879,18 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
   const Verdict vp =
       hold(period.committed, period.external.load(std::memory_order_relaxed), est_cost, plan.max_period, current);
   if (plan.max_period) {
-    verdicts.add(spend_result(GateReason::kTotalSpend, vp, current, *plan.max_period, period.end_ns, plan));
+    verdicts.add(spend_result(GateReason::kTotalSpend, vp, current, est_cost, *plan.max_period, period.end_ns, plan));
   }
-  if (vp.status == GateStatus::kHardGate) return verdicts.best;
+  if (vp.status == GateStatus::kHardGate) return named(verdicts.best, site);
 
   const Verdict vs = hold(session.committed, 0, est_cost, plan.max_session, current);
   if (plan.max_session) {
-    verdicts.add(spend_result(GateReason::kSessionSpend, vs, current, *plan.max_session,
-                                  site.now_ns + plan.session_timeout_ns, plan));
+    verdicts.add(spend_result(GateReason::kSessionSpend, vs, current, est_cost, *plan.max_session,
+                              site.now_ns + plan.session_timeout_ns, plan));
   }
   if (vs.status == GateStatus::kHardGate) {
     period.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
-    return verdicts.best;
+    return named(verdicts.best, site);
   }
 
   if (mc != nullptr) {
@@ -864,17 +899,116 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
     const Verdict vm =
         hold(mc->committed_tokens, mc->external_tokens.load(std::memory_order_relaxed), est_tokens, max, current);
     if (limit != nullptr) {
-      GuardResult r = spend_result(GateReason::kModelLimit, vm, current, limit->max_tokens, period.end_ns, plan);
+      GuardResult r =
+          spend_result(GateReason::kModelLimit, vm, current, est_tokens, limit->max_tokens, period.end_ns, plan);
       r.model = limit->model->name;
       verdicts.add(r);
     }
     if (vm.status == GateStatus::kHardGate) {
       period.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
       session.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
-      return verdicts.best;
+      return named(verdicts.best, site);
     }
   }
-  return verdicts.best;
+  return named(verdicts.best, site);
+}
+
+namespace {
+
+// The group of fired bits of a model limit: 1 + its place among the plan's limits; those past the
+// 7th share group 7.
+int model_limit_group(const CompiledPlan& plan, std::string_view model) noexcept {
+  int group = 1;
+  for (const auto& l : plan.limits) {
+    if (l.model->name == model) break;
+    ++group;
+  }
+  return std::min(group, 7);
+}
+
+constexpr std::string_view kSessionKeyPrefix = "session_spend:";
+constexpr std::string_view kModelKeyPrefix = "model_limit:";
+
+}  // namespace
+
+void Engine::note_fired(const CallSite& site, const GuardResult& r, Ppm threshold) noexcept {
+  if (!store) return;
+  try {
+    FiredThreshold f;
+    f.user_id = site.user->key;
+    if (r.reason == GateReason::kSessionSpend) {
+      f.limit_key = str_cat(kSessionKeyPrefix, site.session->session_id);
+      f.period_start_ns = site.session->start_ns;
+    } else {
+      f.limit_key = r.gate_reason();
+      f.period_start_ns = site.period->start_ns;
+    }
+    f.threshold_ppm = threshold;
+    std::lock_guard<std::mutex> lock(fired_mu);
+    fired_unsaved.push_back(std::move(f));
+  } catch (...) {
+    counters.errors.add();  // only a restart may fire it again
+  }
+}
+
+void Engine::apply_fired(const CompiledPlan& plan, const std::vector<FiredThreshold>& rows, std::int64_t start_ns,
+                         const SessionWindow* session, std::atomic<std::uint64_t>& window_fired) const noexcept {
+  for (const FiredThreshold& row : rows) {
+    const std::string_view key = row.limit_key;
+    int group = 0;
+    if (session != nullptr) {
+      // The session's own rows: its id, started no earlier than one timeout before this window
+      // (an earlier session of the same id had expired by then).
+      if (!key.starts_with(kSessionKeyPrefix) || key.substr(kSessionKeyPrefix.size()) != session->session_id ||
+          row.period_start_ns < session->start_ns - plan.session_timeout_ns) {
+        continue;
+      }
+    } else {
+      if (row.period_start_ns != start_ns) continue;
+      if (key == "total_spend") {
+        group = 0;
+      } else if (key.starts_with(kModelKeyPrefix)) {
+        const std::string_view model = key.substr(kModelKeyPrefix.size());
+        const bool limited = std::any_of(plan.limits.begin(), plan.limits.end(),
+                                         [&](const CompiledLimit& l) { return l.model->name == model; });
+        if (!limited) continue;
+        group = model_limit_group(plan, model);
+      } else {
+        continue;
+      }
+    }
+    for (std::size_t i = 0; i < plan.soft.size() && i < 8; ++i) {
+      if (plan.soft[i] != row.threshold_ppm) continue;
+      window_fired.fetch_or(std::uint64_t{1} << (group * 8 + static_cast<int>(i)), std::memory_order_acq_rel);
+    }
+  }
+}
+
+void Engine::mark_soft_gate_fired(std::string_view user_id, std::string_view limit_key, std::int64_t period_start_ns,
+                                  Ppm threshold) {
+  const std::vector<FiredThreshold> rows = {
+      FiredThreshold{std::string(user_id), std::string(limit_key), period_start_ns, threshold}};
+  if (store) {
+    if (absl::Status s = store->save_fired(rows); !s.ok()) report_error(s);
+  }
+  UserState* user = user_for(user_id, false);
+  if (user == nullptr) return;  // read from the store when the user's windows are built
+  const PlanSnapshot* snap = plans.load(std::memory_order_acquire);
+  const CompiledPlan* plan = user->plan_cache.load(std::memory_order_acquire);
+  if (plan == nullptr || plan->snapshot != snap) plan = resolve_plan(user, snap);
+  if (limit_key.starts_with(kSessionKeyPrefix)) {
+    const std::string_view session_id = limit_key.substr(kSessionKeyPrefix.size());
+    SessionWindow* w = user->implicit_session.load(std::memory_order_acquire);
+    if (w == nullptr || w->session_id != session_id) {
+      const SessionEntry* entry = sessions.find(session_hash(user, session_id), [&](const SessionEntry& e) {
+        return e.user == user && e.session_id == session_id;
+      });
+      w = entry != nullptr ? entry->window.load(std::memory_order_acquire) : nullptr;
+    }
+    if (w != nullptr) apply_fired(*plan, rows, 0, w, w->fired);
+  } else if (PeriodWindow* w = user->period.load(std::memory_order_acquire)) {
+    apply_fired(*plan, rows, w->start_ns, nullptr, w->fired);
+  }
 }
 
 template <class F, class... A>
@@ -907,12 +1041,7 @@ void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts)
     if (r.reason == GateReason::kSessionSpend) {
       fired = &site.session->fired;
     } else if (r.reason == GateReason::kModelLimit) {
-      limit_index = 1;
-      for (const auto& l : site.plan->limits) {
-        if (l.model->name == r.model) break;
-        ++limit_index;
-      }
-      limit_index = std::min(limit_index, 7);  // model limits past the 7th share one group of bits
+      limit_index = model_limit_group(*site.plan, r.model);
     }
     const auto& soft = site.plan->soft;
     for (std::size_t i = 0; i < soft.size() && i < 8 && soft[i] <= r.threshold; ++i) {
@@ -920,8 +1049,10 @@ void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts)
       if ((fired->load(std::memory_order_relaxed) & bit) != 0) continue;
       if ((fired->fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) continue;
       counters.soft_gates.add();
+      note_fired(site, r, soft[i]);
       GuardResult at = r;
       at.threshold = soft[i];
+      at.user_id = site.user->key;
       invoke_callback(options.on_soft_gate, at);
     }
   }
@@ -959,6 +1090,10 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
                    UsageEvent::PriceSource source, std::int64_t ts_ns, bool estimated) noexcept {
   counters.events.add();
   const EventId id = next_event_id();
+  if (source == UsageEvent::PriceSource::kPlan && (usage.cached_input_tokens | usage.cache_creation_input_tokens) > 0)
+      [[unlikely]] {
+    report_guessed_cache_rate(user, model, usage);
+  }
   if (source == UsageEvent::PriceSource::kUnknown) {
     counters.unknown_models.add();
     if (!model->unknown_reported.exchange(true, std::memory_order_relaxed)) {
@@ -1006,6 +1141,96 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
   }
 }
 
+void Engine::report_refused_usage(const Usage& u, std::string_view then) noexcept {
+  counters.refused_usages.fetch_add(1, std::memory_order_relaxed);
+  try {
+    std::string why;
+    const std::pair<const char*, std::int64_t> fields[] = {
+        {"input_tokens", u.input_tokens},
+        {"output_tokens", u.output_tokens},
+        {"cached_input_tokens", u.cached_input_tokens},
+        {"cache_creation_input_tokens", u.cache_creation_input_tokens},
+        {"reasoning_tokens", u.reasoning_tokens}};
+    for (const auto& [name, v] : fields) {
+      if (v < 0) {
+        why = str_cat("usage.", name, " is ", v, ": token counts cannot be negative");
+        break;
+      }
+    }
+    if (!why.empty()) {
+    } else if (u.cached_input_tokens > u.input_tokens) {
+      why = str_cat("usage.cached_input_tokens (", u.cached_input_tokens, ") exceed usage.input_tokens (",
+                    u.input_tokens, "), which count every input token, cache reads included");
+    } else if (u.cache_creation_input_tokens > u.input_tokens - u.cached_input_tokens) {
+      why = str_cat("usage.cache_creation_input_tokens (", u.cache_creation_input_tokens,
+                    ") plus usage.cached_input_tokens (", u.cached_input_tokens, ") exceed usage.input_tokens (",
+                    u.input_tokens, "), which count every input token, cache reads and writes included");
+    } else if (u.reasoning_tokens > u.output_tokens) {
+      why = str_cat("usage.reasoning_tokens (", u.reasoning_tokens, ") exceed usage.output_tokens (", u.output_tokens,
+                    "), which count every output token, reasoning included");
+    } else {
+      why = str_cat("usage.input_tokens (", u.input_tokens, ") plus usage.output_tokens (", u.output_tokens,
+                    ") overflow a 64-bit count");
+    }
+    report_error(absl::InvalidArgumentError(str_cat(why, "; ", then)));
+  } catch (...) {
+    counters.errors.add();
+  }
+}
+
+void Engine::settle_estimate(Reservation& r, Provider provider) noexcept {
+  Usage estimate;
+  estimate.input_tokens = r.input_tokens_;
+  estimate.output_tokens = r.output_tokens_;
+  const Nanos cost = r.price_ != nullptr ? cost_of(estimate, *r.price_) : 0;
+  r.engine_ = nullptr;
+  apply(r.period_, r.session_, r.model_, cost - r.cost_, cost, 0, &estimate);
+  meter(r.context_, r.user_, r.model_, r.session_, provider, estimate, cost, r.price_source_, r.started_ns_, true);
+  r.context_.reset();
+}
+
+void Engine::adopt_response_model(Reservation& r, std::string_view ran_model) noexcept {
+  const std::string_view ran_name = canonical_model(ran_model);
+  if (ran_name == r.model_->name) {
+    // The called model: a dated snapshot the catalog prices apart (gpt-4o-2024-05-13) is priced
+    // as what ran; a plan's rate covers every snapshot of its model.
+    if (ran_name.size() != ran_model.size() && r.price_source_ == UsageEvent::PriceSource::kCatalog) {
+      if (const ModelPrice* p = catalog->find(ran_model)) r.price_ = p;
+    }
+    return;
+  }
+  try {
+    const ModelPrice* catalog_price = nullptr;
+    const ModelInfo* ran = model_for(ran_model, &catalog_price);
+    const PlanSnapshot* snap = plans.load(std::memory_order_acquire);
+    const CompiledPlan* plan = r.user_->plan_cache.load(std::memory_order_acquire);
+    if (plan == nullptr || plan->snapshot != snap) plan = resolve_plan(r.user_, snap);
+    const ModelInfo* called = r.model_;
+    // The token hold moves to the model that ran (settle then replaces it by the real tokens);
+    // the money hold is model-free and stays.
+    const std::int64_t held = r.input_tokens_ + r.output_tokens_;
+    apply(r.period_, r.session_, called, 0, 0, -held, nullptr);
+    apply(r.period_, r.session_, ran, 0, 0, held, nullptr);
+    r.model_ = ran;
+    if (const ModelPrice* p = plan->rate_for(ran)) {
+      r.price_ = p;
+      r.price_source_ = UsageEvent::PriceSource::kPlan;
+    } else {
+      r.price_ = catalog_price;
+      r.price_source_ =
+          catalog_price != nullptr ? UsageEvent::PriceSource::kCatalog : UsageEvent::PriceSource::kUnknown;
+    }
+    counters.model_mismatches.fetch_add(1, std::memory_order_relaxed);
+    if (!called->mismatch_reported.exchange(true, std::memory_order_relaxed)) {
+      report_error(absl::FailedPreconditionError(
+          str_cat("a call of ", called->name, " was answered by ", ran_model, ": priced and counted as ", ran->name,
+                  " (said once per called model; Stats::model_mismatches counts each)")));
+    }
+  } catch (...) {
+    counters.errors.add();  // fail-open: priced as called
+  }
+}
+
 // --- Engine: errors -------------------------------------------------------------------------------
 
 void Engine::report_error(absl::Status status) noexcept {
@@ -1019,6 +1244,60 @@ void Engine::report_error(absl::Status status) noexcept {
 }
 
 // --- Engine: plans --------------------------------------------------------------------------------
+
+namespace {
+
+// `rate` scaled by num/den, rounded half-up to a pico-USD per token (exact for every ratio the
+// catalog has today: 1/2, 1/10, 5/4, ...).
+PicosPerToken scaled(PicosPerToken rate, PicosPerToken num, PicosPerToken den) noexcept {
+  const __int128 v = (static_cast<__int128>(rate) * num + den / 2) / den;
+  return v > INT64_MAX ? INT64_MAX : static_cast<PicosPerToken>(v);
+}
+
+}  // namespace
+
+CompiledRate Engine::compile_rate(const ModelInfo* model, const CostRate& rate) const noexcept {
+  CompiledRate c{model, ModelPrice{}};
+  c.price.input = rate.input;
+  c.price.output = rate.output;
+  // Unset cache rates: the catalog's ratio to its input price for the model (see CostRate).
+  const ModelPrice* listed = model->catalog_price;
+  const bool ratio_known = listed != nullptr && listed->input > 0;
+  if (rate.cached_input) {
+    c.price.cached_input = *rate.cached_input;
+  } else if (ratio_known) {
+    c.price.cached_input = scaled(rate.input, listed->cached_input, listed->input);
+  } else {
+    c.price.cached_input = rate.input;
+    c.cached_input_guessed = true;
+  }
+  if (rate.cache_write) {
+    c.price.cache_write = *rate.cache_write;
+  } else if (ratio_known) {
+    c.price.cache_write = scaled(rate.input, listed->cache_write, listed->input);
+  } else {
+    c.price.cache_write = rate.input;
+    c.cache_write_guessed = true;
+  }
+  return c;
+}
+
+void Engine::report_guessed_cache_rate(const UserState* user, const ModelInfo* model, const Usage& usage) noexcept {
+  const CompiledPlan* plan = user->plan_cache.load(std::memory_order_acquire);
+  if (plan == nullptr) return;
+  for (const CompiledRate& r : plan->rates) {
+    if (r.model != model) continue;
+    const bool guessed = (r.cached_input_guessed && usage.cached_input_tokens > 0) ||
+                         (r.cache_write_guessed && usage.cache_creation_input_tokens > 0);
+    if (guessed && !model->cache_rate_reported.exchange(true, std::memory_order_relaxed)) {
+      report_error(absl::NotFoundError(str_cat(
+          "plan \"", plan->plan != nullptr ? plan->plan->name : "", "\" prices ", model->name,
+          " without cached_input/cache_write and the price catalog does not know the model: its cache tokens are "
+          "priced at the plan's input rate (set cached_input and cache_write in cost_rates; said once)")));
+    }
+    return;
+  }
+}
 
 absl::Status Engine::install_plans(PlanConfig config) {
   if (config.hard_gate_at <= 0) return absl::InvalidArgumentError("hard_gate_at: must be positive");
@@ -1055,12 +1334,7 @@ absl::Status Engine::install_plans(PlanConfig config) {
     for (const auto& [model, limit] : p.model_limits) {
       if (limit.max_tokens_per_period) cp->limits.push_back({model_for(model), *limit.max_tokens_per_period});
     }
-    for (const auto& [model, rate] : p.cost_rates) {
-      ModelPrice price;
-      price.input = price.cached_input = price.cache_write = rate.input;
-      price.output = rate.output;
-      cp->rates.push_back({model_for(model), price});
-    }
+    for (const auto& [model, rate] : p.cost_rates) cp->rates.push_back(compile_rate(model_for(model), rate));
     cp->soft = p.soft_gate_at.empty() ? shared->soft_gate_at : p.soft_gate_at;
     if (cp->soft.size() > 8) return absl::InvalidArgumentError(str_cat(where, ".soft_gate_at: at most 8"));
     cp->hard = shared->hard_gate_at;
@@ -1097,6 +1371,23 @@ void Engine::writer_loop() {
   }
 }
 
+void Engine::save_fired_thresholds() {
+  std::vector<FiredThreshold> fired;
+  {
+    std::lock_guard<std::mutex> lock(fired_mu);
+    fired.swap(fired_unsaved);
+  }
+  if (fired.empty()) return;
+  if (absl::Status s = store->save_fired(fired); !s.ok()) {
+    report_error(s);
+    // Kept for the next round (a few per user and period; bounded all the same).
+    std::lock_guard<std::mutex> lock(fired_mu);
+    if (fired_unsaved.size() + fired.size() <= 65536) {
+      fired_unsaved.insert(fired_unsaved.begin(), fired.begin(), fired.end());
+    }
+  }
+}
+
 void Engine::drain_to_store() {
   std::vector<EventRecord>& pending = unstored;  // kept across rounds while the store fails
   std::vector<QueuedEvent> batch;
@@ -1125,6 +1416,7 @@ void Engine::drain_to_store() {
     s.meta_tags_json += "}";
     pending.push_back(std::move(s));
   }
+  save_fired_thresholds();
   if (pending.empty()) return;
   auto added = store->append(pending);
   if (added.ok()) {

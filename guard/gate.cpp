@@ -52,26 +52,27 @@ std::string GuardResult::message() const {
            "resume when it answers";
   }
   const char* head = status == GateStatus::kHardGate ? "hard gate" : status == GateStatus::kSoftGate ? "soft gate" : "ok";
-  std::string amounts;
-  switch (reason) {
-    case GateReason::kTotalSpend:
-      amounts = internal::str_cat(format_usd(current_value), " of ", format_usd(limit_value), " this period");
-      break;
-    case GateReason::kSessionSpend:
-      amounts = internal::str_cat(format_usd(current_value), " of ", format_usd(limit_value), " this session");
-      break;
-    case GateReason::kModelLimit:
-      amounts = internal::str_cat(with_commas(current_value), " of ", with_commas(limit_value), " ", model,
-                             " tokens this period");
-      break;
-    case GateReason::kNone:
-    case GateReason::kBackendUnavailable: break;
-  }
   std::string when = resets_at == absl::InfiniteFuture()
                          ? std::string("never")
                          : absl::FormatTime("%Y-%m-%d %H:%M UTC", resets_at, absl::UTCTimeZone());
-  return absl::StrFormat("%s: %s at %.1f%% (%s); %s %s", head, gate_reason(), usage_pct * 100.0, amounts,
-                         reason == GateReason::kSessionSpend ? "resets if idle until" : "resets", when);
+  const char* resets = reason == GateReason::kSessionSpend ? "resets if idle until" : "resets";
+  const bool tokens = reason == GateReason::kModelLimit;
+  auto amount = [&](std::int64_t v) { return tokens ? with_commas(v) : format_usd(v); };
+  const char* window = reason == GateReason::kSessionSpend ? " this session" : " this period";
+  if (status == GateStatus::kHardGate) {
+    // What was used before this call, and what the call would add: a refused call's own estimate
+    // is not spend.
+    const std::int64_t before = current_value - call_estimate;
+    std::string used = tokens ? internal::str_cat(with_commas(before), " of ", with_commas(limit_value), " ", model,
+                                                  " tokens", window)
+                              : internal::str_cat(format_usd(before), " spent of ", format_usd(limit_value), window);
+    if (call_estimate > 0) internal::str_append(&used, ", this call would add up to ", amount(call_estimate));
+    return internal::str_cat(head, ": ", gate_reason(), ": ", used, "; ", resets, " ", when);
+  }
+  std::string amounts = internal::str_cat(amount(current_value), " of ", amount(limit_value),
+                                          tokens ? internal::str_cat(" ", model, " tokens") : std::string(), window);
+  return absl::StrFormat("%s: %s at %.1f%% (%s); %s %s", head, gate_reason(), usage_pct * 100.0, amounts, resets,
+                         when);
 }
 
 }  // namespace paygent

@@ -431,8 +431,9 @@ absl::Status read_model_limits(ondemand::value& value, std::string_view path,
   return absl::OkStatus();
 }
 
-// Reads cost_rates: model name -> {"input": n, "output": n} in USD per 1K tokens (both
-// required), keyed by canonical model name; two keys naming the same canonical model are an error.
+// Reads cost_rates: model name -> {"input": n, "output": n, "cached_input": n, "cache_write": n}
+// in USD per 1K tokens (input and output required), keyed by canonical model name; two keys
+// naming the same canonical model are an error.
 absl::Status read_cost_rates(ondemand::value& value, std::string_view path,
                              std::map<std::string, CostRate, std::less<>>* out) {
   std::map<std::string, CostRate, std::less<>> rates;
@@ -447,6 +448,7 @@ absl::Status read_cost_rates(ondemand::value& value, std::string_view path,
     }
     std::optional<PicosPerToken> input;
     std::optional<PicosPerToken> output;
+    CostRate rate;
     absl::Status entry_status = for_each_field(entry, entry_path, "must be an object with input and output",
                                                [&](std::string_view field, ondemand::value& v,
                                                    const std::string& rate_path) {
@@ -455,6 +457,10 @@ absl::Status read_cost_rates(ondemand::value& value, std::string_view path,
         target = &input;
       } else if (field == "output") {
         target = &output;
+      } else if (field == "cached_input") {
+        target = &rate.cached_input;
+      } else if (field == "cache_write") {
+        target = &rate.cache_write;
       } else {
         return field_error(rate_path, "unknown field");
       }
@@ -467,7 +473,9 @@ absl::Status read_cost_rates(ondemand::value& value, std::string_view path,
     if (!input) return field_error(field_path(entry_path, "input"), "required");
     if (!output) return field_error(field_path(entry_path, "output"), "required");
     written_as.emplace(model, key);
-    rates.emplace(model, CostRate{*input, *output});
+    rate.input = *input;
+    rate.output = *output;
+    rates.emplace(model, rate);
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -795,7 +803,10 @@ std::string to_json(const PlanConfig& config) {
       append_string(out, model);
       // pico-USD per token = 10^-12 USD per token = 10^-9 USD per 1K tokens.
       internal::str_append(&out, ": {\"input\": ", exact_decimal(rate.input, 9), ", \"output\": ",
-                      exact_decimal(rate.output, 9), "}");
+                      exact_decimal(rate.output, 9));
+      if (rate.cached_input) internal::str_append(&out, ", \"cached_input\": ", exact_decimal(*rate.cached_input, 9));
+      if (rate.cache_write) internal::str_append(&out, ", \"cache_write\": ", exact_decimal(*rate.cache_write, 9));
+      out += "}";
     }
     out += first ? "},\n" : "\n      },\n";
     internal::str_append(&out, "      \"session_timeout_minutes\": ", minutes_decimal(plan.session_timeout), ",\n");

@@ -47,6 +47,18 @@ struct Statement {
   ~Statement() { sqlite3_finalize(s); }
 };
 
+// Soft-gate thresholds already fired, so that a restart does not fire them again (see
+// FiredThreshold). A few rows per user and period.
+constexpr const char* kFiredSchema = R"sql(
+CREATE TABLE IF NOT EXISTS soft_gates_fired(
+  user_id TEXT NOT NULL,
+  limit_key TEXT NOT NULL,
+  period_start_ns INTEGER NOT NULL,
+  threshold_ppm INTEGER NOT NULL,
+  PRIMARY KEY(user_id, period_start_ns, limit_key, threshold_ppm)
+) WITHOUT ROWID;
+)sql";
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::open(const std::string& path) {
@@ -68,6 +80,9 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::open(const std::string& 
     if (absl::Status s = store->exec(sql); !s.ok()) {
       return absl::UnavailableError(str_cat("local store ", path, ": ", s.message()));
     }
+  }
+  if (absl::Status s = store->exec(kFiredSchema); !s.ok()) {
+    return absl::UnavailableError(str_cat("local store ", path, ": ", s.message()));
   }
   if (absl::Status s = store->upgrade_schema(); !s.ok()) {
     return absl::UnavailableError(str_cat("local store ", path, ": ", s.message()));
@@ -300,6 +315,60 @@ absl::StatusOr<std::int64_t> LocalStore::count() {
     return error("local store: count");
   }
   return sqlite3_column_int64(st.s, 0);
+}
+
+absl::Status LocalStore::save_fired(const std::vector<FiredThreshold>& fired) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  Statement st;
+  if (sqlite3_prepare_v2(db_,
+                         "INSERT OR IGNORE INTO soft_gates_fired(user_id, limit_key, period_start_ns, threshold_ppm) "
+                         "VALUES (?,?,?,?)",
+                         -1, &st.s, nullptr) != SQLITE_OK) {
+    absl::Status s = error("local store: save fired soft gates");
+    exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  for (const FiredThreshold& f : fired) {
+    sqlite3_reset(st.s);
+    bind_text(st.s, 1, f.user_id);
+    bind_text(st.s, 2, f.limit_key);
+    sqlite3_bind_int64(st.s, 3, f.period_start_ns);
+    sqlite3_bind_int64(st.s, 4, f.threshold_ppm);
+    if (sqlite3_step(st.s) != SQLITE_DONE) {
+      absl::Status s = error("local store: save fired soft gates");
+      exec("ROLLBACK").IgnoreError();
+      return s;
+    }
+  }
+  if (absl::Status s = exec("COMMIT"); !s.ok()) {
+    exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<FiredThreshold>> LocalStore::fired(std::string_view user_id, std::int64_t from_ns,
+                                                              std::int64_t to_ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT limit_key, period_start_ns, threshold_ppm FROM soft_gates_fired "
+                         "WHERE user_id = ?1 AND period_start_ns >= ?2 AND period_start_ns <= ?3",
+                         -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: fired soft gates");
+  }
+  bind_text(st.s, 1, user_id);
+  sqlite3_bind_int64(st.s, 2, from_ns);
+  sqlite3_bind_int64(st.s, 3, to_ns);
+  std::vector<FiredThreshold> out;
+  int rc;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    out.push_back({std::string(user_id), column_text(st.s, 0), sqlite3_column_int64(st.s, 1),
+                   sqlite3_column_int64(st.s, 2)});
+  }
+  if (rc != SQLITE_DONE) return error("local store: fired soft gates");
+  return out;
 }
 
 }  // namespace paygent::internal

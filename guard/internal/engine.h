@@ -61,6 +61,8 @@ struct ModelInfo {
   std::uint32_t id = 0;
   const ModelPrice* catalog_price = nullptr;  // nullptr: the catalog does not know the model
   mutable std::atomic<bool> unknown_reported{false};
+  mutable std::atomic<bool> cache_rate_reported{false};  // a plan's guessed cache rate was used
+  mutable std::atomic<bool> mismatch_reported{false};    // a response named another model
 };
 
 // Usage of one model in one billing period.
@@ -181,6 +183,10 @@ struct CompiledLimit {
 struct CompiledRate {
   const ModelInfo* model;
   ModelPrice price;
+  // The plan leaves a cache rate unset and the catalog gives no ratio for the model: that rate is
+  // the input rate, a guess said once through on_error (see CostRate).
+  bool cached_input_guessed = false;
+  bool cache_write_guessed = false;
 };
 
 // A Plan prepared for the hot path. `plan == nullptr` is "no plan": metered, never gated.
@@ -294,15 +300,51 @@ struct Engine final : SyncTarget {
   // Holds the estimate against every limit; on a hard gate holds nothing and returns the result.
   GuardResult admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens, Verdicts& verdicts) noexcept;
   void fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts) noexcept;
+  // Queues a threshold that just fired for the local store (saved by the writer with the next
+  // commit, so a restart does not fire it again). Rare: once per threshold, limit and period.
+  void note_fired(const CallSite& site, const GuardResult& r, Ppm threshold) noexcept;
   void apply(PeriodWindow* period, SessionWindow* session, const ModelInfo* model, Nanos cost_delta,
              Nanos cost_settled, std::int64_t tokens_delta, const Usage* settled) noexcept;
   void meter(const std::shared_ptr<const ContextData>& context, UserState* user, const ModelInfo* model,
              const SessionWindow* session, Provider provider, const Usage& usage, Nanos cost,
              UsageEvent::PriceSource source, std::int64_t ts_ns, bool estimated) noexcept;
   Nanos estimate_cost(const ModelPrice* price, std::int64_t input, std::int64_t output) const noexcept;
+  // True (and counted in refused_usages, reported through on_error naming the field, followed by
+  // `then`) when `usage` cannot be real: a negative count, cache reads plus writes above
+  // input_tokens, reasoning above output_tokens, or a total past int64.
+  bool refuse_usage(const Usage& usage, std::string_view then) noexcept {
+    const bool real = (usage.input_tokens | usage.output_tokens | usage.cached_input_tokens |
+                       usage.cache_creation_input_tokens | usage.reasoning_tokens) >= 0 &&
+                      usage.cached_input_tokens <= usage.input_tokens - usage.cache_creation_input_tokens &&
+                      usage.reasoning_tokens <= usage.output_tokens &&
+                      usage.output_tokens <= INT64_MAX - usage.input_tokens;
+    if (real) [[likely]] return false;
+    report_refused_usage(usage, then);
+    return true;
+  }
+  void report_refused_usage(const Usage& usage, std::string_view then) noexcept;
+  // Settles `r` with its own estimate (flagged `estimated`): the call ran, its real usage is not
+  // known.
+  void settle_estimate(Reservation& r, Provider provider) noexcept;
+  // Before settling `r` with a response that says it ran `ran_model`: a dated snapshot of the
+  // called model the catalog prices apart is priced as such; another model takes over the call
+  // (its price, its token quota; the called model's token hold is released) and the difference is
+  // counted (model_mismatches) and reported once per called model. Cold but for one comparison.
+  void adopt_response_model(Reservation& r, std::string_view ran_model) noexcept;
   EventId next_event_id() noexcept;
 
   // --- cold paths ---
+  // Marks a soft-gate threshold as fired for `user_id`'s limit `limit_key` ("total_spend",
+  // "session_spend:<session id>", "model_limit:<model>") in the period (or session) starting at
+  // `period_start_ns`, as if this process had fired it: on_soft_gate will not fire for it. Saved
+  // in the local store, so that a restart keeps it too. For a fire seen elsewhere, e.g. reported
+  // by the backend for another process. Thresholds not in the user's plan are ignored in memory.
+  void mark_soft_gate_fired(std::string_view user_id, std::string_view limit_key, std::int64_t period_start_ns,
+                            Ppm threshold);
+  // Sets the fired bits of `window_fired` from `rows`: period limits (session == nullptr) whose
+  // period starts at `start_ns`, or the session limit of `session`.
+  void apply_fired(const CompiledPlan& plan, const std::vector<FiredThreshold>& rows, std::int64_t start_ns,
+                   const SessionWindow* session, std::atomic<std::uint64_t>& window_fired) const noexcept;
   // Puts `user` on `a` (calls in flight keep reading the old assignment, which stays alive).
   void assign(UserState* user, std::unique_ptr<Assignment> a);
   // Puts `user` on the backend's subscription when it differs from theirs (syncer thread).
@@ -317,11 +359,16 @@ struct Engine final : SyncTarget {
   SessionWindow* roll_named_session(SessionEntry* entry, const CompiledPlan* plan, std::int64_t now);
   SessionEntry* session_entry(UserState* user, std::string_view session_id);
   absl::Status install_plans(PlanConfig config);
+  // A plan's rate for `model`, its unset cache rates filled in (see CostRate).
+  CompiledRate compile_rate(const ModelInfo* model, const CostRate& rate) const noexcept;
+  // Says once per model that its plan rate priced cache tokens at a guessed (input) rate.
+  void report_guessed_cache_rate(const UserState* user, const ModelInfo* model, const Usage& usage) noexcept;
   void report_error(absl::Status status) noexcept;
   template <class F, class... A>
   void invoke_callback(const F& f, const A&... args) noexcept;
   void writer_loop();
   void drain_to_store();
+  void save_fired_thresholds();  // writer thread: fired_unsaved to the store
 
   Options options;
   const PriceCatalog* catalog;
@@ -342,6 +389,8 @@ struct Engine final : SyncTarget {
   struct Counters {
     StripedCounter checks, events, soft_gates, hard_gates, unmetered, errors, callback_failures,
         unknown_models, unreadable_responses, queue_overflows, stored_events, dropped_events, rejected_events;
+    // Rare faults: plain atomics (a StripedCounter is 2 KiB).
+    std::atomic<std::int64_t> refused_usages{0}, model_mismatches{0};
   } counters;
 
   // Event pipeline to the local store (only when a store is open).
@@ -361,6 +410,9 @@ struct Engine final : SyncTarget {
   std::atomic<bool> dropped_reported{false};
   std::atomic<bool> unknown_backend_plan_reported{false};
   std::vector<EventRecord> unstored;  // writer thread only
+  // Soft-gate thresholds fired since the writer's last commit (see note_fired).
+  std::mutex fired_mu;
+  std::vector<FiredThreshold> fired_unsaved ABSL_GUARDED_BY(fired_mu);
   std::atomic<bool> store_failing{false};
   std::thread writer;
 

@@ -12,10 +12,18 @@
 
 namespace paygent {
 
+// How a call is gated, per limit. With U the limit's usage before the call (settled, held by calls
+// in flight and, with a backend, made by other processes), E this call's estimate in the limit's
+// unit (0 for a check without one), L the limit and H = hard_gate_at:
+//   hard gate: U >= H*L (the limit is already at or past hard_gate_at: every call is refused,
+//              with or without an estimate), or E > 0 and U + E > H*L (the call would take it
+//              past). A call whose estimate lands exactly on H*L fits, and is admitted.
+//   soft gate: not hard, and U + E >= T*L for a soft threshold T.
+// All in exact integers (nano-USD or tokens, thresholds in ppm).
 enum class GateStatus : std::uint8_t {
   kOk,
-  kSoftGate,    // at or above a soft threshold: on_soft_gate fires, the call runs
-  kHardGate,    // at or above hard_gate_at: on_hard_gate fires, LimitExceeded is thrown
+  kSoftGate,    // admitted, at or above a soft threshold: on_soft_gate fires (once per threshold)
+  kHardGate,    // refused by the rule above: on_hard_gate fires, LimitExceeded is thrown
   kUnmetered,   // outside any Context (or Paygent failed open): the call runs unmetered
 };
 
@@ -35,15 +43,20 @@ std::string_view gate_status_name(GateStatus s) noexcept;  // "ok", "soft_gate",
 struct GuardResult {
   GateStatus status = GateStatus::kOk;
   GateReason reason = GateReason::kNone;
+  // The user the call is for (the Context's user_id); empty when unmetered. Points to storage
+  // owned by Paygent that lives as long as the Paygent instance: copy it to keep it longer.
+  std::string_view user_id;
   // For kModelLimit: the canonical model name. Points to storage owned by Paygent that lives as
   // long as the Paygent instance.
   std::string_view model;
   // Fraction of the limit in use, counting settled usage, reservations in flight and, when this
   // result comes from a reservation, this call's own estimate.
   double usage_pct = 0.0;
-  // For spend limits: nano-USD. For model limits: tokens.
+  // For spend limits: nano-USD. For model limits: tokens. current_value counts this call's
+  // estimate, as usage_pct does; current_value - call_estimate is what was used before the call.
   std::int64_t current_value = 0;
   std::int64_t limit_value = 0;
+  std::int64_t call_estimate = 0;  // this call's estimate in the same unit; 0 for a check without one
   // When the limit resets: the end of the billing period, or of the session if it stays idle.
   absl::Time resets_at = absl::InfiniteFuture();
   // The threshold crossed (soft or hard), in ppm; 0 for kOk.
@@ -51,9 +64,14 @@ struct GuardResult {
 
   // "total_spend", "session_spend", "model_limit:gpt-4o", or "" for no limit.
   [[nodiscard]] std::string gate_reason() const;
-  // A sentence for people that says which limit, how much is used and when it resets, e.g.
-  // "hard gate: model_limit:gpt-4o at 100.4% (50,210 of 50,000 tokens this period); resets
-  //  2026-12-01 00:00 UTC". Built on demand, so checking allocates nothing.
+  // A sentence for people that says which limit, how much is used and when it resets. A hard gate
+  // says what was used before the call and what the call would add:
+  //   "hard gate: total_spend: $0.99 spent of $1.00 this period, this call would add up to $0.02;
+  //    resets 2026-12-01 00:00 UTC"
+  //   "hard gate: model_limit:gpt-4o: 50,000 of 50,000 gpt-4o tokens this period; resets ..."
+  // (no "would add" part when the call has no estimate); other results say the usage with the
+  // call: "soft gate: total_spend at 81.6% ($39.98 of $49.00 this period); resets ...".
+  // Built on demand, so checking allocates nothing.
   [[nodiscard]] std::string message() const;
 
   [[nodiscard]] bool ok() const noexcept { return status == GateStatus::kOk || status == GateStatus::kUnmetered; }

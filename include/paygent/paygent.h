@@ -76,7 +76,8 @@ struct Options {
 
   // Called on the calling thread. A callback that throws is contained, counted
   // (Stats::callback_failures) and the call proceeds.
-  std::function<void(const GuardResult&)> on_soft_gate;  // once per threshold, limit and period
+  std::function<void(const GuardResult&)> on_soft_gate;  // once per threshold, limit and period (kept
+                                                         // in the local store across restarts)
   std::function<void(const GuardResult&)> on_hard_gate;  // every blocked call
   std::function<void(const UsageEvent&)> on_usage;       // every metered call
   std::function<void(const absl::Status&)> on_error;     // every contained fault
@@ -200,6 +201,13 @@ struct Stats {
   std::int64_t delivered_events = 0;   // events acknowledged by the backend
   std::int64_t dropped_events = 0;     // undelivered events dropped past max_spool_events
   std::int64_t rejected_events = 0;    // events a backend at least as new refused as malformed (kept, not resent)
+  // Usages that cannot be real (a negative count; cache reads plus writes above input_tokens;
+  // reasoning above output_tokens), refused and reported through on_error naming the field:
+  // record() meters nothing, settle() meters the reservation's estimate instead.
+  std::int64_t refused_usages = 0;
+  // Responses that said they ran another model than the one called (after canonical_model): each
+  // is priced and counted as the model that ran; on_error says so once per called model.
+  std::int64_t model_mismatches = 0;
 };
 
 class Paygent {
@@ -252,17 +260,20 @@ class Paygent {
   [[nodiscard]] Reservation reserve(std::string_view model, const CallEstimate& estimate);
 
   // Replaces the reservation by the call's real usage and meters the event (on_usage, store).
-  // Never throws.
+  // Usage that cannot be real (see Stats::refused_usages) meters the estimate instead. Never throws.
   void settle(Reservation& reservation, const Usage& usage, Provider provider = Provider::kUnknown) noexcept;
   // Settles with what a provider response says: a JSON body (see extract_usage) or a whole
   // server-sent-event stream (a body starting with "data:", "event:" or ":"; see
   // StreamUsageReader). An unreadable body meters the reservation's estimate instead (flagged
   // `estimated`) and is reported through on_error; a provider error with no usage releases it.
+  // A body naming another model than the one reserved is priced and counted as the model that
+  // ran (see Stats::model_mismatches).
   void settle_response(Reservation& reservation, std::string_view body) noexcept;
   // Gives the reservation back without metering anything (the call failed and cost nothing).
   void release(Reservation& reservation) noexcept;
 
   // Meters a call that was not reserved (usage known after the fact). No gate. Never throws.
+  // Usage that cannot be real is not metered (see Stats::refused_usages).
   void record(std::string_view model, const Usage& usage, Provider provider = Provider::kUnknown) noexcept;
 
   // The largest max_tokens a call of `model` with `prompt_tokens` of input can ask for and still

@@ -10,7 +10,9 @@
 //      "max_spend_per_period": 49.00,
 //      "max_spend_per_session": 5.00,
 //      "model_limits": {"gpt-4o": {"max_tokens_per_period": 50000}},
-//      "cost_rates": {"gpt-4o": {"input": 0.0025, "output": 0.01}},   // USD per 1K tokens
+//      "cost_rates": {"gpt-4o": {"input": 0.0025, "output": 0.01,      // USD per 1K tokens
+//                                "cached_input": 0.00125,             // optional: cache reads
+//                                "cache_write": 0.0025}},             // optional: cache writes
 //      "session_timeout_minutes": 30.0,
 //      "period": "month",             // calendar rule for users without a subscription:
 //                                     // "month" | "week" (Monday) | "day", UTC
@@ -43,10 +45,21 @@ struct ModelLimit {
   friend bool operator==(const ModelLimit&, const ModelLimit&) = default;
 };
 
-// Per-model prices set by the plan, from USD per 1K tokens.
+// Per-model prices set by the plan, from USD per 1K tokens, with the token conventions of Usage
+// (usage.h): input_tokens include the cache reads and writes, output_tokens include reasoning.
 struct CostRate {
-  PicosPerToken input = 0;
-  PicosPerToken output = 0;
+  PicosPerToken input = 0;   // "input": uncached input tokens
+  PicosPerToken output = 0;  // "output": output tokens, reasoning included (as every catalog price)
+  // "cached_input" (prompt-cache reads) and "cache_write" (prompt-cache writes). Unset (nullopt)
+  // means the plan's input rate scaled by the built-in catalog's ratio for the model (gpt-4o
+  // reads at 1.25/2.50 of input, Claude writes at 3.75/3 of it), rounded to the nearest pico-USD
+  // per token, so that a plan listing only input and output prices cached tokens as the provider
+  // does (a model whose provider publishes no cache price: the input rate, as the catalog). When
+  // the catalog does not know the model (or prices its input at 0) the input rate applies, and
+  // the first event with such cache tokens is reported through Options::on_error (once per
+  // model), so that a guessed price is never silent. Set the field to price cache tokens exactly.
+  std::optional<PicosPerToken> cached_input;
+  std::optional<PicosPerToken> cache_write;
   friend bool operator==(const CostRate&, const CostRate&) = default;
 };
 

@@ -153,7 +153,7 @@ FIXTURE_TEST_CASE("guard.failopen.real_provider_bodies_are_metered_exactly") {
   CHECK(seen[1] == anthropic->usage);
   CHECK(seen[1].input_tokens >
         seen[1].cached_input_tokens + seen[1].cache_creation_input_tokens);  // reads and writes are in input
-  // Plan rates price cached input like input (the plan gives one input rate).
+  // The plan's gpt-4o rate prices cache reads at the catalog's ratio (tests/guard/pricing_test.cpp).
   CHECK(pg->report("u1")->by_model.size() == 2);
 }
 
@@ -174,7 +174,9 @@ FIXTURE_TEST_CASE("guard.failopen.streamed_responses_are_metered_from_their_fina
     o.on_error = [&](const absl::Status& s) { errors.push_back(std::string(s.message())); };
     auto pg = *Paygent::create(std::move(o));
     Context ctx("u1");
-    const std::string body = pg->metered_call("gpt-4o", {.prompt_tokens = 7, .max_output_tokens = 9},
+    // Called as the model the stream says it ran: another model would be a reported mismatch.
+    const std::string model = c.model.empty() ? "gpt-4o" : c.model;
+    const std::string body = pg->metered_call(model, {.prompt_tokens = 7, .max_output_tokens = 9},
                                               [&] { return c.body; });
     CHECK(body == c.body);
     REQUIRE(seen.size() == 1);

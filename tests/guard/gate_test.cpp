@@ -76,7 +76,7 @@ TEST_CASE("guard.gate.period_spend_below_at_above_the_cap") {
     CHECK(e.result().gate_reason() == "total_spend");
     CHECK(e.result().current_value == kDollar + 1000);
     CHECK(std::string(e.what()).find("total_spend") != std::string::npos);
-    CHECK(std::string(e.what()).find("$1.00 of $1.00 this period") != std::string::npos);
+    CHECK(std::string(e.what()).find("$1.00 spent of $1.00 this period") != std::string::npos);
     CHECK(std::string(e.what()).find("resets 2026-12-01 00:00 UTC") != std::string::npos);
   }
   CHECK(h.hard.size() == 2);

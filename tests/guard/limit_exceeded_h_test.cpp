@@ -15,7 +15,7 @@ TEST_CASE("guard.limit_exceeded.carries_the_result") {
   CHECK(e.result().gate_reason() == "session_spend");
   CHECK(std::string(e.what()) == r.message());
   const std::runtime_error& base = e;  // catchable as a std::exception too
-  CHECK(std::string(base.what()).find("$5.00 of $5.00 this session") != std::string::npos);
+  CHECK(std::string(base.what()).find("$5.00 spent of $5.00 this session") != std::string::npos);
 }
 
 }  // namespace paygent

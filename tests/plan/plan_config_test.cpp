@@ -224,8 +224,8 @@ TEST_CASE("plan.config_cost_rates") {
                              R"(,"output":1}})")) ==
           "plans[0].cost_rates.gpt-4o.input: must be a non-negative number (USD per 1K tokens)");
   }
-  CHECK(error_of(with_plan(R"("cost_rates":{"gpt-4o":{"input":1,"output":1,"cached_input":1}})")) ==
-        "plans[0].cost_rates.gpt-4o.cached_input: unknown field");
+  CHECK(error_of(with_plan(R"("cost_rates":{"gpt-4o":{"input":1,"output":1,"reasoning":1}})")) ==
+        "plans[0].cost_rates.gpt-4o.reasoning: unknown field");  // output prices reasoning (tests/plan/cost_rates_test.cpp)
   CHECK(error_of(with_plan(R"("cost_rates":{"gpt-4o":[1,2]})")) ==
         "plans[0].cost_rates.gpt-4o: must be an object with input and output");
   CHECK(error_of(with_plan(R"("cost_rates":null)")) == "plans[0].cost_rates: must be an object of model name to rates");
