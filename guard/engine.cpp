@@ -320,7 +320,9 @@ void Engine::events_dropped(std::int64_t count) {
   invoke_callback(options.on_events_dropped, count);
 }
 
-Engine::~Engine() {
+Engine::~Engine() { shutdown(); }
+
+void Engine::shutdown() {
   // Order: the writer commits what is queued, then the syncer delivers it, then the store closes.
   if (writer.joinable()) {
     {
@@ -332,8 +334,10 @@ Engine::~Engine() {
   }
   if (syncer) {
     syncer->stop(options.shutdown_deadline);
+    delivered_at_shutdown.store(syncer->delivered());
     syncer.reset();
   }
+  store.reset();  // closes the file: another process (or a new Paygent) may open it now
 }
 
 // --- Engine: time and ids -------------------------------------------------------------------------

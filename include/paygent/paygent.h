@@ -13,12 +13,32 @@
 // synchronization. check/reserve/settle/record take no lock, make no system call and do no I/O;
 // after a user's first call (and first call of a period or session) they do not allocate.
 // Callbacks run on the calling thread, synchronously.
+//
+// Lifetime (a server's shutdown path):
+//   - Destroying a Paygent (or shutdown()) waits for the calls already inside it, then flushes and
+//     stops its threads. Calls that arrive on other threads while it does pass through unmetered
+//     (kUnmetered; report() and the other cold calls answer Unavailable): fail-open.
+//   - Its storage is freed when the destructor returns, unless a Reservation (or MeteredStream) of
+//     it is still open: then it is freed when the last of those ends. A call made through a
+//     pointer to a Paygent after its storage is freed is the caller's bug (as for any object);
+//     stop the threads that call it first, or keep one Reservation open across the shutdown, or
+//     use the process-wide instance, which is never freed.
+//   - A Reservation or MeteredStream that outlives its Paygent is safe to read, move, settle,
+//     release, finish and destroy: ending it is then a no-op (nothing left to meter into), and the
+//     destructor reported how many were still open through on_error, while callbacks were valid.
+//   - LimitExceeded owns copies of its texts and outlives the Paygent freely; other GuardResults
+//     point into the Paygent (see guard_result.h).
+//   - The process-wide instance (init/instance) is never freed: it is shut down at exit (flushed,
+//     threads stopped), and calls made during static destruction pass through unmetered.
+//   - A Paygent must not be destroyed from inside one of its own callbacks (it would wait for
+//     itself).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -47,6 +67,8 @@ struct PeriodWindow;
 struct SessionWindow;
 struct ModelInfo;
 }  // namespace internal
+
+class Paygent;
 
 struct Options {
   // Backend API key. Empty = local-only mode: state lives in `local_store_path` only.
@@ -123,6 +145,11 @@ struct CallEstimate {
 
 // A call's hold on its user's budget, from reserve() until settle() or release(). Move-only;
 // destroying an unsettled Reservation releases it.
+//
+// Thread safety: one Reservation is used by one thread at a time; it may be moved to, settled on
+// and destroyed on another thread than the one that reserved it.
+// Lifetime: it may outlive its Paygent. It then keeps the Paygent's storage alive (not its
+// threads), result() stays valid, and settling, releasing or destroying it does nothing.
 class Reservation {
  public:
   Reservation() = default;
@@ -134,7 +161,7 @@ class Reservation {
 
   // The gate's verdict for this call (kUnmetered outside a Context: settle then does nothing).
   [[nodiscard]] const GuardResult& result() const noexcept { return result_; }
-  [[nodiscard]] bool active() const noexcept { return engine_ != nullptr; }
+  [[nodiscard]] bool active() const noexcept { return owner_ != nullptr; }
   [[nodiscard]] Nanos reserved_cost() const noexcept { return cost_; }
   [[nodiscard]] std::int64_t reserved_tokens() const noexcept { return input_tokens_ + output_tokens_; }
 
@@ -142,7 +169,7 @@ class Reservation {
   friend struct internal::Engine;
   friend class Paygent;
   GuardResult result_;
-  internal::Engine* engine_ = nullptr;
+  Paygent* owner_ = nullptr;  // the Paygent that holds the estimate; nullptr when inactive
   internal::UserState* user_ = nullptr;
   internal::PeriodWindow* period_ = nullptr;
   internal::SessionWindow* session_ = nullptr;
@@ -216,9 +243,20 @@ class Paygent {
   static Paygent& init(Options options);
   static Paygent* instance() noexcept;
 
-  ~Paygent();  // flushes queued events to the local store
+  // shutdown(), then frees the Paygent once no Reservation of it is open (see "Lifetime" above).
+  // `delete` (and so std::unique_ptr) goes through this destroying operator delete.
+  void operator delete(Paygent* pg, std::destroying_delete_t) noexcept;
+  ~Paygent();
   Paygent(const Paygent&) = delete;
   Paygent& operator=(const Paygent&) = delete;
+
+  // Waits for the calls inside this Paygent to return, commits queued events to the local store,
+  // delivers them to the backend (up to Options::shutdown_deadline) and stops Paygent's threads.
+  // From then on every call passes through unmetered (check/reserve return kUnmetered; settle,
+  // release and record do nothing; report, flush and set_plans answer Unavailable), and
+  // Reservations still open end as no-ops; how many were open is reported through on_error.
+  // Idempotent; the destructor calls it. Must not be called from inside a Paygent callback.
+  void shutdown() noexcept;
 
   // --- Plans and users (cold path) ------------------------------------------------------------
 
@@ -291,8 +329,17 @@ class Paygent {
   absl::Status flush(absl::Duration deadline = absl::Seconds(5));
 
  private:
-  explicit Paygent(std::unique_ptr<internal::Engine> engine);
+  explicit Paygent(std::unique_ptr<internal::Engine> engine) noexcept;
   Reservation reserve_or_fail_open(std::string_view model, const CallEstimate& estimate);
+  // Ends a Reservation of this Paygent that is still open after shutdown(); frees the Paygent if
+  // it was the last reference to it.
+  void end_after_shutdown(Reservation& reservation) noexcept;
+  // Replaces `reservation` by `usage` and meters it (`estimated`: the usage is a stand-in, flagged
+  // on the event); a non-OK `fault` is reported through on_error.
+  void settle_as(Reservation& reservation, const Usage& usage, Provider provider, bool estimated,
+                 const absl::Status& fault) noexcept;
+  // Drops one reference to this Paygent's storage (its owner's or a late Reservation's).
+  void unref() noexcept;
   std::unique_ptr<internal::Engine> engine_;
 };
 
