@@ -433,6 +433,78 @@ void Paygent::release(Reservation& r) noexcept {
   r.context_.reset();
 }
 
+// --- Streams --------------------------------------------------------------------------------------
+
+MeteredStream& MeteredStream::operator=(MeteredStream&& other) noexcept {
+  if (this != &other) {
+    abandon();
+    reservation_ = std::move(other.reservation_);
+    reader_ = std::move(other.reader_);
+    other.reader_.reset();
+  }
+  return *this;
+}
+
+MeteredStream::~MeteredStream() { abandon(); }
+
+void MeteredStream::feed(std::string_view chunk) noexcept {
+  if (reader_ && reservation_.active()) reader_->feed(chunk);  // never throws (it contains bad_alloc)
+}
+
+void MeteredStream::finish() noexcept {
+  if (Paygent* owner = reservation_.owner_) owner->end_stream(*this, false);
+}
+
+void MeteredStream::abandon() noexcept {
+  if (Paygent* owner = reservation_.owner_) owner->end_stream(*this, true);
+}
+
+MeteredStream Paygent::metered_stream(std::string_view model, const CallEstimate& estimate, ApiFormat format) {
+  MeteredStream stream;
+  stream.reservation_ = reserve_or_fail_open(model, estimate);  // LimitExceeded propagates
+  if (stream.reservation_.active()) {
+    try {
+      stream.reader_.emplace(format);
+    } catch (...) {  // fail-open: the stream is metered at its estimate
+    }
+  }
+  return stream;
+}
+
+void Paygent::end_stream(MeteredStream& stream, bool abandoned) noexcept {
+  Reservation& r = stream.reservation_;
+  absl::StatusOr<ExtractedUsage> read = absl::ResourceExhaustedError("the stream's reader could not be made");
+  if (stream.reader_) {
+    try {
+      read = stream.reader_->finish();
+    } catch (...) {
+      read = absl::ResourceExhaustedError("reading the stream failed");
+    }
+    stream.reader_.reset();
+  }
+  if (read.ok()) {
+    if (!abandoned) return settle_as(r, read->usage, read->provider, false, absl::OkStatus());
+    // Cut short: what the stream reported so far is what is known to have been spent.
+    return settle_as(r, read->usage, read->provider, true,
+                     absl::CancelledError(internal::str_cat(
+                         "stream abandoned before its end: metered the usage it reported so far (",
+                         read->usage.input_tokens, " input and ", read->usage.output_tokens, " output tokens)")));
+  }
+  if (absl::IsNotFound(read.status()) && read.status().message().find("provider error") != std::string_view::npos) {
+    return release(r);  // the provider refused the call: nothing was spent
+  }
+  // No usage: the tokens were (being) spent all the same, so the estimate rather than nothing.
+  if (!abandoned) r.owner_->engine_->counters.unreadable_responses.add();
+  Usage estimate;
+  estimate.input_tokens = r.input_tokens_;
+  estimate.output_tokens = r.output_tokens_;
+  settle_as(r, estimate, Provider::kUnknown, true,
+            absl::Status(abandoned ? absl::StatusCode::kCancelled : read.status().code(),
+                         internal::str_cat(abandoned ? "stream abandoned before any usage"
+                                                     : "stream ended without readable usage",
+                                           "; metering the reservation's estimate: ", read.status().message())));
+}
+
 void Paygent::record(std::string_view model, const Usage& usage, Provider provider) noexcept {
   Engine& e = *engine_;
   Inside in(e);

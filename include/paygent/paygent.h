@@ -35,6 +35,7 @@
 #pragma once
 
 #include <atomic>
+#include <concepts>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -168,6 +169,7 @@ class Reservation {
  private:
   friend struct internal::Engine;
   friend class Paygent;
+  friend class MeteredStream;
   GuardResult result_;
   Paygent* owner_ = nullptr;  // the Paygent that holds the estimate; nullptr when inactive
   internal::UserState* user_ = nullptr;
@@ -181,6 +183,59 @@ class Reservation {
   std::int64_t input_tokens_ = 0;   // the estimate held: prompt tokens
   std::int64_t output_tokens_ = 0;  // and max output tokens
   std::int64_t started_ns_ = 0;
+};
+
+// A streamed call in flight: reserved (gated) before the request is sent, the provider's
+// server-sent-event stream fed chunk by chunk as the application forwards it (usage is read on the
+// way, see StreamUsageReader), settled when it ends. Made by Paygent::metered_stream().
+//
+//   paygent::MeteredStream stream = pg->metered_stream("gpt-4o", {.prompt_tokens = 900,
+//       .max_output_tokens = 512});   // throws LimitExceeded here: nothing has been sent
+//   for (std::string_view chunk : provider_stream) { stream.feed(chunk); forward(chunk); }
+//   stream.finish();
+//
+// How it ends:
+//   finish()   the usage the stream carried (OpenAI chat needs stream_options.include_usage;
+//              Anthropic message_start + message_delta; Gemini; OpenAI Responses) replaces the
+//              estimate. A stream that ends with a provider error and no usage is released (the
+//              call cost nothing). A stream that ends with no usage otherwise, or unreadable, meters
+//              the estimate, flagged `estimated`, and reports it (on_error, unreadable_responses).
+//   abandon()  the call ended early (an exception, the client went away): meters the usage the
+//              stream reported so far, else the estimate (never $0), flagged `estimated`, and
+//              reports it through on_error. A provider error with no usage releases, as above.
+//   destroyed unfinished: abandon().
+// Nothing is ever metered twice: after the first of these, the others do nothing.
+//
+// Thread safety: one thread at a time; it may move between threads (as a Reservation).
+// Lifetime: as a Reservation: it may outlive its Paygent, and then ends as a no-op.
+// Cost: making one allocates the stream reader (one allocation); feed() buffers at most one event.
+class MeteredStream {
+ public:
+  MeteredStream() = default;  // inactive: feed and finish do nothing
+  MeteredStream(MeteredStream&&) noexcept = default;
+  MeteredStream& operator=(MeteredStream&& other) noexcept;  // abandons what this one held first
+  MeteredStream(const MeteredStream&) = delete;
+  MeteredStream& operator=(const MeteredStream&) = delete;
+  ~MeteredStream();
+
+  // Reads the next bytes of the provider's stream (split anywhere). Never fails; `chunk` is not
+  // kept after the call returns.
+  void feed(std::string_view chunk) noexcept;
+  // The stream ended (normally, or with a provider error): settles or releases, see above.
+  void finish() noexcept;
+  // The stream was cut short: meters what it said so far, else the estimate, and reports it.
+  void abandon() noexcept;
+
+  // The gate's verdict (kUnmetered outside a Context: the stream is then not metered).
+  [[nodiscard]] const GuardResult& result() const noexcept { return reservation_.result(); }
+  [[nodiscard]] const Reservation& reservation() const noexcept { return reservation_; }
+  // True until finish(), abandon() or the move of this stream.
+  [[nodiscard]] bool active() const noexcept { return reservation_.active(); }
+
+ private:
+  friend class Paygent;
+  Reservation reservation_;
+  std::optional<StreamUsageReader> reader_;  // empty if it could not be made: the estimate is metered
 };
 
 // A user's standing, for reports and dashboards.
@@ -315,6 +370,22 @@ class Paygent {
   template <class Call>
   auto metered_call(std::string_view model, const CallEstimate& estimate, Call&& call);
 
+  // The streaming form: reserves (throws LimitExceeded before anything is sent) and returns the
+  // stream to feed the provider's chunks to and finish (see MeteredStream). `format` names the
+  // stream's shape when known; kAuto recognises it from the chunks.
+  [[nodiscard]] MeteredStream metered_stream(std::string_view model, const CallEstimate& estimate,
+                                             ApiFormat format = ApiFormat::kAuto);
+  // The same around `body(MeteredStream&)`, which feeds each chunk as it forwards it. finish()
+  // when body returns (body may call it earlier); if body throws, abandon() and the exception
+  // propagates unchanged. Returns what body returns.
+  //
+  //   pg->metered_stream("gpt-4o", estimate, [&](paygent::MeteredStream& stream) {
+  //     for (auto& chunk : client.stream(request)) { stream.feed(chunk); forward(chunk); }
+  //   });
+  template <class Body>
+    requires std::invocable<Body&, MeteredStream&>
+  auto metered_stream(std::string_view model, const CallEstimate& estimate, Body&& body);
+
   // --- Reports ----------------------------------------------------------------------------------
 
   // The user's current period: spend, reservations, remaining budget, by model, by session.
@@ -338,6 +409,9 @@ class Paygent {
   // on the event); a non-OK `fault` is reported through on_error.
   void settle_as(Reservation& reservation, const Usage& usage, Provider provider, bool estimated,
                  const absl::Status& fault) noexcept;
+  friend class MeteredStream;
+  // Ends a stream of this Paygent: finish() or, with `abandoned`, abandon().
+  void end_stream(MeteredStream& stream, bool abandoned) noexcept;
   // Drops one reference to this Paygent's storage (its owner's or a late Reservation's).
   void unref() noexcept;
   std::unique_ptr<internal::Engine> engine_;
@@ -359,6 +433,26 @@ auto Paygent::metered_call(std::string_view model, const CallEstimate& estimate,
     return result;
   } catch (...) {
     release(reservation);
+    throw;
+  }
+}
+
+template <class Body>
+  requires std::invocable<Body&, MeteredStream&>
+auto Paygent::metered_stream(std::string_view model, const CallEstimate& estimate, Body&& body) {
+  MeteredStream stream = metered_stream(model, estimate);  // LimitExceeded propagates
+  using Result = std::invoke_result_t<Body&, MeteredStream&>;
+  try {
+    if constexpr (std::is_void_v<Result>) {
+      body(stream);
+      stream.finish();
+    } else {
+      Result result = body(stream);
+      stream.finish();
+      return result;
+    }
+  } catch (...) {
+    stream.abandon();
     throw;
   }
 }
