@@ -294,7 +294,10 @@ class Paygent {
   // The process-wide instance, for applications that initialise once at start-up and reach it
   // from anywhere (as Paygent.init() in the reference SDK). A second init() replaces the first
   // only after it has flushed. Invalid options fall back to a pass-through instance (fail-open)
-  // and are reported through on_error.
+  // and are reported through on_error. Instances made here are never freed (a replaced one keeps
+  // working for the threads that still hold it): at exit (std::atexit, registered by the first
+  // init()) each is shut down, and calls made after that, e.g. from other threads or static
+  // destructors, pass through unmetered. Do not call std::exit() from inside a Paygent callback.
   static Paygent& init(Options options);
   static Paygent* instance() noexcept;
 
