@@ -27,10 +27,39 @@ void CallsInFlight::prepare() noexcept {
   std::call_once(once, [] { g_asymmetric.store(heavy_barrier_available(), std::memory_order_relaxed); });
 }
 
+namespace {
+
+// Owned stripes not taken by a live thread: bit i set = stripe i is free. A thread gives its stripe
+// back when it exits, so that a process whose threads come and go (a pool that resizes, a
+// benchmark's runs) keeps its live threads on owned stripes.
+std::atomic<std::uint32_t> g_free_owned{(std::uint32_t{1} << 16) - 1};
+
+}  // namespace
+
+struct CallsInFlight::StripeOwner {
+  int index;
+  ~StripeOwner() {
+    // A call made later by this thread's other thread_local destructors counts atomically on a
+    // shared stripe; the stripe's next owner continues its counts (only their sums mean anything).
+    t_stripe = kOwnedStripes;
+    g_free_owned.fetch_or(std::uint32_t{1} << index, std::memory_order_release);
+  }
+};
+
 int CallsInFlight::assign_stripe() noexcept {
-  static std::atomic<int> next{0};
-  const int n = next.fetch_add(1, std::memory_order_relaxed);
-  t_stripe = n < kOwnedStripes ? n : kOwnedStripes + n % kOwnedStripes;
+  static_assert(kOwnedStripes == 16, "g_free_owned has one bit per owned stripe");
+  std::uint32_t free = g_free_owned.load(std::memory_order_acquire);
+  while (free != 0) {
+    const int i = __builtin_ctz(free);
+    if (g_free_owned.compare_exchange_weak(free, free & ~(std::uint32_t{1} << i), std::memory_order_acquire)) {
+      t_stripe = i;
+      static thread_local StripeOwner owner{i};  // gives stripe i back at this thread's exit
+      owner.index = i;
+      return i;
+    }
+  }
+  static std::atomic<int> next_shared{0};
+  t_stripe = kOwnedStripes + next_shared.fetch_add(1, std::memory_order_relaxed) % kOwnedStripes;
   return t_stripe;
 }
 

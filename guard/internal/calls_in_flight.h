@@ -55,13 +55,15 @@ class CallsInFlight {
     std::atomic<std::int64_t> open{0};
   };
 
-  // The first kOwnedStripes threads of the process own a stripe each (in every CallsInFlight);
-  // later threads share the other stripes and add to them atomically.
+  // Up to kOwnedStripes live threads of the process own a stripe each (in every CallsInFlight),
+  // given back when the thread exits; other threads share the other stripes and add to them
+  // atomically.
   static int stripe_index() noexcept {
     const int i = t_stripe;
     return i >= 0 ? i : assign_stripe();
   }
   static int assign_stripe() noexcept;
+  struct StripeOwner;  // gives a thread's owned stripe back when the thread exits
   static void bump(std::atomic<std::int64_t>& v, std::int64_t n,
                    std::memory_order order = std::memory_order_relaxed) noexcept {
     if (t_stripe < kOwnedStripes) {

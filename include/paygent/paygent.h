@@ -71,6 +71,9 @@ struct ModelInfo;
 
 class Paygent;
 
+// How a Paygent is made. A value: create() takes its own copy, so nothing here must outlive the
+// call except what the fields say (price_catalog; the callbacks' captures, which Paygent keeps and
+// calls until it is shut down, never after).
 struct Options {
   // Backend API key. Empty = local-only mode: state lives in `local_store_path` only.
   std::string api_key;
@@ -104,7 +107,8 @@ struct Options {
   std::function<void(const UsageEvent&)> on_usage;       // every metered call
   std::function<void(const absl::Status&)> on_error;     // every contained fault
 
-  // Prices for models a plan has no cost_rates for. nullptr = PriceCatalog::builtin().
+  // Prices for models a plan has no cost_rates for. nullptr = PriceCatalog::builtin(). Must
+  // outlive the Paygent's shutdown (its destructor, or shutdown()).
   const PriceCatalog* price_catalog = nullptr;
 
   // The time source (UTC). Empty = the system clock. Tests set a fake clock here. Called from the
@@ -138,7 +142,7 @@ struct Options {
 };
 
 // What a call is expected to use, for the reservation. The estimate is held against every limit
-// until the call settles, so that concurrent calls at a cap cannot overshoot it.
+// until the call settles, so that concurrent calls at a cap cannot overshoot it. A value type.
 struct CallEstimate {
   std::int64_t prompt_tokens = 0;
   std::int64_t max_output_tokens = 0;  // the request's max_tokens; 0 = reserve input only
@@ -238,7 +242,8 @@ class MeteredStream {
   std::optional<StreamUsageReader> reader_;  // empty if it could not be made: the estimate is metered
 };
 
-// A user's standing, for reports and dashboards.
+// A user's standing, for reports and dashboards. A value type that owns all its data: it outlives
+// the Paygent freely.
 struct UserReport {
   struct ModelUsage {
     std::string model;
@@ -266,7 +271,7 @@ struct UserReport {
   std::vector<SessionUsage> by_session;  // sessions active this period, most recent first
 };
 
-// Counters of what Paygent did and contained. Monotonic for the life of the instance.
+// Counters of what Paygent did and contained. Monotonic for the life of the instance. A value type.
 struct Stats {
   std::int64_t checks = 0;
   std::int64_t events = 0;             // metered calls
