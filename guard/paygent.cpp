@@ -69,17 +69,19 @@ GuardResult backend_unavailable() {
 // Paygent is shut down (or shutting down) the call is not inside and must touch nothing of it.
 class Inside {
  public:
-  explicit Inside(Engine& e) noexcept : calls_(e.calls), inside_(calls_.enter()) {}
+  explicit Inside(Engine& e) noexcept : calls_(e.calls), stripe_(calls_.enter()) {}
   ~Inside() {
-    if (inside_) calls_.leave();
+    if (stripe_ != nullptr) calls_.leave(stripe_);
   }
   Inside(const Inside&) = delete;
   Inside& operator=(const Inside&) = delete;
-  explicit operator bool() const noexcept { return inside_; }
+  explicit operator bool() const noexcept { return stripe_ != nullptr; }
+  void reservation_opened() noexcept { calls_.reservation_opened(stripe_); }
+  void reservation_closed() noexcept { calls_.reservation_closed(stripe_); }
 
  private:
   internal::CallsInFlight& calls_;
-  const bool inside_;
+  internal::CallsInFlight::Stripe* const stripe_;
 };
 
 [[gnu::noinline]] GuardResult unmetered() {
@@ -318,7 +320,7 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
   if (site.now_ns > last) site.session->last_activity_ns.store(site.now_ns, std::memory_order_relaxed);
   res.result_ = r;
   res.owner_ = this;
-  e.calls.reservation_opened();
+  in.reservation_opened();
   res.user_ = site.user;
   res.period_ = site.period;
   res.session_ = site.session;
@@ -346,27 +348,28 @@ Reservation Paygent::reserve_or_fail_open(std::string_view model, const CallEsti
 }
 
 
-void Paygent::settle(Reservation& r, const Usage& usage, Provider provider) noexcept {
-  settle_as(r, usage, provider, false, absl::OkStatus());
-}
-
-// Settles on the reservation's own Paygent (which `this` usually is).
-void Paygent::settle_as(Reservation& r, const Usage& usage, Provider provider, bool estimated,
-                        const absl::Status& fault) noexcept {
+// Settles on the reservation's own Paygent (which `this` usually is). Inline: settle() is the
+// hot one.
+inline void Paygent::settle_as(Reservation& r, const Usage& usage, Provider provider, bool estimated,
+                               const absl::Status* fault) noexcept {
   Paygent* owner = r.owner_;
   if (owner == nullptr) return;
   Engine& e = *owner->engine_;
   Inside in(e);
   if (!in) return owner->end_after_shutdown(r);
   r.owner_ = nullptr;
-  if (!fault.ok()) e.report_error(fault);
+  if (fault != nullptr) e.report_error(*fault);
   const Nanos cost = r.price_ != nullptr ? cost_of(usage, *r.price_) : 0;
   e.apply(r.period_, r.session_, r.model_, cost - r.cost_, cost,
           usage.total_tokens() - (r.input_tokens_ + r.output_tokens_), &usage);
   e.meter(r.context_, r.user_, r.model_, r.session_, provider, usage, cost, r.price_source_, r.started_ns_,
           estimated);
-  e.calls.reservation_closed();
+  in.reservation_closed();
   r.context_.reset();
+}
+
+void Paygent::settle(Reservation& r, const Usage& usage, Provider provider) noexcept {
+  settle_as(r, usage, provider, false, nullptr);
 }
 
 namespace {
@@ -418,10 +421,10 @@ void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
   Usage estimate;
   estimate.input_tokens = r.input_tokens_;
   estimate.output_tokens = r.output_tokens_;
-  settle_as(r, estimate, Provider::kUnknown, true,
-            absl::Status(extracted.status().code(),
-                         internal::str_cat("unreadable provider response; metering the reservation's estimate: ",
-                                           extracted.status().message())));
+  const absl::Status fault(extracted.status().code(),
+                          internal::str_cat("unreadable provider response; metering the reservation's estimate: ",
+                                            extracted.status().message()));
+  settle_as(r, estimate, Provider::kUnknown, true, &fault);
 }
 
 void Paygent::release(Reservation& r) noexcept {
@@ -432,7 +435,7 @@ void Paygent::release(Reservation& r) noexcept {
   if (!in) return owner->end_after_shutdown(r);
   r.owner_ = nullptr;
   e.apply(r.period_, r.session_, r.model_, -r.cost_, 0, -(r.input_tokens_ + r.output_tokens_), nullptr);
-  e.calls.reservation_closed();
+  in.reservation_closed();
   r.context_.reset();
 }
 
@@ -486,12 +489,12 @@ void Paygent::end_stream(MeteredStream& stream, bool abandoned) noexcept {
     stream.reader_.reset();
   }
   if (read.ok()) {
-    if (!abandoned) return settle_as(r, read->usage, read->provider, false, absl::OkStatus());
+    if (!abandoned) return settle_as(r, read->usage, read->provider, false, nullptr);
     // Cut short: what the stream reported so far is what is known to have been spent.
-    return settle_as(r, read->usage, read->provider, true,
-                     absl::CancelledError(internal::str_cat(
-                         "stream abandoned before its end: metered the usage it reported so far (",
-                         read->usage.input_tokens, " input and ", read->usage.output_tokens, " output tokens)")));
+    const absl::Status fault = absl::CancelledError(
+        internal::str_cat("stream abandoned before its end: metered the usage it reported so far (",
+                          read->usage.input_tokens, " input and ", read->usage.output_tokens, " output tokens)"));
+    return settle_as(r, read->usage, read->provider, true, &fault);
   }
   if (absl::IsNotFound(read.status()) && read.status().message().find("provider error") != std::string_view::npos) {
     return release(r);  // the provider refused the call: nothing was spent
@@ -501,11 +504,11 @@ void Paygent::end_stream(MeteredStream& stream, bool abandoned) noexcept {
   Usage estimate;
   estimate.input_tokens = r.input_tokens_;
   estimate.output_tokens = r.output_tokens_;
-  settle_as(r, estimate, Provider::kUnknown, true,
-            absl::Status(abandoned ? absl::StatusCode::kCancelled : read.status().code(),
-                         internal::str_cat(abandoned ? "stream abandoned before any usage"
-                                                     : "stream ended without readable usage",
-                                           "; metering the reservation's estimate: ", read.status().message())));
+  const absl::Status fault(abandoned ? absl::StatusCode::kCancelled : read.status().code(),
+                          internal::str_cat(abandoned ? "stream abandoned before any usage"
+                                                      : "stream ended without readable usage",
+                                            "; metering the reservation's estimate: ", read.status().message()));
+  settle_as(r, estimate, Provider::kUnknown, true, &fault);
 }
 
 void Paygent::record(std::string_view model, const Usage& usage, Provider provider) noexcept {

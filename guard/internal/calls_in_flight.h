@@ -18,29 +18,36 @@ namespace paygent::internal {
 
 class CallsInFlight {
  public:
+  // One thread's counters (or a few threads', past the owned stripes), on their own cache line.
+  struct alignas(64) Stripe {
+    std::atomic<std::int64_t> inside{0};  // calls between enter() and leave()
+    std::atomic<std::int64_t> open{0};    // reservations opened minus closed
+  };
+
   // Registers the process for membarrier (a system call, once per process). Called before the first
   // CallsInFlight is made, so that every thread that can ever enter sees the same choice.
   static void prepare() noexcept;
 
-  // Enters: true when the calling thread may use the engine until leave(); false when the Paygent
-  // is closing or closed (the caller then touches nothing else and does not call leave()).
-  // Does not allocate, does not lock, makes no system call.
-  [[nodiscard]] bool enter() noexcept {
-    Stripe& s = stripes_[stripe_index()];
-    bump(s.inside, +1);
+  // Enters: the calling thread's stripe, to pass to leave(), when it may use the engine until
+  // leave(); nullptr when the Paygent is closing or closed (the caller then touches nothing else
+  // and does not call leave()). Does not allocate, does not lock, makes no system call.
+  [[nodiscard]] Stripe* enter() noexcept {
+    Stripe* s = &stripes_[stripe_index()];
+    bump(s, s->inside, +1);
     light_barrier();
     if (closing_.load(std::memory_order_relaxed)) [[unlikely]] {
-      leave();
-      return false;
+      leave(s);
+      return nullptr;
     }
-    return true;
+    return s;
   }
-  void leave() noexcept { bump(stripes_[stripe_index()].inside, -1, std::memory_order_release); }
+  void leave(Stripe* s) noexcept { bump(s, s->inside, -1, std::memory_order_release); }
 
-  // A reservation opened or closed on this thread (between enter() and leave()). A reservation may
-  // close on another thread than it opened on: only the sum over the stripes means anything.
-  void reservation_opened() noexcept { bump(stripes_[stripe_index()].open, +1); }
-  void reservation_closed() noexcept { bump(stripes_[stripe_index()].open, -1); }
+  // A reservation opened or closed by the thread that entered with `s` (before its leave()). A
+  // reservation may close on another thread than it opened on: only the sum over the stripes
+  // means anything.
+  void reservation_opened(Stripe* s) noexcept { bump(s, s->open, +1); }
+  void reservation_closed(Stripe* s) noexcept { bump(s, s->open, -1); }
 
   // Turns away every later enter(), waits until no thread is between enter() and leave(), and
   // returns how many reservations are still open. The first call closes; later calls only wait.
@@ -50,10 +57,6 @@ class CallsInFlight {
 
  private:
   static constexpr int kOwnedStripes = 16;
-  struct alignas(64) Stripe {
-    std::atomic<std::int64_t> inside{0};
-    std::atomic<std::int64_t> open{0};
-  };
 
   // Up to kOwnedStripes live threads of the process own a stripe each (in every CallsInFlight),
   // given back when the thread exits; other threads share the other stripes and add to them
@@ -64,9 +67,9 @@ class CallsInFlight {
   }
   static int assign_stripe() noexcept;
   struct StripeOwner;  // gives a thread's owned stripe back when the thread exits
-  static void bump(std::atomic<std::int64_t>& v, std::int64_t n,
-                   std::memory_order order = std::memory_order_relaxed) noexcept {
-    if (t_stripe < kOwnedStripes) {
+  void bump(const Stripe* s, std::atomic<std::int64_t>& v, std::int64_t n,
+            std::memory_order order = std::memory_order_relaxed) noexcept {
+    if (s < &stripes_[kOwnedStripes]) {
       v.store(v.load(std::memory_order_relaxed) + n, order);  // this thread is the only writer
     } else {
       v.fetch_add(n, order);

@@ -414,9 +414,9 @@ class Paygent {
   // it was the last reference to it.
   void end_after_shutdown(Reservation& reservation) noexcept;
   // Replaces `reservation` by `usage` and meters it (`estimated`: the usage is a stand-in, flagged
-  // on the event); a non-OK `fault` is reported through on_error.
+  // on the event); `fault`, when given, is reported through on_error.
   void settle_as(Reservation& reservation, const Usage& usage, Provider provider, bool estimated,
-                 const absl::Status& fault) noexcept;
+                 const absl::Status* fault) noexcept;
   friend class MeteredStream;
   // Ends a stream of this Paygent: finish() or, with `abandoned`, abandon().
   void end_stream(MeteredStream& stream, bool abandoned) noexcept;
