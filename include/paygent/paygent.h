@@ -23,9 +23,10 @@
 //     pointer to a Paygent after its storage is freed is the caller's bug (as for any object);
 //     stop the threads that call it first, or keep one Reservation open across the shutdown, or
 //     use the process-wide instance, which is never freed.
-//   - A Reservation or MeteredStream that outlives its Paygent is safe to read, move, settle,
-//     release, finish and destroy: ending it is then a no-op (nothing left to meter into), and the
-//     destructor reported how many were still open through on_error, while callbacks were valid.
+//   - A Reservation or MeteredStream that outlives its Paygent is safe to read, move and destroy
+//     (a stream also to feed and finish); ending it, or settling or releasing it after shutdown(),
+//     is a no-op (nothing is left to meter into), and shutting down reported how many were still
+//     open through on_error, while the callbacks were still valid.
 //   - LimitExceeded owns copies of its texts and outlives the Paygent freely; other GuardResults
 //     point into the Paygent (see guard_result.h).
 //   - The process-wide instance (init/instance) is never freed: it is shut down at exit (flushed,

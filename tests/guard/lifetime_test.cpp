@@ -75,6 +75,37 @@ TEST_CASE("guard.lifetime.reservation_destroyed_after_its_paygent") {
   CHECK(errors.size() == 1);
 }
 
+TEST_CASE("guard.lifetime.calls_after_shutdown_pass_through") {
+  std::vector<std::string> errors;
+  std::int64_t metered = 0;
+  Options o;
+  o.on_error = [&](const absl::Status& s) { errors.push_back(std::string(s.message())); };
+  o.on_usage = [&](const UsageEvent&) { ++metered; };
+  auto pg = make(testing::config_with(testing::round_plan()), std::move(o));
+  Context ctx("u1");
+  Reservation to_settle = pg->reserve("m", {.prompt_tokens = 10});
+  Reservation to_release = pg->reserve("m", {.prompt_tokens = 10});
+  pg->record("m", tokens(5, 5));
+  REQUIRE(metered == 1);
+  pg->shutdown();  // a server's shutdown path: stop metering first, destroy later
+  pg->shutdown();  // idempotent
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].find("2 reservations were still open") != std::string::npos);
+  CHECK(pg->check("m").status == GateStatus::kUnmetered);
+  CHECK_FALSE(pg->reserve("m", {.prompt_tokens = 10}).active());
+  pg->settle(to_settle, tokens(10, 10));
+  pg->release(to_release);
+  CHECK_FALSE(to_settle.active());
+  CHECK_FALSE(to_release.active());
+  pg->record("m", tokens(5, 5));
+  CHECK(metered == 1);  // nothing more was metered, no callback ran
+  CHECK(pg->report("u1").status().code() == absl::StatusCode::kUnavailable);
+  CHECK(pg->flush().code() == absl::StatusCode::kUnavailable);
+  CHECK(pg->set_plans(testing::config_with(testing::round_plan())).code() == absl::StatusCode::kUnavailable);
+  CHECK(pg->stats().events == 1);
+  CHECK(errors.size() == 1);
+}
+
 TEST_CASE("guard.lifetime.limit_exceeded_outlives_its_paygent") {
   auto pg = make(model_capped(100));
   std::optional<LimitExceeded> caught;
