@@ -320,7 +320,9 @@ void Engine::events_dropped(std::int64_t count) {
   invoke_callback(options.on_events_dropped, count);
 }
 
-Engine::~Engine() {
+Engine::~Engine() { shutdown(); }
+
+void Engine::shutdown() {
   // Order: the writer commits what is queued, then the syncer delivers it, then the store closes.
   if (writer.joinable()) {
     {
@@ -332,8 +334,10 @@ Engine::~Engine() {
   }
   if (syncer) {
     syncer->stop(options.shutdown_deadline);
+    delivered_at_shutdown.store(syncer->delivered());
     syncer.reset();
   }
+  store.reset();  // closes the file: another process (or a new Paygent) may open it now
 }
 
 // --- Engine: time and ids -------------------------------------------------------------------------
@@ -1176,17 +1180,6 @@ void Engine::report_refused_usage(const Usage& u, std::string_view then) noexcep
   } catch (...) {
     counters.errors.add();
   }
-}
-
-void Engine::settle_estimate(Reservation& r, Provider provider) noexcept {
-  Usage estimate;
-  estimate.input_tokens = r.input_tokens_;
-  estimate.output_tokens = r.output_tokens_;
-  const Nanos cost = r.price_ != nullptr ? cost_of(estimate, *r.price_) : 0;
-  r.engine_ = nullptr;
-  apply(r.period_, r.session_, r.model_, cost - r.cost_, cost, 0, &estimate);
-  meter(r.context_, r.user_, r.model_, r.session_, provider, estimate, cost, r.price_source_, r.started_ns_, true);
-  r.context_.reset();
 }
 
 void Engine::adopt_response_model(Reservation& r, std::string_view ran_model) noexcept {

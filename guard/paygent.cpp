@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <utility>
@@ -28,21 +29,9 @@ Reservation::Reservation(Reservation&& other) noexcept { *this = std::move(other
 
 Reservation& Reservation::operator=(Reservation&& other) noexcept {
   if (this != &other) {
-    if (engine_ != nullptr) {
-      // Give back what this one held before taking the other's place.
-      Reservation old;
-      old.result_ = result_;
-      old.engine_ = std::exchange(engine_, nullptr);
-      old.user_ = user_;
-      old.period_ = period_;
-      old.session_ = session_;
-      old.model_ = model_;
-      old.cost_ = cost_;
-      old.input_tokens_ = input_tokens_;
-      old.output_tokens_ = output_tokens_;
-    }
+    if (owner_ != nullptr) owner_->release(*this);  // give back what this one held
     result_ = other.result_;
-    engine_ = std::exchange(other.engine_, nullptr);
+    owner_ = std::exchange(other.owner_, nullptr);
     user_ = other.user_;
     period_ = other.period_;
     session_ = other.session_;
@@ -59,10 +48,7 @@ Reservation& Reservation::operator=(Reservation&& other) noexcept {
 }
 
 Reservation::~Reservation() {
-  if (engine_ != nullptr) {
-    engine_->apply(period_, session_, model_, -cost_, 0, -(input_tokens_ + output_tokens_), nullptr);
-    engine_ = nullptr;
-  }
+  if (owner_ != nullptr) owner_->release(*this);
 }
 
 // --- Paygent: creation ----------------------------------------------------------------------------
@@ -80,22 +66,95 @@ GuardResult backend_unavailable(std::string_view user_id) {
   return r;
 }
 
+// A call inside a Paygent (internal::CallsInFlight): shutting down waits until it ends. When the
+// Paygent is shut down (or shutting down) the call is not inside and must touch nothing of it.
+class Inside {
+ public:
+  explicit Inside(Engine& e) noexcept : calls_(e.calls), stripe_(calls_.enter()) {}
+  ~Inside() {
+    if (stripe_ != nullptr) calls_.leave(stripe_);
+  }
+  Inside(const Inside&) = delete;
+  Inside& operator=(const Inside&) = delete;
+  explicit operator bool() const noexcept { return stripe_ != nullptr; }
+  void reservation_opened() noexcept { calls_.reservation_opened(stripe_); }
+  void reservation_closed() noexcept { calls_.reservation_closed(stripe_); }
+
+ private:
+  internal::CallsInFlight& calls_;
+  internal::CallsInFlight::Stripe* const stripe_;
+};
+
+[[gnu::noinline]] GuardResult unmetered() {
+  GuardResult r;
+  r.status = GateStatus::kUnmetered;
+  return r;
+}
+
+absl::Status shut_down_error() { return absl::UnavailableError("this Paygent is shut down"); }
+
+// The process-wide instances: never freed (threads may call them during static destruction), shut
+// down at exit. Plain pointers and a mutex with a trivial destructor: nothing here is destroyed.
 std::mutex g_instance_mu;
-std::unique_ptr<Paygent> g_instance;  // guarded by g_instance_mu
+Paygent* g_instance = nullptr;                 // guarded by g_instance_mu
+std::vector<Paygent*>* g_instances = nullptr;  // every one ever made; guarded by g_instance_mu
 std::atomic<Paygent*> g_instance_ptr{nullptr};
+
+void shut_down_instances_at_exit() {
+  std::lock_guard<std::mutex> lock(g_instance_mu);
+  for (Paygent* pg : *g_instances) pg->shutdown();
+}
 
 }  // namespace
 
-Paygent::Paygent(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
+Paygent::Paygent(std::unique_ptr<Engine> engine) noexcept : engine_(std::move(engine)) {}
 
-Paygent::~Paygent() = default;
+Paygent::~Paygent() = default;  // ~Engine shuts down, if shutdown() has not
+
+void Paygent::operator delete(Paygent* pg, std::destroying_delete_t) noexcept {
+  pg->shutdown();
+  pg->unref();  // the owner's reference; open Reservations hold the others
+}
+
+void Paygent::unref() noexcept {
+  if (engine_->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  this->~Paygent();
+  ::operator delete(static_cast<void*>(this));
+}
+
+void Paygent::shutdown() noexcept {
+  Engine& e = *engine_;
+  std::call_once(e.shutdown_once, [&e] {
+    const std::int64_t open = e.calls.close_and_wait();
+    try {
+      e.shutdown();
+    } catch (...) {
+      e.report_error(absl::InternalError("shutting down failed; queued events may be lost"));
+    }
+    if (open > 0) {
+      e.report_error(absl::FailedPreconditionError(internal::str_cat(
+          open, open == 1 ? " reservation was" : " reservations were",
+          " still open when the Paygent shut down: their calls are not metered (settling, releasing or "
+          "destroying them later does nothing)")));
+    }
+    // The bias that stood for the uncounted reservations becomes their count.
+    e.refs.fetch_add(open - Engine::kUncountedRefs, std::memory_order_acq_rel);
+  });
+}
+
+void Paygent::end_after_shutdown(Reservation& r) noexcept {
+  r.owner_ = nullptr;
+  r.context_.reset();
+  unref();  // may free this Paygent
+}
 
 absl::StatusOr<std::unique_ptr<Paygent>> Paygent::create(Options options) {
   PlanConfig plans = std::move(options.plans);
+  internal::CallsInFlight::prepare();  // before the first Paygent exists
   auto engine = std::make_unique<Engine>(std::move(options));
   if (absl::Status s = engine->install_plans(std::move(plans)); !s.ok()) return s;
   engine->open_store();
-  return std::unique_ptr<Paygent>(new Paygent(std::move(engine)));
+  return std::unique_ptr<Paygent>(::new Paygent(std::move(engine)));
 }
 
 Paygent& Paygent::init(Options options) {
@@ -117,12 +176,16 @@ Paygent& Paygent::init(Options options) {
     next = std::move(create(std::move(pass_through))).value();
   }
   std::lock_guard<std::mutex> lock(g_instance_mu);
+  if (g_instances == nullptr) {
+    g_instances = new std::vector<Paygent*>();  // never freed, as the instances
+    std::atexit(shut_down_instances_at_exit);
+  }
   if (g_instance) g_instance->flush().IgnoreError();
-  g_instance_ptr.store(next.get(), std::memory_order_release);
-  // The previous instance stays alive (threads may still hold a reference from instance()).
-  static std::vector<std::unique_ptr<Paygent>> retired;
-  if (g_instance) retired.push_back(std::move(g_instance));
-  g_instance = std::move(next);
+  // The previous instance stays alive and working (threads may still hold a reference from
+  // instance()) until exit.
+  g_instances->push_back(next.get());
+  g_instance = next.release();
+  g_instance_ptr.store(g_instance, std::memory_order_release);
   return *g_instance;
 }
 
@@ -130,7 +193,11 @@ Paygent* Paygent::instance() noexcept { return g_instance_ptr.load(std::memory_o
 
 // --- Paygent: plans and users ---------------------------------------------------------------------
 
-absl::Status Paygent::set_plans(PlanConfig config) { return engine_->install_plans(std::move(config)); }
+absl::Status Paygent::set_plans(PlanConfig config) {
+  Inside in(*engine_);
+  if (!in) return shut_down_error();
+  return engine_->install_plans(std::move(config));
+}
 
 absl::Status Paygent::set_plans_json(std::string_view json) {
   auto parsed = parse_plan_config(json);
@@ -166,10 +233,14 @@ absl::Status Paygent::subscribe(std::string_view user_id, std::string_view plan,
   a->subscription = true;
   a->start_ns = absl::ToUnixNanos(period_start);
   a->end_ns = absl::ToUnixNanos(period_end);
+  Inside in(*engine_);
+  if (!in) return shut_down_error();
   return assign(*engine_, user_id, plan, std::move(a));
 }
 
 absl::Status Paygent::assign_plan(std::string_view user_id, std::string_view plan) {
+  Inside in(*engine_);
+  if (!in) return shut_down_error();
   return assign(*engine_, user_id, plan, std::make_unique<internal::Assignment>());
 }
 
@@ -177,36 +248,42 @@ absl::Status Paygent::assign_plan(std::string_view user_id, std::string_view pla
 
 GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate) {
   Engine& e = *engine_;
+  Inside in(e);
+  if (!in) [[unlikely]] return unmetered();  // shut down: fail-open
   e.counters.checks.add();
   CallSite site;
-  // verdicts.best is the result: a second GuardResult (96 bytes) would be zeroed with rep stos.
-  internal::Verdicts verdicts;
+  bool resolved = false;
   try {
-    if (!e.resolve_now(model, site)) {
-      e.counters.unmetered.add();
-      verdicts.best.status = GateStatus::kUnmetered;
-      return verdicts.best;
-    }
-    const std::int64_t est_tokens = estimate.prompt_tokens + estimate.max_output_tokens;
-    e.evaluate(site, e.estimate_cost(site.price, estimate.prompt_tokens, estimate.max_output_tokens), est_tokens,
-               verdicts);
-    if (e.backend_closed()) verdicts.best = backend_unavailable(site.user->key);
+    resolved = e.resolve_now(model, site);
   } catch (...) {
     e.report_error(absl::InternalError("check failed; the call proceeds unmetered"));
-    GuardResult r;
-    r.status = GateStatus::kUnmetered;
-    return r;
+    return unmetered();
   }
+  if (!resolved) {
+    e.counters.unmetered.add();
+    return unmetered();
+  }
+  // Built from evaluate()'s result rather than zeroed first: a GuardResult is 88 bytes, which GCC
+  // zeroes with `rep stos` (~10 ns to start up on the hot path).
+  internal::Verdicts verdicts;
+  const std::int64_t est_tokens = estimate.prompt_tokens + estimate.max_output_tokens;
+  GuardResult r = e.evaluate(site, e.estimate_cost(site.price, estimate.prompt_tokens, estimate.max_output_tokens),
+                             est_tokens, verdicts);
+  if (e.backend_closed()) r = verdicts.best = backend_unavailable(site.user->key);
   e.fire_gate_callbacks(site, verdicts);
-  const GuardResult& r = verdicts.best;
   if (r.status == GateStatus::kHardGate && e.options.raise_on_hard_gate) throw LimitExceeded(r);
   return r;
 }
 
 Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimate) {
   Engine& e = *engine_;
-  e.counters.checks.add();
   Reservation res;
+  Inside in(e);
+  if (!in) {
+    res.result_.status = GateStatus::kUnmetered;  // shut down: fail-open
+    return res;
+  }
+  e.counters.checks.add();
   CallSite site;
   try {
     if (!e.resolve_now(model, site)) {
@@ -230,6 +307,7 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
     verdicts = internal::Verdicts{};
   }
   GuardResult r = e.admit(site, cost, prompt + output, verdicts);
+  r.user_id = site.user->key;
   if (!(e.backend_closed() && !e.options.raise_on_hard_gate)) e.fire_gate_callbacks(site, verdicts);
   if (r.status == GateStatus::kHardGate) {
     // A blocked call is no activity: retrying against a session cap must not keep it alive.
@@ -240,7 +318,8 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
   const std::int64_t last = site.session->last_activity_ns.load(std::memory_order_relaxed);
   if (site.now_ns > last) site.session->last_activity_ns.store(site.now_ns, std::memory_order_relaxed);
   res.result_ = r;
-  res.engine_ = &e;
+  res.owner_ = this;
+  in.reservation_opened();
   res.user_ = site.user;
   res.period_ = site.period;
   res.session_ = site.session;
@@ -261,25 +340,45 @@ Reservation Paygent::reserve_or_fail_open(std::string_view model, const CallEsti
   } catch (const LimitExceeded&) {
     throw;
   } catch (...) {
-    engine_->report_error(absl::InternalError("reserve failed; the call proceeds unmetered"));
+    Inside in(*engine_);
+    if (in) engine_->report_error(absl::InternalError("reserve failed; the call proceeds unmetered"));
     return Reservation();
   }
 }
 
 
-void Paygent::settle(Reservation& r, const Usage& usage, Provider provider) noexcept {
-  Engine* e = r.engine_;
-  if (e == nullptr) return;
-  if (e->refuse_usage(usage, "settle: metering the reservation's estimate instead")) {
-    e->settle_estimate(r, provider);
-    return;
+// Settles on the reservation's own Paygent (which `this` usually is). Inline: settle() is the
+// hot one.
+inline void Paygent::settle_as(Reservation& r, const Usage& usage, Provider provider, bool estimated,
+                               const absl::Status* fault) noexcept {
+  Paygent* owner = r.owner_;
+  if (owner == nullptr) return;
+  Engine& e = *owner->engine_;
+  Inside in(e);
+  if (!in) return owner->end_after_shutdown(r);
+  r.owner_ = nullptr;
+  if (fault != nullptr) e.report_error(*fault);
+  // Usage that cannot be real (negative, cache above input, ...) is refused: the call ran, so the
+  // reservation's estimate is metered instead, never a refund.
+  Usage refused_estimate;
+  const Usage* used = &usage;
+  if (!estimated && e.refuse_usage(usage, "settle: metering the reservation's estimate instead")) [[unlikely]] {
+    refused_estimate.input_tokens = r.input_tokens_;
+    refused_estimate.output_tokens = r.output_tokens_;
+    used = &refused_estimate;
+    estimated = true;
   }
-  r.engine_ = nullptr;
-  const Nanos cost = r.price_ != nullptr ? cost_of(usage, *r.price_) : 0;
-  e->apply(r.period_, r.session_, r.model_, cost - r.cost_, cost,
-           usage.total_tokens() - (r.input_tokens_ + r.output_tokens_), &usage);
-  e->meter(r.context_, r.user_, r.model_, r.session_, provider, usage, cost, r.price_source_, r.started_ns_, false);
+  const Nanos cost = r.price_ != nullptr ? cost_of(*used, *r.price_) : 0;
+  e.apply(r.period_, r.session_, r.model_, cost - r.cost_, cost,
+          used->total_tokens() - (r.input_tokens_ + r.output_tokens_), used);
+  e.meter(r.context_, r.user_, r.model_, r.session_, provider, *used, cost, r.price_source_, r.started_ns_,
+          estimated);
+  in.reservation_closed();
   r.context_.reset();
+}
+
+void Paygent::settle(Reservation& r, const Usage& usage, Provider provider) noexcept {
+  settle_as(r, usage, provider, false, nullptr);
 }
 
 namespace {
@@ -307,7 +406,7 @@ absl::StatusOr<ExtractedUsage> usage_of_response(std::string_view body) {
 }  // namespace
 
 void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
-  if (r.engine_ == nullptr) return;
+  if (r.owner_ == nullptr) return;
   absl::StatusOr<ExtractedUsage> extracted = absl::InternalError("not read");
   try {
     extracted = usage_of_response(body);
@@ -315,11 +414,14 @@ void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
     extracted = absl::InternalError("reading the response failed");
   }
   if (extracted.ok()) {
-    if (!extracted->model.empty()) r.engine_->adopt_response_model(r, extracted->model);
+    if (!extracted->model.empty()) {  // another model than the one called moves the hold to it
+      Engine& e = *r.owner_->engine_;
+      Inside in(e);
+      if (in) e.adopt_response_model(r, extracted->model);
+    }
     settle(r, extracted->usage, extracted->provider);
     return;
   }
-  Engine& e = *r.engine_;
   if (absl::IsNotFound(extracted.status()) &&
       extracted.status().message().find("provider error") != std::string_view::npos && !is_event_stream(body)) {
     // A provider error body: the call did not run, so nothing was spent. (A stream that ends in
@@ -329,23 +431,104 @@ void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
   }
   // Unreadable, or a success without usage (some compatible servers omit it): the tokens were
   // spent all the same, so the estimate is metered rather than nothing.
-  e.counters.unreadable_responses.add();
-  e.report_error(absl::Status(extracted.status().code(),
-                              internal::str_cat("unreadable provider response; metering the reservation's estimate: ",
-                                           extracted.status().message())));
-  e.settle_estimate(r, Provider::kUnknown);
+  r.owner_->engine_->counters.unreadable_responses.add();
+  Usage estimate;
+  estimate.input_tokens = r.input_tokens_;
+  estimate.output_tokens = r.output_tokens_;
+  const absl::Status fault(extracted.status().code(),
+                          internal::str_cat("unreadable provider response; metering the reservation's estimate: ",
+                                            extracted.status().message()));
+  settle_as(r, estimate, Provider::kUnknown, true, &fault);
 }
 
 void Paygent::release(Reservation& r) noexcept {
-  Engine* e = r.engine_;
-  if (e == nullptr) return;
-  r.engine_ = nullptr;
-  e->apply(r.period_, r.session_, r.model_, -r.cost_, 0, -(r.input_tokens_ + r.output_tokens_), nullptr);
+  Paygent* owner = r.owner_;
+  if (owner == nullptr) return;
+  Engine& e = *owner->engine_;
+  Inside in(e);
+  if (!in) return owner->end_after_shutdown(r);
+  r.owner_ = nullptr;
+  e.apply(r.period_, r.session_, r.model_, -r.cost_, 0, -(r.input_tokens_ + r.output_tokens_), nullptr);
+  in.reservation_closed();
   r.context_.reset();
+}
+
+// --- Streams --------------------------------------------------------------------------------------
+
+MeteredStream& MeteredStream::operator=(MeteredStream&& other) noexcept {
+  if (this != &other) {
+    abandon();
+    reservation_ = std::move(other.reservation_);
+    reader_ = std::move(other.reader_);
+    other.reader_.reset();
+  }
+  return *this;
+}
+
+MeteredStream::~MeteredStream() { abandon(); }
+
+void MeteredStream::feed(std::string_view chunk) noexcept {
+  if (reader_ && reservation_.active()) reader_->feed(chunk);  // never throws (it contains bad_alloc)
+}
+
+void MeteredStream::finish() noexcept {
+  if (Paygent* owner = reservation_.owner_) owner->end_stream(*this, false);
+}
+
+void MeteredStream::abandon() noexcept {
+  if (Paygent* owner = reservation_.owner_) owner->end_stream(*this, true);
+}
+
+MeteredStream Paygent::metered_stream(std::string_view model, const CallEstimate& estimate, ApiFormat format) {
+  MeteredStream stream;
+  stream.reservation_ = reserve_or_fail_open(model, estimate);  // LimitExceeded propagates
+  if (stream.reservation_.active()) {
+    try {
+      stream.reader_.emplace(format);
+    } catch (...) {  // fail-open: the stream is metered at its estimate
+    }
+  }
+  return stream;
+}
+
+void Paygent::end_stream(MeteredStream& stream, bool abandoned) noexcept {
+  Reservation& r = stream.reservation_;
+  absl::StatusOr<ExtractedUsage> read = absl::ResourceExhaustedError("the stream's reader could not be made");
+  if (stream.reader_) {
+    try {
+      read = stream.reader_->finish();
+    } catch (...) {
+      read = absl::ResourceExhaustedError("reading the stream failed");
+    }
+    stream.reader_.reset();
+  }
+  if (read.ok()) {
+    if (!abandoned) return settle_as(r, read->usage, read->provider, false, nullptr);
+    // Cut short: what the stream reported so far is what is known to have been spent.
+    const absl::Status fault = absl::CancelledError(
+        internal::str_cat("stream abandoned before its end: metered the usage it reported so far (",
+                          read->usage.input_tokens, " input and ", read->usage.output_tokens, " output tokens)"));
+    return settle_as(r, read->usage, read->provider, true, &fault);
+  }
+  if (absl::IsNotFound(read.status()) && read.status().message().find("provider error") != std::string_view::npos) {
+    return release(r);  // the provider refused the call: nothing was spent
+  }
+  // No usage: the tokens were (being) spent all the same, so the estimate rather than nothing.
+  if (!abandoned) r.owner_->engine_->counters.unreadable_responses.add();
+  Usage estimate;
+  estimate.input_tokens = r.input_tokens_;
+  estimate.output_tokens = r.output_tokens_;
+  const absl::Status fault(abandoned ? absl::StatusCode::kCancelled : read.status().code(),
+                          internal::str_cat(abandoned ? "stream abandoned before any usage"
+                                                      : "stream ended without readable usage",
+                                            "; metering the reservation's estimate: ", read.status().message()));
+  settle_as(r, estimate, Provider::kUnknown, true, &fault);
 }
 
 void Paygent::record(std::string_view model, const Usage& usage, Provider provider) noexcept {
   Engine& e = *engine_;
+  Inside in(e);
+  if (!in) return;  // shut down: fail-open
   if (e.refuse_usage(usage, "record: the event is not metered")) return;
   try {
     CallSite site;
@@ -366,6 +549,8 @@ void Paygent::record(std::string_view model, const Usage& usage, Provider provid
 
 std::optional<std::int64_t> Paygent::max_output_tokens_that_fit(std::string_view model, std::int64_t prompt_tokens) {
   Engine& e = *engine_;
+  Inside in(e);
+  if (!in) return std::nullopt;
   CallSite site;
   try {
     if (!e.resolve(model, e.now_ns(), site)) return std::nullopt;
@@ -402,6 +587,8 @@ std::optional<std::int64_t> Paygent::max_output_tokens_that_fit(std::string_view
 
 absl::StatusOr<UserReport> Paygent::report(std::string_view user_id) {
   Engine& e = *engine_;
+  Inside in(e);
+  if (!in) return shut_down_error();
   internal::UserState* user = e.user_for(user_id, false);
   if (user == nullptr) {
     // Not seen by this process; maybe by an earlier one with the same store (a restart).
@@ -483,6 +670,7 @@ absl::StatusOr<UserReport> Paygent::report(std::string_view user_id) {
 }
 
 Stats Paygent::stats() const noexcept {
+  Inside in(*engine_);  // the counters live as long as this object; the syncer only while inside
   const auto& c = engine_->counters;
   Stats s;
   s.checks = c.checks.sum();
@@ -496,7 +684,7 @@ Stats Paygent::stats() const noexcept {
   s.unreadable_responses = c.unreadable_responses.sum();
   s.queue_overflows = c.queue_overflows.sum();
   s.stored_events = c.stored_events.sum();
-  s.delivered_events = engine_->syncer ? engine_->syncer->delivered() : 0;
+  s.delivered_events = in && engine_->syncer ? engine_->syncer->delivered() : engine_->delivered_at_shutdown.load();
   s.dropped_events = c.dropped_events.sum();
   s.rejected_events = c.rejected_events.sum();
   s.refused_usages = c.refused_usages.load(std::memory_order_relaxed);
@@ -506,6 +694,8 @@ Stats Paygent::stats() const noexcept {
 
 absl::Status Paygent::flush(absl::Duration deadline) {
   Engine& e = *engine_;
+  Inside in(e);
+  if (!in) return shut_down_error();
   if (!e.store) return absl::UnavailableError("no local store is open; events are kept in memory only");
   const absl::Time until = absl::Now() + deadline;
   {

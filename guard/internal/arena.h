@@ -22,16 +22,32 @@
 #include <utility>
 #include <vector>
 
+#if defined(__SANITIZE_ADDRESS__) && __has_include(<sanitizer/lsan_interface.h>)
+#include <sanitizer/lsan_interface.h>
+#define PAYGENT_LSAN_ROOTS 1
+#endif
+
 namespace paygent::internal {
 
 // Anonymous memory advised as transparent huge pages (where the kernel allows it); zeroed.
+// Under LeakSanitizer the memory is a root region: LSan does not scan mmap'd memory otherwise, and
+// the heap objects that arena objects own (names, vectors) would be reported as leaked at exit
+// while a never-freed Paygent (the process-wide instance) still holds them.
 inline void* huge_alloc(std::size_t bytes) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   ::madvise(p, bytes, MADV_HUGEPAGE);  // advice only: without THP it is ordinary memory
+#ifdef PAYGENT_LSAN_ROOTS
+  __lsan_register_root_region(p, bytes);
+#endif
   return p;
 }
-inline void huge_free(void* p, std::size_t bytes) noexcept { ::munmap(p, bytes); }
+inline void huge_free(void* p, std::size_t bytes) noexcept {
+#ifdef PAYGENT_LSAN_ROOTS
+  __lsan_unregister_root_region(p, bytes);
+#endif
+  ::munmap(p, bytes);
+}
 
 class Arena {
  public:

@@ -31,6 +31,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "guard/internal/arena.h"
+#include "guard/internal/calls_in_flight.h"
 #include "guard/internal/intern_table.h"
 #include "paygent/paygent.h"
 #include "sync/event_queue.h"
@@ -264,7 +265,10 @@ struct CallSite {
 
 struct Engine final : SyncTarget {
   explicit Engine(Options o);
-  ~Engine();
+  ~Engine();  // shutdown(), then frees the state
+  // Commits what is queued to the store, delivers it (syncer, up to shutdown_deadline) and stops
+  // both threads. Idempotent. Called once no call is inside (Paygent::shutdown).
+  void shutdown();
   // Opens the local store and starts its writer, and the syncer when an API key is set (after the
   // plans are known to be valid).
   void open_store();
@@ -323,9 +327,6 @@ struct Engine final : SyncTarget {
     return true;
   }
   void report_refused_usage(const Usage& usage, std::string_view then) noexcept;
-  // Settles `r` with its own estimate (flagged `estimated`): the call ran, its real usage is not
-  // known.
-  void settle_estimate(Reservation& r, Provider provider) noexcept;
   // Before settling `r` with a response that says it ran `ran_model`: a dated snapshot of the
   // called model the catalog prices apart is priced as such; another model takes over the call
   // (its price, its token quota; the called model's token hold is released) and the difference is
@@ -418,6 +419,15 @@ struct Engine final : SyncTarget {
 
   const std::uint64_t id_seed;
   std::atomic<std::uint64_t> id_blocks{0};
+
+  // --- lifetime (see Paygent::shutdown and Paygent's destroying delete) ---
+  CallsInFlight calls;  // every call of the Paygent enters and leaves it
+  // References to the Paygent's storage: its owner plus, once it is shut down, each Reservation
+  // still open. Until shutdown counts those, a bias stands for them (they are on calls' stripes).
+  static constexpr std::int64_t kUncountedRefs = std::int64_t{1} << 48;
+  std::atomic<std::int64_t> refs{kUncountedRefs + 1};
+  std::atomic<std::int64_t> delivered_at_shutdown{0};
+  std::once_flag shutdown_once;
 };
 
 }  // namespace paygent::internal

@@ -1,6 +1,14 @@
 // The result of a gate check.
 //
 // Thread safety: a value type.
+//
+// Lifetime: its text fields (user_id, model) are views, so that checking allocates nothing. In a
+// GuardResult returned by Paygent::check(), held by a Reservation or passed to a callback they
+// point to storage owned by the Paygent and stay valid while that Paygent (or a Reservation of it)
+// lives. LimitExceeded owns copies of them: LimitExceeded::result() stays valid, texts included,
+// for as long as the exception object lives, whatever happens to the Paygent. A GuardResult copied
+// out of either keeps pointing where its source pointed: to keep the texts longer, copy them into
+// strings (or keep the LimitExceeded).
 #pragma once
 
 #include <cstdint>
@@ -43,11 +51,9 @@ std::string_view gate_status_name(GateStatus s) noexcept;  // "ok", "soft_gate",
 struct GuardResult {
   GateStatus status = GateStatus::kOk;
   GateReason reason = GateReason::kNone;
-  // The user the call is for (the Context's user_id); empty when unmetered. Points to storage
-  // owned by Paygent that lives as long as the Paygent instance: copy it to keep it longer.
+  // The user the call was gated for (the Context's user_id); empty when unmetered. See "Lifetime" above.
   std::string_view user_id;
-  // For kModelLimit: the canonical model name. Points to storage owned by Paygent that lives as
-  // long as the Paygent instance.
+  // For kModelLimit: the canonical model name. See "Lifetime" above.
   std::string_view model;
   // Fraction of the limit in use, counting settled usage, reservations in flight and, when this
   // result comes from a reservation, this call's own estimate.

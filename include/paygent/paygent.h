@@ -13,12 +13,34 @@
 // synchronization. check/reserve/settle/record take no lock, make no system call and do no I/O;
 // after a user's first call (and first call of a period or session) they do not allocate.
 // Callbacks run on the calling thread, synchronously.
+//
+// Lifetime (a server's shutdown path):
+//   - Destroying a Paygent (or shutdown()) waits for the calls already inside it, then flushes and
+//     stops its threads. Calls that arrive on other threads while it does pass through unmetered
+//     (kUnmetered; report() and the other cold calls answer Unavailable): fail-open.
+//   - Its storage is freed when the destructor returns, unless a Reservation (or MeteredStream) of
+//     it is still open: then it is freed when the last of those ends. A call made through a
+//     pointer to a Paygent after its storage is freed is the caller's bug (as for any object);
+//     stop the threads that call it first, or keep one Reservation open across the shutdown, or
+//     use the process-wide instance, which is never freed.
+//   - A Reservation or MeteredStream that outlives its Paygent is safe to read, move and destroy
+//     (a stream also to feed and finish); ending it, or settling or releasing it after shutdown(),
+//     is a no-op (nothing is left to meter into), and shutting down reported how many were still
+//     open through on_error, while the callbacks were still valid.
+//   - LimitExceeded owns copies of its texts and outlives the Paygent freely; other GuardResults
+//     point into the Paygent (see guard_result.h).
+//   - The process-wide instance (init/instance) is never freed: it is shut down at exit (flushed,
+//     threads stopped), and calls made during static destruction pass through unmetered.
+//   - A Paygent must not be destroyed from inside one of its own callbacks (it would wait for
+//     itself).
 #pragma once
 
 #include <atomic>
+#include <concepts>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,6 +70,11 @@ struct SessionWindow;
 struct ModelInfo;
 }  // namespace internal
 
+class Paygent;
+
+// How a Paygent is made. A value: create() takes its own copy, so nothing here must outlive the
+// call except what the fields say (price_catalog; the callbacks' captures, which Paygent keeps and
+// calls until it is shut down, never after).
 struct Options {
   // Backend API key. Empty = local-only mode: state lives in `local_store_path` only.
   std::string api_key;
@@ -82,7 +109,8 @@ struct Options {
   std::function<void(const UsageEvent&)> on_usage;       // every metered call
   std::function<void(const absl::Status&)> on_error;     // every contained fault
 
-  // Prices for models a plan has no cost_rates for. nullptr = PriceCatalog::builtin().
+  // Prices for models a plan has no cost_rates for. nullptr = PriceCatalog::builtin(). Must
+  // outlive the Paygent's shutdown (its destructor, or shutdown()).
   const PriceCatalog* price_catalog = nullptr;
 
   // The time source (UTC). Empty = the system clock. Tests set a fake clock here. Called from the
@@ -116,7 +144,7 @@ struct Options {
 };
 
 // What a call is expected to use, for the reservation. The estimate is held against every limit
-// until the call settles, so that concurrent calls at a cap cannot overshoot it.
+// until the call settles, so that concurrent calls at a cap cannot overshoot it. A value type.
 struct CallEstimate {
   std::int64_t prompt_tokens = 0;
   std::int64_t max_output_tokens = 0;  // the request's max_tokens; 0 = reserve input only
@@ -124,6 +152,11 @@ struct CallEstimate {
 
 // A call's hold on its user's budget, from reserve() until settle() or release(). Move-only;
 // destroying an unsettled Reservation releases it.
+//
+// Thread safety: one Reservation is used by one thread at a time; it may be moved to, settled on
+// and destroyed on another thread than the one that reserved it.
+// Lifetime: it may outlive its Paygent. It then keeps the Paygent's storage alive (not its
+// threads), result() stays valid, and settling, releasing or destroying it does nothing.
 class Reservation {
  public:
   Reservation() = default;
@@ -135,15 +168,16 @@ class Reservation {
 
   // The gate's verdict for this call (kUnmetered outside a Context: settle then does nothing).
   [[nodiscard]] const GuardResult& result() const noexcept { return result_; }
-  [[nodiscard]] bool active() const noexcept { return engine_ != nullptr; }
+  [[nodiscard]] bool active() const noexcept { return owner_ != nullptr; }
   [[nodiscard]] Nanos reserved_cost() const noexcept { return cost_; }
   [[nodiscard]] std::int64_t reserved_tokens() const noexcept { return input_tokens_ + output_tokens_; }
 
  private:
   friend struct internal::Engine;
   friend class Paygent;
+  friend class MeteredStream;
   GuardResult result_;
-  internal::Engine* engine_ = nullptr;
+  Paygent* owner_ = nullptr;  // the Paygent that holds the estimate; nullptr when inactive
   internal::UserState* user_ = nullptr;
   internal::PeriodWindow* period_ = nullptr;
   internal::SessionWindow* session_ = nullptr;
@@ -157,7 +191,61 @@ class Reservation {
   std::int64_t started_ns_ = 0;
 };
 
-// A user's standing, for reports and dashboards.
+// A streamed call in flight: reserved (gated) before the request is sent, the provider's
+// server-sent-event stream fed chunk by chunk as the application forwards it (usage is read on the
+// way, see StreamUsageReader), settled when it ends. Made by Paygent::metered_stream().
+//
+//   paygent::MeteredStream stream = pg->metered_stream("gpt-4o", {.prompt_tokens = 900,
+//       .max_output_tokens = 512});   // throws LimitExceeded here: nothing has been sent
+//   for (std::string_view chunk : provider_stream) { stream.feed(chunk); forward(chunk); }
+//   stream.finish();
+//
+// How it ends:
+//   finish()   the usage the stream carried (OpenAI chat needs stream_options.include_usage;
+//              Anthropic message_start + message_delta; Gemini; OpenAI Responses) replaces the
+//              estimate. A stream that ends with a provider error and no usage is released (the
+//              call cost nothing). A stream that ends with no usage otherwise, or unreadable, meters
+//              the estimate, flagged `estimated`, and reports it (on_error, unreadable_responses).
+//   abandon()  the call ended early (an exception, the client went away): meters the usage the
+//              stream reported so far, else the estimate (never $0), flagged `estimated`, and
+//              reports it through on_error. A provider error with no usage releases, as above.
+//   destroyed unfinished: abandon().
+// Nothing is ever metered twice: after the first of these, the others do nothing.
+//
+// Thread safety: one thread at a time; it may move between threads (as a Reservation).
+// Lifetime: as a Reservation: it may outlive its Paygent, and then ends as a no-op.
+// Cost: making one allocates the stream reader (one allocation); feed() buffers at most one event.
+class MeteredStream {
+ public:
+  MeteredStream() = default;  // inactive: feed and finish do nothing
+  MeteredStream(MeteredStream&&) noexcept = default;
+  MeteredStream& operator=(MeteredStream&& other) noexcept;  // abandons what this one held first
+  MeteredStream(const MeteredStream&) = delete;
+  MeteredStream& operator=(const MeteredStream&) = delete;
+  ~MeteredStream();
+
+  // Reads the next bytes of the provider's stream (split anywhere). Never fails; `chunk` is not
+  // kept after the call returns.
+  void feed(std::string_view chunk) noexcept;
+  // The stream ended (normally, or with a provider error): settles or releases, see above.
+  void finish() noexcept;
+  // The stream was cut short: meters what it said so far, else the estimate, and reports it.
+  void abandon() noexcept;
+
+  // The gate's verdict (kUnmetered outside a Context: the stream is then not metered).
+  [[nodiscard]] const GuardResult& result() const noexcept { return reservation_.result(); }
+  [[nodiscard]] const Reservation& reservation() const noexcept { return reservation_; }
+  // True until finish(), abandon() or the move of this stream.
+  [[nodiscard]] bool active() const noexcept { return reservation_.active(); }
+
+ private:
+  friend class Paygent;
+  Reservation reservation_;
+  std::optional<StreamUsageReader> reader_;  // empty if it could not be made: the estimate is metered
+};
+
+// A user's standing, for reports and dashboards. A value type that owns all its data: it outlives
+// the Paygent freely.
 struct UserReport {
   struct ModelUsage {
     std::string model;
@@ -185,7 +273,7 @@ struct UserReport {
   std::vector<SessionUsage> by_session;  // sessions active this period, most recent first
 };
 
-// Counters of what Paygent did and contained. Monotonic for the life of the instance.
+// Counters of what Paygent did and contained. Monotonic for the life of the instance. A value type.
 struct Stats {
   std::int64_t checks = 0;
   std::int64_t events = 0;             // metered calls
@@ -220,13 +308,27 @@ class Paygent {
   // The process-wide instance, for applications that initialise once at start-up and reach it
   // from anywhere (as Paygent.init() in the reference SDK). A second init() replaces the first
   // only after it has flushed. Invalid options fall back to a pass-through instance (fail-open)
-  // and are reported through on_error.
+  // and are reported through on_error. Instances made here are never freed (a replaced one keeps
+  // working for the threads that still hold it): at exit (std::atexit, registered by the first
+  // init()) each is shut down, and calls made after that, e.g. from other threads or static
+  // destructors, pass through unmetered. Do not call std::exit() from inside a Paygent callback.
   static Paygent& init(Options options);
   static Paygent* instance() noexcept;
 
-  ~Paygent();  // flushes queued events to the local store
+  // shutdown(), then frees the Paygent once no Reservation of it is open (see "Lifetime" above).
+  // `delete` (and so std::unique_ptr) goes through this destroying operator delete.
+  void operator delete(Paygent* pg, std::destroying_delete_t) noexcept;
+  ~Paygent();
   Paygent(const Paygent&) = delete;
   Paygent& operator=(const Paygent&) = delete;
+
+  // Waits for the calls inside this Paygent to return, commits queued events to the local store,
+  // delivers them to the backend (up to Options::shutdown_deadline) and stops Paygent's threads.
+  // From then on every call passes through unmetered (check/reserve return kUnmetered; settle,
+  // release and record do nothing; report, flush and set_plans answer Unavailable), and
+  // Reservations still open end as no-ops; how many were open is reported through on_error.
+  // Idempotent; the destructor calls it. Must not be called from inside a Paygent callback.
+  void shutdown() noexcept;
 
   // --- Plans and users (cold path) ------------------------------------------------------------
 
@@ -288,6 +390,22 @@ class Paygent {
   template <class Call>
   auto metered_call(std::string_view model, const CallEstimate& estimate, Call&& call);
 
+  // The streaming form: reserves (throws LimitExceeded before anything is sent) and returns the
+  // stream to feed the provider's chunks to and finish (see MeteredStream). `format` names the
+  // stream's shape when known; kAuto recognises it from the chunks.
+  [[nodiscard]] MeteredStream metered_stream(std::string_view model, const CallEstimate& estimate,
+                                             ApiFormat format = ApiFormat::kAuto);
+  // The same around `body(MeteredStream&)`, which feeds each chunk as it forwards it. finish()
+  // when body returns (body may call it earlier); if body throws, abandon() and the exception
+  // propagates unchanged. Returns what body returns.
+  //
+  //   pg->metered_stream("gpt-4o", estimate, [&](paygent::MeteredStream& stream) {
+  //     for (auto& chunk : client.stream(request)) { stream.feed(chunk); forward(chunk); }
+  //   });
+  template <class Body>
+    requires std::invocable<Body&, MeteredStream&>
+  auto metered_stream(std::string_view model, const CallEstimate& estimate, Body&& body);
+
   // --- Reports ----------------------------------------------------------------------------------
 
   // The user's current period: spend, reservations, remaining budget, by model, by session.
@@ -302,8 +420,20 @@ class Paygent {
   absl::Status flush(absl::Duration deadline = absl::Seconds(5));
 
  private:
-  explicit Paygent(std::unique_ptr<internal::Engine> engine);
+  explicit Paygent(std::unique_ptr<internal::Engine> engine) noexcept;
   Reservation reserve_or_fail_open(std::string_view model, const CallEstimate& estimate);
+  // Ends a Reservation of this Paygent that is still open after shutdown(); frees the Paygent if
+  // it was the last reference to it.
+  void end_after_shutdown(Reservation& reservation) noexcept;
+  // Replaces `reservation` by `usage` and meters it (`estimated`: the usage is a stand-in, flagged
+  // on the event); `fault`, when given, is reported through on_error.
+  void settle_as(Reservation& reservation, const Usage& usage, Provider provider, bool estimated,
+                 const absl::Status* fault) noexcept;
+  friend class MeteredStream;
+  // Ends a stream of this Paygent: finish() or, with `abandoned`, abandon().
+  void end_stream(MeteredStream& stream, bool abandoned) noexcept;
+  // Drops one reference to this Paygent's storage (its owner's or a late Reservation's).
+  void unref() noexcept;
   std::unique_ptr<internal::Engine> engine_;
 };
 
@@ -323,6 +453,26 @@ auto Paygent::metered_call(std::string_view model, const CallEstimate& estimate,
     return result;
   } catch (...) {
     release(reservation);
+    throw;
+  }
+}
+
+template <class Body>
+  requires std::invocable<Body&, MeteredStream&>
+auto Paygent::metered_stream(std::string_view model, const CallEstimate& estimate, Body&& body) {
+  MeteredStream stream = metered_stream(model, estimate);  // LimitExceeded propagates
+  using Result = std::invoke_result_t<Body&, MeteredStream&>;
+  try {
+    if constexpr (std::is_void_v<Result>) {
+      body(stream);
+      stream.finish();
+    } else {
+      Result result = body(stream);
+      stream.finish();
+      return result;
+    }
+  } catch (...) {
+    stream.abandon();
     throw;
   }
 }
