@@ -266,8 +266,11 @@ GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate)
   // Built from evaluate()'s result rather than zeroed first: a GuardResult is 88 bytes, which GCC
   // zeroes with `rep stos` (~10 ns to start up on the hot path).
   internal::Verdicts verdicts;
-  const std::int64_t est_tokens = estimate.prompt_tokens + estimate.max_output_tokens;
-  GuardResult r = e.evaluate(site, e.estimate_cost(site.price, estimate.prompt_tokens, estimate.max_output_tokens),
+  // A negative estimate counts as none, as in reserve(): it must never make room under a cap.
+  const std::int64_t prompt = std::max<std::int64_t>(estimate.prompt_tokens, 0);
+  const std::int64_t output = std::max<std::int64_t>(estimate.max_output_tokens, 0);
+  const std::int64_t est_tokens = prompt + output;
+  GuardResult r = e.evaluate(site, e.estimate_cost(site.price, prompt, output),
                              est_tokens, verdicts);
   if (e.backend_closed()) r = verdicts.best = backend_unavailable(site.user->key);
   e.fire_gate_callbacks(site, verdicts);

@@ -197,4 +197,19 @@ TEST_CASE("guard.usage.dated_snapshot_priced_apart_is_priced_as_what_ran") {
   CHECK(h.pg->stats().model_mismatches == 0);
 }
 
+// A negative estimate must not make room under a cap: check() counts it as none, as reserve() does.
+TEST_CASE("guard.usage.check_counts_a_negative_estimate_as_none") {
+  Harness h(testing::config_with(limited_plan()));
+  Context ctx("u1");
+  h.pg->record("gpt-4o-mini", tokens(100'000, 0));  // the gpt-4o-mini quota, all of it
+  bool refused = false;
+  try {
+    static_cast<void>(h.pg->check("gpt-4o-mini", {.prompt_tokens = -50'000, .max_output_tokens = 0}));
+  } catch (const LimitExceeded& e) {
+    refused = true;
+    CHECK(e.result().reason == GateReason::kModelLimit);
+  }
+  CHECK(refused);
+}
+
 }  // namespace paygent
