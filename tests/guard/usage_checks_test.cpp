@@ -201,10 +201,10 @@ TEST_CASE("guard.usage.dated_snapshot_priced_apart_is_priced_as_what_ran") {
 TEST_CASE("guard.usage.check_counts_a_negative_estimate_as_none") {
   Harness h(testing::config_with(limited_plan()));
   Context ctx("u1");
-  h.pg->record("gpt-4o-mini", tokens(100'000, 0));  // the gpt-4o-mini quota, all of it
+  h.pg->record("gpt-4o-mini", tokens(99'000, 0));  // 1,000 tokens of the quota left
   bool refused = false;
-  try {
-    static_cast<void>(h.pg->check("gpt-4o-mini", {.prompt_tokens = -50'000, .max_output_tokens = 0}));
+  try {  // 5,000 prompt tokens do not fit; a negative max_output_tokens must not cancel them out
+    static_cast<void>(h.pg->check("gpt-4o-mini", {.prompt_tokens = 5'000, .max_output_tokens = -10'000}));
   } catch (const LimitExceeded& e) {
     refused = true;
     CHECK(e.result().reason == GateReason::kModelLimit);
