@@ -214,8 +214,9 @@ class PostgresDialect final : public SqlDialect {
   std::string_view greatest() const override { return "GREATEST"; }
   std::string_view for_update() const override { return " FOR UPDATE"; }
   std::string_view join_in_order() const override { return "JOIN"; }
-  // A round trip per statement: a batch of 100 events is one INSERT.
-  int event_rows_per_insert() const override { return 100; }
+  // A round trip per statement: a batch of 100 events is one INSERT (1,900 parameters; at most
+  // 65,535 are allowed).
+  int rows_per_insert() const override { return 100; }
   std::string_view batch_users() const override {
     return "(SELECT t.user_id, t.n - 1 AS idx FROM unnest(?4::text[]) WITH ORDINALITY AS t(user_id, n))";
   }

@@ -140,9 +140,9 @@ class SqlDialect {
   [[nodiscard]] virtual std::string_view for_update() const = 0;
   // The join that keeps its left side the outer loop (SQLite: CROSS JOIN; others: JOIN).
   [[nodiscard]] virtual std::string_view join_in_order() const = 0;
-  // Event rows per INSERT: 1 where a statement is a function call (SQLite), more where it is a
-  // round trip (PostgreSQL).
-  [[nodiscard]] virtual int event_rows_per_insert() const = 0;
+  // Rows per INSERT (events, users, daily sums): 1 where a statement is a function call
+  // (SQLite), more where it is a round trip (PostgreSQL).
+  [[nodiscard]] virtual int rows_per_insert() const = 0;
   // The batch's users as a row source with columns idx (0-based) and user_id, for a query whose
   // parameter ?4 is the value users_parameter() gave (SQLite: a temporary table filled by it;
   // PostgreSQL: unnest of a text array).

@@ -414,16 +414,14 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
   // The users' locks first, in their global order: everything below touches only their rows, and
   // the product's totals row, which every ingest takes last.
   if (absl::Status s = dialect_.lock_users(connection, product, users); !s.ok()) return s;
-  {
-    absl::StatusOr<Query> insert_user = prepare(connection,
-                                                "INSERT INTO users(product, user_id, name, created_ns) "
-                                                "VALUES(?1, ?2, '', ?3) ON CONFLICT(product, user_id) DO NOTHING");
-    if (!insert_user.ok()) return insert_user.status();
-    for (std::string_view user : users) {
-      insert_user->bind(1, product).bind(2, user).bind(3, received_ns);
-      if (absl::Status s = insert_user->run("create user"); !s.ok()) return s;
-      insert_user->reset();
-    }
+  if (absl::Status s = insert_rows(
+          connection, "INSERT INTO users(product, user_id, name, created_ns)", 4, users.size(),
+          "ON CONFLICT(product, user_id) DO NOTHING", "create users",
+          [&](Query& insert, int first, std::size_t i) {
+            insert.bind(first, product).bind(first + 1, users[i]).bind(first + 2, std::string_view("")).bind(first + 3, received_ns);
+          });
+      !s.ok()) {
+    return s;
   }
 
   std::vector<bool> stored(events.size(), false);
@@ -448,35 +446,38 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
   }
 
   {
-    absl::StatusOr<Query> upsert = prepare(
+    using DailyRow = std::pair<const std::tuple<std::string_view, std::int64_t, std::string_view>, Totals>;
+    std::vector<const DailyRow*> rows;
+    rows.reserve(daily.size());
+    for (const DailyRow& row : daily) rows.push_back(&row);
+    absl::Status s = insert_rows(
         connection,
         "INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
-        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
-        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos)",
+        11, rows.size(),
         "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls, "
         "input_tokens = usage_daily.input_tokens + excluded.input_tokens, "
         "output_tokens = usage_daily.output_tokens + excluded.output_tokens, "
         "cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens, "
         "cache_creation_input_tokens = usage_daily.cache_creation_input_tokens + excluded.cache_creation_input_tokens, "
         "reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens, "
-        "cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos");
-    if (!upsert.ok()) return upsert.status();
-    for (const auto& [key, t] : daily) {
-      const auto& [user, day, model] = key;
-      upsert->bind(1, product)
-          .bind(2, user)
-          .bind(3, day)
-          .bind(4, model)
-          .bind(5, t.calls)
-          .bind(6, t.input_tokens)
-          .bind(7, t.output_tokens)
-          .bind(8, t.cached_input_tokens)
-          .bind(9, t.cache_creation_input_tokens)
-          .bind(10, t.reasoning_tokens)
-          .bind(11, t.cost_nanos);
-      if (absl::Status s = upsert->run("add daily usage"); !s.ok()) return s;
-      upsert->reset();
-    }
+        "cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos",
+        "add daily usage", [&](Query& upsert, int first, std::size_t i) {
+          const auto& [key, t] = *rows[i];
+          const auto& [user, day, model] = key;
+          upsert.bind(first, product)
+              .bind(first + 1, user)
+              .bind(first + 2, day)
+              .bind(first + 3, model)
+              .bind(first + 4, t.calls)
+              .bind(first + 5, t.input_tokens)
+              .bind(first + 6, t.output_tokens)
+              .bind(first + 7, t.cached_input_tokens)
+              .bind(first + 8, t.cache_creation_input_tokens)
+              .bind(first + 9, t.reasoning_tokens)
+              .bind(first + 10, t.cost_nanos);
+        });
+    if (!s.ok()) return s;
   }
   if (result.accepted > 0) {
     absl::StatusOr<Query> put_totals = prepare(
@@ -504,6 +505,30 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
   return read_usage(connection, product, users, *period_of, result.usage);
 }
 
+absl::Status SqlStorage::insert_rows(SqlConnection& connection, std::string_view head, int columns, std::size_t count,
+                                     std::string_view tail, std::string_view what,
+                                     absl::FunctionRef<void(Query&, int, std::size_t)> bind_row) {
+  const std::size_t per_insert = static_cast<std::size_t>(std::max(1, dialect_.rows_per_insert()));
+  std::string sql;  // of the last chunk size
+  std::size_t sql_rows = 0;
+  for (std::size_t begin = 0; begin < count; begin += per_insert) {
+    const std::size_t rows = std::min(per_insert, count - begin);
+    if (rows != sql_rows) {
+      sql = str_cat(head, " VALUES");
+      for (std::size_t r = 0; r < rows; ++r) {
+        str_append(&sql, r ? ", " : " ", row_placeholders(1 + static_cast<int>(r) * columns, columns));
+      }
+      str_append(&sql, " ", tail);
+      sql_rows = rows;
+    }
+    absl::StatusOr<Query> insert = prepare(connection, sql);
+    if (!insert.ok()) return insert.status();
+    for (std::size_t r = 0; r < rows; ++r) bind_row(*insert, 1 + static_cast<int>(r) * columns, begin + r);
+    if (absl::Status s = insert->run(what); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SqlStorage::insert_events(SqlConnection& connection, std::int64_t product,
                                        std::span<const EventRecord> events, std::span<const EventId> ids,
                                        std::vector<bool>& stored) {
@@ -519,7 +544,7 @@ absl::Status SqlStorage::insert_events(SqlConnection& connection, std::int64_t p
   }
   const std::int64_t received_ns = now_ns();
   constexpr int kColumns = 3 + ::paygent::internal::kEventColumnCount;
-  const std::size_t per_insert = static_cast<std::size_t>(std::max(1, dialect_.event_rows_per_insert()));
+  const std::size_t per_insert = static_cast<std::size_t>(std::max(1, dialect_.rows_per_insert()));
   for (std::size_t begin = 0; begin < fresh.size(); begin += per_insert) {
     const std::size_t rows = std::min(per_insert, fresh.size() - begin);
     absl::StatusOr<Query> insert = prepare(connection, insert_events_sql(static_cast<int>(rows)));

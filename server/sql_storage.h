@@ -99,6 +99,12 @@ class SqlStorage : public Storage {
   absl::Status ingest_locked(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
                              std::span<const storage_internal::EventId> ids, std::span<const std::string_view> users,
                              const PeriodOf* period_of, IngestResult& result);
+  // Runs `head` VALUES (...), (...) `tail` over `count` rows of `columns` parameters each, as
+  // many rows per statement as the dialect takes; bind_row(query, first, i) binds row i's values
+  // to parameters first, first + 1, ...
+  absl::Status insert_rows(SqlConnection& connection, std::string_view head, int columns, std::size_t count,
+                           std::string_view tail, std::string_view what,
+                           absl::FunctionRef<void(Query&, int, std::size_t)> bind_row);
   // Stores the events not already stored; sets stored[i] for each event stored by this call.
   absl::Status insert_events(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
                              std::span<const storage_internal::EventId> ids, std::vector<bool>& stored);

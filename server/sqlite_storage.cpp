@@ -67,7 +67,9 @@ class SqliteStatement final : public SqlStatement {
   // read the batch's users as a parameter (see SqliteDialect::batch_users) is bound as one that does.
   void bind_int64(int index, std::int64_t value) override { sqlite3_bind_int64(stmt_, index, value); }
   void bind_text(int index, std::string_view text) override {
-    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
+    // An empty view may have no data: "" rather than SQL NULL.
+    sqlite3_bind_text(stmt_, index, text.data() != nullptr ? text.data() : "", static_cast<int>(text.size()),
+                      SQLITE_STATIC);
   }
   void bind_blob(int index, std::span<const unsigned char> bytes) override {
     sqlite3_bind_blob(stmt_, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_STATIC);
@@ -129,9 +131,9 @@ class SqliteDialect final : public SqlDialect {
     }
     return std::string();
   }
-  // One event per INSERT: a statement is a function call here, and a prepared one-row INSERT is
+  // One row per INSERT: a statement is a function call here, and a prepared one-row INSERT is
   // the fastest way in.
-  int event_rows_per_insert() const override { return 1; }
+  int rows_per_insert() const override { return 1; }
   absl::Status lock_users(SqlConnection&, std::int64_t, std::span<const std::string_view>) const override {
     return absl::OkStatus();  // BEGIN IMMEDIATE holds the database's one writer lock
   }
