@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -509,22 +510,26 @@ absl::Status SqlStorage::insert_rows(SqlConnection& connection, std::string_view
                                      std::string_view tail, std::string_view what,
                                      absl::FunctionRef<void(Query&, int, std::size_t)> bind_row) {
   const std::size_t per_insert = static_cast<std::size_t>(std::max(1, dialect_.rows_per_insert()));
-  std::string sql;  // of the last chunk size
-  std::size_t sql_rows = 0;
+  // Prepared once per chunk size (SQLite: once per call), rebound for each chunk.
+  std::optional<Query> insert;
+  std::size_t insert_rows = 0;
   for (std::size_t begin = 0; begin < count; begin += per_insert) {
     const std::size_t rows = std::min(per_insert, count - begin);
-    if (rows != sql_rows) {
-      sql = str_cat(head, " VALUES");
+    if (rows != insert_rows) {
+      std::string sql = str_cat(head, " VALUES");
       for (std::size_t r = 0; r < rows; ++r) {
         str_append(&sql, r ? ", " : " ", row_placeholders(1 + static_cast<int>(r) * columns, columns));
       }
       str_append(&sql, " ", tail);
-      sql_rows = rows;
+      insert.reset();
+      absl::StatusOr<Query> prepared = prepare(connection, sql);
+      if (!prepared.ok()) return prepared.status();
+      insert.emplace(*std::move(prepared));
+      insert_rows = rows;
     }
-    absl::StatusOr<Query> insert = prepare(connection, sql);
-    if (!insert.ok()) return insert.status();
     for (std::size_t r = 0; r < rows; ++r) bind_row(*insert, 1 + static_cast<int>(r) * columns, begin + r);
     if (absl::Status s = insert->run(what); !s.ok()) return s;
+    insert->reset();
   }
   return absl::OkStatus();
 }
@@ -545,10 +550,18 @@ absl::Status SqlStorage::insert_events(SqlConnection& connection, std::int64_t p
   const std::int64_t received_ns = now_ns();
   constexpr int kColumns = 3 + ::paygent::internal::kEventColumnCount;
   const std::size_t per_insert = static_cast<std::size_t>(std::max(1, dialect_.rows_per_insert()));
+  // Prepared once per chunk size (SQLite: once per batch), rebound for each chunk.
+  std::optional<Query> insert;
+  std::size_t insert_rows = 0;
   for (std::size_t begin = 0; begin < fresh.size(); begin += per_insert) {
     const std::size_t rows = std::min(per_insert, fresh.size() - begin);
-    absl::StatusOr<Query> insert = prepare(connection, insert_events_sql(static_cast<int>(rows)));
-    if (!insert.ok()) return insert.status();
+    if (rows != insert_rows) {
+      insert.reset();
+      absl::StatusOr<Query> prepared = prepare(connection, insert_events_sql(static_cast<int>(rows)));
+      if (!prepared.ok()) return prepared.status();
+      insert.emplace(*std::move(prepared));
+      insert_rows = rows;
+    }
     for (std::size_t r = 0; r < rows; ++r) {
       const std::size_t i = fresh[begin + r];
       const int first = 1 + static_cast<int>(r) * kColumns;
@@ -557,6 +570,7 @@ absl::Status SqlStorage::insert_events(SqlConnection& connection, std::int64_t p
     if (rows == 1) {
       if (absl::Status s = insert->run("insert event"); !s.ok()) return s;
       stored[fresh[begin]] = insert->changes() == 1;
+      insert->reset();
       continue;
     }
     // The rows stored come back by id.
@@ -573,6 +587,7 @@ absl::Status SqlStorage::insert_events(SqlConnection& connection, std::int64_t p
       if (it == chunk.end()) return absl::InternalError("insert events: an id came back that was not sent");
       stored[it->second] = true;
     }
+    insert->reset();
   }
   return absl::OkStatus();
 }
