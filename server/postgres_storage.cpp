@@ -38,7 +38,7 @@ constexpr Oid kBytea = 17;
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
 
 // An error status for a failed libpq call (`result` may be null): Unavailable when the connection
-// is gone or the server is shutting down, starting or out of resources, Aborted for a
+// is gone, the server is shutting down, starting or out of resources, or a lock wait timed out; Aborted for a
 // serialization failure or a deadlock (the transaction may be retried), AlreadyExists for a unique
 // violation, InvalidArgument for an integer out of range (a total past int64), Internal else.
 absl::Status pg_error(PGconn* conn, const PGresult* result, std::string_view what) {
@@ -56,7 +56,10 @@ absl::Status pg_error(PGconn* conn, const PGresult* result, std::string_view wha
     return absl::InvalidArgumentError("the batch would overflow a 64-bit total (tokens or cost_nanos)");
   }
   const std::string_view klass = sqlstate.substr(0, 2);
-  if (sqlstate.empty() || klass == "08" || klass == "53" || klass == "57") return absl::UnavailableError(message);
+  // 55P03: lock_timeout passed.
+  if (sqlstate.empty() || klass == "08" || klass == "53" || klass == "57" || sqlstate == "55P03") {
+    return absl::UnavailableError(message);
+  }
   return absl::InternalError(message);
 }
 
@@ -313,9 +316,12 @@ absl::StatusOr<std::unique_ptr<PostgresStorage::Connection>> PostgresStorage::co
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
     return absl::UnavailableError(str_cat("cannot connect to PostgreSQL: ", message));
   }
-  // Short statements only: a lock or a query stuck past this fails (and is retried by the caller)
-  // rather than holding a request forever.
-  if (absl::Status s = connection->exec("SET statement_timeout = '60s'; SET lock_timeout = '30s'; SET client_min_messages = warning"); !s.ok()) return s;
+  // A lock still held past lock_timeout (a stuck client of the database, say) fails the request
+  // with Unavailable (503: the syncer retries) rather than holding it forever. Reports are not
+  // bounded: a long one is legitimate.
+  if (absl::Status s = connection->exec("SET lock_timeout = '30s'; SET client_min_messages = warning"); !s.ok()) {
+    return s;
+  }
   return connection;
 }
 
