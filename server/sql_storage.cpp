@@ -397,14 +397,28 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
     std::sort(users.begin(), users.end());
   }
   IngestResult result;
-  absl::Status status = transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
-    result = IngestResult{};
-    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
-    if (!product.ok()) return product.status();
-    return ingest_locked(connection, *product, events, ids, users, period_of, result);
-  });
+  absl::Status status =
+      with_user_locks(product_id, users, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
+        result = IngestResult{};
+        return ingest_locked(connection, product, events, ids, users, period_of, result);
+      });
   if (!status.ok()) return status;
   return result;
+}
+
+absl::Status SqlStorage::with_user_locks(std::string_view product_id, std::span<const std::string_view> user_ids,
+                                         absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t)> fn) {
+  std::vector<std::string_view> sorted(user_ids.begin(), user_ids.end());
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  return transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    // The users' locks first, in their global order: `fn` touches only their rows, and then the
+    // product's totals row, which every writer takes last.
+    if (absl::Status s = dialect_.lock_users(connection, *product, sorted); !s.ok()) return s;
+    return fn(connection, *product);
+  });
 }
 
 absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t product,
@@ -412,9 +426,6 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
                                        std::span<const std::string_view> users, const PeriodOf* period_of,
                                        IngestResult& result) {
   const std::int64_t received_ns = now_ns();
-  // The users' locks first, in their global order: everything below touches only their rows, and
-  // the product's totals row, which every ingest takes last.
-  if (absl::Status s = dialect_.lock_users(connection, product, users); !s.ok()) return s;
   if (absl::Status s = insert_rows(
           connection, "INSERT INTO users(product, user_id, name, created_ns)", 4, users.size(),
           "ON CONFLICT(product, user_id) DO NOTHING", "create users",

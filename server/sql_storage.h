@@ -15,9 +15,10 @@
 // its decimal text into an int64, which therefore always fits).
 //
 // Transactions: every write is one transaction. An ingest takes its users' locks in one global
-// order (SqlDialect::lock_users) before it writes anything, then the product's totals row last,
-// so that writers on several replicas queue rather than deadlock; a transaction that the database
-// still aborts (serialization failure, deadlock) is retried whole a few times.
+// order (with_user_locks(), SqlDialect::lock_users) before it writes anything, then the product's
+// totals row last, so that writers on several replicas queue rather than deadlock; a transaction
+// that the database still aborts (serialization failure, deadlock) is retried whole a few times.
+// Reports are in sql_report.cpp.
 //
 // Plan configs: plans.updated_ns is the config's revision, grown at every put (also by another
 // process on the same database), so that a reader can keep the parsed config until it changes.
@@ -67,6 +68,17 @@ class SqlStorage : public Storage {
                                                   PeriodOf period_of) final;
   absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) final;
 
+  // The transaction contract for writes that touch some users of a product (ingest now; leases
+  // and wallets next): runs `fn(connection, product key)` in a write transaction that holds the
+  // locks of `user_ids` (any order, repeats allowed) of product `product_id`, taken in one global
+  // order before `fn` runs, so that such writers on any number of replicas queue rather than
+  // deadlock. `fn` may write those users' rows, then the product's totals row (last); it may be
+  // run more than once (the transaction is retried whole when the database aborts it), so it
+  // must keep its results only from its last run. Commits when `fn` succeeds; rolls back and
+  // returns its error when it fails. NotFound when there is no such product.
+  absl::Status with_user_locks(std::string_view product_id, std::span<const std::string_view> user_ids,
+                               absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t)> fn);
+
  protected:
   // `dialect` must outlive the storage.
   explicit SqlStorage(const SqlDialect& dialect) : dialect_(dialect) {}
@@ -94,8 +106,8 @@ class SqlStorage : public Storage {
   // ingest() and ingest_with_usage(); `period_of` is nullptr for ingest().
   absl::StatusOr<IngestResult> ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
                                            const PeriodOf* period_of);
-  // The write of a batch, in the transaction open on `connection`: `ids` are the events' ids as
-  // bytes, `users` the batch's distinct users, sorted.
+  // The write of a batch, in a with_user_locks() transaction of the batch's users: `ids` are the
+  // events' ids as bytes, `users` the batch's distinct users, sorted.
   absl::Status ingest_locked(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
                              std::span<const storage_internal::EventId> ids, std::span<const std::string_view> users,
                              const PeriodOf* period_of, IngestResult& result);
