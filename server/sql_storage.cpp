@@ -28,7 +28,6 @@ using ::paygent::internal::kEventFields;
 using ::paygent::internal::str_append;
 using ::paygent::internal::str_cat;
 using storage_internal::add_totals;
-using storage_internal::ceil_div;
 using storage_internal::DaySplit;
 using storage_internal::EventId;
 using storage_internal::floor_div;
