@@ -316,6 +316,9 @@ absl::StatusOr<Route> match_route(std::string_view path) {
         if (user_id->size() > kMaxTextBytes) {
           return absl::InvalidArgumentError(str_cat("user id in the path: must be at most ", kMaxTextBytes, " bytes"));
         }
+        if (user_id->find('\0') != std::string::npos) {
+          return absl::InvalidArgumentError("user id in the path: must not contain %00");
+        }
         route->user_id = *std::move(user_id);
         return *std::move(route);
       }
@@ -667,6 +670,9 @@ HttpResponse Api::report(const std::string& product_id, std::string_view query) 
   q.group_by = kind->second;
   if (auto user = params.find("user_id"); user != params.end()) {
     if (user->second.empty()) return error_response(400, "invalid_argument", "user_id: must not be empty");
+    if (user->second.find('\0') != std::string::npos) {
+      return error_response(400, "invalid_argument", "user_id: must not contain %00");
+    }
     q.user_id = user->second;
   }
   absl::StatusOr<GroupedTotals> rows = storage_.report(product_id, q);

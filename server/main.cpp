@@ -21,17 +21,27 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/sqlite_storage.h"
+#ifdef PAYGENT_WITH_POSTGRES
+#include "server/postgres_storage.h"
+#endif
 
 namespace {
 
 constexpr std::string_view kUsage = R"(paygentd: Paygent's backend (REST + JSON over HTTP/1.1; see docs/wire.md).
 
 Usage: paygentd --data-dir DIR [--listen HOST:PORT] [--admin-token TOKEN] [options]
+       paygentd --database postgresql://USER@HOST:PORT/DB [--listen HOST:PORT] [options]
 
-  --data-dir DIR        Directory of the SQLite database (paygentd.db, WAL mode); created if
-                        missing, readable by paygentd's user only (0700; the database files
-                        are created 0600). One paygentd per directory (a lock file enforces it).
-                        Env: PAYGENTD_DATA_DIR.
+  --data-dir DIR        Directory of the SQLite database (paygentd.db, WAL mode): the embedded
+                        default. Created if missing, readable by paygentd's user only (0700; the
+                        database files are created 0600). One paygentd per directory (a lock
+                        file enforces it). Env: PAYGENTD_DATA_DIR.
+  --database URI        A PostgreSQL database (15 or newer) instead of --data-dir, as a libpq
+                        URI, e.g. postgresql://paygent:SECRET@db.internal:5432/paygent?sslmode=require
+                        (prefer PAYGENTD_DATABASE or a ~/.pgpass file for the password). The tables
+                        are created, or upgraded, at start. Any number of paygentd replicas may
+                        serve the same database at once: ingest stays idempotent across them and
+                        each reads what the others wrote. Env: PAYGENTD_DATABASE.
   --listen HOST:PORT    Address to listen on (default 127.0.0.1:8080). Port 0 picks a free
                         port. Once ready, paygentd prints one line to stdout:
                           paygentd listening on HOST:PORT
@@ -41,9 +51,10 @@ Usage: paygentd --data-dir DIR [--listen HOST:PORT] [--admin-token TOKEN] [optio
                         other users cannot read in the process list. Env: PAYGENTD_ADMIN_TOKEN.
   --max-body-bytes N    Largest request body (default 4194304 = 4 MiB; 413 past it).
                         Env: PAYGENTD_MAX_BODY_BYTES.
-  --synchronous MODE    full (default): every acknowledged write is fsynced, and survives a
-                        power loss. normal: survives a crash of paygentd (kill -9) but not of
-                        the machine; faster where fsync is slow. Env: PAYGENTD_SYNCHRONOUS.
+  --synchronous MODE    SQLite only. full (default): every acknowledged write is fsynced, and
+                        survives a power loss. normal: survives a crash of paygentd (kill -9)
+                        but not of the machine; faster where fsync is slow. (PostgreSQL: the
+                        server's synchronous_commit decides.) Env: PAYGENTD_SYNCHRONOUS.
   --threads N           Threads serving requests (default: one per core, at least 2).
                         Env: PAYGENTD_THREADS.
   --help                This text.
@@ -55,6 +66,7 @@ Exit status: 0 after a clean stop, 1 when paygentd cannot run, 2 for a usage err
 
 struct Flags {
   std::string data_dir;
+  std::string database;
   std::string listen = "127.0.0.1:8080";
   std::string admin_token;
   std::string max_body_bytes = "4194304";
@@ -65,6 +77,17 @@ struct Flags {
 int usage_error(std::string_view message) {
   std::cerr << "paygentd: " << message << "\n(paygentd --help lists the flags)" << std::endl;
   return 2;
+}
+
+// `uri` without the password of its user part (postgresql://user:SECRET@host → postgresql://user:***@host),
+// for the log.
+[[maybe_unused]] std::string redacted(std::string_view uri) {
+  const std::size_t scheme = uri.find("://");
+  const std::size_t at = uri.find('@');
+  if (scheme == std::string_view::npos || at == std::string_view::npos || at < scheme) return std::string(uri);
+  const std::size_t colon = uri.find(':', scheme + 3);
+  if (colon == std::string_view::npos || colon > at) return std::string(uri);
+  return std::string(uri.substr(0, colon + 1)) + "***" + std::string(uri.substr(at));
 }
 
 std::optional<std::int64_t> parse_positive(std::string_view text) {
@@ -85,10 +108,12 @@ int main(int argc, char** argv) {
 
   Flags flags;
   std::map<std::string_view, std::string*> by_name = {
-      {"--data-dir", &flags.data_dir},         {"--listen", &flags.listen},
+      {"--data-dir", &flags.data_dir},         {"--database", &flags.database},
+      {"--listen", &flags.listen},
       {"--admin-token", &flags.admin_token},   {"--max-body-bytes", &flags.max_body_bytes},
       {"--synchronous", &flags.synchronous},   {"--threads", &flags.threads}};
   const std::map<std::string_view, const char*> env = {{"--data-dir", "PAYGENTD_DATA_DIR"},
+                                                       {"--database", "PAYGENTD_DATABASE"},
                                                        {"--listen", "PAYGENTD_LISTEN"},
                                                        {"--admin-token", "PAYGENTD_ADMIN_TOKEN"},
                                                        {"--max-body-bytes", "PAYGENTD_MAX_BODY_BYTES"},
@@ -117,7 +142,13 @@ int main(int argc, char** argv) {
     }
     *it->second = std::string(*value);
   }
-  if (flags.data_dir.empty()) return usage_error("--data-dir (or PAYGENTD_DATA_DIR) is required");
+  if (flags.data_dir.empty() == flags.database.empty()) {
+    return usage_error("give one of --data-dir (SQLite) or --database (PostgreSQL), or PAYGENTD_DATA_DIR or PAYGENTD_DATABASE");
+  }
+  if (!flags.database.empty() && flags.database.rfind("postgresql://", 0) != 0 &&
+      flags.database.rfind("postgres://", 0) != 0) {
+    return usage_error("--database must be a PostgreSQL URI (postgresql://...)");
+  }
   const std::optional<std::int64_t> max_body = parse_positive(flags.max_body_bytes);
   if (!max_body || *max_body == 0) return usage_error("--max-body-bytes must be a positive integer");
   const std::optional<std::int64_t> threads = parse_positive(flags.threads);
@@ -131,49 +162,71 @@ int main(int argc, char** argv) {
     return usage_error("--synchronous must be full or normal");
   }
 
-  // The data dir holds every tenant's usage: when paygentd creates it, only its user may enter it
-  // (an existing one keeps the mode its operator gave it). Its parents are made as usual.
-  std::error_code ec;
-  std::string data_dir_text = flags.data_dir;
-  while (data_dir_text.size() > 1 && data_dir_text.back() == '/') data_dir_text.pop_back();  // "dir/" is "dir"
-  const std::filesystem::path data_dir(data_dir_text);
-  if (!data_dir.parent_path().empty()) std::filesystem::create_directories(data_dir.parent_path(), ec);
-  if (!ec && ::mkdir(data_dir.c_str(), 0700) != 0 && errno != EEXIST) ec.assign(errno, std::generic_category());
-  if (!ec && !std::filesystem::is_directory(data_dir, ec) && !ec) ec = std::make_error_code(std::errc::not_a_directory);
-  if (ec) {
-    std::cerr << "paygentd: cannot create " << flags.data_dir << ": " << ec.message() << std::endl;
+  std::unique_ptr<paygent::server::Storage> storage;
+  std::string serving;  // what paygentd says it serves
+  int lock_fd = -1;
+  if (!flags.database.empty()) {
+#ifdef PAYGENT_WITH_POSTGRES
+    absl::StatusOr<std::unique_ptr<paygent::server::PostgresStorage>> pg =
+        paygent::server::PostgresStorage::open(flags.database);
+    if (!pg.ok()) {
+      std::cerr << "paygentd: " << pg.status() << std::endl;
+      return 1;
+    }
+    storage = *std::move(pg);
+    serving = "PostgreSQL " + redacted(flags.database);
+#else
+    std::cerr << "paygentd: this paygentd was built without PostgreSQL (configure with -DPAYGENT_WITH_POSTGRES=ON)"
+              << std::endl;
     return 1;
-  }
-  // One paygentd per data dir. The kernel releases the lock when the process ends, however it ends.
-  const std::string lock_path = (std::filesystem::path(flags.data_dir) / "paygentd.lock").string();
-  const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    std::cerr << "paygentd: " << flags.data_dir << " is in use by another paygentd (" << lock_path << ")" << std::endl;
-    return 1;
-  }
+#endif
+  } else {
+    // The data dir holds every tenant's usage: when paygentd creates it, only its user may enter it
+    // (an existing one keeps the mode its operator gave it). Its parents are made as usual.
+    std::error_code ec;
+    std::string data_dir_text = flags.data_dir;
+    while (data_dir_text.size() > 1 && data_dir_text.back() == '/') data_dir_text.pop_back();  // "dir/" is "dir"
+    const std::filesystem::path data_dir(data_dir_text);
+    if (!data_dir.parent_path().empty()) std::filesystem::create_directories(data_dir.parent_path(), ec);
+    if (!ec && ::mkdir(data_dir.c_str(), 0700) != 0 && errno != EEXIST) ec.assign(errno, std::generic_category());
+    if (!ec && !std::filesystem::is_directory(data_dir, ec) && !ec) ec = std::make_error_code(std::errc::not_a_directory);
+    if (ec) {
+      std::cerr << "paygentd: cannot create " << flags.data_dir << ": " << ec.message() << std::endl;
+      return 1;
+    }
+    // One paygentd per data dir. The kernel releases the lock when the process ends, however it ends.
+    const std::string lock_path = (std::filesystem::path(flags.data_dir) / "paygentd.lock").string();
+    lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      std::cerr << "paygentd: " << flags.data_dir << " is in use by another paygentd (" << lock_path << ")" << std::endl;
+      return 1;
+    }
 
-  const std::string db_path = (std::filesystem::path(flags.data_dir) / "paygentd.db").string();
-  absl::StatusOr<std::unique_ptr<paygent::server::SqliteStorage>> storage =
-      paygent::server::SqliteStorage::open(db_path, sqlite_options);
-  if (!storage.ok()) {
-    std::cerr << "paygentd: " << storage.status() << std::endl;
-    return 1;
+    const std::string db_path = (std::filesystem::path(flags.data_dir) / "paygentd.db").string();
+    absl::StatusOr<std::unique_ptr<paygent::server::SqliteStorage>> sqlite =
+        paygent::server::SqliteStorage::open(db_path, sqlite_options);
+    if (!sqlite.ok()) {
+      std::cerr << "paygentd: " << sqlite.status() << std::endl;
+      return 1;
+    }
+    storage = *std::move(sqlite);
+    serving = db_path + " (synchronous=" + flags.synchronous + ")";
   }
   paygent::server::Metrics metrics;
-  paygent::server::Api api(**storage, metrics,
+  paygent::server::Api api(*storage, metrics,
                            paygent::server::ApiOptions{.admin_token = flags.admin_token,
                                                        .max_body_bytes = static_cast<std::size_t>(*max_body)});
   const paygent::server::ServerOptions server_options{.listen = flags.listen, .threads = static_cast<int>(*threads)};
   const absl::Status served = paygent::server::serve(server_options, api, [&](std::string_view address) {
     std::cout << "paygentd listening on " << address << std::endl;  // flushed: tests read the port from it
-    std::cerr << "paygentd: serving " << db_path << " (synchronous=" << flags.synchronous << ")" << std::endl;
+    std::cerr << "paygentd: serving " << serving << std::endl;
   });
   if (!served.ok()) {
     std::cerr << "paygentd: " << served << std::endl;
     return 1;
   }
-  storage->reset();  // closes the database (checkpointing the WAL) before saying so
+  storage.reset();  // closes the database (checkpointing SQLite's WAL) before saying so
   std::cerr << "paygentd: stopped cleanly" << std::endl;
-  ::close(lock_fd);
+  if (lock_fd >= 0) ::close(lock_fd);
   return 0;
 }

@@ -132,6 +132,8 @@ absl::Status read_text(element value, const FieldPath& path, std::string& out, b
   if (value.get_string().get(text) != simdjson::SUCCESS) return field_error(path, "must be a string");
   if (non_empty && text.empty()) return field_error(path, "must not be empty");
   if (text.size() > kMaxTextBytes) return field_error(path, str_cat("must be at most ", kMaxTextBytes, " bytes"));
+  // PostgreSQL's text cannot hold U+0000: refused for every storage, so that both behave alike.
+  if (text.find('\0') != std::string_view::npos) return field_error(path, "must not contain \\u0000");
   out.assign(text);
   return absl::OkStatus();
 }

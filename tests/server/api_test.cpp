@@ -136,6 +136,26 @@ TEST_CASE("server.user_ids_in_paths_are_percent_decoded") {
   CHECK(f.call("GET", "/api/v1/users/%FF/usage", {}, key).status == 400);
 }
 
+// PostgreSQL's text cannot hold U+0000: every storage refuses it at the API, naming the field.
+TEST_CASE("server.ids_holding_nul_are_refused_with_the_field") {
+  ApiFixture f;
+  const std::string key = f.new_product();
+  HttpResponse r = f.call("POST", "/api/v1/users", R"({"user_id":"a\u0000b"})", key);
+  CHECK(r.status == 400);
+  CHECK(r.body.find("user_id") != std::string::npos);
+  CHECK(f.call("GET", "/api/v1/users/a%00b/usage", {}, key).status == 400);
+  r = f.call("GET", "/api/v1/reports/usage?from_ns=0&to_ns=10&group_by=user&user_id=a%00b", {}, key);
+  CHECK(r.status == 400);
+  CHECK(r.body.find("user_id") != std::string::npos);
+  const std::string batch = R"({"events":[{"id":"00000000000000000000000000000001","user_id":"u","session_id":"s\u0000",)"
+                            R"("agent_id":"","indicator":"","model":"m","provider":"p","input_tokens":1,"output_tokens":1,)"
+                            R"("cached_input_tokens":0,"cache_creation_input_tokens":0,"reasoning_tokens":0,"cost_nanos":1,)"
+                            R"("ts_ns":1,"meta_tags":{},"estimated":false}]})";
+  r = f.call("POST", "/api/v1/events:batch", batch, key);
+  CHECK(r.status == 400);
+  CHECK(r.body.find("events[0].session_id") != std::string::npos);
+}
+
 TEST_CASE("server.plans_round_trip_exactly") {
   ApiFixture f;
   const std::string key = f.new_product();

@@ -240,7 +240,7 @@ class HttpClient {
 class PaygentdProcess {
  public:
   struct Options {
-    std::string data_dir;      // required
+    std::string data_dir;      // required, unless extra_args name a --database instead
     std::string admin_token;   // passed as PAYGENTD_ADMIN_TOKEN; empty: none
     std::vector<std::string> extra_args;
     std::string binary = paygentd_path();
@@ -252,7 +252,11 @@ class PaygentdProcess {
   static std::unique_ptr<PaygentdProcess> start(Options options) {
     int pipe_fds[2];
     if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-    std::vector<std::string> args = {options.binary, "--data-dir", options.data_dir, "--listen", "127.0.0.1:0"};
+    std::vector<std::string> args = {options.binary, "--listen", "127.0.0.1:0"};
+    if (!options.data_dir.empty()) {
+      args.push_back("--data-dir");
+      args.push_back(options.data_dir);
+    }
     args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());

@@ -1,0 +1,407 @@
+// PostgresStorage (see server/postgres_storage.h): PostgreSQL's dialect and connections for
+// SqlStorage, through libpq.
+#include "server/postgres_storage.h"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "meter/internal/str_cat.h"
+#include "server/storage_logic.h"
+#include "sync/event_record.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::str_append;
+using ::paygent::internal::str_cat;
+
+// 1: the tables of SqliteStorage's schema version 2 (sql_schema()), with paygent_schema.
+constexpr std::int64_t kSchemaVersion = 1;
+// The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
+constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
+
+// Parameter types (pg_type oids), given at prepare so that PostgreSQL need not infer them.
+constexpr Oid kInt8 = 20;
+constexpr Oid kText = 25;
+constexpr Oid kBytea = 17;
+
+using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
+
+// An error status for a failed libpq call (`result` may be null): Unavailable when the connection
+// is gone, the server is shutting down, starting or out of resources, or a lock wait timed out; Aborted for a
+// serialization failure or a deadlock (the transaction may be retried), AlreadyExists for a unique
+// violation, InvalidArgument for an integer out of range (a total past int64), Internal else.
+absl::Status pg_error(PGconn* conn, const PGresult* result, std::string_view what) {
+  const char* state = result != nullptr ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
+  const std::string_view sqlstate = state != nullptr ? state : "";
+  const char* text = result != nullptr ? PQresultErrorMessage(result) : "";
+  if (text == nullptr || *text == '\0') text = PQerrorMessage(conn);
+  std::string message = str_cat("postgresql ", what, ": ", text);
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  if (!sqlstate.empty()) str_append(&message, " (", sqlstate, ")");
+  if (PQstatus(conn) != CONNECTION_OK) return absl::UnavailableError(message);
+  if (sqlstate == "40001" || sqlstate == "40P01") return absl::AbortedError(message);
+  if (sqlstate == "23505") return absl::AlreadyExistsError(message);
+  if (sqlstate == "22003") {
+    return absl::InvalidArgumentError("the batch would overflow a 64-bit total (tokens or cost_nanos)");
+  }
+  const std::string_view klass = sqlstate.substr(0, 2);
+  // 55P03: lock_timeout passed.
+  if (sqlstate.empty() || klass == "08" || klass == "53" || klass == "57" || sqlstate == "55P03") {
+    return absl::UnavailableError(message);
+  }
+  return absl::InternalError(message);
+}
+
+// `sql` with SQLite's ?N placeholders as PostgreSQL's $N, and the highest N.
+std::pair<std::string, int> translate_placeholders(std::string_view sql) {
+  std::string out;
+  out.reserve(sql.size());
+  int highest = 0;
+  for (std::size_t i = 0; i < sql.size(); ++i) {
+    if (sql[i] == '?' && i + 1 < sql.size() && sql[i + 1] >= '0' && sql[i + 1] <= '9') {
+      int n = 0;
+      std::size_t j = i + 1;
+      while (j < sql.size() && sql[j] >= '0' && sql[j] <= '9') n = n * 10 + (sql[j++] - '0');
+      highest = std::max(highest, n);
+      str_append(&out, "$", n);
+      i = j - 1;
+    } else {
+      out.push_back(sql[i]);
+    }
+  }
+  return {std::move(out), highest};
+}
+
+// A statement of one connection, prepared (PQprepare) at its first run with the types of the
+// values bound then; parameters never bound are text. Every value is sent as text (copied at bind).
+class PgStatement final : public SqlStatement {
+ public:
+  PgStatement(PGconn* conn, std::string name, std::string sql, int parameters)
+      : conn_(conn), name_(std::move(name)), sql_(std::move(sql)), values_(parameters), bound_(parameters, false),
+        types_(parameters, kText) {}
+
+  void bind_int64(int index, std::int64_t value) override { set(index, str_cat(value), kInt8); }
+  void bind_text(int index, std::string_view text) override {
+    if (text.find('\0') != std::string_view::npos) nul_ = true;
+    set(index, std::string(text), kText);
+  }
+  void bind_blob(int index, std::span<const unsigned char> bytes) override {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex = "\\x";
+    hex.reserve(2 + 2 * bytes.size());
+    for (unsigned char b : bytes) {
+      hex.push_back(kHex[b >> 4]);
+      hex.push_back(kHex[b & 15]);
+    }
+    set(index, std::move(hex), kBytea);
+  }
+
+  absl::StatusOr<bool> step(std::string_view what) override {
+    if (result_ == nullptr) {
+      if (nul_) return absl::InvalidArgumentError(str_cat(what, ": text holding U+0000 cannot be stored"));
+      if (!prepared_) {
+        Result prepared(PQprepare(conn_, name_.c_str(), sql_.c_str(), static_cast<int>(types_.size()), types_.data()),
+                        &PQclear);
+        if (PQresultStatus(prepared.get()) != PGRES_COMMAND_OK) return pg_error(conn_, prepared.get(), what);
+        prepared_ = true;
+      }
+      std::vector<const char*> values(values_.size());
+      for (std::size_t i = 0; i < values_.size(); ++i) values[i] = bound_[i] ? values_[i].c_str() : nullptr;
+      result_ = PQexecPrepared(conn_, name_.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
+      const ExecStatusType status = PQresultStatus(result_);
+      if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+        absl::Status error = pg_error(conn_, result_, what);
+        PQclear(result_);
+        result_ = nullptr;
+        return error;
+      }
+      row_ = -1;
+    }
+    ++row_;
+    return row_ < PQntuples(result_);
+  }
+
+  [[nodiscard]] std::int64_t int64(int column) const override {
+    const std::string_view text = this->text(column);
+    std::int64_t value = 0;
+    // A SUM is a numeric here: its decimal digits, which SqlStorage's bounds keep within int64.
+    std::from_chars(text.data(), text.data() + text.size(), value);
+    return value;
+  }
+  [[nodiscard]] std::string_view text(int column) const override {
+    if (PQgetisnull(result_, row_, column)) return {};
+    return std::string_view(PQgetvalue(result_, row_, column),
+                            static_cast<std::size_t>(PQgetlength(result_, row_, column)));
+  }
+  [[nodiscard]] std::string blob(int column) const override {
+    // bytea's text output: \x and two hex digits per byte.
+    const std::string_view hex = text(column);
+    std::string out;
+    auto nibble = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
+    for (std::size_t i = 2; i + 1 < hex.size(); i += 2) {
+      out.push_back(static_cast<char>(nibble(hex[i]) << 4 | nibble(hex[i + 1])));
+    }
+    return out;
+  }
+  [[nodiscard]] bool is_null(int column) const override { return PQgetisnull(result_, row_, column) != 0; }
+  [[nodiscard]] std::int64_t changes() const override {
+    if (result_ == nullptr) return 0;
+    const char* tuples = PQcmdTuples(result_);
+    std::int64_t n = 0;
+    std::from_chars(tuples, tuples + std::strlen(tuples), n);
+    return n;
+  }
+  void reset() override {
+    if (result_ != nullptr) PQclear(result_);
+    result_ = nullptr;
+    std::fill(bound_.begin(), bound_.end(), false);
+    nul_ = false;
+  }
+  ~PgStatement() override {
+    if (result_ != nullptr) PQclear(result_);
+  }
+  PgStatement(const PgStatement&) = delete;
+  PgStatement& operator=(const PgStatement&) = delete;
+
+ private:
+  void set(int index, std::string value, Oid type) {
+    if (index < 1 || index > static_cast<int>(values_.size())) return;  // a parameter this SQL does not use
+    const auto i = static_cast<std::size_t>(index - 1);
+    values_[i] = std::move(value);
+    bound_[i] = true;
+    if (!prepared_) types_[i] = type;
+  }
+
+  PGconn* const conn_;
+  const std::string name_;
+  const std::string sql_;
+  std::vector<std::string> values_;
+  std::vector<bool> bound_;
+  std::vector<Oid> types_;
+  bool prepared_ = false;
+  bool nul_ = false;
+  PGresult* result_ = nullptr;
+  int row_ = -1;
+};
+
+// A PostgreSQL array literal of text: {"a","b\"c"}.
+std::string text_array(std::span<const std::string_view> items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    out += i ? ",\"" : "\"";
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+    out.push_back('"');
+  }
+  return out + "}";
+}
+
+class PostgresDialect final : public SqlDialect {
+ public:
+  std::string_view begin_write() const override { return "BEGIN"; }
+  // One snapshot for every read of the transaction (READ COMMITTED would take one per statement).
+  std::string_view begin_read() const override { return "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"; }
+  std::string_view greatest() const override { return "GREATEST"; }
+  std::string_view for_update() const override { return " FOR UPDATE"; }
+  std::string_view join_in_order() const override { return "JOIN"; }
+  // A round trip per statement: a batch of 100 events is one INSERT (1,900 parameters; at most
+  // 65,535 are allowed).
+  int rows_per_insert() const override { return 100; }
+  std::string_view batch_users() const override {
+    return "(SELECT t.user_id, t.n - 1 AS idx FROM unnest(?4::text[]) WITH ORDINALITY AS t(user_id, n))";
+  }
+  absl::StatusOr<std::string> users_parameter(SqlConnection&, std::span<const std::string_view> user_ids) const override {
+    return text_array(user_ids);
+  }
+  // One statement takes every lock, in ascending key order (the subquery's ORDER BY feeds the
+  // aggregate row by row), so that two writers with overlapping users queue on the first lock
+  // they share instead of each holding one the other waits for.
+  absl::Status lock_users(SqlConnection& connection, std::int64_t product,
+                          std::span<const std::string_view> sorted_user_ids) const override {
+    if (sorted_user_ids.empty()) return absl::OkStatus();
+    std::vector<std::int64_t> keys;
+    keys.reserve(sorted_user_ids.size());
+    for (std::string_view id : sorted_user_ids) keys.push_back(storage_internal::user_lock_key(product, id));
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    std::string array = "{";
+    for (std::size_t i = 0; i < keys.size(); ++i) str_append(&array, i ? "," : "", keys[i]);
+    array += "}";
+    absl::StatusOr<Query> lock = prepare(
+        connection,
+        "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest(?1::bigint[]) AS t(k) ORDER BY k) s");
+    if (!lock.ok()) return lock.status();
+    lock->bind(1, std::string_view(array));
+    return lock->run("lock users");
+  }
+  std::string_view integer_type() const override { return "BIGINT"; }
+  std::string_view blob_type() const override { return "BYTEA"; }
+  std::string_view key_column() const override { return "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"; }
+  std::string_view table_options() const override { return ""; }
+  std::string_view keyed_table_options() const override { return ""; }
+};
+
+const PostgresDialect& dialect() {
+  static const PostgresDialect* const kDialect = new PostgresDialect;
+  return *kDialect;
+}
+
+}  // namespace
+
+// One libpq connection and its prepared statements.
+class PostgresStorage::Connection final : public SqlConnection {
+ public:
+  explicit Connection(PGconn* conn) : conn_(conn) {}
+  ~Connection() override {
+    statements_.clear();
+    PQfinish(conn_);
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  absl::StatusOr<SqlStatement*> prepare(std::string_view sql) override {
+    auto it = statements_.find(absl::string_view(sql.data(), sql.size()));
+    if (it == statements_.end()) {
+      auto [text, parameters] = translate_placeholders(sql);
+      auto statement =
+          std::make_unique<PgStatement>(conn_, str_cat("s", statements_.size()), std::move(text), parameters);
+      it = statements_.emplace(std::string(sql), std::move(statement)).first;
+    }
+    return it->second.get();
+  }
+
+  absl::Status exec(std::string_view sql) override {
+    const std::string text(sql);
+    Result result(PQexec(conn_, text.c_str()), &PQclear);
+    const ExecStatusType status = PQresultStatus(result.get());
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return absl::OkStatus();
+    return pg_error(conn_, result.get(), sql.size() > 60 ? sql.substr(0, 60) : sql);
+  }
+
+  bool in_transaction() override {
+    const PGTransactionStatusType status = PQtransactionStatus(conn_);
+    return status == PQTRANS_INTRANS || status == PQTRANS_INERROR || status == PQTRANS_ACTIVE;
+  }
+
+  [[nodiscard]] bool broken() const { return PQstatus(conn_) != CONNECTION_OK; }
+
+ private:
+  PGconn* const conn_;
+  absl::flat_hash_map<std::string, std::unique_ptr<PgStatement>> statements_;
+};
+
+PostgresStorage::PostgresStorage(std::string conninfo, PostgresOptions options)
+    : SqlStorage(dialect()), conninfo_(std::move(conninfo)), options_(options) {}
+
+PostgresStorage::~PostgresStorage() = default;
+
+absl::StatusOr<std::unique_ptr<PostgresStorage::Connection>> PostgresStorage::connect() {
+  PGconn* conn = PQconnectdb(conninfo_.c_str());
+  auto connection = std::make_unique<Connection>(conn);  // finishes `conn` whatever happens next
+  if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
+    std::string message = conn != nullptr ? PQerrorMessage(conn) : "out of memory";
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+    return absl::UnavailableError(str_cat("cannot connect to PostgreSQL: ", message));
+  }
+  // A lock still held past lock_timeout (a stuck client of the database, say) fails the request
+  // with Unavailable (503: the syncer retries) rather than holding it forever. Reports are not
+  // bounded: a long one is legitimate.
+  if (absl::Status s = connection->exec("SET lock_timeout = '30s'; SET client_min_messages = warning"); !s.ok()) {
+    return s;
+  }
+  return connection;
+}
+
+absl::StatusOr<std::unique_ptr<PostgresStorage>> PostgresStorage::open(const std::string& conninfo,
+                                                                       PostgresOptions options) {
+  std::unique_ptr<PostgresStorage> storage(new PostgresStorage(conninfo, options));
+  absl::StatusOr<std::unique_ptr<Connection>> connection = storage->connect();
+  if (!connection.ok()) return connection.status();
+  Connection& c = **connection;
+  absl::Status status = [&]() -> absl::Status {
+    if (absl::Status s = c.exec(str_cat("BEGIN; SELECT pg_advisory_xact_lock(", kSchemaLock, ")")); !s.ok()) return s;
+    if (absl::Status s = c.exec("CREATE TABLE IF NOT EXISTS paygent_schema(version BIGINT NOT NULL)"); !s.ok()) return s;
+    std::int64_t version = 0;
+    {
+      absl::StatusOr<Query> select = prepare(c, "SELECT COALESCE(MAX(version), 0) FROM paygent_schema");
+      if (!select.ok()) return select.status();
+      absl::StatusOr<bool> row = select->step("read schema version");
+      if (!row.ok()) return row.status();
+      if (*row) version = select->int64(0);
+    }
+    if (version > kSchemaVersion) {
+      return absl::FailedPreconditionError(
+          str_cat("the database has paygentd schema version ", version, "; this paygentd knows version ", kSchemaVersion));
+    }
+    if (absl::Status s = c.exec(sql_schema(dialect())); !s.ok()) return s;
+    // An events table of an older version gets the optional fields added since (with their defaults).
+    for (const auto& field : ::paygent::internal::kEventFields) {
+      if (field.required) continue;
+      const std::string definitions = sql_schema(dialect());
+      const std::string prefix = str_cat("\n  ", field.name, " ");
+      const std::size_t at = definitions.find(prefix);
+      if (at == std::string::npos) continue;
+      const std::size_t end = definitions.find_first_of(",\n", at + prefix.size());
+      const std::string definition = definitions.substr(at + 3, end - at - 3);
+      if (absl::Status s = c.exec(str_cat("ALTER TABLE events ADD COLUMN IF NOT EXISTS ", definition)); !s.ok()) return s;
+    }
+    if (version < kSchemaVersion) {
+      if (absl::Status s = c.exec(str_cat("DELETE FROM paygent_schema; INSERT INTO paygent_schema VALUES(", kSchemaVersion, ")"));
+          !s.ok()) {
+        return s;
+      }
+    }
+    return c.exec("COMMIT");
+  }();
+  if (!status.ok()) return status;
+  absl::MutexLock lock(&storage->mu_);
+  storage->idle_.push_back(*std::move(connection));
+  return storage;
+}
+
+absl::Status PostgresStorage::with_connection(Access, absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
+  for (int attempt = 1;; ++attempt) {
+    std::unique_ptr<Connection> connection;
+    if (attempt == 1) {
+      absl::MutexLock lock(&mu_);
+      if (!idle_.empty()) {
+        connection = std::move(idle_.back());
+        idle_.pop_back();
+      }
+    }
+    const bool reused = connection != nullptr;
+    if (!reused) {
+      absl::StatusOr<std::unique_ptr<Connection>> made = connect();
+      if (!made.ok()) return made.status();
+      connection = *std::move(made);
+    }
+    absl::Status status = fn(*connection);
+    if (connection->broken()) {
+      // The server went away (restarted, or this connection was ended): so did the other idle
+      // connections most likely. A call that failed on a reused one is tried once on a new one.
+      absl::MutexLock lock(&mu_);
+      idle_.clear();
+      if (reused && attempt == 1 && !status.ok()) continue;
+      return status;
+    }
+    if (connection->in_transaction()) static_cast<void>(connection->exec("ROLLBACK"));
+    absl::MutexLock lock(&mu_);
+    if (idle_.size() < options_.max_idle_connections) idle_.push_back(std::move(connection));
+    return status;
+  }
+}
+
+}  // namespace paygent::server

@@ -1,0 +1,143 @@
+// SqlStorage's reports (see server/sql_storage.h): a range's whole days from usage_daily, its
+// partial days at either end from the events, grouped by user, model, session, day or month.
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "meter/internal/str_cat.h"
+#include "server/sql_storage.h"
+#include "server/storage_logic.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::str_cat;
+using storage_internal::add_totals;
+using storage_internal::ceil_div;
+using storage_internal::DaySplit;
+using storage_internal::floor_div;
+using storage_internal::kNanosPerDay;
+using storage_internal::split_days;
+
+constexpr std::string_view kTotalsColumns =
+    "SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cache_creation_input_tokens), "
+    "SUM(reasoning_tokens), SUM(cost_nanos)";
+
+}  // namespace
+
+absl::StatusOr<GroupedTotals> SqlStorage::report(std::string_view product_id, const ReportQuery& query) {
+  GroupedTotals out;
+  // One read transaction: the days and the edges of the range as of one commit.
+  absl::Status status = transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
+    out.clear();
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    return report_in(connection, **product, query, out);
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+absl::Status SqlStorage::report_in(SqlConnection& connection, std::int64_t product, const ReportQuery& query,
+                                   GroupedTotals& out) {
+  if (query.from_ns >= query.to_ns || query.from_ns < 0) return absl::OkStatus();
+  // Whole days come from usage_daily; the partial days at either end from the events. Sessions are
+  // not in usage_daily: they always come from the events.
+  if (query.group_by == ReportGroup::kSession) {
+    return add_events(connection, product, query, query.from_ns, query.to_ns, out);
+  }
+  const DaySplit split = split_days(query.from_ns, query.to_ns);
+  if (split.first_day < split.end_day) {
+    if (absl::Status s = add_daily(connection, product, query, split.first_day, split.end_day, out); !s.ok()) {
+      return s;
+    }
+  }
+  for (const TimeRange& r : {split.head, split.tail}) {
+    if (r.from_ns >= r.to_ns) continue;
+    if (absl::Status s = add_events(connection, product, query, r.from_ns, r.to_ns, out); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Reads the rows of a grouped totals query (group key, calls, then kTotalsColumns) into `out`.
+absl::Status read_groups(Query& select, ReportGroup group, GroupedTotals& out) {
+  const bool by_day = group == ReportGroup::kDay || group == ReportGroup::kMonth;
+  for (;;) {
+    absl::StatusOr<bool> row = select.step("report");
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::OkStatus();
+    const std::string key = by_day ? storage_internal::day_key(select.int64(0), group) : select.text(0);
+    if (!add_totals(out[key], select.totals_at(1))) {
+      return absl::InternalError(str_cat("report: the totals of \"", key, "\" overflow int64"));
+    }
+  }
+}
+
+std::string_view group_column(ReportGroup group, bool daily) {
+  switch (group) {
+    case ReportGroup::kUser: return "user_id";
+    case ReportGroup::kModel: return "model";
+    case ReportGroup::kSession: return "session_id";
+    case ReportGroup::kDay:
+    case ReportGroup::kMonth: break;
+  }
+  return daily ? "day" : "ts_ns / 86400000000000";
+}
+
+// The SQL of a grouped totals query (group key, calls, then kTotalsColumns), over usage_daily
+// (`daily`: ?3 <= day < ?4) or over the events (?3 <= ts_ns < ?4), of product ?1 and, when
+// `by_user`, user ?2. Built once per shape.
+const std::string& report_sql(ReportGroup group, bool by_user, bool daily) {
+  static const std::array<std::string, 20>* const kSql = [] {
+    auto* sql = new std::array<std::string, 20>;
+    for (int g = 0; g < 5; ++g) {
+      for (int u = 0; u < 2; ++u) {
+        const auto rg = static_cast<ReportGroup>(g);
+        (*sql)[g * 4 + u * 2 + 1] =
+            str_cat("SELECT ", group_column(rg, true), ", SUM(calls), ", kTotalsColumns,
+                    " FROM usage_daily WHERE product = ?1 AND ", u ? "user_id = ?2 AND " : "",
+                    "day >= ?3 AND day < ?4 GROUP BY 1");
+        // Without a user, the users with events in the range are those with usage_daily rows on
+        // its days (written in the same transaction as the events): the index on (product,
+        // user_id, ts_ns) is then used user by user instead of scanning the product's events.
+        (*sql)[g * 4 + u * 2] = str_cat(
+            "SELECT ", group_column(rg, false), ", COUNT(*), ", kTotalsColumns, " FROM events WHERE product = ?1 AND ",
+            u ? "user_id = ?2"
+              : "user_id IN (SELECT DISTINCT user_id FROM usage_daily WHERE product = ?1 AND day >= ?5 AND day < ?6)",
+            " AND ts_ns >= ?3 AND ts_ns < ?4 GROUP BY 1");
+      }
+    }
+    return sql;
+  }();
+  return (*kSql)[static_cast<int>(group) * 4 + (by_user ? 2 : 0) + (daily ? 1 : 0)];
+}
+
+}  // namespace
+
+absl::Status SqlStorage::add_daily(SqlConnection& connection, std::int64_t product, const ReportQuery& query,
+                                   std::int64_t first_day, std::int64_t end_day, GroupedTotals& out) {
+  absl::StatusOr<Query> select = prepare(connection, report_sql(query.group_by, query.user_id.has_value(), true));
+  if (!select.ok()) return select.status();
+  select->bind(1, product).bind(3, first_day).bind(4, end_day);
+  if (query.user_id) select->bind(2, *query.user_id);
+  return read_groups(*select, query.group_by, out);
+}
+
+absl::Status SqlStorage::add_events(SqlConnection& connection, std::int64_t product, const ReportQuery& query,
+                                    std::int64_t from_ns, std::int64_t to_ns, GroupedTotals& out) {
+  absl::StatusOr<Query> select = prepare(connection, report_sql(query.group_by, query.user_id.has_value(), false));
+  if (!select.ok()) return select.status();
+  select->bind(1, product).bind(3, from_ns).bind(4, to_ns);
+  if (query.user_id) {
+    select->bind(2, *query.user_id);
+  } else {
+    select->bind(5, floor_div(from_ns, kNanosPerDay)).bind(6, ceil_div(to_ns, kNanosPerDay));
+  }
+  return read_groups(*select, query.group_by, out);
+}
+
+}  // namespace paygent::server

@@ -1,0 +1,773 @@
+// SqlStorage (see server/sql_storage.h): the queries and the flows around them, once for every
+// database.
+#include "server/sql_storage.h"
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "meter/internal/str_cat.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::EventFieldType;
+using ::paygent::internal::kEventFields;
+using ::paygent::internal::str_append;
+using ::paygent::internal::str_cat;
+using storage_internal::add_totals;
+using storage_internal::DaySplit;
+using storage_internal::EventId;
+using storage_internal::floor_div;
+using storage_internal::kNanosPerDay;
+using storage_internal::split_days;
+
+// Every row of a product's data is keyed by the product's integer key (products.pk), not by its
+// "prod_..." id, and an event id is stored as its 16 bytes, not as 32 hex digits: the keys of the
+// two event indexes are then about 20 bytes instead of 55, so a batch dirties fewer index pages.
+// ${INT} and the other ${...} are the dialect's (SqlDialect): in SQLite, STRICT tables refuse an
+// INTEGER that is not a lossless integer, which is how a sum that would overflow int64 (SQLite
+// turns it into a REAL) is refused instead of being stored rounded; PostgreSQL's bigint refuses it
+// as out of range.
+constexpr std::string_view kSchemaTemplate = R"sql(
+CREATE TABLE IF NOT EXISTS products(
+  pk ${KEY},
+  id TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL,
+  key_sha256 TEXT NOT NULL UNIQUE,
+  created_ns ${INT} NOT NULL)${TABLE};
+CREATE TABLE IF NOT EXISTS users(
+  product ${INT} NOT NULL,
+  user_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  created_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, user_id))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS subscriptions(
+  product ${INT} NOT NULL,
+  user_id TEXT NOT NULL,
+  plan TEXT NOT NULL,
+  period_start_ns ${INT} NOT NULL,
+  period_end_ns ${INT} NOT NULL,
+  updated_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, user_id))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS plans(
+  product ${INT} PRIMARY KEY,
+  config_json TEXT NOT NULL,
+  updated_ns ${INT} NOT NULL)${TABLE};
+CREATE TABLE IF NOT EXISTS events(
+  product ${INT} NOT NULL,
+  id ${BLOB} NOT NULL,
+  ${EVENT_COLUMNS},
+  received_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, id))${TABLE};
+CREATE INDEX IF NOT EXISTS events_by_user_time ON events(product, user_id, ts_ns);
+CREATE TABLE IF NOT EXISTS usage_daily(
+  product ${INT} NOT NULL,
+  user_id TEXT NOT NULL,
+  day ${INT} NOT NULL,
+  model TEXT NOT NULL,
+  calls ${INT} NOT NULL,
+  input_tokens ${INT} NOT NULL,
+  output_tokens ${INT} NOT NULL,
+  cached_input_tokens ${INT} NOT NULL,
+  cache_creation_input_tokens ${INT} NOT NULL,
+  reasoning_tokens ${INT} NOT NULL,
+  cost_nanos ${INT} NOT NULL,
+  PRIMARY KEY(product, user_id, day, model))${KEYED_TABLE};
+CREATE INDEX IF NOT EXISTS usage_daily_by_day ON usage_daily(product, day, user_id);
+CREATE TABLE IF NOT EXISTS product_totals(
+  product ${INT} PRIMARY KEY,
+  calls ${INT} NOT NULL,
+  input_tokens ${INT} NOT NULL,
+  output_tokens ${INT} NOT NULL,
+  cached_input_tokens ${INT} NOT NULL,
+  cache_creation_input_tokens ${INT} NOT NULL,
+  reasoning_tokens ${INT} NOT NULL,
+  cost_nanos ${INT} NOT NULL)${TABLE};
+)sql";
+
+// The summed columns of one row of usage_daily or of the events, in Totals' order after calls.
+constexpr std::string_view kRowColumns =
+    "input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos";
+
+// How many times a transaction the database aborted (serialization failure, deadlock) is tried.
+constexpr int kTransactionAttempts = 8;
+
+std::int64_t now_ns() { return absl::ToUnixNanos(absl::Now()); }
+
+// "(?f, ?f+1, ...)" for one event row of `columns` parameters numbered from `first`.
+std::string row_placeholders(int first, int columns) {
+  std::string out = "(";
+  for (int i = 0; i < columns; ++i) str_append(&out, i ? ", ?" : "?", first + i);
+  return out + ")";
+}
+
+// INSERT of `rows` events (product, id, received_ns, then the payload columns each), ignoring
+// those whose id is stored; with more than one row, RETURNING the ids it stored.
+std::string insert_events_sql(int rows) {
+  constexpr int kColumns = 3 + ::paygent::internal::kEventColumnCount;
+  std::string sql = str_cat("INSERT INTO events(product, id, received_ns, ", ::paygent::internal::event_columns(),
+                            ") VALUES");
+  for (int r = 0; r < rows; ++r) str_append(&sql, r ? ", " : " ", row_placeholders(1 + r * kColumns, kColumns));
+  str_append(&sql, " ON CONFLICT(product, id) DO NOTHING", rows > 1 ? " RETURNING id" : "");
+  return sql;
+}
+
+}  // namespace
+
+std::string sql_schema(const SqlDialect& dialect) {
+  using Replacements = std::vector<std::pair<absl::string_view, absl::string_view>>;
+  auto view = [](std::string_view s) { return absl::string_view(s.data(), s.size()); };
+  const std::string int_type = str_cat(" ", dialect.integer_type(), " ");
+  const std::string event_columns =
+      absl::StrReplaceAll(::paygent::internal::event_column_definitions(), Replacements{{" INTEGER ", int_type}});
+  return absl::StrReplaceAll(view(kSchemaTemplate), Replacements{{"${EVENT_COLUMNS}", event_columns},
+                                                                 {"${INT}", view(dialect.integer_type())},
+                                                                 {"${BLOB}", view(dialect.blob_type())},
+                                                                 {"${KEY}", view(dialect.key_column())},
+                                                                 {"${KEYED_TABLE}", view(dialect.keyed_table_options())},
+                                                                 {"${TABLE}", view(dialect.table_options())}});
+}
+
+Query& Query::bind_event(int first, const EventRecord& e) {
+  int i = first;
+  for (const auto& f : kEventFields) {
+    switch (f.type) {
+      case EventFieldType::kId: continue;  // not a payload column
+      case EventFieldType::kText:
+      case EventFieldType::kMetaTags: bind(i, std::string_view(e.*f.text)); break;
+      case EventFieldType::kCount: bind(i, e.*f.count); break;
+      case EventFieldType::kBool: bind(i, std::int64_t{e.*f.flag ? 1 : 0}); break;
+      case EventFieldType::kKind: bind(i, ::paygent::internal::usage_kind_name(e.kind)); break;
+    }
+    ++i;
+  }
+  return *this;
+}
+
+absl::Status SqlStorage::transaction(Access access, bool write, absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
+  absl::Status status;
+  for (int attempt = 1; attempt <= kTransactionAttempts; ++attempt) {
+    status = with_connection(access, [&](SqlConnection& connection) -> absl::Status {
+      if (absl::Status s = connection.exec(write ? dialect_.begin_write() : dialect_.begin_read()); !s.ok()) return s;
+      absl::Status result = fn(connection);
+      if (result.ok()) result = connection.exec("COMMIT");
+      // A failed COMMIT may leave the transaction open (SQLite's SQLITE_BUSY): rolled back, so
+      // that nothing of it stays.
+      if (!result.ok() && connection.in_transaction()) static_cast<void>(connection.exec("ROLLBACK"));
+      return result;
+    });
+    if (!absl::IsAborted(status)) return status;
+  }
+  return absl::UnavailableError(str_cat("gave up after ", kTransactionAttempts, " attempts: ", status.message()));
+}
+
+absl::StatusOr<std::optional<std::int64_t>> SqlStorage::product_key(SqlConnection& connection,
+                                                                    std::string_view product_id) {
+  {
+    absl::MutexLock lock(&keys_mu_);
+    if (auto it = product_keys_.find(absl::string_view(product_id.data(), product_id.size()));
+        it != product_keys_.end()) {
+      return std::optional<std::int64_t>(it->second);
+    }
+  }
+  absl::StatusOr<Query> select = prepare(connection, "SELECT pk FROM products WHERE id = ?1");
+  if (!select.ok()) return select.status();
+  select->bind(1, product_id);
+  absl::StatusOr<bool> row = select->step("find product");
+  if (!row.ok()) return row.status();
+  if (!*row) return std::optional<std::int64_t>();
+  const std::int64_t pk = select->int64(0);
+  absl::MutexLock lock(&keys_mu_);
+  product_keys_.emplace(std::string(product_id), pk);  // products are never deleted
+  return std::optional<std::int64_t>(pk);
+}
+
+absl::StatusOr<std::int64_t> SqlStorage::existing_product_key(SqlConnection& connection, std::string_view product_id) {
+  absl::StatusOr<std::optional<std::int64_t>> pk = product_key(connection, product_id);
+  if (!pk.ok()) return pk.status();
+  if (!pk->has_value()) return absl::NotFoundError(str_cat("no product \"", product_id, "\""));
+  return **pk;
+}
+
+absl::Status SqlStorage::create_product(std::string_view product_id, std::string_view name,
+                                        std::string_view key_sha256) {
+  return transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<Query> insert = prepare(
+        connection, "INSERT INTO products(id, name, key_sha256, created_ns) VALUES(?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING");
+    if (!insert.ok()) return insert.status();
+    insert->bind(1, product_id).bind(2, name).bind(3, key_sha256).bind(4, now_ns());
+    if (absl::Status s = insert->run("create product"); !s.ok()) return s;
+    if (insert->changes() == 0) return absl::AlreadyExistsError("the product id or key is already taken");
+    // Its totals row from the start: ingest locks it rather than racing to create it.
+    absl::StatusOr<Query> totals = prepare(
+        connection,
+        "INSERT INTO product_totals(product, calls, input_tokens, output_tokens, cached_input_tokens, "
+        "cache_creation_input_tokens, reasoning_tokens, cost_nanos) SELECT pk, 0, 0, 0, 0, 0, 0, 0 FROM products "
+        "WHERE id = ?1 ON CONFLICT(product) DO NOTHING");
+    if (!totals.ok()) return totals.status();
+    totals->bind(1, product_id);
+    return totals->run("create product totals");
+  });
+}
+
+absl::StatusOr<std::string> SqlStorage::find_product_by_key(std::string_view key_sha256) {
+  std::string id;
+  absl::Status status = with_connection(Access::kRead, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<Query> select = prepare(connection, "SELECT id FROM products WHERE key_sha256 = ?1");
+    if (!select.ok()) return select.status();
+    select->bind(1, key_sha256);
+    absl::StatusOr<bool> row = select->step("find product");
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::NotFoundError("no product has this key");
+    id = select->text(0);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return id;
+}
+
+absl::Status SqlStorage::create_user(std::string_view product_id, std::string_view user_id, std::string_view name) {
+  return with_connection(Access::kWrite, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    absl::StatusOr<Query> insert = prepare(connection,
+                                           "INSERT INTO users(product, user_id, name, created_ns) VALUES(?1, ?2, ?3, ?4) "
+                                           "ON CONFLICT(product, user_id) DO NOTHING");
+    if (!insert.ok()) return insert.status();
+    insert->bind(1, *product).bind(2, user_id).bind(3, name).bind(4, now_ns());
+    if (absl::Status s = insert->run("create user"); !s.ok()) return s;
+    if (insert->changes() == 0) return absl::AlreadyExistsError(str_cat("user \"", user_id, "\" already exists"));
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<UserRecord> SqlStorage::find_user(std::string_view product_id, std::string_view user_id) {
+  std::optional<UserRecord> user;
+  absl::Status status = with_connection(Access::kRead, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    absl::StatusOr<std::optional<UserRecord>> found = find_user_in(connection, **product, user_id);
+    if (!found.ok()) return found.status();
+    user = *std::move(found);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (!user) return absl::NotFoundError(str_cat("no user \"", user_id, "\""));
+  return *std::move(user);
+}
+
+absl::StatusOr<std::optional<UserRecord>> SqlStorage::find_user_in(SqlConnection& connection, std::int64_t product,
+                                                                   std::string_view user_id) {
+  absl::StatusOr<Query> select =
+      prepare(connection,
+              "SELECT u.name, s.plan, s.period_start_ns, s.period_end_ns FROM users u LEFT JOIN subscriptions s "
+              "ON s.product = u.product AND s.user_id = u.user_id WHERE u.product = ?1 AND u.user_id = ?2");
+  if (!select.ok()) return select.status();
+  select->bind(1, product).bind(2, user_id);
+  absl::StatusOr<bool> row = select->step("find user");
+  if (!row.ok()) return row.status();
+  if (!*row) return std::optional<UserRecord>();
+  UserRecord user{.user_id = std::string(user_id), .name = select->text(0)};
+  if (!select->is_null(1)) {
+    user.subscription = Subscription{
+        .plan = select->text(1), .period_start_ns = select->int64(2), .period_end_ns = select->int64(3)};
+  }
+  return std::optional<UserRecord>(std::move(user));
+}
+
+absl::Status SqlStorage::set_subscription(std::string_view product_id, std::string_view user_id,
+                                          const Subscription& subscription) {
+  return with_connection(Access::kWrite, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    // One statement, so that the user check and the write are atomic without a transaction.
+    absl::StatusOr<Query> upsert = prepare(
+        connection,
+        "INSERT INTO subscriptions(product, user_id, plan, period_start_ns, period_end_ns, updated_ns) "
+        "SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE product = ?1 AND user_id = ?2) "
+        "ON CONFLICT(product, user_id) DO UPDATE SET plan = excluded.plan, "
+        "period_start_ns = excluded.period_start_ns, period_end_ns = excluded.period_end_ns, "
+        "updated_ns = excluded.updated_ns");
+    if (!upsert.ok()) return upsert.status();
+    upsert->bind(1, *product)
+        .bind(2, user_id)
+        .bind(3, subscription.plan)
+        .bind(4, subscription.period_start_ns)
+        .bind(5, subscription.period_end_ns)
+        .bind(6, now_ns());
+    if (absl::Status s = upsert->run("set subscription"); !s.ok()) return s;
+    if (upsert->changes() == 0) return absl::NotFoundError(str_cat("no user \"", user_id, "\""));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status SqlStorage::put_plan_config(std::string_view product_id, std::string_view config_json) {
+  return with_connection(Access::kWrite, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    // updated_ns is the config's revision (plan_config_revision()): it must grow at every put,
+    // even one in the same nanosecond as the last, or made by a process whose clock is behind.
+    static const std::string kSql =
+        "INSERT INTO plans(product, config_json, updated_ns) VALUES(?1, ?2, ?3) "
+        "ON CONFLICT(product) DO UPDATE SET config_json = excluded.config_json, updated_ns = ";
+    absl::StatusOr<Query> upsert =
+        prepare(connection, str_cat(kSql, dialect_.greatest(), "(excluded.updated_ns, plans.updated_ns + 1)"));
+    if (!upsert.ok()) return upsert.status();
+    upsert->bind(1, *product).bind(2, config_json).bind(3, std::max<std::int64_t>(1, now_ns()));
+    return upsert->run("put plans");
+  });
+}
+
+absl::StatusOr<std::int64_t> SqlStorage::plan_config_revision(std::string_view product_id) {
+  std::int64_t revision = 0;
+  absl::Status status = with_connection(Access::kRead, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    absl::StatusOr<Query> select = prepare(connection, "SELECT updated_ns FROM plans WHERE product = ?1");
+    if (!select.ok()) return select.status();
+    select->bind(1, **product);
+    absl::StatusOr<bool> row = select->step("read plans revision");
+    if (!row.ok()) return row.status();
+    if (*row) revision = select->int64(0);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return revision;
+}
+
+absl::StatusOr<std::optional<std::string>> SqlStorage::plan_config(std::string_view product_id) {
+  std::optional<std::string> config;
+  absl::Status status = with_connection(Access::kRead, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    absl::StatusOr<Query> select = prepare(connection, "SELECT config_json FROM plans WHERE product = ?1");
+    if (!select.ok()) return select.status();
+    select->bind(1, **product);
+    absl::StatusOr<bool> row = select->step("read plans");
+    if (!row.ok()) return row.status();
+    if (*row) config = select->text(0);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return config;
+}
+
+absl::StatusOr<IngestResult> SqlStorage::ingest(std::string_view product_id, std::span<const EventRecord> events) {
+  return ingest_impl(product_id, events, nullptr);
+}
+
+absl::StatusOr<IngestResult> SqlStorage::ingest_with_usage(std::string_view product_id,
+                                                           std::span<const EventRecord> events, PeriodOf period_of) {
+  return ingest_impl(product_id, events, &period_of);
+}
+
+absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
+                                                     const PeriodOf* period_of) {
+  // The ids' bytes and the batch's users (sorted: the order their locks are taken in), before
+  // any connection is taken.
+  std::vector<EventId> ids(events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (!storage_internal::decode_event_id(events[i].id, ids[i])) {
+      return absl::InvalidArgumentError(str_cat("events[", i, "].id: must be 32 lowercase hex digits"));
+    }
+  }
+  std::vector<std::string_view> users;
+  {
+    absl::flat_hash_set<absl::string_view> seen;
+    for (const EventRecord& e : events) {
+      if (seen.insert(absl::string_view(e.user_id.data(), e.user_id.size())).second) users.push_back(e.user_id);
+    }
+    std::sort(users.begin(), users.end());
+  }
+  IngestResult result;
+  absl::Status status =
+      with_user_locks(product_id, users, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
+        result = IngestResult{};
+        return ingest_locked(connection, product, events, ids, users, period_of, result);
+      });
+  if (!status.ok()) return status;
+  return result;
+}
+
+absl::Status SqlStorage::with_user_locks(std::string_view product_id, std::span<const std::string_view> user_ids,
+                                         absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t)> fn) {
+  std::vector<std::string_view> sorted(user_ids.begin(), user_ids.end());
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  return transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    // The users' locks first, in their global order: `fn` touches only their rows, and then the
+    // product's totals row, which every writer takes last.
+    if (absl::Status s = dialect_.lock_users(connection, *product, sorted); !s.ok()) return s;
+    return fn(connection, *product);
+  });
+}
+
+absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t product,
+                                       std::span<const EventRecord> events, std::span<const EventId> ids,
+                                       std::span<const std::string_view> users, const PeriodOf* period_of,
+                                       IngestResult& result) {
+  const std::int64_t received_ns = now_ns();
+  if (absl::Status s = insert_rows(
+          connection, "INSERT INTO users(product, user_id, name, created_ns)", 4, users.size(),
+          "ON CONFLICT(product, user_id) DO NOTHING", "create users",
+          [&](Query& insert, int first, std::size_t i) {
+            insert.bind(first, product).bind(first + 1, users[i]).bind(first + 2, std::string_view("")).bind(first + 3, received_ns);
+          });
+      !s.ok()) {
+    return s;
+  }
+
+  std::vector<bool> stored(events.size(), false);
+  if (absl::Status s = insert_events(connection, product, events, ids, stored); !s.ok()) return s;
+
+  // The product's all-time totals, which bound every sum a read computes over its events; and the
+  // sums of the stored events per (user, day, model), added to usage_daily.
+  absl::StatusOr<Totals> totals = product_totals(connection, product);
+  if (!totals.ok()) return totals.status();
+  std::map<std::tuple<std::string_view, std::int64_t, std::string_view>, Totals> daily;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (!stored[i]) {
+      ++result.duplicates;
+      continue;
+    }
+    ++result.accepted;
+    const EventRecord& e = events[i];
+    if (absl::Status s = storage_internal::add_to_product_totals(*totals, e, i); !s.ok()) return s;
+    if (!add_totals(daily[{e.user_id, floor_div(e.ts_ns, kNanosPerDay), e.model}], storage_internal::totals_of(e))) {
+      return absl::InvalidArgumentError("the batch would overflow a 64-bit total (tokens or cost_nanos)");
+    }
+  }
+
+  {
+    using DailyRow = std::pair<const std::tuple<std::string_view, std::int64_t, std::string_view>, Totals>;
+    std::vector<const DailyRow*> rows;
+    rows.reserve(daily.size());
+    for (const DailyRow& row : daily) rows.push_back(&row);
+    absl::Status s = insert_rows(
+        connection,
+        "INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
+        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos)",
+        11, rows.size(),
+        "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls, "
+        "input_tokens = usage_daily.input_tokens + excluded.input_tokens, "
+        "output_tokens = usage_daily.output_tokens + excluded.output_tokens, "
+        "cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens, "
+        "cache_creation_input_tokens = usage_daily.cache_creation_input_tokens + excluded.cache_creation_input_tokens, "
+        "reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens, "
+        "cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos",
+        "add daily usage", [&](Query& upsert, int first, std::size_t i) {
+          const auto& [key, t] = *rows[i];
+          const auto& [user, day, model] = key;
+          upsert.bind(first, product)
+              .bind(first + 1, user)
+              .bind(first + 2, day)
+              .bind(first + 3, model)
+              .bind(first + 4, t.calls)
+              .bind(first + 5, t.input_tokens)
+              .bind(first + 6, t.output_tokens)
+              .bind(first + 7, t.cached_input_tokens)
+              .bind(first + 8, t.cache_creation_input_tokens)
+              .bind(first + 9, t.reasoning_tokens)
+              .bind(first + 10, t.cost_nanos);
+        });
+    if (!s.ok()) return s;
+  }
+  if (result.accepted > 0) {
+    absl::StatusOr<Query> put_totals = prepare(
+        connection,
+        "INSERT INTO product_totals(product, calls, input_tokens, output_tokens, cached_input_tokens, "
+        "cache_creation_input_tokens, reasoning_tokens, cost_nanos) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "ON CONFLICT(product) DO UPDATE SET calls = excluded.calls, input_tokens = excluded.input_tokens, "
+        "output_tokens = excluded.output_tokens, cached_input_tokens = excluded.cached_input_tokens, "
+        "cache_creation_input_tokens = excluded.cache_creation_input_tokens, "
+        "reasoning_tokens = excluded.reasoning_tokens, cost_nanos = excluded.cost_nanos");
+    if (!put_totals.ok()) return put_totals.status();
+    const Totals& t = *totals;
+    put_totals->bind(1, product)
+        .bind(2, t.calls)
+        .bind(3, t.input_tokens)
+        .bind(4, t.output_tokens)
+        .bind(5, t.cached_input_tokens)
+        .bind(6, t.cache_creation_input_tokens)
+        .bind(7, t.reasoning_tokens)
+        .bind(8, t.cost_nanos);
+    if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
+  }
+  if (period_of == nullptr) return absl::OkStatus();
+  // The batch's users and their totals, read in this transaction.
+  return read_usage(connection, product, users, *period_of, result.usage);
+}
+
+absl::Status SqlStorage::insert_rows(SqlConnection& connection, std::string_view head, int columns, std::size_t count,
+                                     std::string_view tail, std::string_view what,
+                                     absl::FunctionRef<void(Query&, int, std::size_t)> bind_row) {
+  const std::size_t per_insert = static_cast<std::size_t>(std::max(1, dialect_.rows_per_insert()));
+  // Prepared once per chunk size (SQLite: once per call), rebound for each chunk.
+  std::optional<Query> insert;
+  std::size_t insert_rows = 0;
+  for (std::size_t begin = 0; begin < count; begin += per_insert) {
+    const std::size_t rows = std::min(per_insert, count - begin);
+    if (rows != insert_rows) {
+      std::string sql = str_cat(head, " VALUES");
+      for (std::size_t r = 0; r < rows; ++r) {
+        str_append(&sql, r ? ", " : " ", row_placeholders(1 + static_cast<int>(r) * columns, columns));
+      }
+      str_append(&sql, " ", tail);
+      insert.reset();
+      absl::StatusOr<Query> prepared = prepare(connection, sql);
+      if (!prepared.ok()) return prepared.status();
+      insert.emplace(*std::move(prepared));
+      insert_rows = rows;
+    }
+    for (std::size_t r = 0; r < rows; ++r) bind_row(*insert, 1 + static_cast<int>(r) * columns, begin + r);
+    if (absl::Status s = insert->run(what); !s.ok()) return s;
+    insert->reset();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqlStorage::insert_events(SqlConnection& connection, std::int64_t product,
+                                       std::span<const EventRecord> events, std::span<const EventId> ids,
+                                       std::vector<bool>& stored) {
+  // The first event of each id (a later one of the same batch is a duplicate, whatever it holds).
+  std::vector<std::size_t> fresh;
+  fresh.reserve(events.size());
+  {
+    absl::flat_hash_set<absl::string_view> seen;
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      const auto* bytes = reinterpret_cast<const char*>(ids[i].data());
+      if (seen.insert(absl::string_view(bytes, ids[i].size())).second) fresh.push_back(i);
+    }
+  }
+  const std::int64_t received_ns = now_ns();
+  constexpr int kColumns = 3 + ::paygent::internal::kEventColumnCount;
+  const std::size_t per_insert = static_cast<std::size_t>(std::max(1, dialect_.rows_per_insert()));
+  // Prepared once per chunk size (SQLite: once per batch), rebound for each chunk.
+  std::optional<Query> insert;
+  std::size_t insert_rows = 0;
+  for (std::size_t begin = 0; begin < fresh.size(); begin += per_insert) {
+    const std::size_t rows = std::min(per_insert, fresh.size() - begin);
+    if (rows != insert_rows) {
+      insert.reset();
+      absl::StatusOr<Query> prepared = prepare(connection, insert_events_sql(static_cast<int>(rows)));
+      if (!prepared.ok()) return prepared.status();
+      insert.emplace(*std::move(prepared));
+      insert_rows = rows;
+    }
+    for (std::size_t r = 0; r < rows; ++r) {
+      const std::size_t i = fresh[begin + r];
+      const int first = 1 + static_cast<int>(r) * kColumns;
+      insert->bind(first, product).bind_blob(first + 1, ids[i]).bind(first + 2, received_ns).bind_event(first + 3, events[i]);
+    }
+    if (rows == 1) {
+      if (absl::Status s = insert->run("insert event"); !s.ok()) return s;
+      stored[fresh[begin]] = insert->changes() == 1;
+      insert->reset();
+      continue;
+    }
+    // The rows stored come back by id.
+    absl::flat_hash_map<std::string, std::size_t> chunk;
+    for (std::size_t r = 0; r < rows; ++r) {
+      const EventId& id = ids[fresh[begin + r]];
+      chunk.emplace(std::string(reinterpret_cast<const char*>(id.data()), id.size()), fresh[begin + r]);
+    }
+    for (;;) {
+      absl::StatusOr<bool> row = insert->step("insert events");
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      auto it = chunk.find(insert->blob(0));
+      if (it == chunk.end()) return absl::InternalError("insert events: an id came back that was not sent");
+      stored[it->second] = true;
+    }
+    insert->reset();
+  }
+  return absl::OkStatus();
+}
+
+// The product's row of product_totals. A product without one (its events were stored by a
+// paygentd from before that table) gets the sums of its usage_daily rows, summed here with
+// checked arithmetic: SQL's SUM() would fail on a history that already passes int64, which then
+// saturates at the largest value (so that nothing more can be added, and every read that can
+// still answer does).
+absl::StatusOr<Totals> SqlStorage::product_totals(SqlConnection& connection, std::int64_t product) {
+  {
+    absl::StatusOr<Query> select = prepare(
+        connection, str_cat("SELECT calls, ", kRowColumns, " FROM product_totals WHERE product = ?1", dialect_.for_update()));
+    if (!select.ok()) return select.status();
+    select->bind(1, product);
+    absl::StatusOr<bool> row = select->step("read product totals");
+    if (!row.ok()) return row.status();
+    if (*row) return select->totals_at(0);
+  }
+  absl::StatusOr<Query> select =
+      prepare(connection, str_cat("SELECT calls, ", kRowColumns, " FROM usage_daily WHERE product = ?1"));
+  if (!select.ok()) return select.status();
+  select->bind(1, product);
+  Totals totals;
+  for (;;) {
+    absl::StatusOr<bool> row = select->step("sum product totals");
+    if (!row.ok()) return row.status();
+    if (!*row) return totals;
+    storage_internal::add_saturating(totals, select->totals_at(0));
+  }
+}
+
+// Reads what find_user() and report() (by model, over the user's period) would give, for the
+// batch's users at once: a batch has ~100 users, and the two or three queries per user that
+// report() makes cost more than storing the batch. The users are passed as the dialect's
+// batch_users() (idx: their index in `user_ids` and `out`); one query reads them all with their
+// subscriptions. Users without a subscription share one period (the calendar month): for that
+// period, one query reads all their whole days from usage_daily, and one for each partial day at
+// its ends their events. A user whose period differs (a subscription's) is read by report_in() on
+// their own.
+//
+// The rows are summed here rather than by GROUP BY: SQLite would first sort them by model (in
+// neither index's order), which costs more than the sums (~40% of the read, per callgrind).
+absl::Status SqlStorage::read_usage(SqlConnection& connection, std::int64_t product,
+                                    std::span<const std::string_view> user_ids, PeriodOf period_of,
+                                    std::vector<UserUsage>& out) {
+  if (user_ids.empty()) return absl::OkStatus();
+  absl::StatusOr<std::string> users = dialect_.users_parameter(connection, user_ids);
+  if (!users.ok()) return users.status();
+
+  out.reserve(user_ids.size());
+  {
+    absl::StatusOr<Query> select =
+        prepare(connection, str_cat("SELECT b.idx, u.name, s.plan, s.period_start_ns, s.period_end_ns FROM ",
+                                    dialect_.batch_users(), " b ", dialect_.join_in_order(),
+                                    " users u ON u.product = ?1 AND u.user_id = b.user_id "
+                                    "LEFT JOIN subscriptions s ON s.product = ?1 AND s.user_id = b.user_id "
+                                    "ORDER BY b.idx"));
+    if (!select.ok()) return select.status();
+    select->bind(1, product).bind(4, *users);
+    for (;;) {
+      absl::StatusOr<bool> row = select->step("find users");
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      // A user missing here (each was created or found by this transaction) is one skipped idx.
+      if (select->int64(0) != static_cast<std::int64_t>(out.size())) break;
+      UserRecord user{.user_id = std::string(user_ids[out.size()]), .name = select->text(1)};
+      if (!select->is_null(2)) {
+        user.subscription = Subscription{
+            .plan = select->text(2), .period_start_ns = select->int64(3), .period_end_ns = select->int64(4)};
+      }
+      out.push_back(UserUsage{.user = std::move(user)});
+    }
+    if (out.size() != user_ids.size()) {
+      return absl::InternalError(str_cat("ingest: user \"", user_ids[out.size()], "\" not found after creation"));
+    }
+  }
+
+  // The period most users have.
+  std::map<std::pair<std::int64_t, std::int64_t>, std::size_t> users_by_period;
+  for (UserUsage& usage : out) {
+    usage.period = period_of(usage.user);
+    ++users_by_period[{usage.period.from_ns, usage.period.to_ns}];
+  }
+  const auto most = std::max_element(users_by_period.begin(), users_by_period.end(),
+                                     [](const auto& a, const auto& b) { return a.second < b.second; });
+  const TimeRange shared{.from_ns = most->first.first, .to_ns = most->first.second};
+
+  if (shared.from_ns < shared.to_ns && shared.from_ns >= 0) {
+    // As report_in() splits a period. Every batch user's rows are read; those of users with
+    // another period are skipped.
+    const std::string daily_sql =
+        str_cat("SELECT b.idx, d.model, d.calls, ", kRowColumns, " FROM ", dialect_.batch_users(), " b ",
+                dialect_.join_in_order(),
+                " usage_daily d ON d.product = ?1 AND d.user_id = b.user_id AND d.day >= ?2 AND d.day < ?3");
+    const std::string events_sql =
+        str_cat("SELECT b.idx, e.model, 1, ", kRowColumns, " FROM ", dialect_.batch_users(), " b ",
+                dialect_.join_in_order(),
+                " events e ON e.product = ?1 AND e.user_id = b.user_id AND e.ts_ns >= ?2 AND e.ts_ns < ?3");
+    const DaySplit split = split_days(shared.from_ns, shared.to_ns);
+    const std::tuple<const std::string*, std::int64_t, std::int64_t> reads[] = {
+        {&daily_sql, split.first_day, split.end_day},
+        {&events_sql, split.head.from_ns, split.head.to_ns},
+        {&events_sql, split.tail.from_ns, split.tail.to_ns}};
+    for (const auto& [sql, from, to] : reads) {
+      if (from >= to) continue;
+      absl::StatusOr<Query> select = prepare(connection, *sql);
+      if (!select.ok()) return select.status();
+      select->bind(1, product).bind(2, from).bind(3, to).bind(4, *users);
+      if (absl::Status s = add_usage_rows(*select, shared, out); !s.ok()) return s;
+    }
+  }
+  for (UserUsage& usage : out) {
+    if (usage.period == shared) continue;
+    const ReportQuery query{.from_ns = usage.period.from_ns,
+                            .to_ns = usage.period.to_ns,
+                            .group_by = ReportGroup::kModel,
+                            .user_id = usage.user.user_id};
+    if (absl::Status s = report_in(connection, product, query, usage.models); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqlStorage::add_usage_rows(Query& select, const TimeRange& period, std::vector<UserUsage>& out) {
+  for (;;) {
+    absl::StatusOr<bool> row = select.step("read usage");
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::OkStatus();
+    const std::int64_t idx = select.int64(0);
+    if (idx < 0 || idx >= static_cast<std::int64_t>(out.size())) {
+      return absl::InternalError("read usage: bad user index");
+    }
+    UserUsage& usage = out[static_cast<std::size_t>(idx)];
+    if (usage.period != period) continue;
+    const std::string_view model = select.text_view(1);
+    auto it = usage.models.find(model);
+    if (it == usage.models.end()) it = usage.models.emplace(std::string(model), Totals{}).first;
+    if (!add_totals(it->second, select.totals_at(2))) {
+      return absl::InternalError(str_cat("report: the totals of \"", model, "\" overflow int64"));
+    }
+  }
+}
+
+absl::StatusOr<std::vector<UserUsage>> SqlStorage::usage_of(std::string_view product_id,
+                                                            std::span<const std::string> user_ids, PeriodOf period_of) {
+  std::vector<std::string_view> sorted(user_ids.begin(), user_ids.end());
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  std::vector<UserUsage> out;
+  // One read transaction: every user's record and totals as of one moment.
+  absl::Status status = transaction(Access::kWrite, false, [&](SqlConnection& connection) -> absl::Status {
+    out.clear();
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    // read_usage() reads users that exist: the product's among them first.
+    absl::StatusOr<Query> exists = prepare(connection, "SELECT 1 FROM users WHERE product = ?1 AND user_id = ?2");
+    if (!exists.ok()) return exists.status();
+    std::vector<std::string_view> known;
+    for (std::string_view id : sorted) {
+      exists->bind(1, **product).bind(2, id);
+      absl::StatusOr<bool> row = exists->step("find users");
+      if (!row.ok()) return row.status();
+      if (*row) known.push_back(id);
+      exists->reset();
+    }
+    return read_usage(connection, **product, known, period_of, out);
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+}  // namespace paygent::server

@@ -1,0 +1,149 @@
+// SqlStorage: the one SQL implementation of Storage (server/storage.h), for every database.
+//
+// Layout (sql_schema()): products, users, subscriptions, plans, events, usage_daily and
+// product_totals, every row keyed by its product's integer key (products.pk). Events are keyed by
+// (product, event id), so a duplicate id is ignored by INSERT ... ON CONFLICT DO NOTHING, also when
+// the same batch reaches two replicas. Beside the events, usage_daily keeps sums per (product,
+// user, UTC day, model), written in the same transaction as the events they sum; a usage query
+// over a period reads the whole days from it and only the partial days at the edges from the
+// events (index (product, user_id, ts_ns)), so its cost does not grow with a user's number of calls.
+//
+// Overflow: product_totals keeps each product's all-time sums, written in the same transaction as
+// the events. A batch that would take one of them past int64 is refused whole (InvalidArgument
+// naming events[i].field and its user). Every sum a read computes is a sum over part of a
+// product's events, so none can overflow (PostgreSQL's SUM of bigints is a numeric: it is read as
+// its decimal text into an int64, which therefore always fits).
+//
+// Transactions: every write is one transaction. An ingest takes its users' locks in one global
+// order (with_user_locks(), SqlDialect::lock_users) before it writes anything, then the product's
+// totals row last, so that writers on several replicas queue rather than deadlock; a transaction
+// that the database still aborts (serialization failure, deadlock) is retried whole a few times.
+// Reports are in sql_report.cpp.
+//
+// Plan configs: plans.updated_ns is the config's revision, grown at every put (also by another
+// process on the same database), so that a reader can keep the parsed config until it changes.
+//
+// What differs per database is in its SqlDialect and in how a subclass hands out connections
+// (SqliteStorage: one writer connection under a mutex plus readers; PostgresStorage: a pool).
+//
+// Thread safety: safe for concurrent use from many threads, as far as the subclass's
+// with_connection() is.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/sql.h"
+#include "server/storage.h"
+#include "server/storage_logic.h"
+
+namespace paygent::server {
+
+class SqlStorage : public Storage {
+ public:
+  absl::Status create_product(std::string_view product_id, std::string_view name,
+                              std::string_view key_sha256) final;
+  absl::StatusOr<std::string> find_product_by_key(std::string_view key_sha256) final;
+  absl::Status create_user(std::string_view product_id, std::string_view user_id, std::string_view name) final;
+  absl::StatusOr<UserRecord> find_user(std::string_view product_id, std::string_view user_id) final;
+  absl::Status set_subscription(std::string_view product_id, std::string_view user_id,
+                                const Subscription& subscription) final;
+  absl::Status put_plan_config(std::string_view product_id, std::string_view config_json) final;
+  absl::StatusOr<std::optional<std::string>> plan_config(std::string_view product_id) final;
+  absl::StatusOr<std::int64_t> plan_config_revision(std::string_view product_id) final;
+  absl::StatusOr<IngestResult> ingest(std::string_view product_id, std::span<const EventRecord> events) final;
+  absl::StatusOr<IngestResult> ingest_with_usage(std::string_view product_id, std::span<const EventRecord> events,
+                                                 PeriodOf period_of) final;
+  absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view product_id, std::span<const std::string> user_ids,
+                                                  PeriodOf period_of) final;
+  absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) final;
+
+  // The transaction contract for writes that touch some users of a product (ingest now; leases
+  // and wallets next): runs `fn(connection, product key)` in a write transaction that holds the
+  // locks of `user_ids` (any order, repeats allowed) of product `product_id`, taken in one global
+  // order before `fn` runs, so that such writers on any number of replicas queue rather than
+  // deadlock. `fn` may write those users' rows, then the product's totals row (last); it may be
+  // run more than once (the transaction is retried whole when the database aborts it), so it
+  // must keep its results only from its last run. Commits when `fn` succeeds; rolls back and
+  // returns its error when it fails. NotFound when there is no such product.
+  absl::Status with_user_locks(std::string_view product_id, std::span<const std::string_view> user_ids,
+                               absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t)> fn);
+
+ protected:
+  // `dialect` must outlive the storage.
+  explicit SqlStorage(const SqlDialect& dialect) : dialect_(dialect) {}
+
+  // What a call does on the connection it is given.
+  enum class Access : std::uint8_t {
+    kWrite,   // writes (alone or in a transaction), and the reads of a write's flow
+    kRead,    // short reads
+    kReport,  // a report: a long read, which may run beside the writes
+  };
+  // Runs `fn` on a connection that this call alone uses until `fn` returns, and returns what it
+  // returns. A connection left in a transaction by `fn` is the subclass's to roll back or drop.
+  virtual absl::Status with_connection(Access access, absl::FunctionRef<absl::Status(SqlConnection&)> fn) = 0;
+
+ private:
+  // Runs `fn` in a transaction (write or read) on a connection for `access`: commits when it
+  // succeeds, rolls back when it fails; retried whole (up to a few times) when the database
+  // aborted it (Aborted: serialization failure, deadlock).
+  absl::Status transaction(Access access, bool write, absl::FunctionRef<absl::Status(SqlConnection&)> fn);
+  // The integer key (products.pk) of `product_id`, or nullopt when there is no such product.
+  // Kept once found: products are never deleted and their keys never change.
+  absl::StatusOr<std::optional<std::int64_t>> product_key(SqlConnection& connection, std::string_view product_id);
+  // As product_key, but NotFound when there is no such product.
+  absl::StatusOr<std::int64_t> existing_product_key(SqlConnection& connection, std::string_view product_id);
+  // ingest() and ingest_with_usage(); `period_of` is nullptr for ingest().
+  absl::StatusOr<IngestResult> ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
+                                           const PeriodOf* period_of);
+  // The write of a batch, in a with_user_locks() transaction of the batch's users: `ids` are the
+  // events' ids as bytes, `users` the batch's distinct users, sorted.
+  absl::Status ingest_locked(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
+                             std::span<const storage_internal::EventId> ids, std::span<const std::string_view> users,
+                             const PeriodOf* period_of, IngestResult& result);
+  // Runs `head` VALUES (...), (...) `tail` over `count` rows of `columns` parameters each, as
+  // many rows per statement as the dialect takes; bind_row(query, first, i) binds row i's values
+  // to parameters first, first + 1, ...
+  absl::Status insert_rows(SqlConnection& connection, std::string_view head, int columns, std::size_t count,
+                           std::string_view tail, std::string_view what,
+                           absl::FunctionRef<void(Query&, int, std::size_t)> bind_row);
+  // Stores the events not already stored; sets stored[i] for each event stored by this call.
+  absl::Status insert_events(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
+                             std::span<const storage_internal::EventId> ids, std::vector<bool>& stored);
+  // The product's all-time totals (product_totals), its row locked until the transaction ends.
+  absl::StatusOr<Totals> product_totals(SqlConnection& connection, std::int64_t product);
+  absl::StatusOr<std::optional<UserRecord>> find_user_in(SqlConnection& connection, std::int64_t product,
+                                                         std::string_view user_id);
+  // ingest_with_usage()'s read, in the open transaction: the users `user_ids` (distinct, sorted,
+  // all existing), their periods and their totals by model, into `out` (in the same order).
+  absl::Status read_usage(SqlConnection& connection, std::int64_t product, std::span<const std::string_view> user_ids,
+                          PeriodOf period_of, std::vector<UserUsage>& out);
+  // Adds the rows of a read_usage() query (user's index, model, calls, then the sums) into the
+  // totals in `out` of the users whose period is `period`.
+  static absl::Status add_usage_rows(Query& select, const TimeRange& period, std::vector<UserUsage>& out);
+  // report() for an existing product on `connection`: adds the query's totals into `out`.
+  static absl::Status report_in(SqlConnection& connection, std::int64_t product, const ReportQuery& query,
+                                GroupedTotals& out);
+  // Adds the sums of usage_daily over whole days [first_day, end_day), or of the events with
+  // from_ns <= ts_ns < to_ns, into `out`.
+  static absl::Status add_daily(SqlConnection& connection, std::int64_t product, const ReportQuery& query,
+                                std::int64_t first_day, std::int64_t end_day, GroupedTotals& out);
+  static absl::Status add_events(SqlConnection& connection, std::int64_t product, const ReportQuery& query,
+                                 std::int64_t from_ns, std::int64_t to_ns, GroupedTotals& out);
+
+  const SqlDialect& dialect_;
+  absl::Mutex keys_mu_;
+  absl::flat_hash_map<std::string, std::int64_t> product_keys_ ABSL_GUARDED_BY(keys_mu_);  // id -> products.pk
+};
+
+}  // namespace paygent::server

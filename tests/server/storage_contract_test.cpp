@@ -1,0 +1,304 @@
+// The storage contract suite: the same cases against every Storage (server/storage.h), SQLite and
+// a real PostgreSQL (tests/server/storage_backends.h): atomic idempotent ingest, reports that read
+// whole days from usage_daily and the edges from the events (checked against a brute-force sum),
+// persistence across reopening, tenant scoping, and two instances on one database (replicas).
+#include "server/storage.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "absl/time/civil_time.h"
+#include "tests/server/fixture.h"
+#include "tests/server/storage_backends.h"
+
+namespace paygent::server::test {
+namespace {
+
+EventRecord record(std::string id, std::string user, std::string model, std::string session, std::int64_t cost,
+                   std::int64_t ts_ns) {
+  EventRecord e;
+  e.id = std::move(id);
+  e.user_id = std::move(user);
+  e.model = std::move(model);
+  e.session_id = std::move(session);
+  e.input_tokens = cost % 97;
+  e.output_tokens = cost % 89;
+  e.cached_input_tokens = cost % 7;
+  e.cost_nanos = cost;
+  e.ts_ns = ts_ns;
+  return e;
+}
+
+// The report computed the slow, obvious way.
+GroupedTotals brute_force(const std::vector<EventRecord>& events, const ReportQuery& q) {
+  GroupedTotals out;
+  for (const EventRecord& e : events) {
+    if (e.ts_ns < q.from_ns || e.ts_ns >= q.to_ns) continue;
+    if (q.user_id && e.user_id != *q.user_id) continue;
+    std::string key;
+    const absl::CivilDay day = absl::CivilDay(1970, 1, 1) + e.ts_ns / 86'400'000'000'000;
+    switch (q.group_by) {
+      case ReportGroup::kUser: key = e.user_id; break;
+      case ReportGroup::kModel: key = e.model; break;
+      case ReportGroup::kSession: key = e.session_id; break;
+      case ReportGroup::kDay: key = absl::FormatCivilTime(day); break;
+      case ReportGroup::kMonth: key = absl::FormatCivilTime(absl::CivilMonth(day)); break;
+    }
+    Totals& t = out[key];
+    ++t.calls;
+    t.input_tokens += e.input_tokens;
+    t.output_tokens += e.output_tokens;
+    t.cached_input_tokens += e.cached_input_tokens;
+    t.cost_nanos += e.cost_nanos;
+  }
+  return out;
+}
+
+TEST_CASE("server.storage_reports_match_a_brute_force_sum") {
+  for_each_backend([](StorageBackend& backend) {
+  auto storage = backend.fresh();
+  REQUIRE(storage->create_product("p1", "one", std::string(64, '1')).ok());
+  REQUIRE(storage->create_product("p2", "two", std::string(64, '2')).ok());
+  std::mt19937_64 rng(42);
+  const std::int64_t start = ns_at(2026, 10, 25);
+  const std::int64_t span = ns_at(2026, 11, 10) - start;
+  std::vector<EventRecord> events;
+  for (int batch = 0; batch < 20; ++batch) {
+    std::vector<EventRecord> records;
+    for (int i = 0; i < 50; ++i) {
+      const int n = batch * 50 + i;
+      records.push_back(record(event_id(n), "u" + std::to_string(rng() % 5), "m" + std::to_string(rng() % 3),
+                               "s" + std::to_string(rng() % 4), static_cast<std::int64_t>(rng() % 100'000),
+                               start + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span))));
+    }
+    const absl::StatusOr<IngestResult> r = storage->ingest("p1", records);
+    REQUIRE(r.ok());
+    CHECK(r->accepted == 50);
+    events.insert(events.end(), records.begin(), records.end());
+  }
+  // Another product's events never show.
+  REQUIRE(storage->ingest("p2", std::vector<EventRecord>{record(event_id(1), "u1", "m1", "s1", 5, start)}).ok());
+
+  for (int i = 0; i < 300; ++i) {
+    ReportQuery q;
+    q.from_ns = start - ns_at(1970, 1, 2) + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span));
+    q.to_ns = q.from_ns + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span));
+    if (i % 10 == 0) q.from_ns = ns_at(2026, 10, 26 + i % 7);  // whole days
+    if (i % 15 == 0) q.to_ns = ns_at(2026, 11, 1 + i % 9);
+    q.group_by = static_cast<ReportGroup>(rng() % 5);
+    if (rng() % 2) q.user_id = "u" + std::to_string(rng() % 6);
+    INFO("from ", q.from_ns, " to ", q.to_ns, " group ", static_cast<int>(q.group_by), " user ", q.user_id.value_or("-"));
+    const absl::StatusOr<GroupedTotals> got = storage->report("p1", q);
+    REQUIRE(got.ok());
+    CHECK(*got == brute_force(events, q));
+  }
+  });
+}
+
+TEST_CASE("server.storage_ingest_is_idempotent_and_atomic") {
+  for_each_backend([](StorageBackend& backend) {
+  auto storage = backend.fresh();
+  // Writes need an existing product.
+  CHECK(absl::IsNotFound(
+      storage->ingest("p", std::vector<EventRecord>{record(event_id(1), "u1", "m", "s", 10, 1)}).status()));
+  CHECK(absl::IsNotFound(storage->create_user("p", "u1", "")));
+  CHECK(storage->report("p", {.from_ns = 0, .to_ns = 10, .group_by = ReportGroup::kUser})->empty());
+  REQUIRE(storage->create_product("p", "acme", std::string(64, 'c')).ok());
+  std::vector<EventRecord> batch = {record(event_id(1), "u1", "m", "s", 10, ns_at(2026, 11, 1)),
+                                    record(event_id(2), "u1", "m", "s", 20, ns_at(2026, 11, 1)),
+                                    record(event_id(1), "u1", "m", "s", 999, ns_at(2026, 11, 1))};
+  absl::StatusOr<IngestResult> r = storage->ingest("p", batch);
+  REQUIRE(r.ok());
+  CHECK(r->accepted == 2);
+  CHECK(r->duplicates == 1);
+  r = storage->ingest("p", batch);
+  REQUIRE(r.ok());
+  CHECK(r->accepted == 0);
+  CHECK(r->duplicates == 3);
+  const ReportQuery all{.from_ns = 0, .to_ns = INT64_MAX, .group_by = ReportGroup::kUser};
+  CHECK(storage->report("p", all)->at("u1").cost_nanos == 30);
+  CHECK(storage->find_user("p", "u1").ok());  // created on the fly
+
+  // An overflowing batch stores nothing, not even its new user or its good events.
+  const TableCounts before = backend.counts();
+  std::vector<EventRecord> overflow = {record(event_id(3), "u2", "m", "s", 1, ns_at(2026, 11, 1)),
+                                       record(event_id(4), "u1", "m", "s", INT64_MAX, ns_at(2026, 11, 1))};
+  r = storage->ingest("p", overflow);
+  CHECK(absl::IsInvalidArgument(r.status()));
+  CHECK(backend.counts() == before);
+  CHECK(absl::IsNotFound(storage->find_user("p", "u2").status()));
+  // The storage is usable afterwards.
+  REQUIRE(storage->ingest("p", std::vector<EventRecord>{overflow[0]}).ok());
+  CHECK(storage->report("p", all)->at("u2").calls == 1);
+  });
+}
+
+// ingest_with_usage reads all the batch's users at once; what it reads must be what find_user()
+// and report(by model, over the user's period) give, user by user. Periods differ (subscriptions),
+// have partial days at both ends or none, fit in one day, or are empty; earlier events sit just
+// inside and just outside every edge. The period most users share is read for all of them at once,
+// the others user by user: each subcase makes a different period the most shared.
+TEST_CASE("server.storage_ingest_with_usage_matches_find_user_and_report") {
+  for_each_backend([](StorageBackend& backend) {
+  auto storage = backend.fresh();
+  REQUIRE(storage->create_product("p", "one", std::string(64, '1')).ok());
+  REQUIRE(storage->create_product("q", "two", std::string(64, '2')).ok());
+  // A user id with what a JSON or an array literal would have to escape (the API refuses U+0000).
+  const std::string nul_user = "u\"{a,b}\\ \u00e9";
+  auto pro = [](std::int64_t start_ns, std::int64_t end_ns) {
+    return Subscription{.plan = "pro", .period_start_ns = start_ns, .period_end_ns = end_ns};
+  };
+  const Subscription edges = pro(ns_at(2026, 11, 5, 13, 30), ns_at(2026, 12, 5, 13, 30));
+  const std::map<std::string, Subscription> subscriptions = {
+      {"sub-edges", edges},
+      {"sub-edges-too", edges},
+      {"sub-one-day", pro(ns_at(2026, 11, 17, 1), ns_at(2026, 11, 17, 23))},
+      {"sub-no-whole-day", pro(ns_at(2026, 11, 16, 20), ns_at(2026, 11, 17, 20))},
+      {"sub-empty", pro(ns_at(2026, 11, 17), ns_at(2026, 11, 17))},
+  };
+  const std::vector<std::string> users = {"zed",         "amy",       nul_user,           "sub-edges", "sub-edges-too",
+                                          "sub-one-day", "sub-empty", "sub-no-whole-day", "not-in-batch"};
+  // The period of the users without a subscription ("zed", "amy", nul_user and "new-user").
+  const TimeRange month{ns_at(2026, 11, 1), ns_at(2026, 12, 1)};
+  const TimeRange partial_ends{ns_at(2026, 11, 3, 6), ns_at(2026, 11, 28, 18)};
+  const TimeRange one_day{ns_at(2026, 11, 17, 1), ns_at(2026, 11, 17, 23)};  // also sub-one-day's
+  const std::map<std::string, int> hours = {{"zed", 1}, {"amy", 2}, {nul_user, 3}, {"new-user", 4}};
+  std::function<TimeRange(const UserRecord&)> default_period;
+  SUBCASE("the calendar month, whole days only") { default_period = [&](const UserRecord&) { return month; }; }
+  SUBCASE("partial days at both ends") { default_period = [&](const UserRecord&) { return partial_ends; }; }
+  SUBCASE("within one day, shared with a subscription") { default_period = [&](const UserRecord&) { return one_day; }; }
+  SUBCASE("one each: two subscriptions' period is the most shared") {
+    default_period = [&](const UserRecord& user) {
+      const std::int64_t h = hours.at(user.user_id) * 3'600'000'000'000;
+      return TimeRange{ns_at(2026, 11, 2) + h, ns_at(2026, 11, 20) + h};
+    };
+  }
+  auto period_of = [&](const UserRecord& user) {
+    return user.subscription ? TimeRange{user.subscription->period_start_ns, user.subscription->period_end_ns}
+                             : default_period(user);
+  };
+
+  // Earlier events: for every user, at and around each edge of every period above, and mid-month.
+  std::vector<EventRecord> earlier;
+  std::vector<std::int64_t> times = {month.from_ns,        month.to_ns, partial_ends.from_ns, partial_ends.to_ns,
+                                     ns_at(2026, 11, 10, 12)};
+  for (const auto& [id, sub] : subscriptions) {
+    times.push_back(sub.period_start_ns);
+    times.push_back(sub.period_end_ns);
+  }
+  for (const auto& [id, h] : hours) {
+    times.push_back(ns_at(2026, 11, 2, h));
+    times.push_back(ns_at(2026, 11, 20, h));
+  }
+  int n = 0;
+  for (const std::string& user : users) {
+    for (const std::int64_t t : times) {
+      for (const std::int64_t offset : {std::int64_t{-1}, std::int64_t{0}, std::int64_t{1}}) {
+        earlier.push_back(record(event_id(n), user, "m" + std::to_string(n % 3), "s", 1000 + n, t + offset));
+        ++n;
+      }
+    }
+  }
+  REQUIRE(storage->create_user("p", "amy", "Amy").ok());
+  REQUIRE(storage->ingest("p", earlier).ok());
+  // Another product's events for the same users never show.
+  REQUIRE(storage->ingest("q", std::vector<EventRecord>{record(event_id(1), "amy", "m0", "s", 5, ns_at(2026, 11, 10))})
+              .ok());
+  for (const auto& [id, sub] : subscriptions) REQUIRE(storage->set_subscription("p", id, sub).ok());
+
+  // The batch: every user but the last, in no particular order, one new user, a duplicate.
+  std::vector<EventRecord> batch;
+  for (std::size_t i = 0; i + 1 < users.size(); ++i) {
+    batch.push_back(
+        record(event_id(i, 7), users[i], "m" + std::to_string(i % 2), "s", 50 + i, ns_at(2026, 11, 17, 12)));
+  }
+  batch.push_back(record(event_id(100, 7), "new-user", "m9", "s", 3, ns_at(2026, 11, 17, 12)));
+  batch.push_back(record(event_id(101, 7), "amy", "m1", "s", 4, ns_at(2026, 11, 30, 23, 59, 59)));
+  batch.push_back(record(event_id(0), "amy", "m1", "s", 999, ns_at(2026, 11, 17, 12)));  // already stored
+  const absl::StatusOr<IngestResult> none = storage->ingest_with_usage("p", std::vector<EventRecord>{}, period_of);
+  REQUIRE(none.ok());
+  CHECK(none->usage.empty());
+  const absl::StatusOr<IngestResult> r = storage->ingest_with_usage("p", batch, period_of);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->accepted == static_cast<std::int64_t>(batch.size()) - 1);
+  CHECK(r->duplicates == 1);
+
+  std::vector<std::string> expected_users = {"new-user"};
+  expected_users.insert(expected_users.end(), users.begin(), users.end() - 1);
+  std::sort(expected_users.begin(), expected_users.end());
+  REQUIRE(r->usage.size() == expected_users.size());
+  std::vector<EventRecord> all = earlier;
+  all.insert(all.end(), batch.begin(), batch.end() - 1);
+  for (std::size_t i = 0; i < r->usage.size(); ++i) {
+    const UserUsage& usage = r->usage[i];
+    INFO("user ", usage.user.user_id);
+    CHECK(usage.user.user_id == expected_users[i]);
+    const absl::StatusOr<UserRecord> user = storage->find_user("p", expected_users[i]);
+    REQUIRE(user.ok());
+    CHECK(usage.user.name == user->name);
+    CHECK(usage.user.subscription == user->subscription);
+    CHECK(usage.period == period_of(*user));
+    const ReportQuery query{.from_ns = usage.period.from_ns,
+                            .to_ns = usage.period.to_ns,
+                            .group_by = ReportGroup::kModel,
+                            .user_id = expected_users[i]};
+    const absl::StatusOr<GroupedTotals> report = storage->report("p", query);
+    REQUIRE(report.ok());
+    CHECK(usage.models == *report);
+    CHECK(usage.models == brute_force(all, query));
+  }
+  // Not vacuous: every period but the empty one cuts through the user's events.
+  for (const UserUsage& usage : r->usage) {
+    INFO("user ", usage.user.user_id);
+    std::int64_t in_period = 0, stored = 0;
+    for (const auto& [model, t] : usage.models) in_period += t.calls;
+    for (const EventRecord& e : all) stored += e.user_id == usage.user.user_id ? 1 : 0;
+    if (usage.user.user_id == "sub-empty") {
+      CHECK(in_period == 0);
+    } else if (usage.user.user_id != "new-user") {
+      CHECK(in_period > 1);
+      CHECK(in_period < stored);
+    }
+  }
+  });
+}
+
+TEST_CASE("server.storage_keeps_everything_across_reopening") {
+  for_each_backend([](StorageBackend& backend) {
+  {
+    auto storage = backend.fresh();
+    REQUIRE(storage->create_product("prod_1", "acme", std::string(64, 'a')).ok());
+    CHECK(absl::IsAlreadyExists(storage->create_product("prod_2", "x", std::string(64, 'a'))));
+    REQUIRE(storage->create_user("prod_1", "u1", "Ada").ok());
+    CHECK(absl::IsAlreadyExists(storage->create_user("prod_1", "u1", "Ada")));
+    CHECK(absl::IsNotFound(storage->set_subscription("prod_1", "nobody", {.plan = "p", .period_start_ns = 1, .period_end_ns = 2})));
+    REQUIRE(storage->set_subscription("prod_1", "u1", {.plan = "pro", .period_start_ns = 5, .period_end_ns = 9}).ok());
+    REQUIRE(storage->put_plan_config("prod_1", R"({"plans":[]})").ok());
+    REQUIRE(storage->ingest("prod_1", std::vector<EventRecord>{record(event_id(1), "u1", "m", "s", 10, 7)}).ok());
+  }
+  auto storage = backend.again();
+  CHECK(*storage->find_product_by_key(std::string(64, 'a')) == "prod_1");
+  CHECK(absl::IsNotFound(storage->find_product_by_key(std::string(64, 'b')).status()));
+  const absl::StatusOr<UserRecord> user = storage->find_user("prod_1", "u1");
+  REQUIRE(user.ok());
+  CHECK(user->name == "Ada");
+  REQUIRE(user->subscription.has_value());
+  CHECK(*user->subscription == Subscription{.plan = "pro", .period_start_ns = 5, .period_end_ns = 9});
+  CHECK(**storage->plan_config("prod_1") == R"({"plans":[]})");
+  CHECK(!storage->plan_config("prod_2")->has_value());
+  CHECK(storage->report("prod_1", {.from_ns = 0, .to_ns = 100, .group_by = ReportGroup::kModel})->at("m").cost_nanos == 10);
+  CHECK(absl::IsNotFound(storage->find_user("prod_2", "u1").status()));
+  });
+}
+
+}  // namespace
+}  // namespace paygent::server::test
