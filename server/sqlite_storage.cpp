@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS product_totals(
   cache_creation_input_tokens INTEGER NOT NULL,
   reasoning_tokens INTEGER NOT NULL,
   cost_nanos INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS soft_gates(product INTEGER NOT NULL, user_id TEXT NOT NULL, limit_key TEXT NOT NULL, period_start_ns INTEGER NOT NULL, threshold_ppm INTEGER NOT NULL, PRIMARY KEY(product, user_id, period_start_ns, limit_key, threshold_ppm)) STRICT, WITHOUT ROWID;
 )sql";
   return kSchema;
 }
@@ -752,13 +753,15 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest(std::string_view product_id, 
 }
 
 absl::StatusOr<IngestResult> SqliteStorage::ingest_with_usage(std::string_view product_id,
-                                                              std::span<const EventRecord> events, PeriodOf period_of) {
-  return ingest_impl(product_id, events, &period_of);
+                                                              std::span<const EventRecord> events, PeriodOf period_of,
+                                                              std::span<const SoftGateFired> soft_gates) {
+  return ingest_impl(product_id, events, &period_of, soft_gates);
 }
 
 absl::StatusOr<IngestResult> SqliteStorage::ingest_impl(std::string_view product_id,
                                                         std::span<const EventRecord> events,
-                                                        const PeriodOf* period_of) {
+                                                        const PeriodOf* period_of,
+                                                        std::span<const SoftGateFired> soft_gates) {
   // The ids' bytes, decoded before taking the lock.
   std::vector<std::array<unsigned char, 16>> ids(events.size());
   for (std::size_t i = 0; i < events.size(); ++i) {
@@ -770,7 +773,7 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_impl(std::string_view product
   absl::StatusOr<std::int64_t> product = existing_product_key(product_id);
   if (!product.ok()) return product.status();
   if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
-  absl::StatusOr<IngestResult> result = ingest_locked(*product, events, ids, period_of);
+  absl::StatusOr<IngestResult> result = ingest_locked(*product, events, ids, period_of, soft_gates);
   if (result.ok()) {
     if (absl::Status s = exec("COMMIT"); !s.ok()) result = s;
   }
@@ -782,18 +785,27 @@ absl::StatusOr<IngestResult> SqliteStorage::ingest_impl(std::string_view product
 
 absl::StatusOr<IngestResult> SqliteStorage::ingest_locked(std::int64_t product, std::span<const EventRecord> events,
                                                           std::span<const std::array<unsigned char, 16>> ids,
-                                                          const PeriodOf* period_of) {
+                                                          const PeriodOf* period_of,
+                                                          std::span<const SoftGateFired> soft_gates) {
   const std::int64_t received_ns = now_ns();
   absl::StatusOr<Statement> insert_user =
       prepare("INSERT OR IGNORE INTO users(product, user_id, name, created_ns) VALUES(?1, ?2, '', ?3)");
   if (!insert_user.ok()) return insert_user.status();
   absl::flat_hash_set<absl::string_view> users;
-  for (const EventRecord& e : events) {
-    if (!users.insert(absl::string_view(e.user_id.data(), e.user_id.size())).second) continue;
-    insert_user->bind(1, product).bind(2, e.user_id).bind(3, received_ns);
-    if (absl::Status s = insert_user->run("create user"); !s.ok()) return s;
+  auto create_user = [&](const std::string& user_id) -> absl::Status {
+    if (!users.insert(absl::string_view(user_id.data(), user_id.size())).second) return absl::OkStatus();
+    insert_user->bind(1, product).bind(2, user_id).bind(3, received_ns);
+    absl::Status s = insert_user->run("create user");
     insert_user->reset();
+    return s;
+  };
+  for (const EventRecord& e : events) {
+    if (absl::Status s = create_user(e.user_id); !s.ok()) return s;
   }
+  for (const SoftGateFired& g : soft_gates) {
+    if (absl::Status s = create_user(g.user_id); !s.ok()) return s;
+  }
+  if (absl::Status s = store_soft_gates_locked(product, soft_gates); !s.ok()) return s;
 
   static const std::string kInsertEvent =
       str_cat("INSERT OR IGNORE INTO events(product, id, received_ns, ", ::paygent::internal::event_columns(),
@@ -1012,7 +1024,55 @@ absl::Status SqliteStorage::read_usage_locked(std::int64_t product, std::span<co
                             .user_id = usage.user.user_id};
     if (absl::Status s = report_locked(product, query, usage.models); !s.ok()) return s;
   }
+  for (UserUsage& usage : out) {
+    if (absl::Status s = read_soft_gates_locked(product, usage.user.user_id, usage.period, usage.soft_gates); !s.ok()) {
+      return s;
+    }
+  }
   return absl::OkStatus();
+}
+
+absl::Status SqliteStorage::store_soft_gates_locked(std::int64_t product, std::span<const SoftGateFired> soft_gates) {
+  if (soft_gates.empty()) return absl::OkStatus();
+  absl::StatusOr<Statement> insert = prepare(
+      "INSERT OR IGNORE INTO soft_gates(product, user_id, limit_key, period_start_ns, threshold_ppm) "
+      "VALUES(?1, ?2, ?3, ?4, ?5)");
+  if (!insert.ok()) return insert.status();
+  for (const SoftGateFired& g : soft_gates) {
+    insert->bind(1, product).bind(2, g.user_id).bind(3, g.limit_key).bind(4, g.period_start_ns).bind(5, g.threshold_ppm);
+    if (absl::Status s = insert->run("store soft gate"); !s.ok()) return s;
+    insert->reset();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStorage::read_soft_gates_locked(std::int64_t product, std::string_view user_id, TimeRange period,
+                                                   std::vector<SoftGateFired>& out) {
+  absl::StatusOr<Statement> select = prepare(
+      "SELECT limit_key, period_start_ns, threshold_ppm FROM soft_gates "
+      "WHERE product = ?1 AND user_id = ?2 AND period_start_ns >= ?3 AND period_start_ns < ?4 "
+      "ORDER BY substr(limit_key, 1, 14) = 'session_spend:', period_start_ns DESC, limit_key, threshold_ppm "
+      "LIMIT ?5");
+  if (!select.ok()) return select.status();
+  select->bind(1, product).bind(2, user_id).bind(3, period.from_ns).bind(4, period.to_ns)
+      .bind(5, static_cast<std::int64_t>(kMaxUsageSoftGates));
+  for (;;) {
+    const int rc = select->step();
+    if (rc == SQLITE_DONE) return absl::OkStatus();
+    if (rc != SQLITE_ROW) return sqlite_error(db_, rc, "read soft gates");
+    out.push_back(SoftGateFired{std::string(user_id), select->text(0), select->int64(1), select->int64(2)});
+  }
+}
+
+absl::StatusOr<std::vector<SoftGateFired>> SqliteStorage::soft_gates_fired(std::string_view product_id,
+                                                                           std::string_view user_id, TimeRange period) {
+  std::vector<SoftGateFired> out;
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<std::int64_t>> product = product_key(product_id);
+  if (!product.ok()) return product.status();
+  if (!product->has_value()) return out;
+  if (absl::Status s = read_soft_gates_locked(**product, user_id, period, out); !s.ok()) return s;
+  return out;
 }
 
 absl::Status SqliteStorage::add_usage_rows(Statement& select, const TimeRange& period, std::vector<UserUsage>& out) {

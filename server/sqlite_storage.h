@@ -98,7 +98,9 @@ class SqliteStorage final : public Storage {
   absl::StatusOr<std::int64_t> plan_config_revision(std::string_view product_id) override;
   absl::StatusOr<IngestResult> ingest(std::string_view product_id, std::span<const EventRecord> events) override;
   absl::StatusOr<IngestResult> ingest_with_usage(std::string_view product_id, std::span<const EventRecord> events,
-                                                 PeriodOf period_of) override;
+                                                 PeriodOf period_of, std::span<const SoftGateFired> soft_gates) override;
+  absl::StatusOr<std::vector<SoftGateFired>> soft_gates_fired(std::string_view product_id, std::string_view user_id,
+                                                              TimeRange period) override;
   absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view product_id, std::span<const std::string> user_ids,
                                                   PeriodOf period_of) override;
   absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) override;
@@ -131,10 +133,17 @@ class SqliteStorage final : public Storage {
   absl::StatusOr<std::int64_t> existing_product_key(std::string_view product_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // ingest() and ingest_with_usage(); `period_of` is nullptr for ingest().
   absl::StatusOr<IngestResult> ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
-                                           const PeriodOf* period_of);
+                                           const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates = {});
   absl::StatusOr<IngestResult> ingest_locked(std::int64_t product, std::span<const EventRecord> events,
                                              std::span<const std::array<unsigned char, 16>> ids,
-                                             const PeriodOf* period_of) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                             const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Soft gates: the batch's stored (INSERT OR IGNORE) in the caller's transaction, and a user's
+  // read (see Storage::soft_gates_fired).
+  absl::Status store_soft_gates_locked(std::int64_t product, std::span<const SoftGateFired> soft_gates)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status read_soft_gates_locked(std::int64_t product, std::string_view user_id, TimeRange period,
+                                      std::vector<SoftGateFired>& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The product's all-time totals over every event stored for it (product_totals).
   absl::StatusOr<Totals> product_totals_locked(std::int64_t product) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The user and their subscription, or nullopt when the product has no such user.

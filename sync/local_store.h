@@ -56,15 +56,6 @@ struct SessionTotals {
   std::int64_t last_ns = 0;
 };
 
-// A soft-gate threshold that fired: once per threshold, limit and period, across restarts.
-struct FiredThreshold {
-  std::string user_id;
-  std::string limit_key;  // "total_spend", "session_spend:<session id>", "model_limit:<model>"
-  std::int64_t period_start_ns = 0;  // the billing period's start, or the session's
-  std::int64_t threshold_ppm = 0;
-  friend bool operator==(const FiredThreshold&, const FiredThreshold&) = default;
-};
-
 class LocalStore {
  public:
   // Opens (creating when missing) the store at `path`. Unavailable/Internal with SQLite's message
