@@ -358,8 +358,9 @@ struct Syncer::Impl {
       fail(absl::UnavailableError(str_cat("backend unreachable: ", last_error)));
       co_return -1;
     }
-    if (res->status == 200 || ((res->status == 400 || res->status == 413 || res->status == 422) &&
-                                res->wire_version >= kSoftGatesWireVersion)) {
+    // Only a backend that reads soft gates can have stored them, or refused them for good.
+    if (res->wire_version >= kSoftGatesWireVersion &&
+        (res->status == 200 || res->status == 400 || res->status == 413 || res->status == 422)) {
       if (absl::Status s = store->mark_fired_sent(gates); !s.ok()) target->sync_error(s);
       if (res->status != 200) {
         target->sync_error(absl::InvalidArgumentError(
@@ -370,7 +371,9 @@ struct Syncer::Impl {
       }
       co_return 1;
     }
-    if (res->status == 400 || res->status == 413 || res->status == 422) co_return 1;  // older: kept unsent
+    if (res->status == 200 || res->status == 400 || res->status == 413 || res->status == 422) {
+      co_return 1;  // an older backend: kept unsent until it is upgraded (backend_version says so)
+    }
     fail(absl::UnavailableError(str_cat("backend refused a batch of ", gates.size(), " soft gates: HTTP ",
                                         static_cast<int>(res->status), " ", res->body.substr(0, 300))));
     co_return -1;
