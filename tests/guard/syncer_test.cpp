@@ -924,4 +924,52 @@ TEST_CASE("sync.an_older_backend_keeps_soft_gates_unsent_until_it_is_upgraded") 
   CHECK(backend.soft_gates_received() == first + 1);
 }
 
+// A session limit's threshold reported by the backend: a named session's id is the same in every
+// process, so another process's fire counts here; an implicit session ("auto-<start ms>") is this
+// process's own.
+TEST_CASE("sync.a_named_sessions_soft_gates_are_shared_an_implicit_ones_are_not") {
+  FakeBackend backend;
+  backend.set_wire_version(3);
+  FakeClock clock;
+  Plan p = testing::round_plan();
+  p.max_spend_per_session = kDollar;
+  // Another process's chat-1 began a minute before this one's (within one session timeout).
+  const std::int64_t other_start = absl::ToUnixNanos(clock.now() - absl::Minutes(1));
+  backend.seed_soft_gate("u1", "session_spend:chat-1", other_start, 800'000);
+  backend.seed_soft_gate("u1", "session_spend:auto-1", other_start, 800'000);
+  std::vector<std::string> fired;
+  std::mutex mu;
+  Client c(backend.port(), p, clock, [&](Options& o) {
+    o.on_soft_gate = [&](const GuardResult& r) {
+      std::lock_guard<std::mutex> lock(mu);
+      fired.push_back(r.gate_reason() + "@" + std::to_string(r.threshold));
+    };
+  });
+  {
+    Context ctx("u1", {.session_id = "chat-1"});
+    c.pg->record("m", tokens(1'000, 0));
+  }
+  {
+    Context ctx("u1");
+    c.pg->record("m", tokens(1'000, 0));
+  }
+  REQUIRE(c.pg->flush().ok());  // the reply reports both
+  {
+    Context ctx("u1", {.session_id = "chat-1"});
+    c.pg->record("m", tokens(850'000, 0));
+    CHECK(c.pg->check("m").status == GateStatus::kSoftGate);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(fired.empty());  // fired by the other process's chat-1
+  }
+  {
+    Context ctx("u1");
+    c.pg->record("m", tokens(850'000, 0));
+    CHECK(c.pg->check("m").status == GateStatus::kSoftGate);
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  CHECK(fired == std::vector<std::string>{"session_spend@800000"});  // this process's implicit session
+}
+
 }  // namespace paygent
