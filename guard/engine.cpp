@@ -228,6 +228,9 @@ void Engine::adopt_subscription(UserState* user, const BackendUsage::Subscriptio
 }
 
 void Engine::apply_backend_usage(const BackendUsage& u) {
+  // Thresholds another process fired (or this one, acknowledged): not fired here again. First,
+  // whatever the period: each row names its own.
+  mark_soft_gates_fired(u.user_id, u.soft_gates);
   UserState* user = user_for(u.user_id, false);
   if (user == nullptr || !store) return;
   // The backend's subscription is authoritative: every process gates the user on one plan and
@@ -990,18 +993,28 @@ void Engine::apply_fired(const CompiledPlan& plan, const std::vector<FiredThresh
 
 void Engine::mark_soft_gate_fired(std::string_view user_id, std::string_view limit_key, std::int64_t period_start_ns,
                                   Ppm threshold) {
-  const std::vector<FiredThreshold> rows = {
-      FiredThreshold{std::string(user_id), std::string(limit_key), period_start_ns, threshold}};
+  mark_soft_gates_fired(user_id, {FiredThreshold{std::string(user_id), std::string(limit_key), period_start_ns, threshold}});
+}
+
+void Engine::mark_soft_gates_fired(std::string_view user_id, const std::vector<FiredThreshold>& rows) {
+  if (rows.empty()) return;
   if (store) {
-    if (absl::Status s = store->save_fired(rows); !s.ok()) report_error(s);
+    // Seen elsewhere: the backend has them (sent), so the syncer does not send them back.
+    if (absl::Status s = store->save_fired(rows, /*sent=*/true); !s.ok()) report_error(s);
   }
   UserState* user = user_for(user_id, false);
   if (user == nullptr) return;  // read from the store when the user's windows are built
   const PlanSnapshot* snap = plans.load(std::memory_order_acquire);
   const CompiledPlan* plan = user->plan_cache.load(std::memory_order_acquire);
   if (plan == nullptr || plan->snapshot != snap) plan = resolve_plan(user, snap);
-  if (limit_key.starts_with(kSessionKeyPrefix)) {
-    const std::string_view session_id = limit_key.substr(kSessionKeyPrefix.size());
+  // Each session named by a row: the live window of that id, if any (apply_fired picks its rows).
+  std::vector<std::string_view> session_ids;
+  for (const FiredThreshold& row : rows) {
+    const std::string_view key = row.limit_key;
+    if (!key.starts_with(kSessionKeyPrefix)) continue;
+    const std::string_view session_id = key.substr(kSessionKeyPrefix.size());
+    if (std::find(session_ids.begin(), session_ids.end(), session_id) != session_ids.end()) continue;
+    session_ids.push_back(session_id);
     SessionWindow* w = user->implicit_session.load(std::memory_order_acquire);
     if (w == nullptr || w->session_id != session_id) {
       const SessionEntry* entry = sessions.find(session_hash(user, session_id), [&](const SessionEntry& e) {
@@ -1010,7 +1023,8 @@ void Engine::mark_soft_gate_fired(std::string_view user_id, std::string_view lim
       w = entry != nullptr ? entry->window.load(std::memory_order_acquire) : nullptr;
     }
     if (w != nullptr) apply_fired(*plan, rows, 0, w, w->fired);
-  } else if (PeriodWindow* w = user->period.load(std::memory_order_acquire)) {
+  }
+  if (PeriodWindow* w = user->period.load(std::memory_order_acquire)) {
     apply_fired(*plan, rows, w->start_ns, nullptr, w->fired);
   }
 }

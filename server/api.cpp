@@ -203,7 +203,8 @@ TimeRange current_range(const UserRecord& user, const ProductPlans& plans, absl:
 // plan, calls and `sessions` when `sessions` is given (GET .../usage), the ingest reply's shorter
 // form otherwise. `config` is the product's plan config, or nullptr when it has none.
 absl::StatusOr<std::string> usage_object(const UserRecord& user, const PlanConfig* config, TimeRange period,
-                                         const GroupedTotals& models, const GroupedTotals* sessions) {
+                                         const GroupedTotals& models, std::span<const SoftGateFired> soft_gates,
+                                         const GroupedTotals* sessions) {
   const bool detailed = sessions != nullptr;
   Totals total;
   for (const auto& [model, t] : models) {
@@ -242,6 +243,15 @@ absl::StatusOr<std::string> usage_object(const UserRecord& user, const PlanConfi
     first = false;
   }
   out += "}";
+  // The soft-gate thresholds fired in the period (docs/wire.md, "Soft gates"), at most
+  // kMaxUsageSoftGates: every application process leaves them unfired from then on.
+  out += ",\"soft_gates\":[";
+  for (std::size_t i = 0; i < soft_gates.size(); ++i) {
+    const SoftGateFired& g = soft_gates[i];
+    str_append(&out, i ? "," : "", "{\"limit\":", json_quote(g.limit_key), ",\"period_start_ns\":", g.period_start_ns,
+               ",\"threshold_ppm\":", g.threshold_ppm, "}");
+  }
+  out += "]";
   if (detailed) {
     out += ",\"sessions\":{";
     first = true;
@@ -554,8 +564,8 @@ absl::StatusOr<std::shared_ptr<const Api::ProductPlans>> Api::plans_of(const std
 }
 
 HttpResponse Api::ingest(const std::string& product_id, const HttpRequest& request) {
-  absl::StatusOr<std::vector<EventRecord>> events = parse_event_batch(request.body);
-  if (!events.ok()) return error_response(events.status());
+  absl::StatusOr<EventBatch> batch = parse_ingest_batch(request.body);
+  if (!batch.ok()) return error_response(batch.status());
   absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
   if (!plans.ok()) return error_response(plans.status());
   const ProductPlans& product_plans = **plans;
@@ -563,7 +573,9 @@ HttpResponse Api::ingest(const std::string& product_id, const HttpRequest& reque
   // where their totals are read too: one transaction for the batch and its usage reply.
   const absl::Time now = options_.clock();
   absl::StatusOr<IngestResult> result = storage_.ingest_with_usage(
-      product_id, *events, [&product_plans, now](const UserRecord& user) { return current_range(user, product_plans, now); });
+      product_id, batch->events,
+      [&product_plans, now](const UserRecord& user) { return current_range(user, product_plans, now); },
+      batch->soft_gates);
   if (!result.ok()) return error_response(result.status());
   metrics_.record_ingest(result->accepted, result->duplicates);
 
@@ -593,7 +605,8 @@ absl::Status Api::append_usage_map(std::string& body, const ProductPlans& plans,
   str_append(&body, "\"plans_version\":", json_quote(plans.version), ",\"usage\":{");
   bool first = true;
   for (const UserUsage& u : usage) {
-    absl::StatusOr<std::string> object = usage_object(u.user, plans.config_or_null(), u.period, u.models, nullptr);
+    absl::StatusOr<std::string> object =
+        usage_object(u.user, plans.config_or_null(), u.period, u.models, u.soft_gates, nullptr);
     if (!object.ok()) return object.status();
     str_append(&body, first ? "" : ",", json_quote(u.user.user_id), ":", *object);
     first = false;
@@ -624,7 +637,9 @@ absl::StatusOr<std::string> Api::usage_json(const std::string& product_id, const
       product_id,
       ReportQuery{.from_ns = range.from_ns, .to_ns = range.to_ns, .group_by = ReportGroup::kSession, .user_id = user.user_id});
   if (!sessions.ok()) return sessions.status();
-  return usage_object(user, plans.config_or_null(), range, *models, &*sessions);
+  absl::StatusOr<std::vector<SoftGateFired>> soft_gates = storage_.soft_gates_fired(product_id, user.user_id, range);
+  if (!soft_gates.ok()) return soft_gates.status();
+  return usage_object(user, plans.config_or_null(), range, *models, *soft_gates, &*sessions);
 }
 
 HttpResponse Api::report(const std::string& product_id, std::string_view query) {

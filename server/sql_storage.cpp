@@ -96,6 +96,13 @@ CREATE TABLE IF NOT EXISTS product_totals(
   cache_creation_input_tokens ${INT} NOT NULL,
   reasoning_tokens ${INT} NOT NULL,
   cost_nanos ${INT} NOT NULL)${TABLE};
+CREATE TABLE IF NOT EXISTS soft_gates(
+  product ${INT} NOT NULL,
+  user_id TEXT NOT NULL,
+  limit_key TEXT NOT NULL,
+  period_start_ns ${INT} NOT NULL,
+  threshold_ppm ${INT} NOT NULL,
+  PRIMARY KEY(product, user_id, period_start_ns, limit_key, threshold_ppm))${KEYED_TABLE};
 )sql";
 
 // The summed columns of one row of usage_daily or of the events, in Totals' order after calls.
@@ -369,16 +376,18 @@ absl::StatusOr<std::optional<std::string>> SqlStorage::plan_config(std::string_v
 }
 
 absl::StatusOr<IngestResult> SqlStorage::ingest(std::string_view product_id, std::span<const EventRecord> events) {
-  return ingest_impl(product_id, events, nullptr);
+  return ingest_impl(product_id, events, nullptr, {});
 }
 
 absl::StatusOr<IngestResult> SqlStorage::ingest_with_usage(std::string_view product_id,
-                                                           std::span<const EventRecord> events, PeriodOf period_of) {
-  return ingest_impl(product_id, events, &period_of);
+                                                           std::span<const EventRecord> events, PeriodOf period_of,
+                                                           std::span<const SoftGateFired> soft_gates) {
+  return ingest_impl(product_id, events, &period_of, soft_gates);
 }
 
 absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
-                                                     const PeriodOf* period_of) {
+                                                     const PeriodOf* period_of,
+                                                     std::span<const SoftGateFired> soft_gates) {
   // The ids' bytes and the batch's users (sorted: the order their locks are taken in), before
   // any connection is taken.
   std::vector<EventId> ids(events.size());
@@ -393,13 +402,16 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
     for (const EventRecord& e : events) {
       if (seen.insert(absl::string_view(e.user_id.data(), e.user_id.size())).second) users.push_back(e.user_id);
     }
+    for (const SoftGateFired& g : soft_gates) {  // their users are created, locked and read too
+      if (seen.insert(absl::string_view(g.user_id.data(), g.user_id.size())).second) users.push_back(g.user_id);
+    }
     std::sort(users.begin(), users.end());
   }
   IngestResult result;
   absl::Status status =
       with_user_locks(product_id, users, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
         result = IngestResult{};
-        return ingest_locked(connection, product, events, ids, users, period_of, result);
+        return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, result);
       });
   if (!status.ok()) return status;
   return result;
@@ -423,7 +435,7 @@ absl::Status SqlStorage::with_user_locks(std::string_view product_id, std::span<
 absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t product,
                                        std::span<const EventRecord> events, std::span<const EventId> ids,
                                        std::span<const std::string_view> users, const PeriodOf* period_of,
-                                       IngestResult& result) {
+                                       std::span<const SoftGateFired> soft_gates, IngestResult& result) {
   const std::int64_t received_ns = now_ns();
   if (absl::Status s = insert_rows(
           connection, "INSERT INTO users(product, user_id, name, created_ns)", 4, users.size(),
@@ -511,6 +523,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
         .bind(8, t.cost_nanos);
     if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
   }
+  if (absl::Status s = store_soft_gates(connection, product, soft_gates); !s.ok()) return s;
   if (period_of == nullptr) return absl::OkStatus();
   // The batch's users and their totals, read in this transaction.
   return read_usage(connection, product, users, *period_of, result.usage);
@@ -718,7 +731,98 @@ absl::Status SqlStorage::read_usage(SqlConnection& connection, std::int64_t prod
                             .user_id = usage.user.user_id};
     if (absl::Status s = report_in(connection, product, query, usage.models); !s.ok()) return s;
   }
+  return read_soft_gates(connection, product, *users, out);
+}
+
+absl::Status SqlStorage::store_soft_gates(SqlConnection& connection, std::int64_t product,
+                                          std::span<const SoftGateFired> soft_gates) {
+  return insert_rows(connection,
+                     "INSERT INTO soft_gates(product, user_id, limit_key, period_start_ns, threshold_ppm)", 5,
+                     soft_gates.size(),
+                     "ON CONFLICT(product, user_id, period_start_ns, limit_key, threshold_ppm) DO NOTHING",
+                     "store soft gates", [&](Query& insert, int first, std::size_t i) {
+                       const SoftGateFired& g = soft_gates[i];
+                       insert.bind(first, product)
+                           .bind(first + 1, std::string_view(g.user_id))
+                           .bind(first + 2, std::string_view(g.limit_key))
+                           .bind(first + 3, g.period_start_ns)
+                           .bind(first + 4, g.threshold_ppm);
+                     });
+}
+
+namespace {
+
+// A user's soft gates in the order UserUsage::soft_gates promises: period limits first, then
+// sessions, most recently started first (then by limit and threshold), at most kMaxUsageSoftGates.
+void order_soft_gates(std::vector<SoftGateFired>& gates) {
+  auto is_session = [](const SoftGateFired& g) { return g.limit_key.starts_with("session_spend:"); };
+  std::sort(gates.begin(), gates.end(), [&](const SoftGateFired& a, const SoftGateFired& b) {
+    if (is_session(a) != is_session(b)) return !is_session(a);
+    if (a.period_start_ns != b.period_start_ns) return a.period_start_ns > b.period_start_ns;
+    if (a.limit_key != b.limit_key) return a.limit_key < b.limit_key;
+    return a.threshold_ppm < b.threshold_ppm;
+  });
+  if (gates.size() > kMaxUsageSoftGates) gates.resize(kMaxUsageSoftGates);
+}
+
+}  // namespace
+
+absl::Status SqlStorage::read_soft_gates(SqlConnection& connection, std::int64_t product,
+                                         const std::string& users_parameter, std::vector<UserUsage>& out) {
+  if (out.empty()) return absl::OkStatus();
+  // One read for every user, over the span of their periods; each user keeps those of its own.
+  std::int64_t from_ns = out.front().period.from_ns, to_ns = out.front().period.to_ns;
+  for (const UserUsage& usage : out) {
+    from_ns = std::min(from_ns, usage.period.from_ns);
+    to_ns = std::max(to_ns, usage.period.to_ns);
+  }
+  absl::StatusOr<Query> select =
+      prepare(connection, str_cat("SELECT b.idx, g.limit_key, g.period_start_ns, g.threshold_ppm FROM ",
+                                  dialect_.batch_users(), " b ", dialect_.join_in_order(),
+                                  " soft_gates g ON g.product = ?1 AND g.user_id = b.user_id "
+                                  "AND g.period_start_ns >= ?2 AND g.period_start_ns < ?3"));
+  if (!select.ok()) return select.status();
+  select->bind(1, product).bind(2, from_ns).bind(3, to_ns).bind(4, users_parameter);
+  for (;;) {
+    absl::StatusOr<bool> row = select->step("read soft gates");
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    const std::int64_t idx = select->int64(0);
+    if (idx < 0 || idx >= static_cast<std::int64_t>(out.size())) return absl::InternalError("soft gates: bad user index");
+    UserUsage& usage = out[static_cast<std::size_t>(idx)];
+    const std::int64_t start = select->int64(2);
+    if (start < usage.period.from_ns || start >= usage.period.to_ns) continue;
+    usage.soft_gates.push_back(SoftGateFired{usage.user.user_id, select->text(1), start, select->int64(3)});
+  }
+  for (UserUsage& usage : out) order_soft_gates(usage.soft_gates);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<SoftGateFired>> SqlStorage::soft_gates_fired(std::string_view product_id,
+                                                                        std::string_view user_id, TimeRange period) {
+  std::vector<SoftGateFired> out;
+  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
+    out.clear();
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    absl::StatusOr<Query> select = prepare(
+        connection,
+        "SELECT limit_key, period_start_ns, threshold_ppm FROM soft_gates "
+        "WHERE product = ?1 AND user_id = ?2 AND period_start_ns >= ?3 AND period_start_ns < ?4");
+    if (!select.ok()) return select.status();
+    select->bind(1, **product).bind(2, user_id).bind(3, period.from_ns).bind(4, period.to_ns);
+    for (;;) {
+      absl::StatusOr<bool> row = select->step("read soft gates");
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      out.push_back(SoftGateFired{std::string(user_id), select->text(0), select->int64(1), select->int64(2)});
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  order_soft_gates(out);
+  return out;
 }
 
 absl::Status SqlStorage::add_usage_rows(Query& select, const TimeRange& period, std::vector<UserUsage>& out) {

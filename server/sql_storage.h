@@ -63,7 +63,9 @@ class SqlStorage : public Storage {
   absl::StatusOr<std::int64_t> plan_config_revision(std::string_view product_id) final;
   absl::StatusOr<IngestResult> ingest(std::string_view product_id, std::span<const EventRecord> events) final;
   absl::StatusOr<IngestResult> ingest_with_usage(std::string_view product_id, std::span<const EventRecord> events,
-                                                 PeriodOf period_of) final;
+                                                 PeriodOf period_of, std::span<const SoftGateFired> soft_gates) final;
+  absl::StatusOr<std::vector<SoftGateFired>> soft_gates_fired(std::string_view product_id, std::string_view user_id,
+                                                              TimeRange period) final;
   absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view product_id, std::span<const std::string> user_ids,
                                                   PeriodOf period_of) final;
   absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) final;
@@ -105,12 +107,21 @@ class SqlStorage : public Storage {
   absl::StatusOr<std::int64_t> existing_product_key(SqlConnection& connection, std::string_view product_id);
   // ingest() and ingest_with_usage(); `period_of` is nullptr for ingest().
   absl::StatusOr<IngestResult> ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
-                                           const PeriodOf* period_of);
+                                           const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates);
   // The write of a batch, in a with_user_locks() transaction of the batch's users: `ids` are the
   // events' ids as bytes, `users` the batch's distinct users, sorted.
   absl::Status ingest_locked(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
                              std::span<const storage_internal::EventId> ids, std::span<const std::string_view> users,
-                             const PeriodOf* period_of, IngestResult& result);
+                             const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates,
+                             IngestResult& result);
+  // Stores a batch's soft gates (one already stored is kept), in the ingest's transaction.
+  absl::Status store_soft_gates(SqlConnection& connection, std::int64_t product,
+                                std::span<const SoftGateFired> soft_gates);
+  // read_usage()'s last step: the soft gates of each user in `out` whose period_start_ns is in
+  // the user's period, in UserUsage::soft_gates' order and bound (`users_parameter` as in
+  // read_usage's queries).
+  absl::Status read_soft_gates(SqlConnection& connection, std::int64_t product, const std::string& users_parameter,
+                               std::vector<UserUsage>& out);
   // Runs `head` VALUES (...), (...) `tail` over `count` rows of `columns` parameters each, as
   // many rows per statement as the dialect takes; bind_row(query, first, i) binds row i's values
   // to parameters first, first + 1, ...

@@ -65,11 +65,23 @@ struct TimeRange {
 // Totals keyed by the group's key, in key order.
 using GroupedTotals = std::map<std::string, Totals, std::less<>>;
 
+// A soft-gate threshold an application process fired (docs/wire.md, "Soft gates"): a batch
+// carries them, and every per-user usage object reports those of the user's current period.
+// Validated by the caller: user_id non-empty, limit_key "total_spend", "session_spend:<id>" or
+// "model_limit:<model>", threshold_ppm 1 to 1,000,000.
+using SoftGateFired = ::paygent::internal::FiredThreshold;
+
+// Most soft gates reported in one user's usage object: period limits first, then sessions, most
+// recently started first (a user has a few per period; a flood of sessions is cut here).
+inline constexpr std::size_t kMaxUsageSoftGates = 100;
+
 // A user's totals over a period, by model, as Storage::ingest_with_usage reads them.
 struct UserUsage {
   UserRecord user;
   TimeRange period;
   GroupedTotals models;  // models without events in `period` are absent
+  // The thresholds fired in `period` (period_start_ns in it), as soft_gates_fired() reads them.
+  std::vector<SoftGateFired> soft_gates;
 };
 
 struct IngestResult {
@@ -145,8 +157,18 @@ class Storage {
   // find_user() would), the period `period_of` decides for them, and their totals over it by model
   // (as report() grouped by kModel for that user would), this batch included, into
   // IngestResult::usage. When those cannot be read, fails and stores nothing of the batch.
+  // `soft_gates` (of the batch) are stored in the same transaction, each once per product, user,
+  // limit, period start and threshold (one already stored is kept; not counted anywhere); their
+  // users are created when unknown and are among the users read. `events` may be empty when
+  // `soft_gates` is not.
   virtual absl::StatusOr<IngestResult> ingest_with_usage(std::string_view product_id,
-                                                         std::span<const EventRecord> events, PeriodOf period_of) = 0;
+                                                         std::span<const EventRecord> events, PeriodOf period_of,
+                                                         std::span<const SoftGateFired> soft_gates) = 0;
+
+  // The soft gates stored for `user_id` whose period_start_ns is in `period`, in the order and
+  // within the bound of UserUsage::soft_gates. Empty for an unknown user or product.
+  virtual absl::StatusOr<std::vector<SoftGateFired>> soft_gates_fired(std::string_view product_id,
+                                                                      std::string_view user_id, TimeRange period) = 0;
 
   // What ingest_with_usage() reads for its users, for the product's users among `user_ids`
   // (distinct), stored nothing: users the product does not have are left out. In user id order.

@@ -283,6 +283,55 @@ absl::Status read_event(element value, const FieldPath& path, int batch_version,
   return absl::OkStatus();
 }
 
+// One soft gate of a batch: {"user_id", "limit", "period_start_ns", "threshold_ppm"}, all
+// required; an unknown field as for an event (ignored only in a batch newer than this paygentd).
+absl::Status read_soft_gate(element value, const FieldPath& path, int batch_version, SoftGateFired& out) {
+  simdjson::dom::object object;
+  if (value.get_object().get(object) != simdjson::SUCCESS) return field_error(path, "must be an object");
+  static constexpr std::array<std::string_view, 4> kFields = {"user_id", "limit", "period_start_ns", "threshold_ppm"};
+  std::uint64_t seen = 0;
+  for (const auto [key, v] : object) {
+    const FieldPath member = path.member(key);
+    std::size_t index = 0;
+    while (index < kFields.size() && kFields[index] != key) ++index;
+    if (index == kFields.size()) {
+      if (batch_version > kWireVersion) continue;
+      return field_error(member, "unknown field");
+    }
+    if ((seen & (std::uint64_t{1} << index)) != 0) return field_error(member, "repeated field");
+    seen |= std::uint64_t{1} << index;
+    absl::Status s;
+    switch (index) {
+      case 0: s = read_text(v, member, out.user_id, true); break;
+      case 1: {
+        std::string_view limit;
+        if (v.get_string().get(limit) != simdjson::SUCCESS) return field_error(member, "must be a string");
+        std::string_view name = limit;
+        for (std::string_view prefix : {std::string_view("session_spend:"), std::string_view("model_limit:")}) {
+          if (limit.starts_with(prefix)) name = limit.substr(prefix.size());
+        }
+        if ((name == limit && limit != "total_spend") || name.empty() || name.size() > kMaxTextBytes) {
+          return field_error(member, str_cat("must be \"total_spend\", \"session_spend:<session id>\" or "
+                                             "\"model_limit:<model>\" (the id or model 1 to ", kMaxTextBytes, " bytes)"));
+        }
+        out.limit_key.assign(limit);
+        break;
+      }
+      case 2: s = read_count(v, member, out.period_start_ns); break;
+      default:
+        s = read_count(v, member, out.threshold_ppm);
+        if (s.ok() && (out.threshold_ppm < 1 || out.threshold_ppm > 1'000'000)) {
+          return field_error(member, "must be 1 to 1000000 (parts per million of the limit)");
+        }
+    }
+    if (!s.ok()) return s;
+  }
+  for (std::size_t index = 0; index < kFields.size(); ++index) {
+    if ((seen & (std::uint64_t{1} << index)) == 0) return field_error(path.member(kFields[index]), "missing");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status read_time(element value, const FieldPath& path, std::int64_t& out_ns) {
   std::string_view text;
   if (value.get_string().get(text) != simdjson::SUCCESS) return field_error(path, "must be an RFC 3339 string");
@@ -300,7 +349,7 @@ absl::Status read_time(element value, const FieldPath& path, std::int64_t& out_n
 
 }  // namespace
 
-absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body) {
+absl::StatusOr<EventBatch> parse_ingest_batch(std::string_view body) {
   absl::StatusOr<simdjson::dom::object> root = parse_object(body);
   if (!root.ok()) return root.status();
   // The batch's wire version first: it decides whether an unknown field is a typo or a field
@@ -313,12 +362,13 @@ absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body
     version = v.get_int64().value_unsafe();
   }
   const int batch_version = static_cast<int>(std::min<std::int64_t>(version, 1 << 30));
-  std::vector<EventRecord> events;
-  bool seen_v = false, seen_events = false;
+  EventBatch batch;
+  std::vector<EventRecord>& events = batch.events;
+  bool seen_v = false, seen_events = false, seen_soft_gates = false;
   for (const auto [key, v] : *root) {
     const FieldPath path = kBody.member(key);
-    if (key == "v" || key == "events") {
-      bool& seen = key == "v" ? seen_v : seen_events;
+    if (key == "v" || key == "events" || key == "soft_gates") {
+      bool& seen = key == "v" ? seen_v : key == "events" ? seen_events : seen_soft_gates;
       if (seen) return field_error(path, "repeated field");
       seen = true;
       if (key == "v") continue;
@@ -328,8 +378,23 @@ absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body
       return field_error(path, "unknown field");
     }
     simdjson::dom::array array;
+    if (key == "soft_gates") {
+      if (v.get_array().get(array) != simdjson::SUCCESS) return field_error(path, "must be an array of soft gates");
+      if (array.size() > kMaxBatchSoftGates) {
+        return field_error(path, str_cat("must hold at most ", kMaxBatchSoftGates, " soft gates, not ", array.size()));
+      }
+      batch.soft_gates.resize(array.size());
+      std::size_t i = 0;
+      for (element gate : array) {
+        if (absl::Status s = read_soft_gate(gate, path.element(i), batch_version, batch.soft_gates[i]); !s.ok()) {
+          return s;
+        }
+        ++i;
+      }
+      continue;
+    }
     if (v.get_array().get(array) != simdjson::SUCCESS) return field_error(path, "must be an array of events");
-    if (array.size() == 0 || array.size() > kMaxBatchEvents) {
+    if (array.size() > kMaxBatchEvents) {
       return field_error(path, str_cat("must hold 1 to ", kMaxBatchEvents, " events, not ", array.size()));
     }
     events.resize(array.size());
@@ -340,7 +405,18 @@ absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body
     }
   }
   if (!seen_events) return field_error(kBody.member("events"), "missing");
-  return events;
+  // No events: allowed only to carry soft gates (wire version 3).
+  if (events.empty() && batch.soft_gates.empty()) {
+    return field_error(kBody.member("events"),
+                       str_cat("must hold 1 to ", kMaxBatchEvents, " events, not 0"));
+  }
+  return batch;
+}
+
+absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body) {
+  absl::StatusOr<EventBatch> batch = parse_ingest_batch(body);
+  if (!batch.ok()) return batch.status();
+  return std::move(batch->events);
 }
 
 absl::StatusOr<std::vector<std::string>> parse_usage_query(std::string_view body) {

@@ -27,6 +27,8 @@
 namespace paygent::server {
 
 inline constexpr std::size_t kMaxBatchEvents = 1000;
+// Most soft gates in one batch.
+inline constexpr std::size_t kMaxBatchSoftGates = 1000;
 // Longest id, name or other text field, in bytes.
 inline constexpr std::size_t kMaxTextBytes = 1024;
 // Most meta tags on one event.
@@ -41,6 +43,18 @@ inline constexpr std::size_t kMaxMetaTags = 64;
 // (boolean); later ones are optional and default as EventRecord{} does: kind (version 2; "llm").
 // Unknown fields (of the batch or of an event) are refused when "v" is at most
 // internal::kWireVersion, and ignored when it is higher (a newer library's fields).
+//
+// "soft_gates" (wire version 3; read whatever "v" says, like every field this paygentd knows): an
+// array of at most 1,000 {"user_id": non-empty string, "limit": "total_spend" |
+// "session_spend:<session id>" | "model_limit:<model>", "period_start_ns": non-negative integer,
+// "threshold_ppm": 1 to 1,000,000}. "events" may then be empty: a batch must hold an event or a
+// soft gate.
+struct EventBatch {
+  std::vector<EventRecord> events;
+  std::vector<SoftGateFired> soft_gates;
+};
+absl::StatusOr<EventBatch> parse_ingest_batch(std::string_view body);
+// The events of parse_ingest_batch().
 absl::StatusOr<std::vector<EventRecord>> parse_event_batch(std::string_view body);
 
 // POST /api/v1/usage:query: {"users": [1 to 1,000 distinct non-empty user ids]}.

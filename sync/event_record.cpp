@@ -94,8 +94,8 @@ int wire_version_needed(const EventRecord& e) {
   return version;
 }
 
-std::string encode_event_batch(std::span<const EventRecord> events) {
-  int version = 1;
+std::string encode_event_batch(std::span<const EventRecord> events, std::span<const FiredThreshold> soft_gates) {
+  int version = soft_gates.empty() ? 1 : kSoftGatesWireVersion;
   for (const EventRecord& e : events) version = std::max(version, wire_version_needed(e));
   std::string out = version > 1 ? str_cat("{\"v\":", version, ",\"events\":[") : std::string("{\"events\":[");
   for (std::size_t i = 0; i < events.size(); ++i) {
@@ -110,7 +110,17 @@ std::string encode_event_batch(std::span<const EventRecord> events) {
     }
     out += "}";
   }
-  out += "]}";
+  out += "]";
+  if (!soft_gates.empty()) {
+    out += ",\"soft_gates\":[";
+    for (std::size_t i = 0; i < soft_gates.size(); ++i) {
+      const FiredThreshold& f = soft_gates[i];
+      str_append(&out, i ? ",{" : "{", "\"user_id\":", json_quote(f.user_id), ",\"limit\":", json_quote(f.limit_key),
+                 ",\"period_start_ns\":", f.period_start_ns, ",\"threshold_ppm\":", f.threshold_ppm, "}");
+    }
+    out += "]";
+  }
+  out += "}";
   return out;
 }
 

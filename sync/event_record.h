@@ -34,7 +34,9 @@ namespace paygent::internal {
 
 // The newest wire version this build reads and writes. paygentd says its own in the
 // "Paygent-Wire-Version" header of every reply.
-inline constexpr int kWireVersion = 2;
+inline constexpr int kWireVersion = 3;
+// The wire version that added the batch's "soft_gates" (docs/wire.md, "Soft gates").
+inline constexpr int kSoftGatesWireVersion = 3;
 inline constexpr std::string_view kWireVersionHeader = "Paygent-Wire-Version";
 
 // What was used: a language model call, speech (speech-to-text, text-to-speech,
@@ -130,6 +132,17 @@ inline constexpr std::array<EventField, 17> kEventFields = {{
     {"kind", EventFieldType::kKind, 2, false},
 }};
 
+// A soft-gate threshold that fired: once per threshold, limit and period, across restarts (the
+// local store's soft_gates_fired) and across processes (a batch's "soft_gates", paygentd's
+// soft_gates table, and the "soft_gates" of its per-user usage objects).
+struct FiredThreshold {
+  std::string user_id;
+  std::string limit_key;  // "total_spend", "session_spend:<session id>", "model_limit:<model>"
+  std::int64_t period_start_ns = 0;  // the billing period's start, or the session's
+  std::int64_t threshold_ppm = 0;    // 1 to 1,000,000 (800000: 80% of the limit)
+  friend bool operator==(const FiredThreshold&, const FiredThreshold&) = default;
+};
+
 // --- JSON (docs/wire.md, "Ingest") ---
 
 // True when `e`'s value of `field` is its default (EventRecord{}'s value).
@@ -137,10 +150,13 @@ inline constexpr std::array<EventField, 17> kEventFields = {{
 // The lowest wire version that carries `e` without loss: the highest since_version among the
 // fields that do not hold their default (1 for an event without new information).
 [[nodiscard]] int wire_version_needed(const EventRecord& e);
-// {"v": N, "events": [...]} ("v" only when N > 1), N the highest wire_version_needed of `events`.
-// Optional fields that hold their default are left out. `e.meta_tags_json` is written as it is
-// (it must be a JSON object; empty is written as {}).
-[[nodiscard]] std::string encode_event_batch(std::span<const EventRecord> events);
+// {"v": N, "events": [...], "soft_gates": [...]} ("v" only when N > 1; "soft_gates" only when
+// `soft_gates` is not empty), N the highest wire_version_needed of `events`, and at least
+// kSoftGatesWireVersion with soft gates. Optional fields that hold their default are left out.
+// `e.meta_tags_json` is written as it is (it must be a JSON object; empty is written as {}).
+// `events` may be empty only when `soft_gates` is not (paygentd refuses a batch of neither).
+[[nodiscard]] std::string encode_event_batch(std::span<const EventRecord> events,
+                                             std::span<const FiredThreshold> soft_gates = {});
 
 // --- SQLite: the payload columns (every field but the id) of both events tables ---
 

@@ -12,8 +12,9 @@ namespace paygent::internal {
 namespace {
 
 // The schema version this build writes. 1: the first release; 2: the events table has the
-// columns of every field of sync/event_record.h (added on open to a version 1 file).
-constexpr int kSchemaVersion = 2;
+// columns of every field of sync/event_record.h (added on open to a version 1 file); 3:
+// soft_gates_fired has `sent` (added on open, 0: a file's earlier fires are sent once).
+constexpr int kSchemaVersion = 3;
 
 // The tables, created when missing. The events table's payload columns come from the event's
 // field table; those a file of an older build lacks are added by add_missing_event_columns().
@@ -48,16 +49,37 @@ struct Statement {
 };
 
 // Soft-gate thresholds already fired, so that a restart does not fire them again (see
-// FiredThreshold). A few rows per user and period.
+// FiredThreshold). A few rows per user and period. `sent`: 1 when the backend has it (it
+// acknowledged a batch that carried it, or reported it), so the syncer sends each once.
 constexpr const char* kFiredSchema = R"sql(
 CREATE TABLE IF NOT EXISTS soft_gates_fired(
   user_id TEXT NOT NULL,
   limit_key TEXT NOT NULL,
   period_start_ns INTEGER NOT NULL,
   threshold_ppm INTEGER NOT NULL,
+  sent INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(user_id, period_start_ns, limit_key, threshold_ppm)
 ) WITHOUT ROWID;
 )sql";
+
+// Adds soft_gates_fired.sent to a table of schema version 2 (its rows are then unsent).
+absl::Status add_fired_sent_column(sqlite3* db) {
+  Statement st;
+  if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM pragma_table_info('soft_gates_fired') WHERE name = 'sent'", -1,
+                         &st.s, nullptr) != SQLITE_OK ||
+      sqlite3_step(st.s) != SQLITE_ROW) {
+    return absl::InternalError(str_cat("soft_gates_fired: ", sqlite3_errmsg(db)));
+  }
+  if (sqlite3_column_int64(st.s, 0) > 0) return absl::OkStatus();
+  char* err = nullptr;
+  if (sqlite3_exec(db, "ALTER TABLE soft_gates_fired ADD COLUMN sent INTEGER NOT NULL DEFAULT 0", nullptr, nullptr,
+                   &err) != SQLITE_OK) {
+    std::string msg = err != nullptr ? err : sqlite3_errmsg(db);
+    sqlite3_free(err);
+    return absl::InternalError(str_cat("soft_gates_fired: ", msg));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -107,6 +129,7 @@ absl::Status LocalStore::upgrade_schema() {
   if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   absl::Status status = exec(schema_sql().c_str());
   if (status.ok()) status = add_missing_event_columns(db_, "events");
+  if (status.ok()) status = add_fired_sent_column(db_);
   // A file written by a newer build keeps its (higher) version: its extra columns have defaults.
   if (status.ok()) {
     status = exec(str_cat("INSERT INTO paygent_meta(key, value) VALUES ('schema_version', '", kSchemaVersion,
@@ -317,13 +340,14 @@ absl::StatusOr<std::int64_t> LocalStore::count() {
   return sqlite3_column_int64(st.s, 0);
 }
 
-absl::Status LocalStore::save_fired(const std::vector<FiredThreshold>& fired) {
+absl::Status LocalStore::save_fired(const std::vector<FiredThreshold>& fired, bool sent) {
   std::lock_guard<std::mutex> lock(mu_);
   if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   Statement st;
   if (sqlite3_prepare_v2(db_,
-                         "INSERT OR IGNORE INTO soft_gates_fired(user_id, limit_key, period_start_ns, threshold_ppm) "
-                         "VALUES (?,?,?,?)",
+                         "INSERT INTO soft_gates_fired(user_id, limit_key, period_start_ns, threshold_ppm, sent) "
+                         "VALUES (?,?,?,?,?) ON CONFLICT(user_id, period_start_ns, limit_key, threshold_ppm) "
+                         "DO UPDATE SET sent = 1 WHERE excluded.sent = 1 AND sent = 0",
                          -1, &st.s, nullptr) != SQLITE_OK) {
     absl::Status s = error("local store: save fired soft gates");
     exec("ROLLBACK").IgnoreError();
@@ -335,6 +359,7 @@ absl::Status LocalStore::save_fired(const std::vector<FiredThreshold>& fired) {
     bind_text(st.s, 2, f.limit_key);
     sqlite3_bind_int64(st.s, 3, f.period_start_ns);
     sqlite3_bind_int64(st.s, 4, f.threshold_ppm);
+    sqlite3_bind_int(st.s, 5, sent ? 1 : 0);
     if (sqlite3_step(st.s) != SQLITE_DONE) {
       absl::Status s = error("local store: save fired soft gates");
       exec("ROLLBACK").IgnoreError();
@@ -369,6 +394,31 @@ absl::StatusOr<std::vector<FiredThreshold>> LocalStore::fired(std::string_view u
   }
   if (rc != SQLITE_DONE) return error("local store: fired soft gates");
   return out;
+}
+
+absl::StatusOr<std::vector<FiredThreshold>> LocalStore::unsent_fired(std::size_t limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT user_id, limit_key, period_start_ns, threshold_ppm FROM soft_gates_fired "
+                         "WHERE sent = 0 ORDER BY period_start_ns LIMIT ?1",
+                         -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: unsent soft gates");
+  }
+  sqlite3_bind_int64(st.s, 1, static_cast<std::int64_t>(limit));
+  std::vector<FiredThreshold> out;
+  int rc;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    out.push_back({column_text(st.s, 0), column_text(st.s, 1), sqlite3_column_int64(st.s, 2),
+                   sqlite3_column_int64(st.s, 3)});
+  }
+  if (rc != SQLITE_DONE) return error("local store: unsent soft gates");
+  return out;
+}
+
+absl::Status LocalStore::mark_fired_sent(const std::vector<FiredThreshold>& fired) {
+  // The rows exist (unsent_fired read them): recording them as sent is setting `sent`.
+  return save_fired(fired, /*sent=*/true);
 }
 
 }  // namespace paygent::internal

@@ -56,15 +56,6 @@ struct SessionTotals {
   std::int64_t last_ns = 0;
 };
 
-// A soft-gate threshold that fired: once per threshold, limit and period, across restarts.
-struct FiredThreshold {
-  std::string user_id;
-  std::string limit_key;  // "total_spend", "session_spend:<session id>", "model_limit:<model>"
-  std::int64_t period_start_ns = 0;  // the billing period's start, or the session's
-  std::int64_t threshold_ppm = 0;
-  friend bool operator==(const FiredThreshold&, const FiredThreshold&) = default;
-};
-
 class LocalStore {
  public:
   // Opens (creating when missing) the store at `path`. Unavailable/Internal with SQLite's message
@@ -113,11 +104,17 @@ class LocalStore {
 
   // --- Soft gates fired (table soft_gates_fired) ---
 
-  // Records the thresholds in one transaction; one already recorded is kept once.
-  absl::Status save_fired(const std::vector<FiredThreshold>& fired);
+  // Records the thresholds in one transaction; one already recorded is kept once. `sent`: the
+  // backend has them (it reported them, or acknowledged a batch that carried them); a row saved
+  // unsent and then saved sent becomes sent, never the other way.
+  absl::Status save_fired(const std::vector<FiredThreshold>& fired, bool sent = false);
   // `user_id`'s recorded thresholds whose period_start_ns is in [from_ns, to_ns].
   absl::StatusOr<std::vector<FiredThreshold>> fired(std::string_view user_id, std::int64_t from_ns,
                                                     std::int64_t to_ns);
+  // Up to `limit` recorded thresholds the backend does not have yet (not sent), oldest period first.
+  absl::StatusOr<std::vector<FiredThreshold>> unsent_fired(std::size_t limit);
+  // Records that the backend has `fired` (see save_fired); the syncer then sends them no more.
+  absl::Status mark_fired_sent(const std::vector<FiredThreshold>& fired);
 
  private:
   explicit LocalStore(sqlite3* db);

@@ -37,6 +37,8 @@ namespace {
 
 constexpr auto kMinBackoff = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
+// Most soft gates sent with one batch, and read from one usage object (paygentd sends at most 100).
+constexpr std::size_t kMaxBatchSoftGates = 1000;
 
 std::string percent_encode(std::string_view s) {
   static const char* hex = "0123456789ABCDEF";
@@ -81,6 +83,24 @@ bool read_usage(simdjson::dom::element obj, std::string user_id, BackendUsage& o
       if (m["cost_nanos"].get_int64().get(totals.cost) != simdjson::SUCCESS) totals.cost = 0;
       if (m["calls"].get_int64().get(totals.calls) != simdjson::SUCCESS) totals.calls = -1;
       out.models[std::string(name.data(), name.size())] = totals;
+    }
+  }
+  // Wire version 3: the thresholds fired this period. An entry of another shape is skipped (the
+  // rest of the usage stands).
+  simdjson::dom::array gates;
+  if (obj["soft_gates"].get_array().get(gates) == simdjson::SUCCESS) {
+    for (simdjson::dom::element g : gates) {
+      if (out.soft_gates.size() >= kMaxBatchSoftGates) break;
+      FiredThreshold f;
+      std::string_view limit;
+      if (g["limit"].get_string().get(limit) != simdjson::SUCCESS || limit.empty() ||
+          g["period_start_ns"].get_int64().get(f.period_start_ns) != simdjson::SUCCESS ||
+          g["threshold_ppm"].get_int64().get(f.threshold_ppm) != simdjson::SUCCESS) {
+        continue;
+      }
+      f.user_id = out.user_id;
+      f.limit_key = std::string(limit);
+      out.soft_gates.push_back(std::move(f));
     }
   }
   return true;
@@ -227,18 +247,31 @@ struct Syncer::Impl {
 
   // Sends one batch. Returns 1 when a batch was delivered, 0 when there was nothing to send, -1 on
   // failure (the events stay in the store).
-  net::awaitable<int> deliver_one_batch(std::size_t limit = 0) {
+  //
+  // With `with_soft_gates`, the soft gates not yet sent ride along (see syncer.h), when the
+  // backend is known to read them; a batch of only soft gates is sent when there are no events.
+  net::awaitable<int> deliver_one_batch(std::size_t limit = 0, bool with_soft_gates = true) {
     auto batch = store->unacked(limit == 0 ? options.batch_size : limit);
     if (!batch.ok()) {
       target->sync_error(batch.status());
       co_return -1;
     }
-    if (batch->empty()) co_return 0;
+    const bool had_events = !batch->empty();
     if (!hold_what_the_backend_cannot_read(*batch)) co_return -1;
-    if (batch->empty()) co_return 1;  // all held: the next batch may be deliverable
-    int batch_version = 1;
+    if (had_events && batch->empty()) co_return 1;  // all held: the next batch may be deliverable
+    std::vector<FiredThreshold> gates;
+    if (with_soft_gates && backend_version >= kSoftGatesWireVersion) {
+      auto unsent = store->unsent_fired(kMaxBatchSoftGates);
+      if (unsent.ok()) {
+        gates = *std::move(unsent);
+      } else {
+        target->sync_error(unsent.status());  // the events go without them
+      }
+    }
+    if (batch->empty() && gates.empty()) co_return 0;
+    int batch_version = gates.empty() ? 1 : kSoftGatesWireVersion;
     for (const EventRecord& e : *batch) batch_version = std::max(batch_version, wire_version_needed(e));
-    auto res = co_await request(http::verb::post, "/api/v1/events:batch", encode_event_batch(*batch));
+    auto res = co_await request(http::verb::post, "/api/v1/events:batch", encode_event_batch(*batch, gates));
     if (!res) {
       fail(absl::UnavailableError(str_cat("backend unreachable: ", last_error)));
       co_return -1;
@@ -250,13 +283,21 @@ struct Syncer::Impl {
       healthy.store(true);
       co_return 1;
     }
+    if ((res->status == 400 || res->status == 413 || res->status == 422) && !gates.empty()) {
+      // Refused by a backend at least as new as the batch: the soft gates go alone (set aside if
+      // refused too), then the events without them.
+      healthy.store(true);
+      if (co_await deliver_soft_gates_alone(std::move(gates)) < 0) co_return -1;
+      if (batch->empty()) co_return 1;
+      co_return co_await deliver_one_batch(limit, /*with_soft_gates=*/false);
+    }
     if (res->status == 400 || res->status == 413 || res->status == 422) {
       // The backend refuses the content, so retrying the same batch can never succeed. Find the
       // refused events one by one, set them aside (reported, counted) and deliver the rest.
       healthy.store(true);
       if (batch->size() > 1) {
         for (std::size_t i = 0; i < batch->size(); ++i) {
-          if (co_await deliver_one_batch(1) < 0) co_return -1;
+          if (co_await deliver_one_batch(1, /*with_soft_gates=*/false) < 0) co_return -1;
         }
         co_return 1;
       }
@@ -271,7 +312,8 @@ struct Syncer::Impl {
       co_return 1;
     }
     if (res->status != 200) {
-      fail(absl::UnavailableError(str_cat("backend refused a batch of ", batch->size(), " events: HTTP ",
+      fail(absl::UnavailableError(str_cat("backend refused a batch of ", batch->size(), " events and ", gates.size(),
+                                          " soft gates: HTTP ",
                                           static_cast<int>(res->status), " ", res->body.substr(0, 300))));
       co_return -1;
     }
@@ -288,15 +330,60 @@ struct Syncer::Impl {
     std::vector<std::string> ids;
     ids.reserve(batch->size());
     for (auto& e : *batch) ids.push_back(std::move(e.id));
-    if (absl::Status s = store->mark_acked(ids); !s.ok()) {
-      target->sync_error(s);  // delivered again later; the backend counts it once
-      co_return -1;
+    if (!ids.empty()) {
+      if (absl::Status s = store->mark_acked(ids); !s.ok()) {
+        target->sync_error(s);  // delivered again later; the backend counts it once
+        co_return -1;
+      }
+    }
+    // Stored by a backend that reads them; one older ignored them: they stay unsent and wait for
+    // an upgrade (backend_version is now below kSoftGatesWireVersion, so they are not resent).
+    if (!gates.empty() && res->wire_version >= kSoftGatesWireVersion) {
+      if (absl::Status s = store->mark_fired_sent(gates); !s.ok()) target->sync_error(s);  // sent again; idempotent
     }
     delivered_count.fetch_add(static_cast<std::int64_t>(ids.size()));
     healthy.store(true);
     backoff = kMinBackoff;
     take_usage_reply(reply);
     co_return 1;
+  }
+
+  // A batch of only `gates` after a batch with them was refused by a backend at least as new as
+  // it: refused again, they are set aside (marked sent, reported) so that they are not resent
+  // forever; this process still never fires them again (they stay in the local store).
+  net::awaitable<int> deliver_soft_gates_alone(std::vector<FiredThreshold> gates) {
+    auto res = co_await request(http::verb::post, "/api/v1/events:batch",
+                                encode_event_batch(std::span<const EventRecord>(), gates));
+    if (!res) {
+      fail(absl::UnavailableError(str_cat("backend unreachable: ", last_error)));
+      co_return -1;
+    }
+    // Only a backend that reads soft gates can have stored them, or refused them for good.
+    if (res->wire_version >= kSoftGatesWireVersion &&
+        (res->status == 200 || res->status == 400 || res->status == 413 || res->status == 422)) {
+      if (absl::Status s = store->mark_fired_sent(gates); !s.ok()) target->sync_error(s);
+      if (res->status != 200) {
+        target->sync_error(absl::InvalidArgumentError(
+            str_cat("the backend refused ", gates.size(), " soft gates (HTTP ", static_cast<int>(res->status), " ",
+                    res->body.substr(0, 300), "); they are kept in the local store and not sent again")));
+      } else if (simdjson::dom::element reply; parser.parse(res->body).get(reply) == simdjson::SUCCESS) {
+        take_usage_reply(reply);
+      }
+      co_return 1;
+    }
+    if (res->status == 200 || res->status == 400 || res->status == 413 || res->status == 422) {
+      co_return 1;  // an older backend: kept unsent until it is upgraded (backend_version says so)
+    }
+    fail(absl::UnavailableError(str_cat("backend refused a batch of ", gates.size(), " soft gates: HTTP ",
+                                        static_cast<int>(res->status), " ", res->body.substr(0, 300))));
+    co_return -1;
+  }
+
+  // Whether a batch of only soft gates is due (no events to carry them, see run()).
+  bool soft_gates_waiting() {
+    if (backend_version < kSoftGatesWireVersion) return false;
+    auto unsent = store->unsent_fired(1);
+    return unsent.ok() && !unsent->empty();
   }
 
   // The plans' version and the users' usage a reply carries (ingest, usage query).
@@ -444,6 +531,8 @@ struct Syncer::Impl {
           // Deliver what is there now; events arriving meanwhile wait for the next pass, so that
           // a flush, a stop or a refresh is never starved by steady traffic.
           std::int64_t budget = pending.ok() ? *pending : 0;
+          // Soft gates fired with no event to carry them go in a batch of their own.
+          if (budget <= 0 && soft_gates_waiting()) budget = 1;
           while (budget > 0) {
             const int r = co_await deliver_one_batch();
             if (r < 0) ok = false;

@@ -10,6 +10,13 @@
 // carries them; those that need a newer backend than the one answering wait in the store until a
 // reply's Paygent-Wire-Version says it is new enough.
 //
+// Soft gates (docs/wire.md, "Soft gates"): the thresholds this process fired and the backend does
+// not have yet (the local store's unsent soft_gates_fired rows) ride with the next batch, or in a
+// batch of their own when there are no events to send, and are marked sent once a backend of
+// wire version 3 or newer acknowledged the batch. An older backend ignores them: they are then
+// kept unsent and not sent again until a reply says the backend was upgraded. The thresholds the
+// backend reports in its usage objects come back through SyncTarget::apply_backend_usage.
+//
 // Thread safety: every public method may be called from any thread.
 #pragma once
 
@@ -20,6 +27,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -57,6 +65,10 @@ struct BackendUsage {
     std::int64_t calls = -1;  // -1: the backend did not say
   };
   std::map<std::string, Model> models;
+  // Soft-gate thresholds fired in this period (by any process of the product, as far as the
+  // backend has heard; session limits of sessions that started in it). user_id is the user's.
+  // Empty from a backend before wire version 3.
+  std::vector<FiredThreshold> soft_gates;
 };
 
 // What the syncer hands back to the engine.

@@ -342,6 +342,13 @@ struct Engine final : SyncTarget {
   // by the backend for another process. Thresholds not in the user's plan are ignored in memory.
   void mark_soft_gate_fired(std::string_view user_id, std::string_view limit_key, std::int64_t period_start_ns,
                             Ppm threshold);
+  // As mark_soft_gate_fired() for each of `rows` (all of `user_id`), saved in one transaction and
+  // recorded as sent (the backend has them: the syncer does not send them). The syncer calls it
+  // with the thresholds a backend usage object reports. A session row applies to a live session
+  // window of the same id when the row's session started no earlier than one session timeout
+  // before the window did (a named session's id is the same in every process; an implicit one's,
+  // "auto-<start ms>", is its own process's, so implicit sessions' thresholds stay per process).
+  void mark_soft_gates_fired(std::string_view user_id, const std::vector<FiredThreshold>& rows);
   // Sets the fired bits of `window_fired` from `rows`: period limits (session == nullptr) whose
   // period starts at `start_ns`, or the session limit of `session`.
   void apply_fired(const CompiledPlan& plan, const std::vector<FiredThreshold>& rows, std::int64_t start_ns,

@@ -103,8 +103,13 @@ struct Options {
 
   // Called on the calling thread. A callback that throws is contained, counted
   // (Stats::callback_failures) and the call proceeds.
-  std::function<void(const GuardResult&)> on_soft_gate;  // once per threshold, limit and period (kept
-                                                         // in the local store across restarts)
+  // on_soft_gate: once per threshold, limit and period (session, for the session limit), across
+  // restarts (kept in the local store) and, with a backend, across processes once this one heard
+  // from paygentd after another's fire arrived (its next batch reply for the user, or refresh).
+  // Processes crossing a threshold within about one flush_interval (refresh_interval for one that
+  // sends nothing for the user) may each fire it once: the call path never waits for the network.
+  // Implicit sessions' thresholds are per process; named sessions' shared (docs/wire.md).
+  std::function<void(const GuardResult&)> on_soft_gate;
   std::function<void(const GuardResult&)> on_hard_gate;  // every blocked call
   std::function<void(const UsageEvent&)> on_usage;       // every metered call
   std::function<void(const absl::Status&)> on_error;     // every contained fault

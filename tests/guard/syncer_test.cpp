@@ -88,6 +88,18 @@ class FakeBackend {
   }
 
   std::int64_t batch_requests() const { return batch_requests_.load(); }
+  // Soft gates a batch carried ("soft_gates", wire version 3), each time one did, and those stored
+  // (by a backend of version 3 or newer, which reports them in usage objects).
+  std::int64_t soft_gates_received() const { return soft_gates_received_.load(); }
+  std::set<std::string> soft_gates_stored() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return soft_gates_;
+  }
+  // A soft gate fired by another process: reported in `user`'s usage objects.
+  void seed_soft_gate(const std::string& user, const std::string& limit, std::int64_t start, std::int64_t ppm) {
+    std::lock_guard<std::mutex> lock(mu_);
+    soft_gates_.insert(user + "|" + limit + "|" + std::to_string(start) + "|" + std::to_string(ppm));
+  }
   void stop() {
     stopping_ = true;
     if (thread_.joinable()) thread_.join();
@@ -180,7 +192,19 @@ class FakeBackend {
     }
     return "{\"period_start_ns\":" + std::to_string(start) + ",\"period_end_ns\":" + std::to_string(end) +
            ",\"spend_nanos\":" + std::to_string(spend_[user]) + ",\"subscription\":" + subscription +
-           ",\"models\":{" + models_json(user) + "}}";
+           ",\"models\":{" + models_json(user) + "}" + soft_gates_json(user) + "}";
+  }
+
+  std::string soft_gates_json(const std::string& user) {
+    if (wire_version_ < 3) return "";
+    std::string out;
+    for (const std::string& g : soft_gates_) {
+      const auto a = g.find('|'), b = g.find('|', a + 1), c = g.find('|', b + 1);
+      if (g.substr(0, a) != user) continue;
+      out += std::string(out.empty() ? "" : ",") + "{\"limit\":\"" + g.substr(a + 1, b - a - 1) +
+             "\",\"period_start_ns\":" + g.substr(b + 1, c - b - 1) + ",\"threshold_ppm\":" + g.substr(c + 1) + "}";
+    }
+    return ",\"soft_gates\":[" + out + "]";
   }
 
   std::string models_json(const std::string& user) {
@@ -216,6 +240,17 @@ class FakeBackend {
         }
         if (wire_version_ < 2 && e["kind"].error() == simdjson::SUCCESS) {
           return http(400, "{\"error\":{\"code\":\"invalid_argument\",\"message\":\"events[0].kind: unknown field\"}}");
+        }
+      }
+      if (simdjson::dom::array gates; doc["soft_gates"].get_array().get(gates) == simdjson::SUCCESS) {
+        for (simdjson::dom::element g : gates) {
+          ++soft_gates_received_;
+          const std::string user(g["user_id"].get_string().value());
+          if (wire_version_ < 3) continue;  // an older backend ignores a newer version's field
+          users.insert(user);
+          soft_gates_.insert(user + "|" + std::string(g["limit"].get_string().value()) + "|" +
+                             std::to_string(g["period_start_ns"].get_int64().value()) + "|" +
+                             std::to_string(g["threshold_ppm"].get_int64().value()));
         }
       }
       for (simdjson::dom::element e : doc["events"].get_array()) {
@@ -296,6 +331,8 @@ class FakeBackend {
   std::set<std::string> ids_;
   std::atomic<std::int64_t> duplicates_{0};
   std::atomic<std::int64_t> batch_requests_{0};
+  std::atomic<std::int64_t> soft_gates_received_{0};
+  std::set<std::string> soft_gates_;  // "user|limit|period_start_ns|threshold_ppm", guarded by mu_
 };
 
 // A port nothing listens on (bound, then closed).
@@ -802,6 +839,137 @@ INSERT INTO events VALUES('000000000000000000000000000000a2', 'old', 's', '', ''
   REQUIRE(store.ok());
   CHECK(*(*store)->count() == 3);
   CHECK(*(*store)->unacked_count() == 0);
+}
+
+// Soft gates across processes (docs/wire.md, "Soft gates"): what this process fired reaches the
+// backend once; what the backend reports is not fired here; an older backend that ignores them
+// does not make the syncer lose them or send them in a loop.
+TEST_CASE("sync.soft_gates_reach_the_backend_once_and_come_back_from_it") {
+  FakeBackend backend;
+  backend.set_wire_version(3);
+  FakeClock clock;
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  std::vector<std::string> fired;
+  std::mutex mu;
+  const std::int64_t november = absl::ToUnixNanos(utc(2026, 11, 1));
+  // Another process fired 50% this period.
+  backend.seed_soft_gate("u1", "total_spend", november, 500'000);
+  Client c(backend.port(), p, clock, [&](Options& o) {
+    o.plans.soft_gate_at = {500'000, 800'000};
+    o.on_soft_gate = [&](const GuardResult& r) {
+      std::lock_guard<std::mutex> lock(mu);
+      fired.push_back(r.gate_reason() + "@" + std::to_string(r.threshold));
+    };
+  });
+  {
+    Context ctx("u1");
+    c.pg->record("m", tokens(10'000, 0));  // 1%: the user's window, and a batch whose reply reports 50%
+  }
+  REQUIRE(c.pg->flush().ok());
+  {
+    Context ctx("u1");
+    c.pg->record("m", tokens(840'000, 0));  // 85%
+    CHECK(c.pg->check("m").status == GateStatus::kSoftGate);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(fired == std::vector<std::string>{"total_spend@800000"});  // 50%: fired elsewhere
+  }
+  REQUIRE(c.pg->flush().ok());
+  const std::string ours = "u1|total_spend|" + std::to_string(november) + "|800000";
+  CHECK(eventually([&] { return backend.soft_gates_stored().count(ours) == 1; }));
+  // Sent once: acknowledged, never again (more batches follow).
+  const std::int64_t received = backend.soft_gates_received();
+  CHECK(received == 1);
+  for (int i = 0; i < 3; ++i) {
+    Context ctx("u1");
+    c.pg->record("m", tokens(1'000, 0));
+    REQUIRE(c.pg->flush().ok());
+  }
+  CHECK(backend.soft_gates_received() == received);
+  CHECK(c.errors.empty());
+}
+
+TEST_CASE("sync.an_older_backend_keeps_soft_gates_unsent_until_it_is_upgraded") {
+  FakeBackend backend;  // version 2: ignores "soft_gates"
+  FakeClock clock;
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  Client c(backend.port(), p, clock);
+  {
+    Context ctx("u1");
+    c.pg->record("m", tokens(850'000, 0));
+    CHECK(c.pg->check("m").status == GateStatus::kSoftGate);  // fires 80%
+  }
+  REQUIRE(c.pg->flush().ok());
+  // Sent at most once: only while the backend's version is not known yet (before its first reply).
+  const std::int64_t first = backend.soft_gates_received();
+  CHECK(first <= 1);
+  for (int i = 0; i < 3; ++i) {
+    Context ctx("u1");
+    c.pg->record("m", tokens(1'000, 0));
+    REQUIRE(c.pg->flush().ok());
+  }
+  CHECK(backend.soft_gates_received() == first);  // not resent to a backend that ignores it
+  CHECK(backend.soft_gates_stored().empty());
+  // Upgraded: once a reply says so, the kept soft gate is sent (alone: no events wait) and stored.
+  backend.set_wire_version(3);
+  {
+    Context ctx("u1");
+    c.pg->record("m", tokens(1'000, 0));
+  }
+  REQUIRE(c.pg->flush().ok());
+  CHECK(eventually([&] { return backend.soft_gates_stored().size() == 1; }));
+  CHECK(backend.soft_gates_received() == first + 1);
+}
+
+// A session limit's threshold reported by the backend: a named session's id is the same in every
+// process, so another process's fire counts here; an implicit session ("auto-<start ms>") is this
+// process's own.
+TEST_CASE("sync.a_named_sessions_soft_gates_are_shared_an_implicit_ones_are_not") {
+  FakeBackend backend;
+  backend.set_wire_version(3);
+  FakeClock clock;
+  Plan p = testing::round_plan();
+  p.max_spend_per_session = kDollar;
+  // Another process's chat-1 began a minute before this one's (within one session timeout).
+  const std::int64_t other_start = absl::ToUnixNanos(clock.now() - absl::Minutes(1));
+  backend.seed_soft_gate("u1", "session_spend:chat-1", other_start, 800'000);
+  backend.seed_soft_gate("u1", "session_spend:auto-1", other_start, 800'000);
+  std::vector<std::string> fired;
+  std::mutex mu;
+  Client c(backend.port(), p, clock, [&](Options& o) {
+    o.on_soft_gate = [&](const GuardResult& r) {
+      std::lock_guard<std::mutex> lock(mu);
+      fired.push_back(r.gate_reason() + "@" + std::to_string(r.threshold));
+    };
+  });
+  {
+    Context ctx("u1", {.session_id = "chat-1"});
+    c.pg->record("m", tokens(1'000, 0));
+  }
+  {
+    Context ctx("u1");
+    c.pg->record("m", tokens(1'000, 0));
+  }
+  REQUIRE(c.pg->flush().ok());  // the reply reports both
+  {
+    Context ctx("u1", {.session_id = "chat-1"});
+    c.pg->record("m", tokens(850'000, 0));
+    CHECK(c.pg->check("m").status == GateStatus::kSoftGate);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(fired.empty());  // fired by the other process's chat-1
+  }
+  {
+    Context ctx("u1");
+    c.pg->record("m", tokens(850'000, 0));
+    CHECK(c.pg->check("m").status == GateStatus::kSoftGate);
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  CHECK(fired == std::vector<std::string>{"session_spend@800000"});  // this process's implicit session
 }
 
 }  // namespace paygent

@@ -328,9 +328,13 @@ class CountingStorage final : public Storage {
   absl::StatusOr<IngestResult> ingest(std::string_view p, std::span<const EventRecord> e) override {
     return inner_.ingest(p, e);
   }
-  absl::StatusOr<IngestResult> ingest_with_usage(std::string_view p, std::span<const EventRecord> e,
-                                                 PeriodOf period_of) override {
-    return inner_.ingest_with_usage(p, e, period_of);
+  absl::StatusOr<IngestResult> ingest_with_usage(std::string_view p, std::span<const EventRecord> e, PeriodOf period_of,
+                                                 std::span<const SoftGateFired> g) override {
+    return inner_.ingest_with_usage(p, e, period_of, g);
+  }
+  absl::StatusOr<std::vector<SoftGateFired>> soft_gates_fired(std::string_view p, std::string_view u,
+                                                              TimeRange period) override {
+    return inner_.soft_gates_fired(p, u, period);
   }
   absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view p, std::span<const std::string> u,
                                                   PeriodOf period_of) override {

@@ -198,10 +198,10 @@ TEST_CASE("server.http_hardening.endless_trailers_and_chunk_extensions_are_refus
     std::atomic<bool> done{false};
     std::atomic<std::int64_t> peak_kib{0};
     std::thread sampler([&] {
-      while (!done.load()) {
+      do {  // at least one sample, even when the attack is over before this thread first runs
         peak_kib.store(std::max(peak_kib.load(), rss_kib(paygentd->pid())));
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
+      } while (!done.load());
     });
     std::vector<std::string> answers(kConnections);
     std::vector<std::thread> clients;

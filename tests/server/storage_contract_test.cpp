@@ -224,10 +224,10 @@ TEST_CASE("server.storage_ingest_with_usage_matches_find_user_and_report") {
   batch.push_back(record(event_id(100, 7), "new-user", "m9", "s", 3, ns_at(2026, 11, 17, 12)));
   batch.push_back(record(event_id(101, 7), "amy", "m1", "s", 4, ns_at(2026, 11, 30, 23, 59, 59)));
   batch.push_back(record(event_id(0), "amy", "m1", "s", 999, ns_at(2026, 11, 17, 12)));  // already stored
-  const absl::StatusOr<IngestResult> none = storage->ingest_with_usage("p", std::vector<EventRecord>{}, period_of);
+  const absl::StatusOr<IngestResult> none = storage->ingest_with_usage("p", std::vector<EventRecord>{}, period_of, {});
   REQUIRE(none.ok());
   CHECK(none->usage.empty());
-  const absl::StatusOr<IngestResult> r = storage->ingest_with_usage("p", batch, period_of);
+  const absl::StatusOr<IngestResult> r = storage->ingest_with_usage("p", batch, period_of, {});
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
   CHECK(r->accepted == static_cast<std::int64_t>(batch.size()) - 1);
   CHECK(r->duplicates == 1);

@@ -157,7 +157,7 @@ TEST_CASE("server.storage_replicas_ingest_overlapping_users_concurrently") {
           const absl::StatusOr<IngestResult> r =
               storage.ingest_with_usage("p", batch, [](const UserRecord&) {
                 return TimeRange{ns_at(2026, 11, 1), ns_at(2026, 12, 1)};
-              });
+              }, {});
           if (!r.ok()) {
             ++failures;
             std::lock_guard<std::mutex> lock(error_mu);
