@@ -142,6 +142,53 @@ TEST_CASE("server.storage_ingest_is_idempotent_and_atomic") {
   });
 }
 
+// Soft gates a batch carries (docs/wire.md, "Soft gates") are stored once per product, user,
+// limit, period start and threshold; every usage read reports those in the user's period, period
+// limits first, then sessions most recently started first; a batch of soft gates alone creates
+// its user; another product sees none of them.
+TEST_CASE("server.storage_soft_gates_are_stored_once_and_read_in_their_period") {
+  for_each_backend([](StorageBackend& backend) {
+  auto storage = backend.fresh();
+  REQUIRE(storage->create_product("p", "acme", std::string(64, 'c')).ok());
+  REQUIRE(storage->create_product("q", "other", std::string(64, 'd')).ok());
+  const TimeRange november{ns_at(2026, 11, 1), ns_at(2026, 12, 1)};
+  auto period_of = [&](const UserRecord&) { return november; };
+  const std::vector<SoftGateFired> gates = {
+      {"u1", "session_spend:chat-1", ns_at(2026, 11, 2), 800'000},
+      {"u1", "total_spend", ns_at(2026, 11, 1), 800'000},
+      {"u1", "session_spend:chat-2", ns_at(2026, 11, 5), 500'000},
+      {"u1", "total_spend", ns_at(2026, 11, 1), 500'000},
+      {"u1", "total_spend", ns_at(2026, 10, 1), 500'000},  // October's: not in the period read
+      {"u1", "total_spend", ns_at(2026, 11, 1), 500'000},  // repeated in the batch
+  };
+  absl::StatusOr<IngestResult> r = storage->ingest_with_usage("p", std::vector<EventRecord>{}, period_of, gates);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->accepted == 0);
+  REQUIRE(r->usage.size() == 1);  // the user was created for its soft gates alone
+  const std::vector<SoftGateFired> expected = {
+      {"u1", "total_spend", ns_at(2026, 11, 1), 500'000},
+      {"u1", "total_spend", ns_at(2026, 11, 1), 800'000},
+      {"u1", "session_spend:chat-2", ns_at(2026, 11, 5), 500'000},
+      {"u1", "session_spend:chat-1", ns_at(2026, 11, 2), 800'000},
+  };
+  CHECK(r->usage[0].soft_gates == expected);
+  // A retried batch stores nothing twice; every read reports the same.
+  r = storage->ingest_with_usage("p", std::vector<EventRecord>{record(event_id(1), "u1", "m", "s", 5, ns_at(2026, 11, 3))},
+                                 period_of, gates);
+  REQUIRE(r.ok());
+  CHECK(r->usage.at(0).soft_gates == expected);
+  const std::vector<std::string> asked = {"u1"};
+  absl::StatusOr<std::vector<UserUsage>> read = storage->usage_of("p", asked, period_of);
+  REQUIRE(read.ok());
+  REQUIRE(read->size() == 1);
+  CHECK(read->at(0).soft_gates == expected);
+  CHECK(*storage->soft_gates_fired("p", "u1", november) == expected);
+  CHECK(storage->soft_gates_fired("p", "u1", {ns_at(2026, 10, 1), ns_at(2026, 11, 1)})->size() == 1);
+  CHECK(storage->soft_gates_fired("q", "u1", november)->empty());
+  CHECK(storage->soft_gates_fired("nope", "u1", november)->empty());
+  });
+}
+
 // ingest_with_usage reads all the batch's users at once; what it reads must be what find_user()
 // and report(by model, over the user's period) give, user by user. Periods differ (subscriptions),
 // have partial days at both ends or none, fit in one day, or are empty; earlier events sit just
