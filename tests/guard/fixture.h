@@ -77,4 +77,31 @@ inline Usage tokens(std::int64_t in, std::int64_t out) {
   return u;
 }
 
+// A Paygent (in memory, or on `store_path`) on a fake clock that keeps what its gate callbacks and
+// on_error said: soft and hard results, "total_spend@800000"-style keys of the soft ones, errors.
+struct GateHarness {
+  explicit GateHarness(PlanConfig config, std::string store_path = "", FakeClock* shared_clock = nullptr) {
+    Options o;
+    o.plans = std::move(config);
+    o.local_store_path = std::move(store_path);
+    o.clock = (shared_clock != nullptr ? shared_clock : &clock)->fn();
+    o.on_soft_gate = [this](const GuardResult& r) {
+      soft.push_back(r);
+      soft_keys.push_back(r.gate_reason() + "@" + std::to_string(r.threshold));
+    };
+    o.on_hard_gate = [this](const GuardResult& r) { hard.push_back(r); };
+    o.on_error = [this](const absl::Status& s) { errors.push_back(std::string(s.message())); };
+    pg = *Paygent::create(std::move(o));
+  }
+  FakeClock clock;
+  std::vector<GuardResult> soft, hard;
+  std::vector<std::string> soft_keys;
+  std::vector<std::string> errors;
+  std::unique_ptr<Paygent> pg;
+};
+
+// A model "m" that costs 1,000 nano-USD per input token (as the tests' plans price it): records
+// exactly `nanos` of spend.
+inline void spend(Paygent& pg, Nanos nanos) { pg.record("m", tokens(nanos / 1000, 0)); }
+
 }  // namespace paygent::testing

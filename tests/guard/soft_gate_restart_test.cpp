@@ -15,29 +15,8 @@ using testing::FakeClock;
 using testing::tokens;
 constexpr Nanos kDollar = kNanosPerUsd;
 
-struct Harness {
-  explicit Harness(PlanConfig config, std::string store_path = "", FakeClock* shared_clock = nullptr) {
-    Options o;
-    o.plans = std::move(config);
-    o.local_store_path = std::move(store_path);
-    o.clock = (shared_clock != nullptr ? shared_clock : &clock)->fn();
-    o.on_soft_gate = [this](const GuardResult& r) {
-      soft.push_back(r);
-      soft_keys.push_back(r.gate_reason() + "@" + std::to_string(r.threshold));
-    };
-    o.on_hard_gate = [this](const GuardResult& r) { hard.push_back(r); };
-    o.on_error = [this](const absl::Status& s) { errors.push_back(std::string(s.message())); };
-    pg = *Paygent::create(std::move(o));
-  }
-  FakeClock clock;
-  std::vector<GuardResult> soft, hard;
-  std::vector<std::string> soft_keys;
-  std::vector<std::string> errors;
-  std::unique_ptr<Paygent> pg;
-};
-
-// "m" costs 1,000 nano-USD per input token: spends exactly `nanos`.
-void spend(Paygent& pg, Nanos nanos) { pg.record("m", tokens(nanos / 1000, 0)); }
+using Harness = testing::GateHarness;
+using testing::spend;
 
 
 }  // namespace
