@@ -169,7 +169,15 @@ absl::Status SqlStorage::transaction(Access access, bool write, absl::FunctionRe
   for (int attempt = 1; attempt <= kTransactionAttempts; ++attempt) {
     status = with_connection(access, [&](SqlConnection& connection) -> absl::Status {
       if (absl::Status s = connection.exec(write ? dialect_.begin_write() : dialect_.begin_read()); !s.ok()) return s;
-      absl::Status result = fn(connection);
+      absl::Status result;
+      try {
+        result = fn(connection);
+      } catch (...) {
+        // An exception (bad_alloc) must not leave the connection in the transaction: on SQLite
+        // that is the one writer, and every later write would fail until a restart.
+        if (connection.in_transaction()) static_cast<void>(connection.exec("ROLLBACK"));
+        throw;
+      }
       if (result.ok()) result = connection.exec("COMMIT");
       // A failed COMMIT may leave the transaction open (SQLite's SQLITE_BUSY): rolled back, so
       // that nothing of it stays.
@@ -339,38 +347,34 @@ absl::Status SqlStorage::put_plan_config(std::string_view product_id, std::strin
   });
 }
 
-absl::StatusOr<std::int64_t> SqlStorage::plan_config_revision(std::string_view product_id) {
-  std::int64_t revision = 0;
-  absl::Status status = with_connection(Access::kRead, [&](SqlConnection& connection) -> absl::Status {
+absl::Status SqlStorage::read_plans_row(std::string_view product_id, std::string_view select_sql,
+                                        std::string_view what, absl::FunctionRef<void(Query&)> take) {
+  return with_connection(Access::kRead, [&](SqlConnection& connection) -> absl::Status {
     absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
     if (!product.ok()) return product.status();
     if (!product->has_value()) return absl::OkStatus();
-    absl::StatusOr<Query> select = prepare(connection, "SELECT updated_ns FROM plans WHERE product = ?1");
+    absl::StatusOr<Query> select = prepare(connection, select_sql);
     if (!select.ok()) return select.status();
     select->bind(1, **product);
-    absl::StatusOr<bool> row = select->step("read plans revision");
+    absl::StatusOr<bool> row = select->step(what);
     if (!row.ok()) return row.status();
-    if (*row) revision = select->int64(0);
+    if (*row) take(*select);
     return absl::OkStatus();
   });
+}
+
+absl::StatusOr<std::int64_t> SqlStorage::plan_config_revision(std::string_view product_id) {
+  std::int64_t revision = 0;
+  absl::Status status = read_plans_row(product_id, "SELECT updated_ns FROM plans WHERE product = ?1",
+                                       "read plans revision", [&](Query& row) { revision = row.int64(0); });
   if (!status.ok()) return status;
   return revision;
 }
 
 absl::StatusOr<std::optional<std::string>> SqlStorage::plan_config(std::string_view product_id) {
   std::optional<std::string> config;
-  absl::Status status = with_connection(Access::kRead, [&](SqlConnection& connection) -> absl::Status {
-    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
-    if (!product.ok()) return product.status();
-    if (!product->has_value()) return absl::OkStatus();
-    absl::StatusOr<Query> select = prepare(connection, "SELECT config_json FROM plans WHERE product = ?1");
-    if (!select.ok()) return select.status();
-    select->bind(1, **product);
-    absl::StatusOr<bool> row = select->step("read plans");
-    if (!row.ok()) return row.status();
-    if (*row) config = select->text(0);
-    return absl::OkStatus();
-  });
+  absl::Status status = read_plans_row(product_id, "SELECT config_json FROM plans WHERE product = ?1", "read plans",
+                                       [&](Query& row) { config = row.text(0); });
   if (!status.ok()) return status;
   return config;
 }
@@ -752,6 +756,12 @@ absl::Status SqlStorage::store_soft_gates(SqlConnection& connection, std::int64_
 
 namespace {
 
+// UserUsage::soft_gates' order in SQL (for which rows are kept; order_soft_gates() then orders
+// them byte-wise in C++, whatever the database's collation).
+constexpr std::string_view kSoftGateOrder =
+    "CASE WHEN substr(g.limit_key, 1, 14) = 'session_spend:' THEN 1 ELSE 0 END, g.period_start_ns DESC, "
+    "g.limit_key, g.threshold_ppm";
+
 // A user's soft gates in the order UserUsage::soft_gates promises: period limits first, then
 // sessions, most recently started first (then by limit and threshold), at most kMaxUsageSoftGates.
 void order_soft_gates(std::vector<SoftGateFired>& gates) {
@@ -776,13 +786,20 @@ absl::Status SqlStorage::read_soft_gates(SqlConnection& connection, std::int64_t
     from_ns = std::min(from_ns, usage.period.from_ns);
     to_ns = std::max(to_ns, usage.period.to_ns);
   }
-  absl::StatusOr<Query> select =
-      prepare(connection, str_cat("SELECT b.idx, g.limit_key, g.period_start_ns, g.threshold_ppm FROM ",
-                                  dialect_.batch_users(), " b ", dialect_.join_in_order(),
-                                  " soft_gates g ON g.product = ?1 AND g.user_id = b.user_id "
-                                  "AND g.period_start_ns >= ?2 AND g.period_start_ns < ?3"));
+  // At most kMaxUsageSoftGates rows a user, picked in the database in the order the reply keeps
+  // (a client can store any number of session thresholds; reading them all would hold the
+  // ingest's write transaction as long as it takes).
+  absl::StatusOr<Query> select = prepare(
+      connection,
+      str_cat("SELECT idx, limit_key, period_start_ns, threshold_ppm FROM (SELECT b.idx AS idx, g.limit_key AS "
+              "limit_key, g.period_start_ns AS period_start_ns, g.threshold_ppm AS threshold_ppm, ROW_NUMBER() "
+              "OVER (PARTITION BY b.idx ORDER BY ",
+              kSoftGateOrder, ") AS n FROM ", dialect_.batch_users(), " b ", dialect_.join_in_order(),
+              " soft_gates g ON g.product = ?1 AND g.user_id = b.user_id "
+              "AND g.period_start_ns >= ?2 AND g.period_start_ns < ?3) ranked WHERE n <= ?5"));
   if (!select.ok()) return select.status();
-  select->bind(1, product).bind(2, from_ns).bind(3, to_ns).bind(4, users_parameter);
+  select->bind(1, product).bind(2, from_ns).bind(3, to_ns).bind(4, users_parameter)
+      .bind(5, static_cast<std::int64_t>(kMaxUsageSoftGates));
   for (;;) {
     absl::StatusOr<bool> row = select->step("read soft gates");
     if (!row.ok()) return row.status();
@@ -808,10 +825,12 @@ absl::StatusOr<std::vector<SoftGateFired>> SqlStorage::soft_gates_fired(std::str
     if (!product->has_value()) return absl::OkStatus();
     absl::StatusOr<Query> select = prepare(
         connection,
-        "SELECT limit_key, period_start_ns, threshold_ppm FROM soft_gates "
-        "WHERE product = ?1 AND user_id = ?2 AND period_start_ns >= ?3 AND period_start_ns < ?4");
+        str_cat("SELECT g.limit_key, g.period_start_ns, g.threshold_ppm FROM soft_gates g "
+                "WHERE g.product = ?1 AND g.user_id = ?2 AND g.period_start_ns >= ?3 AND g.period_start_ns < ?4 "
+                "ORDER BY ", kSoftGateOrder, " LIMIT ?5"));
     if (!select.ok()) return select.status();
-    select->bind(1, **product).bind(2, user_id).bind(3, period.from_ns).bind(4, period.to_ns);
+    select->bind(1, **product).bind(2, user_id).bind(3, period.from_ns).bind(4, period.to_ns)
+        .bind(5, static_cast<std::int64_t>(kMaxUsageSoftGates));
     for (;;) {
       absl::StatusOr<bool> row = select->step("read soft gates");
       if (!row.ok()) return row.status();

@@ -105,6 +105,10 @@ class SqlStorage : public Storage {
   absl::StatusOr<std::optional<std::int64_t>> product_key(SqlConnection& connection, std::string_view product_id);
   // As product_key, but NotFound when there is no such product.
   absl::StatusOr<std::int64_t> existing_product_key(SqlConnection& connection, std::string_view product_id);
+  // Runs `select_sql` (a one-row SELECT from plans with the product's key as ?1) and gives its row,
+  // if any, to `take`; nothing for an unknown product.
+  absl::Status read_plans_row(std::string_view product_id, std::string_view select_sql, std::string_view what,
+                              absl::FunctionRef<void(Query&)> take);
   // ingest() and ingest_with_usage(); `period_of` is nullptr for ingest().
   absl::StatusOr<IngestResult> ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
                                            const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates);

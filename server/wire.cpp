@@ -320,8 +320,9 @@ absl::Status read_soft_gate(element value, const FieldPath& path, int batch_vers
       case 2: s = read_count(v, member, out.period_start_ns); break;
       default:
         s = read_count(v, member, out.threshold_ppm);
-        if (s.ok() && (out.threshold_ppm < 1 || out.threshold_ppm > 1'000'000)) {
-          return field_error(member, "must be 1 to 1000000 (parts per million of the limit)");
+        // Above 1,000,000 too: a plan may put hard_gate_at, and soft thresholds under it, past 1.0.
+        if (s.ok() && out.threshold_ppm < 1) {
+          return field_error(member, "must be a positive integer (parts per million of the limit)");
         }
     }
     if (!s.ok()) return s;

@@ -66,10 +66,8 @@ TEST_CASE("server.wire_reads_and_writes_soft_gates") {
       {gate_json("u1", "model_limit:", 1, 1), "soft_gates[0].limit: must be \"total_spend\", \"session_spend:<session "
                                               "id>\" or \"model_limit:<model>\" (the id or model 1 to 1024 bytes)"},
       {gate_json("u1", "total_spend", -1, 1), "soft_gates[0].period_start_ns: must be a non-negative integer"},
-      {gate_json("u1", "total_spend", 1, 0), "soft_gates[0].threshold_ppm: must be 1 to 1000000 (parts per million of "
-                                             "the limit)"},
-      {gate_json("u1", "total_spend", 1, 1'000'001), "soft_gates[0].threshold_ppm: must be 1 to 1000000 (parts per "
-                                                     "million of the limit)"},
+      {gate_json("u1", "total_spend", 1, 0), "soft_gates[0].threshold_ppm: must be a positive integer (parts per "
+                                             "million of the limit)"},
       {R"({"user_id":"u1","limit":"total_spend","period_start_ns":1})", "soft_gates[0].threshold_ppm: missing"},
       {R"({"user_id":"u1","limit":"total_spend","period_start_ns":1,"threshold_ppm":1,"x":1})",
        "soft_gates[0].x: unknown field"},
@@ -78,6 +76,9 @@ TEST_CASE("server.wire_reads_and_writes_soft_gates") {
     CAPTURE(gate);
     CHECK(parse_ingest_batch("{\"v\":3,\"events\":[],\"soft_gates\":[" + gate + "]}").status().message() == message);
   }
+  // A soft threshold past 100% is a plan's to set (hard_gate_at 1.2, soft_gate_at [0.8, 1.1]): kept.
+  CHECK(parse_ingest_batch("{\"v\":3,\"events\":[],\"soft_gates\":[" + gate_json("u1", "total_spend", 1, 1'100'000) + "]}")
+            .ok());
   // A newer library's fields of a soft gate are ignored, as an event's are.
   batch = parse_ingest_batch(R"({"v":4,"events":[],"soft_gates":[{"user_id":"u1","limit":"total_spend",)"
                              R"("period_start_ns":1,"threshold_ppm":1,"fired_ns":5}]})");
