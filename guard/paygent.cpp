@@ -142,9 +142,25 @@ void Paygent::shutdown() noexcept {
   });
 }
 
+namespace {
+
+// One part of a CallEstimate as the gate counts it: a negative count as none (it must never make
+// room under a cap), and at most 2^40 tokens (max_output_tokens = INT64_MAX, a common "no limit",
+// would otherwise wrap prompt + output, or the held sums, past int64 and admit a call at a full
+// cap). 2^40 is past any model's context and still over every limit a plan can state in dollars.
+constexpr std::int64_t kMaxEstimateTokens = std::int64_t{1} << 40;
+[[gnu::always_inline]] inline std::int64_t estimate_tokens(std::int64_t n) noexcept {
+  return std::clamp<std::int64_t>(n, 0, kMaxEstimateTokens);
+}
+
+}  // namespace
+
 void Paygent::end_after_shutdown(Reservation& r) noexcept {
   r.owner_ = nullptr;
   r.context_.reset();
+  // The texts point into this Paygent, which unref() may free: result() keeps its numbers only.
+  r.result_.user_id = {};
+  r.result_.model = {};
   unref();  // may free this Paygent
 }
 
@@ -266,9 +282,8 @@ GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate)
   // Built from evaluate()'s result rather than zeroed first: a GuardResult is 88 bytes, which GCC
   // zeroes with `rep stos` (~10 ns to start up on the hot path).
   internal::Verdicts verdicts;
-  // A negative estimate counts as none, as in reserve(): it must never make room under a cap.
-  const std::int64_t prompt = std::max<std::int64_t>(estimate.prompt_tokens, 0);
-  const std::int64_t output = std::max<std::int64_t>(estimate.max_output_tokens, 0);
+  const std::int64_t prompt = estimate_tokens(estimate.prompt_tokens);
+  const std::int64_t output = estimate_tokens(estimate.max_output_tokens);
   const std::int64_t est_tokens = prompt + output;
   GuardResult r = e.evaluate(site, e.estimate_cost(site.price, prompt, output),
                              est_tokens, verdicts);
@@ -299,8 +314,8 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
     res.result_.status = GateStatus::kUnmetered;
     return res;
   }
-  const std::int64_t prompt = std::max<std::int64_t>(estimate.prompt_tokens, 0);
-  const std::int64_t output = std::max<std::int64_t>(estimate.max_output_tokens, 0);
+  const std::int64_t prompt = estimate_tokens(estimate.prompt_tokens);
+  const std::int64_t output = estimate_tokens(estimate.max_output_tokens);
   const Nanos cost = e.estimate_cost(site.price, prompt, output);
   internal::Verdicts verdicts;
   if (e.backend_closed()) {

@@ -150,6 +150,7 @@ struct Options {
 
 // What a call is expected to use, for the reservation. The estimate is held against every limit
 // until the call settles, so that concurrent calls at a cap cannot overshoot it. A value type.
+// Each count is taken as at least 0 and at most 2^40 (INT64_MAX for "no max_tokens" is fine).
 struct CallEstimate {
   std::int64_t prompt_tokens = 0;
   std::int64_t max_output_tokens = 0;  // the request's max_tokens; 0 = reserve input only
@@ -160,8 +161,11 @@ struct CallEstimate {
 //
 // Thread safety: one Reservation is used by one thread at a time; it may be moved to, settled on
 // and destroyed on another thread than the one that reserved it.
-// Lifetime: it may outlive its Paygent. It then keeps the Paygent's storage alive (not its
-// threads), result() stays valid, and settling, releasing or destroying it does nothing.
+// Lifetime: it may outlive its Paygent. While it is active it keeps the Paygent's storage alive
+// (not its threads); settling, releasing or destroying it then does nothing. result()'s numbers
+// stay valid for the Reservation's life; its texts (user_id, model) point into the Paygent and
+// last while the Paygent or an active Reservation of it does: an ended Reservation of a destroyed
+// Paygent has them empty. Copy them into strings to keep them longer.
 class Reservation {
  public:
   Reservation() = default;

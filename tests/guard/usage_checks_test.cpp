@@ -212,4 +212,32 @@ TEST_CASE("guard.usage.check_counts_a_negative_estimate_as_none") {
   CHECK(refused);
 }
 
+// max_output_tokens = INT64_MAX ("no max_tokens") must not wrap the estimate and admit a call at
+// a full quota, nor take the held counters past int64.
+TEST_CASE("guard.usage.an_unbounded_estimate_is_refused_at_a_cap_not_wrapped") {
+  Plan tokens_only = limited_plan();  // no dollar limit: the token quota alone must refuse it
+  tokens_only.max_spend_per_period.reset();
+  tokens_only.max_spend_per_session.reset();
+  Harness h(testing::config_with(tokens_only));
+  Context ctx("u1");
+  h.pg->record("gpt-4o-mini", tokens(99'000, 0));
+  for (const bool reserve : {false, true}) {
+    CAPTURE(reserve);
+    bool refused = false;
+    try {
+      const CallEstimate huge{.prompt_tokens = 10, .max_output_tokens = INT64_MAX};
+      if (reserve) {
+        static_cast<void>(h.pg->reserve("gpt-4o-mini", huge));
+      } else {
+        static_cast<void>(h.pg->check("gpt-4o-mini", huge));
+      }
+    } catch (const LimitExceeded& e) {
+      refused = true;
+      CHECK(e.result().reason == GateReason::kModelLimit);
+    }
+    CHECK(refused);
+  }
+  CHECK(model_tokens(*h.pg->report("u1"), "gpt-4o-mini") == 99'000);  // nothing held or lost
+}
+
 }  // namespace paygent
