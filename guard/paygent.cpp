@@ -155,6 +155,13 @@ constexpr std::int64_t kMaxEstimateTokens = std::int64_t{1} << 40;
 
 }  // namespace
 
+Usage Paygent::estimate_of(const Reservation& r) noexcept {
+  Usage estimate;
+  estimate.input_tokens = r.input_tokens_;
+  estimate.output_tokens = r.output_tokens_;
+  return estimate;
+}
+
 void Paygent::end_after_shutdown(Reservation& r) noexcept {
   r.owner_ = nullptr;
   r.context_.reset();
@@ -381,8 +388,7 @@ inline void Paygent::settle_as(Reservation& r, const Usage& usage, Provider prov
   Usage refused_estimate;
   const Usage* used = &usage;
   if (!estimated && e.refuse_usage(usage, "settle: metering the reservation's estimate instead")) [[unlikely]] {
-    refused_estimate.input_tokens = r.input_tokens_;
-    refused_estimate.output_tokens = r.output_tokens_;
+    refused_estimate = estimate_of(r);
     used = &refused_estimate;
     estimated = true;
   }
@@ -450,9 +456,7 @@ void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
   // Unreadable, or a success without usage (some compatible servers omit it): the tokens were
   // spent all the same, so the estimate is metered rather than nothing.
   r.owner_->engine_->counters.unreadable_responses.add();
-  Usage estimate;
-  estimate.input_tokens = r.input_tokens_;
-  estimate.output_tokens = r.output_tokens_;
+  const Usage estimate = estimate_of(r);
   const absl::Status fault(extracted.status().code(),
                           internal::str_cat("unreadable provider response; metering the reservation's estimate: ",
                                             extracted.status().message()));
@@ -533,9 +537,7 @@ void Paygent::end_stream(MeteredStream& stream, bool abandoned) noexcept {
   }
   // No usage: the tokens were (being) spent all the same, so the estimate rather than nothing.
   if (!abandoned) r.owner_->engine_->counters.unreadable_responses.add();
-  Usage estimate;
-  estimate.input_tokens = r.input_tokens_;
-  estimate.output_tokens = r.output_tokens_;
+  const Usage estimate = estimate_of(r);
   const absl::Status fault(abandoned ? absl::StatusCode::kCancelled : read.status().code(),
                           internal::str_cat(abandoned ? "stream abandoned before any usage"
                                                       : "stream ended without readable usage",

@@ -434,6 +434,9 @@ class Paygent {
   // Ends a Reservation of this Paygent that is still open after shutdown(); frees the Paygent if
   // it was the last reference to it.
   void end_after_shutdown(Reservation& reservation) noexcept;
+  // The usage a reservation holds (its prompt and max output tokens), metered when the real usage
+  // is unreadable, refused or cut short.
+  static Usage estimate_of(const Reservation& reservation) noexcept;
   // Replaces `reservation` by `usage` and meters it (`estimated`: the usage is a stand-in, flagged
   // on the event); `fault`, when given, is reported through on_error.
   void settle_as(Reservation& reservation, const Usage& usage, Provider provider, bool estimated,

@@ -22,21 +22,6 @@ namespace {
 
 std::unique_ptr<SqliteStorage> open_at(const std::string& path) { return ApiFixture::open_storage(path); }
 
-EventRecord record(std::string id, std::string user, std::string model, std::string session, std::int64_t cost,
-                   std::int64_t ts_ns) {
-  EventRecord e;
-  e.id = std::move(id);
-  e.user_id = std::move(user);
-  e.model = std::move(model);
-  e.session_id = std::move(session);
-  e.input_tokens = cost % 97;
-  e.output_tokens = cost % 89;
-  e.cached_input_tokens = cost % 7;
-  e.cost_nanos = cost;
-  e.ts_ns = ts_ns;
-  return e;
-}
-
 // A database written by the first release (schema version 1, whose events table has no kind
 // column) is upgraded on open: its events still count, new ones are stored with their kind.
 TEST_CASE("server.storage_upgrades_a_database_of_the_previous_release") {

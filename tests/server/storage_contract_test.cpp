@@ -23,21 +23,6 @@
 namespace paygent::server::test {
 namespace {
 
-EventRecord record(std::string id, std::string user, std::string model, std::string session, std::int64_t cost,
-                   std::int64_t ts_ns) {
-  EventRecord e;
-  e.id = std::move(id);
-  e.user_id = std::move(user);
-  e.model = std::move(model);
-  e.session_id = std::move(session);
-  e.input_tokens = cost % 97;
-  e.output_tokens = cost % 89;
-  e.cached_input_tokens = cost % 7;
-  e.cost_nanos = cost;
-  e.ts_ns = ts_ns;
-  return e;
-}
-
 // The report computed the slow, obvious way.
 GroupedTotals brute_force(const std::vector<EventRecord>& events, const ReportQuery& q) {
   GroupedTotals out;
