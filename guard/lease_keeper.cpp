@@ -18,10 +18,14 @@ constexpr std::int64_t kPollNs = 50 * kMs;
 // A call that finds no room decides from an answer this fresh instead of asking again: a lease
 // whose budget is held elsewhere is not asked for once per call.
 constexpr std::int64_t kFreshAnswerNs = 25 * kMs;
-// One exchange waits this long at most (the calls themselves wait lease_wait at most).
-constexpr absl::Duration kExchangeTimeout = absl::Seconds(2);
+// One exchange waits at most a quarter of the TTL, within [100 ms, 2 s] (the calls themselves
+// wait lease_wait at most): a renewal that cannot finish before its grant expires fails, and the
+// outage rule applies.
+constexpr std::int64_t kMinExchangeNs = 100 * kMs, kMaxExchangeNs = 2'000 * kMs;
 // Entries per request (the backend's limit).
 constexpr std::size_t kMaxEntries = 100;
+// A grant is used until this long before its TTL ends (a few of the keeper's rounds, and then some).
+constexpr std::int64_t kExpiryMarginNs = 250 * kMs;
 constexpr std::int64_t kMinBackoffNs = 250 * kMs;
 constexpr std::int64_t kMaxBackoffNs = 5'000 * kMs;
 
@@ -65,6 +69,7 @@ Lease* LeaseKeeper::lease(std::string_view user_id, std::string_view limit, std:
     l->ceiling.store(now_used, std::memory_order_relaxed);
     l->cap.store(cap, std::memory_order_relaxed);
     l->share.store(outage_share_of(cap), std::memory_order_relaxed);
+    l->bound.store(bound_of(*l, 0), std::memory_order_release);
     l->used_seen = now_used;
     l->used_changed_ns = options_.now_ns();
     it->second = std::move(l);
@@ -79,6 +84,16 @@ void LeaseKeeper::wake() noexcept {
     wake_ = true;
   }
   wake_cv_.notify_one();
+}
+
+std::int64_t LeaseKeeper::bound_of(const Lease& l, std::int64_t now_ns) const noexcept {
+  const std::int64_t ceiling = l.ceiling.load(std::memory_order_relaxed);
+  if (!reachable()) {
+    if (options_.strict_backend) return Lease::kNoBound;  // every call is gated (Engine::backend_closed)
+    const std::int64_t share = l.share.load(std::memory_order_relaxed);
+    return share > INT64_MAX - ceiling ? INT64_MAX : ceiling + share;
+  }
+  return l.live && now_ns < l.expires_ns.load(std::memory_order_relaxed) ? ceiling : Lease::kNoBound;
 }
 
 LeaseRoom LeaseKeeper::decide(const Lease& l, std::int64_t used_after, bool answered) const noexcept {
@@ -202,13 +217,16 @@ std::int64_t LeaseKeeper::acked_of(const Lease& l, std::int64_t used) {
 
 void LeaseKeeper::round(bool final_release) {
   const std::int64_t now = options_.now_ns();
-  if (!final_release && !reachable() && now < retry_at_ns_) return;  // backing off
   if (unsupported()) return;
   std::vector<Lease*> leases;
   {
     std::lock_guard<std::mutex> lock(mu_);
     leases = active_;
   }
+  // An expired grant, the start or end of an outage: the bound follows (the keeper is its only
+  // writer once a lease is made).
+  for (Lease* l : leases) l->bound.store(bound_of(*l, now), std::memory_order_release);
+  if (!final_release && !reachable() && now < retry_at_ns_) return;  // backing off
   const std::int64_t ttl = ttl_ns();
   std::vector<Pending> batch;
   std::vector<Lease*> retire;
@@ -245,6 +263,8 @@ void LeaseKeeper::round(bool final_release) {
     a.release = release;
     if (release) {
       // Stop admitting first (docs/leases.md: the holder has lowered its ceiling to used).
+      l->bound.store(Lease::kNoBound, std::memory_order_release);
+      l->live = false;
       l->expires_ns.store(0, std::memory_order_release);
       l->ceiling.store(used, std::memory_order_release);
       a.used = std::max<std::int64_t>(l->used->load(std::memory_order_acquire), used);
@@ -289,10 +309,11 @@ void LeaseKeeper::send(std::vector<Pending>& batch, std::int64_t sent_ns) {
   for (const Pending& p : batch) asks.push_back(p.ask);
   std::string body = encode_lease_request(holder_, asks);
   exchanges_.fetch_add(1, std::memory_order_relaxed);
+  const absl::Duration timeout = absl::Nanoseconds(std::clamp(ttl_ns() / 4, kMinExchangeNs, kMaxExchangeNs));
   absl::StatusOr<HttpReply> reply =
-      options_.exchange ? options_.exchange(std::move(body), kExchangeTimeout)
+      options_.exchange ? options_.exchange(std::move(body), timeout)
                         : http_exchange(options_.backend_url, "POST", "/api/v1/leases", options_.api_key,
-                                        std::move(body), kExchangeTimeout);
+                                        std::move(body), timeout);
   if (!reply.ok()) return fail(batch, reply.status());
   if (reply->status == 404 || reply->status == 405) {
     if (!unsupported_.exchange(true)) {
@@ -336,13 +357,15 @@ void LeaseKeeper::apply(Pending& p, const LeaseAnswer& a, std::int64_t sent_ns, 
     l.live = false;
     l.slice = 0;
   } else {
-    // The grant, counted from when the request was sent, minus a margin for the coarse clock the
-    // gate reads: the holder stops using a lease before the backend frees it.
+    // The grant, counted from when the request was sent, less a margin for the keeper's rounds
+    // (which lower the bound of an expired grant): the holder stops using a lease before the
+    // backend frees it.
     l.ceiling.store(a.ceiling, std::memory_order_relaxed);
-    l.expires_ns.store(sent_ns + ttl_ns - std::min<std::int64_t>(50 * kMs, ttl_ns / 10), std::memory_order_release);
+    l.expires_ns.store(sent_ns + ttl_ns - std::min<std::int64_t>(kExpiryMarginNs, ttl_ns / 4), std::memory_order_relaxed);
     l.live = true;
     l.slice = a.ceiling - p.ask.used;
   }
+  l.bound.store(bound_of(l, options_.now_ns()), std::memory_order_release);
   l.answer_ns.store(options_.now_ns(), std::memory_order_relaxed);
   l.answer.store(Lease::kGranted, std::memory_order_release);
   l.rounds.fetch_add(1, std::memory_order_acq_rel);
@@ -356,6 +379,11 @@ void LeaseKeeper::fail(std::vector<Pending>& batch, absl::Status why) {
     options_.report_error(absl::Status(
         why.code(), str_cat(why.message(), " (leases: the backend cannot be reached; each call is admitted within its "
                                            "lease plus its outage share until it can be, said once per outage)")));
+  }
+  {
+    // The outage rule from now on, for every lease (the keeper is the bound's only writer).
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Lease* l : active_) l->bound.store(bound_of(*l, now), std::memory_order_release);
   }
   for (Pending& p : batch) {
     Lease& l = *p.lease;

@@ -2,8 +2,8 @@
 // the background thread that asks paygentd for slices (POST /api/v1/leases), renews them, and
 // gives back what it did not use.
 //
-// Private to the library (paygent::internal). The hot path reads a Lease with two loads of one
-// cache line (Lease::fits): no lock, no allocation, no system call, no network. Only a call that
+// Private to the library (paygent::internal). The hot path reads one atomic of a Lease (its
+// `bound`, Lease::fits): no lock, no allocation, no system call, no network. Only a call that
 // finds no room in its lease takes LeaseKeeper::room(): it asks the thread for a slice at once and
 // waits for the answer at most Options::lease_wait, then decides with what it knows (the grant,
 // "cap reached", "held by other processes", or the outage rule).
@@ -44,6 +44,7 @@ namespace paygent::internal {
 // window (docs/leases.md, "Terms").
 struct alignas(64) Lease {
   enum Answer : std::uint8_t { kNoAnswer, kGranted, kFailed };
+  static constexpr std::int64_t kNoBound = INT64_MIN;
 
   Lease(std::string user, std::string limit_key, std::int64_t start, std::int64_t end,
         const std::atomic<std::int64_t>* used_counter)
@@ -51,28 +52,30 @@ struct alignas(64) Lease {
         used(used_counter) {}
 
   // True when `used_after` (the limit's committed usage with the call's estimate) is within the
-  // live ceiling at `now_ns`. Does not lock, allocate or wait.
-  [[nodiscard]] bool fits(std::int64_t used_after, std::int64_t now_ns) const noexcept {
-    // Expiry first (acquire): a renewal stores its ceiling before its expiry.
-    return now_ns < expires_ns.load(std::memory_order_acquire) &&
-           used_after <= ceiling.load(std::memory_order_relaxed);
+  // lease's bound. One load: does not lock, allocate or wait.
+  [[nodiscard]] bool fits(std::int64_t used_after) const noexcept {
+    return used_after <= bound.load(std::memory_order_acquire);
   }
 
   // --- First cache line: what a gate check reads, and what a call that found no room writes ---
-  std::atomic<std::int64_t> expires_ns{0};  // local expiry of the grant; 0: no live grant
-  std::atomic<std::int64_t> ceiling{0};     // the largest `used` this holder may reach
-  std::atomic<std::int64_t> share{0};       // what it may admit beyond `ceiling` in an outage
+  // The largest `used` a call may take the limit to without asking: the live grant's ceiling;
+  // ceiling + share while the backend cannot be reached (the outage rule); kNoBound when there is
+  // no live grant (the next call asks). The keeper's thread keeps it (LeaseKeeper::bound_of).
+  std::atomic<std::int64_t> bound{kNoBound};
   std::atomic<std::int64_t> need{0};        // the largest room a waiting call lacks (0: none)
   std::atomic<bool> requested{false};       // a call wants an answer: the keeper asks at once
   std::atomic<std::uint8_t> answer{kNoAnswer};  // the last round's outcome for this lease
   std::atomic<std::int64_t> answer_ns{0};   // when it came (keeper's clock)
   std::atomic<std::uint64_t> rounds{0};     // answers (or failures) so far: what waiting calls watch
+  std::atomic<std::int64_t> ceiling{0};     // the last grant's ceiling (or `used` when released)
+  std::atomic<std::int64_t> expires_ns{0};  // local expiry of the grant; 0: no live grant
 
   // --- The backend's picture at the last grant ---
   std::atomic<std::int64_t> remaining{0};
   std::atomic<std::int64_t> held_elsewhere{0};
   std::atomic<std::int64_t> holders{0};
   std::atomic<std::int64_t> cap{0};  // the cap this holder states (plan max x hard_gate_at)
+  std::atomic<std::int64_t> share{0};  // what it may admit beyond `ceiling` in an outage
 
   // --- Identity (immutable) ---
   const std::string user_id;
@@ -202,6 +205,8 @@ class LeaseKeeper {
   // since the call asked (else the outage rule).
   [[nodiscard]] LeaseRoom decide(const Lease& lease, std::int64_t used_after, bool answered) const noexcept;
   [[nodiscard]] std::int64_t outage_share_of(std::int64_t cap) const noexcept;
+  // What `lease.bound` should be now (keeper thread): see Lease::bound.
+  [[nodiscard]] std::int64_t bound_of(const Lease& lease, std::int64_t now_ns) const noexcept;
 
   const LeaseOptions options_;
   LocalStore* const store_;

@@ -48,7 +48,7 @@ struct Holder {
   // What a call of `estimate` gets: the hot path's answer, else the keeper's.
   internal::LeaseRoom call(std::int64_t estimate) {
     const std::int64_t after = used.load() + estimate;
-    if (lease->fits(after, FakeLeaseBackend::now())) return {LeaseVerdict::kFits, lease->ceiling.load()};
+    if (lease->fits(after)) return {LeaseVerdict::kFits, lease->bound.load()};
     return keeper->room(*lease, after, kCap, FakeLeaseBackend::now());
   }
   // Admits and commits `estimate` when its verdict allows it; true if admitted.
@@ -128,7 +128,7 @@ TEST_CASE("guard.lease.holder_ids_are_32_random_hex_digits") {
 TEST_CASE("guard.lease.a_call_with_no_room_gets_a_slice_and_later_calls_use_it_locally") {
   FakeLeaseBackend backend;
   Holder h(backend);
-  CHECK_FALSE(h.lease->fits(1'000'000, FakeLeaseBackend::now()));  // nothing granted yet
+  CHECK_FALSE(h.lease->fits(1'000'000));  // nothing granted yet
   CHECK(h.spend(1'000'000));
   CHECK(backend.requests() == 1);
   CHECK(h.lease->ceiling.load() >= 1'000'000);
@@ -185,7 +185,6 @@ TEST_CASE("guard.lease.outage_admits_the_share_beyond_the_last_ceiling_and_no_mo
   const std::int64_t remaining = h.lease->remaining.load();
   const std::int64_t share = std::min(remaining / 1, kCap / 10);
   backend.set_mode(FakeLeaseBackend::Mode::kDown);
-  h.lease->expires_ns.store(0);  // as if it had expired
   std::int64_t admitted_beyond = 0;
   const auto started = std::chrono::steady_clock::now();
   while (h.spend(1'000'000)) admitted_beyond = h.used.load() - ceiling;
@@ -257,7 +256,7 @@ TEST_CASE("guard.lease.idle_leases_are_released_after_one_ttl_and_all_at_stop") 
   }
   CHECK(backend.releases() == 1);
   CHECK(idle.lease->expires_ns.load() == 0);
-  CHECK(busy.lease->fits(busy.used.load(), FakeLeaseBackend::now()));
+  CHECK(busy.lease->fits(busy.used.load()));
   CHECK(backend.live_headroom("u1", "model_limit:gpt-4o") > busy.used.load());
   busy.keeper->stop();
   CHECK(backend.releases() == 2);
@@ -265,7 +264,7 @@ TEST_CASE("guard.lease.idle_leases_are_released_after_one_ttl_and_all_at_stop") 
   CHECK(backend.live_headroom("u1", "model_limit:gpt-4o") == busy.used.load());
   // A released lease is asked for again by the next call.
   REQUIRE(idle.spend(1'000'000));
-  CHECK(idle.lease->fits(idle.used.load(), FakeLeaseBackend::now()));
+  CHECK(idle.lease->fits(idle.used.load()));
 }
 
 }  // namespace
