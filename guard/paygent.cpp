@@ -172,6 +172,13 @@ void Paygent::end_after_shutdown(Reservation& r) noexcept {
 }
 
 absl::StatusOr<std::unique_ptr<Paygent>> Paygent::create(Options options) {
+  if (!(options.lease_outage_share >= 0.0 && options.lease_outage_share <= 1.0)) {  // NaN too
+    return absl::InvalidArgumentError(internal::str_cat("lease_outage_share: must be in [0, 1], is ",
+                                                        std::to_string(options.lease_outage_share)));
+  }
+  if (options.lease_wait < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("lease_wait: must not be negative");
+  }
   PlanConfig plans = std::move(options.plans);
   internal::CallsInFlight::prepare();  // before the first Paygent exists
   auto engine = std::make_unique<Engine>(std::move(options));
