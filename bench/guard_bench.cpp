@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "paygent/paygent.h"
+#include "support/paygentd_process.h"
 
 // Our operator new is malloc, so free() is the matching release (GCC cannot see that).
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
@@ -88,6 +89,53 @@ void BM_guard_check_hot_user(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_guard_check_hot_user);
+
+// The same check on a user whose limits are leased from the real paygentd (budget leases, issue 9):
+// total_spend and the gpt-4o quota each have a lease entry judged beside them. Beside
+// BM_guard_check_hot_user: the ratio is what a lease adds to a gate check.
+void BM_guard_check_hot_user_leased(benchmark::State& state) {
+  testing::TempDir dir("paygent-bench");
+  // A TTL longer than the run: a user that only checks (its usage never moves) would otherwise
+  // see its idle lease given back and asked for again.
+  auto paygentd = testing::PaygentdProcess::start(
+      {.data_dir = dir.path(), .admin_token = "bench", .extra_args = {"--lease-ttl-ms", "3600000"}});
+  testing::HttpClient http(paygentd->port());
+  const std::string key = testing::create_product(http, "bench", "bench");
+  Options o;
+  o.plans = pro_plan();
+  o.local_store_path = "";
+  o.api_key = key;
+  o.backend_url = paygentd->base_url();
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("hot-user");
+  pg->record("gpt-4o", Usage{.input_tokens = 1000, .output_tokens = 0});
+  {
+    Reservation first = pg->reserve("gpt-4o", {.prompt_tokens = 1, .max_output_tokens = 0});  // leases made
+    pg->release(first);
+  }
+  const GuardResult r = pg->check("gpt-4o");
+  if (r.status != GateStatus::kOk || r.reason != GateReason::kSessionSpend || r.current_value != 2'500'000) {
+    state.SkipWithError("check computed the wrong result");
+    return;
+  }
+  // The user is leased: another holder asking for the whole cap is told some is held elsewhere.
+  const Period p = calendar_period(PeriodRule::kMonth, absl::Now());
+  auto other = http.request(
+      "POST", "/api/v1/leases",
+      "{\"holder\":\"0123456789abcdef0123456789abcdef\",\"leases\":[{\"user_id\":\"hot-user\",\"limit\":"
+      "\"total_spend\",\"period_start_ns\":" + std::to_string(absl::ToUnixNanos(p.start)) +
+          ",\"period_end_ns\":" + std::to_string(absl::ToUnixNanos(p.end)) +
+          ",\"cap\":1000000000000000,\"used\":0,\"acked\":0,\"want\":0,\"need\":0,\"release\":false}]}",
+      key);
+  if (!other || other->status != 200 || other->body.find("\"held_elsewhere\":0,") != std::string::npos) {
+    state.SkipWithError("the user holds no lease");
+    return;
+  }
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pg->check("gpt-4o"));
+  }
+}
+BENCHMARK(BM_guard_check_hot_user_leased);
 
 std::unique_ptr<Paygent> g_pg;
 std::vector<Context::Captured> g_contexts;

@@ -80,6 +80,13 @@ Lease* Engine::lease_of(const CallSite& site, const LimitEntry& leased) noexcept
   }
 }
 
+void Engine::unhold(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) noexcept {
+  const LimitTable& t = site.limits;
+  for (int i = 0; i < t.count; ++i) {
+    if (!t[i].shares_hold) t[i].counter->fetch_sub(t[i].estimate(est_cost, est_tokens), std::memory_order_acq_rel);
+  }
+}
+
 GuardResult Engine::retry_lease(CallSite& site, std::int64_t est_cost, std::int64_t est_tokens, Verdicts& verdicts,
                                 bool hold) noexcept {
   LimitTable& t = site.limits;

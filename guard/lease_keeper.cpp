@@ -87,6 +87,7 @@ void LeaseKeeper::wake() noexcept {
 }
 
 std::int64_t LeaseKeeper::bound_of(const Lease& l, std::int64_t now_ns) const noexcept {
+  if (unsupported()) return INT64_MAX;  // gated as without leases
   const std::int64_t ceiling = l.ceiling.load(std::memory_order_relaxed);
   if (!reachable()) {
     if (options_.strict_backend) return Lease::kNoBound;  // every call is gated (Engine::backend_closed)
@@ -321,9 +322,10 @@ void LeaseKeeper::send(std::vector<Pending>& batch, std::int64_t sent_ns) {
           "leases: the backend has no POST /api/v1/leases (a paygentd older than budget leases): each process "
           "gates on its own picture of the budget, as before, so processes together may pass a cap (said once)"));
     }
-    for (Pending& p : batch) p.lease->rounds.fetch_add(1, std::memory_order_acq_rel);
     {
       std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [key, l] : by_key_) l->bound.store(INT64_MAX, std::memory_order_release);
+      for (Pending& p : batch) p.lease->rounds.fetch_add(1, std::memory_order_acq_rel);
     }
     answered_cv_.notify_all();
     return;

@@ -344,6 +344,22 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
   GuardResult r = e.admit(site, cost, prompt + output, verdicts);
   if (r.reason == GateReason::kLeaseExhausted) [[unlikely]] {  // a lease with no room: ask (cold)
     r = e.retry_lease(site, cost, prompt + output, verdicts, /*hold=*/true);
+    // While it waited, the user's window may have moved (a subscription the backend reported, a
+    // new period): the hold goes to the window that gates now, or the new one would miss it.
+    if (site.user->period.load(std::memory_order_acquire) != site.period) {
+      try {
+        if (r.status != GateStatus::kHardGate) e.unhold(site, cost, prompt + output);
+        verdicts = internal::Verdicts{};
+        if (e.resolve_now(model, site, internal::LimitUse::kHold)) {
+          r = e.admit(site, cost, prompt + output, verdicts);
+          if (r.reason == GateReason::kLeaseExhausted) r = e.retry_lease(site, cost, prompt + output, verdicts, true);
+        }
+      } catch (...) {
+        e.report_error(absl::InternalError("reserve failed; the call proceeds unmetered"));
+        res.result_.status = GateStatus::kUnmetered;
+        return res;
+      }
+    }
   }
   r.user_id = site.user->key;
   if (!(e.backend_closed() && !e.options.raise_on_hard_gate)) e.fire_gate_callbacks(site, verdicts);

@@ -425,6 +425,8 @@ struct Engine final : SyncTarget {
   // retry_lease's loop; `decided[i]`: entry i's bound for this call once the keeper decided it.
   GuardResult retry_lease_with(CallSite& site, std::int64_t est_cost, std::int64_t est_tokens, Verdicts& verdicts,
                                bool hold, std::atomic<std::int64_t>* decided) noexcept;
+  // Gives back what admit() held for a call of `site` (its entries' own counters).
+  void unhold(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) noexcept;
   // The lease of `leased` (the entry a lease entry follows) for this call, made on first use;
   // nullptr when it cannot be made (fail-open: the limit is gated as without leases). Cold.
   Lease* lease_of(const CallSite& site, const LimitEntry& leased) noexcept;

@@ -4,12 +4,14 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <cmath>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "guard/internal/lease_keeper.h"
+#include "paygent/paygent.h"
 #include "tests/guard/lease_fake.h"
 
 namespace paygent {
@@ -265,6 +267,34 @@ TEST_CASE("guard.lease.idle_leases_are_released_after_one_ttl_and_all_at_stop") 
   // A released lease is asked for again by the next call.
   REQUIRE(idle.spend(1'000'000));
   CHECK(idle.lease->fits(idle.used.load()));
+}
+
+}  // namespace
+}  // namespace paygent
+
+namespace paygent {
+namespace {
+
+TEST_CASE("guard.lease.options_are_checked_at_create_naming_the_field") {
+  for (double share : {-0.01, 1.01, std::nan("")}) {
+    Options o;
+    o.local_store_path = "";
+    o.lease_outage_share = share;
+    auto made = Paygent::create(std::move(o));
+    REQUIRE_FALSE(made.ok());
+    CHECK(made.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(made.status().message().find("lease_outage_share") != std::string_view::npos);
+  }
+  Options o;
+  o.local_store_path = "";
+  o.lease_wait = absl::Milliseconds(-1);
+  auto made = Paygent::create(std::move(o));
+  REQUIRE_FALSE(made.ok());
+  CHECK(made.status().message().find("lease_wait") != std::string_view::npos);
+  Options edge;
+  edge.local_store_path = "";
+  edge.lease_outage_share = 1.0;
+  CHECK(Paygent::create(std::move(edge)).ok());
 }
 
 }  // namespace
