@@ -101,10 +101,11 @@ Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const Compiled
 }
 
 // Verdict of a lease's ceiling (an absolute bound on this process's committed amount, not scaled
-// by hard_gate_at, no soft thresholds): hard when the call would take `c` past it.
+// by hard_gate_at, no soft thresholds): hard when the call's estimate would take `c` past it. A
+// call without an estimate holds nothing under a lease: it is judged on the limit alone.
 [[gnu::always_inline]] inline Verdict judge_ceiling(std::int64_t c, std::int64_t e, std::int64_t ceiling) noexcept {
   Verdict v;
-  if (static_cast<__int128>(c) + e > ceiling) v.status = GateStatus::kHardGate;
+  if (e > 0 && static_cast<__int128>(c) + e > ceiling) v.status = GateStatus::kHardGate;
   return v;
 }
 

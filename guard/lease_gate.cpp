@@ -109,8 +109,8 @@ GuardResult Engine::retry_lease_with(CallSite& site, std::int64_t est_cost, std:
     // The first lease the call does not fit.
     int k = -1;
     for (int i = 1; i < t.count && k < 0; ++i) {
-      if (t[i].retry_once && t[i].counter->load(std::memory_order_acquire) + t[i].estimate(est_cost, est_tokens) >
-                                 t[i].limit()) {
+      const std::int64_t e = t[i].estimate(est_cost, est_tokens);
+      if (t[i].retry_once && e > 0 && t[i].counter->load(std::memory_order_acquire) + e > t[i].limit()) {
         k = i;
       }
     }

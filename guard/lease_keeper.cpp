@@ -29,6 +29,9 @@ constexpr std::int64_t kExpiryMarginNs = 250 * kMs;
 constexpr std::int64_t kMinBackoffNs = 250 * kMs;
 constexpr std::int64_t kMaxBackoffNs = 5'000 * kMs;
 
+// A background slice is at most cap / kWantDivisor (a call's need may ask for more).
+constexpr std::int64_t kWantDivisor = 16;
+
 constexpr std::string_view kModelPrefix = "model_limit:";
 constexpr std::string_view kSessionPrefix = "session_spend:";
 
@@ -130,7 +133,7 @@ LeaseRoom LeaseKeeper::room(Lease& l, std::int64_t used_after, std::int64_t cap,
     return decide(l, used_after, true);
   }
   store_max(l.need, std::max<std::int64_t>(used_after - l.used->load(std::memory_order_acquire), 0));
-  const std::uint64_t seen = l.rounds.load(std::memory_order_acquire);
+  const std::uint64_t mine = l.asks.fetch_add(1, std::memory_order_acq_rel) + 1;
   l.requested.store(true, std::memory_order_release);
   bool answered = false;
   try {
@@ -143,10 +146,10 @@ LeaseRoom LeaseKeeper::room(Lease& l, std::int64_t used_after, std::int64_t cap,
     wake_cv_.notify_one();
     // While the backend is known to be away the call is not held up by the outage itself.
     if (reachable()) {
-      answered = answered_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.lease_wait), [&] {
-        return l.rounds.load(std::memory_order_acquire) != seen || stop_;
+      answered_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.lease_wait), [&] {
+        return l.asks_answered.load(std::memory_order_acquire) >= mine || stop_;
       });
-      answered = answered && l.rounds.load(std::memory_order_acquire) != seen;
+      answered = l.asks_answered.load(std::memory_order_acquire) >= mine;
     }
   } catch (...) {  // a mutex failure: decide with what is known
   }
@@ -254,7 +257,7 @@ void LeaseKeeper::round(bool final_release) {
       const std::int64_t room = l->ceiling.load(std::memory_order_relaxed) - used;
       if (now < expires - ttl / 3 && room >= l->slice / 2) continue;  // nothing to do yet
     }
-    Pending p{l, LeaseAsk{}};
+    Pending p{l, LeaseAsk{}, l->asks.load(std::memory_order_acquire)};  // before `need` is read
     LeaseAsk& a = p.ask;
     a.user_id = l->user_id;
     a.limit = l->limit;
@@ -280,7 +283,9 @@ void LeaseKeeper::round(bool final_release) {
             static_cast<__int128>(std::max<std::int64_t>(used - l->used_at_request, 0)) * ttl / (now - l->request_ns);
         per_ttl = v > INT64_MAX / 2 ? INT64_MAX / 2 : static_cast<std::int64_t>(v);
       }
-      a.want = std::min(std::max({a.need, 2 * per_ttl, sat_mul(l->typical_need, 4)}), a.cap);
+      // At most a sixteenth of the cap beyond the call's need: a process alone at first must not
+      // take what others will ask for soon (the grant's fair share only counts live holders).
+      a.want = std::min({std::max({a.need, 2 * per_ttl, sat_mul(l->typical_need, 4)}), a.cap / kWantDivisor});
       a.want = std::max(a.want, a.need);
     }
     a.acked = acked_of(*l, a.used);
@@ -325,7 +330,7 @@ void LeaseKeeper::send(std::vector<Pending>& batch, std::int64_t sent_ns) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [key, l] : by_key_) l->bound.store(INT64_MAX, std::memory_order_release);
-      for (Pending& p : batch) p.lease->rounds.fetch_add(1, std::memory_order_acq_rel);
+      for (Pending& p : batch) answered(p);
     }
     answered_cv_.notify_all();
     return;
@@ -370,6 +375,20 @@ void LeaseKeeper::apply(Pending& p, const LeaseAnswer& a, std::int64_t sent_ns, 
   l.bound.store(bound_of(l, options_.now_ns()), std::memory_order_release);
   l.answer_ns.store(options_.now_ns(), std::memory_order_relaxed);
   l.answer.store(Lease::kGranted, std::memory_order_release);
+  answered(p);
+}
+
+void LeaseKeeper::answered(Pending& p) noexcept {
+  Lease& l = *p.lease;
+  if (!p.ask.release && l.asks.load(std::memory_order_acquire) > p.asks) {
+    // Calls that asked after this request was made may have had their need taken by it: asked
+    // again in the next round, with that need.
+    store_max(l.need, p.ask.need);
+    l.requested.store(true, std::memory_order_release);
+  }
+  std::uint64_t cur = l.asks_answered.load(std::memory_order_relaxed);
+  while (p.asks > cur && !l.asks_answered.compare_exchange_weak(cur, p.asks, std::memory_order_acq_rel)) {
+  }
   l.rounds.fetch_add(1, std::memory_order_acq_rel);
 }
 
@@ -395,7 +414,7 @@ void LeaseKeeper::fail(std::vector<Pending>& batch, absl::Status why) {
       if (p.ask.need > 0) l.requested.store(true, std::memory_order_release);
     }
     l.answer.store(Lease::kFailed, std::memory_order_release);
-    l.rounds.fetch_add(1, std::memory_order_acq_rel);
+    answered(p);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -67,6 +67,10 @@ struct alignas(64) Lease {
   std::atomic<std::uint8_t> answer{kNoAnswer};  // the last round's outcome for this lease
   std::atomic<std::int64_t> answer_ns{0};   // when it came (keeper's clock)
   std::atomic<std::uint64_t> rounds{0};     // answers (or failures) so far: what waiting calls watch
+  // Calls that asked so far, and how many of them the last answer (or failure) covered: a call
+  // waits for an answer to a request sent after it asked, not for one already under way.
+  std::atomic<std::uint64_t> asks{0};
+  std::atomic<std::uint64_t> asks_answered{0};
   std::atomic<std::int64_t> ceiling{0};     // the last grant's ceiling (or `used` when released)
   std::atomic<std::int64_t> expires_ns{0};  // local expiry of the grant; 0: no live grant
 
@@ -190,7 +194,10 @@ class LeaseKeeper {
   struct Pending {
     Lease* lease;
     LeaseAsk ask;
+    std::uint64_t asks = 0;  // the lease's `asks` when the request was made
   };
+  // The lease's waiting calls up to `p.asks` have their answer (or failure).
+  void answered(Pending& p) noexcept;
   void run();
   // One round: what each active lease needs now, sent in requests of at most 100 entries.
   void round(bool final_release);
