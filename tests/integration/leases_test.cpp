@@ -104,7 +104,7 @@ struct Backend {
 }  // namespace
 
 TEST_CASE("integration.leases_hold_one_cap_across_four_processes") {
-  Backend b;
+  Backend b({"--lease-ttl-ms", "4000"});  // exchanges time out at a quarter of it: 1 s, for a busy machine
   std::vector<std::unique_ptr<App>> apps;
   for (int i = 0; i < 4; ++i) {
     apps.push_back(std::make_unique<App>(b.paygentd->base_url(), b.key, b.dir.path() + "/app" + std::to_string(i) + ".db"));
