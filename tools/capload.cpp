@@ -3,6 +3,7 @@
 #include "tools/capload.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -155,7 +156,11 @@ int run_capload(int argc, char** argv) {
   }
   if (o.flush_interval_ms > 0) opts.flush_interval = absl::Milliseconds(o.flush_interval_ms);
   // TODO(leases): opts.leases = !o.no_leases;  (Options::leases is not on main yet: --no-leases changes nothing until then)
-  opts.on_error = [](const absl::Status& s) { std::fprintf(stderr, "capload: %s\n", std::string(s.message()).c_str()); };
+  std::atomic<std::int64_t> errors{0};  // faults the library contained, e.g. each outage of the backend
+  opts.on_error = [&errors](const absl::Status& s) {
+    errors.fetch_add(1);
+    std::fprintf(stderr, "capload: %s\n", std::string(s.message()).c_str());
+  };
   auto created = Paygent::create(std::move(opts));
   if (!created.ok()) return flag_error(std::string(created.status().message()));
   std::unique_ptr<Paygent> pg = *std::move(created);
@@ -201,9 +206,9 @@ int run_capload(int argc, char** argv) {
   }
   // The ground truth of this process, in one line for the tests.
   std::printf("capload user=%s admitted=%" PRId64 " spend_nanos=%" PRId64 " hard_gates=%" PRId64
-              " gate_reasons=%s failures=%" PRId64 " stopped=%s calls_ms=%" PRId64 " failovers=%" PRId64
+              " gate_reasons=%s failures=%" PRId64 " errors=%" PRId64 " stopped=%s calls_ms=%" PRId64 " failovers=%" PRId64
               " delivered=%s events=%" PRId64 "\n",
-              o.user_id.c_str(), admitted, spend, hard_gates, reasons.empty() ? "-" : reasons.c_str(), failures,
+              o.user_id.c_str(), admitted, spend, hard_gates, reasons.empty() ? "-" : reasons.c_str(), failures, errors.load(),
               stopped, calls_ms, proxy ? proxy->failovers() : 0, delivered ? "all" : "partial", delivered_events);
   std::fflush(stdout);
   return delivered && failures == 0 ? 0 : 1;
