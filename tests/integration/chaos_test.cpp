@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "integration/cli_process.h"
@@ -283,6 +284,54 @@ std::unique_ptr<PostgresProcess> start_postgres_or_skip() {
 #endif  // PAYGENT_WITH_POSTGRES
 
 }  // namespace
+
+// The harness itself, on one SQLite paygentd (no PostgreSQL needed): a process whose first
+// backend is down goes on through the second and stops exactly at the cap; bad flags are refused
+// naming the flag.
+TEST_CASE("integration.capload_fails_over_stops_at_the_cap_and_names_bad_flags") {
+  TempDir dir("paygent-capload");
+  auto paygentd = PaygentdProcess::start({.data_dir = dir.path() + "/server", .admin_token = kAdmin});
+  HttpClient http(paygentd->port());
+  const std::string key = create_product(http, kAdmin, "capload");
+  CliProcess app({"capload", "--backend", "http://127.0.0.1:1", "--backend", paygentd->base_url(), "--api-key", key,
+                  "--store", dir.path() + "/app.db", "--user", "u1", "--cap-usd", kCapUsd, "--flush-interval-ms",
+                  "50", "--gated-in-a-row", "3"});
+  const std::string line = app.line(std::chrono::seconds(60));
+  const Admitted a = read_final_line(line);
+  CHECK(app.wait() == 0);
+  CHECK(a.spend == kCap);
+  CHECK(a.calls == kCap / kCallCost);
+  CHECK_MESSAGE(field(line, "hard_gates") == 3, line);
+  CHECK_MESSAGE(line.find(" gate_reasons=total_spend:3 ") != std::string::npos, line);
+  CHECK_MESSAGE(field(line, "failovers") == 1, line);
+  const auto ledger = backend_users(paygentd->port(), key, "");
+  CHECK(ledger == (std::map<std::string, UserTotals>{{"u1", {a.calls, a.calls * 1000, a.calls * 500, a.spend}}}));
+
+  for (const auto& [flag, value, says] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--cap-usd", "0.3x", "--cap-usd: "},
+           {"--pace-ms", "-1", "--pace-ms: \"-1\" is not a whole number >= 0"},
+           {"--gated-in-a-row", "0", "--gated-in-a-row: \"0\" is not a whole number >= 1"},
+           {"--backend", "localhost:8080", "--backend: \"localhost:8080\" must start with http://"},
+           {"--colour", "red", "unknown flag --colour"}}) {
+    CAPTURE(flag);
+    std::vector<std::string> args = {"capload", "--backend", paygentd->base_url(), "--backend", paygentd->base_url(),
+                                     "--api-key", key, "--store", dir.path() + "/bad.db", "--user", "u2",
+                                     "--cap-usd", kCapUsd};
+    args.insert(args.end(), {flag, value});
+    CliProcess bad(args, {}, /*with_stderr=*/true);
+    std::string out;
+    CHECK(bad.read_to_end(out, std::chrono::seconds(30)));
+    CHECK(bad.wait() == 2);
+    CHECK_MESSAGE(out.find(says) != std::string::npos, out);
+  }
+  CliProcess missing({"capload", "--backend", paygentd->base_url(), "--api-key", key, "--store", dir.path() + "/m.db",
+                      "--cap-usd", kCapUsd},
+                     {}, true);
+  std::string out;
+  CHECK(missing.read_to_end(out, std::chrono::seconds(30)));
+  CHECK(missing.wait() == 2);
+  CHECK_MESSAGE(out.find("--user: required") != std::string::npos, out);
+}
 
 TEST_CASE("integration.chaos_n_processes_on_one_user_stay_within_the_cap") {
 #ifndef PAYGENT_WITH_POSTGRES
