@@ -86,7 +86,9 @@ absl::StatusOr<CaploadOptions> parse_flags(int argc, char** argv) {
     else if (flag == "--user") o.user_id = value;
     else if (flag == "--cap-usd") {
       auto cap = parse_usd(value);
-      if (!cap.ok()) return absl::InvalidArgumentError(absl::StrCat("--cap-usd: ", std::string(cap.status().message())));
+      if (!cap.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("--cap-usd: ", std::string(cap.status().message())));
+      }
       o.cap = *cap;
     } else if (flag == "--pace-ms") s = number(o.pace_ms, 0);
     else if (flag == "--gated-in-a-row") s = number(o.gated_in_a_row, 1);
@@ -155,7 +157,7 @@ int run_capload(int argc, char** argv) {
     opts.backend_url = proxy->url();
   }
   if (o.flush_interval_ms > 0) opts.flush_interval = absl::Milliseconds(o.flush_interval_ms);
-  // TODO(leases): opts.leases = !o.no_leases;  (Options::leases is not on main yet: --no-leases changes nothing until then)
+  // TODO(leases): opts.leases = !o.no_leases;  (until Options::leases is on main, --no-leases is a no-op)
   std::atomic<std::int64_t> errors{0};  // faults the library contained, e.g. each outage of the backend
   opts.on_error = [&errors](const absl::Status& s) {
     errors.fetch_add(1);
@@ -194,6 +196,7 @@ int run_capload(int argc, char** argv) {
       std::this_thread::sleep_for(std::chrono::milliseconds(o.gate_pause_ms));
     } catch (...) {
       ++failures;  // nothing else may stop a call: the test fails on it
+      std::this_thread::sleep_for(std::chrono::milliseconds(o.gate_pause_ms));
     }
   }
   const std::int64_t calls_ms = now_ms() - start_ms;
@@ -206,10 +209,11 @@ int run_capload(int argc, char** argv) {
   }
   // The ground truth of this process, in one line for the tests.
   std::printf("capload user=%s admitted=%" PRId64 " spend_nanos=%" PRId64 " hard_gates=%" PRId64
-              " gate_reasons=%s failures=%" PRId64 " errors=%" PRId64 " stopped=%s calls_ms=%" PRId64 " failovers=%" PRId64
-              " delivered=%s events=%" PRId64 "\n",
-              o.user_id.c_str(), admitted, spend, hard_gates, reasons.empty() ? "-" : reasons.c_str(), failures, errors.load(),
-              stopped, calls_ms, proxy ? proxy->failovers() : 0, delivered ? "all" : "partial", delivered_events);
+              " gate_reasons=%s failures=%" PRId64 " errors=%" PRId64 " stopped=%s calls_ms=%" PRId64
+              " failovers=%" PRId64 " delivered=%s events=%" PRId64 "\n",
+              o.user_id.c_str(), admitted, spend, hard_gates, reasons.empty() ? "-" : reasons.c_str(), failures,
+              errors.load(), stopped, calls_ms, proxy ? proxy->failovers() : 0, delivered ? "all" : "partial",
+              delivered_events);
   std::fflush(stdout);
   return delivered && failures == 0 ? 0 : 1;
 }

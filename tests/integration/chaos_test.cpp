@@ -46,6 +46,9 @@ constexpr bool kLeasesOnMain = false;
 // default, 0.10). A run with no outage may end at the cap and not a call past it (the estimates
 // here are exact: no estimate error); the chaos run, whose processes lose the backend while
 // PostgreSQL restarts, at cap + N x share x cap. Tune it with the option's default.
+// Outside the spec's bound: events a killed process had not delivered, once its lease expired
+// (one TTL, 10 s) and the others were granted that headroom, arrive later (`paygent sync`) on top.
+// Here the others give up at the gate (30 gates 100 ms apart) well before the victim's TTL ends.
 constexpr std::int64_t kOutageSharePpm = 100'000;
 
 constexpr const char* kAdmin = "chaos-admin";
@@ -111,9 +114,7 @@ class Fleet {
       for (const App& a : apps_) s += a.admitted;
       return s;
     };
-    changed_.wait_for(lock, timeout, [&] {
-      return sum() >= calls || std::all_of(apps_.begin(), apps_.end(), [](const App& a) { return a.ended; });
-    });
+    changed_.wait_for(lock, timeout, [&] { return sum() >= calls || all_ended(); });
     return sum();
   }
 
@@ -130,15 +131,13 @@ class Fleet {
   std::vector<std::string> finish(std::chrono::seconds timeout) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      const bool ended = changed_.wait_for(lock, timeout, [&] {
-        return std::all_of(apps_.begin(), apps_.end(), [](const App& a) { return a.ended; });
-      });
+      const bool ended = changed_.wait_for(lock, timeout, [&] { return all_ended(); });
       CHECK_MESSAGE(ended, "capload processes still running after " << timeout.count() << " s: killed");
       if (!ended) {
         for (App& a : apps_) {
           if (!a.ended && !a.killed) a.process->kill_hard();  // its reader then sees the output end
         }
-        changed_.wait(lock, [&] { return std::all_of(apps_.begin(), apps_.end(), [](const App& a) { return a.ended; }); });
+        changed_.wait(lock, [&] { return all_ended(); });
       }
     }
     std::vector<std::string> lines;
@@ -169,6 +168,10 @@ class Fleet {
     bool killed = false;  // by kill()
     bool reaped = false;
   };
+
+  bool all_ended() const {  // with mu_ held
+    return std::all_of(apps_.begin(), apps_.end(), [](const App& a) { return a.ended; });
+  }
 
   void read(std::size_t i) {
     for (;;) {
@@ -214,7 +217,9 @@ Admitted read_final_line(const std::string& line) {
 struct Replicas {
   std::unique_ptr<PaygentdProcess> one, two;
   static Replicas start(const std::string& conninfo) {
-    auto start = [&] { return PaygentdProcess::start({.admin_token = kAdmin, .extra_args = {"--database", conninfo}}); };
+    auto start = [&] {
+      return PaygentdProcess::start({.admin_token = kAdmin, .extra_args = {"--database", conninfo}});
+    };
     Replicas r;
     r.one = start();
     r.two = start();
@@ -366,7 +371,9 @@ TEST_CASE("integration.chaos_n_processes_on_one_user_stay_within_the_cap") {
       // The ledger holds exactly what the processes admitted: every event once.
       const auto ledger = backend_users(replicas.two->port(), key, user);
       CHECK_MESSAGE(ledger.size() == 1, ledger);
-      if (!ledger.empty()) CHECK_MESSAGE(ledger.begin()->second == truth, "ledger " << ledger << "; admitted " << truth.calls);
+      if (!ledger.empty()) {
+        CHECK_MESSAGE(ledger.begin()->second == truth, "ledger " << ledger << "; admitted " << truth.calls);
+      }
       total[leases ? 1 : 0] = truth.cost_nanos;
       if (n == 1) CHECK(truth.cost_nanos == kCap);  // one process alone stops exactly at the cap
       check_bound(leases, truth.cost_nanos, allowed_spend(n, false), user);
@@ -463,13 +470,14 @@ TEST_CASE("integration.chaos_replica_killed_postgres_restarted_application_kille
     CHECK_MESSAGE(ledger == (std::map<std::string, UserTotals>{{user, truth}}), "ledger " << ledger << "; truth "
                                                                                           << truth.calls << " calls");
     check_bound(leases, truth.cost_nanos, allowed_spend(kProcesses, true), user);
-    table << "\n  " << (leases ? "leases" : "today (--no-leases)") << ": " << usd(truth.cost_nanos) << " (" << truth.calls
-          << " calls; the killed application's " << spooled << " delivered by paygent sync; " << outages_seen
-          << " outages reported; " << duplicates_counted_once(*replicas.two)
+    table << "\n  " << (leases ? "leases" : "today (--no-leases)") << ": " << usd(truth.cost_nanos) << " ("
+          << truth.calls << " calls; the killed application's " << spooled << " delivered by paygent sync; "
+          << outages_seen << " outages reported; " << duplicates_counted_once(*replicas.two)
           << " events re-sent to the surviving replica and counted once)";
   }
-  MESSAGE("4 processes on one user, cap " << usd(kCap) << ", a replica killed at 1/4 of the cap, PostgreSQL "
-                                          << "restarted at 1/2, an application killed at 3/4; allowed with leases "
+  MESSAGE("4 processes on one user, cap " << usd(kCap) << ", delivering every 100 ms (the victim every 5 s); a "
+                                          << "replica killed at 1/4 of the cap, PostgreSQL restarted at 1/2, an "
+                                          << "application killed at 3/4; allowed with leases "
                                           << usd(allowed_spend(kProcesses, true)) << ":" << table.str());
 #endif
 }
