@@ -92,9 +92,7 @@ absl::StatusOr<std::chrono::microseconds> parse_minutes(std::string_view decimal
   if (*units % 5 != 0) {
     return absl::InvalidArgumentError(internal::str_cat("\"", decimal, "\": has more precision than 1 microsecond"));
   }
-  const __int128 micros = static_cast<__int128>(*units / 5) * 3;
-  if (micros > INT64_MAX) return absl::InvalidArgumentError(internal::str_cat("\"", decimal, "\": is too large"));
-  return std::chrono::microseconds(static_cast<std::int64_t>(micros));
+  return std::chrono::microseconds(*units / 5 * 3);  // below *units: never overflows
 }
 
 absl::StatusOr<std::chrono::microseconds> parse_seconds(std::string_view decimal) {
