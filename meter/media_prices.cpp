@@ -102,8 +102,11 @@ class Key {
 };
 
 // The model index key: kind, provider id, separator, normalised model name.
+char kind_char(MediaKind kind) noexcept { return static_cast<char>('0' + static_cast<int>(kind)); }
+constexpr std::string_view kKeySeparator = "\x1f";
+
 std::string model_key(MediaKind kind, std::string_view provider, std::string_view normal_model) {
-  return str_cat(static_cast<char>('0' + static_cast<int>(kind)), provider, '\x1f', normal_model);
+  return str_cat(kind_char(kind), provider, kKeySeparator, normal_model);
 }
 
 std::string quoted(std::string_view name) { return str_cat("[\"", name, "\"]"); }
@@ -115,8 +118,8 @@ std::string entry_path(MediaKind kind, std::string_view provider, std::string_vi
 
 // The unit of a kind's prices: how a decimal in it becomes the internal rate.
 struct Unit {
-  int64_t divisor = 1;     // per how many units the decimal is (1K characters: 1000)
-  int64_t multiplier = 1;  // time units per hour (per minute: 60)
+  std::int64_t divisor = 1;     // per how many units the decimal is (1K characters: 1000)
+  std::int64_t multiplier = 1;  // time units per hour (per minute: 60)
   std::string_view internal;
 };
 
@@ -204,6 +207,17 @@ class PriceCatalog::MediaTable::Parser {
  private:
   std::string_view store(std::string s) { return t_.strings.emplace_back(std::move(s)); }
 
+  // Indexes model `index` under `normal_model` with every name of `provider` (so that a look-up
+  // hashes once). False when the name is already a model of that provider and kind.
+  bool add_model_name(MediaKind kind, std::string_view provider, const std::string& normal_model, std::size_t index) {
+    if (!t_.index.try_emplace(model_key(kind, provider, normal_model), index).second) return false;
+    for (const auto& [name, id] : t_.providers) {
+      // Provider names are unique, so these keys cannot collide unless the one above did.
+      if (id == provider && name != provider) t_.index.try_emplace(model_key(kind, name, normal_model), index);
+    }
+    return true;
+  }
+
   absl::Status add_provider_name(std::string_view name, std::string_view id, const std::string& path) {
     auto [it, inserted] = t_.providers.try_emplace(std::string(name), id);
     if (!inserted) {
@@ -288,9 +302,7 @@ class PriceCatalog::MediaTable::Parser {
 
     const std::size_t index = t_.models.size();
     t_.models.push_back(std::move(priced));
-    if (!t_.index.try_emplace(model_key(kind, provider, normalised(name)), index).second) {
-      return invalid(path, "duplicate model name");
-    }
+    if (!add_model_name(kind, provider, normalised(name), index)) return invalid(path, "duplicate model name");
     dom::element aliases_element;
     if (entry["aliases"].get(aliases_element) == simdjson::SUCCESS) {
       dom::array aliases;
@@ -302,7 +314,7 @@ class PriceCatalog::MediaTable::Parser {
         if (alias.get_string().get(alias_name) != simdjson::SUCCESS || alias_name.empty()) {
           return invalid(field("aliases"), "must be an array of model names");
         }
-        if (!t_.index.try_emplace(model_key(kind, provider, normalised(alias_name)), index).second) {
+        if (!add_model_name(kind, provider, normalised(alias_name), index)) {
           return invalid(field("aliases"), str_cat("\"", alias_name, "\" is already a model name"));
         }
       }
@@ -415,16 +427,11 @@ absl::StatusOr<std::unique_ptr<PriceCatalog::MediaTable>> PriceCatalog::MediaTab
 
 const MediaPrice* PriceCatalog::MediaTable::find(MediaKind kind, std::string_view provider, std::string_view model,
                                                  std::string_view tier, std::string_view resolution) const noexcept {
-  Key provider_key;
-  if (!provider_key.add(provider, true)) return nullptr;
-  const auto p = providers.find(provider_key.view());
-  if (p == providers.end()) return nullptr;
-
-  const char kind_char = static_cast<char>('0' + static_cast<int>(kind));
+  const char kind_tag = kind_char(kind);
   const auto lookup = [&](std::string_view name) -> const Model* {
-    Key key;
-    if (!key.add(std::string_view(&kind_char, 1), false) || !key.add(p->second, false) ||
-        !key.add("\x1f", false) || !key.add(name, true)) {
+    Key key;  // as model_key() builds it, with the provider's name as given
+    if (!key.add(std::string_view(&kind_tag, 1), false) || !key.add(provider, true) ||
+        !key.add(kKeySeparator, false) || !key.add(name, true)) {
       return nullptr;
     }
     const auto it = index.find(key.view());

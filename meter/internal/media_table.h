@@ -31,9 +31,10 @@ struct PriceCatalog::MediaTable {
     std::size_t default_tier = 0;
   };
 
-  // Normalised provider name or alias -> provider id (normalised).
+  // Normalised provider id or other name -> provider id (the data file's checks use it).
   absl::flat_hash_map<std::string, std::string_view> providers;
-  // Key (see media_prices.cpp: kind, provider id, normalised model name or alias) -> models index.
+  // Key (see media_prices.cpp: kind, normalised provider id or other name, separator, normalised
+  // model name or alias) -> models index: one hash look-up finds a model by any of its names.
   absl::flat_hash_map<std::string, std::size_t> index;
   std::vector<Model> models;
   // Stable storage for the prices and the strings their views point into.
