@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "meter/internal/catalog_parse.h"
 #include "meter/internal/str_cat.h"
 #include "paygent/money.h"
 
@@ -87,6 +88,16 @@ absl::StatusOr<std::int64_t> parse_scaled(std::string_view text, int scale, std:
 }
 
 }  // namespace
+
+namespace internal {
+
+absl::StatusOr<std::int64_t> parse_scaled_decimal(std::string_view text, int scale, std::int64_t divisor,
+                                                  std::string_view unit) {
+  if (divisor <= 0) return absl::InvalidArgumentError("divisor must be positive");
+  return parse_scaled(text, scale, divisor, unit);
+}
+
+}  // namespace internal
 
 absl::StatusOr<Nanos> parse_usd(std::string_view decimal) {
   return parse_scaled(decimal, 9, 1, "nano-USD");

@@ -26,6 +26,7 @@
 // are rejected so that a misspelt field ("cache_read") cannot silently fall back to a default.
 // Model names and aliases must be unique. Errors name the entry and field:
 //   models["gpt-4o"].output: "ten": is not a decimal number
+// An optional "media" member holds the speech and video prices (format: meter/media_prices.cpp).
 #include "paygent/price_catalog.h"
 
 #include <algorithm>
@@ -40,6 +41,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "meter/internal/catalog_parse.h"
+#include "meter/internal/media_table.h"
 #include "meter/internal/str_cat.h"
 #include "paygent/money.h"
 #include "simdjson.h"
@@ -95,26 +98,13 @@ struct PriceCatalog::Table {
 namespace {
 
 namespace dom = simdjson::dom;
+using internal::invalid;
+using internal::is_date;
 
 // How errors name a model entry or one of its fields: models["gpt-4.1"].output (model names
 // hold dots, so they are quoted rather than dotted).
 std::string entry_path(std::string_view model, std::string_view field) {
   return internal::str_cat("models[\"", model, "\"]", field.empty() ? "" : ".", field);
-}
-
-// True for "YYYY-MM-DD" (digits in place; not checked further).
-bool is_date(std::string_view s) {
-  if (s.size() != 10 || s[4] != '-' || s[7] != '-') return false;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (i == 4 || i == 7) continue;
-    if (s[i] < '0' || s[i] > '9') return false;
-  }
-  return true;
-}
-
-// InvalidArgument "<path>: <why>".
-absl::Status invalid(std::string_view path, std::string_view why) {
-  return absl::InvalidArgumentError(internal::str_cat(path, ": ", why));
 }
 
 // Parses one price member of an entry. Absent leaves `out` unchanged (and `present` false).
@@ -250,6 +240,15 @@ absl::StatusOr<PriceCatalog> PriceCatalog::parse(std::string_view json) {
   }
   if (table->models == 0) return invalid("models", "must name at least one model");
   catalog.table_ = std::move(table);
+
+  dom::element media;
+  if (top["media"].get(media) == simdjson::SUCCESS) {
+    dom::object media_object;
+    if (media.get_object().get(media_object) != simdjson::SUCCESS) return invalid("media", "must be an object");
+    absl::StatusOr<std::unique_ptr<MediaTable>> parsed = MediaTable::parse(media_object);
+    if (!parsed.ok()) return parsed.status();
+    catalog.media_ = std::move(*parsed);
+  }
   return catalog;
 }
 

@@ -32,7 +32,8 @@ Options backend_options(const LoadgenOptions& o) {
   return opts;
 }
 
-// Retries flush() until everything is delivered or `seconds` pass.
+}  // namespace
+
 bool deliver_all(Paygent& pg, int seconds) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   for (;;) {
@@ -45,8 +46,6 @@ bool deliver_all(Paygent& pg, int seconds) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
 }
-
-}  // namespace
 
 int run_loadgen(const LoadgenOptions& o) {
   auto created = Paygent::create(backend_options(o));

@@ -4,6 +4,10 @@
 #include <cstdint>
 #include <string>
 
+namespace paygent {
+class Paygent;
+}  // namespace paygent
+
 namespace paygent::tools {
 
 struct LoadgenOptions {
@@ -26,5 +30,7 @@ struct LoadgenOptions {
 int run_loadgen(const LoadgenOptions& options);
 // Delivers what a store's spool still holds (after a crash), then exits.
 int run_sync(const LoadgenOptions& options);
+// Retries pg.flush() until everything is delivered (true) or `seconds` pass (false, said on stderr).
+bool deliver_all(Paygent& pg, int seconds);
 
 }  // namespace paygent::tools

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "paygent/paygent.h"
+#include "tools/capload.h"
 #include "tools/demo.h"
 #include "tools/loadgen.h"
 #include "sync/syncer.h"
@@ -35,6 +36,16 @@ commands:
           [--no-flush] [--hang]
       Records metered calls through Paygent with a backend and delivers them; prints the ground
       truth (calls, cost per user) and the gate latency. For integration tests and load trials.
+  capload --backend URL [--backend URL ...] --api-key KEY --store FILE --user ID --cap-usd AMOUNT
+          [--pace-ms N] [--gated-in-a-row N] [--gate-pause-ms N] [--seconds N]
+          [--deliver-seconds N] [--flush-interval-ms N] [--progress] [--no-leases]
+      One application process spending $0.0075 a call (reserve, settle) for one user whose plan caps
+      the month at AMOUNT, until it is gated hard N times in a row (default 10, 20 ms apart) or
+      --seconds (default 30) pass; then delivers and prints one line: admitted=<calls>
+      spend_nanos=<its ground truth> hard_gates=... delivered=all|partial. Several --backend: each
+      connection goes to the first replica that accepts it (failover). --progress: a line
+      "admitted n=<calls> spend_nanos=<spend>" after each call, once it is in the local store.
+      --no-leases: without budget leases (today's behaviour). For the chaos test and cap trials.
   sync --backend URL --api-key KEY --store FILE [--deliver-seconds N]
       Delivers whatever an application's local store still holds (e.g. after a crash).
   plan check FILE
@@ -159,6 +170,7 @@ int main(int argc, char** argv) {
     }
     return cmd == "loadgen" ? paygent::tools::run_loadgen(o) : paygent::tools::run_sync(o);
   }
+  if (cmd == "capload") return paygent::tools::run_capload(argc, argv);
   if (cmd == "plan" && argc == 4 && std::string_view(argv[2]) == "check") return plan_check(argv[3]);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
     std::fputs(kUsage, stdout);

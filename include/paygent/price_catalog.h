@@ -1,4 +1,5 @@
-// The built-in price catalog: list prices of current OpenAI, Anthropic and Google models.
+// The built-in price catalog: list prices of current OpenAI, Anthropic and Google models, and of
+// speech and video (STT, TTS, speech-to-speech, video generation; see media_price.h).
 //
 // The prices live in a data file (meter/prices.json, with each price's source and the date it was
 // read), embedded into the library at build time. A plan's own cost_rates always win over it.
@@ -13,6 +14,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "paygent/media_price.h"
 #include "paygent/money.h"
 #include "paygent/usage.h"
 
@@ -48,6 +50,27 @@ class PriceCatalog {
   // it. The pointer is valid for the catalog's lifetime.
   [[nodiscard]] const ModelPrice* find(std::string_view model) const noexcept;
 
+  // The speech or video price of `model` from `provider` in pricing tier `tier`, or nullptr when
+  // the catalog does not know the provider or the model (the caller records the cost as unknown,
+  // never as zero). The pointer is valid for the catalog's lifetime. Names match whatever their
+  // case, with ' ', '_' and '-' alike ("Nova-2", "nova_2"), and through the data file's aliases
+  // ("Deepgram", "Amazon Polly Neural"); a model not found by its name is tried without a
+  // trailing date ("gpt-realtime-2025-08-28" -> "gpt-realtime").
+  //
+  // The tier (the `plan` field of the tracking API) selects among the model's pricing tiers:
+  //   - "" or "default" (any case): the model's default tier (the provider's self-serve list
+  //     price, named in the data file);
+  //   - a tier the model has: that tier;
+  //   - any other tier: the default tier, as a conservative list price. The returned price names
+  //     the tier it is for, so a caller can see that `tier` was not found.
+  // `resolution` matters only for kVideo: a tier priced per resolution needs one of its
+  // resolutions ("1280x720"), else nullptr; a tier with one price takes any resolution.
+  [[nodiscard]] const MediaPrice* find(MediaKind kind, std::string_view provider, std::string_view model,
+                                       std::string_view tier = {}, std::string_view resolution = {}) const noexcept;
+
+  // Number of speech and video models priced (aliases not counted).
+  [[nodiscard]] std::size_t media_size() const noexcept;
+
   // When the prices were read ("2026-11-01"), from the data file.
   [[nodiscard]] const std::string& as_of() const noexcept { return as_of_; }
   [[nodiscard]] std::size_t size() const noexcept;
@@ -59,8 +82,10 @@ class PriceCatalog {
 
  private:
   struct Table;
+  struct MediaTable;
   std::string as_of_;
   std::unique_ptr<Table> table_;
+  std::unique_ptr<MediaTable> media_;
 };
 
 }  // namespace paygent
