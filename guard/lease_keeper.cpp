@@ -3,6 +3,7 @@
 #include "guard/internal/lease_keeper.h"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <map>
 #include <utility>
@@ -29,6 +30,8 @@ constexpr std::int64_t kExpiryMarginNs = 250 * kMs;
 constexpr std::int64_t kMinBackoffNs = 250 * kMs;
 constexpr std::int64_t kMaxBackoffNs = 5'000 * kMs;
 
+// How long a call waits before asking again when "cap reached" may count its events twice.
+constexpr std::chrono::milliseconds kUnsureRetry{5};
 // A background slice is at most cap / kWantDivisor (a call's need may ask for more).
 constexpr std::int64_t kWantDivisor = 16;
 
@@ -129,9 +132,25 @@ LeaseRoom LeaseKeeper::room(Lease& l, std::int64_t used_after, std::int64_t cap,
   // held elsewhere is not asked for once per call).
   if (l.answer.load(std::memory_order_acquire) == Lease::kGranted &&
       now_ns - l.answer_ns.load(std::memory_order_relaxed) < kFreshAnswerNs &&
-      l.remaining.load(std::memory_order_relaxed) == 0) {
+      l.remaining.load(std::memory_order_relaxed) == 0 && !l.answer_unsure.load(std::memory_order_relaxed)) {
     return decide(l, used_after, true);
   }
+  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.lease_wait);
+  for (;;) {
+    const LeaseRoom room = ask_and_wait(l, used_after, deadline);
+    // "Cap reached" while some of this holder's events were delivered but not yet marked acked
+    // may count them twice (in `spent` and in used - acked): asked again, within lease_wait, once
+    // the syncer has marked them.
+    if (room.verdict != LeaseVerdict::kCapReached || !l.answer_unsure.load(std::memory_order_acquire) ||
+        std::chrono::steady_clock::now() + kUnsureRetry >= deadline) {
+      return room;
+    }
+    std::this_thread::sleep_for(kUnsureRetry);
+  }
+}
+
+LeaseRoom LeaseKeeper::ask_and_wait(Lease& l, std::int64_t used_after,
+                                    std::chrono::steady_clock::time_point deadline) noexcept {
   store_max(l.need, std::max<std::int64_t>(used_after - l.used->load(std::memory_order_acquire), 0));
   const std::uint64_t mine = l.asks.fetch_add(1, std::memory_order_acq_rel) + 1;
   l.requested.store(true, std::memory_order_release);
@@ -146,7 +165,7 @@ LeaseRoom LeaseKeeper::room(Lease& l, std::int64_t used_after, std::int64_t cap,
     wake_cv_.notify_one();
     // While the backend is known to be away the call is not held up by the outage itself.
     if (reachable()) {
-      answered_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.lease_wait), [&] {
+      answered_cv_.wait_until(lock, deadline, [&] {
         return l.asks_answered.load(std::memory_order_acquire) >= mine || stop_;
       });
       answered = l.asks_answered.load(std::memory_order_acquire) >= mine;
@@ -373,6 +392,7 @@ void LeaseKeeper::apply(Pending& p, const LeaseAnswer& a, std::int64_t sent_ns, 
     l.slice = a.ceiling - p.ask.used;
   }
   l.bound.store(bound_of(l, options_.now_ns()), std::memory_order_release);
+  l.answer_unsure.store(p.ask.acked < p.ask.used, std::memory_order_relaxed);
   l.answer_ns.store(options_.now_ns(), std::memory_order_relaxed);
   l.answer.store(Lease::kGranted, std::memory_order_release);
   answered(p);

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -71,6 +72,9 @@ struct alignas(64) Lease {
   // waits for an answer to a request sent after it asked, not for one already under way.
   std::atomic<std::uint64_t> asks{0};
   std::atomic<std::uint64_t> asks_answered{0};
+  // The last answer was asked with events not yet marked acked (used > acked): if the syncer had
+  // delivered them meanwhile, the backend counted them twice and "cap reached" may not be so yet.
+  std::atomic<bool> answer_unsure{false};
   std::atomic<std::int64_t> ceiling{0};     // the last grant's ceiling (or `used` when released)
   std::atomic<std::int64_t> expires_ns{0};  // local expiry of the grant; 0: no live grant
 
@@ -198,6 +202,8 @@ class LeaseKeeper {
   };
   // The lease's waiting calls up to `p.asks` have their answer (or failure).
   void answered(Pending& p) noexcept;
+  // room()'s one request: asks and waits for its answer until `deadline`, then decides.
+  LeaseRoom ask_and_wait(Lease& lease, std::int64_t used_after, std::chrono::steady_clock::time_point deadline) noexcept;
   void run();
   // One round: what each active lease needs now, sent in requests of at most 100 entries.
   void round(bool final_release);

@@ -3,7 +3,6 @@
 // paygentd on loopback. The cap holds across them; an outage admits at most the stated share; a
 // dead holder's budget comes back after one TTL; strict_backend still closes.
 #include <doctest/doctest.h>
-#include <simdjson.h>
 
 #include <atomic>
 #include <chrono>
@@ -13,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "integration/ledger.h"
 #include "paygent/paygent.h"
 #include "support/paygentd_process.h"
 
@@ -77,16 +77,9 @@ struct App {
 
 // The backend's ledger total of `user` (all time).
 Nanos backend_spend(int port, const std::string& key, const std::string& user) {
-  HttpClient http(port);
-  auto reply = http.request("GET", "/api/v1/reports/usage?from_ns=0&to_ns=9000000000000000000&group_by=user", {}, key);
-  REQUIRE(reply.has_value());
-  REQUIRE_MESSAGE(reply->status == 200, reply->body);
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc = parser.parse(reply->body);
-  for (simdjson::dom::element row : doc["rows"].get_array()) {
-    if (row["key"].get_string().value() == user) return row["cost_nanos"].get_int64().value();
-  }
-  return 0;
+  const auto users = backend_users(port, key, user);
+  const auto it = users.find(user);
+  return it == users.end() ? 0 : it->second.cost_nanos;
 }
 
 struct Backend {
