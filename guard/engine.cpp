@@ -69,15 +69,16 @@ int thread_number() noexcept {
 
 
 // Verdict of one limit: current usage c (settled + held), this call's estimate e, limit L.
+// No member initialisers: admit() keeps an array of them that must cost nothing to declare.
 struct Verdict {
-  GateStatus status = GateStatus::kOk;
-  int soft_index = -1;
-  double pct = 0;
+  GateStatus status;
+  int soft_index;  // -1: none
+  double pct;
 };
 
 // `soft`: the limit has soft thresholds (else only its hard verdict counts).
 Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const CompiledPlan& plan, bool soft = true) noexcept {
-  Verdict v;
+  Verdict v{GateStatus::kOk, -1, 0};
   const __int128 after = static_cast<__int128>(c) + e;
   const __int128 scaled_limit = static_cast<__int128>(limit);
   // The ratio from the two int64 halves: converting the 128-bit sum to double is a library call
@@ -792,7 +793,7 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
 
 // --- Engine: gates --------------------------------------------------------------------------------
 
-void Engine::resolve_limits(CallSite& site, LimitUse use) noexcept {
+[[gnu::always_inline]] inline void Engine::resolve_limits(CallSite& site, LimitUse use) noexcept {
   LimitTable& t = site.limits;
   t.count = 0;
   if (use == LimitUse::kNone) return;
@@ -800,34 +801,32 @@ void Engine::resolve_limits(CallSite& site, LimitUse use) noexcept {
   const CompiledPlan& plan = *site.plan;
   PeriodWindow& period = *site.period;
   SessionWindow& session = *site.session;
+  // A limit of the plan (kNone when `max` is unset: held, not judged), with no ceiling, alone on
+  // its counter, final when hard.
+  auto plan_limit = [&t](std::atomic<std::int64_t>* counter, const std::atomic<std::int64_t>* external,
+                         std::optional<std::int64_t> max, GateReason reason, LimitUnit unit, std::int64_t resets_ns,
+                         LimitWindow window, FiredBits* fired, const ModelInfo* model) {
+    t.push() = LimitEntry{.counter = counter,
+                          .external = external,
+                          .ceiling = nullptr,
+                          .max = max.value_or(0),
+                          .resets_ns = resets_ns,
+                          .fired = fired,
+                          .model = model,
+                          .reason = max ? reason : GateReason::kNone,
+                          .unit = unit,
+                          .window = window,
+                          .shares_hold = false,
+                          .retry_once = false};
+  };
   // Judging needs the limited entries only; holding, every counter the call adds to.
   if (plan.max_period || hold) {  // spend in the billing period (every process's, with a backend)
-    t.push() = LimitEntry{.counter = &period.committed,
-                          .external = &period.external,
-                          .ceiling = nullptr,
-                          .max = plan.max_period.value_or(0),
-                          .resets_ns = period.end_ns,
-                          .fired = &period.fired,
-                          .model = nullptr,
-                          .reason = plan.max_period ? GateReason::kTotalSpend : GateReason::kNone,
-                          .unit = LimitUnit::kNanos,
-                          .window = LimitWindow::kPeriod,
-                          .shares_hold = false,
-                          .retry_once = false};
+    plan_limit(&period.committed, &period.external, plan.max_period, GateReason::kTotalSpend, LimitUnit::kNanos,
+               period.end_ns, LimitWindow::kPeriod, &period.fired, nullptr);
   }
   if (plan.max_session || hold) {  // spend in the session (this process's)
-    t.push() = LimitEntry{.counter = &session.committed,
-                          .external = &kNoExternal,
-                          .ceiling = nullptr,
-                          .max = plan.max_session.value_or(0),
-                          .resets_ns = site.now_ns + plan.session_timeout_ns,
-                          .fired = &session.fired,
-                          .model = nullptr,
-                          .reason = plan.max_session ? GateReason::kSessionSpend : GateReason::kNone,
-                          .unit = LimitUnit::kNanos,
-                          .window = LimitWindow::kSession,
-                          .shares_hold = false,
-                          .retry_once = false};
+    plan_limit(&session.committed, &kNoExternal, plan.max_session, GateReason::kSessionSpend, LimitUnit::kNanos,
+               site.now_ns + plan.session_timeout_ns, LimitWindow::kSession, &session.fired, nullptr);
   }
   // The called model's tokens in the period. Holding claims its counter slot; a model with no slot
   // left is not held (nor, if limited, enforced). Judging reads it without claiming: a limited model
@@ -844,18 +843,10 @@ void Engine::resolve_limits(CallSite& site, LimitUse use) noexcept {
     mc = const_cast<ModelCounters*>(period.find(site.model->id));  // not written: judged only
   }
   if (hold ? mc != nullptr : limit != nullptr) {
-    t.push() = LimitEntry{.counter = mc != nullptr ? &mc->committed_tokens : &kNoCounter,
-                          .external = mc != nullptr ? &mc->external_tokens : &kNoExternal,
-                          .ceiling = nullptr,
-                          .max = limit != nullptr ? limit->max_tokens : 0,
-                          .resets_ns = period.end_ns,
-                          .fired = mc != nullptr ? &mc->fired : &period.fired_unslotted,
-                          .model = site.model,
-                          .reason = limit != nullptr ? GateReason::kModelLimit : GateReason::kNone,
-                          .unit = LimitUnit::kTokens,
-                          .window = LimitWindow::kPeriod,
-                          .shares_hold = false,
-                          .retry_once = false};
+    plan_limit(mc != nullptr ? &mc->committed_tokens : &kNoCounter, mc != nullptr ? &mc->external_tokens : &kNoExternal,
+               limit != nullptr ? std::optional<std::int64_t>(limit->max_tokens) : std::nullopt,
+               GateReason::kModelLimit, LimitUnit::kTokens, period.end_ns, LimitWindow::kPeriod,
+               mc != nullptr ? &mc->fired : &period.fired_unslotted, site.model);
   }
 }
 
