@@ -948,6 +948,7 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
       verdicts.add(limit_result(l, jv.v, jv.current, e, jv.max, plan), j);
     }
     if (hard >= 0) {
+      verdicts.hard_entry = hard;
       // Nothing held on a hard gate: release what the earlier entries held.
       for (int k = 0; k < i; ++k) {
         if (!t[k].shares_hold) t[k].counter->fetch_sub(t[k].estimate(est_cost, est_tokens), std::memory_order_acq_rel);

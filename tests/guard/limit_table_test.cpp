@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "guard/internal/engine.h"
 #include "paygent/paygent.h"
 #include "tests/guard/fixture.h"
 
@@ -18,6 +19,7 @@ TEST_CASE("guard.soft_gates.model_limits_past_the_seventh_fire_apart") {
   Plan p = testing::round_plan();
   for (int i = 1; i <= 9; ++i) p.model_limits["m" + std::to_string(i)].max_tokens_per_period = 1000;
   Options o;
+  o.local_store_path = "";  // in memory
   o.plans = testing::config_with(p, {500'000});
   std::vector<std::string> fired;
   o.on_soft_gate = [&](const GuardResult& r) { fired.push_back(r.gate_reason()); };
@@ -35,6 +37,40 @@ TEST_CASE("guard.soft_gates.model_limits_past_the_seventh_fire_apart") {
   // Once per limit and threshold.
   (*pg)->check("m9");
   CHECK(fired.size() == 3);
+}
+
+// admit() walks the table in order: a hard verdict names its entry and releases what the entries
+// before it held.
+TEST_CASE("guard.admit.names_the_refusing_entry_and_releases_earlier_holds") {
+  constexpr Nanos kDollar = kNanosPerUsd;
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = 10 * kDollar;
+  p.max_spend_per_session = kDollar;
+  Options o;
+  o.local_store_path = "";
+  internal::Engine engine{std::move(o)};
+  REQUIRE(engine.install_plans(testing::config_with(p)).ok());
+  Context ctx("u");
+  internal::CallSite site;
+  REQUIRE(engine.resolve("m", engine.now_ns(), site, internal::LimitUse::kHold));
+  REQUIRE(site.limits.count == 3);  // period spend, session spend, and m's tokens (held, not limited)
+  CHECK(site.limits[0].reason == GateReason::kTotalSpend);
+  CHECK(site.limits[1].reason == GateReason::kSessionSpend);
+  CHECK(site.limits[2].reason == GateReason::kNone);
+  internal::Verdicts verdicts;
+  const GuardResult r = engine.admit(site, 2 * kDollar, 1000, verdicts);
+  CHECK(r.status == GateStatus::kHardGate);
+  CHECK(r.reason == GateReason::kSessionSpend);
+  CHECK(verdicts.hard_entry == 1);
+  CHECK(site.period->committed.load() == 0);  // the period's hold was released
+  CHECK(site.session->committed.load() == 0);
+
+  internal::Verdicts fits;
+  CHECK(engine.admit(site, kDollar / 2, 1000, fits).status == GateStatus::kOk);
+  CHECK(fits.hard_entry == -1);
+  CHECK(site.period->committed.load() == kDollar / 2);
+  CHECK(site.session->committed.load() == kDollar / 2);
+  CHECK(site.period->find(site.model->id)->committed_tokens.load() == 1000);
 }
 
 TEST_CASE("guard_result.lease_exhausted_names_budget_held_elsewhere") {
