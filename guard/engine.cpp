@@ -801,19 +801,19 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
   const CompiledPlan& plan = *site.plan;
   PeriodWindow& period = *site.period;
   SessionWindow& session = *site.session;
-  // A limit of the plan (kNone when `max` is unset: held, not judged), with no ceiling, alone on
-  // its counter, final when hard.
+  // A limit of the plan (reason kNone: the plan sets none, held and not judged), with no ceiling,
+  // alone on its counter, final when hard.
   auto plan_limit = [&t](std::atomic<std::int64_t>* counter, const std::atomic<std::int64_t>* external,
-                         std::optional<std::int64_t> max, GateReason reason, LimitUnit unit, std::int64_t resets_ns,
+                         std::int64_t max, GateReason reason, LimitUnit unit, std::int64_t resets_ns,
                          LimitWindow window, FiredBits* fired, const ModelInfo* model) {
     t.push() = LimitEntry{.counter = counter,
                           .external = external,
                           .ceiling = nullptr,
-                          .max = max.value_or(0),
+                          .max = max,
                           .resets_ns = resets_ns,
                           .fired = fired,
                           .model = model,
-                          .reason = max ? reason : GateReason::kNone,
+                          .reason = reason,
                           .unit = unit,
                           .window = window,
                           .shares_hold = false,
@@ -821,11 +821,13 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
   };
   // Judging needs the limited entries only; holding, every counter the call adds to.
   if (plan.max_period || hold) {  // spend in the billing period (every process's, with a backend)
-    plan_limit(&period.committed, &period.external, plan.max_period, GateReason::kTotalSpend, LimitUnit::kNanos,
+    plan_limit(&period.committed, &period.external, plan.max_period.value_or(0),
+               plan.max_period ? GateReason::kTotalSpend : GateReason::kNone, LimitUnit::kNanos,
                period.end_ns, LimitWindow::kPeriod, &period.fired, nullptr);
   }
   if (plan.max_session || hold) {  // spend in the session (this process's)
-    plan_limit(&session.committed, &kNoExternal, plan.max_session, GateReason::kSessionSpend, LimitUnit::kNanos,
+    plan_limit(&session.committed, &kNoExternal, plan.max_session.value_or(0),
+               plan.max_session ? GateReason::kSessionSpend : GateReason::kNone, LimitUnit::kNanos,
                site.now_ns + plan.session_timeout_ns, LimitWindow::kSession, &session.fired, nullptr);
   }
   // The called model's tokens in the period. Holding claims its counter slot; a model with no slot
@@ -844,8 +846,8 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
   }
   if (hold ? mc != nullptr : limit != nullptr) {
     plan_limit(mc != nullptr ? &mc->committed_tokens : &kNoCounter, mc != nullptr ? &mc->external_tokens : &kNoExternal,
-               limit != nullptr ? std::optional<std::int64_t>(limit->max_tokens) : std::nullopt,
-               GateReason::kModelLimit, LimitUnit::kTokens, period.end_ns, LimitWindow::kPeriod,
+               limit != nullptr ? limit->max_tokens : 0, limit != nullptr ? GateReason::kModelLimit : GateReason::kNone,
+               LimitUnit::kTokens, period.end_ns, LimitWindow::kPeriod,
                mc != nullptr ? &mc->fired : &period.fired_unslotted, site.model);
   }
 }

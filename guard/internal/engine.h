@@ -331,8 +331,9 @@ struct Verdicts {
   static constexpr int kMax = LimitTable::kMax;
   GuardResult best;
   int count = 0;  // soft verdicts in `each`
-  // The LimitTable entry whose hard verdict refused the call in admit(); -1: none (or check()).
-  int hard_entry = -1;
+  // The LimitTable entry whose hard verdict refused the call; set by admit() when it returns a
+  // hard gate, and only then (left uninitialised: a call that is admitted pays nothing for it).
+  int hard_entry;
   void add(const GuardResult& r, int entry) noexcept;
   [[nodiscard]] const GuardResult& soft(int i) const noexcept {
     return *std::launder(reinterpret_cast<const GuardResult*>(each[i]));
