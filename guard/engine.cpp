@@ -69,15 +69,16 @@ int thread_number() noexcept {
 
 
 // Verdict of one limit: current usage c (settled + held), this call's estimate e, limit L.
+// No member initialisers: admit() keeps an array of them that must cost nothing to declare.
 struct Verdict {
-  GateStatus status = GateStatus::kOk;
-  int soft_index = -1;
-  double pct = 0;
+  GateStatus status;
+  int soft_index;  // -1: none
+  double pct;
 };
 
 // `soft`: the limit has soft thresholds (else only its hard verdict counts).
 Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const CompiledPlan& plan, bool soft = true) noexcept {
-  Verdict v;
+  Verdict v{GateStatus::kOk, -1, 0};
   const __int128 after = static_cast<__int128>(c) + e;
   const __int128 scaled_limit = static_cast<__int128>(limit);
   // The ratio from the two int64 halves: converting the 128-bit sum to double is a library call
@@ -104,7 +105,7 @@ Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const Compiled
 // by hard_gate_at, no soft thresholds): hard when the call's estimate would take `c` past it. A
 // call without an estimate holds nothing under a lease: it is judged on the limit alone.
 [[gnu::always_inline]] inline Verdict judge_ceiling(std::int64_t c, std::int64_t e, std::int64_t ceiling) noexcept {
-  Verdict v;
+  Verdict v{GateStatus::kOk, -1, 0.0};
   if (e > 0 && static_cast<__int128>(c) + e > ceiling) v.status = GateStatus::kHardGate;
   return v;
 }
@@ -815,7 +816,7 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
 
 // --- Engine: gates --------------------------------------------------------------------------------
 
-void Engine::resolve_limits(CallSite& site, LimitUse use) noexcept {
+[[gnu::always_inline]] inline void Engine::resolve_limits(CallSite& site, LimitUse use) noexcept {
   LimitTable& t = site.limits;
   t.count = 0;
   if (use == LimitUse::kNone) return;
@@ -823,35 +824,35 @@ void Engine::resolve_limits(CallSite& site, LimitUse use) noexcept {
   const CompiledPlan& plan = *site.plan;
   PeriodWindow& period = *site.period;
   SessionWindow& session = *site.session;
-  // Judging needs the limited entries only; holding, every counter the call adds to.
-  if (plan.max_period || hold) {  // spend in the billing period (every process's, with a backend)
-    t.push() = LimitEntry{.counter = &period.committed,
-                          .external = &period.external,
+  // A limit of the plan (reason kNone: the plan sets none, held and not judged), with no ceiling,
+  // alone on its counter, final when hard.
+  auto plan_limit = [&t](std::atomic<std::int64_t>* counter, const std::atomic<std::int64_t>* external,
+                         std::int64_t max, GateReason reason, LimitUnit unit, std::int64_t resets_ns,
+                         LimitWindow window, FiredBits* fired, const ModelInfo* model) {
+    t.push() = LimitEntry{.counter = counter,
+                          .external = external,
                           .ceiling = nullptr,
-                          .max = plan.max_period.value_or(0),
-                          .resets_ns = period.end_ns,
-                          .fired = &period.fired,
-                          .model = nullptr,
-                          .reason = plan.max_period ? GateReason::kTotalSpend : GateReason::kNone,
-                          .unit = LimitUnit::kNanos,
-                          .window = LimitWindow::kPeriod,
+                          .max = max,
+                          .resets_ns = resets_ns,
+                          .fired = fired,
+                          .model = model,
+                          .reason = reason,
+                          .unit = unit,
+                          .window = window,
                           .shares_hold = false,
                           .retry_once = false};
+  };
+  // Judging needs the limited entries only; holding, every counter the call adds to.
+  if (plan.max_period || hold) {  // spend in the billing period (every process's, with a backend)
+    plan_limit(&period.committed, &period.external, plan.max_period.value_or(0),
+               plan.max_period ? GateReason::kTotalSpend : GateReason::kNone, LimitUnit::kNanos,
+               period.end_ns, LimitWindow::kPeriod, &period.fired, nullptr);
     if (plan.max_period && leases) push_lease(site, period.leases.load(std::memory_order_acquire), -1);
   }
   if (plan.max_session || hold) {  // spend in the session (this process's)
-    t.push() = LimitEntry{.counter = &session.committed,
-                          .external = &kNoExternal,
-                          .ceiling = nullptr,
-                          .max = plan.max_session.value_or(0),
-                          .resets_ns = site.now_ns + plan.session_timeout_ns,
-                          .fired = &session.fired,
-                          .model = nullptr,
-                          .reason = plan.max_session ? GateReason::kSessionSpend : GateReason::kNone,
-                          .unit = LimitUnit::kNanos,
-                          .window = LimitWindow::kSession,
-                          .shares_hold = false,
-                          .retry_once = false};
+    plan_limit(&session.committed, &kNoExternal, plan.max_session.value_or(0),
+               plan.max_session ? GateReason::kSessionSpend : GateReason::kNone, LimitUnit::kNanos,
+               site.now_ns + plan.session_timeout_ns, LimitWindow::kSession, &session.fired, nullptr);
     // A named session's spend is leased; an implicit one belongs to this process alone.
     if (plan.max_session && leases && !site.context->session_id.empty()) {
       push_lease_entry(site, session.lease.load(std::memory_order_acquire));
@@ -872,18 +873,10 @@ void Engine::resolve_limits(CallSite& site, LimitUse use) noexcept {
     mc = const_cast<ModelCounters*>(period.find(site.model->id));  // not written: judged only
   }
   if (hold ? mc != nullptr : limit != nullptr) {
-    t.push() = LimitEntry{.counter = mc != nullptr ? &mc->committed_tokens : &kNoCounter,
-                          .external = mc != nullptr ? &mc->external_tokens : &kNoExternal,
-                          .ceiling = nullptr,
-                          .max = limit != nullptr ? limit->max_tokens : 0,
-                          .resets_ns = period.end_ns,
-                          .fired = mc != nullptr ? &mc->fired : &period.fired_unslotted,
-                          .model = site.model,
-                          .reason = limit != nullptr ? GateReason::kModelLimit : GateReason::kNone,
-                          .unit = LimitUnit::kTokens,
-                          .window = LimitWindow::kPeriod,
-                          .shares_hold = false,
-                          .retry_once = false};
+    plan_limit(mc != nullptr ? &mc->committed_tokens : &kNoCounter, mc != nullptr ? &mc->external_tokens : &kNoExternal,
+               limit != nullptr ? limit->max_tokens : 0, limit != nullptr ? GateReason::kModelLimit : GateReason::kNone,
+               LimitUnit::kTokens, period.end_ns, LimitWindow::kPeriod,
+               mc != nullptr ? &mc->fired : &period.fired_unslotted, site.model);
     if (limit != nullptr && mc != nullptr && leases) {
       push_lease(site, period.leases.load(std::memory_order_acquire), static_cast<int>(mc - period.models));
     }
@@ -1024,6 +1017,7 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
       verdicts.add(limit_result(l, jv.v, jv.current, e, jv.max, plan), j);
     }
     if (hard >= 0) {
+      verdicts.hard_entry = hard;
       // Nothing held on a hard gate: release what the earlier entries held.
       for (int k = 0; k < i; ++k) {
         if (!t[k].shares_hold) t[k].counter->fetch_sub(t[k].estimate(est_cost, est_tokens), std::memory_order_acq_rel);

@@ -264,7 +264,10 @@ struct QueuedEvent {
 // example a lease on a limit (a ceiling on this process's own committed amount): counter = the
 // leased entry's counter, external = &kNoExternal, ceiling = the lease's atomic ceiling,
 // fired = nullptr (no soft thresholds), shares_hold = true (judged inside the leased entry's hold,
-// in one CAS: the two never disagree), retry_once = true, reason = kLeaseExhausted.
+// in one CAS: the two never disagree), retry_once = true, reason = kLeaseExhausted. reserve()
+// then sees which entry refused in Verdicts::hard_entry and, when it is retry_once, may wait and
+// admit once more. Settling (Engine::apply) moves counters, not limits: an entry on an existing
+// counter needs nothing there; one on a new counter (speech, wallet) adds that counter to apply().
 
 // What a limit counts, and so which of the call's estimates it is judged with.
 enum class LimitUnit : std::uint8_t { kNanos, kTokens };
@@ -340,6 +343,9 @@ struct Verdicts {
   static constexpr int kMax = LimitTable::kMax;
   GuardResult best;
   int count = 0;  // soft verdicts in `each`
+  // The LimitTable entry whose hard verdict refused the call; set by admit() when it returns a
+  // hard gate, and only then (left uninitialised: a call that is admitted pays nothing for it).
+  int hard_entry;
   void add(const GuardResult& r, int entry) noexcept;
   [[nodiscard]] const GuardResult& soft(int i) const noexcept {
     return *std::launder(reinterpret_cast<const GuardResult*>(each[i]));
