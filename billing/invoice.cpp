@@ -46,6 +46,8 @@ absl::Status validate_indicator(const Indicator& indicator) {
 
 InvoiceBuilder::InvoiceBuilder(BillingPeriod period) : period_(period) {}
 InvoiceBuilder::~InvoiceBuilder() = default;
+InvoiceBuilder::InvoiceBuilder(InvoiceBuilder&&) noexcept = default;
+InvoiceBuilder& InvoiceBuilder::operator=(InvoiceBuilder&&) noexcept = default;
 
 absl::StatusOr<InvoiceBuilder> InvoiceBuilder::create(std::span<const Indicator> indicators, BillingPeriod period) {
   if (period.end_ns <= period.start_ns) return absl::InvalidArgumentError("period: end must be after start");

@@ -82,8 +82,8 @@ class InvoiceBuilder {
   // a negative quantity under a tiered price.
   [[nodiscard]] absl::StatusOr<Invoice> preview(std::optional<Decimal> available_credits = std::nullopt) const;
 
-  InvoiceBuilder(InvoiceBuilder&&) noexcept = default;
-  InvoiceBuilder& operator=(InvoiceBuilder&&) noexcept = default;
+  InvoiceBuilder(InvoiceBuilder&&) noexcept;
+  InvoiceBuilder& operator=(InvoiceBuilder&&) noexcept;
   ~InvoiceBuilder();
 
  private:
