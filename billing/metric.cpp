@@ -1,7 +1,9 @@
 // Billable metrics and their aggregation (see billing/metric.h).
 #include "billing/metric.h"
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -36,6 +38,31 @@ bool accumulate(Decimal& acc, const Decimal& v, absl::Status& status) {
   }
   acc = *sum;
   return true;
+}
+
+// The value of a lowercase hex digit, or 0x10 for any other byte.
+constexpr std::array<std::uint8_t, 256> make_hex_values() {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[c] = c >= '0' && c <= '9' ? static_cast<std::uint8_t>(c - '0')
+           : c >= 'a' && c <= 'f' ? static_cast<std::uint8_t>(c - 'a' + 10)
+                                  : 0x10;
+  }
+  return t;
+}
+constexpr std::array<std::uint8_t, 256> kHexValue = make_hex_values();
+
+// 16 hex digits as 64 bits; ORs 0x10 into `invalid_bits` if any is not a lowercase hex digit.
+inline std::uint64_t pack_hex16(const char* p, std::uint8_t& invalid_bits) noexcept {
+  std::uint64_t v = 0;
+  std::uint8_t bad = 0;
+  for (int i = 0; i < 16; ++i) {
+    const std::uint8_t nibble = kHexValue[static_cast<unsigned char>(p[i])];
+    bad |= nibble;
+    v = v << 4 | (nibble & 0x0f);
+  }
+  invalid_bits |= bad;
+  return v;
 }
 
 }  // namespace
@@ -158,13 +185,9 @@ MetricAggregator::Added MetricAggregator::add(const BillingEvent& event) {
     ++counts_.outside_period;
     return {};
   }
-  if (!event.id.empty()) {
-    const absl::string_view id(event.id.data(), event.id.size());
-    if (ids_.contains(id)) {
-      ++counts_.duplicates;
-      return {};
-    }
-    ids_.emplace(id);
+  if (!event.id.empty() && !remember_id(event.id)) {
+    ++counts_.duplicates;
+    return {};
   }
   if (!metric_->matches(event.tags)) {
     ++counts_.filtered_out;
@@ -205,6 +228,17 @@ MetricAggregator::Added MetricAggregator::add(const BillingEvent& event) {
   }
   has_value_ = true;
   return {true, f.value};
+}
+
+bool MetricAggregator::remember_id(std::string_view id) {
+  if (id.size() == 32) {
+    std::uint8_t invalid_bits = 0;
+    const std::uint64_t high = pack_hex16(id.data(), invalid_bits);
+    const std::uint64_t low = pack_hex16(id.data() + 16, invalid_bits);
+    // Uppercase or other characters: kept as a string, so "AB..." and "ab..." stay distinct.
+    if ((invalid_bits & 0x10) == 0) return hex_ids_.emplace(high, low).second;
+  }
+  return other_ids_.emplace(absl::string_view(id.data(), id.size())).second;
 }
 
 absl::StatusOr<Decimal> MetricAggregator::total() const {

@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -169,8 +170,14 @@ class MetricAggregator {
   bool has_value_ = false;
   std::int64_t latest_ts_ = 0;
   std::uint64_t latest_arrival_ = 0;
-  absl::flat_hash_set<std::string> ids_;
+  // Event ids seen: the house's 32-lowercase-hex ids packed into 16 bytes (no allocation, no pointer
+  // to chase), any other id as a string. Both are exact.
+  absl::flat_hash_set<std::pair<std::uint64_t, std::uint64_t>> hex_ids_;
+  absl::flat_hash_set<std::string> other_ids_;
   absl::flat_hash_set<std::string> unique_values_;
+
+  // Whether `id` was new (and is now remembered).
+  bool remember_id(std::string_view id);
 };
 
 }  // namespace paygent::billing

@@ -176,6 +176,26 @@ TEST_CASE("billing.metric.duplicated_event_counted_once") {
   CHECK(a.counts().duplicates == 1);
 }
 
+TEST_CASE("billing.metric.duplicate_ids_in_every_form") {
+  const Metric m = make_metric({.name = "calls"});
+  MetricAggregator a(m, kNovember);
+  const std::string hex = "0123456789abcdef0123456789abcdef";  // the house's ids: packed into 16 bytes
+  CHECK(feed(a, {.id = hex}).counted);
+  CHECK_FALSE(feed(a, {.id = hex}).counted);
+  CHECK(feed(a, {.id = "0123456789abcdef0123456789abcdee"}).counted);  // last digit differs
+  CHECK(feed(a, {.id = "1123456789abcdef0123456789abcdef"}).counted);  // first digit differs
+  CHECK(feed(a, {.id = "0123456789ABCDEF0123456789ABCDEF"}).counted);  // uppercase is another id
+  CHECK_FALSE(feed(a, {.id = "0123456789ABCDEF0123456789ABCDEF"}).counted);
+  CHECK(feed(a, {.id = "0123456789abcdef0123456789abcdeg"}).counted);  // 32 chars, not hex
+  CHECK_FALSE(feed(a, {.id = "0123456789abcdef0123456789abcdeg"}).counted);
+  CHECK(feed(a, {.id = "call-1"}).counted);
+  CHECK_FALSE(feed(a, {.id = "call-1"}).counted);
+  CHECK(feed(a, {.id = ""}).counted);  // no id: cannot be deduplicated, each counts
+  CHECK(feed(a, {.id = ""}).counted);
+  CHECK(quantity_of(a) == dec("8"));
+  CHECK(a.counts().duplicates == 4);
+}
+
 TEST_CASE("billing.metric.unique_count_is_per_period") {
   const Metric m = make_metric({.name = "docs", .aggregation = Aggregation::kUniqueCount, .field = "document_id"});
   MetricAggregator nov(m, testing::kNovember);
