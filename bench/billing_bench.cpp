@@ -2,15 +2,16 @@
 // events, beside a plain hash-map sum of the same rows in the same process.
 //
 // The rows, in stored order (by customer, then time; a storage pages one customer's events into one
-// InvoiceBuilder, previews, and moves on): 1,000 customers, three indicators (GPU hours: Sum on "hours" priced GRADUATED; API
-// requests: Count filtered on region = us-east-1, FLAT; documents: Unique count on "document_id",
-// VOLUME), each event with a 32-character id, a timestamp in November 2026 and two meta tags. 1% of
-// the events are re-deliveries of an earlier id.
+// InvoiceBuilder, previews, and moves on): 1,000 customers, three indicators (GPU hours: Sum on
+// "hours" priced GRADUATED; API requests: Count filtered on region = us-east-1, FLAT; documents:
+// Unique count on "document_id", VOLUME), each event with a 32-character id, a timestamp in
+// November 2026 and two meta tags. 1% of the events are re-deliveries of an earlier id.
 //
 // Checked first: every customer's three quantities and amounts against totals kept in integers while
 // the rows were generated; the baseline's sums against the same totals. Then timed: each iteration
 // runs the baselines and the engine over all rows; counters report each, `ratio` (engine / plain
-// sum) and `ratio_dedup` (engine / the sum that also counts each id once). Run with --benchmark_repetitions=5 --benchmark_report_aggregates_only=true for medians.
+// sum) and `ratio_dedup` (engine / the sum that also counts each id once). Run with
+// --benchmark_repetitions=5 --benchmark_report_aggregates_only=true for medians.
 //
 // The baseline is what a first implementation would do: one absl::flat_hash_map keyed by (customer,
 // indicator) holding an event count and a double sum of std::from_chars of the "hours" tag. It
@@ -306,7 +307,10 @@ void BM_billing_one_customer_preview(benchmark::State& state) {
   auto once = [&] {
     InvoiceBuilder b = *InvoiceBuilder::create(f.indicators, kNovember);
     std::uint64_t arrival = 0;
-    for (const Row* r : mine) b.add(kIndicators[r->indicator], BillingEvent{std::string_view(r->id.data(), 32), r->ts_ns, ++arrival, r->tags, {}});
+    for (const Row* r : mine) {
+      const BillingEvent e{std::string_view(r->id.data(), 32), r->ts_ns, ++arrival, r->tags, {}};
+      b.add(kIndicators[r->indicator], e);
+    }
     return *b.preview();
   };
   if (once().total_nanos != expected_total_nanos(f.expected[7])) {

@@ -192,23 +192,19 @@ Decimal Decimal::normalized() const noexcept {
   return Decimal(m, s);
 }
 
-absl::StatusOr<Decimal> Decimal::add(const Decimal& a, const Decimal& b) {
+absl::StatusOr<Decimal> Decimal::add_or_sub(const Decimal& a, const Decimal& b, bool subtract) {
   const int scale = a.scale_ > b.scale_ ? a.scale_ : b.scale_;
-  Int128 x = 0, y = 0, sum = 0;
-  if (!rescale_up(a, scale, x) || !rescale_up(b, scale, y) || __builtin_add_overflow(x, y, &sum)) {
-    return overflow("add", a, b, "the sum does not fit in 38 digits");
+  Int128 x = 0, y = 0, result = 0;
+  if (!rescale_up(a, scale, x) || !rescale_up(b, scale, y) ||
+      (subtract ? __builtin_sub_overflow(x, y, &result) : __builtin_add_overflow(x, y, &result))) {
+    return overflow(subtract ? "sub" : "add", a, b,
+                    subtract ? "the difference does not fit in 128 bits" : "the sum does not fit in 128 bits");
   }
-  return Decimal(sum, scale);
+  return Decimal(result, scale);
 }
 
-absl::StatusOr<Decimal> Decimal::sub(const Decimal& a, const Decimal& b) {
-  const int scale = a.scale_ > b.scale_ ? a.scale_ : b.scale_;
-  Int128 x = 0, y = 0, diff = 0;
-  if (!rescale_up(a, scale, x) || !rescale_up(b, scale, y) || __builtin_sub_overflow(x, y, &diff)) {
-    return overflow("sub", a, b, "the difference does not fit in 38 digits");
-  }
-  return Decimal(diff, scale);
-}
+absl::StatusOr<Decimal> Decimal::add(const Decimal& a, const Decimal& b) { return add_or_sub(a, b, false); }
+absl::StatusOr<Decimal> Decimal::sub(const Decimal& a, const Decimal& b) { return add_or_sub(a, b, true); }
 
 absl::StatusOr<Decimal> Decimal::mul(const Decimal& a, const Decimal& b) {
   Decimal x = a, y = b;
@@ -218,7 +214,7 @@ absl::StatusOr<Decimal> Decimal::mul(const Decimal& a, const Decimal& b) {
   }
   Int128 product = 0;
   if (__builtin_mul_overflow(x.mantissa_, y.mantissa_, &product)) {
-    return overflow("mul", a, b, "the product does not fit in 38 digits");
+    return overflow("mul", a, b, "the product does not fit in 128 bits");
   }
   int scale = x.scale_ + y.scale_;
   while (scale > kMaxScale && product % 10 == 0) {
@@ -241,7 +237,7 @@ absl::StatusOr<Decimal> Decimal::div(const Decimal& a, const Decimal& b, int sca
   const auto p = static_cast<UInt128>(kPow10[e >= 0 ? e : -e]);
   if (e >= 0) {
     if (num != 0 && num > std::numeric_limits<UInt128>::max() / p) {
-      return overflow("div", a, b, "the quotient does not fit in 38 digits");
+      return overflow("div", a, b, "the quotient does not fit in 128 bits");
     }
     num *= p;
   } else {
@@ -253,7 +249,7 @@ absl::StatusOr<Decimal> Decimal::div(const Decimal& a, const Decimal& b, int sca
   const bool negative = (a.mantissa_ < 0) != (b.mantissa_ < 0) && a.mantissa_ != 0;
   Int128 q = 0;
   if (!to_signed(divide_magnitude(num, den, negative, mode), negative, q)) {
-    return overflow("div", a, b, "the quotient does not fit in 38 digits");
+    return overflow("div", a, b, "the quotient does not fit in 128 bits");
   }
   return Decimal(q, scale);
 }

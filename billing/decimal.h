@@ -2,7 +2,7 @@
 //
 // A Decimal is `mantissa / 10^scale` with a signed 128-bit mantissa and a scale of 0..18 decimal
 // places. Parsing, addition, subtraction and multiplication are exact: when the exact result does
-// not fit (more than 38 digits, or more than 18 decimal places that are not zeros) the operation
+// not fit (beyond 128 bits, about 1.7e38, or more than 18 decimal places that are not zeros) the operation
 // fails with OutOfRange naming the operation; nothing ever wraps or is silently rounded. Division
 // and rounding always take an explicit scale and RoundingMode.
 //
@@ -111,6 +111,7 @@ class Decimal {
 
  private:
   constexpr Decimal(Int128 mantissa, int scale) noexcept : mantissa_(mantissa), scale_(scale) {}
+  static absl::StatusOr<Decimal> add_or_sub(const Decimal& a, const Decimal& b, bool subtract);
 
   Int128 mantissa_ = 0;
   int scale_ = 0;

@@ -41,7 +41,8 @@ std::string_view pricing_model_name(PricingModel model) noexcept {
 }
 
 absl::StatusOr<PricingModel> parse_pricing_model(std::string_view name) {
-  for (PricingModel m : {PricingModel::kFlat, PricingModel::kVolume, PricingModel::kGraduated, PricingModel::kCredits}) {
+  for (PricingModel m :
+       {PricingModel::kFlat, PricingModel::kVolume, PricingModel::kGraduated, PricingModel::kCredits}) {
     if (pricing_model_name(m) == name) return m;
   }
   return invalid("pricing.model", "\"" + std::string(name) + "\" is not one of flat, volume, graduated, credits");

@@ -39,7 +39,8 @@ TEST_CASE("billing.metric.definition_is_validated_naming_the_field") {
   CHECK(err({.name = ""}).starts_with("name:"));
   CHECK(err({.name = "x", .aggregation = Aggregation::kSum}).starts_with("field: sum needs"));
   CHECK(err({.name = "x", .aggregation = Aggregation::kCount, .field = "hours"}).starts_with("field: count takes"));
-  CHECK(err({.name = "x", .aggregation = Aggregation::kSum, .field = "a", .expression = "1"}).starts_with("expression:"));
+  CHECK(err({.name = "x", .aggregation = Aggregation::kSum, .field = "a", .expression = "1"})
+            .starts_with("expression:"));
   CHECK(err({.name = "x", .aggregation = Aggregation::kSum, .expression = "event.properties.tokens *"})
             .starts_with("expression: position 25"));
   CHECK(err({.name = "x", .aggregation = Aggregation::kSum, .expression = "1", .result_field = "a b"})
@@ -96,7 +97,9 @@ TEST_CASE("billing.metric.seed_unique_3_documents_from_6_events") {
                                 .field = "document_id"});
   MetricAggregator a(m, kNovember);
   const char* docs[] = {"doc-101", "doc-202", "doc-101", "doc-303", "doc-101", "doc-303"};
-  for (int i = 0; i < 6; ++i) feed(a, {.id = "e" + std::to_string(i), .tags = {{"document_id", docs[i]}, {"pages", "24"}}});
+  for (int i = 0; i < 6; ++i) {
+    feed(a, {.id = "e" + std::to_string(i), .tags = {{"document_id", docs[i]}, {"pages", "24"}}});
+  }
   CHECK(quantity_of(a) == dec("3"));
   CHECK(a.counts().counted == 6);
 }
