@@ -79,8 +79,6 @@ bool rescale_up(const Decimal& d, int scale, Int128& out) noexcept {
 
 }  // namespace
 
-Int128 pow10_128(int n) noexcept { return n < 0 || n > kMaxDigits ? 0 : kPow10[n]; }
-
 std::string_view rounding_mode_name(RoundingMode mode) noexcept {
   switch (mode) {
     case RoundingMode::kRound: return "round";
@@ -280,6 +278,13 @@ absl::StatusOr<std::int64_t> Decimal::to_scaled(int scale, RoundingMode mode) co
     return absl::OutOfRangeError(to_string() + " does not fit in a 64-bit count of 1e-" + std::to_string(scale));
   }
   return static_cast<std::int64_t>(m);
+}
+
+absl::StatusOr<std::int64_t> Decimal::to_scaled_exact(int scale) const {
+  if (scale >= 0 && scale < scale_ && rounded(scale, RoundingMode::kFloor) != *this) {
+    return absl::InvalidArgumentError(to_string() + " has more precision than 1e-" + std::to_string(scale));
+  }
+  return to_scaled(scale, RoundingMode::kFloor);
 }
 
 std::string Decimal::to_string() const {

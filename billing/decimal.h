@@ -10,9 +10,10 @@
 // to_nanos() with an explicit rounding mode, and comes in through from_nanos().
 //
 // Issue 11 asks for one decimal module for plans, prices and invoices. This one is designed to take
-// over meter/decimal.cpp (parse_usd, parse_usd_per_tokens: Decimal::parse with
-// {.allow_exponent = true}, then to_scaled(9 or 12, ...) with exactness checked by the caller) and
-// the plan parser; that migration is a follow-up, not done here.
+// over meter/decimal.cpp and the plan parser (a follow-up, not done here): parse_usd(text) becomes
+// Decimal::parse(text, {.allow_exponent = true}) refusing negatives, then to_scaled_exact(9);
+// parse_usd_per_tokens(text, n) becomes div(value, from_int(n), 12, kFloor), refused unless the
+// quotient times n gives the value back (exact); format_usd keeps its place at the presentation edge.
 //
 // Lifetime and thread safety: Decimal is a 32-byte trivially copyable value with no shared state;
 // any number of threads may use distinct or const shared Decimals. All functions are free of
@@ -97,6 +98,9 @@ class Decimal {
   // This value as an integer count of 10^-scale units (to_scaled(9, ...) is nano-units), rounded with
   // `mode`. OutOfRange when it does not fit in int64; InvalidArgument when scale is outside 0..18.
   [[nodiscard]] absl::StatusOr<std::int64_t> to_scaled(int scale, RoundingMode mode) const;
+  // This value as an integer count of 10^-scale units when that is exact: InvalidArgument "has more
+  // precision than 1e-<scale>" otherwise (what parse_usd / parse_usd_per_tokens need: nothing rounded).
+  [[nodiscard]] absl::StatusOr<std::int64_t> to_scaled_exact(int scale) const;
   // This value as USD in nano-USD, rounded with `mode` (money is rounded only where it is rendered).
   [[nodiscard]] absl::StatusOr<std::int64_t> to_nanos(RoundingMode mode) const { return to_scaled(9, mode); }
 
@@ -116,8 +120,5 @@ class Decimal {
   Int128 mantissa_ = 0;
   int scale_ = 0;
 };
-
-// 10^n for n in 0..38 as a 128-bit integer.
-[[nodiscard]] Int128 pow10_128(int n) noexcept;
 
 }  // namespace paygent::billing

@@ -12,6 +12,8 @@
 // Evaluation is exact (billing/decimal.h): + - * exactly, '/' to 18 decimal places rounded half away
 // from zero. An event whose referenced tag is missing or not a number gets no value (the caller
 // excludes it with the reason), never 0.
+// Lifetime and thread safety: MetaTag borrows its views for one call; FieldValue is a plain value;
+// Expression is below. Nothing here has shared mutable state.
 #pragma once
 
 #include <cstddef>

@@ -5,6 +5,9 @@
 // per-minute indicator bills each voice session's duration at the session's rate. Amounts stay exact
 // until the rendered line, which is rounded once, half away from zero, to the nano-USD; the total is
 // the sum of the rendered lines, so the lines always add up to it.
+// Lifetime and thread safety: Indicator, InvoiceLine and Invoice are plain values (read from any
+// number of threads, written from one); an Invoice owns all its text. InvoiceBuilder states its own
+// contract below.
 #pragma once
 
 #include <cstdint>

@@ -6,6 +6,10 @@
 // whose value is missing or not a number is excluded and counted by reason, never read as 0.
 //
 // No storage and no HTTP here: a storage feeds MetricAggregator page by page.
+// Lifetime and thread safety: the plain structs (MetricDefinition, MetricRounding, MetricFilter,
+// BillingPeriod, SessionModel, BillingEvent, AggregationCounts) are values with no shared state: read
+// from any number of threads, written from one. BillingEvent and SessionModel only borrow views (see
+// each). Metric and MetricAggregator state their own contracts below.
 #pragma once
 
 #include <array>

@@ -3,6 +3,9 @@
 //
 // Everything is exact (billing/decimal.h): an amount is never rounded here; the invoice rounds once,
 // at the rendered line.
+// Lifetime and thread safety: Pricing, PriceTier, TierCharge, Charge, ModelRate and PerMinutePricing
+// are plain values (read from any number of threads, written from one); the free functions have no
+// shared state and keep nothing they are given. CreditWallet states its own contract below.
 #pragma once
 
 #include <cstdint>

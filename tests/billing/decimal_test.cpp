@@ -137,6 +137,11 @@ TEST_CASE("billing.decimal.nanos_and_comparison") {
   CHECK(Decimal::from_nanos(200'000'000) == d("0.2"));
   CHECK(Decimal::from_nanos(200'000'000).to_string() == "0.200000000");
   CHECK(*d("2.5").to_scaled(3, RoundingMode::kRound) == 2500);
+  CHECK(*d("0.000000001000").to_scaled_exact(9) == 1);
+  CHECK(*d("-49.00").to_scaled_exact(9) == -49'000'000'000);
+  auto too_fine = d("0.0000000001").to_scaled_exact(9);
+  REQUIRE_FALSE(too_fine.ok());
+  CHECK(std::string(too_fine.status().message()) == "0.0000000001 has more precision than 1e-9");
   CHECK(d("120") > d("88"));
   CHECK(d("-1") < d("0.5"));
   CHECK(d("0.1") < d("0.10000000000000001"));

@@ -68,6 +68,11 @@ TEST_CASE("billing.invoice.per_minute_sessions_each_at_their_rate") {
   CHECK(inv.lines[0].quantity == dec("2.5"));
   CHECK(inv.lines[0].amount == dec("1.175"));
   CHECK(inv.lines[0].counts.excluded[static_cast<int>(ExclusionReason::kMissingField)] == 1);
+  // A negative duration is bad data, not a credit: the preview names it.
+  b.add("voice", Ev{.id = "s4", .tags = {{"duration_minutes", "-1"}}}.view());
+  auto bad = b.preview();
+  REQUIRE_FALSE(bad.ok());
+  CHECK(std::string(bad.status().message()).find("duration_minutes: -1 is negative") != std::string::npos);
 }
 
 TEST_CASE("billing.invoice.metered_lines_with_tiers_credits_and_exclusions") {

@@ -130,6 +130,18 @@ TEST_CASE("billing.metric.seed_expression_5000_effective_tokens") {
   CHECK(quantity_of(a) == dec("5000"));
 }
 
+TEST_CASE("billing.metric.unique_count_of_an_expression_counts_equal_numbers_once") {
+  const Metric m = make_metric({.name = "pages per doc", .aggregation = Aggregation::kUniqueCount,
+                                .expression = "event.properties.pages / 2"});
+  MetricAggregator a(m, kNovember);
+  feed(a, {.id = "1", .tags = {{"pages", "4"}}});
+  feed(a, {.id = "2", .tags = {{"pages", "4.00"}}});  // 2 and 2.00 are one value
+  feed(a, {.id = "3", .tags = {{"pages", "5"}}});
+  feed(a, {.id = "4", .tags = {{"pages", "x"}}});
+  CHECK(quantity_of(a) == dec("2"));
+  CHECK(a.counts().excluded[static_cast<int>(ExclusionReason::kNotANumber)] == 1);
+}
+
 TEST_CASE("billing.metric.missing_and_non_numeric_fields_are_excluded_by_reason") {
   const Metric m = make_metric({.name = "hours", .aggregation = Aggregation::kSum, .field = "hours"});
   MetricAggregator a(m, kNovember);
