@@ -56,25 +56,23 @@ class Parser {
     program_.push_back(op);
   }
 
-  absl::Status expr(int nesting) {
-    if (auto s = term(nesting); !s.ok()) return s;
-    for (;;) {
-      skip_spaces();
-      if (pos_ == text_.size() || (text_[pos_] != '+' && text_[pos_] != '-')) return absl::OkStatus();
-      const char op = text_[pos_++];
-      if (auto s = term(nesting); !s.ok()) return s;
-      emit({op == '+' ? Expression::Op::kAdd : Expression::Op::kSub});
-    }
-  }
+  // expr (level 0: + -) and term (level 1: * /): left-associative chains of the next level.
+  absl::Status expr(int nesting) { return chain(0, nesting); }
 
-  absl::Status term(int nesting) {
-    if (auto s = unary(nesting); !s.ok()) return s;
+  absl::Status chain(int level, int nesting) {
+    static constexpr char kOps[2][2] = {{'+', '-'}, {'*', '/'}};
+    static constexpr Expression::Op::Kind kKinds[2][2] = {{Expression::Op::kAdd, Expression::Op::kSub},
+                                                         {Expression::Op::kMul, Expression::Op::kDiv}};
+    auto operand = [&] { return level == 0 ? chain(1, nesting) : unary(nesting); };
+    if (auto s = operand(); !s.ok()) return s;
     for (;;) {
       skip_spaces();
-      if (pos_ == text_.size() || (text_[pos_] != '*' && text_[pos_] != '/')) return absl::OkStatus();
-      const char op = text_[pos_++];
-      if (auto s = unary(nesting); !s.ok()) return s;
-      emit({op == '*' ? Expression::Op::kMul : Expression::Op::kDiv});
+      if (pos_ == text_.size() || (text_[pos_] != kOps[level][0] && text_[pos_] != kOps[level][1])) {
+        return absl::OkStatus();
+      }
+      const bool second = text_[pos_++] == kOps[level][1];
+      if (auto s = operand(); !s.ok()) return s;
+      emit({kKinds[level][second ? 1 : 0]});
     }
   }
 
