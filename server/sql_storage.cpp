@@ -164,25 +164,40 @@ Query& Query::bind_event(int first, const EventRecord& e) {
   return *this;
 }
 
+absl::Status run_in_transaction(SqlConnection& connection, std::string_view begin,
+                                absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
+  if (absl::Status s = connection.exec(begin); !s.ok()) return s;
+  absl::Status result;
+  try {
+    result = fn(connection);
+  } catch (...) {
+    // An exception (bad_alloc) must not leave the connection in the transaction: on SQLite
+    // that is the one writer, and every later write would fail until a restart.
+    if (connection.in_transaction()) static_cast<void>(connection.exec("ROLLBACK"));
+    throw;
+  }
+  if (result.ok()) result = connection.exec("COMMIT");
+  // A failed COMMIT may leave the transaction open (SQLite's SQLITE_BUSY): rolled back, so
+  // that nothing of it stays.
+  if (!result.ok() && connection.in_transaction()) static_cast<void>(connection.exec("ROLLBACK"));
+  return result;
+}
+
 absl::Status SqlStorage::transaction(Access access, bool write, absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
+  if (write && access == Access::kWrite) return write_transaction(fn);
+  return transaction_alone(access, write, fn);
+}
+
+absl::Status SqlStorage::write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
+  return transaction_alone(Access::kWrite, true, fn);
+}
+
+absl::Status SqlStorage::transaction_alone(Access access, bool write,
+                                           absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
   absl::Status status;
   for (int attempt = 1; attempt <= kTransactionAttempts; ++attempt) {
     status = with_connection(access, [&](SqlConnection& connection) -> absl::Status {
-      if (absl::Status s = connection.exec(write ? dialect_.begin_write() : dialect_.begin_read()); !s.ok()) return s;
-      absl::Status result;
-      try {
-        result = fn(connection);
-      } catch (...) {
-        // An exception (bad_alloc) must not leave the connection in the transaction: on SQLite
-        // that is the one writer, and every later write would fail until a restart.
-        if (connection.in_transaction()) static_cast<void>(connection.exec("ROLLBACK"));
-        throw;
-      }
-      if (result.ok()) result = connection.exec("COMMIT");
-      // A failed COMMIT may leave the transaction open (SQLite's SQLITE_BUSY): rolled back, so
-      // that nothing of it stays.
-      if (!result.ok() && connection.in_transaction()) static_cast<void>(connection.exec("ROLLBACK"));
-      return result;
+      return run_in_transaction(connection, write ? dialect_.begin_write() : dialect_.begin_read(), fn);
     });
     if (!absl::IsAborted(status)) return status;
   }

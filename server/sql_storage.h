@@ -94,11 +94,19 @@ class SqlStorage : public Storage {
   // Runs `fn` on a connection that this call alone uses until `fn` returns, and returns what it
   // returns. A connection left in a transaction by `fn` is the subclass's to roll back or drop.
   virtual absl::Status with_connection(Access access, absl::FunctionRef<absl::Status(SqlConnection&)> fn) = 0;
+  // transaction(Access::kWrite, true, fn): what every write transaction (ingest, create_product,
+  // with_user_locks) goes through. This one runs `fn` alone (transaction_alone()); a subclass may
+  // run concurrent callers' in one transaction, each in a savepoint (SqliteStorage: group commit),
+  // as long as each caller gets its own `fn`'s outcome and is answered after its commit.
+  virtual absl::Status write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn);
+  // Runs `fn` in a transaction of its own (write or read) on a connection for `access`: commits
+  // when it succeeds, rolls back when it fails; retried whole (up to a few times) when the
+  // database aborted it (Aborted: serialization failure, deadlock).
+  absl::Status transaction_alone(Access access, bool write, absl::FunctionRef<absl::Status(SqlConnection&)> fn);
 
  private:
-  // Runs `fn` in a transaction (write or read) on a connection for `access`: commits when it
-  // succeeds, rolls back when it fails; retried whole (up to a few times) when the database
-  // aborted it (Aborted: serialization failure, deadlock).
+  // Runs `fn` in a transaction (write or read) on a connection for `access`, as
+  // transaction_alone() does, or through write_transaction() for a write on Access::kWrite.
   absl::Status transaction(Access access, bool write, absl::FunctionRef<absl::Status(SqlConnection&)> fn);
   // The integer key (products.pk) of `product_id`, or nullopt when there is no such product.
   // Kept once found: products are never deleted and their keys never change.
