@@ -56,6 +56,14 @@ class PostgresStorage final : public SqlStorage {
 
  protected:
   absl::Status with_connection(Access access, absl::FunctionRef<absl::Status(SqlConnection&)> fn) override;
+  // The batch's users, events, daily sums and product totals in one statement (one round trip):
+  // the events as one array per column (unnest), INSERT ... ON CONFLICT DO NOTHING RETURNING id
+  // feeding the sums in the same statement.
+  absl::StatusOr<BatchWrite> store_batch(SqlConnection& connection, std::int64_t product, std::int64_t received_ns,
+                                         std::span<const EventRecord> events,
+                                         std::span<const storage_internal::EventId> ids,
+                                         std::span<const std::size_t> fresh, std::span<const std::string_view> users,
+                                         std::vector<bool>& stored) override;
 
  private:
   class Connection;

@@ -132,6 +132,19 @@ std::string insert_events_sql(int rows) {
   return sql;
 }
 
+// The index of the first event of each id (a later one of the same batch is a duplicate,
+// whatever it holds), in batch order.
+std::vector<std::size_t> first_of_each_id(std::span<const EventId> ids) {
+  std::vector<std::size_t> fresh;
+  fresh.reserve(ids.size());
+  absl::flat_hash_set<absl::string_view> seen;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const auto* bytes = reinterpret_cast<const char*>(ids[i].data());
+    if (seen.insert(absl::string_view(bytes, ids[i].size())).second) fresh.push_back(i);
+  }
+  return fresh;
+}
+
 }  // namespace
 
 std::string sql_schema(const SqlDialect& dialect) {
@@ -427,13 +440,22 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
     std::sort(users.begin(), users.end());
   }
   IngestResult result;
-  absl::Status status =
-      with_user_locks(product_id, users, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
-        result = IngestResult{};
-        return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, result);
-      });
-  if (!status.ok()) return status;
-  return result;
+  bool in_parts = false;
+  for (;;) {
+    bool redo_in_parts = false;
+    absl::Status status =
+        with_user_locks(product_id, users, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
+          result = IngestResult{};
+          return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, in_parts,
+                               redo_in_parts, result);
+        });
+    if (redo_in_parts && !in_parts) {
+      in_parts = true;  // rolled back: written again one statement at a time
+      continue;
+    }
+    if (!status.ok()) return status;
+    return result;
+  }
 }
 
 absl::Status SqlStorage::with_user_locks(std::string_view product_id, std::span<const std::string_view> user_ids,
@@ -454,8 +476,23 @@ absl::Status SqlStorage::with_user_locks(std::string_view product_id, std::span<
 absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t product,
                                        std::span<const EventRecord> events, std::span<const EventId> ids,
                                        std::span<const std::string_view> users, const PeriodOf* period_of,
-                                       std::span<const SoftGateFired> soft_gates, IngestResult& result) {
+                                       std::span<const SoftGateFired> soft_gates, bool in_parts,
+                                       bool& redo_in_parts, IngestResult& result) {
   const std::int64_t received_ns = now_ns();
+  const std::vector<std::size_t> fresh = first_of_each_id(ids);
+  std::vector<bool> stored(events.size(), false);
+  if (!in_parts) {
+    absl::StatusOr<BatchWrite> written = store_batch(connection, product, received_ns, events, ids, fresh, users, stored);
+    if (!written.ok()) return written.status();
+    if (*written == BatchWrite::kRedoInParts) {
+      redo_in_parts = true;
+      return absl::CancelledError("ingest: to be written again one statement at a time");
+    }
+    if (*written == BatchWrite::kStored) {
+      for (bool s : stored) ++(s ? result.accepted : result.duplicates);
+      return finish_ingest(connection, product, users, period_of, soft_gates, result);
+    }
+  }
   if (absl::Status s = insert_rows(
           connection, "INSERT INTO users(product, user_id, name, created_ns)", 4, users.size(),
           "ON CONFLICT(product, user_id) DO NOTHING", "create users",
@@ -466,8 +503,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
     return s;
   }
 
-  std::vector<bool> stored(events.size(), false);
-  if (absl::Status s = insert_events(connection, product, events, ids, stored); !s.ok()) return s;
+  if (absl::Status s = insert_events(connection, product, received_ns, events, ids, fresh, stored); !s.ok()) return s;
 
   // The product's all-time totals, which bound every sum a read computes over its events; and the
   // sums of the stored events per (user, day, model), added to usage_daily.
@@ -542,10 +578,23 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
         .bind(8, t.cost_nanos);
     if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
   }
+  return finish_ingest(connection, product, users, period_of, soft_gates, result);
+}
+
+absl::Status SqlStorage::finish_ingest(SqlConnection& connection, std::int64_t product,
+                                       std::span<const std::string_view> users, const PeriodOf* period_of,
+                                       std::span<const SoftGateFired> soft_gates, IngestResult& result) {
   if (absl::Status s = store_soft_gates(connection, product, soft_gates); !s.ok()) return s;
   if (period_of == nullptr) return absl::OkStatus();
   // The batch's users and their totals, read in this transaction.
   return read_usage(connection, product, users, *period_of, result.usage);
+}
+
+absl::StatusOr<SqlStorage::BatchWrite> SqlStorage::store_batch(SqlConnection&, std::int64_t, std::int64_t,
+                                                               std::span<const EventRecord>, std::span<const EventId>,
+                                                               std::span<const std::size_t>,
+                                                               std::span<const std::string_view>, std::vector<bool>&) {
+  return BatchWrite::kUnsupported;
 }
 
 absl::Status SqlStorage::insert_rows(SqlConnection& connection, std::string_view head, int columns, std::size_t count,
@@ -576,20 +625,9 @@ absl::Status SqlStorage::insert_rows(SqlConnection& connection, std::string_view
   return absl::OkStatus();
 }
 
-absl::Status SqlStorage::insert_events(SqlConnection& connection, std::int64_t product,
+absl::Status SqlStorage::insert_events(SqlConnection& connection, std::int64_t product, std::int64_t received_ns,
                                        std::span<const EventRecord> events, std::span<const EventId> ids,
-                                       std::vector<bool>& stored) {
-  // The first event of each id (a later one of the same batch is a duplicate, whatever it holds).
-  std::vector<std::size_t> fresh;
-  fresh.reserve(events.size());
-  {
-    absl::flat_hash_set<absl::string_view> seen;
-    for (std::size_t i = 0; i < events.size(); ++i) {
-      const auto* bytes = reinterpret_cast<const char*>(ids[i].data());
-      if (seen.insert(absl::string_view(bytes, ids[i].size())).second) fresh.push_back(i);
-    }
-  }
-  const std::int64_t received_ns = now_ns();
+                                       std::span<const std::size_t> fresh, std::vector<bool>& stored) {
   constexpr int kColumns = 3 + ::paygent::internal::kEventColumnCount;
   const std::size_t per_insert = static_cast<std::size_t>(std::max(1, dialect_.rows_per_insert()));
   // Prepared once per chunk size (SQLite: once per batch), rebound for each chunk.

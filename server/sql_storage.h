@@ -99,6 +99,25 @@ class SqlStorage : public Storage {
   // run concurrent callers' in one transaction, each in a savepoint (SqliteStorage: group commit),
   // as long as each caller gets its own `fn`'s outcome and is answered after its commit.
   virtual absl::Status write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn);
+  // How store_batch() went.
+  enum class BatchWrite : std::uint8_t {
+    kUnsupported,  // this database has no such statement: nothing was done
+    kStored,       // the batch is written
+    // The statement failed in a way that the statements one by one report exactly (a total would
+    // pass int64) or handle (a product without its product_totals row): the transaction is rolled
+    // back and the batch written again without store_batch().
+    kRedoInParts,
+  };
+  // ingest's write of a batch in one statement (one round trip) where the database can
+  // (PostgreSQL), in the transaction that holds the users' locks: creates the missing users of
+  // `users`, stores those of the events `fresh` (indexes into `events` and `ids`, the first of
+  // each id) whose id is not stored yet, setting stored[i] for each, adds them to usage_daily and
+  // to the product's totals row. The default is kUnsupported: SqlStorage's statements, one by one.
+  virtual absl::StatusOr<BatchWrite> store_batch(SqlConnection& connection, std::int64_t product,
+                                                 std::int64_t received_ns, std::span<const EventRecord> events,
+                                                 std::span<const storage_internal::EventId> ids,
+                                                 std::span<const std::size_t> fresh,
+                                                 std::span<const std::string_view> users, std::vector<bool>& stored);
   // Runs `fn` in a transaction of its own (write or read) on a connection for `access`: commits
   // when it succeeds, rolls back when it fails; retried whole (up to a few times) when the
   // database aborted it (Aborted: serialization failure, deadlock).
@@ -121,9 +140,15 @@ class SqlStorage : public Storage {
   absl::StatusOr<IngestResult> ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
                                            const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates);
   // The write of a batch, in a with_user_locks() transaction of the batch's users: `ids` are the
-  // events' ids as bytes, `users` the batch's distinct users, sorted.
+  // events' ids as bytes, `users` the batch's distinct users, sorted. Through store_batch() unless
+  // `in_parts`; sets `redo_in_parts` (and fails) when store_batch() asks for that.
   absl::Status ingest_locked(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
                              std::span<const storage_internal::EventId> ids, std::span<const std::string_view> users,
+                             const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates, bool in_parts,
+                             bool& redo_in_parts, IngestResult& result);
+  // ingest_locked()'s last steps, once the batch is written: its soft gates, then (for
+  // ingest_with_usage(), `period_of` set) its users' usage into `result`.
+  absl::Status finish_ingest(SqlConnection& connection, std::int64_t product, std::span<const std::string_view> users,
                              const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates,
                              IngestResult& result);
   // Stores a batch's soft gates (one already stored is kept), in the ingest's transaction.
@@ -140,9 +165,11 @@ class SqlStorage : public Storage {
   absl::Status insert_rows(SqlConnection& connection, std::string_view head, int columns, std::size_t count,
                            std::string_view tail, std::string_view what,
                            absl::FunctionRef<void(Query&, int, std::size_t)> bind_row);
-  // Stores the events not already stored; sets stored[i] for each event stored by this call.
-  absl::Status insert_events(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
-                             std::span<const storage_internal::EventId> ids, std::vector<bool>& stored);
+  // Stores those of the events `fresh` (indexes, the first of each id) not already stored, with
+  // `received_ns`; sets stored[i] for each event stored by this call.
+  absl::Status insert_events(SqlConnection& connection, std::int64_t product, std::int64_t received_ns,
+                             std::span<const EventRecord> events, std::span<const storage_internal::EventId> ids,
+                             std::span<const std::size_t> fresh, std::vector<bool>& stored);
   // The product's all-time totals (product_totals), its row locked until the transaction ends.
   absl::StatusOr<Totals> product_totals(SqlConnection& connection, std::int64_t product);
   absl::StatusOr<std::optional<UserRecord>> find_user_in(SqlConnection& connection, std::int64_t product,
