@@ -87,9 +87,11 @@ std::pair<std::string, int> translate_placeholders(std::string_view sql) {
 // values bound then; parameters never bound are text. Every value is sent as text (copied at bind).
 class PgStatement final : public SqlStatement {
  public:
-  PgStatement(PGconn* conn, std::string name, std::string sql, int parameters)
-      : conn_(conn), name_(std::move(name)), sql_(std::move(sql)), values_(parameters), bound_(parameters, false),
-        types_(parameters, kText) {}
+  // `pending_begin` is the connection's BEGIN not sent yet ("" when none): sent with this
+  // statement's first run, in one round trip.
+  PgStatement(PGconn* conn, std::string* pending_begin, std::string name, std::string sql, int parameters)
+      : conn_(conn), pending_begin_(pending_begin), name_(std::move(name)), sql_(std::move(sql)), values_(parameters),
+        bound_(parameters, false), types_(parameters, kText) {}
 
   void bind_int64(int index, std::int64_t value) override { set(index, str_cat(value), kInt8); }
   void bind_text(int index, std::string_view text) override {
@@ -118,7 +120,11 @@ class PgStatement final : public SqlStatement {
       }
       std::vector<const char*> values(values_.size());
       for (std::size_t i = 0; i < values_.size(); ++i) values[i] = bound_[i] ? values_[i].c_str() : nullptr;
-      result_ = PQexecPrepared(conn_, name_.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
+      if (pending_begin_->empty()) {
+        result_ = PQexecPrepared(conn_, name_.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
+      } else if (absl::Status begun = run_after_begin(values, what); !begun.ok()) {
+        return begun;
+      }
       const ExecStatusType status = PQresultStatus(result_);
       if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
         absl::Status error = pg_error(conn_, result_, what);
@@ -183,7 +189,39 @@ class PgStatement final : public SqlStatement {
     if (!prepared_) types_[i] = type;
   }
 
+  // Sends the pending BEGIN and this statement in one round trip (libpq's pipeline mode), and
+  // sets result_ to the statement's result. The BEGIN's error when it failed.
+  absl::Status run_after_begin(const std::vector<const char*>& values, std::string_view what) {
+    const std::string begin = std::exchange(*pending_begin_, std::string());
+    if (PQenterPipelineMode(conn_) != 1 || PQsendQueryParams(conn_, begin.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) != 1 ||
+        PQsendQueryPrepared(conn_, name_.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0) != 1 ||
+        PQpipelineSync(conn_) != 1) {
+      // Not sent as one: the connection is broken (or was never in pipeline mode).
+      static_cast<void>(PQexitPipelineMode(conn_));
+      return pg_error(conn_, nullptr, what);
+    }
+    // Each query's result, then a null; then the sync.
+    auto next = [&]() -> PGresult* {
+      PGresult* r = PQgetResult(conn_);
+      if (r != nullptr) {
+        while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
+      }
+      return r;
+    };
+    Result begun(next(), &PQclear);
+    result_ = next();
+    PQclear(PQgetResult(conn_));  // PGRES_PIPELINE_SYNC
+    static_cast<void>(PQexitPipelineMode(conn_));
+    if (PQresultStatus(begun.get()) != PGRES_COMMAND_OK) {
+      if (result_ != nullptr) PQclear(result_);
+      result_ = nullptr;
+      return pg_error(conn_, begun.get(), begin);
+    }
+    return absl::OkStatus();
+  }
+
   PGconn* const conn_;
+  std::string* const pending_begin_;
   const std::string name_;
   const std::string sql_;
   std::vector<std::string> values_;
@@ -331,14 +369,26 @@ class PostgresStorage::Connection final : public SqlConnection {
     if (it == statements_.end()) {
       auto [text, parameters] = translate_placeholders(sql);
       auto statement =
-          std::make_unique<PgStatement>(conn_, str_cat("s", statements_.size()), std::move(text), parameters);
+          std::make_unique<PgStatement>(conn_, &pending_begin_, str_cat("s", statements_.size()), std::move(text), parameters);
       it = statements_.emplace(std::string(sql), std::move(statement)).first;
     }
     return it->second.get();
   }
 
+  // A BEGIN is not sent on its own: it goes with the transaction's first statement (a round trip
+  // saved per transaction); nothing is started until then, so nothing is lost by waiting.
   absl::Status exec(std::string_view sql) override {
-    const std::string text(sql);
+    if (sql.starts_with("BEGIN") && sql.find(';') == std::string_view::npos && pending_begin_.empty() &&
+        !in_transaction()) {
+      pending_begin_ = std::string(sql);
+      return absl::OkStatus();
+    }
+    if (!pending_begin_.empty() && (sql == "COMMIT" || sql == "ROLLBACK")) {
+      pending_begin_.clear();  // an empty transaction
+      return absl::OkStatus();
+    }
+    // The simple query protocol runs "BEGIN ...; <sql>" in one round trip.
+    const std::string text = pending_begin_.empty() ? std::string(sql) : str_cat(std::exchange(pending_begin_, std::string()), "; ", sql);
     Result result(PQexec(conn_, text.c_str()), &PQclear);
     const ExecStatusType status = PQresultStatus(result.get());
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return absl::OkStatus();
@@ -346,6 +396,7 @@ class PostgresStorage::Connection final : public SqlConnection {
   }
 
   bool in_transaction() override {
+    if (!pending_begin_.empty()) return true;
     const PGTransactionStatusType status = PQtransactionStatus(conn_);
     return status == PQTRANS_INTRANS || status == PQTRANS_INERROR || status == PQTRANS_ACTIVE;
   }
@@ -354,6 +405,7 @@ class PostgresStorage::Connection final : public SqlConnection {
 
  private:
   PGconn* const conn_;
+  std::string pending_begin_;  // a BEGIN not sent yet (see exec())
   absl::flat_hash_map<std::string, std::unique_ptr<PgStatement>> statements_;
 };
 
@@ -367,6 +419,7 @@ absl::StatusOr<SqlStorage::BatchWrite> PostgresStorage::store_batch(
     std::span<const storage_internal::EventId> ids, std::span<const std::size_t> fresh,
     std::span<const std::string_view> users, std::vector<bool>& stored) {
   using ::paygent::internal::EventFieldType;
+  if (!options_.one_statement_ingest) return BatchWrite::kUnsupported;
   absl::StatusOr<Query> insert = prepare(connection, store_batch_sql());
   if (!insert.ok()) return insert.status();
   static constexpr char kHex[] = "0123456789abcdef";

@@ -40,6 +40,9 @@ struct PostgresOptions {
   // Idle connections kept open for the next calls. More serve more concurrent requests without a
   // new connection each (~2 ms), at the cost of a server process per connection.
   std::size_t max_idle_connections = 16;
+  // Ingest writes a batch's users, events, daily sums and totals in one statement (one round trip).
+  // false: one statement per table, as on SQLite: slower, for comparison (bench/) only.
+  bool one_statement_ingest = true;
 };
 
 class PostgresStorage final : public SqlStorage {
