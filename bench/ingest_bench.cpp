@@ -201,26 +201,36 @@ void ingest_http(benchmark::State& state, bool full_sync) {
 void ingest_http_full(benchmark::State& state) { ingest_http(state, true); }
 void ingest_http_normal(benchmark::State& state) { ingest_http(state, false); }
 
+// A SqliteStorage in `dir` with product "p".
+absl::StatusOr<std::unique_ptr<SqliteStorage>> open_storage(const TempDir& dir) {
+  auto storage = SqliteStorage::open(dir.path() + "/db");
+  if (!storage.ok()) return storage.status();
+  if (absl::Status s = (*storage)->create_product("p", "bench", std::string(64, 'b')); !s.ok()) return s;
+  return storage;
+}
+
+// The calls stored for product "p" (-1 when they cannot be read).
+std::int64_t stored_calls(SqliteStorage& storage) {
+  const auto r = storage.report("p", {.from_ns = 0, .to_ns = INT64_MAX, .group_by = ReportGroup::kModel});
+  if (!r.ok()) return -1;
+  std::int64_t n = 0;
+  for (const auto& [model, t] : *r) n += t.calls;
+  return n;
+}
+
 // --- SqliteStorage::ingest in-process --------------------------------------------------------------
 
 void ingest_storage(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
   TempDir dir("paygentd-bench-storage");
-  auto storage = SqliteStorage::open(dir.path() + "/db");
-  if (!storage.ok() || !(*storage)->create_product("p", "bench", std::string(64, 'b')).ok()) {
-    state.SkipWithError("cannot open a SqliteStorage");
+  auto storage = open_storage(dir);
+  if (!storage.ok()) {
+    state.SkipWithError(storage.status().ToString().c_str());
     return;
   }
   std::vector<EventRecord> events;
   for (int i = 0; i < batch; ++i) events.push_back(make_event(static_cast<std::uint64_t>(i)));
-  auto stored = [&]() -> std::int64_t {
-    const auto r = (*storage)->report("p", {.from_ns = 0, .to_ns = INT64_MAX, .group_by = ReportGroup::kModel});
-    std::int64_t n = 0;
-    if (r.ok()) {
-      for (const auto& [model, t] : *r) n += t.calls;
-    }
-    return n;
-  };
+  auto stored = [&] { return stored_calls(**storage); };
   const auto check = (*storage)->ingest("p", events);
   if (!check.ok() || check->accepted != batch || stored() != batch) {
     state.SkipWithError("SqliteStorage did not store the check batch exactly");
@@ -268,15 +278,30 @@ bool run_syncers(benchmark::State& state, int syncers, Send send) {
   return !failed;
 }
 
+// The benchmark's timed loop: run_syncers() per iteration. The events sent, or nullopt when a
+// batch failed (the benchmark is then skipped with an error).
+template <typename Send>
+std::optional<std::int64_t> time_syncers(benchmark::State& state, int syncers, int batch, Send send) {
+  std::int64_t total = 0;
+  for (auto _ : state) {
+    if (!run_syncers(state, syncers, send)) {
+      state.SkipWithError("a batch was not stored whole");
+      return std::nullopt;
+    }
+    total += static_cast<std::int64_t>(syncers) * kBatchesPerSyncer * batch;
+  }
+  return total;
+}
+
 // SqliteStorage::ingest_with_usage (what paygentd calls for a batch) from state.range(0) threads
 // at once, batches of state.range(1) events, synchronous=FULL: concurrent batches share commits.
 void ingest_storage_syncers(benchmark::State& state) {
   const int syncers = static_cast<int>(state.range(0));
   const int batch = static_cast<int>(state.range(1));
   TempDir dir("paygentd-bench-syncers");
-  auto storage = SqliteStorage::open(dir.path() + "/db");
-  if (!storage.ok() || !(*storage)->create_product("p", "bench", std::string(64, 'b')).ok()) {
-    state.SkipWithError("cannot open a SqliteStorage");
+  auto storage = open_storage(dir);
+  if (!storage.ok()) {
+    state.SkipWithError(storage.status().ToString().c_str());
     return;
   }
   const TimeRange month{.from_ns = 0, .to_ns = INT64_MAX / 2};
@@ -290,27 +315,15 @@ void ingest_storage_syncers(benchmark::State& state) {
     const auto r = (*storage)->ingest_with_usage("p", mine, [&](const UserRecord&) { return month; }, {});
     return r.ok() && r->accepted == batch && r->usage.size() == static_cast<std::size_t>(std::min(batch, kUsers));
   };
-  auto stored = [&]() -> std::int64_t {
-    const auto r = (*storage)->report("p", {.from_ns = 0, .to_ns = INT64_MAX, .group_by = ReportGroup::kModel});
-    std::int64_t n = 0;
-    if (r.ok()) {
-      for (const auto& [model, t] : *r) n += t.calls;
-    }
-    return n;
-  };
+  auto stored = [&] { return stored_calls(**storage); };
   if (!send(0) || stored() != batch) {
     state.SkipWithError("SqliteStorage did not store the check batch exactly");
     return;
   }
   const GroupCommit::Stats before = (*storage)->group_commit_stats();
-  std::int64_t total = 0;
-  for (auto _ : state) {
-    if (!run_syncers(state, syncers, send)) {
-      state.SkipWithError("a batch was not stored whole");
-      return;
-    }
-    total += static_cast<std::int64_t>(syncers) * kBatchesPerSyncer * batch;
-  }
+  const std::optional<std::int64_t> timed = time_syncers(state, syncers, batch, send);
+  if (!timed) return;
+  const std::int64_t total = *timed;
   if (stored() != total + batch) {
     state.SkipWithError("the stored count does not match the events ingested");
     return;
@@ -345,14 +358,9 @@ void ingest_http_syncers(benchmark::State& state) {
     state.SkipWithError("paygentd did not store the check batch exactly");
     return;
   }
-  std::int64_t total = 0;
-  for (auto _ : state) {
-    if (!run_syncers(state, syncers, send)) {
-      state.SkipWithError("a batch was not stored whole");
-      return;
-    }
-    total += static_cast<std::int64_t>(syncers) * kBatchesPerSyncer * batch;
-  }
+  const std::optional<std::int64_t> timed = time_syncers(state, syncers, batch, send);
+  if (!timed) return;
+  const std::int64_t total = *timed;
   if (stored_count(*clients[0], s.key) != *before + batch + total) {
     state.SkipWithError("the stored count does not match the events sent");
     return;
