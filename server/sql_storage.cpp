@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -443,9 +444,11 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
   bool in_parts = false;
   for (;;) {
     bool redo_in_parts = false;
+    std::int64_t product_key = 0;
     absl::Status status =
         with_user_locks(product_id, users, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
           result = IngestResult{};
+          product_key = product;
           return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, in_parts,
                                redo_in_parts, result);
         });
@@ -454,6 +457,7 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
       continue;
     }
     if (!status.ok()) return status;
+    remember_users(product_key, users);  // committed
     return result;
   }
 }
@@ -480,9 +484,11 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
                                        bool& redo_in_parts, IngestResult& result) {
   const std::int64_t received_ns = now_ns();
   const std::vector<std::size_t> fresh = first_of_each_id(ids);
+  const std::vector<std::string_view> new_users = unknown_users(product, users);
   std::vector<bool> stored(events.size(), false);
   if (!in_parts) {
-    absl::StatusOr<BatchWrite> written = store_batch(connection, product, received_ns, events, ids, fresh, users, stored);
+    absl::StatusOr<BatchWrite> written =
+        store_batch(connection, product, received_ns, events, ids, fresh, new_users, stored);
     if (!written.ok()) return written.status();
     if (*written == BatchWrite::kRedoInParts) {
       redo_in_parts = true;
@@ -494,10 +500,10 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
     }
   }
   if (absl::Status s = insert_rows(
-          connection, "INSERT INTO users(product, user_id, name, created_ns)", 4, users.size(),
+          connection, "INSERT INTO users(product, user_id, name, created_ns)", 4, new_users.size(),
           "ON CONFLICT(product, user_id) DO NOTHING", "create users",
           [&](Query& insert, int first, std::size_t i) {
-            insert.bind(first, product).bind(first + 1, users[i]).bind(first + 2, std::string_view("")).bind(first + 3, received_ns);
+            insert.bind(first, product).bind(first + 1, new_users[i]).bind(first + 2, std::string_view("")).bind(first + 3, received_ns);
           });
       !s.ok()) {
     return s;
@@ -579,6 +585,37 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
     if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
   }
   return finish_ingest(connection, product, users, period_of, soft_gates, result);
+}
+
+namespace {
+
+// Most users SqlStorage::known_users_ holds (~64 MB at most).
+constexpr std::size_t kKnownUsers = 1 << 20;
+
+std::string user_key(std::int64_t product, std::string_view user_id) {
+  std::string key(sizeof product, '\0');
+  std::memcpy(key.data(), &product, sizeof product);
+  key.append(user_id);
+  return key;
+}
+
+}  // namespace
+
+std::vector<std::string_view> SqlStorage::unknown_users(std::int64_t product, std::span<const std::string_view> users) {
+  std::vector<std::string_view> unknown;
+  std::string key;
+  absl::MutexLock lock(&users_mu_);
+  for (std::string_view user : users) {
+    key = user_key(product, user);
+    if (!known_users_.contains(key)) unknown.push_back(user);
+  }
+  return unknown;
+}
+
+void SqlStorage::remember_users(std::int64_t product, std::span<const std::string_view> users) {
+  absl::MutexLock lock(&users_mu_);
+  if (known_users_.size() + users.size() > kKnownUsers) known_users_.clear();
+  for (std::string_view user : users) known_users_.insert(user_key(product, user));
 }
 
 absl::Status SqlStorage::finish_ingest(SqlConnection& connection, std::int64_t product,

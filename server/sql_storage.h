@@ -39,6 +39,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -191,7 +192,18 @@ class SqlStorage : public Storage {
   static absl::Status add_events(SqlConnection& connection, std::int64_t product, const ReportQuery& query,
                                  std::int64_t from_ns, std::int64_t to_ns, GroupedTotals& out);
 
+  // Of the batch's users `users`, those this storage has not seen stored by a committed ingest:
+  // the only ones ingest inserts (users are never deleted; one another replica created is
+  // inserted again, ON CONFLICT DO NOTHING).
+  std::vector<std::string_view> unknown_users(std::int64_t product, std::span<const std::string_view> users);
+  // Notes `users` of `product` as stored: called once their ingest has committed.
+  void remember_users(std::int64_t product, std::span<const std::string_view> users);
+
   const SqlDialect& dialect_;
+  absl::Mutex users_mu_;
+  // Product key (8 bytes) then user id, of users known to be stored; emptied when it reaches
+  // kKnownUsers (sql_storage.cpp), which bounds its memory.
+  absl::flat_hash_set<std::string> known_users_ ABSL_GUARDED_BY(users_mu_);
   absl::Mutex keys_mu_;
   absl::flat_hash_map<std::string, std::int64_t> product_keys_ ABSL_GUARDED_BY(keys_mu_);  // id -> products.pk
 };

@@ -126,6 +126,7 @@ TEST_CASE("server.storage_ingest_is_idempotent_and_atomic") {
   CHECK(absl::IsNotFound(storage->find_user("p", "u2").status()));
   // The storage is usable afterwards.
   REQUIRE(storage->ingest("p", std::vector<EventRecord>{overflow[0]}).ok());
+  CHECK(storage->find_user("p", "u2").ok());  // the refused batch's user was not taken for stored
   CHECK(storage->report("p", all)->at("u2").calls == 1);
   });
 }
