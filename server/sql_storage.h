@@ -18,7 +18,7 @@
 // order (with_user_locks(), SqlDialect::lock_users) before it writes anything, then the product's
 // totals row last, so that writers on several replicas queue rather than deadlock; a transaction
 // that the database still aborts (serialization failure, deadlock) is retried whole a few times.
-// Reports are in sql_report.cpp.
+// Reports are in sql_report.cpp, the ingest's write in sql_ingest.cpp.
 //
 // Plan configs: plans.updated_ns is the config's revision, grown at every put (also by another
 // process on the same database), so that a reader can keep the parsed config until it changes.
