@@ -2,8 +2,9 @@
 // The queries and the logic are SqlStorage's (server/sql_storage.h); this is SQLite's part: its
 // dialect, its connections, the schema's version (PRAGMA user_version) and the WAL's checkpoints.
 //
-// Durability: every write is one transaction. With Synchronous::kFull (the default) the WAL is
-// fsynced at each commit, so an acknowledged write survives a crash of the process or of the
+// Durability: every write is one transaction (or a savepoint of one, shared with the concurrent
+// writes of its group commit, below), answered after its commit. With Synchronous::kFull (the
+// default) the WAL is fsynced at each commit, so an acknowledged write survives a crash of the process or of the
 // machine; with kNormal it survives a crash of the process (kill -9) but the last commits may be
 // lost if the machine loses power.
 //
