@@ -202,7 +202,7 @@ class SqlStorage : public Storage {
   const SqlDialect& dialect_;
   absl::Mutex users_mu_;
   // Product key (8 bytes) then user id, of users known to be stored; emptied when it reaches
-  // kKnownUsers (sql_storage.cpp), which bounds its memory.
+  // kKnownUsers (sql_ingest.cpp), which bounds its memory.
   absl::flat_hash_set<std::string> known_users_ ABSL_GUARDED_BY(users_mu_);
   absl::Mutex keys_mu_;
   absl::flat_hash_map<std::string, std::int64_t> product_keys_ ABSL_GUARDED_BY(keys_mu_);  // id -> products.pk
