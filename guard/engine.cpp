@@ -69,14 +69,16 @@ int thread_number() noexcept {
 
 
 // Verdict of one limit: current usage c (settled + held), this call's estimate e, limit L.
+// No member initialisers: admit() keeps an array of them that must cost nothing to declare.
 struct Verdict {
-  GateStatus status = GateStatus::kOk;
-  int soft_index = -1;
-  double pct = 0;
+  GateStatus status;
+  int soft_index;  // -1: none
+  double pct;
 };
 
-Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const CompiledPlan& plan) noexcept {
-  Verdict v;
+// `soft`: the limit has soft thresholds (else only its hard verdict counts).
+Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const CompiledPlan& plan, bool soft = true) noexcept {
+  Verdict v{GateStatus::kOk, -1, 0};
   const __int128 after = static_cast<__int128>(c) + e;
   const __int128 scaled_limit = static_cast<__int128>(limit);
   // The ratio from the two int64 halves: converting the 128-bit sum to double is a library call
@@ -88,6 +90,7 @@ Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const Compiled
     v.status = GateStatus::kHardGate;
     return v;
   }
+  if (!soft) return v;
   for (int i = static_cast<int>(plan.soft.size()) - 1; i >= 0; --i) {
     if (after * kPpmOne >= scaled_limit * plan.soft[static_cast<std::size_t>(i)]) {
       v.status = GateStatus::kSoftGate;
@@ -102,8 +105,11 @@ Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const Compiled
 
 // --- Verdicts -------------------------------------------------------------------------------------
 
-[[gnu::always_inline]] inline void Verdicts::add(const GuardResult& r) noexcept {
-  if (r.status == GateStatus::kSoftGate && count < kMax) new (each[count++]) GuardResult(r);
+[[gnu::always_inline]] inline void Verdicts::add(const GuardResult& r, int entry) noexcept {
+  if (r.status == GateStatus::kSoftGate && count < kMax) {
+    entries[count] = static_cast<std::uint8_t>(entry);
+    new (each[count++]) GuardResult(r);
+  }
   // The most restrictive: higher status, then higher usage_pct; the first wins ties.
   if (best.reason == GateReason::kNone || r.status > best.status ||
       (r.status == best.status && r.usage_pct > best.usage_pct)) {
@@ -558,7 +564,7 @@ PeriodWindow* Engine::roll_period(UserState* user, const CompiledPlan* plan, std
     // Thresholds fired this period by an earlier process on this store (or before a hand-over).
     auto fired = store->fired(user->key, start, start);
     if (fired.ok()) {
-      apply_fired(*plan, *fired, start, nullptr, w->fired);
+      apply_fired(*plan, *fired, nullptr, w.get());
     } else {
       deferred.push_back(fired.status());
     }
@@ -607,7 +613,7 @@ void restore_fired(Engine& engine, SessionWindow& w, const UserState& user, cons
                    DeferredErrors& deferred) {
   auto fired = engine.store->fired(user.key, w.start_ns - plan.session_timeout_ns, INT64_MAX);
   if (fired.ok()) {
-    engine.apply_fired(plan, *fired, 0, &w, w.fired);
+    engine.apply_fired(plan, *fired, &w, nullptr);
   } else {
     deferred.push_back(fired.status());
   }
@@ -689,7 +695,7 @@ SessionWindow* Engine::roll_named_session(SessionEntry* entry, const CompiledPla
   return out;
 }
 
-bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site) {
+bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site, LimitUse use) {
   const ContextData* ctx = Context::current();
   if (ctx == nullptr || ctx->user_id.empty()) return false;
   site.context = ctx;
@@ -761,17 +767,18 @@ bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site) {
     site.price = nullptr;
     site.price_source = UsageEvent::PriceSource::kUnknown;
   }
+  resolve_limits(site, use);
   return true;
 }
 
-bool Engine::resolve_now(std::string_view model, CallSite& site) {
+bool Engine::resolve_now(std::string_view model, CallSite& site, LimitUse use) {
   std::int64_t now = coarse_now_ns();
-  if (!resolve(model, now, site)) return false;
+  if (!resolve(model, now, site, use)) return false;
   if (site.period->end_ns - now < kCoarseMarginNs ||
       site.session->last_activity_ns.load(std::memory_order_relaxed) + site.plan->session_timeout_ns - now <
           kCoarseMarginNs) {
     now = now_ns();
-    return resolve(model, now, site);
+    return resolve(model, now, site, use);
   }
   return true;
 }
@@ -786,20 +793,80 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
 
 // --- Engine: gates --------------------------------------------------------------------------------
 
+[[gnu::always_inline]] inline void Engine::resolve_limits(CallSite& site, LimitUse use) noexcept {
+  LimitTable& t = site.limits;
+  t.count = 0;
+  if (use == LimitUse::kNone) return;
+  const bool hold = use == LimitUse::kHold;
+  const CompiledPlan& plan = *site.plan;
+  PeriodWindow& period = *site.period;
+  SessionWindow& session = *site.session;
+  // A limit of the plan (reason kNone: the plan sets none, held and not judged), with no ceiling,
+  // alone on its counter, final when hard.
+  auto plan_limit = [&t](std::atomic<std::int64_t>* counter, const std::atomic<std::int64_t>* external,
+                         std::int64_t max, GateReason reason, LimitUnit unit, std::int64_t resets_ns,
+                         LimitWindow window, FiredBits* fired, const ModelInfo* model) {
+    t.push() = LimitEntry{.counter = counter,
+                          .external = external,
+                          .ceiling = nullptr,
+                          .max = max,
+                          .resets_ns = resets_ns,
+                          .fired = fired,
+                          .model = model,
+                          .reason = reason,
+                          .unit = unit,
+                          .window = window,
+                          .shares_hold = false,
+                          .retry_once = false};
+  };
+  // Judging needs the limited entries only; holding, every counter the call adds to.
+  if (plan.max_period || hold) {  // spend in the billing period (every process's, with a backend)
+    plan_limit(&period.committed, &period.external, plan.max_period.value_or(0),
+               plan.max_period ? GateReason::kTotalSpend : GateReason::kNone, LimitUnit::kNanos,
+               period.end_ns, LimitWindow::kPeriod, &period.fired, nullptr);
+  }
+  if (plan.max_session || hold) {  // spend in the session (this process's)
+    plan_limit(&session.committed, &kNoExternal, plan.max_session.value_or(0),
+               plan.max_session ? GateReason::kSessionSpend : GateReason::kNone, LimitUnit::kNanos,
+               site.now_ns + plan.session_timeout_ns, LimitWindow::kSession, &session.fired, nullptr);
+  }
+  // The called model's tokens in the period. Holding claims its counter slot; a model with no slot
+  // left is not held (nor, if limited, enforced). Judging reads it without claiming: a limited model
+  // with no slot is judged on its estimate alone.
+  const CompiledLimit* limit = plan.limit_for(site.model);
+  ModelCounters* mc = nullptr;
+  if (hold) {
+    mc = period.counters(site.model->id);
+    if (limit != nullptr && mc == nullptr && !period.slots_exhausted.exchange(true)) {
+      report_error(absl::ResourceExhaustedError(str_cat("no counter slot for model ", site.model->name,
+                                                        "; its token limit is not enforced this period")));
+    }
+  } else if (limit != nullptr) {
+    mc = const_cast<ModelCounters*>(period.find(site.model->id));  // not written: judged only
+  }
+  if (hold ? mc != nullptr : limit != nullptr) {
+    plan_limit(mc != nullptr ? &mc->committed_tokens : &kNoCounter, mc != nullptr ? &mc->external_tokens : &kNoExternal,
+               limit != nullptr ? limit->max_tokens : 0, limit != nullptr ? GateReason::kModelLimit : GateReason::kNone,
+               LimitUnit::kTokens, period.end_ns, LimitWindow::kPeriod,
+               mc != nullptr ? &mc->fired : &period.fired_unslotted, site.model);
+  }
+}
+
 namespace {
 
-[[gnu::always_inline]] inline GuardResult spend_result(GateReason reason, const Verdict& v, std::int64_t current,
-                                                     std::int64_t estimate, std::int64_t limit, std::int64_t resets_ns,
-                                                     const CompiledPlan& plan) {
+[[gnu::always_inline]] inline GuardResult limit_result(const LimitEntry& l, const Verdict& v, std::int64_t current,
+                                                       std::int64_t estimate, std::int64_t limit,
+                                                       const CompiledPlan& plan) {
   GuardResult r;
   r.status = v.status;
-  r.reason = reason;
+  r.reason = l.reason;
+  if (l.model != nullptr) r.model = l.model->name;
   r.usage_pct = v.pct;
   r.current_value = current;
   r.limit_value = limit;
   r.call_estimate = estimate;
-  r.resets_at = resets_ns == std::numeric_limits<std::int64_t>::max() ? absl::InfiniteFuture()
-                                                                        : absl::FromUnixNanos(resets_ns);
+  r.resets_at = l.resets_ns == std::numeric_limits<std::int64_t>::max() ? absl::InfiniteFuture()
+                                                                          : absl::FromUnixNanos(l.resets_ns);
   r.threshold = v.status == GateStatus::kHardGate ? plan.hard
                 : v.soft_index >= 0              ? plan.soft[static_cast<std::size_t>(v.soft_index)]
                                                  : 0;
@@ -811,29 +878,15 @@ namespace {
 GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens,
                              Verdicts& verdicts) const noexcept {
   const CompiledPlan& plan = *site.plan;
-  if (plan.max_period) {
-    const Nanos c = site.period->committed.load(std::memory_order_acquire) +
-                    site.period->external.load(std::memory_order_relaxed);
-    const Verdict v = judge(c, est_cost, *plan.max_period, plan);
-    verdicts.add(
-        spend_result(GateReason::kTotalSpend, v, c + est_cost, est_cost, *plan.max_period, site.period->end_ns, plan));
-  }
-  if (plan.max_session) {
-    const Nanos c = site.session->committed.load(std::memory_order_acquire);
-    const Verdict v = judge(c, est_cost, *plan.max_session, plan);
-    verdicts.add(spend_result(GateReason::kSessionSpend, v, c + est_cost, est_cost, *plan.max_session,
-                              site.now_ns + plan.session_timeout_ns, plan));
-  }
-  if (const CompiledLimit* l = plan.limit_for(site.model)) {
-    const ModelCounters* mc = site.period->find(site.model->id);
-    const std::int64_t c = mc != nullptr ? mc->committed_tokens.load(std::memory_order_acquire) +
-                                               mc->external_tokens.load(std::memory_order_relaxed)
-                                         : 0;
-    const Verdict v = judge(c, est_tokens, l->max_tokens, plan);
-    GuardResult r =
-        spend_result(GateReason::kModelLimit, v, c + est_tokens, est_tokens, l->max_tokens, site.period->end_ns, plan);
-    r.model = l->model->name;
-    verdicts.add(r);
+  const LimitTable& t = site.limits;
+  for (int i = 0; i < t.count; ++i) {
+    const LimitEntry& l = t[i];
+    if (l.reason == GateReason::kNone) continue;
+    const std::int64_t e = l.estimate(est_cost, est_tokens);
+    const std::int64_t c = l.counter->load(std::memory_order_acquire) + l.external->load(std::memory_order_relaxed);
+    const std::int64_t max = l.limit();
+    const Verdict v = judge(c, e, max, plan, l.fired != nullptr);
+    verdicts.add(limit_result(l, v, c + e, e, max, plan), i);
   }
   verdicts.best.user_id = site.user->key;  // the soft ones get it when they fire
   return verdicts.best;
@@ -847,104 +900,83 @@ namespace {
   return r;
 }
 
+// One entry's verdict inside a hold, with what it was judged on.
+struct Judged {
+  Verdict v;
+  std::int64_t current;  // usage with the estimate
+  std::int64_t max;
+};
+
 }  // namespace
 
 GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens,
                           Verdicts& verdicts) noexcept {
   const CompiledPlan& plan = *site.plan;
-  PeriodWindow& period = *site.period;
-  SessionWindow& session = *site.session;
-  ModelCounters* mc = period.counters(site.model->id);
-  const CompiledLimit* limit = plan.limit_for(site.model);
-  if (limit != nullptr && mc == nullptr && !period.slots_exhausted.exchange(true)) {
-    report_error(absl::ResourceExhaustedError(str_cat("no counter slot for model ", site.model->name,
-                                                           "; its token limit is not enforced this period")));
-  }
-
-  // Holds `e` on `counter` if the limit admits it; returns the verdict (nothing held when hard).
-  // `external` is usage the backend knows of beyond this process's own (0 without a backend).
-  auto hold = [&](std::atomic<std::int64_t>& counter, std::int64_t external, std::int64_t e,
-                  const std::optional<std::int64_t>& max, std::int64_t& current) {
-    Verdict v;
+  const LimitTable& t = site.limits;
+  for (int i = 0; i < t.count;) {
+    // Entries [i, end) are judged on one counter and held on it once, in one CAS: concurrent
+    // reservations can never take it past any of their hard thresholds.
+    int end = i + 1;
+    while (end < t.count && t[end].shares_hold) ++end;
+    std::atomic<std::int64_t>& counter = *t[i].counter;
+    const std::int64_t e = t[i].estimate(est_cost, est_tokens);
+    Judged judged[LimitTable::kMax];
+    int hard = -1;
     std::int64_t c = counter.load(std::memory_order_acquire);
     for (;;) {
-      if (max) {
-        v = judge(c + external, e, *max, plan);
-        if (v.status == GateStatus::kHardGate) {
-          current = c + external + e;
-          return v;
+      for (int j = i; j < end; ++j) {
+        const LimitEntry& l = t[j];
+        if (l.reason == GateReason::kNone) continue;
+        Judged& jv = judged[j - i];
+        const std::int64_t used = c + l.external->load(std::memory_order_relaxed);
+        jv.max = l.limit();
+        jv.v = judge(used, e, jv.max, plan, l.fired != nullptr);
+        jv.current = used + e;
+        if (jv.v.status == GateStatus::kHardGate) {
+          hard = j;
+          break;
         }
       }
+      if (hard >= 0) break;
       if (e == 0 || counter.compare_exchange_weak(c, c + e, std::memory_order_acq_rel, std::memory_order_acquire)) {
-        current = c + external + e;
-        return v;
+        break;
       }
     }
-  };
-
-  std::int64_t current = 0;
-  const Verdict vp =
-      hold(period.committed, period.external.load(std::memory_order_relaxed), est_cost, plan.max_period, current);
-  if (plan.max_period) {
-    verdicts.add(spend_result(GateReason::kTotalSpend, vp, current, est_cost, *plan.max_period, period.end_ns, plan));
-  }
-  if (vp.status == GateStatus::kHardGate) return named(verdicts.best, site);
-
-  const Verdict vs = hold(session.committed, 0, est_cost, plan.max_session, current);
-  if (plan.max_session) {
-    verdicts.add(spend_result(GateReason::kSessionSpend, vs, current, est_cost, *plan.max_session,
-                              site.now_ns + plan.session_timeout_ns, plan));
-  }
-  if (vs.status == GateStatus::kHardGate) {
-    period.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
-    return named(verdicts.best, site);
-  }
-
-  if (mc != nullptr) {
-    std::optional<std::int64_t> max;
-    if (limit != nullptr) max = limit->max_tokens;
-    const Verdict vm =
-        hold(mc->committed_tokens, mc->external_tokens.load(std::memory_order_relaxed), est_tokens, max, current);
-    if (limit != nullptr) {
-      GuardResult r =
-          spend_result(GateReason::kModelLimit, vm, current, est_tokens, limit->max_tokens, period.end_ns, plan);
-      r.model = limit->model->name;
-      verdicts.add(r);
+    const int judged_end = hard >= 0 ? hard + 1 : end;
+    for (int j = i; j < judged_end; ++j) {
+      const LimitEntry& l = t[j];
+      if (l.reason == GateReason::kNone) continue;
+      const Judged& jv = judged[j - i];
+      verdicts.add(limit_result(l, jv.v, jv.current, e, jv.max, plan), j);
     }
-    if (vm.status == GateStatus::kHardGate) {
-      period.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
-      session.committed.fetch_sub(est_cost, std::memory_order_acq_rel);
+    if (hard >= 0) {
+      verdicts.hard_entry = hard;
+      // Nothing held on a hard gate: release what the earlier entries held.
+      for (int k = 0; k < i; ++k) {
+        if (!t[k].shares_hold) t[k].counter->fetch_sub(t[k].estimate(est_cost, est_tokens), std::memory_order_acq_rel);
+      }
       return named(verdicts.best, site);
     }
+    i = end;
   }
   return named(verdicts.best, site);
 }
 
 namespace {
 
-// The group of fired bits of a model limit: 1 + its place among the plan's limits; those past the
-// 7th share group 7.
-int model_limit_group(const CompiledPlan& plan, std::string_view model) noexcept {
-  int group = 1;
-  for (const auto& l : plan.limits) {
-    if (l.model->name == model) break;
-    ++group;
-  }
-  return std::min(group, 7);
-}
-
 constexpr std::string_view kSessionKeyPrefix = "session_spend:";
 constexpr std::string_view kModelKeyPrefix = "model_limit:";
 
 }  // namespace
 
-void Engine::note_fired(const CallSite& site, const GuardResult& r, Ppm threshold) noexcept {
+void Engine::note_fired(const CallSite& site, const LimitEntry& limit, const GuardResult& r, Ppm threshold) noexcept {
   if (!store) return;
   try {
     FiredThreshold f;
     f.user_id = site.user->key;
-    if (r.reason == GateReason::kSessionSpend) {
-      f.limit_key = str_cat(kSessionKeyPrefix, site.session->session_id);
+    // A session's limit is keyed by its session ("session_spend:<id>"), a period's by its reason.
+    if (limit.window == LimitWindow::kSession) {
+      f.limit_key = str_cat(r.gate_reason(), ":", site.session->session_id);
       f.period_start_ns = site.session->start_ns;
     } else {
       f.limit_key = r.gate_reason();
@@ -958,11 +990,11 @@ void Engine::note_fired(const CallSite& site, const GuardResult& r, Ppm threshol
   }
 }
 
-void Engine::apply_fired(const CompiledPlan& plan, const std::vector<FiredThreshold>& rows, std::int64_t start_ns,
-                         const SessionWindow* session, std::atomic<std::uint64_t>& window_fired) const noexcept {
+void Engine::apply_fired(const CompiledPlan& plan, const std::vector<FiredThreshold>& rows, SessionWindow* session,
+                         PeriodWindow* period) const noexcept {
   for (const FiredThreshold& row : rows) {
     const std::string_view key = row.limit_key;
-    int group = 0;
+    FiredBits* fired = nullptr;
     if (session != nullptr) {
       // The session's own rows: its id, started no earlier than one timeout before this window
       // (an earlier session of the same id had expired by then).
@@ -970,23 +1002,25 @@ void Engine::apply_fired(const CompiledPlan& plan, const std::vector<FiredThresh
           row.period_start_ns < session->start_ns - plan.session_timeout_ns) {
         continue;
       }
+      fired = &session->fired;
     } else {
-      if (row.period_start_ns != start_ns) continue;
+      if (row.period_start_ns != period->start_ns) continue;
       if (key == "total_spend") {
-        group = 0;
+        fired = &period->fired;
       } else if (key.starts_with(kModelKeyPrefix)) {
         const std::string_view model = key.substr(kModelKeyPrefix.size());
-        const bool limited = std::any_of(plan.limits.begin(), plan.limits.end(),
-                                         [&](const CompiledLimit& l) { return l.model->name == model; });
-        if (!limited) continue;
-        group = model_limit_group(plan, model);
+        const auto l = std::find_if(plan.limits.begin(), plan.limits.end(),
+                                    [&](const CompiledLimit& cl) { return cl.model->name == model; });
+        if (l == plan.limits.end()) continue;
+        ModelCounters* mc = period->counters(l->model->id);  // a limited model's slot is claimed already
+        fired = mc != nullptr ? &mc->fired : &period->fired_unslotted;
       } else {
         continue;
       }
     }
     for (std::size_t i = 0; i < plan.soft.size() && i < 8; ++i) {
       if (plan.soft[i] != row.threshold_ppm) continue;
-      window_fired.fetch_or(std::uint64_t{1} << (group * 8 + static_cast<int>(i)), std::memory_order_acq_rel);
+      fired->fetch_or(static_cast<std::uint8_t>(1u << i), std::memory_order_acq_rel);
     }
   }
 }
@@ -1022,11 +1056,9 @@ void Engine::mark_soft_gates_fired(std::string_view user_id, const std::vector<F
       });
       w = entry != nullptr ? entry->window.load(std::memory_order_acquire) : nullptr;
     }
-    if (w != nullptr) apply_fired(*plan, rows, 0, w, w->fired);
+    if (w != nullptr) apply_fired(*plan, rows, w, nullptr);
   }
-  if (PeriodWindow* w = user->period.load(std::memory_order_acquire)) {
-    apply_fired(*plan, rows, w->start_ns, nullptr, w->fired);
-  }
+  if (PeriodWindow* w = user->period.load(std::memory_order_acquire)) apply_fired(*plan, rows, nullptr, w);
 }
 
 template <class F, class... A>
@@ -1050,24 +1082,19 @@ void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts)
   }
   // Every limit's soft thresholds, not only the worst limit's: an 80% alert on the period spend
   // must fire even when the model quota is the tighter limit. Each threshold of each limit fires
-  // once per window (period, or session for the session limit); a call that jumps over several
-  // thresholds fires each of them, lowest first.
+  // once per window (its entry's fired bits: the period's, or the session's for the session
+  // limit); a call that jumps over several thresholds fires each of them, lowest first.
   for (int k = 0; k < verdicts.count; ++k) {
     const GuardResult& r = verdicts.soft(k);
-    std::atomic<std::uint64_t>* fired = &site.period->fired;
-    int limit_index = 0;
-    if (r.reason == GateReason::kSessionSpend) {
-      fired = &site.session->fired;
-    } else if (r.reason == GateReason::kModelLimit) {
-      limit_index = model_limit_group(*site.plan, r.model);
-    }
+    const LimitEntry& limit = site.limits[verdicts.entry(k)];
+    FiredBits& fired = *limit.fired;  // set: only an entry with soft thresholds gives a soft verdict
     const auto& soft = site.plan->soft;
     for (std::size_t i = 0; i < soft.size() && i < 8 && soft[i] <= r.threshold; ++i) {
-      const std::uint64_t bit = std::uint64_t{1} << (limit_index * 8 + static_cast<int>(i));
-      if ((fired->load(std::memory_order_relaxed) & bit) != 0) continue;
-      if ((fired->fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) continue;
+      const auto bit = static_cast<std::uint8_t>(1u << i);
+      if ((fired.load(std::memory_order_relaxed) & bit) != 0) continue;
+      if ((fired.fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) continue;
       counters.soft_gates.add();
-      note_fired(site, r, soft[i]);
+      note_fired(site, limit, r, soft[i]);
       GuardResult at = r;
       at.threshold = soft[i];
       at.user_id = site.user->key;

@@ -40,6 +40,7 @@ std::string GuardResult::gate_reason() const {
     case GateReason::kSessionSpend: return "session_spend";
     case GateReason::kModelLimit: return internal::str_cat("model_limit:", model);
     case GateReason::kBackendUnavailable: return "backend_unavailable";
+    case GateReason::kLeaseExhausted: return "lease_exhausted";
   }
   return "";
 }
@@ -50,6 +51,10 @@ std::string GuardResult::message() const {
   if (reason == GateReason::kBackendUnavailable) {
     return "hard gate: backend_unavailable: strict_backend is on and the Paygent backend cannot be reached; calls "
            "resume when it answers";
+  }
+  if (reason == GateReason::kLeaseExhausted) {
+    return "hard gate: lease_exhausted: budget held by other processes: the rest of the limit is leased to other "
+           "processes serving this user; it clears when their leases are used, released or expire";
   }
   const char* head = status == GateStatus::kHardGate ? "hard gate" : status == GateStatus::kSoftGate ? "soft gate" : "ok";
   std::string when = resets_at == absl::InfiniteFuture()

@@ -311,7 +311,7 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
   e.counters.checks.add();
   CallSite site;
   try {
-    if (!e.resolve_now(model, site)) {
+    if (!e.resolve_now(model, site, internal::LimitUse::kHold)) {
       e.counters.unmetered.add();
       res.result_.status = GateStatus::kUnmetered;
       return res;
@@ -552,7 +552,7 @@ void Paygent::record(std::string_view model, const Usage& usage, Provider provid
   if (e.refuse_usage(usage, "record: the event is not metered")) return;
   try {
     CallSite site;
-    if (!e.resolve_now(model, site)) {
+    if (!e.resolve_now(model, site, internal::LimitUse::kNone)) {
       e.counters.unmetered.add();
       return;
     }
@@ -580,25 +580,21 @@ std::optional<std::int64_t> Paygent::max_output_tokens_that_fit(std::string_view
   const internal::CompiledPlan& plan = *site.plan;
   std::optional<std::int64_t> best;
   auto bound = [&](std::int64_t n) { best = best ? std::min(*best, n) : n; };
-  // Room left under the hard threshold of a limit, in its own unit.
-  auto room = [&](std::int64_t limit, std::int64_t committed) -> __int128 {
-    return static_cast<__int128>(limit) * plan.hard / kPpmOne - committed;
-  };
-  if (site.price != nullptr && site.price->output > 0) {
-    const __int128 prompt_picos = static_cast<__int128>(prompt_tokens) * site.price->input;
-    auto spend_bound = [&](std::int64_t limit, std::int64_t committed) {
-      const __int128 left_picos = room(limit, committed) * 1000 - prompt_picos + 499;  // half-up rounding slack
+  const bool priced = site.price != nullptr && site.price->output > 0;
+  const __int128 prompt_picos = priced ? static_cast<__int128>(prompt_tokens) * site.price->input : 0;
+  for (int i = 0; i < site.limits.count; ++i) {
+    const internal::LimitEntry& l = site.limits[i];
+    if (l.reason == GateReason::kNone) continue;
+    // Room left under the hard threshold of the limit, in its own unit.
+    const __int128 room = static_cast<__int128>(l.limit()) * plan.hard / kPpmOne -
+                          (l.counter->load() + l.external->load());
+    if (l.unit == internal::LimitUnit::kTokens) {
+      const __int128 left = room - prompt_tokens;
+      bound(left <= 0 ? 0 : static_cast<std::int64_t>(left));
+    } else if (priced) {
+      const __int128 left_picos = room * 1000 - prompt_picos + 499;  // half-up rounding slack
       bound(left_picos <= 0 ? 0 : static_cast<std::int64_t>(left_picos / site.price->output));
-    };
-    if (plan.max_period) spend_bound(*plan.max_period, site.period->committed.load() + site.period->external.load());
-    if (plan.max_session) spend_bound(*plan.max_session, site.session->committed.load());
-  }
-  if (const internal::CompiledLimit* l = plan.limit_for(site.model)) {
-    const internal::ModelCounters* mc = site.period->find(site.model->id);
-    const __int128 left =
-        room(l->max_tokens, mc != nullptr ? mc->committed_tokens.load() + mc->external_tokens.load() : 0) -
-        prompt_tokens;
-    bound(left <= 0 ? 0 : static_cast<std::int64_t>(left));
+    }
   }
   return best;
 }

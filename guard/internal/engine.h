@@ -42,6 +42,10 @@ namespace paygent::internal {
 
 inline constexpr std::uint32_t kNoModel = UINT32_MAX;
 
+// The soft thresholds one limit has fired in one window: bit i for the plan's soft[i] (a plan has
+// at most 8). Each limit has its own (see LimitEntry::fired), so no two limits share a bit.
+using FiredBits = std::atomic<std::uint8_t>;
+
 // A sum that many threads add to without sharing a cache line: each thread adds to its own stripe.
 class StripedCounter {
  public:
@@ -69,6 +73,7 @@ struct ModelInfo {
 // Usage of one model in one billing period.
 struct alignas(64) ModelCounters {
   std::atomic<std::uint32_t> model_id{kNoModel};
+  FiredBits fired{0};  // the model limit's soft thresholds fired this period (in model_id's padding)
   std::atomic<std::int64_t> committed_tokens{0};  // settled + held
   std::atomic<std::int64_t> tokens{0};            // settled
   // The backend's tokens not made by this process's unacknowledged events (see PeriodWindow::external).
@@ -118,7 +123,10 @@ struct alignas(64) PeriodWindow {
   // Parallel to `models`, allocated at the backend's first answer (nullptr without a backend).
   std::atomic<ExternalModelTotals*> external_models{nullptr};
   std::atomic<std::int64_t> calls{0};
-  std::atomic<std::uint64_t> fired{0};  // soft thresholds fired: bit (limit * 8 + threshold index)
+  FiredBits fired{0};  // total_spend's soft thresholds fired this period
+  // Those of model limits that found no counter slot this period (shared by them: they are only
+  // judged by check(), against their estimate alone; see Engine::resolve_limits).
+  FiredBits fired_unslotted{0};
   // The overlapping window that replaced this one (a subscription moved): settles of calls
   // admitted here are passed on to it. nullptr for a plain roll-over to the next period.
   std::atomic<PeriodWindow*> superseded_by{nullptr};
@@ -137,7 +145,7 @@ struct alignas(64) SessionWindow {
   std::atomic<Nanos> committed{0};
   std::atomic<Nanos> spend{0};
   std::atomic<std::int64_t> calls{0};
-  std::atomic<std::uint64_t> fired{0};
+  FiredBits fired{0};  // session_spend's soft thresholds fired in this session
 };
 
 // How a user is put on a plan. Immutable; replaced as a whole.
@@ -232,22 +240,110 @@ struct QueuedEvent {
   EventQuantities quantities;
 };
 
-// The verdicts of the (at most three) limits that apply to one call: period spend, session spend
-// and the called model's tokens, and the most restrictive of them.
-// Only soft verdicts are kept one by one (for their alerts); storage is left uninitialised so that
-// a call with no alert pays nothing for it.
+// --- The limits of one call: a table --------------------------------------------------------------
+//
+// Every counter a call holds its estimate on, and every limit judged on one, is a LimitEntry of
+// the call's LimitTable. Engine::resolve_limits() is the one place that knows which entries a call
+// has (today: period spend, session spend, the called model's tokens); the gate only walks the
+// table: Engine::evaluate (check), Engine::admit (reserve: hold each in order, undo the earlier
+// holds on a hard verdict), Paygent::max_output_tokens_that_fit, Engine::fire_gate_callbacks and
+// Engine::note_fired (soft thresholds: the entry's fired bits and limit key).
+//
+// A new kind of limit is a new entry pushed by resolve_limits() (plus its GateReason). For
+// example a lease on a limit (a ceiling on this process's own committed amount): counter = the
+// leased entry's counter, external = &kNoExternal, ceiling = the lease's atomic ceiling,
+// fired = nullptr (no soft thresholds), shares_hold = true (judged inside the leased entry's hold,
+// in one CAS: the two never disagree), retry_once = true, reason = kLeaseExhausted. reserve()
+// then sees which entry refused in Verdicts::hard_entry and, when it is retry_once, may wait and
+// admit once more. Settling (Engine::apply) moves counters, not limits: an entry on an existing
+// counter needs nothing there; one on a new counter (speech, wallet) adds that counter to apply().
+
+// What a limit counts, and so which of the call's estimates it is judged with.
+enum class LimitUnit : std::uint8_t { kNanos, kTokens };
+
+// Where a limit's window lives: its reset, and the window its soft thresholds are keyed by.
+enum class LimitWindow : std::uint8_t { kPeriod, kSession };
+
+// An `external` for a limit the backend adds nothing to, and a `counter` for a limit with no
+// counter (judged by check() against the estimate alone): both stay 0.
+inline constinit std::atomic<std::int64_t> kNoExternal{0};
+inline constinit std::atomic<std::int64_t> kNoCounter{0};
+
+struct LimitEntry {
+  // Usage of the limit: counter (settled + held by this process's calls in flight) + external (the
+  // backend's usage beyond this process's acknowledged events).
+  std::atomic<std::int64_t>* counter;
+  const std::atomic<std::int64_t>* external;
+  // The limit: `max`, or when `ceiling` is set, its value at each judgement (raised by another thread).
+  const std::atomic<std::int64_t>* ceiling;
+  std::int64_t max;
+  std::int64_t resets_ns;  // GuardResult::resets_at (INT64_MAX: never)
+  // The soft thresholds fired for this limit in its window; nullptr: the entry has no soft gates
+  // (only its hard verdict counts).
+  FiredBits* fired;
+  const ModelInfo* model;  // GuardResult::model and the limit key's suffix (model_limit:<model>)
+  // kNone: the estimate is held on `counter` but nothing is judged (a counter with no limit).
+  GateReason reason;
+  LimitUnit unit;
+  LimitWindow window;  // kSession: keyed "<reason>:<session id>" from the session's start
+  // Judged inside the hold of the entry before it, which holds on the same counter; holds nothing
+  // itself (two ceilings on one counter are checked in one CAS).
+  bool shares_hold;
+  // A hard verdict of this entry may clear soon (more budget is being asked for): the caller may
+  // wait briefly and try once more.
+  bool retry_once;
+
+  [[nodiscard]] std::int64_t limit() const noexcept {
+    return ceiling != nullptr ? ceiling->load(std::memory_order_acquire) : max;
+  }
+  [[nodiscard]] std::int64_t estimate(std::int64_t cost, std::int64_t tokens) const noexcept {
+    return unit == LimitUnit::kTokens ? tokens : cost;
+  }
+};
+static_assert(std::is_trivially_copyable_v<LimitEntry> && sizeof(LimitEntry) <= 64);
+
+// The entries of one call, in judging order (which breaks ties between verdicts: see GuardResult).
+// Storage is left uninitialised: a call writes only the entries it has.
+struct LimitTable {
+  // Period spend, session spend, model tokens, and room for one more entry on each (a lease).
+  static constexpr int kMax = 6;
+  int count = 0;
+  LimitEntry& push() noexcept { return *std::launder(reinterpret_cast<LimitEntry*>(slots[count++])); }
+  [[nodiscard]] const LimitEntry& operator[](int i) const noexcept {
+    return *std::launder(reinterpret_cast<const LimitEntry*>(slots[i]));
+  }
+
+ private:
+  alignas(LimitEntry) unsigned char slots[kMax][sizeof(LimitEntry)];
+};
+
+// What resolve() prepares of a call's LimitTable.
+enum class LimitUse : std::uint8_t {
+  kNone,   // no table (record(): settles without a gate)
+  kJudge,  // the limits, read only (check(), max_output_tokens_that_fit)
+  kHold,   // every counter the call holds on, limited or not, claiming the model's slot (reserve())
+};
+
+// The verdicts of the limits that apply to one call (one per limited LimitEntry), and the most
+// restrictive of them. Only soft verdicts are kept one by one (for their alerts), with the entry
+// each came from; storage is left uninitialised so that a call with no alert pays nothing for it.
 struct Verdicts {
-  static constexpr int kMax = 3;
+  static constexpr int kMax = LimitTable::kMax;
   GuardResult best;
   int count = 0;  // soft verdicts in `each`
-  void add(const GuardResult& r) noexcept;
+  // The LimitTable entry whose hard verdict refused the call; set by admit() when it returns a
+  // hard gate, and only then (left uninitialised: a call that is admitted pays nothing for it).
+  int hard_entry;
+  void add(const GuardResult& r, int entry) noexcept;
   [[nodiscard]] const GuardResult& soft(int i) const noexcept {
     return *std::launder(reinterpret_cast<const GuardResult*>(each[i]));
   }
+  [[nodiscard]] int entry(int i) const noexcept { return entries[i]; }  // of soft(i), in the LimitTable
 
  private:
   static_assert(std::is_trivially_copyable_v<GuardResult> && std::is_trivially_destructible_v<GuardResult>);
   alignas(GuardResult) unsigned char each[kMax][sizeof(GuardResult)];
+  std::uint8_t entries[kMax];
 };
 
 // Where a call stands: everything the gate needs, resolved once.
@@ -261,6 +357,7 @@ struct CallSite {
   const ModelPrice* price = nullptr;
   UsageEvent::PriceSource price_source = UsageEvent::PriceSource::kUnknown;
   std::int64_t now_ns = 0;
+  LimitTable limits;  // as resolve() was asked (LimitUse)
 };
 
 struct Engine final : SyncTarget {
@@ -294,19 +391,24 @@ struct Engine final : SyncTarget {
   std::int64_t now_ns() const noexcept;
   std::int64_t coarse_now_ns() const noexcept;
   // Resolves the call site for the current Context at time `now`; false outside any Context.
-  bool resolve(std::string_view model, std::int64_t now, CallSite& site);
+  // `use` says which LimitTable to prepare (resolve_limits).
+  bool resolve(std::string_view model, std::int64_t now, CallSite& site, LimitUse use = LimitUse::kJudge);
   // As resolve(), at the current time: read from the coarse clock (3 ns instead of 21), and again
   // from the precise one when a period end or a session expiry is within 50 ms, so that no
   // boundary is judged late and every event near one is stamped exactly.
-  bool resolve_now(std::string_view model, CallSite& site);
+  bool resolve_now(std::string_view model, CallSite& site, LimitUse use = LimitUse::kJudge);
+  // Fills site.limits: the one place that knows which limits a call has (see LimitEntry).
+  void resolve_limits(CallSite& site, LimitUse use) noexcept;
   GuardResult evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens,
                        Verdicts& verdicts) const noexcept;
-  // Holds the estimate against every limit; on a hard gate holds nothing and returns the result.
+  // Holds the estimate on every entry of site.limits (resolved with LimitUse::kHold), in order; on a
+  // hard verdict releases what it held and returns the result.
   GuardResult admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens, Verdicts& verdicts) noexcept;
   void fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts) noexcept;
   // Queues a threshold that just fired for the local store (saved by the writer with the next
   // commit, so a restart does not fire it again). Rare: once per threshold, limit and period.
-  void note_fired(const CallSite& site, const GuardResult& r, Ppm threshold) noexcept;
+  // `limit` is the entry `r` came from: its window and key name the threshold.
+  void note_fired(const CallSite& site, const LimitEntry& limit, const GuardResult& r, Ppm threshold) noexcept;
   void apply(PeriodWindow* period, SessionWindow* session, const ModelInfo* model, Nanos cost_delta,
              Nanos cost_settled, std::int64_t tokens_delta, const Usage* settled) noexcept;
   void meter(const std::shared_ptr<const ContextData>& context, UserState* user, const ModelInfo* model,
@@ -349,10 +451,10 @@ struct Engine final : SyncTarget {
   // before the window did (a named session's id is the same in every process; an implicit one's,
   // "auto-<start ms>", is its own process's, so implicit sessions' thresholds stay per process).
   void mark_soft_gates_fired(std::string_view user_id, const std::vector<FiredThreshold>& rows);
-  // Sets the fired bits of `window_fired` from `rows`: period limits (session == nullptr) whose
-  // period starts at `start_ns`, or the session limit of `session`.
-  void apply_fired(const CompiledPlan& plan, const std::vector<FiredThreshold>& rows, std::int64_t start_ns,
-                   const SessionWindow* session, std::atomic<std::uint64_t>& window_fired) const noexcept;
+  // Sets fired bits from `rows`: with `session`, its session limit's; else the period limits' of
+  // `period` (total_spend, and each limited model's in its counters) from rows of its period.
+  void apply_fired(const CompiledPlan& plan, const std::vector<FiredThreshold>& rows, SessionWindow* session,
+                   PeriodWindow* period) const noexcept;
   // Puts `user` on `a` (calls in flight keep reading the old assignment, which stays alive).
   void assign(UserState* user, std::unique_ptr<Assignment> a);
   // Puts `user` on the backend's subscription when it differs from theirs (syncer thread).

@@ -41,6 +41,10 @@ enum class GateReason : std::uint8_t {
   kSessionSpend,  // "session_spend": spend in the session (USD)
   kModelLimit,    // "model_limit:<model>": tokens of one model in the billing period
   kBackendUnavailable,  // "backend_unavailable": strict_backend is on and the backend is unreachable
+  // "lease_exhausted": budget held by other processes. The limit is not reached, but the rest of
+  // it is leased to other processes serving the user (docs/leases.md); clears when their leases
+  // are used, released or expire.
+  kLeaseExhausted,
 };
 
 std::string_view gate_status_name(GateStatus s) noexcept;  // "ok", "soft_gate", "hard_gate", "unmetered"
