@@ -4,6 +4,13 @@
 // schema and pragmas (the baseline: what the disk and SQLite alone allow), and SqliteStorage::ingest
 // called in-process (the store without HTTP and JSON).
 //
+// Concurrent syncers (ingest_storage_syncers, ingest_http_syncers; {syncers, batch size}): several
+// threads each sending batches of 100 as fast as their replies come, in-process or each over its
+// own connection to a paygentd with a request thread per syncer; SqliteStorage's group commit
+// (server/group_commit.h) joins the batches that arrive while one commits into the next
+// transaction. Their baseline is the raw insert loop in big transactions (ingest_raw_sqlite_full/
+// 10000): what SQLite and the disk allow when fsyncs are no longer the limit.
+//
 // Each benchmark first checks that a batch is stored and counted exactly (accepted == batch size,
 // stored rows up by the batch size), then times, then checks the stored count again; a mismatch
 // fails the benchmark instead of reporting a speed.
@@ -20,10 +27,13 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -124,15 +134,17 @@ struct Server {
   std::string key;
 };
 
-// One paygentd per synchronous mode, started on first use and kept for the run.
-Server& server(bool full_sync) {
-  static std::unique_ptr<Server> servers[2];
-  std::unique_ptr<Server>& s = servers[full_sync ? 1 : 0];
+// One paygentd per synchronous mode (and, for the concurrent syncers, one with a request thread per
+// syncer: a request waits for its commit on its thread), started on first use and kept for the run.
+Server& server(bool full_sync, int threads = 0) {
+  static std::map<std::pair<bool, int>, std::unique_ptr<Server>> servers;
+  std::unique_ptr<Server>& s = servers[{full_sync, threads}];
   if (!s) {
     s = std::make_unique<Server>();
     s->process = PaygentdProcess::start({.data_dir = s->dir.path(),
                                          .admin_token = "bench",
-                                         .extra_args = {"--synchronous", full_sync ? "full" : "normal"}});
+                                         .extra_args = {"--synchronous", full_sync ? "full" : "normal", "--threads",
+                                                        std::to_string(threads)}});
     HttpClient http(s->process->port());
     s->key = paygent::testing::create_product(http, "bench", "bench");
   }
@@ -189,26 +201,36 @@ void ingest_http(benchmark::State& state, bool full_sync) {
 void ingest_http_full(benchmark::State& state) { ingest_http(state, true); }
 void ingest_http_normal(benchmark::State& state) { ingest_http(state, false); }
 
+// A SqliteStorage in `dir` with product "p".
+absl::StatusOr<std::unique_ptr<SqliteStorage>> open_storage(const TempDir& dir) {
+  auto storage = SqliteStorage::open(dir.path() + "/db");
+  if (!storage.ok()) return storage.status();
+  if (absl::Status s = (*storage)->create_product("p", "bench", std::string(64, 'b')); !s.ok()) return s;
+  return storage;
+}
+
+// The calls stored for product "p" (-1 when they cannot be read).
+std::int64_t stored_calls(SqliteStorage& storage) {
+  const auto r = storage.report("p", {.from_ns = 0, .to_ns = INT64_MAX, .group_by = ReportGroup::kModel});
+  if (!r.ok()) return -1;
+  std::int64_t n = 0;
+  for (const auto& [model, t] : *r) n += t.calls;
+  return n;
+}
+
 // --- SqliteStorage::ingest in-process --------------------------------------------------------------
 
 void ingest_storage(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
   TempDir dir("paygentd-bench-storage");
-  auto storage = SqliteStorage::open(dir.path() + "/db");
-  if (!storage.ok() || !(*storage)->create_product("p", "bench", std::string(64, 'b')).ok()) {
-    state.SkipWithError("cannot open a SqliteStorage");
+  auto storage = open_storage(dir);
+  if (!storage.ok()) {
+    state.SkipWithError(storage.status().ToString().c_str());
     return;
   }
   std::vector<EventRecord> events;
   for (int i = 0; i < batch; ++i) events.push_back(make_event(static_cast<std::uint64_t>(i)));
-  auto stored = [&]() -> std::int64_t {
-    const auto r = (*storage)->report("p", {.from_ns = 0, .to_ns = INT64_MAX, .group_by = ReportGroup::kModel});
-    std::int64_t n = 0;
-    if (r.ok()) {
-      for (const auto& [model, t] : *r) n += t.calls;
-    }
-    return n;
-  };
+  auto stored = [&] { return stored_calls(**storage); };
   const auto check = (*storage)->ingest("p", events);
   if (!check.ok() || check->accepted != batch || stored() != batch) {
     state.SkipWithError("SqliteStorage did not store the check batch exactly");
@@ -230,6 +252,120 @@ void ingest_storage(benchmark::State& state) {
   }
   state.counters["events/s"] =
       benchmark::Counter(static_cast<double>(total - batch), benchmark::Counter::kIsRate);
+}
+
+// --- Concurrent syncers: group commit ---------------------------------------------------------------
+
+// Batches each syncer sends per timed iteration.
+constexpr int kBatchesPerSyncer = 20;
+
+// Runs `syncers` threads, each calling send(syncer) kBatchesPerSyncer times, and times the whole
+// (manual time: from the first thread's start to the last one's end). False when a send failed.
+template <typename Send>
+bool run_syncers(benchmark::State& state, int syncers, Send send) {
+  std::atomic<bool> failed{false};
+  const absl::Time start = absl::Now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < syncers; ++t) {
+    threads.emplace_back([&, t] {
+      for (int b = 0; b < kBatchesPerSyncer && !failed.load(std::memory_order_relaxed); ++b) {
+        if (!send(t)) failed = true;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  state.SetIterationTime(absl::ToDoubleSeconds(absl::Now() - start));
+  return !failed;
+}
+
+// The benchmark's timed loop: run_syncers() per iteration. The events sent, or nullopt when a
+// batch failed (the benchmark is then skipped with an error).
+template <typename Send>
+std::optional<std::int64_t> time_syncers(benchmark::State& state, int syncers, int batch, Send send) {
+  std::int64_t total = 0;
+  for (auto _ : state) {
+    if (!run_syncers(state, syncers, send)) {
+      state.SkipWithError("a batch was not stored whole");
+      return std::nullopt;
+    }
+    total += static_cast<std::int64_t>(syncers) * kBatchesPerSyncer * batch;
+  }
+  return total;
+}
+
+// SqliteStorage::ingest_with_usage (what paygentd calls for a batch) from state.range(0) threads
+// at once, batches of state.range(1) events, synchronous=FULL: concurrent batches share commits.
+void ingest_storage_syncers(benchmark::State& state) {
+  const int syncers = static_cast<int>(state.range(0));
+  const int batch = static_cast<int>(state.range(1));
+  TempDir dir("paygentd-bench-syncers");
+  auto storage = open_storage(dir);
+  if (!storage.ok()) {
+    state.SkipWithError(storage.status().ToString().c_str());
+    return;
+  }
+  const TimeRange month{.from_ns = 0, .to_ns = INT64_MAX / 2};
+  std::vector<std::vector<EventRecord>> events(static_cast<std::size_t>(syncers));
+  for (auto& e : events) {
+    for (int i = 0; i < batch; ++i) e.push_back(make_event(static_cast<std::uint64_t>(i)));
+  }
+  auto send = [&](int t) {
+    std::vector<EventRecord>& mine = events[static_cast<std::size_t>(t)];
+    renew(mine);
+    const auto r = (*storage)->ingest_with_usage("p", mine, [&](const UserRecord&) { return month; }, {});
+    return r.ok() && r->accepted == batch && r->usage.size() == static_cast<std::size_t>(std::min(batch, kUsers));
+  };
+  auto stored = [&] { return stored_calls(**storage); };
+  if (!send(0) || stored() != batch) {
+    state.SkipWithError("SqliteStorage did not store the check batch exactly");
+    return;
+  }
+  const GroupCommit::Stats before = (*storage)->group_commit_stats();
+  const std::optional<std::int64_t> timed = time_syncers(state, syncers, batch, send);
+  if (!timed) return;
+  const std::int64_t total = *timed;
+  if (stored() != total + batch) {
+    state.SkipWithError("the stored count does not match the events ingested");
+    return;
+  }
+  const GroupCommit::Stats after = (*storage)->group_commit_stats();
+  state.counters["events/s"] = benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
+  state.counters["batches/commit"] =
+      static_cast<double>(after.bodies - before.bodies) / static_cast<double>(std::max<std::int64_t>(1, after.commits - before.commits));
+}
+
+// The same through paygentd over HTTP: state.range(0) syncers, each on its own kept-alive
+// connection, paygentd with as many request threads, synchronous=FULL.
+void ingest_http_syncers(benchmark::State& state) {
+  const int syncers = static_cast<int>(state.range(0));
+  const int batch = static_cast<int>(state.range(1));
+  Server& s = server(true, syncers);
+  std::vector<std::unique_ptr<HttpClient>> clients;
+  std::vector<BatchBody> bodies;
+  for (int t = 0; t < syncers; ++t) {
+    clients.push_back(std::make_unique<HttpClient>(s.process->port(), std::chrono::seconds(60)));
+    bodies.push_back(batch_body(batch));
+  }
+  const std::string accepted_all = "{\"accepted\":" + std::to_string(batch) + ",\"duplicates\":0,";
+  auto send = [&](int t) {
+    BatchBody& body = bodies[static_cast<std::size_t>(t)];
+    renew_body(body);
+    const auto reply = clients[static_cast<std::size_t>(t)]->request("POST", "/api/v1/events:batch", body.json, s.key);
+    return reply && reply->status == 200 && reply->body.rfind(accepted_all, 0) == 0;
+  };
+  const std::optional<std::int64_t> before = stored_count(*clients[0], s.key);
+  if (!before || !send(0) || stored_count(*clients[0], s.key) != *before + batch) {
+    state.SkipWithError("paygentd did not store the check batch exactly");
+    return;
+  }
+  const std::optional<std::int64_t> timed = time_syncers(state, syncers, batch, send);
+  if (!timed) return;
+  const std::int64_t total = *timed;
+  if (stored_count(*clients[0], s.key) != *before + batch + total) {
+    state.SkipWithError("the stored count does not match the events sent");
+    return;
+  }
+  state.counters["events/s"] = benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
 }
 
 // --- Raw SQLite: the same rows, the same schema and pragmas, a plain insert loop -----------------
@@ -318,7 +454,12 @@ void ingest_raw_sqlite_full(benchmark::State& state) { ingest_raw_sqlite(state, 
 void ingest_raw_sqlite_normal(benchmark::State& state) { ingest_raw_sqlite(state, false); }
 
 BENCHMARK(ingest_http_full)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(ingest_raw_sqlite_full)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(ingest_raw_sqlite_full)->Arg(100)->Arg(1000)->Arg(10000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+// {syncers, batch}: 1 syncer is the batch-at-a-time baseline of the same code.
+BENCHMARK(ingest_storage_syncers)->Args({1, 100})->Args({4, 100})->Args({8, 100})->Args({16, 100})
+    ->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(ingest_http_syncers)->Args({1, 100})->Args({8, 100})->Args({16, 100})
+    ->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(ingest_storage)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ingest_http_normal)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ingest_raw_sqlite_normal)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -1,6 +1,8 @@
-// Ingest on PostgreSQL: PostgresStorage::ingest in-process (users' locks, one multi-row INSERT ...
-// ON CONFLICT DO NOTHING of the events, the daily sums, the product's totals, one transaction per
-// batch) beside a raw COPY of the same rows into the same events table (with its two indexes) in
+// Ingest on PostgreSQL: PostgresStorage::ingest in-process (BEGIN with the users' locks, then one
+// statement: the users, the events as one array per column through unnest with INSERT ... ON
+// CONFLICT DO NOTHING RETURNING id, the daily sums and the product's totals; then COMMIT: three
+// round trips), beside the same with one statement per table (ingest_postgres_storage_in_parts,
+// the code before issue 9), beside a raw COPY of the same rows into the same events table (with its two indexes) in
 // one transaction per batch: the baseline of what the server alone allows. Both run against one
 // throwaway PostgreSQL 15 the benchmark starts (tests/support/postgres_process.h; fsync off, so
 // the ratio compares work, not the disk).
@@ -92,14 +94,14 @@ std::int64_t count_events(const std::string& conninfo) {
   return n;
 }
 
-void ingest_postgres_storage(benchmark::State& state) {
+void ingest_postgres(benchmark::State& state, PostgresOptions options) {
   const int size = static_cast<int>(state.range(0));
   const std::string conninfo = new_database();
   if (conninfo.empty()) {
     state.SkipWithError("PostgreSQL cannot start here");
     return;
   }
-  auto storage = PostgresStorage::open(conninfo);
+  auto storage = PostgresStorage::open(conninfo, options);
   if (!storage.ok() || !(*storage)->create_product("p", "bench", std::string(64, 'b')).ok()) {
     state.SkipWithError("cannot open a PostgresStorage");
     return;
@@ -126,6 +128,13 @@ void ingest_postgres_storage(benchmark::State& state) {
     return;
   }
   state.counters["events/s"] = benchmark::Counter(static_cast<double>(total - size), benchmark::Counter::kIsRate);
+}
+
+// The batch in one statement (one round trip after the users' locks), as paygentd does.
+void ingest_postgres_storage(benchmark::State& state) { ingest_postgres(state, {}); }
+// One statement per table (users, events, totals, daily sums, totals), as before issue 9.
+void ingest_postgres_storage_in_parts(benchmark::State& state) {
+  ingest_postgres(state, {.one_statement_ingest = false});
 }
 
 // COPY's text format of one event row (product 1), in the events table's column order.
@@ -204,6 +213,7 @@ void ingest_postgres_raw_copy(benchmark::State& state) {
 }
 
 BENCHMARK(ingest_postgres_storage)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(ingest_postgres_storage_in_parts)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ingest_postgres_raw_copy)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace

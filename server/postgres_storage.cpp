@@ -88,9 +88,11 @@ std::pair<std::string, int> translate_placeholders(std::string_view sql) {
 // values bound then; parameters never bound are text. Every value is sent as text (copied at bind).
 class PgStatement final : public SqlStatement {
  public:
-  PgStatement(PGconn* conn, std::string name, std::string sql, int parameters)
-      : conn_(conn), name_(std::move(name)), sql_(std::move(sql)), values_(parameters), bound_(parameters, false),
-        types_(parameters, kText) {}
+  // `pending_begin` is the connection's BEGIN not sent yet ("" when none): sent with this
+  // statement's first run, in one round trip.
+  PgStatement(PGconn* conn, std::string* pending_begin, std::string name, std::string sql, int parameters)
+      : conn_(conn), pending_begin_(pending_begin), name_(std::move(name)), sql_(std::move(sql)), values_(parameters),
+        bound_(parameters, false), types_(parameters, kText) {}
 
   void bind_int64(int index, std::int64_t value) override { set(index, str_cat(value), kInt8); }
   void bind_text(int index, std::string_view text) override {
@@ -119,7 +121,11 @@ class PgStatement final : public SqlStatement {
       }
       std::vector<const char*> values(values_.size());
       for (std::size_t i = 0; i < values_.size(); ++i) values[i] = bound_[i] ? values_[i].c_str() : nullptr;
-      result_ = PQexecPrepared(conn_, name_.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
+      if (pending_begin_->empty()) {
+        result_ = PQexecPrepared(conn_, name_.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
+      } else if (absl::Status begun = run_after_begin(values, what); !begun.ok()) {
+        return begun;
+      }
       const ExecStatusType status = PQresultStatus(result_);
       if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
         absl::Status error = pg_error(conn_, result_, what);
@@ -184,7 +190,39 @@ class PgStatement final : public SqlStatement {
     if (!prepared_) types_[i] = type;
   }
 
+  // Sends the pending BEGIN and this statement in one round trip (libpq's pipeline mode), and
+  // sets result_ to the statement's result. The BEGIN's error when it failed.
+  absl::Status run_after_begin(const std::vector<const char*>& values, std::string_view what) {
+    const std::string begin = std::exchange(*pending_begin_, std::string());
+    if (PQenterPipelineMode(conn_) != 1 || PQsendQueryParams(conn_, begin.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) != 1 ||
+        PQsendQueryPrepared(conn_, name_.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0) != 1 ||
+        PQpipelineSync(conn_) != 1) {
+      // Not sent as one: the connection is broken (or was never in pipeline mode).
+      static_cast<void>(PQexitPipelineMode(conn_));
+      return pg_error(conn_, nullptr, what);
+    }
+    // Each query's result, then a null; then the sync.
+    auto next = [&]() -> PGresult* {
+      PGresult* r = PQgetResult(conn_);
+      if (r != nullptr) {
+        while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
+      }
+      return r;
+    };
+    Result begun(next(), &PQclear);
+    result_ = next();
+    PQclear(PQgetResult(conn_));  // PGRES_PIPELINE_SYNC
+    static_cast<void>(PQexitPipelineMode(conn_));
+    if (PQresultStatus(begun.get()) != PGRES_COMMAND_OK) {
+      if (result_ != nullptr) PQclear(result_);
+      result_ = nullptr;
+      return pg_error(conn_, begun.get(), begin);
+    }
+    return absl::OkStatus();
+  }
+
   PGconn* const conn_;
+  std::string* const pending_begin_;
   const std::string name_;
   const std::string sql_;
   std::vector<std::string> values_;
@@ -196,18 +234,72 @@ class PgStatement final : public SqlStatement {
   int row_ = -1;
 };
 
-// A PostgreSQL array literal of text: {"a","b\"c"}.
-std::string text_array(std::span<const std::string_view> items) {
+// A PostgreSQL array literal of text, of item(0) ... item(count - 1): {"a","b\"c"}.
+template <typename Item>
+std::string text_array(std::size_t count, Item item) {
   std::string out = "{";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    out += i ? ",\"" : "\"";
-    for (char c : items[i]) {
+  for (std::size_t k = 0; k < count; ++k) {
+    out += k ? ",\"" : "\"";
+    const auto value = item(k);  // may be a string: kept until its characters are copied
+    for (char c : std::string_view(value)) {
       if (c == '"' || c == '\\') out.push_back('\\');
       out.push_back(c);
     }
     out.push_back('"');
   }
   return out + "}";
+}
+
+std::string text_array(std::span<const std::string_view> items) {
+  return text_array(items.size(), [&](std::size_t k) { return items[k]; });
+}
+
+// The summed columns of usage_daily and product_totals after calls, in Totals' order.
+constexpr std::string_view kSummed[] = {"input_tokens",     "output_tokens", "cached_input_tokens",
+                                        "cache_creation_input_tokens", "reasoning_tokens", "cost_nanos"};
+
+// PostgresStorage::store_batch()'s one statement. ?1 the product, ?2 received_ns, ?3 the users
+// (text[]), ?4 the events' ids (bytea[]), then one array per payload column (kEventFields' order).
+// The events it stored (RETURNING) feed the daily sums and the product's totals in the same
+// statement; a sum past int64 fails it (22003, numeric to bigint). Its rows: each stored id, with
+// the count of product_totals rows updated (one row with a NULL id when nothing was stored).
+const std::string& store_batch_sql() {
+  static const std::string* const kSql = [] {
+    using ::paygent::internal::EventFieldType;
+    std::string arrays = "?4::bytea[]", picked;
+    int n = 5;
+    for (const auto& f : ::paygent::internal::kEventFields) {
+      if (f.type == EventFieldType::kId) continue;
+      const bool number = f.type == EventFieldType::kCount || f.type == EventFieldType::kBool;
+      str_append(&arrays, ", ?", n++, number ? "::bigint[]" : "::text[]");
+      str_append(&picked, ", r.", f.name);
+    }
+    std::string sums, daily_set, totals_set, batch_sums;
+    for (std::string_view c : kSummed) {
+      str_append(&sums, ", sum(", c, ")");
+      str_append(&daily_set, ", ", c, " = usage_daily.", c, " + excluded.", c);
+      str_append(&totals_set, ", ", c, " = t.", c, " + s.", c);
+      str_append(&batch_sums, ", COALESCE(sum(", c, "), 0) AS ", c);
+    }
+    const std::string columns = ::paygent::internal::event_columns();
+    constexpr std::string_view kDay = "86400000000000";
+    return new std::string(str_cat(
+        "WITH new_users AS (INSERT INTO users(product, user_id, name, created_ns) "
+        "SELECT ?1, u, '', ?2 FROM unnest(?3::text[]) AS u ON CONFLICT(product, user_id) DO NOTHING), "
+        "stored AS (INSERT INTO events(product, id, received_ns, ", columns, ") SELECT ?1, r.id, ?2", picked,
+        " FROM unnest(", arrays, ") AS r(id, ", columns,
+        ") ON CONFLICT(product, id) DO NOTHING RETURNING id, user_id, model, ts_ns, input_tokens, output_tokens, "
+        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos), "
+        "daily AS (INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
+        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
+        "SELECT ?1, user_id, day, model, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay,
+        " - CASE WHEN ts_ns % ", kDay, " < 0 THEN 1 ELSE 0 END AS day FROM stored) e GROUP BY user_id, day, model "
+        "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls", daily_set,
+        "), totals AS (UPDATE product_totals t SET calls = t.calls + s.calls", totals_set,
+        " FROM (SELECT count(*) AS calls", batch_sums, " FROM stored) s WHERE t.product = ?1 RETURNING 1) "
+        "SELECT e.id, n.updated FROM (SELECT count(*) AS updated FROM totals) n LEFT JOIN stored e ON true"));
+  }();
+  return *kSql;
 }
 
 class PostgresDialect final : public SqlDialect {
@@ -278,14 +370,26 @@ class PostgresStorage::Connection final : public SqlConnection {
     if (it == statements_.end()) {
       auto [text, parameters] = translate_placeholders(sql);
       auto statement =
-          std::make_unique<PgStatement>(conn_, str_cat("s", statements_.size()), std::move(text), parameters);
+          std::make_unique<PgStatement>(conn_, &pending_begin_, str_cat("s", statements_.size()), std::move(text), parameters);
       it = statements_.emplace(std::string(sql), std::move(statement)).first;
     }
     return it->second.get();
   }
 
+  // A BEGIN is not sent on its own: it goes with the transaction's first statement (a round trip
+  // saved per transaction); nothing is started until then, so nothing is lost by waiting.
   absl::Status exec(std::string_view sql) override {
-    const std::string text(sql);
+    if (sql.starts_with("BEGIN") && sql.find(';') == std::string_view::npos && pending_begin_.empty() &&
+        !in_transaction()) {
+      pending_begin_ = std::string(sql);
+      return absl::OkStatus();
+    }
+    if (!pending_begin_.empty() && (sql == "COMMIT" || sql == "ROLLBACK")) {
+      pending_begin_.clear();  // an empty transaction
+      return absl::OkStatus();
+    }
+    // The simple query protocol runs "BEGIN ...; <sql>" in one round trip.
+    const std::string text = pending_begin_.empty() ? std::string(sql) : str_cat(std::exchange(pending_begin_, std::string()), "; ", sql);
     Result result(PQexec(conn_, text.c_str()), &PQclear);
     const ExecStatusType status = PQresultStatus(result.get());
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return absl::OkStatus();
@@ -293,6 +397,7 @@ class PostgresStorage::Connection final : public SqlConnection {
   }
 
   bool in_transaction() override {
+    if (!pending_begin_.empty()) return true;
     const PGTransactionStatusType status = PQtransactionStatus(conn_);
     return status == PQTRANS_INTRANS || status == PQTRANS_INERROR || status == PQTRANS_ACTIVE;
   }
@@ -301,6 +406,7 @@ class PostgresStorage::Connection final : public SqlConnection {
 
  private:
   PGconn* const conn_;
+  std::string pending_begin_;  // a BEGIN not sent yet (see exec())
   absl::flat_hash_map<std::string, std::unique_ptr<PgStatement>> statements_;
 };
 
@@ -308,6 +414,72 @@ PostgresStorage::PostgresStorage(std::string conninfo, PostgresOptions options)
     : SqlStorage(dialect()), conninfo_(std::move(conninfo)), options_(options) {}
 
 PostgresStorage::~PostgresStorage() = default;
+
+absl::StatusOr<SqlStorage::BatchWrite> PostgresStorage::store_batch(
+    SqlConnection& connection, std::int64_t product, std::int64_t received_ns, std::span<const EventRecord> events,
+    std::span<const storage_internal::EventId> ids, std::span<const std::size_t> fresh,
+    std::span<const std::string_view> users, std::vector<bool>& stored) {
+  using ::paygent::internal::EventFieldType;
+  if (!options_.one_statement_ingest) return BatchWrite::kUnsupported;
+  absl::StatusOr<Query> insert = prepare(connection, store_batch_sql());
+  if (!insert.ok()) return insert.status();
+  static constexpr char kHex[] = "0123456789abcdef";
+  // The arrays' text lives until the statement has run (the binding may not copy it).
+  std::vector<std::string> arrays;
+  arrays.reserve(2 + ::paygent::internal::kEventFields.size());
+  arrays.push_back(text_array(users));
+  arrays.push_back(text_array(fresh.size(), [&](std::size_t k) {
+    const std::size_t i = fresh[k];
+    std::string hex = "\\x";  // bytea's hex input
+    for (unsigned char b : ids[i]) {
+      hex.push_back(kHex[b >> 4]);
+      hex.push_back(kHex[b & 15]);
+    }
+    return hex;
+  }));
+  for (const auto& f : ::paygent::internal::kEventFields) {
+    switch (f.type) {
+      case EventFieldType::kId: continue;
+      case EventFieldType::kText:
+      case EventFieldType::kMetaTags:
+        arrays.push_back(text_array(fresh.size(), [&](std::size_t k) { return std::string_view(events[fresh[k]].*f.text); }));
+        break;
+      case EventFieldType::kKind:
+        arrays.push_back(text_array(fresh.size(), [&](std::size_t k) {
+          return ::paygent::internal::usage_kind_name(events[fresh[k]].kind);
+        }));
+        break;
+      case EventFieldType::kCount:
+      case EventFieldType::kBool: {
+        std::string out = "{";
+        for (std::size_t k = 0; k < fresh.size(); ++k) {
+          const EventRecord& e = events[fresh[k]];
+          str_append(&out, k ? "," : "", f.type == EventFieldType::kCount ? e.*f.count : std::int64_t{e.*f.flag ? 1 : 0});
+        }
+        arrays.push_back(out + "}");
+        break;
+      }
+    }
+  }
+  insert->bind(1, product).bind(2, received_ns);
+  for (std::size_t a = 0; a < arrays.size(); ++a) insert->bind(3 + static_cast<int>(a), std::string_view(arrays[a]));
+
+  absl::flat_hash_map<std::string, std::size_t> by_id;
+  by_id.reserve(fresh.size());
+  for (std::size_t i : fresh) by_id.emplace(std::string(reinterpret_cast<const char*>(ids[i].data()), ids[i].size()), i);
+  for (;;) {
+    absl::StatusOr<bool> row = insert->step("store batch");
+    // A total past int64 (or text the statements one by one refuse by name): they say which.
+    if (absl::IsInvalidArgument(row.status())) return BatchWrite::kRedoInParts;
+    if (!row.ok()) return row.status();
+    if (!*row) return BatchWrite::kStored;
+    if (insert->int64(1) != 1) return BatchWrite::kRedoInParts;  // no product_totals row
+    if (insert->is_null(0)) continue;
+    auto it = by_id.find(insert->blob(0));
+    if (it == by_id.end()) return absl::InternalError("store batch: an id came back that was not sent");
+    stored[it->second] = true;
+  }
+}
 
 absl::StatusOr<std::unique_ptr<PostgresStorage::Connection>> PostgresStorage::connect() {
   PGconn* conn = PQconnectdb(conninfo_.c_str());

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/storage.h"
@@ -117,6 +118,12 @@ class Query {
  private:
   SqlStatement* statement_;
 };
+
+// Runs `fn` in a transaction that `begin` starts on `connection`: commits when `fn` succeeds;
+// rolls back when it fails, when the COMMIT fails, or when it throws (then rethrows), so that
+// nothing of it stays. Returns `fn`'s error or the transaction's.
+absl::Status run_in_transaction(SqlConnection& connection, std::string_view begin,
+                                absl::FunctionRef<absl::Status(SqlConnection&)> fn);
 
 // Prepares `sql` on `connection` as a Query.
 inline absl::StatusOr<Query> prepare(SqlConnection& connection, std::string_view sql) {

@@ -18,7 +18,7 @@
 // order (with_user_locks(), SqlDialect::lock_users) before it writes anything, then the product's
 // totals row last, so that writers on several replicas queue rather than deadlock; a transaction
 // that the database still aborts (serialization failure, deadlock) is retried whole a few times.
-// Reports are in sql_report.cpp.
+// Reports are in sql_report.cpp, the ingest's write in sql_ingest.cpp.
 //
 // Plan configs: plans.updated_ns is the config's revision, grown at every put (also by another
 // process on the same database), so that a reader can keep the parsed config until it changes.
@@ -39,6 +39,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -98,11 +99,38 @@ class SqlStorage : public Storage {
   // Runs `fn` on a connection that this call alone uses until `fn` returns, and returns what it
   // returns. A connection left in a transaction by `fn` is the subclass's to roll back or drop.
   virtual absl::Status with_connection(Access access, absl::FunctionRef<absl::Status(SqlConnection&)> fn) = 0;
+  // transaction(Access::kWrite, true, fn): what every write transaction (ingest, create_product,
+  // with_user_locks) goes through. This one runs `fn` alone (transaction_alone()); a subclass may
+  // run concurrent callers' in one transaction, each in a savepoint (SqliteStorage: group commit),
+  // as long as each caller gets its own `fn`'s outcome and is answered after its commit.
+  virtual absl::Status write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn);
+  // How store_batch() went.
+  enum class BatchWrite : std::uint8_t {
+    kUnsupported,  // this database has no such statement: nothing was done
+    kStored,       // the batch is written
+    // The statement failed in a way that the statements one by one report exactly (a total would
+    // pass int64) or handle (a product without its product_totals row): the transaction is rolled
+    // back and the batch written again without store_batch().
+    kRedoInParts,
+  };
+  // ingest's write of a batch in one statement (one round trip) where the database can
+  // (PostgreSQL), in the transaction that holds the users' locks: creates the missing users of
+  // `users`, stores those of the events `fresh` (indexes into `events` and `ids`, the first of
+  // each id) whose id is not stored yet, setting stored[i] for each, adds them to usage_daily and
+  // to the product's totals row. The default is kUnsupported: SqlStorage's statements, one by one.
+  virtual absl::StatusOr<BatchWrite> store_batch(SqlConnection& connection, std::int64_t product,
+                                                 std::int64_t received_ns, std::span<const EventRecord> events,
+                                                 std::span<const storage_internal::EventId> ids,
+                                                 std::span<const std::size_t> fresh,
+                                                 std::span<const std::string_view> users, std::vector<bool>& stored);
+  // Runs `fn` in a transaction of its own (write or read) on a connection for `access`: commits
+  // when it succeeds, rolls back when it fails; retried whole (up to a few times) when the
+  // database aborted it (Aborted: serialization failure, deadlock).
+  absl::Status transaction_alone(Access access, bool write, absl::FunctionRef<absl::Status(SqlConnection&)> fn);
 
  private:
-  // Runs `fn` in a transaction (write or read) on a connection for `access`: commits when it
-  // succeeds, rolls back when it fails; retried whole (up to a few times) when the database
-  // aborted it (Aborted: serialization failure, deadlock).
+  // Runs `fn` in a transaction (write or read) on a connection for `access`, as
+  // transaction_alone() does, or through write_transaction() for a write on Access::kWrite.
   absl::Status transaction(Access access, bool write, absl::FunctionRef<absl::Status(SqlConnection&)> fn);
   // The integer key (products.pk) of `product_id`, or nullopt when there is no such product.
   // Kept once found: products are never deleted and their keys never change.
@@ -117,9 +145,15 @@ class SqlStorage : public Storage {
   absl::StatusOr<IngestResult> ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
                                            const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates);
   // The write of a batch, in a with_user_locks() transaction of the batch's users: `ids` are the
-  // events' ids as bytes, `users` the batch's distinct users, sorted.
+  // events' ids as bytes, `users` the batch's distinct users, sorted. Through store_batch() unless
+  // `in_parts`; sets `redo_in_parts` (and fails) when store_batch() asks for that.
   absl::Status ingest_locked(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
                              std::span<const storage_internal::EventId> ids, std::span<const std::string_view> users,
+                             const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates, bool in_parts,
+                             bool& redo_in_parts, IngestResult& result);
+  // ingest_locked()'s last steps, once the batch is written: its soft gates, then (for
+  // ingest_with_usage(), `period_of` set) its users' usage into `result`.
+  absl::Status finish_ingest(SqlConnection& connection, std::int64_t product, std::span<const std::string_view> users,
                              const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates,
                              IngestResult& result);
   // Stores a batch's soft gates (one already stored is kept), in the ingest's transaction.
@@ -136,9 +170,11 @@ class SqlStorage : public Storage {
   absl::Status insert_rows(SqlConnection& connection, std::string_view head, int columns, std::size_t count,
                            std::string_view tail, std::string_view what,
                            absl::FunctionRef<void(Query&, int, std::size_t)> bind_row);
-  // Stores the events not already stored; sets stored[i] for each event stored by this call.
-  absl::Status insert_events(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
-                             std::span<const storage_internal::EventId> ids, std::vector<bool>& stored);
+  // Stores those of the events `fresh` (indexes, the first of each id) not already stored, with
+  // `received_ns`; sets stored[i] for each event stored by this call.
+  absl::Status insert_events(SqlConnection& connection, std::int64_t product, std::int64_t received_ns,
+                             std::span<const EventRecord> events, std::span<const storage_internal::EventId> ids,
+                             std::span<const std::size_t> fresh, std::vector<bool>& stored);
   // The product's all-time totals (product_totals), its row locked until the transaction ends.
   absl::StatusOr<Totals> product_totals(SqlConnection& connection, std::int64_t product);
   absl::StatusOr<std::optional<UserRecord>> find_user_in(SqlConnection& connection, std::int64_t product,
@@ -160,7 +196,18 @@ class SqlStorage : public Storage {
   static absl::Status add_events(SqlConnection& connection, std::int64_t product, const ReportQuery& query,
                                  std::int64_t from_ns, std::int64_t to_ns, GroupedTotals& out);
 
+  // Of the batch's users `users`, those this storage has not seen stored by a committed ingest:
+  // the only ones ingest inserts (users are never deleted; one another replica created is
+  // inserted again, ON CONFLICT DO NOTHING).
+  std::vector<std::string_view> unknown_users(std::int64_t product, std::span<const std::string_view> users);
+  // Notes `users` of `product` as stored: called once their ingest has committed.
+  void remember_users(std::int64_t product, std::span<const std::string_view> users);
+
   const SqlDialect& dialect_;
+  absl::Mutex users_mu_;
+  // Product key (8 bytes) then user id, of users known to be stored; emptied when it reaches
+  // kKnownUsers (sql_ingest.cpp), which bounds its memory.
+  absl::flat_hash_set<std::string> known_users_ ABSL_GUARDED_BY(users_mu_);
   absl::Mutex keys_mu_;
   absl::flat_hash_map<std::string, std::int64_t> product_keys_ ABSL_GUARDED_BY(keys_mu_);  // id -> products.pk
 };

@@ -2,14 +2,20 @@
 // The queries and the logic are SqlStorage's (server/sql_storage.h); this is SQLite's part: its
 // dialect, its connections, the schema's version (PRAGMA user_version) and the WAL's checkpoints.
 //
-// Durability: every write is one transaction. With Synchronous::kFull (the default) the WAL is
-// fsynced at each commit, so an acknowledged write survives a crash of the process or of the
+// Durability: every write is one transaction (or a savepoint of one, shared with the concurrent
+// writes of its group commit, below), answered after its commit. With Synchronous::kFull (the
+// default) the WAL is fsynced at each commit, so an acknowledged write survives a crash of the process or of the
 // machine; with kNormal it survives a crash of the process (kill -9) but the last commits may be
 // lost if the machine loses power.
 //
 // Checkpoints (copying the WAL into the database file) run on a background thread with its own
 // connection, so that a commit mostly only appends to the WAL; once that thread has copied what it
 // saw, the writer copies the few batches committed meanwhile, so that the WAL can start over.
+//
+// Group commit: write transactions (ingest, with_user_locks) that arrive while one commits wait and
+// then share the next transaction, each in a savepoint of its own (server/group_commit.h): with
+// several concurrent syncers, one fsync serves many batches; each still gets its own reply, a
+// failing one is rolled back alone, and every one is answered after its commit.
 //
 // Thread safety: safe for concurrent use from many threads. One connection serves every call but
 // report(), guarded by a mutex: those calls are serialised (SQLite allows one writer at a time
@@ -28,6 +34,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "server/group_commit.h"
 #include "server/sql_storage.h"
 
 struct sqlite3;
@@ -65,8 +72,13 @@ class SqliteStorage final : public SqlStorage {
   SqliteStorage(const SqliteStorage&) = delete;
   SqliteStorage& operator=(const SqliteStorage&) = delete;
 
+  // The group commit's counts (commits, write transactions they held, callers waiting now).
+  [[nodiscard]] GroupCommit::Stats group_commit_stats() const { return group_commit_.stats(); }
+
  protected:
   absl::Status with_connection(Access access, absl::FunctionRef<absl::Status(SqlConnection&)> fn) override;
+  // Group commit (server/group_commit.h) on the writer's connection.
+  absl::Status write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn) override;
 
  private:
   class Connection;
@@ -83,6 +95,8 @@ class SqliteStorage final : public SqlStorage {
   std::int64_t checkpoint_pages_ = 4096;        // set once by open()
   absl::Mutex mu_;
   const std::unique_ptr<Connection> writer_;  // used only under mu_
+  // Concurrent write transactions share one commit (one fsync with Synchronous::kFull).
+  GroupCommit group_commit_{"BEGIN IMMEDIATE", 64};
 
   // report() reads through connections of its own (WAL readers see the last commit and never wait
   // for the writer), so that a long report of one product does not hold mu_, which every write and

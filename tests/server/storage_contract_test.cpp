@@ -119,10 +119,14 @@ TEST_CASE("server.storage_ingest_is_idempotent_and_atomic") {
                                        record(event_id(4), "u1", "m", "s", INT64_MAX, ns_at(2026, 11, 1))};
   r = storage->ingest("p", overflow);
   CHECK(absl::IsInvalidArgument(r.status()));
+  // Named exactly, also where the batch is first written in one statement (PostgreSQL).
+  CHECK_MESSAGE(r.status().message().find("events[1].cost_nanos: this event of user \"u1\"") != std::string_view::npos,
+                r.status());
   CHECK(backend.counts() == before);
   CHECK(absl::IsNotFound(storage->find_user("p", "u2").status()));
   // The storage is usable afterwards.
   REQUIRE(storage->ingest("p", std::vector<EventRecord>{overflow[0]}).ok());
+  CHECK(storage->find_user("p", "u2").ok());  // the refused batch's user was not taken for stored
   CHECK(storage->report("p", all)->at("u2").calls == 1);
   });
 }

@@ -1,0 +1,353 @@
+// SqlStorage's ingest (see server/sql_storage.h): a batch's users, events, daily sums and the
+// product's totals, written in the transaction of with_user_locks(), in one statement where the
+// database has one (store_batch()) or one statement per table.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "meter/internal/str_cat.h"
+#include "server/sql_storage.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::str_append;
+using ::paygent::internal::str_cat;
+using storage_internal::add_totals;
+using storage_internal::EventId;
+using storage_internal::floor_div;
+using storage_internal::kNanosPerDay;
+
+std::int64_t now_ns() { return absl::ToUnixNanos(absl::Now()); }
+
+// "(?f, ?f+1, ...)" for one event row of `columns` parameters numbered from `first`.
+std::string row_placeholders(int first, int columns) {
+  std::string out = "(";
+  for (int i = 0; i < columns; ++i) str_append(&out, i ? ", ?" : "?", first + i);
+  return out + ")";
+}
+
+// INSERT of `rows` events (product, id, received_ns, then the payload columns each), ignoring
+// those whose id is stored; with more than one row, RETURNING the ids it stored.
+std::string insert_events_sql(int rows) {
+  constexpr int kColumns = 3 + ::paygent::internal::kEventColumnCount;
+  std::string sql = str_cat("INSERT INTO events(product, id, received_ns, ", ::paygent::internal::event_columns(),
+                            ") VALUES");
+  for (int r = 0; r < rows; ++r) str_append(&sql, r ? ", " : " ", row_placeholders(1 + r * kColumns, kColumns));
+  str_append(&sql, " ON CONFLICT(product, id) DO NOTHING", rows > 1 ? " RETURNING id" : "");
+  return sql;
+}
+
+// The index of the first event of each id (a later one of the same batch is a duplicate,
+// whatever it holds), in batch order.
+std::vector<std::size_t> first_of_each_id(std::span<const EventId> ids) {
+  std::vector<std::size_t> fresh;
+  fresh.reserve(ids.size());
+  absl::flat_hash_set<absl::string_view> seen;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const auto* bytes = reinterpret_cast<const char*>(ids[i].data());
+    if (seen.insert(absl::string_view(bytes, ids[i].size())).second) fresh.push_back(i);
+  }
+  return fresh;
+}
+
+}  // namespace
+
+absl::StatusOr<IngestResult> SqlStorage::ingest(std::string_view product_id, std::span<const EventRecord> events) {
+  return ingest_impl(product_id, events, nullptr, {});
+}
+
+absl::StatusOr<IngestResult> SqlStorage::ingest_with_usage(std::string_view product_id,
+                                                           std::span<const EventRecord> events, PeriodOf period_of,
+                                                           std::span<const SoftGateFired> soft_gates) {
+  return ingest_impl(product_id, events, &period_of, soft_gates);
+}
+
+absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
+                                                     const PeriodOf* period_of,
+                                                     std::span<const SoftGateFired> soft_gates) {
+  // The ids' bytes and the batch's users (sorted: the order their locks are taken in), before
+  // any connection is taken.
+  std::vector<EventId> ids(events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (!storage_internal::decode_event_id(events[i].id, ids[i])) {
+      return absl::InvalidArgumentError(str_cat("events[", i, "].id: must be 32 lowercase hex digits"));
+    }
+  }
+  std::vector<std::string_view> users;
+  {
+    absl::flat_hash_set<absl::string_view> seen;
+    for (const EventRecord& e : events) {
+      if (seen.insert(absl::string_view(e.user_id.data(), e.user_id.size())).second) users.push_back(e.user_id);
+    }
+    for (const SoftGateFired& g : soft_gates) {  // their users are created, locked and read too
+      if (seen.insert(absl::string_view(g.user_id.data(), g.user_id.size())).second) users.push_back(g.user_id);
+    }
+    std::sort(users.begin(), users.end());
+  }
+  IngestResult result;
+  bool in_parts = false;
+  for (;;) {
+    bool redo_in_parts = false;
+    std::int64_t product_key = 0;
+    absl::Status status =
+        with_user_locks(product_id, users, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
+          result = IngestResult{};
+          product_key = product;
+          return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, in_parts,
+                               redo_in_parts, result);
+        });
+    if (redo_in_parts && !in_parts) {
+      in_parts = true;  // rolled back: written again one statement at a time
+      continue;
+    }
+    if (!status.ok()) return status;
+    remember_users(product_key, users);  // committed
+    return result;
+  }
+}
+
+absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t product,
+                                       std::span<const EventRecord> events, std::span<const EventId> ids,
+                                       std::span<const std::string_view> users, const PeriodOf* period_of,
+                                       std::span<const SoftGateFired> soft_gates, bool in_parts,
+                                       bool& redo_in_parts, IngestResult& result) {
+  const std::int64_t received_ns = now_ns();
+  const std::vector<std::size_t> fresh = first_of_each_id(ids);
+  const std::vector<std::string_view> new_users = unknown_users(product, users);
+  std::vector<bool> stored(events.size(), false);
+  if (!in_parts) {
+    absl::StatusOr<BatchWrite> written =
+        store_batch(connection, product, received_ns, events, ids, fresh, new_users, stored);
+    if (!written.ok()) return written.status();
+    if (*written == BatchWrite::kRedoInParts) {
+      redo_in_parts = true;
+      return absl::CancelledError("ingest: to be written again one statement at a time");
+    }
+    if (*written == BatchWrite::kStored) {
+      for (bool s : stored) ++(s ? result.accepted : result.duplicates);
+      return finish_ingest(connection, product, users, period_of, soft_gates, result);
+    }
+  }
+  if (absl::Status s = insert_rows(
+          connection, "INSERT INTO users(product, user_id, name, created_ns)", 4, new_users.size(),
+          "ON CONFLICT(product, user_id) DO NOTHING", "create users",
+          [&](Query& insert, int first, std::size_t i) {
+            insert.bind(first, product).bind(first + 1, new_users[i]).bind(first + 2, std::string_view("")).bind(first + 3, received_ns);
+          });
+      !s.ok()) {
+    return s;
+  }
+
+  if (absl::Status s = insert_events(connection, product, received_ns, events, ids, fresh, stored); !s.ok()) return s;
+
+  // The product's all-time totals, which bound every sum a read computes over its events; and the
+  // sums of the stored events per (user, day, model), added to usage_daily.
+  absl::StatusOr<Totals> totals = product_totals(connection, product);
+  if (!totals.ok()) return totals.status();
+  std::map<std::tuple<std::string_view, std::int64_t, std::string_view>, Totals> daily;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (!stored[i]) {
+      ++result.duplicates;
+      continue;
+    }
+    ++result.accepted;
+    const EventRecord& e = events[i];
+    if (absl::Status s = storage_internal::add_to_product_totals(*totals, e, i); !s.ok()) return s;
+    if (!add_totals(daily[{e.user_id, floor_div(e.ts_ns, kNanosPerDay), e.model}], storage_internal::totals_of(e))) {
+      return absl::InvalidArgumentError("the batch would overflow a 64-bit total (tokens or cost_nanos)");
+    }
+  }
+
+  {
+    using DailyRow = std::pair<const std::tuple<std::string_view, std::int64_t, std::string_view>, Totals>;
+    std::vector<const DailyRow*> rows;
+    rows.reserve(daily.size());
+    for (const DailyRow& row : daily) rows.push_back(&row);
+    absl::Status s = insert_rows(
+        connection,
+        "INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
+        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos)",
+        11, rows.size(),
+        "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls, "
+        "input_tokens = usage_daily.input_tokens + excluded.input_tokens, "
+        "output_tokens = usage_daily.output_tokens + excluded.output_tokens, "
+        "cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens, "
+        "cache_creation_input_tokens = usage_daily.cache_creation_input_tokens + excluded.cache_creation_input_tokens, "
+        "reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens, "
+        "cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos",
+        "add daily usage", [&](Query& upsert, int first, std::size_t i) {
+          const auto& [key, t] = *rows[i];
+          const auto& [user, day, model] = key;
+          upsert.bind(first, product)
+              .bind(first + 1, user)
+              .bind(first + 2, day)
+              .bind(first + 3, model)
+              .bind(first + 4, t.calls)
+              .bind(first + 5, t.input_tokens)
+              .bind(first + 6, t.output_tokens)
+              .bind(first + 7, t.cached_input_tokens)
+              .bind(first + 8, t.cache_creation_input_tokens)
+              .bind(first + 9, t.reasoning_tokens)
+              .bind(first + 10, t.cost_nanos);
+        });
+    if (!s.ok()) return s;
+  }
+  if (result.accepted > 0) {
+    absl::StatusOr<Query> put_totals = prepare(
+        connection,
+        "INSERT INTO product_totals(product, calls, input_tokens, output_tokens, cached_input_tokens, "
+        "cache_creation_input_tokens, reasoning_tokens, cost_nanos) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "ON CONFLICT(product) DO UPDATE SET calls = excluded.calls, input_tokens = excluded.input_tokens, "
+        "output_tokens = excluded.output_tokens, cached_input_tokens = excluded.cached_input_tokens, "
+        "cache_creation_input_tokens = excluded.cache_creation_input_tokens, "
+        "reasoning_tokens = excluded.reasoning_tokens, cost_nanos = excluded.cost_nanos");
+    if (!put_totals.ok()) return put_totals.status();
+    const Totals& t = *totals;
+    put_totals->bind(1, product)
+        .bind(2, t.calls)
+        .bind(3, t.input_tokens)
+        .bind(4, t.output_tokens)
+        .bind(5, t.cached_input_tokens)
+        .bind(6, t.cache_creation_input_tokens)
+        .bind(7, t.reasoning_tokens)
+        .bind(8, t.cost_nanos);
+    if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
+  }
+  return finish_ingest(connection, product, users, period_of, soft_gates, result);
+}
+
+namespace {
+
+// Most users SqlStorage::known_users_ holds (~64 MB at most).
+constexpr std::size_t kKnownUsers = 1 << 20;
+
+std::string user_key(std::int64_t product, std::string_view user_id) {
+  std::string key(sizeof product, '\0');
+  std::memcpy(key.data(), &product, sizeof product);
+  key.append(user_id);
+  return key;
+}
+
+}  // namespace
+
+std::vector<std::string_view> SqlStorage::unknown_users(std::int64_t product, std::span<const std::string_view> users) {
+  std::vector<std::string_view> unknown;
+  std::string key;
+  absl::MutexLock lock(&users_mu_);
+  for (std::string_view user : users) {
+    key = user_key(product, user);
+    if (!known_users_.contains(key)) unknown.push_back(user);
+  }
+  return unknown;
+}
+
+void SqlStorage::remember_users(std::int64_t product, std::span<const std::string_view> users) {
+  absl::MutexLock lock(&users_mu_);
+  if (known_users_.size() + users.size() > kKnownUsers) known_users_.clear();
+  for (std::string_view user : users) known_users_.insert(user_key(product, user));
+}
+
+absl::Status SqlStorage::finish_ingest(SqlConnection& connection, std::int64_t product,
+                                       std::span<const std::string_view> users, const PeriodOf* period_of,
+                                       std::span<const SoftGateFired> soft_gates, IngestResult& result) {
+  if (absl::Status s = store_soft_gates(connection, product, soft_gates); !s.ok()) return s;
+  if (period_of == nullptr) return absl::OkStatus();
+  // The batch's users and their totals, read in this transaction.
+  return read_usage(connection, product, users, *period_of, result.usage);
+}
+
+absl::StatusOr<SqlStorage::BatchWrite> SqlStorage::store_batch(SqlConnection&, std::int64_t, std::int64_t,
+                                                               std::span<const EventRecord>, std::span<const EventId>,
+                                                               std::span<const std::size_t>,
+                                                               std::span<const std::string_view>, std::vector<bool>&) {
+  return BatchWrite::kUnsupported;
+}
+
+absl::Status SqlStorage::insert_rows(SqlConnection& connection, std::string_view head, int columns, std::size_t count,
+                                     std::string_view tail, std::string_view what,
+                                     absl::FunctionRef<void(Query&, int, std::size_t)> bind_row) {
+  const std::size_t per_insert = static_cast<std::size_t>(std::max(1, dialect_.rows_per_insert()));
+  // Prepared once per chunk size (SQLite: once per call), rebound for each chunk.
+  std::optional<Query> insert;
+  std::size_t insert_rows = 0;
+  for (std::size_t begin = 0; begin < count; begin += per_insert) {
+    const std::size_t rows = std::min(per_insert, count - begin);
+    if (rows != insert_rows) {
+      std::string sql = str_cat(head, " VALUES");
+      for (std::size_t r = 0; r < rows; ++r) {
+        str_append(&sql, r ? ", " : " ", row_placeholders(1 + static_cast<int>(r) * columns, columns));
+      }
+      str_append(&sql, " ", tail);
+      insert.reset();
+      absl::StatusOr<Query> prepared = prepare(connection, sql);
+      if (!prepared.ok()) return prepared.status();
+      insert.emplace(*std::move(prepared));
+      insert_rows = rows;
+    }
+    for (std::size_t r = 0; r < rows; ++r) bind_row(*insert, 1 + static_cast<int>(r) * columns, begin + r);
+    if (absl::Status s = insert->run(what); !s.ok()) return s;
+    insert->reset();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqlStorage::insert_events(SqlConnection& connection, std::int64_t product, std::int64_t received_ns,
+                                       std::span<const EventRecord> events, std::span<const EventId> ids,
+                                       std::span<const std::size_t> fresh, std::vector<bool>& stored) {
+  constexpr int kColumns = 3 + ::paygent::internal::kEventColumnCount;
+  const std::size_t per_insert = static_cast<std::size_t>(std::max(1, dialect_.rows_per_insert()));
+  // Prepared once per chunk size (SQLite: once per batch), rebound for each chunk.
+  std::optional<Query> insert;
+  std::size_t insert_rows = 0;
+  for (std::size_t begin = 0; begin < fresh.size(); begin += per_insert) {
+    const std::size_t rows = std::min(per_insert, fresh.size() - begin);
+    if (rows != insert_rows) {
+      insert.reset();
+      absl::StatusOr<Query> prepared = prepare(connection, insert_events_sql(static_cast<int>(rows)));
+      if (!prepared.ok()) return prepared.status();
+      insert.emplace(*std::move(prepared));
+      insert_rows = rows;
+    }
+    for (std::size_t r = 0; r < rows; ++r) {
+      const std::size_t i = fresh[begin + r];
+      const int first = 1 + static_cast<int>(r) * kColumns;
+      insert->bind(first, product).bind_blob(first + 1, ids[i]).bind(first + 2, received_ns).bind_event(first + 3, events[i]);
+    }
+    if (rows == 1) {
+      if (absl::Status s = insert->run("insert event"); !s.ok()) return s;
+      stored[fresh[begin]] = insert->changes() == 1;
+      insert->reset();
+      continue;
+    }
+    // The rows stored come back by id.
+    absl::flat_hash_map<std::string, std::size_t> chunk;
+    for (std::size_t r = 0; r < rows; ++r) {
+      const EventId& id = ids[fresh[begin + r]];
+      chunk.emplace(std::string(reinterpret_cast<const char*>(id.data()), id.size()), fresh[begin + r]);
+    }
+    for (;;) {
+      absl::StatusOr<bool> row = insert->step("insert events");
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      auto it = chunk.find(insert->blob(0));
+      if (it == chunk.end()) return absl::InternalError("insert events: an id came back that was not sent");
+      stored[it->second] = true;
+    }
+    insert->reset();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace paygent::server

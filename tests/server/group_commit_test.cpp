@@ -1,0 +1,159 @@
+// Group commit of SqliteStorage (server/group_commit.h): write transactions that wait while one
+// commits share the next commit, and each still gets exactly its own outcome.
+#include "server/group_commit.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "server/sqlite_storage.h"
+#include "tests/server/fixture.h"
+
+namespace paygent::server::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+// Waits (up to 20 s) until `done()`; false if it never was.
+template <typename Done>
+bool wait_until(Done done) {
+  const auto deadline = steady_clock::now() + std::chrono::seconds(20);
+  while (!done()) {
+    if (steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  return true;
+}
+
+std::vector<EventRecord> batch(std::uint64_t first_id, int count, const std::string& user, std::int64_t cost) {
+  std::vector<EventRecord> events;
+  for (int i = 0; i < count; ++i) {
+    events.push_back(record(event_id(first_id + static_cast<std::uint64_t>(i)), user, "m", "s", cost,
+                            ns_at(2026, 11, 17)));
+  }
+  return events;
+}
+
+// Four writers queue while a fifth holds the writer: they share one commit, in which a batch that
+// repeats another's ids counts them as duplicates once, an overflowing batch fails alone (nothing
+// of it stored, not even its user) and a write that throws is rolled back alone and rethrown.
+TEST_CASE("server.group_commit_joins_waiting_writes_and_answers_each_exactly") {
+  ApiFixture f;
+  SqliteStorage& storage = *f.storage;
+  REQUIRE(storage.create_product("p", "acme", std::string(64, 'c')).ok());
+  const GroupCommit::Stats before = storage.group_commit_stats();
+
+  std::atomic<bool> holding{false};
+  bool queued = false;
+  std::thread holder([&] {
+    const absl::Status s = storage.with_user_locks("p", std::vector<std::string_view>{"holder"},
+                                                   [&](SqlConnection&, std::int64_t) -> absl::Status {
+                                                     holding = true;
+                                                     queued = wait_until([&] { return storage.group_commit_stats().waiting == 4; });
+                                                     return absl::OkStatus();
+                                                   });
+    CHECK(s.ok());
+  });
+  REQUIRE(wait_until([&] { return holding.load(); }));
+
+  absl::StatusOr<IngestResult> first, repeat, overflow;
+  bool threw = false;
+  std::vector<std::thread> writers;
+  writers.emplace_back([&] { first = storage.ingest("p", batch(1, 50, "a", 10)); });
+  writers.emplace_back([&] { repeat = storage.ingest("p", batch(41, 20, "b", 10)); });  // ids 41-50 are first's
+  writers.emplace_back([&] {
+    std::vector<EventRecord> events = batch(100, 2, "c", INT64_MAX);
+    overflow = storage.ingest("p", events);
+  });
+  writers.emplace_back([&] {
+    try {
+      static_cast<void>(storage.with_user_locks(
+          "p", std::vector<std::string_view>{"d"}, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
+            absl::StatusOr<Query> insert =
+                prepare(connection, "INSERT INTO users(product, user_id, name, created_ns) VALUES(?1, 'd', '', 0)");
+            REQUIRE(insert.ok());
+            insert->bind(1, product);
+            REQUIRE(insert->run("insert user").ok());
+            throw std::runtime_error("thrown by the write");
+          }));
+    } catch (const std::runtime_error&) {
+      threw = true;
+    }
+  });
+  for (std::thread& w : writers) w.join();
+  holder.join();
+  CHECK(queued);
+
+  const GroupCommit::Stats after = storage.group_commit_stats();
+  CHECK(after.commits - before.commits == 2);  // the holder's, then the four together
+  CHECK(after.bodies - before.bodies == 5);
+  REQUIRE(first.ok());
+  REQUIRE(repeat.ok());
+  // Whichever ran first in the group stored ids 41-50; the other counted them as duplicates.
+  CHECK(first->accepted + first->duplicates == 50);
+  CHECK(repeat->accepted + repeat->duplicates == 20);
+  CHECK(first->accepted + repeat->accepted == 60);
+  CHECK(first->duplicates + repeat->duplicates == 10);
+  CHECK(absl::IsInvalidArgument(overflow.status()));
+  CHECK_MESSAGE(overflow.status().message().find("past the largest amount") != std::string_view::npos, overflow.status());
+  CHECK(threw);
+  CHECK(absl::IsNotFound(storage.find_user("p", "c").status()));
+  CHECK(absl::IsNotFound(storage.find_user("p", "d").status()));
+  CHECK(f.counts().events == 60);
+  const ReportQuery all{.from_ns = 0, .to_ns = INT64_MAX, .group_by = ReportGroup::kUser};
+  const absl::StatusOr<GroupedTotals> report = storage.report("p", all);
+  REQUIRE(report.ok());
+  CHECK(report->size() == 2);
+  CHECK(report->at("a").calls + report->at("b").calls == 60);
+  CHECK(report->at("a").cost_nanos + report->at("b").cost_nanos == 600);
+}
+
+// Many syncers at once, each id sent by two of them: every id is stored once and counted as
+// accepted by exactly one reply, whatever the grouping; the daily sums agree with the events.
+TEST_CASE("server.group_commit_concurrent_syncers_store_every_event_once") {
+  ApiFixture f;
+  SqliteStorage& storage = *f.storage;
+  REQUIRE(storage.create_product("p", "acme", std::string(64, 'c')).ok());
+  constexpr int kThreads = 8, kBatches = 12, kSize = 50;
+  std::atomic<std::int64_t> accepted{0}, duplicates{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int b = 0; b < kBatches; ++b) {
+        // Thread t and t ^ 1 send the same ids (in the same order, at about the same time).
+        const auto first = static_cast<std::uint64_t>(((t / 2) * kBatches + b) * kSize);
+        const absl::StatusOr<IngestResult> r =
+            storage.ingest("p", batch(first, kSize, "user-" + std::to_string(t), 1 + t));
+        if (!r.ok() || r->accepted + r->duplicates != kSize) {
+          ++failures;
+          continue;
+        }
+        accepted += r->accepted;
+        duplicates += r->duplicates;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  const std::int64_t distinct = kThreads / 2 * kBatches * kSize;
+  CHECK(failures == 0);
+  CHECK(accepted == distinct);
+  CHECK(duplicates == distinct);
+  CHECK(f.counts().events == distinct);
+  CHECK(sql_int(f.db_path, "SELECT SUM(calls) FROM usage_daily") == distinct);
+  CHECK(sql_int(f.db_path, "SELECT SUM(cost_nanos) FROM usage_daily") ==
+        sql_int(f.db_path, "SELECT SUM(cost_nanos) FROM events"));
+  CHECK(sql_int(f.db_path, "SELECT calls FROM product_totals") == distinct);
+  const GroupCommit::Stats stats = storage.group_commit_stats();
+  MESSAGE("commits: ", stats.commits, " for ", stats.bodies, " write transactions");
+}
+
+}  // namespace
+}  // namespace paygent::server::test
