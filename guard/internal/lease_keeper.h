@@ -13,9 +13,9 @@
 // outage_share x cap); a holder that never got a grant for the limit, outage_share x cap beyond
 // what it had used when it first asked.
 //
-// Thread safety: LeaseKeeper's methods may be called from any thread. A Lease's atomics are
-// written by the keeper's thread only (and its `requested`/`need` by calling threads); its
-// identity is immutable. Leases are never freed before the keeper: a pointer to one stays valid
+// Thread safety: LeaseKeeper's methods may be called from any thread. A Lease's `bound` and the
+// backend's picture are written by the keeper's thread only (`need`, `requested`, `asks` and `cap`
+// also by calls that found no room); its identity is immutable. Leases are never freed before the keeper: a pointer to one stays valid
 // for the keeper's life.
 #pragma once
 
