@@ -943,14 +943,17 @@ GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::i
     const LimitEntry& l = t[i];
     if (l.reason == GateReason::kNone) continue;
     const std::int64_t e = l.estimate(est_cost, est_tokens);
-    const std::int64_t c = l.counter->load(std::memory_order_acquire) + l.external->load(std::memory_order_relaxed);
-    const std::int64_t max = l.limit();
     if (l.retry_once) {  // a lease: only its hard verdict counts (retry_lease then decides)
+      if (e == 0) continue;  // nothing held under it
+      const std::int64_t c = l.counter->load(std::memory_order_acquire);
+      const std::int64_t max = l.limit();
       if (judge_ceiling(c, e, max).status == GateStatus::kHardGate) {
         verdicts.add(limit_result(l, Verdict{GateStatus::kHardGate, -1, 1.0}, c + e, e, max, plan), i);
       }
       continue;
     }
+    const std::int64_t c = l.counter->load(std::memory_order_acquire) + l.external->load(std::memory_order_relaxed);
+    const std::int64_t max = l.limit();
     const Verdict v = judge(c, e, max, plan, l.fired != nullptr);
     verdicts.add(limit_result(l, v, c + e, e, max, plan), i);
   }
