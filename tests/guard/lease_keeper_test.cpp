@@ -7,6 +7,7 @@
 #include <cmath>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -100,19 +101,17 @@ TEST_CASE("guard.lease.reply_is_read_strictly_and_names_the_field") {
   CHECK(error_of("{\"leases\":[" + good_entry + "]}").find("ttl_ms: missing") != std::string::npos);
   CHECK(error_of("{\"ttl_ms\":0,\"leases\":[" + good_entry + "]}").find("ttl_ms: is 0") != std::string::npos);
   CHECK(error_of("{\"ttl_ms\":10,\"leases\":[]}").find("0 entries answer 1 asked") != std::string::npos);
-  std::string other = good_entry;
-  other.replace(other.find("u1"), 2, "u2");
-  CHECK(error_of("{\"ttl_ms\":10,\"leases\":[" + other + "]}").find("leases[0].user_id") != std::string::npos);
-  std::string negative = good_entry;
-  negative.replace(negative.find("\"remaining\":70"), 14, "\"remaining\":-1");
-  CHECK(error_of("{\"ttl_ms\":10,\"leases\":[" + negative + "]}").find("leases[0].remaining: is -1") !=
-        std::string::npos);
-  std::string low = good_entry;
-  low.replace(low.find("\"ceiling\":30"), 12, "\"ceiling\":9");
-  CHECK(error_of("{\"ttl_ms\":10,\"leases\":[" + low + "]}").find("leases[0].ceiling") != std::string::npos);
-  std::string text = good_entry;
-  text.replace(text.find("\"spent\":0"), 9, "\"spent\":\"0\"");
-  CHECK(error_of("{\"ttl_ms\":10,\"leases\":[" + text + "]}").find("leases[0].spent: not an int64") !=
+  // The error for a reply whose one entry is the good one with `from` replaced by `to`.
+  auto error_with = [&](std::string_view from, std::string_view to) {
+    std::string entry = good_entry;
+    entry.replace(entry.find(from), from.size(), to);
+    return error_of("{\"ttl_ms\":10,\"leases\":[" + entry + "]}");
+  };
+  CHECK(error_with("u1", "u2").find("leases[0].user_id") != std::string::npos);
+  CHECK(error_with("\"remaining\":70", "\"remaining\":-1").find("leases[0].remaining: is -1") != std::string::npos);
+  CHECK(error_with("\"ceiling\":30", "\"ceiling\":9").find("leases[0].ceiling") != std::string::npos);
+  CHECK(error_with("\"spent\":0", "\"spent\":\"0\"").find("leases[0].spent: not an int64") != std::string::npos);
+  CHECK(error_with("\"period_start_ns\":5", "\"period_start_ns\":6").find("leases[0].period_start_ns") !=
         std::string::npos);
 }
 
