@@ -152,9 +152,12 @@ void check_backend_hot_user(benchmark::State& state, bool leases, const CallEsti
     state.SkipWithError(leases ? "the user holds no lease" : "the user holds a lease with leases off");
     return;
   }
+  const std::int64_t allocations = t_allocations;
   for (auto _ : state) {
     benchmark::DoNotOptimize(pg->check("gpt-4o", estimate));
   }
+  state.counters["allocs_per_call"] =
+      static_cast<double>(t_allocations - allocations) / static_cast<double>(state.iterations());
 }
 
 void BM_guard_check_hot_user_backend(benchmark::State& state) {
