@@ -11,7 +11,10 @@
 //
 // Thread safety: a Paygent is safe for concurrent use from any number of threads without external
 // synchronization. check/reserve/settle/record take no lock, make no system call and do no I/O;
-// after a user's first call (and first call of a period or session) they do not allocate.
+// after a user's first call (and first call of a period or session) they do not allocate. With
+// budget leases (Options::leases), a call whose estimate does not fit its process's lease waits
+// for the background thread's answer, at most Options::lease_wait (a mutex and a condition
+// variable; still no I/O on the calling thread).
 // Callbacks run on the calling thread, synchronously.
 //
 // Lifetime (a server's shutdown path):
