@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "paygent/paygent.h"
+#include "support/paygentd_process.h"
 
 // Our operator new is malloc, so free() is the matching release (GCC cannot see that).
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
@@ -88,6 +89,91 @@ void BM_guard_check_hot_user(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_guard_check_hot_user);
+
+// The hot user's check with a call's estimate (the leases below are judged against it).
+constexpr CallEstimate kHotEstimate{.prompt_tokens = 100, .max_output_tokens = 100};
+
+void BM_guard_check_estimate_hot_user(benchmark::State& state) {
+  auto pg = memory_paygent();
+  Context ctx("hot-user");
+  pg->record("gpt-4o", Usage{.input_tokens = 1000, .output_tokens = 0});
+  const GuardResult r = pg->check("gpt-4o", kHotEstimate);
+  if (r.status != GateStatus::kOk || r.reason != GateReason::kSessionSpend || r.current_value != 3'750'000) {
+    state.SkipWithError("check computed the wrong result");
+    return;
+  }
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pg->check("gpt-4o", kHotEstimate));
+  }
+}
+BENCHMARK(BM_guard_check_estimate_hot_user);
+
+// The same checks with the real paygentd as backend, on a user whose limits are leased from it
+// (budget leases, issue 9: total_spend and the gpt-4o quota each have a lease entry judged beside
+// them, against the estimate; a check without one holds nothing under a lease and skips the
+// comparison), beside the same backend with leases off (what a check cost before them).
+void check_backend_hot_user(benchmark::State& state, bool leases, const CallEstimate& estimate,
+                            std::int64_t expected_current) {
+  testing::TempDir dir("paygent-bench");
+  // A TTL longer than the run: a user whose usage never moves would otherwise see its idle lease
+  // given back and asked for again.
+  auto paygentd = testing::PaygentdProcess::start(
+      {.data_dir = dir.path(), .admin_token = "bench", .extra_args = {"--lease-ttl-ms", "3600000"}});
+  testing::HttpClient http(paygentd->port());
+  const std::string key = testing::create_product(http, "bench", "bench");
+  Options o;
+  o.plans = pro_plan();
+  o.local_store_path = "";
+  o.api_key = key;
+  o.backend_url = paygentd->base_url();
+  o.leases = leases;
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("hot-user");
+  pg->record("gpt-4o", Usage{.input_tokens = 1000, .output_tokens = 0});
+  {
+    Reservation first = pg->reserve("gpt-4o", kHotEstimate);  // the leases, with room for the estimate
+    pg->release(first);
+  }
+  const GuardResult r = pg->check("gpt-4o", estimate);
+  if (r.status != GateStatus::kOk || r.reason != GateReason::kSessionSpend || r.current_value != expected_current) {
+    state.SkipWithError("check computed the wrong result");
+    return;
+  }
+  // Leased or not, as asked: another holder asking for the whole cap is told what is held elsewhere.
+  const Period p = calendar_period(PeriodRule::kMonth, absl::Now());
+  auto other = http.request(
+      "POST", "/api/v1/leases",
+      "{\"holder\":\"0123456789abcdef0123456789abcdef\",\"leases\":[{\"user_id\":\"hot-user\",\"limit\":"
+      "\"total_spend\",\"period_start_ns\":" + std::to_string(absl::ToUnixNanos(p.start)) +
+          ",\"period_end_ns\":" + std::to_string(absl::ToUnixNanos(p.end)) +
+          ",\"cap\":1000000000000000,\"used\":0,\"acked\":0,\"want\":0,\"need\":0,\"release\":false}]}",
+      key);
+  if (!other || other->status != 200 || leases == (other->body.find("\"held_elsewhere\":0,") != std::string::npos)) {
+    state.SkipWithError(leases ? "the user holds no lease" : "the user holds a lease with leases off");
+    return;
+  }
+  const std::int64_t allocations = t_allocations;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pg->check("gpt-4o", estimate));
+  }
+  state.counters["allocs_per_call"] =
+      static_cast<double>(t_allocations - allocations) / static_cast<double>(state.iterations());
+}
+
+void BM_guard_check_hot_user_backend(benchmark::State& state) {
+  check_backend_hot_user(state, false, {}, 2'500'000);
+}
+BENCHMARK(BM_guard_check_hot_user_backend);
+void BM_guard_check_hot_user_leased(benchmark::State& state) { check_backend_hot_user(state, true, {}, 2'500'000); }
+BENCHMARK(BM_guard_check_hot_user_leased);
+void BM_guard_check_estimate_hot_user_backend(benchmark::State& state) {
+  check_backend_hot_user(state, false, kHotEstimate, 3'750'000);
+}
+BENCHMARK(BM_guard_check_estimate_hot_user_backend);
+void BM_guard_check_estimate_hot_user_leased(benchmark::State& state) {
+  check_backend_hot_user(state, true, kHotEstimate, 3'750'000);
+}
+BENCHMARK(BM_guard_check_estimate_hot_user_leased);
 
 std::unique_ptr<Paygent> g_pg;
 std::vector<Context::Captured> g_contexts;

@@ -101,6 +101,15 @@ Verdict judge(std::int64_t c, std::int64_t e, std::int64_t limit, const Compiled
   return v;
 }
 
+// Verdict of a lease's ceiling (an absolute bound on this process's committed amount, not scaled
+// by hard_gate_at, no soft thresholds): hard when the call's estimate would take `c` past it. A
+// call without an estimate holds nothing under a lease: it is judged on the limit alone.
+[[gnu::always_inline]] inline Verdict judge_ceiling(std::int64_t c, std::int64_t e, std::int64_t ceiling) noexcept {
+  Verdict v{GateStatus::kOk, -1, 0.0};
+  if (e > 0 && static_cast<__int128>(c) + e > ceiling) v.status = GateStatus::kHardGate;
+  return v;
+}
+
 }  // namespace
 
 // --- Verdicts -------------------------------------------------------------------------------------
@@ -198,7 +207,18 @@ void Engine::open_store() {
     syncer = std::move(started).value();
   } else {
     report_error(started.status());  // fail-open: local-only
+    return;
   }
+  if (!options.leases) return;
+  LeaseOptions lo;
+  lo.backend_url = options.backend_url;
+  lo.api_key = options.api_key;
+  lo.lease_wait = options.lease_wait;
+  lo.outage_share = options.lease_outage_share;
+  lo.strict_backend = options.strict_backend;
+  lo.now_ns = [this] { return now_ns(); };
+  lo.report_error = [this](absl::Status s) { report_error(std::move(s)); };
+  leases = std::make_unique<LeaseKeeper>(std::move(lo), store.get());
 }
 
 void Engine::assign(UserState* user, std::unique_ptr<Assignment> a) {
@@ -346,6 +366,9 @@ void Engine::shutdown() {
     delivered_at_shutdown.store(syncer->delivered());
     syncer.reset();
   }
+  // After the final delivery, so that what the leases give back counts every acknowledged event.
+  // The keeper lives on with the engine (windows point to its leases); its thread stops here.
+  if (leases) leases->stop();
   store.reset();  // closes the file: another process (or a new Paygent) may open it now
 }
 
@@ -824,11 +847,16 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
     plan_limit(&period.committed, &period.external, plan.max_period.value_or(0),
                plan.max_period ? GateReason::kTotalSpend : GateReason::kNone, LimitUnit::kNanos,
                period.end_ns, LimitWindow::kPeriod, &period.fired, nullptr);
+    if (plan.max_period && leases) push_lease(site, period.leases.load(std::memory_order_acquire), -1);
   }
   if (plan.max_session || hold) {  // spend in the session (this process's)
     plan_limit(&session.committed, &kNoExternal, plan.max_session.value_or(0),
                plan.max_session ? GateReason::kSessionSpend : GateReason::kNone, LimitUnit::kNanos,
                site.now_ns + plan.session_timeout_ns, LimitWindow::kSession, &session.fired, nullptr);
+    // A named session's spend is leased; an implicit one belongs to this process alone.
+    if (plan.max_session && leases && !site.context->session_id.empty()) {
+      push_lease_entry(site, session.lease.load(std::memory_order_acquire));
+    }
   }
   // The called model's tokens in the period. Holding claims its counter slot; a model with no slot
   // left is not held (nor, if limited, enforced). Judging reads it without claiming: a limited model
@@ -849,7 +877,39 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
                limit != nullptr ? limit->max_tokens : 0, limit != nullptr ? GateReason::kModelLimit : GateReason::kNone,
                LimitUnit::kTokens, period.end_ns, LimitWindow::kPeriod,
                mc != nullptr ? &mc->fired : &period.fired_unslotted, site.model);
+    if (limit != nullptr && mc != nullptr && leases) {
+      push_lease(site, period.leases.load(std::memory_order_acquire), static_cast<int>(mc - period.models));
+    }
   }
+}
+
+// The lease of a period limit (`model_slot` -1: total_spend) after its entry: from the window's
+// leases when made, else made now (cold).
+[[gnu::always_inline]] inline void Engine::push_lease(CallSite& site, PeriodLeases* made, int model_slot) noexcept {
+  Lease* lease = nullptr;
+  if (made != nullptr) {
+    lease = (model_slot < 0 ? made->total : made->models[model_slot]).load(std::memory_order_acquire);
+  }
+  push_lease_entry(site, lease);
+}
+
+// The entry of `lease` (nullptr: made now, cold) judged in the hold of the entry just pushed.
+[[gnu::always_inline]] inline void Engine::push_lease_entry(CallSite& site, Lease* lease) noexcept {
+  LimitTable& t = site.limits;
+  const LimitEntry& leased = t[t.count - 1];
+  if (lease == nullptr) [[unlikely]] {
+    lease = lease_of(site, leased);
+    if (lease == nullptr || leases->unsupported()) return;  // gated as without leases (fail-open)
+  }
+  LimitEntry& e = t.push();
+  e = leased;
+  e.external = &kNoExternal;  // a lease bounds this process's own committed amount
+  e.ceiling = &lease->bound;
+  e.max = 0;
+  e.fired = nullptr;
+  e.reason = GateReason::kLeaseExhausted;
+  e.shares_hold = true;
+  e.retry_once = true;
 }
 
 namespace {
@@ -883,6 +943,15 @@ GuardResult Engine::evaluate(const CallSite& site, std::int64_t est_cost, std::i
     const LimitEntry& l = t[i];
     if (l.reason == GateReason::kNone) continue;
     const std::int64_t e = l.estimate(est_cost, est_tokens);
+    if (l.retry_once) {  // a lease: only its hard verdict counts (retry_lease then decides)
+      if (e == 0) continue;  // nothing held under it
+      const std::int64_t c = l.counter->load(std::memory_order_acquire);
+      const std::int64_t max = l.limit();
+      if (judge_ceiling(c, e, max).status == GateStatus::kHardGate) {
+        verdicts.add(limit_result(l, Verdict{GateStatus::kHardGate, -1, 1.0}, c + e, e, max, plan), i);
+      }
+      continue;
+    }
     const std::int64_t c = l.counter->load(std::memory_order_acquire) + l.external->load(std::memory_order_relaxed);
     const std::int64_t max = l.limit();
     const Verdict v = judge(c, e, max, plan, l.fired != nullptr);
@@ -930,7 +999,7 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
         Judged& jv = judged[j - i];
         const std::int64_t used = c + l.external->load(std::memory_order_relaxed);
         jv.max = l.limit();
-        jv.v = judge(used, e, jv.max, plan, l.fired != nullptr);
+        jv.v = l.retry_once ? judge_ceiling(used, e, jv.max) : judge(used, e, jv.max, plan, l.fired != nullptr);
         jv.current = used + e;
         if (jv.v.status == GateStatus::kHardGate) {
           hard = j;
@@ -947,6 +1016,7 @@ GuardResult Engine::admit(const CallSite& site, std::int64_t est_cost, std::int6
       const LimitEntry& l = t[j];
       if (l.reason == GateReason::kNone) continue;
       const Judged& jv = judged[j - i];
+      if (l.retry_once && jv.v.status != GateStatus::kHardGate) continue;  // a lease with room says nothing
       verdicts.add(limit_result(l, jv.v, jv.current, e, jv.max, plan), j);
     }
     if (hard >= 0) {

@@ -172,6 +172,13 @@ void Paygent::end_after_shutdown(Reservation& r) noexcept {
 }
 
 absl::StatusOr<std::unique_ptr<Paygent>> Paygent::create(Options options) {
+  if (!(options.lease_outage_share >= 0.0 && options.lease_outage_share <= 1.0)) {  // NaN too
+    return absl::InvalidArgumentError(internal::str_cat("lease_outage_share: must be in [0, 1], is ",
+                                                        std::to_string(options.lease_outage_share)));
+  }
+  if (options.lease_wait < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("lease_wait: must not be negative");
+  }
   PlanConfig plans = std::move(options.plans);
   internal::CallsInFlight::prepare();  // before the first Paygent exists
   auto engine = std::make_unique<Engine>(std::move(options));
@@ -292,8 +299,11 @@ GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate)
   const std::int64_t prompt = estimate_tokens(estimate.prompt_tokens);
   const std::int64_t output = estimate_tokens(estimate.max_output_tokens);
   const std::int64_t est_tokens = prompt + output;
-  GuardResult r = e.evaluate(site, e.estimate_cost(site.price, prompt, output),
-                             est_tokens, verdicts);
+  const Nanos est_cost = e.estimate_cost(site.price, prompt, output);
+  GuardResult r = e.evaluate(site, est_cost, est_tokens, verdicts);
+  if (r.reason == GateReason::kLeaseExhausted) [[unlikely]] {  // a lease with no room: ask (cold)
+    r = e.retry_lease(site, est_cost, est_tokens, verdicts, /*hold=*/false);
+  }
   if (e.backend_closed()) r = verdicts.best = backend_unavailable(site.user->key);
   e.fire_gate_callbacks(site, verdicts);
   if (r.status == GateStatus::kHardGate && e.options.raise_on_hard_gate) throw LimitExceeded(r);
@@ -332,6 +342,25 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
     verdicts = internal::Verdicts{};
   }
   GuardResult r = e.admit(site, cost, prompt + output, verdicts);
+  if (r.reason == GateReason::kLeaseExhausted) [[unlikely]] {  // a lease with no room: ask (cold)
+    r = e.retry_lease(site, cost, prompt + output, verdicts, /*hold=*/true);
+    // While it waited, the user's window may have moved (a subscription the backend reported, a
+    // new period): the hold goes to the window that gates now, or the new one would miss it.
+    if (site.user->period.load(std::memory_order_acquire) != site.period) {
+      try {
+        if (r.status != GateStatus::kHardGate) e.unhold(site, cost, prompt + output);
+        verdicts = internal::Verdicts{};
+        if (e.resolve_now(model, site, internal::LimitUse::kHold)) {
+          r = e.admit(site, cost, prompt + output, verdicts);
+          if (r.reason == GateReason::kLeaseExhausted) r = e.retry_lease(site, cost, prompt + output, verdicts, true);
+        }
+      } catch (...) {
+        e.report_error(absl::InternalError("reserve failed; the call proceeds unmetered"));
+        res.result_.status = GateStatus::kUnmetered;
+        return res;
+      }
+    }
+  }
   r.user_id = site.user->key;
   if (!(e.backend_closed() && !e.options.raise_on_hard_gate)) e.fire_gate_callbacks(site, verdicts);
   if (r.status == GateStatus::kHardGate) {
@@ -584,7 +613,8 @@ std::optional<std::int64_t> Paygent::max_output_tokens_that_fit(std::string_view
   const __int128 prompt_picos = priced ? static_cast<__int128>(prompt_tokens) * site.price->input : 0;
   for (int i = 0; i < site.limits.count; ++i) {
     const internal::LimitEntry& l = site.limits[i];
-    if (l.reason == GateReason::kNone) continue;
+    // A lease is a slice of its limit, not the limit: a call past it asks for more.
+    if (l.reason == GateReason::kNone || l.retry_once) continue;
     // Room left under the hard threshold of the limit, in its own unit.
     const __int128 room = static_cast<__int128>(l.limit()) * plan.hard / kPpmOne -
                           (l.counter->load() + l.external->load());

@@ -38,6 +38,7 @@ enum class Endpoint : std::uint8_t {
   kIngest,
   kUsageQuery,
   kReport,
+  kLeases,
 };
 
 std::string status_message(const absl::Status& status) {
@@ -303,6 +304,7 @@ absl::StatusOr<Route> match_route(std::string_view path) {
       {"/api/v1/events:batch", Endpoint::kIngest, {"POST", ""}},
       {"/api/v1/usage:query", Endpoint::kUsageQuery, {"POST", ""}},
       {"/api/v1/reports/usage", Endpoint::kReport, {"GET", ""}},
+      {"/api/v1/leases", Endpoint::kLeases, {"POST", ""}},
   };
   for (const Fixed& f : kFixed) {
     if (path == f.path) return Route{f.endpoint, f.path, "", f.methods};
@@ -411,6 +413,7 @@ HttpResponse Api::dispatch(const HttpRequest& request, const Route& route) {
     case Endpoint::kPlans: return request.method == "POST" ? put_plans(*product_id, request) : get_plans(*product_id);
     case Endpoint::kIngest: return ingest(*product_id, request);
     case Endpoint::kUsageQuery: return usage_query(*product_id, request);
+    case Endpoint::kLeases: return grant_leases(*product_id, request);
     case Endpoint::kReport: {
       const std::size_t question = request.target.find('?');
       return report(*product_id,
@@ -599,6 +602,16 @@ HttpResponse Api::usage_query(const std::string& product_id, const HttpRequest& 
   std::string body = "{";
   if (absl::Status s = append_usage_map(body, product_plans, *usage); !s.ok()) return error_response(s);
   return json_response(200, std::move(body));
+}
+
+HttpResponse Api::grant_leases(const std::string& product_id, const HttpRequest& request) {
+  absl::StatusOr<LeaseBatch> batch = parse_lease_request(request.body);
+  if (!batch.ok()) return error_response(batch.status());
+  const std::int64_t now_ns = absl::ToUnixNanos(options_.clock());
+  absl::StatusOr<std::vector<LeaseGrant>> grants =
+      storage_.grant_leases(product_id, batch->holder, batch->leases, now_ns, absl::ToInt64Nanoseconds(options_.lease_ttl));
+  if (!grants.ok()) return error_response(grants.status());
+  return json_response(200, lease_reply_json(absl::ToInt64Milliseconds(options_.lease_ttl), *grants));
 }
 
 absl::Status Api::append_usage_map(std::string& body, const ProductPlans& plans, std::span<const UserUsage> usage) {

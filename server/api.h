@@ -61,7 +61,10 @@ struct ApiOptions {
   // room to spare; larger costs memory per connection. A plan config is bounded by
   // kMaxPlanConfigBytes too, however large this is.
   std::size_t max_body_bytes = 4 << 20;
-  // "Now", which decides each user's current period. Tests set a fixed time.
+  // How long a budget lease lives from its grant (docs/leases.md; paygentd --lease-ttl-ms). Longer
+  // means fewer renewals, and longer that the budget of a holder that died stays held.
+  absl::Duration lease_ttl = absl::Seconds(10);
+  // "Now", which decides each user's current period and when leases expire. Tests set a fixed time.
   std::function<absl::Time()> clock = [] { return absl::Now(); };
 };
 
@@ -98,6 +101,7 @@ class Api {
   HttpResponse get_plans(const std::string& product_id);
   HttpResponse ingest(const std::string& product_id, const HttpRequest& request);
   HttpResponse usage_query(const std::string& product_id, const HttpRequest& request);
+  HttpResponse grant_leases(const std::string& product_id, const HttpRequest& request);
   // A product's plan config as parsed once per change, with what requests derive from it.
   struct ProductPlans;
   // The product's current plans: from the cache while the storage's revision of them is the

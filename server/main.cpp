@@ -57,6 +57,10 @@ Usage: paygentd --data-dir DIR [--listen HOST:PORT] [--admin-token TOKEN] [optio
                         server's synchronous_commit decides.) Env: PAYGENTD_SYNCHRONOUS.
   --threads N           Threads serving requests (default: one per core, at least 2).
                         Env: PAYGENTD_THREADS.
+  --lease-ttl-ms N      How long a budget lease lives after its grant (default 10000; 1 to
+                        86400000; docs/leases.md). Longer: fewer renewals, but the budget of a
+                        process that died stays held that long. Every replica on one database
+                        should use the same value. Env: PAYGENTD_LEASE_TTL_MS.
   --help                This text.
 
 Flags win over the environment; "--flag=value" works too. SIGTERM or SIGINT stops paygentd
@@ -72,6 +76,7 @@ struct Flags {
   std::string max_body_bytes = "4194304";
   std::string synchronous = "full";
   std::string threads = "0";
+  std::string lease_ttl_ms = "10000";
 };
 
 int usage_error(std::string_view message) {
@@ -111,14 +116,16 @@ int main(int argc, char** argv) {
       {"--data-dir", &flags.data_dir},         {"--database", &flags.database},
       {"--listen", &flags.listen},
       {"--admin-token", &flags.admin_token},   {"--max-body-bytes", &flags.max_body_bytes},
-      {"--synchronous", &flags.synchronous},   {"--threads", &flags.threads}};
+      {"--synchronous", &flags.synchronous},   {"--threads", &flags.threads},
+      {"--lease-ttl-ms", &flags.lease_ttl_ms}};
   const std::map<std::string_view, const char*> env = {{"--data-dir", "PAYGENTD_DATA_DIR"},
                                                        {"--database", "PAYGENTD_DATABASE"},
                                                        {"--listen", "PAYGENTD_LISTEN"},
                                                        {"--admin-token", "PAYGENTD_ADMIN_TOKEN"},
                                                        {"--max-body-bytes", "PAYGENTD_MAX_BODY_BYTES"},
                                                        {"--synchronous", "PAYGENTD_SYNCHRONOUS"},
-                                                       {"--threads", "PAYGENTD_THREADS"}};
+                                                       {"--threads", "PAYGENTD_THREADS"},
+                                                       {"--lease-ttl-ms", "PAYGENTD_LEASE_TTL_MS"}};
   for (const auto& [flag, variable] : env) {
     if (const char* value = std::getenv(variable); value != nullptr) *by_name[flag] = value;
   }
@@ -153,6 +160,10 @@ int main(int argc, char** argv) {
   if (!max_body || *max_body == 0) return usage_error("--max-body-bytes must be a positive integer");
   const std::optional<std::int64_t> threads = parse_positive(flags.threads);
   if (!threads || *threads > 1024) return usage_error("--threads must be an integer from 0 to 1024");
+  const std::optional<std::int64_t> lease_ttl_ms = parse_positive(flags.lease_ttl_ms);
+  if (!lease_ttl_ms || *lease_ttl_ms < 1 || *lease_ttl_ms > 86'400'000) {
+    return usage_error("--lease-ttl-ms must be an integer from 1 to 86400000");
+  }
   paygent::server::SqliteOptions sqlite_options;
   if (flags.synchronous == "full") {
     sqlite_options.synchronous = paygent::server::SqliteOptions::Synchronous::kFull;
@@ -215,7 +226,8 @@ int main(int argc, char** argv) {
   paygent::server::Metrics metrics;
   paygent::server::Api api(*storage, metrics,
                            paygent::server::ApiOptions{.admin_token = flags.admin_token,
-                                                       .max_body_bytes = static_cast<std::size_t>(*max_body)});
+                                                       .max_body_bytes = static_cast<std::size_t>(*max_body),
+                                                       .lease_ttl = absl::Milliseconds(*lease_ttl_ms)});
   const paygent::server::ServerOptions server_options{.listen = flags.listen, .threads = static_cast<int>(*threads)};
   const absl::Status served = paygent::server::serve(server_options, api, [&](std::string_view address) {
     std::cout << "paygentd listening on " << address << std::endl;  // flushed: tests read the port from it

@@ -100,6 +100,18 @@ CREATE TABLE IF NOT EXISTS soft_gates(
   period_start_ns ${INT} NOT NULL,
   threshold_ppm ${INT} NOT NULL,
   PRIMARY KEY(product, user_id, period_start_ns, limit_key, threshold_ppm))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS leases(
+  product ${INT} NOT NULL,
+  user_id TEXT NOT NULL,
+  limit_key TEXT NOT NULL,
+  period_start_ns ${INT} NOT NULL,
+  holder TEXT NOT NULL,
+  period_end_ns ${INT} NOT NULL,
+  cap ${INT} NOT NULL,
+  ceiling ${INT} NOT NULL,
+  acked ${INT} NOT NULL,
+  expires_at_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, user_id, limit_key, period_start_ns, holder))${KEYED_TABLE};
 )sql";
 
 // The summed columns of one row of usage_daily or of the events, in Totals' order after calls.

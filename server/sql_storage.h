@@ -1,7 +1,7 @@
 // SqlStorage: the one SQL implementation of Storage (server/storage.h), for every database.
 //
-// Layout (sql_schema()): products, users, subscriptions, plans, events, usage_daily and
-// product_totals, every row keyed by its product's integer key (products.pk). Events are keyed by
+// Layout (sql_schema()): products, users, subscriptions, plans, events, usage_daily,
+// product_totals, soft_gates and leases (sql_leases.cpp), every row keyed by its product's integer key (products.pk). Events are keyed by
 // (product, event id), so a duplicate id is ignored by INSERT ... ON CONFLICT DO NOTHING, also when
 // the same batch reaches two replicas. Beside the events, usage_daily keeps sums per (product,
 // user, UTC day, model), written in the same transaction as the events they sum; a usage query
@@ -70,6 +70,10 @@ class SqlStorage : public Storage {
   absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view product_id, std::span<const std::string> user_ids,
                                                   PeriodOf period_of) final;
   absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) final;
+  // In sql_leases.cpp: the leases table, keyed by (product, user_id, limit_key, period_start_ns, holder).
+  absl::StatusOr<std::vector<LeaseGrant>> grant_leases(std::string_view product_id, std::string_view holder,
+                                                       std::span<const LeaseRequest> requests, std::int64_t now_ns,
+                                                       std::int64_t ttl_ns) final;
 
   // The transaction contract for writes that touch some users of a product (ingest now; leases
   // and wallets next): runs `fn(connection, product key)` in a write transaction that holds the

@@ -102,6 +102,38 @@ struct ReportQuery {
   std::optional<std::string> user_id;  // only this user's events when set
 };
 
+// One limit a holder asks a lease for (docs/leases.md, "Wire"). Validated by the caller:
+// user_id non-empty, limit_key "total_spend", "model_limit:<model>" or "session_spend:<session
+// id>", period_start_ns < period_end_ns, 0 <= acked <= used, cap, want and need >= 0, want and
+// need 0 when release, at most one entry per (user_id, limit_key, period_start_ns) in a request.
+struct LeaseRequest {
+  std::string user_id;
+  std::string limit_key;
+  std::int64_t period_start_ns = 0;
+  std::int64_t period_end_ns = 0;
+  std::int64_t cap = 0;    // in the limit's unit: nano-USD, or tokens for model_limit
+  std::int64_t used = 0;   // what the holder has committed in the window
+  std::int64_t acked = 0;  // the part of it the backend has acknowledged
+  std::int64_t want = 0;   // the slice beyond `used` the holder would like
+  std::int64_t need = 0;   // the least slice that is useful now
+  bool release = false;    // the holder stops admitting under this lease
+  friend bool operator==(const LeaseRequest&, const LeaseRequest&) = default;
+};
+
+// The answer to one LeaseRequest (docs/leases.md, the reply's entries).
+struct LeaseGrant {
+  std::string user_id;
+  std::string limit_key;
+  std::int64_t period_start_ns = 0;
+  std::int64_t granted = 0;         // ceiling - used (>= 0)
+  std::int64_t ceiling = 0;         // the lease's new ceiling
+  std::int64_t spent = 0;           // the ledger's total of the limit over its window
+  std::int64_t held_elsewhere = 0;  // the other live leases' headroom
+  std::int64_t remaining = 0;       // cap - spent - all headroom after this grant, at least 0
+  std::int64_t holders = 0;         // live leases of the limit, this one included (unless deleted)
+  friend bool operator==(const LeaseGrant&, const LeaseGrant&) = default;
+};
+
 // Decides the period a user's usage is summed over, from the user's record. Called with the
 // store's lock held: it must not call back into the Storage.
 using PeriodOf = absl::FunctionRef<TimeRange(const UserRecord&)>;
@@ -179,6 +211,20 @@ class Storage {
   // query.user_id's when set), grouped as asked; groups without events are absent. An unknown
   // user has no events (an empty map, not an error).
   virtual absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) = 0;
+
+  // Grants, renews or releases the leases of `holder` (32 lowercase hex digits) for `requests`,
+  // at time `now_ns`, each to live until now_ns + ttl_ns: docs/leases.md, "The grant", in one
+  // write transaction that holds the locks of the requests' users (so that grants on any number
+  // of replicas agree, and agree with ingests). The answers are in the requests' order. On
+  // failure nothing of the request is written. NotFound when there is no such product;
+  // Unimplemented for a storage without leases (this default).
+  virtual absl::StatusOr<std::vector<LeaseGrant>> grant_leases(std::string_view product_id, std::string_view holder,
+                                                               std::span<const LeaseRequest> requests,
+                                                               std::int64_t now_ns, std::int64_t ttl_ns) {
+    static_cast<void>(product_id), static_cast<void>(holder), static_cast<void>(requests);
+    static_cast<void>(now_ns), static_cast<void>(ttl_ns);
+    return absl::UnimplementedError("this storage has no leases");
+  }
 };
 
 }  // namespace paygent::server

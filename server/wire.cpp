@@ -10,10 +10,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "meter/internal/str_cat.h"
+#include "server/lease_logic.h"
 
 namespace paygent::server {
 namespace {
@@ -493,6 +496,107 @@ absl::StatusOr<Subscription> parse_subscription(std::string_view body) {
   return subscription;
 }
 
+namespace {
+
+// One entry of POST /api/v1/leases: every field required (see wire.h).
+absl::Status read_lease_entry(element value, const FieldPath& path, LeaseRequest& out) {
+  simdjson::dom::object object;
+  if (value.get_object().get(object) != simdjson::SUCCESS) return field_error(path, "must be an object");
+  static constexpr std::array<std::string_view, 10> kFields = {
+      "user_id", "limit", "period_start_ns", "period_end_ns", "cap", "used", "acked", "want", "need", "release"};
+  static constexpr std::int64_t LeaseRequest::*kCounts[] = {
+      &LeaseRequest::period_start_ns, &LeaseRequest::period_end_ns, &LeaseRequest::cap,  &LeaseRequest::used,
+      &LeaseRequest::acked,           &LeaseRequest::want,          &LeaseRequest::need};
+  absl::Status status = read_fields(
+      object, path, kFields, all_of(kFields.size()), [&](std::size_t index, element v, const FieldPath& member) {
+        switch (index) {
+          case 0: return read_text(v, member, out.user_id, true);
+          case 1: {
+            // The model or session id is as long as an event's text may be; the key a little longer.
+            std::string_view limit;
+            if (v.get_string().get(limit) != simdjson::SUCCESS) return field_error(member, "must be a string");
+            if (limit.find('\0') != std::string_view::npos) return field_error(member, "must not contain \\u0000");
+            if (!lease_internal::parse_limit_key(limit, kMaxTextBytes)) {
+              return field_error(member, str_cat("must be \"total_spend\", \"model_limit:<model>\" or "
+                                                 "\"session_spend:<session id>\" (the model or id 1 to ",
+                                                 kMaxTextBytes, " bytes)"));
+            }
+            out.limit_key.assign(limit);
+            return absl::OkStatus();
+          }
+          case 9: return read_bool(v, member, out.release);
+          default: return read_count(v, member, out.*kCounts[index - 2]);
+        }
+      });
+  if (!status.ok()) return status;
+  if (out.period_end_ns <= out.period_start_ns) {
+    return field_error(path.member("period_end_ns"), "must be after period_start_ns");
+  }
+  if (out.acked > out.used) return field_error(path.member("acked"), "must not be more than used");
+  if (out.release && out.want != 0) return field_error(path.member("want"), "must be 0 when release is true");
+  if (out.release && out.need != 0) return field_error(path.member("need"), "must be 0 when release is true");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<LeaseBatch> parse_lease_request(std::string_view body) {
+  absl::StatusOr<simdjson::dom::object> root = parse_object(body);
+  if (!root.ok()) return root.status();
+  LeaseBatch batch;
+  static constexpr std::array<std::string_view, 2> kFields = {"holder", "leases"};
+  absl::Status status =
+      read_fields(*root, kBody, kFields, all_of(2), [&](std::size_t index, element v, const FieldPath& path) {
+        if (index == 0) {
+          std::string_view holder;
+          if (v.get_string().get(holder) != simdjson::SUCCESS || !is_event_id(holder)) {
+            return field_error(path, "must be 32 lowercase hex digits");
+          }
+          batch.holder.assign(holder);
+          return absl::OkStatus();
+        }
+        simdjson::dom::array array;
+        if (v.get_array().get(array) != simdjson::SUCCESS) return field_error(path, "must be an array of leases");
+        if (array.size() > kMaxLeaseEntries) {
+          return field_error(path, str_cat("must hold at most ", kMaxLeaseEntries, " leases, not ", array.size()));
+        }
+        batch.leases.resize(array.size());
+        std::size_t i = 0;
+        for (element entry : array) {
+          if (absl::Status s = read_lease_entry(entry, path.element(i), batch.leases[i]); !s.ok()) return s;
+          ++i;
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  // At most one entry per (user, limit, window): a second would be granted against the first.
+  std::vector<std::size_t> order(batch.leases.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto key = [&](std::size_t i) {
+    const LeaseRequest& r = batch.leases[i];
+    return std::tie(r.user_id, r.limit_key, r.period_start_ns);
+  };
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return key(a) != key(b) ? key(a) < key(b) : a < b; });
+  for (std::size_t k = 1; k < order.size(); ++k) {
+    if (key(order[k - 1]) == key(order[k])) {
+      return field_error(kBody.member("leases").element(order[k]),
+                         str_cat("repeats the user_id, limit and period_start_ns of leases[", order[k - 1], "]"));
+    }
+  }
+  return batch;
+}
+
+std::string lease_reply_json(std::int64_t ttl_ms, std::span<const LeaseGrant> grants) {
+  std::string out = str_cat("{\"ttl_ms\":", ttl_ms, ",\"leases\":[");
+  for (std::size_t i = 0; i < grants.size(); ++i) {
+    const LeaseGrant& g = grants[i];
+    out += str_cat(i ? "," : "", "{\"user_id\":", json_quote(g.user_id), ",\"limit\":", json_quote(g.limit_key),
+                   ",\"period_start_ns\":", g.period_start_ns, ",\"granted\":", g.granted, ",\"ceiling\":", g.ceiling,
+                   ",\"spent\":", g.spent, ",\"held_elsewhere\":", g.held_elsewhere, ",\"remaining\":", g.remaining,
+                   ",\"holders\":", g.holders, "}");
+  }
+  return out + "]}";
+}
 
 std::string rfc3339_utc(std::int64_t unix_ns) {
   return absl::FormatTime("%Y-%m-%d%ET%H:%M:%E*SZ", absl::FromUnixNanos(unix_ns), absl::UTCTimeZone());

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -76,6 +77,25 @@ absl::StatusOr<NewUser> parse_new_user(std::string_view body);
 // POST /api/v1/users/{id}/subscription: {"plan": non-empty string, "period_start": RFC 3339,
 // "period_end": RFC 3339 after period_start}, both between 1970 and 2262 (int64 nanoseconds).
 absl::StatusOr<Subscription> parse_subscription(std::string_view body);
+
+// Most entries in one POST /api/v1/leases.
+inline constexpr std::size_t kMaxLeaseEntries = 100;
+
+// POST /api/v1/leases (docs/leases.md): {"holder": 32 lowercase hex digits, "leases": [at most
+// 100 entries]}, every entry with every field: "user_id" (non-empty) and "limit" ("total_spend",
+// "model_limit:<model>" or "session_spend:<session id>") as an event's texts, "period_start_ns",
+// "period_end_ns", "cap", "used", "acked", "want", "need" (non-negative integers), "release"
+// (boolean). Refused naming the field: period_end_ns <= period_start_ns, acked > used, want or
+// need not 0 with release, an entry whose (user_id, limit, period_start_ns) an earlier one has.
+// Unknown and repeated fields are refused (whatever "v" an ingest would say: this body has none).
+struct LeaseBatch {
+  std::string holder;
+  std::vector<LeaseRequest> leases;
+};
+absl::StatusOr<LeaseBatch> parse_lease_request(std::string_view body);
+
+// The reply of POST /api/v1/leases: {"ttl_ms": ttl_ms, "leases": [one object per grant, in order]}.
+std::string lease_reply_json(std::int64_t ttl_ms, std::span<const LeaseGrant> grants);
 
 using internal::json_quote;  // meter/internal/json_text.h
 

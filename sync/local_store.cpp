@@ -182,19 +182,21 @@ absl::StatusOr<std::int64_t> LocalStore::append(const std::vector<EventRecord>& 
 }
 
 absl::StatusOr<RangeTotals> LocalStore::totals(std::string_view user_id, std::int64_t start_ns, std::int64_t end_ns,
-                                               bool acked_only) {
+                                               bool acked_only, std::string_view session_id) {
   std::lock_guard<std::mutex> lock(mu_);
   Statement st;
   if (sqlite3_prepare_v2(db_,
                          acked_only ? "SELECT model, SUM(input_tokens), SUM(output_tokens), COUNT(*), SUM(cost_nanos) "
-                                      "FROM events WHERE user_id = ? AND ts_ns >= ? AND ts_ns < ? AND acked = 1 "
-                                      "GROUP BY model"
+                                      "FROM events WHERE user_id = ?1 AND ts_ns >= ?2 AND ts_ns < ?3 AND acked = 1 "
+                                      "AND (?4 = '' OR session_id = ?4) GROUP BY model"
                                     : "SELECT model, SUM(input_tokens), SUM(output_tokens), COUNT(*), SUM(cost_nanos) "
-                                      "FROM events WHERE user_id = ? AND ts_ns >= ? AND ts_ns < ? GROUP BY model",
+                                      "FROM events WHERE user_id = ?1 AND ts_ns >= ?2 AND ts_ns < ?3 "
+                                      "AND (?4 = '' OR session_id = ?4) GROUP BY model",
                          -1, &st.s, nullptr) != SQLITE_OK) {
     return error("local store: totals");
   }
   bind_text(st.s, 1, user_id);
+  bind_text(st.s, 4, session_id.empty() ? std::string_view("") : session_id);  // never NULL
   sqlite3_bind_int64(st.s, 2, start_ns);
   sqlite3_bind_int64(st.s, 3, end_ns);
   RangeTotals out;

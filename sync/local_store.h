@@ -74,9 +74,9 @@ class LocalStore {
   absl::StatusOr<std::int64_t> append(const std::vector<EventRecord>& events);
 
   // Sum of `user_id`'s events with ts in [start_ns, end_ns); with `acked_only`, of those the
-  // backend has acknowledged.
+  // backend has acknowledged; with a non-empty `session_id`, of that session's only.
   absl::StatusOr<RangeTotals> totals(std::string_view user_id, std::int64_t start_ns, std::int64_t end_ns,
-                                     bool acked_only = false);
+                                     bool acked_only = false, std::string_view session_id = {});
 
   // --- The outbox (the events table is the syncer's spool) ---
 

@@ -157,7 +157,7 @@ int run_capload(int argc, char** argv) {
     opts.backend_url = proxy->url();
   }
   if (o.flush_interval_ms > 0) opts.flush_interval = absl::Milliseconds(o.flush_interval_ms);
-  // TODO(leases): opts.leases = !o.no_leases;  (until Options::leases is on main, --no-leases is a no-op)
+  opts.leases = !o.no_leases;
   std::atomic<std::int64_t> errors{0};  // faults the library contained, e.g. each outage of the backend
   opts.on_error = [&errors](const absl::Status& s) {
     errors.fetch_add(1);

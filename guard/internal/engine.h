@@ -33,6 +33,7 @@
 #include "guard/internal/arena.h"
 #include "guard/internal/calls_in_flight.h"
 #include "guard/internal/intern_table.h"
+#include "guard/internal/lease_keeper.h"
 #include "paygent/paygent.h"
 #include "sync/event_queue.h"
 #include "sync/local_store.h"
@@ -130,6 +131,8 @@ struct alignas(64) PeriodWindow {
   // The overlapping window that replaced this one (a subscription moved): settles of calls
   // admitted here are passed on to it. nullptr for a plain roll-over to the next period.
   std::atomic<PeriodWindow*> superseded_by{nullptr};
+  // With budget leases: the window's leases, made at its first gated call (nullptr until then).
+  std::atomic<struct PeriodLeases*> leases{nullptr};
   PeriodRule rule = PeriodRule::kMonth;
   std::atomic<bool> slots_exhausted{false};  // said once: a limited model found no slot
 };
@@ -146,6 +149,14 @@ struct alignas(64) SessionWindow {
   std::atomic<Nanos> spend{0};
   std::atomic<std::int64_t> calls{0};
   FiredBits fired{0};  // session_spend's soft thresholds fired in this session
+  std::atomic<Lease*> lease{nullptr};  // session_spend's lease (a named session, with leases)
+};
+
+// The leases of one period window (budget leases, docs/leases.md): total_spend's and each
+// limited model's, parallel to the window's model counters. Made once per window from the arena.
+struct PeriodLeases {
+  std::atomic<Lease*> total{nullptr};
+  std::atomic<Lease*>* models = nullptr;  // [PeriodWindow::slots]
 };
 
 // How a user is put on a plan. Immutable; replaced as a whole.
@@ -312,6 +323,7 @@ struct LimitTable {
   [[nodiscard]] const LimitEntry& operator[](int i) const noexcept {
     return *std::launder(reinterpret_cast<const LimitEntry*>(slots[i]));
   }
+  [[nodiscard]] LimitEntry& operator[](int i) noexcept { return *std::launder(reinterpret_cast<LimitEntry*>(slots[i])); }
 
  private:
   alignas(LimitEntry) unsigned char slots[kMax][sizeof(LimitEntry)];
@@ -384,7 +396,8 @@ struct Engine final : SyncTarget {
   void refresh_round() override { refresh_epoch.fetch_add(1, std::memory_order_relaxed); }
   // True when strict_backend is on and the backend cannot be reached: every call is gated hard.
   [[nodiscard]] bool backend_closed() const noexcept {
-    return options.strict_backend && syncer != nullptr && !syncer->backend_healthy();
+    return options.strict_backend && ((syncer != nullptr && !syncer->backend_healthy()) ||
+                                      (leases != nullptr && !leases->reachable()));
   }
 
   // --- hot path ---
@@ -399,11 +412,30 @@ struct Engine final : SyncTarget {
   bool resolve_now(std::string_view model, CallSite& site, LimitUse use = LimitUse::kJudge);
   // Fills site.limits: the one place that knows which limits a call has (see LimitEntry).
   void resolve_limits(CallSite& site, LimitUse use) noexcept;
+  // With budget leases: pushes the lease entry of the limit entry just pushed (its lease from
+  // `made`, the window's, at `model_slot`, -1 for total_spend; or made now).
+  void push_lease(CallSite& site, PeriodLeases* made, int model_slot) noexcept;
+  void push_lease_entry(CallSite& site, Lease* lease) noexcept;
   GuardResult evaluate(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens,
                        Verdicts& verdicts) const noexcept;
   // Holds the estimate on every entry of site.limits (resolved with LimitUse::kHold), in order; on a
   // hard verdict releases what it held and returns the result.
   GuardResult admit(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens, Verdicts& verdicts) noexcept;
+  // A call gated by a lease with no room (a hard kLeaseExhausted from admit, or evaluate when not
+  // `hold`): asks the keeper for a slice (waiting at most lease_wait) and judges the call again.
+  // Returns the new verdict: admitted (held, with `hold`), the leased limit's own hard gate (the
+  // backend says its cap is reached), kLeaseExhausted (budget held by other processes, or the
+  // outage share used up), or kBackendUnavailable (strict_backend with no answer). Cold.
+  GuardResult retry_lease(CallSite& site, std::int64_t est_cost, std::int64_t est_tokens, Verdicts& verdicts,
+                          bool hold) noexcept;
+  // retry_lease's loop; `decided[i]`: entry i's bound for this call once the keeper decided it.
+  GuardResult retry_lease_with(CallSite& site, std::int64_t est_cost, std::int64_t est_tokens, Verdicts& verdicts,
+                               bool hold, std::atomic<std::int64_t>* decided) noexcept;
+  // Gives back what admit() held for a call of `site` (its entries' own counters).
+  void unhold(const CallSite& site, std::int64_t est_cost, std::int64_t est_tokens) noexcept;
+  // The lease of `leased` (the entry a lease entry follows) for this call, made on first use;
+  // nullptr when it cannot be made (fail-open: the limit is gated as without leases). Cold.
+  Lease* lease_of(const CallSite& site, const LimitEntry& leased) noexcept;
   void fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts) noexcept;
   // Queues a threshold that just fired for the local store (saved by the writer with the next
   // commit, so a restart does not fire it again). Rare: once per threshold, limit and period.
@@ -515,6 +547,7 @@ struct Engine final : SyncTarget {
   std::uint64_t flush_requested ABSL_GUARDED_BY(writer_mu) = 0;
   std::uint64_t flush_done ABSL_GUARDED_BY(writer_mu) = 0;
   std::unique_ptr<Syncer> syncer;  // only with an API key
+  std::unique_ptr<LeaseKeeper> leases;  // only with an API key and Options::leases
   // Users active in a refresh round are refreshed from the backend once per round.
   std::atomic<std::uint64_t> refresh_epoch{1};
   std::atomic<bool> dropped_reported{false};

@@ -11,7 +11,10 @@
 //
 // Thread safety: a Paygent is safe for concurrent use from any number of threads without external
 // synchronization. check/reserve/settle/record take no lock, make no system call and do no I/O;
-// after a user's first call (and first call of a period or session) they do not allocate.
+// after a user's first call (and first call of a period or session) they do not allocate. With
+// budget leases (Options::leases), a call whose estimate does not fit its process's lease waits
+// for the background thread's answer, at most Options::lease_wait (a mutex and a condition
+// variable; still no I/O on the calling thread).
 // Callbacks run on the calling thread, synchronously.
 //
 // Lifetime (a server's shutdown path):
@@ -146,6 +149,28 @@ struct Options {
   // kBackendUnavailable). Off by default: Paygent is fail-open.
   bool strict_backend = false;
   std::function<void(std::int64_t dropped)> on_events_dropped;
+
+  // --- Budget leases (docs/leases.md), used only with a backend (api_key) -----------------------
+  // Each hard limit of a user (period spend, a named session's spend, a model's tokens) is gated
+  // on a slice of what remains of it, leased from the backend and renewed in the background, so
+  // that the processes serving one user never together pass a cap by more than their calls'
+  // estimate error while the backend is reachable. Off: each process gates on the backend's total
+  // as of its last sync plus its own events, and N processes near a cap may each spend what
+  // remains of it.
+  bool leases = true;
+  // How long a call whose lease has no room for it waits for the backend's answer (only such a
+  // call waits; the others are judged locally). Then it is admitted (granted), gated hard (the cap
+  // is reached, or GateReason::kLeaseExhausted: the budget is held by other processes), or, with
+  // no answer, judged by the outage rule below. Longer rides out a slower backend; shorter bounds
+  // the latency such a call can add.
+  absl::Duration lease_wait = absl::Milliseconds(100);
+  // The outage rule (fail-open, bounded): while the backend cannot be reached, a process admits
+  // beyond its last lease of a limit at most min(remaining / holders at its last grant,
+  // lease_outage_share x cap); one that never got a lease for it, lease_outage_share x cap. So N
+  // processes together pass a cap by at most N x lease_outage_share x cap (plus estimate error).
+  // 0: nothing beyond the leases; 1: up to a whole cap each. In [0, 1] (create() refuses others).
+  // strict_backend, when on, gates every call instead.
+  double lease_outage_share = 0.10;
 };
 
 // What a call is expected to use, for the reservation. The estimate is held against every limit

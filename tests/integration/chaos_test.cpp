@@ -39,7 +39,7 @@ namespace {
 // Flip to true in the commit that puts Options::leases on main (and wires it in tools/capload.cpp
 // at its TODO(leases) line): the bound below is then asserted on every run with leases. Until
 // then a leases run is today's run under another name, and its bound is only warned about.
-constexpr bool kLeasesOnMain = false;
+constexpr bool kLeasesOnMain = true;
 
 // THE BOUND (docs/leases.md, "Outage"): what each process may admit past the cap while it cannot
 // reach the backend, as a share of the cap, in parts per million (Options::lease_outage_share's
