@@ -28,6 +28,14 @@ using ::paygent::internal::str_cat;
 using lease_internal::LimitKey;
 using lease_internal::LimitKind;
 
+// Binds the limit's key columns (product, user_id, limit_key, period_start_ns) to ?1 to ?4.
+Query& bind_limit(Query& query, std::int64_t product, const LeaseRequest& request) {
+  return query.bind(1, product)
+      .bind(2, std::string_view(request.user_id))
+      .bind(3, std::string_view(request.limit_key))
+      .bind(4, request.period_start_ns);
+}
+
 // Step 1: the user's expired leases are dropped; a holder that died keeps nothing after one TTL.
 absl::Status drop_expired(SqlConnection& connection, std::int64_t product, std::string_view user_id,
                           std::int64_t now_ns) {
@@ -67,10 +75,7 @@ absl::Status read_leases(SqlConnection& connection, std::int64_t product, std::s
               "SELECT holder, ceiling, acked, cap FROM leases WHERE product = ?1 AND user_id = ?2 AND limit_key = ?3 "
               "AND period_start_ns = ?4");
   if (!select.ok()) return select.status();
-  select->bind(1, product)
-      .bind(2, std::string_view(request.user_id))
-      .bind(3, std::string_view(request.limit_key))
-      .bind(4, request.period_start_ns);
+  bind_limit(*select, product, request);
   for (;;) {
     absl::StatusOr<bool> row = select->step("read leases");
     if (!row.ok()) return row.status();
@@ -92,11 +97,7 @@ absl::Status write_lease(SqlConnection& connection, std::int64_t product, std::s
                                            "DELETE FROM leases WHERE product = ?1 AND user_id = ?2 AND limit_key = ?3 "
                                            "AND period_start_ns = ?4 AND holder = ?5");
     if (!remove.ok()) return remove.status();
-    remove->bind(1, product)
-        .bind(2, std::string_view(request.user_id))
-        .bind(3, std::string_view(request.limit_key))
-        .bind(4, request.period_start_ns)
-        .bind(5, holder);
+    bind_limit(*remove, product, request).bind(5, holder);
     return remove->run("release lease");
   }
   absl::StatusOr<Query> upsert = prepare(
@@ -107,10 +108,7 @@ absl::Status write_lease(SqlConnection& connection, std::int64_t product, std::s
       "period_end_ns = excluded.period_end_ns, cap = excluded.cap, ceiling = excluded.ceiling, "
       "acked = excluded.acked, expires_at_ns = excluded.expires_at_ns");
   if (!upsert.ok()) return upsert.status();
-  upsert->bind(1, product)
-      .bind(2, std::string_view(request.user_id))
-      .bind(3, std::string_view(request.limit_key))
-      .bind(4, request.period_start_ns)
+  bind_limit(*upsert, product, request)
       .bind(5, holder)
       .bind(6, request.period_end_ns)
       .bind(7, request.cap)

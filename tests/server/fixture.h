@@ -60,6 +60,23 @@ inline std::string event_id(std::uint64_t n, std::uint64_t salt = 0) {
   return buf;
 }
 
+// A total_spend lease request of user u1 over [start_ns, end_ns) (docs/leases.md).
+inline LeaseRequest total_spend_lease(std::int64_t cap, std::int64_t used, std::int64_t acked, std::int64_t want,
+                                      std::int64_t need = 0, bool release = false,
+                                      std::int64_t start_ns = ns_at(2026, 11, 1, 6),
+                                      std::int64_t end_ns = ns_at(2026, 11, 20, 12)) {
+  return LeaseRequest{.user_id = "u1",
+                      .limit_key = "total_spend",
+                      .period_start_ns = start_ns,
+                      .period_end_ns = end_ns,
+                      .cap = cap,
+                      .used = used,
+                      .acked = acked,
+                      .want = want,
+                      .need = need,
+                      .release = release};
+}
+
 struct TestEvent {
   std::string id;
   std::string user_id = "u1";

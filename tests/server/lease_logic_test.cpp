@@ -10,6 +10,8 @@
 
 #include <doctest/doctest.h>
 
+#include "tests/server/fixture.h"
+
 namespace paygent::server::test {
 namespace {
 
@@ -19,16 +21,7 @@ constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
 
 LeaseRequest request(std::int64_t cap, std::int64_t used, std::int64_t acked, std::int64_t want, std::int64_t need,
                      bool release = false) {
-  return LeaseRequest{.user_id = "u1",
-                      .limit_key = "total_spend",
-                      .period_start_ns = 0,
-                      .period_end_ns = 100,
-                      .cap = cap,
-                      .used = used,
-                      .acked = acked,
-                      .want = want,
-                      .need = need,
-                      .release = release};
+  return total_spend_lease(cap, used, acked, want, need, release, 0, 100);
 }
 
 OtherLeases others_of(std::initializer_list<std::array<std::int64_t, 3>> leases) {  // {ceiling, acked, cap}

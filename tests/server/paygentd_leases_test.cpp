@@ -121,17 +121,10 @@ TEST_CASE("server.paygentd_lease_ttl_flag") {
 }
 
 TEST_CASE("server.paygentd_replicas_share_leases_on_one_postgresql") {
-#ifndef PAYGENT_WITH_POSTGRES
-  static_cast<void>(postgres_backend_or_skip());
-#else
-  std::string why;
-  paygent::testing::PostgresProcess* server = shared_postgres(why);
-  if (server == nullptr) {
-    std::printf("SKIPPED: PostgreSQL tests: %s\n", why.c_str());
-    return;
-  }
-  PostgresBackend backend(*server);
-  const std::string conninfo = backend.new_database();
+  const std::unique_ptr<StorageBackend> backend = postgres_backend_or_skip();
+  if (backend == nullptr) return;
+#ifdef PAYGENT_WITH_POSTGRES
+  const std::string conninfo = static_cast<PostgresBackend&>(*backend).new_database();
   auto start = [&] {
     return PaygentdProcess::start({.admin_token = kAdmin, .extra_args = {"--database", conninfo}});
   };

@@ -44,16 +44,7 @@ EventRecord ev(std::uint64_t n, std::string user, std::string model, std::string
 
 LeaseRequest total(std::int64_t cap, std::int64_t used, std::int64_t acked, std::int64_t want, std::int64_t need = 0,
                    bool release = false) {
-  return LeaseRequest{.user_id = "u1",
-                      .limit_key = "total_spend",
-                      .period_start_ns = kStart,
-                      .period_end_ns = kEnd,
-                      .cap = cap,
-                      .used = used,
-                      .acked = acked,
-                      .want = want,
-                      .need = need,
-                      .release = release};
+  return total_spend_lease(cap, used, acked, want, need, release, kStart, kEnd);
 }
 
 LeaseGrant grant(Storage& s, const std::string& who, const LeaseRequest& r, std::int64_t now = kNow) {
