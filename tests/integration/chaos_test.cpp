@@ -444,8 +444,9 @@ TEST_CASE("integration.chaos_replica_killed_postgres_restarted_application_kille
       // Processes 0 and 2 started on the killed replica and went on through the other.
       if (i % 2 == 0) CHECK_MESSAGE(field(lines[i], "failovers") >= 1, lines[i]);
     }
-    // The processes felt the blows (each outage is reported through on_error once).
-    CHECK(outages_seen >= 1);
+    // How many outages the processes reported is printed, not checked: the forwarder fails a new
+    // connection over before a batch sees the dead replica, and a fast PostgreSQL restart can fall
+    // between two flushes, so a run may see none (it did, once in CI-like load).
     // The victim's store goes to the surviving replica: everything it stored, which is at least
     // every call it had said it admitted (a progress line comes once the call is in the store).
     const std::string store = dir.path() + "/" + user + "-" + std::to_string(kVictim) + ".db";
