@@ -6,7 +6,7 @@
 // every event once.
 //
 // Each run is made twice: with budget leases (the library's default) and with --no-leases (how
-// Paygent behaves today). The bound is asserted on the leases runs once kLeasesOnMain is true;
+// Paygent behaves today). The bound is asserted on the leases runs;
 // today's figure is printed beside it and never asserted. The ledger checks hold in both.
 //
 //   build/tests/integration_tests --test-case='integration.chaos*'
@@ -35,11 +35,6 @@
 
 namespace paygent::testing {
 namespace {
-
-// Flip to true in the commit that puts Options::leases on main (and wires it in tools/capload.cpp
-// at its TODO(leases) line): the bound below is then asserted on every run with leases. Until
-// then a leases run is today's run under another name, and its bound is only warned about.
-constexpr bool kLeasesOnMain = true;
 
 // THE BOUND (docs/leases.md, "Outage"): what each process may admit past the cap while it cannot
 // reach the backend, as a share of the cap, in parts per million (Options::lease_outage_share's
@@ -256,16 +251,11 @@ std::string setup_product(const Replicas& r) {
   return key;
 }
 
-// Checks the bound on one run's total: asserted with leases once they are on main; today's
+// Checks the bound on one run's total: asserted with leases; today's
 // figure (--no-leases) only printed.
 void check_bound(bool leases, Nanos total, Nanos allowed, const std::string& run) {
   if (!leases) return;
-  if (kLeasesOnMain) {
-    CHECK_MESSAGE(total <= allowed, run << ": " << usd(total) << " admitted, allowed " << usd(allowed));
-  } else {
-    WARN_MESSAGE(total <= allowed, run << ": " << usd(total) << " admitted, allowed " << usd(allowed)
-                                       << " (leases are not on main yet: kLeasesOnMain is false)");
-  }
+  CHECK_MESSAGE(total <= allowed, run << ": " << usd(total) << " admitted, allowed " << usd(allowed));
 }
 
 // The events a replica acknowledged without counting them again (already in the ledger).
