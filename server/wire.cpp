@@ -283,6 +283,19 @@ absl::Status read_event(element value, const FieldPath& path, int batch_version,
       return field_error(path.member(kEventFields[index].name), "missing");
     }
   }
+  // The audio token counts are parts of their totals (docs/wire.md, version 4).
+  const struct {
+    std::string_view part_name, total_name;
+    std::int64_t part, total;
+  } parts[] = {{"audio_input_tokens", "input_tokens", e.audio_input_tokens, e.input_tokens},
+               {"cached_audio_input_tokens", "cached_input_tokens", e.cached_audio_input_tokens, e.cached_input_tokens},
+               {"audio_output_tokens", "output_tokens", e.audio_output_tokens, e.output_tokens}};
+  for (const auto& p : parts) {
+    if (p.part > p.total) {
+      return field_error(path.member(p.part_name), str_cat("must be at most ", p.total_name, " (", p.total,
+                                                           "): the audio tokens are a part of it"));
+    }
+  }
   return absl::OkStatus();
 }
 

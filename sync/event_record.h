@@ -34,9 +34,13 @@ namespace paygent::internal {
 
 // The newest wire version this build reads and writes. paygentd says its own in the
 // "Paygent-Wire-Version" header of every reply.
-inline constexpr int kWireVersion = 3;
+inline constexpr int kWireVersion = 4;
 // The wire version that added the batch's "soft_gates" (docs/wire.md, "Soft gates").
 inline constexpr int kSoftGatesWireVersion = 3;
+// The wire version that added the quantities of speech, video and external costs (docs/wire.md,
+// "Versions"): audio_us, characters, video_us, the audio token subsets, tier, resolution,
+// description and cost_unknown.
+inline constexpr int kMediaWireVersion = 4;
 inline constexpr std::string_view kWireVersionHeader = "Paygent-Wire-Version";
 
 // What was used: a language model call, speech (speech-to-text, text-to-speech,
@@ -59,7 +63,19 @@ struct EventQuantities {
   std::int64_t reasoning_tokens = 0;
   std::int64_t cost_nanos = 0;  // provider cost in nano-USD
   std::int64_t ts_ns = 0;       // when the call started (Unix ns, UTC); decides the billing period
+  // Quantities of the other kinds (version 4). Durations are exact integer microseconds.
+  std::int64_t audio_us = 0;    // stt: audio transcribed; billing: a voice session's duration
+  std::int64_t characters = 0;  // tts: characters synthesised
+  std::int64_t video_us = 0;    // video: seconds of video generated
+  // sts (and llm calls with audio): the audio part of input_tokens, of cached_input_tokens and of
+  // output_tokens. The text part is the rest (input_tokens - audio_input_tokens, ...).
+  std::int64_t audio_input_tokens = 0;
+  std::int64_t cached_audio_input_tokens = 0;
+  std::int64_t audio_output_tokens = 0;
   bool estimated = false;       // the reservation's estimate was metered (the real usage was unreadable)
+  // No price was found for the event's provider, model and tier: cost_nanos is 0 and means
+  // "unknown", not "free". Reports count these events instead of summing them as $0.
+  bool cost_unknown = false;
 
   [[nodiscard]] Usage usage() const noexcept {
     return Usage{input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens, reasoning_tokens};
@@ -86,6 +102,9 @@ struct EventRecord : EventQuantities {
   std::string model;
   std::string provider;
   std::string meta_tags_json = "{}";  // a JSON object of string values
+  std::string tier;         // the provider's pricing tier the cost was priced at; empty: "default"
+  std::string resolution;   // video: the resolution its price depends on ("1280x720"); else empty
+  std::string description;  // external: what the cost was ("Twilio call 3m"); else empty
   friend bool operator==(const EventRecord&, const EventRecord&) = default;
 };
 
@@ -111,7 +130,7 @@ struct EventField {
 
 // Every field of an event, in the order the encoder writes them. A new field goes here (with
 // since_version = the new kWireVersion, required = false) and in EventRecord.
-inline constexpr std::array<EventField, 17> kEventFields = {{
+inline constexpr std::array<EventField, 27> kEventFields = {{
     {"id", EventFieldType::kId, 1, true, false, &EventRecord::id},
     {"user_id", EventFieldType::kText, 1, true, true, &EventRecord::user_id},
     {"session_id", EventFieldType::kText, 1, true, false, &EventRecord::session_id},
@@ -130,6 +149,17 @@ inline constexpr std::array<EventField, 17> kEventFields = {{
     {"meta_tags", EventFieldType::kMetaTags, 1, true, false, &EventRecord::meta_tags_json},
     {"estimated", EventFieldType::kBool, 1, true, false, nullptr, nullptr, &EventQuantities::estimated},
     {"kind", EventFieldType::kKind, 2, false},
+    {"audio_us", EventFieldType::kCount, 4, false, false, nullptr, &EventQuantities::audio_us},
+    {"characters", EventFieldType::kCount, 4, false, false, nullptr, &EventQuantities::characters},
+    {"video_us", EventFieldType::kCount, 4, false, false, nullptr, &EventQuantities::video_us},
+    {"audio_input_tokens", EventFieldType::kCount, 4, false, false, nullptr, &EventQuantities::audio_input_tokens},
+    {"cached_audio_input_tokens", EventFieldType::kCount, 4, false, false, nullptr,
+     &EventQuantities::cached_audio_input_tokens},
+    {"audio_output_tokens", EventFieldType::kCount, 4, false, false, nullptr, &EventQuantities::audio_output_tokens},
+    {"tier", EventFieldType::kText, 4, false, false, &EventRecord::tier},
+    {"resolution", EventFieldType::kText, 4, false, false, &EventRecord::resolution},
+    {"description", EventFieldType::kText, 4, false, false, &EventRecord::description},
+    {"cost_unknown", EventFieldType::kBool, 4, false, false, nullptr, nullptr, &EventQuantities::cost_unknown},
 }};
 
 // A soft-gate threshold that fired: once per threshold, limit and period, across restarts (the

@@ -80,7 +80,8 @@ TEST_CASE("server.wire_reads_and_writes_soft_gates") {
   CHECK(parse_ingest_batch("{\"v\":3,\"events\":[],\"soft_gates\":[" + gate_json("u1", "total_spend", 1, 1'100'000) + "]}")
             .ok());
   // A newer library's fields of a soft gate are ignored, as an event's are.
-  batch = parse_ingest_batch(R"({"v":4,"events":[],"soft_gates":[{"user_id":"u1","limit":"total_spend",)"
+  batch = parse_ingest_batch("{\"v\":" + std::to_string(internal::kWireVersion + 1) +
+                             R"(,"events":[],"soft_gates":[{"user_id":"u1","limit":"total_spend",)"
                              R"("period_start_ns":1,"threshold_ppm":1,"fired_ns":5}]})");
   REQUIRE_MESSAGE(batch.ok(), batch.status().ToString());
   CHECK(batch->soft_gates.size() == 1);

@@ -1,6 +1,7 @@
 // Tests of the request bodies and reply text of paygentd's API (server/wire.h).
 #include "server/wire.h"
 
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,6 +58,43 @@ TEST_CASE("server.wire_reads_the_fields_added_since_version_1") {
   CHECK(events->front().cost_nanos == 3);
   CHECK(parse_event_batch("{\"v\":2,\"events\":[" + event_with(R"(,"kind":"fax")") + "]}").status().message() ==
         R"(events[0].kind: must be one of "llm", "stt", "tts", "sts", "video", "external", "billing")");
+}
+
+TEST_CASE("server.wire_reads_the_media_quantities_of_version_4") {
+  // event_with's input_tokens 1 and output_tokens 2; a speech-to-speech event's audio parts fit.
+  const absl::StatusOr<std::vector<EventRecord>> events = parse_event_batch(
+      "{\"v\":4,\"events\":[" +
+      event_with(R"(,"kind":"sts","audio_us":1200000,"characters":420,"video_us":8000000,"audio_input_tokens":1,)"
+                 R"("cached_audio_input_tokens":0,"audio_output_tokens":2,"tier":"growth","resolution":"1280x720",)"
+                 R"("description":"Twilio call","cost_unknown":true)") +
+      "]}");
+  REQUIRE_MESSAGE(events.ok(), events.status().ToString());
+  const EventRecord& e = events->front();
+  CHECK(e.kind == internal::UsageKind::kSts);
+  CHECK(e.audio_us == 1'200'000);
+  CHECK(e.characters == 420);
+  CHECK(e.video_us == 8'000'000);
+  CHECK(e.audio_input_tokens == 1);
+  CHECK(e.audio_output_tokens == 2);
+  CHECK(e.tier == "growth");
+  CHECK(e.resolution == "1280x720");
+  CHECK(e.description == "Twilio call");
+  CHECK(e.cost_unknown);
+  // The encoder stamps such an event with version 4 and writes what it reads back.
+  CHECK(internal::wire_version_needed(e) == internal::kMediaWireVersion);
+  const absl::StatusOr<std::vector<EventRecord>> again =
+      parse_event_batch(internal::encode_event_batch(std::span<const EventRecord>(&e, 1)));
+  REQUIRE_MESSAGE(again.ok(), again.status().ToString());
+  CHECK(again->front() == e);
+
+  // An audio part larger than its total is refused, naming both.
+  CHECK(parse_event_batch("{\"v\":4,\"events\":[" + event_with(R"(,"audio_output_tokens":3)") + "]}")
+            .status()
+            .message() == "events[0].audio_output_tokens: must be at most output_tokens (2): the audio tokens are a part of it");
+  CHECK(parse_event_batch("{\"v\":4,\"events\":[" + event_with(R"(,"cached_audio_input_tokens":1)") + "]}")
+            .status()
+            .message() ==
+        "events[0].cached_audio_input_tokens: must be at most cached_input_tokens (0): the audio tokens are a part of it");
 }
 
 TEST_CASE("server.wire_ignores_unknown_fields_of_a_newer_version_only") {
