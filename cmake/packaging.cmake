@@ -11,7 +11,9 @@ set(PAYGENT_INSTALLED_LIBRARIES paygent paygent_plan paygent_meter paygent_event
 if(BUILD_SHARED_LIBS)
   set_target_properties(${PAYGENT_INSTALLED_LIBRARIES} PROPERTIES
     VERSION ${PROJECT_VERSION}
-    SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR})
+    SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR}
+    # Each finds the others beside it: a consumer's RUNPATH serves its own NEEDED entries only.
+    INSTALL_RPATH "$ORIGIN")
   # Installed commands find the installed libraries beside them, whatever the prefix.
   foreach(command paygent_cli paygentd)
     if(TARGET ${command})
