@@ -184,9 +184,11 @@ void check_admin_token(const std::string& token, std::vector<std::string>& probl
 
 std::vector<std::string> validate_flags(const DaemonFlags& flags, DaemonConfig* config) {
   std::vector<std::string> problems;
-  if (flags.data_dir.empty() == flags.database.empty()) {
+  if (flags.data_dir.empty() && flags.database.empty()) {
     problems.push_back(
         "give one of --data-dir (SQLite) or --database (PostgreSQL), or PAYGENTD_DATA_DIR or PAYGENTD_DATABASE");
+  } else if (!flags.data_dir.empty() && !flags.database.empty()) {
+    problems.push_back("give only one of --data-dir (PAYGENTD_DATA_DIR) and --database (PAYGENTD_DATABASE)");
   }
   if (!flags.database.empty() && flags.database.rfind("postgresql://", 0) != 0 &&
       flags.database.rfind("postgres://", 0) != 0) {
