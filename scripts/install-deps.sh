@@ -5,9 +5,13 @@
 # unprivileged user on a loopback port in a temporary directory
 # (tests/support/postgres_process.h). Debian may also create and start a "main" cluster on port
 # 5432 when it installs the server; the tests neither use nor touch it.
+# dpkg-dev, file: `cpack -G DEB` computes Depends with dpkg-shlibdeps. systemd: only for
+# `systemd-analyze verify` of paygentd's unit (scripts/test-packaging.sh); it installs in a
+# container too, where it is not PID 1 and starts nothing.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libsimdjson-dev libabsl-dev libboost-dev doctest-dev
-          libsqlite3-dev libssl-dev libbenchmark-dev libpq-dev postgresql-15)
+          libsqlite3-dev libssl-dev libbenchmark-dev libpq-dev postgresql-15
+          dpkg-dev file systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -32,6 +32,9 @@ cmake --build "$prefix/consumer-build" -j"$jobs" >/dev/null
 test -x "$prefix/bin/paygentd"
 rm -rf "$prefix"
 
+stage "packaging: pkg-config, version check, shared build, paygentd --check-config, .deb, unit"
+bash scripts/test-packaging.sh build
+
 stage "ASan + UBSan"
 # With the tools: the integration tests (paygentd and `paygent loadgen`/`sync` processes, all
 # instrumented) need the `paygent` binary. They add ~50 s of build and ~45 s of tests on 2 cores.

@@ -16,8 +16,11 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 #include "server/api.h"
+#include "server/check_config.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/sqlite_storage.h"
@@ -61,6 +64,10 @@ Usage: paygentd --data-dir DIR [--listen HOST:PORT] [--admin-token TOKEN] [optio
                         86400000; docs/leases.md). Longer: fewer renewals, but the budget of a
                         process that died stays held that long. Every replica on one database
                         should use the same value. Env: PAYGENTD_LEASE_TTL_MS.
+  --check-config        Check the flags and the environment (data dir writable, PostgreSQL URI
+                        and its TLS files, listen address free, admin token well formed), print
+                        every problem, and exit 0 when paygentd can start, 1 otherwise, without
+                        starting it. The systemd unit runs it before each start.
   --help                This text.
 
 Flags win over the environment; "--flag=value" works too. SIGTERM or SIGINT stops paygentd
@@ -68,25 +75,22 @@ cleanly: it stops accepting, answers the requests in flight, closes the database
 Exit status: 0 after a clean stop, 1 when paygentd cannot run, 2 for a usage error.
 )";
 
-struct Flags {
-  std::string data_dir;
-  std::string database;
-  std::string listen = "127.0.0.1:8080";
-  std::string admin_token;
-  std::string max_body_bytes = "4194304";
-  std::string synchronous = "full";
-  std::string threads = "0";
-  std::string lease_ttl_ms = "10000";
-};
-
 int usage_error(std::string_view message) {
   std::cerr << "paygentd: " << message << "\n(paygentd --help lists the flags)" << std::endl;
   return 2;
 }
 
+// Each problem on its own line; then `status`.
+int report_problems(const std::vector<std::string>& problems, int status) {
+  for (const std::string& problem : problems) std::cerr << "paygentd: " << problem << "\n";
+  if (status == 2) std::cerr << "(paygentd --help lists the flags)\n";
+  std::cerr << std::flush;
+  return status;
+}
+
 // `uri` without the password of its user part (postgresql://user:SECRET@host → postgresql://user:***@host),
 // for the log.
-[[maybe_unused]] std::string redacted(std::string_view uri) {
+std::string redacted(std::string_view uri) {
   const std::size_t scheme = uri.find("://");
   const std::size_t at = uri.find('@');
   if (scheme == std::string_view::npos || at == std::string_view::npos || at < scheme) return std::string(uri);
@@ -95,23 +99,14 @@ int usage_error(std::string_view message) {
   return std::string(uri.substr(0, colon + 1)) + "***" + std::string(uri.substr(at));
 }
 
-std::optional<std::int64_t> parse_positive(std::string_view text) {
-  if (text.empty() || text.size() > 18) return std::nullopt;
-  std::int64_t value = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return std::nullopt;
-    value = value * 10 + (c - '0');
-  }
-  return value;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   // A client that goes away must not kill the server through a write on its socket or on stdout.
   std::signal(SIGPIPE, SIG_IGN);
 
-  Flags flags;
+  paygent::server::DaemonFlags flags;
+  bool check_config = false;
   std::map<std::string_view, std::string*> by_name = {
       {"--data-dir", &flags.data_dir},         {"--database", &flags.database},
       {"--listen", &flags.listen},
@@ -135,6 +130,10 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
+    if (arg == "--check-config") {
+      check_config = true;
+      continue;
+    }
     std::string_view name = arg;
     std::optional<std::string_view> value;
     if (const std::size_t eq = arg.find('='); eq != std::string_view::npos) {
@@ -149,29 +148,20 @@ int main(int argc, char** argv) {
     }
     *it->second = std::string(*value);
   }
-  if (flags.data_dir.empty() == flags.database.empty()) {
-    return usage_error("give one of --data-dir (SQLite) or --database (PostgreSQL), or PAYGENTD_DATA_DIR or PAYGENTD_DATABASE");
+  paygent::server::DaemonConfig config;
+  std::vector<std::string> problems = paygent::server::validate_flags(flags, &config);
+  if (check_config) {
+    for (std::string& problem : paygent::server::check_environment(flags)) problems.push_back(std::move(problem));
+    if (!problems.empty()) return report_problems(problems, 1);
+    std::cout << "paygentd: configuration OK: "
+              << (config.database.empty() ? "SQLite in " + config.data_dir : "PostgreSQL " + redacted(config.database))
+              << ", listening on " << config.listen
+              << (config.admin_token.empty() ? ", no admin token (product creation refused)" : "") << std::endl;
+    return 0;
   }
-  if (!flags.database.empty() && flags.database.rfind("postgresql://", 0) != 0 &&
-      flags.database.rfind("postgres://", 0) != 0) {
-    return usage_error("--database must be a PostgreSQL URI (postgresql://...)");
-  }
-  const std::optional<std::int64_t> max_body = parse_positive(flags.max_body_bytes);
-  if (!max_body || *max_body == 0) return usage_error("--max-body-bytes must be a positive integer");
-  const std::optional<std::int64_t> threads = parse_positive(flags.threads);
-  if (!threads || *threads > 1024) return usage_error("--threads must be an integer from 0 to 1024");
-  const std::optional<std::int64_t> lease_ttl_ms = parse_positive(flags.lease_ttl_ms);
-  if (!lease_ttl_ms || *lease_ttl_ms < 1 || *lease_ttl_ms > 86'400'000) {
-    return usage_error("--lease-ttl-ms must be an integer from 1 to 86400000");
-  }
+  if (!problems.empty()) return report_problems(problems, 2);
   paygent::server::SqliteOptions sqlite_options;
-  if (flags.synchronous == "full") {
-    sqlite_options.synchronous = paygent::server::SqliteOptions::Synchronous::kFull;
-  } else if (flags.synchronous == "normal") {
-    sqlite_options.synchronous = paygent::server::SqliteOptions::Synchronous::kNormal;
-  } else {
-    return usage_error("--synchronous must be full or normal");
-  }
+  sqlite_options.synchronous = config.synchronous;
 
   std::unique_ptr<paygent::server::Storage> storage;
   std::string serving;  // what paygentd says it serves
@@ -225,10 +215,10 @@ int main(int argc, char** argv) {
   }
   paygent::server::Metrics metrics;
   paygent::server::Api api(*storage, metrics,
-                           paygent::server::ApiOptions{.admin_token = flags.admin_token,
-                                                       .max_body_bytes = static_cast<std::size_t>(*max_body),
-                                                       .lease_ttl = absl::Milliseconds(*lease_ttl_ms)});
-  const paygent::server::ServerOptions server_options{.listen = flags.listen, .threads = static_cast<int>(*threads)};
+                           paygent::server::ApiOptions{.admin_token = config.admin_token,
+                                                       .max_body_bytes = config.max_body_bytes,
+                                                       .lease_ttl = config.lease_ttl});
+  const paygent::server::ServerOptions server_options{.listen = config.listen, .threads = config.threads};
   const absl::Status served = paygent::server::serve(server_options, api, [&](std::string_view address) {
     std::cout << "paygentd listening on " << address << std::endl;  // flushed: tests read the port from it
     std::cerr << "paygentd: serving " << serving << std::endl;
