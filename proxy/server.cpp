@@ -378,7 +378,8 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
   }
   const bool metered = reservation.active();
   if (metered) counters.metered++;
-  const HeaderList paygent_headers = gate_headers(reservation.result());
+  const HeaderList paygent_headers =
+      metered ? gate_headers(reservation.result()) : HeaderList{{"x-paygent-status", "unmetered"}};
 
   // The request upstream.
   const UpstreamUrl& url = *server_.upstream(route.provider);
@@ -447,6 +448,7 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
   out += "transfer-encoding: chunked\r\n\r\n";
   bool client_gone = !send(out);
   StreamRelay relay(route.format, metered && add_include_usage);
+  if (metered) relay.set_output_limit(allowed_output);
   bool cut = false;
   bool upstream_broke = false;
   while (!client_gone && !cut) {
@@ -463,8 +465,7 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
     }
     relay.feed(*bytes, out);
     client_gone = !send_chunk(out);
-    // The cut: checked after each forwarded piece, so at most one upstream read's events pass the cap.
-    if (metered && allowed_output >= 0 && relay.streamed_output_tokens() > allowed_output) cut = true;
+    cut = relay.cut();  // the event that passed the cap was the last one forwarded
   }
   Nanos cost_nanos = 0;
   if (metered) {

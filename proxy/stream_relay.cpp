@@ -75,10 +75,11 @@ StreamRelay::StreamRelay(ApiFormat format, bool strip_usage_chunk)
     : format_(format), strip_usage_chunk_(strip_usage_chunk), reader_(format) {}
 
 void StreamRelay::feed(std::string_view bytes, std::string& out) {
+  if (cut_) return;
   reader_.feed(bytes);
   pending_.append(bytes);
   std::size_t start = 0;
-  for (;;) {
+  while (!cut_) {
     // An event ends at a blank line: "\n\n" (or "\r\n\r\n"; "\n\r\n" when mixed).
     std::size_t end = std::string::npos;
     for (std::size_t i = pending_.find('\n', start); i != std::string::npos; i = pending_.find('\n', i + 1)) {
@@ -97,7 +98,7 @@ void StreamRelay::feed(std::string_view bytes, std::string& out) {
 }
 
 void StreamRelay::finish(std::string& out) {
-  if (!pending_.empty()) relay_event(pending_, out);
+  if (!pending_.empty() && !cut_) relay_event(pending_, out);
   pending_.clear();
 }
 
@@ -133,6 +134,7 @@ void StreamRelay::relay_event(std::string_view event, std::string& out) {
   }
   ++events_;
   out.append(event);
+  if (output_limit_ >= 0 && streamed_output_tokens() > output_limit_) cut_ = true;
 }
 
 }  // namespace paygent::proxy

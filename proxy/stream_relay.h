@@ -29,6 +29,12 @@ class StreamRelay {
   // The stream ended: appends what is left (a last event without its blank line) to `out`.
   void finish(std::string& out);
 
+  // Ends the relay once the output streamed passes `tokens` (the output that fits the cap): the
+  // event that passes it is forwarded, no later one is, and cut() turns true. So a stream passes
+  // the cap by at most one event. Negative: no bound (the default).
+  void set_output_limit(std::int64_t tokens) noexcept { output_limit_ = tokens; }
+  [[nodiscard]] bool cut() const noexcept { return cut_; }
+
   // Output tokens streamed so far, estimated from the text of the events forwarded (4 bytes a
   // token, rounded up).
   [[nodiscard]] std::int64_t streamed_output_tokens() const noexcept { return (output_bytes_ + 3) / 4; }
@@ -48,6 +54,8 @@ class StreamRelay {
   std::string pending_;
   std::int64_t output_bytes_ = 0;
   std::int64_t events_ = 0;
+  std::int64_t output_limit_ = -1;
+  bool cut_ = false;
 };
 
 }  // namespace paygent::proxy

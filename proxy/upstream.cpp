@@ -4,6 +4,8 @@
 #include "proxy/text.h"
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -75,7 +77,7 @@ class Call final : public UpstreamCall {
     lowest().expires_after(timeout_);
     ec = run(ioc_, [&](auto handler) { http::async_write(stream_, out, std::move(handler)); });
     if (ec) return fail("cannot send the request", ec);
-    parser_.body_limit(boost::none);
+    parser_.body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 compares a Content-Length with an empty optional as "over the limit"
     parser_.header_limit(64 << 10);
     lowest().expires_after(timeout_);
     ec = run(ioc_, [&](auto handler) { http::async_read_header(stream_, buffer_, parser_, std::move(handler)); });
