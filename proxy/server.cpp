@@ -290,6 +290,14 @@ bool Connection::handle(http::request<http::string_body>& request) {
                                    ",\"upstream_errors\":", s.upstream_errors, ",\"bad_requests\":", s.bad_requests,
                                    ",\"fail_open\":", s.fail_open, "}"));
   }
+  if (method == "GET" && target.starts_with("/paygent/report?user=") && server_.paygent() != nullptr) {
+    // A user's standing (an operator's view; the proxy listens on loopback by default).
+    const std::string user(target.substr(21));
+    auto report = server_.paygent()->report(user);
+    if (!report.ok()) return reply(404, error_body(Provider::kOpenAI, 404, "not_found_error", str_cat("paygent-proxy: ", report.status().message())));
+    return reply(200, str_cat("{\"user\":", json_quote(user), ",\"plan\":", json_quote(report->plan), ",\"spend_nanos\":",
+                              report->spend, ",\"reserved_nanos\":", report->reserved, ",\"calls\":", report->calls, "}"));
+  }
   const auto route = match_route(method, target);
   if (!route) {
     counters.bad_requests++;

@@ -5,9 +5,11 @@
 # unprivileged user on a loopback port in a temporary directory
 # (tests/support/postgres_process.h). Debian may also create and start a "main" cluster on port
 # 5432 when it installs the server; the tests neither use nor touch it.
+# nodejs npm: paygent-proxy's end-to-end test with the official OpenAI and Anthropic Node SDKs
+# (tests/proxy/e2e/run_e2e.sh; skipped without them).
 set -euo pipefail
 packages=(build-essential cmake pkg-config libsimdjson-dev libabsl-dev libboost-dev doctest-dev
-          libsqlite3-dev libssl-dev libbenchmark-dev libpq-dev postgresql-15)
+          libsqlite3-dev libssl-dev libbenchmark-dev libpq-dev postgresql-15 nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -87,6 +87,9 @@ TEST_CASE("proxy.openai_json_is_metered_exactly") {
   CHECK(h.upstream.last_head().find("authorization: Bearer sk-test") != std::string::npos);
   CHECK(h.upstream.last_head().find("x-paygent") == std::string::npos);
   CHECK(h.proxy->stats().metered == 1);
+  const HttpResponse report = post(h.port(), "/paygent/report?user=alice", "", {}, "GET");
+  CHECK(report.status == 200);
+  CHECK(report.body.find("\"spend_nanos\":" + std::to_string(expected)) != std::string::npos);
 }
 
 TEST_CASE("proxy.anthropic_json_pays_as_metadata_user_id") {
