@@ -18,7 +18,8 @@ using namespace testing;
 constexpr char kPlans[] = R"({"soft_gate_at": 0.8, "hard_gate_at": 1.0, "default_plan": "pro", "plans": [
   {"name": "pro", "max_spend_per_period": 1.00,
    "cost_rates": {"gpt-4o": {"input": 0.0025, "output": 0.01},
-                  "claude-3-5-sonnet": {"input": 0.003, "output": 0.015}}},
+                  "claude-3-5-sonnet": {"input": 0.003, "output": 0.015},
+                  "gemini-1.5-flash": {"input": 0.000075, "output": 0.0003}}},
   {"name": "tiny", "max_spend_per_period": 0.000001,
    "cost_rates": {"gpt-4o": {"input": 0.0025, "output": 0.01}}},
   {"name": "small", "max_spend_per_period": 0.0005,
@@ -101,6 +102,17 @@ TEST_CASE("proxy.anthropic_json_pays_as_metadata_user_id") {
   const Nanos expected = 20 * 3'000 + 8 * 15'000;
   CHECK(r.header("x-paygent-cost-nanos") == std::to_string(expected));
   CHECK(h.spend("bob") == expected);
+}
+
+TEST_CASE("proxy.gemini_json_is_metered_exactly_with_the_model_from_the_path") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("gemini-generate.json"); });
+  const HttpResponse r = post(h.port(), "/v1beta/models/gemini-1.5-flash:generateContent?key=k",
+                              R"({"contents":[{"parts":[{"text":"hi"}]}]})", {"x-paygent-user: gus"});
+  CHECK(r.status == 200);
+  const Nanos expected = 9 * 75 + 4 * 300;
+  CHECK(r.header("x-paygent-cost-nanos") == std::to_string(expected));
+  CHECK(h.spend("gus") == expected);
+  CHECK(h.upstream.last_head().starts_with("POST /v1beta/models/gemini-1.5-flash:generateContent?key=k HTTP/1.1"));
 }
 
 TEST_CASE("proxy.no_user_passes_through_unmetered_and_counted") {
@@ -236,6 +248,27 @@ TEST_CASE("proxy.stream_is_cut_at_the_cap_at_most_one_event_past") {
   // Metered on what was streamed: the cap passed by at most one event (2 output tokens).
   CHECK(h.spend("hal") == prompt * kGpt4oIn + forwarded * 2 * kGpt4oOut);
   CHECK(h.spend("hal") <= 500'000 + 2 * kGpt4oOut);
+}
+
+TEST_CASE("proxy.anthropic_stream_cut_ends_with_an_error_event") {
+  Harness h([](const std::string&, const std::string&) {
+    FakeReply reply{.content_type = "text/event-stream"};
+    reply.events = sse_events(fixture("anthropic-messages-stream.sse"));
+    reply.events.resize(2);  // message_start, content_block_start: then text without end
+    for (int i = 0; i < 200; ++i) {
+      reply.events.push_back("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+                             "\"delta\":{\"type\":\"text_delta\",\"text\":\"abcdefgh\"}}\n\n");
+    }
+    return reply;
+  });
+  REQUIRE(h.pg->assign_plan("kim", "small").ok());
+  const HttpResponse r = post(h.port(), "/v1/messages", R"({"model":"gpt-4o","max_tokens":100000,"stream":true,"messages":[]})",
+                              {"x-paygent-user: kim"});
+  CHECK(r.status == 200);
+  CHECK(r.body.find("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\"") != std::string::npos);
+  CHECK(count(r.body, "abcdefgh") < 200);
+  CHECK(h.proxy->stats().cut_streams == 1);
+  CHECK(h.spend("kim") <= 500'000 + 2 * kGpt4oOut);
 }
 
 TEST_CASE("proxy.client_that_disconnects_mid_stream_is_still_metered") {
