@@ -84,7 +84,9 @@ class Connection {
   bool handle(http::request<http::string_body>& request);
   bool forward(const RouteMatch& route, const CallRequest& call, http::request<http::string_body>& request,
                const std::string& user);
-  bool reply(int status, std::string_view body, const HeaderList& extra = {}, bool keep_alive = true);
+  // Answers `status` with `body`. `own`: the proxy's own answer (a 4xx then says x-should-retry:
+  // false); false for the provider's answer forwarded, whose retry advice is the provider's.
+  bool reply(int status, std::string_view body, const HeaderList& extra = {}, bool keep_alive = true, bool own = true);
   bool send(std::string_view bytes);
   bool send_chunk(std::string_view bytes);
 
@@ -204,7 +206,15 @@ void Connection::serve() {
     parser.body_limit(server_.options().max_body_bytes);
     parser.header_limit(64 << 10);
     beast::error_code ec;
-    http::read(socket_, buffer, parser, ec);
+    http::read_header(socket_, buffer, parser, ec);
+    if (!ec && !parser.is_done()) {
+      const auto expect = parser.get()[http::field::expect];
+      if (iequals(std::string_view(expect.data(), expect.size()), "100-continue") &&
+          (!parser.content_length() || *parser.content_length() <= server_.options().max_body_bytes)) {
+        send("HTTP/1.1 100 Continue\r\n\r\n");  // curl waits for it before sending a larger body
+      }
+      http::read(socket_, buffer, parser, ec);
+    }
     if (ec == http::error::body_limit) {
       server_.counters().bad_requests++;
       const auto target = parser.get().target();
@@ -251,7 +261,7 @@ bool Connection::send_chunk(std::string_view bytes) {
   return !ec;
 }
 
-bool Connection::reply(int status, std::string_view body, const HeaderList& extra, bool keep_alive) {
+bool Connection::reply(int status, std::string_view body, const HeaderList& extra, bool keep_alive, bool own) {
   std::string head = status_line(status);
   bool typed = false;
   for (const auto& [name, value] : extra) {
@@ -259,7 +269,8 @@ bool Connection::reply(int status, std::string_view body, const HeaderList& extr
     typed = typed || iequals(name, "content-type");
   }
   if (!typed) head += "content-type: application/json\r\n";
-  if (status == kRefusalStatus || status >= 400) head += "x-should-retry: false\r\n";
+  // The proxy's own refusals and the caller's errors are not retried; an upstream failure (5xx) may be.
+  if (own && status >= 400 && status < 500) head += "x-should-retry: false\r\n";
   str_append(&head, "content-length: ", body.size(), "\r\n", keep_alive ? "" : "connection: close\r\n", "\r\n");
   head.append(body);
   return send(head) && keep_alive;
@@ -447,7 +458,7 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
       headers.emplace_back("x-paygent-cost-usd", usd_decimal(cost.cost));
       headers.emplace_back("x-paygent-cost-nanos", std::to_string(cost.cost));
     }
-    return reply(head.status, body, headers);
+    return reply(head.status, body, headers, true, false);
   }
 
   // A stream: forwarded event by event, metered as it flows, cut at the cap.

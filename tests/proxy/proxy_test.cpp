@@ -296,6 +296,18 @@ TEST_CASE("proxy.client_that_disconnects_mid_stream_is_still_metered") {
   CHECK(h.usages[0].output_tokens % 2 == 0);           // whole events of 2 tokens
 }
 
+TEST_CASE("proxy.provider_errors_are_forwarded_and_release_the_reservation") {
+  Harness h([](const std::string&, const std::string&) {
+    return FakeReply{.status = 429, .body = R"({"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}})"};
+  });
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: lee"});
+  CHECK(r.status == 429);
+  CHECK(r.body.find("rate_limit_exceeded") != std::string::npos);
+  CHECK(r.header("x-should-retry").empty());  // the provider's own retry advice stands
+  CHECK(h.spend("lee") == 0);
+  CHECK(h.usages.empty());
+}
+
 TEST_CASE("proxy.bad_input_gets_a_clear_error_and_the_proxy_stays_up") {
   Harness h([](const std::string&, const std::string& body) {
     if (body.find("HANG") != std::string::npos) return FakeReply{.hang = true};
@@ -317,6 +329,7 @@ TEST_CASE("proxy.bad_input_gets_a_clear_error_and_the_proxy_stays_up") {
   CHECK(r.body.find("upstream") != std::string::npos);
   r = post(h.port(), "/v1/chat/completions", R"({"model":"gpt-4o","messages":[{"role":"user","content":"GARBAGE"}]})", user);
   CHECK(r.status == 502);
+  CHECK(r.header("x-should-retry").empty());  // an upstream failure may be retried
   CHECK(h.spend("jay") == 0);  // nothing half-metered: both released
   CHECK(h.usages.empty());
   r = post(h.port(), "/v1/chat/completions", chat_body(), user);
