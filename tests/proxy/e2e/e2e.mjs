@@ -24,6 +24,7 @@ const upstream = http.createServer((req, res) => {
     hits++;
     const request = JSON.parse(body);
     const anthropic = req.url.startsWith('/v1/messages');
+    if (JSON.stringify(request).includes('SLOW')) await new Promise((r) => setTimeout(r, 300));
     if (!request.stream) {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(fixture(anthropic ? 'anthropic-messages.json' : 'openai-chat.json'));
@@ -135,6 +136,18 @@ try {
       messages: [{ role: 'user', content: 'ENDLESS' }] });
     for await (const _ of stream) break;  // the SDK aborts the request
     assert.ok(await waitFor(async () => (await spend('e2e-g')) > 0), 'metered after the client left');
+  });
+  await check('concurrent calls at a cap do not overshoot it', async () => {
+    const before = hits;
+    const body = { model: 'gpt-3.5-turbo', max_tokens: 10, user: 'e2e-h', messages: [{ role: 'user', content: 'SLOW' }] };
+    const estimate = Math.ceil(JSON.stringify(body).length / 4) + 10;  // what the proxy reserves, in tokens
+    const settled = await Promise.allSettled(Array.from({ length: 20 }, () =>
+      new OpenAI({ apiKey: 'sk-test', baseURL: `${proxyUrl}/v1`, maxRetries: 0 }).chat.completions.create(body)));
+    const admitted = settled.filter((s) => s.status === 'fulfilled').length;
+    const refused = settled.filter((s) => s.status === 'rejected' && s.reason instanceof OpenAI.RateLimitError).length;
+    assert.equal(admitted + refused, 20);
+    assert.ok(admitted >= 1 && admitted * estimate <= 300, `admitted ${admitted} of estimate ${estimate}`);
+    assert.equal(hits - before, admitted);
   });
   console.log(`PASSED: ${results.length} checks`);
 } finally {
