@@ -115,6 +115,22 @@ TEST_CASE("proxy.gemini_json_is_metered_exactly_with_the_model_from_the_path") {
   CHECK(h.upstream.last_head().starts_with("POST /v1beta/models/gemini-1.5-flash:generateContent?key=k HTTP/1.1"));
 }
 
+TEST_CASE("proxy.openai_responses_json_and_stream_are_metered_exactly") {
+  Harness h([](const std::string&, const std::string& body) {
+    return body.find("\"stream\":true") != std::string::npos ? stream_reply("openai-responses-stream.sse")
+                                                              : json_reply("openai-responses.json");
+  });
+  const Nanos expected = 14 * kGpt4oIn + 6 * kGpt4oOut;
+  const HttpResponse json = post(h.port(), "/v1/responses", R"({"model":"gpt-4o","input":"hi","safety_identifier":"mo"})");
+  CHECK(json.status == 200);
+  CHECK(json.header("x-paygent-cost-nanos") == std::to_string(expected));
+  const HttpResponse stream = post(h.port(), "/v1/responses", R"({"model":"gpt-4o","input":"hi","stream":true})",
+                                   {"x-paygent-user: mo"});
+  CHECK(stream.status == 200);
+  CHECK(stream.body.starts_with(fixture("openai-responses-stream.sse")));
+  CHECK(h.spend("mo") == 2 * expected);
+}
+
 TEST_CASE("proxy.no_user_passes_through_unmetered_and_counted") {
   Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); });
   const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body());
