@@ -6,7 +6,7 @@
 // proxy (and nginx, configured alike) opens a new upstream connection per call.
 //
 // Checks before timing: a proxied call answers the fixture, with the cost header the plan's rates
-// give. Checks after: every proxied call answered 200 and the users' metered spend is exactly
+// give. Checks after: every proxied call answered 200, every stream arrived whole, and the users' metered spend is exactly
 // calls x that cost. A mismatch exits non-zero instead of printing a speed.
 //
 //   build/bench/paygent_proxy_bench [requests_per_client=2000]
@@ -37,8 +37,21 @@ constexpr char kPlans[] = R"({"default_plan": "pro", "plans": [{"name": "pro", "
 constexpr Nanos kCallCost = 12 * 2'500 + 5 * 10'000;  // the fixture's usage at those rates
 const std::string kBody = R"({"model":"gpt-4o","max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]})";
 
+pid_t nginx_pid = -1;  // stopped on every exit
+std::string nginx_dir;
+
+void stop_nginx() {
+  if (nginx_pid > 0) {
+    ::kill(nginx_pid, SIGTERM);
+    ::waitpid(nginx_pid, nullptr, 0);
+    nginx_pid = -1;
+  }
+  if (!nginx_dir.empty()) std::filesystem::remove_all(nginx_dir);
+}
+
 [[noreturn]] void fail(const std::string& what) {
   std::fprintf(stderr, "proxy_bench: CHECK FAILED: %s\n", what.c_str());
+  stop_nginx();
   std::exit(1);
 }
 
@@ -122,17 +135,45 @@ void print(const char* name, int clients, const Result& r, const Result* direct)
   std::printf("\n");
 }
 
+// A streamed call on a new connection: the time to the first event's bytes (p50 over `n` calls,
+// microseconds); every stream is read to its end and must carry "[DONE]".
+double first_byte_p50(int port, int n) {
+  const std::string body = R"({"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]})";
+  std::vector<double> times;
+  for (int i = 0; i < n; ++i) {
+    const int fd = connect_loopback(port);
+    const auto t0 = Clock::now();
+    send_all(fd, request_text("/v1/chat/completions", body, {"x-paygent-user: bench-stream"}));
+    std::string raw;
+    char chunk[16384];
+    bool first = false;
+    for (ssize_t got; (got = ::recv(fd, chunk, sizeof chunk, 0)) > 0;) {
+      raw.append(chunk, static_cast<std::size_t>(got));
+      if (!first && raw.find("data:") != std::string::npos) {
+        times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+        first = true;
+      }
+      if (raw.ends_with("\r\n0\r\n\r\n")) break;  // the fake provider keeps its connection open
+    }
+    ::close(fd);
+    if (!first || raw.find("[DONE]") == std::string::npos) fail("a stream did not arrive whole");
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
 // nginx with proxy_pass to the fake provider, or -1 when no nginx binary is installed.
 pid_t start_nginx(const std::string& upstream_url, int& port) {
   const char* binary = "/usr/sbin/nginx";
   if (!std::filesystem::exists(binary)) return -1;
   const std::string dir = std::filesystem::temp_directory_path() / ("paygent-proxy-bench-nginx-" + std::to_string(::getpid()));
+  nginx_dir = dir;
   std::filesystem::create_directories(dir + "/logs");
   const int probe = listen_loopback(port);  // a free port for nginx
   ::close(probe);
   std::ofstream(dir + "/nginx.conf")
       << "worker_processes 2;\npid " << dir << "/nginx.pid;\nerror_log " << dir << "/logs/error.log;\n"
-      << "events { worker_connections 1024; }\nhttp {\n access_log off;\n client_body_temp_path " << dir << ";\n"
+      << "events { worker_connections 1024; }\nhttp {\n access_log off;\n keepalive_requests 1000000;\n client_body_temp_path " << dir << ";\n"
       << " proxy_temp_path " << dir << ";\n server {\n  listen 127.0.0.1:" << port << ";\n"
       << "  location / { proxy_pass " << upstream_url << "; proxy_http_version 1.1; proxy_set_header Connection close;"
       << " proxy_buffering off; }\n }\n}\n";
@@ -157,8 +198,15 @@ pid_t start_nginx(const std::string& upstream_url, int& port) {
 
 int main(int argc, char** argv) {
   const int requests = argc > 1 ? std::atoi(argv[1]) : 2000;
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const std::string answer = fixture("openai-chat.json");
-  FakeUpstream upstream([&](const std::string&, const std::string&) { return FakeReply{.body = answer}; });
+  const std::vector<std::string> stream = sse_events(fixture("openai-chat-stream.sse"));
+  FakeUpstream upstream([&](const std::string&, const std::string& body) {
+    if (body.find("\"stream\":true") != std::string::npos) {
+      return FakeReply{.content_type = "text/event-stream", .events = stream, .delay = std::chrono::milliseconds(1)};
+    }
+    return FakeReply{.body = answer};
+  });
 
   Options options;
   options.plans = *parse_plan_config(kPlans);
@@ -181,7 +229,7 @@ int main(int argc, char** argv) {
     if (r.header("x-paygent-cost-nanos") != std::to_string(kCallCost)) fail("cost header " + r.header("x-paygent-cost-nanos"));
   }
   int nginx_port = 0;
-  const pid_t nginx = start_nginx(upstream.url(), nginx_port);
+  const pid_t nginx = nginx_pid = start_nginx(upstream.url(), nginx_port);
   if (nginx < 0) std::printf("nginx: not installed (apt-get install nginx-light): no nginx comparison in this run\n");
 
   std::printf("requests per client: %d (JSON chat completion, keep-alive clients, loopback)\n", requests);
@@ -202,12 +250,22 @@ int main(int argc, char** argv) {
                   (through_proxy.p50_us - direct.p50_us) / std::max(1.0, through_nginx.p50_us - direct.p50_us));
     }
   }
+  // A stream's first byte (the provider sends one event a millisecond).
+  const int streams = std::max(requests / 10, 20);
+  const double direct_first = first_byte_p50(upstream_port, streams);
+  const double proxy_first = first_byte_p50(proxy_port, streams);
+  std::printf("stream first byte p50: direct %.1f us, paygent-proxy %.1f us (added %+.1f us)", direct_first, proxy_first,
+              proxy_first - direct_first);
   if (nginx > 0) {
-    ::kill(nginx, SIGTERM);
-    ::waitpid(nginx, nullptr, 0);
+    const double nginx_first = first_byte_p50(nginx_port, streams);
+    std::printf(", nginx %.1f us (added %+.1f us)", nginx_first, nginx_first - direct_first);
   }
-  // Check after: every proxied call metered exactly (50 users, plus the check's one call).
+  std::printf("\n");
+  proxied += streams;
+  stop_nginx();
+  // Check after: every proxied call metered exactly (50 users and the streams' one; the check's call aside).
   Nanos spent = 0;
+  if (auto report = (*pg)->report("bench-stream"); report.ok()) spent += report->spend;
   for (int u = 0; u < 50; ++u) {
     auto report = (*pg)->report("bench-user-" + std::to_string(u));
     if (report.ok()) spent += report->spend;
