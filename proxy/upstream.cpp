@@ -49,13 +49,20 @@ class Call final : public UpstreamCall {
  public:
   template <class... Args>
   Call(const UpstreamUrl& url, absl::Duration timeout, Args&&... args)
-      : url_(url), timeout_(absl::ToChronoMilliseconds(timeout)), stream_(ioc_, std::forward<Args>(args)...) {}
+      : url_(url), timeout_(absl::ToChronoMilliseconds(timeout)), ioc_(thread_context()), stream_(ioc_, std::forward<Args>(args)...) {}
 
   absl::Status begin(const UpstreamRequest& request) {
     tcp::resolver resolver(ioc_);
     beast::error_code ec;
-    auto endpoints = resolver.resolve(url_.host, url_.port, ec);
-    if (ec) return fail("cannot resolve", ec);
+    tcp::resolver::results_type endpoints;
+    const auto address = net::ip::make_address(url_.host, ec);
+    if (!ec) {  // an IP address: no resolver round trip
+      endpoints = tcp::resolver::results_type::create(tcp::endpoint(address, static_cast<unsigned short>(std::stoi(url_.port))),
+                                                      url_.host, url_.port);
+    } else {
+      endpoints = resolver.resolve(url_.host, url_.port, ec);
+      if (ec) return fail("cannot resolve", ec);
+    }
     lowest().expires_after(timeout_);
     ec = run(ioc_, [&](auto handler) { lowest().async_connect(endpoints, std::move(handler)); });
     if (ec) return fail("cannot connect", ec);
@@ -115,9 +122,16 @@ class Call final : public UpstreamCall {
     return absl::UnavailableError(text);
   }
 
+  // One io_context per thread, reused by the thread's calls one after the other (making one costs
+  // an epoll and an eventfd descriptor).
+  static net::io_context& thread_context() {
+    thread_local net::io_context context{1};
+    return context;
+  }
+
   UpstreamUrl url_;
   std::chrono::milliseconds timeout_;
-  net::io_context ioc_{1};
+  net::io_context& ioc_;
   Stream stream_;
   beast::flat_buffer buffer_;
   http::response_parser<http::string_body> parser_;
