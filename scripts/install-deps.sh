@@ -8,10 +8,12 @@
 # dpkg-dev, file: `cpack -G DEB` computes Depends with dpkg-shlibdeps. systemd: only for
 # `systemd-analyze verify` of paygentd's unit (scripts/test-packaging.sh); it installs in a
 # container too, where it is not PID 1 and starts nothing.
+# nodejs npm: paygent-proxy's end-to-end test with the official OpenAI and Anthropic Node SDKs
+# (tests/proxy/e2e/run_e2e.sh; skipped without them).
 set -euo pipefail
 packages=(build-essential cmake pkg-config libsimdjson-dev libabsl-dev libboost-dev doctest-dev
           libsqlite3-dev libssl-dev libbenchmark-dev libpq-dev postgresql-15
-          dpkg-dev file systemd)
+          dpkg-dev file systemd nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

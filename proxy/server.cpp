@@ -1,0 +1,547 @@
+// paygent-proxy's HTTP/1.1 server side: the one translation unit of the proxy's server that
+// includes Boost.Asio/Beast (the upstream client is proxy/upstream.cpp).
+#include <utility>  // before Boost.Asio: Boost 1.74's awaitable.hpp needs std::exchange (GCC 12)
+
+#include "proxy/server.h"
+#include "proxy/text.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "proxy/replies.h"
+#include "proxy/request.h"
+#include "proxy/stream_relay.h"
+#include "proxy/upstream.h"
+
+namespace paygent::proxy {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+// Where on_usage adds the cost of the call being settled on this thread (proxy_paygent_options).
+thread_local Nanos* cost_sink = nullptr;
+
+struct CostCapture {
+  Nanos cost = 0;
+  CostCapture() { cost_sink = &cost; }
+  ~CostCapture() { cost_sink = nullptr; }
+};
+
+struct Counters {
+  std::atomic<std::int64_t> requests{0}, metered{0}, unmetered{0}, refused{0}, cut_streams{0}, abandoned_streams{0},
+      upstream_errors{0}, bad_requests{0}, fail_open{0};
+};
+
+// Request headers never forwarded: hop-by-hop, the ones the client side sets itself, the proxy's
+// own, and Accept-Encoding (usage must be read from an uncompressed body).
+bool forwarded_request_header(std::string_view name) {
+  static constexpr std::string_view kDropped[] = {"host", "connection", "keep-alive", "proxy-connection",
+                                                  "transfer-encoding", "te", "trailer", "upgrade",
+                                                  "content-length", "accept-encoding", "proxy-authorization"};
+  for (std::string_view dropped : kDropped) {
+    if (iequals(name, dropped)) return false;
+  }
+  return !istarts_with(name, "x-paygent-");
+}
+
+bool forwarded_response_header(std::string_view name) {
+  static constexpr std::string_view kDropped[] = {"connection", "keep-alive", "transfer-encoding", "trailer",
+                                                  "upgrade", "content-length"};
+  for (std::string_view dropped : kDropped) {
+    if (iequals(name, dropped)) return false;
+  }
+  return true;
+}
+
+std::string status_line(int status) {
+  const auto reason = http::obsolete_reason(http::int_to_status(static_cast<unsigned>(status)));
+  return str_cat("HTTP/1.1 ", status, " ", std::string_view(reason.data(), reason.size()), "\r\n");
+}
+
+class Server;
+
+// One client connection, served on its own thread.
+class Connection {
+ public:
+  Connection(Server& server, tcp::socket socket) : server_(server), socket_(std::move(socket)) {}
+  void serve();
+
+ private:
+  // Serves one request; false when the connection must close after it.
+  bool handle(http::request<http::string_body>& request);
+  bool forward(const RouteMatch& route, const CallRequest& call, http::request<http::string_body>& request,
+               const std::string& user);
+  // Answers `status` with `body`. `own`: the proxy's own answer (a 4xx then says x-should-retry:
+  // false); false for the provider's answer forwarded, whose retry advice is the provider's.
+  bool reply(int status, std::string_view body, const HeaderList& extra = {}, bool keep_alive = true, bool own = true);
+  bool send(std::string_view bytes);
+  bool send_chunk(std::string_view bytes);
+
+  Server& server_;
+  tcp::socket socket_;
+};
+
+class Server final : public ProxyServer {
+ public:
+  Server(ProxyOptions options, Paygent* paygent) : options_(std::move(options)), paygent_(paygent) {}
+  ~Server() override { stop(); }
+
+  absl::Status open() {
+    for (auto [flag, text, url] : {std::tuple{"--upstream-openai", &options_.upstream_openai, &openai_},
+                                   std::tuple{"--upstream-anthropic", &options_.upstream_anthropic, &anthropic_},
+                                   std::tuple{"--upstream-gemini", &options_.upstream_gemini, &gemini_}}) {
+      if (text->empty()) continue;
+      auto parsed = parse_upstream_url(*text, flag);
+      if (!parsed.ok()) return parsed.status();
+      *url = *std::move(parsed);
+    }
+    beast::error_code ec;
+    const auto address = net::ip::make_address(options_.listen_host, ec);
+    if (ec) return absl::InvalidArgumentError(str_cat("--listen: not an IP address: ", options_.listen_host));
+    tcp::endpoint endpoint(address, static_cast<unsigned short>(options_.listen_port));
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          str_cat("--listen ", options_.listen_host, ":", options_.listen_port, ": ", ec.message()));
+    }
+    port_ = acceptor_.local_endpoint().port();
+    acceptor_thread_ = std::thread([this] { accept_loop(); });
+    return absl::OkStatus();
+  }
+
+  int port() const noexcept override { return port_; }
+
+  ProxyStats stats() const noexcept override {
+    return {counters_.requests.load(), counters_.metered.load(), counters_.unmetered.load(),
+            counters_.refused.load(), counters_.cut_streams.load(), counters_.abandoned_streams.load(),
+            counters_.upstream_errors.load(), counters_.bad_requests.load(), counters_.fail_open.load()};
+  }
+
+  void stop() noexcept override {
+    std::unique_lock lock(mu_);
+    if (stopping_) {
+      cv_.wait(lock, [&] { return connections_ == 0 && !acceptor_thread_.joinable(); });
+      return;
+    }
+    stopping_ = true;
+    ::shutdown(acceptor_.native_handle(), SHUT_RDWR);  // wakes the blocked accept()
+    for (int fd : open_sockets_) ::shutdown(fd, SHUT_RDWR);
+    lock.unlock();
+    if (acceptor_thread_.joinable()) acceptor_thread_.join();
+    lock.lock();
+    cv_.wait(lock, [&] { return connections_ == 0; });
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+    cv_.notify_all();
+  }
+
+  const ProxyOptions& options() const { return options_; }
+  Paygent* paygent() const { return paygent_; }
+  Counters& counters() { return counters_; }
+  const UpstreamUrl* upstream(Provider provider) const {
+    const UpstreamUrl* url = provider == Provider::kOpenAI      ? &openai_
+                             : provider == Provider::kAnthropic ? &anthropic_
+                                                                : &gemini_;
+    return url->host.empty() ? nullptr : url;
+  }
+
+ private:
+  void accept_loop() {
+    for (;;) {
+      beast::error_code ec;
+      tcp::socket socket(ioc_);
+      acceptor_.accept(socket, ec);
+      std::unique_lock lock(mu_);
+      if (stopping_) return;
+      if (ec) continue;  // e.g. the client reset before accept; EMFILE: try again
+      socket.set_option(tcp::no_delay(true), ec);
+      const int fd = socket.native_handle();
+      open_sockets_.insert(fd);
+      ++connections_;
+      lock.unlock();
+      std::thread([this, fd, socket = std::move(socket)]() mutable {
+        Connection(*this, std::move(socket)).serve();
+        std::lock_guard guard(mu_);
+        open_sockets_.erase(fd);
+        if (--connections_ == 0) cv_.notify_all();
+      }).detach();
+    }
+  }
+
+  ProxyOptions options_;
+  Paygent* paygent_;
+  UpstreamUrl openai_, anthropic_, gemini_;
+  Counters counters_;
+  net::io_context ioc_{1};
+  tcp::acceptor acceptor_{ioc_};
+  int port_ = 0;
+  std::thread acceptor_thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  int connections_ = 0;
+  std::set<int> open_sockets_;
+};
+
+void Connection::serve() {
+  beast::flat_buffer buffer;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(server_.options().max_body_bytes);
+    parser.header_limit(64 << 10);
+    beast::error_code ec;
+    http::read_header(socket_, buffer, parser, ec);
+    if (!ec && !parser.is_done()) {
+      const auto expect = parser.get()[http::field::expect];
+      if (iequals(std::string_view(expect.data(), expect.size()), "100-continue") &&
+          (!parser.content_length() || *parser.content_length() <= server_.options().max_body_bytes)) {
+        send("HTTP/1.1 100 Continue\r\n\r\n");  // curl waits for it before sending a larger body
+      }
+      http::read(socket_, buffer, parser, ec);
+    }
+    if (ec == http::error::body_limit) {
+      server_.counters().bad_requests++;
+      const auto target = parser.get().target();
+      const auto route = match_route("POST", std::string_view(target.data(), target.size()));
+      reply(413,
+            error_body(route ? route->provider : Provider::kOpenAI, 413, "invalid_request_error",
+                       str_cat("paygent-proxy: the request body is larger than ", server_.options().max_body_bytes,
+                                    " bytes (--max-body-bytes)")),
+            {}, false);
+      break;
+    }
+    if (ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
+        ec == net::error::operation_aborted || ec == net::error::bad_descriptor || ec == net::error::shut_down) {
+      break;
+    }
+    if (ec) {
+      server_.counters().bad_requests++;
+      reply(400, error_body(Provider::kOpenAI, 400, "invalid_request_error",
+                            str_cat("paygent-proxy: malformed HTTP request: ", ec.message())),
+            {}, false);
+      break;
+    }
+    auto request = parser.release();
+    if (!handle(request) || !request.keep_alive()) break;
+  }
+  beast::error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_both, ignored);
+}
+
+bool Connection::send(std::string_view bytes) {
+  beast::error_code ec;
+  net::write(socket_, net::buffer(bytes.data(), bytes.size()), ec);
+  return !ec;
+}
+
+bool Connection::send_chunk(std::string_view bytes) {
+  if (bytes.empty()) return true;
+  char size[24];
+  const int n = std::snprintf(size, sizeof size, "%zx\r\n", bytes.size());
+  const std::array<net::const_buffer, 3> buffers = {net::buffer(size, static_cast<std::size_t>(n)),
+                                                   net::buffer(bytes.data(), bytes.size()), net::buffer("\r\n", 2)};
+  beast::error_code ec;
+  net::write(socket_, buffers, ec);
+  return !ec;
+}
+
+bool Connection::reply(int status, std::string_view body, const HeaderList& extra, bool keep_alive, bool own) {
+  std::string head = status_line(status);
+  bool typed = false;
+  for (const auto& [name, value] : extra) {
+    str_append(&head, name, ": ", value, "\r\n");
+    typed = typed || iequals(name, "content-type");
+  }
+  if (!typed) head += "content-type: application/json\r\n";
+  // The proxy's own refusals and the caller's errors are not retried; an upstream failure (5xx) may be.
+  if (own && status >= 400 && status < 500) head += "x-should-retry: false\r\n";
+  str_append(&head, "content-length: ", body.size(), "\r\n", keep_alive ? "" : "connection: close\r\n", "\r\n");
+  head.append(body);
+  return send(head) && keep_alive;
+}
+
+// The x-paygent-* headers of an admitted call.
+HeaderList gate_headers(const GuardResult& result) {
+  HeaderList headers;
+  headers.emplace_back("x-paygent-status", std::string(gate_status_name(result.status)));
+  if (result.status != GateStatus::kUnmetered && result.reason != GateReason::kNone) {
+    headers.emplace_back("x-paygent-usage-pct", percent_text(result.usage_pct));
+    headers.emplace_back("x-paygent-limit", result.gate_reason());
+    if (result.status == GateStatus::kSoftGate) headers.emplace_back("x-paygent-message", result.message());
+  }
+  return headers;
+}
+
+bool Connection::handle(http::request<http::string_body>& request) {
+  Counters& counters = server_.counters();
+  counters.requests++;
+  const std::string_view target(request.target().data(), request.target().size());
+  const std::string_view method(request.method_string().data(), request.method_string().size());
+  if (method == "GET" && target == "/healthz") {
+    const ProxyStats s = server_.stats();
+    return reply(200, str_cat("{\"status\":\"ok\",\"requests\":", s.requests, ",\"metered\":", s.metered,
+                                   ",\"unmetered\":", s.unmetered, ",\"refused\":", s.refused, ",\"cut_streams\":",
+                                   s.cut_streams, ",\"abandoned_streams\":", s.abandoned_streams,
+                                   ",\"upstream_errors\":", s.upstream_errors, ",\"bad_requests\":", s.bad_requests,
+                                   ",\"fail_open\":", s.fail_open, "}"));
+  }
+  if (method == "GET" && target.starts_with("/paygent/report?user=") && server_.paygent() != nullptr) {
+    // A user's standing (an operator's view; the proxy listens on loopback by default).
+    const std::string user(target.substr(21));
+    auto report = server_.paygent()->report(user);
+    if (!report.ok()) return reply(404, error_body(Provider::kOpenAI, 404, "not_found_error", str_cat("paygent-proxy: ", report.status().message())));
+    return reply(200, str_cat("{\"user\":", json_quote(user), ",\"plan\":", json_quote(report->plan), ",\"spend_nanos\":",
+                              report->spend, ",\"reserved_nanos\":", report->reserved, ",\"calls\":", report->calls, "}"));
+  }
+  const auto route = match_route(method, target);
+  if (!route) {
+    counters.bad_requests++;
+    const Provider shape = target.starts_with("/v1/messages") ? Provider::kAnthropic : Provider::kOpenAI;
+    return reply(404, error_body(shape, 404, "not_found_error",
+                                 str_cat("paygent-proxy: no route for ", method, " ", target.substr(0, target.find('?')),
+                                              " (served: POST /v1/chat/completions, /v1/responses, /v1/messages, "
+                                              "/v1beta/models/{model}:generateContent|streamGenerateContent)")));
+  }
+  if (server_.upstream(route->provider) == nullptr) {
+    counters.upstream_errors++;
+    return reply(502, error_body(route->provider, 502, "api_error",
+                                 str_cat("paygent-proxy: no upstream configured for ", provider_name(route->provider),
+                                              " (--upstream-", provider_name(route->provider), ")")));
+  }
+  auto call = read_request(*route, request.body());
+  if (!call.ok()) {
+    counters.bad_requests++;
+    return reply(400, error_body(route->provider, 400, "invalid_request_error",
+                                 str_cat("paygent-proxy: ", call.status().message())));
+  }
+  auto header = [&](std::string_view name) {
+    auto it = request.find(beast::string_view(name.data(), name.size()));
+    return it == request.end() ? std::string() : std::string(it->value());
+  };
+  std::string user = header("x-paygent-user");
+  if (user.empty()) user = call->end_user;
+  return forward(*route, *call, request, user);
+}
+
+bool Connection::forward(const RouteMatch& route, const CallRequest& call, http::request<http::string_body>& request,
+                         const std::string& user) {
+  Counters& counters = server_.counters();
+  const ProxyOptions& options = server_.options();
+  Paygent* pg = server_.paygent();
+
+  // Who pays, for as long as the call lasts.
+  std::optional<Context> context;
+  ContextOptions context_options;
+  if (!user.empty()) {
+    for (const auto& field : request) {
+      const std::string_view name(field.name_string().data(), field.name_string().size());
+      const std::string value(field.value());
+      if (iequals(name, "x-paygent-session")) context_options.session_id = value;
+      else if (iequals(name, "x-paygent-agent")) context_options.agent_id = value;
+      else if (iequals(name, "x-paygent-indicator")) context_options.indicator = value;
+      else if (istarts_with(name, "x-paygent-meta-")) {
+        context_options.meta_tags.emplace_back(lower(name.substr(15)), value);
+      }
+    }
+    context.emplace(user, std::move(context_options));
+  }
+
+  // The gate: reserve the worst case before anything is sent.
+  Reservation reservation;
+  std::optional<std::int64_t> new_max_tokens;
+  std::int64_t allowed_output = -1;  // the output that fits, past which a stream is cut; -1: no bound
+  if (pg == nullptr || user.empty()) {
+    counters.unmetered++;
+  } else {
+    try {
+      const std::optional<std::int64_t> fit = pg->max_output_tokens_that_fit(call.model, call.prompt_tokens);
+      std::int64_t output = call.max_tokens.value_or(0);
+      if (fit) {
+        allowed_output = std::max<std::int64_t>(*fit, 0);
+        if (options.lower_max_tokens && (!call.max_tokens || *call.max_tokens > *fit)) {
+          if (*fit > 0) new_max_tokens = *fit;
+          output = std::max<std::int64_t>(*fit, 1);  // nothing fits: the gate refuses
+        } else if (!call.max_tokens) {
+          output = std::max<std::int64_t>(*fit, 1);
+        }
+      }
+      reservation = pg->reserve(call.model, {.prompt_tokens = call.prompt_tokens, .max_output_tokens = output});
+    } catch (const LimitExceeded& refused) {
+      counters.refused++;
+      return reply(kRefusalStatus, refusal_body(route.provider, refused.result()),
+                   {{"x-paygent-status", "hard_gate"},
+                    {"x-paygent-usage-pct", percent_text(refused.result().usage_pct)},
+                    {"x-paygent-limit", refused.result().gate_reason()}});
+    } catch (...) {
+      counters.fail_open++;  // fail-open: forward unmetered
+      reservation = Reservation();
+      new_max_tokens.reset();
+      allowed_output = -1;
+    }
+  }
+  const bool metered = reservation.active();
+  if (metered) counters.metered++;
+  const HeaderList paygent_headers =
+      metered ? gate_headers(reservation.result()) : HeaderList{{"x-paygent-status", "unmetered"}};
+
+  // The request upstream.
+  const UpstreamUrl& url = *server_.upstream(route.provider);
+  const bool add_include_usage = route.route == Route::kOpenAIChat && call.stream && !call.include_usage;
+  UpstreamRequest upstream_request;
+  upstream_request.target = str_cat(url.base_path, std::string_view(request.target().data(), request.target().size()));
+  for (const auto& field : request) {
+    const std::string_view name(field.name_string().data(), field.name_string().size());
+    if (forwarded_request_header(name)) upstream_request.headers.emplace_back(std::string(name), std::string(field.value()));
+  }
+  upstream_request.body = rewrite_body(route, request.body(), new_max_tokens, metered && add_include_usage);
+  auto started = UpstreamCall::start(url, upstream_request, options.upstream_timeout);
+  if (!started.ok()) {
+    if (metered) pg->release(reservation);
+    counters.upstream_errors++;
+    const int status = absl::IsDeadlineExceeded(started.status()) ? 504 : 502;
+    return reply(status, error_body(route.provider, status, "api_error",
+                                    str_cat("paygent-proxy: ", started.status().message())));
+  }
+  UpstreamCall& upstream = **started;
+  const UpstreamHead& head = upstream.head();
+  const bool success = head.status >= 200 && head.status < 300;
+  HeaderList headers;
+  for (const auto& [name, value] : head.headers) {
+    if (forwarded_response_header(name)) headers.emplace_back(name, value);
+  }
+  headers.insert(headers.end(), paygent_headers.begin(), paygent_headers.end());
+
+  if (!head.event_stream) {
+    std::string body;
+    absl::Status broke = absl::OkStatus();
+    for (;;) {
+      auto bytes = upstream.read_some();
+      if (!bytes.ok()) {
+        broke = bytes.status();
+        break;
+      }
+      if (bytes->empty()) break;
+      if (body.size() + bytes->size() > options.max_response_bytes) {
+        broke = absl::ResourceExhaustedError(str_cat("upstream response larger than ", options.max_response_bytes, " bytes"));
+        break;
+      }
+      body.append(*bytes);
+    }
+    CostCapture cost;
+    if (metered) {
+      if (success) pg->settle_response(reservation, body);  // unreadable: the estimate, reported
+      else pg->release(reservation);                       // the provider refused: nothing spent
+    }
+    if (!broke.ok()) {
+      counters.upstream_errors++;
+      const int status = absl::IsDeadlineExceeded(broke) ? 504 : 502;
+      return reply(status, error_body(route.provider, status, "api_error", str_cat("paygent-proxy: ", broke.message())),
+                   paygent_headers, false);
+    }
+    if (metered) {
+      headers.emplace_back("x-paygent-cost-usd", usd_decimal(cost.cost));
+      headers.emplace_back("x-paygent-cost-nanos", std::to_string(cost.cost));
+    }
+    return reply(head.status, body, headers, true, false);
+  }
+
+  // A stream: forwarded event by event, metered as it flows, cut at the cap.
+  std::string out = status_line(head.status);
+  for (const auto& [name, value] : headers) str_append(&out, name, ": ", value, "\r\n");
+  out += "transfer-encoding: chunked\r\n\r\n";
+  bool client_gone = !send(out);
+  StreamRelay relay(route.format, metered && add_include_usage);
+  if (metered) relay.set_output_limit(allowed_output);
+  bool cut = false;
+  bool upstream_broke = false;
+  while (!client_gone && !cut) {
+    auto bytes = upstream.read_some();
+    if (!bytes.ok()) {
+      upstream_broke = true;
+      break;
+    }
+    out.clear();
+    if (bytes->empty()) {
+      relay.finish(out);
+      client_gone = !send_chunk(out);
+      break;
+    }
+    relay.feed(*bytes, out);
+    client_gone = !send_chunk(out);
+    cut = relay.cut();  // the event that passed the cap was the last one forwarded
+  }
+  Nanos cost_nanos = 0;
+  if (metered) {
+    CostCapture cost;
+    auto seen = relay.usage();
+    if (!cut && !client_gone && !upstream_broke && seen.ok()) {
+      pg->settle(reservation, seen->usage, route.provider);
+    } else if (!success && !seen.ok()) {
+      pg->release(reservation);  // a provider error, no usage: nothing spent
+    } else {
+      // Cut short, or no usage reported: what was produced, never $0.
+      Usage usage = seen.ok() ? seen->usage : Usage{};
+      if (usage.input_tokens == 0) usage.input_tokens = call.prompt_tokens;
+      usage.output_tokens = std::max(usage.output_tokens, relay.streamed_output_tokens());
+      usage.reasoning_tokens = std::min(usage.reasoning_tokens, usage.output_tokens);
+      pg->settle(reservation, usage, route.provider);
+    }
+    cost_nanos = cost.cost;
+  }
+  if (client_gone) {
+    counters.abandoned_streams++;
+    return false;
+  }
+  out.clear();
+  if (cut) {
+    counters.cut_streams++;
+    // The limit as it stands now that the stream is metered (check() names it: the cap is reached).
+    try {
+      out = stream_cut_event(route.format, pg->check(call.model), relay.streamed_output_tokens());
+    } catch (const LimitExceeded& at_cap) {
+      out = stream_cut_event(route.format, at_cap.result(), relay.streamed_output_tokens());
+    } catch (...) {
+      out = stream_cut_event(route.format, reservation.result(), relay.streamed_output_tokens());
+    }
+  } else if (upstream_broke) {
+    counters.upstream_errors++;
+  }
+  if (metered) str_append(&out, ": paygent cost_usd=", usd_decimal(cost_nanos), " cost_nanos=", cost_nanos, "\n\n");
+  send_chunk(out);
+  send("0\r\n\r\n");
+  return !cut && !upstream_broke;
+}
+
+}  // namespace
+
+Options proxy_paygent_options(Options options) {
+  options.on_usage = [user_callback = std::move(options.on_usage)](const UsageEvent& event) {
+    if (cost_sink != nullptr) *cost_sink += event.cost;
+    if (user_callback) user_callback(event);
+  };
+  return options;
+}
+
+absl::StatusOr<std::unique_ptr<ProxyServer>> ProxyServer::start(ProxyOptions options, Paygent* paygent) {
+  auto server = std::make_unique<Server>(std::move(options), paygent);
+  if (absl::Status status = server->open(); !status.ok()) return status;
+  return std::unique_ptr<ProxyServer>(std::move(server));
+}
+
+}  // namespace paygent::proxy

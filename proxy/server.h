@@ -1,0 +1,77 @@
+// paygent-proxy's HTTP server: serves the providers' own APIs (OpenAI chat completions and
+// responses, Anthropic messages, Gemini generateContent/streamGenerateContent), gates each call
+// with a paygent::Paygent (reserve the worst case, refuse over the hard gate, settle on the
+// response's usage) and forwards it to the provider's configured upstream. docs/proxy.md.
+//
+// Fail-open: when Paygent fails (anything but the intentional hard gate), the request is still
+// forwarded, unmetered, and counted in ProxyStats::fail_open.
+//
+// Thread safety: a ProxyServer serves each connection on a thread of its own; stats() may be
+// called from any thread. Lifetime: the Paygent passed to start() must outlive the ProxyServer's
+// stop() (or destructor); stop() closes the listener and every client connection and waits for
+// the connections' threads. The caller's provider key is forwarded and never logged or kept.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "paygent/paygent.h"
+
+namespace paygent::proxy {
+
+struct ProxyOptions {
+  std::string listen_host = "127.0.0.1";
+  int listen_port = 8787;  // 0: any free port (see ProxyServer::port())
+  // Base URLs of the providers, e.g. "https://api.openai.com". Empty: that provider's routes answer
+  // 502 naming the missing flag.
+  std::string upstream_openai;
+  std::string upstream_anthropic;
+  std::string upstream_gemini;
+  // Lower max_tokens (or set it when absent) to what the user can still afford, so that the
+  // provider itself stops at the cap. Off: a request whose max_tokens does not fit is refused.
+  bool lower_max_tokens = true;
+  // Largest request body accepted (413 past it). Bigger bodies are images and documents mostly.
+  std::size_t max_body_bytes = 16 << 20;
+  // Largest non-streamed upstream response read (502 past it).
+  std::size_t max_response_bytes = 64 << 20;
+  // How long the upstream may stay silent (connect, head, or between two reads of a stream) before
+  // the call fails with 504 (a stream: is ended and metered on what it produced). Shorter frees
+  // threads from a hung provider sooner; longer lets slow reasoning models think.
+  absl::Duration upstream_timeout = absl::Seconds(600);
+};
+
+// Monotonic counters. A value type.
+struct ProxyStats {
+  std::int64_t requests = 0;
+  std::int64_t metered = 0;          // calls reserved and settled for a user
+  std::int64_t unmetered = 0;        // calls that named no user, forwarded unmetered
+  std::int64_t refused = 0;          // hard-gated: answered 429, nothing sent upstream
+  std::int64_t cut_streams = 0;      // streams ended at the hard cap
+  std::int64_t abandoned_streams = 0;  // the client went away mid-stream
+  std::int64_t upstream_errors = 0;  // 502/504: no upstream, or it failed, hung or answered garbage
+  std::int64_t bad_requests = 0;     // 400/404/413
+  std::int64_t fail_open = 0;        // Paygent failed; the call went through unmetered
+};
+
+// The Options a Paygent serving the proxy needs: `options` with on_usage wrapped so that the proxy
+// can report each call's cost to its caller (the original on_usage is still called).
+Options proxy_paygent_options(Options options);
+
+class ProxyServer {
+ public:
+  // Validates the upstream URLs (InvalidArgument naming the flag), binds and starts accepting.
+  // `paygent` may be nullptr: every call is then forwarded unmetered.
+  static absl::StatusOr<std::unique_ptr<ProxyServer>> start(ProxyOptions options, Paygent* paygent);
+  virtual ~ProxyServer() = default;
+
+  [[nodiscard]] virtual int port() const noexcept = 0;
+  [[nodiscard]] virtual ProxyStats stats() const noexcept = 0;
+  // Stops accepting, closes the client connections, waits for their threads. Idempotent.
+  virtual void stop() noexcept = 0;
+};
+
+}  // namespace paygent::proxy

@@ -1,0 +1,140 @@
+#include "proxy/stream_relay.h"
+
+#include "simdjson.h"
+
+namespace paygent::proxy {
+namespace {
+
+namespace dom = simdjson::dom;
+
+dom::parser& thread_parser() {
+  thread_local dom::parser parser;
+  return parser;
+}
+
+// Bytes of the string values under `element` (the generated text, tool arguments, thinking),
+// leaving out the short bookkeeping fields.
+std::int64_t text_bytes(dom::element element) {
+  switch (element.type()) {
+    case dom::element_type::STRING: return static_cast<std::int64_t>(std::string_view(element).size());
+    case dom::element_type::ARRAY: {
+      std::int64_t n = 0;
+      for (dom::element child : dom::array(element)) n += text_bytes(child);
+      return n;
+    }
+    case dom::element_type::OBJECT: {
+      std::int64_t n = 0;
+      for (auto field : dom::object(element)) {
+        if (field.key == "type" || field.key == "role" || field.key == "id" || field.key == "finishReason" ||
+            field.key == "finish_reason" || field.key == "stop_reason" || field.key == "model" ||
+            field.key == "signature" || field.key == "item_id" || field.key == "name") {
+          continue;
+        }
+        n += text_bytes(field.value);
+      }
+      return n;
+    }
+    default: return 0;
+  }
+}
+
+// Where an event's output text is, per API: chat choices[].delta, Responses "*.delta" events'
+// delta, Anthropic content_block_delta's delta, Gemini candidates.
+std::int64_t output_bytes(ApiFormat format, dom::object data) {
+  dom::element part;
+  switch (format) {
+    case ApiFormat::kOpenAIChat: {
+      dom::array choices;
+      if (data["choices"].get(choices) != simdjson::SUCCESS) return 0;
+      std::int64_t n = 0;
+      for (dom::element choice : choices) {
+        if (choice["delta"].get(part) == simdjson::SUCCESS) n += text_bytes(part);
+      }
+      return n;
+    }
+    case ApiFormat::kOpenAIResponses: {
+      std::string_view type;
+      if (data["type"].get(type) != simdjson::SUCCESS || !type.ends_with(".delta")) return 0;
+      return data["delta"].get(part) == simdjson::SUCCESS ? text_bytes(part) : 0;
+    }
+    case ApiFormat::kAnthropicMessages: {
+      std::string_view type;
+      if (data["type"].get(type) != simdjson::SUCCESS || type != "content_block_delta") return 0;
+      return data["delta"].get(part) == simdjson::SUCCESS ? text_bytes(part) : 0;
+    }
+    case ApiFormat::kGeminiGenerate:
+      return data["candidates"].get(part) == simdjson::SUCCESS ? text_bytes(part) : 0;
+    case ApiFormat::kAuto: return 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+StreamRelay::StreamRelay(ApiFormat format, bool strip_usage_chunk)
+    : format_(format), strip_usage_chunk_(strip_usage_chunk), reader_(format) {}
+
+void StreamRelay::feed(std::string_view bytes, std::string& out) {
+  if (cut_) return;
+  reader_.feed(bytes);
+  pending_.append(bytes);
+  std::size_t start = 0;
+  while (!cut_) {
+    // An event ends at a blank line: "\n\n" (or "\r\n\r\n"; "\n\r\n" when mixed).
+    std::size_t end = std::string::npos;
+    for (std::size_t i = pending_.find('\n', start); i != std::string::npos; i = pending_.find('\n', i + 1)) {
+      std::size_t next = i + 1;
+      if (next < pending_.size() && pending_[next] == '\r') ++next;
+      if (next < pending_.size() && pending_[next] == '\n') {
+        end = next + 1;
+        break;
+      }
+    }
+    if (end == std::string::npos) break;
+    relay_event(std::string_view(pending_).substr(start, end - start), out);
+    start = end;
+  }
+  pending_.erase(0, start);
+}
+
+void StreamRelay::finish(std::string& out) {
+  if (!pending_.empty() && !cut_) relay_event(pending_, out);
+  pending_.clear();
+}
+
+void StreamRelay::relay_event(std::string_view event, std::string& out) {
+  // The data of the event: its "data:" lines joined with "\n" (a leading space dropped).
+  std::string data;
+  std::size_t pos = 0;
+  while (pos < event.size()) {
+    std::size_t eol = event.find('\n', pos);
+    if (eol == std::string_view::npos) eol = event.size();
+    std::string_view line = event.substr(pos, eol - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.starts_with("data:")) {
+      line.remove_prefix(5);
+      if (line.starts_with(' ')) line.remove_prefix(1);
+      if (!data.empty()) data += '\n';
+      data.append(line);
+    }
+    pos = eol + 1;
+  }
+  dom::object object;
+  if (!data.empty() && data != "[DONE]" &&
+      thread_parser().parse(data).get_object().get(object) == simdjson::SUCCESS) {
+    if (strip_usage_chunk_ && format_ == ApiFormat::kOpenAIChat) {
+      dom::array choices;
+      dom::element usage;
+      if (object["choices"].get(choices) == simdjson::SUCCESS && choices.size() == 0 &&
+          object["usage"].get(usage) == simdjson::SUCCESS && !usage.is_null()) {
+        return;  // the usage chunk the caller did not ask for
+      }
+    }
+    output_bytes_ += output_bytes(format_, object);
+  }
+  ++events_;
+  out.append(event);
+  if (output_limit_ >= 0 && streamed_output_tokens() > output_limit_) cut_ = true;
+}
+
+}  // namespace paygent::proxy

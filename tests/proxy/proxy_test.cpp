@@ -1,0 +1,360 @@
+// paygent-proxy end to end in one process: the real ProxyServer and a Paygent, a fake provider on
+// loopback (tests/proxy/loopback.h), requests over real sockets.
+#include "proxy/server.h"
+
+#include <doctest/doctest.h>
+
+#include <future>
+
+#include "simdjson.h"
+#include "tests/proxy/loopback.h"
+
+namespace paygent::proxy {
+namespace {
+
+using namespace testing;
+
+// Rates in USD per 1K tokens: gpt-4o 2,500 / 10,000 nano-USD a token, claude 3,000 / 15,000.
+constexpr char kPlans[] = R"({"soft_gate_at": 0.8, "hard_gate_at": 1.0, "default_plan": "pro", "plans": [
+  {"name": "pro", "max_spend_per_period": 1.00,
+   "cost_rates": {"gpt-4o": {"input": 0.0025, "output": 0.01},
+                  "claude-3-5-sonnet": {"input": 0.003, "output": 0.015},
+                  "gemini-1.5-flash": {"input": 0.000075, "output": 0.0003}}},
+  {"name": "tiny", "max_spend_per_period": 0.000001,
+   "cost_rates": {"gpt-4o": {"input": 0.0025, "output": 0.01}}},
+  {"name": "small", "max_spend_per_period": 0.0005,
+   "cost_rates": {"gpt-4o": {"input": 0.0025, "output": 0.01}}},
+  {"name": "conc", "max_spend_per_period": 0.001,
+   "cost_rates": {"gpt-4o": {"input": 0.0025, "output": 0.01}}}]})";
+
+constexpr Nanos kGpt4oIn = 2'500, kGpt4oOut = 10'000;
+
+struct Harness {
+  explicit Harness(FakeUpstream::Responder responder, ProxyOptions options = {}) : upstream(std::move(responder)) {
+    Options pg_options;
+    pg_options.plans = *parse_plan_config(kPlans);
+    pg_options.local_store_path = "";
+    pg_options.on_usage = [this](const UsageEvent& e) {
+      std::lock_guard lock(mu);
+      usages.push_back(e.usage);
+      costs.push_back(e.cost);
+    };
+    pg = *Paygent::create(proxy_paygent_options(std::move(pg_options)));
+    options.listen_port = 0;
+    options.upstream_openai = upstream.url();
+    options.upstream_anthropic = upstream.url();
+    options.upstream_gemini = upstream.url();
+    auto started = ProxyServer::start(options, pg.get());
+    REQUIRE(started.ok());
+    proxy = *std::move(started);
+  }
+  ~Harness() { proxy->stop(); }
+
+  Nanos spend(const std::string& user) {
+    auto report = pg->report(user);
+    return report.ok() ? report->spend + report->reserved : 0;
+  }
+  int port() const { return proxy->port(); }
+
+  FakeUpstream upstream;
+  std::unique_ptr<Paygent> pg;
+  std::unique_ptr<ProxyServer> proxy;
+  std::mutex mu;
+  std::vector<Usage> usages;
+  std::vector<Nanos> costs;
+};
+
+FakeReply json_reply(const std::string& name) { return {.body = fixture(name)}; }
+FakeReply stream_reply(const std::string& name) {
+  return {.content_type = "text/event-stream", .events = sse_events(fixture(name))};
+}
+
+std::string chat_body(const std::string& extra = "") {
+  return R"({"model":"gpt-4o","messages":[{"role":"user","content":"Say hello"}])" + extra + "}";
+}
+
+TEST_CASE("proxy.openai_json_is_metered_exactly") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); });
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(R"(,"max_tokens":100)"),
+                              {"authorization: Bearer sk-test", "x-paygent-user: alice", "x-paygent-session: s1"});
+  CHECK(r.status == 200);
+  CHECK(r.body == fixture("openai-chat.json"));
+  const Nanos expected = 12 * kGpt4oIn + 5 * kGpt4oOut;
+  CHECK(r.header("x-paygent-cost-nanos") == std::to_string(expected));
+  CHECK(r.header("x-paygent-cost-usd") == "0.000080000");
+  CHECK(r.header("x-paygent-status") == "ok");
+  CHECK(h.spend("alice") == expected);
+  // The key passed through; the proxy's own headers did not.
+  CHECK(h.upstream.last_head().find("authorization: Bearer sk-test") != std::string::npos);
+  CHECK(h.upstream.last_head().find("x-paygent") == std::string::npos);
+  CHECK(h.proxy->stats().metered == 1);
+  const HttpResponse report = post(h.port(), "/paygent/report?user=alice", "", {}, "GET");
+  CHECK(report.status == 200);
+  CHECK(report.body.find("\"spend_nanos\":" + std::to_string(expected)) != std::string::npos);
+}
+
+TEST_CASE("proxy.anthropic_json_pays_as_metadata_user_id") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("anthropic-messages.json"); });
+  const HttpResponse r = post(h.port(), "/v1/messages",
+                              R"({"model":"claude-3-5-sonnet","max_tokens":64,"metadata":{"user_id":"bob"},"messages":[]})",
+                              {"x-api-key: sk-ant-test", "anthropic-version: 2023-06-01"});
+  CHECK(r.status == 200);
+  const Nanos expected = 20 * 3'000 + 8 * 15'000;
+  CHECK(r.header("x-paygent-cost-nanos") == std::to_string(expected));
+  CHECK(h.spend("bob") == expected);
+}
+
+TEST_CASE("proxy.gemini_json_is_metered_exactly_with_the_model_from_the_path") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("gemini-generate.json"); });
+  const HttpResponse r = post(h.port(), "/v1beta/models/gemini-1.5-flash:generateContent?key=k",
+                              R"({"contents":[{"parts":[{"text":"hi"}]}]})", {"x-paygent-user: gus"});
+  CHECK(r.status == 200);
+  const Nanos expected = 9 * 75 + 4 * 300;
+  CHECK(r.header("x-paygent-cost-nanos") == std::to_string(expected));
+  CHECK(h.spend("gus") == expected);
+  CHECK(h.upstream.last_head().starts_with("POST /v1beta/models/gemini-1.5-flash:generateContent?key=k HTTP/1.1"));
+}
+
+TEST_CASE("proxy.openai_responses_json_and_stream_are_metered_exactly") {
+  Harness h([](const std::string&, const std::string& body) {
+    return body.find("\"stream\":true") != std::string::npos ? stream_reply("openai-responses-stream.sse")
+                                                              : json_reply("openai-responses.json");
+  });
+  const Nanos expected = 14 * kGpt4oIn + 6 * kGpt4oOut;
+  const HttpResponse json = post(h.port(), "/v1/responses", R"({"model":"gpt-4o","input":"hi","safety_identifier":"mo"})");
+  CHECK(json.status == 200);
+  CHECK(json.header("x-paygent-cost-nanos") == std::to_string(expected));
+  const HttpResponse stream = post(h.port(), "/v1/responses", R"({"model":"gpt-4o","input":"hi","stream":true})",
+                                   {"x-paygent-user: mo"});
+  CHECK(stream.status == 200);
+  CHECK(stream.body.starts_with(fixture("openai-responses-stream.sse")));
+  CHECK(h.spend("mo") == 2 * expected);
+}
+
+TEST_CASE("proxy.no_user_passes_through_unmetered_and_counted") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); });
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body());
+  INFO(r.body);
+  CHECK(r.status == 200);
+  CHECK(r.header("x-paygent-status") == "unmetered");
+  CHECK(r.header("x-paygent-cost-nanos").empty());
+  CHECK(h.proxy->stats().unmetered == 1);
+  CHECK(h.usages.empty());
+}
+
+TEST_CASE("proxy.openai_stream_gets_usage_added_and_its_chunk_removed") {
+  Harness h([](const std::string&, const std::string&) { return stream_reply("openai-chat-stream.sse"); });
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(R"(,"stream":true)"), {"x-paygent-user: carol"});
+  CHECK(r.status == 200);
+  simdjson::dom::parser parser;
+  CHECK(bool(parser.parse(h.upstream.last_body())["stream_options"]["include_usage"]));
+  CHECK(r.body.find("\"usage\":{") == std::string::npos);  // the caller did not ask for it
+  CHECK(r.body.find("data: [DONE]") != std::string::npos);
+  const Nanos expected = 12 * kGpt4oIn + 5 * kGpt4oOut;
+  CHECK(r.body.find(": paygent cost_usd=0.000080000 cost_nanos=" + std::to_string(expected)) != std::string::npos);
+  CHECK(h.spend("carol") == expected);
+}
+
+TEST_CASE("proxy.anthropic_stream_is_forwarded_verbatim_and_metered") {
+  Harness h([](const std::string&, const std::string&) { return stream_reply("anthropic-messages-stream.sse"); });
+  const HttpResponse r = post(h.port(), "/v1/messages",
+                              R"({"model":"claude-3-5-sonnet","max_tokens":64,"stream":true,"messages":[]})",
+                              {"x-paygent-user: dave"});
+  CHECK(r.status == 200);
+  CHECK(r.body.starts_with(fixture("anthropic-messages-stream.sse")));
+  CHECK(h.spend("dave") == 20 * 3'000 + 8 * 15'000);
+}
+
+TEST_CASE("proxy.over_the_cap_is_refused_in_each_sdk_shape_and_never_sent") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); });
+  REQUIRE(h.pg->assign_plan("erin", "tiny").ok());
+  simdjson::dom::parser parser;
+  const HttpResponse openai = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: erin"});
+  CHECK(openai.status == 429);
+  CHECK(openai.header("x-should-retry") == "false");
+  CHECK(openai.header("x-paygent-status") == "hard_gate");
+  CHECK(openai.header("x-paygent-limit") == "total_spend");
+  simdjson::dom::element body = parser.parse(openai.body);
+  CHECK(std::string_view(body["error"]["type"]) == "insufficient_quota");
+  const std::string_view message = body["error"]["message"];
+  CHECK(message.find("total_spend") != std::string_view::npos);
+  CHECK(message.find("$0.00 spent of $0.00") != std::string_view::npos);
+  CHECK(message.find("resets") != std::string_view::npos);
+  const HttpResponse anthropic = post(h.port(), "/v1/messages", R"({"model":"gpt-4o","max_tokens":5,"messages":[]})",
+                                      {"x-paygent-user: erin"});
+  CHECK(anthropic.status == 429);
+  body = parser.parse(anthropic.body);
+  CHECK(std::string_view(body["type"]) == "error");
+  CHECK(std::string_view(body["error"]["type"]) == "rate_limit_error");
+  CHECK(h.upstream.hits() == 0);
+  CHECK(h.proxy->stats().refused == 2);
+  CHECK(h.spend("erin") == 0);
+}
+
+TEST_CASE("proxy.max_tokens_is_lowered_to_what_fits") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); });
+  REQUIRE(h.pg->assign_plan("fay", "small").ok());
+  const std::string request = chat_body(R"(,"max_tokens":100000)");
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", request, {"x-paygent-user: fay"});
+  CHECK(r.status == 200);
+  const std::int64_t prompt = static_cast<std::int64_t>((request.size() + 3) / 4);
+  const std::int64_t fit = (500'000 - prompt * kGpt4oIn) / kGpt4oOut;
+  simdjson::dom::parser parser;
+  CHECK(int64_t(parser.parse(h.upstream.last_body())["max_tokens"]) == fit);
+}
+
+TEST_CASE("proxy.concurrent_requests_at_a_cap_do_not_overshoot") {
+  Harness h([](const std::string&, const std::string&) {
+    FakeReply reply = json_reply("openai-chat.json");
+    reply.delay = std::chrono::milliseconds(300);
+    return reply;
+  }, ProxyOptions{.lower_max_tokens = false});
+  REQUIRE(h.pg->assign_plan("gil", "conc").ok());
+  const std::string request = chat_body(R"(,"max_tokens":10)");
+  const Nanos estimate = static_cast<Nanos>((request.size() + 3) / 4) * kGpt4oIn + 10 * kGpt4oOut;
+  constexpr int kClients = 20;
+  std::vector<std::future<int>> statuses;
+  for (int i = 0; i < kClients; ++i) {
+    statuses.push_back(std::async(std::launch::async, [&] {
+      return post(h.port(), "/v1/chat/completions", request, {"x-paygent-user: gil"}).status;
+    }));
+  }
+  int admitted = 0, refused = 0;
+  for (auto& s : statuses) {
+    const int status = s.get();
+    admitted += status == 200;
+    refused += status == 429;
+  }
+  CHECK(admitted + refused == kClients);
+  CHECK(admitted >= 1);
+  CHECK(admitted <= 1'000'000 / estimate);  // the reservations held together never passed the cap
+  CHECK(h.upstream.hits() == admitted);
+  CHECK(h.spend("gil") == admitted * (12 * kGpt4oIn + 5 * kGpt4oOut));
+}
+
+// 200 events of "abcdefgh" (2 output tokens each), no usage: an upstream that ignores max_tokens.
+FakeReply endless_stream(std::chrono::milliseconds delay) {
+  FakeReply reply{.content_type = "text/event-stream", .delay = delay};
+  for (int i = 0; i < 200; ++i) {
+    reply.events.push_back(R"(data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":"abcdefgh"},"finish_reason":null}]})"
+                           "\n\n");
+  }
+  return reply;
+}
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST_CASE("proxy.stream_is_cut_at_the_cap_at_most_one_event_past") {
+  Harness h([](const std::string&, const std::string&) { return endless_stream(std::chrono::milliseconds(0)); });
+  REQUIRE(h.pg->assign_plan("hal", "small").ok());
+  const std::string request = chat_body(R"(,"stream":true)");
+  const std::int64_t prompt = static_cast<std::int64_t>((request.size() + 3) / 4);
+  const std::int64_t fit = (500'000 - prompt * kGpt4oIn) / kGpt4oOut;
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", request, {"x-paygent-user: hal"});
+  CHECK(r.status == 200);
+  const std::int64_t forwarded = static_cast<std::int64_t>(count(r.body, "abcdefgh"));
+  CHECK(forwarded == fit / 2 + 1);  // the event that passed the cap, and no other
+  CHECK(r.body.find(R"("code":"paygent_limit_exceeded")") != std::string::npos);
+  CHECK(r.body.find("stream cut at the hard cap") != std::string::npos);
+  CHECK(h.proxy->stats().cut_streams == 1);
+  // Metered on what was streamed: the cap passed by at most one event (2 output tokens).
+  CHECK(h.spend("hal") == prompt * kGpt4oIn + forwarded * 2 * kGpt4oOut);
+  CHECK(h.spend("hal") <= 500'000 + 2 * kGpt4oOut);
+}
+
+TEST_CASE("proxy.anthropic_stream_cut_ends_with_an_error_event") {
+  Harness h([](const std::string&, const std::string&) {
+    FakeReply reply{.content_type = "text/event-stream"};
+    reply.events = sse_events(fixture("anthropic-messages-stream.sse"));
+    reply.events.resize(2);  // message_start, content_block_start: then text without end
+    for (int i = 0; i < 200; ++i) {
+      reply.events.push_back("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+                             "\"delta\":{\"type\":\"text_delta\",\"text\":\"abcdefgh\"}}\n\n");
+    }
+    return reply;
+  });
+  REQUIRE(h.pg->assign_plan("kim", "small").ok());
+  const HttpResponse r = post(h.port(), "/v1/messages", R"({"model":"gpt-4o","max_tokens":100000,"stream":true,"messages":[]})",
+                              {"x-paygent-user: kim"});
+  CHECK(r.status == 200);
+  CHECK(r.body.find("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\"") != std::string::npos);
+  CHECK(count(r.body, "abcdefgh") < 200);
+  CHECK(h.proxy->stats().cut_streams == 1);
+  CHECK(h.spend("kim") <= 500'000 + 2 * kGpt4oOut);
+}
+
+TEST_CASE("proxy.client_that_disconnects_mid_stream_is_still_metered") {
+  Harness h([](const std::string&, const std::string&) { return endless_stream(std::chrono::milliseconds(20)); });
+  const std::string request = chat_body(R"(,"stream":true,"max_tokens":1000)");
+  const int fd = connect_loopback(h.port());
+  send_all(fd, request_text("/v1/chat/completions", request, {"x-paygent-user: ivy"}));
+  std::string seen;
+  char chunk[4096];
+  while (seen.find("abcdefgh") == std::string::npos) {
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    REQUIRE(n > 0);
+    seen.append(chunk, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  for (int i = 0; i < 250 && h.proxy->stats().abandoned_streams == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(h.proxy->stats().abandoned_streams == 1);
+  const Nanos prompt_cost = static_cast<Nanos>((request.size() + 3) / 4) * kGpt4oIn;
+  const Nanos spent = h.spend("ivy");
+  CHECK(spent >= prompt_cost + 2 * kGpt4oOut);        // at least the event the client saw
+  CHECK(spent < prompt_cost + 1000 * kGpt4oOut);      // not the whole reservation
+  REQUIRE(h.usages.size() == 1);
+  CHECK(h.usages[0].output_tokens % 2 == 0);           // whole events of 2 tokens
+}
+
+TEST_CASE("proxy.provider_errors_are_forwarded_and_release_the_reservation") {
+  Harness h([](const std::string&, const std::string&) {
+    return FakeReply{.status = 429, .body = R"({"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}})"};
+  });
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: lee"});
+  CHECK(r.status == 429);
+  CHECK(r.body.find("rate_limit_exceeded") != std::string::npos);
+  CHECK(r.header("x-should-retry").empty());  // the provider's own retry advice stands
+  CHECK(h.spend("lee") == 0);
+  CHECK(h.usages.empty());
+}
+
+TEST_CASE("proxy.bad_input_gets_a_clear_error_and_the_proxy_stays_up") {
+  Harness h([](const std::string&, const std::string& body) {
+    if (body.find("HANG") != std::string::npos) return FakeReply{.hang = true};
+    if (body.find("GARBAGE") != std::string::npos) return FakeReply{.raw = "this is not HTTP\r\n\r\n"};
+    return json_reply("openai-chat.json");
+  }, ProxyOptions{.max_body_bytes = 2048, .upstream_timeout = absl::Milliseconds(300)});
+  const std::vector<std::string> user = {"x-paygent-user: jay"};
+  HttpResponse r = post(h.port(), "/v1/chat/completions", "{\"model\": ", user);
+  CHECK(r.status == 400);
+  CHECK(r.body.find("not valid JSON") != std::string::npos);
+  r = post(h.port(), "/v1/embeddings", chat_body(), user);
+  CHECK(r.status == 404);
+  CHECK(r.body.find("no route for POST /v1/embeddings") != std::string::npos);
+  r = post(h.port(), "/v1/chat/completions", chat_body(",\"pad\":\"" + std::string(4096, 'x') + "\""), user);
+  CHECK(r.status == 413);
+  CHECK(r.body.find("larger than 2048 bytes") != std::string::npos);
+  r = post(h.port(), "/v1/chat/completions", R"({"model":"gpt-4o","messages":[{"role":"user","content":"HANG"}]})", user);
+  CHECK(r.status == 504);
+  CHECK(r.body.find("upstream") != std::string::npos);
+  r = post(h.port(), "/v1/chat/completions", R"({"model":"gpt-4o","messages":[{"role":"user","content":"GARBAGE"}]})", user);
+  CHECK(r.status == 502);
+  CHECK(r.header("x-should-retry").empty());  // an upstream failure may be retried
+  CHECK(h.spend("jay") == 0);  // nothing half-metered: both released
+  CHECK(h.usages.empty());
+  r = post(h.port(), "/v1/chat/completions", chat_body(), user);
+  CHECK(r.status == 200);
+  CHECK(h.spend("jay") == 12 * kGpt4oIn + 5 * kGpt4oOut);
+  const ProxyStats stats = h.proxy->stats();
+  CHECK(stats.bad_requests == 3);
+  CHECK(stats.upstream_errors == 2);
+}
+
+}  // namespace
+}  // namespace paygent::proxy

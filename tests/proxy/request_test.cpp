@@ -1,0 +1,176 @@
+// paygent-proxy's request reading, body rewrite, stream relay and reply shapes, without sockets.
+#include "proxy/request.h"
+
+#include <doctest/doctest.h>
+
+#include "proxy/replies.h"
+#include "proxy/stream_relay.h"
+#include "proxy/upstream.h"
+#include "simdjson.h"
+#include "tests/proxy/loopback.h"
+
+namespace paygent::proxy {
+namespace {
+
+using testing::fixture;
+using testing::sse_events;
+
+RouteMatch route_of(std::string_view target) {
+  auto route = match_route("POST", target);
+  REQUIRE(route.has_value());
+  return *route;
+}
+
+TEST_CASE("proxy.routes_match_the_provider_paths") {
+  CHECK(route_of("/v1/chat/completions").route == Route::kOpenAIChat);
+  CHECK(route_of("/v1/responses").format == ApiFormat::kOpenAIResponses);
+  CHECK(route_of("/v1/messages?beta=true").provider == Provider::kAnthropic);
+  const RouteMatch gemini = route_of("/v1beta/models/gemini-1.5-flash:streamGenerateContent?alt=sse");
+  CHECK(gemini.route == Route::kGeminiStream);
+  CHECK(gemini.model == "gemini-1.5-flash");
+  CHECK_FALSE(match_route("GET", "/v1/chat/completions"));
+  CHECK_FALSE(match_route("POST", "/v1/embeddings"));
+  CHECK_FALSE(match_route("POST", "/v1beta/models/x:countTokens"));
+}
+
+TEST_CASE("proxy.read_request_finds_model_user_and_bound") {
+  auto openai = read_request(route_of("/v1/chat/completions"),
+                             R"({"model":"gpt-4o","messages":[],"max_completion_tokens":50,"user":"u1","stream":true})");
+  REQUIRE(openai.ok());
+  CHECK(openai->model == "gpt-4o");
+  CHECK(openai->max_tokens == 50);
+  CHECK(openai->end_user == "u1");
+  CHECK(openai->stream);
+  CHECK_FALSE(openai->include_usage);
+  auto safety = read_request(route_of("/v1/responses"), R"({"model":"gpt-4o","safety_identifier":"s","user":"u","max_output_tokens":9})");
+  REQUIRE(safety.ok());
+  CHECK(safety->end_user == "s");
+  CHECK(safety->max_tokens == 9);
+  auto anthropic = read_request(route_of("/v1/messages"), R"({"model":"claude","max_tokens":7,"metadata":{"user_id":"a"}})");
+  REQUIRE(anthropic.ok());
+  CHECK(anthropic->end_user == "a");
+  CHECK(anthropic->max_tokens == 7);
+  const std::string body = R"({"contents":[],"generationConfig":{"maxOutputTokens":3}})";
+  auto gemini = read_request(route_of("/v1beta/models/gemini-1.5-flash:generateContent"), body);
+  REQUIRE(gemini.ok());
+  CHECK(gemini->model == "gemini-1.5-flash");
+  CHECK(gemini->max_tokens == 3);
+  CHECK(gemini->prompt_tokens == static_cast<std::int64_t>((body.size() + 3) / 4));
+}
+
+TEST_CASE("proxy.read_request_names_the_bad_field") {
+  const RouteMatch chat = route_of("/v1/chat/completions");
+  CHECK(read_request(chat, "{not json").status().ToString().find("not valid JSON") != std::string::npos);
+  CHECK(read_request(chat, "[1]").status().ToString().find("request body: must be a JSON object") != std::string::npos);
+  CHECK(read_request(chat, R"({"messages":[]})").status().ToString().find("model:") != std::string::npos);
+  CHECK(read_request(chat, R"({"model":"m","max_tokens":-1})").status().ToString().find("max_tokens:") != std::string::npos);
+  CHECK(read_request(chat, R"({"model":"m","stream":"yes"})").status().ToString().find("stream:") != std::string::npos);
+  CHECK(read_request(chat, R"({"model":"m","user":5})").status().ToString().find("user:") != std::string::npos);
+}
+
+TEST_CASE("proxy.rewrite_lowers_max_tokens_and_asks_for_usage") {
+  simdjson::dom::parser parser;
+  const RouteMatch chat = route_of("/v1/chat/completions");
+  const std::string original = R"({"model":"gpt-4o","max_tokens":500,"stream":true,"temperature":0.5})";
+  CHECK(rewrite_body(chat, original, std::nullopt, false) == original);
+  const std::string rewritten = rewrite_body(chat, original, 40, true);
+  simdjson::dom::element doc = parser.parse(rewritten);
+  CHECK(int64_t(doc["max_tokens"]) == 40);
+  CHECK(bool(doc["stream_options"]["include_usage"]));
+  CHECK(double(doc["temperature"]) == 0.5);
+  // stream_options the caller set is kept, include_usage added to it.
+  doc = parser.parse(rewrite_body(chat, R"({"model":"m","stream_options":{"x":1}})", std::nullopt, true));
+  CHECK(int64_t(doc["stream_options"]["x"]) == 1);
+  CHECK(bool(doc["stream_options"]["include_usage"]));
+  // Absent bound: set, under the API's own name.
+  doc = parser.parse(rewrite_body(chat, R"({"model":"m"})", 12, false));
+  CHECK(int64_t(doc["max_completion_tokens"]) == 12);
+  doc = parser.parse(rewrite_body(route_of("/v1/responses"), R"({"model":"m"})", 12, false));
+  CHECK(int64_t(doc["max_output_tokens"]) == 12);
+  const RouteMatch gemini = route_of("/v1beta/models/g:generateContent");
+  doc = parser.parse(rewrite_body(gemini, R"({"contents":[],"generationConfig":{"temperature":1}})", 8, false));
+  CHECK(int64_t(doc["generationConfig"]["maxOutputTokens"]) == 8);
+  CHECK(int64_t(doc["generationConfig"]["temperature"]) == 1);
+}
+
+TEST_CASE("proxy.relay_strips_the_usage_chunk_it_asked_for_and_reads_usage") {
+  const std::string stream = fixture("openai-chat-stream.sse");
+  for (bool strip : {true, false}) {
+    StreamRelay relay(ApiFormat::kOpenAIChat, strip);
+    std::string out;
+    for (std::size_t i = 0; i < stream.size(); i += 7) relay.feed(std::string_view(stream).substr(i, 7), out);
+    relay.finish(out);
+    CHECK((out.find("\"usage\":{") == std::string::npos) == strip);
+    CHECK(out.find("data: [DONE]") != std::string::npos);
+    CHECK(relay.streamed_output_tokens() == 3);  // "Hello there!": 12 bytes
+    auto usage = relay.usage();
+    REQUIRE(usage.ok());
+    CHECK(usage->usage.input_tokens == 12);
+    CHECK(usage->usage.output_tokens == 5);
+  }
+}
+
+TEST_CASE("proxy.relay_forwards_event_lines_verbatim") {
+  const std::string stream = fixture("anthropic-messages-stream.sse");
+  StreamRelay relay(ApiFormat::kAnthropicMessages, false);
+  std::string out;
+  relay.feed(stream, out);
+  relay.finish(out);
+  CHECK(out == stream);
+  CHECK(relay.events() == static_cast<std::int64_t>(sse_events(stream).size()));
+}
+
+TEST_CASE("proxy.relay_cut_passes_the_limit_by_at_most_one_event") {
+  std::string stream;
+  for (int i = 0; i < 20; ++i) {
+    stream += R"(data: {"choices":[{"index":0,"delta":{"content":"abcdefgh"}}]})" "\n\n";  // 2 tokens each
+  }
+  StreamRelay relay(ApiFormat::kOpenAIChat, false);
+  relay.set_output_limit(7);
+  std::string out;
+  relay.feed(stream, out);  // all at once: the cut is per event, not per read
+  CHECK(relay.cut());
+  CHECK(sse_events(out).size() == 4);  // 8 tokens: the event that passed 7 is the last
+  CHECK(relay.streamed_output_tokens() == 8);
+}
+
+TEST_CASE("proxy.refusal_bodies_are_shaped_per_sdk") {
+  GuardResult result;
+  result.status = GateStatus::kHardGate;
+  result.reason = GateReason::kTotalSpend;
+  result.current_value = 1'500'000'000;
+  result.call_estimate = 600'000'000;
+  result.limit_value = 1'000'000'000;
+  result.usage_pct = 1.5;
+  simdjson::dom::parser parser;
+  simdjson::dom::element openai = parser.parse(refusal_body(Provider::kOpenAI, result));
+  CHECK(std::string_view(openai["error"]["type"]) == "insufficient_quota");
+  CHECK(std::string_view(openai["error"]["code"]) == "paygent_limit_exceeded");
+  CHECK(openai["error"]["param"].is_null());
+  CHECK(std::string_view(openai["error"]["message"]).find("total_spend") != std::string_view::npos);
+  CHECK(int64_t(openai["paygent"]["used"]) == 900'000'000);
+  CHECK(int64_t(openai["paygent"]["limit_value"]) == 1'000'000'000);
+  simdjson::dom::element anthropic = parser.parse(refusal_body(Provider::kAnthropic, result));
+  CHECK(std::string_view(anthropic["type"]) == "error");
+  CHECK(std::string_view(anthropic["error"]["type"]) == "rate_limit_error");
+  CHECK(std::string_view(anthropic["error"]["message"]).find("$1.00") != std::string_view::npos);
+  simdjson::dom::element gemini = parser.parse(refusal_body(Provider::kGemini, result));
+  CHECK(std::string_view(gemini["error"]["status"]) == "RESOURCE_EXHAUSTED");
+  CHECK(usd_decimal(123) == "0.000000123");
+  CHECK(usd_decimal(49'000'000'001) == "49.000000001");
+}
+
+TEST_CASE("proxy.upstream_urls_are_checked") {
+  auto tls = parse_upstream_url("https://api.openai.com/", "--upstream-openai");
+  REQUIRE(tls.ok());
+  CHECK(*tls == UpstreamUrl{true, "api.openai.com", "443", ""});
+  auto local = parse_upstream_url("http://127.0.0.1:9000/prefix", "--upstream-openai");
+  REQUIRE(local.ok());
+  CHECK(*local == UpstreamUrl{false, "127.0.0.1", "9000", "/prefix"});
+  CHECK(parse_upstream_url("ftp://x", "--upstream-gemini").status().ToString().find("--upstream-gemini:") != std::string::npos);
+  CHECK_FALSE(parse_upstream_url("http://:80", "--upstream-gemini").ok());
+  CHECK_FALSE(parse_upstream_url("http://h:x", "--upstream-gemini").ok());
+}
+
+}  // namespace
+}  // namespace paygent::proxy
