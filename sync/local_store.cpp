@@ -28,6 +28,13 @@ CREATE TABLE IF NOT EXISTS events(
 );
 CREATE INDEX IF NOT EXISTS events_user_ts ON events(user_id, ts_ns);
 CREATE INDEX IF NOT EXISTS events_unacked ON events(acked);
+CREATE TABLE IF NOT EXISTS customers(
+  external_id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  email TEXT NOT NULL,
+  state INTEGER NOT NULL DEFAULT 0,
+  created_seq INTEGER NOT NULL DEFAULT 0
+);
 )sql");
 }
 
@@ -421,6 +428,72 @@ absl::StatusOr<std::vector<FiredThreshold>> LocalStore::unsent_fired(std::size_t
 absl::Status LocalStore::mark_fired_sent(const std::vector<FiredThreshold>& fired) {
   // The rows exist (unsent_fired read them): recording them as sent is setting `sent`.
   return save_fired(fired, /*sent=*/true);
+}
+
+// --- Customers ---
+
+absl::Status LocalStore::save_customers(const std::vector<StoredCustomer>& customers) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  Statement st;
+  if (sqlite3_prepare_v2(db_,
+                         "INSERT INTO customers(external_id, name, email, state, created_seq) "
+                         "VALUES (?1, ?2, ?3, 0, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM customers)) "
+                         "ON CONFLICT(external_id) DO NOTHING",
+                         -1, &st.s, nullptr) != SQLITE_OK) {
+    absl::Status s = error("local store: save customers");
+    exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  for (const StoredCustomer& c : customers) {
+    sqlite3_reset(st.s);
+    bind_text(st.s, 1, c.external_id);
+    bind_text(st.s, 2, c.name);
+    bind_text(st.s, 3, c.email);
+    if (sqlite3_step(st.s) != SQLITE_DONE) {
+      absl::Status s = error("local store: save customers");
+      exec("ROLLBACK").IgnoreError();
+      return s;
+    }
+  }
+  if (absl::Status s = exec("COMMIT"); !s.ok()) {
+    exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<StoredCustomer>> LocalStore::customers(int state, std::size_t limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT external_id, name, email, state FROM customers WHERE ?1 < 0 OR state = ?1 "
+                         "ORDER BY created_seq LIMIT ?2",
+                         -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: customers");
+  }
+  sqlite3_bind_int(st.s, 1, state);
+  sqlite3_bind_int64(st.s, 2, limit > static_cast<std::size_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(limit));
+  std::vector<StoredCustomer> out;
+  int rc;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    out.push_back({column_text(st.s, 0), column_text(st.s, 1), column_text(st.s, 2), sqlite3_column_int(st.s, 3)});
+  }
+  if (rc != SQLITE_DONE) return error("local store: customers");
+  return out;
+}
+
+absl::Status LocalStore::mark_customer(std::string_view external_id, int state) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "UPDATE customers SET state = ?2 WHERE external_id = ?1", -1, &st.s, nullptr) !=
+      SQLITE_OK) {
+    return error("local store: mark customer");
+  }
+  bind_text(st.s, 1, external_id);
+  sqlite3_bind_int(st.s, 2, state);
+  if (sqlite3_step(st.s) != SQLITE_DONE) return error("local store: mark customer");
+  return absl::OkStatus();
 }
 
 }  // namespace paygent::internal
