@@ -493,6 +493,11 @@ struct Engine final : SyncTarget {
   // the engine's life (as named sessions are): a few hundred bytes per voice session.
   const TrackContext* track_context(std::string_view user_id, std::string_view session_id, std::string_view agent_id,
                                     std::string_view indicator, const MetaTags& tags);
+  // Their look-ups past the thread's last one (cold: hash, find, insert when new).
+  const MediaKey* find_media_key(UsageKind kind, std::string_view provider, std::string_view model,
+                                 std::string_view tier, std::string_view resolution);
+  const TrackContext* make_track_context(std::uint64_t hash, std::string_view user_id, std::string_view session_id,
+                                         std::string_view agent_id, std::string_view indicator, const MetaTags& tags);
   VoiceSession* voice_session(std::string_view session_id, bool create);
   // Meters one tracked event for `context`: counts `cost` in the user's period and session (not
   // for kBilling), says an unknown price once per model, hands it to on_usage and the queue.

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "guard/internal/engine.h"
 #include "paygent/paygent.h"
 #include "paygent/price_catalog.h"
 #include "sync/event_record.h"
@@ -98,6 +99,15 @@ TEST_CASE("tracking.the_seeds_expected_costs_are_the_catalogs") {
   CHECK(cost_of_characters(*polly, 28000) == kSeed000Tts);
   REQUIRE(c.find("gpt-4o") != nullptr);
   CHECK(cost_of(testing::tokens(1000, 500), *c.find("gpt-4o")) == kSeed000Llm);
+  // The engine's fast path for characters rounds as cost_of_characters does, to its overflow.
+  internal::MediaKey key;
+  key.kind = UsageKind::kTts;
+  key.price = polly;
+  const std::int64_t counts[] = {0, 1, 31, 32, 28'000, 1'000'000'007, 1'152'921'504'606'846'975,
+                                 std::numeric_limits<std::int64_t>::max()};
+  for (std::int64_t n : counts) {
+    CHECK(internal::Engine::media_cost(key, {}, n, nullptr) == cost_of_characters(*polly, n));
+  }
 }
 
 TEST_CASE("tracking.seed_000_voice_session_flow") {
