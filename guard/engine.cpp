@@ -1154,8 +1154,6 @@ void Engine::invoke_callback(const F& f, const A&... args) noexcept {
     report_error(absl::InternalError("a Paygent callback threw a non-std::exception"));
   }
 }
-// guard/tracking.cpp hands its events to on_usage through it too.
-template void Engine::invoke_callback(const std::function<void(const UsageEvent&)>&, const UsageEvent&) noexcept;
 
 void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts) noexcept {
   if (verdicts.best.status == GateStatus::kHardGate) {
@@ -1228,8 +1226,19 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
                                                     "\": metered with cost 0 (add it to the plan's cost_rates)")));
     }
   }
+  EventQuantities q;
+  q.set_usage(usage);
+  q.cost_nanos = cost;
+  q.ts_ns = ts_ns;
+  q.estimated = estimated;
+  publish(id, context, user, model, session, provider, q, source, nullptr, nullptr);
+}
+
+void Engine::publish(EventId id, const std::shared_ptr<const ContextData>& context, const UserState* user,
+                     const ModelInfo* model, const SessionWindow* session, Provider provider, const EventQuantities& q,
+                     UsageEvent::PriceSource source, const MediaKey* media,
+                     std::shared_ptr<const std::string> description) noexcept {
   if (options.on_usage) {
-    static const std::vector<std::pair<std::string, std::string>> kNoTags;
     UsageEvent e;
     e.id = id;
     e.user_id = user->key;
@@ -1239,25 +1248,33 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
     e.meta_tags = &context->meta_tags;
     e.model = model->name;
     e.provider = provider;
-    e.usage = usage;
-    e.cost = cost;
-    e.timestamp = absl::FromUnixNanos(ts_ns);
+    e.usage = q.usage();
+    e.cost = q.cost_nanos;
+    e.timestamp = absl::FromUnixNanos(q.ts_ns);
     e.price_source = source;
-    e.estimated = estimated;
+    e.estimated = q.estimated;
+    if (media != nullptr) {
+      e.kind = usage_kind_name(q.kind);
+      e.provider_text = media->provider;
+      e.tier = media->tier;
+      e.audio_us = q.audio_us;
+      e.characters = q.characters;
+      e.video_us = q.video_us;
+      e.cost_unknown = q.cost_unknown;
+    }
     invoke_callback(options.on_usage, e);
   }
   if (!queue) return;
-  QueuedEvent q;
-  q.id = id;
-  q.context = context;
-  q.model = model;
-  q.session = session;
-  q.provider = provider;
-  q.quantities.set_usage(usage);
-  q.quantities.cost_nanos = cost;
-  q.quantities.ts_ns = ts_ns;
-  q.quantities.estimated = estimated;
-  enqueue(q);
+  QueuedEvent out;
+  out.id = id;
+  out.context = context;
+  out.model = model;
+  out.session = session;
+  out.provider = provider;
+  out.quantities = q;
+  out.media = media;
+  out.description = std::move(description);
+  enqueue(out);
 }
 
 void Engine::enqueue(QueuedEvent& q) noexcept {

@@ -263,40 +263,8 @@ void Engine::emit(const std::shared_ptr<const ContextData>& context, const UserS
                   "\"): its events are kept with cost unknown (cost_unknown, counted in unknown_models)")));
     }
   }
-  const EventId id = next_event_id();
-  if (options.on_usage) {
-    UsageEvent e;
-    e.id = id;
-    e.user_id = user->key;
-    e.session_id = session->session_id;
-    e.agent_id = context->agent_id;
-    e.indicator = context->indicator;
-    e.meta_tags = &context->meta_tags;
-    e.model = model->name;
-    e.usage = q.usage();
-    e.cost = q.cost_nanos;
-    e.timestamp = absl::FromUnixNanos(q.ts_ns);
-    e.price_source = priced ? UsageEvent::PriceSource::kCatalog : UsageEvent::PriceSource::kUnknown;
-    e.estimated = q.estimated;
-    e.kind = usage_kind_name(key.kind);
-    e.provider_text = key.provider;
-    e.tier = key.tier;
-    e.audio_us = q.audio_us;
-    e.characters = q.characters;
-    e.video_us = q.video_us;
-    e.cost_unknown = q.cost_unknown;
-    invoke_callback(options.on_usage, e);
-  }
-  if (!queue) return;
-  QueuedEvent out;
-  out.id = id;
-  out.context = context;
-  out.model = model;
-  out.session = session;
-  out.quantities = q;
-  out.media = &key;
-  out.description = std::move(description);
-  enqueue(out);
+  publish(next_event_id(), context, user, model, session, Provider::kUnknown, q,
+          priced ? UsageEvent::PriceSource::kCatalog : UsageEvent::PriceSource::kUnknown, &key, std::move(description));
 }
 
 // --- Engine: customers ----------------------------------------------------------------------------
@@ -368,97 +336,34 @@ absl::StatusOr<Customer> Paygent::create_or_get_customer(const CustomerRequest& 
 
 namespace {
 
-// The standalone calls' checks: the customer (a guardrail user) is required.
-bool has_customer(Engine& e, std::string_view call, std::string_view customer_id) noexcept {
-  if (!customer_id.empty()) return true;
-  refuse(e, call, absl::StatusCode::kInvalidArgument, "customer_id must not be empty");
-  return false;
-}
-
-internal::EventQuantities llm_quantities(const LlmUsage& u) noexcept {
-  internal::EventQuantities q;
-  q.kind = UsageKind::kLlm;
-  q.input_tokens = u.prompt_tokens;
-  q.output_tokens = u.completion_tokens;
-  q.cached_input_tokens = u.cached_tokens;
-  return q;
-}
-
-}  // namespace
-
-void Paygent::send_usage(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
-                         const LlmUsage& usage, const MetaTags& meta_tags) noexcept {
-  Engine& e = *engine_;
-  Inside in(e);
-  if (!in || !has_customer(e, "send_usage", customer_id)) return;
-  const internal::EventQuantities q = llm_quantities(usage);
-  if (e.refuse_usage(q.usage(), "send_usage: not sent")) return;
-  try {
-    const TrackContext* ctx = e.track_context(customer_id, {}, agent_id, indicator, meta_tags);
-    e.track(*ctx, *e.media_key(UsageKind::kLlm, usage.provider, usage.model, usage.tier, {}), q, false);
-  } catch (...) {
-    refuse(e, "send_usage", absl::StatusCode::kInternal, "out of memory");
-  }
-}
-
-void Paygent::send_indicator(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
-                             const MetaTags& meta_tags) noexcept {
-  Engine& e = *engine_;
-  Inside in(e);
-  if (!in || !has_customer(e, "send_indicator", customer_id)) return;
-  if (agent_id.empty() || indicator.empty()) {
-    return refuse(e, "send_indicator", absl::StatusCode::kInvalidArgument,
-                  agent_id.empty() ? "agent_id must not be empty" : "indicator must not be empty");
-  }
-  try {
-    const TrackContext* ctx = e.track_context(customer_id, {}, agent_id, indicator, meta_tags);
-    internal::EventQuantities q;
-    e.track(*ctx, *e.media_key(UsageKind::kBilling, {}, {}, {}, {}), q, true);
-  } catch (...) {
-    refuse(e, "send_indicator", absl::StatusCode::kInternal, "out of memory");
-  }
-}
-
-// --- voice sessions ---
-
-void Paygent::initialize_voice_session(std::string_view session_id, std::string_view agent_id,
-                                       std::string_view customer_id, const MetaTags& meta_tags) noexcept {
-  Engine& e = *engine_;
+// Runs `body(e)` for tracking call `call` inside the Paygent (shut down: nothing, fail-open); a
+// failure inside (out of memory) is reported, never thrown.
+template <class Body>
+[[gnu::always_inline]] inline void tracking(Engine& e, std::string_view call, Body&& body) noexcept {
   Inside in(e);
   if (!in) return;
-  constexpr std::string_view kCall = "initialize_voice_session";
-  if (session_id.empty()) return refuse(e, kCall, absl::StatusCode::kInvalidArgument, "session_id must not be empty");
-  if (!has_customer(e, kCall, customer_id)) return;
   try {
-    VoiceSession* v = e.voice_session(session_id, true);
-    const TrackContext* ctx = e.track_context(customer_id, session_id, agent_id, {}, meta_tags);
-    std::lock_guard<std::mutex> lock(v->mu);
-    const int state = v->state.load(std::memory_order_acquire);
-    if (state == internal::kVoiceClosed) {
-      return refuse(e, kCall, absl::StatusCode::kFailedPrecondition,
-                    internal::str_cat("voice session \"", session_id, "\" is closed (session ids are single-use)"));
-    }
-    if (state == internal::kVoiceOpen && v->context.load(std::memory_order_acquire) != ctx) {
-      return refuse(e, kCall, absl::StatusCode::kAlreadyExists,
-                    internal::str_cat("voice session \"", session_id,
-                                      "\" is already open for another agent, customer or tags"));
-    }
-    v->context.store(ctx, std::memory_order_release);
-    v->state.store(internal::kVoiceOpen, std::memory_order_release);
+    body();
   } catch (...) {
-    refuse(e, kCall, absl::StatusCode::kInternal, "out of memory");
+    refuse(e, call, absl::StatusCode::kInternal, "out of memory");
   }
 }
 
-namespace {
+// A standalone call (its own agent, customer, indicator and tags): `body(context)`. The customer
+// (a guardrail user) is required.
+template <class Body>
+[[gnu::always_inline]] inline void standalone(Engine& e, std::string_view call, std::string_view agent_id,
+                                              std::string_view customer_id, std::string_view indicator,
+                                              const MetaTags& meta_tags, Body&& body) noexcept {
+  tracking(e, call, [&] {
+    if (customer_id.empty()) return refuse(e, call, absl::StatusCode::kInvalidArgument, "customer_id must not be empty");
+    body(*e.track_context(customer_id, {}, agent_id, indicator, meta_tags));
+  });
+}
 
 // The open voice session `session_id`'s context, or nullptr (refused, reported).
-const TrackContext* open_session(Engine& e, std::string_view call, std::string_view session_id) noexcept {
-  const VoiceSession* v = nullptr;
-  try {
-    v = e.voice_session(session_id, false);
-  } catch (...) {
-  }
+const TrackContext* open_session(Engine& e, std::string_view call, std::string_view session_id) {
+  const VoiceSession* v = e.voice_session(session_id, false);
   if (v == nullptr) {
     refuse(e, call, absl::StatusCode::kNotFound,
            internal::str_cat("voice session \"", session_id, "\" is unknown (initialize_voice_session first)"));
@@ -472,23 +377,33 @@ const TrackContext* open_session(Engine& e, std::string_view call, std::string_v
   return v->context.load(std::memory_order_acquire);
 }
 
-}  // namespace
+// A call inside voice session `session_id`: `body(its context)` when it is open.
+template <class Body>
+[[gnu::always_inline]] inline void in_session(Engine& e, std::string_view call, std::string_view session_id,
+                                              Body&& body) noexcept {
+  tracking(e, call, [&] {
+    if (const TrackContext* ctx = open_session(e, call, session_id)) body(*ctx);
+  });
+}
 
-// The opening of every tracking call: inside the Paygent (or return: shut down, fail-open), and
-// the call's name for its reports.
-#define PAYGENT_TRACK_GUARD(call)                                      \
-  Engine& e = *engine_;                                                \
-  Inside in(e);                                                        \
-  if (!in) return;                                                     \
-  constexpr std::string_view kCall = call
+// False (reported) when `d` is negative or not finite.
+bool valid_duration(Engine& e, std::string_view call, std::string_view field, const MediaDuration& d) {
+  if (d.valid()) [[likely]] return true;
+  refuse(e, call, absl::StatusCode::kInvalidArgument, duration_fault(field, d));
+  return false;
+}
 
-namespace {
+internal::EventQuantities llm_quantities(const LlmUsage& u) noexcept {
+  internal::EventQuantities q;
+  q.kind = UsageKind::kLlm;
+  q.input_tokens = u.prompt_tokens;
+  q.output_tokens = u.completion_tokens;
+  q.cached_input_tokens = u.cached_tokens;
+  return q;
+}
 
 void track_stt_in(Engine& e, std::string_view call, const TrackContext& ctx, const SttUsage& u) {
-  if (!u.audio.valid()) [[unlikely]] {
-    const std::string f = duration_fault("audio", u.audio);
-    return refuse(e, call, absl::StatusCode::kInvalidArgument, f);
-  }
+  if (!valid_duration(e, call, "audio", u.audio)) return;
   const MediaKey& key = *e.media_key(UsageKind::kStt, u.provider, u.model, u.tier, {});
   internal::EventQuantities q;
   q.audio_us = u.audio.value().count();
@@ -514,44 +429,93 @@ void track_llm_in(Engine& e, std::string_view call, const TrackContext& ctx, con
   e.track(ctx, *e.media_key(UsageKind::kLlm, u.provider, u.model, u.tier, {}), q, false);
 }
 
+// A billing event (no cost) with `audio_us` for `ctx`.
+void bill(Engine& e, const TrackContext& ctx, std::int64_t audio_us) {
+  internal::EventQuantities q;
+  q.audio_us = audio_us;
+  e.track(ctx, *e.media_key(UsageKind::kBilling, {}, {}, {}, {}), q, true);
+}
+
 }  // namespace
 
-void Paygent::track_voice_stt(std::string_view session_id, const SttUsage& usage) noexcept {
-  PAYGENT_TRACK_GUARD("track_voice_stt");
-  try {
-    if (const TrackContext* ctx = open_session(e, kCall, session_id)) track_stt_in(e, kCall, *ctx, usage);
-  } catch (...) {
-    refuse(e, kCall, absl::StatusCode::kInternal, "out of memory");
+void Paygent::send_usage(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
+                         const LlmUsage& usage, const MetaTags& meta_tags) noexcept {
+  Engine& e = *engine_;
+  standalone(e, "send_usage", agent_id, customer_id, indicator, meta_tags,
+             [&](const TrackContext& ctx) { track_llm_in(e, "send_usage", ctx, usage); });
+}
+
+void Paygent::send_indicator(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
+                             const MetaTags& meta_tags) noexcept {
+  Engine& e = *engine_;
+  if (agent_id.empty() || indicator.empty()) {
+    Inside in(e);
+    if (in) {
+      refuse(e, "send_indicator", absl::StatusCode::kInvalidArgument,
+             agent_id.empty() ? "agent_id must not be empty" : "indicator must not be empty");
+    }
+    return;
   }
+  standalone(e, "send_indicator", agent_id, customer_id, indicator, meta_tags,
+             [&](const TrackContext& ctx) { bill(e, ctx, 0); });
+}
+
+// --- voice sessions ---
+
+void Paygent::initialize_voice_session(std::string_view session_id, std::string_view agent_id,
+                                       std::string_view customer_id, const MetaTags& meta_tags) noexcept {
+  Engine& e = *engine_;
+  constexpr std::string_view kCall = "initialize_voice_session";
+  if (session_id.empty()) {  // the standalone context below has no session: said here
+    Inside in(e);
+    if (in) refuse(e, kCall, absl::StatusCode::kInvalidArgument, "session_id must not be empty");
+    return;
+  }
+  tracking(e, kCall, [&] {
+    if (customer_id.empty()) return refuse(e, kCall, absl::StatusCode::kInvalidArgument, "customer_id must not be empty");
+    VoiceSession* v = e.voice_session(session_id, true);
+    const TrackContext* ctx = e.track_context(customer_id, session_id, agent_id, {}, meta_tags);
+    std::lock_guard<std::mutex> lock(v->mu);
+    const int state = v->state.load(std::memory_order_acquire);
+    if (state == internal::kVoiceClosed) {
+      return refuse(e, kCall, absl::StatusCode::kFailedPrecondition,
+                    internal::str_cat("voice session \"", session_id, "\" is closed (session ids are single-use)"));
+    }
+    if (state == internal::kVoiceOpen && v->context.load(std::memory_order_acquire) != ctx) {
+      return refuse(e, kCall, absl::StatusCode::kAlreadyExists,
+                    internal::str_cat("voice session \"", session_id,
+                                      "\" is already open for another agent, customer or tags"));
+    }
+    v->context.store(ctx, std::memory_order_release);
+    v->state.store(internal::kVoiceOpen, std::memory_order_release);
+  });
+}
+
+void Paygent::track_voice_stt(std::string_view session_id, const SttUsage& usage) noexcept {
+  Engine& e = *engine_;
+  in_session(e, "track_voice_stt", session_id,
+             [&](const TrackContext& ctx) { track_stt_in(e, "track_voice_stt", ctx, usage); });
 }
 
 void Paygent::track_voice_llm(std::string_view session_id, const LlmUsage& usage) noexcept {
-  PAYGENT_TRACK_GUARD("track_voice_llm");
-  try {
-    if (const TrackContext* ctx = open_session(e, kCall, session_id)) track_llm_in(e, kCall, *ctx, usage);
-  } catch (...) {
-    refuse(e, kCall, absl::StatusCode::kInternal, "out of memory");
-  }
+  Engine& e = *engine_;
+  in_session(e, "track_voice_llm", session_id,
+             [&](const TrackContext& ctx) { track_llm_in(e, "track_voice_llm", ctx, usage); });
 }
 
 void Paygent::track_voice_tts(std::string_view session_id, const TtsUsage& usage) noexcept {
-  PAYGENT_TRACK_GUARD("track_voice_tts");
-  try {
-    if (const TrackContext* ctx = open_session(e, kCall, session_id)) track_tts_in(e, kCall, *ctx, usage);
-  } catch (...) {
-    refuse(e, kCall, absl::StatusCode::kInternal, "out of memory");
-  }
+  Engine& e = *engine_;
+  in_session(e, "track_voice_tts", session_id,
+             [&](const TrackContext& ctx) { track_tts_in(e, "track_voice_tts", ctx, usage); });
 }
 
 void Paygent::set_voice_indicator(std::string_view session_id, std::string_view indicator,
                                   MediaDuration duration) noexcept {
-  PAYGENT_TRACK_GUARD("set_voice_indicator");
-  if (indicator.empty()) return refuse(e, kCall, absl::StatusCode::kInvalidArgument, "indicator must not be empty");
-  if (!duration.valid()) [[unlikely]] {
-    const std::string f = duration_fault("duration", duration);
-    return refuse(e, kCall, absl::StatusCode::kInvalidArgument, f);
-  }
-  try {
+  Engine& e = *engine_;
+  constexpr std::string_view kCall = "set_voice_indicator";
+  tracking(e, kCall, [&] {
+    if (indicator.empty()) return refuse(e, kCall, absl::StatusCode::kInvalidArgument, "indicator must not be empty");
+    if (!valid_duration(e, kCall, "duration", duration)) return;
     VoiceSession* v = e.voice_session(session_id, false);
     const TrackContext* session_ctx = nullptr;
     if (v != nullptr) {
@@ -569,52 +533,40 @@ void Paygent::set_voice_indicator(std::string_view session_id, std::string_view 
                     internal::str_cat("voice session \"", session_id, "\" is unknown (initialize_voice_session first)"));
     }
     const ContextData& s = *session_ctx->data;
-    const TrackContext* ctx = e.track_context(s.user_id, s.session_id, s.agent_id, indicator, s.meta_tags);
-    internal::EventQuantities q;
-    q.audio_us = duration.value().count();
-    e.track(*ctx, *e.media_key(UsageKind::kBilling, {}, {}, {}, {}), q, true);
-  } catch (...) {
-    refuse(e, kCall, absl::StatusCode::kInternal, "out of memory");
-  }
+    bill(e, *e.track_context(s.user_id, s.session_id, s.agent_id, indicator, s.meta_tags), duration.value().count());
+  });
 }
 
 // --- standalone ---
 
 void Paygent::track_stt(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
                         const SttUsage& usage, const MetaTags& meta_tags) noexcept {
-  PAYGENT_TRACK_GUARD("track_stt");
-  if (!has_customer(e, kCall, customer_id)) return;
-  try {
-    track_stt_in(e, kCall, *e.track_context(customer_id, {}, agent_id, indicator, meta_tags), usage);
-  } catch (...) {
-    refuse(e, kCall, absl::StatusCode::kInternal, "out of memory");
-  }
+  Engine& e = *engine_;
+  standalone(e, "track_stt", agent_id, customer_id, indicator, meta_tags,
+             [&](const TrackContext& ctx) { track_stt_in(e, "track_stt", ctx, usage); });
 }
 
 void Paygent::track_tts(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
                         const TtsUsage& usage, const MetaTags& meta_tags) noexcept {
-  PAYGENT_TRACK_GUARD("track_tts");
-  if (!has_customer(e, kCall, customer_id)) return;
-  try {
-    track_tts_in(e, kCall, *e.track_context(customer_id, {}, agent_id, indicator, meta_tags), usage);
-  } catch (...) {
-    refuse(e, kCall, absl::StatusCode::kInternal, "out of memory");
-  }
+  Engine& e = *engine_;
+  standalone(e, "track_tts", agent_id, customer_id, indicator, meta_tags,
+             [&](const TrackContext& ctx) { track_tts_in(e, "track_tts", ctx, usage); });
 }
 
 void Paygent::track_sts(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
                         const StsUsage& usage, const MetaTags& meta_tags) noexcept {
-  PAYGENT_TRACK_GUARD("track_sts");
-  if (!has_customer(e, kCall, customer_id)) return;
-  const ModalityTokens& t = usage.tokens;
-  if ((t.text_input | t.cached_text_input | t.audio_input | t.cached_audio_input | t.text_output | t.audio_output) < 0) {
-    return refuse(e, kCall, absl::StatusCode::kInvalidArgument, "token counts must not be negative");
-  }
-  if (t.cached_text_input > t.text_input || t.cached_audio_input > t.audio_input) {
-    return refuse(e, kCall, absl::StatusCode::kInvalidArgument,
-                  "cached input tokens must not exceed their input tokens (cached counts are part of them)");
-  }
-  try {
+  Engine& e = *engine_;
+  constexpr std::string_view kCall = "track_sts";
+  standalone(e, kCall, agent_id, customer_id, indicator, meta_tags, [&](const TrackContext& ctx) {
+    const ModalityTokens& t = usage.tokens;
+    if ((t.text_input | t.cached_text_input | t.audio_input | t.cached_audio_input | t.text_output | t.audio_output) <
+        0) {
+      return refuse(e, kCall, absl::StatusCode::kInvalidArgument, "token counts must not be negative");
+    }
+    if (t.cached_text_input > t.text_input || t.cached_audio_input > t.audio_input) {
+      return refuse(e, kCall, absl::StatusCode::kInvalidArgument,
+                    "cached input tokens must not exceed their input tokens (cached counts are part of them)");
+    }
     const MediaKey& key = *e.media_key(UsageKind::kSts, usage.provider, usage.model, usage.tier, {});
     internal::EventQuantities q;
     q.input_tokens = t.text_input + t.audio_input;
@@ -624,62 +576,50 @@ void Paygent::track_sts(std::string_view agent_id, std::string_view customer_id,
     q.cached_audio_input_tokens = t.cached_audio_input;
     q.audio_output_tokens = t.audio_output;
     q.cost_nanos = Engine::media_cost(key, {}, 0, &t);
-    e.track(*e.track_context(customer_id, {}, agent_id, indicator, meta_tags), key, q, key.price != nullptr);
-  } catch (...) {
-    refuse(e, kCall, absl::StatusCode::kInternal, "out of memory");
-  }
+    e.track(ctx, key, q, key.price != nullptr);
+  });
 }
 
 void Paygent::send_usage_video(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
                                const VideoUsage& usage, const MetaTags& meta_tags) noexcept {
-  PAYGENT_TRACK_GUARD("send_usage_video");
-  if (!has_customer(e, kCall, customer_id)) return;
-  if (!usage.video.valid()) [[unlikely]] {
-    const std::string f = duration_fault("video", usage.video);
-    return refuse(e, kCall, absl::StatusCode::kInvalidArgument, f);
-  }
-  try {
+  Engine& e = *engine_;
+  constexpr std::string_view kCall = "send_usage_video";
+  standalone(e, kCall, agent_id, customer_id, indicator, meta_tags, [&](const TrackContext& ctx) {
+    if (!valid_duration(e, kCall, "video", usage.video)) return;
     const MediaKey& key = *e.media_key(UsageKind::kVideo, usage.provider, usage.model, usage.tier, usage.resolution);
     internal::EventQuantities q;
     q.video_us = usage.video.value().count();
     q.cost_nanos = Engine::media_cost(key, usage.video.value(), 0, nullptr);
-    e.track(*e.track_context(customer_id, {}, agent_id, indicator, meta_tags), key, q, key.price != nullptr);
-  } catch (...) {
-    refuse(e, kCall, absl::StatusCode::kInternal, "out of memory");
-  }
+    e.track(ctx, key, q, key.price != nullptr);
+  });
 }
 
 void Paygent::send_external_cost(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
                                  const ExternalCost& cost, const MetaTags& meta_tags) noexcept {
-  PAYGENT_TRACK_GUARD("send_external_cost");
-  if (!has_customer(e, kCall, customer_id)) return;
-  Nanos amount = cost.amount_nanos;
-  if (!cost.amount_usd.empty()) {
-    absl::StatusOr<Nanos> parsed = parse_usd(cost.amount_usd);
-    if (!parsed.ok()) {
-      return refuse(e, kCall, absl::StatusCode::kInvalidArgument,
-                    internal::str_cat("amount_usd: ", parsed.status().message()));
+  Engine& e = *engine_;
+  constexpr std::string_view kCall = "send_external_cost";
+  standalone(e, kCall, agent_id, customer_id, indicator, meta_tags, [&](const TrackContext& ctx) {
+    Nanos amount = cost.amount_nanos;
+    if (!cost.amount_usd.empty()) {
+      absl::StatusOr<Nanos> parsed = parse_usd(cost.amount_usd);
+      if (!parsed.ok()) {
+        return refuse(e, kCall, absl::StatusCode::kInvalidArgument,
+                      internal::str_cat("amount_usd: ", parsed.status().message()));
+      }
+      amount = *parsed;
     }
-    amount = *parsed;
-  }
-  if (amount < 0) {
-    return refuse(e, kCall, absl::StatusCode::kInvalidArgument,
-                  internal::str_cat("amount must not be negative (is ", amount, " nano-USD)"));
-  }
-  try {
+    if (amount < 0) {
+      return refuse(e, kCall, absl::StatusCode::kInvalidArgument,
+                    internal::str_cat("amount must not be negative (is ", amount, " nano-USD)"));
+    }
     // The description is the one text that is not interned (it differs per cost): one allocation.
     std::shared_ptr<const std::string> description;
     if (!cost.description.empty()) description = std::make_shared<const std::string>(cost.description);
     internal::EventQuantities q;
     q.cost_nanos = amount;
-    e.track(*e.track_context(customer_id, {}, agent_id, indicator, meta_tags),
-            *e.media_key(UsageKind::kExternal, cost.provider, {}, {}, {}), q, true, std::move(description));
-  } catch (...) {
-    refuse(e, kCall, absl::StatusCode::kInternal, "out of memory");
-  }
+    e.track(ctx, *e.media_key(UsageKind::kExternal, cost.provider, {}, {}, {}), q, true, std::move(description));
+  });
 }
-
-#undef PAYGENT_TRACK_GUARD
 
 // --- media reservations ---
 
