@@ -42,17 +42,22 @@ MediaDuration from_double(double count, double micros_per_unit) noexcept {
   return MediaDuration(std::chrono::microseconds(std::llround(us)));  // negative stays negative: invalid
 }
 
+bool out_of_range(double count, double micros_per_unit) noexcept {
+  const double us = count * micros_per_unit;
+  return !std::isfinite(us) || us > kMaxMediaMicros;
+}
+
 }  // namespace
 
 MediaDuration MediaDuration::minutes(double m) noexcept {
   MediaDuration d = from_double(m, 60e6);
-  d.non_finite_ = !std::isfinite(m);
+  d.non_finite_ = out_of_range(m, 60e6);
   return d;
 }
 
 MediaDuration MediaDuration::seconds(double s) noexcept {
   MediaDuration d = from_double(s, 1e6);
-  d.non_finite_ = !std::isfinite(s);
+  d.non_finite_ = out_of_range(s, 1e6);
   return d;
 }
 
@@ -320,7 +325,7 @@ void refuse(Engine& e, std::string_view call, absl::StatusCode code, std::string
 // A duration's fault, or empty.
 std::string duration_fault(std::string_view field, const MediaDuration& d) {
   if (d.valid()) [[likely]] return {};
-  if (d.non_finite()) return internal::str_cat(field, " must be a finite number");
+  if (d.non_finite()) return internal::str_cat(field, " must be a finite number (of at most 100 years)");
   if (!d.valid()) return internal::str_cat(field, " must not be negative (is ", d.value().count(), " us)");
   return {};
 }
@@ -425,7 +430,8 @@ void track_tts_in(Engine& e, std::string_view call, const TrackContext& ctx, con
 
 void track_llm_in(Engine& e, std::string_view call, const TrackContext& ctx, const LlmUsage& u) {
   const internal::EventQuantities q = llm_quantities(u);
-  if (e.refuse_usage(q.usage(), internal::str_cat(call, ": not sent"))) return;
+  // A literal, not a text made per call: refuse_usage reads it only when it refuses.
+  if (e.refuse_usage(q.usage(), call == "send_usage" ? "send_usage: not sent" : "track_voice_llm: not sent")) return;
   e.track(ctx, *e.media_key(UsageKind::kLlm, u.provider, u.model, u.tier, {}), q, false);
 }
 

@@ -61,6 +61,7 @@ class MediaDuration {
   [[nodiscard]] constexpr std::chrono::microseconds value() const noexcept { return std::chrono::microseconds(us_); }
   // False for a negative duration or a double that was not a finite, non-negative count.
   [[nodiscard]] constexpr bool valid() const noexcept { return us_ >= 0 && !non_finite_; }
+  // True for a double that was not finite, or beyond 100 years (invalid too).
   [[nodiscard]] constexpr bool non_finite() const noexcept { return non_finite_; }
 
  private:
