@@ -489,7 +489,9 @@ class Paygent {
   // would take a cap past hard_gate_at (nothing held). reserve_media is for the current Context's
   // user; reserve_voice for a voice session's customer (an unknown or closed session: kUnmetered,
   // reported). settle_media meters the real quantity (an event of the estimate's kind) in place
-  // of the estimate; release() gives it back. An unknown price holds 0 (reported once).
+  // of the estimate; release() gives it back. An unknown price holds 0 (reported once). Settle a
+  // media reservation with settle_media only (settle() would meter it as a token call); a token
+  // reservation given to settle_media is released and reported. Cost: as reserve().
   [[nodiscard]] Reservation reserve_media(const MediaEstimate& estimate);
   [[nodiscard]] Reservation reserve_voice(std::string_view session_id, const MediaEstimate& estimate);
   void settle_media(Reservation& reservation, const MediaActual& actual) noexcept;

@@ -345,6 +345,18 @@ TEST_CASE("tracking.a_voice_customer_is_gated_hard_on_speech_cost_alone") {
         }) == 1);
 }
 
+TEST_CASE("tracking.settle_media_on_a_token_reservation_releases_it") {
+  Tracker t;
+  Context ctx("u");
+  Reservation r = t.pg->reserve("gpt-4o", {.prompt_tokens = 1000, .max_output_tokens = 100});
+  CHECK(r.reserved_cost() > 0);
+  t.pg->settle_media(r, {.duration = 1min});
+  CHECK_FALSE(r.active());
+  CHECK(t.said("settle_media: not a media reservation"));
+  CHECK(t.pg->report("u")->reserved == 0);
+  CHECK(t.events().empty());
+}
+
 TEST_CASE("tracking.customers_are_created_once_and_survive_a_restart") {
   Tracker t;
   auto first = t.pg->create_or_get_customer({.external_id = "customer-123", .name = "Ada", .email = "ada@x.io"});
