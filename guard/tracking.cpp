@@ -144,7 +144,7 @@ const MediaKey* Engine::find_media_key(UsageKind kind, std::string_view provider
                         } else {
                           k->provider = std::string(provider);
                           k->tier = std::string(tier);
-                          k->model = model_for(model);
+                          k->model = model_for(k->given_model);  // never a null view (memcpy)
                         }
                         k->resolution = std::string(resolution);
                         return k;
