@@ -1226,55 +1226,48 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
                                                     "\": metered with cost 0 (add it to the plan's cost_rates)")));
     }
   }
-  EventQuantities q;
-  q.set_usage(usage);
-  q.cost_nanos = cost;
-  q.ts_ns = ts_ns;
-  q.estimated = estimated;
-  publish(id, context, user, model, session, provider, q, source, nullptr, nullptr);
+  QueuedEvent q;
+  q.id = id;
+  q.context = context;
+  q.model = model;
+  q.session = session;
+  q.provider = provider;
+  q.quantities.set_usage(usage);
+  q.quantities.cost_nanos = cost;
+  q.quantities.ts_ns = ts_ns;
+  q.quantities.estimated = estimated;
+  publish(q, user, source);
 }
 
-void Engine::publish(EventId id, const std::shared_ptr<const ContextData>& context, const UserState* user,
-                     const ModelInfo* model, const SessionWindow* session, Provider provider, const EventQuantities& q,
-                     UsageEvent::PriceSource source, const MediaKey* media,
-                     std::shared_ptr<const std::string> description) noexcept {
+void Engine::publish(QueuedEvent& q, const UserState* user, UsageEvent::PriceSource source) noexcept {
   if (options.on_usage) {
+    const EventQuantities& n = q.quantities;
     UsageEvent e;
-    e.id = id;
+    e.id = q.id;
     e.user_id = user->key;
-    e.session_id = session->session_id;
-    e.agent_id = context->agent_id;
-    e.indicator = context->indicator;
-    e.meta_tags = &context->meta_tags;
-    e.model = model->name;
-    e.provider = provider;
-    e.usage = q.usage();
-    e.cost = q.cost_nanos;
-    e.timestamp = absl::FromUnixNanos(q.ts_ns);
+    e.session_id = q.session->session_id;
+    e.agent_id = q.context->agent_id;
+    e.indicator = q.context->indicator;
+    e.meta_tags = &q.context->meta_tags;
+    e.model = q.model->name;
+    e.provider = q.provider;
+    e.usage = n.usage();
+    e.cost = n.cost_nanos;
+    e.timestamp = absl::FromUnixNanos(n.ts_ns);
     e.price_source = source;
-    e.estimated = q.estimated;
-    if (media != nullptr) {
-      e.kind = usage_kind_name(q.kind);
-      e.provider_text = media->provider;
-      e.tier = media->tier;
-      e.audio_us = q.audio_us;
-      e.characters = q.characters;
-      e.video_us = q.video_us;
-      e.cost_unknown = q.cost_unknown;
+    e.estimated = n.estimated;
+    if (q.media != nullptr) {
+      e.kind = usage_kind_name(n.kind);
+      e.provider_text = q.media->provider;
+      e.tier = q.media->tier;
+      e.audio_us = n.audio_us;
+      e.characters = n.characters;
+      e.video_us = n.video_us;
+      e.cost_unknown = n.cost_unknown;
     }
     invoke_callback(options.on_usage, e);
   }
-  if (!queue) return;
-  QueuedEvent out;
-  out.id = id;
-  out.context = context;
-  out.model = model;
-  out.session = session;
-  out.provider = provider;
-  out.quantities = q;
-  out.media = media;
-  out.description = std::move(description);
-  enqueue(out);
+  if (queue) enqueue(q);
 }
 
 void Engine::enqueue(QueuedEvent& q) noexcept {

@@ -268,8 +268,15 @@ void Engine::emit(const std::shared_ptr<const ContextData>& context, const UserS
                   "\"): its events are kept with cost unknown (cost_unknown, counted in unknown_models)")));
     }
   }
-  publish(next_event_id(), context, user, model, session, Provider::kUnknown, q,
-          priced ? UsageEvent::PriceSource::kCatalog : UsageEvent::PriceSource::kUnknown, &key, std::move(description));
+  QueuedEvent out;
+  out.id = next_event_id();
+  out.context = context;
+  out.model = model;
+  out.session = session;
+  out.quantities = q;
+  out.media = &key;
+  out.description = std::move(description);
+  publish(out, user, priced ? UsageEvent::PriceSource::kCatalog : UsageEvent::PriceSource::kUnknown);
 }
 
 // --- Engine: customers ----------------------------------------------------------------------------

@@ -484,12 +484,9 @@ struct Engine final : SyncTarget {
   void meter(const std::shared_ptr<const ContextData>& context, UserState* user, const ModelInfo* model,
              const SessionWindow* session, Provider provider, const Usage& usage, Nanos cost,
              UsageEvent::PriceSource source, std::int64_t ts_ns, bool estimated) noexcept;
-  // Hands event `id` to on_usage and the writer's queue: meter()'s and the tracking calls' last step.
-  // `media`: a tracking call's key (its kind's texts), else nullptr.
-  void publish(EventId id, const std::shared_ptr<const ContextData>& context, const UserState* user,
-               const ModelInfo* model, const SessionWindow* session, Provider provider, const EventQuantities& q,
-               UsageEvent::PriceSource source, const MediaKey* media,
-               std::shared_ptr<const std::string> description) noexcept;
+  // Hands event `q` to on_usage and the writer's queue: meter()'s and the tracking calls' last step
+  // (q.media: a tracking call's key, whose texts on_usage shows).
+  void publish(QueuedEvent& q, const UserState* user, UsageEvent::PriceSource source) noexcept;
   // Queues `q` for the writer (the overflow list when the queue is full).
   void enqueue(QueuedEvent& q) noexcept;
   // --- tracking (guard/tracking.cpp) ---
