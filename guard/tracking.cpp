@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "absl/hash/hash.h"
+#include "absl/strings/ascii.h"
 #include "guard/internal/engine.h"
 #include "guard/internal/inside.h"
 #include "guard/internal/same_bytes.h"
@@ -141,8 +142,9 @@ const MediaKey* Engine::find_media_key(UsageKind kind, std::string_view provider
                           k->provider = std::string(k->price->provider);
                           k->tier = std::string(k->price->tier);
                           k->model = model_for(k->price->model);
-                        } else {
+                        } else {  // lower case, as record()'s events name providers ("OpenAI": "openai")
                           k->provider = std::string(provider);
+                          absl::AsciiStrToLower(&k->provider);
                           k->tier = std::string(tier);
                           k->model = model_for(k->given_model);  // never a null view (memcpy)
                         }

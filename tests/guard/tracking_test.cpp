@@ -201,6 +201,7 @@ TEST_CASE("tracking.seed_002_cost_only_revenue_only_and_full") {
   CHECK(cost_only.kind == UsageKind::kLlm);
   CHECK(cost_only.indicator.empty());
   CHECK(cost_only.cost_nanos == llm_cost);
+  CHECK(cost_only.provider == "openai");  // "OpenAI", named as record()'s events name it
   const EventRecord& revenue_only = by_agent["sales-agent"].at(0);
   CHECK(revenue_only.kind == UsageKind::kBilling);
   CHECK(revenue_only.indicator == "meeting-booked");
