@@ -6,7 +6,9 @@
 //       --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +18,7 @@
 #include <new>
 #include <string>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 #include <unordered_map>
 #include <vector>
@@ -378,6 +381,87 @@ void BM_guard_reserve_settle(benchmark::State& state) {
 }
 // Fixed iterations keep the queue from filling (the writer commits every 20 ms on the other core).
 BENCHMARK(BM_guard_reserve_settle)->Iterations(200000);
+
+// --- Tracking calls beside record(), on the caller's thread ---------------------------------------
+
+// This thread's CPU time: a round preempted by other processes on a busy machine is not charged
+// for the time it did not run.
+double thread_cpu_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
+}
+
+// track_stt / track_tts / send_usage against record(), in one run: each is timed in interleaved
+// rounds (the fastest round's thread CPU time counts), every event goes through the queue to the store (flushed
+// between rounds, outside the timing), and each call's allocations are counted. Checked first:
+// the tracking calls' catalog costs, and after the runs that every event was stored exactly once.
+// Counters: ns per call of each, and <call>_vs_record (1.0 = as fast as record()).
+void BM_guard_track_beside_record(benchmark::State& state) {
+  const std::string path = temp_store_path();
+  {
+    Options o;
+    o.plans = pro_plan();
+    o.local_store_path = path;
+    o.event_queue_capacity = 1 << 18;
+    auto pg = *Paygent::create(std::move(o));
+    Context ctx("hot-user");
+    using namespace std::chrono_literals;
+    const SttUsage stt{.provider = "deepgram", .model = "nova-2", .audio = 20min};
+    const TtsUsage tts{.provider = "amazon-polly", .model = "neural", .characters = 28000};
+    const LlmUsage llm{.provider = "openai", .model = "gpt-4o", .prompt_tokens = 1000, .completion_tokens = 200};
+    const Usage usage{.input_tokens = 1000, .output_tokens = 200};
+    // Right first: each call's cost lands in the customer's spend.
+    Nanos spend = pg->report("hot-user").ok() ? pg->report("hot-user")->spend : 0;
+    auto added = [&](auto&& call, Nanos expected) {
+      call();
+      const Nanos now = pg->report("hot-user")->spend;
+      if (now - spend != expected) state.SkipWithError("wrong cost");
+      spend = now;
+    };
+    added([&] { pg->record("gpt-4o", usage); }, 1000 * 2'500 + 200 * 10'000);
+    added([&] { pg->track_stt("agent", "hot-user", "", stt); }, 116'000'000);  // 20 min of nova-2
+    added([&] { pg->track_tts("agent", "hot-user", "", tts); }, 448'000'000);  // 28,000 Polly neural chars
+    added([&] { pg->send_usage("agent", "hot-user", "", llm); }, 1000 * 2'500 + 200 * 10'000);
+    constexpr int kCalls = 20'000, kRounds = 15;
+    std::int64_t expected_events = 4;
+    struct Timed {
+      const char* name;
+      std::function<void()> call;
+      double best_ns = 1e300;
+      double allocs = 0;
+    };
+    std::vector<Timed> ops = {{"record", [&] { pg->record("gpt-4o", usage); }},
+                              {"track_stt", [&] { pg->track_stt("agent", "hot-user", "", stt); }},
+                              {"track_tts", [&] { pg->track_tts("agent", "hot-user", "", tts); }},
+                              {"send_usage", [&] { pg->send_usage("agent", "hot-user", "", llm); }}};
+    for (auto _ : state) {
+      for (int round = 0; round < kRounds; ++round) {
+        for (Timed& op : ops) {
+          const std::int64_t allocs_before = t_allocations;
+          const double start = thread_cpu_ns();
+          for (int i = 0; i < kCalls; ++i) op.call();
+          const double ns = thread_cpu_ns() - start;
+          op.best_ns = std::min(op.best_ns, ns / kCalls);
+          op.allocs = static_cast<double>(t_allocations - allocs_before) / kCalls;
+          expected_events += kCalls;
+          state.PauseTiming();
+          if (!pg->flush(absl::Seconds(60)).ok()) state.SkipWithError("flush failed");
+          state.ResumeTiming();
+        }
+      }
+    }
+    // The std::function around each call is the same for all four: the ratio compares the calls.
+    for (const Timed& op : ops) {
+      state.counters[std::string(op.name) + "_ns"] = op.best_ns;
+      state.counters[std::string(op.name) + "_allocs"] = op.allocs;
+      if (op.name != std::string("record")) state.counters[std::string(op.name) + "_vs_record"] = op.best_ns / ops[0].best_ns;
+    }
+    if (pg->stats().stored_events != expected_events) state.SkipWithError("events lost or counted twice");
+  }
+  for (const char* s : {"", "-wal", "-shm"}) std::filesystem::remove(path + s);
+}
+BENCHMARK(BM_guard_track_beside_record)->Iterations(1)->Unit(benchmark::kMillisecond);
 
 // --- Two threads: Paygent against one mutex + unordered_map ---------------------------------------
 

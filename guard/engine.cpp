@@ -192,6 +192,15 @@ void Engine::open_store() {
     }
   }
   store = std::move(opened).value();
+  // Customers made by an earlier run (create_or_get_customer): the same after a restart.
+  if (auto known = store->customers(); known.ok()) {
+    std::lock_guard<std::mutex> lock(customers_mu);
+    for (StoredCustomer& c : *known) {
+      customers.try_emplace(c.external_id, Customer{c.external_id, c.external_id, std::move(c.name), std::move(c.email)});
+    }
+  } else {
+    report_error(known.status());
+  }
   queue = std::make_unique<EventQueue<QueuedEvent>>(std::max<std::size_t>(options.event_queue_capacity, 2));
   writer = std::thread([this] { writer_loop(); });
   if (!backend) return;
@@ -718,8 +727,9 @@ SessionWindow* Engine::roll_named_session(SessionEntry* entry, const CompiledPla
   return out;
 }
 
-bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site, LimitUse use) {
-  const ContextData* ctx = Context::current();
+bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site, LimitUse use,
+                     const ContextData* ctx) {
+  if (ctx == nullptr) ctx = Context::current();
   if (ctx == nullptr || ctx->user_id.empty()) return false;
   site.context = ctx;
   site.now_ns = now;
@@ -794,14 +804,14 @@ bool Engine::resolve(std::string_view model, std::int64_t now, CallSite& site, L
   return true;
 }
 
-bool Engine::resolve_now(std::string_view model, CallSite& site, LimitUse use) {
+bool Engine::resolve_now(std::string_view model, CallSite& site, LimitUse use, const ContextData* ctx) {
   std::int64_t now = coarse_now_ns();
-  if (!resolve(model, now, site, use)) return false;
+  if (!resolve(model, now, site, use, ctx)) return false;
   if (site.period->end_ns - now < kCoarseMarginNs ||
       site.session->last_activity_ns.load(std::memory_order_relaxed) + site.plan->session_timeout_ns - now <
           kCoarseMarginNs) {
     now = now_ns();
-    return resolve(model, now, site, use);
+    return resolve(model, now, site, use, ctx);
   }
   return true;
 }
@@ -1216,25 +1226,6 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
                                                     "\": metered with cost 0 (add it to the plan's cost_rates)")));
     }
   }
-  if (options.on_usage) {
-    static const std::vector<std::pair<std::string, std::string>> kNoTags;
-    UsageEvent e;
-    e.id = id;
-    e.user_id = user->key;
-    e.session_id = session->session_id;
-    e.agent_id = context->agent_id;
-    e.indicator = context->indicator;
-    e.meta_tags = &context->meta_tags;
-    e.model = model->name;
-    e.provider = provider;
-    e.usage = usage;
-    e.cost = cost;
-    e.timestamp = absl::FromUnixNanos(ts_ns);
-    e.price_source = source;
-    e.estimated = estimated;
-    invoke_callback(options.on_usage, e);
-  }
-  if (!queue) return;
   QueuedEvent q;
   q.id = id;
   q.context = context;
@@ -1245,6 +1236,41 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
   q.quantities.cost_nanos = cost;
   q.quantities.ts_ns = ts_ns;
   q.quantities.estimated = estimated;
+  publish(q, user, source);
+}
+
+void Engine::publish(QueuedEvent& q, const UserState* user, UsageEvent::PriceSource source) noexcept {
+  if (options.on_usage) {
+    const EventQuantities& n = q.quantities;
+    UsageEvent e;
+    e.id = q.id;
+    e.user_id = user->key;
+    e.session_id = q.session->session_id;
+    e.agent_id = q.context->agent_id;
+    e.indicator = q.context->indicator;
+    e.meta_tags = &q.context->meta_tags;
+    e.model = q.model->name;
+    e.provider = q.provider;
+    e.usage = n.usage();
+    e.cost = n.cost_nanos;
+    e.timestamp = absl::FromUnixNanos(n.ts_ns);
+    e.price_source = source;
+    e.estimated = n.estimated;
+    if (q.media != nullptr) {
+      e.kind = usage_kind_name(n.kind);
+      e.provider_text = q.media->provider;
+      e.tier = q.media->tier;
+      e.audio_us = n.audio_us;
+      e.characters = n.characters;
+      e.video_us = n.video_us;
+      e.cost_unknown = n.cost_unknown;
+    }
+    invoke_callback(options.on_usage, e);
+  }
+  if (queue) enqueue(q);
+}
+
+void Engine::enqueue(QueuedEvent& q) noexcept {
   if (!queue->push(q)) {
     counters.queue_overflows.add();
     try {
@@ -1510,8 +1536,15 @@ void Engine::drain_to_store() {
     s.session_id = e.session->session_id;
     s.agent_id = e.context->agent_id;
     s.indicator = e.context->indicator;
-    s.model = e.model->name;
-    s.provider = std::string(provider_name(e.provider));
+    if (e.model != nullptr) s.model = e.model->name;
+    if (e.media != nullptr) {
+      s.provider = e.media->provider;
+      s.tier = e.media->tier;
+      s.resolution = e.media->resolution;
+    } else {
+      s.provider = std::string(provider_name(e.provider));
+    }
+    if (e.description) s.description = *e.description;
     s.meta_tags_json = "{";
     for (std::size_t i = 0; i < e.context->meta_tags.size(); ++i) {
       const auto& [k, v] = e.context->meta_tags[i];
@@ -1521,6 +1554,7 @@ void Engine::drain_to_store() {
     pending.push_back(std::move(s));
   }
   save_fired_thresholds();
+  save_customers();
   if (pending.empty()) return;
   auto added = store->append(pending);
   if (added.ok()) {

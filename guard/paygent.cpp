@@ -10,11 +10,13 @@
 
 #include "meter/internal/str_cat.h"
 #include "guard/internal/engine.h"
+#include "guard/internal/inside.h"
 
 namespace paygent {
 
 using internal::CallSite;
 using internal::Engine;
+using internal::Inside;
 
 std::string EventId::to_string() const {
   char buf[33];
@@ -43,6 +45,7 @@ Reservation& Reservation::operator=(Reservation&& other) noexcept {
     input_tokens_ = other.input_tokens_;
     output_tokens_ = other.output_tokens_;
     started_ns_ = other.started_ns_;
+    media_ = other.media_;
   }
   return *this;
 }
@@ -65,25 +68,6 @@ GuardResult backend_unavailable(std::string_view user_id) {
   r.threshold = kPpmOne;
   return r;
 }
-
-// A call inside a Paygent (internal::CallsInFlight): shutting down waits until it ends. When the
-// Paygent is shut down (or shutting down) the call is not inside and must touch nothing of it.
-class Inside {
- public:
-  explicit Inside(Engine& e) noexcept : calls_(e.calls), stripe_(calls_.enter()) {}
-  ~Inside() {
-    if (stripe_ != nullptr) calls_.leave(stripe_);
-  }
-  Inside(const Inside&) = delete;
-  Inside& operator=(const Inside&) = delete;
-  explicit operator bool() const noexcept { return stripe_ != nullptr; }
-  void reservation_opened() noexcept { calls_.reservation_opened(stripe_); }
-  void reservation_closed() noexcept { calls_.reservation_closed(stripe_); }
-
- private:
-  internal::CallsInFlight& calls_;
-  internal::CallsInFlight::Stripe* const stripe_;
-};
 
 [[gnu::noinline]] GuardResult unmetered() {
   GuardResult r;
@@ -311,6 +295,13 @@ GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate)
 }
 
 Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimate) {
+  return reserve_for(nullptr, model, estimate_tokens(estimate.prompt_tokens), estimate_tokens(estimate.max_output_tokens),
+                     nullptr, 0, nullptr);
+}
+
+Reservation Paygent::reserve_for(const ContextData* context, std::string_view model, const std::int64_t prompt,
+                                 const std::int64_t output, const internal::MediaKey* media, const Nanos media_cost,
+                                 const std::shared_ptr<const ContextData>* owner) {
   Engine& e = *engine_;
   Reservation res;
   Inside in(e);
@@ -321,7 +312,7 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
   e.counters.checks.add();
   CallSite site;
   try {
-    if (!e.resolve_now(model, site, internal::LimitUse::kHold)) {
+    if (!e.resolve_now(model, site, internal::LimitUse::kHold, context)) {
       e.counters.unmetered.add();
       res.result_.status = GateStatus::kUnmetered;
       return res;
@@ -331,9 +322,7 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
     res.result_.status = GateStatus::kUnmetered;
     return res;
   }
-  const std::int64_t prompt = estimate_tokens(estimate.prompt_tokens);
-  const std::int64_t output = estimate_tokens(estimate.max_output_tokens);
-  const Nanos cost = e.estimate_cost(site.price, prompt, output);
+  const Nanos cost = media != nullptr ? media_cost : e.estimate_cost(site.price, prompt, output);
   internal::Verdicts verdicts;
   if (e.backend_closed()) {
     verdicts.best = backend_unavailable(site.user->key);
@@ -350,7 +339,7 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
       try {
         if (r.status != GateStatus::kHardGate) e.unhold(site, cost, prompt + output);
         verdicts = internal::Verdicts{};
-        if (e.resolve_now(model, site, internal::LimitUse::kHold)) {
+        if (e.resolve_now(model, site, internal::LimitUse::kHold, context)) {
           r = e.admit(site, cost, prompt + output, verdicts);
           if (r.reason == GateReason::kLeaseExhausted) r = e.retry_lease(site, cost, prompt + output, verdicts, true);
         }
@@ -378,9 +367,10 @@ Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimat
   res.period_ = site.period;
   res.session_ = site.session;
   res.model_ = site.model;
-  res.price_ = site.price;
+  res.price_ = media != nullptr ? nullptr : site.price;
   res.price_source_ = site.price_source;
-  res.context_ = Context::capture();
+  res.context_ = owner != nullptr ? *owner : Context::capture();
+  res.media_ = media;
   res.cost_ = cost;
   res.input_tokens_ = prompt;
   res.output_tokens_ = output;

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "meter/internal/str_cat.h"
 
@@ -28,6 +29,13 @@ CREATE TABLE IF NOT EXISTS events(
 );
 CREATE INDEX IF NOT EXISTS events_user_ts ON events(user_id, ts_ns);
 CREATE INDEX IF NOT EXISTS events_unacked ON events(acked);
+CREATE TABLE IF NOT EXISTS customers(
+  external_id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  email TEXT NOT NULL,
+  state INTEGER NOT NULL DEFAULT 0,
+  created_seq INTEGER NOT NULL DEFAULT 0
+);
 )sql");
 }
 
@@ -47,6 +55,29 @@ struct Statement {
   sqlite3_stmt* s = nullptr;
   ~Statement() { sqlite3_finalize(s); }
 };
+
+// Runs `sql` once per row of `rows` (`bind(statement, row)` binds its parameters) in one
+// transaction: all or none. Internal naming `what` on a SQLite failure.
+template <class Row, class Bind>
+absl::Status write_rows(sqlite3* db, const char* sql, std::string_view what, const std::vector<Row>& rows, Bind bind) {
+  auto fail = [&] {
+    absl::Status s = absl::InternalError(str_cat(what, ": ", sqlite3_errmsg(db)));
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    return s;
+  };
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return absl::InternalError(str_cat(what, ": ", sqlite3_errmsg(db)));
+  }
+  Statement st;
+  if (sqlite3_prepare_v2(db, sql, -1, &st.s, nullptr) != SQLITE_OK) return fail();
+  for (const Row& row : rows) {
+    sqlite3_reset(st.s);
+    bind(st.s, row);
+    if (sqlite3_step(st.s) != SQLITE_DONE) return fail();
+  }
+  if (sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail();
+  return absl::OkStatus();
+}
 
 // Soft-gate thresholds already fired, so that a restart does not fire them again (see
 // FiredThreshold). A few rows per user and period. `sent`: 1 when the backend has it (it
@@ -344,35 +375,17 @@ absl::StatusOr<std::int64_t> LocalStore::count() {
 
 absl::Status LocalStore::save_fired(const std::vector<FiredThreshold>& fired, bool sent) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = exec("BEGIN IMMEDIATE"); !s.ok()) return s;
-  Statement st;
-  if (sqlite3_prepare_v2(db_,
-                         "INSERT INTO soft_gates_fired(user_id, limit_key, period_start_ns, threshold_ppm, sent) "
-                         "VALUES (?,?,?,?,?) ON CONFLICT(user_id, period_start_ns, limit_key, threshold_ppm) "
-                         "DO UPDATE SET sent = 1 WHERE excluded.sent = 1 AND sent = 0",
-                         -1, &st.s, nullptr) != SQLITE_OK) {
-    absl::Status s = error("local store: save fired soft gates");
-    exec("ROLLBACK").IgnoreError();
-    return s;
-  }
-  for (const FiredThreshold& f : fired) {
-    sqlite3_reset(st.s);
-    bind_text(st.s, 1, f.user_id);
-    bind_text(st.s, 2, f.limit_key);
-    sqlite3_bind_int64(st.s, 3, f.period_start_ns);
-    sqlite3_bind_int64(st.s, 4, f.threshold_ppm);
-    sqlite3_bind_int(st.s, 5, sent ? 1 : 0);
-    if (sqlite3_step(st.s) != SQLITE_DONE) {
-      absl::Status s = error("local store: save fired soft gates");
-      exec("ROLLBACK").IgnoreError();
-      return s;
-    }
-  }
-  if (absl::Status s = exec("COMMIT"); !s.ok()) {
-    exec("ROLLBACK").IgnoreError();
-    return s;
-  }
-  return absl::OkStatus();
+  return write_rows(db_,
+                    "INSERT INTO soft_gates_fired(user_id, limit_key, period_start_ns, threshold_ppm, sent) "
+                    "VALUES (?,?,?,?,?) ON CONFLICT(user_id, period_start_ns, limit_key, threshold_ppm) "
+                    "DO UPDATE SET sent = 1 WHERE excluded.sent = 1 AND sent = 0",
+                    "local store: save fired soft gates", fired, [sent](sqlite3_stmt* st, const FiredThreshold& f) {
+                      bind_text(st, 1, f.user_id);
+                      bind_text(st, 2, f.limit_key);
+                      sqlite3_bind_int64(st, 3, f.period_start_ns);
+                      sqlite3_bind_int64(st, 4, f.threshold_ppm);
+                      sqlite3_bind_int(st, 5, sent ? 1 : 0);
+                    });
 }
 
 absl::StatusOr<std::vector<FiredThreshold>> LocalStore::fired(std::string_view user_id, std::int64_t from_ns,
@@ -421,6 +434,54 @@ absl::StatusOr<std::vector<FiredThreshold>> LocalStore::unsent_fired(std::size_t
 absl::Status LocalStore::mark_fired_sent(const std::vector<FiredThreshold>& fired) {
   // The rows exist (unsent_fired read them): recording them as sent is setting `sent`.
   return save_fired(fired, /*sent=*/true);
+}
+
+// --- Customers ---
+
+absl::Status LocalStore::save_customers(const std::vector<StoredCustomer>& customers) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return write_rows(db_,
+                    "INSERT INTO customers(external_id, name, email, state, created_seq) "
+                    "VALUES (?1, ?2, ?3, 0, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM customers)) "
+                    "ON CONFLICT(external_id) DO NOTHING",
+                    "local store: save customers", customers, [](sqlite3_stmt* st, const StoredCustomer& c) {
+                      bind_text(st, 1, c.external_id);
+                      bind_text(st, 2, c.name);
+                      bind_text(st, 3, c.email);
+                    });
+}
+
+absl::StatusOr<std::vector<StoredCustomer>> LocalStore::customers(int state, std::size_t limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT external_id, name, email, state FROM customers WHERE ?1 < 0 OR state = ?1 "
+                         "ORDER BY created_seq LIMIT ?2",
+                         -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: customers");
+  }
+  sqlite3_bind_int(st.s, 1, state);
+  sqlite3_bind_int64(st.s, 2, limit > static_cast<std::size_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(limit));
+  std::vector<StoredCustomer> out;
+  int rc;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    out.push_back({column_text(st.s, 0), column_text(st.s, 1), column_text(st.s, 2), sqlite3_column_int(st.s, 3)});
+  }
+  if (rc != SQLITE_DONE) return error("local store: customers");
+  return out;
+}
+
+absl::Status LocalStore::mark_customer(std::string_view external_id, int state) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "UPDATE customers SET state = ?2 WHERE external_id = ?1", -1, &st.s, nullptr) !=
+      SQLITE_OK) {
+    return error("local store: mark customer");
+  }
+  bind_text(st.s, 1, external_id);
+  sqlite3_bind_int(st.s, 2, state);
+  if (sqlite3_step(st.s) != SQLITE_DONE) return error("local store: mark customer");
+  return absl::OkStatus();
 }
 
 }  // namespace paygent::internal

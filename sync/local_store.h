@@ -56,6 +56,14 @@ struct SessionTotals {
   std::int64_t last_ns = 0;
 };
 
+// A customer (create_or_get_customer) kept for restarts and for delivery to paygentd.
+struct StoredCustomer {
+  std::string external_id;
+  std::string name;
+  std::string email;
+  int state = 0;  // LocalStore::kUnacked (to deliver), kAcked (paygentd has it) or kRejected
+};
+
 class LocalStore {
  public:
   // Opens (creating when missing) the store at `path`. Unavailable/Internal with SQLite's message
@@ -101,6 +109,14 @@ class LocalStore {
 
   // Number of stored events (for tests and reports).
   absl::StatusOr<std::int64_t> count();
+
+  // --- Customers (table customers) ---
+
+  // Records the customers in one transaction (kUnacked); one already recorded is kept as it is.
+  absl::Status save_customers(const std::vector<StoredCustomer>& customers);
+  // Up to `limit` customers in `state` (-1: any), in the order they were first saved.
+  absl::StatusOr<std::vector<StoredCustomer>> customers(int state = -1, std::size_t limit = SIZE_MAX);
+  absl::Status mark_customer(std::string_view external_id, int state);
 
   // --- Soft gates fired (table soft_gates_fired) ---
 

@@ -206,6 +206,7 @@ struct Syncer::Impl {
     backend_version = version;
     held_reported = false;
     if (newer && version > 1) release_held();
+    if (newer) customers_unsupported = false;  // an upgraded backend may know customers now
   }
 
   void release_held() {
@@ -241,6 +242,53 @@ struct Syncer::Impl {
           "is upgraded")));
     }
     return true;
+  }
+
+  // --- Customers (create_or_get_customer: docs/tracking.md) ---
+
+  // Delivers the customers not yet delivered, one POST /api/v1/customers/create-or-get each (the
+  // backend creates once, so a retry is harmless). False when the backend could not be reached or
+  // failed (retried with the events' backoff). A backend without the endpoint (404, older) keeps
+  // them in the store: said once, retried after an upgrade (a newer wire version) or a refresh round.
+  net::awaitable<bool> deliver_customers() {
+    if (customers_unsupported) co_return true;
+    auto rows = store->customers(LocalStore::kUnacked, 100);
+    if (!rows.ok()) {
+      target->sync_error(rows.status());
+      co_return false;
+    }
+    for (const StoredCustomer& c : *rows) {
+      std::string body = str_cat("{\"externalId\":", json_quote(c.external_id), ",\"name\":", json_quote(c.name));
+      if (!c.email.empty()) str_append(&body, ",\"email\":", json_quote(c.email));
+      body += "}";
+      auto res = co_await request(http::verb::post, "/api/v1/customers/create-or-get", std::move(body));
+      if (!res) {
+        fail(absl::UnavailableError(str_cat("backend unreachable: ", last_error)));
+        co_return false;
+      }
+      int state = LocalStore::kAcked;
+      if (res->status == 404) {
+        customers_unsupported = true;
+        if (!customers_404_reported) {
+          customers_404_reported = true;
+          target->sync_error(absl::FailedPreconditionError(
+              "the backend has no POST /api/v1/customers/create-or-get (an older paygentd): customers are kept in "
+              "the local store and sent once it is upgraded (said once)"));
+        }
+        co_return true;
+      }
+      if (res->status >= 500 || res->status == 429) co_return false;
+      if (res->status != 200) {
+        state = LocalStore::kRejected;
+        target->sync_error(absl::InvalidArgumentError(str_cat("the backend refused customer \"", c.external_id,
+                                                              "\" (HTTP ", res->status, "): ", res->body)));
+      }
+      if (absl::Status s = store->mark_customer(c.external_id, state); !s.ok()) {
+        target->sync_error(s);
+        co_return false;
+      }
+    }
+    co_return true;
   }
 
   // --- Delivery ---
@@ -514,6 +562,7 @@ struct Syncer::Impl {
         co_await refresh_plans();
         last_refresh = now;
         target->refresh_round();  // active users get watched again, and refreshed next pass
+        customers_unsupported = false;  // asked again once a round: the backend may have been upgraded
       } else if (!backing_off && plans_stale) {
         co_await refresh_plans();
       }
@@ -528,6 +577,7 @@ struct Syncer::Impl {
         const bool due = now - last_send >= absl::ToChronoNanoseconds(options.flush_interval);
         if (flushing || batch_full || due || stop) {
           attempted = true;
+          if (!co_await deliver_customers()) ok = false;
           // Deliver what is there now; events arriving meanwhile wait for the next pass, so that
           // a flush, a stop or a refresh is never starved by steady traffic.
           std::int64_t budget = pending.ok() ? *pending : 0;
@@ -608,7 +658,9 @@ struct Syncer::Impl {
   std::string plans_version;
   std::string latest_plans_version;
   bool plans_stale = false;
-  bool usage_query_supported = true;  // false once the backend answered 404 to POST /usage:query
+  bool usage_query_supported = true;
+  bool customers_unsupported = false;   // the backend answered 404 to customers/create-or-get
+  bool customers_404_reported = false;  // and that was said (once)  // false once the backend answered 404 to POST /usage:query
   // The backend's wire version as its last reply said it (I/O thread only). Until a reply says,
   // the backend is taken to be as new as this library; held events wait for a newer one.
   int backend_version = kWireVersion;

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -240,6 +241,38 @@ struct PlanSnapshot {
   const CompiledPlan* default_plan = nullptr;
 };
 
+// --- Tracking (guard/tracking.cpp, include/paygent/tracking.h) ----------------------------------
+
+// A (kind, provider, model, tier, resolution) as tracking calls name it, interned: its catalog
+// price looked up once, and the texts its events carry. Immutable but for the flag.
+struct MediaKey {
+  std::uint64_t hash = 0;
+  UsageKind kind = UsageKind::kLlm;
+  std::string given_provider, given_model, given_tier, given_resolution;  // the look-up key
+  const MediaPrice* price = nullptr;  // kStt, kTts, kSts, kVideo: nullptr when the catalog has none
+  const ModelInfo* model = nullptr;   // the counters (per model) its cost is added to
+  // The event's texts: the catalog's names when priced, else as given.
+  std::string provider, tier, resolution;
+  mutable std::atomic<bool> unknown_reported{false};
+};
+
+// The context of tracking calls that name their customer, agent and indicator: interned, so that a
+// call allocates nothing once its combination has been seen.
+struct TrackContext {
+  std::uint64_t hash = 0;
+  std::shared_ptr<const ContextData> data;
+};
+
+// A voice session (initialize_voice_session .. set_voice_indicator).
+struct VoiceSession {
+  std::uint64_t hash = 0;
+  std::string session_id;
+  std::atomic<const TrackContext*> context{nullptr};  // nullptr until initialised
+  std::atomic<int> state{0};                           // kVoiceNew, kVoiceOpen, kVoiceClosed
+  std::mutex mu;                                       // initialise and close (cold)
+};
+inline constexpr int kVoiceNew = 0, kVoiceOpen = 1, kVoiceClosed = 2;
+
 // One metered call on its way from the calling thread to the store: the event's fixed-size part
 // (sync/event_record.h) by value, its text by reference to interned, immutable owners.
 struct QueuedEvent {
@@ -249,6 +282,8 @@ struct QueuedEvent {
   const SessionWindow* session = nullptr;
   Provider provider = Provider::kUnknown;
   EventQuantities quantities;
+  const MediaKey* media = nullptr;  // tracking calls: kind's texts (provider, tier, resolution)
+  std::shared_ptr<const std::string> description;  // send_external_cost only
 };
 
 // --- The limits of one call: a table --------------------------------------------------------------
@@ -405,11 +440,14 @@ struct Engine final : SyncTarget {
   std::int64_t coarse_now_ns() const noexcept;
   // Resolves the call site for the current Context at time `now`; false outside any Context.
   // `use` says which LimitTable to prepare (resolve_limits).
-  bool resolve(std::string_view model, std::int64_t now, CallSite& site, LimitUse use = LimitUse::kJudge);
+  // `ctx`: the call's context (nullptr: Context::current()).
+  bool resolve(std::string_view model, std::int64_t now, CallSite& site, LimitUse use = LimitUse::kJudge,
+               const ContextData* ctx = nullptr);
   // As resolve(), at the current time: read from the coarse clock (3 ns instead of 21), and again
   // from the precise one when a period end or a session expiry is within 50 ms, so that no
   // boundary is judged late and every event near one is stamped exactly.
-  bool resolve_now(std::string_view model, CallSite& site, LimitUse use = LimitUse::kJudge);
+  bool resolve_now(std::string_view model, CallSite& site, LimitUse use = LimitUse::kJudge,
+                   const ContextData* ctx = nullptr);
   // Fills site.limits: the one place that knows which limits a call has (see LimitEntry).
   void resolve_limits(CallSite& site, LimitUse use) noexcept;
   // With budget leases: pushes the lease entry of the limit entry just pushed (its lease from
@@ -446,6 +484,38 @@ struct Engine final : SyncTarget {
   void meter(const std::shared_ptr<const ContextData>& context, UserState* user, const ModelInfo* model,
              const SessionWindow* session, Provider provider, const Usage& usage, Nanos cost,
              UsageEvent::PriceSource source, std::int64_t ts_ns, bool estimated) noexcept;
+  // Hands event `q` to on_usage and the writer's queue: meter()'s and the tracking calls' last step
+  // (q.media: a tracking call's key, whose texts on_usage shows).
+  void publish(QueuedEvent& q, const UserState* user, UsageEvent::PriceSource source) noexcept;
+  // Queues `q` for the writer (the overflow list when the queue is full).
+  void enqueue(QueuedEvent& q) noexcept;
+  // --- tracking (guard/tracking.cpp) ---
+  const MediaKey* media_key(UsageKind kind, std::string_view provider, std::string_view model, std::string_view tier,
+                            std::string_view resolution);
+  // The interned context of (user, session, agent, indicator, tags). One per combination, kept for
+  // the engine's life (as named sessions are): a few hundred bytes per voice session.
+  const TrackContext* track_context(std::string_view user_id, std::string_view session_id, std::string_view agent_id,
+                                    std::string_view indicator, const MetaTags& tags);
+  // Their look-ups past the thread's last one (cold: hash, find, insert when new).
+  const MediaKey* find_media_key(UsageKind kind, std::string_view provider, std::string_view model,
+                                 std::string_view tier, std::string_view resolution);
+  const TrackContext* make_track_context(std::uint64_t hash, std::string_view user_id, std::string_view session_id,
+                                         std::string_view agent_id, std::string_view indicator, const MetaTags& tags);
+  VoiceSession* voice_session(std::string_view session_id, bool create);
+  // Meters one tracked event for `context`: counts `cost` in the user's period and session (not
+  // for kBilling), says an unknown price once per model, hands it to on_usage and the queue.
+  void track(const TrackContext& context, const MediaKey& key, EventQuantities q, bool priced,
+             std::shared_ptr<const std::string> description = nullptr) noexcept;
+  // The metering half of track() (and of settle_media): counts, says, hands on and queues `q`.
+  void emit(const std::shared_ptr<const ContextData>& context, const UserState* user, const ModelInfo* model,
+            const SessionWindow* session, const MediaKey& key, EventQuantities& q, bool priced,
+            std::shared_ptr<const std::string> description) noexcept;
+  // The cost of a media quantity at `key`'s price (0 when unpriced).
+  static Nanos media_cost(const MediaKey& key, std::chrono::microseconds duration, std::int64_t characters,
+                          const ModalityTokens* tokens) noexcept;
+  // Customers (create_or_get_customer): loaded from the store at open, saved by the writer.
+  absl::StatusOr<Customer> customer(const CustomerRequest& request);
+  void save_customers();  // writer thread
   Nanos estimate_cost(const ModelPrice* price, std::int64_t input, std::int64_t output) const noexcept;
   // True (and counted in refused_usages, reported through on_error naming the field, followed by
   // `then`) when `usage` cannot be real: a negative count, cache reads plus writes above
@@ -557,6 +627,13 @@ struct Engine final : SyncTarget {
   std::mutex fired_mu;
   std::vector<FiredThreshold> fired_unsaved ABSL_GUARDED_BY(fired_mu);
   std::atomic<bool> store_failing{false};
+  // Tracking: interned keys, contexts and voice sessions (never removed; see track_context).
+  InternTable<MediaKey> media_keys{64};
+  InternTable<TrackContext> track_contexts{1024};
+  InternTable<VoiceSession> voice_sessions{1024};
+  std::mutex customers_mu;
+  absl::flat_hash_map<std::string, Customer> customers ABSL_GUARDED_BY(customers_mu);
+  std::vector<Customer> customers_unsaved ABSL_GUARDED_BY(customers_mu);
   std::thread writer;
 
   const std::uint64_t id_seed;

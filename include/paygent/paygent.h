@@ -60,6 +60,7 @@
 #include "paygent/money.h"
 #include "paygent/plan.h"
 #include "paygent/price_catalog.h"
+#include "paygent/tracking.h"
 #include "paygent/usage.h"
 #include "paygent/usage_event.h"
 
@@ -71,6 +72,7 @@ struct UserState;
 struct PeriodWindow;
 struct SessionWindow;
 struct ModelInfo;
+struct MediaKey;
 }  // namespace internal
 
 class Paygent;
@@ -223,6 +225,7 @@ class Reservation {
   std::int64_t input_tokens_ = 0;   // the estimate held: prompt tokens
   std::int64_t output_tokens_ = 0;  // and max output tokens
   std::int64_t started_ns_ = 0;
+  const internal::MediaKey* media_ = nullptr;  // reserve_media / reserve_voice: what settle_media meters
 };
 
 // A streamed call in flight: reserved (gated) before the request is sent, the provider's
@@ -440,6 +443,59 @@ class Paygent {
     requires std::invocable<Body&, MeteredStream&>
   auto metered_stream(std::string_view model, const CallEstimate& estimate, Body&& body);
 
+  // --- Tracking: customers, agents, indicators, speech, video, external costs (tracking.h) ------
+  // Fire-and-forget like record(): never throw, no I/O; misuse is reported through on_error and
+  // not sent. The mapping of each call to the event's kind and quantities: docs/tracking.md.
+
+  // The customer of `request.external_id`: made on the first call (kept in the local store and
+  // delivered by the syncer to paygentd's POST /api/v1/customers/create-or-get), the same after,
+  // across restarts too. A customer is a guardrail user (same id: plans, caps, reports).
+  // InvalidArgument when external_id is empty. Cold: takes a mutex, allocates.
+  absl::StatusOr<Customer> create_or_get_customer(const CustomerRequest& request);
+
+  // An LLM call's tokens for `customer_id` by `agent_id`: full tracking with an indicator,
+  // cost-only with an empty one.
+  void send_usage(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
+                  const LlmUsage& usage, const MetaTags& meta_tags = {}) noexcept;
+  // Revenue-only: a billing event (no cost). agent_id, customer_id and indicator are required.
+  void send_indicator(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
+                      const MetaTags& meta_tags = {}) noexcept;
+
+  // Voice sessions: the session groups its STT / LLM / TTS events under one agent, customer and
+  // tags (the session id is the events' session); set_voice_indicator bills it (a billing event
+  // with the call's duration) and closes it. Tracking into an unknown or closed session, or a
+  // second initialize of an open one with another agent or customer, is refused (on_error).
+  void initialize_voice_session(std::string_view session_id, std::string_view agent_id,
+                                std::string_view customer_id, const MetaTags& meta_tags = {}) noexcept;
+  void track_voice_stt(std::string_view session_id, const SttUsage& usage) noexcept;
+  void track_voice_llm(std::string_view session_id, const LlmUsage& usage) noexcept;
+  void track_voice_tts(std::string_view session_id, const TtsUsage& usage) noexcept;
+  void set_voice_indicator(std::string_view session_id, std::string_view indicator, MediaDuration duration) noexcept;
+
+  // Standalone speech, video and external costs (an empty indicator: cost-only).
+  void track_stt(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
+                 const SttUsage& usage, const MetaTags& meta_tags = {}) noexcept;
+  void track_tts(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
+                 const TtsUsage& usage, const MetaTags& meta_tags = {}) noexcept;
+  void track_sts(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
+                 const StsUsage& usage, const MetaTags& meta_tags = {}) noexcept;
+  void send_usage_video(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
+                        const VideoUsage& usage, const MetaTags& meta_tags = {}) noexcept;
+  void send_external_cost(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
+                          const ExternalCost& cost, const MetaTags& meta_tags = {}) noexcept;
+
+  // Gating a media call before it runs, like reserve() for tokens: the estimate is priced from the
+  // catalog and held against the user's period and session spend; throws LimitExceeded when it
+  // would take a cap past hard_gate_at (nothing held). reserve_media is for the current Context's
+  // user; reserve_voice for a voice session's customer (an unknown or closed session: kUnmetered,
+  // reported). settle_media meters the real quantity (an event of the estimate's kind) in place
+  // of the estimate; release() gives it back. An unknown price holds 0 (reported once). Settle a
+  // media reservation with settle_media only (settle() would meter it as a token call); a token
+  // reservation given to settle_media is released and reported. Cost: as reserve().
+  [[nodiscard]] Reservation reserve_media(const MediaEstimate& estimate);
+  [[nodiscard]] Reservation reserve_voice(std::string_view session_id, const MediaEstimate& estimate);
+  void settle_media(Reservation& reservation, const MediaActual& actual) noexcept;
+
   // --- Reports ----------------------------------------------------------------------------------
 
   // The user's current period: spend, reservations, remaining budget, by model, by session.
@@ -455,6 +511,11 @@ class Paygent {
 
  private:
   explicit Paygent(std::unique_ptr<internal::Engine> engine) noexcept;
+  // reserve() for `context` (nullptr: the current Context) with `media` (nullptr: an LLM call of
+  // `model`, its estimate priced from tokens) holding `media_cost`.
+  Reservation reserve_for(const ContextData* context, std::string_view model, std::int64_t prompt,
+                          std::int64_t output, const internal::MediaKey* media, Nanos media_cost,
+                          const std::shared_ptr<const ContextData>* owner);
   Reservation reserve_or_fail_open(std::string_view model, const CallEstimate& estimate);
   // Ends a Reservation of this Paygent that is still open after shutdown(); frees the Paygent if
   // it was the last reference to it.

@@ -42,6 +42,16 @@ struct UsageEvent {
   // True when the call's real usage was not available (the response could not be read) and the
   // reservation's estimate was metered instead.
   bool estimated = false;
+  // What was used (docs/tracking.md): "llm" for calls metered by record(), settle() and
+  // send_usage(); "stt", "tts", "sts", "video", "external" or "billing" for the tracking calls
+  // (tracking.h), whose quantities are in the fields below (0 when not of their kind).
+  std::string_view kind = "llm";
+  std::string_view provider_text;  // the tracking calls' provider ("deepgram"); empty for record()
+  std::string_view tier;           // the pricing tier the cost was priced at (tracking calls)
+  std::int64_t audio_us = 0;       // stt: audio transcribed; billing: the voice session's duration
+  std::int64_t characters = 0;     // tts
+  std::int64_t video_us = 0;       // video
+  bool cost_unknown = false;       // no price was found: `cost` is 0 and means unknown
 };
 
 }  // namespace paygent
