@@ -1,0 +1,550 @@
+// paygentd's tracking API (docs/tracking.md, "HTTP"): customers, full / cost-only / revenue-only
+// usage, standalone speech, video and external costs, and voice sessions. Every request is read
+// by the one strict body reader (server/json_body.h) in camelCase or snake_case, priced from the
+// server's catalog (PriceCatalog::builtin(): LLM per token, speech and video per unit), turned
+// into event records (sync/event_record.h) and stored through the batch path's ingest, so that a
+// tracked customer's spend counts like a library's events. Replies are written by JsonWriter.
+//
+// Event ids: with an "Idempotency-Key: K" header, the first 128 bits of SHA-256(product, path,
+// K), so that a retried request is a duplicate of the first and counts once; without it, random.
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "meter/internal/str_cat.h"
+#include "paygent/media_price.h"
+#include "paygent/price_catalog.h"
+#include "server/api.h"
+#include "server/api_key.h"
+#include "server/json_body.h"
+#include "server/json_writer.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::str_cat;
+using ::paygent::internal::UsageKind;
+using Micros = std::chrono::microseconds;
+
+// Longest Idempotency-Key accepted.
+constexpr std::size_t kMaxIdempotencyKeyBytes = 255;
+
+HttpResponse reply(int status, JsonWriter&& writer) {
+  return HttpResponse{.status = status, .body = std::move(writer).str()};
+}
+
+// The id of the request's `index`-th event: derived from the Idempotency-Key when there is one.
+absl::StatusOr<std::string> event_id_of(const std::string& product_id, const HttpRequest& request, int index = 0) {
+  const std::string& key = request.idempotency_key;
+  if (key.empty()) return generate_event_id();
+  if (key.size() > kMaxIdempotencyKeyBytes) {
+    return absl::InvalidArgumentError(str_cat("Idempotency-Key: must be at most ", kMaxIdempotencyKeyBytes, " bytes"));
+  }
+  const std::string_view target = request.target;
+  const std::string_view path = target.substr(0, target.find('?'));
+  // Lengths first, so that no two (product, path, key) share a hashed text.
+  return sha256_hex(str_cat(product_id.size(), ":", product_id, path.size(), ":", path, key.size(), ":", key, "#",
+                            index))
+      .substr(0, 32);
+}
+
+// The fields every tracking request about a customer carries.
+struct Who {
+  std::string agent_id;
+  std::string customer_id;
+  std::string indicator;
+  std::string meta_tags = "{}";
+};
+
+BodyField text(std::array<std::string_view, 2> names, std::string& out, bool required, bool non_empty = false) {
+  return BodyField{.names = names, .type = BodyType::kText, .required = required, .text = &out, .non_empty = non_empty};
+}
+BodyField count(std::array<std::string_view, 2> names, std::int64_t& out, bool required = false,
+                bool* present = nullptr) {
+  return BodyField{.names = names, .type = BodyType::kCount, .required = required, .count = &out, .present = present};
+}
+BodyField duration(std::array<std::string_view, 2> names, BodyType type, Micros& out, bool required) {
+  return BodyField{.names = names, .type = type, .required = required, .duration = &out};
+}
+BodyField tags(std::string& out) {
+  return BodyField{.names = {"metaTags"}, .type = BodyType::kMetaTags, .text = &out};
+}
+
+// agentId, customerId (non-empty), indicator (required and non-empty for revenue, else optional:
+// empty is cost-only) and metaTags.
+void who_fields(Who& who, bool indicator_required, std::vector<BodyField>& out) {
+  out.push_back(text({"agentId"}, who.agent_id, true, true));
+  out.push_back(text({"customerId"}, who.customer_id, true, true));
+  out.push_back(text({"indicator"}, who.indicator, indicator_required, indicator_required));
+  out.push_back(tags(who.meta_tags));
+}
+
+EventRecord event_of(const Who& who, UsageKind kind, absl::Time now) {
+  EventRecord e;
+  e.kind = kind;
+  e.user_id = who.customer_id;
+  e.agent_id = who.agent_id;
+  e.indicator = who.indicator;
+  e.meta_tags_json = who.meta_tags;
+  e.ts_ns = absl::ToUnixNanos(now);
+  return e;
+}
+
+EventRecord event_of(const VoiceSession& session, UsageKind kind, absl::Time now) {
+  EventRecord e = event_of(Who{.agent_id = session.agent_id, .customer_id = session.customer_id,
+                               .meta_tags = session.meta_tags_json},
+                           kind, now);
+  e.session_id = session.session_id;
+  return e;
+}
+
+// "" for the provider's default tier ("default" in any case, or nothing).
+std::string tier_of(std::string_view plan) {
+  std::string lower(plan);
+  for (char& c : lower) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  return lower == "default" ? std::string() : std::string(plan);
+}
+
+// Prices an LLM event (tokens set) from the catalog; returns the prompt's part of the cost.
+std::int64_t price_llm(EventRecord& e) {
+  const ModelPrice* price = PriceCatalog::builtin().find(e.model);
+  if (price == nullptr) {
+    e.cost_unknown = true;
+    return 0;
+  }
+  e.cost_nanos = cost_of(e.usage(), *price);
+  Usage prompt = e.usage();
+  prompt.output_tokens = 0;
+  prompt.reasoning_tokens = 0;
+  return cost_of(prompt, *price);
+}
+
+// Prices a speech or video event from the catalog (its provider, model, tier and quantities).
+// The whole cost is the prompt's, but for speech-to-speech (its input part).
+std::int64_t price_media(EventRecord& e) {
+  MediaKind kind = MediaKind::kStt;
+  switch (e.kind) {
+    case UsageKind::kTts: kind = MediaKind::kTts; break;
+    case UsageKind::kSts: kind = MediaKind::kSts; break;
+    case UsageKind::kVideo: kind = MediaKind::kVideo; break;
+    default: break;
+  }
+  const MediaPrice* price = PriceCatalog::builtin().find(kind, e.provider, e.model, e.tier, e.resolution);
+  if (price == nullptr) {
+    e.cost_unknown = true;
+    return 0;
+  }
+  e.tier = std::string(price->tier);
+  switch (kind) {
+    case MediaKind::kStt: e.cost_nanos = cost_of_duration(*price, Micros(e.audio_us)); return e.cost_nanos;
+    case MediaKind::kVideo: e.cost_nanos = cost_of_duration(*price, Micros(e.video_us)); return e.cost_nanos;
+    case MediaKind::kTts: e.cost_nanos = cost_of_characters(*price, e.characters); return e.cost_nanos;
+    case MediaKind::kSts: break;
+  }
+  ModalityTokens tokens{.text_input = e.input_tokens - e.audio_input_tokens,
+                        .cached_text_input = e.cached_input_tokens - e.cached_audio_input_tokens,
+                        .audio_input = e.audio_input_tokens,
+                        .cached_audio_input = e.cached_audio_input_tokens,
+                        .text_output = e.output_tokens - e.audio_output_tokens,
+                        .audio_output = e.audio_output_tokens};
+  e.cost_nanos = cost_of_modality_tokens(*price, tokens);
+  tokens.text_output = tokens.audio_output = 0;
+  return cost_of_modality_tokens(*price, tokens);
+}
+
+absl::Status invalid(std::string_view field, std::string_view why) {
+  return absl::InvalidArgumentError(str_cat(field, ": ", why));
+}
+
+absl::Status check_cached(std::int64_t cached, std::int64_t input, std::string_view cached_name,
+                          std::string_view input_name) {
+  if (cached > input) return invalid(cached_name, str_cat("must not exceed ", input_name, " (", input, ")"));
+  return absl::OkStatus();
+}
+
+// The body read into `fields`, or the 400 naming the field.
+std::optional<HttpResponse> refuse_body(const HttpRequest& request, std::span<const BodyField> fields) {
+  if (absl::Status s = read_json_body(request.body, fields); !s.ok()) return error_response(s);
+  return std::nullopt;
+}
+
+// The session of a tracking request: 404 when unknown, 409 when closed, naming it.
+absl::StatusOr<VoiceSession> open_session(Storage& storage, const std::string& product_id, const std::string& id) {
+  absl::StatusOr<VoiceSession> session = storage.find_voice_session(product_id, id);
+  if (!session.ok()) return session.status();
+  if (session->closed) {
+    return absl::FailedPreconditionError(
+        str_cat("sessionId: voice session \"", id, "\" is closed (its indicator was set); nothing more is tracked into it"));
+  }
+  return session;
+}
+
+// error_response(), but 409 "session_closed" for a closed voice session.
+HttpResponse session_error(const absl::Status& status) {
+  if (absl::IsFailedPrecondition(status)) return error_response(409, "session_closed", std::string(status.message()));
+  return error_response(status);
+}
+
+}  // namespace
+
+HttpResponse Api::store_tracked(const Call& call, EventRecord& event, std::int64_t prompt_nanos) {
+  absl::StatusOr<std::string> id = event_id_of(call.product_id, call.request);
+  if (!id.ok()) return error_response(id.status());
+  event.id = *std::move(id);
+  absl::StatusOr<IngestResult> stored = store_events(call.product_id, std::span<const EventRecord>(&event, 1));
+  if (!stored.ok()) return error_response(stored.status());
+  std::optional<std::int64_t> total, prompt, completion;
+  if (!event.cost_unknown) {
+    total = event.cost_nanos;
+    prompt = prompt_nanos;
+    completion = event.cost_nanos - prompt_nanos;
+  }
+  JsonWriter w;
+  w.begin_object()
+      .key("cpDataId").value(event.id)
+      .key("kind").value(::paygent::internal::usage_kind_name(event.kind))
+      .key("calculatedCost").usd(total)
+      .key("calculatedCostNanos").value(total)
+      .key("costUnknown").value(event.cost_unknown)
+      .key("breakdown").begin_object()
+      .key("promptCost").usd(prompt)
+      .key("completionCost").usd(completion)
+      .key("totalCost").usd(total)
+      .end_object()
+      .key("duplicate").value(stored->duplicates > 0)
+      .end_object();
+  return reply(200, std::move(w));
+}
+
+HttpResponse Api::track_customer(const Call& call) {
+  std::string external_id, name, email;
+  const BodyField fields[] = {text({"externalId"}, external_id, true, true), text({"name"}, name, true),
+                              text({"email"}, email, false)};
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  absl::StatusOr<CustomerRecord> customer = storage_.create_or_get_customer(call.product_id, external_id, name, email);
+  if (!customer.ok()) return error_response(customer.status());
+  JsonWriter w;
+  w.begin_object()
+      .key("id").value(customer->id)
+      .key("externalId").value(customer->id)
+      .key("name").value(customer->name)
+      .key("email");
+  if (customer->email.empty()) {
+    w.null();
+  } else {
+    w.value(customer->email);
+  }
+  w.key("created").value(customer->created).end_object();
+  return reply(200, std::move(w));
+}
+
+HttpResponse Api::track_usage(const Call& call) {
+  Who who;
+  std::string provider, model, plan;
+  std::int64_t input = 0, output = 0, cached = 0, characters = 0;
+  Micros audio{0};
+  const BodyField raw[] = {text({"provider"}, provider, true),
+                           text({"model"}, model, true, true),
+                           text({"plan"}, plan, false),
+                           count({"inputTokens"}, input),
+                           count({"outputTokens"}, output),
+                           count({"cachedTokens"}, cached),
+                           duration({"audioDuration"}, BodyType::kMinutes, audio, false),
+                           count({"characterCount"}, characters)};
+  std::vector<BodyField> fields;
+  who_fields(who, false, fields);
+  fields.push_back(BodyField{.names = {"rawUsage"}, .type = BodyType::kObject, .required = true, .members = raw});
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  if (absl::Status s = check_cached(cached, input, "rawUsage.cachedTokens", "rawUsage.inputTokens"); !s.ok()) {
+    return error_response(s);
+  }
+  // The kind is what the usage measures: tokens (an LLM call), else audio (speech-to-text), else
+  // characters (text-to-speech). The other quantities given are kept on the event.
+  UsageKind kind = UsageKind::kLlm;
+  if (input == 0 && output == 0 && audio.count() > 0) {
+    kind = UsageKind::kStt;
+  } else if (input == 0 && output == 0 && characters > 0) {
+    kind = UsageKind::kTts;
+  }
+  EventRecord e = event_of(who, kind, options_.clock());
+  e.provider = provider;
+  e.model = model;
+  e.tier = tier_of(plan);
+  e.input_tokens = input;
+  e.output_tokens = output;
+  e.cached_input_tokens = cached;
+  e.audio_us = audio.count();
+  e.characters = characters;
+  const std::int64_t prompt = kind == UsageKind::kLlm ? price_llm(e) : price_media(e);
+  return store_tracked(call, e, prompt);
+}
+
+HttpResponse Api::track_indicator(const Call& call) {
+  Who who;
+  std::vector<BodyField> fields;
+  who_fields(who, true, fields);
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  EventRecord e = event_of(who, UsageKind::kBilling, options_.clock());
+  absl::StatusOr<std::string> id = event_id_of(call.product_id, call.request);
+  if (!id.ok()) return error_response(id.status());
+  e.id = *std::move(id);
+  absl::StatusOr<IngestResult> stored = store_events(call.product_id, std::span<const EventRecord>(&e, 1));
+  if (!stored.ok()) return error_response(stored.status());
+  JsonWriter w;
+  w.begin_object()
+      .key("eventId").value(e.id)
+      .key("kind").value("billing")
+      .key("indicator").value(e.indicator)
+      .key("duplicate").value(stored->duplicates > 0)
+      .end_object();
+  return reply(200, std::move(w));
+}
+
+HttpResponse Api::track_stt(const Call& call) {
+  Who who;
+  std::string provider, model, plan, language;
+  Micros audio{0};
+  std::vector<BodyField> fields;
+  who_fields(who, false, fields);
+  fields.push_back(text({"provider"}, provider, true));
+  fields.push_back(text({"model"}, model, true, true));
+  fields.push_back(text({"plan"}, plan, false));
+  fields.push_back(text({"language"}, language, false));
+  fields.push_back(duration({"audioMinutes", "audioDuration"}, BodyType::kMinutes, audio, true));
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  EventRecord e = event_of(who, UsageKind::kStt, options_.clock());
+  e.provider = provider;
+  e.model = model;
+  e.tier = tier_of(plan);
+  e.audio_us = audio.count();
+  const std::int64_t prompt = price_media(e);
+  return store_tracked(call, e, prompt);
+}
+
+HttpResponse Api::track_tts(const Call& call) {
+  Who who;
+  std::string provider, model, plan;
+  std::int64_t characters = 0;
+  std::vector<BodyField> fields;
+  who_fields(who, false, fields);
+  fields.push_back(text({"provider"}, provider, true));
+  fields.push_back(text({"model"}, model, true, true));
+  fields.push_back(text({"plan"}, plan, false));
+  fields.push_back(count({"characters", "characterCount"}, characters, true));
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  EventRecord e = event_of(who, UsageKind::kTts, options_.clock());
+  e.provider = provider;
+  e.model = model;
+  e.tier = tier_of(plan);
+  e.characters = characters;
+  const std::int64_t prompt = price_media(e);
+  return store_tracked(call, e, prompt);
+}
+
+HttpResponse Api::track_sts(const Call& call) {
+  Who who;
+  std::string provider, model, plan;
+  std::int64_t text_in = 0, audio_in = 0, cached_text = 0, cached_audio = 0, text_out = 0, audio_out = 0;
+  std::vector<BodyField> fields;
+  who_fields(who, false, fields);
+  fields.push_back(text({"provider"}, provider, true));
+  fields.push_back(text({"model"}, model, true, true));
+  fields.push_back(text({"plan"}, plan, false));
+  fields.push_back(count({"inputTextTokens"}, text_in));
+  fields.push_back(count({"inputAudioTokens"}, audio_in));
+  fields.push_back(count({"cachedTextTokens"}, cached_text));
+  fields.push_back(count({"cachedAudioTokens"}, cached_audio));
+  fields.push_back(count({"outputTextTokens"}, text_out));
+  fields.push_back(count({"outputAudioTokens"}, audio_out));
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  absl::Status s = check_cached(cached_text, text_in, "cachedTextTokens", "inputTextTokens");
+  if (s.ok()) s = check_cached(cached_audio, audio_in, "cachedAudioTokens", "inputAudioTokens");
+  EventRecord e = event_of(who, UsageKind::kSts, options_.clock());
+  if (s.ok() && (__builtin_add_overflow(text_in, audio_in, &e.input_tokens) ||
+                 __builtin_add_overflow(text_out, audio_out, &e.output_tokens))) {
+    s = invalid("inputAudioTokens", "the token counts' sum is past 2^63-1");
+  }
+  if (!s.ok()) return error_response(s);
+  e.provider = provider;
+  e.model = model;
+  e.tier = tier_of(plan);
+  e.audio_input_tokens = audio_in;
+  e.cached_input_tokens = cached_text + cached_audio;  // each at most its input: no overflow
+  e.cached_audio_input_tokens = cached_audio;
+  e.audio_output_tokens = audio_out;
+  const std::int64_t prompt = price_media(e);
+  return store_tracked(call, e, prompt);
+}
+
+HttpResponse Api::track_video(const Call& call) {
+  Who who;
+  std::string provider, model, plan, resolution;
+  Micros seconds{0};
+  std::vector<BodyField> fields;
+  who_fields(who, false, fields);
+  fields.push_back(text({"provider"}, provider, true));
+  fields.push_back(text({"model"}, model, true, true));
+  fields.push_back(text({"plan"}, plan, false));
+  fields.push_back(text({"resolution"}, resolution, false));
+  fields.push_back(duration({"videoSeconds", "seconds"}, BodyType::kSeconds, seconds, true));
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  EventRecord e = event_of(who, UsageKind::kVideo, options_.clock());
+  e.provider = provider;
+  e.model = model;
+  e.tier = tier_of(plan);
+  e.resolution = resolution;
+  e.video_us = seconds.count();
+  const std::int64_t prompt = price_media(e);
+  return store_tracked(call, e, prompt);
+}
+
+HttpResponse Api::track_external(const Call& call) {
+  Who who;
+  std::string provider, description;
+  std::int64_t amount = 0, amount_nanos = 0;
+  bool has_amount = false, has_nanos = false;
+  std::vector<BodyField> fields;
+  who_fields(who, false, fields);
+  fields.push_back(text({"provider"}, provider, false));
+  fields.push_back(text({"description"}, description, true, true));
+  fields.push_back(BodyField{.names = {"amount"}, .type = BodyType::kUsd, .count = &amount, .present = &has_amount});
+  fields.push_back(count({"amountNanos"}, amount_nanos, false, &has_nanos));
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  if (has_amount == has_nanos) {
+    return error_response(invalid("amount", has_amount ? "give amount (USD) or amountNanos, not both"
+                                                       : "missing (or amountNanos)"));
+  }
+  EventRecord e = event_of(who, UsageKind::kExternal, options_.clock());
+  e.provider = provider;
+  e.description = description;
+  e.cost_nanos = has_amount ? amount : amount_nanos;
+  return store_tracked(call, e, e.cost_nanos);
+}
+
+HttpResponse Api::voice_session(const Call& call) {
+  VoiceSession session;
+  const BodyField fields[] = {text({"sessionId"}, session.session_id, true, true),
+                              text({"agentId"}, session.agent_id, true, true),
+                              text({"customerId"}, session.customer_id, true, true), tags(session.meta_tags_json)};
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  absl::StatusOr<bool> created = storage_.open_voice_session(call.product_id, session);
+  if (!created.ok()) return error_response(created.status());
+  JsonWriter w;
+  w.begin_object()
+      .key("sessionId").value(session.session_id)
+      .key("agentId").value(session.agent_id)
+      .key("customerId").value(session.customer_id)
+      .key("metaTags").raw(session.meta_tags_json)
+      .key("created").value(*created)
+      .end_object();
+  return reply(200, std::move(w));
+}
+
+HttpResponse Api::voice_stt(const Call& call) {
+  std::string session_id, provider, model, plan, language;
+  Micros audio{0};
+  const BodyField fields[] = {text({"sessionId"}, session_id, true, true),
+                              text({"provider"}, provider, true),
+                              text({"model"}, model, true, true),
+                              text({"plan"}, plan, false),
+                              text({"language"}, language, false),
+                              duration({"audioMinutes", "audioDuration"}, BodyType::kMinutes, audio, true)};
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  absl::StatusOr<VoiceSession> session = open_session(storage_, call.product_id, session_id);
+  if (!session.ok()) return session_error(session.status());
+  EventRecord e = event_of(*session, UsageKind::kStt, options_.clock());
+  e.provider = provider;
+  e.model = model;
+  e.tier = tier_of(plan);
+  e.audio_us = audio.count();
+  const std::int64_t prompt = price_media(e);
+  return store_tracked(call, e, prompt);
+}
+
+HttpResponse Api::voice_llm(const Call& call) {
+  std::string session_id, provider, model, plan;
+  std::int64_t prompt_tokens = 0, completion_tokens = 0, cached = 0;
+  const BodyField fields[] = {text({"sessionId"}, session_id, true, true),
+                              text({"provider"}, provider, true),
+                              text({"model"}, model, true, true),
+                              text({"plan"}, plan, false),
+                              count({"promptTokens"}, prompt_tokens, true),
+                              count({"completionTokens"}, completion_tokens, true),
+                              count({"cachedTokens"}, cached)};
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  if (absl::Status s = check_cached(cached, prompt_tokens, "cachedTokens", "promptTokens"); !s.ok()) {
+    return error_response(s);
+  }
+  absl::StatusOr<VoiceSession> session = open_session(storage_, call.product_id, session_id);
+  if (!session.ok()) return session_error(session.status());
+  EventRecord e = event_of(*session, UsageKind::kLlm, options_.clock());
+  e.provider = provider;
+  e.model = model;
+  e.tier = tier_of(plan);
+  e.input_tokens = prompt_tokens;
+  e.output_tokens = completion_tokens;
+  e.cached_input_tokens = cached;
+  const std::int64_t prompt = price_llm(e);
+  return store_tracked(call, e, prompt);
+}
+
+HttpResponse Api::voice_tts(const Call& call) {
+  std::string session_id, provider, model, plan;
+  std::int64_t characters = 0;
+  const BodyField fields[] = {text({"sessionId"}, session_id, true, true),
+                              text({"provider"}, provider, true),
+                              text({"model"}, model, true, true),
+                              text({"plan"}, plan, false),
+                              count({"characters", "characterCount"}, characters, true)};
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  absl::StatusOr<VoiceSession> session = open_session(storage_, call.product_id, session_id);
+  if (!session.ok()) return session_error(session.status());
+  EventRecord e = event_of(*session, UsageKind::kTts, options_.clock());
+  e.provider = provider;
+  e.model = model;
+  e.tier = tier_of(plan);
+  e.characters = characters;
+  const std::int64_t prompt = price_media(e);
+  return store_tracked(call, e, prompt);
+}
+
+HttpResponse Api::voice_indicator(const Call& call) {
+  std::string session_id, indicator;
+  Micros total{0};
+  const BodyField fields[] = {text({"sessionId"}, session_id, true, true), text({"indicator"}, indicator, true, true),
+                              duration({"totalDuration"}, BodyType::kMinutes, total, true)};
+  if (auto refused = refuse_body(call.request, fields)) return *refused;
+  absl::StatusOr<VoiceSession> session = storage_.find_voice_session(call.product_id, session_id);
+  if (!session.ok()) return error_response(session.status());
+  EventRecord e = event_of(*session, UsageKind::kBilling, options_.clock());
+  e.indicator = indicator;
+  e.audio_us = total.count();
+  absl::StatusOr<std::string> id = event_id_of(call.product_id, call.request);
+  if (!id.ok()) return error_response(id.status());
+  e.id = *std::move(id);
+  // Closed first (atomically: a second indicator is refused here), then billed; reopened when the
+  // billing event cannot be stored, so that the indicator can be sent again.
+  if (absl::Status s = storage_.close_voice_session(call.product_id, session_id, e.id); !s.ok()) {
+    return session_error(s);
+  }
+  absl::StatusOr<IngestResult> stored = store_events(call.product_id, std::span<const EventRecord>(&e, 1));
+  if (!stored.ok()) {
+    static_cast<void>(storage_.reopen_voice_session(call.product_id, session_id, e.id));
+    return error_response(stored.status());
+  }
+  JsonWriter w;
+  w.begin_object()
+      .key("sessionId").value(session_id)
+      .key("eventId").value(e.id)
+      .key("indicator").value(indicator)
+      .key("totalDurationUs").value(e.audio_us)
+      .key("closed").value(true)
+      .key("duplicate").value(stored->duplicates > 0)
+      .end_object();
+  return reply(200, std::move(w));
+}
+
+}  // namespace paygent::server
