@@ -246,7 +246,7 @@ HttpResponse Api::track_usage(const Call& call) {
   std::string provider, model, plan;
   std::int64_t input = 0, output = 0, cached = 0, characters = 0;
   Micros audio{0};
-  const BodyField raw[] = {text({"provider"}, provider, true),
+  const BodyField raw[] = {text({"provider", "serviceProvider"}, provider, true),
                            text({"model"}, model, true, true),
                            text({"plan"}, plan, false),
                            count({"inputTokens"}, input),
@@ -309,7 +309,7 @@ HttpResponse Api::track_stt(const Call& call) {
   Micros audio{0};
   std::vector<BodyField> fields;
   who_fields(who, false, fields);
-  fields.push_back(text({"provider"}, provider, true));
+  fields.push_back(text({"provider", "serviceProvider"}, provider, true));
   fields.push_back(text({"model"}, model, true, true));
   fields.push_back(text({"plan"}, plan, false));
   fields.push_back(text({"language"}, language, false));
@@ -330,7 +330,7 @@ HttpResponse Api::track_tts(const Call& call) {
   std::int64_t characters = 0;
   std::vector<BodyField> fields;
   who_fields(who, false, fields);
-  fields.push_back(text({"provider"}, provider, true));
+  fields.push_back(text({"provider", "serviceProvider"}, provider, true));
   fields.push_back(text({"model"}, model, true, true));
   fields.push_back(text({"plan"}, plan, false));
   fields.push_back(count({"characters", "characterCount"}, characters, true));
@@ -350,7 +350,7 @@ HttpResponse Api::track_sts(const Call& call) {
   std::int64_t text_in = 0, audio_in = 0, cached_text = 0, cached_audio = 0, text_out = 0, audio_out = 0;
   std::vector<BodyField> fields;
   who_fields(who, false, fields);
-  fields.push_back(text({"provider"}, provider, true));
+  fields.push_back(text({"provider", "serviceProvider"}, provider, true));
   fields.push_back(text({"model"}, model, true, true));
   fields.push_back(text({"plan"}, plan, false));
   fields.push_back(count({"inputTextTokens"}, text_in));
@@ -385,7 +385,7 @@ HttpResponse Api::track_video(const Call& call) {
   Micros seconds{0};
   std::vector<BodyField> fields;
   who_fields(who, false, fields);
-  fields.push_back(text({"provider"}, provider, true));
+  fields.push_back(text({"provider", "serviceProvider"}, provider, true));
   fields.push_back(text({"model"}, model, true, true));
   fields.push_back(text({"plan"}, plan, false));
   fields.push_back(text({"resolution"}, resolution, false));
@@ -408,7 +408,7 @@ HttpResponse Api::track_external(const Call& call) {
   bool has_amount = false, has_nanos = false;
   std::vector<BodyField> fields;
   who_fields(who, false, fields);
-  fields.push_back(text({"provider"}, provider, false));
+  fields.push_back(text({"provider", "serviceProvider"}, provider, false));
   fields.push_back(text({"description"}, description, true, true));
   fields.push_back(BodyField{.names = {"amount"}, .type = BodyType::kUsd, .count = &amount, .present = &has_amount});
   fields.push_back(count({"amountNanos"}, amount_nanos, false, &has_nanos));
@@ -447,7 +447,7 @@ HttpResponse Api::voice_stt(const Call& call) {
   std::string session_id, provider, model, plan, language;
   Micros audio{0};
   const BodyField fields[] = {text({"sessionId"}, session_id, true, true),
-                              text({"provider"}, provider, true),
+                              text({"provider", "serviceProvider"}, provider, true),
                               text({"model"}, model, true, true),
                               text({"plan"}, plan, false),
                               text({"language"}, language, false),
@@ -468,7 +468,7 @@ HttpResponse Api::voice_llm(const Call& call) {
   std::string session_id, provider, model, plan;
   std::int64_t prompt_tokens = 0, completion_tokens = 0, cached = 0;
   const BodyField fields[] = {text({"sessionId"}, session_id, true, true),
-                              text({"provider"}, provider, true),
+                              text({"provider", "serviceProvider"}, provider, true),
                               text({"model"}, model, true, true),
                               text({"plan"}, plan, false),
                               count({"promptTokens"}, prompt_tokens, true),
@@ -495,7 +495,7 @@ HttpResponse Api::voice_tts(const Call& call) {
   std::string session_id, provider, model, plan;
   std::int64_t characters = 0;
   const BodyField fields[] = {text({"sessionId"}, session_id, true, true),
-                              text({"provider"}, provider, true),
+                              text({"provider", "serviceProvider"}, provider, true),
                               text({"model"}, model, true, true),
                               text({"plan"}, plan, false),
                               count({"characters", "characterCount"}, characters, true)};
