@@ -138,6 +138,10 @@ class Api {
   HttpResponse voice_llm(const Call& call);
   HttpResponse voice_tts(const Call& call);
   HttpResponse voice_indicator(const Call& call);
+  // A tracked usage of `kind` (stt, tts, sts, video; llm in a session): standalone (agentId,
+  // customerId, indicator, metaTags) or `in_session` (sessionId: the session's agent, customer and
+  // tags), with the kind's measures, priced from the catalog.
+  HttpResponse track_kind(const Call& call, ::paygent::internal::UsageKind kind, bool in_session);
   // Stores one tracked event of a kind with a cost (its id, user, quantities and cost set; its id
   // replaced per the request's Idempotency-Key) and answers the cost reply: calculatedCost, its
   // nano-USD, and the breakdown (`prompt_nanos` of the cost is the prompt's; the rest the

@@ -188,6 +188,88 @@ HttpResponse session_error(const absl::Status& status) {
   return error_response(status);
 }
 
+// What a tracked request of one kind measures: the priced model and the kind's quantities.
+struct Measure {
+  std::string provider, model, plan, language, resolution;
+  Micros audio{0}, video{0};
+  std::int64_t characters = 0;
+  std::int64_t prompt = 0, completion = 0, cached = 0;  // llm
+  std::int64_t text_in = 0, audio_in = 0, cached_text = 0, cached_audio = 0, text_out = 0, audio_out = 0;  // sts
+};
+
+// The fields of a `kind` request beyond who or the session: provider (or serviceProvider), model,
+// plan, and the kind's quantities.
+void measure_fields(UsageKind kind, Measure& m, std::vector<BodyField>& out) {
+  out.push_back(text({"provider", "serviceProvider"}, m.provider, true));
+  out.push_back(text({"model"}, m.model, true, true));
+  out.push_back(text({"plan"}, m.plan, false));
+  switch (kind) {
+    case UsageKind::kStt:
+      out.push_back(text({"language"}, m.language, false));  // accepted; no price depends on it
+      out.push_back(duration({"audioMinutes", "audioDuration"}, BodyType::kMinutes, m.audio, true));
+      break;
+    case UsageKind::kTts: out.push_back(count({"characters", "characterCount"}, m.characters, true)); break;
+    case UsageKind::kLlm:
+      out.push_back(count({"promptTokens"}, m.prompt, true));
+      out.push_back(count({"completionTokens"}, m.completion, true));
+      out.push_back(count({"cachedTokens"}, m.cached));
+      break;
+    case UsageKind::kSts:
+      out.push_back(count({"inputTextTokens"}, m.text_in));
+      out.push_back(count({"inputAudioTokens"}, m.audio_in));
+      out.push_back(count({"cachedTextTokens"}, m.cached_text));
+      out.push_back(count({"cachedAudioTokens"}, m.cached_audio));
+      out.push_back(count({"outputTextTokens"}, m.text_out));
+      out.push_back(count({"outputAudioTokens"}, m.audio_out));
+      break;
+    case UsageKind::kVideo:
+      out.push_back(text({"resolution"}, m.resolution, false));
+      out.push_back(duration({"videoSeconds", "seconds"}, BodyType::kSeconds, m.video, true));
+      break;
+    default: break;
+  }
+}
+
+// Puts `m` on the event and prices it: the prompt's part of the cost, or InvalidArgument naming a
+// cached count above its input.
+absl::StatusOr<std::int64_t> measure_event(UsageKind kind, const Measure& m, EventRecord& e) {
+  e.provider = m.provider;
+  e.model = m.model;
+  e.tier = tier_of(m.plan);
+  switch (kind) {
+    case UsageKind::kStt: e.audio_us = m.audio.count(); break;
+    case UsageKind::kTts: e.characters = m.characters; break;
+    case UsageKind::kVideo:
+      e.resolution = m.resolution;
+      e.video_us = m.video.count();
+      break;
+    case UsageKind::kLlm:
+      if (absl::Status s = check_cached(m.cached, m.prompt, "cachedTokens", "promptTokens"); !s.ok()) return s;
+      e.input_tokens = m.prompt;
+      e.output_tokens = m.completion;
+      e.cached_input_tokens = m.cached;
+      return price_llm(e);
+    case UsageKind::kSts:
+      if (absl::Status s = check_cached(m.cached_text, m.text_in, "cachedTextTokens", "inputTextTokens"); !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = check_cached(m.cached_audio, m.audio_in, "cachedAudioTokens", "inputAudioTokens"); !s.ok()) {
+        return s;
+      }
+      if (__builtin_add_overflow(m.text_in, m.audio_in, &e.input_tokens) ||
+          __builtin_add_overflow(m.text_out, m.audio_out, &e.output_tokens)) {
+        return invalid("inputAudioTokens", "the token counts' sum is past 2^63-1");
+      }
+      e.audio_input_tokens = m.audio_in;
+      e.cached_input_tokens = m.cached_text + m.cached_audio;  // each at most its input: no overflow
+      e.cached_audio_input_tokens = m.cached_audio;
+      e.audio_output_tokens = m.audio_out;
+      break;
+    default: break;
+  }
+  return price_media(e);
+}
+
 }  // namespace
 
 HttpResponse Api::store_tracked(const Call& call, EventRecord& event, std::int64_t prompt_nanos) {
@@ -303,102 +385,38 @@ HttpResponse Api::track_indicator(const Call& call) {
   return reply(200, std::move(w));
 }
 
-HttpResponse Api::track_stt(const Call& call) {
-  Who who;
-  std::string provider, model, plan, language;
-  Micros audio{0};
-  std::vector<BodyField> fields;
-  who_fields(who, false, fields);
-  fields.push_back(text({"provider", "serviceProvider"}, provider, true));
-  fields.push_back(text({"model"}, model, true, true));
-  fields.push_back(text({"plan"}, plan, false));
-  fields.push_back(text({"language"}, language, false));
-  fields.push_back(duration({"audioMinutes", "audioDuration"}, BodyType::kMinutes, audio, true));
-  if (auto refused = refuse_body(call.request, fields)) return *refused;
-  EventRecord e = event_of(who, UsageKind::kStt, options_.clock());
-  e.provider = provider;
-  e.model = model;
-  e.tier = tier_of(plan);
-  e.audio_us = audio.count();
-  const std::int64_t prompt = price_media(e);
-  return store_tracked(call, e, prompt);
-}
+HttpResponse Api::track_stt(const Call& call) { return track_kind(call, UsageKind::kStt, false); }
+HttpResponse Api::track_tts(const Call& call) { return track_kind(call, UsageKind::kTts, false); }
+HttpResponse Api::track_sts(const Call& call) { return track_kind(call, UsageKind::kSts, false); }
+HttpResponse Api::track_video(const Call& call) { return track_kind(call, UsageKind::kVideo, false); }
+HttpResponse Api::voice_stt(const Call& call) { return track_kind(call, UsageKind::kStt, true); }
+HttpResponse Api::voice_llm(const Call& call) { return track_kind(call, UsageKind::kLlm, true); }
+HttpResponse Api::voice_tts(const Call& call) { return track_kind(call, UsageKind::kTts, true); }
 
-HttpResponse Api::track_tts(const Call& call) {
+HttpResponse Api::track_kind(const Call& call, UsageKind kind, bool in_session) {
   Who who;
-  std::string provider, model, plan;
-  std::int64_t characters = 0;
+  std::string session_id;
+  Measure m;
   std::vector<BodyField> fields;
-  who_fields(who, false, fields);
-  fields.push_back(text({"provider", "serviceProvider"}, provider, true));
-  fields.push_back(text({"model"}, model, true, true));
-  fields.push_back(text({"plan"}, plan, false));
-  fields.push_back(count({"characters", "characterCount"}, characters, true));
-  if (auto refused = refuse_body(call.request, fields)) return *refused;
-  EventRecord e = event_of(who, UsageKind::kTts, options_.clock());
-  e.provider = provider;
-  e.model = model;
-  e.tier = tier_of(plan);
-  e.characters = characters;
-  const std::int64_t prompt = price_media(e);
-  return store_tracked(call, e, prompt);
-}
-
-HttpResponse Api::track_sts(const Call& call) {
-  Who who;
-  std::string provider, model, plan;
-  std::int64_t text_in = 0, audio_in = 0, cached_text = 0, cached_audio = 0, text_out = 0, audio_out = 0;
-  std::vector<BodyField> fields;
-  who_fields(who, false, fields);
-  fields.push_back(text({"provider", "serviceProvider"}, provider, true));
-  fields.push_back(text({"model"}, model, true, true));
-  fields.push_back(text({"plan"}, plan, false));
-  fields.push_back(count({"inputTextTokens"}, text_in));
-  fields.push_back(count({"inputAudioTokens"}, audio_in));
-  fields.push_back(count({"cachedTextTokens"}, cached_text));
-  fields.push_back(count({"cachedAudioTokens"}, cached_audio));
-  fields.push_back(count({"outputTextTokens"}, text_out));
-  fields.push_back(count({"outputAudioTokens"}, audio_out));
-  if (auto refused = refuse_body(call.request, fields)) return *refused;
-  absl::Status s = check_cached(cached_text, text_in, "cachedTextTokens", "inputTextTokens");
-  if (s.ok()) s = check_cached(cached_audio, audio_in, "cachedAudioTokens", "inputAudioTokens");
-  EventRecord e = event_of(who, UsageKind::kSts, options_.clock());
-  if (s.ok() && (__builtin_add_overflow(text_in, audio_in, &e.input_tokens) ||
-                 __builtin_add_overflow(text_out, audio_out, &e.output_tokens))) {
-    s = invalid("inputAudioTokens", "the token counts' sum is past 2^63-1");
+  if (in_session) {
+    fields.push_back(text({"sessionId"}, session_id, true, true));
+  } else {
+    who_fields(who, false, fields);
   }
-  if (!s.ok()) return error_response(s);
-  e.provider = provider;
-  e.model = model;
-  e.tier = tier_of(plan);
-  e.audio_input_tokens = audio_in;
-  e.cached_input_tokens = cached_text + cached_audio;  // each at most its input: no overflow
-  e.cached_audio_input_tokens = cached_audio;
-  e.audio_output_tokens = audio_out;
-  const std::int64_t prompt = price_media(e);
-  return store_tracked(call, e, prompt);
-}
-
-HttpResponse Api::track_video(const Call& call) {
-  Who who;
-  std::string provider, model, plan, resolution;
-  Micros seconds{0};
-  std::vector<BodyField> fields;
-  who_fields(who, false, fields);
-  fields.push_back(text({"provider", "serviceProvider"}, provider, true));
-  fields.push_back(text({"model"}, model, true, true));
-  fields.push_back(text({"plan"}, plan, false));
-  fields.push_back(text({"resolution"}, resolution, false));
-  fields.push_back(duration({"videoSeconds", "seconds"}, BodyType::kSeconds, seconds, true));
+  measure_fields(kind, m, fields);
   if (auto refused = refuse_body(call.request, fields)) return *refused;
-  EventRecord e = event_of(who, UsageKind::kVideo, options_.clock());
-  e.provider = provider;
-  e.model = model;
-  e.tier = tier_of(plan);
-  e.resolution = resolution;
-  e.video_us = seconds.count();
-  const std::int64_t prompt = price_media(e);
-  return store_tracked(call, e, prompt);
+  EventRecord e;
+  if (in_session) {
+    // Checked after the body, so that a bad body is a 400 whatever the session's state.
+    absl::StatusOr<VoiceSession> session = open_session(storage_, call.product_id, session_id);
+    if (!session.ok()) return session_error(session.status());
+    e = event_of(*session, kind, options_.clock());
+  } else {
+    e = event_of(who, kind, options_.clock());
+  }
+  absl::StatusOr<std::int64_t> prompt = measure_event(kind, m, e);
+  if (!prompt.ok()) return error_response(prompt.status());
+  return store_tracked(call, e, *prompt);
 }
 
 HttpResponse Api::track_external(const Call& call) {
@@ -441,74 +459,6 @@ HttpResponse Api::voice_session(const Call& call) {
       .key("created").value(*created)
       .end_object();
   return reply(200, std::move(w));
-}
-
-HttpResponse Api::voice_stt(const Call& call) {
-  std::string session_id, provider, model, plan, language;
-  Micros audio{0};
-  const BodyField fields[] = {text({"sessionId"}, session_id, true, true),
-                              text({"provider", "serviceProvider"}, provider, true),
-                              text({"model"}, model, true, true),
-                              text({"plan"}, plan, false),
-                              text({"language"}, language, false),
-                              duration({"audioMinutes", "audioDuration"}, BodyType::kMinutes, audio, true)};
-  if (auto refused = refuse_body(call.request, fields)) return *refused;
-  absl::StatusOr<VoiceSession> session = open_session(storage_, call.product_id, session_id);
-  if (!session.ok()) return session_error(session.status());
-  EventRecord e = event_of(*session, UsageKind::kStt, options_.clock());
-  e.provider = provider;
-  e.model = model;
-  e.tier = tier_of(plan);
-  e.audio_us = audio.count();
-  const std::int64_t prompt = price_media(e);
-  return store_tracked(call, e, prompt);
-}
-
-HttpResponse Api::voice_llm(const Call& call) {
-  std::string session_id, provider, model, plan;
-  std::int64_t prompt_tokens = 0, completion_tokens = 0, cached = 0;
-  const BodyField fields[] = {text({"sessionId"}, session_id, true, true),
-                              text({"provider", "serviceProvider"}, provider, true),
-                              text({"model"}, model, true, true),
-                              text({"plan"}, plan, false),
-                              count({"promptTokens"}, prompt_tokens, true),
-                              count({"completionTokens"}, completion_tokens, true),
-                              count({"cachedTokens"}, cached)};
-  if (auto refused = refuse_body(call.request, fields)) return *refused;
-  if (absl::Status s = check_cached(cached, prompt_tokens, "cachedTokens", "promptTokens"); !s.ok()) {
-    return error_response(s);
-  }
-  absl::StatusOr<VoiceSession> session = open_session(storage_, call.product_id, session_id);
-  if (!session.ok()) return session_error(session.status());
-  EventRecord e = event_of(*session, UsageKind::kLlm, options_.clock());
-  e.provider = provider;
-  e.model = model;
-  e.tier = tier_of(plan);
-  e.input_tokens = prompt_tokens;
-  e.output_tokens = completion_tokens;
-  e.cached_input_tokens = cached;
-  const std::int64_t prompt = price_llm(e);
-  return store_tracked(call, e, prompt);
-}
-
-HttpResponse Api::voice_tts(const Call& call) {
-  std::string session_id, provider, model, plan;
-  std::int64_t characters = 0;
-  const BodyField fields[] = {text({"sessionId"}, session_id, true, true),
-                              text({"provider", "serviceProvider"}, provider, true),
-                              text({"model"}, model, true, true),
-                              text({"plan"}, plan, false),
-                              count({"characters", "characterCount"}, characters, true)};
-  if (auto refused = refuse_body(call.request, fields)) return *refused;
-  absl::StatusOr<VoiceSession> session = open_session(storage_, call.product_id, session_id);
-  if (!session.ok()) return session_error(session.status());
-  EventRecord e = event_of(*session, UsageKind::kTts, options_.clock());
-  e.provider = provider;
-  e.model = model;
-  e.tier = tier_of(plan);
-  e.characters = characters;
-  const std::int64_t prompt = price_media(e);
-  return store_tracked(call, e, prompt);
 }
 
 HttpResponse Api::voice_indicator(const Call& call) {
