@@ -199,7 +199,7 @@ bool spells(std::string_view key, std::string_view camel) noexcept {
   std::size_t k = 0;
   for (const char c : camel) {
     if (c >= 'A' && c <= 'Z') {
-      if (k + 1 >= key.size() + 1 || k >= key.size() || key[k] != '_') return false;
+      if (k >= key.size() || key[k] != '_') return false;
       ++k;
       if (k >= key.size() || key[k] != c - 'A' + 'a') return false;
     } else if (k >= key.size() || key[k] != c) {

@@ -18,6 +18,7 @@
 #include "paygent/media_price.h"
 #include "paygent/price_catalog.h"
 #include "server/api.h"
+#include "server/json_body.h"
 #include "server/json_writer.h"
 #include "server/metrics.h"
 #include "tests/server/fixture.h"
@@ -401,6 +402,63 @@ TEST_CASE("tracking: bad input is refused naming the field, and nothing is store
     // The session is still open: the refusals did not touch it.
     CHECK(t.post("/api/v1/voice/indicator", R"({"sessionId":"s","indicator":"done","totalDuration":1})").status == 200);
   });
+}
+
+TEST_CASE("tracking: voice sessions and customers in the storage, on both backends") {
+  for_each_backend([](StorageBackend& backend) {
+    Tracking t(backend);
+    Storage& s = *t.storage;
+    const VoiceSession session{.session_id = "v1", .agent_id = "a", .customer_id = "c", .meta_tags_json = R"({"k":"v"})"};
+    CHECK(s.open_voice_session(t.product, session).value() == true);
+    CHECK(s.open_voice_session(t.product, session).value() == false);
+    VoiceSession other = session;
+    other.customer_id = "d";
+    CHECK(absl::IsAlreadyExists(s.open_voice_session(t.product, other).status()));
+    CHECK(s.find_voice_session(t.product, "v1").value() == session);
+    CHECK(absl::IsNotFound(s.find_voice_session(t.product, "v2").status()));
+    CHECK(absl::IsNotFound(s.close_voice_session(t.product, "v2", event_id(1))));
+
+    // The first close wins; the same closing event again is a retry; another is refused.
+    CHECK(s.close_voice_session(t.product, "v1", event_id(1)).ok());
+    CHECK(s.close_voice_session(t.product, "v1", event_id(1)).ok());
+    CHECK(absl::IsFailedPrecondition(s.close_voice_session(t.product, "v1", event_id(2))));
+    VoiceSession closed = s.find_voice_session(t.product, "v1").value();
+    CHECK(closed.closed);
+    CHECK(closed.closing_event_id == event_id(1));
+    // Reopened only by the event that closed it.
+    CHECK(s.reopen_voice_session(t.product, "v1", event_id(2)).ok());
+    CHECK(s.find_voice_session(t.product, "v1").value().closed);
+    CHECK(s.reopen_voice_session(t.product, "v1", event_id(1)).ok());
+    CHECK(s.find_voice_session(t.product, "v1").value() == session);
+    // Another store on the same database sees it (a replica, or the same store reopened).
+    std::unique_ptr<Storage> again = backend.again();
+    CHECK(again->find_voice_session(t.product, "v1").value() == session);
+
+    const CustomerRecord first = s.create_or_get_customer(t.product, "ext-1", "Name", "").value();
+    CHECK(first == CustomerRecord{.id = "ext-1", .name = "Name", .email = "", .created = true});
+    CHECK(again->create_or_get_customer(t.product, "ext-1", "Other", "x@y").value() ==
+          CustomerRecord{.id = "ext-1", .name = "Name", .email = "", .created = false});
+    CHECK(s.find_user(t.product, "ext-1").ok());
+    CHECK(absl::IsNotFound(s.create_or_get_customer("prod_none", "ext-1", "n", "").status()));
+  });
+}
+
+TEST_CASE("tracking: JsonWriter writes USD exactly and spells() reads both spellings") {
+  CHECK(JsonWriter::usd_text(7'000'000) == "0.007");
+  CHECK(JsonWriter::usd_text(0) == "0");
+  CHECK(JsonWriter::usd_text(1'500'000'000) == "1.5");
+  CHECK(JsonWriter::usd_text(-1) == "-0.000000001");
+  CHECK(JsonWriter::usd_text(std::numeric_limits<std::int64_t>::min()) == "-9223372036.854775808");
+  JsonWriter w;
+  w.begin_object().key("a").value("x\"y").key("b").begin_object().end_object().key("c").null().key("d").usd(
+      std::optional<std::int64_t>()).end_object();
+  CHECK(std::move(w).str() == R"({"a":"x\"y","b":{},"c":null,"d":null})");
+  CHECK(spells("inputTokens", "inputTokens"));
+  CHECK(spells("input_tokens", "inputTokens"));
+  CHECK_FALSE(spells("inputtokens", "inputTokens"));
+  CHECK_FALSE(spells("input_Tokens", "inputTokens"));
+  CHECK_FALSE(spells("input_tokens_", "inputTokens"));
+  CHECK_FALSE(spells("input_", "inputTokens"));
 }
 
 TEST_CASE("tracking: the route table keeps 404, 405 with Allow, and the metrics label per pattern") {
