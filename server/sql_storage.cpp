@@ -128,6 +128,12 @@ CREATE TABLE IF NOT EXISTS voice_sessions(
   closing_event_id TEXT NOT NULL,
   created_ns ${INT} NOT NULL,
   PRIMARY KEY(product, session_id))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS idempotency_keys(
+  product ${INT} NOT NULL,
+  key_sha256 TEXT NOT NULL,
+  body_sha256 TEXT NOT NULL,
+  created_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, key_sha256))${KEYED_TABLE};
 )sql";
 
 // The summed columns of one row of usage_daily or of the events, in Totals' order after calls.

@@ -1,7 +1,7 @@
 // SqlStorage's records of the tracking API (docs/tracking.md, "HTTP"; see server/sql_storage.h):
 // customers (a customer is a guardrail user: its row in users, and its name and email in
 // customers) and voice sessions (voice_sessions, closed by the id of the billing event that
-// closes them). The events themselves go through ingest, as every other event does.
+// closes them), and the Idempotency-Keys used with the hash of their body. The events themselves go through ingest, as every other event does.
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -165,6 +165,29 @@ absl::Status SqlStorage::reopen_voice_session(std::string_view product_id, std::
     if (!update.ok()) return update.status();
     update->bind(1, *product).bind(2, session_id).bind(3, closing_event_id);
     return update->run("reopen voice session");
+  });
+}
+
+absl::Status SqlStorage::claim_idempotency_key(std::string_view product_id, std::string_view key_sha256,
+                                               std::string_view body_sha256) {
+  return transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    absl::StatusOr<Query> insert = prepare(connection,
+                                           "INSERT INTO idempotency_keys(product, key_sha256, body_sha256, created_ns) "
+                                           "VALUES(?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING");
+    if (!insert.ok()) return insert.status();
+    insert->bind(1, *product).bind(2, key_sha256).bind(3, body_sha256).bind(4, now_ns());
+    if (absl::Status s = insert->run("claim idempotency key"); !s.ok()) return s;
+    if (insert->changes() > 0) return absl::OkStatus();
+    absl::StatusOr<Query> select =
+        prepare(connection, "SELECT body_sha256 FROM idempotency_keys WHERE product = ?1 AND key_sha256 = ?2");
+    if (!select.ok()) return select.status();
+    select->bind(1, *product).bind(2, key_sha256);
+    absl::StatusOr<bool> row = select->step("read idempotency key");
+    if (!row.ok()) return row.status();
+    if (*row && select->text_view(0) == body_sha256) return absl::OkStatus();
+    return absl::FailedPreconditionError("Idempotency-Key: already used with another body");
   });
 }
 

@@ -266,6 +266,14 @@ class Storage {
     static_cast<void>(product_id), static_cast<void>(session_id), static_cast<void>(closing_event_id);
     return absl::UnimplementedError("this storage has no voice sessions");
   }
+  // Records that the product's Idempotency-Key whose hash is `key_sha256` was used for a request
+  // whose body hashes to `body_sha256`: OK the first time and for the same body again (a retry);
+  // FailedPrecondition when the key was used with another body.
+  virtual absl::Status claim_idempotency_key(std::string_view product_id, std::string_view key_sha256,
+                                             std::string_view body_sha256) {
+    static_cast<void>(product_id), static_cast<void>(key_sha256), static_cast<void>(body_sha256);
+    return absl::UnimplementedError("this storage has no idempotency keys");
+  }
   // Reopens a session that close_voice_session() closed with `closing_event_id`, when the billing
   // event could not be stored after all (so that the indicator can be sent again).
   virtual absl::Status reopen_voice_session(std::string_view product_id, std::string_view session_id,

@@ -6,7 +6,8 @@
 // tracked customer's spend counts like a library's events. Replies are written by JsonWriter.
 //
 // Event ids: with an "Idempotency-Key: K" header, the first 128 bits of SHA-256(product, path,
-// K), so that a retried request is a duplicate of the first and counts once; without it, random.
+// K), so that a retried request is a duplicate of the first and counts once (K is kept with its
+// body's SHA-256: the same K with another body is a 409); without it, random.
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -36,8 +37,9 @@ HttpResponse reply(int status, JsonWriter&& writer) {
   return HttpResponse{.status = status, .body = std::move(writer).str()};
 }
 
-// The id of the request's `index`-th event: derived from the Idempotency-Key when there is one.
-absl::StatusOr<std::string> event_id_of(const std::string& product_id, const HttpRequest& request, int index = 0) {
+// The id of the request's event: random, or derived from its Idempotency-Key, which is claimed for
+// the request's body (AlreadyExists when the key was used with another body: a 409).
+absl::StatusOr<std::string> event_id_of(Storage& storage, const std::string& product_id, const HttpRequest& request) {
   const std::string& key = request.idempotency_key;
   if (key.empty()) return generate_event_id();
   if (key.size() > kMaxIdempotencyKeyBytes) {
@@ -46,9 +48,12 @@ absl::StatusOr<std::string> event_id_of(const std::string& product_id, const Htt
   const std::string_view target = request.target;
   const std::string_view path = target.substr(0, target.find('?'));
   // Lengths first, so that no two (product, path, key) share a hashed text.
-  return sha256_hex(str_cat(product_id.size(), ":", product_id, path.size(), ":", path, key.size(), ":", key, "#",
-                            index))
-      .substr(0, 32);
+  const std::string key_hash =
+      sha256_hex(str_cat(product_id.size(), ":", product_id, path.size(), ":", path, key.size(), ":", key));
+  absl::Status claimed = storage.claim_idempotency_key(product_id, key_hash, sha256_hex(request.body));
+  if (absl::IsFailedPrecondition(claimed)) return absl::AlreadyExistsError(claimed.message());
+  if (!claimed.ok()) return claimed;
+  return key_hash.substr(0, 32);
 }
 
 // The fields every tracking request about a customer carries.
@@ -273,7 +278,7 @@ absl::StatusOr<std::int64_t> measure_event(UsageKind kind, const Measure& m, Eve
 }  // namespace
 
 HttpResponse Api::store_tracked(const Call& call, EventRecord& event, std::int64_t prompt_nanos) {
-  absl::StatusOr<std::string> id = event_id_of(call.product_id, call.request);
+  absl::StatusOr<std::string> id = event_id_of(storage_, call.product_id, call.request);
   if (!id.ok()) return error_response(id.status());
   event.id = *std::move(id);
   absl::StatusOr<IngestResult> stored = store_events(call.product_id, std::span<const EventRecord>(&event, 1));
@@ -370,7 +375,7 @@ HttpResponse Api::track_indicator(const Call& call) {
   who_fields(who, true, fields);
   if (auto refused = refuse_body(call.request, fields)) return *refused;
   EventRecord e = event_of(who, UsageKind::kBilling, options_.clock());
-  absl::StatusOr<std::string> id = event_id_of(call.product_id, call.request);
+  absl::StatusOr<std::string> id = event_id_of(storage_, call.product_id, call.request);
   if (!id.ok()) return error_response(id.status());
   e.id = *std::move(id);
   absl::StatusOr<IngestResult> stored = store_events(call.product_id, std::span<const EventRecord>(&e, 1));
@@ -472,7 +477,7 @@ HttpResponse Api::voice_indicator(const Call& call) {
   EventRecord e = event_of(*session, UsageKind::kBilling, options_.clock());
   e.indicator = indicator;
   e.audio_us = total.count();
-  absl::StatusOr<std::string> id = event_id_of(call.product_id, call.request);
+  absl::StatusOr<std::string> id = event_id_of(storage_, call.product_id, call.request);
   if (!id.ok()) return error_response(id.status());
   e.id = *std::move(id);
   // Closed first (atomically: a second indicator is refused here), then billed; reopened when the

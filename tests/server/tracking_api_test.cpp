@@ -317,10 +317,19 @@ TEST_CASE("tracking: a retried request with the same Idempotency-Key counts once
     CHECK(again.body.find(R"("duplicate":true)") != std::string::npos);
     CHECK(t.stored().calls == 1);
     CHECK(t.stored().cost_nanos == nanos_of(first));
+    // The same key with another body: refused, nothing stored.
+    const HttpResponse conflict = t.post("/api/v2/usage", R"({"agentId":"a","customerId":"c","rawUsage":{"provider":"openai",)"
+                                                          R"("model":"gpt-4o","inputTokens":1}})", "retry-1");
+    CHECK(conflict.status == 409);
+    CHECK(error_message(conflict) == "Idempotency-Key: already used with another body");
+    CHECK(t.stored().calls == 1);
+    // The same key on another path is another key.
+    CHECK(t.post("/api/v1/indicator", R"({"agentId":"a","customerId":"c","indicator":"i"})", "retry-1").status == 200);
+    CHECK(t.stored().calls == 2);
     // Another key, or none: another event.
     CHECK(t.post("/api/v2/usage", body, "retry-2").status == 200);
     CHECK(t.post("/api/v2/usage", body).status == 200);
-    CHECK(t.stored().calls == 3);
+    CHECK(t.stored().calls == 4);
 
     // A retried voice indicator: counted once, not refused as a second indicator.
     REQUIRE(t.post("/api/v1/voice/session", R"({"sessionId":"s","agentId":"a","customerId":"c"})").status == 200);
@@ -330,7 +339,7 @@ TEST_CASE("tracking: a retried request with the same Idempotency-Key counts once
     CHECK_MESSAGE(retried.status == 200, retried.body);
     CHECK(retried.body.find(R"("duplicate":true)") != std::string::npos);
     CHECK(t.post("/api/v1/voice/indicator", indicator, "ind-2").status == 409);
-    CHECK(t.stored().calls == 4);
+    CHECK(t.stored().calls == 5);
   });
 }
 
