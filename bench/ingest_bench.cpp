@@ -11,6 +11,9 @@
 // transaction. Their baseline is the raw insert loop in big transactions (ingest_raw_sqlite_full/
 // 10000): what SQLite and the disk allow when fsyncs are no longer the limit.
 //
+// tracking_http_vs_batch: the tracking API's POST /api/v2/usage requests/s beside the batch
+// path's events/s, in one run (issue 10).
+//
 // Each benchmark first checks that a batch is stored and counted exactly (accepted == batch size,
 // stored rows up by the batch size), then times, then checks the stored count again; a mismatch
 // fails the benchmark instead of reporting a speed.
@@ -25,6 +28,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <map>
@@ -38,6 +42,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "paygent/price_catalog.h"
 #include "server/sqlite_storage.h"
 #include "server/storage.h"
 #include "tests/support/paygentd_process.h"
@@ -200,6 +205,75 @@ void ingest_http(benchmark::State& state, bool full_sync) {
 
 void ingest_http_full(benchmark::State& state) { ingest_http(state, true); }
 void ingest_http_normal(benchmark::State& state) { ingest_http(state, false); }
+
+// Direct HTTP tracking beside the batch path, in one run against the same paygentd: requests per
+// second of POST /api/v2/usage (one LLM usage per request: the tracking API's strict body reader,
+// the catalog's price, one event through the batch path's ingest, the JSON reply; issue 10) and
+// events per second of POST /api/v1/events:batch (batches of 100), each over its own kept-alive
+// connection. Checked first (a reply carries the catalog's cost) and last (the stored calls grew
+// by exactly the requests and events sent).
+void tracking_http_vs_batch(benchmark::State& state) {
+  constexpr int kRequestsPerRound = 200;
+  constexpr int kBatchesPerRound = 20;
+  constexpr int kBatch = 100;
+  Server& s = server(false);
+  HttpClient tracking(s.process->port(), std::chrono::seconds(60));
+  HttpClient batches(s.process->port(), std::chrono::seconds(60));
+  const std::string usage = R"({"agentId":"a","customerId":"user-7","indicator":"","rawUsage":{"provider":"OpenAI",)"
+                            R"("model":"gpt-4o","inputTokens":1200,"outputTokens":400,"plan":"default"}})";
+  const std::string request = "POST /api/v2/usage HTTP/1.1\r\nHost: 127.0.0.1\r\npaygent-api-key: " + s.key +
+                              "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(usage.size()) +
+                              "\r\n\r\n" + usage;
+  const std::string expected_cost =
+      "\"calculatedCostNanos\":" +
+      std::to_string(cost_of(Usage{.input_tokens = 1200, .output_tokens = 400}, *PriceCatalog::builtin().find("gpt-4o")));
+  const std::string accepted_all = "{\"accepted\":" + std::to_string(kBatch) + ",\"duplicates\":0,";
+
+  const std::optional<std::int64_t> before = stored_count(tracking, s.key);
+  const auto check = tracking.raw(request);
+  if (!before || !check || check->status != 200 || check->body.find(expected_cost) == std::string::npos) {
+    state.SkipWithError("the tracking reply does not carry the catalog's cost");
+    return;
+  }
+  BatchBody body = batch_body(kBatch);
+  std::int64_t requests = 0, events = 0;
+  double tracking_s = 0, batch_s = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kRequestsPerRound; ++i) {
+      const auto reply = tracking.raw(request);
+      if (!reply || reply->status != 200) {
+        state.SkipWithError("a tracking request failed");
+        return;
+      }
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    for (int b = 0; b < kBatchesPerRound; ++b) {
+      renew_body(body);
+      const auto reply = batches.request("POST", "/api/v1/events:batch", body.json, s.key);
+      if (!reply || reply->status != 200 || reply->body.rfind(accepted_all, 0) != 0) {
+        state.SkipWithError("a batch was not stored whole");
+        return;
+      }
+    }
+    const auto t2 = std::chrono::steady_clock::now();
+    tracking_s += std::chrono::duration<double>(t1 - t0).count();
+    batch_s += std::chrono::duration<double>(t2 - t1).count();
+    requests += kRequestsPerRound;
+    events += static_cast<std::int64_t>(kBatchesPerRound) * kBatch;
+    state.SetIterationTime(std::chrono::duration<double>(t2 - t0).count());
+  }
+  const std::optional<std::int64_t> after = stored_count(tracking, s.key);
+  if (!after || *after != *before + 1 + requests + events) {
+    state.SkipWithError("the stored calls do not match the requests and events sent");
+    return;
+  }
+  const double tracking_rate = static_cast<double>(requests) / tracking_s;
+  const double batch_rate = static_cast<double>(events) / batch_s;
+  state.counters["tracking_req/s"] = tracking_rate;
+  state.counters["batch_events/s"] = batch_rate;
+  state.counters["batch_events_per_tracking_req"] = batch_rate / tracking_rate;
+}
 
 // A SqliteStorage in `dir` with product "p".
 absl::StatusOr<std::unique_ptr<SqliteStorage>> open_storage(const TempDir& dir) {
@@ -463,6 +537,7 @@ BENCHMARK(ingest_http_syncers)->Args({1, 100})->Args({8, 100})->Args({16, 100})
 BENCHMARK(ingest_storage)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ingest_http_normal)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ingest_raw_sqlite_normal)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(tracking_http_vs_batch)->UseManualTime()->Iterations(10)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace paygent::server

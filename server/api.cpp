@@ -27,46 +27,6 @@ namespace {
 using ::paygent::internal::str_append;
 using ::paygent::internal::str_cat;
 
-enum class Endpoint : std::uint8_t {
-  kHealthz,
-  kMetrics,
-  kProducts,
-  kUsers,
-  kSubscription,
-  kUserUsage,
-  kPlans,
-  kIngest,
-  kUsageQuery,
-  kReport,
-  kLeases,
-};
-
-std::string status_message(const absl::Status& status) {
-  return std::string(status.message().data(), status.message().size());
-}
-
-HttpResponse error_response(int status, std::string_view code, std::string_view message) {
-  return HttpResponse{.status = status, .body = error_body(code, message)};
-}
-
-// The HTTP status and wire code of a failed absl::Status (docs/wire.md's table).
-HttpResponse error_response(const absl::Status& status) {
-  const std::string message = status_message(status);
-  switch (status.code()) {
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kFailedPrecondition:
-      return error_response(400, "invalid_argument", message);
-    case absl::StatusCode::kUnauthenticated: return error_response(401, "unauthenticated", message);
-    case absl::StatusCode::kPermissionDenied: return error_response(403, "permission_denied", message);
-    case absl::StatusCode::kNotFound: return error_response(404, "not_found", message);
-    case absl::StatusCode::kAlreadyExists: return error_response(409, "already_exists", message);
-    case absl::StatusCode::kResourceExhausted: return error_response(429, "resource_exhausted", message);
-    case absl::StatusCode::kUnavailable: return error_response(503, "unavailable", message);
-    default: return error_response(500, "internal", message);
-  }
-}
-
 // Every reply says the wire version this paygentd reads (docs/wire.md, "Versions"), so that a
 // library can tell a refusal of its content from a refusal by an older paygentd.
 void add_wire_version(HttpResponse& response) {
@@ -74,7 +34,7 @@ void add_wire_version(HttpResponse& response) {
                                 std::to_string(::paygent::internal::kWireVersion));
 }
 
-HttpResponse json_response(int status, std::string body) { return HttpResponse{.status = status, .body = std::move(body)}; }
+static HttpResponse json_response(int status, std::string body) { return HttpResponse{.status = status, .body = std::move(body)}; }
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -99,36 +59,6 @@ std::optional<std::string_view> bearer_token(std::string_view header) {
   std::string_view token = trim(header.substr(kScheme.size()));
   if (token.empty()) return std::nullopt;
   return token;
-}
-
-// Decodes %XX escapes (and '+' as a space when `plus_is_space`, as in a query string).
-// InvalidArgument on a bad escape or text that is not UTF-8 once decoded.
-absl::StatusOr<std::string> percent_decode(std::string_view text, std::string_view what, bool plus_is_space) {
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%') {
-      const int hi = i + 2 < text.size() ? hex(text[i + 1]) : -1;
-      const int lo = i + 2 < text.size() ? hex(text[i + 2]) : -1;
-      if (hi < 0 || lo < 0) {
-        return absl::InvalidArgumentError(str_cat(what, ": bad percent-encoding"));
-      }
-      out.push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else if (text[i] == '+' && plus_is_space) {
-      out.push_back(' ');
-    } else {
-      out.push_back(text[i]);
-    }
-  }
-  if (!valid_utf8(out)) return absl::InvalidArgumentError(str_cat(what, ": not valid UTF-8"));
-  return out;
 }
 
 // A header value fit to quote in an error message: UTF-8 and short, else a placeholder.
@@ -269,77 +199,69 @@ absl::StatusOr<std::string> usage_object(const UserRecord& user, const PlanConfi
 
 }  // namespace
 
+static std::string status_message(const absl::Status& status) {
+  return std::string(status.message().data(), status.message().size());
+}
+
+HttpResponse error_response(int status, std::string_view code, std::string_view message) {
+  return HttpResponse{.status = status, .body = error_body(code, message)};
+}
+
+// The HTTP status and wire code of a failed absl::Status (docs/wire.md's table).
+HttpResponse error_response(const absl::Status& status) {
+  const std::string message = status_message(status);
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+      return error_response(400, "invalid_argument", message);
+    case absl::StatusCode::kUnauthenticated: return error_response(401, "unauthenticated", message);
+    case absl::StatusCode::kPermissionDenied: return error_response(403, "permission_denied", message);
+    case absl::StatusCode::kNotFound: return error_response(404, "not_found", message);
+    case absl::StatusCode::kAlreadyExists: return error_response(409, "already_exists", message);
+    case absl::StatusCode::kResourceExhausted: return error_response(429, "resource_exhausted", message);
+    case absl::StatusCode::kUnavailable: return error_response(503, "unavailable", message);
+    default: return error_response(500, "internal", message);
+  }
+}
+
 std::string error_body(std::string_view code, std::string_view message) {
   return str_cat("{\"error\":{\"code\":", json_quote(code), ",\"message\":", json_quote(message), "}}");
 }
 
-struct Api::Route {
-  Endpoint endpoint;
-  std::string_view label;                   // the route pattern, for the metrics
-  std::string user_id;                      // the decoded {id}
-  std::array<std::string_view, 2> methods;  // those allowed; an empty one is no method
-
-  [[nodiscard]] bool allows(std::string_view method) const {
-    return std::find(methods.begin(), methods.end(), method) != methods.end() && !method.empty();
-  }
-};
-
-namespace {
-
-// The route of `path`: NotFound when there is none, InvalidArgument when its {id} is badly
-// encoded.
-template <class Route>
-absl::StatusOr<Route> match_route(std::string_view path) {
-  struct Fixed {
-    std::string_view path;
-    Endpoint endpoint;
-    std::array<std::string_view, 2> methods;
+std::span<const Route<Api::Handler>> Api::routes() {
+  // Every endpoint of paygentd. The pattern is the metrics label; docs/wire.md and
+  // docs/tracking.md describe each.
+  static constexpr Route<Handler> kRoutes[] = {
+      {"GET", "/healthz", RouteAuth::kNone, RouteBody::kNone, &Api::healthz},
+      {"GET", "/metrics", RouteAuth::kNone, RouteBody::kNone, &Api::metrics},
+      {"POST", "/api/v1/products", RouteAuth::kAdmin, RouteBody::kNone, &Api::create_product},
+      {"POST", "/api/v1/users", RouteAuth::kProduct, RouteBody::kJson, &Api::create_user},
+      {"POST", "/api/v1/users/{id}/subscription", RouteAuth::kProduct, RouteBody::kJson, &Api::set_subscription},
+      {"GET", "/api/v1/users/{id}/usage", RouteAuth::kProduct, RouteBody::kNone, &Api::user_usage},
+      {"GET", "/api/v1/config/plans", RouteAuth::kProduct, RouteBody::kNone, &Api::get_plans},
+      {"POST", "/api/v1/config/plans", RouteAuth::kProduct, RouteBody::kJson, &Api::put_plans},
+      {"POST", "/api/v1/events:batch", RouteAuth::kProduct, RouteBody::kJson, &Api::ingest},
+      {"POST", "/api/v1/usage:query", RouteAuth::kProduct, RouteBody::kJson, &Api::usage_query},
+      {"GET", "/api/v1/reports/usage", RouteAuth::kProduct, RouteBody::kNone, &Api::report},
+      {"POST", "/api/v1/leases", RouteAuth::kProduct, RouteBody::kJson, &Api::grant_leases},
+      // The tracking API (server/tracking_api.cpp).
+      {"POST", "/api/v1/customers/create-or-get", RouteAuth::kProduct, RouteBody::kJson, &Api::track_customer},
+      {"POST", "/api/v2/usage", RouteAuth::kProduct, RouteBody::kJson, &Api::track_usage},
+      {"POST", "/api/v1/indicator", RouteAuth::kProduct, RouteBody::kJson, &Api::track_indicator},
+      {"POST", "/api/v1/stt", RouteAuth::kProduct, RouteBody::kJson, &Api::track_stt},
+      {"POST", "/api/v1/tts", RouteAuth::kProduct, RouteBody::kJson, &Api::track_tts},
+      {"POST", "/api/v1/sts", RouteAuth::kProduct, RouteBody::kJson, &Api::track_sts},
+      {"POST", "/api/v1/video", RouteAuth::kProduct, RouteBody::kJson, &Api::track_video},
+      {"POST", "/api/v1/external-cost", RouteAuth::kProduct, RouteBody::kJson, &Api::track_external},
+      {"POST", "/api/v1/voice/session", RouteAuth::kProduct, RouteBody::kJson, &Api::voice_session},
+      {"POST", "/api/v1/voice/stt", RouteAuth::kProduct, RouteBody::kJson, &Api::voice_stt},
+      {"POST", "/api/v1/voice/llm", RouteAuth::kProduct, RouteBody::kJson, &Api::voice_llm},
+      {"POST", "/api/v1/voice/tts", RouteAuth::kProduct, RouteBody::kJson, &Api::voice_tts},
+      {"POST", "/api/v1/voice/indicator", RouteAuth::kProduct, RouteBody::kJson, &Api::voice_indicator},
   };
-  static const Fixed kFixed[] = {
-      {"/healthz", Endpoint::kHealthz, {"GET", ""}},
-      {"/metrics", Endpoint::kMetrics, {"GET", ""}},
-      {"/api/v1/products", Endpoint::kProducts, {"POST", ""}},
-      {"/api/v1/users", Endpoint::kUsers, {"POST", ""}},
-      {"/api/v1/config/plans", Endpoint::kPlans, {"GET", "POST"}},
-      {"/api/v1/events:batch", Endpoint::kIngest, {"POST", ""}},
-      {"/api/v1/usage:query", Endpoint::kUsageQuery, {"POST", ""}},
-      {"/api/v1/reports/usage", Endpoint::kReport, {"GET", ""}},
-      {"/api/v1/leases", Endpoint::kLeases, {"POST", ""}},
-  };
-  for (const Fixed& f : kFixed) {
-    if (path == f.path) return Route{f.endpoint, f.path, "", f.methods};
-  }
-  constexpr std::string_view kUsers = "/api/v1/users/";
-  if (path.substr(0, kUsers.size()) == kUsers) {
-    const std::string_view rest = path.substr(kUsers.size());
-    const std::size_t slash = rest.find('/');
-    if (slash != std::string_view::npos && slash > 0) {
-      const std::string_view id = rest.substr(0, slash);
-      const std::string_view tail = rest.substr(slash);
-      std::optional<Route> route;
-      if (tail == "/subscription") {
-        route = Route{Endpoint::kSubscription, "/api/v1/users/{id}/subscription", "", {"POST", ""}};
-      } else if (tail == "/usage") {
-        route = Route{Endpoint::kUserUsage, "/api/v1/users/{id}/usage", "", {"GET", ""}};
-      }
-      if (route) {
-        absl::StatusOr<std::string> user_id = percent_decode(id, "user id in the path", false);
-        if (!user_id.ok()) return user_id.status();
-        if (user_id->size() > kMaxTextBytes) {
-          return absl::InvalidArgumentError(str_cat("user id in the path: must be at most ", kMaxTextBytes, " bytes"));
-        }
-        if (user_id->find('\0') != std::string::npos) {
-          return absl::InvalidArgumentError("user id in the path: must not contain %00");
-        }
-        route->user_id = *std::move(user_id);
-        return *std::move(route);
-      }
-    }
-  }
-  return absl::NotFoundError(str_cat("no such path: ", path));
+  return kRoutes;
 }
-
-}  // namespace
 
 Api::Api(Storage& storage, Metrics& metrics, ApiOptions options)
     : storage_(storage), metrics_(metrics), options_(std::move(options)) {}
@@ -350,12 +272,13 @@ HttpResponse Api::handle_request(const HttpRequest& request) {
   const std::string_view path = target.substr(0, target.find('?'));
   std::string_view label = "other";
   HttpResponse response;
-  absl::StatusOr<Route> route = match_route<Route>(valid_utf8(path) ? path : std::string_view("(not UTF-8)"));
-  if (!route.ok()) {
-    response = error_response(route.status());
+  absl::StatusOr<RouteMatch<Handler>> match =
+      find_route(routes(), request.method, valid_utf8(path) ? path : std::string_view("(not UTF-8)"));
+  if (!match.ok()) {
+    response = error_response(match.status());
   } else {
-    label = route->label;
-    response = dispatch(request, *route);
+    label = match->pattern;
+    response = dispatch(request, *match);
   }
   add_wire_version(response);
   metrics_.record_request(label, response.status, absl::FromChrono(std::chrono::steady_clock::now() - start));
@@ -364,38 +287,31 @@ HttpResponse Api::handle_request(const HttpRequest& request) {
 
 HttpResponse Api::refuse(std::string_view target, int status, std::string_view message) {
   const std::string_view path = target.substr(0, target.find('?'));
-  absl::StatusOr<Route> route = match_route<Route>(valid_utf8(path) ? path : std::string_view());
+  absl::StatusOr<RouteMatch<Handler>> match = find_route(routes(), "", valid_utf8(path) ? path : std::string_view());
   HttpResponse response = status == 413   ? error_response(413, "payload_too_large", message)
                           : status == 500 ? error_response(500, "internal", message)
                                           : error_response(400, "invalid_argument", message);
   add_wire_version(response);
-  metrics_.record_request(route.ok() ? route->label : "other", response.status, absl::ZeroDuration());
+  metrics_.record_request(match.ok() ? match->pattern : "other", response.status, absl::ZeroDuration());
   return response;
 }
 
-HttpResponse Api::dispatch(const HttpRequest& request, const Route& route) {
-  if (!route.allows(request.method)) {
-    std::string allow;
-    for (std::string_view m : route.methods) {
-      if (!m.empty()) str_append(&allow, allow.empty() ? "" : ", ", m);
-    }
-    HttpResponse response = error_response(
-        405, "method_not_allowed", str_cat(request.method, " is not allowed on ", route.label, " (allowed: ", allow, ")"));
-    response.headers.emplace_back("Allow", allow);
+HttpResponse Api::dispatch(const HttpRequest& request, const RouteMatch<Handler>& match) {
+  if (match.route == nullptr) {
+    HttpResponse response =
+        error_response(405, "method_not_allowed",
+                       str_cat(request.method, " is not allowed on ", match.pattern, " (allowed: ", match.allowed, ")"));
+    response.headers.emplace_back("Allow", match.allowed);
     return response;
   }
-  switch (route.endpoint) {
-    case Endpoint::kHealthz: return json_response(200, R"({"status":"ok"})");
-    case Endpoint::kMetrics:
-      return HttpResponse{.status = 200,
-                          .content_type = "text/plain; version=0.0.4; charset=utf-8",
-                          .body = metrics_.prometheus_text()};
-    case Endpoint::kProducts: return create_product(request);
-    default: break;
+  const Route<Handler>& route = *match.route;
+  std::string product_id;
+  if (route.auth == RouteAuth::kProduct) {
+    absl::StatusOr<std::string> product = authenticate(request);
+    if (!product.ok()) return error_response(product.status());
+    product_id = *std::move(product);
   }
-  absl::StatusOr<std::string> product_id = authenticate(request);
-  if (!product_id.ok()) return error_response(product_id.status());
-  if (request.method == "POST") {
+  if (route.body == RouteBody::kJson) {
     if (request.body.size() > options_.max_body_bytes) {
       return error_response(413, "payload_too_large",
                             str_cat("body: ", request.body.size(), " bytes is over the limit of ",
@@ -406,27 +322,21 @@ HttpResponse Api::dispatch(const HttpRequest& request, const Route& route) {
                             str_cat("Content-Type: must be application/json, not \"", quotable(request.content_type), "\""));
     }
   }
-  switch (route.endpoint) {
-    case Endpoint::kUsers: return create_user(*product_id, request);
-    case Endpoint::kSubscription: return set_subscription(*product_id, route.user_id, request);
-    case Endpoint::kUserUsage: return user_usage(*product_id, route.user_id);
-    case Endpoint::kPlans: return request.method == "POST" ? put_plans(*product_id, request) : get_plans(*product_id);
-    case Endpoint::kIngest: return ingest(*product_id, request);
-    case Endpoint::kUsageQuery: return usage_query(*product_id, request);
-    case Endpoint::kLeases: return grant_leases(*product_id, request);
-    case Endpoint::kReport: {
-      const std::size_t question = request.target.find('?');
-      return report(*product_id,
-                    question == std::string::npos ? std::string_view() : std::string_view(request.target).substr(question + 1));
-    }
-    default: break;
-  }
-  return error_response(500, "internal", "unrouted endpoint");
+  return (this->*route.handler)(Call{request, product_id, match.param});
+}
+
+HttpResponse Api::healthz(const Call& /*call*/) { return json_response(200, R"({"status":"ok"})"); }
+
+HttpResponse Api::metrics(const Call& /*call*/) {
+  return HttpResponse{
+      .status = 200, .content_type = "text/plain; version=0.0.4; charset=utf-8", .body = metrics_.prometheus_text()};
 }
 
 absl::StatusOr<std::string> Api::authenticate(const HttpRequest& request) {
-  const std::optional<std::string_view> token = bearer_token(request.authorization);
-  if (!token) return absl::UnauthenticatedError("missing \"Authorization: Bearer <api key>\"");
+  std::optional<std::string_view> token = bearer_token(request.authorization);
+  // The tracking API's header (docs/tracking.md), when there is no Authorization.
+  if (!token && request.authorization.empty() && !trim(request.api_key).empty()) token = trim(request.api_key);
+  if (!token) return absl::UnauthenticatedError("missing \"Authorization: Bearer <api key>\" (or \"paygent-api-key: <api key>\")");
   std::string hash = sha256_hex(*token);
   {
     absl::MutexLock lock(&keys_mu_);
@@ -440,7 +350,8 @@ absl::StatusOr<std::string> Api::authenticate(const HttpRequest& request) {
   return product_id;
 }
 
-HttpResponse Api::create_product(const HttpRequest& request) {
+HttpResponse Api::create_product(const Call& call) {
+  const HttpRequest& request = call.request;
   if (options_.admin_token.empty()) {
     return error_response(403, "permission_denied",
                           "product creation is disabled: start paygentd with --admin-token (or PAYGENTD_ADMIN_TOKEN)");
@@ -466,15 +377,19 @@ HttpResponse Api::create_product(const HttpRequest& request) {
   return json_response(201, str_cat("{\"product_id\":", json_quote(*id), ",\"api_key\":", json_quote(*key), "}"));
 }
 
-HttpResponse Api::create_user(const std::string& product_id, const HttpRequest& request) {
+HttpResponse Api::create_user(const Call& call) {
+  const std::string& product_id = call.product_id;
+  const HttpRequest& request = call.request;
   absl::StatusOr<NewUser> user = parse_new_user(request.body);
   if (!user.ok()) return error_response(user.status());
   if (absl::Status s = storage_.create_user(product_id, user->user_id, user->name); !s.ok()) return error_response(s);
   return json_response(201, str_cat("{\"user_id\":", json_quote(user->user_id), "}"));
 }
 
-HttpResponse Api::set_subscription(const std::string& product_id, const std::string& user_id,
-                                   const HttpRequest& request) {
+HttpResponse Api::set_subscription(const Call& call) {
+  const std::string& product_id = call.product_id;
+  const std::string& user_id = call.param;
+  const HttpRequest& request = call.request;
   absl::StatusOr<Subscription> subscription = parse_subscription(request.body);
   if (!subscription.ok()) return error_response(subscription.status());
   absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
@@ -491,7 +406,9 @@ HttpResponse Api::set_subscription(const std::string& product_id, const std::str
                                     ",\"period_end\":", json_quote(rfc3339_utc(subscription->period_end_ns)), "}"));
 }
 
-HttpResponse Api::put_plans(const std::string& product_id, const HttpRequest& request) {
+HttpResponse Api::put_plans(const Call& call) {
+  const std::string& product_id = call.product_id;
+  const HttpRequest& request = call.request;
   if (request.body.size() > kMaxPlanConfigBytes) {
     return error_response(413, "payload_too_large",
                           str_cat("body: a plan config of ", request.body.size(), " bytes is over the limit of ",
@@ -524,7 +441,8 @@ HttpResponse Api::put_plans(const std::string& product_id, const HttpRequest& re
   return json_response(200, str_cat("{\"plans\":", config->plans.size(), "}"));
 }
 
-HttpResponse Api::get_plans(const std::string& product_id) {
+HttpResponse Api::get_plans(const Call& call) {
+  const std::string& product_id = call.product_id;
   absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
   if (!plans.ok()) return error_response(plans.status());
   return json_response(200, (*plans)->json.value_or(R"({"plans":[]})"));
@@ -566,7 +484,9 @@ absl::StatusOr<std::shared_ptr<const Api::ProductPlans>> Api::plans_of(const std
   return slot->plans;
 }
 
-HttpResponse Api::ingest(const std::string& product_id, const HttpRequest& request) {
+HttpResponse Api::ingest(const Call& call) {
+  const std::string& product_id = call.product_id;
+  const HttpRequest& request = call.request;
   absl::StatusOr<EventBatch> batch = parse_ingest_batch(request.body);
   if (!batch.ok()) return error_response(batch.status());
   absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
@@ -589,7 +509,17 @@ HttpResponse Api::ingest(const std::string& product_id, const HttpRequest& reque
   return json_response(200, std::move(body));
 }
 
-HttpResponse Api::usage_query(const std::string& product_id, const HttpRequest& request) {
+absl::StatusOr<IngestResult> Api::store_events(const std::string& product_id, std::span<const EventRecord> events) {
+  // Storage::ingest: the batch path's write (its transaction, user locks, totals and duplicates),
+  // without the usage read that only the syncer's reply needs.
+  absl::StatusOr<IngestResult> result = storage_.ingest(product_id, events);
+  if (result.ok()) metrics_.record_ingest(result->accepted, result->duplicates);
+  return result;
+}
+
+HttpResponse Api::usage_query(const Call& call) {
+  const std::string& product_id = call.product_id;
+  const HttpRequest& request = call.request;
   absl::StatusOr<std::vector<std::string>> users = parse_usage_query(request.body);
   if (!users.ok()) return error_response(users.status());
   absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
@@ -604,7 +534,9 @@ HttpResponse Api::usage_query(const std::string& product_id, const HttpRequest& 
   return json_response(200, std::move(body));
 }
 
-HttpResponse Api::grant_leases(const std::string& product_id, const HttpRequest& request) {
+HttpResponse Api::grant_leases(const Call& call) {
+  const std::string& product_id = call.product_id;
+  const HttpRequest& request = call.request;
   absl::StatusOr<LeaseBatch> batch = parse_lease_request(request.body);
   if (!batch.ok()) return error_response(batch.status());
   const std::int64_t now_ns = absl::ToUnixNanos(options_.clock());
@@ -628,7 +560,9 @@ absl::Status Api::append_usage_map(std::string& body, const ProductPlans& plans,
   return absl::OkStatus();
 }
 
-HttpResponse Api::user_usage(const std::string& product_id, const std::string& user_id) {
+HttpResponse Api::user_usage(const Call& call) {
+  const std::string& product_id = call.product_id;
+  const std::string& user_id = call.param;
   absl::StatusOr<UserRecord> user = storage_.find_user(product_id, user_id);
   if (!user.ok()) return error_response(user.status());
   absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
@@ -655,7 +589,11 @@ absl::StatusOr<std::string> Api::usage_json(const std::string& product_id, const
   return usage_object(user, plans.config_or_null(), range, *models, *soft_gates, &*sessions);
 }
 
-HttpResponse Api::report(const std::string& product_id, std::string_view query) {
+HttpResponse Api::report(const Call& call) {
+  const std::string& product_id = call.product_id;
+  const std::size_t question = call.request.target.find('?');
+  std::string_view query =
+      question == std::string::npos ? std::string_view() : std::string_view(call.request.target).substr(question + 1);
   std::map<std::string, std::string, std::less<>> params;
   while (!query.empty()) {
     const std::size_t amp = query.find('&');

@@ -24,6 +24,7 @@
 #include "absl/time/time.h"
 #include "paygent/plan.h"
 #include "server/metrics.h"
+#include "server/routes.h"
 #include "server/storage.h"
 
 namespace paygent::server {
@@ -34,6 +35,8 @@ struct HttpRequest {
   std::string content_type;   // the Content-Type header; empty when absent
   std::string authorization;  // the Authorization header; empty when absent
   std::string body;
+  std::string api_key;          // the paygent-api-key header (the tracking API's auth); empty when absent
+  std::string idempotency_key;  // the Idempotency-Key header; empty when absent
 };
 
 struct HttpResponse {
@@ -70,6 +73,11 @@ struct ApiOptions {
 
 // The JSON error body of docs/wire.md: {"error": {"code": "...", "message": "..."}}.
 std::string error_body(std::string_view code, std::string_view message);
+// A reply of `status` with error_body(code, message).
+HttpResponse error_response(int status, std::string_view code, std::string_view message);
+// The HTTP status and wire code of a failed absl::Status (docs/wire.md's table): InvalidArgument
+// 400, Unauthenticated 401, PermissionDenied 403, NotFound 404, AlreadyExists 409, ...
+HttpResponse error_response(const absl::Status& status);
 
 class Api {
  public:
@@ -89,19 +97,60 @@ class Api {
   [[nodiscard]] const ApiOptions& options() const noexcept { return options_; }
 
  private:
-  struct Route;
-  HttpResponse dispatch(const HttpRequest& request, const Route& route);
-  // The product whose key the request's "Authorization: Bearer" names; Unauthenticated otherwise.
+  // What a handler gets: the request, its product (empty for routes without a product key) and
+  // its decoded path parameter.
+  struct Call {
+    const HttpRequest& request;
+    const std::string& product_id;
+    const std::string& param;
+  };
+  using Handler = HttpResponse (Api::*)(const Call&);
+  // The route table (api.cpp, server/routes.h).
+  static std::span<const Route<Handler>> routes();
+  HttpResponse dispatch(const HttpRequest& request, const RouteMatch<Handler>& match);
+  // The product whose key the request's "Authorization: Bearer" or "paygent-api-key" names;
+  // Unauthenticated otherwise.
   absl::StatusOr<std::string> authenticate(const HttpRequest& request);
-  HttpResponse create_product(const HttpRequest& request);
-  HttpResponse create_user(const std::string& product_id, const HttpRequest& request);
-  HttpResponse set_subscription(const std::string& product_id, const std::string& user_id,
-                                const HttpRequest& request);
-  HttpResponse put_plans(const std::string& product_id, const HttpRequest& request);
-  HttpResponse get_plans(const std::string& product_id);
-  HttpResponse ingest(const std::string& product_id, const HttpRequest& request);
-  HttpResponse usage_query(const std::string& product_id, const HttpRequest& request);
-  HttpResponse grant_leases(const std::string& product_id, const HttpRequest& request);
+  HttpResponse healthz(const Call& call);
+  HttpResponse metrics(const Call& call);
+  HttpResponse create_product(const Call& call);
+  HttpResponse create_user(const Call& call);
+  HttpResponse set_subscription(const Call& call);
+  HttpResponse put_plans(const Call& call);
+  HttpResponse get_plans(const Call& call);
+  HttpResponse ingest(const Call& call);
+  HttpResponse usage_query(const Call& call);
+  HttpResponse grant_leases(const Call& call);
+  HttpResponse user_usage(const Call& call);
+  HttpResponse report(const Call& call);
+
+  // The tracking API (server/tracking_api.cpp, docs/tracking.md "HTTP").
+  HttpResponse track_customer(const Call& call);
+  HttpResponse track_usage(const Call& call);
+  HttpResponse track_indicator(const Call& call);
+  HttpResponse track_stt(const Call& call);
+  HttpResponse track_tts(const Call& call);
+  HttpResponse track_sts(const Call& call);
+  HttpResponse track_video(const Call& call);
+  HttpResponse track_external(const Call& call);
+  HttpResponse voice_session(const Call& call);
+  HttpResponse voice_stt(const Call& call);
+  HttpResponse voice_llm(const Call& call);
+  HttpResponse voice_tts(const Call& call);
+  HttpResponse voice_indicator(const Call& call);
+  // A tracked usage of `kind` (stt, tts, sts, video; llm in a session): standalone (agentId,
+  // customerId, indicator, metaTags) or `in_session` (sessionId: the session's agent, customer and
+  // tags), with the kind's measures, priced from the catalog.
+  HttpResponse track_kind(const Call& call, ::paygent::internal::UsageKind kind, bool in_session);
+  // Stores one tracked event of a kind with a cost (its id, user, quantities and cost set; its id
+  // replaced per the request's Idempotency-Key) and answers the cost reply: calculatedCost, its
+  // nano-USD, and the breakdown (`prompt_nanos` of the cost is the prompt's; the rest the
+  // completion's).
+  HttpResponse store_tracked(const Call& call, EventRecord& event, std::int64_t prompt_nanos);
+  // Stores tracked events through the batch path's ingest (the same transaction, caps and usage
+  // as POST /api/v1/events:batch), counted in the metrics.
+  absl::StatusOr<IngestResult> store_events(const std::string& product_id, std::span<const EventRecord> events);
+
   // A product's plan config as parsed once per change, with what requests derive from it.
   struct ProductPlans;
   // The product's current plans: from the cache while the storage's revision of them is the
@@ -109,8 +158,6 @@ class Api {
   absl::StatusOr<std::shared_ptr<const ProductPlans>> plans_of(const std::string& product_id);
   // Appends `"plans_version": ..., "usage": {user: usage object, ...}}` (docs/wire.md).
   static absl::Status append_usage_map(std::string& body, const ProductPlans& plans, std::span<const UserUsage> usage);
-  HttpResponse user_usage(const std::string& product_id, const std::string& user_id);
-  HttpResponse report(const std::string& product_id, std::string_view query);
   // The per-user usage object of GET .../usage (docs/wire.md) over the user's current period, with
   // plan, calls and sessions.
   absl::StatusOr<std::string> usage_json(const std::string& product_id, const UserRecord& user,

@@ -37,6 +37,8 @@ absl::StatusOr<std::string> generate_api_key() {
   return "pg_live_" + *hex;
 }
 
+absl::StatusOr<std::string> generate_event_id() { return random_hex(16); }
+
 absl::StatusOr<std::string> generate_product_id() {
   absl::StatusOr<std::string> hex = random_hex(8);
   if (!hex.ok()) return hex.status();

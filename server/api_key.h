@@ -19,6 +19,9 @@ absl::StatusOr<std::string> generate_api_key();
 // fails.
 absl::StatusOr<std::string> generate_product_id();
 
+// An event id: 32 lowercase hex digits (16 random bytes). Internal when the random source fails.
+absl::StatusOr<std::string> generate_event_id();
+
 // SHA-256 of `text`, as 64 lowercase hex digits.
 std::string sha256_hex(std::string_view text);
 

@@ -494,7 +494,9 @@ class Server {
                      .target = target,
                      .content_type = std::string(request[http::field::content_type]),
                      .authorization = std::string(request[http::field::authorization]),
-                     .body = std::move(request.body())};
+                     .body = std::move(request.body()),
+                     .api_key = std::string(request["paygent-api-key"]),
+                     .idempotency_key = std::string(request["Idempotency-Key"])};
       HttpResponse response;
       try {
         response = api_.handle_request(in);

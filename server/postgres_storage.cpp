@@ -26,8 +26,9 @@ using ::paygent::internal::str_append;
 using ::paygent::internal::str_cat;
 
 // 1: the tables of SqliteStorage's schema version 2 (sql_schema()), with paygent_schema. 2: the
-// leases table (SqliteStorage's version 3), created when missing.
-constexpr std::int64_t kSchemaVersion = 2;
+// leases table (SqliteStorage's version 3), created when missing. 3: the customers,
+// voice_sessions and idempotency_keys tables (SqliteStorage's version 4), created when missing.
+constexpr std::int64_t kSchemaVersion = 3;
 // The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
 constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
 

@@ -112,6 +112,28 @@ CREATE TABLE IF NOT EXISTS leases(
   acked ${INT} NOT NULL,
   expires_at_ns ${INT} NOT NULL,
   PRIMARY KEY(product, user_id, limit_key, period_start_ns, holder))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS customers(
+  product ${INT} NOT NULL,
+  user_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  email TEXT NOT NULL,
+  created_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, user_id))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS voice_sessions(
+  product ${INT} NOT NULL,
+  session_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  customer_id TEXT NOT NULL,
+  meta_tags TEXT NOT NULL,
+  closing_event_id TEXT NOT NULL,
+  created_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, session_id))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS idempotency_keys(
+  product ${INT} NOT NULL,
+  key_sha256 TEXT NOT NULL,
+  body_sha256 TEXT NOT NULL,
+  created_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, key_sha256))${KEYED_TABLE};
 )sql";
 
 // The summed columns of one row of usage_daily or of the events, in Totals' order after calls.

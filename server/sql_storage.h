@@ -1,7 +1,8 @@
 // SqlStorage: the one SQL implementation of Storage (server/storage.h), for every database.
 //
 // Layout (sql_schema()): products, users, subscriptions, plans, events, usage_daily,
-// product_totals, soft_gates and leases (sql_leases.cpp), every row keyed by its product's integer key (products.pk). Events are keyed by
+// product_totals, soft_gates, leases (sql_leases.cpp), customers, voice_sessions and
+// idempotency_keys (sql_tracking.cpp), every row keyed by its product's integer key (products.pk). Events are keyed by
 // (product, event id), so a duplicate id is ignored by INSERT ... ON CONFLICT DO NOTHING, also when
 // the same batch reaches two replicas. Beside the events, usage_daily keeps sums per (product,
 // user, UTC day, model), written in the same transaction as the events they sum; a usage query
@@ -74,6 +75,17 @@ class SqlStorage : public Storage {
   absl::StatusOr<std::vector<LeaseGrant>> grant_leases(std::string_view product_id, std::string_view holder,
                                                        std::span<const LeaseRequest> requests, std::int64_t now_ns,
                                                        std::int64_t ttl_ns) final;
+  // In sql_tracking.cpp: the tracking API's customers and voice sessions.
+  absl::StatusOr<CustomerRecord> create_or_get_customer(std::string_view product_id, std::string_view external_id,
+                                                        std::string_view name, std::string_view email) final;
+  absl::StatusOr<bool> open_voice_session(std::string_view product_id, const VoiceSession& session) final;
+  absl::StatusOr<VoiceSession> find_voice_session(std::string_view product_id, std::string_view session_id) final;
+  absl::Status close_voice_session(std::string_view product_id, std::string_view session_id,
+                                   std::string_view closing_event_id) final;
+  absl::Status reopen_voice_session(std::string_view product_id, std::string_view session_id,
+                                    std::string_view closing_event_id) final;
+  absl::Status claim_idempotency_key(std::string_view product_id, std::string_view key_sha256,
+                                     std::string_view body_sha256) final;
 
   // The transaction contract for writes that touch some users of a product (ingest now; leases
   // and wallets next): runs `fn(connection, product key)` in a write transaction that holds the

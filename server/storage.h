@@ -134,6 +134,29 @@ struct LeaseGrant {
   friend bool operator==(const LeaseGrant&, const LeaseGrant&) = default;
 };
 
+// A customer of the tracking API (docs/tracking.md, "HTTP"): a guardrail user (its id is the
+// user id, the same plans and caps) with the name and email the API was given.
+struct CustomerRecord {
+  std::string id;  // the user id: the customer's external id
+  std::string name;
+  std::string email;  // empty when not given
+  bool created = false;  // by the call that returned it
+  friend bool operator==(const CustomerRecord&, const CustomerRecord&) = default;
+};
+
+// A voice session of the tracking API: its events carry its agent, customer and meta tags. Closed
+// by its indicator (the billing event whose id is closing_event_id); nothing is tracked into it
+// after. Validated by the caller: ids non-empty, meta_tags_json a JSON object of string values.
+struct VoiceSession {
+  std::string session_id;
+  std::string agent_id;
+  std::string customer_id;
+  std::string meta_tags_json = "{}";
+  bool closed = false;
+  std::string closing_event_id;  // 32 hex digits when closed; else empty
+  friend bool operator==(const VoiceSession&, const VoiceSession&) = default;
+};
+
 // Decides the period a user's usage is summed over, from the user's record. Called with the
 // store's lock held: it must not call back into the Storage.
 using PeriodOf = absl::FunctionRef<TimeRange(const UserRecord&)>;
@@ -211,6 +234,53 @@ class Storage {
   // query.user_id's when set), grouped as asked; groups without events are absent. An unknown
   // user has no events (an empty map, not an error).
   virtual absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) = 0;
+
+  // --- The tracking API's records (server/sql_tracking.cpp). Unimplemented by default. ---
+
+  // The customer `external_id` of the product: created (with its user, when the user is not
+  // known yet) with `name` and `email` on the first call, returned as stored on later ones (their
+  // `name` and `email` are then ignored).
+  virtual absl::StatusOr<CustomerRecord> create_or_get_customer(std::string_view product_id,
+                                                                std::string_view external_id, std::string_view name,
+                                                                std::string_view email) {
+    static_cast<void>(product_id), static_cast<void>(external_id), static_cast<void>(name), static_cast<void>(email);
+    return absl::UnimplementedError("this storage has no customers");
+  }
+  // Opens a voice session. True when this call created it; false when it exists with the same
+  // agent, customer and tags (a retry); AlreadyExists when it exists with others.
+  virtual absl::StatusOr<bool> open_voice_session(std::string_view product_id, const VoiceSession& session) {
+    static_cast<void>(product_id), static_cast<void>(session);
+    return absl::UnimplementedError("this storage has no voice sessions");
+  }
+  // The session; NotFound when the product has none of that id.
+  virtual absl::StatusOr<VoiceSession> find_voice_session(std::string_view product_id, std::string_view session_id) {
+    static_cast<void>(product_id), static_cast<void>(session_id);
+    return absl::UnimplementedError("this storage has no voice sessions");
+  }
+  // Closes the session, naming the billing event that closes it. OK when it was open, or is
+  // already closed by the same event id (a retried indicator); FailedPrecondition when already
+  // closed by another; NotFound when there is no such session. Atomic: of two concurrent closes
+  // with different event ids exactly one succeeds.
+  virtual absl::Status close_voice_session(std::string_view product_id, std::string_view session_id,
+                                           std::string_view closing_event_id) {
+    static_cast<void>(product_id), static_cast<void>(session_id), static_cast<void>(closing_event_id);
+    return absl::UnimplementedError("this storage has no voice sessions");
+  }
+  // Records that the product's Idempotency-Key whose hash is `key_sha256` was used for a request
+  // whose body hashes to `body_sha256`: OK the first time and for the same body again (a retry);
+  // FailedPrecondition when the key was used with another body.
+  virtual absl::Status claim_idempotency_key(std::string_view product_id, std::string_view key_sha256,
+                                             std::string_view body_sha256) {
+    static_cast<void>(product_id), static_cast<void>(key_sha256), static_cast<void>(body_sha256);
+    return absl::UnimplementedError("this storage has no idempotency keys");
+  }
+  // Reopens a session that close_voice_session() closed with `closing_event_id`, when the billing
+  // event could not be stored after all (so that the indicator can be sent again).
+  virtual absl::Status reopen_voice_session(std::string_view product_id, std::string_view session_id,
+                                            std::string_view closing_event_id) {
+    static_cast<void>(product_id), static_cast<void>(session_id), static_cast<void>(closing_event_id);
+    return absl::UnimplementedError("this storage has no voice sessions");
+  }
 
   // Grants, renews or releases the leases of `holder` (32 lowercase hex digits) for `requests`,
   // at time `now_ns`, each to live until now_ns + ttl_ns: docs/leases.md, "The grant", in one
