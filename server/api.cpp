@@ -351,7 +351,9 @@ HttpResponse Api::handle_request(const HttpRequest& request) {
   std::string_view label = "other";
   HttpResponse response;
   absl::StatusOr<Route> route = match_route<Route>(valid_utf8(path) ? path : std::string_view("(not UTF-8)"));
-  if (!route.ok()) {
+  if (std::optional<HttpResponse> agents = agents_request(request, path, label)) {  // server/agents_api.cpp
+    response = *std::move(agents);
+  } else if (!route.ok()) {
     response = error_response(route.status());
   } else {
     label = route->label;

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -109,6 +110,9 @@ class Api {
   absl::StatusOr<std::shared_ptr<const ProductPlans>> plans_of(const std::string& product_id);
   // Appends `"plans_version": ..., "usage": {user: usage object, ...}}` (docs/wire.md).
   static absl::Status append_usage_map(std::string& body, const ProductPlans& plans, std::span<const UserUsage> usage);
+  // server/agents_api.cpp: the agents API and the profit report (docs/tracking.md, "Revenue"), or
+  // nullopt when `path` is neither; sets `label` to the route pattern for the metrics.
+  std::optional<HttpResponse> agents_request(const HttpRequest& request, std::string_view path, std::string_view& label);
   HttpResponse user_usage(const std::string& product_id, const std::string& user_id);
   HttpResponse report(const std::string& product_id, std::string_view query);
   // The per-user usage object of GET .../usage (docs/wire.md) over the user's current period, with

@@ -26,7 +26,7 @@ using ::paygent::internal::str_cat;
 // 1: the first release. 2: the events table has a column for every field of the event's field
 // table (sync/event_record.h); opening a version 1 database adds the missing ones. 3: the leases
 // table (docs/leases.md), created when missing.
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
 // so that each of its reads is one query joined to this table rather than a few queries per user.

@@ -64,7 +64,7 @@ PRAGMA user_version=1;
     sqlite3_close(db);
   }
   auto storage = open_at(path);
-  CHECK(sql_int(path, "PRAGMA user_version") == 3);
+  CHECK(sql_int(path, "PRAGMA user_version") == 4);
   CHECK(sql_int(path, "SELECT COUNT(*) FROM leases") == 0);  // version 3's table, created by the upgrade
   CHECK(sql_int(path, "SELECT COUNT(*) FROM events WHERE kind = 'llm'") == 1);
   EventRecord stt = record(event_id(2), "u1", "m", "s", 5, 9);
