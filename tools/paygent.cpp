@@ -1,4 +1,4 @@
-// The `paygent` command line: the demo and plan checks.
+// The `paygent` command line: the demo, plan checks, the profit report and agents.
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +15,7 @@
 #include "tools/capload.h"
 #include "tools/demo.h"
 #include "tools/loadgen.h"
+#include "tools/profit.h"
 #include "sync/syncer.h"
 
 namespace {
@@ -48,6 +49,16 @@ commands:
       --no-leases: without budget leases (today's behaviour). For the chaos test and cap trials.
   sync --backend URL --api-key KEY --store FILE [--deliver-seconds N]
       Delivers whatever an application's local store still holds (e.g. after a crash).
+  report profit --from DAY --to DAY [--by agent|customer|indicator|model|day]
+                [--format table|csv|json] [--url URL] [--key KEY]
+      Cost, revenue, profit and margin over [--from, --to) (days as 2026-11-01, UTC, or Unix ns)
+      from paygentd, grouped --by (default agent). "-" in the table (empty in CSV, null in JSON)
+      is what was not recorded: a cost-only agent has no revenue, a revenue-only one no cost.
+      --url and --key default to $PAYGENT_URL (else http://127.0.0.1:8080) and $PAYGENT_API_KEY.
+  agents apply FILE [--url URL] [--key KEY]
+      Creates or replaces the agents and indicators of FILE ({"agents": [{"agentId", "name",
+      "indicators": [...]}]}, README "Agents, revenue and profit"); the same file again changes
+      nothing. Agents not in FILE are left alone.
   plan check FILE
       Parses and validates a plan config (JSON); prints the plans or the error with its field path.
   help
@@ -170,6 +181,8 @@ int main(int argc, char** argv) {
     }
     return cmd == "loadgen" ? paygent::tools::run_loadgen(o) : paygent::tools::run_sync(o);
   }
+  if (cmd == "report" && argc >= 3 && std::string_view(argv[2]) == "profit") return paygent::tools::run_report_profit(argc, argv);
+  if (cmd == "agents" && argc >= 3 && std::string_view(argv[2]) == "apply") return paygent::tools::run_agents_apply(argc, argv);
   if (cmd == "capload") return paygent::tools::run_capload(argc, argv);
   if (cmd == "plan" && argc == 4 && std::string_view(argv[2]) == "check") return plan_check(argv[3]);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
