@@ -14,6 +14,7 @@
 #include "paygent/paygent.h"
 #include "tools/capload.h"
 #include "tools/demo.h"
+#include "tools/demo_revenue.h"
 #include "tools/loadgen.h"
 #include "tools/profit.h"
 #include "sync/syncer.h"
@@ -30,6 +31,10 @@ commands:
       Exits 0 when the power user's margin is no longer negative. With --backend and --api-key
       the guarded run also syncs to paygentd and ends with the backend's per-user report for the
       demo month, compared with the library's; a difference exits 1 (use a fresh product).
+  demo revenue --backend URL --api-key KEY
+      The revenue half (issue 10): sends a month of four agents' events (a per-minute voice agent,
+      a flat per-call agent, a cost-only internal agent, a revenue-only webhook; their prices from
+      scripts/demo-agents.json, applied first) and checks paygentd's profit report by agent.
   admin create-product --backend URL --admin-token TOKEN --name NAME
       Creates a product on paygentd and prints its API key (shown once).
   loadgen --backend URL --api-key KEY --store FILE [--users N] [--calls N] [--prefix P]
@@ -92,6 +97,18 @@ int plan_check(const char* path) {
 
 int main(int argc, char** argv) {
   const std::string_view cmd = argc > 1 ? argv[1] : "help";
+  if (cmd == "demo" && argc >= 3 && std::string_view(argv[2]) == "revenue") {
+    std::string url, key;
+    for (int i = 3; i + 1 < argc; i += 2) {
+      if (std::string_view(argv[i]) == "--backend") url = argv[i + 1];
+      else if (std::string_view(argv[i]) == "--api-key") key = argv[i + 1];
+    }
+    if (url.empty() || key.empty()) {
+      std::fprintf(stderr, "paygent demo revenue: --backend and --api-key are required\n");
+      return 2;
+    }
+    return paygent::tools::run_revenue_demo(url, key);
+  }
   if (cmd == "demo") {
     paygent::tools::DemoOptions options;
     bool temporary = true;
