@@ -84,6 +84,11 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
     if (!storage_internal::decode_event_id(events[i].id, ids[i])) {
       return absl::InvalidArgumentError(str_cat("events[", i, "].id: must be 32 lowercase hex digits"));
     }
+    // A billing event is revenue, not a provider call: a cost on it would count in spend but in
+    // no usage sum (docs/tracking.md).
+    if (events[i].kind == ::paygent::internal::UsageKind::kBilling && events[i].cost_nanos != 0) {
+      return absl::InvalidArgumentError(str_cat("events[", i, "].cost_nanos: must be 0 for an event of kind billing"));
+    }
   }
   std::vector<std::string_view> users;
   {

@@ -144,6 +144,13 @@ TEST_CASE("agents.three_tracking_modes_in_one_product") {
                                                    "&to_ns=" + std::to_string(ns_at(2026, 11, 17, 11)) + "&group_by=user");
     REQUIRE(partial.status == 200);
     CHECK(partial.body.find("\"c2\"") == std::string::npos);  // c2 has billing events only
+    // A billing event with a cost is refused whole, naming the field.
+    const HttpResponse costly = f.call(
+        "POST", "/api/v1/events:batch",
+        tracked_batch({{.n = 9, .agent = "webhook", .indicator = "order_paid", .kind = "billing", .cost_nanos = 5}}));
+    CHECK(costly.status == 400);
+    CHECK(error_message(costly) == "events[0].cost_nanos: must be 0 for an event of kind billing");
+    CHECK(profit_line(f, "agent", "webhook").revenue == 1'000'000'000);
   });
 }
 
