@@ -23,6 +23,9 @@ namespace {
 using ::paygent::internal::str_cat;
 
 constexpr std::int64_t kMicrosPerMinute = 60'000'000;
+// How far (either way) from a billing event's time the events of its session are looked for: a
+// voice session is minutes to hours long; a day bounds the read whatever the customer's history.
+constexpr std::int64_t kSessionWindowNs = 86'400'000'000'000;
 
 // The session kind of a custom rate's kind text ("llm", "stt", "tts"); nullopt for another.
 std::optional<billing::SessionKind> session_kind(std::string_view kind) {
@@ -254,6 +257,7 @@ absl::Status SqlStorage::store_billing_events(SqlConnection& connection, std::in
   // Each (agent, indicator) of the batch is read once.
   std::map<std::pair<std::string_view, std::string_view>, std::optional<IndicatorPrice>> prices;
   std::map<std::string_view, std::optional<AgentRecord>> agents;
+  std::vector<std::pair<std::size_t, std::int64_t>> priced_rows, unpriced_rows;  // (event index, revenue)
   for (std::size_t i = 0; i < events.size(); ++i) {
     const EventRecord& e = events[i];
     if (!stored[i] || e.indicator.empty()) continue;
@@ -288,10 +292,16 @@ absl::Status SqlStorage::store_billing_events(SqlConnection& connection, std::in
         }
         absl::StatusOr<Query> select = prepare(
             connection,
-            "SELECT id, kind, model FROM events WHERE product = ?1 AND user_id = ?2 AND session_id = ?3 AND kind IN "
-            "('llm', 'stt', 'tts')");
+            "SELECT id, kind, model FROM events WHERE product = ?1 AND user_id = ?2 AND ts_ns >= ?4 AND ts_ns <= ?5 "
+            "AND session_id = ?3 AND kind IN ('llm', 'stt', 'tts')");
         if (!select.ok()) return select.status();
-        select->bind(1, product).bind(2, e.user_id).bind(3, e.session_id);
+        // Within kSessionWindowNs of the billing event: the (product, user_id, ts_ns) index reads
+        // that window, not the customer's whole history.
+        select->bind(1, product)
+            .bind(2, e.user_id)
+            .bind(3, e.session_id)
+            .bind(4, e.ts_ns - std::min(e.ts_ns, kSessionWindowNs))
+            .bind(5, e.ts_ns > INT64_MAX - kSessionWindowNs ? INT64_MAX : e.ts_ns + kSessionWindowNs);
         for (;;) {
           absl::StatusOr<bool> row = select->step("read the session's models");
           if (!row.ok()) return row.status();
@@ -311,23 +321,32 @@ absl::Status SqlStorage::store_billing_events(SqlConnection& connection, std::in
       }
       revenue = *priced;
     }
-    absl::StatusOr<Query> insert = prepare(
-        connection, revenue ? "INSERT INTO billing_events(product, id, user_id, agent_id, indicator, session_id, model, "
-                              "ts_ns, duration_us, revenue_nanos) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-                            : "INSERT INTO billing_events(product, id, user_id, agent_id, indicator, session_id, model, "
-                              "ts_ns, duration_us, revenue_nanos) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL)");
-    if (!insert.ok()) return insert.status();
-    insert->bind(1, product)
-        .bind_blob(2, ids[i])
-        .bind(3, e.user_id)
-        .bind(4, e.agent_id)
-        .bind(5, e.indicator)
-        .bind(6, e.session_id)
-        .bind(7, e.model)
-        .bind(8, e.ts_ns)
-        .bind(9, e.audio_us);
-    if (revenue) insert->bind(10, *revenue);
-    if (absl::Status s = insert->run("store billing event"); !s.ok()) return s;
+    (revenue ? priced_rows : unpriced_rows).emplace_back(i, revenue.value_or(0));
+  }
+  // As many rows per INSERT as the dialect takes (PostgreSQL: one round trip per 100); an unpriced
+  // one leaves revenue_nanos out, so it is NULL.
+  for (const bool priced : {true, false}) {
+    const std::vector<std::pair<std::size_t, std::int64_t>>& rows = priced ? priced_rows : unpriced_rows;
+    absl::Status s = insert_rows(
+        connection,
+        priced ? "INSERT INTO billing_events(product, id, user_id, agent_id, indicator, session_id, model, ts_ns, "
+                 "duration_us, revenue_nanos)"
+               : "INSERT INTO billing_events(product, id, user_id, agent_id, indicator, session_id, model, ts_ns, "
+                 "duration_us)",
+        priced ? 10 : 9, rows.size(), "", "store billing events", [&](Query& insert, int first, std::size_t r) {
+          const EventRecord& e = events[rows[r].first];
+          insert.bind(first, product)
+              .bind_blob(first + 1, ids[rows[r].first])
+              .bind(first + 2, e.user_id)
+              .bind(first + 3, e.agent_id)
+              .bind(first + 4, e.indicator)
+              .bind(first + 5, e.session_id)
+              .bind(first + 6, e.model)
+              .bind(first + 7, e.ts_ns)
+              .bind(first + 8, e.audio_us);
+          if (priced) insert.bind(first + 9, rows[r].second);
+        });
+    if (!s.ok()) return s;
   }
   return absl::OkStatus();
 }
