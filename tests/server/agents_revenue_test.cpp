@@ -144,6 +144,11 @@ TEST_CASE("agents.three_tracking_modes_in_one_product") {
                                                    "&to_ns=" + std::to_string(ns_at(2026, 11, 17, 11)) + "&group_by=user");
     REQUIRE(partial.status == 200);
     CHECK(partial.body.find("\"c2\"") == std::string::npos);  // c2 has billing events only
+    // Nor in a customer's usage object: c2 has three billing events and no provider call.
+    const HttpResponse c2 = f.call("GET", "/api/v1/users/c2/usage");
+    REQUIRE_MESSAGE(c2.status == 200, c2.body);
+    CHECK(c2.body.find("\"calls\":0") != std::string::npos);
+    CHECK(c2.body.find("\"calls\":3") == std::string::npos);
     // A billing event with a cost is refused whole, naming the field.
     const HttpResponse costly = f.call(
         "POST", "/api/v1/events:batch",
