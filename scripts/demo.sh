@@ -2,7 +2,10 @@
 # The main job: builds Paygent, starts paygentd (SQLite in a temporary data dir) on loopback, runs
 # `paygent demo` against it (the $49 Pro-plan month of November 2026, without and with Paygent),
 # which ends by comparing paygentd's per-user totals for that month with the library's (exit 1 if
-# they differ), and stops paygentd.
+# they differ); then the revenue half (issue 10): a second product's agents and indicators from
+# scripts/demo-agents.json (`paygent agents apply`), a month of four agents' events (per-minute voice,
+# flat per call, cost-only, revenue-only; checked by `paygent demo revenue`) and the profit report
+# (`paygent report profit`); and stops paygentd.
 #   bash scripts/demo.sh           # with the backend
 #   bash scripts/demo.sh --local   # local-only mode (no API key: a local SQLite store only)
 set -euo pipefail
@@ -34,3 +37,12 @@ url="http://127.0.0.1:$port"
 key=$(build/paygent admin create-product --backend "$url" --admin-token "$token" --name demo)
 echo "paygentd is serving $url (data in $data); product 'demo' created."
 build/paygent demo --backend "$url" --api-key "$key"
+
+echo
+echo "== The revenue half: agents, indicators, profit (product 'agents') =="
+key2=$(build/paygent admin create-product --backend "$url" --admin-token "$token" --name agents)
+build/paygent agents apply scripts/demo-agents.json --url "$url" --key "$key2"
+build/paygent agents apply scripts/demo-agents.json --url "$url" --key "$key2"  # again: nothing changes
+build/paygent demo revenue --backend "$url" --api-key "$key2"
+echo
+build/paygent report profit --from 2026-11-01 --to 2026-12-01 --by agent --url "$url" --key "$key2"

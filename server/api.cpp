@@ -72,17 +72,6 @@ bool is_json_content_type(std::string_view content_type) {
   return iequals(trim(content_type.substr(0, semicolon)), "application/json");
 }
 
-// A non-negative int64 written in decimal digits only.
-std::optional<std::int64_t> parse_count(std::string_view text) {
-  std::int64_t value = 0;
-  if (text.empty() || !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-    return std::nullopt;
-  }
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
-
 // A version of a stored plan config: 16 hex digits of its text's FNV-1a hash ("" for none).
 // The syncer compares it across ingest replies and re-reads the plans when it changes.
 std::string plans_version(const std::optional<std::string>& json) {
@@ -232,13 +221,15 @@ std::string error_body(std::string_view code, std::string_view message) {
 std::span<const Route<Api::Handler>> Api::routes() {
   // Every endpoint of paygentd. The pattern is the metrics label; docs/wire.md and
   // docs/tracking.md describe each.
+  constexpr std::string_view kUserId = "user id in the path";
+  constexpr std::string_view kAgentId = "agent id in the path";
   static constexpr Route<Handler> kRoutes[] = {
       {"GET", "/healthz", RouteAuth::kNone, RouteBody::kNone, &Api::healthz},
       {"GET", "/metrics", RouteAuth::kNone, RouteBody::kNone, &Api::metrics},
       {"POST", "/api/v1/products", RouteAuth::kAdmin, RouteBody::kNone, &Api::create_product},
       {"POST", "/api/v1/users", RouteAuth::kProduct, RouteBody::kJson, &Api::create_user},
-      {"POST", "/api/v1/users/{id}/subscription", RouteAuth::kProduct, RouteBody::kJson, &Api::set_subscription},
-      {"GET", "/api/v1/users/{id}/usage", RouteAuth::kProduct, RouteBody::kNone, &Api::user_usage},
+      {"POST", "/api/v1/users/{id}/subscription", RouteAuth::kProduct, RouteBody::kJson, &Api::set_subscription, kUserId},
+      {"GET", "/api/v1/users/{id}/usage", RouteAuth::kProduct, RouteBody::kNone, &Api::user_usage, kUserId},
       {"GET", "/api/v1/config/plans", RouteAuth::kProduct, RouteBody::kNone, &Api::get_plans},
       {"POST", "/api/v1/config/plans", RouteAuth::kProduct, RouteBody::kJson, &Api::put_plans},
       {"POST", "/api/v1/events:batch", RouteAuth::kProduct, RouteBody::kJson, &Api::ingest},
@@ -259,6 +250,13 @@ std::span<const Route<Api::Handler>> Api::routes() {
       {"POST", "/api/v1/voice/llm", RouteAuth::kProduct, RouteBody::kJson, &Api::voice_llm},
       {"POST", "/api/v1/voice/tts", RouteAuth::kProduct, RouteBody::kJson, &Api::voice_tts},
       {"POST", "/api/v1/voice/indicator", RouteAuth::kProduct, RouteBody::kJson, &Api::voice_indicator},
+      // The agents API and the profit report (server/agents_api.cpp, docs/tracking.md "Revenue").
+      {"GET", "/api/v1/agents", RouteAuth::kProduct, RouteBody::kNone, &Api::list_agents},
+      {"POST", "/api/v1/agents:apply", RouteAuth::kProduct, RouteBody::kJson, &Api::apply_agents},
+      {"GET", "/api/v1/agents/{id}", RouteAuth::kProduct, RouteBody::kNone, &Api::get_agent, kAgentId},
+      {"PUT", "/api/v1/agents/{id}", RouteAuth::kProduct, RouteBody::kJson, &Api::put_agent, kAgentId},
+      {"DELETE", "/api/v1/agents/{id}", RouteAuth::kProduct, RouteBody::kNone, &Api::delete_agent, kAgentId},
+      {"GET", "/api/v1/reports/profit", RouteAuth::kProduct, RouteBody::kNone, &Api::profit_report},
   };
   return kRoutes;
 }
@@ -591,28 +589,10 @@ absl::StatusOr<std::string> Api::usage_json(const std::string& product_id, const
 
 HttpResponse Api::report(const Call& call) {
   const std::string& product_id = call.product_id;
-  const std::size_t question = call.request.target.find('?');
-  std::string_view query =
-      question == std::string::npos ? std::string_view() : std::string_view(call.request.target).substr(question + 1);
-  std::map<std::string, std::string, std::less<>> params;
-  while (!query.empty()) {
-    const std::size_t amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    if (pair.empty()) continue;
-    const std::size_t eq = pair.find('=');
-    absl::StatusOr<std::string> key = percent_decode(pair.substr(0, eq), "query", true);
-    if (!key.ok()) return error_response(key.status());
-    absl::StatusOr<std::string> value =
-        percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), *key, true);
-    if (!value.ok()) return error_response(value.status());
-    if (*key != "from_ns" && *key != "to_ns" && *key != "group_by" && *key != "user_id") {
-      return error_response(400, "invalid_argument", str_cat(*key, ": unknown query parameter"));
-    }
-    if (!params.emplace(*key, *value).second) {
-      return error_response(400, "invalid_argument", str_cat(*key, ": repeated query parameter"));
-    }
-  }
+  static constexpr std::string_view kKnown[] = {"from_ns", "to_ns", "group_by", "user_id"};
+  absl::StatusOr<std::map<std::string, std::string, std::less<>>> parsed = parse_query(query_of(call.request.target), kKnown);
+  if (!parsed.ok()) return error_response(parsed.status());
+  const std::map<std::string, std::string, std::less<>>& params = *parsed;
   ReportQuery q;
   for (const char* name : {"from_ns", "to_ns"}) {
     auto it = params.find(name);

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -138,6 +139,14 @@ class Api {
   HttpResponse voice_llm(const Call& call);
   HttpResponse voice_tts(const Call& call);
   HttpResponse voice_indicator(const Call& call);
+
+  // The agents API and the profit report (server/agents_api.cpp, docs/tracking.md "Revenue").
+  HttpResponse list_agents(const Call& call);
+  HttpResponse apply_agents(const Call& call);
+  HttpResponse get_agent(const Call& call);
+  HttpResponse put_agent(const Call& call);
+  HttpResponse delete_agent(const Call& call);
+  HttpResponse profit_report(const Call& call);
   // A tracked usage of `kind` (stt, tts, sts, video; llm in a session): standalone (agentId,
   // customerId, indicator, metaTags) or `in_session` (sessionId: the session's agent, customer and
   // tags), with the kind's measures, priced from the catalog.

@@ -26,8 +26,8 @@ using ::paygent::internal::str_append;
 using ::paygent::internal::str_cat;
 
 // 1: the tables of SqliteStorage's schema version 2 (sql_schema()), with paygent_schema. 2: the
-// leases table (SqliteStorage's version 3), created when missing. 3: the customers,
-// voice_sessions and idempotency_keys tables (SqliteStorage's version 4), created when missing.
+// leases table (SqliteStorage's version 3), created when missing. 3: the tracking and revenue
+// tables (SqliteStorage's version 4), created when missing.
 constexpr std::int64_t kSchemaVersion = 3;
 // The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
 constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
@@ -289,15 +289,15 @@ const std::string& store_batch_sql() {
         "SELECT ?1, u, '', ?2 FROM unnest(?3::text[]) AS u ON CONFLICT(product, user_id) DO NOTHING), "
         "stored AS (INSERT INTO events(product, id, received_ns, ", columns, ") SELECT ?1, r.id, ?2", picked,
         " FROM unnest(", arrays, ") AS r(id, ", columns,
-        ") ON CONFLICT(product, id) DO NOTHING RETURNING id, user_id, model, ts_ns, input_tokens, output_tokens, "
+        ") ON CONFLICT(product, id) DO NOTHING RETURNING id, user_id, model, kind, ts_ns, input_tokens, output_tokens, "
         "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos), "
         "daily AS (INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
         "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
         "SELECT ?1, user_id, day, model, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay,
-        " - CASE WHEN ts_ns % ", kDay, " < 0 THEN 1 ELSE 0 END AS day FROM stored) e GROUP BY user_id, day, model "
+        " - CASE WHEN ts_ns % ", kDay, " < 0 THEN 1 ELSE 0 END AS day FROM stored WHERE kind <> 'billing') e GROUP BY user_id, day, model "
         "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls", daily_set,
         "), totals AS (UPDATE product_totals t SET calls = t.calls + s.calls", totals_set,
-        " FROM (SELECT count(*) AS calls", batch_sums, " FROM stored) s WHERE t.product = ?1 RETURNING 1) "
+        " FROM (SELECT count(*) AS calls", batch_sums, " FROM stored WHERE kind <> 'billing') s WHERE t.product = ?1 RETURNING 1) "
         "SELECT e.id, n.updated FROM (SELECT count(*) AS updated FROM totals) n LEFT JOIN stored e ON true"));
   }();
   return *kSql;

@@ -10,6 +10,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -39,23 +42,34 @@ struct Route {
   RouteAuth auth;
   RouteBody body;
   Handler handler;
+  // How errors name the path parameter ("agent id in the path"); routes without one leave it.
+  std::string_view param_what = "the path's parameter";
 };
 
 namespace route_internal {
 // True when `path` matches `pattern`; `param` is then the raw (still percent-encoded) text of
 // its parameter, if it has one.
 bool matches(std::string_view pattern, std::string_view path, std::string_view& param) noexcept;
-// The path parameter decoded: InvalidArgument when badly encoded, not UTF-8, over kMaxTextBytes,
-// or containing NUL.
-absl::StatusOr<std::string> decode_param(std::string_view raw);
+// The path parameter decoded: InvalidArgument naming `what` when badly encoded, not UTF-8, over
+// kMaxTextBytes, or containing NUL.
+absl::StatusOr<std::string> decode_param(std::string_view raw, std::string_view what);
 }  // namespace route_internal
 
 // Decodes %XX escapes (and '+' as a space when `plus_is_space`, as in a query string).
 // InvalidArgument naming `what` on a bad escape or text that is not UTF-8 once decoded.
 absl::StatusOr<std::string> percent_decode(std::string_view text, std::string_view what, bool plus_is_space);
 
-namespace route_internal {
-}  // namespace route_internal
+// The parameters of a query string ("a=1&b=x%20y"), percent-decoded ('+' is a space): each must
+// be one of `known` and appear once. InvalidArgument naming the parameter otherwise.
+absl::StatusOr<std::map<std::string, std::string, std::less<>>> parse_query(std::string_view query,
+                                                                         std::span<const std::string_view> known);
+
+// A non-negative int64 written in decimal digits only (a query parameter's value); nullopt
+// otherwise, also when it does not fit.
+std::optional<std::int64_t> parse_count(std::string_view text) noexcept;
+
+// The query string of a request target ("/path?a=1" -> "a=1"; "" when there is none).
+std::string_view query_of(std::string_view target) noexcept;
 
 // The outcome of looking a request up.
 template <class Handler>
@@ -74,12 +88,14 @@ absl::StatusOr<RouteMatch<Handler>> find_route(std::span<const Route<Handler>> t
                                                std::string_view path) {
   RouteMatch<Handler> out;
   std::string_view raw;
+  std::string_view what;
   for (const Route<Handler>& r : table) {
     std::string_view param;
     if (!route_internal::matches(r.pattern, path, param)) continue;
     if (out.pattern.empty()) {
       out.pattern = r.pattern;
       raw = param;
+      what = r.param_what;
     }
     if (r.pattern != out.pattern) continue;
     if (!out.allowed.empty()) out.allowed += ", ";
@@ -88,7 +104,7 @@ absl::StatusOr<RouteMatch<Handler>> find_route(std::span<const Route<Handler>> t
   }
   if (out.pattern.empty()) return absl::NotFoundError(std::string("no such path: ").append(path));
   if (out.pattern.find('{') != std::string_view::npos) {
-    absl::StatusOr<std::string> param = route_internal::decode_param(raw);
+    absl::StatusOr<std::string> param = route_internal::decode_param(raw, what);
     if (!param.ok()) return param.status();
     out.param = *std::move(param);
   }

@@ -84,6 +84,11 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
     if (!storage_internal::decode_event_id(events[i].id, ids[i])) {
       return absl::InvalidArgumentError(str_cat("events[", i, "].id: must be 32 lowercase hex digits"));
     }
+    // A billing event is revenue, not a provider call: a cost on it would count in spend but in
+    // no usage sum (docs/tracking.md).
+    if (events[i].kind == ::paygent::internal::UsageKind::kBilling && events[i].cost_nanos != 0) {
+      return absl::InvalidArgumentError(str_cat("events[", i, "].cost_nanos: must be 0 for an event of kind billing"));
+    }
   }
   std::vector<std::string_view> users;
   {
@@ -137,6 +142,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
     }
     if (*written == BatchWrite::kStored) {
       for (bool s : stored) ++(s ? result.accepted : result.duplicates);
+      if (absl::Status s = store_billing_events(connection, product, events, ids, stored); !s.ok()) return s;
       return finish_ingest(connection, product, users, period_of, soft_gates, result);
     }
   }
@@ -164,6 +170,9 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
     }
     ++result.accepted;
     const EventRecord& e = events[i];
+    // A billing event is no provider call: it is not a cost row (docs/tracking.md), so it adds to
+    // neither the calls of usage_daily nor the product's totals (its cost is 0).
+    if (e.kind == ::paygent::internal::UsageKind::kBilling) continue;
     if (absl::Status s = storage_internal::add_to_product_totals(*totals, e, i); !s.ok()) return s;
     if (!add_totals(daily[{e.user_id, floor_div(e.ts_ns, kNanosPerDay), e.model}], storage_internal::totals_of(e))) {
       return absl::InvalidArgumentError("the batch would overflow a 64-bit total (tokens or cost_nanos)");
@@ -225,6 +234,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
         .bind(8, t.cost_nanos);
     if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
   }
+  if (absl::Status s = store_billing_events(connection, product, events, ids, stored); !s.ok()) return s;
   return finish_ingest(connection, product, users, period_of, soft_gates, result);
 }
 

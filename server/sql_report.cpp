@@ -108,7 +108,7 @@ const std::string& report_sql(ReportGroup group, bool by_user, bool daily) {
             "SELECT ", group_column(rg, false), ", COUNT(*), ", kTotalsColumns, " FROM events WHERE product = ?1 AND ",
             u ? "user_id = ?2"
               : "user_id IN (SELECT DISTINCT user_id FROM usage_daily WHERE product = ?1 AND day >= ?5 AND day < ?6)",
-            " AND ts_ns >= ?3 AND ts_ns < ?4 GROUP BY 1");
+            " AND ts_ns >= ?3 AND ts_ns < ?4 AND kind <> 'billing' GROUP BY 1");
       }
     }
     return sql;

@@ -134,6 +134,40 @@ CREATE TABLE IF NOT EXISTS idempotency_keys(
   body_sha256 TEXT NOT NULL,
   created_ns ${INT} NOT NULL,
   PRIMARY KEY(product, key_sha256))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS agents(
+  product ${INT} NOT NULL,
+  agent_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  updated_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, agent_id))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS agent_indicators(
+  product ${INT} NOT NULL,
+  agent_id TEXT NOT NULL,
+  indicator TEXT NOT NULL,
+  per_minute ${INT} NOT NULL,
+  price_nanos ${INT},
+  PRIMARY KEY(product, agent_id, indicator))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS indicator_rates(
+  product ${INT} NOT NULL,
+  agent_id TEXT NOT NULL,
+  indicator TEXT NOT NULL,
+  rate_kind TEXT NOT NULL,
+  rate_model TEXT NOT NULL,
+  nanos_per_minute ${INT} NOT NULL,
+  PRIMARY KEY(product, agent_id, indicator, rate_kind, rate_model))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS billing_events(
+  product ${INT} NOT NULL,
+  id ${BLOB} NOT NULL,
+  user_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  indicator TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  ts_ns ${INT} NOT NULL,
+  duration_us ${INT} NOT NULL,
+  revenue_nanos ${INT},
+  PRIMARY KEY(product, id))${TABLE};
+CREATE INDEX IF NOT EXISTS billing_events_by_time ON billing_events(product, ts_ns);
 )sql";
 
 // The summed columns of one row of usage_daily or of the events, in Totals' order after calls.
@@ -516,7 +550,7 @@ absl::Status SqlStorage::read_usage(SqlConnection& connection, std::int64_t prod
     const std::string events_sql =
         str_cat("SELECT b.idx, e.model, 1, ", kRowColumns, " FROM ", dialect_.batch_users(), " b ",
                 dialect_.join_in_order(),
-                " events e ON e.product = ?1 AND e.user_id = b.user_id AND e.ts_ns >= ?2 AND e.ts_ns < ?3");
+                " events e ON e.product = ?1 AND e.user_id = b.user_id AND e.ts_ns >= ?2 AND e.ts_ns < ?3 AND e.kind <> 'billing'");
     const DaySplit split = split_days(shared.from_ns, shared.to_ns);
     const std::tuple<const std::string*, std::int64_t, std::int64_t> reads[] = {
         {&daily_sql, split.first_day, split.end_day},

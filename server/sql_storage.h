@@ -87,6 +87,15 @@ class SqlStorage : public Storage {
   absl::Status claim_idempotency_key(std::string_view product_id, std::string_view key_sha256,
                                      std::string_view body_sha256) final;
 
+  // In sql_agents.cpp: agents, agent_indicators and indicator_rates.
+  absl::StatusOr<bool> put_agent(std::string_view product_id, const AgentRecord& agent) final;
+  absl::StatusOr<std::vector<AgentRecord>> list_agents(std::string_view product_id) final;
+  absl::StatusOr<AgentRecord> find_agent(std::string_view product_id, std::string_view agent_id) final;
+  absl::Status delete_agent(std::string_view product_id, std::string_view agent_id) final;
+  // In sql_profit.cpp: the events (cost rows) and billing_events of the range, grouped.
+  absl::StatusOr<std::vector<ProfitRow>> profit_report(std::string_view product_id, TimeRange range,
+                                                       ProfitGroup group) final;
+
   // The transaction contract for writes that touch some users of a product (ingest now; leases
   // and wallets next): runs `fn(connection, product key)` in a write transaction that holds the
   // locks of `user_ids` (any order, repeats allowed) of product `product_id`, taken in one global
@@ -168,6 +177,15 @@ class SqlStorage : public Storage {
   absl::Status finish_ingest(SqlConnection& connection, std::int64_t product, std::span<const std::string_view> users,
                              const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates,
                              IngestResult& result);
+  // In sql_agents.cpp, in the ingest's transaction once the batch is written: a billing_events row
+  // for every event stored by this call (stored[i]) with a non-empty indicator, its revenue
+  // priced by its agent's indicator then (docs/tracking.md, "Revenue"; NULL when unpriced).
+  absl::Status store_billing_events(SqlConnection& connection, std::int64_t product,
+                                    std::span<const EventRecord> events,
+                                    std::span<const storage_internal::EventId> ids, const std::vector<bool>& stored);
+  // The agent's record as stored, or nullopt, read on `connection`.
+  static absl::StatusOr<std::optional<AgentRecord>> read_agent(SqlConnection& connection, std::int64_t product,
+                                                               std::string_view agent_id);
   // Stores a batch's soft gates (one already stored is kept), in the ingest's transaction.
   absl::Status store_soft_gates(SqlConnection& connection, std::int64_t product,
                                 std::span<const SoftGateFired> soft_gates);

@@ -26,7 +26,8 @@ using ::paygent::internal::str_cat;
 // 1: the first release. 2: the events table has a column for every field of the event's field
 // table (sync/event_record.h); opening a version 1 database adds the missing ones. 3: the leases
 // table (docs/leases.md), created when missing. 4: the tracking API's customers, voice_sessions and
-// idempotency_keys tables (docs/tracking.md), created when missing.
+// idempotency_keys tables and the agents, agent_indicators, indicator_rates and billing_events
+// tables of revenue (docs/tracking.md), created when missing.
 constexpr int kSchemaVersion = 4;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,

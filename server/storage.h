@@ -157,6 +157,48 @@ struct VoiceSession {
   friend bool operator==(const VoiceSession&, const VoiceSession&) = default;
 };
 
+// Agents and their indicators (docs/tracking.md, "Revenue"): what a billing event earns. Validated
+// by the caller (server/agents_api.cpp): ids non-empty, prices >= 0, custom rates only when
+// per_minute, at most one rate per (kind, model), indicators distinct.
+struct CustomRate {
+  std::string kind;  // "llm", "stt" or "tts": the part of the voice session the model served
+  std::string model;
+  std::int64_t nanos_per_minute = 0;
+  friend bool operator==(const CustomRate&, const CustomRate&) = default;
+};
+struct IndicatorPrice {
+  std::string indicator;
+  bool per_minute = false;
+  // per_minute false: nano-USD per billing event; true: the base nano-USD per minute. nullopt: no
+  // price (its billing events' revenue is unknown, counted, never 0).
+  std::optional<std::int64_t> price_nanos;
+  std::vector<CustomRate> custom_rates;  // per_minute only, in (kind, model) order
+  friend bool operator==(const IndicatorPrice&, const IndicatorPrice&) = default;
+};
+struct AgentRecord {
+  std::string agent_id;
+  std::string name;
+  std::vector<IndicatorPrice> indicators;  // in indicator order
+  friend bool operator==(const AgentRecord&, const AgentRecord&) = default;
+};
+
+// What the profit report groups by (GET /api/v1/reports/profit?by=...).
+enum class ProfitGroup : std::uint8_t { kAgent, kCustomer, kIndicator, kModel, kDay };
+
+// One group of the profit report. Cost sums the cost rows (every kind but billing) whose cost is
+// known; revenue sums the billing events whose revenue is known. nullopt: nothing of it was
+// recorded (no such row, or none with a known amount) -- never 0.
+struct ProfitRow {
+  std::string key;
+  std::optional<std::int64_t> cost_nanos;
+  std::optional<std::int64_t> revenue_nanos;
+  std::int64_t cost_events = 0;          // cost rows
+  std::int64_t billing_events = 0;       // billing events
+  std::int64_t cost_unknown_events = 0;  // cost rows without a price
+  std::int64_t revenue_unknown_events = 0;  // billing events without a price
+  friend bool operator==(const ProfitRow&, const ProfitRow&) = default;
+};
+
 // Decides the period a user's usage is summed over, from the user's record. Called with the
 // store's lock held: it must not call back into the Storage.
 using PeriodOf = absl::FunctionRef<TimeRange(const UserRecord&)>;
@@ -280,6 +322,37 @@ class Storage {
                                             std::string_view closing_event_id) {
     static_cast<void>(product_id), static_cast<void>(session_id), static_cast<void>(closing_event_id);
     return absl::UnimplementedError("this storage has no voice sessions");
+  }
+
+  // Creates or replaces agent `agent.agent_id` with its name and indicators (those it had and
+  // `agent` lacks are removed). True when it changed something (an identical put changes
+  // nothing). NotFound without such a product; Unimplemented for a storage without agents.
+  virtual absl::StatusOr<bool> put_agent(std::string_view product_id, const AgentRecord& agent) {
+    static_cast<void>(product_id), static_cast<void>(agent);
+    return absl::UnimplementedError("this storage has no agents");
+  }
+  // The product's agents in id order (empty for an unknown product).
+  virtual absl::StatusOr<std::vector<AgentRecord>> list_agents(std::string_view product_id) {
+    static_cast<void>(product_id);
+    return absl::UnimplementedError("this storage has no agents");
+  }
+  // One agent; NotFound naming it when the product has none such.
+  virtual absl::StatusOr<AgentRecord> find_agent(std::string_view product_id, std::string_view agent_id) {
+    static_cast<void>(product_id), static_cast<void>(agent_id);
+    return absl::UnimplementedError("this storage has no agents");
+  }
+  // Deletes an agent and its indicators (billing events already stored keep their revenue);
+  // NotFound naming it when there is none.
+  virtual absl::Status delete_agent(std::string_view product_id, std::string_view agent_id) {
+    static_cast<void>(product_id), static_cast<void>(agent_id);
+    return absl::UnimplementedError("this storage has no agents");
+  }
+  // Cost and revenue of [range.from_ns, range.to_ns) grouped by `group`, in key order; groups with
+  // neither cost rows nor billing events are absent.
+  virtual absl::StatusOr<std::vector<ProfitRow>> profit_report(std::string_view product_id, TimeRange range,
+                                                               ProfitGroup group) {
+    static_cast<void>(product_id), static_cast<void>(range), static_cast<void>(group);
+    return absl::UnimplementedError("this storage has no profit report");
   }
 
   // Grants, renews or releases the leases of `holder` (32 lowercase hex digits) for `requests`,

@@ -1,4 +1,4 @@
-// The `paygent` command line: the demo and plan checks.
+// The `paygent` command line: the demo, plan checks, the profit report and agents.
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,7 +14,9 @@
 #include "paygent/paygent.h"
 #include "tools/capload.h"
 #include "tools/demo.h"
+#include "tools/demo_revenue.h"
 #include "tools/loadgen.h"
+#include "tools/profit.h"
 #include "sync/syncer.h"
 
 namespace {
@@ -29,6 +31,10 @@ commands:
       Exits 0 when the power user's margin is no longer negative. With --backend and --api-key
       the guarded run also syncs to paygentd and ends with the backend's per-user report for the
       demo month, compared with the library's; a difference exits 1 (use a fresh product).
+  demo revenue --backend URL --api-key KEY
+      The revenue half (issue 10): sends a month of four agents' events (a per-minute voice agent,
+      a flat per-call agent, a cost-only internal agent, a revenue-only webhook; their prices from
+      scripts/demo-agents.json, applied first) and checks paygentd's profit report by agent.
   admin create-product --backend URL --admin-token TOKEN --name NAME
       Creates a product on paygentd and prints its API key (shown once).
   loadgen --backend URL --api-key KEY --store FILE [--users N] [--calls N] [--prefix P]
@@ -48,6 +54,16 @@ commands:
       --no-leases: without budget leases (today's behaviour). For the chaos test and cap trials.
   sync --backend URL --api-key KEY --store FILE [--deliver-seconds N]
       Delivers whatever an application's local store still holds (e.g. after a crash).
+  report profit --from DAY --to DAY [--by agent|customer|indicator|model|day]
+                [--format table|csv|json] [--url URL] [--key KEY]
+      Cost, revenue, profit and margin over [--from, --to) (days as 2026-11-01, UTC, or Unix ns)
+      from paygentd, grouped --by (default agent). "-" in the table (empty in CSV, null in JSON)
+      is what was not recorded: a cost-only agent has no revenue, a revenue-only one no cost.
+      --url and --key default to $PAYGENT_URL (else http://127.0.0.1:8080) and $PAYGENT_API_KEY.
+  agents apply FILE [--url URL] [--key KEY]
+      Creates or replaces the agents and indicators of FILE ({"agents": [{"agentId", "name",
+      "indicators": [...]}]}, README "Agents, revenue and profit"); the same file again changes
+      nothing. Agents not in FILE are left alone.
   plan check FILE
       Parses and validates a plan config (JSON); prints the plans or the error with its field path.
   help
@@ -81,6 +97,18 @@ int plan_check(const char* path) {
 
 int main(int argc, char** argv) {
   const std::string_view cmd = argc > 1 ? argv[1] : "help";
+  if (cmd == "demo" && argc >= 3 && std::string_view(argv[2]) == "revenue") {
+    std::string url, key;
+    for (int i = 3; i + 1 < argc; i += 2) {
+      if (std::string_view(argv[i]) == "--backend") url = argv[i + 1];
+      else if (std::string_view(argv[i]) == "--api-key") key = argv[i + 1];
+    }
+    if (url.empty() || key.empty()) {
+      std::fprintf(stderr, "paygent demo revenue: --backend and --api-key are required\n");
+      return 2;
+    }
+    return paygent::tools::run_revenue_demo(url, key);
+  }
   if (cmd == "demo") {
     paygent::tools::DemoOptions options;
     bool temporary = true;
@@ -170,6 +198,8 @@ int main(int argc, char** argv) {
     }
     return cmd == "loadgen" ? paygent::tools::run_loadgen(o) : paygent::tools::run_sync(o);
   }
+  if (cmd == "report" && argc >= 3 && std::string_view(argv[2]) == "profit") return paygent::tools::run_report_profit(argc, argv);
+  if (cmd == "agents" && argc >= 3 && std::string_view(argv[2]) == "apply") return paygent::tools::run_agents_apply(argc, argv);
   if (cmd == "capload") return paygent::tools::run_capload(argc, argv);
   if (cmd == "plan" && argc == 4 && std::string_view(argv[2]) == "check") return plan_check(argv[3]);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {

@@ -1,0 +1,354 @@
+// SqlStorage's agents and indicators (see server/sql_storage.h and docs/tracking.md, "Revenue"):
+// the agents, agent_indicators and indicator_rates tables, and the billing events the ingest writes
+// with their revenue priced at that moment.
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "billing/pricing.h"
+#include "meter/internal/str_cat.h"
+#include "server/sql_storage.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::str_cat;
+
+constexpr std::int64_t kMicrosPerMinute = 60'000'000;
+// How far (either way) from a billing event's time the events of its session are looked for: a
+// voice session is minutes to hours long; a day bounds the read whatever the customer's history.
+constexpr std::int64_t kSessionWindowNs = 86'400'000'000'000;
+
+// The session kind of a custom rate's kind text ("llm", "stt", "tts"); nullopt for another.
+std::optional<billing::SessionKind> session_kind(std::string_view kind) {
+  if (kind == "llm") return billing::SessionKind::kLlm;
+  if (kind == "stt") return billing::SessionKind::kStt;
+  if (kind == "tts") return billing::SessionKind::kTts;
+  return std::nullopt;
+}
+
+// The rows are sorted here rather than by ORDER BY: PostgreSQL's text order follows the
+// database's collation, SQLite's is bytewise; the API answers the same on both.
+void sort_agent(AgentRecord& agent) {
+  std::sort(agent.indicators.begin(), agent.indicators.end(),
+            [](const IndicatorPrice& a, const IndicatorPrice& b) { return a.indicator < b.indicator; });
+  for (IndicatorPrice& p : agent.indicators) {
+    std::sort(p.custom_rates.begin(), p.custom_rates.end(), [](const CustomRate& a, const CustomRate& b) {
+      return std::tie(a.kind, a.model) < std::tie(b.kind, b.model);
+    });
+  }
+}
+
+// The revenue of `e` under `price`, `used` being the models its session used before it: a
+// per-event price as is; per minute, the event's duration (audio_us) times the session's rate
+// (billing::session_rate_per_minute), rounded once to the nano-USD, half away from zero. nullopt
+// when no price applies (no base rate and no custom rate of the session's models).
+absl::StatusOr<std::optional<std::int64_t>> revenue_of(const EventRecord& e, const IndicatorPrice& price,
+                                                       std::span<const billing::SessionModel> used) {
+  if (!price.per_minute) return price.price_nanos;
+  billing::PerMinutePricing pricing;
+  pricing.base_usd_per_minute = billing::Decimal::from_nanos(price.price_nanos.value_or(0));
+  bool custom_used = false;
+  for (const CustomRate& r : price.custom_rates) {
+    const std::optional<billing::SessionKind> kind = session_kind(r.kind);
+    if (!kind) continue;
+    pricing.custom_rates.push_back(
+        billing::ModelRate{.kind = *kind, .model = r.model, .usd_per_minute = billing::Decimal::from_nanos(r.nanos_per_minute)});
+    for (const billing::SessionModel& m : used) custom_used |= (m.kind == *kind && m.model == r.model);
+  }
+  if (!custom_used && !price.price_nanos) return std::optional<std::int64_t>();
+  absl::StatusOr<billing::Decimal> rate = billing::session_rate_per_minute(pricing, used);
+  if (!rate.ok()) return rate.status();
+  absl::StatusOr<billing::Decimal> product = billing::Decimal::mul(*rate, billing::Decimal::from_int(e.audio_us));
+  if (!product.ok()) return product.status();
+  absl::StatusOr<billing::Decimal> amount = billing::Decimal::div(
+      *product, billing::Decimal::from_int(kMicrosPerMinute), 9, billing::RoundingMode::kRound);
+  if (!amount.ok()) return amount.status();
+  absl::StatusOr<std::int64_t> nanos = amount->to_nanos(billing::RoundingMode::kRound);
+  if (!nanos.ok()) return nanos.status();
+  return std::optional<std::int64_t>(*nanos);
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<AgentRecord>> SqlStorage::read_agent(SqlConnection& connection, std::int64_t product,
+                                                                  std::string_view agent_id) {
+  AgentRecord agent;
+  {
+    absl::StatusOr<Query> select = prepare(connection, "SELECT name FROM agents WHERE product = ?1 AND agent_id = ?2");
+    if (!select.ok()) return select.status();
+    select->bind(1, product).bind(2, agent_id);
+    absl::StatusOr<bool> row = select->step("read agent");
+    if (!row.ok()) return row.status();
+    if (!*row) return std::optional<AgentRecord>();
+    agent.agent_id = std::string(agent_id);
+    agent.name = select->text(0);
+  }
+  std::map<std::string, std::size_t, std::less<>> at;
+  {
+    absl::StatusOr<Query> select = prepare(
+        connection, "SELECT indicator, per_minute, price_nanos FROM agent_indicators WHERE product = ?1 AND agent_id = ?2");
+    if (!select.ok()) return select.status();
+    select->bind(1, product).bind(2, agent_id);
+    for (;;) {
+      absl::StatusOr<bool> row = select->step("read indicators");
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      IndicatorPrice p;
+      p.indicator = select->text(0);
+      p.per_minute = select->int64(1) != 0;
+      if (!select->is_null(2)) p.price_nanos = select->int64(2);
+      at.emplace(p.indicator, agent.indicators.size());
+      agent.indicators.push_back(std::move(p));
+    }
+  }
+  {
+    absl::StatusOr<Query> select =
+        prepare(connection,
+                "SELECT indicator, rate_kind, rate_model, nanos_per_minute FROM indicator_rates WHERE product = ?1 AND "
+                "agent_id = ?2");
+    if (!select.ok()) return select.status();
+    select->bind(1, product).bind(2, agent_id);
+    for (;;) {
+      absl::StatusOr<bool> row = select->step("read custom rates");
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      auto it = at.find(select->text_view(0));
+      if (it == at.end()) continue;
+      agent.indicators[it->second].custom_rates.push_back(
+          CustomRate{.kind = select->text(1), .model = select->text(2), .nanos_per_minute = select->int64(3)});
+    }
+  }
+  sort_agent(agent);
+  return std::optional<AgentRecord>(std::move(agent));
+}
+
+absl::StatusOr<bool> SqlStorage::put_agent(std::string_view product_id, const AgentRecord& given) {
+  AgentRecord agent = given;
+  sort_agent(agent);
+  bool changed = false;
+  absl::Status status = transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
+    changed = false;
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    absl::StatusOr<std::optional<AgentRecord>> stored = read_agent(connection, *product, agent.agent_id);
+    if (!stored.ok()) return stored.status();
+    if (stored->has_value() && **stored == agent) return absl::OkStatus();  // the same again: nothing changes
+    changed = true;
+    for (std::string_view table : {"agent_indicators", "indicator_rates"}) {
+      absl::StatusOr<Query> erase =
+          prepare(connection, str_cat("DELETE FROM ", table, " WHERE product = ?1 AND agent_id = ?2"));
+      if (!erase.ok()) return erase.status();
+      erase->bind(1, *product).bind(2, agent.agent_id);
+      if (absl::Status s = erase->run("replace indicators"); !s.ok()) return s;
+    }
+    absl::StatusOr<Query> upsert = prepare(
+        connection,
+        "INSERT INTO agents(product, agent_id, name, updated_ns) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(product, agent_id) "
+        "DO UPDATE SET name = excluded.name, updated_ns = excluded.updated_ns");
+    if (!upsert.ok()) return upsert.status();
+    upsert->bind(1, *product).bind(2, agent.agent_id).bind(3, agent.name).bind(4, absl::ToUnixNanos(absl::Now()));
+    if (absl::Status s = upsert->run("put agent"); !s.ok()) return s;
+    for (const IndicatorPrice& p : agent.indicators) {
+      // NULL is written as a literal: the statement interface binds no NULL.
+      absl::StatusOr<Query> insert = prepare(
+          connection, p.price_nanos ? "INSERT INTO agent_indicators(product, agent_id, indicator, per_minute, "
+                                      "price_nanos) VALUES(?1, ?2, ?3, ?4, ?5)"
+                                    : "INSERT INTO agent_indicators(product, agent_id, indicator, per_minute, "
+                                      "price_nanos) VALUES(?1, ?2, ?3, ?4, NULL)");
+      if (!insert.ok()) return insert.status();
+      insert->bind(1, *product).bind(2, agent.agent_id).bind(3, p.indicator).bind(4, std::int64_t{p.per_minute ? 1 : 0});
+      if (p.price_nanos) insert->bind(5, *p.price_nanos);
+      if (absl::Status s = insert->run("put indicator"); !s.ok()) return s;
+      for (const CustomRate& r : p.custom_rates) {
+        absl::StatusOr<Query> rate = prepare(
+            connection,
+            "INSERT INTO indicator_rates(product, agent_id, indicator, rate_kind, rate_model, nanos_per_minute) "
+            "VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
+        if (!rate.ok()) return rate.status();
+        rate->bind(1, *product).bind(2, agent.agent_id).bind(3, p.indicator).bind(4, r.kind).bind(5, r.model).bind(
+            6, r.nanos_per_minute);
+        if (absl::Status s = rate->run("put custom rate"); !s.ok()) return s;
+      }
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return changed;
+}
+
+absl::StatusOr<std::vector<AgentRecord>> SqlStorage::list_agents(std::string_view product_id) {
+  std::vector<AgentRecord> out;
+  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
+    out.clear();
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    std::vector<std::string> ids;
+    {
+      absl::StatusOr<Query> select = prepare(connection, "SELECT agent_id FROM agents WHERE product = ?1");
+      if (!select.ok()) return select.status();
+      select->bind(1, **product);
+      for (;;) {
+        absl::StatusOr<bool> row = select->step("list agents");
+        if (!row.ok()) return row.status();
+        if (!*row) break;
+        ids.push_back(select->text(0));
+      }
+    }
+    std::sort(ids.begin(), ids.end());
+    for (const std::string& id : ids) {
+      absl::StatusOr<std::optional<AgentRecord>> agent = read_agent(connection, **product, id);
+      if (!agent.ok()) return agent.status();
+      if (agent->has_value()) out.push_back(**std::move(agent));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+absl::StatusOr<AgentRecord> SqlStorage::find_agent(std::string_view product_id, std::string_view agent_id) {
+  std::optional<AgentRecord> found;
+  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    absl::StatusOr<std::optional<AgentRecord>> agent = read_agent(connection, **product, agent_id);
+    if (!agent.ok()) return agent.status();
+    found = *std::move(agent);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (!found) return absl::NotFoundError(str_cat("no agent \"", agent_id, "\""));
+  return *std::move(found);
+}
+
+absl::Status SqlStorage::delete_agent(std::string_view product_id, std::string_view agent_id) {
+  return transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    std::int64_t deleted = 0;
+    for (std::string_view table : {"agents", "agent_indicators", "indicator_rates"}) {
+      absl::StatusOr<Query> erase =
+          prepare(connection, str_cat("DELETE FROM ", table, " WHERE product = ?1 AND agent_id = ?2"));
+      if (!erase.ok()) return erase.status();
+      erase->bind(1, *product).bind(2, agent_id);
+      if (absl::Status s = erase->run("delete agent"); !s.ok()) return s;
+      if (table == "agents") deleted = erase->changes();
+    }
+    if (deleted == 0) return absl::NotFoundError(str_cat("no agent \"", agent_id, "\""));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status SqlStorage::store_billing_events(SqlConnection& connection, std::int64_t product,
+                                              std::span<const EventRecord> events,
+                                              std::span<const storage_internal::EventId> ids,
+                                              const std::vector<bool>& stored) {
+  // Each (agent, indicator) of the batch is read once.
+  std::map<std::pair<std::string_view, std::string_view>, std::optional<IndicatorPrice>> prices;
+  std::map<std::string_view, std::optional<AgentRecord>> agents;
+  std::vector<std::pair<std::size_t, std::int64_t>> priced_rows, unpriced_rows;  // (event index, revenue)
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const EventRecord& e = events[i];
+    if (!stored[i] || e.indicator.empty()) continue;
+    auto price_it = prices.find({e.agent_id, e.indicator});
+    if (price_it == prices.end()) {
+      auto agent_it = agents.find(e.agent_id);
+      if (agent_it == agents.end()) {
+        absl::StatusOr<std::optional<AgentRecord>> agent = read_agent(connection, product, e.agent_id);
+        if (!agent.ok()) return agent.status();
+        agent_it = agents.emplace(e.agent_id, *std::move(agent)).first;
+      }
+      std::optional<IndicatorPrice> price;
+      if (agent_it->second) {
+        for (const IndicatorPrice& p : agent_it->second->indicators) {
+          if (p.indicator == e.indicator) price = p;
+        }
+      }
+      price_it = prices.emplace(std::pair{std::string_view(e.agent_id), std::string_view(e.indicator)}, std::move(price))
+                     .first;
+    }
+    std::optional<std::int64_t> revenue;
+    if (const std::optional<IndicatorPrice>& price = price_it->second; price) {
+      // The models of the session's events stored before this one (earlier batches, and earlier
+      // in this batch): a custom rate applies only to what the session used.
+      std::vector<std::pair<billing::SessionKind, std::string>> used_models;
+      if (price->per_minute && !price->custom_rates.empty() && !e.session_id.empty()) {
+        absl::flat_hash_set<std::string> later;
+        for (std::size_t j = i + 1; j < events.size(); ++j) {
+          if (stored[j] && events[j].session_id == e.session_id && events[j].user_id == e.user_id) {
+            later.insert(std::string(reinterpret_cast<const char*>(ids[j].data()), ids[j].size()));
+          }
+        }
+        absl::StatusOr<Query> select = prepare(
+            connection,
+            "SELECT id, kind, model FROM events WHERE product = ?1 AND user_id = ?2 AND ts_ns >= ?4 AND ts_ns <= ?5 "
+            "AND session_id = ?3 AND kind IN ('llm', 'stt', 'tts')");
+        if (!select.ok()) return select.status();
+        // Within kSessionWindowNs of the billing event: the (product, user_id, ts_ns) index reads
+        // that window, not the customer's whole history.
+        select->bind(1, product)
+            .bind(2, e.user_id)
+            .bind(3, e.session_id)
+            .bind(4, e.ts_ns - std::min(e.ts_ns, kSessionWindowNs))
+            .bind(5, e.ts_ns > INT64_MAX - kSessionWindowNs ? INT64_MAX : e.ts_ns + kSessionWindowNs);
+        for (;;) {
+          absl::StatusOr<bool> row = select->step("read the session's models");
+          if (!row.ok()) return row.status();
+          if (!*row) break;
+          if (later.contains(select->blob(0))) continue;
+          if (std::optional<billing::SessionKind> kind = session_kind(select->text_view(1)); kind) {
+            used_models.emplace_back(*kind, select->text(2));
+          }
+        }
+      }
+      std::vector<billing::SessionModel> used;
+      used.reserve(used_models.size());
+      for (const auto& [kind, model] : used_models) used.push_back(billing::SessionModel{kind, model});
+      absl::StatusOr<std::optional<std::int64_t>> priced = revenue_of(e, *price, used);
+      if (!priced.ok()) {
+        return absl::InvalidArgumentError(str_cat("events[", i, "]: its revenue cannot be computed: ", priced.status().message()));
+      }
+      revenue = *priced;
+    }
+    (revenue ? priced_rows : unpriced_rows).emplace_back(i, revenue.value_or(0));
+  }
+  // As many rows per INSERT as the dialect takes (PostgreSQL: one round trip per 100); an unpriced
+  // one leaves revenue_nanos out, so it is NULL.
+  for (const bool priced : {true, false}) {
+    const std::vector<std::pair<std::size_t, std::int64_t>>& rows = priced ? priced_rows : unpriced_rows;
+    absl::Status s = insert_rows(
+        connection,
+        priced ? "INSERT INTO billing_events(product, id, user_id, agent_id, indicator, session_id, model, ts_ns, "
+                 "duration_us, revenue_nanos)"
+               : "INSERT INTO billing_events(product, id, user_id, agent_id, indicator, session_id, model, ts_ns, "
+                 "duration_us)",
+        priced ? 10 : 9, rows.size(), "", "store billing events", [&](Query& insert, int first, std::size_t r) {
+          const EventRecord& e = events[rows[r].first];
+          insert.bind(first, product)
+              .bind_blob(first + 1, ids[rows[r].first])
+              .bind(first + 2, e.user_id)
+              .bind(first + 3, e.agent_id)
+              .bind(first + 4, e.indicator)
+              .bind(first + 5, e.session_id)
+              .bind(first + 6, e.model)
+              .bind(first + 7, e.ts_ns)
+              .bind(first + 8, e.audio_us);
+          if (priced) insert.bind(first + 9, rows[r].second);
+        });
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace paygent::server

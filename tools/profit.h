@@ -1,0 +1,28 @@
+// `paygent report profit` and `paygent agents apply` (see tools/paygent.cpp for the flags): the
+// command line of paygentd's profit report and agents API (docs/tracking.md, "Revenue").
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace paygent::tools {
+
+// Parses `paygent report profit`'s flags (argv[3] onwards), asks paygentd and prints the report:
+// an aligned table (default), CSV or the reply's JSON. 0 on success, 1 when paygentd refuses or
+// cannot be reached, 2 for bad flags (the message names the flag).
+int run_report_profit(int argc, char** argv);
+
+// Parses `paygent agents apply FILE` (argv[3] onwards) and sends the file's agents to paygentd
+// (POST /api/v1/agents:apply); prints one line per agent, "changed" or "unchanged". Applying the
+// same file again changes nothing. 0 on success, 1 when refused or unreachable, 2 for bad flags.
+int run_agents_apply(int argc, char** argv);
+
+// nano-USD as dollars, exact, with at least two decimals: 750000000 -> "$0.75", 2500000 ->
+// "$0.0025", -150000000 -> "-$0.15".
+std::string usd_text(std::int64_t nanos);
+
+// A margin in parts per million as a percentage with one decimal: 750000 -> "75.0%".
+std::string margin_text(std::int64_t ppm);
+
+}  // namespace paygent::tools
