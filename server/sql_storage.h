@@ -86,6 +86,7 @@ class SqlStorage : public Storage {
                                     std::string_view closing_event_id) final;
   absl::Status claim_idempotency_key(std::string_view product_id, std::string_view key_sha256,
                                      std::string_view body_sha256) final;
+  absl::StatusOr<bool> has_event(std::string_view product_id, std::string_view event_id) final;
 
   // In sql_agents.cpp: agents, agent_indicators and indicator_rates.
   absl::StatusOr<bool> put_agent(std::string_view product_id, const AgentRecord& agent) final;

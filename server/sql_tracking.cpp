@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "meter/internal/str_cat.h"
 #include "server/sql_storage.h"
+#include "server/storage_logic.h"
 
 namespace paygent::server {
 namespace {
@@ -189,6 +190,27 @@ absl::Status SqlStorage::claim_idempotency_key(std::string_view product_id, std:
     if (*row && select->text_view(0) == body_sha256) return absl::OkStatus();
     return absl::FailedPreconditionError("Idempotency-Key: already used with another body");
   });
+}
+
+absl::StatusOr<bool> SqlStorage::has_event(std::string_view product_id, std::string_view event_id) {
+  storage_internal::EventId id;
+  if (!storage_internal::decode_event_id(event_id, id)) {
+    return absl::InvalidArgumentError("event id: must be 32 lowercase hex digits");
+  }
+  bool found = false;
+  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    absl::StatusOr<Query> select = prepare(connection, "SELECT 1 FROM events WHERE product = ?1 AND id = ?2");
+    if (!select.ok()) return select.status();
+    select->bind(1, *product).bind_blob(2, id);
+    absl::StatusOr<bool> row = select->step("look an event up");
+    if (!row.ok()) return row.status();
+    found = *row;
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return found;
 }
 
 }  // namespace paygent::server

@@ -316,6 +316,12 @@ class Storage {
     static_cast<void>(product_id), static_cast<void>(key_sha256), static_cast<void>(body_sha256);
     return absl::UnimplementedError("this storage has no idempotency keys");
   }
+  // True when the product holds the event of id `event_id` (32 lowercase hex digits; another
+  // text: InvalidArgument): a request that derived it from its Idempotency-Key was stored.
+  virtual absl::StatusOr<bool> has_event(std::string_view product_id, std::string_view event_id) {
+    static_cast<void>(product_id), static_cast<void>(event_id);
+    return absl::UnimplementedError("this storage cannot look events up");
+  }
   // Reopens a session that close_voice_session() closed with `closing_event_id`, when the billing
   // event could not be stored after all (so that the indicator can be sent again).
   virtual absl::Status reopen_voice_session(std::string_view product_id, std::string_view session_id,

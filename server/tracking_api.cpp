@@ -37,23 +37,55 @@ HttpResponse reply(int status, JsonWriter&& writer) {
   return HttpResponse{.status = status, .body = std::move(writer).str()};
 }
 
-// The id of the request's event: random, or derived from its Idempotency-Key, which is claimed for
-// the request's body (AlreadyExists when the key was used with another body: a 409).
-absl::StatusOr<std::string> event_id_of(Storage& storage, const std::string& product_id, const HttpRequest& request) {
+// The hash that stands for the request's Idempotency-Key (nullopt without one): its first 32 hex
+// digits are the id of the request's event. InvalidArgument for a key over the limit.
+absl::StatusOr<std::optional<std::string>> idempotency_hash(const std::string& product_id, const HttpRequest& request) {
   const std::string& key = request.idempotency_key;
-  if (key.empty()) return generate_event_id();
+  if (key.empty()) return std::nullopt;
   if (key.size() > kMaxIdempotencyKeyBytes) {
     return absl::InvalidArgumentError(str_cat("Idempotency-Key: must be at most ", kMaxIdempotencyKeyBytes, " bytes"));
   }
   const std::string_view target = request.target;
   const std::string_view path = target.substr(0, target.find('?'));
   // Lengths first, so that no two (product, path, key) share a hashed text.
-  const std::string key_hash =
-      sha256_hex(str_cat(product_id.size(), ":", product_id, path.size(), ":", path, key.size(), ":", key));
-  absl::Status claimed = storage.claim_idempotency_key(product_id, key_hash, sha256_hex(request.body));
+  return sha256_hex(str_cat(product_id.size(), ":", product_id, path.size(), ":", path, key.size(), ":", key));
+}
+
+// The id of the request's event: random, or derived from its Idempotency-Key, which is claimed for
+// the request's body (AlreadyExists when the key was used with another body: a 409).
+absl::StatusOr<std::string> event_id_of(Storage& storage, const std::string& product_id, const HttpRequest& request) {
+  absl::StatusOr<std::optional<std::string>> key_hash = idempotency_hash(product_id, request);
+  if (!key_hash.ok()) return key_hash.status();
+  if (!*key_hash) return generate_event_id();
+  absl::Status claimed = storage.claim_idempotency_key(product_id, **key_hash, sha256_hex(request.body));
   if (absl::IsFailedPrecondition(claimed)) return absl::AlreadyExistsError(claimed.message());
   if (!claimed.ok()) return claimed;
-  return key_hash.substr(0, 32);
+  return (*key_hash)->substr(0, 32);
+}
+
+// The cost reply of a stored tracked event (`prompt_nanos` of its cost is the prompt's).
+HttpResponse cost_reply(const EventRecord& event, std::int64_t prompt_nanos, bool duplicate) {
+  std::optional<std::int64_t> total, prompt, completion;
+  if (!event.cost_unknown) {
+    total = event.cost_nanos;
+    prompt = prompt_nanos;
+    completion = event.cost_nanos - prompt_nanos;
+  }
+  JsonWriter w;
+  w.begin_object()
+      .key("cpDataId").value(event.id)
+      .key("kind").value(::paygent::internal::usage_kind_name(event.kind))
+      .key("calculatedCost").usd(total)
+      .key("calculatedCostNanos").value(total)
+      .key("costUnknown").value(event.cost_unknown)
+      .key("breakdown").begin_object()
+      .key("promptCost").usd(prompt)
+      .key("completionCost").usd(completion)
+      .key("totalCost").usd(total)
+      .end_object()
+      .key("duplicate").value(duplicate)
+      .end_object();
+  return reply(200, std::move(w));
 }
 
 // The fields every tracking request about a customer carries.
@@ -176,15 +208,10 @@ std::optional<HttpResponse> refuse_body(const HttpRequest& request, std::span<co
   return std::nullopt;
 }
 
-// The session of a tracking request: 404 when unknown, 409 when closed, naming it.
-absl::StatusOr<VoiceSession> open_session(Storage& storage, const std::string& product_id, const std::string& id) {
-  absl::StatusOr<VoiceSession> session = storage.find_voice_session(product_id, id);
-  if (!session.ok()) return session.status();
-  if (session->closed) {
-    return absl::FailedPreconditionError(
-        str_cat("sessionId: voice session \"", id, "\" is closed (its indicator was set); nothing more is tracked into it"));
-  }
-  return session;
+// Why nothing more is tracked into a closed session (a 409 session_closed, naming it).
+absl::Status closed_session(std::string_view id) {
+  return absl::FailedPreconditionError(
+      str_cat("sessionId: voice session \"", id, "\" is closed (its indicator was set); nothing more is tracked into it"));
 }
 
 // error_response(), but 409 "session_closed" for a closed voice session.
@@ -283,27 +310,7 @@ HttpResponse Api::store_tracked(const Call& call, EventRecord& event, std::int64
   event.id = *std::move(id);
   absl::StatusOr<IngestResult> stored = store_events(call.product_id, std::span<const EventRecord>(&event, 1));
   if (!stored.ok()) return error_response(stored.status());
-  std::optional<std::int64_t> total, prompt, completion;
-  if (!event.cost_unknown) {
-    total = event.cost_nanos;
-    prompt = prompt_nanos;
-    completion = event.cost_nanos - prompt_nanos;
-  }
-  JsonWriter w;
-  w.begin_object()
-      .key("cpDataId").value(event.id)
-      .key("kind").value(::paygent::internal::usage_kind_name(event.kind))
-      .key("calculatedCost").usd(total)
-      .key("calculatedCostNanos").value(total)
-      .key("costUnknown").value(event.cost_unknown)
-      .key("breakdown").begin_object()
-      .key("promptCost").usd(prompt)
-      .key("completionCost").usd(completion)
-      .key("totalCost").usd(total)
-      .end_object()
-      .key("duplicate").value(stored->duplicates > 0)
-      .end_object();
-  return reply(200, std::move(w));
+  return cost_reply(event, prompt_nanos, stored->duplicates > 0);
 }
 
 HttpResponse Api::track_customer(const Call& call) {
@@ -411,16 +418,36 @@ HttpResponse Api::track_kind(const Call& call, UsageKind kind, bool in_session) 
   measure_fields(kind, m, fields);
   if (auto refused = refuse_body(call.request, fields)) return *refused;
   EventRecord e;
+  bool closed = false;
   if (in_session) {
     // Checked after the body, so that a bad body is a 400 whatever the session's state.
-    absl::StatusOr<VoiceSession> session = open_session(storage_, call.product_id, session_id);
-    if (!session.ok()) return session_error(session.status());
+    absl::StatusOr<VoiceSession> session = storage_.find_voice_session(call.product_id, session_id);
+    if (!session.ok()) return error_response(session.status());
+    closed = session->closed;
     e = event_of(*session, kind, options_.clock());
   } else {
     e = event_of(who, kind, options_.clock());
   }
   absl::StatusOr<std::int64_t> prompt = measure_event(kind, m, e);
   if (!prompt.ok()) return error_response(prompt.status());
+  if (closed) {
+    // A retry (same Idempotency-Key) of a request stored before the session closed is answered as
+    // its duplicate, so that a client whose answer was lost does not take it for a refusal.
+    absl::StatusOr<std::optional<std::string>> key_hash = idempotency_hash(call.product_id, call.request);
+    if (!key_hash.ok()) return error_response(key_hash.status());
+    if (*key_hash) {
+      e.id = (*key_hash)->substr(0, 32);
+      absl::StatusOr<bool> stored = storage_.has_event(call.product_id, e.id);
+      if (!stored.ok()) return error_response(stored.status());
+      if (*stored) {
+        // Claimed when it was stored: this only checks that the body is the same one.
+        absl::StatusOr<std::string> same = event_id_of(storage_, call.product_id, call.request);
+        if (!same.ok()) return error_response(same.status());
+        return cost_reply(e, *prompt, /*duplicate=*/true);
+      }
+    }
+    return session_error(closed_session(session_id));
+  }
   return store_tracked(call, e, *prompt);
 }
 

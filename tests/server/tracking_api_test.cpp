@@ -345,13 +345,25 @@ TEST_CASE("tracking: a retried request with the same Idempotency-Key counts once
 
     // A retried voice indicator: counted once, not refused as a second indicator.
     REQUIRE(t.post("/api/v1/voice/session", R"({"sessionId":"s","agentId":"a","customerId":"c"})").status == 200);
+    const std::string stt = R"({"sessionId":"s","provider":"deepgram","model":"nova-2","audioMinutes":1})";
+    const HttpResponse tracked = t.post("/api/v1/voice/stt", stt, "stt-1");
+    REQUIRE_MESSAGE(tracked.status == 200, tracked.body);
     const std::string indicator = R"({"sessionId":"s","indicator":"done","totalDuration":1})";
     REQUIRE(t.post("/api/v1/voice/indicator", indicator, "ind-1").status == 200);
+    // Its answer lost, the STT request is retried after the session closed: answered as the
+    // duplicate it is (the same reply), not refused; with another body or another key, refused.
+    const HttpResponse late = t.post("/api/v1/voice/stt", stt, "stt-1");
+    CHECK_MESSAGE(late.status == 200, late.body);
+    CHECK(late.body == std::string(tracked.body).replace(tracked.body.find(R"("duplicate":false)"), 17, R"("duplicate":true)"));
+    const std::string other = R"({"sessionId":"s","provider":"deepgram","model":"nova-2","audioMinutes":2})";
+    CHECK(error_code(t.post("/api/v1/voice/stt", other, "stt-1")) == "already_exists");
+    CHECK(error_code(t.post("/api/v1/voice/stt", stt, "stt-2")) == "session_closed");
+    CHECK(error_code(t.post("/api/v1/voice/stt", stt)) == "session_closed");
     HttpResponse retried = t.post("/api/v1/voice/indicator", indicator, "ind-1");
     CHECK_MESSAGE(retried.status == 200, retried.body);
     CHECK(retried.body.find(R"("duplicate":true)") != std::string::npos);
     CHECK(t.post("/api/v1/voice/indicator", indicator, "ind-2").status == 409);
-    CHECK(t.stored().calls == 3);
+    CHECK(t.stored().calls == 4);
     CHECK(t.billing_events() == 2);
   });
 }
