@@ -9,27 +9,45 @@
 # `systemd-analyze verify` of paygentd's unit (scripts/test-packaging.sh); it installs in a
 # container too, where it is not PID 1 and starts nothing.
 # nodejs npm: paygent-proxy's end-to-end test with the official OpenAI and Anthropic Node SDKs
-# (tests/proxy/e2e/run_e2e.sh; skipped without them).
+# (tests/proxy/e2e/run_e2e.sh; skipped without them). Optional: a machine that already has node
+# and npm (say NodeSource's nodejs, which bundles npm and conflicts with Debian's) keeps its own,
+# and a failed install of them only skips that test.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libsimdjson-dev libabsl-dev libboost-dev doctest-dev
           libsqlite3-dev libssl-dev libbenchmark-dev libpq-dev postgresql-15
-          dpkg-dev file systemd nodejs npm)
+          dpkg-dev file systemd)
+optional=()
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || optional=(nodejs npm)
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+updated=0
+
+# apt-get install of `$@`; its output (the server's maintainer scripts talk on stderr, e.g.
+# "invoke-rc.d: could not determine current runlevel" where systemd is not running) is shown only
+# when it fails.
+install() {
+  if ((updated == 0)); then
+    $sudo_cmd apt-get update -qq
+    updated=1
+  fi
+  local log status=0
+  log=$(mktemp)
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "$@" >"$log" 2>&1 || status=$?
+  ((status == 0)) || cat "$log" >&2
+  rm -f "$log"
+  return "$status"
+}
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  # The server's maintainer scripts talk on stderr (e.g. "invoke-rc.d: could not determine current
-  # runlevel" where systemd is not running): shown only when the install fails.
-  log=$(mktemp)
-  if ! DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >"$log" 2>&1; then
-    cat "$log" >&2
-    rm -f "$log"
-    exit 1
-  fi
-  rm -f "$log"
+  install "${missing[@]}"
+fi
+if ((${#optional[@]})); then
+  echo "installing (optional): ${optional[*]}"
+  install "${optional[@]}" ||
+    echo "install-deps: could not install ${optional[*]}; the proxy's Node SDK end-to-end test will be skipped" >&2
 fi
