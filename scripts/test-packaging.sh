@@ -55,7 +55,7 @@ step "3. shared libraries (BUILD_SHARED_LIBS=ON): build, install, link, run"
 shared_build="$build-shared"
 # -O0 without -g: this build checks linking and loading, and compiles in half the time.
 cmake -S . -B "$shared_build" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-O0 -DBUILD_SHARED_LIBS=ON -DPAYGENT_BUILD_TESTS=OFF \
-  -DPAYGENT_BUILD_BENCH=OFF -DPAYGENT_BUILD_TOOLS=OFF -DPAYGENT_BUILD_SERVER=OFF >/dev/null
+  -DPAYGENT_BUILD_BENCH=OFF -DPAYGENT_BUILD_TOOLS=OFF -DPAYGENT_BUILD_SERVER=OFF -DPAYGENT_BUILD_PROXY=OFF >/dev/null
 cmake --build "$shared_build" -j"$jobs" >/dev/null
 shared="$work/shared"
 cmake --install "$shared_build" --prefix "$shared" >/dev/null
