@@ -2,7 +2,8 @@
 //
 // Layout (sql_schema()): products, users, subscriptions, plans, events, usage_daily,
 // product_totals, soft_gates, leases (sql_leases.cpp), customers, voice_sessions and
-// idempotency_keys (sql_tracking.cpp), every row keyed by its product's integer key (products.pk). Events are keyed by
+// idempotency_keys (sql_tracking.cpp), agents and billing_events (sql_agents.cpp), billable_metrics
+// and indicator_billing (sql_metrics.cpp), every row keyed by its product's integer key (products.pk). Events are keyed by
 // (product, event id), so a duplicate id is ignored by INSERT ... ON CONFLICT DO NOTHING, also when
 // the same batch reaches two replicas. Beside the events, usage_daily keeps sums per (product,
 // user, UTC day, model), written in the same transaction as the events they sum; a usage query
@@ -93,6 +94,15 @@ class SqlStorage : public Storage {
   absl::StatusOr<std::vector<AgentRecord>> list_agents(std::string_view product_id) final;
   absl::StatusOr<AgentRecord> find_agent(std::string_view product_id, std::string_view agent_id) final;
   absl::Status delete_agent(std::string_view product_id, std::string_view agent_id) final;
+  // In sql_metrics.cpp: billable_metrics, indicator_billing (an indicator's metric and pricing)
+  // and the billing events of an invoice.
+  absl::Status create_metric(std::string_view product_id, const MetricRecord& metric) final;
+  absl::StatusOr<bool> update_metric(std::string_view product_id, const MetricRecord& metric) final;
+  absl::StatusOr<std::vector<MetricRecord>> list_metrics(std::string_view product_id) final;
+  absl::StatusOr<MetricRecord> find_metric(std::string_view product_id, std::string_view identifier) final;
+  absl::Status delete_metric(std::string_view product_id, std::string_view identifier) final;
+  absl::Status scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,
+                                   absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) final;
   // In sql_profit.cpp: the events (cost rows) and billing_events of the range, grouped.
   absl::StatusOr<std::vector<ProfitRow>> profit_report(std::string_view product_id, TimeRange range,
                                                        ProfitGroup group) final;
@@ -187,6 +197,12 @@ class SqlStorage : public Storage {
   // The agent's record as stored, or nullopt, read on `connection`.
   static absl::StatusOr<std::optional<AgentRecord>> read_agent(SqlConnection& connection, std::int64_t product,
                                                                std::string_view agent_id);
+  // In sql_metrics.cpp: the metric `identifier` as stored with what links it, or nullopt.
+  static absl::StatusOr<std::optional<MetricRecord>> read_metric(SqlConnection& connection, std::int64_t product,
+                                                                 std::string_view identifier);
+  // The indicators ("agentId/indicator", sorted) that link metric `identifier`.
+  static absl::StatusOr<std::vector<std::string>> metric_links(SqlConnection& connection, std::int64_t product,
+                                                               std::string_view identifier);
   // Stores a batch's soft gates (one already stored is kept), in the ingest's transaction.
   absl::Status store_soft_gates(SqlConnection& connection, std::int64_t product,
                                 std::span<const SoftGateFired> soft_gates);

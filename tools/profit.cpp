@@ -21,12 +21,6 @@
 namespace paygent::tools {
 namespace {
 
-// --url and --key, with PAYGENT_URL / PAYGENT_API_KEY as defaults.
-struct Connection {
-  std::string url = std::getenv("PAYGENT_URL") != nullptr ? std::getenv("PAYGENT_URL") : "http://127.0.0.1:8080";
-  std::string key = std::getenv("PAYGENT_API_KEY") != nullptr ? std::getenv("PAYGENT_API_KEY") : "";
-};
-
 // A day "2026-11-01" (UTC midnight) or Unix nanoseconds, as Unix nanoseconds.
 std::optional<std::int64_t> parse_when(std::string_view text) {
   if (!text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
@@ -64,6 +58,8 @@ Line read_line(simdjson::dom::element row, std::string key) {
               .without_price = nullable(row, "events_without_price").value_or(0)};
 }
 
+}  // namespace
+
 std::string csv_field(std::string_view text) {
   if (text.find_first_of(",\"\n") == std::string_view::npos) return std::string(text);
   std::string out = "\"";
@@ -74,7 +70,21 @@ std::string csv_field(std::string_view text) {
   return out + "\"";
 }
 
-}  // namespace
+void print_table(const std::vector<std::vector<std::string>>& cells) {
+  std::vector<std::size_t> width(cells.empty() ? 0 : cells[0].size(), 0);
+  for (const auto& row : cells) {
+    for (std::size_t k = 0; k < row.size() && k < width.size(); ++k) width[k] = std::max(width[k], row[k].size());
+  }
+  for (const auto& row : cells) {
+    std::string out;
+    for (std::size_t k = 0; k < row.size() && k < width.size(); ++k) {
+      const std::string& cell = row[k];
+      const std::string pad(width[k] - cell.size(), ' ');
+      out += k == 0 ? cell + pad : "  " + pad + cell;  // the key left, numbers right
+    }
+    std::printf("%s\n", out.c_str());
+  }
+}
 
 std::string usd_text(std::int64_t nanos) {
   const bool negative = nanos < 0;
@@ -185,19 +195,7 @@ int run_report_profit(int argc, char** argv) {
     cells.push_back({l.key.empty() ? "(none)" : l.key, usd(l.cost), usd(l.revenue), usd(l.profit),
                      l.margin ? margin_text(*l.margin) : "-", std::to_string(l.events), std::to_string(l.without_price)});
   }
-  std::vector<std::size_t> width(cells[0].size(), 0);
-  for (const auto& row : cells) {
-    for (std::size_t k = 0; k < row.size(); ++k) width[k] = std::max(width[k], row[k].size());
-  }
-  for (std::size_t r = 0; r < cells.size(); ++r) {
-    std::string out;
-    for (std::size_t k = 0; k < cells[r].size(); ++k) {
-      const std::string& cell = cells[r][k];
-      const std::string pad(width[k] - cell.size(), ' ');
-      out += k == 0 ? cell + pad : "  " + pad + cell;  // the key left, numbers right
-    }
-    std::printf("%s\n", out.c_str());
-  }
+  print_table(cells);
   return 0;
 }
 
