@@ -95,7 +95,7 @@ int run_billing_apply(int argc, char** argv) {
     }
     return 0;
   }
-  print_table(rows);
+  print_table(rows, 3);
   return 0;
 }
 
@@ -183,7 +183,7 @@ int run_invoice(int argc, char** argv) {
     return 0;
   }
   rows.push_back({"TOTAL", "", "", "", usd_text(int_of(root, "total_nanos")), "", "", ""});
-  print_table(rows);
+  print_table(rows, 3);
   return 0;
 }
 

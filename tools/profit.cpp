@@ -70,7 +70,7 @@ std::string csv_field(std::string_view text) {
   return out + "\"";
 }
 
-void print_table(const std::vector<std::vector<std::string>>& cells) {
+void print_table(const std::vector<std::vector<std::string>>& cells, std::size_t left_columns) {
   std::vector<std::size_t> width(cells.empty() ? 0 : cells[0].size(), 0);
   for (const auto& row : cells) {
     for (std::size_t k = 0; k < row.size() && k < width.size(); ++k) width[k] = std::max(width[k], row[k].size());
@@ -80,8 +80,10 @@ void print_table(const std::vector<std::vector<std::string>>& cells) {
     for (std::size_t k = 0; k < row.size() && k < width.size(); ++k) {
       const std::string& cell = row[k];
       const std::string pad(width[k] - cell.size(), ' ');
-      out += k == 0 ? cell + pad : "  " + pad + cell;  // the key left, numbers right
+      if (k > 0) out += "  ";
+      out += k < left_columns ? cell + pad : pad + cell;  // keys left, numbers right
     }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
     std::printf("%s\n", out.c_str());
   }
 }

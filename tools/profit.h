@@ -30,8 +30,9 @@ struct Connection {
 // A CSV field, quoted when it holds a comma, a quote or a newline.
 std::string csv_field(std::string_view text);
 
-// Prints `cells` as an aligned table: the first column left-aligned, the others right-aligned.
-void print_table(const std::vector<std::vector<std::string>>& cells);
+// Prints `cells` as an aligned table: the first `left_columns` columns left-aligned (text), the
+// others right-aligned (numbers); no trailing spaces.
+void print_table(const std::vector<std::vector<std::string>>& cells, std::size_t left_columns = 1);
 
 // nano-USD as dollars, exact, with at least two decimals: 750000000 -> "$0.75", 2500000 ->
 // "$0.0025", -150000000 -> "-$0.15".

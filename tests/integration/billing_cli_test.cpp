@@ -80,9 +80,9 @@ TEST_CASE("integration.billing_apply_and_invoice_through_the_cli") {
   r = run_cli({"invoice", "c1", "--period", "2026-11", "--url", url, "--key", key});
   REQUIRE(r.status == 0);
   CHECK(r.output ==
-        "AGENT/INDICATOR     METRIC     PRICING  QUANTITY  AMOUNT  CREDITS  EVENTS  EXCLUDED\n"
+        "AGENT/INDICATOR      METRIC     PRICING    QUANTITY  AMOUNT  CREDITS  EVENTS  EXCLUDED\n"
         "gpu-agent/inference  gpu_hours  graduated      60.2  $30.08        0       3         1\n"
-        "TOTAL                                                $30.08                          \n");
+        "TOTAL                                                $30.08\n");
   r = run_cli({"invoice", "c1", "--period", "2026-11", "--format", "csv", "--url", url, "--key", key});
   CHECK(r.output ==
         "agent,indicator,metric,pricing,quantity,amount_usd,credits,events,excluded\n"
