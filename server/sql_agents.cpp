@@ -224,50 +224,11 @@ absl::StatusOr<bool> SqlStorage::put_agent(std::string_view product_id, const Ag
 }
 
 absl::StatusOr<std::vector<AgentRecord>> SqlStorage::list_agents(std::string_view product_id) {
-  std::vector<AgentRecord> out;
-  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
-    out.clear();
-    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
-    if (!product.ok()) return product.status();
-    if (!product->has_value()) return absl::OkStatus();
-    std::vector<std::string> ids;
-    {
-      absl::StatusOr<Query> select = prepare(connection, "SELECT agent_id FROM agents WHERE product = ?1");
-      if (!select.ok()) return select.status();
-      select->bind(1, **product);
-      for (;;) {
-        absl::StatusOr<bool> row = select->step("list agents");
-        if (!row.ok()) return row.status();
-        if (!*row) break;
-        ids.push_back(select->text(0));
-      }
-    }
-    std::sort(ids.begin(), ids.end());
-    for (const std::string& id : ids) {
-      absl::StatusOr<std::optional<AgentRecord>> agent = read_agent(connection, **product, id);
-      if (!agent.ok()) return agent.status();
-      if (agent->has_value()) out.push_back(**std::move(agent));
-    }
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  return out;
+  return list_records<AgentRecord>(product_id, "SELECT agent_id FROM agents WHERE product = ?1", "list agents", &read_agent);
 }
 
 absl::StatusOr<AgentRecord> SqlStorage::find_agent(std::string_view product_id, std::string_view agent_id) {
-  std::optional<AgentRecord> found;
-  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
-    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
-    if (!product.ok()) return product.status();
-    if (!product->has_value()) return absl::OkStatus();
-    absl::StatusOr<std::optional<AgentRecord>> agent = read_agent(connection, **product, agent_id);
-    if (!agent.ok()) return agent.status();
-    found = *std::move(agent);
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  if (!found) return absl::NotFoundError(str_cat("no agent \"", agent_id, "\""));
-  return *std::move(found);
+  return find_record<AgentRecord>(product_id, agent_id, str_cat("no agent \"", agent_id, "\""), &read_agent);
 }
 
 absl::Status SqlStorage::delete_agent(std::string_view product_id, std::string_view agent_id) {

@@ -42,6 +42,26 @@ absl::Status linked_error(std::string_view identifier, const std::vector<std::st
                                                ": ", what));
 }
 
+// Creates the metric's row, or replaces its name, description and definition (its created_ns
+// stays), in the caller's transaction.
+absl::Status write_metric(SqlConnection& connection, std::int64_t product, const MetricRecord& metric) {
+  absl::StatusOr<Query> upsert = prepare(
+      connection,
+      "INSERT INTO billable_metrics(product, identifier, name, description, definition, locked, created_ns, "
+      "updated_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT(product, identifier) DO UPDATE SET "
+      "name = excluded.name, description = excluded.description, definition = excluded.definition, "
+      "locked = excluded.locked, updated_ns = excluded.updated_ns");
+  if (!upsert.ok()) return upsert.status();
+  upsert->bind(1, product)
+      .bind(2, metric.identifier)
+      .bind(3, metric.name)
+      .bind(4, metric.description)
+      .bind(5, metric.definition_json)
+      .bind(6, metric.locked_json)
+      .bind(7, absl::ToUnixNanos(absl::Now()));
+  return upsert->run("write metric");
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> SqlStorage::metric_links(SqlConnection& connection, std::int64_t product,
@@ -93,19 +113,7 @@ absl::Status SqlStorage::create_metric(std::string_view product_id, const Metric
     if (stored->has_value()) {
       return absl::AlreadyExistsError(str_cat("identifier: a metric \"", metric.identifier, "\" exists already"));
     }
-    absl::StatusOr<Query> insert = prepare(
-        connection,
-        "INSERT INTO billable_metrics(product, identifier, name, description, definition, locked, created_ns, "
-        "updated_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)");
-    if (!insert.ok()) return insert.status();
-    insert->bind(1, *product)
-        .bind(2, metric.identifier)
-        .bind(3, metric.name)
-        .bind(4, metric.description)
-        .bind(5, metric.definition_json)
-        .bind(6, metric.locked_json)
-        .bind(7, absl::ToUnixNanos(absl::Now()));
-    return insert->run("create metric");
+    return write_metric(connection, *product, metric);
   });
 }
 
@@ -129,70 +137,20 @@ absl::StatusOr<bool> SqlStorage::update_metric(std::string_view product_id, cons
                           "link it instead)");
     }
     changed = true;
-    absl::StatusOr<Query> update = prepare(
-        connection,
-        "UPDATE billable_metrics SET name = ?3, description = ?4, definition = ?5, locked = ?6, updated_ns = ?7 "
-        "WHERE product = ?1 AND identifier = ?2");
-    if (!update.ok()) return update.status();
-    update->bind(1, *product)
-        .bind(2, metric.identifier)
-        .bind(3, metric.name)
-        .bind(4, metric.description)
-        .bind(5, metric.definition_json)
-        .bind(6, metric.locked_json)
-        .bind(7, absl::ToUnixNanos(absl::Now()));
-    return update->run("update metric");
+    return write_metric(connection, *product, metric);
   });
   if (!status.ok()) return status;
   return changed;
 }
 
 absl::StatusOr<std::vector<MetricRecord>> SqlStorage::list_metrics(std::string_view product_id) {
-  std::vector<MetricRecord> out;
-  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
-    out.clear();
-    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
-    if (!product.ok()) return product.status();
-    if (!product->has_value()) return absl::OkStatus();
-    std::vector<std::string> ids;
-    {
-      absl::StatusOr<Query> select = prepare(connection, "SELECT identifier FROM billable_metrics WHERE product = ?1");
-      if (!select.ok()) return select.status();
-      select->bind(1, **product);
-      for (;;) {
-        absl::StatusOr<bool> row = select->step("list metrics");
-        if (!row.ok()) return row.status();
-        if (!*row) break;
-        ids.push_back(select->text(0));
-      }
-    }
-    std::sort(ids.begin(), ids.end());
-    for (const std::string& id : ids) {
-      absl::StatusOr<std::optional<MetricRecord>> metric = read_metric(connection, **product, id);
-      if (!metric.ok()) return metric.status();
-      if (metric->has_value()) out.push_back(**std::move(metric));
-    }
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  return out;
+  return list_records<MetricRecord>(product_id, "SELECT identifier FROM billable_metrics WHERE product = ?1",
+                                    "list metrics", &read_metric);
 }
 
 absl::StatusOr<MetricRecord> SqlStorage::find_metric(std::string_view product_id, std::string_view identifier) {
-  std::optional<MetricRecord> found;
-  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
-    found.reset();
-    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
-    if (!product.ok()) return product.status();
-    if (!product->has_value()) return absl::OkStatus();
-    absl::StatusOr<std::optional<MetricRecord>> metric = read_metric(connection, **product, identifier);
-    if (!metric.ok()) return metric.status();
-    found = *std::move(metric);
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  if (!found) return absl::NotFoundError(str_cat("no billable metric \"", identifier, "\""));
-  return *std::move(found);
+  return find_record<MetricRecord>(product_id, identifier, str_cat("no billable metric \"", identifier, "\""),
+                                   &read_metric);
 }
 
 absl::Status SqlStorage::delete_metric(std::string_view product_id, std::string_view identifier) {

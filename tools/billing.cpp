@@ -6,13 +6,11 @@
 #include <cctype>
 #include <cstdio>
 #include <tuple>
-#include <fstream>
-#include <iterator>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "sync/syncer.h"
 #include "tools/profit.h"
 
 namespace paygent::tools {
@@ -55,26 +53,18 @@ int run_billing_apply(int argc, char** argv) {
     std::fprintf(stderr, "paygent billing apply: FILE is required\n");
     return 2;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    std::fprintf(stderr, "paygent billing apply: cannot read %s\n", path.c_str());
-    return 2;
-  }
-  const std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto reply = internal::http_exchange(c.url, "POST", "/api/v1/billing:apply", c.key, body);
-  if (!reply.ok() || reply->status != 200) {
-    std::fprintf(stderr, "paygent billing apply: %s: %s\n", path.c_str(),
-                 reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
-    return 1;
-  }
+  const std::optional<std::string> body = read_input_file("paygent billing apply", path);
+  if (!body) return 2;
+  const std::optional<std::string> reply = ask_paygentd(c, "paygent billing apply", "POST", "/api/v1/billing:apply", *body, path);
+  if (!reply) return 1;
   if (format == "json") {
-    std::printf("%s\n", reply->body.c_str());
+    std::printf("%s\n", reply->c_str());
     return 0;
   }
   simdjson::dom::parser parser;
   simdjson::dom::element root;
-  if (parser.parse(reply->body).get(root) != simdjson::SUCCESS) {
-    std::fprintf(stderr, "paygent billing apply: unreadable reply %s\n", reply->body.c_str());
+  if (parser.parse(*reply).get(root) != simdjson::SUCCESS) {
+    std::fprintf(stderr, "paygent billing apply: unreadable reply %s\n", reply->c_str());
     return 1;
   }
   std::vector<std::vector<std::string>> rows = {{"KIND", "ID", "RESULT"}};
@@ -146,20 +136,17 @@ int run_invoice(int argc, char** argv) {
   }
   std::string target = "/api/v1/customers/" + encoded + "/invoice";
   if (!period.empty()) target += "?period=" + period;
-  auto reply = internal::http_exchange(c.url, "GET", target, c.key, "");
-  if (!reply.ok() || reply->status != 200) {
-    std::fprintf(stderr, "paygent invoice: %s\n", reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
-    return 1;
-  }
+  const std::optional<std::string> reply = ask_paygentd(c, "paygent invoice", "GET", target, "", "");
+  if (!reply) return 1;
   if (format == "json") {
-    std::printf("%s\n", reply->body.c_str());
+    std::printf("%s\n", reply->c_str());
     return 0;
   }
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   simdjson::dom::array lines;
-  if (parser.parse(reply->body).get(root) != simdjson::SUCCESS || root["lines"].get_array().get(lines) != simdjson::SUCCESS) {
-    std::fprintf(stderr, "paygent invoice: unreadable reply %s\n", reply->body.c_str());
+  if (parser.parse(*reply).get(root) != simdjson::SUCCESS || root["lines"].get_array().get(lines) != simdjson::SUCCESS) {
+    std::fprintf(stderr, "paygent invoice: unreadable reply %s\n", reply->c_str());
     return 1;
   }
   std::vector<std::vector<std::string>> rows = {

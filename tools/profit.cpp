@@ -88,6 +88,26 @@ void print_table(const std::vector<std::vector<std::string>>& cells, std::size_t
   }
 }
 
+std::optional<std::string> read_input_file(const char* command, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "%s: cannot read %s\n", command, path.c_str());
+    return std::nullopt;
+  }
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::optional<std::string> ask_paygentd(const Connection& c, const char* command, const std::string& method,
+                                        const std::string& target, const std::string& body, const std::string& context) {
+  auto reply = internal::http_exchange(c.url, method, target, c.key, body);
+  if (!reply.ok() || reply->status != 200) {
+    std::fprintf(stderr, "%s: %s%s\n", command, context.empty() ? "" : (context + ": ").c_str(),
+                 reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
+    return std::nullopt;
+  }
+  return std::move(reply->body);
+}
+
 std::string usd_text(std::int64_t nanos) {
   const bool negative = nanos < 0;
   const unsigned long long magnitude =
@@ -144,26 +164,21 @@ int run_report_profit(int argc, char** argv) {
     std::fprintf(stderr, "paygent report profit: --from and --to are required\n");
     return 2;
   }
-  auto reply = internal::http_exchange(c.url, "GET",
-                                       "/api/v1/reports/profit?from_ns=" + std::to_string(*from) +
-                                           "&to_ns=" + std::to_string(*to) + "&by=" + by,
-                                       c.key, "");
-  if (!reply.ok() || reply->status != 200) {
-    std::fprintf(stderr, "paygent report profit: %s\n",
-                 reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
-    return 1;
-  }
+  const std::optional<std::string> reply = ask_paygentd(
+      c, "paygent report profit", "GET",
+      "/api/v1/reports/profit?from_ns=" + std::to_string(*from) + "&to_ns=" + std::to_string(*to) + "&by=" + by, "", "");
+  if (!reply) return 1;
   if (format == "json") {
-    std::printf("%s\n", reply->body.c_str());
+    std::printf("%s\n", reply->c_str());
     return 0;
   }
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   simdjson::dom::array rows;
   simdjson::dom::element total;
-  if (parser.parse(reply->body).get(root) != simdjson::SUCCESS || root["rows"].get_array().get(rows) != simdjson::SUCCESS ||
+  if (parser.parse(*reply).get(root) != simdjson::SUCCESS || root["rows"].get_array().get(rows) != simdjson::SUCCESS ||
       root["total"].get(total) != simdjson::SUCCESS) {
-    std::fprintf(stderr, "paygent report profit: unreadable reply %s\n", reply->body.c_str());
+    std::fprintf(stderr, "paygent report profit: unreadable reply %s\n", reply->c_str());
     return 1;
   }
   std::vector<Line> lines;
@@ -219,22 +234,14 @@ int run_agents_apply(int argc, char** argv) {
     std::fprintf(stderr, "paygent agents apply: FILE is required\n");
     return 2;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    std::fprintf(stderr, "paygent agents apply: cannot read %s\n", path.c_str());
-    return 2;
-  }
-  const std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto reply = internal::http_exchange(c.url, "POST", "/api/v1/agents:apply", c.key, body);
-  if (!reply.ok() || reply->status != 200) {
-    std::fprintf(stderr, "paygent agents apply: %s: %s\n", path.c_str(),
-                 reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
-    return 1;
-  }
+  const std::optional<std::string> body = read_input_file("paygent agents apply", path);
+  if (!body) return 2;
+  const std::optional<std::string> reply = ask_paygentd(c, "paygent agents apply", "POST", "/api/v1/agents:apply", *body, path);
+  if (!reply) return 1;
   simdjson::dom::parser parser;
   simdjson::dom::array agents;
-  if (parser.parse(reply->body)["agents"].get_array().get(agents) != simdjson::SUCCESS) {
-    std::fprintf(stderr, "paygent agents apply: unreadable reply %s\n", reply->body.c_str());
+  if (parser.parse(*reply)["agents"].get_array().get(agents) != simdjson::SUCCESS) {
+    std::fprintf(stderr, "paygent agents apply: unreadable reply %s\n", reply->c_str());
     return 1;
   }
   for (simdjson::dom::element agent : agents) {

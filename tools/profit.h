@@ -27,6 +27,14 @@ struct Connection {
   std::string key = std::getenv("PAYGENT_API_KEY") != nullptr ? std::getenv("PAYGENT_API_KEY") : "";
 };
 
+// The whole of file `path`, or nullopt after printing "<command>: cannot read PATH".
+std::optional<std::string> read_input_file(const char* command, const std::string& path);
+
+// paygentd's reply body when it answered 200 to `method` `target` with `body`; else nullopt after
+// printing "<command>: [<context>: ]<the reply's body, or why it could not be reached>".
+std::optional<std::string> ask_paygentd(const Connection& c, const char* command, const std::string& method,
+                                        const std::string& target, const std::string& body, const std::string& context);
+
 // A CSV field, quoted when it holds a comma, a quote or a newline.
 std::string csv_field(std::string_view text);
 

@@ -17,19 +17,6 @@ namespace {
 
 constexpr const char* kAdmin = "integration-admin-token";
 
-struct Run {
-  int status = -1;
-  std::string output;
-};
-
-Run run_cli(std::vector<std::string> args) {
-  CliProcess process(std::move(args), {}, /*with_stderr=*/true);
-  Run run;
-  if (!process.read_to_end(run.output, std::chrono::seconds(120))) ::kill(process.pid(), SIGKILL);
-  run.status = process.wait();
-  return run;
-}
-
 void write_file(const std::string& path, const std::string& text) {
   std::FILE* f = std::fopen(path.c_str(), "w");
   REQUIRE(f != nullptr);
@@ -59,7 +46,7 @@ TEST_CASE("integration.billing_apply_and_invoice_through_the_cli") {
     "agents":[{"agentId":"gpu-agent","name":"GPU","indicators":[{"indicator":"inference","metric":"gpu_hours",
       "pricing":{"model":"graduated","unit":"GPU-hour","tiers":[{"upTo":"50","unitPrice":"0.50"},{"unitPrice":"0.40","flatFee":"1"}]}}]}]})");
 
-  Run r = run_cli({"billing", "apply", file, "--url", url, "--key", key});
+  CliRun r = run_cli({"billing", "apply", file, "--url", url, "--key", key});
   INFO(r.output);
   REQUIRE(r.status == 0);
   CHECK(r.output ==

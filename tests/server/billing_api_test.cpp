@@ -280,5 +280,85 @@ TEST_CASE("billing.apply_file_twice_changes_nothing") {
   });
 }
 
+// Each rounding mode of a metric's total (2.44 to one place), filters with several values (exact,
+// case-sensitive), and a unique value seen on both sides of a period boundary (once in each).
+TEST_CASE("billing.rounding_filters_and_period_boundaries") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    for (const char* mode : {"round", "ceil", "floor"}) {
+      create_metric(f, std::string(R"({"name":"V )") + mode + R"(","aggregation":"sum","field":"v",
+                       "rounding":{"mode":")" + mode + R"(","precision":1}})");
+    }
+    create_metric(f, R"({"name":"US pro requests","aggregation":"count",
+                         "filters":[{"key":"region","values":["us-east-1","us-west-2"]},{"key":"tier","values":["pro"]}]})");
+    create_metric(f, R"({"name":"Documents","aggregation":"unique_count","field":"doc"})");
+    REQUIRE(f.put_agent("a", R"({"indicators":[
+      {"indicator":"round","metric":"v_round","pricing":{"model":"flat","unitPrice":"1"}},
+      {"indicator":"ceil","metric":"v_ceil","pricing":{"model":"flat","unitPrice":"1"}},
+      {"indicator":"floor","metric":"v_floor","pricing":{"model":"flat","unitPrice":"1"}},
+      {"indicator":"req","metric":"us_pro_requests","pricing":{"model":"flat","unitPrice":"1"}},
+      {"indicator":"doc","metric":"documents","pricing":{"model":"flat","unitPrice":"1"}}]})").status == 200);
+    std::vector<Tracked> events;
+    std::uint64_t n = 1;
+    for (const char* indicator : {"round", "ceil", "floor"}) {
+      events.push_back(billed(n++, "a", indicator, R"({"v":"1.2"})"));
+      events.push_back(billed(n++, "a", indicator, R"({"v":"1.24"})"));
+    }
+    for (const char* tags : {R"({"region":"us-east-1","tier":"pro"})", R"({"region":"us-west-2","tier":"pro"})",
+                             R"({"region":"eu-west-1","tier":"pro"})", R"({"region":"us-east-1","tier":"free"})",
+                             R"({"region":"US-EAST-1","tier":"pro"})", R"({"region":"us-east-1"})"}) {
+      events.push_back(billed(n++, "a", "req", tags));
+    }
+    // doc-1 on the last second of October and the first of November; doc-2 twice in November.
+    events.push_back(billed(n++, "a", "doc", R"({"doc":"doc-1"})", "c1", ns_at(2026, 11, 1) - 1'000'000'000));
+    events.push_back(billed(n++, "a", "doc", R"({"doc":"doc-1"})", "c1", ns_at(2026, 11, 1)));
+    events.push_back(billed(n++, "a", "doc", R"({"doc":"doc-2"})", "c1", ns_at(2026, 11, 2)));
+    events.push_back(billed(n++, "a", "doc", R"({"doc":"doc-2"})", "c1", ns_at(2026, 11, 30, 23, 59, 59)));
+    send(f, events);
+    CHECK(line_of(f, "c1", "a", "round").quantity == "2.4");
+    CHECK(line_of(f, "c1", "a", "ceil").quantity == "2.5");
+    CHECK(line_of(f, "c1", "a", "floor").quantity == "2.4");
+    const Line req = line_of(f, "c1", "a", "req");
+    CHECK(req.quantity == "2");
+    CHECK(req.filtered_out == 4);
+    CHECK(line_of(f, "c1", "a", "doc").quantity == "2");
+    const HttpResponse october = invoice(f, "c1", "2026-10");
+    REQUIRE(october.status == 200);
+    CHECK(october.body.find(R"("indicator":"doc","metric":"documents","pricing":"flat","unit":"unit","quantity":"1")") !=
+          std::string::npos);
+    // An explicit range: the first of November only.
+    const HttpResponse day = f.call("GET", "/api/v1/customers/c1/invoice?from_ns=" + std::to_string(ns_at(2026, 11, 1)) +
+                                               "&to_ns=" + std::to_string(ns_at(2026, 11, 2)));
+    REQUIRE_MESSAGE(day.status == 200, day.body);
+    CHECK(day.body.find(R"("indicator":"doc","metric":"documents","pricing":"flat","unit":"unit","quantity":"1")") !=
+          std::string::npos);
+  });
+}
+
+// One customer of a cost-only agent (no indicator: no invoice line), a revenue-only one ($0.20
+// per event) and a metered one at once.
+TEST_CASE("billing.cost_only_revenue_only_and_metered_agents") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    create_metric(f, R"({"name":"GPU hours","aggregation":"sum","field":"hours"})");
+    REQUIRE(f.put_agent("lead", R"({"indicators":[{"indicator":"lead_qualified","pricePerEvent":"0.20"}]})").status == 200);
+    REQUIRE(f.put_agent("gpu", R"({"indicators":[{"indicator":"job","metric":"gpu_hours",
+      "pricing":{"model":"flat","unitPrice":"0.5"}}]})").status == 200);
+    send(f, {{.n = 1, .agent = "ops", .model = "gpt-4o", .kind = "llm", .cost_nanos = 120'000'000},
+             billed(2, "lead", "lead_qualified", "{}"), billed(3, "lead", "lead_qualified", "{}"),
+             billed(4, "gpu", "job", R"({"hours":"3"})")});
+    std::int64_t total = 0;
+    const Line lead = line_of(f, "c1", "lead", "lead_qualified", &total);
+    CHECK(lead.pricing == "flat");
+    CHECK(lead.quantity == "2");
+    CHECK(lead.amount_nanos == 400'000'000);
+    CHECK(line_of(f, "c1", "gpu", "job").amount_nanos == 1'500'000'000);
+    CHECK_FALSE(line_of(f, "c1", "ops", "").found);
+    CHECK(total == 1'900'000'000);
+    // The profit report still has the per-event revenue it priced at ingest.
+    CHECK(profit_line(f, "agent", "lead").revenue == 400'000'000);
+  });
+}
+
 }  // namespace
 }  // namespace paygent::server::test
