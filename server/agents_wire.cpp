@@ -120,6 +120,15 @@ absl::Status read_indicator(value v, std::string_view where, IndicatorPrice& out
     if (f.has_rates) return field_error(f.rates_name, "custom rates exist only when perMinute is true");
     f.price.price_nanos = f.per_event;
   }
+  // A FLAT price without a metric is a price per event: the revenue priced at ingest (the profit
+  // report) is then the invoice's, when it is whole nano-USD.
+  if (!f.price.pricing_json.empty() && f.price.metric.empty()) {
+    absl::StatusOr<billing::Pricing> pricing = pricing_of(f.price.pricing_json);
+    if (pricing.ok() && pricing->model == billing::PricingModel::kFlat) {
+      absl::StatusOr<std::int64_t> nanos = pricing->unit_price.to_scaled_exact(9);
+      if (nanos.ok()) f.price.price_nanos = *nanos;
+    }
+  }
   out = std::move(f.price);
   return absl::OkStatus();
 }

@@ -49,7 +49,7 @@ absl::StatusOr<MetricRecord> parse_metric_body(std::string_view body, std::strin
 absl::StatusOr<billing::Metric> metric_of(const MetricRecord& record);
 
 // {"identifier", "name", "description", the definition's fields, "createdNs", "linkedTo": [...],
-// "locked": bool}: the reply's metric (its body can be PUT back).
+// "locked": bool}: the reply's metric (PUT takes it without the last three).
 std::string metric_json(const MetricRecord& record);
 
 // Reads an indicator's "pricing" object at `where` ("indicators[0].pricing") into canonical JSON.

@@ -342,11 +342,13 @@ TEST_CASE("billing.cost_only_revenue_only_and_metered_agents") {
     AgentsFixture f(backend);
     create_metric(f, R"({"name":"GPU hours","aggregation":"sum","field":"hours"})");
     REQUIRE(f.put_agent("lead", R"({"indicators":[{"indicator":"lead_qualified","pricePerEvent":"0.20"}]})").status == 200);
+    REQUIRE(f.put_agent("hook", R"({"indicators":[{"indicator":"paid","pricing":{"model":"flat","unitPrice":"1.5"}}]})")
+                .status == 200);
     REQUIRE(f.put_agent("gpu", R"({"indicators":[{"indicator":"job","metric":"gpu_hours",
       "pricing":{"model":"flat","unitPrice":"0.5"}}]})").status == 200);
     send(f, {{.n = 1, .agent = "ops", .model = "gpt-4o", .kind = "llm", .cost_nanos = 120'000'000},
              billed(2, "lead", "lead_qualified", "{}"), billed(3, "lead", "lead_qualified", "{}"),
-             billed(4, "gpu", "job", R"({"hours":"3"})")});
+             billed(4, "gpu", "job", R"({"hours":"3"})"), billed(5, "hook", "paid", "{}")});
     std::int64_t total = 0;
     const Line lead = line_of(f, "c1", "lead", "lead_qualified", &total);
     CHECK(lead.pricing == "flat");
@@ -354,9 +356,13 @@ TEST_CASE("billing.cost_only_revenue_only_and_metered_agents") {
     CHECK(lead.amount_nanos == 400'000'000);
     CHECK(line_of(f, "c1", "gpu", "job").amount_nanos == 1'500'000'000);
     CHECK_FALSE(line_of(f, "c1", "ops", "").found);
-    CHECK(total == 1'900'000'000);
-    // The profit report still has the per-event revenue it priced at ingest.
+    CHECK(line_of(f, "c1", "hook", "paid").amount_nanos == 1'500'000'000);
+    CHECK(total == 3'400'000'000);
+    // The profit report's per-event revenue, priced at ingest, agrees where there is one.
     CHECK(profit_line(f, "agent", "lead").revenue == 400'000'000);
+    CHECK(profit_line(f, "agent", "hook").revenue == 1'500'000'000);
+    CHECK(profit_line(f, "agent", "gpu").revenue == std::nullopt);  // metered: the invoice only
+    CHECK(profit_line(f, "agent", "ops").cost == 120'000'000);
   });
 }
 
