@@ -366,5 +366,32 @@ TEST_CASE("billing.cost_only_revenue_only_and_metered_agents") {
   });
 }
 
+// A customer with a subscription is invoiced over its period: with period=2026-11, the one that
+// starts in November (Nov 5 to Dec 5), not the calendar month.
+TEST_CASE("billing.invoice_period_follows_the_subscription") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    HttpResponse r = f.call("POST", "/api/v1/config/plans",
+                            R"({"soft_gate_at":0.80,"hard_gate_at":1.00,"plans":[{"name":"pro","max_spend_per_period":49.00}]})");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    REQUIRE(f.put_agent("a", R"({"indicators":[{"indicator":"call","pricePerEvent":"1"}]})").status == 200);
+    send(f, {billed(1, "a", "call", "{}", "c1", ns_at(2026, 11, 4)), billed(2, "a", "call", "{}", "c1", ns_at(2026, 11, 20)),
+             billed(3, "a", "call", "{}", "c1", ns_at(2026, 12, 4)), billed(4, "a", "call", "{}", "c1", ns_at(2026, 12, 6))});
+    r = f.call("POST", "/api/v1/users/c1/subscription",
+               R"({"plan":"pro","period_start":"2026-11-05T00:00:00Z","period_end":"2026-12-05T00:00:00Z"})");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    r = invoice(f, "c1");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK(r.body.find("\"start_ns\":" + std::to_string(ns_at(2026, 11, 5))) != std::string::npos);
+    CHECK(r.body.find("\"end_ns\":" + std::to_string(ns_at(2026, 12, 5))) != std::string::npos);
+    CHECK(line_of(f, "c1", "a", "call").quantity == "2");
+    // Another customer, without a subscription: the calendar month.
+    send(f, {billed(5, "a", "call", "{}", "c2", ns_at(2026, 11, 4)), billed(6, "a", "call", "{}", "c2", ns_at(2026, 12, 4))});
+    r = invoice(f, "c2");
+    CHECK(r.body.find(R"("period":{"label":"2026-11")") != std::string::npos);
+    CHECK(line_of(f, "c2", "a", "call").quantity == "1");
+  });
+}
+
 }  // namespace
 }  // namespace paygent::server::test
