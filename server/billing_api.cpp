@@ -165,6 +165,18 @@ HttpResponse Api::apply_billing(const Call& call) {
   if (absl::Status s = check_metrics(storage_, call.product_id, file->agents, "agents", true, file->metrics); !s.ok()) {
     return error_response(s);
   }
+  // A locked metric the file would change is refused before anything is written too (the storage
+  // checks it again in its transaction).
+  for (std::size_t i = 0; i < file->metrics.size(); ++i) {
+    absl::StatusOr<MetricRecord> stored = storage_.find_metric(call.product_id, file->metrics[i].identifier);
+    if (absl::IsNotFound(stored.status())) continue;
+    if (!stored.ok()) return error_response(stored.status());
+    if (!stored->linked_to.empty() && stored->locked_json != file->metrics[i].locked_json) {
+      return metric_error(absl::FailedPreconditionError(
+          str_cat("metrics[", i, "]: metric \"", stored->identifier, "\" is linked to indicator ", stored->linked_to.front(),
+                  ": its aggregation, field or expression and filters are locked (create a new metric and link it instead)")));
+    }
+  }
   std::string body = "{\"metrics\":[";
   for (std::size_t i = 0; i < file->metrics.size(); ++i) {
     const MetricRecord& m = file->metrics[i];

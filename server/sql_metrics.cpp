@@ -171,16 +171,17 @@ absl::Status SqlStorage::delete_metric(std::string_view product_id, std::string_
 
 absl::Status SqlStorage::scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,
                                              absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
+  // Keyset pages over the (product, user_id, ts_ns) index: each page starts after the last
+  // (ts_ns, id) given to `fn`, so a page costs the same however far into the period it is, and a
+  // transaction the database aborted and retried resumes after what `fn` already has (no event
+  // is given twice).
+  std::int64_t after_ts = range.from_ns;
+  std::string after_id;
+  bool first = true;
   return transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
     absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
     if (!product.ok()) return product.status();
     if (!product->has_value()) return absl::OkStatus();
-    // Keyset pages over the (product, user_id, ts_ns) index: each page starts after the last
-    // (ts_ns, id) of the one before, so a page costs the same however far into the period it is.
-    // The first page's key is before every event of the range (ids are 16 bytes; "" sorts first).
-    std::int64_t after_ts = range.from_ns;
-    std::string after_id;
-    bool first = true;
     for (;;) {
       absl::StatusOr<Query> select = prepare(
           connection,
@@ -202,19 +203,20 @@ absl::Status SqlStorage::scan_billing_events(std::string_view product_id, std::s
         if (!row.ok()) return row.status();
         if (!*row) break;
         ++rows;
-        after_id = select->blob(0);
-        after_ts = select->int64(3);
-        const BillingEventRow event{.id = hex_of(after_id),
+        std::string id = select->blob(0);
+        const BillingEventRow event{.id = hex_of(id),
                                     .agent_id = select->text(1),
                                     .indicator = select->text(2),
-                                    .ts_ns = after_ts,
+                                    .ts_ns = select->int64(3),
                                     .received_ns = select->int64(6),
                                     .duration_us = select->int64(4),
                                     .meta_tags_json = select->text(5)};
         if (absl::Status s = fn(event); !s.ok()) return s;
+        after_ts = event.ts_ns;
+        after_id = std::move(id);
+        first = false;
       }
       if (rows < kScanPage) return absl::OkStatus();
-      first = false;
     }
   });
 }

@@ -393,5 +393,29 @@ TEST_CASE("billing.invoice_period_follows_the_subscription") {
   });
 }
 
+// More events than one page of the storage's read (1,000), all at the same instant: the pages
+// follow each other by event id, and every event is counted once.
+TEST_CASE("billing.invoice_reads_every_page") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    create_metric(f, R"({"name":"Requests","aggregation":"count"})");
+    create_metric(f, R"({"name":"Units","aggregation":"sum","field":"u"})");
+    REQUIRE(f.put_agent("a", R"({"indicators":[{"indicator":"req","metric":"requests"},
+      {"indicator":"unit","metric":"units","pricing":{"model":"flat","unitPrice":"0.001"}}]})").status == 200);
+    std::uint64_t n = 1;
+    for (int batch = 0; batch < 5; ++batch) {
+      std::vector<Tracked> events;
+      for (int i = 0; i < 500; ++i, ++n) events.push_back(billed(n, "a", n % 2 ? "req" : "unit", R"({"u":"2"})"));
+      send(f, events);
+    }
+    const Line units = line_of(f, "c1", "a", "unit");
+    CHECK(units.quantity == "2500");  // 1,250 events of 2
+    CHECK(units.counted == 1250);
+    CHECK(units.amount_nanos == 2'500'000'000);
+    const HttpResponse r = invoice(f, "c1");
+    CHECK(r.body.find("\"unbilledEvents\":1250") != std::string::npos);  // "req" has no price
+  });
+}
+
 }  // namespace
 }  // namespace paygent::server::test
