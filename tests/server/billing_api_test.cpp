@@ -417,5 +417,28 @@ TEST_CASE("billing.invoice_reads_every_page") {
   });
 }
 
+// CREDITS: 0.01 credits per effective token (seed 003). Without a wallet (not built yet) every
+// credit is overage, charged only at the pricing's overage rate.
+TEST_CASE("billing.credits_without_a_wallet_are_overage") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    create_metric(f, R"({"name":"Effective tokens","aggregation":"sum",
+                         "expression":"event.properties.tokens * event.properties.replicas"})");
+    REQUIRE(f.put_agent("cluster", R"({"indicators":[
+      {"indicator":"free","metric":"effective_tokens","pricing":{"model":"credits","creditsPerUnit":"0.01"}},
+      {"indicator":"paid","metric":"effective_tokens","pricing":{"model":"credits","creditsPerUnit":"0.01",
+        "overageUsdPerCredit":"0.02"}}]})").status == 200);
+    send(f, {billed(1, "cluster", "free", R"({"tokens":"1000","replicas":"4"})"),
+             billed(2, "cluster", "free", R"({"tokens":"500","replicas":"2"})"),
+             billed(3, "cluster", "paid", R"({"tokens":"1000","replicas":"4"})"),
+             billed(4, "cluster", "paid", R"({"tokens":"500","replicas":"2"})")});
+    const HttpResponse r = invoice(f, "c1");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK(r.body.find(R"("quantity":"5000","tiers":[],"amount":"0","amount_nanos":0,"amount_usd":"0","credits":"50","creditsUsed":"0","creditsOverage":"50")") !=
+          std::string::npos);
+    CHECK(line_of(f, "c1", "cluster", "paid").amount_nanos == 1'000'000'000);  // 50 credits x $0.02
+  });
+}
+
 }  // namespace
 }  // namespace paygent::server::test
