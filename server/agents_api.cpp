@@ -77,10 +77,15 @@ HttpResponse Api::list_agents(const Call& call) {
 HttpResponse Api::apply_agents(const Call& call) {
   absl::StatusOr<std::vector<AgentRecord>> agents = parse_agents_file(call.request.body);
   if (!agents.ok()) return error_response(agents.status());
+  for (std::size_t i = 0; i < agents->size(); ++i) {
+    if (absl::Status s = check_agent_metrics(call.product_id, (*agents)[i]); !s.ok()) {
+      return error_response(absl::InvalidArgumentError(str_cat("agents[", i, "].", s.message())));
+    }
+  }
   std::string body = "{\"agents\":[";
   for (std::size_t i = 0; i < agents->size(); ++i) {
     absl::StatusOr<bool> changed = storage_.put_agent(call.product_id, (*agents)[i]);
-    if (!changed.ok()) return error_response(changed.status());
+    if (!changed.ok()) return error_response(linked_metric_error(changed.status()));
     str_append(&body, i ? "," : "", "{\"agentId\":", json_quote((*agents)[i].agent_id),
                ",\"changed\":", *changed ? "true" : "false", "}");
   }
@@ -96,8 +101,9 @@ HttpResponse Api::get_agent(const Call& call) {
 HttpResponse Api::put_agent(const Call& call) {
   absl::StatusOr<AgentRecord> agent = parse_agent_body(call.param, call.request.body);
   if (!agent.ok()) return error_response(agent.status());
+  if (absl::Status s = check_agent_metrics(call.product_id, *agent); !s.ok()) return error_response(s);
   absl::StatusOr<bool> changed = storage_.put_agent(call.product_id, *agent);
-  if (!changed.ok()) return error_response(changed.status());
+  if (!changed.ok()) return error_response(linked_metric_error(changed.status()));
   absl::StatusOr<AgentRecord> stored = storage_.find_agent(call.product_id, call.param);  // as stored (sorted)
   if (!stored.ok()) return error_response(stored.status());
   return json_response(200, str_cat("{\"agent\":", agent_json(*stored), ",\"changed\":", *changed ? "true" : "false", "}"));

@@ -14,6 +14,8 @@
 
 #include "billing/decimal.h"
 #include "meter/internal/str_cat.h"
+#include "server/billing_wire.h"
+#include "server/json_read.h"
 #include "server/wire.h"
 
 namespace paygent::server {
@@ -21,98 +23,21 @@ namespace {
 
 using ::paygent::internal::str_append;
 using ::paygent::internal::str_cat;
-using simdjson::ondemand::json_type;
 using simdjson::ondemand::value;
-
-absl::Status field_error(std::string_view field, std::string_view what) {
-  return absl::InvalidArgumentError(str_cat(field, ": ", what));
-}
-
-// The camelCase name of a field spelled either way ("price_per_event" -> "pricePerEvent").
-std::string camel(std::string_view name) {
-  std::string out;
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    if (name[i] == '_' && i + 1 < name.size()) {
-      out.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(name[++i]))));
-    } else {
-      out.push_back(name[i]);
-    }
-  }
-  return out;
-}
-
-// Walks an object's fields: each key (camelCased) must be one of `known` and appear once, then
-// `read(index into known, value, "path.key")` reads it.
-template <class Read>
-absl::Status read_object(value v, std::string_view path, std::span<const std::string_view> known, Read read) {
-  simdjson::ondemand::object object;
-  if (v.get_object().get(object) != simdjson::SUCCESS) return field_error(path.empty() ? "body" : path, "must be an object");
-  std::set<std::string, std::less<>> seen;
-  for (auto field : object) {
-    std::string_view raw_key;
-    if (field.unescaped_key().get(raw_key) != simdjson::SUCCESS) return field_error(path, "not valid JSON");
-    const std::string key = camel(raw_key);
-    const std::string where = path.empty() ? std::string(raw_key) : str_cat(path, ".", raw_key);
-    const auto it = std::find(known.begin(), known.end(), key);
-    if (it == known.end()) return field_error(where, "unknown field");
-    if (!seen.insert(key).second) return field_error(where, "repeated field");
-    value member;
-    if (field.value().get(member) != simdjson::SUCCESS) return field_error(where, "not valid JSON");
-    if (absl::Status s = read(static_cast<std::size_t>(it - known.begin()), member, where); !s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status read_text(value v, std::string_view where, std::string& out, bool non_empty) {
-  std::string_view text;
-  if (v.get_string().get(text) != simdjson::SUCCESS) return field_error(where, "must be a string");
-  if (non_empty && text.empty()) return field_error(where, "must not be empty");
-  if (text.size() > kMaxTextBytes) return field_error(where, str_cat("must be at most ", kMaxTextBytes, " bytes"));
-  if (text.find('\0') != std::string_view::npos) return field_error(where, "must not contain NUL");
-  out = std::string(text);
-  return absl::OkStatus();
-}
+using json_read::field_error;
+using json_read::read_array;
+using json_read::read_body;
+using json_read::read_bool;
+using json_read::read_object;
+using json_read::read_text;
 
 // A price: a string, or a number read from its exact text.
 absl::Status read_price(value v, std::string_view where, std::optional<std::int64_t>& out) {
-  json_type type;
-  if (v.type().get(type) != simdjson::SUCCESS) return field_error(where, "not valid JSON");
   std::string_view text;
-  if (type == json_type::string) {
-    if (v.get_string().get(text) != simdjson::SUCCESS) return field_error(where, "not valid JSON");
-  } else if (type == json_type::number) {
-    text = v.raw_json_token();
-    while (!text.empty() && (text.back() == ' ' || text.back() == '\n' || text.back() == '\r' || text.back() == '\t')) {
-      text.remove_suffix(1);
-    }
-  } else {
-    return field_error(where, "must be a decimal string (\"0.15\") or a number");
-  }
+  if (absl::Status s = json_read::read_number_text(v, where, text); !s.ok()) return s;
   absl::StatusOr<std::int64_t> nanos = parse_price_nanos(text, where);
   if (!nanos.ok()) return nanos.status();
   out = *nanos;
-  return absl::OkStatus();
-}
-
-absl::Status read_bool(value v, std::string_view where, bool& out) {
-  if (v.get_bool().get(out) != simdjson::SUCCESS) return field_error(where, "must be true or false");
-  return absl::OkStatus();
-}
-
-// Calls read(element, "path[i]") for each element of an array of at most `most`.
-template <class Read>
-absl::Status read_array(value v, std::string_view path, std::size_t most, Read read) {
-  simdjson::ondemand::array array;
-  if (v.get_array().get(array) != simdjson::SUCCESS) return field_error(path, "must be an array");
-  std::size_t i = 0;
-  for (auto element : array) {
-    const std::string where = str_cat(path, "[", i, "]");
-    if (i == most) return field_error(path, str_cat("at most ", most, " entries"));
-    value item;
-    if (element.get(item) != simdjson::SUCCESS) return field_error(where, "not valid JSON");
-    if (absl::Status s = read(item, where); !s.ok()) return s;
-    ++i;
-  }
   return absl::OkStatus();
 }
 
@@ -150,13 +75,16 @@ absl::Status read_rate(value v, std::string_view where, CustomRate& rate) {
 }
 
 absl::Status read_indicator(value v, std::string_view where, IndicatorPrice& out) {
-  static constexpr std::array<std::string_view, 5> kFields = {"indicator", "perMinute", "pricePerEvent",
-                                                              "pricePerMinute", "customRates"};
+  static constexpr std::array<std::string_view, 7> kFields = {"indicator",   "perMinute", "pricePerEvent", "pricePerMinute",
+                                                              "customRates", "metric",    "pricing"};
   IndicatorFields f;
   bool has_indicator = false;
+  std::string metric_name, pricing_name;
   absl::Status s = read_object(v, where, kFields, [&](std::size_t index, value member, const std::string& at) {
     switch (index) {
       case 0: has_indicator = true; return read_text(member, at, f.price.indicator, true);
+      case 5: metric_name = at; return read_text(member, at, f.price.metric, true);
+      case 6: pricing_name = at; return read_pricing(member, at, f.price.pricing_json);
       case 1: return read_bool(member, at, f.price.per_minute);
       case 2: f.per_event_name = at; return read_price(member, at, f.per_event);
       case 3: f.per_minute_name = at; return read_price(member, at, f.per_minute);
@@ -178,6 +106,12 @@ absl::Status read_indicator(value v, std::string_view where, IndicatorPrice& out
   });
   if (!s.ok()) return s;
   if (!has_indicator) return field_error(str_cat(where, ".indicator"), "missing");
+  if (f.price.per_minute && !metric_name.empty()) return field_error(metric_name, "not allowed when perMinute is true");
+  if (f.price.per_minute && !pricing_name.empty()) return field_error(pricing_name, "not allowed when perMinute is true");
+  if (f.per_event && !pricing_name.empty()) return field_error(f.per_event_name, "not allowed with pricing (use pricing.unitPrice)");
+  if (f.per_event && !metric_name.empty()) {
+    return field_error(f.per_event_name, "not allowed with a metric (price its quantity with pricing)");
+  }
   if (f.price.per_minute) {
     if (f.per_event) return field_error(f.per_event_name, "not allowed when perMinute is true (use pricePerMinute)");
     f.price.price_nanos = f.per_minute;
@@ -185,6 +119,15 @@ absl::Status read_indicator(value v, std::string_view where, IndicatorPrice& out
     if (f.per_minute) return field_error(f.per_minute_name, "not allowed when perMinute is false (use pricePerEvent)");
     if (f.has_rates) return field_error(f.rates_name, "custom rates exist only when perMinute is true");
     f.price.price_nanos = f.per_event;
+  }
+  // A FLAT price without a metric is a price per event: the revenue priced at ingest (the profit
+  // report) is then the invoice's, when it is whole nano-USD.
+  if (!f.price.pricing_json.empty() && f.price.metric.empty()) {
+    absl::StatusOr<billing::Pricing> pricing = pricing_of(f.price.pricing_json);
+    if (pricing.ok() && pricing->model == billing::PricingModel::kFlat) {
+      absl::StatusOr<std::int64_t> nanos = pricing->unit_price.to_scaled_exact(9);
+      if (nanos.ok()) f.price.price_nanos = *nanos;
+    }
   }
   out = std::move(f.price);
   return absl::OkStatus();
@@ -222,6 +165,15 @@ absl::StatusOr<std::int64_t> parse_price_nanos(std::string_view text, std::strin
   return *nanos;
 }
 
+absl::Status linked_metric_error(const absl::Status& status) {
+  // put_agent's NotFound naming an indicator's metric (deleted since it was checked) is the
+  // caller's mistake, not a missing agent.
+  if (absl::IsNotFound(status) && std::string_view(status.message().data(), status.message().size()).starts_with("indicator ")) {
+    return absl::InvalidArgumentError(status.message());
+  }
+  return status;
+}
+
 std::string nanos_as_usd(std::int64_t nanos) {
   return billing::Decimal::from_nanos(nanos).normalized().to_string();
 }
@@ -255,25 +207,6 @@ absl::Status read_agent(value v, std::string_view path, AgentRecord& agent, bool
   return absl::OkStatus();
 }
 
-// Parses `body` as one JSON value and gives it to `read`; then nothing may follow it.
-template <class Read>
-absl::Status read_body(std::string_view body, Read read) {
-  // The DOM parser validates the whole text first (trailing content included); the on-demand
-  // walk then reads the fields with each number's exact text.
-  simdjson::dom::parser validator;
-  if (simdjson::dom::element whole; validator.parse(body.data(), body.size()).get(whole) != simdjson::SUCCESS) {
-    return field_error("body", "not valid JSON");
-  }
-  simdjson::ondemand::parser parser;
-  const simdjson::padded_string padded(body);
-  simdjson::ondemand::document doc;
-  value root;
-  if (parser.iterate(padded).get(doc) != simdjson::SUCCESS || doc.get_value().get(root) != simdjson::SUCCESS) {
-    return field_error("body", "not valid JSON");
-  }
-  return read(root);
-}
-
 }  // namespace
 
 absl::StatusOr<AgentRecord> parse_agent_body(std::string_view agent_id, std::string_view body) {
@@ -289,6 +222,21 @@ absl::StatusOr<AgentRecord> parse_agent_body(std::string_view agent_id, std::str
   return agent;
 }
 
+absl::Status read_agents_array(simdjson::ondemand::value v, std::string_view path, std::vector<AgentRecord>& agents) {
+  std::set<std::string, std::less<>> seen;
+  return read_array(v, path, kMaxAgentsPerApply, [&](value item, const std::string& item_at) {
+    AgentRecord agent;
+    bool has_id = false;
+    if (absl::Status r = read_agent(item, item_at, agent, has_id); !r.ok()) return r;
+    if (!has_id) return field_error(str_cat(item_at, ".agentId"), "missing");
+    if (!seen.insert(agent.agent_id).second) {
+      return field_error(str_cat(item_at, ".agentId"), str_cat("\"", agent.agent_id, "\" is repeated"));
+    }
+    agents.push_back(std::move(agent));
+    return absl::OkStatus();
+  });
+}
+
 absl::StatusOr<std::vector<AgentRecord>> parse_agents_file(std::string_view body) {
   std::vector<AgentRecord> agents;
   static constexpr std::array<std::string_view, 1> kFields = {"agents"};
@@ -296,18 +244,7 @@ absl::StatusOr<std::vector<AgentRecord>> parse_agents_file(std::string_view body
   absl::Status s = read_body(body, [&](value root) {
     return read_object(root, "", kFields, [&](std::size_t, value member, const std::string& at) {
       has_agents = true;
-      std::set<std::string, std::less<>> seen;
-      return read_array(member, at, kMaxAgentsPerApply, [&](value item, const std::string& item_at) {
-        AgentRecord agent;
-        bool has_id = false;
-        if (absl::Status r = read_agent(item, item_at, agent, has_id); !r.ok()) return r;
-        if (!has_id) return field_error(str_cat(item_at, ".agentId"), "missing");
-        if (!seen.insert(agent.agent_id).second) {
-          return field_error(str_cat(item_at, ".agentId"), str_cat("\"", agent.agent_id, "\" is repeated"));
-        }
-        agents.push_back(std::move(agent));
-        return absl::OkStatus();
-      });
+      return read_agents_array(member, at, agents);
     });
   });
   if (!s.ok()) return s;
@@ -322,7 +259,11 @@ std::string agent_json(const AgentRecord& agent) {
     const IndicatorPrice& p = agent.indicators[i];
     str_append(&out, i ? "," : "", "{\"indicator\":", json_quote(p.indicator),
                ",\"perMinute\":", p.per_minute ? "true" : "false");
-    str_append(&out, p.per_minute ? ",\"pricePerMinute\":" : ",\"pricePerEvent\":", optional_usd(p.price_nanos));
+    if (p.pricing_json.empty() && (p.metric.empty() || p.price_nanos)) {
+      str_append(&out, p.per_minute ? ",\"pricePerMinute\":" : ",\"pricePerEvent\":", optional_usd(p.price_nanos));
+    }
+    if (!p.metric.empty()) str_append(&out, ",\"metric\":", json_quote(p.metric));
+    if (!p.pricing_json.empty()) str_append(&out, ",\"pricing\":", p.pricing_json);
     if (p.per_minute) {
       out += ",\"customRates\":[";
       for (std::size_t k = 0; k < p.custom_rates.size(); ++k) {

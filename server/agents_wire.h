@@ -8,7 +8,10 @@
 //                     "pricePerEvent": price (only when perMinute is false; optional),
 //                     "pricePerMinute": price (only when perMinute is true; optional),
 //                     "customRates": [ {"kind": "llm"|"stt"|"tts", "model": non-empty string,
-//                                       "pricePerMinute": price} ] (only when perMinute is true)} ]}
+//                                       "pricePerMinute": price} ] (only when perMinute is true),
+//                     "metric": a billable metric's identifier (optional; not with perMinute),
+//                     "pricing": pricing object (server/billing_wire.h; optional; not with
+//                                perMinute or pricePerEvent)} ]}
 // Every field may be spelled in snake_case too (per_minute, price_per_event, price_per_minute,
 // custom_rates). A price is USD as a decimal string ("0.15") or a JSON number read from its exact
 // text (0.15, never through a double): non-negative, at most 9 decimal places (whole nano-USD), no
@@ -17,6 +20,8 @@
 //
 // Thread safety: free functions without shared state. Nothing of `body` is kept.
 #pragma once
+
+#include <simdjson.h>
 
 #include <cstdint>
 #include <optional>
@@ -44,6 +49,13 @@ absl::StatusOr<AgentRecord> parse_agent_body(std::string_view agent_id, std::str
 // POST /api/v1/agents:apply (what `paygent agents apply FILE` sends): {"agents": [agent bodies,
 // each with its "agentId", distinct]}.
 absl::StatusOr<std::vector<AgentRecord>> parse_agents_file(std::string_view body);
+
+// The agents of a file's "agents" array at `path`: each with its "agentId", distinct.
+absl::Status read_agents_array(simdjson::ondemand::value v, std::string_view path, std::vector<AgentRecord>& agents);
+
+// Storage::put_agent's NotFound naming an indicator's billable metric as InvalidArgument (the
+// body's mistake); any other status as it is.
+absl::Status linked_metric_error(const absl::Status& status);
 
 // A price text ("0.15", "0.2", "12") as nano-USD, or InvalidArgument "<field>: ..." (negative, more
 // than 9 decimal places, an exponent, not a number, too large).

@@ -223,6 +223,8 @@ std::span<const Route<Api::Handler>> Api::routes() {
   // docs/tracking.md describe each.
   constexpr std::string_view kUserId = "user id in the path";
   constexpr std::string_view kAgentId = "agent id in the path";
+  constexpr std::string_view kMetricId = "metric identifier in the path";
+  constexpr std::string_view kCustomerId = "customer id in the path";
   static constexpr Route<Handler> kRoutes[] = {
       {"GET", "/healthz", RouteAuth::kNone, RouteBody::kNone, &Api::healthz},
       {"GET", "/metrics", RouteAuth::kNone, RouteBody::kNone, &Api::metrics},
@@ -257,6 +259,14 @@ std::span<const Route<Api::Handler>> Api::routes() {
       {"PUT", "/api/v1/agents/{id}", RouteAuth::kProduct, RouteBody::kJson, &Api::put_agent, kAgentId},
       {"DELETE", "/api/v1/agents/{id}", RouteAuth::kProduct, RouteBody::kNone, &Api::delete_agent, kAgentId},
       {"GET", "/api/v1/reports/profit", RouteAuth::kProduct, RouteBody::kNone, &Api::profit_report},
+      // The billing API (server/billing_api.cpp, docs/billing.md).
+      {"GET", "/api/v1/billable-metrics", RouteAuth::kProduct, RouteBody::kNone, &Api::list_metrics},
+      {"POST", "/api/v1/billable-metrics", RouteAuth::kProduct, RouteBody::kJson, &Api::create_metric},
+      {"GET", "/api/v1/billable-metrics/{id}", RouteAuth::kProduct, RouteBody::kNone, &Api::get_metric, kMetricId},
+      {"PUT", "/api/v1/billable-metrics/{id}", RouteAuth::kProduct, RouteBody::kJson, &Api::update_metric, kMetricId},
+      {"DELETE", "/api/v1/billable-metrics/{id}", RouteAuth::kProduct, RouteBody::kNone, &Api::delete_metric, kMetricId},
+      {"POST", "/api/v1/billing:apply", RouteAuth::kProduct, RouteBody::kJson, &Api::apply_billing},
+      {"GET", "/api/v1/customers/{id}/invoice", RouteAuth::kProduct, RouteBody::kNone, &Api::customer_invoice, kCustomerId},
   };
   return kRoutes;
 }

@@ -147,6 +147,18 @@ class Api {
   HttpResponse put_agent(const Call& call);
   HttpResponse delete_agent(const Call& call);
   HttpResponse profit_report(const Call& call);
+  // The billing API (server/billing_api.cpp, docs/billing.md): billable metrics, the billing file,
+  // the invoice preview.
+  HttpResponse list_metrics(const Call& call);
+  HttpResponse create_metric(const Call& call);
+  HttpResponse get_metric(const Call& call);
+  HttpResponse update_metric(const Call& call);
+  HttpResponse delete_metric(const Call& call);
+  HttpResponse apply_billing(const Call& call);
+  HttpResponse customer_invoice(const Call& call);
+  // InvalidArgument naming "indicators[i].metric" when an indicator of `agent` links a billable
+  // metric the product does not have.
+  absl::Status check_agent_metrics(const std::string& product_id, const AgentRecord& agent);
   // A tracked usage of `kind` (stt, tts, sts, video; llm in a session): standalone (agentId,
   // customerId, indicator, metaTags) or `in_session` (sessionId: the session's agent, customer and
   // tags), with the kind's measures, priced from the catalog.

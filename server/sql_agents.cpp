@@ -1,5 +1,6 @@
 // SqlStorage's agents and indicators (see server/sql_storage.h and docs/tracking.md, "Revenue"):
-// the agents, agent_indicators and indicator_rates tables, and the billing events the ingest writes
+// the agents, agent_indicators, indicator_rates and indicator_billing (an indicator's billable
+// metric and pricing model, docs/billing.md) tables, and the billing events the ingest writes
 // with their revenue priced at that moment.
 #include <algorithm>
 #include <cstdint>
@@ -127,6 +128,21 @@ absl::StatusOr<std::optional<AgentRecord>> SqlStorage::read_agent(SqlConnection&
           CustomRate{.kind = select->text(1), .model = select->text(2), .nanos_per_minute = select->int64(3)});
     }
   }
+  {
+    absl::StatusOr<Query> select = prepare(
+        connection, "SELECT indicator, metric, pricing FROM indicator_billing WHERE product = ?1 AND agent_id = ?2");
+    if (!select.ok()) return select.status();
+    select->bind(1, product).bind(2, agent_id);
+    for (;;) {
+      absl::StatusOr<bool> row = select->step("read indicator billing");
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      auto it = at.find(select->text_view(0));
+      if (it == at.end()) continue;
+      agent.indicators[it->second].metric = select->text(1);
+      agent.indicators[it->second].pricing_json = select->text(2);
+    }
+  }
   sort_agent(agent);
   return std::optional<AgentRecord>(std::move(agent));
 }
@@ -143,7 +159,21 @@ absl::StatusOr<bool> SqlStorage::put_agent(std::string_view product_id, const Ag
     if (!stored.ok()) return stored.status();
     if (stored->has_value() && **stored == agent) return absl::OkStatus();  // the same again: nothing changes
     changed = true;
-    for (std::string_view table : {"agent_indicators", "indicator_rates"}) {
+    // A linked metric must exist (and then cannot be deleted while linked: sql_metrics.cpp).
+    for (const IndicatorPrice& p : agent.indicators) {
+      if (p.metric.empty()) continue;
+      absl::StatusOr<Query> select =
+          prepare(connection, "SELECT 1 FROM billable_metrics WHERE product = ?1 AND identifier = ?2");
+      if (!select.ok()) return select.status();
+      select->bind(1, *product).bind(2, p.metric);
+      absl::StatusOr<bool> row = select->step("find linked metric");
+      if (!row.ok()) return row.status();
+      if (!*row) {
+        return absl::NotFoundError(
+            str_cat("indicator \"", p.indicator, "\": metric: no billable metric \"", p.metric, "\""));
+      }
+    }
+    for (std::string_view table : {"agent_indicators", "indicator_rates", "indicator_billing"}) {
       absl::StatusOr<Query> erase =
           prepare(connection, str_cat("DELETE FROM ", table, " WHERE product = ?1 AND agent_id = ?2"));
       if (!erase.ok()) return erase.status();
@@ -178,6 +208,14 @@ absl::StatusOr<bool> SqlStorage::put_agent(std::string_view product_id, const Ag
             6, r.nanos_per_minute);
         if (absl::Status s = rate->run("put custom rate"); !s.ok()) return s;
       }
+      if (!p.metric.empty() || !p.pricing_json.empty()) {
+        absl::StatusOr<Query> billing = prepare(
+            connection,
+            "INSERT INTO indicator_billing(product, agent_id, indicator, metric, pricing) VALUES(?1, ?2, ?3, ?4, ?5)");
+        if (!billing.ok()) return billing.status();
+        billing->bind(1, *product).bind(2, agent.agent_id).bind(3, p.indicator).bind(4, p.metric).bind(5, p.pricing_json);
+        if (absl::Status s = billing->run("put indicator billing"); !s.ok()) return s;
+      }
     }
     return absl::OkStatus();
   });
@@ -186,50 +224,11 @@ absl::StatusOr<bool> SqlStorage::put_agent(std::string_view product_id, const Ag
 }
 
 absl::StatusOr<std::vector<AgentRecord>> SqlStorage::list_agents(std::string_view product_id) {
-  std::vector<AgentRecord> out;
-  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
-    out.clear();
-    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
-    if (!product.ok()) return product.status();
-    if (!product->has_value()) return absl::OkStatus();
-    std::vector<std::string> ids;
-    {
-      absl::StatusOr<Query> select = prepare(connection, "SELECT agent_id FROM agents WHERE product = ?1");
-      if (!select.ok()) return select.status();
-      select->bind(1, **product);
-      for (;;) {
-        absl::StatusOr<bool> row = select->step("list agents");
-        if (!row.ok()) return row.status();
-        if (!*row) break;
-        ids.push_back(select->text(0));
-      }
-    }
-    std::sort(ids.begin(), ids.end());
-    for (const std::string& id : ids) {
-      absl::StatusOr<std::optional<AgentRecord>> agent = read_agent(connection, **product, id);
-      if (!agent.ok()) return agent.status();
-      if (agent->has_value()) out.push_back(**std::move(agent));
-    }
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  return out;
+  return list_records<AgentRecord>(product_id, "SELECT agent_id FROM agents WHERE product = ?1", "list agents", &read_agent);
 }
 
 absl::StatusOr<AgentRecord> SqlStorage::find_agent(std::string_view product_id, std::string_view agent_id) {
-  std::optional<AgentRecord> found;
-  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
-    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
-    if (!product.ok()) return product.status();
-    if (!product->has_value()) return absl::OkStatus();
-    absl::StatusOr<std::optional<AgentRecord>> agent = read_agent(connection, **product, agent_id);
-    if (!agent.ok()) return agent.status();
-    found = *std::move(agent);
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  if (!found) return absl::NotFoundError(str_cat("no agent \"", agent_id, "\""));
-  return *std::move(found);
+  return find_record<AgentRecord>(product_id, agent_id, str_cat("no agent \"", agent_id, "\""), &read_agent);
 }
 
 absl::Status SqlStorage::delete_agent(std::string_view product_id, std::string_view agent_id) {
@@ -237,7 +236,7 @@ absl::Status SqlStorage::delete_agent(std::string_view product_id, std::string_v
     absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
     if (!product.ok()) return product.status();
     std::int64_t deleted = 0;
-    for (std::string_view table : {"agents", "agent_indicators", "indicator_rates"}) {
+    for (std::string_view table : {"agents", "agent_indicators", "indicator_rates", "indicator_billing"}) {
       absl::StatusOr<Query> erase =
           prepare(connection, str_cat("DELETE FROM ", table, " WHERE product = ?1 AND agent_id = ?2"));
       if (!erase.ok()) return erase.status();

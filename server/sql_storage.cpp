@@ -168,6 +168,25 @@ CREATE TABLE IF NOT EXISTS billing_events(
   revenue_nanos ${INT},
   PRIMARY KEY(product, id))${TABLE};
 CREATE INDEX IF NOT EXISTS billing_events_by_time ON billing_events(product, ts_ns);
+CREATE INDEX IF NOT EXISTS billing_events_by_customer ON billing_events(product, user_id, ts_ns);
+CREATE TABLE IF NOT EXISTS billable_metrics(
+  product ${INT} NOT NULL,
+  identifier TEXT NOT NULL,
+  name TEXT NOT NULL,
+  description TEXT NOT NULL,
+  definition TEXT NOT NULL,
+  locked TEXT NOT NULL,
+  created_ns ${INT} NOT NULL,
+  updated_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, identifier))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS indicator_billing(
+  product ${INT} NOT NULL,
+  agent_id TEXT NOT NULL,
+  indicator TEXT NOT NULL,
+  metric TEXT NOT NULL,
+  pricing TEXT NOT NULL,
+  PRIMARY KEY(product, agent_id, indicator))${KEYED_TABLE};
+CREATE INDEX IF NOT EXISTS indicator_billing_by_metric ON indicator_billing(product, metric);
 )sql";
 
 // The summed columns of one row of usage_daily or of the events, in Totals' order after calls.

@@ -2,7 +2,8 @@
 //
 // Layout (sql_schema()): products, users, subscriptions, plans, events, usage_daily,
 // product_totals, soft_gates, leases (sql_leases.cpp), customers, voice_sessions and
-// idempotency_keys (sql_tracking.cpp), every row keyed by its product's integer key (products.pk). Events are keyed by
+// idempotency_keys (sql_tracking.cpp), agents and billing_events (sql_agents.cpp), billable_metrics
+// and indicator_billing (sql_metrics.cpp), every row keyed by its product's integer key (products.pk). Events are keyed by
 // (product, event id), so a duplicate id is ignored by INSERT ... ON CONFLICT DO NOTHING, also when
 // the same batch reaches two replicas. Beside the events, usage_daily keeps sums per (product,
 // user, UTC day, model), written in the same transaction as the events they sum; a usage query
@@ -31,6 +32,7 @@
 // with_connection() is.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -93,6 +95,15 @@ class SqlStorage : public Storage {
   absl::StatusOr<std::vector<AgentRecord>> list_agents(std::string_view product_id) final;
   absl::StatusOr<AgentRecord> find_agent(std::string_view product_id, std::string_view agent_id) final;
   absl::Status delete_agent(std::string_view product_id, std::string_view agent_id) final;
+  // In sql_metrics.cpp: billable_metrics, indicator_billing (an indicator's metric and pricing)
+  // and the billing events of an invoice.
+  absl::Status create_metric(std::string_view product_id, const MetricRecord& metric) final;
+  absl::StatusOr<bool> update_metric(std::string_view product_id, const MetricRecord& metric) final;
+  absl::StatusOr<std::vector<MetricRecord>> list_metrics(std::string_view product_id) final;
+  absl::StatusOr<MetricRecord> find_metric(std::string_view product_id, std::string_view identifier) final;
+  absl::Status delete_metric(std::string_view product_id, std::string_view identifier) final;
+  absl::Status scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,
+                                   absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) final;
   // In sql_profit.cpp: the events (cost rows) and billing_events of the range, grouped.
   absl::StatusOr<std::vector<ProfitRow>> profit_report(std::string_view product_id, TimeRange range,
                                                        ProfitGroup group) final;
@@ -187,6 +198,25 @@ class SqlStorage : public Storage {
   // The agent's record as stored, or nullopt, read on `connection`.
   static absl::StatusOr<std::optional<AgentRecord>> read_agent(SqlConnection& connection, std::int64_t product,
                                                                std::string_view agent_id);
+  // How a record of a product is read by its key (read_agent, read_metric).
+  template <class Record>
+  using RecordReader = absl::StatusOr<std::optional<Record>> (*)(SqlConnection&, std::int64_t, std::string_view);
+  // list_agents() and list_metrics(): the records `read` gives for the keys `keys_sql` (a
+  // one-column SELECT with the product's key as ?1) lists, in bytewise key order (the same on
+  // every database, whatever its collation); empty for an unknown product.
+  template <class Record>
+  absl::StatusOr<std::vector<Record>> list_records(std::string_view product_id, std::string_view keys_sql,
+                                                   std::string_view what, RecordReader<Record> read);
+  // find_agent() and find_metric(): the record `read` gives for `key`, or NotFound `not_found`.
+  template <class Record>
+  absl::StatusOr<Record> find_record(std::string_view product_id, std::string_view key, std::string_view not_found,
+                                     RecordReader<Record> read);
+  // In sql_metrics.cpp: the metric `identifier` as stored with what links it, or nullopt.
+  static absl::StatusOr<std::optional<MetricRecord>> read_metric(SqlConnection& connection, std::int64_t product,
+                                                                 std::string_view identifier);
+  // The indicators ("agentId/indicator", sorted) that link metric `identifier`.
+  static absl::StatusOr<std::vector<std::string>> metric_links(SqlConnection& connection, std::int64_t product,
+                                                               std::string_view identifier);
   // Stores a batch's soft gates (one already stored is kept), in the ingest's transaction.
   absl::Status store_soft_gates(SqlConnection& connection, std::int64_t product,
                                 std::span<const SoftGateFired> soft_gates);
@@ -242,5 +272,57 @@ class SqlStorage : public Storage {
   absl::Mutex keys_mu_;
   absl::flat_hash_map<std::string, std::int64_t> product_keys_ ABSL_GUARDED_BY(keys_mu_);  // id -> products.pk
 };
+
+template <class Record>
+absl::StatusOr<std::vector<Record>> SqlStorage::list_records(std::string_view product_id, std::string_view keys_sql,
+                                                             std::string_view what, RecordReader<Record> read) {
+  std::vector<Record> out;
+  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
+    out.clear();
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    std::vector<std::string> keys;
+    {
+      absl::StatusOr<Query> select = prepare(connection, keys_sql);
+      if (!select.ok()) return select.status();
+      select->bind(1, **product);
+      for (;;) {
+        absl::StatusOr<bool> row = select->step(what);
+        if (!row.ok()) return row.status();
+        if (!*row) break;
+        keys.push_back(select->text(0));
+      }
+    }
+    std::sort(keys.begin(), keys.end());
+    for (const std::string& key : keys) {
+      absl::StatusOr<std::optional<Record>> record = read(connection, **product, key);
+      if (!record.ok()) return record.status();
+      if (record->has_value()) out.push_back(**std::move(record));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+template <class Record>
+absl::StatusOr<Record> SqlStorage::find_record(std::string_view product_id, std::string_view key,
+                                               std::string_view not_found, RecordReader<Record> read) {
+  std::optional<Record> found;
+  absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
+    found.reset();
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    absl::StatusOr<std::optional<Record>> record = read(connection, **product, key);
+    if (!record.ok()) return record.status();
+    found = *std::move(record);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (!found) return absl::NotFoundError(std::string(not_found));
+  return *std::move(found);
+}
 
 }  // namespace paygent::server

@@ -27,8 +27,10 @@ using ::paygent::internal::str_cat;
 // table (sync/event_record.h); opening a version 1 database adds the missing ones. 3: the leases
 // table (docs/leases.md), created when missing. 4: the tracking API's customers, voice_sessions and
 // idempotency_keys tables and the agents, agent_indicators, indicator_rates and billing_events
-// tables of revenue (docs/tracking.md), created when missing.
-constexpr int kSchemaVersion = 4;
+// tables of revenue (docs/tracking.md), created when missing. 5: billing (issue 11,
+// docs/billing.md): the billable_metrics and indicator_billing tables and the index of billing
+// events by customer, created when missing.
+constexpr int kSchemaVersion = 5;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
 // so that each of its reads is one query joined to this table rather than a few queries per user.

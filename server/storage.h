@@ -173,6 +173,11 @@ struct IndicatorPrice {
   // price (its billing events' revenue is unknown, counted, never 0).
   std::optional<std::int64_t> price_nanos;
   std::vector<CustomRate> custom_rates;  // per_minute only, in (kind, model) order
+  // Billing (issue 11, docs/billing.md): the identifier of the billable metric that counts its
+  // events ("" for none: every event one unit), and its pricing model as canonical JSON
+  // (server/billing_wire.h; "" for none: price_nanos prices it). Neither when per_minute.
+  std::string metric;
+  std::string pricing_json;
   friend bool operator==(const IndicatorPrice&, const IndicatorPrice&) = default;
 };
 struct AgentRecord {
@@ -180,6 +185,32 @@ struct AgentRecord {
   std::string name;
   std::vector<IndicatorPrice> indicators;  // in indicator order
   friend bool operator==(const AgentRecord&, const AgentRecord&) = default;
+};
+
+// A billable metric (docs/billing.md), as the API validated it (server/billing_wire.h).
+struct MetricRecord {
+  std::string identifier;       // unique per product, immutable
+  std::string name;
+  std::string description;
+  std::string definition_json;  // the whole definition, canonical JSON (billing_wire.h)
+  // The part that is locked once an indicator links the metric (aggregation, field or
+  // expression, filters), canonical JSON: an update that changes it is refused while linked.
+  std::string locked_json;
+  std::int64_t created_ns = 0;   // set by the storage
+  std::vector<std::string> linked_to;  // read only: "agentId/indicator" of the indicators linking it, sorted
+  friend bool operator==(const MetricRecord&, const MetricRecord&) = default;
+};
+
+// One billing event of a customer as an invoice reads it: the billing_events row and its event's
+// meta tags (Storage::scan_billing_events).
+struct BillingEventRow {
+  std::string id;  // 32 lowercase hex digits
+  std::string agent_id;
+  std::string indicator;
+  std::int64_t ts_ns = 0;
+  std::int64_t received_ns = 0;  // arrival: breaks Latest's timestamp ties
+  std::int64_t duration_us = 0;
+  std::string meta_tags_json;  // a JSON object of string values
 };
 
 // What the profit report groups by (GET /api/v1/reports/profit?by=...).
@@ -332,7 +363,8 @@ class Storage {
 
   // Creates or replaces agent `agent.agent_id` with its name and indicators (those it had and
   // `agent` lacks are removed). True when it changed something (an identical put changes
-  // nothing). NotFound without such a product; Unimplemented for a storage without agents.
+  // nothing). NotFound without such a product, or naming the billable metric an indicator links
+  // that the product does not have (nothing changes then); Unimplemented for a storage without agents.
   virtual absl::StatusOr<bool> put_agent(std::string_view product_id, const AgentRecord& agent) {
     static_cast<void>(product_id), static_cast<void>(agent);
     return absl::UnimplementedError("this storage has no agents");
@@ -353,6 +385,44 @@ class Storage {
     static_cast<void>(product_id), static_cast<void>(agent_id);
     return absl::UnimplementedError("this storage has no agents");
   }
+  // --- Billable metrics (server/sql_metrics.cpp, docs/billing.md). Unimplemented by default. ---
+
+  // Creates a metric: AlreadyExists naming its identifier when the product has it already.
+  virtual absl::Status create_metric(std::string_view product_id, const MetricRecord& metric) {
+    static_cast<void>(product_id), static_cast<void>(metric);
+    return absl::UnimplementedError("this storage has no billable metrics");
+  }
+  // Replaces a metric's name, description and definition. True when it changed something.
+  // NotFound naming it; FailedPrecondition naming the linking indicator when `metric.locked_json`
+  // differs from the stored one while an indicator links the metric (nothing changes then).
+  virtual absl::StatusOr<bool> update_metric(std::string_view product_id, const MetricRecord& metric) {
+    static_cast<void>(product_id), static_cast<void>(metric);
+    return absl::UnimplementedError("this storage has no billable metrics");
+  }
+  // The product's metrics in identifier order, with what links them (empty for an unknown product).
+  virtual absl::StatusOr<std::vector<MetricRecord>> list_metrics(std::string_view product_id) {
+    static_cast<void>(product_id);
+    return absl::UnimplementedError("this storage has no billable metrics");
+  }
+  // One metric; NotFound naming it.
+  virtual absl::StatusOr<MetricRecord> find_metric(std::string_view product_id, std::string_view identifier) {
+    static_cast<void>(product_id), static_cast<void>(identifier);
+    return absl::UnimplementedError("this storage has no billable metrics");
+  }
+  // Deletes a metric. NotFound naming it; FailedPrecondition naming the indicator that links it.
+  virtual absl::Status delete_metric(std::string_view product_id, std::string_view identifier) {
+    static_cast<void>(product_id), static_cast<void>(identifier);
+    return absl::UnimplementedError("this storage has no billable metrics");
+  }
+  // Calls `fn` with each billing event of customer `customer_id` with range.from_ns <= ts_ns <
+  // range.to_ns, in (ts_ns, id) order, read page by page in one read transaction; stops at the
+  // first error `fn` returns and returns it.
+  virtual absl::Status scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,
+                                           absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
+    static_cast<void>(product_id), static_cast<void>(customer_id), static_cast<void>(range), static_cast<void>(fn);
+    return absl::UnimplementedError("this storage has no billing events");
+  }
+
   // Cost and revenue of [range.from_ns, range.to_ns) grouped by `group`, in key order; groups with
   // neither cost rows nor billing events are absent.
   virtual absl::StatusOr<std::vector<ProfitRow>> profit_report(std::string_view product_id, TimeRange range,

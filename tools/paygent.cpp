@@ -16,6 +16,7 @@
 #include "tools/demo.h"
 #include "tools/demo_revenue.h"
 #include "tools/loadgen.h"
+#include "tools/billing.h"
 #include "tools/profit.h"
 #include "sync/syncer.h"
 
@@ -64,6 +65,14 @@ commands:
       Creates or replaces the agents and indicators of FILE ({"agents": [{"agentId", "name",
       "indicators": [...]}]}, README "Agents, revenue and profit"); the same file again changes
       nothing. Agents not in FILE are left alone.
+  billing apply FILE [--format table|csv|json] [--url URL] [--key KEY]
+      Creates or updates the billable metrics and creates or replaces the agents, indicators and
+      pricing of FILE ({"metrics": [...], "agents": [...]}, docs/billing.md); the same file again
+      changes nothing. A linked metric's aggregation, field and filters cannot change (refused).
+  invoice CUSTOMER [--period 2026-11] [--format table|csv|json] [--url URL] [--key KEY]
+      The customer's invoice preview from paygentd: one line per agent indicator (metric,
+      pricing, quantity, amount, credits, events counted and excluded) and the total. Without
+      --period, the current period (the customer's subscription, else the UTC calendar month).
   plan check FILE
       Parses and validates a plan config (JSON); prints the plans or the error with its field path.
   help
@@ -200,6 +209,8 @@ int main(int argc, char** argv) {
   }
   if (cmd == "report" && argc >= 3 && std::string_view(argv[2]) == "profit") return paygent::tools::run_report_profit(argc, argv);
   if (cmd == "agents" && argc >= 3 && std::string_view(argv[2]) == "apply") return paygent::tools::run_agents_apply(argc, argv);
+  if (cmd == "billing" && argc >= 3 && std::string_view(argv[2]) == "apply") return paygent::tools::run_billing_apply(argc, argv);
+  if (cmd == "invoice") return paygent::tools::run_invoice(argc, argv);
   if (cmd == "capload") return paygent::tools::run_capload(argc, argv);
   if (cmd == "plan" && argc == 4 && std::string_view(argv[2]) == "check") return plan_check(argv[3]);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {

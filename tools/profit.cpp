@@ -21,12 +21,6 @@
 namespace paygent::tools {
 namespace {
 
-// --url and --key, with PAYGENT_URL / PAYGENT_API_KEY as defaults.
-struct Connection {
-  std::string url = std::getenv("PAYGENT_URL") != nullptr ? std::getenv("PAYGENT_URL") : "http://127.0.0.1:8080";
-  std::string key = std::getenv("PAYGENT_API_KEY") != nullptr ? std::getenv("PAYGENT_API_KEY") : "";
-};
-
 // A day "2026-11-01" (UTC midnight) or Unix nanoseconds, as Unix nanoseconds.
 std::optional<std::int64_t> parse_when(std::string_view text) {
   if (!text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
@@ -64,6 +58,8 @@ Line read_line(simdjson::dom::element row, std::string key) {
               .without_price = nullable(row, "events_without_price").value_or(0)};
 }
 
+}  // namespace
+
 std::string csv_field(std::string_view text) {
   if (text.find_first_of(",\"\n") == std::string_view::npos) return std::string(text);
   std::string out = "\"";
@@ -74,7 +70,43 @@ std::string csv_field(std::string_view text) {
   return out + "\"";
 }
 
-}  // namespace
+void print_table(const std::vector<std::vector<std::string>>& cells, std::size_t left_columns) {
+  std::vector<std::size_t> width(cells.empty() ? 0 : cells[0].size(), 0);
+  for (const auto& row : cells) {
+    for (std::size_t k = 0; k < row.size() && k < width.size(); ++k) width[k] = std::max(width[k], row[k].size());
+  }
+  for (const auto& row : cells) {
+    std::string out;
+    for (std::size_t k = 0; k < row.size() && k < width.size(); ++k) {
+      const std::string& cell = row[k];
+      const std::string pad(width[k] - cell.size(), ' ');
+      if (k > 0) out += "  ";
+      out += k < left_columns ? cell + pad : pad + cell;  // keys left, numbers right
+    }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    std::printf("%s\n", out.c_str());
+  }
+}
+
+std::optional<std::string> read_input_file(const char* command, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "%s: cannot read %s\n", command, path.c_str());
+    return std::nullopt;
+  }
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::optional<std::string> ask_paygentd(const Connection& c, const char* command, const std::string& method,
+                                        const std::string& target, const std::string& body, const std::string& context) {
+  auto reply = internal::http_exchange(c.url, method, target, c.key, body);
+  if (!reply.ok() || reply->status != 200) {
+    std::fprintf(stderr, "%s: %s%s\n", command, context.empty() ? "" : (context + ": ").c_str(),
+                 reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
+    return std::nullopt;
+  }
+  return std::move(reply->body);
+}
 
 std::string usd_text(std::int64_t nanos) {
   const bool negative = nanos < 0;
@@ -132,26 +164,21 @@ int run_report_profit(int argc, char** argv) {
     std::fprintf(stderr, "paygent report profit: --from and --to are required\n");
     return 2;
   }
-  auto reply = internal::http_exchange(c.url, "GET",
-                                       "/api/v1/reports/profit?from_ns=" + std::to_string(*from) +
-                                           "&to_ns=" + std::to_string(*to) + "&by=" + by,
-                                       c.key, "");
-  if (!reply.ok() || reply->status != 200) {
-    std::fprintf(stderr, "paygent report profit: %s\n",
-                 reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
-    return 1;
-  }
+  const std::optional<std::string> reply = ask_paygentd(
+      c, "paygent report profit", "GET",
+      "/api/v1/reports/profit?from_ns=" + std::to_string(*from) + "&to_ns=" + std::to_string(*to) + "&by=" + by, "", "");
+  if (!reply) return 1;
   if (format == "json") {
-    std::printf("%s\n", reply->body.c_str());
+    std::printf("%s\n", reply->c_str());
     return 0;
   }
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   simdjson::dom::array rows;
   simdjson::dom::element total;
-  if (parser.parse(reply->body).get(root) != simdjson::SUCCESS || root["rows"].get_array().get(rows) != simdjson::SUCCESS ||
+  if (parser.parse(*reply).get(root) != simdjson::SUCCESS || root["rows"].get_array().get(rows) != simdjson::SUCCESS ||
       root["total"].get(total) != simdjson::SUCCESS) {
-    std::fprintf(stderr, "paygent report profit: unreadable reply %s\n", reply->body.c_str());
+    std::fprintf(stderr, "paygent report profit: unreadable reply %s\n", reply->c_str());
     return 1;
   }
   std::vector<Line> lines;
@@ -185,19 +212,7 @@ int run_report_profit(int argc, char** argv) {
     cells.push_back({l.key.empty() ? "(none)" : l.key, usd(l.cost), usd(l.revenue), usd(l.profit),
                      l.margin ? margin_text(*l.margin) : "-", std::to_string(l.events), std::to_string(l.without_price)});
   }
-  std::vector<std::size_t> width(cells[0].size(), 0);
-  for (const auto& row : cells) {
-    for (std::size_t k = 0; k < row.size(); ++k) width[k] = std::max(width[k], row[k].size());
-  }
-  for (std::size_t r = 0; r < cells.size(); ++r) {
-    std::string out;
-    for (std::size_t k = 0; k < cells[r].size(); ++k) {
-      const std::string& cell = cells[r][k];
-      const std::string pad(width[k] - cell.size(), ' ');
-      out += k == 0 ? cell + pad : "  " + pad + cell;  // the key left, numbers right
-    }
-    std::printf("%s\n", out.c_str());
-  }
+  print_table(cells);
   return 0;
 }
 
@@ -219,22 +234,14 @@ int run_agents_apply(int argc, char** argv) {
     std::fprintf(stderr, "paygent agents apply: FILE is required\n");
     return 2;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    std::fprintf(stderr, "paygent agents apply: cannot read %s\n", path.c_str());
-    return 2;
-  }
-  const std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto reply = internal::http_exchange(c.url, "POST", "/api/v1/agents:apply", c.key, body);
-  if (!reply.ok() || reply->status != 200) {
-    std::fprintf(stderr, "paygent agents apply: %s: %s\n", path.c_str(),
-                 reply.ok() ? reply->body.c_str() : std::string(reply.status().message()).c_str());
-    return 1;
-  }
+  const std::optional<std::string> body = read_input_file("paygent agents apply", path);
+  if (!body) return 2;
+  const std::optional<std::string> reply = ask_paygentd(c, "paygent agents apply", "POST", "/api/v1/agents:apply", *body, path);
+  if (!reply) return 1;
   simdjson::dom::parser parser;
   simdjson::dom::array agents;
-  if (parser.parse(reply->body)["agents"].get_array().get(agents) != simdjson::SUCCESS) {
-    std::fprintf(stderr, "paygent agents apply: unreadable reply %s\n", reply->body.c_str());
+  if (parser.parse(*reply)["agents"].get_array().get(agents) != simdjson::SUCCESS) {
+    std::fprintf(stderr, "paygent agents apply: unreadable reply %s\n", reply->c_str());
     return 1;
   }
   for (simdjson::dom::element agent : agents) {

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -149,6 +150,23 @@ inline std::vector<std::string> loadgen_args(const std::string& url, const std::
   return {"loadgen", "--backend", url, "--api-key", key, "--store", store, "--prefix", prefix,
           "--users", std::to_string(users), "--calls", std::to_string(calls), "--flush-interval-ms", "50",
           "--deliver-seconds", "90"};
+}
+
+struct CliRun {
+  int status = -1;
+  std::string output;  // stdout and stderr, interleaved
+};
+
+// Runs the `paygent` CLI to its end (at most `timeout`) and returns its exit status and output.
+inline CliRun run_cli(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(180)) {
+  CliProcess process(std::move(args), {}, /*with_stderr=*/true);
+  CliRun run;
+  if (!process.read_to_end(run.output, timeout)) {
+    ::kill(process.pid(), SIGKILL);
+    run.output += "\n[killed: no end within the timeout]";
+  }
+  run.status = process.wait();
+  return run;
 }
 
 }  // namespace paygent::testing

@@ -25,23 +25,6 @@ constexpr const char* kAdmin = "integration-admin-token";
 constexpr std::int64_t kNovember2026StartNs = 1'793'491'200'000'000'000;
 constexpr std::int64_t kDecember2026StartNs = 1'796'083'200'000'000'000;
 
-struct CliRun {
-  int status = -1;
-  std::string output;  // stdout and stderr, interleaved
-};
-
-// Runs the `paygent` CLI to its end (at most `timeout`) and returns its exit status and output.
-CliRun run_cli(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(180)) {
-  CliProcess process(std::move(args), {}, /*with_stderr=*/true);
-  CliRun run;
-  if (!process.read_to_end(run.output, timeout)) {
-    ::kill(process.pid(), SIGKILL);
-    run.output += "\n[killed: no end within the timeout]";
-  }
-  run.status = process.wait();
-  return run;
-}
-
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
   std::istringstream in(text);

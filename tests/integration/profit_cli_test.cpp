@@ -17,19 +17,6 @@ namespace {
 
 constexpr const char* kAdmin = "integration-admin-token";
 
-struct Run {
-  int status = -1;
-  std::string output;
-};
-
-Run run_cli(std::vector<std::string> args) {
-  CliProcess process(std::move(args), {}, /*with_stderr=*/true);
-  Run run;
-  if (!process.read_to_end(run.output, std::chrono::seconds(120))) ::kill(process.pid(), SIGKILL);
-  run.status = process.wait();
-  return run;
-}
-
 TEST_CASE("integration.profit_report_and_agents_through_the_cli") {
   TempDir dir;
   auto paygentd = PaygentdProcess::start({.data_dir = dir.path() + "/server", .admin_token = kAdmin});
@@ -38,7 +25,7 @@ TEST_CASE("integration.profit_report_and_agents_through_the_cli") {
   const std::string url = paygentd->base_url();
   const std::string file = std::string(PAYGENT_SOURCE_DIR) + "/scripts/demo-agents.json";
 
-  Run r = run_cli({"agents", "apply", file, "--url", url, "--key", key});
+  CliRun r = run_cli({"agents", "apply", file, "--url", url, "--key", key});
   INFO(r.output);
   REQUIRE(r.status == 0);
   CHECK(r.output == "agent dental-clinic: changed\nagent lead-qualification: changed\nagent stripe-webhook: changed\n");

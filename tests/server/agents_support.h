@@ -62,6 +62,7 @@ struct Tracked {
   std::int64_t audio_us = 0;
   bool cost_unknown = false;
   std::int64_t ts_ns = ns_at(2026, 11, 17, 10);
+  std::string meta_tags = "{}";  // a JSON object of string values
 };
 
 inline std::string tracked_json(const Tracked& e) {
@@ -71,7 +72,7 @@ inline std::string tracked_json(const Tracked& e) {
          ",\"provider\":\"p\",\"input_tokens\":0,\"output_tokens\":0,\"cached_input_tokens\":0,"
          "\"cache_creation_input_tokens\":0,\"reasoning_tokens\":0,\"cost_nanos\":" +
          std::to_string(e.cost_nanos) + ",\"ts_ns\":" + std::to_string(e.ts_ns) +
-         ",\"meta_tags\":{},\"estimated\":false,\"kind\":" + json_quote(e.kind) +
+         ",\"meta_tags\":" + e.meta_tags + ",\"estimated\":false,\"kind\":" + json_quote(e.kind) +
          ",\"audio_us\":" + std::to_string(e.audio_us) + ",\"cost_unknown\":" + (e.cost_unknown ? "true" : "false") + "}";
 }
 

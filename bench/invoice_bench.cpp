@@ -1,0 +1,184 @@
+// The invoice preview of issue 11 (docs/billing.md) over a SqliteStorage holding 1,000,000 billing
+// events of 1,000 customers (PAYGENT_INVOICE_BENCH_EVENTS to change it), each with a meta tag
+// `hours`, on one indicator metered by a Sum metric and priced GRADUATED:
+//   invoice_one_customer   GET /api/v1/customers/{id}/invoice through paygentd's Api (target: 10 ms)
+//   invoice_all_customers  the 1,000 customers' invoices one after the other
+//   invoice_sql_baseline   the baseline: one customer's SUM of the tag and COUNT in plain SQL
+//                          (SQLite's json_extract over the same join and index, as a double),
+//                          none of the engine's work (exact decimals, dedup, exclusions, pricing)
+// Each checks its quantity against what was ingested.
+//   build/bench/paygent_bench --benchmark_filter=invoice_ --benchmark_repetitions=3
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+#include <sqlite3.h>
+#include <string>
+#include <vector>
+
+#include "server/api.h"
+#include "server/billing_wire.h"
+#include "server/metrics.h"
+#include "server/sqlite_storage.h"
+#include "support/paygentd_process.h"
+
+namespace {
+
+using paygent::server::AgentRecord;
+using paygent::server::EventRecord;
+
+constexpr int kBatch = 1000;
+constexpr int kCustomers = 1000;
+constexpr std::int64_t kNovember = 1'793'491'200'000'000'000;  // 2026-11-01T00:00:00Z
+constexpr const char* kAdmin = "bench-admin";
+
+struct World {
+  paygent::testing::TempDir dir{"paygent-bench-invoice"};
+  std::unique_ptr<paygent::server::SqliteStorage> storage;
+  paygent::server::Metrics metrics;
+  std::unique_ptr<paygent::server::Api> api;
+  std::string key;
+  std::int64_t per_customer = 0;
+  std::string error;
+
+  paygent::server::HttpResponse call(const std::string& method, const std::string& target, const std::string& body,
+                                     const std::string& bearer) {
+    return api->handle_request(paygent::server::HttpRequest{
+        .method = method, .target = target, .content_type = "application/json", .authorization = "Bearer " + bearer, .body = body});
+  }
+
+  World() {
+    const char* env = std::getenv("PAYGENT_INVOICE_BENCH_EVENTS");
+    const std::int64_t total = env != nullptr ? std::atoll(env) : 1'000'000;
+    per_customer = total / kCustomers;
+    auto opened = paygent::server::SqliteStorage::open(dir.path() + "/p.db");
+    if (!opened.ok()) {
+      error = "cannot open the storage";
+      return;
+    }
+    storage = *std::move(opened);
+    api = std::make_unique<paygent::server::Api>(*storage, metrics, paygent::server::ApiOptions{.admin_token = kAdmin});
+    const auto product = call("POST", "/api/v1/products", R"({"name":"bench"})", kAdmin);
+    key = paygent::testing::json_string_member(product.body, "api_key");
+    const std::string product_id = paygent::testing::json_string_member(product.body, "product_id");
+    if (call("POST", "/api/v1/billable-metrics", R"({"name":"GPU hours","aggregation":"sum","field":"hours"})", key).status != 201 ||
+        call("PUT", "/api/v1/agents/gpu", R"({"indicators":[{"indicator":"job","metric":"gpu_hours","pricing":{"model":"graduated",
+             "tiers":[{"upTo":"100","unitPrice":"0.5"},{"unitPrice":"0.4","flatFee":"1"}]}}]})", key).status != 200) {
+      error = "cannot create the metric and the agent";
+      return;
+    }
+    // Customer i's event j, the customers interleaved in time over November.
+    std::uint64_t n = 0;
+    std::vector<EventRecord> events;
+    for (std::int64_t j = 0; j < per_customer; ++j) {
+      for (int c = 0; c < kCustomers; ++c, ++n) {
+        EventRecord e;
+        char id[40];
+        std::snprintf(id, sizeof id, "%032llx", static_cast<unsigned long long>(n + 1));
+        e.id = id;
+        e.user_id = "c" + std::to_string(c);
+        e.agent_id = "gpu";
+        e.indicator = "job";
+        e.kind = paygent::internal::UsageKind::kBilling;
+        e.meta_tags_json = R"({"hours":"1.5"})";
+        e.ts_ns = kNovember + static_cast<std::int64_t>(n) * 2'000'000;  // 1M events over ~33 minutes
+        events.push_back(std::move(e));
+        if (events.size() == kBatch) {
+          if (!storage->ingest(product_id, events).ok()) {
+            error = "a batch was not stored";
+            return;
+          }
+          events.clear();
+        }
+      }
+    }
+    if (!events.empty() && !storage->ingest(product_id, events).ok()) error = "a batch was not stored";
+  }
+};
+
+World& world() {
+  static World* w = new World();  // built once for all the benchmarks; never destroyed
+  return *w;
+}
+
+bool check(World& w, int customer) {
+  const auto r = w.call("GET", "/api/v1/customers/c" + std::to_string(customer) + "/invoice?period=2026-11", "", w.key);
+  // per_customer events of 1.5 hours each.
+  const std::string quantity = std::to_string(w.per_customer * 3 / 2) + (w.per_customer % 2 ? ".5" : "");
+  return r.status == 200 && r.body.find("\"quantity\":\"" + quantity + "\"") != std::string::npos;
+}
+
+void invoice_one_customer(benchmark::State& state) {
+  World& w = world();
+  if (!w.error.empty()) {
+    state.SkipWithError(w.error.c_str());
+    return;
+  }
+  int customer = 0;
+  for (auto _ : state) {
+    if (!check(w, customer)) {
+      state.SkipWithError("the invoice does not match what was ingested");
+      return;
+    }
+    customer = (customer + 1) % kCustomers;
+  }
+  state.counters["events/invoice"] = static_cast<double>(w.per_customer);
+}
+
+void invoice_all_customers(benchmark::State& state) {
+  World& w = world();
+  if (!w.error.empty()) {
+    state.SkipWithError(w.error.c_str());
+    return;
+  }
+  for (auto _ : state) {
+    for (int c = 0; c < kCustomers; ++c) {
+      if (!check(w, c)) {
+        state.SkipWithError("the invoice does not match what was ingested");
+        return;
+      }
+    }
+  }
+  state.counters["invoices/s"] = benchmark::Counter(static_cast<double>(kCustomers), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void invoice_sql_baseline(benchmark::State& state) {
+  World& w = world();
+  sqlite3* db = nullptr;
+  sqlite3_stmt* stmt = nullptr;
+  if (!w.error.empty() || sqlite3_open_v2((w.dir.path() + "/p.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(db,
+                         "SELECT COUNT(*), SUM(json_extract(e.meta_tags, '$.hours')) FROM billing_events b JOIN events e "
+                         "ON e.product = b.product AND e.id = b.id WHERE b.product = 1 AND b.user_id = ?1 AND b.ts_ns >= ?2 "
+                         "AND b.ts_ns < ?3",
+                         -1, &stmt, nullptr) != SQLITE_OK) {
+    state.SkipWithError("cannot read the database");
+    sqlite3_close(db);
+    return;
+  }
+  int customer = 0;
+  for (auto _ : state) {
+    const std::string user = "c" + std::to_string(customer);
+    sqlite3_bind_text(stmt, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(stmt, 2, kNovember);
+    sqlite3_bind_int64(stmt, 3, kNovember + 30LL * 86'400'000'000'000);
+    if (sqlite3_step(stmt) != SQLITE_ROW || sqlite3_column_int64(stmt, 0) != w.per_customer ||
+        sqlite3_column_double(stmt, 1) != 1.5 * static_cast<double>(w.per_customer)) {
+      state.SkipWithError("the baseline does not match what was ingested");
+      break;
+    }
+    sqlite3_reset(stmt);
+    customer = (customer + 1) % kCustomers;
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+}
+
+BENCHMARK(invoice_sql_baseline)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(invoice_one_customer)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(invoice_all_customers)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace

@@ -1,0 +1,324 @@
+// paygentd's billing API (docs/billing.md; issue 11), routes of Api's route table (server/api.cpp):
+//   GET    /api/v1/billable-metrics                -> {"metrics": [metric, ...]}
+//   POST   /api/v1/billable-metrics                -> 201 metric      (409: the identifier exists)
+//   GET    /api/v1/billable-metrics/{identifier}   -> metric
+//   PUT    /api/v1/billable-metrics/{identifier}   -> {"metric": metric, "changed": bool}  (409: locked)
+//   DELETE /api/v1/billable-metrics/{identifier}   -> {"deleted": identifier}             (409: linked)
+//   POST   /api/v1/billing:apply                   -> {"metrics": [...], "agents": [...]}  (the CLI's file)
+//   GET    /api/v1/customers/{id}/invoice?period=2026-11 (or from_ns=&to_ns=) -> the invoice preview
+// The engine is billing/ (no SQL there): the storage pages the customer's billing events with
+// their meta tags into one billing::InvoiceBuilder.
+#include <simdjson.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
+#include "billing/invoice.h"
+#include "meter/internal/str_cat.h"
+#include "paygent/plan.h"
+#include "server/agents_wire.h"
+#include "server/api.h"
+#include "server/billing_wire.h"
+#include "server/routes.h"
+#include "server/wire.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::str_append;
+using ::paygent::internal::str_cat;
+
+HttpResponse json_response(int status, std::string body) { return HttpResponse{.status = status, .body = std::move(body)}; }
+
+// A locked or linked metric is a conflict with the stored state (409), not a bad request.
+HttpResponse metric_error(const absl::Status& status) {
+  if (absl::IsFailedPrecondition(status)) {
+    return HttpResponse{.status = 409,
+                        .body = str_cat("{\"error\":{\"code\":\"metric_locked\",\"message\":", json_quote(std::string_view(status.message().data(), status.message().size())), "}}")};
+  }
+  return error_response(status);
+}
+
+// Of the agents to be put, the first indicator whose metric is neither stored nor in `also`:
+// InvalidArgument naming it as the body does ("agents[0].indicators[1].metric: ...").
+absl::Status check_metrics(Storage& storage, const std::string& product_id, std::span<const AgentRecord> agents,
+                           std::string_view path, bool in_file, std::span<const MetricRecord> also) {
+  std::map<std::string, bool, std::less<>> known;
+  for (const MetricRecord& m : also) known[m.identifier] = true;
+  for (std::size_t a = 0; a < agents.size(); ++a) {
+    for (std::size_t i = 0; i < agents[a].indicators.size(); ++i) {
+      const std::string& metric = agents[a].indicators[i].metric;
+      if (metric.empty()) continue;
+      auto it = known.find(metric);
+      if (it == known.end()) {
+        absl::StatusOr<MetricRecord> found = storage.find_metric(product_id, metric);
+        if (!found.ok() && !absl::IsNotFound(found.status())) return found.status();
+        it = known.emplace(metric, found.ok()).first;
+      }
+      if (!it->second) {
+        return absl::InvalidArgumentError(str_cat(in_file ? str_cat(path, "[", a, "].") : std::string(), "indicators[", i,
+                                                  "].metric: no billable metric \"", metric, "\""));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+struct InvoiceQuery {
+  std::optional<absl::CivilMonth> month;
+  std::optional<TimeRange> range;
+};
+
+absl::StatusOr<InvoiceQuery> parse_invoice_query(std::string_view query) {
+  static constexpr std::string_view kKnown[] = {"period", "from_ns", "to_ns"};
+  absl::StatusOr<std::map<std::string, std::string, std::less<>>> parsed = parse_query(query, kKnown);
+  if (!parsed.ok()) return parsed.status();
+  InvoiceQuery q;
+  if (auto p = parsed->find("period"); p != parsed->end()) {
+    absl::CivilMonth month;
+    if (p->second.size() != 7 || !absl::ParseCivilTime(p->second, &month) || month.year() < 1970 || month.year() > 2200) {
+      return absl::InvalidArgumentError("period: must be a month as 2026-11");
+    }
+    q.month = month;
+  }
+  const bool from = parsed->contains("from_ns"), to = parsed->contains("to_ns");
+  if (from || to) {
+    if (q.month) return absl::InvalidArgumentError("period: give either period or from_ns and to_ns");
+    if (!from || !to) return absl::InvalidArgumentError(str_cat(from ? "to_ns" : "from_ns", ": missing"));
+    TimeRange r;
+    const std::optional<std::int64_t> f = parse_count(parsed->find("from_ns")->second);
+    const std::optional<std::int64_t> t = parse_count(parsed->find("to_ns")->second);
+    if (!f) return absl::InvalidArgumentError("from_ns: must be a non-negative integer (Unix ns)");
+    if (!t) return absl::InvalidArgumentError("to_ns: must be a non-negative integer (Unix ns)");
+    if (*t <= *f) return absl::InvalidArgumentError("to_ns: must be after from_ns");
+    q.range = TimeRange{.from_ns = *f, .to_ns = *t};
+  }
+  return q;
+}
+
+// One event's meta tags (a JSON object of strings, as ingest stored it) into `owned` / `tags`.
+void read_tags(simdjson::dom::parser& parser, const std::string& json, std::vector<std::pair<std::string, std::string>>& owned,
+               std::vector<billing::MetaTag>& tags) {
+  owned.clear();
+  tags.clear();
+  simdjson::dom::object object;
+  if (parser.parse(json).get_object().get(object) != simdjson::SUCCESS) return;
+  for (auto field : object) {
+    std::string_view value;
+    if (field.value.get_string().get(value) != simdjson::SUCCESS) continue;
+    owned.emplace_back(std::string(field.key), std::string(value));
+  }
+  for (const auto& [k, v] : owned) tags.push_back(billing::MetaTag{k, v});
+}
+
+}  // namespace
+
+HttpResponse Api::list_metrics(const Call& call) {
+  absl::StatusOr<std::vector<MetricRecord>> metrics = storage_.list_metrics(call.product_id);
+  if (!metrics.ok()) return error_response(metrics.status());
+  std::string body = "{\"metrics\":[";
+  for (std::size_t i = 0; i < metrics->size(); ++i) str_append(&body, i ? "," : "", metric_json((*metrics)[i]));
+  return json_response(200, body + "]}");
+}
+
+HttpResponse Api::create_metric(const Call& call) {
+  absl::StatusOr<MetricRecord> metric = parse_metric_body(call.request.body, "");
+  if (!metric.ok()) return error_response(metric.status());
+  if (absl::Status s = storage_.create_metric(call.product_id, *metric); !s.ok()) return error_response(s);
+  absl::StatusOr<MetricRecord> stored = storage_.find_metric(call.product_id, metric->identifier);
+  if (!stored.ok()) return error_response(stored.status());
+  return json_response(201, metric_json(*stored));
+}
+
+HttpResponse Api::get_metric(const Call& call) {
+  absl::StatusOr<MetricRecord> metric = storage_.find_metric(call.product_id, call.param);
+  if (!metric.ok()) return error_response(metric.status());
+  return json_response(200, metric_json(*metric));
+}
+
+HttpResponse Api::update_metric(const Call& call) {
+  absl::StatusOr<MetricRecord> metric = parse_metric_body(call.request.body, call.param);
+  if (!metric.ok()) return error_response(metric.status());
+  absl::StatusOr<bool> changed = storage_.update_metric(call.product_id, *metric);
+  if (!changed.ok()) return metric_error(changed.status());
+  absl::StatusOr<MetricRecord> stored = storage_.find_metric(call.product_id, call.param);
+  if (!stored.ok()) return error_response(stored.status());
+  return json_response(200, str_cat("{\"metric\":", metric_json(*stored), ",\"changed\":", *changed ? "true" : "false", "}"));
+}
+
+HttpResponse Api::delete_metric(const Call& call) {
+  if (absl::Status s = storage_.delete_metric(call.product_id, call.param); !s.ok()) return metric_error(s);
+  return json_response(200, str_cat("{\"deleted\":", json_quote(call.param), "}"));
+}
+
+HttpResponse Api::apply_billing(const Call& call) {
+  absl::StatusOr<BillingFile> file = parse_billing_file(call.request.body);
+  if (!file.ok()) return error_response(file.status());
+  // Every reference is checked before anything is written: a bad file changes nothing.
+  if (absl::Status s = check_metrics(storage_, call.product_id, file->agents, "agents", true, file->metrics); !s.ok()) {
+    return error_response(s);
+  }
+  // A locked metric the file would change is refused before anything is written too (the storage
+  // checks it again in its transaction).
+  for (std::size_t i = 0; i < file->metrics.size(); ++i) {
+    absl::StatusOr<MetricRecord> stored = storage_.find_metric(call.product_id, file->metrics[i].identifier);
+    if (absl::IsNotFound(stored.status())) continue;
+    if (!stored.ok()) return error_response(stored.status());
+    if (!stored->linked_to.empty() && stored->locked_json != file->metrics[i].locked_json) {
+      return metric_error(absl::FailedPreconditionError(
+          str_cat("metrics[", i, "]: metric \"", stored->identifier, "\" is linked to indicator ", stored->linked_to.front(),
+                  ": its aggregation, field or expression and filters are locked (create a new metric and link it instead)")));
+    }
+  }
+  std::string body = "{\"metrics\":[";
+  for (std::size_t i = 0; i < file->metrics.size(); ++i) {
+    const MetricRecord& m = file->metrics[i];
+    bool changed = true;
+    absl::Status created = storage_.create_metric(call.product_id, m);
+    if (absl::IsAlreadyExists(created)) {
+      absl::StatusOr<bool> updated = storage_.update_metric(call.product_id, m);
+      if (!updated.ok()) {
+        return metric_error(absl::Status(updated.status().code(), str_cat("metrics[", i, "]: ", updated.status().message())));
+      }
+      changed = *updated;
+    } else if (!created.ok()) {
+      return error_response(created);
+    }
+    str_append(&body, i ? "," : "", "{\"identifier\":", json_quote(m.identifier), ",\"changed\":", changed ? "true" : "false", "}");
+  }
+  body += "],\"agents\":[";
+  for (std::size_t i = 0; i < file->agents.size(); ++i) {
+    absl::StatusOr<bool> changed = storage_.put_agent(call.product_id, file->agents[i]);
+    if (!changed.ok()) return error_response(linked_metric_error(changed.status()));
+    str_append(&body, i ? "," : "", "{\"agentId\":", json_quote(file->agents[i].agent_id),
+               ",\"changed\":", *changed ? "true" : "false", "}");
+  }
+  return json_response(200, body + "]}");
+}
+
+absl::Status Api::check_agent_metrics(const std::string& product_id, const AgentRecord& agent) {
+  return check_metrics(storage_, product_id, std::span<const AgentRecord>(&agent, 1), "", false, {});
+}
+
+HttpResponse Api::customer_invoice(const Call& call) {
+  absl::StatusOr<InvoiceQuery> q = parse_invoice_query(query_of(call.request.target));
+  if (!q.ok()) return error_response(q.status());
+  absl::StatusOr<UserRecord> user = storage_.find_user(call.product_id, call.param);
+  if (!user.ok()) return error_response(absl::NotFoundError(str_cat("no customer \"", call.param, "\"")));
+
+  // The period: the range asked; else the customer's subscription period (the one containing the
+  // asked month's last instant: the one that starts in it), else the UTC calendar month.
+  std::string label;
+  billing::BillingPeriod period;
+  if (q->range) {
+    period = billing::BillingPeriod{.start_ns = q->range->from_ns, .end_ns = q->range->to_ns};
+  } else {
+    const absl::Time at =
+        q->month ? absl::FromCivil(*q->month + 1, absl::UTCTimeZone()) - absl::Nanoseconds(1) : options_.clock();
+    const Period p = user->subscription
+                         ? subscription_period(absl::FromUnixNanos(user->subscription->period_start_ns),
+                                               absl::FromUnixNanos(user->subscription->period_end_ns), at)
+                         : calendar_period(PeriodRule::kMonth, at);
+    period = billing::BillingPeriod{.start_ns = absl::ToUnixNanos(p.start), .end_ns = absl::ToUnixNanos(p.end)};
+    label = absl::FormatCivilTime(absl::ToCivilMonth(p.start, absl::UTCTimeZone()));
+    if (user->subscription) label = "";  // not a calendar month
+  }
+
+  absl::StatusOr<std::vector<MetricRecord>> metric_records = storage_.list_metrics(call.product_id);
+  if (!metric_records.ok()) return error_response(metric_records.status());
+  std::map<std::string, billing::Metric, std::less<>> metrics;
+  for (const MetricRecord& r : *metric_records) {
+    absl::StatusOr<billing::Metric> m = metric_of(r);
+    if (!m.ok()) return error_response(m.status());
+    metrics.emplace(r.identifier, *std::move(m));
+  }
+  absl::StatusOr<std::vector<AgentRecord>> agents = storage_.list_agents(call.product_id);
+  if (!agents.ok()) return error_response(agents.status());
+
+  // One engine indicator per priced agent indicator, named "agent/indicator" (distinct).
+  std::vector<billing::Indicator> indicators;
+  InvoiceView view{.customer = call.param, .period_label = label};
+  std::map<std::string, bool, std::less<>> per_minute_of;  // "agent/indicator" -> per minute
+  std::map<std::string, bool, std::less<>> unpriced;       // "agent/indicator" of indicators without a price
+  for (const AgentRecord& a : *agents) {
+    for (const IndicatorPrice& p : a.indicators) {
+      const std::string key = str_cat(a.agent_id, "/", p.indicator);
+      billing::Indicator ind{.name = key};
+      if (!p.metric.empty()) {
+        auto m = metrics.find(p.metric);
+        if (m == metrics.end()) return error_response(absl::InternalError(str_cat("metric \"", p.metric, "\" is gone")));
+        ind.metric = m->second;
+      }
+      if (!p.pricing_json.empty()) {
+        absl::StatusOr<billing::Pricing> pricing = pricing_of(p.pricing_json);
+        if (!pricing.ok()) return error_response(pricing.status());
+        ind.pricing = *std::move(pricing);
+      } else if (p.per_minute) {
+        // Per-minute sessions at the base rate (custom per-model rates need the session's models:
+        // the profit report's stored revenue applies them; docs/billing.md, "Limits").
+        if (!p.price_nanos) {
+          unpriced[key] = true;
+          continue;
+        }
+        ind.per_minute = billing::PerMinutePricing{.base_usd_per_minute = billing::Decimal::from_nanos(*p.price_nanos)};
+        per_minute_of[key] = true;
+      } else if (p.price_nanos) {
+        ind.pricing = billing::Pricing{.model = billing::PricingModel::kFlat,
+                                       .unit = p.metric.empty() ? "event" : "unit",
+                                       .unit_price = billing::Decimal::from_nanos(*p.price_nanos)};
+      } else {
+        unpriced[key] = true;
+        continue;
+      }
+      indicators.push_back(std::move(ind));
+      view.agents.push_back(a.agent_id);
+      view.indicators.push_back(p.indicator);
+      view.metric_ids.push_back(p.metric);
+    }
+  }
+  absl::StatusOr<billing::InvoiceBuilder> builder = billing::InvoiceBuilder::create(indicators, period);
+  if (!builder.ok()) return error_response(absl::InternalError(builder.status().message()));
+
+  simdjson::dom::parser parser;
+  std::vector<std::pair<std::string, std::string>> owned;
+  std::vector<billing::MetaTag> tags;
+  std::string key, minutes;
+  absl::Status scanned = storage_.scan_billing_events(
+      call.product_id, call.param, TimeRange{.from_ns = period.start_ns, .to_ns = period.end_ns},
+      [&](const BillingEventRow& row) -> absl::Status {
+        key = str_cat(row.agent_id, "/", row.indicator);
+        if (unpriced.contains(key)) {
+          ++view.unpriced_events;
+          return absl::OkStatus();
+        }
+        read_tags(parser, row.meta_tags_json, owned, tags);
+        if (per_minute_of.contains(key)) {
+          // The session's minutes, exact to 18 places, as the engine's duration tag.
+          absl::StatusOr<billing::Decimal> m = billing::Decimal::div(
+              billing::Decimal::from_int(row.duration_us), billing::Decimal::from_int(60'000'000), 18,
+              billing::RoundingMode::kRound);
+          if (!m.ok()) return m.status();
+          minutes = m->to_string();
+          tags.push_back(billing::MetaTag{"duration_minutes", minutes});
+        }
+        builder->add(key, billing::BillingEvent{.id = row.id,
+                                                .ts_ns = row.ts_ns,
+                                                .arrival = static_cast<std::uint64_t>(row.received_ns),
+                                                .tags = tags});
+        return absl::OkStatus();
+      });
+  if (!scanned.ok()) return error_response(scanned);
+  absl::StatusOr<billing::Invoice> invoice = builder->preview();
+  if (!invoice.ok()) return error_response(invoice.status());
+  view.invoice = &*invoice;
+  return json_response(200, invoice_json(view));
+}
+
+}  // namespace paygent::server

@@ -1,0 +1,224 @@
+// SqlStorage's billable metrics (see server/sql_storage.h and docs/billing.md): the
+// billable_metrics table (a metric's definition as canonical JSON, and the part of it that is
+// locked once an indicator links it), the links in indicator_billing (written by put_agent,
+// sql_agents.cpp), and the paged read of a customer's billing events that an invoice feeds into
+// billing::InvoiceBuilder.
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "meter/internal/str_cat.h"
+#include "server/sql_storage.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::str_cat;
+
+// Billing events read per query of scan_billing_events(): bounds the memory of one page.
+constexpr int kScanPage = 1000;
+
+std::string hex_of(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (char c : bytes) {
+    const auto b = static_cast<unsigned char>(c);
+    out.push_back(kDigits[b >> 4]);
+    out.push_back(kDigits[b & 15]);
+  }
+  return out;
+}
+
+absl::Status linked_error(std::string_view identifier, const std::vector<std::string>& links, std::string_view what) {
+  return absl::FailedPreconditionError(str_cat("metric \"", identifier, "\" is linked to indicator ", links.front(),
+                                               links.size() > 1 ? str_cat(" (and ", links.size() - 1, " more)") : "",
+                                               ": ", what));
+}
+
+// Creates the metric's row, or replaces its name, description and definition (its created_ns
+// stays), in the caller's transaction.
+absl::Status write_metric(SqlConnection& connection, std::int64_t product, const MetricRecord& metric) {
+  absl::StatusOr<Query> upsert = prepare(
+      connection,
+      "INSERT INTO billable_metrics(product, identifier, name, description, definition, locked, created_ns, "
+      "updated_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT(product, identifier) DO UPDATE SET "
+      "name = excluded.name, description = excluded.description, definition = excluded.definition, "
+      "locked = excluded.locked, updated_ns = excluded.updated_ns");
+  if (!upsert.ok()) return upsert.status();
+  upsert->bind(1, product)
+      .bind(2, metric.identifier)
+      .bind(3, metric.name)
+      .bind(4, metric.description)
+      .bind(5, metric.definition_json)
+      .bind(6, metric.locked_json)
+      .bind(7, absl::ToUnixNanos(absl::Now()));
+  return upsert->run("write metric");
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> SqlStorage::metric_links(SqlConnection& connection, std::int64_t product,
+                                                                  std::string_view identifier) {
+  absl::StatusOr<Query> select =
+      prepare(connection, "SELECT agent_id, indicator FROM indicator_billing WHERE product = ?1 AND metric = ?2");
+  if (!select.ok()) return select.status();
+  select->bind(1, product).bind(2, identifier);
+  std::vector<std::string> links;
+  for (;;) {
+    absl::StatusOr<bool> row = select->step("read metric links");
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    links.push_back(str_cat(select->text_view(0), "/", select->text_view(1)));
+  }
+  std::sort(links.begin(), links.end());  // bytewise on both databases
+  return links;
+}
+
+absl::StatusOr<std::optional<MetricRecord>> SqlStorage::read_metric(SqlConnection& connection, std::int64_t product,
+                                                                    std::string_view identifier) {
+  absl::StatusOr<Query> select = prepare(
+      connection,
+      "SELECT name, description, definition, locked, created_ns FROM billable_metrics WHERE product = ?1 AND "
+      "identifier = ?2");
+  if (!select.ok()) return select.status();
+  select->bind(1, product).bind(2, identifier);
+  absl::StatusOr<bool> row = select->step("read metric");
+  if (!row.ok()) return row.status();
+  if (!*row) return std::optional<MetricRecord>();
+  MetricRecord m{.identifier = std::string(identifier),
+                 .name = select->text(0),
+                 .description = select->text(1),
+                 .definition_json = select->text(2),
+                 .locked_json = select->text(3),
+                 .created_ns = select->int64(4)};
+  absl::StatusOr<std::vector<std::string>> links = metric_links(connection, product, identifier);
+  if (!links.ok()) return links.status();
+  m.linked_to = *std::move(links);
+  return std::optional<MetricRecord>(std::move(m));
+}
+
+absl::Status SqlStorage::create_metric(std::string_view product_id, const MetricRecord& metric) {
+  return transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    absl::StatusOr<std::optional<MetricRecord>> stored = read_metric(connection, *product, metric.identifier);
+    if (!stored.ok()) return stored.status();
+    if (stored->has_value()) {
+      return absl::AlreadyExistsError(str_cat("identifier: a metric \"", metric.identifier, "\" exists already"));
+    }
+    return write_metric(connection, *product, metric);
+  });
+}
+
+absl::StatusOr<bool> SqlStorage::update_metric(std::string_view product_id, const MetricRecord& metric) {
+  bool changed = false;
+  absl::Status status = transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
+    changed = false;
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    absl::StatusOr<std::optional<MetricRecord>> stored = read_metric(connection, *product, metric.identifier);
+    if (!stored.ok()) return stored.status();
+    if (!stored->has_value()) return absl::NotFoundError(str_cat("no billable metric \"", metric.identifier, "\""));
+    const MetricRecord& old = **stored;
+    if (old.name == metric.name && old.description == metric.description &&
+        old.definition_json == metric.definition_json) {
+      return absl::OkStatus();
+    }
+    if (old.locked_json != metric.locked_json && !old.linked_to.empty()) {
+      return linked_error(metric.identifier, old.linked_to,
+                          "its aggregation, field or expression and filters are locked (create a new metric and "
+                          "link it instead)");
+    }
+    changed = true;
+    return write_metric(connection, *product, metric);
+  });
+  if (!status.ok()) return status;
+  return changed;
+}
+
+absl::StatusOr<std::vector<MetricRecord>> SqlStorage::list_metrics(std::string_view product_id) {
+  return list_records<MetricRecord>(product_id, "SELECT identifier FROM billable_metrics WHERE product = ?1",
+                                    "list metrics", &read_metric);
+}
+
+absl::StatusOr<MetricRecord> SqlStorage::find_metric(std::string_view product_id, std::string_view identifier) {
+  return find_record<MetricRecord>(product_id, identifier, str_cat("no billable metric \"", identifier, "\""),
+                                   &read_metric);
+}
+
+absl::Status SqlStorage::delete_metric(std::string_view product_id, std::string_view identifier) {
+  return transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    absl::StatusOr<std::vector<std::string>> links = metric_links(connection, *product, identifier);
+    if (!links.ok()) return links.status();
+    if (!links->empty()) return linked_error(identifier, *links, "a linked metric cannot be deleted");
+    absl::StatusOr<Query> erase = prepare(connection, "DELETE FROM billable_metrics WHERE product = ?1 AND identifier = ?2");
+    if (!erase.ok()) return erase.status();
+    erase->bind(1, *product).bind(2, identifier);
+    if (absl::Status s = erase->run("delete metric"); !s.ok()) return s;
+    if (erase->changes() == 0) return absl::NotFoundError(str_cat("no billable metric \"", identifier, "\""));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status SqlStorage::scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,
+                                             absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
+  // Keyset pages over the (product, user_id, ts_ns) index: each page starts after the last
+  // (ts_ns, id) given to `fn`, so a page costs the same however far into the period it is, and a
+  // transaction the database aborted and retried resumes after what `fn` already has (no event
+  // is given twice).
+  std::int64_t after_ts = range.from_ns;
+  std::string after_id;
+  bool first = true;
+  return transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    for (;;) {
+      absl::StatusOr<Query> select = prepare(
+          connection,
+          str_cat("SELECT b.id, b.agent_id, b.indicator, b.ts_ns, b.duration_us, e.meta_tags, e.received_ns "
+                  "FROM billing_events b JOIN events e ON e.product = b.product AND e.id = b.id "
+                  "WHERE b.product = ?1 AND b.user_id = ?2 AND b.ts_ns < ?4 AND ",
+                  first ? "b.ts_ns >= ?3 " : "(b.ts_ns > ?3 OR (b.ts_ns = ?3 AND b.id > ?5)) ",
+                  "ORDER BY b.ts_ns, b.id LIMIT ", kScanPage));
+      if (!select.ok()) return select.status();
+      select->bind(1, **product).bind(2, customer_id).bind(3, after_ts).bind(4, range.to_ns);
+      const std::string after_copy = after_id;  // bound bytes must outlive the query's steps
+      if (!first) {
+        select->bind_blob(5, std::span<const unsigned char>(reinterpret_cast<const unsigned char*>(after_copy.data()),
+                                                            after_copy.size()));
+      }
+      int rows = 0;
+      for (;;) {
+        absl::StatusOr<bool> row = select->step("read billing events");
+        if (!row.ok()) return row.status();
+        if (!*row) break;
+        ++rows;
+        std::string id = select->blob(0);
+        const BillingEventRow event{.id = hex_of(id),
+                                    .agent_id = select->text(1),
+                                    .indicator = select->text(2),
+                                    .ts_ns = select->int64(3),
+                                    .received_ns = select->int64(6),
+                                    .duration_us = select->int64(4),
+                                    .meta_tags_json = select->text(5)};
+        if (absl::Status s = fn(event); !s.ok()) return s;
+        after_ts = event.ts_ns;
+        after_id = std::move(id);
+        first = false;
+      }
+      if (rows < kScanPage) return absl::OkStatus();
+    }
+  });
+}
+
+}  // namespace paygent::server
