@@ -27,8 +27,9 @@ using ::paygent::internal::str_cat;
 // table (sync/event_record.h); opening a version 1 database adds the missing ones. 3: the leases
 // table (docs/leases.md), created when missing. 4: the tracking API's customers, voice_sessions and
 // idempotency_keys tables and the agents, agent_indicators, indicator_rates and billing_events
-// tables of revenue (docs/tracking.md), created when missing.
-constexpr int kSchemaVersion = 4;
+// tables of revenue (docs/tracking.md), created when missing. 5: the webhooks' tables
+// (webhook_endpoints, webhook_alerts, webhook_deliveries; docs/webhooks.md), created when missing.
+constexpr int kSchemaVersion = 5;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
 // so that each of its reads is one query joined to this table rather than a few queries per user.
