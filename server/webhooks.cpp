@@ -277,8 +277,9 @@ void WebhookSender::stop() {
 
 void WebhookSender::run_worker(std::uint64_t seed) {
   std::mt19937_64 rng(seed);
-  // A claimed delivery stays out of others' reach for the attempt and a margin to record it.
-  const absl::Duration lease = options_.timeout + absl::Seconds(30);
+  // A claimed delivery stays out of others' reach for the attempt and a margin to record it; a
+  // sender killed while holding it leaves it due again that much later.
+  const absl::Duration lease = 2 * options_.timeout + absl::Seconds(5);
   for (;;) {
     std::uint64_t wakes_seen = 0;
     {
@@ -303,8 +304,10 @@ void WebhookSender::run_worker(std::uint64_t seed) {
 void WebhookSender::attempt(const WebhookDelivery& delivery, std::uint64_t random) {
   WebhookAttempt outcome;
   absl::StatusOr<WebhookUrl> url = parse_webhook_url(delivery.url);
-  absl::StatusOr<int> status = url.status();
-  if (url.ok()) {
+  absl::StatusOr<int> status = absl::InvalidArgumentError("not sent");
+  if (!url.ok()) {
+    status = url.status();
+  } else {
     WebhookPost post{.url = *std::move(url), .headers = {}, .body = delivery.body};
     post.headers = {{"Content-Type", "application/json"},
                     {"User-Agent", "paygentd-webhooks/1"},

@@ -120,7 +120,7 @@ struct WebhookSenderOptions {
 };
 
 // Posts the outbox's deliveries: `workers` threads, each claiming one due delivery at a time
-// (Storage::claim_webhook_deliveries, leased for timeout + a margin), posting it signed, and
+// (Storage::claim_webhook_deliveries, leased for 2 * timeout + 5 s), posting it signed, and
 // recording the outcome (delivered on 2xx; else retried after backoff_delay(), failed after
 // max_attempts). At least once: a delivery whose outcome was not recorded (a crash) is due again
 // when its lease ends, with the same delivery id and body.
