@@ -197,6 +197,20 @@ absl::StatusOr<std::vector<WebhookDelivery>> SqlStorage::claim_webhook_deliverie
                                                                                   std::int64_t lease_until_ns,
                                                                                   std::size_t max) {
   std::vector<WebhookDelivery> out;
+  // A read first: an idle sender's polls take no writer lock from ingest.
+  bool any_due = false;
+  absl::Status read = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<Query> due = prepare(
+        connection, "SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_ns <= ?1 LIMIT 1");
+    if (!due.ok()) return due.status();
+    due->bind(1, now);
+    absl::StatusOr<bool> row = due->step("find a due delivery");
+    if (!row.ok()) return row.status();
+    any_due = *row;
+    return absl::OkStatus();
+  });
+  if (!read.ok()) return read;
+  if (!any_due) return out;
   absl::Status status = transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
     out.clear();
     std::vector<std::int64_t> due_at;
