@@ -28,6 +28,7 @@
 #include <simdjson.h>
 
 #include "tests/server/fixture.h"
+#include "tests/server/storage_backends.h"
 #include "tests/support/paygentd_process.h"
 
 namespace paygent::server::test {
@@ -203,16 +204,18 @@ std::string header_of(const Received& r, const std::string& name) {
 
 struct Daemon {
   TempDir dir{"paygentd-webhooks"};
+  std::vector<std::string> database;  // {"--database", URI} for PostgreSQL; empty: SQLite in `dir`
   std::unique_ptr<PaygentdProcess> process;
   std::unique_ptr<HttpClient> http;
   std::string key;
 
   void start() {
+    std::vector<std::string> args = {"--listen",           "127.0.0.1:0", "--webhook-timeout-ms", "300",
+                                     "--webhook-backoff-ms", "20",        "--webhook-poll-ms",    "20",
+                                     "--webhook-workers",    "2",         "--webhook-max-attempts", "8"};
+    args.insert(args.end(), database.begin(), database.end());
     process = PaygentdProcess::start(
-        {.data_dir = dir.path() + "/data",
-         .admin_token = kAdmin,
-         .extra_args = {"--listen", "127.0.0.1:0", "--webhook-timeout-ms", "300", "--webhook-backoff-ms", "20",
-                        "--webhook-poll-ms", "20", "--webhook-workers", "2", "--webhook-max-attempts", "8"}});
+        {.data_dir = database.empty() ? dir.path() + "/data" : std::string(), .admin_token = kAdmin, .extra_args = args});
     http = std::make_unique<HttpClient>(process->port());
   }
   HttpClient::Reply call(std::string_view method, std::string_view target, std::string_view body = {}) {
@@ -329,10 +332,13 @@ TEST_CASE("server.paygentd_webhooks_delivered_through_failures") {
   CHECK(d.process->terminate() == 0);  // SIGTERM: a clean stop
 }
 
-TEST_CASE("server.paygentd_webhooks_survive_kill_9") {
+// Alerts raised while the receiver is down, then paygentd killed (kill -9): delivered after the
+// restart, each once at least, signed.
+void survive_kill_9(const std::vector<std::string>& database) {
   std::atomic<bool> up{false};
   Receiver receiver([&up](int) { return up ? Answer::kOk : Answer::kUnavailable503; });
   Daemon d;
+  d.database = database;
   d.start();
   const std::string secret = d.set_up(receiver.url());
   constexpr int kUsers = 5;
@@ -353,6 +359,16 @@ TEST_CASE("server.paygentd_webhooks_survive_kill_9") {
   CHECK(delivered.size() == kUsers + 1);
   for (const auto& [id, row] : before) CHECK(delivered.count(id) == 1);
   CHECK(d.process->terminate() == 0);
+}
+
+TEST_CASE("server.paygentd_webhooks_survive_kill_9") { survive_kill_9({}); }
+
+TEST_CASE("server.paygentd_webhooks_survive_kill_9_on_postgresql") {
+  const std::unique_ptr<StorageBackend> backend = postgres_backend_or_skip();
+  if (backend == nullptr) return;
+#ifdef PAYGENT_WITH_POSTGRES
+  survive_kill_9({"--database", static_cast<PostgresBackend&>(*backend).new_database()});
+#endif
 }
 
 }  // namespace
