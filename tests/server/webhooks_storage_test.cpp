@@ -3,6 +3,7 @@
 // claims and attempts, the delivery log, a refused batch's alert and the forecast.
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -11,6 +12,7 @@
 #include <simdjson.h>
 
 #include "server/api.h"
+#include "server/api_key.h"
 #include "server/metrics.h"
 #include "server/webhooks.h"
 #include "tests/server/fixture.h"
@@ -155,6 +157,39 @@ TEST_CASE("server.webhooks_outbox_written_by_ingest_once_per_alert") {
     CHECK(d[0].type == "soft_gate");
     CHECK(contains(d[0].body, "\"threshold_ppm\":800000"));
     CHECK(contains(d[0].body, "\"spend_nanos\":600000005"));
+  });
+}
+
+// The outbox is written in the batch's transaction: when the alerts cannot be written (here
+// alerts_of throws), nothing of the batch is stored either; once they can, both are.
+TEST_CASE("server.webhooks_alerts_and_their_batch_commit_together") {
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    f.create(R"({"url":"http://127.0.0.1:9/x","events":["hard_gate"]})");
+    const absl::StatusOr<std::string> product = f.storage->find_product_by_key(sha256_hex(f.key));
+    REQUIRE(product.ok());
+    const absl::StatusOr<PlanConfig> config = parse_plan_config(kPlans);
+    REQUIRE(config.ok());
+    const std::vector<EventRecord> batch = {record(event_id(9, 5), "u9", "gpt-4o", "s", 2'000'000'000, ns_at(2026, 11, 17, 10))};
+    auto period_of = [](const UserRecord&) { return TimeRange{.from_ns = ns_at(2026, 11, 1), .to_ns = ns_at(2026, 12, 1)}; };
+    auto failing = [](std::span<const UserUsage>, std::uint32_t) -> std::vector<WebhookAlert> {
+      throw std::runtime_error("the alerts cannot be written");
+    };
+    CHECK_THROWS(static_cast<void>(f.storage->ingest_with_alerts(*product, batch, period_of, {}, failing)));
+    const ReportQuery all{.from_ns = 0, .to_ns = ns_at(2027, 1, 1), .group_by = ReportGroup::kUser};
+    CHECK(f.storage->report(*product, all)->empty());
+    CHECK(f.claim_all().empty());
+    const std::int64_t now = absl::ToUnixNanos(test_now());
+    auto alerts = [&](std::span<const UserUsage> usage, std::uint32_t wanted) {
+      return batch_alerts(*product, &*config, usage, {}, wanted, now, absl::Hours(1));
+    };
+    const absl::StatusOr<IngestResult> stored = f.storage->ingest_with_alerts(*product, batch, period_of, {}, alerts);
+    REQUIRE_MESSAGE(stored.ok(), stored.status().ToString());
+    CHECK(stored->accepted == 1);
+    CHECK(f.storage->report(*product, all)->size() == 1);
+    const std::vector<WebhookDelivery> d = f.claim_all();
+    REQUIRE(d.size() == 1);
+    CHECK(d[0].type == "hard_gate");
   });
 }
 
