@@ -104,8 +104,8 @@ class SqlStorage : public Storage {
   absl::StatusOr<std::vector<WebhookEndpoint>> list_webhooks(std::string_view product_id) final;
   absl::Status delete_webhook(std::string_view product_id, std::string_view endpoint_id) final;
   absl::StatusOr<std::vector<WebhookDelivery>> claim_webhook_deliveries(std::int64_t now_ns,
-                                                                        std::int64_t lease_until_ns,
-                                                                        std::size_t max) final;
+                                                                        std::int64_t lease_until_ns, std::size_t max,
+                                                                        std::span<const std::int64_t> busy) final;
   absl::Status record_webhook_attempt(std::int64_t key, const WebhookAttempt& attempt) final;
   absl::StatusOr<std::vector<WebhookDeliveryLog>> webhook_deliveries(std::string_view product_id,
                                                                      std::string_view endpoint_id,

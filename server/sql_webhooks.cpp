@@ -3,6 +3,7 @@
 // outbox of deliveries, one per alert and endpoint, written in the transaction of the ingest (or
 // of enqueue_alert()) that raised the alert. A sender (server/webhooks.h) claims due deliveries,
 // posts them and records each attempt here.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries(
   UNIQUE(product, delivery_id))${TABLE};
 CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(status, next_attempt_ns);
 CREATE INDEX IF NOT EXISTS webhook_deliveries_by_endpoint ON webhook_deliveries(product, endpoint_id, pk);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due_by_product ON webhook_deliveries(product, status, next_attempt_ns);
 )sql";
 
 }  // namespace
@@ -195,7 +197,8 @@ absl::Status SqlStorage::delete_webhook(std::string_view product_id, std::string
 
 absl::StatusOr<std::vector<WebhookDelivery>> SqlStorage::claim_webhook_deliveries(std::int64_t now,
                                                                                   std::int64_t lease_until_ns,
-                                                                                  std::size_t max) {
+                                                                                  std::size_t max,
+                                                                                  std::span<const std::int64_t> busy) {
   std::vector<WebhookDelivery> out;
   // A read first: an idle sender's polls take no writer lock from ingest.
   bool any_due = false;
@@ -210,46 +213,65 @@ absl::StatusOr<std::vector<WebhookDelivery>> SqlStorage::claim_webhook_deliverie
     return absl::OkStatus();
   });
   if (!read.ok()) return read;
-  if (!any_due) return out;
+  if (!any_due || max == 0) return out;
   absl::Status status = transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
     out.clear();
-    std::vector<std::int64_t> due_at;
+    // The products with due deliveries, the one waiting longest first; enough of them that those
+    // left once the busy ones are skipped still fill `max`.
+    std::vector<std::int64_t> products;
     {
-      absl::StatusOr<Query> select = prepare(
-          connection,
-          str_cat("SELECT d.pk, d.delivery_id, d.type, e.url, e.secret, d.body, d.attempts, d.next_attempt_ns "
-                  "FROM webhook_deliveries d JOIN webhook_endpoints e ON e.product = d.product AND "
-                  "e.endpoint_id = d.endpoint_id WHERE d.status = 'pending' AND d.next_attempt_ns <= ?1 "
-                  "ORDER BY d.next_attempt_ns, d.pk LIMIT ?2"));
-      if (!select.ok()) return select.status();
-      select->bind(1, now).bind(2, static_cast<std::int64_t>(max));
+      absl::StatusOr<Query> heads = prepare(connection,
+                                            "SELECT product, MIN(next_attempt_ns) AS due FROM webhook_deliveries "
+                                            "WHERE status = 'pending' AND next_attempt_ns <= ?1 GROUP BY product "
+                                            "ORDER BY due, product LIMIT ?2");
+      if (!heads.ok()) return heads.status();
+      heads->bind(1, now).bind(2, static_cast<std::int64_t>(max + busy.size()));
       for (;;) {
-        absl::StatusOr<bool> row = select->step("find due deliveries");
+        absl::StatusOr<bool> row = heads->step("find products with due deliveries");
         if (!row.ok()) return row.status();
         if (!*row) break;
-        out.push_back(WebhookDelivery{.key = select->int64(0),
-                                      .delivery_id = select->text(1),
-                                      .type = select->text(2),
-                                      .url = select->text(3),
-                                      .secret = select->text(4),
-                                      .body = select->text(5),
-                                      .attempts = select->int64(6)});
-        due_at.push_back(select->int64(7));
+        const std::int64_t product = heads->int64(0);
+        if (std::find(busy.begin(), busy.end(), product) == busy.end() && products.size() < max) {
+          products.push_back(product);
+        }
       }
     }
-    // Claimed only if no other sender moved it since it was read (another replica on PostgreSQL).
+    // Each product's earliest due delivery, claimed only if no other sender moved it since it was
+    // read (another replica on PostgreSQL).
+    absl::StatusOr<Query> select = prepare(
+        connection,
+        "SELECT d.pk, d.delivery_id, d.type, e.url, e.secret, d.body, d.attempts, d.next_attempt_ns "
+        "FROM webhook_deliveries d JOIN webhook_endpoints e ON e.product = d.product AND "
+        "e.endpoint_id = d.endpoint_id WHERE d.product = ?1 AND d.status = 'pending' AND d.next_attempt_ns <= ?2 "
+        "ORDER BY d.next_attempt_ns, d.pk LIMIT 1");
+    if (!select.ok()) return select.status();
     absl::StatusOr<Query> claim = prepare(connection,
                                           "UPDATE webhook_deliveries SET next_attempt_ns = ?2 WHERE pk = ?1 AND "
                                           "status = 'pending' AND next_attempt_ns = ?3");
     if (!claim.ok()) return claim.status();
-    std::vector<WebhookDelivery> claimed;
-    for (std::size_t i = 0; i < out.size(); ++i) {
-      claim->bind(1, out[i].key).bind(2, lease_until_ns).bind(3, due_at[i]);
+    for (const std::int64_t product : products) {
+      select->bind(1, product).bind(2, now);
+      absl::StatusOr<bool> row = select->step("find a due delivery");
+      if (!row.ok()) return row.status();
+      if (!*row) {
+        select->reset();
+        continue;
+      }
+      WebhookDelivery d{.key = select->int64(0),
+                        .product = product,
+                        .delivery_id = select->text(1),
+                        .type = select->text(2),
+                        .url = select->text(3),
+                        .secret = select->text(4),
+                        .body = select->text(5),
+                        .attempts = select->int64(6)};
+      const std::int64_t due_at = select->int64(7);
+      select->reset();
+      claim->bind(1, d.key).bind(2, lease_until_ns).bind(3, due_at);
       if (absl::Status s = claim->run("claim delivery"); !s.ok()) return s;
-      if (claim->changes() == 1) claimed.push_back(std::move(out[i]));
+      if (claim->changes() == 1) out.push_back(std::move(d));
       claim->reset();
     }
-    out = std::move(claimed);
     return absl::OkStatus();
   });
   if (!status.ok()) return status;

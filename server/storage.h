@@ -240,7 +240,8 @@ using AlertsOf = absl::FunctionRef<std::vector<WebhookAlert>(std::span<const Use
 
 // A delivery handed to a sender by claim_webhook_deliveries().
 struct WebhookDelivery {
-  std::int64_t key = 0;  // the row's key, for record_webhook_attempt()
+  std::int64_t key = 0;      // the row's key, for record_webhook_attempt()
+  std::int64_t product = 0;  // the product's storage key (opaque): what claims are spread over
   std::string delivery_id;
   std::string type;  // the alert type's name
   std::string url;
@@ -472,13 +473,16 @@ class Storage {
     static_cast<void>(product_id), static_cast<void>(endpoint_id);
     return absl::UnimplementedError("this storage has no webhooks");
   }
-  // Of every product, at most `max` pending deliveries due at `now_ns` (earliest due first), each
-  // made not due again until `lease_until_ns` so that no other sender (thread or replica) takes
-  // it meanwhile. A sender that dies holding one leaves it due again at lease_until_ns.
+  // At most `max` pending deliveries due at `now_ns`, at most one per product and none of the
+  // products in `busy` (WebhookDelivery::product keys), the products whose earliest due delivery
+  // is earliest first (so a product with a backlog does not hold back the others), each made not
+  // due again until `lease_until_ns` so that no other sender (thread or replica) takes it
+  // meanwhile. A sender that dies holding one leaves it due again at lease_until_ns.
   virtual absl::StatusOr<std::vector<WebhookDelivery>> claim_webhook_deliveries(std::int64_t now_ns,
                                                                                 std::int64_t lease_until_ns,
-                                                                                std::size_t max) {
-    static_cast<void>(now_ns), static_cast<void>(lease_until_ns), static_cast<void>(max);
+                                                                                std::size_t max,
+                                                                                std::span<const std::int64_t> busy) {
+    static_cast<void>(now_ns), static_cast<void>(lease_until_ns), static_cast<void>(max), static_cast<void>(busy);
     return absl::UnimplementedError("this storage has no webhooks");
   }
   // Records an attempt of the claimed delivery `key`: delivered, due again at

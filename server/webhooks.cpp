@@ -287,11 +287,27 @@ void WebhookSender::run_worker(std::uint64_t seed) {
       if (stopping_) return;
       wakes_seen = wakes_;
     }
-    const absl::Time now = absl::Now();
-    absl::StatusOr<std::vector<WebhookDelivery>> claimed =
-        storage_.claim_webhook_deliveries(absl::ToUnixNanos(now), absl::ToUnixNanos(now + lease), 1);
+    absl::StatusOr<std::vector<WebhookDelivery>> claimed;
+    {
+      // One claim at a time in this process, so that no two workers post for one product at once:
+      // a tenant with a slow or dead receiver holds one worker, never all of them.
+      absl::MutexLock claim_lock(&claim_mu_);
+      std::vector<std::int64_t> busy;
+      {
+        absl::MutexLock lock(&mu_);
+        busy = busy_;
+      }
+      const absl::Time now = absl::Now();
+      claimed = storage_.claim_webhook_deliveries(absl::ToUnixNanos(now), absl::ToUnixNanos(now + lease), 1, busy);
+      if (claimed.ok() && !claimed->empty()) {
+        absl::MutexLock lock(&mu_);
+        busy_.push_back(claimed->front().product);
+      }
+    }
     if (claimed.ok() && !claimed->empty()) {
       attempt(claimed->front(), rng());
+      absl::MutexLock lock(&mu_);
+      busy_.erase(std::find(busy_.begin(), busy_.end(), claimed->front().product));
       continue;
     }
     // Nothing due (or the store is busy): wait for a wake-up, a stop or the next poll.

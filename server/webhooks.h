@@ -120,7 +120,8 @@ struct WebhookSenderOptions {
 };
 
 // Posts the outbox's deliveries: `workers` threads, each claiming one due delivery at a time
-// (Storage::claim_webhook_deliveries, leased for 2 * timeout + 5 s), posting it signed, and
+// (Storage::claim_webhook_deliveries, leased for 2 * timeout + 5 s; at most one in flight per
+// product, so one tenant's slow receiver cannot take every worker), posting it signed, and
 // recording the outcome (delivered on 2xx; else retried after backoff_delay(), failed after
 // max_attempts). At least once: a delivery whose outcome was not recorded (a crash) is due again
 // when its lease ends, with the same delivery id and body.
@@ -154,8 +155,11 @@ class WebhookSender {
   Storage& storage_;
   const WebhookPoster poster_;
   const WebhookSenderOptions options_;
+  absl::Mutex claim_mu_;  // held across a claim, never while posting; taken before mu_
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // The products (WebhookDelivery::product) a worker is posting for: at most one each at a time.
+  std::vector<std::int64_t> busy_ ABSL_GUARDED_BY(mu_);
   std::uint64_t wakes_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::thread> workers_;
   std::atomic<std::int64_t> attempts_{0};

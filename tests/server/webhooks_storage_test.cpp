@@ -59,11 +59,17 @@ struct WebhooksFixture {
     return call("POST", "/api/v1/events:batch",
                 batch_json({TestEvent{.id = event_id(n, 31), .user_id = std::move(user), .cost_nanos = cost}}));
   }
+  // Every delivery due now, each claimed for a day: one per product and claim, so claims until none.
   std::vector<WebhookDelivery> claim_all() {
-    absl::StatusOr<std::vector<WebhookDelivery>> d =
-        storage->claim_webhook_deliveries(absl::ToUnixNanos(absl::Now()), absl::ToUnixNanos(absl::Now()) + kDayNs, 100);
-    REQUIRE_MESSAGE(d.ok(), d.status().ToString());
-    return *std::move(d);
+    std::vector<WebhookDelivery> out;
+    for (;;) {
+      absl::StatusOr<std::vector<WebhookDelivery>> d = storage->claim_webhook_deliveries(
+          absl::ToUnixNanos(absl::Now()), absl::ToUnixNanos(absl::Now()) + kDayNs, 100, {});
+      REQUIRE_MESSAGE(d.ok(), d.status().ToString());
+      REQUIRE(d->size() <= 1);
+      if (d->empty()) return out;
+      out.push_back(std::move(d->front()));
+    }
   }
 
   std::unique_ptr<Storage> storage;
@@ -216,7 +222,7 @@ TEST_CASE("server.webhooks_attempts_and_delivery_log") {
     CHECK(contains(log.body, R"("status":"pending","attempts":1)"));
     CHECK(contains(log.body, R"("last_http_status":500,"last_error":"HTTP 500")"));
     absl::StatusOr<std::vector<WebhookDelivery>> later =
-        f.storage->claim_webhook_deliveries(now + 10 * kDayNs, now + 11 * kDayNs, 10);
+        f.storage->claim_webhook_deliveries(now + 10 * kDayNs, now + 11 * kDayNs, 10, {});
     REQUIRE(later.ok());
     REQUIRE(later->size() == 1);
     CHECK(later->front().attempts == 1);
@@ -232,7 +238,39 @@ TEST_CASE("server.webhooks_attempts_and_delivery_log") {
     CHECK(contains(log.body, R"("next_attempt_ns":0)"));
     // Deleting the endpoint drops its deliveries.
     REQUIRE(f.call("DELETE", "/api/v1/webhooks/" + id).status == 200);
-    CHECK(f.storage->claim_webhook_deliveries(now + 20 * kDayNs, now + 21 * kDayNs, 10)->empty());
+    CHECK(f.storage->claim_webhook_deliveries(now + 20 * kDayNs, now + 21 * kDayNs, 10, {})->empty());
+  });
+}
+
+// A product with a backlog does not hold back another's deliveries; a busy product gets none.
+TEST_CASE("server.webhooks_claims_spread_over_products") {
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    f.create(R"({"url":"http://127.0.0.1:9/a","events":["hard_gate"]})");
+    for (std::uint64_t i = 0; i < 5; ++i) REQUIRE(f.spend(i, "u" + std::to_string(i), 1'000'000'000).status == 200);
+    // A second product, whose one alert is raised last.
+    HttpResponse r = f.call("POST", "/api/v1/products", R"({"name":"other"})", kAdminToken);
+    REQUIRE(r.status == 201);
+    const std::string first_key = f.key;
+    f.key = paygent::testing::json_string_member(r.body, "api_key");
+    REQUIRE(f.call("POST", "/api/v1/config/plans", kPlans).status == 200);
+    f.create(R"({"url":"http://127.0.0.1:9/b","events":["hard_gate"]})");
+    REQUIRE(f.spend(100, "v", 1'000'000'000).status == 200);
+    const std::int64_t now = absl::ToUnixNanos(absl::Now());
+    absl::StatusOr<std::vector<WebhookDelivery>> d = f.storage->claim_webhook_deliveries(now, now + kDayNs, 10, {});
+    REQUIRE(d.ok());
+    REQUIRE(d->size() == 2);  // one of each product
+    CHECK(d->at(0).product != d->at(1).product);
+    // With the first product busy, only the second's are offered (it has none left due now).
+    const std::int64_t busy[] = {d->at(0).product, d->at(1).product};
+    d = f.storage->claim_webhook_deliveries(now, now + kDayNs, 10, std::span<const std::int64_t>(busy, 1));
+    REQUIRE(d.ok());
+    CHECK(d->empty());
+    d = f.storage->claim_webhook_deliveries(now, now + kDayNs, 10, std::span<const std::int64_t>(busy + 1, 1));
+    REQUIRE(d.ok());
+    REQUIRE(d->size() == 1);
+    CHECK(d->at(0).product == busy[0]);
+    f.key = first_key;
   });
 }
 
