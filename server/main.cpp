@@ -248,7 +248,8 @@ int main(int argc, char** argv) {
                                             .base_backoff = config.webhook_backoff,
                                             .max_attempts = config.webhook_max_attempts,
                                             .poll_interval = config.webhook_poll,
-                                        });
+                                        },
+                                        &metrics);
   paygent::server::Api api(*storage, metrics,
                            paygent::server::ApiOptions{.admin_token = config.admin_token,
                                                        .max_body_bytes = config.max_body_bytes,

@@ -245,8 +245,8 @@ WebhookAlert delivery_failure_alert(std::string_view product_id, int http_status
   return alert;
 }
 
-WebhookSender::WebhookSender(Storage& storage, WebhookPoster poster, WebhookSenderOptions options)
-    : storage_(storage), poster_(std::move(poster)), options_(options) {}
+WebhookSender::WebhookSender(Storage& storage, WebhookPoster poster, WebhookSenderOptions options, Metrics* metrics)
+    : storage_(storage), metrics_(metrics), poster_(std::move(poster)), options_(options) {}
 
 WebhookSender::~WebhookSender() { stop(); }
 
@@ -351,6 +351,11 @@ void WebhookSender::attempt(const WebhookDelivery& delivery, std::uint64_t rando
           outcome.at_ns +
           absl::ToInt64Nanoseconds(backoff_delay(failures, options_.base_backoff, options_.max_backoff, random));
     }
+  }
+  if (metrics_ != nullptr) {
+    metrics_->record_webhook_attempt(outcome.next == WebhookAttempt::Next::kDelivered ? Metrics::WebhookOutcome::kDelivered
+                                     : outcome.next == WebhookAttempt::Next::kRetry   ? Metrics::WebhookOutcome::kRetry
+                                                                                      : Metrics::WebhookOutcome::kFailed);
   }
   // A record that fails leaves the delivery claimed: it is due again when the lease ends.
   static_cast<void>(storage_.record_webhook_attempt(delivery.key, outcome));

@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "paygent/plan.h"
+#include "server/metrics.h"
 #include "server/storage.h"
 
 namespace paygent::server {
@@ -126,11 +127,12 @@ struct WebhookSenderOptions {
 // max_attempts). At least once: a delivery whose outcome was not recorded (a crash) is due again
 // when its lease ends, with the same delivery id and body.
 //
-// Lifetime: `storage` must outlive the sender. Thread safety: wake() and stop() are safe from any
+// Lifetime: `storage` (and `metrics`, when given) must outlive the sender. Thread safety: wake() and stop() are safe from any
 // thread; stop() (or the destructor) returns once every worker has finished its attempt in flight.
 class WebhookSender {
  public:
-  WebhookSender(Storage& storage, WebhookPoster poster, WebhookSenderOptions options);
+  // Counts each attempt in `metrics` when it is not null.
+  WebhookSender(Storage& storage, WebhookPoster poster, WebhookSenderOptions options, Metrics* metrics = nullptr);
   ~WebhookSender();
   WebhookSender(const WebhookSender&) = delete;
   WebhookSender& operator=(const WebhookSender&) = delete;
@@ -153,6 +155,7 @@ class WebhookSender {
   void attempt(const WebhookDelivery& delivery, std::uint64_t random);
 
   Storage& storage_;
+  Metrics* const metrics_;
   const WebhookPoster poster_;
   const WebhookSenderOptions options_;
   absl::Mutex claim_mu_;  // held across a claim, never while posting; taken before mu_

@@ -4,6 +4,7 @@
 // OpenSSL's HMAC), its retries under the same delivery id; alerts not yet delivered when paygentd
 // is killed (kill -9) are delivered after its restart; SIGTERM stops it cleanly meanwhile.
 #include <arpa/inet.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -15,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <memory>
@@ -329,6 +331,12 @@ TEST_CASE("server.paygentd_webhooks_delivered_through_failures") {
   for (const auto& [id, row] : d.log()) attempts += row.second;
   CHECK(attempts == static_cast<std::int64_t>(got.size()));
   CHECK(attempts >= kUsers + 1 + 4);
+  // And so do the metrics.
+  const HttpClient::Reply metrics = d.call("GET", "/metrics");
+  CHECK(metrics.body.find("paygentd_webhook_attempts_total{outcome=\"delivered\"} " + std::to_string(kUsers + 1)) !=
+        std::string::npos);
+  CHECK(metrics.body.find("paygentd_webhook_attempts_total{outcome=\"retry\"} " + std::to_string(attempts - kUsers - 1)) !=
+        std::string::npos);
   CHECK(d.process->terminate() == 0);  // SIGTERM: a clean stop
 }
 
@@ -369,6 +377,29 @@ TEST_CASE("server.paygentd_webhooks_survive_kill_9_on_postgresql") {
 #ifdef PAYGENT_WITH_POSTGRES
   survive_kill_9({"--database", static_cast<PostgresBackend&>(*backend).new_database()});
 #endif
+}
+
+TEST_CASE("server.paygentd_webhooks_flags") {
+  TempDir dir("paygentd-webhook-flags");
+  const std::string binary = paygent::testing::paygentd_path();
+  for (const char* bad : {"--webhook-workers 0", "--webhook-workers 65", "--webhook-timeout-ms 5",
+                          "--webhook-max-attempts 0", "--webhook-backoff-ms x", "--webhook-poll-ms 0",
+                          "--forecast-horizon-s -1"}) {
+    INFO(bad);
+    const std::string command = binary + " --data-dir " + dir.path() + " " + bad + " >/dev/null 2>&1";
+    const int status = std::system(command.c_str());
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 2));
+  }
+  FILE* pipe = ::popen((binary + " --help").c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string help;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) help.append(buf, n);
+  ::pclose(pipe);
+  for (const char* flag : {"--webhook-workers", "--webhook-timeout-ms", "--webhook-max-attempts", "--webhook-backoff-ms",
+                           "--webhook-poll-ms", "--forecast-horizon-s", "PAYGENTD_FORECAST_HORIZON_S"}) {
+    CHECK_MESSAGE(help.find(flag) != std::string::npos, flag);
+  }
 }
 
 }  // namespace
