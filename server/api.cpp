@@ -19,6 +19,7 @@
 #include "meter/internal/str_cat.h"
 #include "paygent/plan.h"
 #include "server/api_key.h"
+#include "server/webhooks.h"
 #include "server/wire.h"
 
 namespace paygent::server {
@@ -87,18 +88,6 @@ std::string plans_version(const std::optional<std::string>& json) {
 }
 
 }  // namespace
-
-struct Api::ProductPlans {
-  std::int64_t revision = 0;        // Storage::plan_config_revision() when read; 0: no config
-  std::optional<std::string> json;  // the config as stored (GET /config/plans); nullopt: none
-  std::string version;              // plans_version() of `json`
-  std::optional<PlanConfig> config;
-  // The calendar rule of the config's default plan, when it has one: the period of the users
-  // without a subscription, decided for every user of every batch.
-  std::optional<PeriodRule> default_period;
-
-  [[nodiscard]] const PlanConfig* config_or_null() const { return config ? &*config : nullptr; }
-};
 
 namespace {
 
@@ -188,6 +177,10 @@ absl::StatusOr<std::string> usage_object(const UserRecord& user, const PlanConfi
 
 }  // namespace
 
+TimeRange Api::period_range_of(const UserRecord& user, const ProductPlans& plans, absl::Time now) {
+  return current_range(user, plans, now);
+}
+
 static std::string status_message(const absl::Status& status) {
   return std::string(status.message().data(), status.message().size());
 }
@@ -225,6 +218,7 @@ std::span<const Route<Api::Handler>> Api::routes() {
   constexpr std::string_view kAgentId = "agent id in the path";
   constexpr std::string_view kMetricId = "metric identifier in the path";
   constexpr std::string_view kCustomerId = "customer id in the path";
+  constexpr std::string_view kWebhookId = "webhook id in the path";
   static constexpr Route<Handler> kRoutes[] = {
       {"GET", "/healthz", RouteAuth::kNone, RouteBody::kNone, &Api::healthz},
       {"GET", "/metrics", RouteAuth::kNone, RouteBody::kNone, &Api::metrics},
@@ -267,6 +261,13 @@ std::span<const Route<Api::Handler>> Api::routes() {
       {"DELETE", "/api/v1/billable-metrics/{id}", RouteAuth::kProduct, RouteBody::kNone, &Api::delete_metric, kMetricId},
       {"POST", "/api/v1/billing:apply", RouteAuth::kProduct, RouteBody::kJson, &Api::apply_billing},
       {"GET", "/api/v1/customers/{id}/invoice", RouteAuth::kProduct, RouteBody::kNone, &Api::customer_invoice, kCustomerId},
+      // Webhooks and the forecast (server/webhooks_api.cpp, docs/webhooks.md).
+      {"POST", "/api/v1/webhooks", RouteAuth::kProduct, RouteBody::kJson, &Api::create_webhook},
+      {"GET", "/api/v1/webhooks", RouteAuth::kProduct, RouteBody::kNone, &Api::list_webhooks},
+      {"DELETE", "/api/v1/webhooks/{id}", RouteAuth::kProduct, RouteBody::kNone, &Api::delete_webhook, kWebhookId},
+      {"GET", "/api/v1/webhooks/{id}/deliveries", RouteAuth::kProduct, RouteBody::kNone, &Api::webhook_deliveries,
+       kWebhookId},
+      {"GET", "/api/v1/forecast", RouteAuth::kProduct, RouteBody::kNone, &Api::forecast},
   };
   return kRoutes;
 }
@@ -496,19 +497,39 @@ HttpResponse Api::ingest(const Call& call) {
   const std::string& product_id = call.product_id;
   const HttpRequest& request = call.request;
   absl::StatusOr<EventBatch> batch = parse_ingest_batch(request.body);
-  if (!batch.ok()) return error_response(batch.status());
+  if (!batch.ok()) {
+    HttpResponse refused = error_response(batch.status());
+    alert_refused_batch(product_id, refused);
+    return refused;
+  }
   absl::StatusOr<std::shared_ptr<const ProductPlans>> plans = plans_of(product_id);
   if (!plans.ok()) return error_response(plans.status());
   const ProductPlans& product_plans = **plans;
   // Each user's current period, decided from the user's record read in the batch's transaction,
-  // where their totals are read too: one transaction for the batch and its usage reply.
+  // where their totals are read too: one transaction for the batch and its usage reply. The
+  // alerts the batch raises (docs/webhooks.md) go to the outbox in that transaction too.
   const absl::Time now = options_.clock();
-  absl::StatusOr<IngestResult> result = storage_.ingest_with_usage(
-      product_id, batch->events,
-      [&product_plans, now](const UserRecord& user) { return current_range(user, product_plans, now); },
-      batch->soft_gates);
-  if (!result.ok()) return error_response(result.status());
+  auto period_of = [&product_plans, now](const UserRecord& user) { return current_range(user, product_plans, now); };
+  bool raised = false;
+  auto alerts_of = [&](std::span<const UserUsage> usage, std::uint32_t wanted) {
+    std::vector<WebhookAlert> alerts = batch_alerts(product_id, product_plans.config_or_null(), usage,
+                                                    batch->soft_gates, wanted, absl::ToUnixNanos(now),
+                                                    options_.forecast_horizon);
+    raised = raised || !alerts.empty();
+    return alerts;
+  };
+  absl::StatusOr<IngestResult> result =
+      storage_.ingest_with_alerts(product_id, batch->events, period_of, batch->soft_gates, alerts_of);
+  if (absl::IsUnimplemented(result.status())) {  // a storage without webhooks
+    result = storage_.ingest_with_usage(product_id, batch->events, period_of, batch->soft_gates);
+  }
+  if (!result.ok()) {
+    HttpResponse refused = error_response(result.status());
+    if (refused.status >= 400 && refused.status < 500) alert_refused_batch(product_id, refused);
+    return refused;
+  }
   metrics_.record_ingest(result->accepted, result->duplicates);
+  if (raised && options_.on_alerts) options_.on_alerts();
 
   // The batch is stored: from here a failure answers 5xx, and the syncer's retry is counted as
   // duplicates, so an unanswered batch is never counted twice.

@@ -68,6 +68,13 @@ struct ApiOptions {
   // How long a budget lease lives from its grant (docs/leases.md; paygentd --lease-ttl-ms). Longer
   // means fewer renewals, and longer that the budget of a holder that died stays held.
   absl::Duration lease_ttl = absl::Seconds(10);
+  // Alerts (docs/webhooks.md): a forecast webhook is raised for a user predicted to reach their cap
+  // within this time of an ingest (paygentd --forecast-horizon-s). Longer warns earlier, from a
+  // burn rate measured over less of the period.
+  absl::Duration forecast_horizon = absl::Hours(24);
+  // Called (on the request's thread) after an ingest that may have put alerts in the outbox, so
+  // that the sender looks now rather than at its next poll. Must be cheap and not throw.
+  std::function<void()> on_alerts;
   // "Now", which decides each user's current period and when leases expire. Tests set a fixed time.
   std::function<absl::Time()> clock = [] { return absl::Now(); };
 };
@@ -173,7 +180,29 @@ class Api {
   absl::StatusOr<IngestResult> store_events(const std::string& product_id, std::span<const EventRecord> events);
 
   // A product's plan config as parsed once per change, with what requests derive from it.
-  struct ProductPlans;
+  struct ProductPlans {
+    std::int64_t revision = 0;        // Storage::plan_config_revision() when read; 0: no config
+    std::optional<std::string> json;  // the config as stored (GET /config/plans); nullopt: none
+    std::string version;              // plans_version() of `json`
+    std::optional<PlanConfig> config;
+    // The calendar rule of the config's default plan, when it has one: the period of the users
+    // without a subscription, decided for every user of every batch.
+    std::optional<PeriodRule> default_period;
+
+    [[nodiscard]] const PlanConfig* config_or_null() const { return config ? &*config : nullptr; }
+  };
+  // The user's current period at `now` (docs/wire.md): from their subscription, else the calendar
+  // rule of the default plan, else the UTC calendar month.
+  static TimeRange period_range_of(const UserRecord& user, const ProductPlans& plans, absl::Time now);
+  // Webhooks and the forecast (server/webhooks_api.cpp, docs/webhooks.md).
+  HttpResponse create_webhook(const Call& call);
+  HttpResponse list_webhooks(const Call& call);
+  HttpResponse delete_webhook(const Call& call);
+  HttpResponse webhook_deliveries(const Call& call);
+  HttpResponse forecast(const Call& call);
+  // Puts a delivery_failure alert in the outbox for a batch of the syncer refused with `response`
+  // (a 4xx), when the product has an endpoint for it; a failure to do so is dropped.
+  void alert_refused_batch(const std::string& product_id, const HttpResponse& response);
   // The product's current plans: from the cache while the storage's revision of them is the
   // cached one (a cheap read), else read, parsed and cached anew. Parsing happens outside any lock.
   absl::StatusOr<std::shared_ptr<const ProductPlans>> plans_of(const std::string& product_id);

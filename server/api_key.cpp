@@ -9,7 +9,6 @@
 #include <cstddef>
 
 namespace paygent::server {
-namespace {
 
 std::string to_hex(const unsigned char* bytes, std::size_t n) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -28,8 +27,6 @@ absl::StatusOr<std::string> random_hex(std::size_t bytes) {
   }
   return to_hex(buffer.data(), bytes);
 }
-
-}  // namespace
 
 absl::StatusOr<std::string> generate_api_key() {
   absl::StatusOr<std::string> hex = random_hex(32);

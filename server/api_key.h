@@ -4,6 +4,7 @@
 // Thread safety: free functions, safe from any thread.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,12 @@ absl::StatusOr<std::string> generate_product_id();
 
 // An event id: 32 lowercase hex digits (16 random bytes). Internal when the random source fails.
 absl::StatusOr<std::string> generate_event_id();
+
+// `bytes` random bytes (at most 64) as lowercase hex digits. Internal when the random source fails.
+absl::StatusOr<std::string> random_hex(std::size_t bytes);
+
+// `n` bytes as 2n lowercase hex digits.
+std::string to_hex(const unsigned char* bytes, std::size_t n);
 
 // SHA-256 of `text`, as 64 lowercase hex digits.
 std::string sha256_hex(std::string_view text);

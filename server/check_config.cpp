@@ -208,6 +208,21 @@ std::vector<std::string> validate_flags(const DaemonFlags& flags, DaemonConfig* 
   if (flags.synchronous != "full" && flags.synchronous != "normal") {
     problems.push_back("--synchronous must be full or normal");
   }
+  // The webhooks' settings: each an integer in its range.
+  auto in_range = [&problems](const std::string& text, std::string_view flag, std::int64_t min, std::int64_t max) {
+    const std::optional<std::int64_t> value = parse_positive(text);
+    if (!value || *value < min || *value > max) {
+      problems.push_back(StrCat(absl::string_view(flag.data(), flag.size()), " must be an integer from ", min, " to ", max));
+      return min;
+    }
+    return *value;
+  };
+  const std::int64_t webhook_workers = in_range(flags.webhook_workers, "--webhook-workers", 1, 64);
+  const std::int64_t webhook_timeout_ms = in_range(flags.webhook_timeout_ms, "--webhook-timeout-ms", 10, 600'000);
+  const std::int64_t webhook_max_attempts = in_range(flags.webhook_max_attempts, "--webhook-max-attempts", 1, 100);
+  const std::int64_t webhook_backoff_ms = in_range(flags.webhook_backoff_ms, "--webhook-backoff-ms", 1, 86'400'000);
+  const std::int64_t webhook_poll_ms = in_range(flags.webhook_poll_ms, "--webhook-poll-ms", 10, 600'000);
+  const std::int64_t forecast_horizon_s = in_range(flags.forecast_horizon_s, "--forecast-horizon-s", 1, 31'622'400);
   if (!problems.empty()) return problems;
   *config = DaemonConfig{
       .data_dir = flags.data_dir,
@@ -219,6 +234,12 @@ std::vector<std::string> validate_flags(const DaemonFlags& flags, DaemonConfig* 
       .lease_ttl = absl::Milliseconds(*lease_ttl_ms),
       .synchronous = flags.synchronous == "full" ? SqliteOptions::Synchronous::kFull
                                                  : SqliteOptions::Synchronous::kNormal,
+      .webhook_workers = static_cast<int>(webhook_workers),
+      .webhook_timeout = absl::Milliseconds(webhook_timeout_ms),
+      .webhook_max_attempts = static_cast<int>(webhook_max_attempts),
+      .webhook_backoff = absl::Milliseconds(webhook_backoff_ms),
+      .webhook_poll = absl::Milliseconds(webhook_poll_ms),
+      .forecast_horizon = absl::Seconds(forecast_horizon_s),
   };
   return problems;
 }

@@ -24,6 +24,13 @@ struct DaemonFlags {
   std::string synchronous = "full";
   std::string threads = "0";
   std::string lease_ttl_ms = "10000";
+  // Webhooks and forecasts (docs/webhooks.md).
+  std::string webhook_workers = "4";
+  std::string webhook_timeout_ms = "10000";
+  std::string webhook_max_attempts = "12";
+  std::string webhook_backoff_ms = "1000";
+  std::string webhook_poll_ms = "1000";
+  std::string forecast_horizon_s = "86400";
 };
 
 // The settings once valid (validate_flags). A plain value.
@@ -36,6 +43,12 @@ struct DaemonConfig {
   int threads = 0;  // 0: one per core
   absl::Duration lease_ttl;
   SqliteOptions::Synchronous synchronous = SqliteOptions::Synchronous::kFull;
+  int webhook_workers = 4;
+  absl::Duration webhook_timeout;
+  int webhook_max_attempts = 12;
+  absl::Duration webhook_backoff;  // the first retry's delay
+  absl::Duration webhook_poll;
+  absl::Duration forecast_horizon;
 };
 
 // Checks each setting's syntax and range, as paygentd does before it starts. Returns every

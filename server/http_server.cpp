@@ -537,3 +537,55 @@ absl::Status serve(const ServerOptions& options, Api& api, const std::function<v
 }
 
 }  // namespace paygent::server
+
+namespace paygent::server {
+
+absl::StatusOr<int> post_webhook(const WebhookPost& post, absl::Duration timeout) {
+  // One exchange on an io_context of its own, so that a sender's thread blocks on nothing else;
+  // the stream's deadline bounds resolve-to-read as a whole.
+  net::io_context ioc;
+  absl::StatusOr<int> out = absl::UnavailableError("no reply");
+  auto exchange = [&]() -> net::awaitable<void> {
+    beast::error_code ec;
+    const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+    tcp::resolver resolver(ioc);
+    net::steady_timer resolve_timer(ioc, deadline);
+    resolve_timer.async_wait([&resolver](const beast::error_code& e) {
+      if (!e) resolver.cancel();
+    });
+    auto results = co_await resolver.async_resolve(post.url.host, post.url.port, net::redirect_error(net::use_awaitable, ec));
+    resolve_timer.cancel();
+    beast::tcp_stream stream(ioc);
+    stream.expires_at(deadline);
+    if (!ec) co_await stream.async_connect(results, net::redirect_error(net::use_awaitable, ec));
+    if (!ec) {
+      http::request<http::string_body> req{http::verb::post, post.url.target, 11};
+      req.set(http::field::host, post.url.host);
+      req.set(http::field::connection, "close");
+      for (const auto& [name, value] : post.headers) req.set(name, value);
+      req.body() = post.body;
+      req.prepare_payload();
+      co_await http::async_write(stream, req, net::redirect_error(net::use_awaitable, ec));
+    }
+    if (!ec) {
+      beast::flat_buffer buffer;
+      http::response_parser<http::string_body> parser;
+      parser.body_limit(64 << 10);  // a receiver's answer is not read beyond this
+      co_await http::async_read(stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
+      if (!ec || ec == http::error::body_limit) out = static_cast<int>(parser.get().result_int());
+    }
+    if (ec && ec != http::error::body_limit) {
+      out = ec == beast::error::timeout ? absl::DeadlineExceededError(str_cat("no answer within ", absl::FormatDuration(timeout)))
+                                        : absl::UnavailableError(ec.message());
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  };
+  net::co_spawn(ioc, exchange(), [&out](std::exception_ptr e) {
+    if (e) out = absl::InternalError("the webhook request threw");
+  });
+  ioc.run();
+  return out;
+}
+
+}  // namespace paygent::server

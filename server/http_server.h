@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "server/api.h"
+#include "server/webhooks.h"
 
 namespace paygent::server {
 
@@ -44,5 +45,10 @@ struct ServerOptions {
 // and its connection closed; HEAD is answered as GET without the body. An exception while
 // serving one connection closes that connection only. Fails with InvalidArgument for a malformed `listen`, Unavailable when it cannot bind.
 absl::Status serve(const ServerOptions& options, Api& api, const std::function<void(std::string_view)>& on_listening);
+
+// The WebhookPoster of paygentd (server/webhooks.h): one HTTP/1.1 POST over a new connection,
+// closed after the answer; the status of the answer, or Unavailable (cannot connect, reset) or
+// DeadlineExceeded (no whole answer within `timeout`, resolve to read). Safe from any thread.
+absl::StatusOr<int> post_webhook(const WebhookPost& post, absl::Duration timeout);
 
 }  // namespace paygent::server

@@ -64,6 +64,18 @@ Usage: paygentd --data-dir DIR [--listen HOST:PORT] [--admin-token TOKEN] [optio
                         86400000; docs/leases.md). Longer: fewer renewals, but the budget of a
                         process that died stays held that long. Every replica on one database
                         should use the same value. Env: PAYGENTD_LEASE_TTL_MS.
+  --webhook-workers N   Webhook deliveries posted at once (default 4; 1 to 64): each holds a
+                        thread and a connection. docs/webhooks.md. Env: PAYGENTD_WEBHOOK_WORKERS.
+  --webhook-timeout-ms N  Longest one delivery attempt may take, connect to answer (default
+                        10000). Env: PAYGENTD_WEBHOOK_TIMEOUT_MS.
+  --webhook-max-attempts N  Attempts before a delivery is marked failed (default 12).
+                        Env: PAYGENTD_WEBHOOK_MAX_ATTEMPTS.
+  --webhook-backoff-ms N  Delay before the first retry, doubled at each failure up to an hour,
+                        with jitter (default 1000). Env: PAYGENTD_WEBHOOK_BACKOFF_MS.
+  --webhook-poll-ms N   How often the sender looks for due deliveries when idle (default 1000).
+                        Env: PAYGENTD_WEBHOOK_POLL_MS.
+  --forecast-horizon-s N  A forecast webhook fires for a user predicted to reach their cap within
+                        this many seconds (default 86400). Env: PAYGENTD_FORECAST_HORIZON_S.
   --check-config        Check the flags and the environment (data dir writable, PostgreSQL URI
                         and its TLS files, listen address free, admin token well formed), print
                         every problem, and exit 0 when paygentd can start, 1 otherwise, without
@@ -71,7 +83,8 @@ Usage: paygentd --data-dir DIR [--listen HOST:PORT] [--admin-token TOKEN] [optio
   --help                This text.
 
 Flags win over the environment; "--flag=value" works too. SIGTERM or SIGINT stops paygentd
-cleanly: it stops accepting, answers the requests in flight, closes the database and exits 0.
+cleanly: it stops accepting, answers the requests in flight, lets the webhook deliveries in
+flight finish, closes the database and exits 0.
 Exit status: 0 after a clean stop, 1 when paygentd cannot run, 2 for a usage error.
 )";
 
@@ -112,7 +125,13 @@ int main(int argc, char** argv) {
       {"--listen", &flags.listen},
       {"--admin-token", &flags.admin_token},   {"--max-body-bytes", &flags.max_body_bytes},
       {"--synchronous", &flags.synchronous},   {"--threads", &flags.threads},
-      {"--lease-ttl-ms", &flags.lease_ttl_ms}};
+      {"--lease-ttl-ms", &flags.lease_ttl_ms},
+      {"--webhook-workers", &flags.webhook_workers},
+      {"--webhook-timeout-ms", &flags.webhook_timeout_ms},
+      {"--webhook-max-attempts", &flags.webhook_max_attempts},
+      {"--webhook-backoff-ms", &flags.webhook_backoff_ms},
+      {"--webhook-poll-ms", &flags.webhook_poll_ms},
+      {"--forecast-horizon-s", &flags.forecast_horizon_s}};
   const std::map<std::string_view, const char*> env = {{"--data-dir", "PAYGENTD_DATA_DIR"},
                                                        {"--database", "PAYGENTD_DATABASE"},
                                                        {"--listen", "PAYGENTD_LISTEN"},
@@ -120,7 +139,13 @@ int main(int argc, char** argv) {
                                                        {"--max-body-bytes", "PAYGENTD_MAX_BODY_BYTES"},
                                                        {"--synchronous", "PAYGENTD_SYNCHRONOUS"},
                                                        {"--threads", "PAYGENTD_THREADS"},
-                                                       {"--lease-ttl-ms", "PAYGENTD_LEASE_TTL_MS"}};
+                                                       {"--lease-ttl-ms", "PAYGENTD_LEASE_TTL_MS"},
+                                                       {"--webhook-workers", "PAYGENTD_WEBHOOK_WORKERS"},
+                                                       {"--webhook-timeout-ms", "PAYGENTD_WEBHOOK_TIMEOUT_MS"},
+                                                       {"--webhook-max-attempts", "PAYGENTD_WEBHOOK_MAX_ATTEMPTS"},
+                                                       {"--webhook-backoff-ms", "PAYGENTD_WEBHOOK_BACKOFF_MS"},
+                                                       {"--webhook-poll-ms", "PAYGENTD_WEBHOOK_POLL_MS"},
+                                                       {"--forecast-horizon-s", "PAYGENTD_FORECAST_HORIZON_S"}};
   for (const auto& [flag, variable] : env) {
     if (const char* value = std::getenv(variable); value != nullptr) *by_name[flag] = value;
   }
@@ -214,19 +239,35 @@ int main(int argc, char** argv) {
     serving = db_path + " (synchronous=" + flags.synchronous + ")";
   }
   paygent::server::Metrics metrics;
+  // The webhooks' sender: off the request path, on threads of its own, from the outbox in the
+  // database (docs/webhooks.md); stopped after the server, before the database is closed.
+  paygent::server::WebhookSender sender(*storage, paygent::server::post_webhook,
+                                        paygent::server::WebhookSenderOptions{
+                                            .workers = config.webhook_workers,
+                                            .timeout = config.webhook_timeout,
+                                            .base_backoff = config.webhook_backoff,
+                                            .max_attempts = config.webhook_max_attempts,
+                                            .poll_interval = config.webhook_poll,
+                                        },
+                                        &metrics);
   paygent::server::Api api(*storage, metrics,
                            paygent::server::ApiOptions{.admin_token = config.admin_token,
                                                        .max_body_bytes = config.max_body_bytes,
-                                                       .lease_ttl = config.lease_ttl});
+                                                       .lease_ttl = config.lease_ttl,
+                                                       .forecast_horizon = config.forecast_horizon,
+                                                       .on_alerts = [&sender] { sender.wake(); }});
+  sender.start();
   const paygent::server::ServerOptions server_options{.listen = config.listen, .threads = config.threads};
   const absl::Status served = paygent::server::serve(server_options, api, [&](std::string_view address) {
     std::cout << "paygentd listening on " << address << std::endl;  // flushed: tests read the port from it
     std::cerr << "paygentd: serving " << serving << std::endl;
   });
   if (!served.ok()) {
+    sender.stop();
     std::cerr << "paygentd: " << served << std::endl;
     return 1;
   }
+  sender.stop();    // lets each delivery in flight finish (at most --webhook-timeout-ms)
   storage.reset();  // closes the database (checkpointing SQLite's WAL) before saying so
   std::cerr << "paygentd: stopped cleanly" << std::endl;
   if (lock_fd >= 0) ::close(lock_fd);

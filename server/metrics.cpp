@@ -36,6 +36,10 @@ void Metrics::record_ingest(std::int64_t accepted, std::int64_t duplicates) noex
   duplicates_.fetch_add(duplicates, std::memory_order_relaxed);
 }
 
+void Metrics::record_webhook_attempt(WebhookOutcome outcome) noexcept {
+  webhook_attempts_[static_cast<std::size_t>(outcome)].fetch_add(1, std::memory_order_relaxed);
+}
+
 std::string Metrics::prometheus_text() const {
   std::string out;
   out +=
@@ -74,6 +78,14 @@ std::string Metrics::prometheus_text() const {
   str_append(&out, "paygentd_request_duration_seconds_bucket{le=\"+Inf\"} ", cumulative, "\n",
              "paygentd_request_duration_seconds_sum ", number(absl::ToDoubleSeconds(duration_sum_)), "\n",
              "paygentd_request_duration_seconds_count ", duration_count_, "\n");
+  out +=
+      "# HELP paygentd_webhook_attempts_total Webhook delivery attempts, by outcome.\n"
+      "# TYPE paygentd_webhook_attempts_total counter\n";
+  static constexpr std::array<std::string_view, 3> kOutcomes = {"delivered", "retry", "failed"};
+  for (std::size_t i = 0; i < kOutcomes.size(); ++i) {
+    str_append(&out, "paygentd_webhook_attempts_total{outcome=\"", kOutcomes[i], "\"} ",
+               webhook_attempts_[i].load(std::memory_order_relaxed), "\n");
+  }
   return out;
 }
 

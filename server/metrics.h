@@ -4,6 +4,7 @@
 //   paygentd_events_duplicate_total            events acknowledged as duplicates, not stored again
 //   paygentd_errors_total                      requests answered with a 4xx or 5xx status
 //   paygentd_request_duration_seconds          histogram of the time to answer a request
+//   paygentd_webhook_attempts_total{outcome}   webhook delivery attempts: delivered, retry, failed
 //
 // Thread safety: every method may be called from any thread at any time.
 #pragma once
@@ -35,6 +36,11 @@ class Metrics {
   // Counts the outcome of one stored batch.
   void record_ingest(std::int64_t accepted, std::int64_t duplicates) noexcept;
 
+  // Counts one webhook delivery attempt by its outcome: delivered (2xx), retry (to be tried
+  // again), failed (the last attempt failed).
+  enum class WebhookOutcome : std::uint8_t { kDelivered, kRetry, kFailed };
+  void record_webhook_attempt(WebhookOutcome outcome) noexcept;
+
   // The metrics in Prometheus text exposition format.
   [[nodiscard]] std::string prometheus_text() const;
 
@@ -53,6 +59,7 @@ class Metrics {
   std::atomic<std::int64_t> ingested_{0};
   std::atomic<std::int64_t> duplicates_{0};
   std::atomic<std::int64_t> errors_{0};
+  std::array<std::atomic<std::int64_t>, 3> webhook_attempts_{};  // by WebhookOutcome
 };
 
 }  // namespace paygent::server

@@ -27,7 +27,7 @@ using ::paygent::internal::str_cat;
 
 // 1: the tables of SqliteStorage's schema version 2 (sql_schema()), with paygent_schema. 2: the
 // leases table (SqliteStorage's version 3), created when missing. 3: the tracking and revenue
-// tables (SqliteStorage's version 4), created when missing. 4: the billing tables and index
+// tables (SqliteStorage's version 4), created when missing. 4: the billing tables and index and the webhooks' tables
 // (SqliteStorage's version 5), created when missing.
 constexpr std::int64_t kSchemaVersion = 4;
 // The advisory lock that serialises the schema's creation and upgrade among replicas starting together.

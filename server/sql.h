@@ -175,4 +175,7 @@ class SqlDialect {
 // The tables and indexes of a SQL storage (idempotent CREATE ... IF NOT EXISTS), in `dialect`.
 std::string sql_schema(const SqlDialect& dialect);
 
+// The webhooks' block of sql_schema()'s template (server/sql_webhooks.cpp), with its placeholders.
+std::string_view webhooks_schema_template();
+
 }  // namespace paygent::server

@@ -74,9 +74,17 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_with_usage(std::string_view prod
   return ingest_impl(product_id, events, &period_of, soft_gates);
 }
 
+absl::StatusOr<IngestResult> SqlStorage::ingest_with_alerts(std::string_view product_id,
+                                                            std::span<const EventRecord> events, PeriodOf period_of,
+                                                            std::span<const SoftGateFired> soft_gates,
+                                                            AlertsOf alerts_of) {
+  return ingest_impl(product_id, events, &period_of, soft_gates, &alerts_of);
+}
+
 absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
                                                      const PeriodOf* period_of,
-                                                     std::span<const SoftGateFired> soft_gates) {
+                                                     std::span<const SoftGateFired> soft_gates,
+                                                     const AlertsOf* alerts_of) {
   // The ids' bytes and the batch's users (sorted: the order their locks are taken in), before
   // any connection is taken.
   std::vector<EventId> ids(events.size());
@@ -111,7 +119,7 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
           result = IngestResult{};
           product_key = product;
           return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, in_parts,
-                               redo_in_parts, result);
+                               redo_in_parts, result, alerts_of);
         });
     if (redo_in_parts && !in_parts) {
       in_parts = true;  // rolled back: written again one statement at a time
@@ -127,7 +135,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
                                        std::span<const EventRecord> events, std::span<const EventId> ids,
                                        std::span<const std::string_view> users, const PeriodOf* period_of,
                                        std::span<const SoftGateFired> soft_gates, bool in_parts,
-                                       bool& redo_in_parts, IngestResult& result) {
+                                       bool& redo_in_parts, IngestResult& result, const AlertsOf* alerts_of) {
   const std::int64_t received_ns = now_ns();
   const std::vector<std::size_t> fresh = first_of_each_id(ids);
   const std::vector<std::string_view> new_users = unknown_users(product, users);
@@ -143,7 +151,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
     if (*written == BatchWrite::kStored) {
       for (bool s : stored) ++(s ? result.accepted : result.duplicates);
       if (absl::Status s = store_billing_events(connection, product, events, ids, stored); !s.ok()) return s;
-      return finish_ingest(connection, product, users, period_of, soft_gates, result);
+      return finish_ingest(connection, product, users, period_of, soft_gates, result, alerts_of);
     }
   }
   if (absl::Status s = insert_rows(
@@ -235,7 +243,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
     if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
   }
   if (absl::Status s = store_billing_events(connection, product, events, ids, stored); !s.ok()) return s;
-  return finish_ingest(connection, product, users, period_of, soft_gates, result);
+  return finish_ingest(connection, product, users, period_of, soft_gates, result, alerts_of);
 }
 
 namespace {
@@ -271,11 +279,21 @@ void SqlStorage::remember_users(std::int64_t product, std::span<const std::strin
 
 absl::Status SqlStorage::finish_ingest(SqlConnection& connection, std::int64_t product,
                                        std::span<const std::string_view> users, const PeriodOf* period_of,
-                                       std::span<const SoftGateFired> soft_gates, IngestResult& result) {
+                                       std::span<const SoftGateFired> soft_gates, IngestResult& result,
+                                       const AlertsOf* alerts_of) {
   if (absl::Status s = store_soft_gates(connection, product, soft_gates); !s.ok()) return s;
   if (period_of == nullptr) return absl::OkStatus();
   // The batch's users and their totals, read in this transaction.
-  return read_usage(connection, product, users, *period_of, result.usage);
+  if (absl::Status s = read_usage(connection, product, users, *period_of, result.usage); !s.ok()) return s;
+  if (alerts_of == nullptr) return absl::OkStatus();
+  // The alerts the batch raises, into the outbox in this transaction: stored exactly when it is.
+  absl::StatusOr<std::uint32_t> wanted = webhook_mask(connection, product);
+  if (!wanted.ok()) return wanted.status();
+  if (*wanted == 0) return absl::OkStatus();
+  for (const WebhookAlert& alert : (*alerts_of)(result.usage, *wanted)) {
+    if (absl::StatusOr<bool> stored = store_alert(connection, product, alert); !stored.ok()) return stored.status();
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SqlStorage::BatchWrite> SqlStorage::store_batch(SqlConnection&, std::int64_t, std::int64_t,

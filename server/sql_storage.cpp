@@ -206,7 +206,8 @@ std::string sql_schema(const SqlDialect& dialect) {
   const std::string int_type = str_cat(" ", dialect.integer_type(), " ");
   const std::string event_columns =
       absl::StrReplaceAll(::paygent::internal::event_column_definitions(), Replacements{{" INTEGER ", int_type}});
-  return absl::StrReplaceAll(view(kSchemaTemplate), Replacements{{"${EVENT_COLUMNS}", event_columns},
+  const std::string schema_template = str_cat(kSchemaTemplate, webhooks_schema_template());
+  return absl::StrReplaceAll(schema_template, Replacements{{"${EVENT_COLUMNS}", event_columns},
                                                                  {"${INT}", view(dialect.integer_type())},
                                                                  {"${BLOB}", view(dialect.blob_type())},
                                                                  {"${KEY}", view(dialect.key_column())},

@@ -104,6 +104,25 @@ class SqlStorage : public Storage {
   absl::Status delete_metric(std::string_view product_id, std::string_view identifier) final;
   absl::Status scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,
                                    absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) final;
+  // In sql_webhooks.cpp: webhook_endpoints, webhook_alerts (one row per alert key: the dedup) and
+  // webhook_deliveries (the outbox: one row per alert and endpoint, written in the transaction
+  // of the ingest that raised the alert).
+  absl::StatusOr<IngestResult> ingest_with_alerts(std::string_view product_id, std::span<const EventRecord> events,
+                                                  PeriodOf period_of, std::span<const SoftGateFired> soft_gates,
+                                                  AlertsOf alerts_of) final;
+  absl::StatusOr<bool> enqueue_alert(std::string_view product_id, const WebhookAlert& alert) final;
+  absl::Status create_webhook(std::string_view product_id, const WebhookEndpoint& endpoint) final;
+  absl::StatusOr<std::vector<WebhookEndpoint>> list_webhooks(std::string_view product_id) final;
+  absl::Status delete_webhook(std::string_view product_id, std::string_view endpoint_id) final;
+  absl::StatusOr<std::vector<WebhookDelivery>> claim_webhook_deliveries(std::int64_t now_ns,
+                                                                        std::int64_t lease_until_ns, std::size_t max,
+                                                                        std::span<const std::int64_t> busy) final;
+  absl::Status record_webhook_attempt(std::int64_t key, const WebhookAttempt& attempt) final;
+  absl::StatusOr<std::vector<WebhookDeliveryLog>> webhook_deliveries(std::string_view product_id,
+                                                                     std::string_view endpoint_id,
+                                                                     std::size_t limit) final;
+  absl::StatusOr<std::vector<std::string>> list_user_ids(std::string_view product_id, std::string_view after,
+                                                         std::size_t limit) final;
   // In sql_profit.cpp: the events (cost rows) and billing_events of the range, grouped.
   absl::StatusOr<std::vector<ProfitRow>> profit_report(std::string_view product_id, TimeRange range,
                                                        ProfitGroup group) final;
@@ -174,21 +193,30 @@ class SqlStorage : public Storage {
   // if any, to `take`; nothing for an unknown product.
   absl::Status read_plans_row(std::string_view product_id, std::string_view select_sql, std::string_view what,
                               absl::FunctionRef<void(Query&)> take);
-  // ingest() and ingest_with_usage(); `period_of` is nullptr for ingest().
+  // ingest(), ingest_with_usage() and ingest_with_alerts(); `period_of` is nullptr for ingest(),
+  // `alerts_of` nullptr but for ingest_with_alerts().
   absl::StatusOr<IngestResult> ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
-                                           const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates);
+                                           const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates,
+                                           const AlertsOf* alerts_of = nullptr);
   // The write of a batch, in a with_user_locks() transaction of the batch's users: `ids` are the
   // events' ids as bytes, `users` the batch's distinct users, sorted. Through store_batch() unless
   // `in_parts`; sets `redo_in_parts` (and fails) when store_batch() asks for that.
   absl::Status ingest_locked(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
                              std::span<const storage_internal::EventId> ids, std::span<const std::string_view> users,
                              const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates, bool in_parts,
-                             bool& redo_in_parts, IngestResult& result);
+                             bool& redo_in_parts, IngestResult& result, const AlertsOf* alerts_of);
   // ingest_locked()'s last steps, once the batch is written: its soft gates, then (for
-  // ingest_with_usage(), `period_of` set) its users' usage into `result`.
+  // ingest_with_usage(), `period_of` set) its users' usage into `result`, then (`alerts_of` set)
+  // the alerts it raises into the outbox (store_alerts()).
   absl::Status finish_ingest(SqlConnection& connection, std::int64_t product, std::span<const std::string_view> users,
                              const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates,
-                             IngestResult& result);
+                             IngestResult& result, const AlertsOf* alerts_of);
+  // In sql_webhooks.cpp, in the open write transaction: the union of the product's endpoints'
+  // event masks (0: no endpoint).
+  static absl::StatusOr<std::uint32_t> webhook_mask(SqlConnection& connection, std::int64_t product);
+  // In sql_webhooks.cpp, in the open write transaction: stores `alert` unless its key is stored,
+  // with one pending delivery per endpoint that wants its type. True when stored.
+  static absl::StatusOr<bool> store_alert(SqlConnection& connection, std::int64_t product, const WebhookAlert& alert);
   // In sql_agents.cpp, in the ingest's transaction once the batch is written: a billing_events row
   // for every event stored by this call (stored[i]) with a non-empty indicator, its revenue
   // priced by its agent's indicator then (docs/tracking.md, "Revenue"; NULL when unpriced).

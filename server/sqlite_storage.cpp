@@ -29,7 +29,8 @@ using ::paygent::internal::str_cat;
 // idempotency_keys tables and the agents, agent_indicators, indicator_rates and billing_events
 // tables of revenue (docs/tracking.md), created when missing. 5: billing (issue 11,
 // docs/billing.md): the billable_metrics and indicator_billing tables and the index of billing
-// events by customer, created when missing.
+// events by customer; the webhooks' tables (webhook_endpoints, webhook_alerts,
+// webhook_deliveries; docs/webhooks.md); created when missing.
 constexpr int kSchemaVersion = 5;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,

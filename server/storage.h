@@ -230,6 +230,81 @@ struct ProfitRow {
   friend bool operator==(const ProfitRow&, const ProfitRow&) = default;
 };
 
+// --- Webhooks (docs/webhooks.md; server/webhooks.h, server/sql_webhooks.cpp) ---
+
+// An alert's kind: one bit each in WebhookEndpoint::event_mask.
+enum class AlertType : std::uint32_t {
+  kSoftGate = 1,         // "soft_gate": an application process fired a soft-gate threshold
+  kHardGate = 2,         // "hard_gate": a user's period spend reached the cap as ingest sees it
+  kDeliveryFailure = 4,  // "delivery_failure": the backend refused a batch of the syncer
+  kForecast = 8,         // "forecast": a user is predicted to reach the cap within the horizon
+};
+inline constexpr std::uint32_t kAllAlertTypes = 15;
+
+// A receiver of a product's alerts. Validated by the caller (server/webhooks.h): id "wh_" and 24
+// hex digits, url http://host[:port][/path], event_mask a non-empty subset of kAllAlertTypes.
+struct WebhookEndpoint {
+  std::string id;
+  std::string url;
+  std::uint32_t event_mask = 0;
+  std::string secret;  // the HMAC key ("whsec_" + 64 hex digits); the API shows it once
+  std::int64_t created_ns = 0;
+  friend bool operator==(const WebhookEndpoint&, const WebhookEndpoint&) = default;
+};
+
+// An alert to put in the outbox: one delivery per endpoint of the product whose mask has `type`.
+// At most one alert per (product, alert_key) is ever stored: a later one of the same key (the same
+// gate seen again by a later batch, a retried batch) is dropped.
+struct WebhookAlert {
+  std::string alert_key;  // e.g. "hard_gate|user|total_spend|<period start>"
+  AlertType type = AlertType::kSoftGate;
+  std::string event_id;  // 32 lowercase hex digits
+  std::string user_id;   // empty when not about a user
+  // The body's members after "delivery_id" (`"event_id":"...","type":"...",...`), JSON text.
+  std::string fields_json;
+};
+
+// Decides, in an ingest's transaction, the alerts of the batch from the usage it read
+// (IngestResult::usage) for the types in `wanted` (a mask; never 0). Called at most once per
+// attempt of the transaction, with the store's lock held: it must not call back into the Storage.
+using AlertsOf = absl::FunctionRef<std::vector<WebhookAlert>(std::span<const UserUsage> usage, std::uint32_t wanted)>;
+
+// A delivery handed to a sender by claim_webhook_deliveries().
+struct WebhookDelivery {
+  std::int64_t key = 0;      // the row's key, for record_webhook_attempt()
+  std::int64_t product = 0;  // the product's storage key (opaque): what claims are spread over
+  std::string delivery_id;
+  std::string type;  // the alert type's name
+  std::string url;
+  std::string secret;
+  std::string body;  // the JSON body, the same at every attempt
+  std::int64_t attempts = 0;  // made before this one
+};
+
+// The outcome of one attempt, for record_webhook_attempt().
+struct WebhookAttempt {
+  enum class Next : std::uint8_t { kDelivered, kRetry, kFailed };
+  Next next = Next::kRetry;
+  std::int64_t at_ns = 0;            // when the attempt ended
+  std::int64_t next_attempt_ns = 0;  // kRetry only
+  int http_status = 0;               // 0: no HTTP answer
+  std::string error;                 // empty when delivered
+};
+
+// One row of a delivery log (GET /api/v1/webhooks/{id}/deliveries).
+struct WebhookDeliveryLog {
+  std::string delivery_id;
+  std::string event_id;
+  std::string type;
+  std::string status;  // "pending", "delivered" or "failed"
+  std::int64_t attempts = 0;
+  std::int64_t created_ns = 0;
+  std::int64_t last_attempt_ns = 0;  // 0: none yet
+  std::int64_t next_attempt_ns = 0;  // pending only
+  int last_http_status = 0;
+  std::string last_error;
+};
+
 // Decides the period a user's usage is summed over, from the user's record. Called with the
 // store's lock held: it must not call back into the Storage.
 using PeriodOf = absl::FunctionRef<TimeRange(const UserRecord&)>;
@@ -429,6 +504,76 @@ class Storage {
                                                                ProfitGroup group) {
     static_cast<void>(product_id), static_cast<void>(range), static_cast<void>(group);
     return absl::UnimplementedError("this storage has no profit report");
+  }
+
+  // --- Webhooks (server/sql_webhooks.cpp). Unimplemented by default. ---
+
+  // As ingest_with_usage(), and in the same transaction, when the product has webhook endpoints:
+  // calls `alerts_of` with the usage read and the union of their event masks, and puts every alert
+  // it returns in the outbox (one pending delivery per endpoint subscribed to its type), unless an
+  // alert of its key is already stored. So an alert is stored exactly when its batch is.
+  virtual absl::StatusOr<IngestResult> ingest_with_alerts(std::string_view product_id,
+                                                          std::span<const EventRecord> events, PeriodOf period_of,
+                                                          std::span<const SoftGateFired> soft_gates,
+                                                          AlertsOf alerts_of) {
+    static_cast<void>(product_id), static_cast<void>(events), static_cast<void>(period_of);
+    static_cast<void>(soft_gates), static_cast<void>(alerts_of);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
+  // Puts one alert in the outbox in a transaction of its own (as ingest_with_alerts() does).
+  // True when stored; false when one of its key was already, or no endpoint wants its type.
+  virtual absl::StatusOr<bool> enqueue_alert(std::string_view product_id, const WebhookAlert& alert) {
+    static_cast<void>(product_id), static_cast<void>(alert);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
+  // Stores an endpoint. AlreadyExists when the product has one of its id; NotFound without such
+  // a product.
+  virtual absl::Status create_webhook(std::string_view product_id, const WebhookEndpoint& endpoint) {
+    static_cast<void>(product_id), static_cast<void>(endpoint);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
+  // The product's endpoints in id order, secrets included (empty for an unknown product).
+  virtual absl::StatusOr<std::vector<WebhookEndpoint>> list_webhooks(std::string_view product_id) {
+    static_cast<void>(product_id);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
+  // Deletes an endpoint and its deliveries (pending ones are never sent); NotFound naming it
+  // when there is none.
+  virtual absl::Status delete_webhook(std::string_view product_id, std::string_view endpoint_id) {
+    static_cast<void>(product_id), static_cast<void>(endpoint_id);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
+  // At most `max` pending deliveries due at `now_ns`, at most one per product and none of the
+  // products in `busy` (WebhookDelivery::product keys), the products whose earliest due delivery
+  // is earliest first (so a product with a backlog does not hold back the others), each made not
+  // due again until `lease_until_ns` so that no other sender (thread or replica) takes it
+  // meanwhile. A sender that dies holding one leaves it due again at lease_until_ns.
+  virtual absl::StatusOr<std::vector<WebhookDelivery>> claim_webhook_deliveries(std::int64_t now_ns,
+                                                                                std::int64_t lease_until_ns,
+                                                                                std::size_t max,
+                                                                                std::span<const std::int64_t> busy) {
+    static_cast<void>(now_ns), static_cast<void>(lease_until_ns), static_cast<void>(max), static_cast<void>(busy);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
+  // Records an attempt of the claimed delivery `key`: delivered, due again at
+  // attempt.next_attempt_ns, or failed for good. A delivery deleted meanwhile is ignored (OK).
+  virtual absl::Status record_webhook_attempt(std::int64_t key, const WebhookAttempt& attempt) {
+    static_cast<void>(key), static_cast<void>(attempt);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
+  // The endpoint's deliveries, newest first, at most `limit`; NotFound naming the endpoint when
+  // the product has none such.
+  virtual absl::StatusOr<std::vector<WebhookDeliveryLog>> webhook_deliveries(std::string_view product_id,
+                                                                             std::string_view endpoint_id,
+                                                                             std::size_t limit) {
+    static_cast<void>(product_id), static_cast<void>(endpoint_id), static_cast<void>(limit);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
+  // The product's user ids after `after` in id order, at most `limit` (the forecast's scan).
+  virtual absl::StatusOr<std::vector<std::string>> list_user_ids(std::string_view product_id, std::string_view after,
+                                                                 std::size_t limit) {
+    static_cast<void>(product_id), static_cast<void>(after), static_cast<void>(limit);
+    return absl::UnimplementedError("this storage cannot list users");
   }
 
   // Grants, renews or releases the leases of `holder` (32 lowercase hex digits) for `requests`,

@@ -489,6 +489,31 @@ absl::StatusOr<NewUser> parse_new_user(std::string_view body) {
   return user;
 }
 
+absl::StatusOr<NewWebhook> parse_new_webhook(std::string_view body) {
+  absl::StatusOr<simdjson::dom::object> root = parse_object(body);
+  if (!root.ok()) return root.status();
+  NewWebhook webhook;
+  static constexpr std::array<std::string_view, 2> kFields = {"url", "events"};
+  absl::Status status =
+      read_fields(*root, kBody, kFields, /*required=*/1, [&](std::size_t index, element v, const FieldPath& path) {
+        if (index == 0) return read_text(v, path, webhook.url, true);
+        simdjson::dom::array events;
+        if (v.get_array().get(events) != simdjson::SUCCESS) return field_error(path, "must be an array of strings");
+        std::size_t i = 0;
+        for (element e : events) {
+          std::string name;
+          if (absl::Status s = read_text(e, path.element(i++), name, true); !s.ok()) return s;
+          if (std::find(webhook.events.begin(), webhook.events.end(), name) != webhook.events.end()) {
+            return field_error(path.element(i - 1), "repeats an event type");
+          }
+          webhook.events.push_back(std::move(name));
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  return webhook;
+}
+
 absl::StatusOr<Subscription> parse_subscription(std::string_view body) {
   absl::StatusOr<simdjson::dom::object> root = parse_object(body);
   if (!root.ok()) return root.status();

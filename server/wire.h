@@ -74,6 +74,15 @@ struct NewUser {
 };
 absl::StatusOr<NewUser> parse_new_user(std::string_view body);
 
+// POST /api/v1/webhooks (docs/webhooks.md): {"url": non-empty string, "events": optional array of
+// distinct non-empty strings}. The URL and the event names are the caller's to check
+// (server/webhooks.h); an absent "events" is empty here.
+struct NewWebhook {
+  std::string url;
+  std::vector<std::string> events;
+};
+absl::StatusOr<NewWebhook> parse_new_webhook(std::string_view body);
+
 // POST /api/v1/users/{id}/subscription: {"plan": non-empty string, "period_start": RFC 3339,
 // "period_end": RFC 3339 after period_start}, both between 1970 and 2262 (int64 nanoseconds).
 absl::StatusOr<Subscription> parse_subscription(std::string_view body);

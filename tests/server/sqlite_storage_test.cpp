@@ -67,6 +67,7 @@ PRAGMA user_version=1;
   CHECK(sql_int(path, "PRAGMA user_version") == 5);
   CHECK(sql_int(path, "SELECT COUNT(*) FROM leases") == 0);  // version 3's table, created by the upgrade
   CHECK(sql_int(path, "SELECT COUNT(*) FROM voice_sessions") == 0);  // version 4's tables, likewise
+  CHECK(sql_int(path, "SELECT COUNT(*) FROM webhook_deliveries") == 0);  // version 5's tables, likewise
   CHECK(sql_int(path, "SELECT COUNT(*) FROM customers") == 0);
   CHECK(sql_int(path, "SELECT COUNT(*) FROM idempotency_keys") == 0);
   CHECK(sql_int(path, "SELECT COUNT(*) FROM billable_metrics") == 0);  // version 5's tables, likewise

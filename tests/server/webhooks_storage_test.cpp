@@ -1,0 +1,321 @@
+// Webhooks through paygentd's API and storage, on SQLite and PostgreSQL (docs/webhooks.md): the
+// endpoints' API, the outbox written by the ingest that raised each alert (once per alert key),
+// claims and attempts, the delivery log, a refused batch's alert and the forecast.
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <doctest/doctest.h>
+#include <simdjson.h>
+
+#include "server/api.h"
+#include "server/api_key.h"
+#include "server/metrics.h"
+#include "server/webhooks.h"
+#include "tests/server/fixture.h"
+#include "tests/server/storage_backends.h"
+
+namespace paygent::server::test {
+namespace {
+
+constexpr std::int64_t kDayNs = 86'400'000'000'000;
+// $1.00 a calendar month for everyone (test_now() is 2026-11-17T12:00Z: 16.5 days into November).
+constexpr std::string_view kPlans =
+    R"({"soft_gate_at":0.8,"hard_gate_at":1.0,"default_plan":"free","plans":[{"name":"free","max_spend_per_period":1.00}]})";
+
+struct WebhooksFixture {
+  explicit WebhooksFixture(StorageBackend& backend)
+      : storage(backend.fresh()),
+        api(std::make_unique<Api>(*storage, metrics,
+                                  ApiOptions{.admin_token = std::string(kAdminToken),
+                                             .forecast_horizon = absl::Hours(24 * 12),
+                                             .on_alerts = [this] { ++wakes; },
+                                             .clock = [] { return test_now(); }})) {
+    HttpResponse r = call("POST", "/api/v1/products", R"({"name":"acme"})", kAdminToken);
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    key = paygent::testing::json_string_member(r.body, "api_key");
+    r = call("POST", "/api/v1/config/plans", kPlans);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+  }
+
+  HttpResponse call(std::string_view method, std::string_view target, std::string_view body = {},
+                    std::string_view bearer = {}) {
+    return api->handle_request(HttpRequest{.method = std::string(method),
+                                           .target = std::string(target),
+                                           .content_type = "application/json",
+                                           .authorization = "Bearer " + std::string(bearer.empty() ? key : bearer),
+                                           .body = std::string(body)});
+  }
+  // Creates an endpoint; returns its id and secret.
+  std::pair<std::string, std::string> create(std::string_view body) {
+    const HttpResponse r = call("POST", "/api/v1/webhooks", body);
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    return {paygent::testing::json_string_member(r.body, "id"), paygent::testing::json_string_member(r.body, "secret")};
+  }
+  HttpResponse spend(std::uint64_t n, std::string user, std::int64_t cost) {
+    return call("POST", "/api/v1/events:batch",
+                batch_json({TestEvent{.id = event_id(n, 31), .user_id = std::move(user), .cost_nanos = cost}}));
+  }
+  // Every delivery due now, each claimed for a day: one per product and claim, so claims until none.
+  std::vector<WebhookDelivery> claim_all() {
+    std::vector<WebhookDelivery> out;
+    for (;;) {
+      absl::StatusOr<std::vector<WebhookDelivery>> d = storage->claim_webhook_deliveries(
+          absl::ToUnixNanos(absl::Now()), absl::ToUnixNanos(absl::Now()) + kDayNs, 100, {});
+      REQUIRE_MESSAGE(d.ok(), d.status().ToString());
+      REQUIRE(d->size() <= 1);
+      if (d->empty()) return out;
+      out.push_back(std::move(d->front()));
+    }
+  }
+
+  std::unique_ptr<Storage> storage;
+  Metrics metrics;
+  int wakes = 0;
+  std::unique_ptr<Api> api;
+  std::string key;
+};
+
+bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
+
+TEST_CASE("server.webhooks_endpoints_api") {
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    const auto [id, secret] = f.create(R"({"url":"http://127.0.0.1:9/hook","events":["hard_gate","forecast"]})");
+    CHECK(id.rfind("wh_", 0) == 0);
+    CHECK(secret.rfind("whsec_", 0) == 0);
+    CHECK(secret.size() == 6 + 64);
+    const HttpResponse list = f.call("GET", "/api/v1/webhooks");
+    REQUIRE(list.status == 200);
+    CHECK(contains(list.body, id));
+    CHECK(contains(list.body, R"("events":["hard_gate","forecast"])"));
+    CHECK(!contains(list.body, secret));  // shown once, at creation
+    // Bad input is a 400 naming the field.
+    HttpResponse bad = f.call("POST", "/api/v1/webhooks", R"({"url":"https://x.example/"})");
+    CHECK(bad.status == 400);
+    CHECK(error_message(bad).rfind("url: ", 0) == 0);
+    bad = f.call("POST", "/api/v1/webhooks", R"({"url":"http://x/","events":["hard_gate","nope"]})");
+    CHECK(bad.status == 400);
+    CHECK(error_message(bad).rfind("events[1]: ", 0) == 0);
+    bad = f.call("POST", "/api/v1/webhooks", R"({"events":["hard_gate"]})");
+    CHECK(bad.status == 400);
+    CHECK(contains(error_message(bad), "url"));
+    bad = f.call("POST", "/api/v1/webhooks", R"({"url":"http://x/","colour":"red"})");
+    CHECK(bad.status == 400);
+    CHECK(error_message(bad).rfind("colour", 0) == 0);
+    CHECK(f.call("GET", "/api/v1/webhooks/" + id + "/deliveries?limit=0").status == 400);
+    CHECK(f.call("GET", "/api/v1/webhooks/wh_nope/deliveries").status == 404);
+    CHECK(f.call("DELETE", "/api/v1/webhooks/" + id).status == 200);
+    CHECK(f.call("DELETE", "/api/v1/webhooks/" + id).status == 404);
+    CHECK(!contains(f.call("GET", "/api/v1/webhooks").body, id));
+  });
+}
+
+TEST_CASE("server.webhooks_outbox_written_by_ingest_once_per_alert") {
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    // Without endpoints nothing is queued.
+    REQUIRE(f.spend(1, "big", 1'200'000'000).status == 200);
+    CHECK(f.claim_all().empty());
+    const auto [all, all_secret] = f.create(R"({"url":"http://127.0.0.1:9/all"})");
+    const auto [hard, hard_secret] = f.create(R"({"url":"http://127.0.0.1:9/hard","events":["hard_gate"]})");
+    // A batch takes "big2" over the cap, and "fast" to 0.6 of it 16.5 days in: predicted in 11 days.
+    REQUIRE(f.call("POST", "/api/v1/events:batch",
+                   batch_json({TestEvent{.id = event_id(2, 31), .user_id = "big2", .cost_nanos = 1'000'000'000},
+                               TestEvent{.id = event_id(3, 31), .user_id = "fast", .cost_nanos = 600'000'000}}))
+                .status == 200);
+    CHECK(f.wakes == 1);
+    std::vector<WebhookDelivery> d = f.claim_all();
+    // big2's hard gate to both endpoints ("big" is not in this batch: its gate waits for its next
+    // batch); fast's forecast to `all` only.
+    REQUIRE(d.size() == 3);
+    int hard_gates = 0, forecasts = 0;
+    for (const WebhookDelivery& x : d) {
+      CHECK(x.attempts == 0);
+      CHECK(x.body.rfind("{\"delivery_id\":\"" + x.delivery_id + "\",\"event_id\":", 0) == 0);
+      CHECK(x.secret == (contains(x.url, "/all") ? all_secret : hard_secret));
+      if (x.type == "hard_gate") ++hard_gates;
+      if (x.type == "forecast") {
+        ++forecasts;
+        CHECK(contains(x.url, "/all"));
+        CHECK(contains(x.body, "\"predicted_reach_ns\":" + std::to_string(absl::ToUnixNanos(test_now()) + 11 * kDayNs)));
+      }
+    }
+    CHECK(hard_gates == 2);
+    CHECK(forecasts == 1);
+    // Later batches (and a retried one) raise nothing new for the same users, limit and period.
+    REQUIRE(f.spend(4, "big2", 5).status == 200);
+    REQUIRE(f.spend(5, "fast", 5).status == 200);
+    REQUIRE(f.call("POST", "/api/v1/events:batch",
+                   batch_json({TestEvent{.id = event_id(3, 31), .user_id = "fast", .cost_nanos = 600'000'000}}))
+                .status == 200);
+    CHECK(f.claim_all().empty());  // (the three are claimed for a day)
+    // A soft gate in a batch: to `all` only.
+    REQUIRE(f.call("POST", "/api/v1/events:batch",
+                   R"({"v":3,"events":[],"soft_gates":[{"user_id":"fast","limit":"total_spend","period_start_ns":)" +
+                       std::to_string(ns_at(2026, 11, 1)) + R"(,"threshold_ppm":800000}]})")
+                .status == 200);
+    d = f.claim_all();
+    REQUIRE(d.size() == 1);
+    CHECK(d[0].type == "soft_gate");
+    CHECK(contains(d[0].body, "\"threshold_ppm\":800000"));
+    CHECK(contains(d[0].body, "\"spend_nanos\":600000005"));
+  });
+}
+
+// The outbox is written in the batch's transaction: when the alerts cannot be written (here
+// alerts_of throws), nothing of the batch is stored either; once they can, both are.
+TEST_CASE("server.webhooks_alerts_and_their_batch_commit_together") {
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    f.create(R"({"url":"http://127.0.0.1:9/x","events":["hard_gate"]})");
+    const absl::StatusOr<std::string> product = f.storage->find_product_by_key(sha256_hex(f.key));
+    REQUIRE(product.ok());
+    const absl::StatusOr<PlanConfig> config = parse_plan_config(kPlans);
+    REQUIRE(config.ok());
+    const std::vector<EventRecord> batch = {record(event_id(9, 5), "u9", "gpt-4o", "s", 2'000'000'000, ns_at(2026, 11, 17, 10))};
+    auto period_of = [](const UserRecord&) { return TimeRange{.from_ns = ns_at(2026, 11, 1), .to_ns = ns_at(2026, 12, 1)}; };
+    auto failing = [](std::span<const UserUsage>, std::uint32_t) -> std::vector<WebhookAlert> {
+      throw std::runtime_error("the alerts cannot be written");
+    };
+    CHECK_THROWS(static_cast<void>(f.storage->ingest_with_alerts(*product, batch, period_of, {}, failing)));
+    const ReportQuery all{.from_ns = 0, .to_ns = ns_at(2027, 1, 1), .group_by = ReportGroup::kUser};
+    CHECK(f.storage->report(*product, all)->empty());
+    CHECK(f.claim_all().empty());
+    const std::int64_t now = absl::ToUnixNanos(test_now());
+    auto alerts = [&](std::span<const UserUsage> usage, std::uint32_t wanted) {
+      return batch_alerts(*product, &*config, usage, {}, wanted, now, absl::Hours(1));
+    };
+    const absl::StatusOr<IngestResult> stored = f.storage->ingest_with_alerts(*product, batch, period_of, {}, alerts);
+    REQUIRE_MESSAGE(stored.ok(), stored.status().ToString());
+    CHECK(stored->accepted == 1);
+    CHECK(f.storage->report(*product, all)->size() == 1);
+    const std::vector<WebhookDelivery> d = f.claim_all();
+    REQUIRE(d.size() == 1);
+    CHECK(d[0].type == "hard_gate");
+  });
+}
+
+TEST_CASE("server.webhooks_attempts_and_delivery_log") {
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    const auto [id, secret] = f.create(R"({"url":"http://127.0.0.1:9/x","events":["hard_gate"]})");
+    REQUIRE(f.spend(1, "u1", 2'000'000'000).status == 200);
+    std::vector<WebhookDelivery> d = f.claim_all();
+    REQUIRE(d.size() == 1);
+    const std::int64_t now = absl::ToUnixNanos(absl::Now());
+    // A failed attempt: pending again at its next time, not before.
+    REQUIRE(f.storage
+                ->record_webhook_attempt(d[0].key, WebhookAttempt{.next = WebhookAttempt::Next::kRetry,
+                                                                  .at_ns = now,
+                                                                  .next_attempt_ns = now + 10 * kDayNs,
+                                                                  .http_status = 500,
+                                                                  .error = "HTTP 500"})
+                .ok());
+    CHECK(f.claim_all().empty());
+    HttpResponse log = f.call("GET", "/api/v1/webhooks/" + id + "/deliveries");
+    REQUIRE(log.status == 200);
+    CHECK(contains(log.body, "\"delivery_id\":\"" + d[0].delivery_id + "\""));
+    CHECK(contains(log.body, R"("status":"pending","attempts":1)"));
+    CHECK(contains(log.body, R"("last_http_status":500,"last_error":"HTTP 500")"));
+    absl::StatusOr<std::vector<WebhookDelivery>> later =
+        f.storage->claim_webhook_deliveries(now + 10 * kDayNs, now + 11 * kDayNs, 10, {});
+    REQUIRE(later.ok());
+    REQUIRE(later->size() == 1);
+    CHECK(later->front().attempts == 1);
+    CHECK(later->front().delivery_id == d[0].delivery_id);  // retries keep the id and the body
+    CHECK(later->front().body == d[0].body);
+    REQUIRE(f.storage
+                ->record_webhook_attempt(d[0].key, WebhookAttempt{.next = WebhookAttempt::Next::kDelivered,
+                                                                  .at_ns = now + 10 * kDayNs,
+                                                                  .http_status = 204})
+                .ok());
+    log = f.call("GET", "/api/v1/webhooks/" + id + "/deliveries?limit=5");
+    CHECK(contains(log.body, R"("status":"delivered","attempts":2)"));
+    CHECK(contains(log.body, R"("next_attempt_ns":0)"));
+    // Deleting the endpoint drops its deliveries.
+    REQUIRE(f.call("DELETE", "/api/v1/webhooks/" + id).status == 200);
+    CHECK(f.storage->claim_webhook_deliveries(now + 20 * kDayNs, now + 21 * kDayNs, 10, {})->empty());
+  });
+}
+
+// A product with a backlog does not hold back another's deliveries; a busy product gets none.
+TEST_CASE("server.webhooks_claims_spread_over_products") {
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    f.create(R"({"url":"http://127.0.0.1:9/a","events":["hard_gate"]})");
+    for (std::uint64_t i = 0; i < 5; ++i) REQUIRE(f.spend(i, "u" + std::to_string(i), 1'000'000'000).status == 200);
+    // A second product, whose one alert is raised last.
+    HttpResponse r = f.call("POST", "/api/v1/products", R"({"name":"other"})", kAdminToken);
+    REQUIRE(r.status == 201);
+    const std::string first_key = f.key;
+    f.key = paygent::testing::json_string_member(r.body, "api_key");
+    REQUIRE(f.call("POST", "/api/v1/config/plans", kPlans).status == 200);
+    f.create(R"({"url":"http://127.0.0.1:9/b","events":["hard_gate"]})");
+    REQUIRE(f.spend(100, "v", 1'000'000'000).status == 200);
+    const std::int64_t now = absl::ToUnixNanos(absl::Now());
+    absl::StatusOr<std::vector<WebhookDelivery>> d = f.storage->claim_webhook_deliveries(now, now + kDayNs, 10, {});
+    REQUIRE(d.ok());
+    REQUIRE(d->size() == 2);  // one of each product
+    CHECK(d->at(0).product != d->at(1).product);
+    // With the first product busy, only the second's are offered (it has none left due now).
+    const std::int64_t busy[] = {d->at(0).product, d->at(1).product};
+    d = f.storage->claim_webhook_deliveries(now, now + kDayNs, 10, std::span<const std::int64_t>(busy, 1));
+    REQUIRE(d.ok());
+    CHECK(d->empty());
+    d = f.storage->claim_webhook_deliveries(now, now + kDayNs, 10, std::span<const std::int64_t>(busy + 1, 1));
+    REQUIRE(d.ok());
+    REQUIRE(d->size() == 1);
+    CHECK(d->at(0).product == busy[0]);
+    f.key = first_key;
+  });
+}
+
+TEST_CASE("server.webhooks_refused_batch_raises_delivery_failure") {
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    f.create(R"({"url":"http://127.0.0.1:9/x","events":["delivery_failure"]})");
+    CHECK(f.call("POST", "/api/v1/events:batch", R"({"events":[{"id":"nothex"}]})").status == 400);
+    CHECK(f.call("POST", "/api/v1/events:batch", R"({"events":[{"id":"nothex"}]})").status == 400);  // same minute
+    const std::vector<WebhookDelivery> d = f.claim_all();
+    REQUIRE(d.size() == 1);
+    CHECK(d[0].type == "delivery_failure");
+    CHECK(contains(d[0].body, "\"http_status\":400"));
+    CHECK(contains(d[0].body, "events[0]"));
+  });
+}
+
+TEST_CASE("server.webhooks_forecast_endpoint") {
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    REQUIRE(f.spend(1, "fast", 600'000'000).status == 200);
+    REQUIRE(f.spend(2, "slow", 100'000'000).status == 200);
+    REQUIRE(f.spend(3, "over", 1'500'000'000).status == 200);
+    REQUIRE(f.spend(4, "faster", 800'000'000).status == 200);
+    HttpResponse r = f.call("GET", "/api/v1/forecast");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    simdjson::dom::parser parser;
+    simdjson::dom::element root = parse_json(parser, r.body);
+    simdjson::dom::array rows = root["forecasts"].get_array();
+    REQUIRE(rows.size() == 2);
+    // Soonest first: "faster" (0.2 left at 0.8 per 16.5 days: 4.125 days), then "fast" (11 days).
+    const std::int64_t now = absl::ToUnixNanos(test_now());
+    CHECK(std::string_view(root.at_pointer("/forecasts/0/user_id").get_string()) == "faster");
+    CHECK(int_at(root, "/forecasts/0/predicted_reach_ns") == now + 4 * kDayNs + kDayNs / 8);
+    CHECK(std::string_view(root.at_pointer("/forecasts/1/user_id").get_string()) == "fast");
+    CHECK(int_at(root, "/forecasts/1/predicted_reach_ns") == now + 11 * kDayNs);
+    CHECK(int_at(root, "/forecasts/1/cap_nanos") == 1'000'000'000);
+    CHECK(int_at(root, "/users_scanned") == 4);
+    r = f.call("GET", "/api/v1/forecast?within_s=" + std::to_string(5 * 86400));
+    CHECK(parse_json(parser, r.body)["forecasts"].get_array().size() == 1);
+    r = f.call("GET", "/api/v1/forecast?within_s=soon");
+    CHECK(r.status == 400);
+    CHECK(error_message(r).rfind("within_s: ", 0) == 0);
+  });
+}
+
+}  // namespace
+}  // namespace paygent::server::test
