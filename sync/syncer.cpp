@@ -658,9 +658,9 @@ struct Syncer::Impl {
   std::string plans_version;
   std::string latest_plans_version;
   bool plans_stale = false;
-  bool usage_query_supported = true;
+  bool usage_query_supported = true;  // false once the backend answered 404 to POST /usage:query
   bool customers_unsupported = false;   // the backend answered 404 to customers/create-or-get
-  bool customers_404_reported = false;  // and that was said (once)  // false once the backend answered 404 to POST /usage:query
+  bool customers_404_reported = false;  // and that was said (once)
   // The backend's wire version as its last reply said it (I/O thread only). Until a reply says,
   // the backend is taken to be as new as this library; held events wait for a newer one.
   int backend_version = kWireVersion;
@@ -691,7 +691,15 @@ absl::StatusOr<std::pair<std::string, std::string>> parse_base_url(const std::st
         str_cat("backend_url: \"", base_url, "\" must start with http:// (TLS is not supported yet)"));
   }
   url.remove_prefix(7);
-  if (const auto slash = url.find('/'); slash != std::string_view::npos) url = url.substr(0, slash);
+  if (const auto slash = url.find_first_of("/?#"); slash != std::string_view::npos) {
+    // paygentd's paths are absolute (/api/v1/...): a path here would be dropped, silently sending
+    // to another place than the one written. Only a lone trailing "/" is the host itself.
+    if (url.substr(slash) != "/") {
+      return absl::InvalidArgumentError(str_cat("backend_url: \"", base_url, "\" has a path (",
+                                                url.substr(slash), "); give http://host[:port], where paygentd serves /api/v1/"));
+    }
+    url = url.substr(0, slash);
+  }
   std::string host(url), port = "80";
   if (const auto colon = url.rfind(':'); colon != std::string_view::npos) {
     host = std::string(url.substr(0, colon));

@@ -633,3 +633,40 @@ TEST_CASE("sync.a_named_sessions_soft_gates_are_shared_an_implicit_ones_are_not"
 }
 
 }  // namespace paygent
+
+namespace paygent::testing {
+namespace {
+
+TEST_CASE("sync.a_backend_url_with_a_path_is_refused_naming_it") {
+  // paygentd's paths are absolute: a path in backend_url would be dropped, sending elsewhere. Said
+  // through on_error; fail-open, the Paygent works local-only.
+  const std::pair<const char*, const char*> cases[] = {
+      {"http://127.0.0.1:9/paygent", "backend_url: \"http://127.0.0.1:9/paygent\" has a path (/paygent)"},
+      {"http://127.0.0.1:9?x=1", "backend_url: \"http://127.0.0.1:9?x=1\" has a path (?x=1)"},
+      {"https://127.0.0.1:9", "must start with http://"},
+      {"http://127.0.0.1:9/", ""},  // a lone trailing slash is the host itself
+  };
+  for (const auto& [url, message] : cases) {
+    INFO(url);
+    std::vector<std::string> errors;
+    std::mutex mu;
+    Options o;
+    o.plans = config_with(round_plan());
+    o.api_key = "k";
+    o.backend_url = url;
+    o.shutdown_deadline = absl::ZeroDuration();
+    o.on_error = [&](const absl::Status& s) {
+      std::lock_guard<std::mutex> lock(mu);
+      errors.emplace_back(s.message());
+    };
+    auto created = Paygent::create(std::move(o));
+    REQUIRE_MESSAGE(created.ok(), created.status().ToString());
+    std::lock_guard<std::mutex> lock(mu);
+    bool said = false;
+    for (const std::string& e : errors) said = said || (*message != '\0' && e.find(message) != std::string::npos);
+    CHECK_MESSAGE(said == (*message != '\0'), (errors.empty() ? std::string("(no error)") : errors.front()));
+  }
+}
+
+}  // namespace
+}  // namespace paygent::testing
