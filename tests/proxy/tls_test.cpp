@@ -7,6 +7,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "proxy/server.h"
 #include "tests/proxy/loopback.h"
@@ -25,27 +27,45 @@ TEST_CASE("proxy.https_upstream_with_an_untrusted_certificate_is_refused") {
   std::filesystem::create_directories(dir);
   REQUIRE(std::system(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout " + dir +
                        "/key.pem -out " + dir + "/cert.pem >/dev/null 2>&1").c_str()) == 0);
+  // s_server is started on a port that was free a moment ago; on a loaded machine (ctest -j) it can take
+  // seconds to come up, and the port can be taken in between: wait while the child lives, retry on exit.
   int port = 0;
-  ::close(listen_loopback(port));  // a free port for s_server
-  const pid_t server = ::fork();
-  if (server == 0) {
-    const int null = ::open("/dev/null", O_RDWR);
-    ::dup2(null, 0);
-    ::dup2(null, 1);
-    ::dup2(null, 2);
-    const std::string accept = "127.0.0.1:" + std::to_string(port);
-    ::execlp("openssl", "openssl", "s_server", "-accept", accept.c_str(), "-cert", (dir + "/cert.pem").c_str(), "-key",
-             (dir + "/key.pem").c_str(), "-www", nullptr);
-    std::_Exit(127);
-  }
+  pid_t server = -1;
   bool up = false;
-  for (int i = 0; i < 100 && !up; ++i) {
-    try {
-      ::close(connect_loopback(port));
-      up = true;
-    } catch (...) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int attempt = 0; attempt < 3 && !up; ++attempt) {
+    ::close(listen_loopback(port));
+    server = ::fork();
+    if (server == 0) {
+      const int null = ::open("/dev/null", O_RDWR);
+      ::dup2(null, 0);
+      ::dup2(null, 1);
+      const int log = ::open((dir + "/s_server.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+      ::dup2(log, 2);
+      const std::string accept = "127.0.0.1:" + std::to_string(port);
+      ::execlp("openssl", "openssl", "s_server", "-accept", accept.c_str(), "-cert", (dir + "/cert.pem").c_str(),
+               "-key", (dir + "/key.pem").c_str(), "-www", nullptr);
+      std::_Exit(127);
     }
+    for (int i = 0; i < 1500 && !up; ++i) {  // up to 30 s while the child is alive
+      try {
+        ::close(connect_loopback(port));
+        up = true;
+      } catch (...) {
+        if (::waitpid(server, nullptr, WNOHANG) == server) {
+          server = -1;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+    if (!up && server > 0) {
+      ::kill(server, SIGKILL);
+      ::waitpid(server, nullptr, 0);
+    }
+  }
+  if (!up) {
+    std::ifstream log(dir + "/s_server.log");
+    MESSAGE("openssl s_server did not come up; its stderr: " << std::string(std::istreambuf_iterator<char>(log), {}));
   }
   REQUIRE(up);
   Options options;
