@@ -140,9 +140,13 @@ LeaseRoom LeaseKeeper::room(Lease& l, std::int64_t used_after, std::int64_t cap,
     const LeaseRoom room = ask_and_wait(l, used_after, deadline);
     // "Cap reached" while some of this holder's events were delivered but not yet marked acked
     // may count them twice (in `spent` and in used - acked): asked again, within lease_wait, once
-    // the syncer has marked them.
-    if (room.verdict != LeaseVerdict::kCapReached || !l.answer_unsure.load(std::memory_order_acquire) ||
-        std::chrono::steady_clock::now() + kUnsureRetry >= deadline) {
+    // the syncer has marked them. Once per acked total: when a wait saw no new ack (the events
+    // were not in flight, or the syncer cannot deliver), the next calls do not wait again for it.
+    if (room.verdict != LeaseVerdict::kCapReached || !l.answer_unsure.load(std::memory_order_acquire)) return room;
+    const std::int64_t acked = l.answer_acked.load(std::memory_order_acquire);
+    if (acked == l.unsure_waited_out.load(std::memory_order_relaxed)) return room;
+    if (std::chrono::steady_clock::now() + kUnsureRetry >= deadline) {
+      l.unsure_waited_out.store(acked, std::memory_order_relaxed);
       return room;
     }
     std::this_thread::sleep_for(kUnsureRetry);
@@ -393,6 +397,7 @@ void LeaseKeeper::apply(Pending& p, const LeaseAnswer& a, std::int64_t sent_ns, 
   }
   l.bound.store(bound_of(l, options_.now_ns()), std::memory_order_release);
   l.answer_unsure.store(p.ask.acked < p.ask.used, std::memory_order_relaxed);
+  l.answer_acked.store(p.ask.acked, std::memory_order_relaxed);
   l.answer_ns.store(options_.now_ns(), std::memory_order_relaxed);
   l.answer.store(Lease::kGranted, std::memory_order_release);
   answered(p);

@@ -84,7 +84,7 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_with_alerts(std::string_view pro
 absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
                                                      const PeriodOf* period_of,
                                                      std::span<const SoftGateFired> soft_gates,
-                                                     const AlertsOf* alerts_of) {
+                                                     const AlertsOf* alerts_of, const InTransaction* first) {
   // The ids' bytes and the batch's users (sorted: the order their locks are taken in), before
   // any connection is taken.
   std::vector<EventId> ids(events.size());
@@ -118,6 +118,9 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
         with_user_locks(product_id, users, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
           result = IngestResult{};
           product_key = product;
+          if (first != nullptr) {
+            if (absl::Status s = (*first)(connection, product); !s.ok()) return s;
+          }
           return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, in_parts,
                                redo_in_parts, result, alerts_of);
         });

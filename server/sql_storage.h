@@ -82,10 +82,8 @@ class SqlStorage : public Storage {
                                                         std::string_view name, std::string_view email) final;
   absl::StatusOr<bool> open_voice_session(std::string_view product_id, const VoiceSession& session) final;
   absl::StatusOr<VoiceSession> find_voice_session(std::string_view product_id, std::string_view session_id) final;
-  absl::Status close_voice_session(std::string_view product_id, std::string_view session_id,
-                                   std::string_view closing_event_id) final;
-  absl::Status reopen_voice_session(std::string_view product_id, std::string_view session_id,
-                                    std::string_view closing_event_id) final;
+  absl::StatusOr<IngestResult> close_voice_session(std::string_view product_id, std::string_view session_id,
+                                                   const EventRecord& billing) final;
   absl::Status claim_idempotency_key(std::string_view product_id, std::string_view key_sha256,
                                      std::string_view body_sha256) final;
   absl::StatusOr<bool> has_event(std::string_view product_id, std::string_view event_id) final;
@@ -193,11 +191,14 @@ class SqlStorage : public Storage {
   // if any, to `take`; nothing for an unknown product.
   absl::Status read_plans_row(std::string_view product_id, std::string_view select_sql, std::string_view what,
                               absl::FunctionRef<void(Query&)> take);
+  // A step of a write transaction, given the product's key: its failure rolls the transaction back.
+  using InTransaction = absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t product)>;
   // ingest(), ingest_with_usage() and ingest_with_alerts(); `period_of` is nullptr for ingest(),
-  // `alerts_of` nullptr but for ingest_with_alerts().
+  // `alerts_of` nullptr but for ingest_with_alerts(). `first`, when set, runs in the batch's
+  // transaction (its user locks held) before the batch is written (close_voice_session()).
   absl::StatusOr<IngestResult> ingest_impl(std::string_view product_id, std::span<const EventRecord> events,
                                            const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates,
-                                           const AlertsOf* alerts_of = nullptr);
+                                           const AlertsOf* alerts_of = nullptr, const InTransaction* first = nullptr);
   // The write of a batch, in a with_user_locks() transaction of the batch's users: `ids` are the
   // events' ids as bytes, `users` the batch's distinct users, sorted. Through store_batch() unless
   // `in_parts`; sets `redo_in_parts` (and fails) when store_batch() asks for that.

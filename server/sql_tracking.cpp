@@ -130,43 +130,29 @@ absl::StatusOr<VoiceSession> SqlStorage::find_voice_session(std::string_view pro
   return out;
 }
 
-absl::Status SqlStorage::close_voice_session(std::string_view product_id, std::string_view session_id,
-                                             std::string_view closing_event_id) {
-  return transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
-    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
-    if (!product.ok()) return product.status();
+absl::StatusOr<IngestResult> SqlStorage::close_voice_session(std::string_view product_id,
+                                                             std::string_view session_id, const EventRecord& billing) {
+  auto close_session = [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
     // One statement decides: of two concurrent closes, the second finds closing_event_id set.
     absl::StatusOr<Query> update = prepare(connection,
                                            "UPDATE voice_sessions SET closing_event_id = ?3 WHERE product = ?1 AND "
                                            "session_id = ?2 AND closing_event_id = ''");
     if (!update.ok()) return update.status();
-    update->bind(1, *product).bind(2, session_id).bind(3, closing_event_id);
+    update->bind(1, product).bind(2, session_id).bind(3, billing.id);
     if (absl::Status s = update->run("close voice session"); !s.ok()) return s;
     if (update->changes() > 0) return absl::OkStatus();
     absl::StatusOr<Query> select = prepare(connection, kSelectSession);
     if (!select.ok()) return select.status();
-    select->bind(1, *product).bind(2, session_id);
+    select->bind(1, product).bind(2, session_id);
     absl::StatusOr<bool> row = select->step("read voice session");
     if (!row.ok()) return row.status();
     if (!*row) return absl::NotFoundError(str_cat("sessionId: no voice session \"", session_id, "\""));
-    if (select->text(3) == closing_event_id) return absl::OkStatus();  // the same indicator, retried
+    if (select->text(3) == billing.id) return absl::OkStatus();  // the same indicator, retried
     return absl::FailedPreconditionError(
         str_cat("sessionId: voice session \"", session_id, "\" is closed (its indicator was already set)"));
-  });
-}
-
-absl::Status SqlStorage::reopen_voice_session(std::string_view product_id, std::string_view session_id,
-                                              std::string_view closing_event_id) {
-  return transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
-    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
-    if (!product.ok()) return product.status();
-    absl::StatusOr<Query> update = prepare(connection,
-                                           "UPDATE voice_sessions SET closing_event_id = '' WHERE product = ?1 AND "
-                                           "session_id = ?2 AND closing_event_id = ?3");
-    if (!update.ok()) return update.status();
-    update->bind(1, *product).bind(2, session_id).bind(3, closing_event_id);
-    return update->run("reopen voice session");
-  });
+  };
+  const InTransaction close = close_session;  // a reference to the lambda above, which outlives it
+  return ingest_impl(product_id, std::span<const EventRecord>(&billing, 1), nullptr, {}, nullptr, &close);
 }
 
 absl::Status SqlStorage::claim_idempotency_key(std::string_view product_id, std::string_view key_sha256,

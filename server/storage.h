@@ -405,13 +405,15 @@ class Storage {
     static_cast<void>(product_id), static_cast<void>(session_id);
     return absl::UnimplementedError("this storage has no voice sessions");
   }
-  // Closes the session, naming the billing event that closes it. OK when it was open, or is
-  // already closed by the same event id (a retried indicator); FailedPrecondition when already
-  // closed by another; NotFound when there is no such session. Atomic: of two concurrent closes
-  // with different event ids exactly one succeeds.
-  virtual absl::Status close_voice_session(std::string_view product_id, std::string_view session_id,
-                                           std::string_view closing_event_id) {
-    static_cast<void>(product_id), static_cast<void>(session_id), static_cast<void>(closing_event_id);
+  // Closes the session with its billing event `billing` (whose id names the closing event) and
+  // stores that event as ingest() would, in one transaction: both or neither, so that a crash
+  // cannot leave a session closed and unbilled. OK when the session was open, or is already closed
+  // by an event of billing.id (a retried indicator: the event counts as a duplicate);
+  // FailedPrecondition when it is closed by another; NotFound when there is no such session.
+  // Atomic: of two concurrent closes with different event ids exactly one succeeds.
+  virtual absl::StatusOr<IngestResult> close_voice_session(std::string_view product_id, std::string_view session_id,
+                                                           const EventRecord& billing) {
+    static_cast<void>(product_id), static_cast<void>(session_id), static_cast<void>(billing);
     return absl::UnimplementedError("this storage has no voice sessions");
   }
   // Records that the product's Idempotency-Key whose hash is `key_sha256` was used for a request
@@ -428,14 +430,6 @@ class Storage {
     static_cast<void>(product_id), static_cast<void>(event_id);
     return absl::UnimplementedError("this storage cannot look events up");
   }
-  // Reopens a session that close_voice_session() closed with `closing_event_id`, when the billing
-  // event could not be stored after all (so that the indicator can be sent again).
-  virtual absl::Status reopen_voice_session(std::string_view product_id, std::string_view session_id,
-                                            std::string_view closing_event_id) {
-    static_cast<void>(product_id), static_cast<void>(session_id), static_cast<void>(closing_event_id);
-    return absl::UnimplementedError("this storage has no voice sessions");
-  }
-
   // Creates or replaces agent `agent.agent_id` with its name and indicators (those it had and
   // `agent` lacks are removed). True when it changed something (an identical put changes
   // nothing). NotFound without such a product, or naming the billable metric an indicator links

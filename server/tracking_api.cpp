@@ -507,16 +507,11 @@ HttpResponse Api::voice_indicator(const Call& call) {
   absl::StatusOr<std::string> id = event_id_of(storage_, call.product_id, call.request);
   if (!id.ok()) return error_response(id.status());
   e.id = *std::move(id);
-  // Closed first (atomically: a second indicator is refused here), then billed; reopened when the
-  // billing event cannot be stored, so that the indicator can be sent again.
-  if (absl::Status s = storage_.close_voice_session(call.product_id, session_id, e.id); !s.ok()) {
-    return session_error(s);
-  }
-  absl::StatusOr<IngestResult> stored = store_events(call.product_id, std::span<const EventRecord>(&e, 1));
-  if (!stored.ok()) {
-    static_cast<void>(storage_.reopen_voice_session(call.product_id, session_id, e.id));
-    return error_response(stored.status());
-  }
+  // Closed and billed in one transaction: a second indicator is refused, a retried one (same
+  // Idempotency-Key, so the same event id) is a duplicate, and a crash leaves neither.
+  absl::StatusOr<IngestResult> stored = storage_.close_voice_session(call.product_id, session_id, e);
+  if (!stored.ok()) return session_error(stored.status());
+  metrics_.record_ingest(stored->accepted, stored->duplicates);
   JsonWriter w;
   w.begin_object()
       .key("sessionId").value(session_id)

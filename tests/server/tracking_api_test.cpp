@@ -450,23 +450,41 @@ TEST_CASE("tracking: voice sessions and customers in the storage, on both backen
     CHECK(absl::IsAlreadyExists(s.open_voice_session(t.product, other).status()));
     CHECK(s.find_voice_session(t.product, "v1").value() == session);
     CHECK(absl::IsNotFound(s.find_voice_session(t.product, "v2").status()));
-    CHECK(absl::IsNotFound(s.close_voice_session(t.product, "v2", event_id(1))));
+    // The session's billing event, of closing event id `n`.
+    auto billing = [](std::uint64_t n) {
+      EventRecord e = record(event_id(n), "c", "", "v1", 0, 1'000);
+      e.input_tokens = e.output_tokens = e.cached_input_tokens = 0;
+      e.kind = ::paygent::internal::UsageKind::kBilling;
+      e.agent_id = "a";
+      e.indicator = "call";
+      e.audio_us = 60'000'000;
+      return e;
+    };
+    CHECK(absl::IsNotFound(s.close_voice_session(t.product, "v2", billing(1)).status()));
+    CHECK_FALSE(s.has_event(t.product, event_id(1)).value());  // nothing of a refused close is stored
 
-    // The first close wins; the same closing event again is a retry; another is refused.
-    CHECK(s.close_voice_session(t.product, "v1", event_id(1)).ok());
-    CHECK(s.close_voice_session(t.product, "v1", event_id(1)).ok());
-    CHECK(absl::IsFailedPrecondition(s.close_voice_session(t.product, "v1", event_id(2))));
+    // The first close wins and stores its event; the same closing event again is a retry (a
+    // duplicate); another is refused and stores nothing.
+    CHECK(s.close_voice_session(t.product, "v1", billing(1)).value().accepted == 1);
+    CHECK(s.close_voice_session(t.product, "v1", billing(1)).value().duplicates == 1);
+    CHECK(absl::IsFailedPrecondition(s.close_voice_session(t.product, "v1", billing(2)).status()));
+    CHECK(s.has_event(t.product, event_id(1)).value());
+    CHECK_FALSE(s.has_event(t.product, event_id(2)).value());
     VoiceSession closed = s.find_voice_session(t.product, "v1").value();
     CHECK(closed.closed);
     CHECK(closed.closing_event_id == event_id(1));
-    // Reopened only by the event that closed it.
-    CHECK(s.reopen_voice_session(t.product, "v1", event_id(2)).ok());
-    CHECK(s.find_voice_session(t.product, "v1").value().closed);
-    CHECK(s.reopen_voice_session(t.product, "v1", event_id(1)).ok());
-    CHECK(s.find_voice_session(t.product, "v1").value() == session);
+    // A billing event the ingest refuses (a cost on it) does not close the session.
+    const VoiceSession second{.session_id = "v3", .agent_id = "a", .customer_id = "c", .meta_tags_json = "{}"};
+    CHECK(s.open_voice_session(t.product, second).value());
+    EventRecord bad = billing(3);
+    bad.session_id = "v3";
+    bad.cost_nanos = 5;
+    CHECK(absl::IsInvalidArgument(s.close_voice_session(t.product, "v3", bad).status()));
+    CHECK_FALSE(s.find_voice_session(t.product, "v3").value().closed);
+    CHECK_FALSE(s.has_event(t.product, event_id(3)).value());
     // Another store on the same database sees it (a replica, or the same store reopened).
     std::unique_ptr<Storage> again = backend.again();
-    CHECK(again->find_voice_session(t.product, "v1").value() == session);
+    CHECK(again->find_voice_session(t.product, "v1").value() == closed);
 
     const CustomerRecord first = s.create_or_get_customer(t.product, "ext-1", "Name", "").value();
     CHECK(first == CustomerRecord{.id = "ext-1", .name = "Name", .email = "", .created = true});
