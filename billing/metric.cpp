@@ -109,9 +109,17 @@ absl::StatusOr<Metric> Metric::create(MetricDefinition definition) {
   Metric m;
   if (definition.name.empty()) return invalid("name", "is required");
   if (definition.name.size() > 200) return invalid("name", "is longer than 200 characters");
-  auto id = metric_identifier(definition.name);
-  if (!id.ok()) return id.status();
-  m.identifier_ = *std::move(id);
+  if (definition.identifier.empty()) {
+    auto id = metric_identifier(definition.name);
+    if (!id.ok()) return id.status();
+    m.identifier_ = *std::move(id);
+  } else {
+    auto normal = metric_identifier(definition.identifier);
+    if (!normal.ok() || *normal != definition.identifier) {
+      return invalid("identifier", "must be lowercase letters, digits and single '_' (\"gpu_hours\")");
+    }
+    m.identifier_ = definition.identifier;
+  }
 
   const bool has_field = !definition.field.empty();
   const bool has_expression = !definition.expression.empty();

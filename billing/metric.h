@@ -50,7 +50,10 @@ struct MetricFilter {
 
 // What a user configures. Plain data; validated by Metric::create.
 struct MetricDefinition {
-  std::string name;         // "GPU compute hours"; the identifier is derived from it
+  std::string name;         // "GPU compute hours"
+  // "gpu_hours": the identifier chosen at creation; empty: derived from the name
+  // ("gpu_compute_hours"). A chosen one must already be in the derived form (metric_identifier()).
+  std::string identifier;
   std::string description;  // optional
   Aggregation aggregation = Aggregation::kCount;
   // Aggregate on one meta-tag key ("hours")...
@@ -72,8 +75,8 @@ absl::StatusOr<std::string> metric_identifier(std::string_view name);
 // threads at once.
 class Metric {
  public:
-  // Validates `definition` and derives the identifier. InvalidArgument naming the field on bad input
-  // ("name: ...", "field: ...", "expression: position 9: ...", "rounding.precision: ...",
+  // Validates `definition` and takes its identifier (derived from the name when it has none).
+  // InvalidArgument naming the field on bad input ("name: ...", "identifier: ...", "field: ...", "expression: position 9: ...", "rounding.precision: ...",
   // "filters[1].values: ...").
   static absl::StatusOr<Metric> create(MetricDefinition definition);
 

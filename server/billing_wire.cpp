@@ -313,6 +313,7 @@ absl::StatusOr<billing::Metric> metric_of(const MetricRecord& record) {
     return absl::InternalError(str_cat("stored metric \"", record.identifier, "\" is unreadable: ", s.message()));
   }
   d.description = record.description;
+  d.identifier = record.identifier;  // the one chosen at creation, which invoices name
   return billing::Metric::create(std::move(d));
 }
 

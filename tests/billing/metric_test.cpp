@@ -27,6 +27,15 @@ TEST_CASE("billing.metric.identifier_from_name") {
   auto m = Metric::create({.name = "GPU compute hours", .aggregation = Aggregation::kSum, .field = "hours"});
   REQUIRE(m.ok());
   CHECK(m->identifier() == "gpu_compute_hours");
+  // One chosen at creation is kept (invoices name it), when it is in the derived form.
+  auto chosen = Metric::create({.name = "GPU compute hours", .identifier = "gpu_hours",
+                                .aggregation = Aggregation::kSum, .field = "hours"});
+  REQUIRE(chosen.ok());
+  CHECK(chosen->identifier() == "gpu_hours");
+  auto bad = Metric::create({.name = "GPU compute hours", .identifier = "GPU Hours",
+                             .aggregation = Aggregation::kSum, .field = "hours"});
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message().find("identifier") != std::string_view::npos);
 }
 
 TEST_CASE("billing.metric.definition_is_validated_naming_the_field") {

@@ -120,6 +120,7 @@ TEST_CASE("billing.seed_003_worked_examples") {
     CHECK(count.filtered_out == 38);
     CHECK(count.amount_nanos == 120'000'000);
     const Line gpu = line_of(f, "c1", "seed", "inference");
+    CHECK(gpu.metric == "gpu_hours");  // the identifier chosen at creation, not "gpu_compute_hours"
     CHECK(gpu.quantity == "60.2");
     CHECK(gpu.amount_nanos == 30'100'000'000);  // 60.2 x $0.50
     CHECK(line_of(f, "c1", "seed", "presence-ping").quantity == "120");
