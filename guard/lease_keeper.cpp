@@ -144,9 +144,14 @@ LeaseRoom LeaseKeeper::room(Lease& l, std::int64_t used_after, std::int64_t cap,
     // were not in flight, or the syncer cannot deliver), the next calls do not wait again for it.
     if (room.verdict != LeaseVerdict::kCapReached || !l.answer_unsure.load(std::memory_order_acquire)) return room;
     const std::int64_t acked = l.answer_acked.load(std::memory_order_acquire);
-    if (acked == l.unsure_waited_out.load(std::memory_order_relaxed)) return room;
+    const std::uint64_t reads = store_ != nullptr ? store_->outbox_reads() : 0;
+    if (acked == l.unsure_waited_out.load(std::memory_order_relaxed) &&
+        reads == l.unsure_waited_reads.load(std::memory_order_relaxed)) {
+      return room;
+    }
     if (std::chrono::steady_clock::now() + kUnsureRetry >= deadline) {
       l.unsure_waited_out.store(acked, std::memory_order_relaxed);
+      l.unsure_waited_reads.store(reads, std::memory_order_relaxed);
       return room;
     }
     std::this_thread::sleep_for(kUnsureRetry);

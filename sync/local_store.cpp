@@ -271,6 +271,7 @@ absl::StatusOr<std::vector<SessionTotals>> LocalStore::sessions(std::string_view
 }
 
 absl::StatusOr<std::vector<EventRecord>> LocalStore::unacked(std::size_t limit) {
+  outbox_reads_.fetch_add(1, std::memory_order_acq_rel);
   std::lock_guard<std::mutex> lock(mu_);
   Statement st;
   const std::string select =

@@ -14,6 +14,7 @@
 // thread. It is never called on the hot path.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -88,8 +89,11 @@ class LocalStore {
 
   // --- The outbox (the events table is the syncer's spool) ---
 
-  // Up to `limit` events to be delivered (kUnacked), oldest first.
+  // Up to `limit` events to be delivered (kUnacked), oldest first. Counted in outbox_reads().
   absl::StatusOr<std::vector<EventRecord>> unacked(std::size_t limit);
+  // How many times unacked() was called: a delivery reads the outbox before it sends, so a count
+  // that moved says a delivery may have started since (the lease keeper's unsure answers).
+  [[nodiscard]] std::uint64_t outbox_reads() const noexcept { return outbox_reads_.load(std::memory_order_acquire); }
   // Puts the events in `state` (kAcked, kRejected or kHeld), in one transaction.
   absl::Status mark_acked(const std::vector<std::string>& ids, int state = kAcked);
   // Puts every kHeld event back to kUnacked (the backend may read them now); returns how many.
@@ -141,6 +145,7 @@ class LocalStore {
   absl::Status error(std::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::mutex mu_;
+  std::atomic<std::uint64_t> outbox_reads_{0};
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   sqlite3_stmt* insert_ ABSL_GUARDED_BY(mu_) = nullptr;
 };

@@ -76,10 +76,12 @@ struct alignas(64) Lease {
   // delivered them meanwhile, the backend counted them twice and "cap reached" may not be so yet.
   std::atomic<bool> answer_unsure{false};
   // The acked total the last answer was asked with, and the last acked total whose unsure "cap
-  // reached" a call waited out (lease_wait) without the syncer marking anything: with no new ack
-  // since, the answer cannot change, so later calls take it at once instead of each waiting again.
+  // reached" a call waited out (lease_wait) without the syncer marking anything, with the store's
+  // outbox_reads() then: while neither moved (no ack, no delivery started), the answer cannot
+  // change, so later calls take it at once instead of each waiting again.
   std::atomic<std::int64_t> answer_acked{-1};
   std::atomic<std::int64_t> unsure_waited_out{-2};
+  std::atomic<std::uint64_t> unsure_waited_reads{0};
   std::atomic<std::int64_t> ceiling{0};     // the last grant's ceiling (or `used` when released)
   std::atomic<std::int64_t> expires_ns{0};  // local expiry of the grant; 0: no live grant
 
