@@ -1223,7 +1223,7 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
     counters.unknown_models.add();
     if (!model->unknown_reported.exchange(true, std::memory_order_relaxed)) {
       report_error(absl::NotFoundError(str_cat("no price for model \"", model->name,
-                                                    "\": metered with cost 0 (add it to the plan's cost_rates)")));
+                                                    "\": its calls are metered with cost unknown (cost_unknown; add it to the plan's cost_rates)")));
     }
   }
   QueuedEvent q;
@@ -1236,6 +1236,7 @@ void Engine::meter(const std::shared_ptr<const ContextData>& context, UserState*
   q.quantities.cost_nanos = cost;
   q.quantities.ts_ns = ts_ns;
   q.quantities.estimated = estimated;
+  q.quantities.cost_unknown = source == UsageEvent::PriceSource::kUnknown;  // 0 means unknown, not free
   publish(q, user, source);
 }
 
@@ -1256,6 +1257,7 @@ void Engine::publish(QueuedEvent& q, const UserState* user, UsageEvent::PriceSou
     e.timestamp = absl::FromUnixNanos(n.ts_ns);
     e.price_source = source;
     e.estimated = n.estimated;
+    e.cost_unknown = n.cost_unknown;
     if (q.media != nullptr) {
       e.kind = usage_kind_name(n.kind);
       e.provider_text = q.media->provider;
@@ -1263,7 +1265,6 @@ void Engine::publish(QueuedEvent& q, const UserState* user, UsageEvent::PriceSou
       e.audio_us = n.audio_us;
       e.characters = n.characters;
       e.video_us = n.video_us;
-      e.cost_unknown = n.cost_unknown;
     }
     invoke_callback(options.on_usage, e);
   }

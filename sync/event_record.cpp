@@ -86,24 +86,31 @@ bool holds_default(const EventRecord& e, const EventField& f) {
   return false;
 }
 
-int wire_version_needed(const EventRecord& e) {
+bool writes_field(const EventRecord& e, const EventField& f, int backend_version) {
+  if (f.required) return true;
+  if (f.informational && f.since_version > backend_version) return false;
+  return !holds_default(e, f);
+}
+
+int wire_version_needed(const EventRecord& e, int backend_version) {
   int version = 1;
   for (const EventField& f : kEventFields) {
-    if (f.since_version > version && !holds_default(e, f)) version = f.since_version;
+    if (f.since_version > version && writes_field(e, f, backend_version)) version = f.since_version;
   }
   return version;
 }
 
-std::string encode_event_batch(std::span<const EventRecord> events, std::span<const FiredThreshold> soft_gates) {
+std::string encode_event_batch(std::span<const EventRecord> events, std::span<const FiredThreshold> soft_gates,
+                               int backend_version) {
   int version = soft_gates.empty() ? 1 : kSoftGatesWireVersion;
-  for (const EventRecord& e : events) version = std::max(version, wire_version_needed(e));
+  for (const EventRecord& e : events) version = std::max(version, wire_version_needed(e, backend_version));
   std::string out = version > 1 ? str_cat("{\"v\":", version, ",\"events\":[") : std::string("{\"events\":[");
   for (std::size_t i = 0; i < events.size(); ++i) {
     const EventRecord& e = events[i];
     out += i ? ",{" : "{";
     bool first = true;
     for (const EventField& f : kEventFields) {
-      if (!f.required && holds_default(e, f)) continue;
+      if (!writes_field(e, f, backend_version)) continue;
       str_append(&out, first ? "\"" : ",\"", f.name, "\":");
       first = false;
       append_value_json(out, e, f);

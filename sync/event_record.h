@@ -126,6 +126,9 @@ struct EventField {
   std::string EventRecord::*text = nullptr;        // kId, kText, kMetaTags
   std::int64_t EventQuantities::*count = nullptr;  // kCount
   bool EventQuantities::*flag = nullptr;           // kBool
+  // A note the backend counts nothing by (cost_unknown): a backend older than since_version gets
+  // the event without it instead of the event being held for a newer one.
+  bool informational = false;
 };
 
 // Every field of an event, in the order the encoder writes them. A new field goes here (with
@@ -159,7 +162,7 @@ inline constexpr std::array<EventField, 27> kEventFields = {{
     {"tier", EventFieldType::kText, 4, false, false, &EventRecord::tier},
     {"resolution", EventFieldType::kText, 4, false, false, &EventRecord::resolution},
     {"description", EventFieldType::kText, 4, false, false, &EventRecord::description},
-    {"cost_unknown", EventFieldType::kBool, 4, false, false, nullptr, nullptr, &EventQuantities::cost_unknown},
+    {"cost_unknown", EventFieldType::kBool, 4, false, false, nullptr, nullptr, &EventQuantities::cost_unknown, true},
 }};
 
 // A soft-gate threshold that fired: once per threshold, limit and period, across restarts (the
@@ -177,16 +180,22 @@ struct FiredThreshold {
 
 // True when `e`'s value of `field` is its default (EventRecord{}'s value).
 [[nodiscard]] bool holds_default(const EventRecord& e, const EventField& field);
-// The lowest wire version that carries `e` without loss: the highest since_version among the
-// fields that do not hold their default (1 for an event without new information).
-[[nodiscard]] int wire_version_needed(const EventRecord& e);
+// Whether `e` is written with `field` to a backend of `backend_version`: a required field always;
+// an optional one when it does not hold its default, and (informational) the backend reads it.
+[[nodiscard]] bool writes_field(const EventRecord& e, const EventField& field, int backend_version);
+// The lowest wire version that carries `e` to a backend of `backend_version` without loss: the
+// highest since_version among the fields written (1 for an event without new information). An
+// informational field newer than the backend is left out, so it never makes an event wait.
+[[nodiscard]] int wire_version_needed(const EventRecord& e, int backend_version = kWireVersion);
 // {"v": N, "events": [...], "soft_gates": [...]} ("v" only when N > 1; "soft_gates" only when
-// `soft_gates` is not empty), N the highest wire_version_needed of `events`, and at least
-// kSoftGatesWireVersion with soft gates. Optional fields that hold their default are left out.
+// `soft_gates` is not empty), N the highest wire_version_needed of `events` for
+// `backend_version`, and at least kSoftGatesWireVersion with soft gates. The fields written are
+// writes_field()'s.
 // `e.meta_tags_json` is written as it is (it must be a JSON object; empty is written as {}).
 // `events` may be empty only when `soft_gates` is not (paygentd refuses a batch of neither).
 [[nodiscard]] std::string encode_event_batch(std::span<const EventRecord> events,
-                                             std::span<const FiredThreshold> soft_gates = {});
+                                             std::span<const FiredThreshold> soft_gates = {},
+                                             int backend_version = kWireVersion);
 
 // --- SQLite: the payload columns (every field but the id) of both events tables ---
 

@@ -224,7 +224,7 @@ struct Syncer::Impl {
     if (backend_version >= kWireVersion) return true;
     std::vector<std::string> held;
     std::erase_if(batch, [&](EventRecord& e) {
-      if (wire_version_needed(e) <= backend_version) return false;
+      if (wire_version_needed(e, backend_version) <= backend_version) return false;
       held.push_back(std::move(e.id));
       return true;
     });
@@ -318,8 +318,12 @@ struct Syncer::Impl {
     }
     if (batch->empty() && gates.empty()) co_return 0;
     int batch_version = gates.empty() ? 1 : kSoftGatesWireVersion;
-    for (const EventRecord& e : *batch) batch_version = std::max(batch_version, wire_version_needed(e));
-    auto res = co_await request(http::verb::post, "/api/v1/events:batch", encode_event_batch(*batch, gates));
+    // Written for the backend's version: an informational field it cannot read is left out.
+    for (const EventRecord& e : *batch) {
+      batch_version = std::max(batch_version, wire_version_needed(e, backend_version));
+    }
+    auto res = co_await request(http::verb::post, "/api/v1/events:batch",
+                                encode_event_batch(*batch, gates, backend_version));
     if (!res) {
       fail(absl::UnavailableError(str_cat("backend unreachable: ", last_error)));
       co_return -1;

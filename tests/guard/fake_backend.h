@@ -253,6 +253,10 @@ class FakeBackend {
         if (wire_version_ < 2 && e["kind"].error() == simdjson::SUCCESS) {
           return http(400, "{\"error\":{\"code\":\"invalid_argument\",\"message\":\"events[0].kind: unknown field\"}}");
         }
+        if (wire_version_ < 4 && e["cost_unknown"].error() == simdjson::SUCCESS) {
+          return http(400,
+                      "{\"error\":{\"code\":\"invalid_argument\",\"message\":\"events[0].cost_unknown: unknown field\"}}");
+        }
       }
       if (simdjson::dom::array gates; doc["soft_gates"].get_array().get(gates) == simdjson::SUCCESS) {
         for (simdjson::dom::element g : gates) {

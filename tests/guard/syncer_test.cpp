@@ -584,6 +584,28 @@ TEST_CASE("sync.an_older_backend_keeps_soft_gates_unsent_until_it_is_upgraded") 
   CHECK(backend.soft_gates_received() == first + 1);
 }
 
+// An llm event of a model with no price carries cost_unknown (wire version 4), a note the backend
+// counts nothing by: a paygentd of version 3 gets the event without it, at once, instead of the
+// event being held for a newer backend (its tokens and call would be missing from the backend's
+// totals meanwhile). The first batch, written for version 4, is refused; the next is not.
+TEST_CASE("sync.an_older_backend_gets_an_unpriced_llm_event_without_its_cost_unknown") {
+  FakeBackend backend;
+  backend.set_wire_version(3);
+  FakeClock clock;
+  Client c(backend.port(), testing::round_plan(), clock);
+  {
+    Context ctx("u1");
+    c.pg->record("mystery-model-9000", tokens(10, 10));
+    c.pg->record("m", tokens(10, 0));
+  }
+  REQUIRE(c.pg->flush(absl::Seconds(5)).ok());  // nothing held
+  CHECK(backend.events() == 2);
+  CHECK(c.pg->stats().rejected_events == 0);
+  CHECK(c.pg->stats().unknown_models == 1);
+  std::lock_guard<std::mutex> lock(c.mu);
+  for (const auto& e : c.errors) CHECK_MESSAGE(e.find("older than this library") == std::string::npos, e);
+}
+
 // A session limit's threshold reported by the backend: a named session's id is the same in every
 // process, so another process's fire counts here; an implicit session ("auto-<start ms>") is this
 // process's own.

@@ -265,6 +265,27 @@ TEST_CASE("tracking.an_unknown_price_keeps_the_event_with_cost_unknown") {
   }
 }
 
+TEST_CASE("tracking.record_of_an_unpriced_model_keeps_the_event_with_cost_unknown") {
+  // record() of a model neither the plan nor the catalog prices: the event is kept, its cost is
+  // unknown (not $0), as for an unpriced speech model; a priced call beside it is not marked.
+  Tracker t;
+  std::vector<bool> seen;
+  {
+    Context ctx("c");
+    t.pg->record("mystery-model-9000", Usage{.input_tokens = 10, .output_tokens = 10});
+    t.pg->record("gpt-4o", Usage{.input_tokens = 1000, .output_tokens = 0});
+  }
+  CHECK(t.pg->stats().unknown_models == 1);
+  CHECK(t.said("mystery-model-9000"));
+  const auto events = t.events();
+  REQUIRE(events.size() == 2);
+  for (const EventRecord& e : events) {
+    CHECK(e.kind == UsageKind::kLlm);
+    CHECK(e.cost_unknown == (e.model == "mystery-model-9000"));
+    CHECK(e.cost_nanos == (e.cost_unknown ? 0 : 2'500'000));
+  }
+}
+
 TEST_CASE("tracking.misuse_is_reported_and_not_sent") {
   Tracker t;
   Paygent& pg = *t.pg;

@@ -87,6 +87,22 @@ TEST_CASE("server.wire_reads_the_media_quantities_of_version_4") {
   REQUIRE_MESSAGE(again.ok(), again.status().ToString());
   CHECK(again->front() == e);
 
+  // cost_unknown is informational: an llm event of an unpriced model needs version 4 only of a
+  // backend that reads it; to an older one it goes as version 1, without the field.
+  EventRecord unpriced;
+  unpriced.id = std::string(32, 'a');
+  unpriced.user_id = "u1";
+  unpriced.model = "mystery";
+  unpriced.input_tokens = 10;
+  unpriced.cost_unknown = true;
+  CHECK(internal::wire_version_needed(unpriced) == internal::kMediaWireVersion);
+  CHECK(internal::wire_version_needed(unpriced, 3) == 1);
+  const std::string old_backend = internal::encode_event_batch(std::span<const EventRecord>(&unpriced, 1), {}, 3);
+  CHECK(old_backend.rfind("{\"events\":", 0) == 0);
+  CHECK(old_backend.find("cost_unknown") == std::string::npos);
+  CHECK(internal::encode_event_batch(std::span<const EventRecord>(&unpriced, 1)).find("\"cost_unknown\":true") !=
+        std::string::npos);
+
   // An audio part larger than its total is refused, naming both.
   CHECK(parse_event_batch("{\"v\":4,\"events\":[" + event_with(R"(,"audio_output_tokens":3)") + "]}")
             .status()
