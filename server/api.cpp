@@ -294,12 +294,18 @@ HttpResponse Api::handle_request(const HttpRequest& request) {
   return response;
 }
 
-HttpResponse Api::refuse(std::string_view target, int status, std::string_view message) {
+HttpResponse Api::refuse(std::string_view target, int status, std::string_view message, const HttpRequest* head) {
   const std::string_view path = target.substr(0, target.find('?'));
   absl::StatusOr<RouteMatch<Handler>> match = find_route(routes(), "", valid_utf8(path) ? path : std::string_view());
   HttpResponse response = status == 413   ? error_response(413, "payload_too_large", message)
                           : status == 500 ? error_response(500, "internal", message)
                                           : error_response(400, "invalid_argument", message);
+  if (status == 413 && head != nullptr && head->method == "POST" && match.ok() &&
+      match->pattern == "/api/v1/events:batch") {
+    // The syncer splits a refused batch down to one event; one still too large is never stored,
+    // so its product hears of it. An unauthenticated request raises nothing.
+    if (absl::StatusOr<std::string> product = authenticate(*head); product.ok()) alert_refused_batch(*product, response);
+  }
   add_wire_version(response);
   metrics_.record_request(match.ok() ? match->pattern : "other", response.status, absl::ZeroDuration());
   return response;

@@ -100,7 +100,11 @@ class Api {
   // The answer to a request the HTTP layer could not hand to handle_request: `status` is 400
   // (malformed HTTP), 413 (body or header over the limit) or 500 (handle_request threw);
   // `target` is the request target when known. Counted in the metrics like any other answer.
-  HttpResponse refuse(std::string_view target, int status, std::string_view message);
+  // `head`, when given, is the refused request without its body (method, target and the auth
+  // headers): a syncer's batch refused 413 raises its product's delivery_failure alert, as a batch
+  // refused after reading does.
+  HttpResponse refuse(std::string_view target, int status, std::string_view message,
+                      const HttpRequest* head = nullptr);
 
   [[nodiscard]] const ApiOptions& options() const noexcept { return options_; }
 

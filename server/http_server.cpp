@@ -351,11 +351,21 @@ class Server {
     co_return !ec && keep_alive;
   }
 
+  // A request refused before its body was read, as the API sees it: method, target and the auth
+  // headers (a 413 of a syncer's batch raises its product's alert, Api::refuse).
+  static HttpRequest head_of(const http::request<http::string_body>& request, const std::string& target) {
+    return HttpRequest{.method = std::string(request.method_string()),
+                       .target = target,
+                       .authorization = std::string(request[http::field::authorization]),
+                       .api_key = std::string(request["paygent-api-key"])};
+  }
+
   // Answers a request refused before it was read whole, then closes the connection gracefully:
   // the rest of what the client sends is read and dropped for a moment, so that the client reads
   // the answer instead of a reset.
-  net::awaitable<void> refuse_and_close(Connection& c, std::string_view target, int status, std::string_view message) {
-    const HttpResponse response = api_.refuse(target, status, message);
+  net::awaitable<void> refuse_and_close(Connection& c, std::string_view target, int status, std::string_view message,
+                                        const HttpRequest* head = nullptr) {
+    const HttpResponse response = api_.refuse(target, status, message, head);
     co_await write(c, response, 11, false);
     beast::error_code ec;
     c.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -447,7 +457,8 @@ class Server {
       }
       const std::string target(parser.get().target());
       if (ec == http::error::body_limit) {
-        co_await refuse_and_close(c, target, 413, body_over_limit);
+        const HttpRequest head = head_of(parser.get(), target);
+        co_await refuse_and_close(c, target, 413, body_over_limit, &head);
         break;
       }
       if (ec) {
@@ -473,7 +484,8 @@ class Server {
         break;
       }
       if (ec == http::error::body_limit) {
-        co_await refuse_and_close(c, target, 413, body_over_limit);
+        const HttpRequest head = head_of(parser.get(), target);
+        co_await refuse_and_close(c, target, 413, body_over_limit, &head);
         break;
       }
       if (ec == http::error::buffer_overflow) {  // a chunk-size line or a trailer section past the buffer

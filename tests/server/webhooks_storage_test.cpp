@@ -288,6 +288,28 @@ TEST_CASE("server.webhooks_refused_batch_raises_delivery_failure") {
   });
 }
 
+TEST_CASE("server.webhooks_batch_refused_413_by_the_http_layer_raises_delivery_failure") {
+  // A batch over the body limit is refused before it is read (HttpServer calls Api::refuse with
+  // the request's head): its product still hears of it. Without a valid key, or on another route,
+  // nothing is raised.
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    f.create(R"({"url":"http://127.0.0.1:9/x","events":["delivery_failure"]})");
+    HttpRequest head{.method = "POST", .target = "/api/v1/events:batch", .authorization = "Bearer wrong"};
+    CHECK(f.api->refuse(head.target, 413, "body: over the limit", &head).status == 413);
+    head.authorization = "Bearer " + f.key;
+    head.target = "/api/v1/leases";
+    CHECK(f.api->refuse(head.target, 413, "body: over the limit", &head).status == 413);
+    CHECK(f.claim_all().empty());
+    head.target = "/api/v1/events:batch";
+    CHECK(f.api->refuse(head.target, 413, "body: over the limit of 8388608 bytes", &head).status == 413);
+    const std::vector<WebhookDelivery> d = f.claim_all();
+    REQUIRE(d.size() == 1);
+    CHECK(d[0].type == "delivery_failure");
+    CHECK(contains(d[0].body, "\"http_status\":413"));
+  });
+}
+
 TEST_CASE("server.webhooks_forecast_endpoint") {
   for_each_backend([](StorageBackend& backend) {
     WebhooksFixture f(backend);
