@@ -37,6 +37,9 @@ class StorageBackend {
   virtual std::unique_ptr<Storage> again() = 0;
   // Rows per table of that database, read through a connection of the test's own.
   virtual TableCounts counts() = 0;
+  // Makes every INSERT into `table` of that database fail (a trigger that raises), or stops doing
+  // so: a fault injected inside a storage's transaction, through a connection of the test's own.
+  virtual void fail_inserts(const std::string& table, bool fail) = 0;
 };
 
 class SqliteBackend final : public StorageBackend {
@@ -47,6 +50,20 @@ class SqliteBackend final : public StorageBackend {
   }
   std::unique_ptr<Storage> again() override { return ApiFixture::open_storage(path_); }
   TableCounts counts() override { return table_counts(path_); }
+  void fail_inserts(const std::string& table, bool fail) override {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+    sqlite3_busy_timeout(db, 10'000);
+    const std::string sql = fail ? "CREATE TRIGGER injected_fault BEFORE INSERT ON " + table +
+                                       " BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+                                 : std::string("DROP TRIGGER injected_fault");
+    char* error = nullptr;
+    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
+    const std::string message = error != nullptr ? error : "";
+    sqlite3_free(error);
+    sqlite3_close(db);
+    REQUIRE_MESSAGE(rc == SQLITE_OK, sql << ": " << message);
+  }
 
  private:
   paygent::testing::TempDir dir_;
@@ -115,6 +132,17 @@ class PostgresBackend final : public StorageBackend {
     };
     return {count("products"), count("users"), count("subscriptions"),
             count("plans"),    count("events"), count("usage_daily")};
+  }
+  void fail_inserts(const std::string& table, bool fail) override {
+    if (fail) {
+      pg_query(conninfo_,
+               "CREATE OR REPLACE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS "
+               "$$ BEGIN RAISE EXCEPTION 'injected fault'; END $$");
+      pg_query(conninfo_, "CREATE TRIGGER injected_fault BEFORE INSERT ON " + table +
+                              " FOR EACH ROW EXECUTE FUNCTION injected_fault()");
+    } else {
+      pg_query(conninfo_, "DROP TRIGGER injected_fault ON " + table);
+    }
   }
   [[nodiscard]] const std::string& conninfo() const { return conninfo_; }
 

@@ -476,12 +476,26 @@ TEST_CASE("tracking: voice sessions and customers in the storage, on both backen
     // A billing event the ingest refuses (a cost on it) does not close the session.
     const VoiceSession second{.session_id = "v3", .agent_id = "a", .customer_id = "c", .meta_tags_json = "{}"};
     CHECK(s.open_voice_session(t.product, second).value());
-    EventRecord bad = billing(3);
-    bad.session_id = "v3";
+    auto billing_of = [&](const char* session, std::uint64_t n) {
+      EventRecord e = billing(n);
+      e.session_id = session;
+      return e;
+    };
+    EventRecord bad = billing_of("v3", 3);
     bad.cost_nanos = 5;
     CHECK(absl::IsInvalidArgument(s.close_voice_session(t.product, "v3", bad).status()));
     CHECK_FALSE(s.find_voice_session(t.product, "v3").value().closed);
     CHECK_FALSE(s.has_event(t.product, event_id(3)).value());
+    // A failure inside the transaction, after the close (the billing event's insert, made to fail
+    // by a trigger): the close is rolled back with it, so the indicator can be sent again.
+    backend.fail_inserts("billing_events", true);
+    const absl::StatusOr<IngestResult> failed = s.close_voice_session(t.product, "v3", billing_of("v3", 4));
+    CHECK_FALSE(failed.ok());
+    CHECK_FALSE(s.find_voice_session(t.product, "v3").value().closed);
+    CHECK_FALSE(s.has_event(t.product, event_id(4)).value());
+    backend.fail_inserts("billing_events", false);
+    CHECK(s.close_voice_session(t.product, "v3", billing_of("v3", 4)).value().accepted == 1);
+    CHECK(s.find_voice_session(t.product, "v3").value().closing_event_id == event_id(4));
     // Another store on the same database sees it (a replica, or the same store reopened).
     std::unique_ptr<Storage> again = backend.again();
     CHECK(again->find_voice_session(t.product, "v1").value() == closed);
