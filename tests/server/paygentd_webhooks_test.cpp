@@ -207,6 +207,7 @@ std::string header_of(const Received& r, const std::string& name) {
 struct Daemon {
   TempDir dir{"paygentd-webhooks"};
   std::vector<std::string> database;  // {"--database", URI} for PostgreSQL; empty: SQLite in `dir`
+  std::vector<std::string> extra;     // more flags
   std::unique_ptr<PaygentdProcess> process;
   std::unique_ptr<HttpClient> http;
   std::string key;
@@ -216,6 +217,7 @@ struct Daemon {
                                      "--webhook-backoff-ms", "20",        "--webhook-poll-ms",    "20",
                                      "--webhook-workers",    "2",         "--webhook-max-attempts", "8"};
     args.insert(args.end(), database.begin(), database.end());
+    args.insert(args.end(), extra.begin(), extra.end());
     process = PaygentdProcess::start(
         {.data_dir = database.empty() ? dir.path() + "/data" : std::string(), .admin_token = kAdmin, .extra_args = args});
     http = std::make_unique<HttpClient>(process->port());
@@ -279,6 +281,30 @@ struct Daemon {
 
   std::string webhook;
 };
+
+TEST_CASE("server.paygentd_webhooks_a_batch_over_the_body_limit_raises_delivery_failure") {
+  // Through the real HTTP layer, which refuses the body before reading it: the product whose key
+  // sent it hears of it once; the same oversized batch under a wrong key raises nothing, and
+  // paygentd keeps serving.
+  Receiver receiver([](int) { return Answer::kOk; });
+  Daemon d;
+  d.extra = {"--max-body-bytes", "65536"};
+  d.start();
+  d.set_up(receiver.url());
+  const std::string huge = R"({"events":[{"id":")" + std::string(100'000, 'a') + R"("}]})";
+  const std::string key = d.key;
+  d.key = "pg_wrong_key";
+  CHECK(d.call("POST", "/api/v1/events:batch", huge).status == 413);
+  d.key = key;
+  CHECK(d.call("POST", "/api/v1/events:batch", huge).status == 413);
+  REQUIRE(d.wait_delivered(1));
+  const std::vector<Received> got = receiver.received();
+  REQUIRE_FALSE(got.empty());
+  CHECK(header_of(got.front(), "paygent-event-type") == "delivery_failure");
+  CHECK(got.front().body.find("\"http_status\":413") != std::string::npos);
+  CHECK(d.call("GET", "/api/v1/webhooks").status == 200);
+  CHECK(d.process->terminate() == 0);
+}
 
 TEST_CASE("server.paygentd_webhooks_delivered_through_failures") {
   // The first requests fail in each way a receiver can; the rest succeed.
