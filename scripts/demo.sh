@@ -8,6 +8,8 @@
 # (`paygent report profit`); and stops paygentd.
 #   bash scripts/demo.sh           # with the backend
 #   bash scripts/demo.sh --local   # local-only mode (no API key: a local SQLite store only)
+#   bash scripts/demo.sh --serve   # then keep paygentd running to look at it in the dashboard
+#                                  # (PAYGENT_DEMO_PORT=8080 to choose its port; Ctrl-C stops it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -20,7 +22,7 @@ fi
 
 data=$(mktemp -d)
 token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-PAYGENTD_ADMIN_TOKEN="$token" build/server/paygentd --data-dir "$data" --listen 127.0.0.1:0 >"$data/stdout" &
+PAYGENTD_ADMIN_TOKEN="$token" build/server/paygentd --data-dir "$data" --listen "127.0.0.1:${PAYGENT_DEMO_PORT:-0}" >"$data/stdout" &
 pid=$!
 cleanup() {
   kill -TERM "$pid" 2>/dev/null && wait "$pid" || true
@@ -46,3 +48,12 @@ build/paygent agents apply scripts/demo-agents.json --url "$url" --key "$key2"  
 build/paygent demo revenue --backend "$url" --api-key "$key2"
 echo
 build/paygent report profit --from 2026-11-01 --to 2026-12-01 --by agent --url "$url" --key "$key2"
+
+if [[ "${1:-}" == "--serve" ]]; then
+  echo
+  echo "== The dashboard: $url/dashboard#overview?from=2026-11-01&to=2026-12-01&by=day"
+  echo "   sign in with $key   (the \$49 Pro-plan month)"
+  echo "   or with      $key2   (agents, revenue and profit)"
+  echo "   paygentd keeps running until Ctrl-C."
+  wait "$pid"
+fi

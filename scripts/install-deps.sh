@@ -12,12 +12,16 @@
 # (tests/proxy/e2e/run_e2e.sh; skipped without them). Optional: a machine that already has node
 # and npm (say NodeSource's nodejs, which bundles npm and conflicts with Debian's) keeps its own,
 # and a failed install of them only skips that test.
+# chromium: the dashboard's browser test (tests/dashboard/run_browser.sh, driven through the
+# playwright-core npm package); optional like node, and its test is skipped without it.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libsimdjson-dev libabsl-dev libboost-dev doctest-dev
           libsqlite3-dev libssl-dev libbenchmark-dev libpq-dev postgresql-15
           dpkg-dev file systemd)
+# Each optional group installs on its own: one that fails skips only its own test.
 optional=()
-command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || optional=(nodejs npm)
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || optional+=("nodejs npm")
+[ -x /usr/bin/chromium ] || optional+=("chromium")
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 updated=0
@@ -46,8 +50,8 @@ if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   install "${missing[@]}"
 fi
-if ((${#optional[@]})); then
-  echo "installing (optional): ${optional[*]}"
-  install "${optional[@]}" ||
-    echo "install-deps: could not install ${optional[*]}; the proxy's Node SDK end-to-end test will be skipped" >&2
-fi
+for group in "${optional[@]}"; do
+  echo "installing (optional): $group"
+  # shellcheck disable=SC2086  # a group is a list of package names
+  install $group || echo "install-deps: could not install $group; the tests that need it will be skipped" >&2
+done

@@ -219,6 +219,7 @@ std::span<const Route<Api::Handler>> Api::routes() {
   constexpr std::string_view kMetricId = "metric identifier in the path";
   constexpr std::string_view kCustomerId = "customer id in the path";
   constexpr std::string_view kWebhookId = "webhook id in the path";
+  constexpr std::string_view kFile = "file name in the path";
   static constexpr Route<Handler> kRoutes[] = {
       {"GET", "/healthz", RouteAuth::kNone, RouteBody::kNone, &Api::healthz},
       {"GET", "/metrics", RouteAuth::kNone, RouteBody::kNone, &Api::metrics},
@@ -268,6 +269,17 @@ std::span<const Route<Api::Handler>> Api::routes() {
       {"GET", "/api/v1/webhooks/{id}/deliveries", RouteAuth::kProduct, RouteBody::kNone, &Api::webhook_deliveries,
        kWebhookId},
       {"GET", "/api/v1/forecast", RouteAuth::kProduct, RouteBody::kNone, &Api::forecast},
+      // The dashboard and the customer portal (server/dashboard_api.cpp, docs/dashboard.md).
+      {"GET", "/dashboard", RouteAuth::kNone, RouteBody::kNone, &Api::dashboard_page},
+      {"GET", "/dashboard/{file}", RouteAuth::kNone, RouteBody::kNone, &Api::dashboard_page, kFile},
+      {"GET", "/portal", RouteAuth::kNone, RouteBody::kNone, &Api::dashboard_page},
+      {"POST", "/api/v1/dashboard/session", RouteAuth::kNone, RouteBody::kJson, &Api::dashboard_sign_in},
+      {"GET", "/api/v1/dashboard/session", RouteAuth::kProduct, RouteBody::kNone, &Api::dashboard_session},
+      {"DELETE", "/api/v1/dashboard/session", RouteAuth::kNone, RouteBody::kNone, &Api::dashboard_sign_out},
+      {"POST", "/api/v1/customers/{id}/portal-tokens", RouteAuth::kProduct, RouteBody::kJson, &Api::create_portal_token,
+       kCustomerId},
+      {"GET", "/api/v1/portal/usage", RouteAuth::kPortal, RouteBody::kNone, &Api::user_usage},
+      {"GET", "/api/v1/portal/invoice", RouteAuth::kPortal, RouteBody::kNone, &Api::customer_invoice},
   };
   return kRoutes;
 }
@@ -321,10 +333,17 @@ HttpResponse Api::dispatch(const HttpRequest& request, const RouteMatch<Handler>
   }
   const Route<Handler>& route = *match.route;
   std::string product_id;
+  std::string param = match.param;
   if (route.auth == RouteAuth::kProduct) {
     absl::StatusOr<std::string> product = authenticate(request);
     if (!product.ok()) return error_response(product.status());
     product_id = *std::move(product);
+  } else if (route.auth == RouteAuth::kPortal) {
+    // The customer is the token's: a portal route names none, so no request reaches another's.
+    absl::StatusOr<SessionGrant> grant = authenticate_portal(request);
+    if (!grant.ok()) return error_response(grant.status());
+    product_id = std::move(grant->product_id);
+    param = std::move(grant->customer_id);
   }
   if (route.body == RouteBody::kJson) {
     if (request.body.size() > options_.max_body_bytes) {
@@ -337,7 +356,7 @@ HttpResponse Api::dispatch(const HttpRequest& request, const RouteMatch<Handler>
                             str_cat("Content-Type: must be application/json, not \"", quotable(request.content_type), "\""));
     }
   }
-  return (this->*route.handler)(Call{request, product_id, match.param});
+  return (this->*route.handler)(Call{request, product_id, param});
 }
 
 HttpResponse Api::healthz(const Call& /*call*/) { return json_response(200, R"({"status":"ok"})"); }
@@ -351,6 +370,13 @@ absl::StatusOr<std::string> Api::authenticate(const HttpRequest& request) {
   std::optional<std::string_view> token = bearer_token(request.authorization);
   // The tracking API's header (docs/tracking.md), when there is no Authorization.
   if (!token && request.authorization.empty() && !trim(request.api_key).empty()) token = trim(request.api_key);
+  if (!token && request.authorization.empty()) {
+    // A dashboard operator's session (docs/dashboard.md); never a portal token.
+    if (std::optional<absl::StatusOr<SessionGrant>> session = session_of_cookie(request)) {
+      if (!session->ok()) return session->status();
+      return std::move((*session)->product_id);
+    }
+  }
   if (!token) return absl::UnauthenticatedError("missing \"Authorization: Bearer <api key>\" (or \"paygent-api-key: <api key>\")");
   std::string hash = sha256_hex(*token);
   {

@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "paygent/plan.h"
+#include "server/dashboard_sessions.h"
 #include "server/metrics.h"
 #include "server/routes.h"
 #include "server/storage.h"
@@ -38,6 +39,7 @@ struct HttpRequest {
   std::string body;
   std::string api_key;          // the paygent-api-key header (the tracking API's auth); empty when absent
   std::string idempotency_key;  // the Idempotency-Key header; empty when absent
+  std::string cookie;           // the Cookie header (the dashboard's session); empty when absent
 };
 
 struct HttpResponse {
@@ -158,6 +160,17 @@ class Api {
   HttpResponse put_agent(const Call& call);
   HttpResponse delete_agent(const Call& call);
   HttpResponse profit_report(const Call& call);
+  // The dashboard and the customer portal (server/dashboard_api.cpp, docs/dashboard.md).
+  HttpResponse dashboard_page(const Call& call);
+  HttpResponse dashboard_sign_in(const Call& call);
+  HttpResponse dashboard_session(const Call& call);
+  HttpResponse dashboard_sign_out(const Call& call);
+  HttpResponse create_portal_token(const Call& call);
+  // The grant of the request's portal token; Unauthenticated otherwise.
+  absl::StatusOr<SessionGrant> authenticate_portal(const HttpRequest& request);
+  // The operator session named by the request's session cookie: nullopt when it sends none;
+  // Unauthenticated when it is expired, signed out or unknown.
+  std::optional<absl::StatusOr<SessionGrant>> session_of_cookie(const HttpRequest& request);
   // The billing API (server/billing_api.cpp, docs/billing.md): billable metrics, the billing file,
   // the invoice preview.
   HttpResponse list_metrics(const Call& call);
@@ -225,6 +238,7 @@ class Api {
   // stale; unknown keys are not cached (they would let a caller grow the map at will).
   absl::Mutex keys_mu_;
   absl::flat_hash_map<std::string, std::string> product_by_key_hash_ ABSL_GUARDED_BY(keys_mu_);
+  DashboardSessions sessions_;  // dashboard sign-ins and portal tokens (in memory only)
 
   // A product's entry in plans_.
   struct PlansSlot {

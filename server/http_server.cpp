@@ -336,7 +336,7 @@ class Server {
     http::response<http::string_body> out{static_cast<http::status>(response.status), version};
     out.set(http::field::server, "paygentd");
     out.set(http::field::content_type, response.content_type);
-    for (const auto& [name, value] : response.headers) out.set(name, value);
+    for (const auto& [name, value] : response.headers) out.insert(name, value);
     out.body() = response.body;
     out.keep_alive(keep_alive);
     out.prepare_payload();
@@ -357,7 +357,8 @@ class Server {
     return HttpRequest{.method = std::string(request.method_string()),
                        .target = target,
                        .authorization = std::string(request[http::field::authorization]),
-                       .api_key = std::string(request["paygent-api-key"])};
+                       .api_key = std::string(request["paygent-api-key"]),
+                       .cookie = std::string(request[http::field::cookie])};
   }
 
   // Answers a request refused before it was read whole, then closes the connection gracefully:
@@ -508,7 +509,8 @@ class Server {
                      .authorization = std::string(request[http::field::authorization]),
                      .body = std::move(request.body()),
                      .api_key = std::string(request["paygent-api-key"]),
-                     .idempotency_key = std::string(request["Idempotency-Key"])};
+                     .idempotency_key = std::string(request["Idempotency-Key"]),
+                     .cookie = std::string(request[http::field::cookie])};
       HttpResponse response;
       try {
         response = api_.handle_request(in);

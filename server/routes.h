@@ -26,7 +26,10 @@ namespace paygent::server {
 enum class RouteAuth : std::uint8_t {
   kNone,     // anyone (health, metrics)
   kAdmin,    // the admin token; the handler checks it (product creation)
-  kProduct,  // a product's API key: "Authorization: Bearer KEY" or "paygent-api-key: KEY"
+  kProduct,  // a product's API key: "Authorization: Bearer KEY" or "paygent-api-key: KEY", or an
+             // operator's dashboard session cookie (docs/dashboard.md)
+  kPortal,   // a customer portal token ("Authorization: Bearer pgc_..."): the handler's parameter
+             // is the token's customer, never one the request names
 };
 
 // What a route takes as its body, checked after auth and before the handler.
