@@ -28,8 +28,9 @@ using ::paygent::internal::str_cat;
 // 1: the tables of SqliteStorage's schema version 2 (sql_schema()), with paygent_schema. 2: the
 // leases table (SqliteStorage's version 3), created when missing. 3: the tracking and revenue
 // tables (SqliteStorage's version 4), created when missing. 4: the billing tables and index and the webhooks' tables
-// (SqliteStorage's version 5), created when missing.
-constexpr std::int64_t kSchemaVersion = 4;
+// (SqliteStorage's version 5), created when missing. 5: profit_daily, usage_daily_by_model and usage_daily_by_user
+// (SqliteStorage's version 6), created when missing and filled from the events and usage_daily.
+constexpr std::int64_t kSchemaVersion = 5;
 // The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
 constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
 
@@ -262,8 +263,8 @@ constexpr std::string_view kSummed[] = {"input_tokens",     "output_tokens", "ca
 
 // PostgresStorage::store_batch()'s one statement. ?1 the product, ?2 received_ns, ?3 the users
 // (text[]), ?4 the events' ids (bytea[]), then one array per payload column (kEventFields' order).
-// The events it stored (RETURNING) feed the daily sums and the product's totals in the same
-// statement; a sum past int64 fails it (22003, numeric to bigint). Its rows: each stored id, with
+// The events it stored (RETURNING) feed the daily sums, the dashboard's rollups and the product's
+// totals in the same statement; a sum past int64 fails it (22003, numeric to bigint). Its rows: each stored id, with
 // the count of product_totals rows updated (one row with a NULL id when nothing was stored).
 const std::string& store_batch_sql() {
   static const std::string* const kSql = [] {
@@ -276,13 +277,17 @@ const std::string& store_batch_sql() {
       str_append(&arrays, ", ?", n++, number ? "::bigint[]" : "::text[]");
       str_append(&picked, ", r.", f.name);
     }
-    std::string sums, daily_set, totals_set, batch_sums;
+    std::string sums, daily_set, totals_set, batch_sums, by_model_set, by_user_set;
     for (std::string_view c : kSummed) {
       str_append(&sums, ", sum(", c, ")");
       str_append(&daily_set, ", ", c, " = usage_daily.", c, " + excluded.", c);
+      str_append(&by_model_set, ", ", c, " = usage_daily_by_model.", c, " + excluded.", c);
+      str_append(&by_user_set, ", ", c, " = usage_daily_by_user.", c, " + excluded.", c);
       str_append(&totals_set, ", ", c, " = t.", c, " + s.", c);
       str_append(&batch_sums, ", COALESCE(sum(", c, "), 0) AS ", c);
     }
+    const std::string summed_columns = "input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens, "
+                                       "reasoning_tokens, cost_nanos";
     const std::string columns = ::paygent::internal::event_columns();
     constexpr std::string_view kDay = "86400000000000";
     return new std::string(str_cat(
@@ -291,12 +296,28 @@ const std::string& store_batch_sql() {
         "stored AS (INSERT INTO events(product, id, received_ns, ", columns, ") SELECT ?1, r.id, ?2", picked,
         " FROM unnest(", arrays, ") AS r(id, ", columns,
         ") ON CONFLICT(product, id) DO NOTHING RETURNING id, user_id, model, kind, ts_ns, input_tokens, output_tokens, "
-        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos), "
+        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos, agent_id, indicator, cost_unknown), "
         "daily AS (INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
         "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
         "SELECT ?1, user_id, day, model, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay,
         " - CASE WHEN ts_ns % ", kDay, " < 0 THEN 1 ELSE 0 END AS day FROM stored WHERE kind <> 'billing') e GROUP BY user_id, day, model "
         "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls", daily_set,
+        // The dashboard's rollups (SqlStorage::add_cost_rollups() in the generic path).
+        "), by_model AS (INSERT INTO usage_daily_by_model(product, day, model, calls, ", summed_columns, ") "
+        "SELECT ?1, day, model, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> "
+        "'billing') e GROUP BY day, model ON CONFLICT(product, day, model) DO UPDATE SET calls = "
+        "usage_daily_by_model.calls + excluded.calls", by_model_set,
+        "), by_user AS (INSERT INTO usage_daily_by_user(product, day, user_id, calls, ", summed_columns, ") "
+        "SELECT ?1, day, user_id, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> "
+        "'billing') e GROUP BY day, user_id ON CONFLICT(product, day, user_id) DO UPDATE SET calls = "
+        "usage_daily_by_user.calls + excluded.calls", by_user_set,
+        "), profit AS (INSERT INTO profit_daily(product, day, user_id, agent_id, indicator, cost_events, cost_nanos, "
+        "cost_unknown, billing_events, revenue_nanos, revenue_known) SELECT ?1, day, user_id, agent_id, indicator, "
+        "count(*), sum(CASE WHEN cost_unknown = 0 THEN cost_nanos ELSE 0 END), sum(cost_unknown), 0, 0, 0 FROM "
+        "(SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> 'billing') e GROUP BY day, user_id, agent_id, "
+        "indicator ON CONFLICT(product, day, user_id, agent_id, indicator) DO UPDATE SET cost_events = "
+        "profit_daily.cost_events + excluded.cost_events, cost_nanos = profit_daily.cost_nanos + excluded.cost_nanos, "
+        "cost_unknown = profit_daily.cost_unknown + excluded.cost_unknown"
         "), totals AS (UPDATE product_totals t SET calls = t.calls + s.calls", totals_set,
         " FROM (SELECT count(*) AS calls", batch_sums, " FROM stored WHERE kind <> 'billing') s WHERE t.product = ?1 RETURNING 1) "
         "SELECT e.id, n.updated FROM (SELECT count(*) AS updated FROM totals) n LEFT JOIN stored e ON true"));
@@ -532,6 +553,9 @@ absl::StatusOr<std::unique_ptr<PostgresStorage>> PostgresStorage::open(const std
       const std::size_t end = definitions.find_first_of(",\n", at + prefix.size());
       const std::string definition = definitions.substr(at + 3, end - at - 3);
       if (absl::Status s = c.exec(str_cat("ALTER TABLE events ADD COLUMN IF NOT EXISTS ", definition)); !s.ok()) return s;
+    }
+    if (version > 0 && version < 5) {
+      if (absl::Status s = c.exec(rollups_backfill_sql()); !s.ok()) return s;
     }
     if (version < kSchemaVersion) {
       if (absl::Status s = c.exec(str_cat("DELETE FROM paygent_schema; INSERT INTO paygent_schema VALUES(", kSchemaVersion, ")"));

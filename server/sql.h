@@ -175,6 +175,12 @@ class SqlDialect {
 // The tables and indexes of a SQL storage (idempotent CREATE ... IF NOT EXISTS), in `dialect`.
 std::string sql_schema(const SqlDialect& dialect);
 
+// Fills the rollups profit_daily (the profit report's, server/sql_profit.cpp) from the events and
+// billing events, and usage_daily_by_model and usage_daily_by_user (the product-wide usage
+// reports', sql_report.cpp) from usage_daily, in both dialects: run once, in the transaction that upgrades a database from before
+// them (SQLite schema version 6, PostgreSQL 5) while they are still empty.
+std::string_view rollups_backfill_sql();
+
 // The webhooks' block of sql_schema()'s template (server/sql_webhooks.cpp), with its placeholders.
 std::string_view webhooks_schema_template();
 

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -22,6 +23,7 @@ namespace paygent::server {
 namespace {
 
 using ::paygent::internal::str_cat;
+using ::paygent::internal::str_append;
 
 constexpr std::int64_t kMicrosPerMinute = 60'000'000;
 // How far (either way) from a billing event's time the events of its session are looked for: a
@@ -347,7 +349,129 @@ absl::Status SqlStorage::store_billing_events(SqlConnection& connection, std::in
         });
     if (!s.ok()) return s;
   }
-  return absl::OkStatus();
+  return add_billing_rollup(connection, product, events, priced_rows, unpriced_rows);
+}
+
+namespace {
+
+// A key of profit_daily: (UTC day, customer, agent, indicator).
+using ProfitKey = std::tuple<std::int64_t, std::string_view, std::string_view, std::string_view>;
+ProfitKey profit_key(const EventRecord& e) {
+  return ProfitKey{e.ts_ns / storage_internal::kNanosPerDay, e.user_id, e.agent_id, e.indicator};
+}
+
+// profit_daily's sums of one key.
+struct ProfitSums {
+  std::int64_t cost_events = 0, cost_nanos = 0, cost_unknown = 0, billing_events = 0, revenue_nanos = 0, revenue_known = 0;
+};
+
+// The upsert of profit_daily: every sum added to the stored row's.
+constexpr std::string_view kProfitUpsert =
+    "ON CONFLICT(product, day, user_id, agent_id, indicator) DO UPDATE SET "
+    "cost_events = profit_daily.cost_events + excluded.cost_events, "
+    "cost_nanos = profit_daily.cost_nanos + excluded.cost_nanos, "
+    "cost_unknown = profit_daily.cost_unknown + excluded.cost_unknown, "
+    "billing_events = profit_daily.billing_events + excluded.billing_events, "
+    "revenue_nanos = profit_daily.revenue_nanos + excluded.revenue_nanos, "
+    "revenue_known = profit_daily.revenue_known + excluded.revenue_known";
+
+}  // namespace
+
+absl::Status SqlStorage::upsert_profit_daily(SqlConnection& connection, std::int64_t product,
+                                             const std::map<ProfitKeyView, ProfitSumsView>& sums) {
+  std::vector<const std::pair<const ProfitKeyView, ProfitSumsView>*> rows;
+  rows.reserve(sums.size());
+  for (const auto& row : sums) rows.push_back(&row);
+  return insert_rows(
+      connection,
+      "INSERT INTO profit_daily(product, day, user_id, agent_id, indicator, cost_events, cost_nanos, cost_unknown, "
+      "billing_events, revenue_nanos, revenue_known)",
+      11, rows.size(), kProfitUpsert, "add to the profit rollup", [&](Query& upsert, int first, std::size_t r) {
+        const auto& [key, s] = *rows[r];
+        const auto& [day, user, agent, indicator] = key;
+        upsert.bind(first, product)
+            .bind(first + 1, day)
+            .bind(first + 2, user)
+            .bind(first + 3, agent)
+            .bind(first + 4, indicator)
+            .bind(first + 5, s[0])
+            .bind(first + 6, s[1])
+            .bind(first + 7, s[2])
+            .bind(first + 8, s[3])
+            .bind(first + 9, s[4])
+            .bind(first + 10, s[5]);
+      });
+}
+
+absl::Status SqlStorage::add_billing_rollup(SqlConnection& connection, std::int64_t product,
+                                            std::span<const EventRecord> events,
+                                            std::span<const std::pair<std::size_t, std::int64_t>> priced_rows,
+                                            std::span<const std::pair<std::size_t, std::int64_t>> unpriced_rows) {
+  std::map<ProfitKeyView, ProfitSumsView> sums;
+  for (const auto& [i, revenue] : priced_rows) {
+    ProfitSumsView& s = sums[profit_key(events[i])];
+    ++s[3];
+    ++s[5];
+    if (__builtin_add_overflow(s[4], revenue, &s[4])) {
+      return absl::InvalidArgumentError("the batch would overflow a 64-bit total (revenue)");
+    }
+  }
+  for (const auto& [i, unused] : unpriced_rows) ++sums[profit_key(events[i])][3];
+  return upsert_profit_daily(connection, product, sums);
+}
+
+absl::Status SqlStorage::add_cost_rollups(SqlConnection& connection, std::int64_t product,
+                                          std::span<const EventRecord> events, const std::vector<bool>& stored) {
+  // The batch's sums per key first: one upsert per key, not per event.
+  std::map<ProfitKeyView, ProfitSumsView> profit;
+  std::map<std::pair<std::int64_t, std::string_view>, Totals> by_model, by_user;
+  bool overflow = false;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const EventRecord& e = events[i];
+    if (!stored[i] || e.kind == ::paygent::internal::UsageKind::kBilling) continue;
+    ProfitSumsView& s = profit[profit_key(e)];
+    ++s[0];
+    if (e.cost_unknown) {
+      ++s[2];
+    } else {
+      overflow |= __builtin_add_overflow(s[1], e.cost_nanos, &s[1]);
+    }
+    const std::int64_t day = e.ts_ns / storage_internal::kNanosPerDay;
+    const Totals t = storage_internal::totals_of(e);
+    overflow |= !storage_internal::add_totals(by_model[{day, e.model}], t);
+    overflow |= !storage_internal::add_totals(by_user[{day, e.user_id}], t);
+  }
+  if (overflow) return absl::InvalidArgumentError("the batch would overflow a 64-bit total (tokens or cost_nanos)");
+  for (const bool models : {true, false}) {
+    const std::string_view table = models ? "usage_daily_by_model" : "usage_daily_by_user";
+    const std::string_view column = models ? "model" : "user_id";
+    std::vector<const std::pair<const std::pair<std::int64_t, std::string_view>, Totals>*> rows;
+    for (const auto& row : models ? by_model : by_user) rows.push_back(&row);
+    std::string update = str_cat("ON CONFLICT(product, day, ", column, ") DO UPDATE SET ");
+    for (const std::string_view c : {"calls", "input_tokens", "output_tokens", "cached_input_tokens",
+                                     "cache_creation_input_tokens", "reasoning_tokens", "cost_nanos"}) {
+      str_append(&update, c == "calls" ? "" : ", ", c, " = ", table, ".", c, " + excluded.", c);
+    }
+    absl::Status s = insert_rows(
+        connection,
+        str_cat("INSERT INTO ", table, "(product, day, ", column, ", calls, input_tokens, output_tokens, ",
+                "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos)"),
+        10, rows.size(), update, "add to a usage rollup", [&](Query& upsert, int first, std::size_t r) {
+          const auto& [key, t] = *rows[r];
+          upsert.bind(first, product)
+              .bind(first + 1, key.first)
+              .bind(first + 2, key.second)
+              .bind(first + 3, t.calls)
+              .bind(first + 4, t.input_tokens)
+              .bind(first + 5, t.output_tokens)
+              .bind(first + 6, t.cached_input_tokens)
+              .bind(first + 7, t.cache_creation_input_tokens)
+              .bind(first + 8, t.reasoning_tokens)
+              .bind(first + 9, t.cost_nanos);
+        });
+    if (!s.ok()) return s;
+  }
+  return upsert_profit_daily(connection, product, profit);
 }
 
 }  // namespace paygent::server

@@ -245,6 +245,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
         .bind(8, t.cost_nanos);
     if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
   }
+  if (absl::Status s = add_cost_rollups(connection, product, events, stored); !s.ok()) return s;
   if (absl::Status s = store_billing_events(connection, product, events, ids, stored); !s.ok()) return s;
   return finish_ingest(connection, product, users, period_of, soft_gates, result, alerts_of);
 }

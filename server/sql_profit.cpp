@@ -1,6 +1,8 @@
 // SqlStorage's profit report (see server/storage.h, Storage::profit_report, and docs/tracking.md):
-// the cost rows (events of every kind but billing) and the billing events of a range, each summed
-// by the group's key in one query, merged here.
+// the cost rows (events of every kind but billing) and the billing events of a range, summed by the
+// group's key. A range's whole UTC days come from profit_daily, the rollup the ingest keeps per
+// (day, customer, agent, indicator) in its transaction; its partial days at either end, and every
+// report by model (not in the rollup), from the events and billing events themselves.
 #include <array>
 #include <cstdint>
 #include <map>
@@ -49,13 +51,34 @@ std::string revenue_sql(ProfitGroup group) {
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 
+// The rollup's whole days [?2, ?3): key, then the six sums in the order of Sums below.
+std::string rollup_sql(ProfitGroup group) {
+  return str_cat("SELECT ", group == ProfitGroup::kDay ? std::string_view("day") : key_column(group),
+                 ", SUM(cost_events), SUM(cost_nanos), SUM(cost_unknown), SUM(billing_events), SUM(revenue_nanos), "
+                 "SUM(revenue_known) FROM profit_daily WHERE product = ?1 AND day >= ?2 AND day < ?3 GROUP BY 1");
+}
+
+// A key's sums over every part of the range, before they become a ProfitRow.
+struct Sums {
+  std::int64_t cost_events = 0, cost_nanos = 0, cost_unknown = 0, billing_events = 0, revenue_nanos = 0, revenue_known = 0;
+
+  [[nodiscard]] bool add(const Sums& o) {
+    return !(__builtin_add_overflow(cost_events, o.cost_events, &cost_events) ||
+             __builtin_add_overflow(cost_nanos, o.cost_nanos, &cost_nanos) ||
+             __builtin_add_overflow(cost_unknown, o.cost_unknown, &cost_unknown) ||
+             __builtin_add_overflow(billing_events, o.billing_events, &billing_events) ||
+             __builtin_add_overflow(revenue_nanos, o.revenue_nanos, &revenue_nanos) ||
+             __builtin_add_overflow(revenue_known, o.revenue_known, &revenue_known));
+  }
+};
+
 }  // namespace
 
 absl::StatusOr<std::vector<ProfitRow>> SqlStorage::profit_report(std::string_view product_id, TimeRange range,
                                                                  ProfitGroup group) {
-  std::map<std::string, ProfitRow, std::less<>> rows;
+  std::map<std::string, Sums, std::less<>> sums;
   absl::Status status = transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
-    rows.clear();
+    sums.clear();
     if (range.from_ns < 0 || range.from_ns >= range.to_ns) return absl::OkStatus();
     absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
     if (!product.ok()) return product.status();
@@ -64,36 +87,72 @@ absl::StatusOr<std::vector<ProfitRow>> SqlStorage::profit_report(std::string_vie
       return group == ProfitGroup::kDay ? storage_internal::day_key(select.int64(0), ReportGroup::kDay)
                                         : select.text(0);
     };
-    for (int side = 0; side < 2; ++side) {
-      absl::StatusOr<Query> select = prepare(connection, side == 0 ? cost_sql(group) : revenue_sql(group));
-      if (!select.ok()) return select.status();
-      select->bind(1, **product).bind(2, range.from_ns).bind(3, range.to_ns);
-      if (side == 0) select->bind(4, range.from_ns / kNanosPerDay).bind(5, ceil_div(range.to_ns, kNanosPerDay));
-      for (;;) {
-        absl::StatusOr<bool> row = select->step(side == 0 ? "read the cost rows" : "read the billing events");
-        if (!row.ok()) return row.status();
-        if (!*row) break;
-        const std::string key = key_of(*select);
-        ProfitRow& r = rows[key];
-        r.key = key;
-        if (side == 0) {
-          r.cost_events = select->int64(1);
-          r.cost_unknown_events = select->int64(3);
-          if (r.cost_events > r.cost_unknown_events) r.cost_nanos = select->int64(2);
-        } else {
-          r.billing_events = select->int64(1);
-          const std::int64_t known = select->int64(3);
-          r.revenue_unknown_events = r.billing_events - known;
-          if (known > 0) r.revenue_nanos = select->int64(2);
+    auto add = [&](const std::string& key, const Sums& s) -> absl::Status {
+      if (!sums[key].add(s)) return absl::InternalError("profit report: a sum overflows int64");
+      return absl::OkStatus();
+    };
+    // The raw events of [from, to): cost rows, then billing events.
+    auto add_raw = [&](std::int64_t from, std::int64_t to) -> absl::Status {
+      for (int side = 0; side < 2; ++side) {
+        absl::StatusOr<Query> select = prepare(connection, side == 0 ? cost_sql(group) : revenue_sql(group));
+        if (!select.ok()) return select.status();
+        select->bind(1, **product).bind(2, from).bind(3, to);
+        if (side == 0) select->bind(4, from / kNanosPerDay).bind(5, ceil_div(to, kNanosPerDay));
+        for (;;) {
+          absl::StatusOr<bool> row = select->step(side == 0 ? "read the cost rows" : "read the billing events");
+          if (!row.ok()) return row.status();
+          if (!*row) break;
+          Sums s;
+          if (side == 0) {
+            s = Sums{.cost_events = select->int64(1), .cost_nanos = select->int64(2), .cost_unknown = select->int64(3)};
+          } else {
+            s = Sums{.billing_events = select->int64(1), .revenue_nanos = select->int64(2), .revenue_known = select->int64(3)};
+          }
+          if (absl::Status st = add(key_of(*select), s); !st.ok()) return st;
         }
       }
+      return absl::OkStatus();
+    };
+    if (group == ProfitGroup::kModel) return add_raw(range.from_ns, range.to_ns);
+    const storage_internal::DaySplit split = storage_internal::split_days(range.from_ns, range.to_ns);
+    if (split.first_day < split.end_day) {
+      absl::StatusOr<Query> select = prepare(connection, rollup_sql(group));
+      if (!select.ok()) return select.status();
+      select->bind(1, **product).bind(2, split.first_day).bind(3, split.end_day);
+      for (;;) {
+        absl::StatusOr<bool> row = select->step("read the profit rollup");
+        if (!row.ok()) return row.status();
+        if (!*row) break;
+        const Sums s{.cost_events = select->int64(1),
+                     .cost_nanos = select->int64(2),
+                     .cost_unknown = select->int64(3),
+                     .billing_events = select->int64(4),
+                     .revenue_nanos = select->int64(5),
+                     .revenue_known = select->int64(6)};
+        if (absl::Status st = add(key_of(*select), s); !st.ok()) return st;
+      }
+    }
+    for (const TimeRange& r : {split.head, split.tail}) {
+      if (r.from_ns >= r.to_ns) continue;
+      if (absl::Status st = add_raw(r.from_ns, r.to_ns); !st.ok()) return st;
     }
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
   std::vector<ProfitRow> out;
-  out.reserve(rows.size());
-  for (auto& [key, row] : rows) out.push_back(std::move(row));
+  out.reserve(sums.size());
+  for (const auto& [key, s] : sums) {
+    ProfitRow r{.key = key,
+                .cost_events = s.cost_events,
+                .billing_events = s.billing_events,
+                .cost_unknown_events = s.cost_unknown,
+                .revenue_unknown_events = s.billing_events - s.revenue_known};
+    if (s.cost_events > s.cost_unknown) r.cost_nanos = s.cost_nanos;
+    if (s.revenue_known > 0) r.revenue_nanos = s.revenue_nanos;
+    // A key only a rollup row of zero events names (none is written so) is not a row.
+    if (s.cost_events == 0 && s.billing_events == 0) continue;
+    out.push_back(std::move(r));
+  }
   return out;
 }
 

@@ -97,10 +97,16 @@ const std::string& report_sql(ReportGroup group, bool by_user, bool daily) {
     for (int g = 0; g < 5; ++g) {
       for (int u = 0; u < 2; ++u) {
         const auto rg = static_cast<ReportGroup>(g);
+        // Product-wide: by model, day or month from usage_daily_by_model (usage_daily without the
+        // users: a few rows a day instead of one per user and model), by user from
+        // usage_daily_by_user (one row per user and day).
+        const std::string_view table = u == 1                       ? "usage_daily"
+                                       : rg == ReportGroup::kUser ? "usage_daily_by_user"
+                                                                  : "usage_daily_by_model";
         (*sql)[g * 4 + u * 2 + 1] =
-            str_cat("SELECT ", group_column(rg, true), ", SUM(calls), ", kTotalsColumns,
-                    " FROM usage_daily WHERE product = ?1 AND ", u ? "user_id = ?2 AND " : "",
-                    "day >= ?3 AND day < ?4 GROUP BY 1");
+            str_cat("SELECT ", group_column(rg, true), ", SUM(calls), ", kTotalsColumns, " FROM ", table,
+                    " WHERE product = ?1 AND ",
+                    u ? "user_id = ?2 AND " : "", "day >= ?3 AND day < ?4 GROUP BY 1");
         // Without a user, the users with events in the range are those with usage_daily rows on
         // its days (written in the same transaction as the events): the index on (product,
         // user_id, ts_ns) is then used user by user instead of scanning the product's events.

@@ -187,6 +187,43 @@ CREATE TABLE IF NOT EXISTS indicator_billing(
   pricing TEXT NOT NULL,
   PRIMARY KEY(product, agent_id, indicator))${KEYED_TABLE};
 CREATE INDEX IF NOT EXISTS indicator_billing_by_metric ON indicator_billing(product, metric);
+CREATE TABLE IF NOT EXISTS profit_daily(
+  product ${INT} NOT NULL,
+  day ${INT} NOT NULL,
+  user_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  indicator TEXT NOT NULL,
+  cost_events ${INT} NOT NULL,
+  cost_nanos ${INT} NOT NULL,
+  cost_unknown ${INT} NOT NULL,
+  billing_events ${INT} NOT NULL,
+  revenue_nanos ${INT} NOT NULL,
+  revenue_known ${INT} NOT NULL,
+  PRIMARY KEY(product, day, user_id, agent_id, indicator))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS usage_daily_by_model(
+  product ${INT} NOT NULL,
+  day ${INT} NOT NULL,
+  model TEXT NOT NULL,
+  calls ${INT} NOT NULL,
+  input_tokens ${INT} NOT NULL,
+  output_tokens ${INT} NOT NULL,
+  cached_input_tokens ${INT} NOT NULL,
+  cache_creation_input_tokens ${INT} NOT NULL,
+  reasoning_tokens ${INT} NOT NULL,
+  cost_nanos ${INT} NOT NULL,
+  PRIMARY KEY(product, day, model))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS usage_daily_by_user(
+  product ${INT} NOT NULL,
+  day ${INT} NOT NULL,
+  user_id TEXT NOT NULL,
+  calls ${INT} NOT NULL,
+  input_tokens ${INT} NOT NULL,
+  output_tokens ${INT} NOT NULL,
+  cached_input_tokens ${INT} NOT NULL,
+  cache_creation_input_tokens ${INT} NOT NULL,
+  reasoning_tokens ${INT} NOT NULL,
+  cost_nanos ${INT} NOT NULL,
+  PRIMARY KEY(product, day, user_id))${KEYED_TABLE};
 )sql";
 
 // The summed columns of one row of usage_daily or of the events, in Totals' order after calls.
@@ -199,6 +236,35 @@ constexpr int kTransactionAttempts = 8;
 std::int64_t now_ns() { return absl::ToUnixNanos(absl::Now()); }
 
 }  // namespace
+
+std::string_view rollups_backfill_sql() {
+  // usage_daily_by_model and usage_daily_by_user from usage_daily. profit_daily: the cost rows
+  // first (the table is empty: no conflict), then the billing events onto them. "WHERE 1 = 1"
+  // before ON CONFLICT: SQLite's parser needs a WHERE in an upsert's SELECT.
+  return "INSERT INTO usage_daily_by_model(product, day, model, calls, input_tokens, output_tokens, "
+         "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
+         "SELECT product, day, model, SUM(calls), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), "
+         "SUM(cache_creation_input_tokens), SUM(reasoning_tokens), SUM(cost_nanos) FROM usage_daily "
+         "GROUP BY product, day, model;\n"
+         "INSERT INTO usage_daily_by_user(product, day, user_id, calls, input_tokens, output_tokens, "
+         "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
+         "SELECT product, day, user_id, SUM(calls), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), "
+         "SUM(cache_creation_input_tokens), SUM(reasoning_tokens), SUM(cost_nanos) FROM usage_daily "
+         "GROUP BY product, day, user_id;\n"
+         "INSERT INTO profit_daily(product, day, user_id, agent_id, indicator, cost_events, cost_nanos, cost_unknown, "
+         "billing_events, revenue_nanos, revenue_known) "
+         "SELECT product, ts_ns / 86400000000000, user_id, agent_id, indicator, COUNT(*), "
+         "SUM(CASE WHEN cost_unknown = 0 THEN cost_nanos ELSE 0 END), SUM(cost_unknown), 0, 0, 0 FROM events "
+         "WHERE kind <> 'billing' GROUP BY product, ts_ns / 86400000000000, user_id, agent_id, indicator;\n"
+         "INSERT INTO profit_daily(product, day, user_id, agent_id, indicator, cost_events, cost_nanos, cost_unknown, "
+         "billing_events, revenue_nanos, revenue_known) "
+         "SELECT product, ts_ns / 86400000000000, user_id, agent_id, indicator, 0, 0, 0, COUNT(*), "
+         "COALESCE(SUM(revenue_nanos), 0), COUNT(revenue_nanos) FROM billing_events WHERE 1 = 1 "
+         "GROUP BY product, ts_ns / 86400000000000, user_id, agent_id, indicator "
+         "ON CONFLICT(product, day, user_id, agent_id, indicator) DO UPDATE SET "
+         "billing_events = excluded.billing_events, revenue_nanos = excluded.revenue_nanos, "
+         "revenue_known = excluded.revenue_known;\n";
+}
 
 std::string sql_schema(const SqlDialect& dialect) {
   using Replacements = std::vector<std::pair<absl::string_view, absl::string_view>>;

@@ -33,11 +33,14 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -220,10 +223,30 @@ class SqlStorage : public Storage {
   static absl::StatusOr<bool> store_alert(SqlConnection& connection, std::int64_t product, const WebhookAlert& alert);
   // In sql_agents.cpp, in the ingest's transaction once the batch is written: a billing_events row
   // for every event stored by this call (stored[i]) with a non-empty indicator, its revenue
-  // priced by its agent's indicator then (docs/tracking.md, "Revenue"; NULL when unpriced).
+  // priced by its agent's indicator then (docs/tracking.md, "Revenue"; NULL when unpriced); then
+  // the billing events added to profit_daily (add_billing_rollup).
   absl::Status store_billing_events(SqlConnection& connection, std::int64_t product,
                                     std::span<const EventRecord> events,
                                     std::span<const storage_internal::EventId> ids, const std::vector<bool>& stored);
+  // The dashboard's rollups (server/sql_profit.cpp, sql_report.cpp), kept in the ingest's
+  // transaction. profit_daily sums cost rows (every event but billing ones) and billing events per
+  // (UTC day, customer, agent, indicator); usage_daily_by_model and usage_daily_by_user sum the cost
+  // rows' totals per (UTC day, model) and per (UTC day, user): usage_daily without users, or
+  // without models. A key of profit_daily, and its six sums in column order (cost_events,
+  // cost_nanos, cost_unknown, billing_events, revenue_nanos, revenue_known).
+  using ProfitKeyView = std::tuple<std::int64_t, std::string_view, std::string_view, std::string_view>;
+  using ProfitSumsView = std::array<std::int64_t, 6>;
+  // In sql_agents.cpp: the cost side of the batch's stored events (stored[i]), in the generic
+  // ingest path (PostgresStorage::store_batch()'s one statement does the same in SQL).
+  absl::Status add_cost_rollups(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
+                                const std::vector<bool>& stored);
+  // In sql_agents.cpp: the billing side, from store_billing_events() (`priced_rows`: event index
+  // and revenue; `unpriced_rows`: without a price). Nothing is written without billing events.
+  absl::Status add_billing_rollup(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
+                                  std::span<const std::pair<std::size_t, std::int64_t>> priced_rows,
+                                  std::span<const std::pair<std::size_t, std::int64_t>> unpriced_rows);
+  absl::Status upsert_profit_daily(SqlConnection& connection, std::int64_t product,
+                                   const std::map<ProfitKeyView, ProfitSumsView>& sums);
   // The agent's record as stored, or nullopt, read on `connection`.
   static absl::StatusOr<std::optional<AgentRecord>> read_agent(SqlConnection& connection, std::int64_t product,
                                                                std::string_view agent_id);

@@ -30,8 +30,11 @@ using ::paygent::internal::str_cat;
 // tables of revenue (docs/tracking.md), created when missing. 5: billing (issue 11,
 // docs/billing.md): the billable_metrics and indicator_billing tables and the index of billing
 // events by customer; the webhooks' tables (webhook_endpoints, webhook_alerts,
-// webhook_deliveries; docs/webhooks.md); created when missing.
-constexpr int kSchemaVersion = 5;
+// webhook_deliveries; docs/webhooks.md); created when missing. 6: the dashboard's rollups
+// profit_daily (the profit report's, server/sql_profit.cpp), usage_daily_by_model and
+// usage_daily_by_user (the product-wide usage reports'), created when missing and filled from the
+// events and usage_daily.
+constexpr int kSchemaVersion = 6;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
 // so that each of its reads is one query joined to this table rather than a few queries per user.
@@ -353,6 +356,7 @@ absl::StatusOr<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::st
   // Creates what is missing; a database of an older version gets the events columns added since.
   absl::Status created = writer.exec(str_cat("BEGIN IMMEDIATE;", schema_sql()));
   if (created.ok()) created = ::paygent::internal::add_missing_event_columns(writer.db(), "events");
+  if (created.ok() && version > 0 && version < 6) created = writer.exec(rollups_backfill_sql());
   if (created.ok()) created = writer.exec(str_cat("PRAGMA user_version=", kSchemaVersion, "; COMMIT;"));
   if (!created.ok()) {
     static_cast<void>(writer.exec("ROLLBACK"));

@@ -160,6 +160,10 @@ HttpResponse Api::forecast(const Call& call) {
   std::size_t scanned = 0;
   bool truncated = false;
   // Every user of the product, a page at a time: their usage this period, then the arithmetic.
+  // Without a period cap in any plan no user can reach one: their usage is not read.
+  const PlanConfig* config = product_plans.config_or_null();
+  const bool any_cap = config != nullptr && std::any_of(config->plans.begin(), config->plans.end(),
+                                                        [](const Plan& p) { return p.max_spend_per_period.has_value(); });
   for (;;) {
     absl::StatusOr<std::vector<std::string>> users = storage_.list_user_ids(call.product_id, after, kForecastPage);
     if (!users.ok()) return error_response(users.status());
@@ -170,6 +174,7 @@ HttpResponse Api::forecast(const Call& call) {
     }
     after = users->back();
     scanned += users->size();
+    if (!any_cap) continue;
     absl::StatusOr<std::vector<UserUsage>> usage =
         storage_.usage_of(call.product_id, *users,
                           [&product_plans, now](const UserRecord& user) { return period_range_of(user, product_plans, now); });

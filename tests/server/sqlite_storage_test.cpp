@@ -64,7 +64,10 @@ PRAGMA user_version=1;
     sqlite3_close(db);
   }
   auto storage = open_at(path);
-  CHECK(sql_int(path, "PRAGMA user_version") == 5);
+  CHECK(sql_int(path, "PRAGMA user_version") == 6);
+  // Version 6's rollup, filled from the events already there.
+  CHECK(sql_int(path, "SELECT cost_nanos FROM profit_daily WHERE user_id = 'u1' AND cost_events = 1") == 10);
+  CHECK(sql_int(path, "SELECT COUNT(*) FROM usage_daily_by_model") == 0);  // release 1 had no usage_daily
   CHECK(sql_int(path, "SELECT COUNT(*) FROM leases") == 0);  // version 3's table, created by the upgrade
   CHECK(sql_int(path, "SELECT COUNT(*) FROM voice_sessions") == 0);  // version 4's tables, likewise
   CHECK(sql_int(path, "SELECT COUNT(*) FROM webhook_deliveries") == 0);  // version 5's tables, likewise

@@ -40,6 +40,11 @@ class StorageBackend {
   // Makes every INSERT into `table` of that database fail (a trigger that raises), or stops doing
   // so: a fault injected inside a storage's transaction, through a connection of the test's own.
   virtual void fail_inserts(const std::string& table, bool fail) = 0;
+  // Runs `sql` on that database, through a connection of the test's own.
+  virtual void exec(const std::string& sql) = 0;
+  // Marks that database as written by the release before profit_daily (SQLite schema version 5,
+  // PostgreSQL 4), so that the next open upgrades it.
+  virtual void set_schema_version_before_profit_rollup() = 0;
 };
 
 class SqliteBackend final : public StorageBackend {
@@ -51,12 +56,14 @@ class SqliteBackend final : public StorageBackend {
   std::unique_ptr<Storage> again() override { return ApiFixture::open_storage(path_); }
   TableCounts counts() override { return table_counts(path_); }
   void fail_inserts(const std::string& table, bool fail) override {
+    exec(fail ? "CREATE TRIGGER injected_fault BEFORE INSERT ON " + table +
+                    " BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+              : std::string("DROP TRIGGER injected_fault"));
+  }
+  void exec(const std::string& sql) override {
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
     sqlite3_busy_timeout(db, 10'000);
-    const std::string sql = fail ? "CREATE TRIGGER injected_fault BEFORE INSERT ON " + table +
-                                       " BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
-                                 : std::string("DROP TRIGGER injected_fault");
     char* error = nullptr;
     const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
     const std::string message = error != nullptr ? error : "";
@@ -64,6 +71,7 @@ class SqliteBackend final : public StorageBackend {
     sqlite3_close(db);
     REQUIRE_MESSAGE(rc == SQLITE_OK, sql << ": " << message);
   }
+  void set_schema_version_before_profit_rollup() override { exec("PRAGMA user_version=5"); }
 
  private:
   paygent::testing::TempDir dir_;
@@ -144,6 +152,8 @@ class PostgresBackend final : public StorageBackend {
       pg_query(conninfo_, "DROP TRIGGER injected_fault ON " + table);
     }
   }
+  void exec(const std::string& sql) override { pg_query(conninfo_, sql); }
+  void set_schema_version_before_profit_rollup() override { pg_query(conninfo_, "UPDATE paygent_schema SET version = 4"); }
   [[nodiscard]] const std::string& conninfo() const { return conninfo_; }
 
  private:

@@ -89,6 +89,127 @@ TEST_CASE("server.storage_reports_match_a_brute_force_sum") {
   });
 }
 
+// The profit report computed the slow, obvious way: agent "a1"'s indicator "call" is priced
+// kCallPrice per event; every other indicator is unpriced (its revenue unknown, never 0).
+constexpr std::int64_t kCallPrice = 20'000'000;
+
+std::vector<ProfitRow> brute_force_profit(const std::vector<EventRecord>& events, TimeRange range, ProfitGroup group) {
+  struct Sums {
+    std::int64_t cost_events = 0, cost = 0, cost_unknown = 0, billing = 0, revenue = 0, revenue_known = 0;
+  };
+  std::map<std::string, Sums> sums;
+  for (const EventRecord& e : events) {
+    if (e.ts_ns < range.from_ns || e.ts_ns >= range.to_ns) continue;
+    std::string key;
+    switch (group) {
+      case ProfitGroup::kAgent: key = e.agent_id; break;
+      case ProfitGroup::kCustomer: key = e.user_id; break;
+      case ProfitGroup::kIndicator: key = e.indicator; break;
+      case ProfitGroup::kModel: key = e.model; break;
+      case ProfitGroup::kDay: key = absl::FormatCivilTime(absl::CivilDay(1970, 1, 1) + e.ts_ns / 86'400'000'000'000); break;
+    }
+    Sums& s = sums[key];
+    if (e.kind != ::paygent::internal::UsageKind::kBilling) {
+      ++s.cost_events;
+      if (e.cost_unknown) ++s.cost_unknown;
+      else s.cost += e.cost_nanos;
+    }
+    if (!e.indicator.empty()) {
+      ++s.billing;
+      if (e.agent_id == "a1" && e.indicator == "call") {
+        ++s.revenue_known;
+        s.revenue += kCallPrice;
+      }
+    }
+  }
+  std::vector<ProfitRow> out;
+  for (const auto& [key, s] : sums) {
+    ProfitRow r{.key = key, .cost_events = s.cost_events, .billing_events = s.billing,
+                .cost_unknown_events = s.cost_unknown, .revenue_unknown_events = s.billing - s.revenue_known};
+    if (s.cost_events > s.cost_unknown) r.cost_nanos = s.cost;
+    if (s.revenue_known > 0) r.revenue_nanos = s.revenue;
+    out.push_back(r);
+  }
+  return out;
+}
+
+// Profit events: cost rows with and without a price, full tracking (a cost row and a billing
+// event), and billing events alone, over a fortnight.
+std::vector<EventRecord> profit_events(std::mt19937_64& rng, int first, int count, std::int64_t start, std::int64_t span) {
+  std::vector<EventRecord> records;
+  for (int n = first; n < first + count; ++n) {
+    EventRecord e = record(event_id(n, 7), "c" + std::to_string(rng() % 4), "m" + std::to_string(rng() % 3), "",
+                           static_cast<std::int64_t>(rng() % 100'000),
+                           start + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span)));
+    e.agent_id = rng() % 4 == 0 ? "" : "a" + std::to_string(rng() % 3);
+    switch (rng() % 5) {
+      case 0: break;                                      // cost-only
+      case 1: e.cost_unknown = true; e.cost_nanos = 0; break;  // cost not known
+      case 2: e.indicator = "call"; break;                // full tracking
+      case 3: e.indicator = rng() % 2 ? "call" : "lead"; e.kind = ::paygent::internal::UsageKind::kBilling;
+              e.model.clear(); e.input_tokens = e.output_tokens = e.cached_input_tokens = e.cost_nanos = 0; break;
+      default: e.indicator = "lead"; break;
+    }
+    records.push_back(std::move(e));
+  }
+  return records;
+}
+
+TEST_CASE("server.storage_profit_report_of_rollup_and_edges_matches_a_brute_force_sum") {
+  for_each_backend([](StorageBackend& backend) {
+    auto storage = backend.fresh();
+    REQUIRE(storage->create_product("p1", "one", std::string(64, '1')).ok());
+    REQUIRE(storage->create_product("p2", "two", std::string(64, '2')).ok());
+    REQUIRE(storage->put_agent("p1", AgentRecord{.agent_id = "a1", .indicators = {{.indicator = "call", .price_nanos = kCallPrice}}}).ok());
+    std::mt19937_64 rng(7);
+    const std::int64_t start = ns_at(2026, 10, 28);
+    const std::int64_t span = ns_at(2026, 11, 12) - start;
+    std::vector<EventRecord> events;
+    for (int batch = 0; batch < 12; ++batch) {
+      std::vector<EventRecord> records = profit_events(rng, batch * 40, 40, start, span);
+      REQUIRE(storage->ingest("p1", records).ok());
+      events.insert(events.end(), records.begin(), records.end());
+    }
+    REQUIRE(storage->ingest("p1", std::vector<EventRecord>(events.begin(), events.begin() + 30)).ok());  // repeats count once
+    REQUIRE(storage->ingest("p2", profit_events(rng, 10'000, 20, start, span)).ok());  // another product's
+    for (int i = 0; i < 200; ++i) {
+      TimeRange range{.from_ns = start - ns_at(1970, 1, 2) + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span))};
+      range.to_ns = range.from_ns + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span));
+      if (i % 4 == 0) range.from_ns = ns_at(2026, 10, 29 + i % 5);  // whole days: from the rollup alone
+      if (i % 4 == 0 || i % 6 == 0) range.to_ns = ns_at(2026, 11, 3 + i % 8);
+      const auto group = static_cast<ProfitGroup>(rng() % 5);
+      INFO("from ", range.from_ns, " to ", range.to_ns, " group ", static_cast<int>(group));
+      const absl::StatusOr<std::vector<ProfitRow>> got = storage->profit_report("p1", range, group);
+      REQUIRE(got.ok());
+      CHECK(*got == brute_force_profit(events, range, group));
+    }
+    // A database from before the rollups: emptied, marked as the older version, reopened, they are
+    // filled again from the events and usage_daily in the upgrade.
+    const TimeRange all{.from_ns = ns_at(2026, 10, 1), .to_ns = ns_at(2026, 12, 1)};
+    storage.reset();
+    backend.exec("DELETE FROM profit_daily");
+    backend.exec("DELETE FROM usage_daily_by_model");
+    backend.exec("DELETE FROM usage_daily_by_user");
+    backend.set_schema_version_before_profit_rollup();
+    storage = backend.again();
+    for (const auto group : {ProfitGroup::kAgent, ProfitGroup::kCustomer, ProfitGroup::kIndicator, ProfitGroup::kDay}) {
+      const absl::StatusOr<std::vector<ProfitRow>> got = storage->profit_report("p1", all, group);
+      REQUIRE(got.ok());
+      CHECK(*got == brute_force_profit(events, all, group));
+    }
+    std::vector<EventRecord> cost_rows;
+    for (const EventRecord& e : events) {
+      if (e.kind != ::paygent::internal::UsageKind::kBilling) cost_rows.push_back(e);
+    }
+    for (const auto group : {ReportGroup::kModel, ReportGroup::kDay, ReportGroup::kMonth, ReportGroup::kUser}) {
+      const ReportQuery q{.from_ns = all.from_ns, .to_ns = all.to_ns, .group_by = group};
+      const absl::StatusOr<GroupedTotals> got = storage->report("p1", q);
+      REQUIRE(got.ok());
+      CHECK(*got == brute_force(cost_rows, q));
+    }
+  });
+}
+
 TEST_CASE("server.storage_ingest_is_idempotent_and_atomic") {
   for_each_backend([](StorageBackend& backend) {
   auto storage = backend.fresh();
