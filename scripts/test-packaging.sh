@@ -12,6 +12,15 @@
 # Usage: scripts/test-packaging.sh [BUILD_DIR]   (default build/, configured and fully built:
 # cpack installs from it). Exits non-zero on the first failure. ~1-2 minutes on 2 cores.
 set -euo pipefail
+# True when the command `$2...` succeeds and its output matches `$1`. Not `cmd | grep -q`: grep -q
+# exits at its first match, the command may then die of SIGPIPE, and pipefail reports that as a
+# failure (it did: "the pkg-config consumer does not load the installed libpaygent.so", from ldd).
+output_has() {
+  local pattern=$1 out
+  shift
+  out=$("$@") || return 1
+  grep -q -- "$pattern" <<<"$out"
+}
 cd "$(dirname "$0")/.."
 build=$(realpath "${1:-build}")
 jobs=2
@@ -35,7 +44,7 @@ export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 [ "$(pkg-config --modversion paygent)" = "$version" ] || fail "pkg-config --modversion paygent is not $version"
 # shellcheck disable=SC2046  # pkg-config's flags are words
 g++ -std=c++20 tests/consumer/main.cpp -o "$work/consumer-pc" $(pkg-config --cflags --libs paygent)
-"$work/consumer-pc" | grep -q "hard gate" || fail "the pkg-config consumer did not meet its hard gate"
+output_has "hard gate" "$work/consumer-pc" || fail "the pkg-config consumer did not meet its hard gate"
 
 step "2. find_package(paygent VERSION): accepts $minor and $version, refuses others"
 for wanted in "$minor" "$version" 0.0 0.$((${minor#*.} + 1)) 1.0; do
@@ -62,21 +71,21 @@ cmake --install "$shared_build" --prefix "$shared" >/dev/null
 for lib in paygent paygent_plan paygent_meter paygent_event; do
   [ -f "$shared/lib/lib$lib.so.$version" ] || fail "lib$lib.so.$version is not installed"
   [ "$(readlink "$shared/lib/lib$lib.so")" = "lib$lib.so.$minor" ] || fail "lib$lib.so does not point at its soname"
-  readelf -d "$shared/lib/lib$lib.so.$version" | grep -q "SONAME.*\[lib$lib.so.$minor\]" ||
+  output_has "SONAME.*\[lib$lib.so.$minor\]" readelf -d "$shared/lib/lib$lib.so.$version" ||
     fail "lib$lib.so.$version has no SONAME lib$lib.so.$minor"
 done
 [ -z "$(ls "$shared"/lib/*.a 2>/dev/null)" ] || fail "a shared build installed static libraries"
 grep -q '^Requires.private: simdjson' "$shared/lib/pkgconfig/paygent.pc" || fail "shared paygent.pc has no Requires.private"
 cmake -S tests/consumer -B "$work/consumer-shared" -DCMAKE_PREFIX_PATH="$shared" >/dev/null
 cmake --build "$work/consumer-shared" >/dev/null
-readelf -d "$work/consumer-shared/consumer" | grep -q "NEEDED.*libpaygent.so.$minor" ||
+output_has "NEEDED.*libpaygent.so.$minor" readelf -d "$work/consumer-shared/consumer" ||
   fail "the CMake consumer does not link libpaygent.so.$minor"
-"$work/consumer-shared/consumer" | grep -q "hard gate" || fail "the shared CMake consumer failed"
+output_has "hard gate" "$work/consumer-shared/consumer" || fail "the shared CMake consumer failed"
 # shellcheck disable=SC2046
 g++ -std=c++20 tests/consumer/main.cpp -o "$work/consumer-pc-shared" \
   $(PKG_CONFIG_PATH="$shared/lib/pkgconfig" pkg-config --cflags --libs paygent)
-LD_LIBRARY_PATH="$shared/lib" "$work/consumer-pc-shared" | grep -q "hard gate" || fail "the shared pkg-config consumer failed"
-LD_LIBRARY_PATH="$shared/lib" ldd "$work/consumer-pc-shared" | grep -q "libpaygent.so.$minor => $shared/lib" ||
+output_has "hard gate" env LD_LIBRARY_PATH="$shared/lib" "$work/consumer-pc-shared" || fail "the shared pkg-config consumer failed"
+output_has "libpaygent.so.$minor => $shared/lib" env LD_LIBRARY_PATH="$shared/lib" ldd "$work/consumer-pc-shared" ||
   fail "the pkg-config consumer does not load the installed libpaygent.so.$minor"
 
 step "4. paygentd --check-config"
@@ -98,7 +107,7 @@ status=0
 out=$("$paygentd" --check-config --database 'postgresql://paygent@localhost:5432/paygent?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem' \
         --listen no-such-host.invalid:8080 2>&1) || status=$?
 [ "$status" = 1 ] || fail "--check-config on a bad database exited $status, not 1: $out"
-if "$paygentd" --help | grep -q -- "--database URI"; then
+if output_has "--database URI" "$paygentd" --help; then
   grep -qE -- "--database: (sslrootcert /nonexistent/ca.pem is not readable|this paygentd was built without PostgreSQL)" <<<"$out" ||
     fail "--check-config did not name the unreadable sslrootcert: $out"
 fi
@@ -173,7 +182,7 @@ address=$(sed -n 's/^paygentd listening on //p' "$work/paygentd.out")
 [ -n "$address" ] || fail "packaged paygentd did not listen"
 exec 3<>"/dev/tcp/${address%:*}/${address##*:}"
 printf 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
-head -1 <&3 | grep -q "200" || fail "packaged paygentd did not answer /healthz"
+grep -q "200" <<<"$(head -1 <&3)" || fail "packaged paygentd did not answer /healthz"
 exec 3<&-
 # While it runs, --check-config names its port and still passes on its data dir.
 status=0

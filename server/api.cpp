@@ -285,7 +285,7 @@ std::span<const Route<Api::Handler>> Api::routes() {
 }
 
 Api::Api(Storage& storage, Metrics& metrics, ApiOptions options)
-    : storage_(storage), metrics_(metrics), options_(std::move(options)) {}
+    : storage_(storage), metrics_(metrics), options_(std::move(options)), sessions_(storage) {}
 
 HttpResponse Api::handle_request(const HttpRequest& request) {
   const auto start = std::chrono::steady_clock::now();
@@ -302,6 +302,12 @@ HttpResponse Api::handle_request(const HttpRequest& request) {
     response = dispatch(request, *match);
   }
   add_wire_version(response);
+  // The API's answers (a dashboard session's data among them) are never cached nor sniffed; the
+  // dashboard's pages set their own.
+  if (response.content_type == "application/json") {
+    response.headers.emplace_back("Cache-Control", "no-store");
+    response.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  }
   metrics_.record_request(label, response.status, absl::FromChrono(std::chrono::steady_clock::now() - start));
   return response;
 }

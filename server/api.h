@@ -238,7 +238,7 @@ class Api {
   // stale; unknown keys are not cached (they would let a caller grow the map at will).
   absl::Mutex keys_mu_;
   absl::flat_hash_map<std::string, std::string> product_by_key_hash_ ABSL_GUARDED_BY(keys_mu_);
-  DashboardSessions sessions_;  // dashboard sign-ins and portal tokens (in memory only)
+  DashboardSessions sessions_;  // dashboard sign-ins and portal tokens (in the storage)
 
   // A product's entry in plans_.
   struct PlansSlot {

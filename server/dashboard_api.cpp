@@ -120,7 +120,9 @@ HttpResponse Api::dashboard_session(const Call& call) {
 }
 
 HttpResponse Api::dashboard_sign_out(const Call& call) {
-  if (std::optional<std::string_view> token = cookie_value(call.request.cookie, kSessionCookie)) sessions_.revoke(*token);
+  if (std::optional<std::string_view> token = cookie_value(call.request.cookie, kSessionCookie)) {
+    if (absl::Status s = sessions_.revoke(*token); !s.ok()) return error_response(s);
+  }
   HttpResponse response{.status = 200, .body = R"({"signed_out":true})"};
   response.headers.emplace_back("Set-Cookie", str_cat(kSessionCookie, "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
   return response;
@@ -154,21 +156,23 @@ absl::StatusOr<SessionGrant> Api::authenticate_portal(const HttpRequest& request
   if (!header.starts_with(kBearer) || !header.substr(kBearer.size()).starts_with(DashboardSessions::kPortalPrefix)) {
     return absl::UnauthenticatedError("the portal needs a customer's portal token: \"Authorization: Bearer pgc_...\"");
   }
-  std::optional<SessionGrant> grant = sessions_.find(header.substr(kBearer.size()), options_.clock());
-  if (!grant || !grant->is_portal()) {
+  absl::StatusOr<std::optional<SessionGrant>> grant = sessions_.find(header.substr(kBearer.size()), options_.clock());
+  if (!grant.ok()) return grant.status();
+  if (!*grant || !(*grant)->is_portal()) {
     return absl::UnauthenticatedError("the portal token has expired or is not known: ask the application for a new link");
   }
-  return *std::move(grant);
+  return **std::move(grant);
 }
 
 std::optional<absl::StatusOr<SessionGrant>> Api::session_of_cookie(const HttpRequest& request) {
   std::optional<std::string_view> token = cookie_value(request.cookie, kSessionCookie);
   if (!token) return std::nullopt;
-  std::optional<SessionGrant> grant = sessions_.find(*token, options_.clock());
-  if (!grant || grant->is_portal()) {
+  absl::StatusOr<std::optional<SessionGrant>> grant = sessions_.find(*token, options_.clock());
+  if (!grant.ok()) return grant.status();
+  if (!*grant || (*grant)->is_portal()) {
     return absl::UnauthenticatedError("the dashboard session has expired or was signed out: sign in again");
   }
-  return *std::move(grant);
+  return **std::move(grant);
 }
 
 }  // namespace paygent::server

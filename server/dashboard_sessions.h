@@ -3,16 +3,18 @@
 // An operator signs in to the dashboard with a product's API key and gets a session token (an
 // HttpOnly cookie) that expires; an application mints a short-lived portal token scoped to one
 // customer, so that the customer can see their own usage and invoice and nothing else. Both are
-// random (32 bytes of OpenSSL's CSPRNG) and kept here by their SHA-256 only, in memory: a restart
-// of paygentd signs everyone out, which is the safe side of forgetting.
+// random (32 bytes of OpenSSL's CSPRNG) and stored by their SHA-256 only, in the database
+// (Storage::create_session), so that every replica on it honours them and a sign-out ends a
+// session everywhere at once; they survive a restart until they expire.
 //
-// Bounds: at most kMaxSessionsPerProduct live tokens per product and kMaxSessions in all
-// (~200 bytes each: ~20 MB at the bound). Past a bound the expired ones are dropped; when none
-// has expired, creation fails with ResourceExhausted rather than evicting a live sign-in, so one
-// product minting tokens in a loop can neither grow paygentd's memory nor sign out another
-// product's operators.
+// Bounds: at most kMaxSessionsPerProduct unexpired operator sessions and as many portal tokens
+// per product (separate quotas: an application minting portal links cannot lock its operators
+// out). A product's expired ones are deleted when it creates one; past the bound creation fails
+// with ResourceExhausted rather than ending a live one. One product's tokens never count against
+// another's.
 //
-// Thread safety: safe for concurrent use from many threads. Lifetime: owned by the Api.
+// Thread safety: safe for concurrent use (as its Storage is). Lifetime: owned by the Api; the
+// Storage must outlive it.
 #pragma once
 
 #include <cstddef>
@@ -20,16 +22,14 @@
 #include <string>
 #include <string_view>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/storage.h"
 
 namespace paygent::server {
 
 inline constexpr std::size_t kMaxSessionsPerProduct = 10'000;
-inline constexpr std::size_t kMaxSessions = 100'000;
 
 // An operator's sign-in: 8 hours unless it asks for less; never more than 24.
 inline constexpr absl::Duration kOperatorSessionDefault = absl::Hours(8);
@@ -53,25 +53,23 @@ class DashboardSessions {
   static constexpr std::string_view kOperatorPrefix = "pgs_";
   static constexpr std::string_view kPortalPrefix = "pgc_";
 
-  // A new token for `grant` (its kind from grant.is_portal()). ResourceExhausted past a bound
-  // (see above); Internal when the random source fails.
-  absl::StatusOr<std::string> create(SessionGrant grant, absl::Time now);
+  explicit DashboardSessions(Storage& storage, std::size_t max_per_product = kMaxSessionsPerProduct)
+      : storage_(storage), max_per_product_(max_per_product) {}
 
-  // The grant of a live token; nullopt for an unknown or expired one (an expired one is dropped).
-  std::optional<SessionGrant> find(std::string_view token, absl::Time now);
+  // A new token for `grant` (its kind from grant.is_portal()). ResourceExhausted past the bound;
+  // Internal when the random source fails; the storage's error when it fails.
+  absl::StatusOr<std::string> create(const SessionGrant& grant, absl::Time now);
 
-  // Ends a token now (sign-out). Unknown tokens are ignored.
-  void revoke(std::string_view token);
+  // The grant of a live token; nullopt for an unknown, expired or signed-out one, or a text that
+  // is not a token; the storage's error when it fails.
+  absl::StatusOr<std::optional<SessionGrant>> find(std::string_view token, absl::Time now);
 
-  [[nodiscard]] std::size_t size() const;
+  // Ends a token now (sign-out). Unknown tokens are no error.
+  absl::Status revoke(std::string_view token);
 
  private:
-  void erase_locked(absl::flat_hash_map<std::string, SessionGrant>::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void drop_expired_locked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, SessionGrant> by_hash_ ABSL_GUARDED_BY(mu_);  // SHA-256 of the token
-  absl::flat_hash_map<std::string, std::size_t> per_product_ ABSL_GUARDED_BY(mu_);
+  Storage& storage_;
+  std::size_t max_per_product_;
 };
 
 }  // namespace paygent::server

@@ -555,6 +555,9 @@ absl::StatusOr<std::unique_ptr<PostgresStorage>> PostgresStorage::open(const std
       if (absl::Status s = c.exec(str_cat("ALTER TABLE events ADD COLUMN IF NOT EXISTS ", definition)); !s.ok()) return s;
     }
     if (version > 0 && version < 5) {
+      // No write between the backfill's statements: a replica of this version waits, and one of
+      // an older version (which writes no rollups) must be stopped first (docs/dashboard.md).
+      if (absl::Status s = c.exec("LOCK TABLE events, billing_events, usage_daily IN SHARE MODE"); !s.ok()) return s;
       if (absl::Status s = c.exec(rollups_backfill_sql()); !s.ok()) return s;
     }
     if (version < kSchemaVersion) {

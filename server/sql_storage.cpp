@@ -224,6 +224,12 @@ CREATE TABLE IF NOT EXISTS usage_daily_by_user(
   reasoning_tokens ${INT} NOT NULL,
   cost_nanos ${INT} NOT NULL,
   PRIMARY KEY(product, day, user_id))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS dashboard_sessions(
+  token_sha256 TEXT NOT NULL PRIMARY KEY,
+  product ${INT} NOT NULL,
+  customer_id TEXT NOT NULL,
+  expires_ns ${INT} NOT NULL)${KEYED_TABLE};
+CREATE INDEX IF NOT EXISTS dashboard_sessions_by_product ON dashboard_sessions(product, customer_id, expires_ns);
 )sql";
 
 // The summed columns of one row of usage_daily or of the events, in Totals' order after calls.

@@ -230,6 +230,15 @@ struct ProfitRow {
   friend bool operator==(const ProfitRow&, const ProfitRow&) = default;
 };
 
+// A dashboard operator's session or a customer's portal token (docs/dashboard.md).
+struct SessionRecord {
+  std::string token_sha256;  // 64 hex digits: the token itself is never stored
+  std::string product_id;
+  std::string customer_id;  // "" for an operator's session
+  std::int64_t expires_ns = 0;
+  friend bool operator==(const SessionRecord&, const SessionRecord&) = default;
+};
+
 // --- Webhooks (docs/webhooks.md; server/webhooks.h, server/sql_webhooks.cpp) ---
 
 // An alert's kind: one bit each in WebhookEndpoint::event_mask.
@@ -536,6 +545,25 @@ class Storage {
   virtual absl::Status delete_webhook(std::string_view product_id, std::string_view endpoint_id) {
     static_cast<void>(product_id), static_cast<void>(endpoint_id);
     return absl::UnimplementedError("this storage has no webhooks");
+  }
+  // --- Dashboard sessions and portal tokens (docs/dashboard.md, server/dashboard_sessions.h) ---
+  // Stored by their token's SHA-256, so that every replica on the database honours them.
+  // Stores `session` unless its product has `max_live` unexpired sessions of its kind at `now_ns`
+  // (operator sessions: customer_id ""; portal tokens: not), deleting the product's expired ones
+  // first: ResourceExhausted naming the bound; NotFound without such a product.
+  virtual absl::Status create_session(const SessionRecord& session, std::int64_t now_ns, std::size_t max_live) {
+    static_cast<void>(session), static_cast<void>(now_ns), static_cast<void>(max_live);
+    return absl::UnimplementedError("this storage has no dashboard sessions");
+  }
+  // The session of a token's SHA-256 if it is unexpired at `now_ns`, else nullopt.
+  virtual absl::StatusOr<std::optional<SessionRecord>> find_session(std::string_view token_sha256, std::int64_t now_ns) {
+    static_cast<void>(token_sha256), static_cast<void>(now_ns);
+    return absl::UnimplementedError("this storage has no dashboard sessions");
+  }
+  // Ends a session now (sign-out); an unknown one is no error.
+  virtual absl::Status delete_session(std::string_view token_sha256) {
+    static_cast<void>(token_sha256);
+    return absl::UnimplementedError("this storage has no dashboard sessions");
   }
   // At most `max` pending deliveries due at `now_ns`, at most one per product and none of the
   // products in `busy` (WebhookDelivery::product keys), the products whose earliest due delivery

@@ -65,7 +65,13 @@ function table(title, columns, rows, options = {}) {
                      'data-nanos': c.money && value !== null && value !== undefined ? value : null}, shown);
   })));
   const csv = () => {
-    const quote = (v) => { const s = v === null || v === undefined ? '' : String(v); return /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; };
+    // A text a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading
+    // apostrophe; numbers stay numbers. Quotes, commas and line breaks are quoted.
+    const quote = (v) => {
+      let s = v === null || v === undefined ? '' : String(v);
+      if (typeof v !== 'number' && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
+      return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+    };
     const lines = [columns.map((c) => quote(c.money ? c.label + ' (nano-USD)' : c.label)).join(',')];
     for (const row of rows) lines.push(columns.map((c) => quote(c.csv ? c.csv(row) : row[c.key])).join(','));
     const link = el('a', {href: URL.createObjectURL(new Blob([lines.join('\n') + '\n'], {type: 'text/csv'})),

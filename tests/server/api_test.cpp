@@ -726,10 +726,12 @@ TEST_CASE("server.unknown_paths_and_methods") {
   r = f.call("GET", "/api/v1/events:batch", {}, key);
   CHECK(r.status == 405);
   CHECK(error_code(r) == "method_not_allowed");
-  REQUIRE(r.headers.size() == 2);
+  REQUIRE(r.headers.size() == 4);
   CHECK(r.headers[0].first == "Allow");
   CHECK(r.headers[0].second == "POST");
   CHECK(r.headers[1].first == "Paygent-Wire-Version");  // on every reply
+  CHECK(r.headers[2] == std::pair<std::string, std::string>("Cache-Control", "no-store"));  // on every JSON reply
+  CHECK(r.headers[3] == std::pair<std::string, std::string>("X-Content-Type-Options", "nosniff"));
   CHECK(f.call("DELETE", "/api/v1/config/plans", {}, key).status == 405);
   CHECK(f.call("POST", "/healthz").status == 405);
   CHECK(f.call("PUT", "/api/v1/users/u1/usage", {}, key).status == 405);

@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "server/dashboard_sessions.h"
 #include "tests/server/fixture.h"
+#include "tests/server/storage_backends.h"
 
 namespace paygent::server::test {
 namespace {
@@ -150,27 +151,57 @@ TEST_CASE_FIXTURE(DashboardFixture, "server.portal_token_sees_one_customer_and_n
   CHECK(call("POST", "/api/v1/customers/bob/portal-tokens", R"({"ttl_seconds": 0})", key).status == 400);
 }
 
-TEST_CASE("server.dashboard_sessions_are_bounded_per_product_without_evicting_live_ones") {
-  DashboardSessions sessions;
-  const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
-  std::string first;
-  for (std::size_t i = 0; i < kMaxSessionsPerProduct; ++i) {
-    absl::StatusOr<std::string> t = sessions.create(SessionGrant{.product_id = "p1", .expires = now + absl::Seconds(10)}, now);
-    REQUIRE(t.ok());
-    if (i == 0) first = *t;
-  }
-  absl::StatusOr<std::string> over = sessions.create(SessionGrant{.product_id = "p1", .expires = now + absl::Hours(1)}, now);
-  CHECK(absl::IsResourceExhausted(over.status()));
-  // Another product is not affected, and the first product's sign-ins still hold.
-  CHECK(sessions.create(SessionGrant{.product_id = "p2", .expires = now + absl::Hours(1)}, now).ok());
-  CHECK(sessions.find(first, now).has_value());
-  // Once they expire, they make room.
-  const absl::Time later = now + absl::Seconds(10);
-  CHECK(sessions.create(SessionGrant{.product_id = "p1", .expires = later + absl::Hours(1)}, later).ok());
-  CHECK(sessions.size() == 2);
-  CHECK_FALSE(sessions.find(first, later).has_value());
-  CHECK_FALSE(sessions.find("pgs_not-a-token", now).has_value());
-  CHECK_FALSE(sessions.find("pg_live_abc", now).has_value());
+TEST_CASE("server.dashboard_sessions_are_bounded_per_product_and_kind_without_ending_live_ones") {
+  for_each_backend([](StorageBackend& backend) {
+    auto storage = backend.fresh();
+    REQUIRE(storage->create_product("p1", "one", std::string(64, '1')).ok());
+    REQUIRE(storage->create_product("p2", "two", std::string(64, '2')).ok());
+    DashboardSessions sessions(*storage, 3);
+    const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+    std::string first;
+    for (int i = 0; i < 3; ++i) {
+      absl::StatusOr<std::string> t = sessions.create(SessionGrant{.product_id = "p1", .expires = now + absl::Seconds(10)}, now);
+      REQUIRE(t.ok());
+      if (i == 0) first = *t;
+    }
+    absl::StatusOr<std::string> over = sessions.create(SessionGrant{.product_id = "p1", .expires = now + absl::Hours(1)}, now);
+    CHECK(absl::IsResourceExhausted(over.status()));
+    CHECK(std::string(over.status().message()) == "this product has 3 live dashboard sessions; sign some out or wait for them to expire");
+    // Portal tokens have their own quota; another product is not affected; the live ones hold.
+    CHECK(sessions.create(SessionGrant{.product_id = "p1", .customer_id = "c1", .expires = now + absl::Hours(1)}, now).ok());
+    CHECK(sessions.create(SessionGrant{.product_id = "p2", .expires = now + absl::Hours(1)}, now).ok());
+    CHECK(sessions.find(first, now)->has_value());
+    // Once they expire, they make room, and are no longer found.
+    const absl::Time later = now + absl::Seconds(10);
+    CHECK(sessions.create(SessionGrant{.product_id = "p1", .expires = later + absl::Hours(1)}, later).ok());
+    CHECK_FALSE(sessions.find(first, later)->has_value());
+    CHECK_FALSE(sessions.find("pgs_not-a-token", now)->has_value());
+    CHECK_FALSE(sessions.find("pg_live_abc", now)->has_value());
+    CHECK(absl::IsNotFound(sessions.create(SessionGrant{.product_id = "nope", .expires = later}, now).status()));
+  });
+}
+
+TEST_CASE("server.dashboard_sessions_hold_on_every_replica_and_sign_out_everywhere") {
+  for_each_backend([](StorageBackend& backend) {
+    auto one = backend.fresh();
+    REQUIRE(one->create_product("p1", "one", std::string(64, '1')).ok());
+    auto two = backend.again();  // another paygentd on the same database (or the same one restarted)
+    DashboardSessions a(*one), b(*two);
+    const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+    absl::StatusOr<std::string> token =
+        a.create(SessionGrant{.product_id = "p1", .customer_id = "alice", .expires = now + absl::Minutes(15)}, now);
+    REQUIRE(token.ok());
+    absl::StatusOr<std::optional<SessionGrant>> there = b.find(*token, now);
+    REQUIRE(there.ok());
+    REQUIRE(there->has_value());
+    CHECK((*there)->product_id == "p1");
+    CHECK((*there)->customer_id == "alice");
+    CHECK((*there)->expires == now + absl::Minutes(15));
+    // The operator's prefix on a portal token's digits is no session.
+    CHECK_FALSE(b.find("pgs_" + token->substr(4), now)->has_value());
+    REQUIRE(b.revoke(*token).ok());
+    CHECK_FALSE(a.find(*token, now)->has_value());
+  });
 }
 
 }  // namespace
