@@ -96,10 +96,11 @@ grep -q "configuration OK" <<<"$out" || fail "--check-config refused a good setu
 touch "$work/not-a-dir"
 status=0
 out=$(PAYGENTD_ADMIN_TOKEN='short token' "$paygentd" --check-config --data-dir "$work/not-a-dir/data" \
-        --listen 127.0.0.1:70000 --threads many 2>&1) || status=$?
+        --listen 127.0.0.1:70000 --threads many --secure-cookies maybe 2>&1) || status=$?
 [ "$status" = 1 ] || fail "--check-config on a bad setup exited $status, not 1: $out"
 for problem in "--data-dir: $work/not-a-dir/data" "--listen must be HOST:PORT" "--threads must be" \
-               "--admin-token (PAYGENTD_ADMIN_TOKEN) has a character" "--admin-token (PAYGENTD_ADMIN_TOKEN) is 11 characters"; do
+               "--admin-token (PAYGENTD_ADMIN_TOKEN) has a character" "--admin-token (PAYGENTD_ADMIN_TOKEN) is 11 characters" \
+               "--secure-cookies must be yes or no"; do
   grep -qF -- "$problem" <<<"$out" || fail "--check-config did not name \"$problem\": $out"
 done
 grep -q "short token" <<<"$out" && fail "--check-config printed the admin token"

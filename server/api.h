@@ -74,6 +74,9 @@ struct ApiOptions {
   // within this time of an ingest (paygentd --forecast-horizon-s). Longer warns earlier, from a
   // burn rate measured over less of the period.
   absl::Duration forecast_horizon = absl::Hours(24);
+  // The dashboard's session cookie is marked Secure (sent over HTTPS only): for a paygentd behind
+  // a TLS proxy (paygentd --secure-cookies yes). Off, plain HTTP on loopback works.
+  bool secure_cookies = false;
   // Called (on the request's thread) after an ingest that may have put alerts in the outbox, so
   // that the sender looks now rather than at its next poll. Must be cheap and not throw.
   std::function<void()> on_alerts;

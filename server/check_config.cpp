@@ -223,6 +223,9 @@ std::vector<std::string> validate_flags(const DaemonFlags& flags, DaemonConfig* 
   const std::int64_t webhook_backoff_ms = in_range(flags.webhook_backoff_ms, "--webhook-backoff-ms", 1, 86'400'000);
   const std::int64_t webhook_poll_ms = in_range(flags.webhook_poll_ms, "--webhook-poll-ms", 10, 600'000);
   const std::int64_t forecast_horizon_s = in_range(flags.forecast_horizon_s, "--forecast-horizon-s", 1, 31'622'400);
+  if (flags.secure_cookies != "yes" && flags.secure_cookies != "no") {
+    problems.push_back("--secure-cookies must be yes or no");
+  }
   if (!problems.empty()) return problems;
   *config = DaemonConfig{
       .data_dir = flags.data_dir,
@@ -240,6 +243,7 @@ std::vector<std::string> validate_flags(const DaemonFlags& flags, DaemonConfig* 
       .webhook_backoff = absl::Milliseconds(webhook_backoff_ms),
       .webhook_poll = absl::Milliseconds(webhook_poll_ms),
       .forecast_horizon = absl::Seconds(forecast_horizon_s),
+      .secure_cookies = flags.secure_cookies == "yes",
   };
   return problems;
 }

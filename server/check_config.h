@@ -31,6 +31,8 @@ struct DaemonFlags {
   std::string webhook_backoff_ms = "1000";
   std::string webhook_poll_ms = "1000";
   std::string forecast_horizon_s = "86400";
+  // The dashboard (docs/dashboard.md).
+  std::string secure_cookies = "no";
 };
 
 // The settings once valid (validate_flags). A plain value.
@@ -49,6 +51,7 @@ struct DaemonConfig {
   absl::Duration webhook_backoff;  // the first retry's delay
   absl::Duration webhook_poll;
   absl::Duration forecast_horizon;
+  bool secure_cookies = false;  // the dashboard's session cookie is sent over HTTPS only
 };
 
 // Checks each setting's syntax and range, as paygentd does before it starts. Returns every

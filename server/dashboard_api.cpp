@@ -105,7 +105,7 @@ HttpResponse Api::dashboard_sign_in(const Call& call) {
                                         json_quote(rfc3339_utc(absl::ToUnixNanos(expires))), "}")};
   // HttpOnly: the page's scripts never hold it. SameSite=Strict: no other site's page sends it.
   response.headers.emplace_back("Set-Cookie", str_cat(kSessionCookie, "=", *token, "; Path=/; HttpOnly; SameSite=Strict; Max-Age=",
-                                                      absl::ToInt64Seconds(*ttl)));
+                                                      absl::ToInt64Seconds(*ttl), options_.secure_cookies ? "; Secure" : ""));
   return response;
 }
 
@@ -124,7 +124,8 @@ HttpResponse Api::dashboard_sign_out(const Call& call) {
     if (absl::Status s = sessions_.revoke(*token); !s.ok()) return error_response(s);
   }
   HttpResponse response{.status = 200, .body = R"({"signed_out":true})"};
-  response.headers.emplace_back("Set-Cookie", str_cat(kSessionCookie, "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
+  response.headers.emplace_back("Set-Cookie", str_cat(kSessionCookie, "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+                                                      options_.secure_cookies ? "; Secure" : ""));
   return response;
 }
 

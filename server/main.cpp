@@ -76,6 +76,9 @@ Usage: paygentd --data-dir DIR [--listen HOST:PORT] [--admin-token TOKEN] [optio
                         Env: PAYGENTD_WEBHOOK_POLL_MS.
   --forecast-horizon-s N  A forecast webhook fires for a user predicted to reach their cap within
                         this many seconds (default 86400). Env: PAYGENTD_FORECAST_HORIZON_S.
+  --secure-cookies yes|no  Mark the dashboard's session cookie Secure (sent over HTTPS only), for a
+                        paygentd behind a TLS proxy (default no: plain HTTP on loopback works).
+                        docs/dashboard.md. Env: PAYGENTD_SECURE_COOKIES.
   --check-config        Check the flags and the environment (data dir writable, PostgreSQL URI
                         and its TLS files, listen address free, admin token well formed), print
                         every problem, and exit 0 when paygentd can start, 1 otherwise, without
@@ -131,7 +134,8 @@ int main(int argc, char** argv) {
       {"--webhook-max-attempts", &flags.webhook_max_attempts},
       {"--webhook-backoff-ms", &flags.webhook_backoff_ms},
       {"--webhook-poll-ms", &flags.webhook_poll_ms},
-      {"--forecast-horizon-s", &flags.forecast_horizon_s}};
+      {"--forecast-horizon-s", &flags.forecast_horizon_s},
+      {"--secure-cookies", &flags.secure_cookies}};
   const std::map<std::string_view, const char*> env = {{"--data-dir", "PAYGENTD_DATA_DIR"},
                                                        {"--database", "PAYGENTD_DATABASE"},
                                                        {"--listen", "PAYGENTD_LISTEN"},
@@ -145,7 +149,8 @@ int main(int argc, char** argv) {
                                                        {"--webhook-max-attempts", "PAYGENTD_WEBHOOK_MAX_ATTEMPTS"},
                                                        {"--webhook-backoff-ms", "PAYGENTD_WEBHOOK_BACKOFF_MS"},
                                                        {"--webhook-poll-ms", "PAYGENTD_WEBHOOK_POLL_MS"},
-                                                       {"--forecast-horizon-s", "PAYGENTD_FORECAST_HORIZON_S"}};
+                                                       {"--forecast-horizon-s", "PAYGENTD_FORECAST_HORIZON_S"},
+                                                       {"--secure-cookies", "PAYGENTD_SECURE_COOKIES"}};
   for (const auto& [flag, variable] : env) {
     if (const char* value = std::getenv(variable); value != nullptr) *by_name[flag] = value;
   }
@@ -255,6 +260,7 @@ int main(int argc, char** argv) {
                                                        .max_body_bytes = config.max_body_bytes,
                                                        .lease_ttl = config.lease_ttl,
                                                        .forecast_horizon = config.forecast_horizon,
+                                                       .secure_cookies = config.secure_cookies,
                                                        .on_alerts = [&sender] { sender.wake(); }});
   sender.start();
   const paygent::server::ServerOptions server_options{.listen = config.listen, .threads = config.threads};

@@ -89,6 +89,12 @@ TEST_CASE_FIXTURE(DashboardFixture, "server.dashboard_sign_in_sets_an_http_only_
         "ttl_seconds: must be 1 to 86400");
   CHECK(with_cookie("GET", "/api/v1/users/alice/usage", "paygent_session=pgs_0000").status == 401);
   CHECK(with_cookie("GET", "/api/v1/users/alice/usage", "theme=dark").status == 401);
+  CHECK(set_cookie.find("Secure") == std::string::npos);  // plain HTTP on loopback works by default
+
+  // Behind a TLS proxy (paygentd --secure-cookies yes) the cookie travels over HTTPS only.
+  api = std::make_unique<Api>(*storage, metrics, ApiOptions{.secure_cookies = true, .clock = [this] { return now; }});
+  const HttpResponse secure = call("POST", "/api/v1/dashboard/session", "{\"api_key\":\"" + key + "\"}");
+  CHECK(header(secure, "Set-Cookie").ends_with("; Secure"));
 }
 
 TEST_CASE_FIXTURE(DashboardFixture, "server.dashboard_session_expires_and_signs_out") {
