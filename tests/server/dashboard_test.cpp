@@ -157,6 +157,42 @@ TEST_CASE_FIXTURE(DashboardFixture, "server.portal_token_sees_one_customer_and_n
   CHECK(call("POST", "/api/v1/customers/bob/portal-tokens", R"({"ttl_seconds": 0})", key).status == 400);
 }
 
+TEST_CASE_FIXTURE(DashboardFixture, "server.dashboard_hostile_input_is_refused_by_name_and_stores_nothing") {
+  const std::string acme = new_product("acme");
+  const std::string globex = new_product("globex");
+  add_user(globex, "bob");
+  // Bodies: not JSON, not an object, wrong types, numbers out of range, a key over the text bound.
+  for (const std::string& body : {std::string("{"), std::string("[]"), std::string("null"), std::string(R"({"api_key": 5})"),
+                                 std::string(R"({"api_key": "k", "ttl_seconds": -1})"),
+                                 std::string(R"({"api_key": "k", "ttl_seconds": 1.5})"),
+                                 std::string(R"({"api_key": "k", "ttl_seconds": 99999999999999999999})"),
+                                 std::string(R"({"api_key": "k", "ttl_seconds": "60"})"),
+                                 std::string(R"({"api_key": "k", "api_key": "k"})"), std::string(R"({"api_key": "k", "extra": 1})"),
+                                 "{\"api_key\": \"" + std::string(100'000, 'a') + "\"}"}) {
+    const HttpResponse r = call("POST", "/api/v1/dashboard/session", body);
+    CHECK_MESSAGE(r.status == 400, body.substr(0, 80));
+    CHECK(header(r, "Set-Cookie").empty());
+  }
+  CHECK(call("POST", "/api/v1/dashboard/session", "{\"api_key\":\"" + acme + "\"}", {}, "text/plain").status == 415);
+  // Cookie headers: huge, empty pairs, the name repeated, bytes that are no token; none is a session.
+  for (const std::string& cookie : {std::string(100'000, ';'), std::string("paygent_session="), std::string("paygent_session"),
+                                   std::string("paygent_session=pgs_\xff\xfe; paygent_session=pgs_"),
+                                   "paygent_session=pgs_" + std::string(64, 'z'), "paygent_session=" + std::string(50'000, 'x')}) {
+    CHECK(with_cookie("GET", "/api/v1/users/bob/usage", cookie).status == 401);
+  }
+  // Another tenant's customer: acme cannot mint a portal token for globex's bob.
+  CHECK(call("POST", "/api/v1/customers/bob/portal-tokens", "{}", acme).status == 404);
+  // Authorization shapes the portal must refuse.
+  for (const std::string& auth : {std::string("Bearer"), std::string("Bearer pgc_"), std::string("bearer pgc_x"),
+                                 "Bearer pgc_" + std::string(64, '0'), "Bearer pgc_" + std::string(10'000, '0')}) {
+    HttpRequest request{.method = "GET", .target = "/api/v1/portal/usage", .authorization = auth};
+    CHECK(api->handle_request(request).status == 401);
+  }
+  CHECK(call("GET", "/dashboard/%2e%2e%2fserver%2fapi.cpp").status == 404);
+  CHECK(call("GET", "/dashboard/%ff").status == 400);
+  CHECK(table_counts(db_path).events == 0);
+}
+
 TEST_CASE("server.dashboard_sessions_are_bounded_per_product_and_kind_without_ending_live_ones") {
   for_each_backend([](StorageBackend& backend) {
     auto storage = backend.fresh();
