@@ -101,6 +101,15 @@ void InvoiceBuilder::add(std::string_view indicator, const BillingEvent& event) 
 }
 
 absl::StatusOr<Invoice> InvoiceBuilder::preview(std::optional<Decimal> available_credits) const {
+  return render(available_credits, nullptr);
+}
+
+absl::StatusOr<Invoice> InvoiceBuilder::preview_with_ledger(absl::FunctionRef<Decimal(std::string_view)> used_of) const {
+  return render(std::nullopt, &used_of);
+}
+
+absl::StatusOr<Invoice> InvoiceBuilder::render(std::optional<Decimal> available_credits,
+                                               const absl::FunctionRef<Decimal(std::string_view)>* used_of) const {
   Invoice inv;
   inv.period = period_;
   inv.unknown_indicator_events = unknown_indicator_events_;
@@ -126,9 +135,15 @@ absl::StatusOr<Invoice> InvoiceBuilder::preview(std::optional<Decimal> available
       out.tiers = std::move(charge->tiers);
       if (ind.pricing.model == PricingModel::kCredits) {
         out.credits = charge->credits;
-        out.credits_used = out.credits < credits_left ? out.credits : credits_left;
+        if (used_of != nullptr) {
+          Decimal used = (*used_of)(ind.name);
+          if (used.is_negative()) used = Decimal();
+          out.credits_used = out.credits < used ? out.credits : used;
+        } else {
+          out.credits_used = out.credits < credits_left ? out.credits : credits_left;
+          PAYGENT_BILLING_ASSIGN_OR_RETURN(credits_left, Decimal::sub(credits_left, out.credits_used));
+        }
         PAYGENT_BILLING_ASSIGN_OR_RETURN(out.credits_overage, Decimal::sub(out.credits, out.credits_used));
-        PAYGENT_BILLING_ASSIGN_OR_RETURN(credits_left, Decimal::sub(credits_left, out.credits_used));
         if (ind.pricing.overage_usd_per_credit) {
           PAYGENT_BILLING_ASSIGN_OR_RETURN(out.amount,
                                            Decimal::mul(out.credits_overage, *ind.pricing.overage_usd_per_credit));

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "billing/decimal.h"
@@ -84,6 +85,11 @@ class InvoiceBuilder {
   // in indicator order; none means an empty wallet. OutOfRange on decimal overflow, InvalidArgument on
   // a negative quantity under a tiered price.
   [[nodiscard]] absl::StatusOr<Invoice> preview(std::optional<Decimal> available_credits = std::nullopt) const;
+  // As preview(), with each CREDITS line's used credits taken from the wallet's ledger (pricing.h,
+  // recharge): `used_of(indicator name)` (0 when the ledger has none), capped at the line's credits;
+  // the rest of the line's credits is its overage. This is how paygentd renders a customer whose
+  // wallet is debited as usage arrives.
+  [[nodiscard]] absl::StatusOr<Invoice> preview_with_ledger(absl::FunctionRef<Decimal(std::string_view)> used_of) const;
 
   InvoiceBuilder(InvoiceBuilder&&) noexcept;
   InvoiceBuilder& operator=(InvoiceBuilder&&) noexcept;
@@ -92,6 +98,8 @@ class InvoiceBuilder {
  private:
   struct Line;
   explicit InvoiceBuilder(BillingPeriod period);
+  absl::StatusOr<Invoice> render(std::optional<Decimal> available_credits,
+                                 const absl::FunctionRef<Decimal(std::string_view)>* used_of) const;
 
   BillingPeriod period_;
   std::vector<std::unique_ptr<Line>> lines_;

@@ -147,6 +147,32 @@ absl::StatusOr<CreditWallet::Debit> CreditWallet::debit(const Decimal& credits) 
   return d;
 }
 
+absl::Status recharge(CreditCharge& line, const Decimal& charged_now, Decimal& balance) {
+  if (auto s = check_non_negative("charged", charged_now); !s.ok()) return s;
+  if (auto s = check_non_negative("balance", balance); !s.ok()) return s;
+  CreditCharge next = line;
+  Decimal left = balance;
+  if (line.charged < charged_now) {
+    PAYGENT_BILLING_ASSIGN_OR_RETURN(const Decimal rise, Decimal::sub(charged_now, line.charged));
+    const Decimal taken = rise < left ? rise : left;
+    PAYGENT_BILLING_ASSIGN_OR_RETURN(next.used, Decimal::add(line.used, taken));
+    PAYGENT_BILLING_ASSIGN_OR_RETURN(const Decimal beyond, Decimal::sub(rise, taken));
+    PAYGENT_BILLING_ASSIGN_OR_RETURN(next.overage, Decimal::add(line.overage, beyond));
+    PAYGENT_BILLING_ASSIGN_OR_RETURN(left, Decimal::sub(left, taken));
+  } else if (charged_now < line.charged) {
+    PAYGENT_BILLING_ASSIGN_OR_RETURN(const Decimal fall, Decimal::sub(line.charged, charged_now));
+    const Decimal forgiven = fall < line.overage ? fall : line.overage;
+    PAYGENT_BILLING_ASSIGN_OR_RETURN(next.overage, Decimal::sub(line.overage, forgiven));
+    PAYGENT_BILLING_ASSIGN_OR_RETURN(const Decimal returned, Decimal::sub(fall, forgiven));
+    PAYGENT_BILLING_ASSIGN_OR_RETURN(next.used, Decimal::sub(line.used, returned));
+    PAYGENT_BILLING_ASSIGN_OR_RETURN(left, Decimal::add(left, returned));
+  }
+  next.charged = charged_now;
+  line = next;
+  balance = left;
+  return absl::OkStatus();
+}
+
 absl::Status validate_per_minute(const PerMinutePricing& p) {
   if (auto s = check_non_negative("base_usd_per_minute", p.base_usd_per_minute); !s.ok()) return s;
   for (std::size_t i = 0; i < p.custom_rates.size(); ++i) {

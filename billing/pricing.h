@@ -102,6 +102,22 @@ class CreditWallet {
   Decimal paid_usd_;
 };
 
+// A customer's CREDITS charge for one indicator in one billing period, as the wallet's ledger keeps
+// it: `charged` = `used` + `overage`, always. A plain value.
+struct CreditCharge {
+  Decimal charged;  // the credits the period's quantity costs, as last settled
+  Decimal used;     // taken from the wallet's balance
+  Decimal overage;  // beyond the balance when it was taken (shown on the invoice, never a debt on the wallet)
+};
+
+// Moves `line` to `charged_now` (the period's credits as the invoice prices them now, >= 0) against
+// a wallet holding `balance` (>= 0), in arrival order. A rise is taken from the balance as far as it
+// goes and the rest is overage; a fall (a Latest or a Sum that went down) gives overage back first,
+// then returns used credits to the balance. So the balance never goes below 0, a settled charge is
+// never taken twice, and settling again with the same `charged_now` changes nothing.
+// InvalidArgument naming the field on a negative charge or balance; OutOfRange on overflow.
+absl::Status recharge(CreditCharge& line, const Decimal& charged_now, Decimal& balance);
+
 // A custom per-minute rate for one model of one kind (LLM, STT, TTS) of a voice session.
 struct ModelRate {
   SessionKind kind = SessionKind::kLlm;

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "billing/billing_events.h"
@@ -124,6 +125,22 @@ TEST_CASE("billing.invoice.metered_lines_with_tiers_credits_and_exclusions") {
   const Invoice covered = preview(b, dec("1000"));
   CHECK(covered.lines[1].credits_overage == Decimal());
   CHECK(covered.lines[1].amount_nanos == 0);
+  // From a wallet's ledger: the credits its debits took for this line (capped at the line's own
+  // credits); the rest is overage, priced as the pricing says.
+  for (const auto& [ledger_used, used, overage, amount_nanos] :
+       std::vector<std::tuple<std::string, std::string, std::string, std::int64_t>>{
+           {"45", "45", "5", 100'000'000}, {"80", "50", "0", 0}, {"0", "0", "50", 1'000'000'000}}) {
+    CAPTURE(ledger_used);
+    auto ledgered = b.preview_with_ledger([&](std::string_view indicator) {
+      CHECK(indicator == "cluster");  // asked for CREDITS lines only
+      return dec(ledger_used);
+    });
+    REQUIRE(ledgered.ok());
+    CHECK(ledgered->lines[1].credits_used == dec(used));
+    CHECK(ledgered->lines[1].credits_overage == dec(overage));
+    CHECK(ledgered->lines[1].amount_nanos == amount_nanos);
+    CHECK(ledgered->lines[0].amount == dec("29.08"));
+  }
 }
 
 TEST_CASE("billing.invoice.rounding_only_at_the_rendered_line") {

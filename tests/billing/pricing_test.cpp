@@ -128,6 +128,46 @@ TEST_CASE("billing.pricing.credits_and_a_wallet_running_out_mid_period") {
   CHECK_FALSE(wallet.debit(dec("-1")).ok());
 }
 
+TEST_CASE("billing.pricing.recharge_settles_a_period_charge_against_the_wallet_in_arrival_order") {
+  // A 100-credit wallet; one indicator's period charge grows 30 -> 130 -> 130, then falls to 110
+  // (a Latest that went down) and to 20, then rises again.
+  Decimal balance = dec("100");
+  CreditCharge line;
+  REQUIRE(recharge(line, dec("30"), balance).ok());
+  CHECK(line.charged == dec("30"));
+  CHECK(line.used == dec("30"));
+  CHECK(line.overage == Decimal());
+  CHECK(balance == dec("70"));
+  REQUIRE(recharge(line, dec("130"), balance).ok());  // runs out mid-period: 70 taken, 30 overage
+  CHECK(line.used == dec("100"));
+  CHECK(line.overage == dec("30"));
+  CHECK(balance == Decimal());
+  REQUIRE(recharge(line, dec("130"), balance).ok());  // settling again changes nothing
+  CHECK(line.used == dec("100"));
+  CHECK(line.overage == dec("30"));
+  CHECK(balance == Decimal());
+  REQUIRE(recharge(line, dec("110"), balance).ok());  // a fall forgives overage first
+  CHECK(line.used == dec("100"));
+  CHECK(line.overage == dec("10"));
+  CHECK(balance == Decimal());
+  REQUIRE(recharge(line, dec("20"), balance).ok());  // then returns used credits
+  CHECK(line.used == dec("20"));
+  CHECK(line.overage == Decimal());
+  CHECK(balance == dec("80"));
+  REQUIRE(recharge(line, dec("20.5"), balance).ok());
+  CHECK(line.used == dec("20.5"));
+  CHECK(balance == dec("79.5"));
+  CHECK(line.charged == dec("20.5"));
+  // Invariant: charged = used + overage; bad input changes nothing and names the field.
+  const CreditCharge before = line;
+  CHECK(std::string(recharge(line, dec("-1"), balance).message()) == "charged: -1 is negative");
+  Decimal negative = dec("-1");
+  CHECK(std::string(recharge(line, dec("1"), negative).message()) == "balance: -1 is negative");
+  CHECK(line.charged == before.charged);
+  CHECK(line.used == before.used);
+  CHECK(balance == dec("79.5"));
+}
+
 TEST_CASE("billing.pricing.per_minute_custom_rates_rule") {
   // Seed 000's custom pricing example.
   const PerMinutePricing p{.base_usd_per_minute = dec("0.15"),
