@@ -19,6 +19,8 @@
 #include "meter/internal/str_cat.h"
 #include "paygent/plan.h"
 #include "server/api_key.h"
+#include "server/billing_wire.h"
+#include "server/invoicing.h"
 #include "server/webhooks.h"
 #include "server/wire.h"
 
@@ -262,6 +264,10 @@ std::span<const Route<Api::Handler>> Api::routes() {
       {"DELETE", "/api/v1/billable-metrics/{id}", RouteAuth::kProduct, RouteBody::kNone, &Api::delete_metric, kMetricId},
       {"POST", "/api/v1/billing:apply", RouteAuth::kProduct, RouteBody::kJson, &Api::apply_billing},
       {"GET", "/api/v1/customers/{id}/invoice", RouteAuth::kProduct, RouteBody::kNone, &Api::customer_invoice, kCustomerId},
+      // Credit wallets (server/wallets_api.cpp, docs/billing.md).
+      {"POST", "/api/v1/customers/{id}/wallet/top-ups", RouteAuth::kProduct, RouteBody::kJson, &Api::top_up_wallet,
+       kCustomerId},
+      {"GET", "/api/v1/customers/{id}/wallet", RouteAuth::kProduct, RouteBody::kNone, &Api::customer_wallet, kCustomerId},
       // Webhooks and the forecast (server/webhooks_api.cpp, docs/webhooks.md).
       {"POST", "/api/v1/webhooks", RouteAuth::kProduct, RouteBody::kJson, &Api::create_webhook},
       {"GET", "/api/v1/webhooks", RouteAuth::kProduct, RouteBody::kNone, &Api::list_webhooks},
@@ -280,6 +286,7 @@ std::span<const Route<Api::Handler>> Api::routes() {
        kCustomerId},
       {"GET", "/api/v1/portal/usage", RouteAuth::kPortal, RouteBody::kNone, &Api::user_usage},
       {"GET", "/api/v1/portal/invoice", RouteAuth::kPortal, RouteBody::kNone, &Api::customer_invoice},
+      {"GET", "/api/v1/portal/wallet", RouteAuth::kPortal, RouteBody::kNone, &Api::customer_wallet},
   };
   return kRoutes;
 }
@@ -568,6 +575,7 @@ HttpResponse Api::ingest(const Call& call) {
   }
   metrics_.record_ingest(result->accepted, result->duplicates);
   if (raised && options_.on_alerts) options_.on_alerts();
+  settle_batch_wallets(product_id, batch->events, result->usage);
 
   // The batch is stored: from here a failure answers 5xx, and the syncer's retry is counted as
   // duplicates, so an unanswered batch is never counted twice.
@@ -596,6 +604,7 @@ HttpResponse Api::usage_query(const Call& call) {
   absl::StatusOr<std::vector<UserUsage>> usage = storage_.usage_of(
       product_id, *users, [&product_plans, now](const UserRecord& user) { return current_range(user, product_plans, now); });
   if (!usage.ok()) return error_response(usage.status());
+  attach_wallets(product_id, *usage);
   std::string body = "{";
   if (absl::Status s = append_usage_map(body, product_plans, *usage); !s.ok()) return error_response(s);
   return json_response(200, std::move(body));
@@ -613,6 +622,70 @@ HttpResponse Api::grant_leases(const Call& call) {
   return json_response(200, lease_reply_json(absl::ToInt64Milliseconds(options_.lease_ttl), *grants));
 }
 
+void Api::attach_wallets(const std::string& product_id, std::vector<UserUsage>& usage) {
+  if (usage.empty()) return;
+  std::vector<std::string_view> users;
+  users.reserve(usage.size());
+  for (const UserUsage& u : usage) users.push_back(u.user.user_id);
+  absl::StatusOr<std::vector<WalletRecord>> wallets = storage_.find_wallets(product_id, users);
+  if (!wallets.ok()) {
+    // The usage stands without them (an older storage has none; a failed read is said).
+    if (!absl::IsUnimplemented(wallets.status())) report_wallet_error(product_id, wallets.status());
+    return;
+  }
+  for (WalletRecord& w : *wallets) {
+    for (UserUsage& u : usage) {
+      if (u.user.user_id == w.customer_id) u.wallet = w;
+    }
+  }
+}
+
+void Api::settle_batch_wallets(const std::string& product_id, std::span<const EventRecord> events,
+                               std::vector<UserUsage>& usage) {
+  attach_wallets(product_id, usage);
+  bool any = false;
+  for (const UserUsage& u : usage) any = any || u.wallet.has_value();
+  if (!any) return;
+  // Only billing events move a wallet, and only under CREDITS pricing.
+  bool billed = false;
+  for (const EventRecord& e : events) billed = billed || !e.indicator.empty();
+  if (!billed) return;
+  absl::StatusOr<ProductBilling> billing = load_product_billing(storage_, product_id);
+  if (!billing.ok()) {
+    report_wallet_error(product_id, billing.status());
+    return;
+  }
+  if (!billing->has_credits) return;
+  const absl::Time now = options_.clock();
+  for (UserUsage& u : usage) {
+    if (!u.wallet) continue;
+    // Each period the customer's billing events of the batch fall in (late events included).
+    std::vector<billing::BillingPeriod> periods;
+    for (const EventRecord& e : events) {
+      if (e.indicator.empty() || e.user_id != u.user.user_id) continue;
+      const billing::BillingPeriod p = billing_period_at(u.user, absl::FromUnixNanos(e.ts_ns));
+      bool seen = false;
+      for (const billing::BillingPeriod& q : periods) seen = seen || q.start_ns == p.start_ns;
+      if (!seen) periods.push_back(p);
+    }
+    for (const billing::BillingPeriod& p : periods) {
+      absl::StatusOr<std::optional<WalletRecord>> settled =
+          settle_customer_wallet(storage_, product_id, *billing, u.user.user_id, p, now);
+      if (!settled.ok()) {
+        report_wallet_error(product_id, settled.status());
+        break;
+      }
+      if (settled->has_value()) u.wallet = **settled;
+    }
+  }
+}
+
+void Api::report_wallet_error(const std::string& product_id, const absl::Status& status) {
+  metrics_.record_wallet_error();
+  std::fprintf(stderr, "paygentd: product %s: credit wallets not settled (the next settle takes it up): %s\n",
+               product_id.c_str(), std::string(status.message()).c_str());
+}
+
 absl::Status Api::append_usage_map(std::string& body, const ProductPlans& plans, std::span<const UserUsage> usage) {
   str_append(&body, "\"plans_version\":", json_quote(plans.version), ",\"usage\":{");
   bool first = true;
@@ -620,6 +693,10 @@ absl::Status Api::append_usage_map(std::string& body, const ProductPlans& plans,
     absl::StatusOr<std::string> object =
         usage_object(u.user, plans.config_or_null(), u.period, u.models, u.soft_gates, nullptr);
     if (!object.ok()) return object.status();
+    if (u.wallet && !object->empty() && object->back() == '}') {
+      object->pop_back();
+      str_append(&*object, ",\"wallet\":", wallet_wire_json(*u.wallet), "}");
+    }
     str_append(&body, first ? "" : ",", json_quote(u.user.user_id), ":", *object);
     first = false;
   }

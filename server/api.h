@@ -183,6 +183,18 @@ class Api {
   HttpResponse delete_metric(const Call& call);
   HttpResponse apply_billing(const Call& call);
   HttpResponse customer_invoice(const Call& call);
+  // Credit wallets (server/wallets_api.cpp, docs/billing.md).
+  HttpResponse top_up_wallet(const Call& call);
+  HttpResponse customer_wallet(const Call& call);
+  // Settles the wallets of the batch's customers that have one (the periods its billing events
+  // fall in, then the current one) and puts each in its usage object. After the batch is stored:
+  // a failure here is reported and leaves the wallet to the next settle, which takes up what this
+  // one missed (settling is idempotent).
+  void settle_batch_wallets(const std::string& product_id, std::span<const EventRecord> events,
+                            std::vector<UserUsage>& usage);
+  // Puts each user's wallet (if any) in its usage object, as stored.
+  void attach_wallets(const std::string& product_id, std::vector<UserUsage>& usage);
+  void report_wallet_error(const std::string& product_id, const absl::Status& status);
   // InvalidArgument naming "indicators[i].metric" when an indicator of `agent` links a billable
   // metric the product does not have.
   absl::Status check_agent_metrics(const std::string& product_id, const AgentRecord& agent);

@@ -26,6 +26,7 @@
 #include "server/agents_wire.h"
 #include "server/api.h"
 #include "server/billing_wire.h"
+#include "server/invoicing.h"
 #include "server/routes.h"
 #include "server/wire.h"
 
@@ -101,21 +102,6 @@ absl::StatusOr<InvoiceQuery> parse_invoice_query(std::string_view query) {
     q.range = TimeRange{.from_ns = *f, .to_ns = *t};
   }
   return q;
-}
-
-// One event's meta tags (a JSON object of strings, as ingest stored it) into `owned` / `tags`.
-void read_tags(simdjson::dom::parser& parser, const std::string& json, std::vector<std::pair<std::string, std::string>>& owned,
-               std::vector<billing::MetaTag>& tags) {
-  owned.clear();
-  tags.clear();
-  simdjson::dom::object object;
-  if (parser.parse(json).get_object().get(object) != simdjson::SUCCESS) return;
-  for (auto field : object) {
-    std::string_view value;
-    if (field.value.get_string().get(value) != simdjson::SUCCESS) continue;
-    owned.emplace_back(std::string(field.key), std::string(value));
-  }
-  for (const auto& [k, v] : owned) tags.push_back(billing::MetaTag{k, v});
 }
 
 }  // namespace
@@ -222,102 +208,50 @@ HttpResponse Api::customer_invoice(const Call& call) {
   } else {
     const absl::Time at =
         q->month ? absl::FromCivil(*q->month + 1, absl::UTCTimeZone()) - absl::Nanoseconds(1) : options_.clock();
-    const Period p = user->subscription
-                         ? subscription_period(absl::FromUnixNanos(user->subscription->period_start_ns),
-                                               absl::FromUnixNanos(user->subscription->period_end_ns), at)
-                         : calendar_period(PeriodRule::kMonth, at);
-    period = billing::BillingPeriod{.start_ns = absl::ToUnixNanos(p.start), .end_ns = absl::ToUnixNanos(p.end)};
-    label = absl::FormatCivilTime(absl::ToCivilMonth(p.start, absl::UTCTimeZone()));
+    period = billing_period_at(*user, at);
+    label = absl::FormatCivilTime(absl::ToCivilMonth(absl::FromUnixNanos(period.start_ns), absl::UTCTimeZone()));
     if (user->subscription) label = "";  // not a calendar month
   }
 
-  absl::StatusOr<std::vector<MetricRecord>> metric_records = storage_.list_metrics(call.product_id);
-  if (!metric_records.ok()) return error_response(metric_records.status());
-  std::map<std::string, billing::Metric, std::less<>> metrics;
-  for (const MetricRecord& r : *metric_records) {
-    absl::StatusOr<billing::Metric> m = metric_of(r);
-    if (!m.ok()) return error_response(m.status());
-    metrics.emplace(r.identifier, *std::move(m));
-  }
-  absl::StatusOr<std::vector<AgentRecord>> agents = storage_.list_agents(call.product_id);
-  if (!agents.ok()) return error_response(agents.status());
-
-  // One engine indicator per priced agent indicator, named "agent/indicator" (distinct).
-  std::vector<billing::Indicator> indicators;
-  InvoiceView view{.customer = call.param, .period_label = label};
-  std::map<std::string, bool, std::less<>> per_minute_of;  // "agent/indicator" -> per minute
-  std::map<std::string, bool, std::less<>> unpriced;       // "agent/indicator" of indicators without a price
-  for (const AgentRecord& a : *agents) {
-    for (const IndicatorPrice& p : a.indicators) {
-      const std::string key = str_cat(a.agent_id, "/", p.indicator);
-      billing::Indicator ind{.name = key};
-      if (!p.metric.empty()) {
-        auto m = metrics.find(p.metric);
-        if (m == metrics.end()) return error_response(absl::InternalError(str_cat("metric \"", p.metric, "\" is gone")));
-        ind.metric = m->second;
-      }
-      if (!p.pricing_json.empty()) {
-        absl::StatusOr<billing::Pricing> pricing = pricing_of(p.pricing_json);
-        if (!pricing.ok()) return error_response(pricing.status());
-        ind.pricing = *std::move(pricing);
-      } else if (p.per_minute) {
-        // Per-minute sessions at the base rate (custom per-model rates need the session's models:
-        // the profit report's stored revenue applies them; docs/billing.md, "Limits").
-        if (!p.price_nanos) {
-          unpriced[key] = true;
-          continue;
-        }
-        ind.per_minute = billing::PerMinutePricing{.base_usd_per_minute = billing::Decimal::from_nanos(*p.price_nanos)};
-        per_minute_of[key] = true;
-      } else if (p.price_nanos) {
-        ind.pricing = billing::Pricing{.model = billing::PricingModel::kFlat,
-                                       .unit = p.metric.empty() ? "event" : "unit",
-                                       .unit_price = billing::Decimal::from_nanos(*p.price_nanos)};
-      } else {
-        unpriced[key] = true;
-        continue;
-      }
-      indicators.push_back(std::move(ind));
-      view.agents.push_back(a.agent_id);
-      view.indicators.push_back(p.indicator);
-      view.metric_ids.push_back(p.metric);
+  absl::StatusOr<ProductBilling> billing = load_product_billing(storage_, call.product_id);
+  if (!billing.ok()) return error_response(billing.status());
+  // A customer with a credit wallet: its CREDITS lines show what the wallet's ledger took for
+  // this period, settled first so that usage stored since is in it (docs/billing.md).
+  std::optional<std::vector<WalletCharge>> ledger;
+  if (billing->has_credits) {
+    absl::StatusOr<std::optional<WalletRecord>> wallet =
+        settle_customer_wallet(storage_, call.product_id, *billing, call.param, period, options_.clock());
+    if (!wallet.ok()) return error_response(wallet.status());
+    if (wallet->has_value()) {
+      absl::StatusOr<std::vector<WalletCharge>> charges = storage_.wallet_charges(
+          call.product_id, call.param, TimeRange{.from_ns = period.start_ns, .to_ns = period.end_ns});
+      if (!charges.ok()) return error_response(charges.status());
+      ledger = *std::move(charges);
     }
   }
-  absl::StatusOr<billing::InvoiceBuilder> builder = billing::InvoiceBuilder::create(indicators, period);
-  if (!builder.ok()) return error_response(absl::InternalError(builder.status().message()));
-
-  simdjson::dom::parser parser;
-  std::vector<std::pair<std::string, std::string>> owned;
-  std::vector<billing::MetaTag> tags;
-  std::string key, minutes;
-  absl::Status scanned = storage_.scan_billing_events(
-      call.product_id, call.param, TimeRange{.from_ns = period.start_ns, .to_ns = period.end_ns},
-      [&](const BillingEventRow& row) -> absl::Status {
-        key = str_cat(row.agent_id, "/", row.indicator);
-        if (unpriced.contains(key)) {
-          ++view.unpriced_events;
-          return absl::OkStatus();
-        }
-        read_tags(parser, row.meta_tags_json, owned, tags);
-        if (per_minute_of.contains(key)) {
-          // The session's minutes, exact to 18 places, as the engine's duration tag.
-          absl::StatusOr<billing::Decimal> m = billing::Decimal::div(
-              billing::Decimal::from_int(row.duration_us), billing::Decimal::from_int(60'000'000), 18,
-              billing::RoundingMode::kRound);
-          if (!m.ok()) return m.status();
-          minutes = m->to_string();
-          tags.push_back(billing::MetaTag{"duration_minutes", minutes});
-        }
-        builder->add(key, billing::BillingEvent{.id = row.id,
-                                                .ts_ns = row.ts_ns,
-                                                .arrival = static_cast<std::uint64_t>(row.received_ns),
-                                                .tags = tags});
-        return absl::OkStatus();
+  absl::StatusOr<BuiltInvoice> built = build_invoice(
+      *billing, period, [&](TimeRange range, absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
+        return storage_.scan_billing_events(call.product_id, call.param, range, fn);
       });
-  if (!scanned.ok()) return error_response(scanned);
-  absl::StatusOr<billing::Invoice> invoice = builder->preview();
+  if (!built.ok()) return error_response(built.status());
+  absl::StatusOr<billing::Invoice> invoice =
+      ledger ? built->builder.preview_with_ledger([&](std::string_view indicator) {
+        for (const WalletCharge& c : *ledger) {
+          if (c.indicator != indicator) continue;
+          absl::StatusOr<billing::Decimal> used = billing::Decimal::parse(c.used);
+          return used.ok() ? *used : billing::Decimal();
+        }
+        return billing::Decimal();
+      })
+             : built->builder.preview();
   if (!invoice.ok()) return error_response(invoice.status());
-  view.invoice = &*invoice;
+  InvoiceView view{.customer = call.param,
+                   .period_label = label,
+                   .invoice = &*invoice,
+                   .agents = billing->agents,
+                   .indicators = billing->indicator_names,
+                   .metric_ids = billing->metric_ids,
+                   .unpriced_events = built->unpriced_events};
   return json_response(200, invoice_json(view));
 }
 

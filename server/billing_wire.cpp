@@ -401,4 +401,29 @@ std::string invoice_json(const InvoiceView& view) {
   return out;
 }
 
+std::string wallet_json(const WalletRecord& w) {
+  return str_cat("{\"customerId\":", json_quote(w.customer_id), ",\"granted\":", json_quote(w.granted),
+                 ",\"balance\":", json_quote(w.balance), ",\"used\":", json_quote(w.used),
+                 ",\"overage\":", json_quote(w.overage), ",\"paidUsd\":", json_quote(w.paid_usd),
+                 ",\"topUps\":", w.top_ups, ",\"updatedAt\":", json_quote(rfc3339_utc(w.updated_ns)), "}");
+}
+
+std::string top_up_json(const TopUpRecord& t) {
+  return str_cat("{\"id\":", json_quote(t.id), ",\"credits\":", json_quote(t.credits), ",\"paidUsd\":",
+                 json_quote(t.paid_usd), ",\"createdAt\":", json_quote(rfc3339_utc(t.created_ns)), "}");
+}
+
+std::string wallet_wire_json(const WalletRecord& w) {
+  auto nanos = [](const std::string& text, billing::RoundingMode mode) -> std::int64_t {
+    absl::StatusOr<billing::Decimal> d = billing::Decimal::parse(text);
+    if (!d.ok() || d->is_negative()) return 0;
+    absl::StatusOr<std::int64_t> n = d->to_nanos(mode);
+    return n.ok() ? *n : INT64_MAX;
+  };
+  return str_cat("{\"granted\":", json_quote(w.granted), ",\"balance\":", json_quote(w.balance),
+                 ",\"used\":", json_quote(w.used), ",\"overage\":", json_quote(w.overage),
+                 ",\"granted_nanocredits\":", nanos(w.granted, billing::RoundingMode::kFloor),
+                 ",\"used_nanocredits\":", nanos(w.used, billing::RoundingMode::kCeil), "}");
+}
+
 }  // namespace paygent::server

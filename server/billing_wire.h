@@ -78,4 +78,14 @@ struct InvoiceView {
 };
 std::string invoice_json(const InvoiceView& view);
 
+// A credit wallet for the API (docs/billing.md, "Credit wallets"): {"customerId", "granted",
+// "balance", "used", "overage", "paidUsd", "topUps", "updatedAt"}, amounts as exact decimal strings.
+std::string wallet_json(const WalletRecord& wallet);
+// {"id", "credits", "paidUsd", "createdAt"}.
+std::string top_up_json(const TopUpRecord& top_up);
+// The wallet in a user's usage object (docs/wire.md): {"granted", "balance", "used", "overage",
+// "granted_nanocredits", "used_nanocredits"}: the decimals, and the integers the library gates on
+// (granted rounded down, used up, each at most 2^63-1).
+std::string wallet_wire_json(const WalletRecord& wallet);
+
 }  // namespace paygent::server

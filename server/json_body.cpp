@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "billing/decimal.h"
 #include "meter/internal/str_cat.h"
 #include "paygent/media_price.h"
 #include "server/json_writer.h"
@@ -122,6 +123,23 @@ absl::Status read_value(od::value& value, const BodyField& f, std::string_view p
       return absl::OkStatus();
     }
     case BodyType::kMetaTags: return read_meta_tags(value, path, *f.text);
+    case BodyType::kDecimal: {
+      std::string text;
+      od::json_type type;
+      if (value.type().get(type) == simdjson::SUCCESS && type == od::json_type::string) {
+        if (absl::Status s = read_string(value, path, text); !s.ok()) return s;
+      } else if (const std::optional<std::string_view> number = number_text(value)) {
+        text = std::string(*number);
+      } else {
+        return field_error(path, "must be a decimal number or a string of one");
+      }
+      absl::StatusOr<billing::Decimal> d = billing::Decimal::parse(text);
+      if (!d.ok()) {
+        return field_error(path, str_cat("must be an exact decimal (\"2.5\", \"100\"): ", d.status().message()));
+      }
+      *f.text = d->normalized().to_string();
+      return absl::OkStatus();
+    }
     case BodyType::kObject: {
       od::object object;
       if (value.get_object().get(object) != simdjson::SUCCESS) return field_error(path, "must be an object");

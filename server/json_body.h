@@ -37,6 +37,9 @@ enum class BodyType : std::uint8_t {
   kSeconds,   // a non-negative decimal number of seconds -> *duration
   kUsd,       // a non-negative decimal number of USD, at most 9 decimals -> *count (nano-USD)
   kMetaTags,  // an object of at most kMaxMetaTags string values -> *text, as normalised JSON
+  // An exact decimal (billing/decimal.h: no exponent), as a JSON number or a string ("100",
+  // "0.25") -> *text, normalised ("10.50" -> "10.5"); its sign is the caller's to judge.
+  kDecimal,
   kObject,    // an object whose members are `members`
 };
 

@@ -66,6 +66,12 @@ std::string Metrics::prometheus_text() const {
              "paygentd_errors_total ",
              errors_.load(std::memory_order_relaxed),
              "\n"
+             "# HELP paygentd_wallet_settle_errors_total Credit wallet settles that failed after their batch was "
+             "stored (the next settle of the wallet takes them up).\n"
+             "# TYPE paygentd_wallet_settle_errors_total counter\n"
+             "paygentd_wallet_settle_errors_total ",
+             wallet_errors_.load(std::memory_order_relaxed),
+             "\n"
              "# HELP paygentd_request_duration_seconds Time to answer a request, from its parsed form to its reply.\n"
              "# TYPE paygentd_request_duration_seconds histogram\n");
   std::int64_t cumulative = 0;

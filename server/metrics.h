@@ -40,6 +40,8 @@ class Metrics {
   // again), failed (the last attempt failed).
   enum class WebhookOutcome : std::uint8_t { kDelivered, kRetry, kFailed };
   void record_webhook_attempt(WebhookOutcome outcome) noexcept;
+  // Counts a credit wallet settle that failed after its batch was stored (the next settle takes it up).
+  void record_wallet_error() noexcept { wallet_errors_.fetch_add(1, std::memory_order_relaxed); }
 
   // The metrics in Prometheus text exposition format.
   [[nodiscard]] std::string prometheus_text() const;
@@ -59,6 +61,7 @@ class Metrics {
   std::atomic<std::int64_t> ingested_{0};
   std::atomic<std::int64_t> duplicates_{0};
   std::atomic<std::int64_t> errors_{0};
+  std::atomic<std::int64_t> wallet_errors_{0};
   std::array<std::atomic<std::int64_t>, 3> webhook_attempts_{};  // by WebhookOutcome
 };
 

@@ -169,55 +169,60 @@ absl::Status SqlStorage::delete_metric(std::string_view product_id, std::string_
   });
 }
 
+absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64_t product, std::string_view customer_id,
+                                           TimeRange range, ScanCursor& cursor,
+                                           absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
+  // Keyset pages over the (product, user_id, ts_ns) index: each page starts after the last
+  // (ts_ns, id) given to `fn`, so a page costs the same however far into the period it is.
+  if (cursor.first) cursor.after_ts = range.from_ns;
+  for (;;) {
+    absl::StatusOr<Query> select = prepare(
+        connection,
+        str_cat("SELECT b.id, b.agent_id, b.indicator, b.ts_ns, b.duration_us, e.meta_tags, e.received_ns "
+                "FROM billing_events b JOIN events e ON e.product = b.product AND e.id = b.id "
+                "WHERE b.product = ?1 AND b.user_id = ?2 AND b.ts_ns < ?4 AND ",
+                cursor.first ? "b.ts_ns >= ?3 " : "(b.ts_ns > ?3 OR (b.ts_ns = ?3 AND b.id > ?5)) ",
+                "ORDER BY b.ts_ns, b.id LIMIT ", kScanPage));
+    if (!select.ok()) return select.status();
+    select->bind(1, product).bind(2, customer_id).bind(3, cursor.after_ts).bind(4, range.to_ns);
+    const std::string after_copy = cursor.after_id;  // bound bytes must outlive the query's steps
+    if (!cursor.first) {
+      select->bind_blob(5, std::span<const unsigned char>(reinterpret_cast<const unsigned char*>(after_copy.data()),
+                                                          after_copy.size()));
+    }
+    int rows = 0;
+    for (;;) {
+      absl::StatusOr<bool> row = select->step("read billing events");
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      ++rows;
+      std::string id = select->blob(0);
+      const BillingEventRow event{.id = hex_of(id),
+                                  .agent_id = select->text(1),
+                                  .indicator = select->text(2),
+                                  .ts_ns = select->int64(3),
+                                  .received_ns = select->int64(6),
+                                  .duration_us = select->int64(4),
+                                  .meta_tags_json = select->text(5)};
+      if (absl::Status s = fn(event); !s.ok()) return s;
+      cursor.after_ts = event.ts_ns;
+      cursor.after_id = std::move(id);
+      cursor.first = false;
+    }
+    if (rows < kScanPage) return absl::OkStatus();
+  }
+}
+
 absl::Status SqlStorage::scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,
                                              absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
-  // Keyset pages over the (product, user_id, ts_ns) index: each page starts after the last
-  // (ts_ns, id) given to `fn`, so a page costs the same however far into the period it is, and a
-  // transaction the database aborted and retried resumes after what `fn` already has (no event
-  // is given twice).
-  std::int64_t after_ts = range.from_ns;
-  std::string after_id;
-  bool first = true;
+  // The cursor outlives a transaction the database aborted and retried: the retry resumes after
+  // what `fn` already has (no event is given twice).
+  ScanCursor cursor;
   return transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
     absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
     if (!product.ok()) return product.status();
     if (!product->has_value()) return absl::OkStatus();
-    for (;;) {
-      absl::StatusOr<Query> select = prepare(
-          connection,
-          str_cat("SELECT b.id, b.agent_id, b.indicator, b.ts_ns, b.duration_us, e.meta_tags, e.received_ns "
-                  "FROM billing_events b JOIN events e ON e.product = b.product AND e.id = b.id "
-                  "WHERE b.product = ?1 AND b.user_id = ?2 AND b.ts_ns < ?4 AND ",
-                  first ? "b.ts_ns >= ?3 " : "(b.ts_ns > ?3 OR (b.ts_ns = ?3 AND b.id > ?5)) ",
-                  "ORDER BY b.ts_ns, b.id LIMIT ", kScanPage));
-      if (!select.ok()) return select.status();
-      select->bind(1, **product).bind(2, customer_id).bind(3, after_ts).bind(4, range.to_ns);
-      const std::string after_copy = after_id;  // bound bytes must outlive the query's steps
-      if (!first) {
-        select->bind_blob(5, std::span<const unsigned char>(reinterpret_cast<const unsigned char*>(after_copy.data()),
-                                                            after_copy.size()));
-      }
-      int rows = 0;
-      for (;;) {
-        absl::StatusOr<bool> row = select->step("read billing events");
-        if (!row.ok()) return row.status();
-        if (!*row) break;
-        ++rows;
-        std::string id = select->blob(0);
-        const BillingEventRow event{.id = hex_of(id),
-                                    .agent_id = select->text(1),
-                                    .indicator = select->text(2),
-                                    .ts_ns = select->int64(3),
-                                    .received_ns = select->int64(6),
-                                    .duration_us = select->int64(4),
-                                    .meta_tags_json = select->text(5)};
-        if (absl::Status s = fn(event); !s.ok()) return s;
-        after_ts = event.ts_ns;
-        after_id = std::move(id);
-        first = false;
-      }
-      if (rows < kScanPage) return absl::OkStatus();
-    }
+    return scan_billing_rows(connection, **product, customer_id, range, cursor, fn);
   });
 }
 

@@ -230,6 +230,35 @@ CREATE TABLE IF NOT EXISTS dashboard_sessions(
   customer_id TEXT NOT NULL,
   expires_ns ${INT} NOT NULL)${KEYED_TABLE};
 CREATE INDEX IF NOT EXISTS dashboard_sessions_by_product ON dashboard_sessions(product, customer_id, expires_ns);
+CREATE TABLE IF NOT EXISTS credit_wallets(
+  product ${INT} NOT NULL,
+  customer_id TEXT NOT NULL,
+  granted TEXT NOT NULL,
+  balance TEXT NOT NULL,
+  used TEXT NOT NULL,
+  overage TEXT NOT NULL,
+  paid_usd TEXT NOT NULL,
+  top_ups ${INT} NOT NULL,
+  updated_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, customer_id))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS credit_top_ups(
+  product ${INT} NOT NULL,
+  customer_id TEXT NOT NULL,
+  id TEXT NOT NULL,
+  credits TEXT NOT NULL,
+  paid_usd TEXT NOT NULL,
+  created_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, customer_id, id))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS credit_charges(
+  product ${INT} NOT NULL,
+  customer_id TEXT NOT NULL,
+  indicator TEXT NOT NULL,
+  period_start_ns ${INT} NOT NULL,
+  period_end_ns ${INT} NOT NULL,
+  charged TEXT NOT NULL,
+  used TEXT NOT NULL,
+  overage TEXT NOT NULL,
+  PRIMARY KEY(product, customer_id, indicator, period_start_ns))${KEYED_TABLE};
 )sql";
 
 // The summed columns of one row of usage_daily or of the events, in Totals' order after calls.

@@ -105,6 +105,19 @@ class SqlStorage : public Storage {
   absl::Status delete_metric(std::string_view product_id, std::string_view identifier) final;
   absl::Status scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,
                                    absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) final;
+  // In sql_wallets.cpp: credit_wallets (one row per wallet: its running totals), credit_top_ups
+  // and credit_charges (the ledger: one row per customer, CREDITS indicator and billing period).
+  absl::StatusOr<std::pair<WalletRecord, bool>> top_up_wallet(std::string_view product_id, std::string_view customer_id,
+                                                              const TopUpRecord& top_up, std::int64_t now_ns) final;
+  absl::StatusOr<std::vector<WalletRecord>> find_wallets(std::string_view product_id,
+                                                         std::span<const std::string_view> customer_ids) final;
+  absl::StatusOr<std::vector<TopUpRecord>> list_top_ups(std::string_view product_id, std::string_view customer_id,
+                                                        std::size_t limit) final;
+  absl::StatusOr<std::optional<WalletRecord>> settle_wallet(std::string_view product_id, std::string_view customer_id,
+                                                            TimeRange period, std::int64_t now_ns,
+                                                            CreditsOf credits_of) final;
+  absl::StatusOr<std::vector<WalletCharge>> wallet_charges(std::string_view product_id, std::string_view customer_id,
+                                                           TimeRange period) final;
   // In sql_webhooks.cpp: webhook_endpoints, webhook_alerts (one row per alert key: the dedup) and
   // webhook_deliveries (the outbox: one row per alert and endpoint, written in the transaction
   // of the ingest that raised the alert).
@@ -193,6 +206,16 @@ class SqlStorage : public Storage {
   absl::StatusOr<std::optional<std::int64_t>> product_key(SqlConnection& connection, std::string_view product_id);
   // As product_key, but NotFound when there is no such product.
   absl::StatusOr<std::int64_t> existing_product_key(SqlConnection& connection, std::string_view product_id);
+  // Where a paged scan of a customer's billing events has got to (sql_metrics.cpp).
+  struct ScanCursor {
+    std::int64_t after_ts = 0;
+    std::string after_id;
+    bool first = true;
+  };
+  // One customer's billing events of `range` after `cursor`, in (ts_ns, id) order, on `connection`.
+  absl::Status scan_billing_rows(SqlConnection& connection, std::int64_t product, std::string_view customer_id,
+                                 TimeRange range, ScanCursor& cursor,
+                                 absl::FunctionRef<absl::Status(const BillingEventRow&)> fn);
   // Runs `select_sql` (a one-row SELECT from plans with the product's key as ?1) and gives its row,
   // if any, to `take`; nothing for an unknown product.
   absl::Status read_plans_row(std::string_view product_id, std::string_view select_sql, std::string_view what,

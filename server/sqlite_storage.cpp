@@ -33,8 +33,9 @@ using ::paygent::internal::str_cat;
 // webhook_deliveries; docs/webhooks.md); created when missing. 6: the dashboard's rollups
 // profit_daily (the profit report's, server/sql_profit.cpp), usage_daily_by_model and
 // usage_daily_by_user (the product-wide usage reports'), created when missing and filled from the
-// events and usage_daily.
-constexpr int kSchemaVersion = 6;
+// events and usage_daily. 7: the credit wallets' credit_wallets, credit_top_ups and credit_charges
+// (docs/billing.md, "Credit wallets"), created when missing.
+constexpr int kSchemaVersion = 7;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
 // so that each of its reads is one query joined to this table rather than a few queries per user.

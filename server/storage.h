@@ -75,6 +75,21 @@ using SoftGateFired = ::paygent::internal::FiredThreshold;
 // recently started first (a user has a few per period; a flood of sessions is cut here).
 inline constexpr std::size_t kMaxUsageSoftGates = 100;
 
+// A customer's prepaid credit wallet (docs/billing.md, "Credit wallets"). Credits and dollars are
+// exact decimals as text (billing/decimal.h), never rounded. granted = balance + used, always;
+// the balance never goes below 0 (usage beyond it is overage, shown on the invoice).
+struct WalletRecord {
+  std::string customer_id;
+  std::string granted = "0";   // every credit topped up
+  std::string balance = "0";   // what is left
+  std::string used = "0";      // taken from it by settled usage
+  std::string overage = "0";   // usage beyond the balance when it was settled
+  std::string paid_usd = "0";  // what the top-ups cost the customer
+  std::int64_t top_ups = 0;
+  std::int64_t updated_ns = 0;
+  friend bool operator==(const WalletRecord&, const WalletRecord&) = default;
+};
+
 // A user's totals over a period, by model, as Storage::ingest_with_usage reads them.
 struct UserUsage {
   UserRecord user;
@@ -82,6 +97,9 @@ struct UserUsage {
   GroupedTotals models;  // models without events in `period` are absent
   // The thresholds fired in `period` (period_start_ns in it), as soft_gates_fired() reads them.
   std::vector<SoftGateFired> soft_gates;
+  // The user's credit wallet (a customer's), when it has one: set by paygentd after the storage's
+  // read (Api::settle_batch_wallets), not by the storage.
+  std::optional<WalletRecord> wallet;
 };
 
 struct IngestResult {
@@ -212,6 +230,34 @@ struct BillingEventRow {
   std::int64_t duration_us = 0;
   std::string meta_tags_json;  // a JSON object of string values
 };
+
+// One top-up; `id` is the caller's (idempotency: the same id again adds nothing).
+struct TopUpRecord {
+  std::string id;
+  std::string credits;   // > 0
+  std::string paid_usd;  // >= 0
+  std::int64_t created_ns = 0;
+  friend bool operator==(const TopUpRecord&, const TopUpRecord&) = default;
+};
+
+// The ledger's row of one CREDITS indicator ("agentId/indicator") of a customer in one billing
+// period (billing::CreditCharge).
+struct WalletCharge {
+  std::string indicator;
+  std::int64_t period_start_ns = 0;
+  std::int64_t period_end_ns = 0;
+  std::string charged = "0";
+  std::string used = "0";
+  std::string overage = "0";
+  friend bool operator==(const WalletCharge&, const WalletCharge&) = default;
+};
+
+// Reads a customer's billing events of a range, as Storage::scan_billing_events does, inside the
+// transaction of Storage::settle_wallet.
+using BillingScan = absl::FunctionRef<absl::Status(TimeRange, absl::FunctionRef<absl::Status(const BillingEventRow&)>)>;
+// The credits each CREDITS indicator's quantity costs in the period, as (indicator, exact decimal
+// text), in the order the balance is shared in. May be called more than once (a retried transaction).
+using CreditsOf = absl::FunctionRef<absl::StatusOr<std::vector<std::pair<std::string, std::string>>>(BillingScan)>;
 
 // What the profit report groups by (GET /api/v1/reports/profit?by=...).
 enum class ProfitGroup : std::uint8_t { kAgent, kCustomer, kIndicator, kModel, kDay };
@@ -499,6 +545,51 @@ class Storage {
                                            absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
     static_cast<void>(product_id), static_cast<void>(customer_id), static_cast<void>(range), static_cast<void>(fn);
     return absl::UnimplementedError("this storage has no billing events");
+  }
+
+  // --- Credit wallets (server/sql_wallets.cpp, docs/billing.md). Unimplemented by default. ---
+
+  // Adds `top_up` to customer `customer_id`'s wallet (made on the first top-up) at `now_ns`. The
+  // bool is false when a top-up of that id was stored already with the same amounts (nothing
+  // changes); AlreadyExists when its amounts differ; NotFound without such a product or customer
+  // (a user of the product); InvalidArgument naming "credits" / "paidUsd" when not exact decimals,
+  // credits not above 0 or paidUsd negative.
+  virtual absl::StatusOr<std::pair<WalletRecord, bool>> top_up_wallet(std::string_view product_id,
+                                                                      std::string_view customer_id,
+                                                                      const TopUpRecord& top_up, std::int64_t now_ns) {
+    static_cast<void>(product_id), static_cast<void>(customer_id), static_cast<void>(top_up), static_cast<void>(now_ns);
+    return absl::UnimplementedError("this storage has no credit wallets");
+  }
+  // The wallets of those of `customer_ids` that have one, in customer id order.
+  virtual absl::StatusOr<std::vector<WalletRecord>> find_wallets(std::string_view product_id,
+                                                                 std::span<const std::string_view> customer_ids) {
+    static_cast<void>(product_id), static_cast<void>(customer_ids);
+    return absl::UnimplementedError("this storage has no credit wallets");
+  }
+  // A wallet's top-ups, newest first, at most `limit`.
+  virtual absl::StatusOr<std::vector<TopUpRecord>> list_top_ups(std::string_view product_id, std::string_view customer_id,
+                                                                std::size_t limit) {
+    static_cast<void>(product_id), static_cast<void>(customer_id), static_cast<void>(limit);
+    return absl::UnimplementedError("this storage has no credit wallets");
+  }
+  // Debits the wallet for `period` as its usage now prices it: under the customer's lock (the one
+  // ingest takes, so that settles on any number of replicas queue), calls `credits_of` with a scan
+  // of the customer's billing events in that transaction, and moves each indicator's ledger row to
+  // its credits (billing::recharge: a rise is taken from the balance, the rest is overage; a fall
+  // gives back). Idempotent: settling again with nothing new changes nothing. nullopt when the
+  // customer has no wallet (nothing is written).
+  virtual absl::StatusOr<std::optional<WalletRecord>> settle_wallet(std::string_view product_id,
+                                                                    std::string_view customer_id, TimeRange period,
+                                                                    std::int64_t now_ns, CreditsOf credits_of) {
+    static_cast<void>(product_id), static_cast<void>(customer_id), static_cast<void>(period);
+    static_cast<void>(now_ns), static_cast<void>(credits_of);
+    return absl::UnimplementedError("this storage has no credit wallets");
+  }
+  // The ledger's rows of a customer's period (period_start_ns = period.from_ns), by indicator.
+  virtual absl::StatusOr<std::vector<WalletCharge>> wallet_charges(std::string_view product_id,
+                                                                   std::string_view customer_id, TimeRange period) {
+    static_cast<void>(product_id), static_cast<void>(customer_id), static_cast<void>(period);
+    return absl::UnimplementedError("this storage has no credit wallets");
   }
 
   // Cost and revenue of [range.from_ns, range.to_ns) grouped by `group`, in key order; groups with

@@ -277,9 +277,28 @@ async function billing(s) {
     names.map((n) => el('option', {value: n, selected: n === chosen}, n)));
   parts.push(el('div', {class: 'panel'}, el('h3', {}, 'Invoice preview for ', picker)));
   if (chosen) parts.push(await invoice(`/api/v1/customers/${encodeURIComponent(chosen)}/invoice?${range(s)}`, chosen));
-  parts.push(el('div', {class: 'panel'}, el('h3', {}, 'Credit wallets'),
-    el('p', {class: 'empty'}, 'Credit wallets are not implemented in this version of paygentd; CREDITS lines show the credits used.')));
+  if (chosen) parts.push(await wallet(chosen));
   return parts;
+}
+
+// A customer's prepaid credit wallet: its balance and top-ups (docs/billing.md, "Credit wallets").
+async function wallet(who) {
+  let w;
+  try {
+    w = await api(`/api/v1/customers/${encodeURIComponent(who)}/wallet`);
+  } catch (e) {
+    const text = e.status === 404 ? `${who} has no credit wallet: CREDITS lines are billed as overage.` : `${who}: ${e.message}`;
+    return el('div', {class: 'panel', id: 'wallet'}, el('h3', {}, 'Credit wallet'), el('p', {class: e.status === 404 ? 'empty' : 'error'}, text));
+  }
+  const x = w.wallet;
+  return el('div', {id: 'wallet'},
+    el('div', {class: 'cards'},
+      card(`Credit balance (${who})`, x.balance, {'data-figure': 'wallet-balance'}),
+      card('Credits used', x.used), card('Overage credits', x.overage), card('Credits bought', `${x.granted} for $${x.paidUsd}`)),
+    table('Top-ups', [
+      {key: 'id', label: 'Top-up'}, {key: 'credits', label: 'Credits', num: true},
+      {key: 'paidUsd', label: 'Paid (USD)', num: true}, {key: 'createdAt', label: 'When'},
+    ], w.topUps, {id: 'top-ups', keyOf: 'id', empty: 'No top-up.'}));
 }
 
 // The invoice of `path` (an invoice URL of the API), as lines and a total.
@@ -298,6 +317,10 @@ async function invoice(path, who) {
       {key: 'what', label: 'Agent / indicator'}, {key: 'metric', label: 'Metric'}, {key: 'pricing', label: 'Pricing'},
       {key: 'quantity', label: 'Quantity', num: true, render: (l) => `${l.quantity} ${l.unit}`},
       {key: 'counted', label: 'Events', num: true}, {key: 'excluded', label: 'Excluded', num: true},
+      {key: 'creditsUsed', label: 'Credits used', num: true, render: (l) => l.pricing === 'credits' ? l.creditsUsed : '—',
+       csv: (l) => l.pricing === 'credits' ? l.creditsUsed : ''},
+      {key: 'creditsOverage', label: 'Overage credits', num: true, render: (l) => l.pricing === 'credits' ? l.creditsOverage : '—',
+       csv: (l) => l.pricing === 'credits' ? l.creditsOverage : ''},
       {key: 'amount_nanos', label: 'Amount', money: true},
     ], lines, {id: 'invoice', keyOf: 'what'}));
 }

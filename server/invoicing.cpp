@@ -1,0 +1,163 @@
+// The product's billing setup, a customer's billing period and the feeding of an invoice (see
+// server/invoicing.h).
+#include "server/invoicing.h"
+
+#include <simdjson.h>
+
+#include "billing/decimal.h"
+#include "meter/internal/str_cat.h"
+#include "paygent/plan.h"
+#include "server/billing_wire.h"
+
+namespace paygent::server {
+
+using ::paygent::internal::str_cat;
+
+namespace {
+
+// One event's meta tags (a JSON object of strings, as ingest stored it) into `owned` / `tags`.
+void read_tags(simdjson::dom::parser& parser, const std::string& json, std::vector<std::pair<std::string, std::string>>& owned,
+               std::vector<billing::MetaTag>& tags) {
+  owned.clear();
+  tags.clear();
+  simdjson::dom::object object;
+  if (parser.parse(json).get_object().get(object) != simdjson::SUCCESS) return;
+  for (auto field : object) {
+    std::string_view value;
+    if (field.value.get_string().get(value) != simdjson::SUCCESS) continue;
+    owned.emplace_back(std::string(field.key), std::string(value));
+  }
+  for (const auto& [k, v] : owned) tags.push_back(billing::MetaTag{k, v});
+}
+
+}  // namespace
+
+absl::StatusOr<ProductBilling> load_product_billing(Storage& storage, std::string_view product_id) {
+  absl::StatusOr<std::vector<MetricRecord>> metric_records = storage.list_metrics(product_id);
+  if (!metric_records.ok()) return metric_records.status();
+  std::map<std::string, billing::Metric, std::less<>> metrics;
+  for (const MetricRecord& r : *metric_records) {
+    absl::StatusOr<billing::Metric> m = metric_of(r);
+    if (!m.ok()) return m.status();
+    metrics.emplace(r.identifier, *std::move(m));
+  }
+  absl::StatusOr<std::vector<AgentRecord>> agents = storage.list_agents(product_id);
+  if (!agents.ok()) return agents.status();
+
+  ProductBilling out;
+  for (const AgentRecord& a : *agents) {
+    for (const IndicatorPrice& p : a.indicators) {
+      const std::string key = str_cat(a.agent_id, "/", p.indicator);
+      billing::Indicator ind{.name = key};
+      if (!p.metric.empty()) {
+        auto m = metrics.find(p.metric);
+        if (m == metrics.end()) return absl::InternalError(str_cat("metric \"", p.metric, "\" is gone"));
+        ind.metric = m->second;
+      }
+      if (!p.pricing_json.empty()) {
+        absl::StatusOr<billing::Pricing> pricing = pricing_of(p.pricing_json);
+        if (!pricing.ok()) return pricing.status();
+        ind.pricing = *std::move(pricing);
+        if (ind.pricing.model == billing::PricingModel::kCredits) out.has_credits = true;
+      } else if (p.per_minute) {
+        // Per-minute sessions at the base rate (custom per-model rates need the session's models:
+        // the profit report's stored revenue applies them; docs/billing.md, "Limits").
+        if (!p.price_nanos) {
+          out.unpriced[key] = true;
+          continue;
+        }
+        ind.per_minute = billing::PerMinutePricing{.base_usd_per_minute = billing::Decimal::from_nanos(*p.price_nanos)};
+        out.per_minute[key] = true;
+      } else if (p.price_nanos) {
+        ind.pricing = billing::Pricing{.model = billing::PricingModel::kFlat,
+                                       .unit = p.metric.empty() ? "event" : "unit",
+                                       .unit_price = billing::Decimal::from_nanos(*p.price_nanos)};
+      } else {
+        out.unpriced[key] = true;
+        continue;
+      }
+      out.indicators.push_back(std::move(ind));
+      out.agents.push_back(a.agent_id);
+      out.indicator_names.push_back(p.indicator);
+      out.metric_ids.push_back(p.metric);
+    }
+  }
+  return out;
+}
+
+billing::BillingPeriod billing_period_at(const UserRecord& customer, absl::Time at) {
+  const Period p = customer.subscription
+                       ? subscription_period(absl::FromUnixNanos(customer.subscription->period_start_ns),
+                                             absl::FromUnixNanos(customer.subscription->period_end_ns), at)
+                       : calendar_period(PeriodRule::kMonth, at);
+  return billing::BillingPeriod{.start_ns = absl::ToUnixNanos(p.start), .end_ns = absl::ToUnixNanos(p.end)};
+}
+
+absl::StatusOr<BuiltInvoice> build_invoice(const ProductBilling& product, billing::BillingPeriod period, BillingScan scan) {
+  absl::StatusOr<billing::InvoiceBuilder> builder = billing::InvoiceBuilder::create(product.indicators, period);
+  if (!builder.ok()) return absl::InternalError(builder.status().message());
+  BuiltInvoice out{.builder = *std::move(builder)};
+  simdjson::dom::parser parser;
+  std::vector<std::pair<std::string, std::string>> owned;
+  std::vector<billing::MetaTag> tags;
+  std::string key, minutes;
+  absl::Status scanned = scan(
+      TimeRange{.from_ns = period.start_ns, .to_ns = period.end_ns}, [&](const BillingEventRow& row) -> absl::Status {
+        key = str_cat(row.agent_id, "/", row.indicator);
+        if (product.unpriced.contains(key)) {
+          ++out.unpriced_events;
+          return absl::OkStatus();
+        }
+        read_tags(parser, row.meta_tags_json, owned, tags);
+        if (product.per_minute.contains(key)) {
+          // The session's minutes, exact to 18 places, as the engine's duration tag.
+          absl::StatusOr<billing::Decimal> m = billing::Decimal::div(
+              billing::Decimal::from_int(row.duration_us), billing::Decimal::from_int(60'000'000), 18,
+              billing::RoundingMode::kRound);
+          if (!m.ok()) return m.status();
+          minutes = m->to_string();
+          tags.push_back(billing::MetaTag{"duration_minutes", minutes});
+        }
+        out.builder.add(key, billing::BillingEvent{.id = row.id,
+                                                   .ts_ns = row.ts_ns,
+                                                   .arrival = static_cast<std::uint64_t>(row.received_ns),
+                                                   .tags = tags});
+        return absl::OkStatus();
+      });
+  if (!scanned.ok()) return scanned;
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> credits_of_invoice(const billing::Invoice& invoice) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const billing::InvoiceLine& line : invoice.lines) {
+    if (line.pricing == billing::pricing_model_name(billing::PricingModel::kCredits)) {
+      out.emplace_back(line.indicator, line.credits.to_string());
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<WalletRecord>> settle_customer_wallet(Storage& storage, std::string_view product_id,
+                                                                   const ProductBilling& billing,
+                                                                   std::string_view customer_id,
+                                                                   billing::BillingPeriod period, absl::Time now) {
+  if (!billing.has_credits) {
+    const std::string_view customers[] = {customer_id};
+    absl::StatusOr<std::vector<WalletRecord>> wallets = storage.find_wallets(product_id, customers);
+    if (!wallets.ok()) return wallets.status();
+    if (wallets->empty()) return std::optional<WalletRecord>();
+    return std::optional<WalletRecord>(std::move(wallets->front()));
+  }
+  return storage.settle_wallet(
+      product_id, customer_id, TimeRange{.from_ns = period.start_ns, .to_ns = period.end_ns}, absl::ToUnixNanos(now),
+      [&](BillingScan scan) -> absl::StatusOr<std::vector<std::pair<std::string, std::string>>> {
+        absl::StatusOr<BuiltInvoice> built = build_invoice(billing, period, scan);
+        if (!built.ok()) return built.status();
+        absl::StatusOr<billing::Invoice> invoice = built->builder.preview();
+        if (!invoice.ok()) return invoice.status();
+        return credits_of_invoice(*invoice);
+      });
+}
+
+}  // namespace paygent::server
