@@ -267,6 +267,13 @@ void Engine::apply_backend_usage(const BackendUsage& u) {
   // whatever the period: each row names its own.
   mark_soft_gates_fired(u.user_id, u.soft_gates);
   UserState* user = user_for(u.user_id, false);
+  if (user != nullptr && u.wallet) {
+    // A top-up (more credits) starts the wallet's soft thresholds over.
+    const std::int64_t was = user->wallet_granted.load(std::memory_order_relaxed);
+    user->wallet_used.store(u.wallet->used_nanocredits, std::memory_order_relaxed);
+    if (u.wallet->granted_nanocredits > was) user->wallet_fired.store(0, std::memory_order_relaxed);
+    user->wallet_granted.store(u.wallet->granted_nanocredits, std::memory_order_release);
+  }
   if (user == nullptr || !store) return;
   // The backend's subscription is authoritative: every process gates the user on one plan and
   // period, the one the backend sums.
@@ -891,6 +898,22 @@ Nanos Engine::estimate_cost(const ModelPrice* price, std::int64_t input, std::in
       push_lease(site, period.leases.load(std::memory_order_acquire), static_cast<int>(mc - period.models));
     }
   }
+  // The customer's credit wallet, judged (never held: a call has no estimate in credits).
+  if (const std::int64_t granted = site.user->wallet_granted.load(std::memory_order_acquire);
+      granted >= 0 && options.credit_wallet_gate) [[unlikely]] {
+    t.push() = LimitEntry{.counter = &site.user->wallet_used,
+                          .external = &kNoExternal,
+                          .ceiling = nullptr,
+                          .max = granted,
+                          .resets_ns = std::numeric_limits<std::int64_t>::max(),
+                          .fired = &site.user->wallet_fired,
+                          .model = nullptr,
+                          .reason = GateReason::kCreditWallet,
+                          .unit = LimitUnit::kCredits,
+                          .window = LimitWindow::kWallet,
+                          .shares_hold = false,
+                          .retry_once = false};
+  }
 }
 
 // The lease of a period limit (`model_slot` -1: total_spend) after its entry: from the window's
@@ -1050,7 +1073,7 @@ constexpr std::string_view kModelKeyPrefix = "model_limit:";
 }  // namespace
 
 void Engine::note_fired(const CallSite& site, const LimitEntry& limit, const GuardResult& r, Ppm threshold) noexcept {
-  if (!store) return;
+  if (!store || limit.window == LimitWindow::kWallet) return;  // a wallet's are not saved (LimitWindow)
   try {
     FiredThreshold f;
     f.user_id = site.user->key;

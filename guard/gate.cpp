@@ -21,6 +21,20 @@ std::string with_commas(std::int64_t v) {
   return out;
 }
 
+// Nano-credits as credits: "1,500", "0.25", "12.000000001".
+std::string credits_text(std::int64_t nanos) {
+  std::string out = with_commas(nanos / 1'000'000'000);
+  std::int64_t frac = nanos % 1'000'000'000;
+  if (frac < 0) frac = -frac;
+  if (frac != 0) {
+    std::string digits = std::to_string(frac);
+    digits.insert(0, 9 - digits.size(), '0');
+    while (digits.back() == '0') digits.pop_back();
+    out += "." + digits;
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string_view gate_status_name(GateStatus s) noexcept {
@@ -41,6 +55,7 @@ std::string GuardResult::gate_reason() const {
     case GateReason::kModelLimit: return internal::str_cat("model_limit:", model);
     case GateReason::kBackendUnavailable: return "backend_unavailable";
     case GateReason::kLeaseExhausted: return "lease_exhausted";
+    case GateReason::kCreditWallet: return "credit_wallet";
   }
   return "";
 }
@@ -57,6 +72,14 @@ std::string GuardResult::message() const {
            "processes serving this user; it clears when their leases are used, released or expire";
   }
   const char* head = status == GateStatus::kHardGate ? "hard gate" : status == GateStatus::kSoftGate ? "soft gate" : "ok";
+  if (reason == GateReason::kCreditWallet) {
+    const std::string used = internal::str_cat(credits_text(current_value), " of ", credits_text(limit_value),
+                                               " prepaid credits used");
+    if (status == GateStatus::kHardGate) {
+      return internal::str_cat(head, ": credit_wallet: ", used, "; the wallet is empty: top it up to continue");
+    }
+    return absl::StrFormat("%s: credit_wallet at %.1f%% (%s)", head, usage_pct * 100.0, used);
+  }
   std::string when = resets_at == absl::InfiniteFuture()
                          ? std::string("never")
                          : absl::FormatTime("%Y-%m-%d %H:%M UTC", resets_at, absl::UTCTimeZone());

@@ -85,6 +85,16 @@ bool read_usage(simdjson::dom::element obj, std::string user_id, BackendUsage& o
       out.models[std::string(name.data(), name.size())] = totals;
     }
   }
+  // The customer's credit wallet: a wallet of another shape is left out (the rest stands).
+  simdjson::dom::object wallet;
+  if (obj["wallet"].get_object().get(wallet) == simdjson::SUCCESS) {
+    BackendUsage::Wallet w;
+    if (wallet["granted_nanocredits"].get_int64().get(w.granted_nanocredits) == simdjson::SUCCESS &&
+        wallet["used_nanocredits"].get_int64().get(w.used_nanocredits) == simdjson::SUCCESS &&
+        w.granted_nanocredits >= 0 && w.used_nanocredits >= 0) {
+      out.wallet = w;
+    }
+  }
   // Wire version 3: the thresholds fired this period. An entry of another shape is skipped (the
   // rest of the usage stands).
   simdjson::dom::array gates;

@@ -182,6 +182,11 @@ struct alignas(64) UserState {
   std::uint64_t hash = 0;
   std::atomic<SessionEntry*> last_named{nullptr};
   std::atomic<std::uint64_t> refreshed_epoch{0};  // the refresh round this user was last watched in
+  // The customer's credit wallet as the backend last reported it (nano-credits; granted -1: no
+  // wallet), written by the syncer's thread only; its soft thresholds fired since its last top-up.
+  std::atomic<std::int64_t> wallet_granted{-1};
+  std::atomic<std::int64_t> wallet_used{0};
+  FiredBits wallet_fired{0};
 
   std::mutex mu;  // cold path: window roll-overs and reports
   std::vector<ArenaPtr<PeriodWindow>> periods ABSL_GUARDED_BY(mu);
@@ -305,10 +310,12 @@ struct QueuedEvent {
 // counter needs nothing there; one on a new counter (speech, wallet) adds that counter to apply().
 
 // What a limit counts, and so which of the call's estimates it is judged with.
-enum class LimitUnit : std::uint8_t { kNanos, kTokens };
+// kCredits: a credit wallet's nano-credits; a call has no estimate in them (the backend prices credits).
+enum class LimitUnit : std::uint8_t { kNanos, kTokens, kCredits };
 
 // Where a limit's window lives: its reset, and the window its soft thresholds are keyed by.
-enum class LimitWindow : std::uint8_t { kPeriod, kSession };
+// kWallet: a credit wallet, whose soft thresholds fire once per process and top-up (not saved).
+enum class LimitWindow : std::uint8_t { kPeriod, kSession, kWallet };
 
 // An `external` for a limit the backend adds nothing to, and a `counter` for a limit with no
 // counter (judged by check() against the estimate alone): both stay 0.
@@ -343,7 +350,7 @@ struct LimitEntry {
     return ceiling != nullptr ? ceiling->load(std::memory_order_acquire) : max;
   }
   [[nodiscard]] std::int64_t estimate(std::int64_t cost, std::int64_t tokens) const noexcept {
-    return unit == LimitUnit::kTokens ? tokens : cost;
+    return unit == LimitUnit::kTokens ? tokens : unit == LimitUnit::kNanos ? cost : 0;
   }
 };
 static_assert(std::is_trivially_copyable_v<LimitEntry> && sizeof(LimitEntry) <= 64);
@@ -351,8 +358,9 @@ static_assert(std::is_trivially_copyable_v<LimitEntry> && sizeof(LimitEntry) <= 
 // The entries of one call, in judging order (which breaks ties between verdicts: see GuardResult).
 // Storage is left uninitialised: a call writes only the entries it has.
 struct LimitTable {
-  // Period spend, session spend, model tokens, and room for one more entry on each (a lease).
-  static constexpr int kMax = 6;
+  // Period spend, session spend, model tokens, and room for one more entry on each (a lease);
+  // the credit wallet.
+  static constexpr int kMax = 7;
   int count = 0;
   LimitEntry& push() noexcept { return *std::launder(reinterpret_cast<LimitEntry*>(slots[count++])); }
   [[nodiscard]] const LimitEntry& operator[](int i) const noexcept {

@@ -45,6 +45,12 @@ enum class GateReason : std::uint8_t {
   // it is leased to other processes serving the user (docs/leases.md); clears when their leases
   // are used, released or expire.
   kLeaseExhausted,
+  // "credit_wallet": the customer's prepaid credit wallet (docs/billing.md, "Credit wallets"), as
+  // the backend last reported it: current_value / limit_value are the credits used / topped up, in
+  // nano-credits. Judged like a spend limit without an estimate (the backend prices credits, so a
+  // call's own cost in credits is unknown here): hard at hard_gate_at of the credits (an empty
+  // wallet, at the default 100%), soft at the plan's soft thresholds. Clears with a top-up.
+  kCreditWallet,
 };
 
 std::string_view gate_status_name(GateStatus s) noexcept;  // "ok", "soft_gate", "hard_gate", "unmetered"

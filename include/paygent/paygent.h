@@ -151,6 +151,11 @@ struct Options {
   // kBackendUnavailable). Off by default: Paygent is fail-open.
   bool strict_backend = false;
   std::function<void(std::int64_t dropped)> on_events_dropped;
+  // Gate a customer on its prepaid credit wallet (GateReason::kCreditWallet; docs/billing.md,
+  // "Credit wallets"), as the backend reports it with each user's usage: hard when it is empty (at
+  // hard_gate_at of its credits), soft at the plan's soft thresholds. A customer without a wallet
+  // is not gated by one. Off: the wallet only bills (usage beyond it is invoiced as overage).
+  bool credit_wallet_gate = true;
 
   // --- Budget leases (docs/leases.md), used only with a backend (api_key) -----------------------
   // Each hard limit of a user (period spend, a named session's spend, a model's tokens) is gated
