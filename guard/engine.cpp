@@ -270,7 +270,7 @@ void Engine::apply_backend_usage(const BackendUsage& u) {
   if (user != nullptr && u.wallet) {
     // A top-up (more credits) starts the wallet's soft thresholds over.
     const std::int64_t was = user->wallet_granted.load(std::memory_order_relaxed);
-    user->wallet_used.store(u.wallet->used_nanocredits, std::memory_order_relaxed);
+    user->wallet_used.store(u.wallet->charged_nanocredits, std::memory_order_relaxed);
     if (u.wallet->granted_nanocredits > was) user->wallet_fired.store(0, std::memory_order_relaxed);
     user->wallet_granted.store(u.wallet->granted_nanocredits, std::memory_order_release);
   }

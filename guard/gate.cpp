@@ -73,8 +73,8 @@ std::string GuardResult::message() const {
   }
   const char* head = status == GateStatus::kHardGate ? "hard gate" : status == GateStatus::kSoftGate ? "soft gate" : "ok";
   if (reason == GateReason::kCreditWallet) {
-    const std::string used = internal::str_cat(credits_text(current_value), " of ", credits_text(limit_value),
-                                               " prepaid credits used");
+    const std::string used = internal::str_cat(credits_text(current_value), " credits charged of ",
+                                               credits_text(limit_value), " prepaid");
     if (status == GateStatus::kHardGate) {
       return internal::str_cat(head, ": credit_wallet: ", used, "; the wallet is empty: top it up to continue");
     }

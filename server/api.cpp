@@ -622,6 +622,17 @@ HttpResponse Api::grant_leases(const Call& call) {
   return json_response(200, lease_reply_json(absl::ToInt64Milliseconds(options_.lease_ttl), *grants));
 }
 
+namespace {
+
+// `object` (a usage object, "{...}") with the user's wallet as its last member.
+void append_wallet(std::string& object, const WalletRecord& wallet) {
+  if (object.empty() || object.back() != '}') return;
+  object.pop_back();
+  str_append(&object, ",\"wallet\":", wallet_wire_json(wallet), "}");
+}
+
+}  // namespace
+
 void Api::attach_wallets(const std::string& product_id, std::vector<UserUsage>& usage) {
   if (usage.empty()) return;
   std::vector<std::string_view> users;
@@ -659,25 +670,42 @@ void Api::settle_batch_wallets(const std::string& product_id, std::span<const Ev
   const absl::Time now = options_.clock();
   for (UserUsage& u : usage) {
     if (!u.wallet) continue;
-    // Each period the customer's billing events of the batch fall in (late events included).
-    std::vector<billing::BillingPeriod> periods;
-    for (const EventRecord& e : events) {
-      if (e.indicator.empty() || e.user_id != u.user.user_id) continue;
-      const billing::BillingPeriod p = billing_period_at(u.user, absl::FromUnixNanos(e.ts_ns));
-      bool seen = false;
-      for (const billing::BillingPeriod& q : periods) seen = seen || q.start_ns == p.start_ns;
-      if (!seen) periods.push_back(p);
+    absl::StatusOr<std::optional<WalletRecord>> settled = settle_wallet_of(product_id, u.user, *u.wallet, *billing, now);
+    if (!settled.ok()) {
+      report_wallet_error(product_id, settled.status());
+      continue;
     }
-    for (const billing::BillingPeriod& p : periods) {
-      absl::StatusOr<std::optional<WalletRecord>> settled =
-          settle_customer_wallet(storage_, product_id, *billing, u.user.user_id, p, now);
-      if (!settled.ok()) {
-        report_wallet_error(product_id, settled.status());
-        break;
-      }
-      if (settled->has_value()) u.wallet = **settled;
+    if (settled->has_value()) u.wallet = **settled;
+  }
+}
+
+absl::StatusOr<std::optional<WalletRecord>> Api::settle_wallet_of(const std::string& product_id, const UserRecord& user,
+                                                                  const WalletRecord& wallet,
+                                                                  const ProductBilling& billing, absl::Time now) {
+  // Every period from the earliest billing event stored since the last complete settle (the
+  // ingest's pending mark; none: the current period only) up to the current one.
+  absl::StatusOr<std::optional<SettlePending>> pending = storage_.wallet_settle_pending(product_id, user.user_id);
+  if (!pending.ok()) return pending.status();
+  const std::int64_t now_ns = absl::ToUnixNanos(now);
+  std::int64_t from_ns = *pending ? std::min((*pending)->from_ts_ns, now_ns) : now_ns;
+  from_ns = std::max(from_ns, std::min(wallet.created_ns, now_ns));  // earlier periods are not the wallet's
+  billing::BillingPeriod p = billing_period_at(user, absl::FromUnixNanos(from_ns));
+  std::optional<WalletRecord> out;
+  for (int n = 0;; ++n) {
+    if (n == kMaxSettlePeriods) p = billing_period_at(user, now);  // a late event older than that: skipped
+    absl::StatusOr<std::optional<WalletRecord>> settled =
+        settle_customer_wallet(storage_, product_id, billing, user.user_id, p, now);
+    if (!settled.ok()) return settled.status();
+    out = *std::move(settled);
+    if (p.end_ns > now_ns || n >= kMaxSettlePeriods) break;
+    p = billing_period_at(user, absl::FromUnixNanos(p.end_ns));
+  }
+  if (*pending) {
+    if (absl::Status s = storage_.clear_wallet_settle_pending(product_id, user.user_id, (*pending)->version); !s.ok()) {
+      return s;
     }
   }
+  return out;
 }
 
 void Api::report_wallet_error(const std::string& product_id, const absl::Status& status) {
@@ -693,10 +721,7 @@ absl::Status Api::append_usage_map(std::string& body, const ProductPlans& plans,
     absl::StatusOr<std::string> object =
         usage_object(u.user, plans.config_or_null(), u.period, u.models, u.soft_gates, nullptr);
     if (!object.ok()) return object.status();
-    if (u.wallet && !object->empty() && object->back() == '}') {
-      object->pop_back();
-      str_append(&*object, ",\"wallet\":", wallet_wire_json(*u.wallet), "}");
-    }
+    if (u.wallet) append_wallet(*object, *u.wallet);
     str_append(&body, first ? "" : ",", json_quote(u.user.user_id), ":", *object);
     first = false;
   }
@@ -730,7 +755,13 @@ absl::StatusOr<std::string> Api::usage_json(const std::string& product_id, const
   if (!sessions.ok()) return sessions.status();
   absl::StatusOr<std::vector<SoftGateFired>> soft_gates = storage_.soft_gates_fired(product_id, user.user_id, range);
   if (!soft_gates.ok()) return soft_gates.status();
-  return usage_object(user, plans.config_or_null(), range, *models, *soft_gates, &*sessions);
+  absl::StatusOr<std::string> object = usage_object(user, plans.config_or_null(), range, *models, *soft_gates, &*sessions);
+  if (!object.ok()) return object;
+  std::vector<UserUsage> one(1);
+  one[0].user = user;
+  attach_wallets(product_id, one);
+  if (one[0].wallet) append_wallet(*object, *one[0].wallet);
+  return object;
 }
 
 HttpResponse Api::report(const Call& call) {

@@ -31,6 +31,8 @@
 
 namespace paygent::server {
 
+struct ProductBilling;  // server/invoicing.h
+
 struct HttpRequest {
   std::string method;         // "GET", "POST", ... as sent
   std::string target;         // the request target: the path and an optional "?query"
@@ -186,12 +188,19 @@ class Api {
   // Credit wallets (server/wallets_api.cpp, docs/billing.md).
   HttpResponse top_up_wallet(const Call& call);
   HttpResponse customer_wallet(const Call& call);
-  // Settles the wallets of the batch's customers that have one (the periods its billing events
-  // fall in, then the current one) and puts each in its usage object. After the batch is stored:
-  // a failure here is reported and leaves the wallet to the next settle, which takes up what this
-  // one missed (settling is idempotent).
+  // Settles the wallets of the batch's customers that have one (settle_wallet_of) and puts each
+  // in its usage object. After the batch is stored: a failure here is reported, and the pending
+  // mark the batch's transaction left makes the next settle take up what this one missed
+  // (settling is idempotent).
   void settle_batch_wallets(const std::string& product_id, std::span<const EventRecord> events,
                             std::vector<UserUsage>& usage);
+  // Settles `wallet` (its customer `user`'s) for every period an ingest marked pending
+  // (Storage::wallet_settle_pending) and the current one, then clears the mark. nullopt: no wallet.
+  absl::StatusOr<std::optional<WalletRecord>> settle_wallet_of(const std::string& product_id, const UserRecord& user,
+                                                               const WalletRecord& wallet, const ProductBilling& billing,
+                                                               absl::Time now);
+  // Most periods one settle walks (a pending mark that old settles its first and the current).
+  static constexpr int kMaxSettlePeriods = 36;
   // Puts each user's wallet (if any) in its usage object, as stored.
   void attach_wallets(const std::string& product_id, std::vector<UserUsage>& usage);
   void report_wallet_error(const std::string& product_id, const absl::Status& status);

@@ -216,9 +216,13 @@ HttpResponse Api::customer_invoice(const Call& call) {
   absl::StatusOr<ProductBilling> billing = load_product_billing(storage_, call.product_id);
   if (!billing.ok()) return error_response(billing.status());
   // A customer with a credit wallet: its CREDITS lines show what the wallet's ledger took for
-  // this period, settled first so that usage stored since is in it (docs/billing.md).
+  // this period, settled first so that usage stored since is in it (docs/billing.md). Only one of
+  // the customer's billing periods is: a range of any other shape is priced without the wallet,
+  // so that no read can move it.
+  const billing::BillingPeriod own = billing_period_at(*user, absl::FromUnixNanos(period.start_ns));
+  const bool billing_period = own.start_ns == period.start_ns && own.end_ns == period.end_ns;
   std::optional<std::vector<WalletCharge>> ledger;
-  if (billing->has_credits) {
+  if (billing->has_credits && billing_period) {
     absl::StatusOr<std::optional<WalletRecord>> wallet =
         settle_customer_wallet(storage_, call.product_id, *billing, call.param, period, options_.clock());
     if (!wallet.ok()) return error_response(wallet.status());

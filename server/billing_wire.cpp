@@ -414,16 +414,24 @@ std::string top_up_json(const TopUpRecord& t) {
 }
 
 std::string wallet_wire_json(const WalletRecord& w) {
-  auto nanos = [](const std::string& text, billing::RoundingMode mode) -> std::int64_t {
-    absl::StatusOr<billing::Decimal> d = billing::Decimal::parse(text);
-    if (!d.ok() || d->is_negative()) return 0;
-    absl::StatusOr<std::int64_t> n = d->to_nanos(mode);
-    return n.ok() ? *n : INT64_MAX;
-  };
-  return str_cat("{\"granted\":", json_quote(w.granted), ",\"balance\":", json_quote(w.balance),
-                 ",\"used\":", json_quote(w.used), ",\"overage\":", json_quote(w.overage),
-                 ",\"granted_nanocredits\":", nanos(w.granted, billing::RoundingMode::kFloor),
-                 ",\"used_nanocredits\":", nanos(w.used, billing::RoundingMode::kCeil), "}");
+  std::string out = str_cat("{\"granted\":", json_quote(w.granted), ",\"balance\":", json_quote(w.balance),
+                            ",\"used\":", json_quote(w.used), ",\"overage\":", json_quote(w.overage));
+  // What the library gates on: every credit charged (used + overage, so that a hard_gate_at above
+  // 100% still has something to reach) against those granted. Left out when either does not fit
+  // in int64 nano-credits: the library then does not gate on the wallet (fail-open).
+  absl::StatusOr<billing::Decimal> granted = billing::Decimal::parse(w.granted);
+  absl::StatusOr<billing::Decimal> used = billing::Decimal::parse(w.used);
+  absl::StatusOr<billing::Decimal> overage = billing::Decimal::parse(w.overage);
+  if (granted.ok() && used.ok() && overage.ok()) {
+    absl::StatusOr<billing::Decimal> charged = billing::Decimal::add(*used, *overage);
+    absl::StatusOr<std::int64_t> granted_n = granted->to_nanos(billing::RoundingMode::kFloor);
+    absl::StatusOr<std::int64_t> charged_n =
+        charged.ok() ? charged->to_nanos(billing::RoundingMode::kCeil) : absl::StatusOr<std::int64_t>(charged.status());
+    if (granted_n.ok() && charged_n.ok() && *granted_n >= 0 && *charged_n >= 0) {
+      str_append(&out, ",\"granted_nanocredits\":", *granted_n, ",\"charged_nanocredits\":", *charged_n);
+    }
+  }
+  return out + "}";
 }
 
 }  // namespace paygent::server

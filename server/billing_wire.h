@@ -84,8 +84,8 @@ std::string wallet_json(const WalletRecord& wallet);
 // {"id", "credits", "paidUsd", "createdAt"}.
 std::string top_up_json(const TopUpRecord& top_up);
 // The wallet in a user's usage object (docs/wire.md): {"granted", "balance", "used", "overage",
-// "granted_nanocredits", "used_nanocredits"}: the decimals, and the integers the library gates on
-// (granted rounded down, used up, each at most 2^63-1).
+// "granted_nanocredits", "charged_nanocredits"}: the decimals, and the integers the library gates
+// on (granted rounded down; charged = used + overage, rounded up), left out when they do not fit.
 std::string wallet_wire_json(const WalletRecord& wallet);
 
 }  // namespace paygent::server

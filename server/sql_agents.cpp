@@ -349,7 +349,39 @@ absl::Status SqlStorage::store_billing_events(SqlConnection& connection, std::in
         });
     if (!s.ok()) return s;
   }
+  if (absl::Status s = mark_wallets_pending(connection, product, events, priced_rows, unpriced_rows); !s.ok()) return s;
   return add_billing_rollup(connection, product, events, priced_rows, unpriced_rows);
+}
+
+absl::Status SqlStorage::mark_wallets_pending(SqlConnection& connection, std::int64_t product,
+                                              std::span<const EventRecord> events,
+                                              std::span<const std::pair<std::size_t, std::int64_t>> priced_rows,
+                                              std::span<const std::pair<std::size_t, std::int64_t>> unpriced_rows) {
+  // The earliest billing event of each customer of the batch: a customer with a wallet gets (or
+  // keeps the earlier of) a pending mark in this transaction, so that a settle lost after the
+  // commit (a crash, a failed write) is made by the next one (Api::settle_wallets).
+  std::map<std::string_view, std::int64_t> earliest;
+  for (const auto* rows : {&priced_rows, &unpriced_rows}) {
+    for (const auto& [i, revenue] : *rows) {
+      auto [it, fresh] = earliest.try_emplace(events[i].user_id, events[i].ts_ns);
+      if (!fresh && events[i].ts_ns < it->second) it->second = events[i].ts_ns;
+    }
+  }
+  if (earliest.empty()) return absl::OkStatus();
+  absl::StatusOr<Query> mark = prepare(
+      connection,
+      "INSERT INTO credit_settle_pending(product, customer_id, from_ts_ns, version) "
+      "SELECT ?1, ?2, ?3, 1 FROM credit_wallets WHERE product = ?1 AND customer_id = ?2 "
+      "ON CONFLICT(product, customer_id) DO UPDATE SET from_ts_ns = CASE WHEN excluded.from_ts_ns < "
+      "credit_settle_pending.from_ts_ns THEN excluded.from_ts_ns ELSE credit_settle_pending.from_ts_ns END, "
+      "version = credit_settle_pending.version + 1");
+  if (!mark.ok()) return mark.status();
+  for (const auto& [customer, ts] : earliest) {
+    mark->bind(1, product).bind(2, customer).bind(3, ts);
+    if (absl::Status s = mark->run("mark the wallet's settle pending"); !s.ok()) return s;
+    mark->reset();
+  }
+  return absl::OkStatus();
 }
 
 namespace {

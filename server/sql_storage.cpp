@@ -239,6 +239,7 @@ CREATE TABLE IF NOT EXISTS credit_wallets(
   overage TEXT NOT NULL,
   paid_usd TEXT NOT NULL,
   top_ups ${INT} NOT NULL,
+  created_ns ${INT} NOT NULL,
   updated_ns ${INT} NOT NULL,
   PRIMARY KEY(product, customer_id))${KEYED_TABLE};
 CREATE TABLE IF NOT EXISTS credit_top_ups(
@@ -249,6 +250,12 @@ CREATE TABLE IF NOT EXISTS credit_top_ups(
   paid_usd TEXT NOT NULL,
   created_ns ${INT} NOT NULL,
   PRIMARY KEY(product, customer_id, id))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS credit_settle_pending(
+  product ${INT} NOT NULL,
+  customer_id TEXT NOT NULL,
+  from_ts_ns ${INT} NOT NULL,
+  version ${INT} NOT NULL,
+  PRIMARY KEY(product, customer_id))${KEYED_TABLE};
 CREATE TABLE IF NOT EXISTS credit_charges(
   product ${INT} NOT NULL,
   customer_id TEXT NOT NULL,

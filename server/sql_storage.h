@@ -107,8 +107,8 @@ class SqlStorage : public Storage {
                                    absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) final;
   // In sql_wallets.cpp: credit_wallets (one row per wallet: its running totals), credit_top_ups
   // and credit_charges (the ledger: one row per customer, CREDITS indicator and billing period).
-  absl::StatusOr<std::pair<WalletRecord, bool>> top_up_wallet(std::string_view product_id, std::string_view customer_id,
-                                                              const TopUpRecord& top_up, std::int64_t now_ns) final;
+  absl::StatusOr<TopUpResult> top_up_wallet(std::string_view product_id, std::string_view customer_id,
+                                            const TopUpRecord& top_up, std::int64_t now_ns) final;
   absl::StatusOr<std::vector<WalletRecord>> find_wallets(std::string_view product_id,
                                                          std::span<const std::string_view> customer_ids) final;
   absl::StatusOr<std::vector<TopUpRecord>> list_top_ups(std::string_view product_id, std::string_view customer_id,
@@ -118,6 +118,10 @@ class SqlStorage : public Storage {
                                                             CreditsOf credits_of) final;
   absl::StatusOr<std::vector<WalletCharge>> wallet_charges(std::string_view product_id, std::string_view customer_id,
                                                            TimeRange period) final;
+  absl::StatusOr<std::optional<SettlePending>> wallet_settle_pending(std::string_view product_id,
+                                                                     std::string_view customer_id) final;
+  absl::Status clear_wallet_settle_pending(std::string_view product_id, std::string_view customer_id,
+                                           std::int64_t version) final;
   // In sql_webhooks.cpp: webhook_endpoints, webhook_alerts (one row per alert key: the dedup) and
   // webhook_deliveries (the outbox: one row per alert and endpoint, written in the transaction
   // of the ingest that raised the alert).
@@ -273,6 +277,12 @@ class SqlStorage : public Storage {
                                   std::span<const std::pair<std::size_t, std::int64_t>> unpriced_rows);
   absl::Status upsert_profit_daily(SqlConnection& connection, std::int64_t product,
                                    const std::map<ProfitKeyView, ProfitSumsView>& sums);
+  // In sql_agents.cpp, from store_billing_events(): each customer of the billing rows that has a
+  // credit wallet gets a credit_settle_pending mark from its earliest billing event (the earlier
+  // of that and a mark it has; its version bumped), in the ingest's transaction.
+  absl::Status mark_wallets_pending(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
+                                    std::span<const std::pair<std::size_t, std::int64_t>> priced_rows,
+                                    std::span<const std::pair<std::size_t, std::int64_t>> unpriced_rows);
   // The agent's record as stored, or nullopt, read on `connection`.
   static absl::StatusOr<std::optional<AgentRecord>> read_agent(SqlConnection& connection, std::int64_t product,
                                                                std::string_view agent_id);

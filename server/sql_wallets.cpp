@@ -18,13 +18,17 @@
 
 namespace paygent::server {
 
+using ::paygent::internal::str_append;
 using ::paygent::internal::str_cat;
 
 namespace {
 
 using billing::Decimal;
 
-constexpr std::string_view kWalletColumns = "customer_id, granted, balance, used, overage, paid_usd, top_ups, updated_ns";
+constexpr std::string_view kWalletColumns =
+    "customer_id, granted, balance, used, overage, paid_usd, top_ups, updated_ns, created_ns";
+// Customers per query of find_wallets().
+constexpr std::size_t kWalletsPerQuery = 100;
 
 WalletRecord wallet_of_row(Query& q) {
   return WalletRecord{.customer_id = q.text(0),
@@ -34,6 +38,7 @@ WalletRecord wallet_of_row(Query& q) {
                       .overage = q.text(4),
                       .paid_usd = q.text(5),
                       .top_ups = q.int64(6),
+                      .created_ns = q.int64(8),
                       .updated_ns = q.int64(7)};
 }
 
@@ -59,8 +64,8 @@ absl::StatusOr<std::optional<WalletRecord>> read_wallet(SqlConnection& connectio
 absl::Status write_wallet(SqlConnection& connection, std::int64_t product, const WalletRecord& w) {
   absl::StatusOr<Query> upsert = prepare(
       connection,
-      "INSERT INTO credit_wallets(product, customer_id, granted, balance, used, overage, paid_usd, top_ups, updated_ns) "
-      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(product, customer_id) DO UPDATE SET "
+      "INSERT INTO credit_wallets(product, customer_id, granted, balance, used, overage, paid_usd, top_ups, updated_ns, "
+      "created_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(product, customer_id) DO UPDATE SET "
       "granted = excluded.granted, balance = excluded.balance, used = excluded.used, overage = excluded.overage, "
       "paid_usd = excluded.paid_usd, top_ups = excluded.top_ups, updated_ns = excluded.updated_ns");
   if (!upsert.ok()) return upsert.status();
@@ -72,7 +77,8 @@ absl::Status write_wallet(SqlConnection& connection, std::int64_t product, const
       .bind(6, w.overage)
       .bind(7, w.paid_usd)
       .bind(8, w.top_ups)
-      .bind(9, w.updated_ns);
+      .bind(9, w.updated_ns)
+      .bind(10, w.created_ns);
   return upsert->run("write the wallet");
 }
 
@@ -84,9 +90,8 @@ absl::StatusOr<Decimal> add(const Decimal& a, const Decimal& b, std::string_view
 
 }  // namespace
 
-absl::StatusOr<std::pair<WalletRecord, bool>> SqlStorage::top_up_wallet(std::string_view product_id,
-                                                                        std::string_view customer_id,
-                                                                        const TopUpRecord& top_up, std::int64_t now_ns) {
+absl::StatusOr<Storage::TopUpResult> SqlStorage::top_up_wallet(std::string_view product_id, std::string_view customer_id,
+                                                               const TopUpRecord& top_up, std::int64_t now_ns) {
   absl::StatusOr<Decimal> credits = Decimal::parse(top_up.credits);
   if (!credits.ok()) return absl::InvalidArgumentError(str_cat("credits: ", credits.status().message()));
   if (!(*credits > Decimal())) return absl::InvalidArgumentError(str_cat("credits: ", top_up.credits, " is not above 0"));
@@ -94,7 +99,7 @@ absl::StatusOr<std::pair<WalletRecord, bool>> SqlStorage::top_up_wallet(std::str
   if (!paid.ok()) return absl::InvalidArgumentError(str_cat("paidUsd: ", paid.status().message()));
   if (paid->is_negative()) return absl::InvalidArgumentError(str_cat("paidUsd: ", top_up.paid_usd, " is negative"));
 
-  std::pair<WalletRecord, bool> out;
+  TopUpResult out;
   const std::string_view customers[] = {customer_id};
   absl::Status status = with_user_locks(product_id, customers, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
     out = {};
@@ -107,11 +112,12 @@ absl::StatusOr<std::pair<WalletRecord, bool>> SqlStorage::top_up_wallet(std::str
 
     absl::StatusOr<std::optional<WalletRecord>> stored = read_wallet(connection, product, customer_id, "");
     if (!stored.ok()) return stored.status();
-    WalletRecord w = stored->value_or(WalletRecord{.customer_id = std::string(customer_id)});
+    WalletRecord w = stored->value_or(WalletRecord{.customer_id = std::string(customer_id), .created_ns = now_ns});
 
     // The same id again: what it did is what the caller gets (a retry), unless it says otherwise.
     absl::StatusOr<Query> earlier = prepare(
-        connection, "SELECT credits, paid_usd FROM credit_top_ups WHERE product = ?1 AND customer_id = ?2 AND id = ?3");
+        connection,
+        "SELECT credits, paid_usd, created_ns FROM credit_top_ups WHERE product = ?1 AND customer_id = ?2 AND id = ?3");
     if (!earlier.ok()) return earlier.status();
     earlier->bind(1, product).bind(2, customer_id).bind(3, top_up.id);
     absl::StatusOr<bool> seen = earlier->step("find the top-up");
@@ -126,7 +132,12 @@ absl::StatusOr<std::pair<WalletRecord, bool>> SqlStorage::top_up_wallet(std::str
                                                 earlier->text(0), " and paidUsd ", earlier->text(1),
                                                 "; a new top-up needs a new id"));
       }
-      out = {std::move(w), false};
+      out = TopUpResult{.wallet = std::move(w),
+                        .top_up = TopUpRecord{.id = top_up.id,
+                                              .credits = was_credits->normalized().to_string(),
+                                              .paid_usd = was_paid->normalized().to_string(),
+                                              .created_ns = earlier->int64(2)},
+                        .created = false};
       return absl::OkStatus();
     }
     earlier->reset();
@@ -161,7 +172,12 @@ absl::StatusOr<std::pair<WalletRecord, bool>> SqlStorage::top_up_wallet(std::str
         .bind(6, now_ns);
     if (absl::Status s = insert->run("store the top-up"); !s.ok()) return s;
     if (absl::Status s = write_wallet(connection, product, w); !s.ok()) return s;
-    out = {std::move(w), true};
+    out = TopUpResult{.wallet = std::move(w),
+                      .top_up = TopUpRecord{.id = top_up.id,
+                                            .credits = credits->normalized().to_string(),
+                                            .paid_usd = paid->normalized().to_string(),
+                                            .created_ns = now_ns},
+                      .created = true};
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -177,15 +193,22 @@ absl::StatusOr<std::vector<WalletRecord>> SqlStorage::find_wallets(std::string_v
     absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
     if (!product.ok()) return product.status();
     if (!product->has_value()) return absl::OkStatus();
-    absl::StatusOr<Query> select = prepare(
-        connection, str_cat("SELECT ", kWalletColumns, " FROM credit_wallets WHERE product = ?1 AND customer_id = ?2"));
-    if (!select.ok()) return select.status();
-    for (std::string_view customer : customer_ids) {
-      select->bind(1, **product).bind(2, customer);
-      absl::StatusOr<bool> row = select->step("read a wallet");
-      if (!row.ok()) return row.status();
-      if (*row) out.push_back(wallet_of_row(*select));
-      select->reset();
+    // A query per kWalletsPerQuery customers (a batch's users: one round trip for most).
+    for (std::size_t at = 0; at < customer_ids.size(); at += kWalletsPerQuery) {
+      const std::size_t n = std::min(kWalletsPerQuery, customer_ids.size() - at);
+      std::string sql = str_cat("SELECT ", kWalletColumns, " FROM credit_wallets WHERE product = ?1 AND customer_id IN (");
+      for (std::size_t i = 0; i < n; ++i) str_append(&sql, i ? ", ?" : "?", i + 2);
+      sql += ")";
+      absl::StatusOr<Query> select = prepare(connection, sql);
+      if (!select.ok()) return select.status();
+      select->bind(1, **product);
+      for (std::size_t i = 0; i < n; ++i) select->bind(static_cast<int>(i + 2), customer_ids[at + i]);
+      for (;;) {
+        absl::StatusOr<bool> row = select->step("read wallets");
+        if (!row.ok()) return row.status();
+        if (!*row) break;
+        out.push_back(wallet_of_row(*select));
+      }
     }
     return absl::OkStatus();
   });
@@ -237,6 +260,9 @@ absl::StatusOr<std::optional<WalletRecord>> SqlStorage::settle_wallet(std::strin
     if (!stored.ok()) return stored.status();
     if (!stored->has_value()) return absl::OkStatus();
     WalletRecord w = **stored;
+    out = w;
+    // A period over before the wallet was made is not its to pay (nor to rewrite).
+    if (period.to_ns <= w.created_ns) return absl::OkStatus();
     absl::StatusOr<std::vector<std::pair<std::string, std::string>>> credits =
         credits_of([&](TimeRange range, absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
           ScanCursor cursor;
@@ -261,10 +287,40 @@ absl::StatusOr<std::optional<WalletRecord>> SqlStorage::settle_wallet(std::strin
         "DO UPDATE SET period_end_ns = excluded.period_end_ns, charged = excluded.charged, used = excluded.used, "
         "overage = excluded.overage");
     if (!upsert.ok()) return upsert.status();
+    // The period's ledger rows of indicators no longer priced in CREDITS go back to 0.
+    std::vector<std::pair<std::string, std::string>> targets = *std::move(credits);
+    {
+      absl::StatusOr<Query> stale = prepare(
+          connection, "SELECT indicator FROM credit_charges WHERE product = ?1 AND customer_id = ?2 AND period_start_ns = ?3");
+      if (!stale.ok()) return stale.status();
+      stale->bind(1, product).bind(2, customer_id).bind(3, period.from_ns);
+      std::vector<std::string> gone;
+      for (;;) {
+        absl::StatusOr<bool> row = stale->step("read the ledger");
+        if (!row.ok()) return row.status();
+        if (!*row) break;
+        std::string indicator = stale->text(0);
+        if (std::none_of(targets.begin(), targets.end(), [&](const auto& t) { return t.first == indicator; })) {
+          gone.push_back(std::move(indicator));
+        }
+      }
+      for (std::string& indicator : gone) targets.emplace_back(std::move(indicator), "0");
+    }
+    // A row of another period overlapping this one (the customer's periods changed) holds some of
+    // the same events: such an indicator is left alone rather than debited twice.
+    absl::StatusOr<Query> overlap = prepare(
+        connection, "SELECT 1 FROM credit_charges WHERE product = ?1 AND customer_id = ?2 AND indicator = ?3 AND "
+                    "period_start_ns <> ?4 AND period_start_ns < ?5 AND period_end_ns > ?4");
+    if (!overlap.ok()) return overlap.status();
     bool changed = false;
-    for (const auto& [indicator, credits_text] : *credits) {
+    for (const auto& [indicator, credits_text] : targets) {
       absl::StatusOr<Decimal> charged_now = Decimal::parse(credits_text);
       if (!charged_now.ok()) return absl::InternalError(str_cat("credits of ", indicator, ": ", charged_now.status().message()));
+      overlap->bind(1, product).bind(2, customer_id).bind(3, indicator).bind(4, period.from_ns).bind(5, period.to_ns);
+      absl::StatusOr<bool> overlapping = overlap->step("check the ledger's periods");
+      if (!overlapping.ok()) return overlapping.status();
+      overlap->reset();
+      if (*overlapping) continue;
       billing::CreditCharge line;
       select->bind(1, product).bind(2, customer_id).bind(3, indicator).bind(4, period.from_ns);
       absl::StatusOr<bool> row = select->step("read the ledger");
@@ -343,6 +399,39 @@ absl::StatusOr<std::vector<WalletCharge>> SqlStorage::wallet_charges(std::string
   });
   if (!status.ok()) return status;
   return out;
+}
+
+absl::StatusOr<std::optional<SettlePending>> SqlStorage::wallet_settle_pending(std::string_view product_id,
+                                                                               std::string_view customer_id) {
+  std::optional<SettlePending> out;
+  absl::Status status = with_connection(Access::kRead, [&](SqlConnection& connection) -> absl::Status {
+    out.reset();
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    absl::StatusOr<Query> select = prepare(
+        connection, "SELECT from_ts_ns, version FROM credit_settle_pending WHERE product = ?1 AND customer_id = ?2");
+    if (!select.ok()) return select.status();
+    select->bind(1, **product).bind(2, customer_id);
+    absl::StatusOr<bool> row = select->step("read the pending settle");
+    if (!row.ok()) return row.status();
+    if (*row) out = SettlePending{.from_ts_ns = select->int64(0), .version = select->int64(1)};
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+absl::Status SqlStorage::clear_wallet_settle_pending(std::string_view product_id, std::string_view customer_id,
+                                                     std::int64_t version) {
+  const std::string_view customers[] = {customer_id};
+  return with_user_locks(product_id, customers, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
+    absl::StatusOr<Query> erase = prepare(
+        connection, "DELETE FROM credit_settle_pending WHERE product = ?1 AND customer_id = ?2 AND version = ?3");
+    if (!erase.ok()) return erase.status();
+    erase->bind(1, product).bind(2, customer_id).bind(3, version);
+    return erase->run("clear the pending settle");
+  });
 }
 
 }  // namespace paygent::server

@@ -86,6 +86,8 @@ struct WalletRecord {
   std::string overage = "0";   // usage beyond the balance when it was settled
   std::string paid_usd = "0";  // what the top-ups cost the customer
   std::int64_t top_ups = 0;
+  // Its first top-up: periods that ended before it are never settled against it.
+  std::int64_t created_ns = 0;
   std::int64_t updated_ns = 0;
   friend bool operator==(const WalletRecord&, const WalletRecord&) = default;
 };
@@ -250,6 +252,13 @@ struct WalletCharge {
   std::string used = "0";
   std::string overage = "0";
   friend bool operator==(const WalletCharge&, const WalletCharge&) = default;
+};
+
+// A wallet's settle that ingest asked for and no settle has done yet (Storage::wallet_settle_pending):
+// its customer's billing events from `from_ts_ns` on were stored since the last complete settle.
+struct SettlePending {
+  std::int64_t from_ts_ns = 0;
+  std::int64_t version = 0;  // bumped by every ingest that marks it
 };
 
 // Reads a customer's billing events of a range, as Storage::scan_billing_events does, inside the
@@ -549,14 +558,18 @@ class Storage {
 
   // --- Credit wallets (server/sql_wallets.cpp, docs/billing.md). Unimplemented by default. ---
 
-  // Adds `top_up` to customer `customer_id`'s wallet (made on the first top-up) at `now_ns`. The
-  // bool is false when a top-up of that id was stored already with the same amounts (nothing
+  // Adds `top_up` to customer `customer_id`'s wallet (made on the first top-up) at `now_ns`.
+  // `created` is false when a top-up of that id was stored already with the same amounts (nothing
   // changes); AlreadyExists when its amounts differ; NotFound without such a product or customer
   // (a user of the product); InvalidArgument naming "credits" / "paidUsd" when not exact decimals,
   // credits not above 0 or paidUsd negative.
-  virtual absl::StatusOr<std::pair<WalletRecord, bool>> top_up_wallet(std::string_view product_id,
-                                                                      std::string_view customer_id,
-                                                                      const TopUpRecord& top_up, std::int64_t now_ns) {
+  struct TopUpResult {
+    WalletRecord wallet;
+    TopUpRecord top_up;  // as stored (the earlier one when `created` is false)
+    bool created = false;
+  };
+  virtual absl::StatusOr<TopUpResult> top_up_wallet(std::string_view product_id, std::string_view customer_id,
+                                                    const TopUpRecord& top_up, std::int64_t now_ns) {
     static_cast<void>(product_id), static_cast<void>(customer_id), static_cast<void>(top_up), static_cast<void>(now_ns);
     return absl::UnimplementedError("this storage has no credit wallets");
   }
@@ -576,13 +589,30 @@ class Storage {
   // ingest takes, so that settles on any number of replicas queue), calls `credits_of` with a scan
   // of the customer's billing events in that transaction, and moves each indicator's ledger row to
   // its credits (billing::recharge: a rise is taken from the balance, the rest is overage; a fall
-  // gives back). Idempotent: settling again with nothing new changes nothing. nullopt when the
-  // customer has no wallet (nothing is written).
+  // gives back); ledger rows of the period whose indicator is no longer priced in CREDITS go back
+  // to 0. Idempotent: settling again with nothing new changes nothing. nullopt when the customer
+  // has no wallet (nothing is written). Writes nothing for a period that ended before the wallet
+  // was made, nor for an indicator with a ledger row of another period overlapping this one (the
+  // customer's periods changed: its usage there stays overage rather than be debited twice).
   virtual absl::StatusOr<std::optional<WalletRecord>> settle_wallet(std::string_view product_id,
                                                                     std::string_view customer_id, TimeRange period,
                                                                     std::int64_t now_ns, CreditsOf credits_of) {
     static_cast<void>(product_id), static_cast<void>(customer_id), static_cast<void>(period);
     static_cast<void>(now_ns), static_cast<void>(credits_of);
+    return absl::UnimplementedError("this storage has no credit wallets");
+  }
+  // The settle an ingest of billing events marked for a customer with a wallet (in the ingest's
+  // transaction, so that a crash or a failed settle after its commit loses nothing), nullopt
+  // when none is pending. Api::settle_wallets settles every period from its from_ts_ns on, then
+  // clears it with clear_wallet_settle_pending(version): a mark an ingest bumped meanwhile stays.
+  virtual absl::StatusOr<std::optional<SettlePending>> wallet_settle_pending(std::string_view product_id,
+                                                                             std::string_view customer_id) {
+    static_cast<void>(product_id), static_cast<void>(customer_id);
+    return absl::UnimplementedError("this storage has no credit wallets");
+  }
+  virtual absl::Status clear_wallet_settle_pending(std::string_view product_id, std::string_view customer_id,
+                                                   std::int64_t version) {
+    static_cast<void>(product_id), static_cast<void>(customer_id), static_cast<void>(version);
     return absl::UnimplementedError("this storage has no credit wallets");
   }
   // The ledger's rows of a customer's period (period_start_ns = period.from_ns), by indicator.

@@ -53,7 +53,7 @@ HttpResponse Api::top_up_wallet(const Call& call) {
     top_up.id = str_cat("topup_", *id);
   }
   const absl::Time now = options_.clock();
-  absl::StatusOr<std::pair<WalletRecord, bool>> stored =
+  absl::StatusOr<Storage::TopUpResult> stored =
       storage_.top_up_wallet(call.product_id, call.param, top_up, absl::ToUnixNanos(now));
   if (absl::IsAlreadyExists(stored.status())) {
     return HttpResponse{.status = 409,
@@ -61,12 +61,12 @@ HttpResponse Api::top_up_wallet(const Call& call) {
                                         json_quote(std::string(stored.status().message())), "}}")};
   }
   if (!stored.ok()) return error_response(stored.status());
-  if (stored->second) top_up.created_ns = absl::ToUnixNanos(now);
   // A top-up after the wallet ran out does not pay for overage already settled (that stays on
   // the invoice); the usage that arrives from now on draws on it.
-  return HttpResponse{.status = stored->second ? 201 : 200,
-                      .body = str_cat("{\"wallet\":", wallet_json(stored->first), ",\"topUp\":", top_up_json(top_up),
-                                      ",\"created\":", stored->second ? "true" : "false", "}")};
+  return HttpResponse{.status = stored->created ? 201 : 200,
+                      .body = str_cat("{\"wallet\":", wallet_json(stored->wallet), ",\"topUp\":",
+                                      top_up_json(stored->top_up), ",\"created\":", stored->created ? "true" : "false",
+                                      "}")};
 }
 
 HttpResponse Api::customer_wallet(const Call& call) {
@@ -74,9 +74,11 @@ HttpResponse Api::customer_wallet(const Call& call) {
   if (!user.ok()) return error_response(absl::NotFoundError(str_cat("no customer \"", call.param, "\"")));
   absl::StatusOr<ProductBilling> billing = load_product_billing(storage_, call.product_id);
   if (!billing.ok()) return error_response(billing.status());
-  const absl::Time now = options_.clock();
-  absl::StatusOr<std::optional<WalletRecord>> wallet = settle_customer_wallet(
-      storage_, call.product_id, *billing, call.param, billing_period_at(*user, now), now);
+  const std::string_view customers[] = {call.param};
+  absl::StatusOr<std::vector<WalletRecord>> stored = storage_.find_wallets(call.product_id, customers);
+  if (!stored.ok()) return error_response(stored.status());
+  absl::StatusOr<std::optional<WalletRecord>> wallet = std::optional<WalletRecord>();
+  if (!stored->empty()) wallet = settle_wallet_of(call.product_id, *user, stored->front(), *billing, options_.clock());
   if (!wallet.ok()) return error_response(wallet.status());
   if (!wallet->has_value()) {
     return error_response(absl::NotFoundError(

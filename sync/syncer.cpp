@@ -90,8 +90,8 @@ bool read_usage(simdjson::dom::element obj, std::string user_id, BackendUsage& o
   if (obj["wallet"].get_object().get(wallet) == simdjson::SUCCESS) {
     BackendUsage::Wallet w;
     if (wallet["granted_nanocredits"].get_int64().get(w.granted_nanocredits) == simdjson::SUCCESS &&
-        wallet["used_nanocredits"].get_int64().get(w.used_nanocredits) == simdjson::SUCCESS &&
-        w.granted_nanocredits >= 0 && w.used_nanocredits >= 0) {
+        wallet["charged_nanocredits"].get_int64().get(w.charged_nanocredits) == simdjson::SUCCESS &&
+        w.granted_nanocredits >= 0 && w.charged_nanocredits >= 0) {
       out.wallet = w;
     }
   }

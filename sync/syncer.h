@@ -69,11 +69,12 @@ struct BackendUsage {
   // backend has heard; session limits of sessions that started in it). user_id is the user's.
   // Empty from a backend before wire version 3.
   std::vector<FiredThreshold> soft_gates;
-  // The customer's prepaid credit wallet, in nano-credits (used rounded up, granted down); nullopt
-  // when the user has none (or the backend is older than wallets).
+  // The customer's prepaid credit wallet, in nano-credits: granted (rounded down) and charged (used
+  // plus overage, rounded up); nullopt when the user has none (or the backend is older than
+  // wallets, or its amounts do not fit).
   struct Wallet {
     std::int64_t granted_nanocredits = 0;
-    std::int64_t used_nanocredits = 0;
+    std::int64_t charged_nanocredits = 0;
   };
   std::optional<Wallet> wallet;
 };

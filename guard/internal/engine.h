@@ -182,8 +182,9 @@ struct alignas(64) UserState {
   std::uint64_t hash = 0;
   std::atomic<SessionEntry*> last_named{nullptr};
   std::atomic<std::uint64_t> refreshed_epoch{0};  // the refresh round this user was last watched in
-  // The customer's credit wallet as the backend last reported it (nano-credits; granted -1: no
-  // wallet), written by the syncer's thread only; its soft thresholds fired since its last top-up.
+  // The customer's credit wallet as the backend last reported it (nano-credits charged, used plus
+  // overage, against granted; granted -1: no wallet), written by the syncer's thread only; its
+  // soft thresholds fired since its last top-up.
   std::atomic<std::int64_t> wallet_granted{-1};
   std::atomic<std::int64_t> wallet_used{0};
   FiredBits wallet_fired{0};

@@ -46,8 +46,8 @@ enum class GateReason : std::uint8_t {
   // are used, released or expire.
   kLeaseExhausted,
   // "credit_wallet": the customer's prepaid credit wallet (docs/billing.md, "Credit wallets"), as
-  // the backend last reported it: current_value / limit_value are the credits used / topped up, in
-  // nano-credits. Judged like a spend limit without an estimate (the backend prices credits, so a
+  // the backend last reported it: current_value / limit_value are the credits charged (used from the
+  // wallet plus overage) / topped up, in nano-credits. Judged like a spend limit without an estimate (the backend prices credits, so a
   // call's own cost in credits is unknown here): hard at hard_gate_at of the credits (an empty
   // wallet, at the default 100%), soft at the plan's soft thresholds. Clears with a top-up.
   kCreditWallet,

@@ -102,7 +102,7 @@ TEST_CASE("integration.an_empty_credit_wallet_gates_the_customer_hard_until_a_to
   CHECK(r.status == GateStatus::kSoftGate);
   CHECK(r.current_value == 60'000'000'000);
   CHECK(r.limit_value == 100'000'000'000);
-  CHECK(r.message() == "soft gate: credit_wallet at 60.0% (60 of 100 prepaid credits used)");
+  CHECK(r.message() == "soft gate: credit_wallet at 60.0% (60 credits charged of 100 prepaid)");
   CHECK(app.fired() == std::vector<std::string>{"credit_wallet@500000"});
 
   app.jobs(5);  // 110 credits of usage: 100 used, 10 overage, the wallet is empty
@@ -119,8 +119,8 @@ TEST_CASE("integration.an_empty_credit_wallet_gates_the_customer_hard_until_a_to
                                                 called = true;
                                                 return tokens(10, 10);
                                               }),
-                         "hard gate: credit_wallet: 100 of 100 prepaid credits used; the wallet is empty: top it up to "
-                         "continue",
+                         "hard gate: credit_wallet: 110 credits charged of 100 prepaid; the wallet is empty: top it up "
+                         "to continue",
                          LimitExceeded);
     CHECK_FALSE(called);  // no tokens spent
   }
@@ -137,15 +137,29 @@ TEST_CASE("integration.an_empty_credit_wallet_gates_the_customer_hard_until_a_to
   // A top-up lifts the gate once the library hears of it (its refresh of the user).
   ok_reply(http.request("POST", "/api/v1/customers/c1/wallet/top-ups", R"({"credits":"100","id":"t2"})", key), 201);
   r = app.wait_for([](const GuardResult& g) { return g.status != GateStatus::kHardGate; });
-  CHECK(r.status == GateStatus::kSoftGate);  // 100 of 200 used: past 50%
+  CHECK(r.status == GateStatus::kSoftGate);  // 110 charged of 200: past 50%
   CHECK(r.reason == GateReason::kCreditWallet);
   CHECK(r.limit_value == 200'000'000'000);
 
-  // With the gate off, the same empty wallet only bills.
+  // Empty again: hard. With the gate off, the same empty wallet only bills: a process that has
+  // heard of it (its usage object says so) still admits the call.
   app.jobs(10);
-  App billing_only(dir.path() + "/b.db", paygentd->base_url(), key, /*wallet_gate=*/false);
-  billing_only.jobs(1);
-  const GuardResult free = billing_only.wait_for([](const GuardResult&) { return true; });
+  r = app.wait_for([](const GuardResult& g) { return g.status == GateStatus::kHardGate; });
+  CHECK(r.reason == GateReason::kCreditWallet);
+  // Two new processes, gate on and off, each knowing c1 (a check) before its batch's reply brings
+  // the wallet: the same reply gates one and not the other.
+  App gated(dir.path() + "/b.db", paygentd->base_url(), key, /*wallet_gate=*/true);
+  App billing_only(dir.path() + "/c.db", paygentd->base_url(), key, /*wallet_gate=*/false);
+  for (App* a : {&gated, &billing_only}) {
+    CHECK(a->check_c1().status == GateStatus::kOk);
+    a->jobs(1);
+  }
+  auto usage = http.request("GET", "/api/v1/users/c1/usage", {}, key);
+  ok_reply(usage, 200);
+  CHECK(usage->body.find(R"("charged_nanocredits":230000000000)") != std::string::npos);  // 23 jobs
+  r = gated.wait_for([](const GuardResult& g) { return g.status == GateStatus::kHardGate; });
+  CHECK(r.reason == GateReason::kCreditWallet);
+  GuardResult free = billing_only.check_c1();
   CHECK(free.status == GateStatus::kOk);
   CHECK(free.reason != GateReason::kCreditWallet);
 }

@@ -29,6 +29,7 @@ struct AgentsFixture {
     const HttpResponse r = call("POST", "/api/v1/products", R"({"name":"acme"})", kAdminToken);
     REQUIRE_MESSAGE(r.status == 201, r.body);
     key = paygent::testing::json_string_member(r.body, "api_key");
+    product_id = paygent::testing::json_string_member(r.body, "product_id");
   }
 
   HttpResponse call(std::string_view method, std::string_view target, std::string_view body = {},
@@ -47,6 +48,7 @@ struct AgentsFixture {
   Metrics metrics;
   std::unique_ptr<Api> api;
   std::string key;
+  std::string product_id;
 };
 
 // One tracked event (wire version 4).

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "server/wire.h"
 #include "tests/server/agents_support.h"
 
 namespace paygent::server::test {
@@ -97,18 +98,19 @@ TEST_CASE("billing.wallet_is_debited_as_usage_arrives_and_runs_out_into_overage"
     const HttpResponse again = top_up(f, R"({"credits":"100","paidUsd":"10.00","id":"t1"})");
     CHECK(again.status == 200);
     CHECK(wallet_field(again, {"wallet"}, "granted") == "100");
+    CHECK(wallet_field(again, {"topUp"}, "createdAt") == wallet_field(made, {"topUp"}, "createdAt"));
     CHECK(top_up(f, R"({"credits":"200","id":"t1"})").status == 409);
 
     // Usage arriving is debited at once, and the ingest reply carries the balance.
     const std::string r1 = sent(f, {billed(2, R"({"tokens":"500","replicas":"2"})")});  // 10 credits
     CHECK(wallet_field(HttpResponse{.body = r1}, {"usage", "c1", "wallet"}, "balance") == "50");
     CHECK(wallet_field(HttpResponse{.body = r1}, {"usage", "c1", "wallet"}, "granted_nanocredits") == "100000000000");
-    CHECK(wallet_field(HttpResponse{.body = r1}, {"usage", "c1", "wallet"}, "used_nanocredits") == "50000000000");
+    CHECK(wallet_field(HttpResponse{.body = r1}, {"usage", "c1", "wallet"}, "charged_nanocredits") == "50000000000");
     // 60 credits more with 50 left: the wallet runs out, the rest is overage (never a negative balance).
     const std::string r2 = sent(f, {billed(3, R"({"tokens":"3000","replicas":"2"})")});
     CHECK(wallet_field(HttpResponse{.body = r2}, {"usage", "c1", "wallet"}, "balance") == "0");
     CHECK(wallet_field(HttpResponse{.body = r2}, {"usage", "c1", "wallet"}, "overage") == "10");
-    CHECK(wallet_field(HttpResponse{.body = r2}, {"usage", "c1", "wallet"}, "used_nanocredits") == "100000000000");
+    CHECK(wallet_field(HttpResponse{.body = r2}, {"usage", "c1", "wallet"}, "charged_nanocredits") == "110000000000");
     CHECK(paid_line(f) == "110 used 100 overage 10 $nanos 200000000");  // 10 x $0.02
     // A duplicated event is debited once.
     const std::string r3 = sent(f, {billed(3, R"({"tokens":"3000","replicas":"2"})")});
@@ -126,13 +128,31 @@ TEST_CASE("billing.wallet_is_debited_as_usage_arrives_and_runs_out_into_overage"
     CHECK(wallet_field(last, {"wallet"}, "topUps") == "2");
     CHECK(last.body.find(R"("topUps":[{"id":"t2","credits":"30","paidUsd":"3")") != std::string::npos);
 
-    // Another customer's usage and another product's key touch none of it.
+    // Reading an invoice never moves the wallet: a range that is not a billing period is priced
+    // without it (a one-nanosecond range would otherwise "give back" the month's credits).
+    const std::string start = std::to_string(ns_at(2026, 11, 1));
+    for (const std::string& range : {start + "&to_ns=" + std::to_string(ns_at(2026, 11, 1) + 1),
+                                     std::to_string(ns_at(2026, 11, 2)) + "&to_ns=" + std::to_string(ns_at(2026, 12, 1))}) {
+      CHECK(f.call("GET", "/api/v1/customers/c1/invoice?from_ns=" + range).status == 200);
+    }
+    // Nor does October's invoice, a period over before the wallet was made: not the wallet's to pay.
+    sent(f, {billed(6, R"({"tokens":"1000","replicas":"1"})", "c1", ns_at(2026, 10, 30))});
+    CHECK(f.call("GET", "/api/v1/customers/c1/invoice?period=2026-10").body.find(R"("creditsUsed":"0","creditsOverage":"10")") !=
+          std::string::npos);
+    CHECK(wallet_field(f.call("GET", "/api/v1/customers/c1/wallet"), {"wallet"}, "balance") == "20");
+    CHECK(paid_line(f) == "120 used 110 overage 10 $nanos 200000000");
+
+    // Another customer's usage and another product (with a customer of the same id) touch none of it.
     sent(f, {billed(5, R"({"tokens":"100000","replicas":"1"})", "c2")});
     CHECK(wallet_field(f.call("GET", "/api/v1/customers/c1/wallet"), {"wallet"}, "balance") == "20");
     const HttpResponse other = f.call("POST", "/api/v1/products", R"({"name":"other"})", kAdminToken);
     const std::string other_key = paygent::testing::json_string_member(other.body, "api_key");
+    REQUIRE(f.call("POST", "/api/v1/users", R"({"user_id":"c1"})", other_key).status == 201);
     CHECK(f.call("GET", "/api/v1/customers/c1/wallet", {}, other_key).status == 404);
-    CHECK(f.call("POST", "/api/v1/customers/c1/wallet/top-ups", R"({"credits":"5"})", other_key).status == 404);
+    const HttpResponse theirs = f.call("POST", "/api/v1/customers/c1/wallet/top-ups", R"({"credits":"5","id":"t1"})", other_key);
+    CHECK(theirs.status == 201);  // the same top-up id in another product is another top-up
+    CHECK(wallet_field(theirs, {"wallet"}, "granted") == "5");
+    CHECK(wallet_field(f.call("GET", "/api/v1/customers/c1/wallet"), {"wallet"}, "granted") == "130");
   });
 }
 
@@ -159,6 +179,67 @@ TEST_CASE("billing.wallet_top_ups_are_refused_by_name_and_store_nothing") {
       CHECK_MESSAGE(r.body.find(says) != std::string::npos, r.body);
     }
     CHECK(f.call("GET", "/api/v1/customers/c1/wallet").status == 404);  // nothing was made
+  });
+}
+
+TEST_CASE("billing.wallet_gives_back_when_usage_falls_and_when_an_indicator_leaves_credits") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    // Seats billed on the latest count, 5 credits a seat; a second indicator per job, 1 credit.
+    REQUIRE(f.call("POST", "/api/v1/billable-metrics", R"({"name":"Seats","aggregation":"latest","field":"seats"})").status == 201);
+    REQUIRE(f.put_agent("cluster", R"({"indicators":[
+        {"indicator":"paid","metric":"seats","pricing":{"model":"credits","creditsPerUnit":"5"}},
+        {"indicator":"jobs","pricing":{"model":"credits","creditsPerUnit":"1"}}]})").status == 200);
+    sent(f, {billed(1, R"({"seats":"4"})")});
+    REQUIRE(top_up(f, R"({"credits":"50","id":"t1"})").status == 201);
+    CHECK(wallet_field(f.call("GET", "/api/v1/customers/c1/wallet"), {"wallet"}, "balance") == "30");  // 4 seats
+    Tracked job{.n = 2, .agent = "cluster", .indicator = "jobs", .kind = "billing"};
+    sent(f, {job, billed(3, R"({"seats":"12"})", "c1", ns_at(2026, 11, 17, 11))});  // 1 + 60 credits: 19 overage
+    HttpResponse w = f.call("GET", "/api/v1/customers/c1/wallet");
+    CHECK(wallet_field(w, {"wallet"}, "balance") == "0");
+    CHECK(wallet_field(w, {"wallet"}, "overage") == "11");
+    // The latest count falls to 6: overage is forgiven first, then credits come back.
+    sent(f, {billed(4, R"({"seats":"6"})", "c1", ns_at(2026, 11, 17, 12))});
+    w = f.call("GET", "/api/v1/customers/c1/wallet");
+    CHECK(wallet_field(w, {"wallet"}, "overage") == "0");
+    CHECK(wallet_field(w, {"wallet"}, "balance") == "19");  // 50 - 30 - 1
+    CHECK(wallet_field(w, {"wallet"}, "used") == "31");
+    // The jobs indicator is re-priced FLAT: its credit comes back on the next settle.
+    REQUIRE(f.put_agent("cluster", R"({"indicators":[
+        {"indicator":"paid","metric":"seats","pricing":{"model":"credits","creditsPerUnit":"5"}},
+        {"indicator":"jobs","pricing":{"model":"flat","unitPrice":"0.10"}}]})").status == 200);
+    w = f.call("GET", "/api/v1/customers/c1/wallet");
+    CHECK(wallet_field(w, {"wallet"}, "balance") == "20");
+    CHECK(wallet_field(w, {"wallet"}, "used") == "30");
+    CHECK(wallet_field(w, {"wallet"}, "granted") == "50");
+  });
+}
+
+TEST_CASE("billing.wallet_settle_lost_after_its_batch_commits_is_made_by_the_next") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    set_up(f);
+    sent(f, {billed(1, R"({"tokens":"1000","replicas":"4"})")});  // 40 credits
+    REQUIRE(top_up(f, R"({"credits":"100","id":"t1"})").status == 201);
+    CHECK(wallet_field(f.call("GET", "/api/v1/customers/c1/wallet"), {"wallet"}, "balance") == "60");
+    CHECK_FALSE(f.storage->wallet_settle_pending(f.product_id, "c1")->has_value());
+    // A batch stored without paygentd's settle after it (as if paygentd died right after the
+    // commit): its transaction left a pending mark.
+    absl::StatusOr<EventBatch> batch = parse_ingest_batch(tracked_batch({billed(2, R"({"tokens":"500","replicas":"2"})")}));
+    REQUIRE(batch.ok());
+    REQUIRE(f.storage->ingest(f.product_id, batch->events).ok());
+    absl::StatusOr<std::optional<SettlePending>> pending = f.storage->wallet_settle_pending(f.product_id, "c1");
+    REQUIRE(pending.ok());
+    REQUIRE(pending->has_value());
+    CHECK((*pending)->from_ts_ns == ns_at(2026, 11, 17, 10));
+    // The next settle (here a read of the wallet) makes it, once, and clears the mark.
+    CHECK(wallet_field(f.call("GET", "/api/v1/customers/c1/wallet"), {"wallet"}, "balance") == "50");
+    CHECK(wallet_field(f.call("GET", "/api/v1/customers/c1/wallet"), {"wallet"}, "balance") == "50");
+    CHECK_FALSE(f.storage->wallet_settle_pending(f.product_id, "c1")->has_value());
+    // A customer without a wallet gets no mark.
+    batch = parse_ingest_batch(tracked_batch({billed(3, R"({"tokens":"1","replicas":"1"})", "c2")}));
+    REQUIRE(f.storage->ingest(f.product_id, batch->events).ok());
+    CHECK_FALSE(f.storage->wallet_settle_pending(f.product_id, "c2")->has_value());
   });
 }
 
