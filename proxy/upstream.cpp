@@ -66,6 +66,9 @@ class Call final : public UpstreamCall {
     lowest().expires_after(timeout_);
     ec = run(ioc_, [&](auto handler) { lowest().async_connect(endpoints, std::move(handler)); });
     if (ec) return fail("cannot connect", ec);
+    // The request's head and body, and the next request on a kept connection, go out at once
+    // instead of waiting for the previous segment's ACK (Nagle's algorithm).
+    lowest().socket().set_option(tcp::no_delay(true), ec);
     if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
       if (!SSL_set_tlsext_host_name(stream_.native_handle(), url_.host.c_str())) {
         return absl::UnavailableError(str_cat("upstream ", url_.host, ": cannot set TLS server name"));
