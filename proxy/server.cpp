@@ -96,7 +96,10 @@ class Connection {
 
 class Server final : public ProxyServer {
  public:
-  Server(ProxyOptions options, Paygent* paygent) : options_(std::move(options)), paygent_(paygent) {}
+  Server(ProxyOptions options, Paygent* paygent)
+      : options_(std::move(options)),
+        paygent_(paygent),
+        pool_(UpstreamPool::Limits{.max_idle = options_.upstream_max_idle, .idle_timeout = options_.upstream_idle_timeout}) {}
   ~Server() override { stop(); }
 
   absl::Status open() {
@@ -154,6 +157,7 @@ class Server final : public ProxyServer {
   const ProxyOptions& options() const { return options_; }
   Paygent* paygent() const { return paygent_; }
   Counters& counters() { return counters_; }
+  UpstreamPool& pool() { return pool_; }
   const UpstreamUrl* upstream(Provider provider) const {
     const UpstreamUrl* url = provider == Provider::kOpenAI      ? &openai_
                              : provider == Provider::kAnthropic ? &anthropic_
@@ -186,6 +190,7 @@ class Server final : public ProxyServer {
 
   ProxyOptions options_;
   Paygent* paygent_;
+  UpstreamPool pool_;  // after options_; its calls end in stop(), before it is destroyed
   UpstreamUrl openai_, anthropic_, gemini_;
   Counters counters_;
   net::io_context ioc_{1};
@@ -410,7 +415,7 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
     if (forwarded_request_header(name)) upstream_request.headers.emplace_back(std::string(name), std::string(field.value()));
   }
   upstream_request.body = rewrite_body(route, request.body(), new_max_tokens, metered && add_include_usage);
-  auto started = UpstreamCall::start(url, upstream_request, options.upstream_timeout);
+  auto started = UpstreamCall::start(url, upstream_request, options.upstream_timeout, &server_.pool());
   if (!started.ok()) {
     if (metered) pg->release(reservation);
     counters.upstream_errors++;

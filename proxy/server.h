@@ -9,7 +9,7 @@
 // Thread safety: a ProxyServer serves each connection on a thread of its own; stats() may be
 // called from any thread. Lifetime: the Paygent passed to start() must outlive the ProxyServer's
 // stop() (or destructor); stop() closes the listener and every client connection and waits for
-// the connections' threads. The caller's provider key is forwarded and never logged or kept.
+// the connections' threads, then closes the idle upstream connections. The caller's provider key is forwarded and never logged or kept.
 #pragma once
 
 #include <atomic>
@@ -42,6 +42,10 @@ struct ProxyOptions {
   // the call fails with 504 (a stream: is ended and metered on what it produced). Shorter frees
   // threads from a hung provider sooner; longer lets slow reasoning models think.
   absl::Duration upstream_timeout = absl::Seconds(600);
+  // Keep-alive connections to each upstream (proxy/upstream.h, UpstreamPool): at most this many
+  // idle per upstream, each for at most `upstream_idle_timeout`. 0: a new connection per call.
+  int upstream_max_idle = 64;
+  absl::Duration upstream_idle_timeout = absl::Seconds(30);
 };
 
 // Monotonic counters. A value type.
