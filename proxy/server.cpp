@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -139,16 +141,17 @@ class Server final : public ProxyServer {
   void stop() noexcept override {
     std::unique_lock lock(mu_);
     if (stopping_) {
-      cv_.wait(lock, [&] { return connections_ == 0 && !acceptor_thread_.joinable(); });
+      cv_.wait(lock, [&] { return connections_ == 0 && workers_ == 0 && !acceptor_thread_.joinable(); });
       return;
     }
     stopping_ = true;
     ::shutdown(acceptor_.native_handle(), SHUT_RDWR);  // wakes the blocked accept()
     for (int fd : open_sockets_) ::shutdown(fd, SHUT_RDWR);
+    work_cv_.notify_all();  // idle workers exit
     lock.unlock();
     if (acceptor_thread_.joinable()) acceptor_thread_.join();
     lock.lock();
-    cv_.wait(lock, [&] { return connections_ == 0; });
+    cv_.wait(lock, [&] { return connections_ == 0 && workers_ == 0; });
     beast::error_code ignored;
     acceptor_.close(ignored);
     cv_.notify_all();
@@ -175,17 +178,42 @@ class Server final : public ProxyServer {
       if (stopping_) return;
       if (ec) continue;  // e.g. the client reset before accept; EMFILE: try again
       socket.set_option(tcp::no_delay(true), ec);
-      const int fd = socket.native_handle();
-      open_sockets_.insert(fd);
+      open_sockets_.insert(socket.native_handle());
       ++connections_;
-      lock.unlock();
-      std::thread([this, fd, socket = std::move(socket)]() mutable {
-        Connection(*this, std::move(socket)).serve();
-        std::lock_guard guard(mu_);
-        open_sockets_.erase(fd);
-        if (--connections_ == 0) cv_.notify_all();
-      }).detach();
+      pending_.push_back(std::move(socket));
+      // A thread per connection, as many as there are connections, but kept for the next one
+      // rather than started anew: starting a thread costs ~0.1-2 ms on a small VM, which a client
+      // opening a connection per call (a stream's first byte) would wait for.
+      if (pending_.size() > static_cast<std::size_t>(idle_workers_)) {
+        ++workers_;
+        std::thread([this] { work(); }).detach();
+      } else {
+        work_cv_.notify_one();
+      }
     }
+  }
+
+  // A worker: serves the connections handed to it one after the other; exits after kWorkerIdle
+  // without one, or at stop().
+  void work() {
+    static constexpr auto kWorkerIdle = std::chrono::seconds(30);
+    std::unique_lock lock(mu_);
+    for (;;) {
+      ++idle_workers_;
+      work_cv_.wait_for(lock, kWorkerIdle, [&] { return stopping_ || !pending_.empty(); });
+      --idle_workers_;
+      if (pending_.empty()) break;  // stopping, or idle too long
+      tcp::socket socket = std::move(pending_.front());
+      pending_.pop_front();
+      const int fd = socket.native_handle();
+      lock.unlock();
+      Connection(*this, std::move(socket)).serve();
+      lock.lock();
+      open_sockets_.erase(fd);
+      --connections_;
+    }
+    --workers_;
+    cv_.notify_all();
   }
 
   ProxyOptions options_;
@@ -200,8 +228,12 @@ class Server final : public ProxyServer {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  int connections_ = 0;
-  std::set<int> open_sockets_;
+  int connections_ = 0;             // accepted and not yet closed (pending_ included)
+  std::set<int> open_sockets_;      // their descriptors, shut down by stop()
+  std::deque<tcp::socket> pending_;  // accepted, waiting for a worker
+  std::condition_variable work_cv_;  // a connection is pending, or stopping_
+  int workers_ = 0;                  // threads running work()
+  int idle_workers_ = 0;             // of which waiting for a connection
 };
 
 void Connection::serve() {

@@ -6,10 +6,12 @@
 // Fail-open: when Paygent fails (anything but the intentional hard gate), the request is still
 // forwarded, unmetered, and counted in ProxyStats::fail_open.
 //
-// Thread safety: a ProxyServer serves each connection on a thread of its own; stats() may be
+// Thread safety: a ProxyServer serves each connection on a thread of its own (a thread idle for
+// 30 s after its connection closed serves the next one instead of a new thread); stats() may be
 // called from any thread. Lifetime: the Paygent passed to start() must outlive the ProxyServer's
 // stop() (or destructor); stop() closes the listener and every client connection and waits for
-// the connections' threads, then closes the idle upstream connections. The caller's provider key is forwarded and never logged or kept.
+// the connections' threads (idle ones included); destroying it closes the idle upstream
+// connections. The caller's provider key is forwarded and never logged or kept.
 #pragma once
 
 #include <atomic>
