@@ -133,9 +133,11 @@ class Server final : public ProxyServer {
   int port() const noexcept override { return port_; }
 
   ProxyStats stats() const noexcept override {
+    const UpstreamPool::Stats pool = pool_.stats();
     return {counters_.requests.load(), counters_.metered.load(), counters_.unmetered.load(),
             counters_.refused.load(), counters_.cut_streams.load(), counters_.abandoned_streams.load(),
-            counters_.upstream_errors.load(), counters_.bad_requests.load(), counters_.fail_open.load()};
+            counters_.upstream_errors.load(), counters_.bad_requests.load(), counters_.fail_open.load(),
+            pool.connects, pool.reuses, pool.retries, pool.idle};
   }
 
   void stop() noexcept override {
@@ -336,7 +338,9 @@ bool Connection::handle(http::request<http::string_body>& request) {
                                    ",\"unmetered\":", s.unmetered, ",\"refused\":", s.refused, ",\"cut_streams\":",
                                    s.cut_streams, ",\"abandoned_streams\":", s.abandoned_streams,
                                    ",\"upstream_errors\":", s.upstream_errors, ",\"bad_requests\":", s.bad_requests,
-                                   ",\"fail_open\":", s.fail_open, "}"));
+                                   ",\"fail_open\":", s.fail_open, ",\"upstream_connects\":", s.upstream_connects,
+                                   ",\"upstream_reuses\":", s.upstream_reuses, ",\"upstream_retries\":", s.upstream_retries,
+                                   ",\"upstream_idle\":", s.upstream_idle, "}"));
   }
   if (method == "GET" && target.starts_with("/paygent/report?user=") && server_.paygent() != nullptr) {
     // A user's standing (an operator's view; the proxy listens on loopback by default).

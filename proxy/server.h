@@ -50,7 +50,7 @@ struct ProxyOptions {
   absl::Duration upstream_idle_timeout = absl::Seconds(30);
 };
 
-// Monotonic counters. A value type.
+// Monotonic counters (upstream_idle aside: a gauge). A value type.
 struct ProxyStats {
   std::int64_t requests = 0;
   std::int64_t metered = 0;          // calls reserved and settled for a user
@@ -61,6 +61,12 @@ struct ProxyStats {
   std::int64_t upstream_errors = 0;  // 502/504: no upstream, or it failed, hung or answered garbage
   std::int64_t bad_requests = 0;     // 400/404/413
   std::int64_t fail_open = 0;        // Paygent failed; the call went through unmetered
+  // The upstream connection pool (UpstreamPool::Stats): connections opened, calls started on a
+  // kept one, stale kept ones replaced (the request sent again), idle ones held now.
+  std::int64_t upstream_connects = 0;
+  std::int64_t upstream_reuses = 0;
+  std::int64_t upstream_retries = 0;
+  std::int64_t upstream_idle = 0;
 };
 
 // The Options a Paygent serving the proxy needs: `options` with on_usage wrapped so that the proxy

@@ -53,8 +53,9 @@ ssl::context& client_tls() {
 }
 
 // One upstream connection and what a call needs to drive it. Each has an io_context of its own
-// (an epoll and an eventfd descriptor, paid once per connection, not per call) so that a pooled
-// connection can be driven by whichever thread's call takes it next.
+// (epoll, eventfd and timerfd descriptors, paid once per connection, not per call; before the
+// pool each thread had one) so that a pooled connection can be driven by whichever thread's call
+// takes it next: one thread at a time, handed over under the pool's mutex.
 struct Connection {
   virtual ~Connection() = default;
   [[nodiscard]] virtual int fd() = 0;
@@ -138,10 +139,7 @@ class UpstreamPool::Impl {
     idle_count_ = 0;
   }
 
-  Stats stats() {
-    std::lock_guard lock(mu_);
-    return {connects.load(), reuses.load(), retries.load(), static_cast<std::int64_t>(idle_count_)};
-  }
+  Stats stats() const noexcept { return {connects.load(), reuses.load(), retries.load(), idle_count_.load()}; }
 
   std::atomic<std::int64_t> connects{0}, reuses{0}, retries{0};
 
@@ -162,13 +160,13 @@ class UpstreamPool::Impl {
   const std::chrono::nanoseconds idle_timeout_;
   std::mutex mu_;
   bool closed_ = false;
-  std::size_t idle_count_ = 0;
+  std::atomic<std::int64_t> idle_count_{0};  // changed under mu_, read without it
   std::map<std::string, std::deque<std::unique_ptr<Connection>>> idle_;  // per upstream: the newest at the back
 };
 
 UpstreamPool::UpstreamPool(Limits limits) : impl_(std::make_shared<Impl>(limits)) {}
 UpstreamPool::~UpstreamPool() { impl_->close(); }
-UpstreamPool::Stats UpstreamPool::stats() const { return impl_->stats(); }
+UpstreamPool::Stats UpstreamPool::stats() const noexcept { return impl_->stats(); }
 
 namespace {
 

@@ -81,7 +81,7 @@ class UpstreamPool {
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
-  [[nodiscard]] Stats stats() const;
+  [[nodiscard]] Stats stats() const noexcept;
 
   class Impl;  // proxy/upstream.cpp
 

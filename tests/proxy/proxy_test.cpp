@@ -376,6 +376,14 @@ TEST_CASE("proxy.upstream_connections_are_reused_across_calls") {
   }
   CHECK(h.upstream.hits() == 13);
   CHECK(h.upstream.accepts() == 1);
+  const ProxyStats stats = h.proxy->stats();
+  CHECK(stats.upstream_connects == 1);
+  CHECK(stats.upstream_reuses == 12);
+  CHECK(stats.upstream_retries == 0);
+  CHECK(stats.upstream_idle == 1);
+  const HttpResponse health = post(h.port(), "/healthz", "", {}, "GET");
+  CHECK(health.body.find(R"("upstream_connects":1,"upstream_reuses":12,"upstream_retries":0,"upstream_idle":1})") !=
+        std::string::npos);
   REQUIRE(h.usages.size() == 13);
 }
 
@@ -450,6 +458,8 @@ TEST_CASE("proxy.stale_pooled_connection_is_retried_once_and_metered_once") {
   CHECK(r.header("x-paygent-cost-nanos") == std::to_string(cost));
   CHECK(h.upstream.accepts() == 2);
   CHECK(h.upstream.hits() == 2);  // answered once (the dropped request is not counted)
+  CHECK(h.proxy->stats().upstream_retries == 1);
+  CHECK(h.proxy->stats().upstream_connects == 2);
   CHECK(h.usages.size() == 2);
   CHECK(h.spend("pia") == 2 * cost);
   CHECK(h.proxy->stats().upstream_errors == 0);
@@ -465,6 +475,7 @@ TEST_CASE("proxy.no_retry_after_a_response_byte_arrived") {
                               R"({"model":"gpt-4o","messages":[{"role":"user","content":"PARTIAL"}]})", {"x-paygent-user: quin"});
   CHECK(r.status == 502);
   CHECK(h.upstream.hits() == 2);  // sent once, never again
+  CHECK(h.proxy->stats().upstream_retries == 0);
   CHECK(h.upstream.accepts() == 1);
   CHECK(h.spend("quin") == 12 * kGpt4oIn + 5 * kGpt4oOut);  // the failed call released
 }
