@@ -397,11 +397,11 @@ TEST_CASE("proxy.upstream_pool_off_or_expired_opens_a_new_connection") {
   }
   SUBCASE("idle past the timeout") {
     Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); },
-              ProxyOptions{.upstream_idle_timeout = absl::Milliseconds(50)});
+              ProxyOptions{.upstream_idle_timeout = absl::Milliseconds(400)});
     CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
     CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
     CHECK(h.upstream.accepts() == 1);
-    std::this_thread::sleep_for(std::chrono::milliseconds(120));
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
     CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
     CHECK(h.upstream.accepts() == 2);
   }
@@ -496,12 +496,15 @@ TEST_CASE("proxy.upstream_connection_close_is_not_reused") {
 }
 
 TEST_CASE("proxy.concurrent_calls_never_share_an_upstream_connection") {
-  Harness h([](const std::string&, const std::string&) {
-    FakeReply reply = json_reply("openai-chat.json");
-    reply.delay = std::chrono::milliseconds(200);
-    return reply;
-  });
+  // The provider answers a batch's calls only once all of them have arrived (or after 5 s), so
+  // they overlap for sure: calls sharing a connection would arrive one after the other on it.
   constexpr int kCalls = 8;
+  std::atomic<int> arrived{0};
+  Harness h([&](const std::string&, const std::string&) {
+    const int batch_end = (arrived.fetch_add(1) / kCalls + 1) * kCalls;
+    for (int i = 0; i < 500 && arrived.load() < batch_end; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return json_reply("openai-chat.json");
+  });
   auto batch = [&] {
     std::vector<std::future<HttpResponse>> calls;
     for (int i = 0; i < kCalls; ++i) {
@@ -517,12 +520,12 @@ TEST_CASE("proxy.concurrent_calls_never_share_an_upstream_connection") {
   };
   batch();
   CHECK(h.upstream.accepts() == kCalls);  // one connection each while they overlap
+  CHECK(arrived.load() == kCalls);
   batch();
-  CHECK(h.upstream.accepts() <= 2 * kCalls);
+  CHECK(h.upstream.accepts() == kCalls);  // the second batch took the 8 idle ones, one each
   CHECK(h.upstream.hits() == 2 * kCalls);
   CHECK(h.spend("sam") == 2 * kCalls * (12 * kGpt4oIn + 5 * kGpt4oOut));
-  for (int i = 0; i < kCalls; ++i) CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
-  CHECK(h.upstream.accepts() <= 2 * kCalls);  // sequential calls reuse the idle ones
+  CHECK(arrived.load() == 2 * kCalls);
 }
 
 }  // namespace
