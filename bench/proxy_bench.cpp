@@ -20,12 +20,12 @@
 //
 //   build/bench/paygent_proxy_bench [requests_per_client=2000] [only_targets_named]
 //
-// 2026-12-03, 2-core VM shared with another engineer's builds, 6 runs of `paygent_proxy_bench 2000`
-// (bench/README.md has each run), medians of the added latency: 1 client p50: proxy 95 us, nginx
-// keepalive 81 us (ratio of medians 1.18, median of the per-run ratios 1.44); 1 client p99: proxy
-// 268 us; 50 clients p50: proxy 2.79 ms, nginx keepalive 1.0 ms (2.77x); a stream's first byte
-// 51 us after nginx keepalive's. With the pool off (the "proxy no pool" rows): 1 client 407 us,
-// 50 clients 10.2 ms.
+// 2026-12-03, 2-core VM shared with another engineer's builds, 12 runs of `paygent_proxy_bench 2000`
+// (bench/README.md has each run), medians of the added latency: 1 client p50: proxy 101 us, nginx
+// keepalive 74 us (ratio of medians 1.37, median of the per-run ratios 1.59); 1 client p99: proxy
+// 464 us; 50 clients p50: proxy 2.31 ms, nginx keepalive 0.82 ms (2.8x); a stream's first byte
+// 72 us after nginx keepalive's. With the pool off (the "proxy no pool" rows, 6 runs): 1 client
+// 407 us, 50 clients 10.2 ms.
 #include <sys/wait.h>
 
 #include <algorithm>
