@@ -33,6 +33,8 @@ constexpr std::string_view kUsage = R"(usage: paygent-proxy [flags]
   --no-lower-max-tokens       refuse a max_tokens that does not fit instead of lowering it
   --max-body-bytes N          largest request body (default 16 MiB)
   --upstream-timeout-ms N     longest upstream silence (default 600000)
+  --upstream-max-idle N       idle keep-alive connections kept per upstream (default 64; 0: none)
+  --upstream-idle-timeout-ms N  close a kept connection idle longer (default 30000)
 )";
 
 int fail(std::string_view message) {
@@ -92,6 +94,14 @@ int main(int argc, char** argv) {
       int ms = 0;
       if (!absl::SimpleAtoi(text, &ms) || ms <= 0) return fail("--upstream-timeout-ms: expected a positive integer");
       proxy.upstream_timeout = absl::Milliseconds(ms);
+    } else if (flag == "--upstream-max-idle") {
+      if (!absl::SimpleAtoi(text, &proxy.upstream_max_idle) || proxy.upstream_max_idle < 0) {
+        return fail("--upstream-max-idle: expected a non-negative integer");
+      }
+    } else if (flag == "--upstream-idle-timeout-ms") {
+      int ms = 0;
+      if (!absl::SimpleAtoi(text, &ms) || ms <= 0) return fail("--upstream-idle-timeout-ms: expected a positive integer");
+      proxy.upstream_idle_timeout = absl::Milliseconds(ms);
     } else {
       return fail(str_cat(flag, ": unknown flag"));
     }

@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -96,7 +98,10 @@ class Connection {
 
 class Server final : public ProxyServer {
  public:
-  Server(ProxyOptions options, Paygent* paygent) : options_(std::move(options)), paygent_(paygent) {}
+  Server(ProxyOptions options, Paygent* paygent)
+      : options_(std::move(options)),
+        paygent_(paygent),
+        pool_(UpstreamPool::Limits{.max_idle = options_.upstream_max_idle, .idle_timeout = options_.upstream_idle_timeout}) {}
   ~Server() override { stop(); }
 
   absl::Status open() {
@@ -128,24 +133,27 @@ class Server final : public ProxyServer {
   int port() const noexcept override { return port_; }
 
   ProxyStats stats() const noexcept override {
+    const UpstreamPool::Stats pool = pool_.stats();
     return {counters_.requests.load(), counters_.metered.load(), counters_.unmetered.load(),
             counters_.refused.load(), counters_.cut_streams.load(), counters_.abandoned_streams.load(),
-            counters_.upstream_errors.load(), counters_.bad_requests.load(), counters_.fail_open.load()};
+            counters_.upstream_errors.load(), counters_.bad_requests.load(), counters_.fail_open.load(),
+            pool.connects, pool.reuses, pool.retries, pool.idle};
   }
 
   void stop() noexcept override {
     std::unique_lock lock(mu_);
     if (stopping_) {
-      cv_.wait(lock, [&] { return connections_ == 0 && !acceptor_thread_.joinable(); });
+      cv_.wait(lock, [&] { return connections_ == 0 && workers_ == 0 && !acceptor_thread_.joinable(); });
       return;
     }
     stopping_ = true;
     ::shutdown(acceptor_.native_handle(), SHUT_RDWR);  // wakes the blocked accept()
     for (int fd : open_sockets_) ::shutdown(fd, SHUT_RDWR);
+    work_cv_.notify_all();  // idle workers exit
     lock.unlock();
     if (acceptor_thread_.joinable()) acceptor_thread_.join();
     lock.lock();
-    cv_.wait(lock, [&] { return connections_ == 0; });
+    cv_.wait(lock, [&] { return connections_ == 0 && workers_ == 0; });
     beast::error_code ignored;
     acceptor_.close(ignored);
     cv_.notify_all();
@@ -154,6 +162,7 @@ class Server final : public ProxyServer {
   const ProxyOptions& options() const { return options_; }
   Paygent* paygent() const { return paygent_; }
   Counters& counters() { return counters_; }
+  UpstreamPool& pool() { return pool_; }
   const UpstreamUrl* upstream(Provider provider) const {
     const UpstreamUrl* url = provider == Provider::kOpenAI      ? &openai_
                              : provider == Provider::kAnthropic ? &anthropic_
@@ -171,21 +180,47 @@ class Server final : public ProxyServer {
       if (stopping_) return;
       if (ec) continue;  // e.g. the client reset before accept; EMFILE: try again
       socket.set_option(tcp::no_delay(true), ec);
-      const int fd = socket.native_handle();
-      open_sockets_.insert(fd);
+      open_sockets_.insert(socket.native_handle());
       ++connections_;
-      lock.unlock();
-      std::thread([this, fd, socket = std::move(socket)]() mutable {
-        Connection(*this, std::move(socket)).serve();
-        std::lock_guard guard(mu_);
-        open_sockets_.erase(fd);
-        if (--connections_ == 0) cv_.notify_all();
-      }).detach();
+      pending_.push_back(std::move(socket));
+      // A thread per connection, as many as there are connections, but kept for the next one
+      // rather than started anew: starting a thread costs ~0.1-2 ms on a small VM, which a client
+      // opening a connection per call (a stream's first byte) would wait for.
+      if (pending_.size() > static_cast<std::size_t>(idle_workers_)) {
+        ++workers_;
+        std::thread([this] { work(); }).detach();
+      } else {
+        work_cv_.notify_one();
+      }
     }
+  }
+
+  // A worker: serves the connections handed to it one after the other; exits after kWorkerIdle
+  // without one, or at stop().
+  void work() {
+    static constexpr auto kWorkerIdle = std::chrono::seconds(30);
+    std::unique_lock lock(mu_);
+    for (;;) {
+      ++idle_workers_;
+      work_cv_.wait_for(lock, kWorkerIdle, [&] { return stopping_ || !pending_.empty(); });
+      --idle_workers_;
+      if (pending_.empty()) break;  // stopping, or idle too long
+      tcp::socket socket = std::move(pending_.front());
+      pending_.pop_front();
+      const int fd = socket.native_handle();
+      lock.unlock();
+      Connection(*this, std::move(socket)).serve();
+      lock.lock();
+      open_sockets_.erase(fd);
+      --connections_;
+    }
+    --workers_;
+    cv_.notify_all();
   }
 
   ProxyOptions options_;
   Paygent* paygent_;
+  UpstreamPool pool_;  // after options_; its calls end in stop(), before it is destroyed
   UpstreamUrl openai_, anthropic_, gemini_;
   Counters counters_;
   net::io_context ioc_{1};
@@ -195,8 +230,12 @@ class Server final : public ProxyServer {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  int connections_ = 0;
-  std::set<int> open_sockets_;
+  int connections_ = 0;             // accepted and not yet closed (pending_ included)
+  std::set<int> open_sockets_;      // their descriptors, shut down by stop()
+  std::deque<tcp::socket> pending_;  // accepted, waiting for a worker
+  std::condition_variable work_cv_;  // a connection is pending, or stopping_
+  int workers_ = 0;                  // threads running work()
+  int idle_workers_ = 0;             // of which waiting for a connection
 };
 
 void Connection::serve() {
@@ -299,7 +338,9 @@ bool Connection::handle(http::request<http::string_body>& request) {
                                    ",\"unmetered\":", s.unmetered, ",\"refused\":", s.refused, ",\"cut_streams\":",
                                    s.cut_streams, ",\"abandoned_streams\":", s.abandoned_streams,
                                    ",\"upstream_errors\":", s.upstream_errors, ",\"bad_requests\":", s.bad_requests,
-                                   ",\"fail_open\":", s.fail_open, "}"));
+                                   ",\"fail_open\":", s.fail_open, ",\"upstream_connects\":", s.upstream_connects,
+                                   ",\"upstream_reuses\":", s.upstream_reuses, ",\"upstream_retries\":", s.upstream_retries,
+                                   ",\"upstream_idle\":", s.upstream_idle, "}"));
   }
   if (method == "GET" && target.starts_with("/paygent/report?user=") && server_.paygent() != nullptr) {
     // A user's standing (an operator's view; the proxy listens on loopback by default).
@@ -410,7 +451,7 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
     if (forwarded_request_header(name)) upstream_request.headers.emplace_back(std::string(name), std::string(field.value()));
   }
   upstream_request.body = rewrite_body(route, request.body(), new_max_tokens, metered && add_include_usage);
-  auto started = UpstreamCall::start(url, upstream_request, options.upstream_timeout);
+  auto started = UpstreamCall::start(url, upstream_request, options.upstream_timeout, &server_.pool());
   if (!started.ok()) {
     if (metered) pg->release(reservation);
     counters.upstream_errors++;

@@ -6,10 +6,12 @@
 // Fail-open: when Paygent fails (anything but the intentional hard gate), the request is still
 // forwarded, unmetered, and counted in ProxyStats::fail_open.
 //
-// Thread safety: a ProxyServer serves each connection on a thread of its own; stats() may be
+// Thread safety: a ProxyServer serves each connection on a thread of its own (a thread idle for
+// 30 s after its connection closed serves the next one instead of a new thread); stats() may be
 // called from any thread. Lifetime: the Paygent passed to start() must outlive the ProxyServer's
 // stop() (or destructor); stop() closes the listener and every client connection and waits for
-// the connections' threads. The caller's provider key is forwarded and never logged or kept.
+// the connections' threads (idle ones included); destroying it closes the idle upstream
+// connections. The caller's provider key is forwarded and never logged or kept.
 #pragma once
 
 #include <atomic>
@@ -42,9 +44,13 @@ struct ProxyOptions {
   // the call fails with 504 (a stream: is ended and metered on what it produced). Shorter frees
   // threads from a hung provider sooner; longer lets slow reasoning models think.
   absl::Duration upstream_timeout = absl::Seconds(600);
+  // Keep-alive connections to each upstream (proxy/upstream.h, UpstreamPool): at most this many
+  // idle per upstream, each for at most `upstream_idle_timeout`. 0: a new connection per call.
+  int upstream_max_idle = 64;
+  absl::Duration upstream_idle_timeout = absl::Seconds(30);
 };
 
-// Monotonic counters. A value type.
+// Monotonic counters (upstream_idle aside: a gauge). A value type.
 struct ProxyStats {
   std::int64_t requests = 0;
   std::int64_t metered = 0;          // calls reserved and settled for a user
@@ -55,6 +61,12 @@ struct ProxyStats {
   std::int64_t upstream_errors = 0;  // 502/504: no upstream, or it failed, hung or answered garbage
   std::int64_t bad_requests = 0;     // 400/404/413
   std::int64_t fail_open = 0;        // Paygent failed; the call went through unmetered
+  // The upstream connection pool (UpstreamPool::Stats): connections opened, calls started on a
+  // kept one, stale kept ones replaced (the request sent again), idle ones held now.
+  std::int64_t upstream_connects = 0;
+  std::int64_t upstream_reuses = 0;
+  std::int64_t upstream_retries = 0;
+  std::int64_t upstream_idle = 0;
 };
 
 // The Options a Paygent serving the proxy needs: `options` with on_usage wrapped so that the proxy

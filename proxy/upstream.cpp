@@ -3,9 +3,17 @@
 #include "proxy/upstream.h"
 #include "proxy/text.h"
 
+#include <poll.h>
+
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <optional>
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -44,15 +52,188 @@ ssl::context& client_tls() {
   return *context;
 }
 
+// One upstream connection and what a call needs to drive it. Each has an io_context of its own
+// (epoll, eventfd and timerfd descriptors, paid once per connection, not per call; before the
+// pool each thread had one) so that a pooled connection can be driven by whichever thread's call
+// takes it next: one thread at a time, handed over under the pool's mutex.
+struct Connection {
+  virtual ~Connection() = default;
+  [[nodiscard]] virtual int fd() = 0;
+  std::chrono::steady_clock::time_point idle_since;
+};
+
+template <class Stream>
+struct Link final : Connection {
+  template <class... Args>
+  explicit Link(Args&&... args) : stream(ioc, std::forward<Args>(args)...) {}
+  int fd() override { return beast::get_lowest_layer(stream).socket().native_handle(); }
+
+  net::io_context ioc{1};
+  Stream stream;  // after ioc: destroyed (closed) before it
+  beast::flat_buffer buffer;
+};
+
+// Errors that say the upstream closed or reset the connection (what a stale pooled connection
+// meets), as opposed to a timeout or a malformed answer.
+bool closed_by_peer(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
+         ec == net::error::broken_pipe || ec == net::error::connection_aborted || ec == net::error::not_connected ||
+         ec == ssl::error::stream_truncated;
+}
+
+}  // namespace
+
+class UpstreamPool::Impl {
+ public:
+  explicit Impl(Limits limits)
+      : max_idle_(static_cast<std::size_t>(std::max(limits.max_idle, 0))),
+        idle_timeout_(absl::ToChronoNanoseconds(limits.idle_timeout)) {}
+
+  [[nodiscard]] bool enabled() const { return max_idle_ > 0; }
+
+  // An idle connection to `key`, or nullptr. The most recently used first (the least likely to
+  // have been closed by the upstream); expired ones and ones the upstream closed are dropped.
+  std::unique_ptr<Connection> take(const std::string& key) {
+    for (;;) {
+      std::unique_ptr<Connection> conn;
+      std::vector<std::unique_ptr<Connection>> doomed;  // closed outside the lock
+      {
+        std::lock_guard lock(mu_);
+        expire_locked(doomed);
+        auto it = idle_.find(key);
+        if (it == idle_.end() || it->second.empty()) return nullptr;
+        conn = std::move(it->second.back());
+        it->second.pop_back();
+        --idle_count_;
+      }
+      // Idle means silent: anything readable is the upstream's EOF (or a stray byte): drop it.
+      pollfd p{conn->fd(), POLLIN, 0};
+      if (::poll(&p, 1, 0) == 0) return conn;
+    }
+  }
+
+  // Keeps `conn` for a later call to `key`, or closes it (pool closed or full).
+  void give(const std::string& key, std::unique_ptr<Connection> conn) {
+    std::vector<std::unique_ptr<Connection>> doomed;
+    std::lock_guard lock(mu_);
+    expire_locked(doomed);
+    if (closed_) {
+      doomed.push_back(std::move(conn));
+      return;
+    }
+    auto& idle = idle_[key];
+    if (idle.size() >= max_idle_) {
+      doomed.push_back(std::move(conn));
+      return;
+    }
+    conn->idle_since = std::chrono::steady_clock::now();
+    idle.push_back(std::move(conn));
+    ++idle_count_;
+  }
+
+  void close() {
+    std::map<std::string, std::deque<std::unique_ptr<Connection>>> doomed;
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    doomed.swap(idle_);
+    idle_count_ = 0;
+  }
+
+  Stats stats() const noexcept { return {connects.load(), reuses.load(), retries.load(), idle_count_.load()}; }
+
+  std::atomic<std::int64_t> connects{0}, reuses{0}, retries{0};
+
+ private:
+  // Moves the connections idle for longer than the timeout (the oldest are at the front) to `doomed`.
+  void expire_locked(std::vector<std::unique_ptr<Connection>>& doomed) {
+    const auto oldest = std::chrono::steady_clock::now() - idle_timeout_;
+    for (auto& [key, idle] : idle_) {
+      while (!idle.empty() && idle.front()->idle_since < oldest) {
+        doomed.push_back(std::move(idle.front()));
+        idle.pop_front();
+        --idle_count_;
+      }
+    }
+  }
+
+  const std::size_t max_idle_;
+  const std::chrono::nanoseconds idle_timeout_;
+  std::mutex mu_;
+  bool closed_ = false;
+  std::atomic<std::int64_t> idle_count_{0};  // changed under mu_, read without it
+  std::map<std::string, std::deque<std::unique_ptr<Connection>>> idle_;  // per upstream: the newest at the back
+};
+
+UpstreamPool::UpstreamPool(Limits limits) : impl_(std::make_shared<Impl>(limits)) {}
+UpstreamPool::~UpstreamPool() { impl_->close(); }
+UpstreamPool::Stats UpstreamPool::stats() const noexcept { return impl_->stats(); }
+
+namespace {
+
 template <class Stream>
 class Call final : public UpstreamCall {
  public:
-  template <class... Args>
-  Call(const UpstreamUrl& url, absl::Duration timeout, Args&&... args)
-      : url_(url), timeout_(absl::ToChronoMilliseconds(timeout)), ioc_(thread_context()), stream_(ioc_, std::forward<Args>(args)...) {}
+  Call(const UpstreamUrl& url, absl::Duration timeout, std::shared_ptr<UpstreamPool::Impl> pool)
+      : url_(url),
+        key_(str_cat(url.tls ? "https://" : "http://", url.host, ":", url.port)),
+        timeout_(absl::ToChronoMilliseconds(timeout)),
+        pool_(pool != nullptr && pool->enabled() ? std::move(pool) : nullptr) {}
+
+  ~Call() override {
+    // Reused only after a whole response, read without error, that leaves the connection open.
+    if (pool_ != nullptr && link_ != nullptr && !broken_ && parser_ && parser_->is_done() && parser_->keep_alive() &&
+        link_->buffer.size() == 0) {
+      pool_->give(key_, std::move(link_));
+    }
+  }
 
   absl::Status begin(const UpstreamRequest& request) {
-    tcp::resolver resolver(ioc_);
+    if (pool_ != nullptr) {
+      if (std::unique_ptr<Connection> idle = pool_->take(key_)) {
+        link_.reset(static_cast<Link<Stream>*>(idle.release()));  // the key names the scheme: the type
+        pool_->reuses++;
+        bool stale = false;
+        absl::Status status = exchange(request, stale);
+        if (status.ok() || !stale) return status;
+        pool_->retries++;  // closed by the upstream before any byte of an answer: once more, anew
+        link_.reset();
+      }
+    }
+    if (absl::Status status = connect(); !status.ok()) return status;
+    if (pool_ != nullptr) pool_->connects++;
+    bool stale = false;
+    return exchange(request, stale);
+  }
+
+  const UpstreamHead& head() const noexcept override { return head_; }
+
+  absl::StatusOr<std::string_view> read_some() override {
+    auto& body = parser_->get().body();
+    body.clear();
+    while (body.empty() && !parser_->is_done()) {
+      lowest().expires_after(timeout_);
+      beast::error_code ec = run(link_->ioc, [&](auto handler) {
+        http::async_read_some(link_->stream, link_->buffer, *parser_, std::move(handler));
+      });
+      if (ec) {
+        broken_ = true;
+        return fail("the response broke off", ec);
+      }
+    }
+    return std::string_view(body);
+  }
+
+ private:
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(link_->stream); }
+
+  absl::Status connect() {
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+      link_ = std::make_unique<Link<Stream>>();
+    } else {
+      link_ = std::make_unique<Link<Stream>>(client_tls());
+    }
+    net::io_context& ioc = link_->ioc;
+    tcp::resolver resolver(ioc);
     beast::error_code ec;
     tcp::resolver::results_type endpoints;
     const auto address = net::ip::make_address(url_.host, ec);
@@ -64,32 +245,53 @@ class Call final : public UpstreamCall {
       if (ec) return fail("cannot resolve", ec);
     }
     lowest().expires_after(timeout_);
-    ec = run(ioc_, [&](auto handler) { lowest().async_connect(endpoints, std::move(handler)); });
+    ec = run(ioc, [&](auto handler) { lowest().async_connect(endpoints, std::move(handler)); });
     if (ec) return fail("cannot connect", ec);
+    // The request's head and body, and the next request on a kept connection, go out at once
+    // instead of waiting for the previous segment's ACK (Nagle's algorithm).
+    lowest().socket().set_option(tcp::no_delay(true), ec);
     if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
-      if (!SSL_set_tlsext_host_name(stream_.native_handle(), url_.host.c_str())) {
+      if (!SSL_set_tlsext_host_name(link_->stream.native_handle(), url_.host.c_str())) {
         return absl::UnavailableError(str_cat("upstream ", url_.host, ": cannot set TLS server name"));
       }
-      stream_.set_verify_callback(ssl::host_name_verification(url_.host));
+      link_->stream.set_verify_callback(ssl::host_name_verification(url_.host));
       lowest().expires_after(timeout_);
-      ec = run(ioc_, [&](auto handler) { stream_.async_handshake(ssl::stream_base::client, std::move(handler)); });
+      ec = run(ioc, [&](auto handler) { link_->stream.async_handshake(ssl::stream_base::client, std::move(handler)); });
       if (ec) return fail("TLS handshake failed", ec);
     }
+    return absl::OkStatus();
+  }
+
+  // Sends the request on link_ and reads the response's head. `stale`: the failure is the upstream
+  // having closed the connection before any byte of an answer arrived (a retry is safe).
+  absl::Status exchange(const UpstreamRequest& request, bool& stale) {
     http::request<http::string_body> out{http::verb::post, request.target, 11};
     for (const auto& [name, value] : request.headers) out.insert(name, value);
     out.set(http::field::host, url_.host);
-    out.set(http::field::connection, "close");
+    if (pool_ == nullptr) out.set(http::field::connection, "close");  // HTTP/1.1 keeps it alive otherwise
     out.body() = request.body;
     out.prepare_payload();
+    parser_.emplace();
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 compares a Content-Length with an empty optional as "over the limit"
+    parser_->header_limit(64 << 10);
+    head_ = UpstreamHead{};
+    broken_ = true;  // until the head is read
     lowest().expires_after(timeout_);
-    ec = run(ioc_, [&](auto handler) { http::async_write(stream_, out, std::move(handler)); });
-    if (ec) return fail("cannot send the request", ec);
-    parser_.body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 compares a Content-Length with an empty optional as "over the limit"
-    parser_.header_limit(64 << 10);
+    beast::error_code ec = run(link_->ioc, [&](auto handler) { http::async_write(link_->stream, out, std::move(handler)); });
+    if (ec) {
+      stale = closed_by_peer(ec);
+      return fail("cannot send the request", ec);
+    }
     lowest().expires_after(timeout_);
-    ec = run(ioc_, [&](auto handler) { http::async_read_header(stream_, buffer_, parser_, std::move(handler)); });
-    if (ec) return fail("no response head", ec);
-    const auto& res = parser_.get();
+    ec = run(link_->ioc, [&](auto handler) {
+      http::async_read_header(link_->stream, link_->buffer, *parser_, std::move(handler));
+    });
+    if (ec) {
+      stale = closed_by_peer(ec) && !parser_->got_some() && link_->buffer.size() == 0;
+      return fail("no response head", ec);
+    }
+    broken_ = false;
+    const auto& res = parser_->get();
     head_.status = static_cast<int>(res.result_int());
     for (const auto& field : res) {
       head_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
@@ -98,43 +300,19 @@ class Call final : public UpstreamCall {
     return absl::OkStatus();
   }
 
-  const UpstreamHead& head() const noexcept override { return head_; }
-
-  absl::StatusOr<std::string_view> read_some() override {
-    auto& body = parser_.get().body();
-    body.clear();
-    while (body.empty() && !parser_.is_done()) {
-      lowest().expires_after(timeout_);
-      beast::error_code ec =
-          run(ioc_, [&](auto handler) { http::async_read_some(stream_, buffer_, parser_, std::move(handler)); });
-      if (ec) return fail("the response broke off", ec);
-    }
-    return std::string_view(body);
-  }
-
- private:
-  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
-
   absl::Status fail(std::string_view what, const beast::error_code& ec) const {
-    const std::string text = str_cat("upstream ", url_.tls ? "https://" : "http://", url_.host, ":", url_.port,
-                                          ": ", what, ": ", ec.message());
+    const std::string text = str_cat("upstream ", key_, ": ", what, ": ", ec.message());
     if (ec == beast::error::timeout) return absl::DeadlineExceededError(text);
     return absl::UnavailableError(text);
   }
 
-  // One io_context per thread, reused by the thread's calls one after the other (making one costs
-  // an epoll and an eventfd descriptor).
-  static net::io_context& thread_context() {
-    thread_local net::io_context context{1};
-    return context;
-  }
-
   UpstreamUrl url_;
+  std::string key_;  // "http://host:port": the pool's key
   std::chrono::milliseconds timeout_;
-  net::io_context& ioc_;
-  Stream stream_;
-  beast::flat_buffer buffer_;
-  http::response_parser<http::string_body> parser_;
+  std::shared_ptr<UpstreamPool::Impl> pool_;  // nullptr: no reuse
+  std::unique_ptr<Link<Stream>> link_;
+  std::optional<http::response_parser<http::string_body>> parser_;
+  bool broken_ = true;  // an operation failed: the connection's state is unknown, never reused
   UpstreamHead head_;
 };
 
@@ -174,13 +352,14 @@ absl::StatusOr<UpstreamUrl> parse_upstream_url(std::string_view url, std::string
 }
 
 absl::StatusOr<std::unique_ptr<UpstreamCall>> UpstreamCall::start(const UpstreamUrl& url, const UpstreamRequest& request,
-                                                                 absl::Duration timeout) {
+                                                                 absl::Duration timeout, UpstreamPool* pool) {
+  std::shared_ptr<UpstreamPool::Impl> shared = pool != nullptr ? pool->impl_ : nullptr;
   if (url.tls) {
-    auto call = std::make_unique<Call<beast::ssl_stream<beast::tcp_stream>>>(url, timeout, client_tls());
+    auto call = std::make_unique<Call<beast::ssl_stream<beast::tcp_stream>>>(url, timeout, std::move(shared));
     if (absl::Status status = call->begin(request); !status.ok()) return status;
     return std::unique_ptr<UpstreamCall>(std::move(call));
   }
-  auto call = std::make_unique<Call<beast::tcp_stream>>(url, timeout);
+  auto call = std::make_unique<Call<beast::tcp_stream>>(url, timeout, std::move(shared));
   if (absl::Status status = call->begin(request); !status.ok()) return status;
   return std::unique_ptr<UpstreamCall>(std::move(call));
 }

@@ -1,14 +1,21 @@
 // paygent-proxy's client to a provider (the upstream): one HTTP/1.1 exchange per call, over plain
 // TCP (tests, loopback) or TLS with the peer's certificate and host name verified through OpenSSL
 // against the system's trust store, as Beast's examples do. The response is read as it arrives, so
-// that a stream is forwarded chunk by chunk. The only translation unit of the proxy's client side
-// that includes Boost.Asio/Beast.
+// that a stream is forwarded chunk by chunk. Connections are kept alive in an UpstreamPool and
+// reused by later calls. The only translation unit of the proxy's client side that includes
+// Boost.Asio/Beast.
 //
-// Thread safety: an UpstreamCall is used by one thread at a time. parse_upstream_url is a free
-// function. Lifetime: an UpstreamCall owns its connection; destroying it closes the connection
-// (which is how a cut or abandoned stream stops the provider's generation).
+// Thread safety: an UpstreamCall is used by one thread at a time; an UpstreamPool by any number of
+// threads at once. parse_upstream_url is a free function.
+// Lifetime: an UpstreamCall owns its connection while it lives. Destroying it hands the connection
+// back to its pool only when the response was read to its end, without error, and the upstream did
+// not say `Connection: close`; otherwise (a stream cut or abandoned mid-way, a broken or unread
+// response) destroying it closes the connection, which is how a cut stream stops the provider's
+// generation. A call keeps its pool's shared state alive, so calls and the pool may be destroyed
+// in either order (a connection released after its pool is gone is closed).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -46,15 +53,57 @@ struct UpstreamHead {
   bool event_stream = false;  // Content-Type: text/event-stream
 };
 
+// Idle keep-alive connections, per upstream (scheme, host and port), for reuse by later calls. A
+// connection is idle in the pool only between two calls; no two calls ever hold the same one.
+// At most `max_idle` idle connections per upstream are kept (more are closed when released), and
+// one idle for longer than `idle_timeout` is closed instead of reused (checked whenever the pool is
+// used: an idle proxy keeps them until its next call, when they are found dead or expired).
+// A pooled connection that the upstream closed meanwhile (readable at checkout: EOF) is dropped.
+//
+// Thread safety: every member may be called from any thread. Lifetime: destroying the pool closes
+// its idle connections; connections still held by calls are closed when those calls end.
+class UpstreamPool {
+ public:
+  struct Limits {
+    int max_idle = 64;  // per upstream; 0: no reuse (a connection per call, Connection: close)
+    absl::Duration idle_timeout = absl::Seconds(30);  // below the providers' own keep-alive timeouts
+  };
+  struct Stats {
+    std::int64_t connects = 0;  // new connections opened
+    std::int64_t reuses = 0;    // calls started on a pooled connection
+    std::int64_t retries = 0;   // stale pooled connections replaced by a new one (the request re-sent)
+    std::int64_t idle = 0;      // idle connections held now
+  };
+
+  explicit UpstreamPool(Limits limits);
+  UpstreamPool() : UpstreamPool(Limits{}) {}
+  ~UpstreamPool();
+  UpstreamPool(const UpstreamPool&) = delete;
+  UpstreamPool& operator=(const UpstreamPool&) = delete;
+
+  [[nodiscard]] Stats stats() const noexcept;
+
+  class Impl;  // proxy/upstream.cpp
+
+ private:
+  friend class UpstreamCall;
+  std::shared_ptr<Impl> impl_;
+};
+
 class UpstreamCall {
  public:
   virtual ~UpstreamCall() = default;
 
-  // Connects, sends `request` and reads the response's head. Each step waits at most `timeout`.
+  // Sends `request` on an idle connection of `pool` (nullptr: no pool, a new connection closed
+  // after the call) or a new one, and reads the response's head. Each step waits at most `timeout`.
+  // A pooled connection that fails on the write or the head's read before any byte of a response
+  // arrived, because the upstream closed or reset it, is replaced ONCE by a new connection and the
+  // request sent again there; never after a response byte arrived, nor after a timeout (the
+  // upstream may be working on it).
   // Errors: DeadlineExceeded (no answer in time), Unavailable (cannot connect, TLS verification
   // failed, the connection broke, or the answer is not HTTP/1.1), each naming the upstream.
   static absl::StatusOr<std::unique_ptr<UpstreamCall>> start(const UpstreamUrl& url, const UpstreamRequest& request,
-                                                            absl::Duration timeout);
+                                                            absl::Duration timeout, UpstreamPool* pool = nullptr);
 
   [[nodiscard]] virtual const UpstreamHead& head() const noexcept = 0;
   // The next bytes of the body (chunked encoding removed), valid until the next call; empty at

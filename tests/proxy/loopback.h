@@ -1,8 +1,8 @@
 // Test support for paygent-proxy: a fake provider (upstream) and a plain HTTP/1.1 client, both on
 // loopback with POSIX sockets (no Beast in the tests), and the fixture bodies.
 //
-// Thread safety: FakeUpstream serves each connection on a thread of its own; its counters are
-// atomic and last_body() locks. Lifetime: destroying it stops accepting and waits for its threads.
+// Thread safety: FakeUpstream serves each connection on a thread of its own (HTTP/1.1 keep-alive:
+// requests one after the other); its counters are atomic and last_body() locks. Lifetime: destroying it stops accepting and waits for its threads.
 #pragma once
 
 #include <arpa/inet.h>
@@ -119,6 +119,7 @@ struct FakeReply {
   std::chrono::milliseconds delay{0};  // before the head, and between the events of a stream
   bool hang = false;                 // read the request, never answer
   std::string raw;                   // sent as is instead of HTTP (garbage)
+  bool close = false;                // answer with Connection: close, then close the connection
 };
 
 class FakeUpstream {
@@ -142,6 +143,12 @@ class FakeUpstream {
 
   [[nodiscard]] std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   [[nodiscard]] int hits() const { return hits_.load(); }
+  // Connections accepted so far.
+  [[nodiscard]] int accepts() const { return accepts_.load(); }
+  // The next request that arrives on a connection that already served one is not answered: the
+  // connection is closed instead, as a server closes a keep-alive connection it found idle too long
+  // just as a request arrives (the request is not counted in hits()).
+  void drop_next_reused_request() { drop_next_reused_ = true; }
   // Requests whose connection closed before the whole stream was sent.
   [[nodiscard]] int broken_streams() const { return broken_.load(); }
   std::string last_body() {
@@ -163,6 +170,11 @@ class FakeUpstream {
         ::close(fd);
         return;
       }
+      // As providers' servers do: a stream's head and first event (two writes) leave at once. Without
+      // it a kept-alive connection holds the event for the head's delayed ACK (40 ms).
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      accepts_++;
       open_.push_back(fd);
       workers_.emplace_back([this, fd] { serve(fd); });
     }
@@ -170,7 +182,8 @@ class FakeUpstream {
 
   void serve(int fd) {
     std::string buffer, head, body;
-    while (read_request(fd, buffer, head, body)) {
+    for (int served = 0; read_request(fd, buffer, head, body); ++served) {
+      if (served > 0 && drop_next_reused_.exchange(false)) break;
       hits_++;
       {
         std::lock_guard lock(mu_);
@@ -190,9 +203,10 @@ class FakeUpstream {
         break;
       }
       std::string out = "HTTP/1.1 " + std::to_string(reply.status) + " X\r\ncontent-type: " + reply.content_type + "\r\n";
+      if (reply.close) out += "connection: close\r\n";
       if (reply.events.empty()) {
         out += "content-length: " + std::to_string(reply.body.size()) + "\r\n\r\n" + reply.body;
-        if (!send_all(fd, out)) break;
+        if (!send_all(fd, out) || reply.close) break;
         continue;
       }
       out += "transfer-encoding: chunked\r\n\r\n";
@@ -208,6 +222,7 @@ class FakeUpstream {
         broken_++;
         break;
       }
+      if (reply.close) break;
     }
     ::close(fd);
   }
@@ -217,6 +232,8 @@ class FakeUpstream {
   int port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<int> hits_{0};
+  std::atomic<int> accepts_{0};
+  std::atomic<bool> drop_next_reused_{false};
   std::atomic<int> broken_{0};
   std::thread thread_;
   std::mutex mu_;

@@ -356,5 +356,177 @@ TEST_CASE("proxy.bad_input_gets_a_clear_error_and_the_proxy_stays_up") {
   CHECK(stats.upstream_errors == 2);
 }
 
+// Upstream connections (proxy/upstream.h, UpstreamPool): kept alive and reused, never shared, never
+// reused after a response that was not read whole.
+
+TEST_CASE("proxy.upstream_connections_are_reused_across_calls") {
+  Harness h([](const std::string&, const std::string& body) {
+    return body.find("\"stream\":true") != std::string::npos ? stream_reply("openai-chat-stream.sse")
+                                                              : json_reply("openai-chat.json");
+  });
+  for (int i = 0; i < 10; ++i) {
+    const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: max"});
+    REQUIRE(r.status == 200);
+    CHECK(r.body == fixture("openai-chat.json"));
+  }
+  for (int i = 0; i < 3; ++i) {  // streams read to their end leave the connection reusable too
+    const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(R"(,"stream":true)"), {"x-paygent-user: max"});
+    REQUIRE(r.status == 200);
+    CHECK(r.body.find("[DONE]") != std::string::npos);
+  }
+  CHECK(h.upstream.hits() == 13);
+  CHECK(h.upstream.accepts() == 1);
+  const ProxyStats stats = h.proxy->stats();
+  CHECK(stats.upstream_connects == 1);
+  CHECK(stats.upstream_reuses == 12);
+  CHECK(stats.upstream_retries == 0);
+  CHECK(stats.upstream_idle == 1);
+  const HttpResponse health = post(h.port(), "/healthz", "", {}, "GET");
+  CHECK(health.body.find(R"("upstream_connects":1,"upstream_reuses":12,"upstream_retries":0,"upstream_idle":1})") !=
+        std::string::npos);
+  REQUIRE(h.usages.size() == 13);
+}
+
+TEST_CASE("proxy.upstream_pool_off_or_expired_opens_a_new_connection") {
+  SUBCASE("pool off") {
+    Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); },
+              ProxyOptions{.upstream_max_idle = 0});
+    for (int i = 0; i < 3; ++i) CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
+    CHECK(h.upstream.accepts() == 3);
+    CHECK(h.upstream.last_head().find("Connection: close") != std::string::npos);
+  }
+  SUBCASE("idle past the timeout") {
+    Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); },
+              ProxyOptions{.upstream_idle_timeout = absl::Milliseconds(400)});
+    CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
+    CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
+    CHECK(h.upstream.accepts() == 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
+    CHECK(h.upstream.accepts() == 2);
+  }
+}
+
+TEST_CASE("proxy.cut_stream_connection_is_closed_not_reused") {
+  Harness h([](const std::string&, const std::string& body) {
+    return body.find("\"stream\":true") != std::string::npos ? endless_stream(std::chrono::milliseconds(2))
+                                                              : json_reply("openai-chat.json");
+  });
+  REQUIRE(h.pg->assign_plan("ned", "small").ok());
+  const HttpResponse cut = post(h.port(), "/v1/chat/completions", chat_body(R"(,"stream":true)"), {"x-paygent-user: ned"});
+  CHECK(cut.status == 200);
+  CHECK(h.proxy->stats().cut_streams == 1);
+  // Closing the connection is what stops the provider: its next write fails.
+  for (int i = 0; i < 250 && h.upstream.broken_streams() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(h.upstream.broken_streams() == 1);
+  CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
+  CHECK(h.upstream.accepts() == 2);
+}
+
+TEST_CASE("proxy.abandoned_stream_connection_is_closed_not_reused") {
+  Harness h([](const std::string&, const std::string& body) {
+    return body.find("\"stream\":true") != std::string::npos ? endless_stream(std::chrono::milliseconds(20))
+                                                              : json_reply("openai-chat.json");
+  });
+  CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);  // a pooled connection
+  const int fd = connect_loopback(h.port());
+  send_all(fd, request_text("/v1/chat/completions", chat_body(R"(,"stream":true)"), {"x-paygent-user: ora"}));
+  std::string seen;
+  char chunk[4096];
+  while (seen.find("abcdefgh") == std::string::npos) {
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    REQUIRE(n > 0);
+    seen.append(chunk, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  for (int i = 0; i < 250 && h.upstream.broken_streams() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(h.proxy->stats().abandoned_streams == 1);
+  CHECK(h.upstream.broken_streams() == 1);
+  CHECK(h.upstream.accepts() == 1);  // the stream ran on the pooled connection
+  CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
+  CHECK(h.upstream.accepts() == 2);  // which was closed with the stream, not pooled again
+}
+
+TEST_CASE("proxy.stale_pooled_connection_is_retried_once_and_metered_once") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); });
+  const Nanos cost = 12 * kGpt4oIn + 5 * kGpt4oOut;
+  CHECK(post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: pia"}).status == 200);
+  h.upstream.drop_next_reused_request();  // the upstream closes the idle connection as the request arrives
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: pia"});
+  CHECK(r.status == 200);
+  CHECK(r.body == fixture("openai-chat.json"));
+  CHECK(r.header("x-paygent-cost-nanos") == std::to_string(cost));
+  CHECK(h.upstream.accepts() == 2);
+  CHECK(h.upstream.hits() == 2);  // answered once (the dropped request is not counted)
+  CHECK(h.proxy->stats().upstream_retries == 1);
+  CHECK(h.proxy->stats().upstream_connects == 2);
+  CHECK(h.usages.size() == 2);
+  CHECK(h.spend("pia") == 2 * cost);
+  CHECK(h.proxy->stats().upstream_errors == 0);
+}
+
+TEST_CASE("proxy.no_retry_after_a_response_byte_arrived") {
+  Harness h([](const std::string&, const std::string& body) {
+    if (body.find("PARTIAL") != std::string::npos) return FakeReply{.raw = "HTTP/1.1 200 OK\r\ncontent-"};
+    return json_reply("openai-chat.json");
+  });
+  CHECK(post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: quin"}).status == 200);
+  const HttpResponse r = post(h.port(), "/v1/chat/completions",
+                              R"({"model":"gpt-4o","messages":[{"role":"user","content":"PARTIAL"}]})", {"x-paygent-user: quin"});
+  CHECK(r.status == 502);
+  CHECK(h.upstream.hits() == 2);  // sent once, never again
+  CHECK(h.proxy->stats().upstream_retries == 0);
+  CHECK(h.upstream.accepts() == 1);
+  CHECK(h.spend("quin") == 12 * kGpt4oIn + 5 * kGpt4oOut);  // the failed call released
+}
+
+TEST_CASE("proxy.upstream_connection_close_is_not_reused") {
+  Harness h([](const std::string&, const std::string&) {
+    FakeReply reply = json_reply("openai-chat.json");
+    reply.close = true;
+    return reply;
+  });
+  for (int i = 0; i < 4; ++i) {
+    const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: rex"});
+    CHECK(r.status == 200);
+  }
+  CHECK(h.upstream.accepts() == 4);
+  CHECK(h.upstream.hits() == 4);
+  CHECK(h.proxy->stats().upstream_errors == 0);
+}
+
+TEST_CASE("proxy.concurrent_calls_never_share_an_upstream_connection") {
+  // The provider answers a batch's calls only once all of them have arrived (or after 5 s), so
+  // they overlap for sure: calls sharing a connection would arrive one after the other on it.
+  constexpr int kCalls = 8;
+  std::atomic<int> arrived{0};
+  Harness h([&](const std::string&, const std::string&) {
+    const int batch_end = (arrived.fetch_add(1) / kCalls + 1) * kCalls;
+    for (int i = 0; i < 500 && arrived.load() < batch_end; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return json_reply("openai-chat.json");
+  });
+  auto batch = [&] {
+    std::vector<std::future<HttpResponse>> calls;
+    for (int i = 0; i < kCalls; ++i) {
+      calls.push_back(std::async(std::launch::async, [&] {
+        return post(h.port(), "/v1/chat/completions", chat_body(R"(,"max_tokens":10)"), {"x-paygent-user: sam"});
+      }));
+    }
+    for (auto& call : calls) {
+      const HttpResponse r = call.get();
+      CHECK(r.status == 200);
+      CHECK(r.body == fixture("openai-chat.json"));
+    }
+  };
+  batch();
+  CHECK(h.upstream.accepts() == kCalls);  // one connection each while they overlap
+  CHECK(arrived.load() == kCalls);
+  batch();
+  CHECK(h.upstream.accepts() == kCalls);  // the second batch took the 8 idle ones, one each
+  CHECK(h.upstream.hits() == 2 * kCalls);
+  CHECK(h.spend("sam") == 2 * kCalls * (12 * kGpt4oIn + 5 * kGpt4oOut));
+  CHECK(arrived.load() == 2 * kCalls);
+}
+
 }  // namespace
 }  // namespace paygent::proxy
