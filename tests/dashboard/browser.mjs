@@ -153,6 +153,15 @@ check(await figure('revenue') === str(profit.total.revenue_nanos) && await figur
 const inv = await api(key2, `/api/v1/customers/customer-123/invoice?${novemberNs}`);
 await show('billing', '&customer=customer-123');
 check(await figure('invoice-total') === str(inv.total_nanos) && inv.total_nanos > 0, `billing: customer-123's invoice total ${inv.total_nanos} equals the API's`);
+// The customer's credit wallet (a top-up through the API first), and one without a wallet.
+const topped = await api(key2, '/api/v1/customers/customer-123/wallet/top-ups',
+                         {method: 'POST', body: JSON.stringify({credits: '250', paidUsd: '25', id: 'browser-topup-1'})});
+await show('billing', '&customer=customer-456');
+check((await page.textContent('#wallet')).includes('has no credit wallet'), 'billing: a customer without a wallet is said to have none');
+await show('billing', '&customer=customer-123');
+const walletText = await page.textContent('#wallet');
+check(walletText.includes(`Credit balance (customer-123)${topped.wallet.balance}`) && walletText.includes('browser-topup-1'),
+      `billing: customer-123's wallet shows the API's balance ${topped.wallet.balance} and its top-up`);
 // Billable Metrics -> Create metric, with the API's validation.
 await page.fill('#metric-form input[name=name]', 'GPU compute hours');
 await page.fill('#metric-form input[name=expression]', 'event.properties.hours * (2');
