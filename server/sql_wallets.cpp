@@ -164,11 +164,13 @@ absl::StatusOr<Storage::TopUpResult> SqlStorage::top_up_wallet(std::string_view 
         connection,
         "INSERT INTO credit_top_ups(product, customer_id, id, credits, paid_usd, created_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
     if (!insert.ok()) return insert.status();
+    // Bound text is not copied: it lives until the statement has run.
+    const std::string credits_text = credits->normalized().to_string(), paid_text = paid->normalized().to_string();
     insert->bind(1, product)
         .bind(2, customer_id)
         .bind(3, top_up.id)
-        .bind(4, credits->normalized().to_string())
-        .bind(5, paid->normalized().to_string())
+        .bind(4, credits_text)
+        .bind(5, paid_text)
         .bind(6, now_ns);
     if (absl::Status s = insert->run("store the top-up"); !s.ok()) return s;
     if (absl::Status s = write_wallet(connection, product, w); !s.ok()) return s;
@@ -346,14 +348,18 @@ absl::StatusOr<std::optional<WalletRecord>> SqlStorage::settle_wallet(std::strin
       if (!new_overage.ok()) return new_overage.status();
       used = *new_used;
       overage = *new_overage;
+      // Bound text is not copied: it lives until the statement has run.
+      const std::string charged_text = line.charged.normalized().to_string(),
+                        used_text = line.used.normalized().to_string(),
+                        overage_text = line.overage.normalized().to_string();
       upsert->bind(1, product)
           .bind(2, customer_id)
           .bind(3, indicator)
           .bind(4, period.from_ns)
           .bind(5, period.to_ns)
-          .bind(6, line.charged.normalized().to_string())
-          .bind(7, line.used.normalized().to_string())
-          .bind(8, line.overage.normalized().to_string());
+          .bind(6, charged_text)
+          .bind(7, used_text)
+          .bind(8, overage_text);
       if (absl::Status s = upsert->run("write the ledger"); !s.ok()) return s;
       upsert->reset();
       changed = true;
