@@ -6,7 +6,11 @@
 //   invoice_sql_baseline   the baseline: one customer's SUM of the tag and COUNT in plain SQL
 //                          (SQLite's json_extract over the same join and index, as a double),
 //                          none of the engine's work (exact decimals, dedup, exclusions, pricing)
-// Each checks its quantity against what was ingested.
+//   invoice_sql_group_by   the baseline of the 1,000 invoices: one plain SQL GROUP BY of every
+//                          customer's SUM and COUNT over the same rows
+//   profit_by_customer     GET /api/v1/reports/profit?by=customer over November: every customer's
+//                          revenue from its invoice (docs/billing.md, "Revenue in the profit report")
+// Each checks its quantity (or revenue) against what was ingested.
 //   build/bench/paygent_bench --benchmark_filter=invoice_ --benchmark_repetitions=3
 #include <benchmark/benchmark.h>
 
@@ -177,8 +181,74 @@ void invoice_sql_baseline(benchmark::State& state) {
   sqlite3_close(db);
 }
 
+// What the graduated price of the bench (100 h at $0.50, then $0.40 and a $1 fee) makes of one
+// customer's events of 1.5 hours, in nano-USD.
+std::int64_t expected_invoice_nanos(std::int64_t per_customer) {
+  const std::int64_t tenths = per_customer * 15;  // hours x 10
+  if (tenths <= 1000) return tenths * 50'000'000;
+  return 50'000'000'000 + (tenths - 1000) * 40'000'000 + 1'000'000'000;
+}
+
+void profit_by_customer(benchmark::State& state) {
+  World& w = world();
+  if (!w.error.empty()) {
+    state.SkipWithError(w.error.c_str());
+    return;
+  }
+  const std::string expected =
+      "\"revenue_nanos\":" + std::to_string(expected_invoice_nanos(w.per_customer) * kCustomers) + ",";
+  for (auto _ : state) {
+    const auto r = w.call("GET",
+                          "/api/v1/reports/profit?by=customer&from_ns=" + std::to_string(kNovember) +
+                              "&to_ns=" + std::to_string(kNovember + 30LL * 86'400'000'000'000),
+                          "", w.key);
+    const std::size_t total = r.body.find("\"total\":{");
+    if (r.status != 200 || total == std::string::npos || r.body.find(expected, total) == std::string::npos) {
+      state.SkipWithError("the report's revenue is not the sum of the invoices");
+      return;
+    }
+  }
+}
+
+void invoice_sql_group_by(benchmark::State& state) {
+  World& w = world();
+  sqlite3* db = nullptr;
+  sqlite3_stmt* stmt = nullptr;
+  if (!w.error.empty() || sqlite3_open_v2((w.dir.path() + "/p.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(db,
+                         "SELECT b.user_id, COUNT(*), SUM(json_extract(e.meta_tags, '$.hours')) FROM billing_events b "
+                         "JOIN events e ON e.product = b.product AND e.id = b.id WHERE b.product = 1 AND b.ts_ns >= ?1 "
+                         "AND b.ts_ns < ?2 GROUP BY b.user_id",
+                         -1, &stmt, nullptr) != SQLITE_OK) {
+    state.SkipWithError("cannot read the database");
+    sqlite3_close(db);
+    return;
+  }
+  for (auto _ : state) {
+    sqlite3_bind_int64(stmt, 1, kNovember);
+    sqlite3_bind_int64(stmt, 2, kNovember + 30LL * 86'400'000'000'000);
+    int customers = 0;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+      if (sqlite3_column_int64(stmt, 1) != w.per_customer ||
+          sqlite3_column_double(stmt, 2) != 1.5 * static_cast<double>(w.per_customer)) {
+        break;
+      }
+      ++customers;
+    }
+    sqlite3_reset(stmt);
+    if (customers != kCustomers) {
+      state.SkipWithError("the baseline does not match what was ingested");
+      break;
+    }
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+}
+
 BENCHMARK(invoice_sql_baseline)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(invoice_one_customer)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(invoice_all_customers)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(invoice_sql_group_by)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(profit_by_customer)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

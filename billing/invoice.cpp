@@ -19,6 +19,8 @@ struct InvoiceBuilder::Line {
   std::unique_ptr<Metric> implicit_metric;  // Count (no metric) or Sum of the duration (per-minute)
   std::unique_ptr<MetricAggregator> aggregator;
   Decimal voice_amount;  // per-minute: the sessions' charges, exact
+  Decimal stored_amount;              // FLAT with stored amounts: the events that carried one, exact
+  std::int64_t stored_events = 0;     // ...and how many they were
   absl::Status status;   // the first error of a per-minute charge, sticky
 };
 
@@ -39,6 +41,10 @@ absl::Status validate_indicator(const Indicator& indicator) {
     if (indicator.duration_tag.empty()) return absl::InvalidArgumentError("duration_tag: is required");
     if (auto s = validate_per_minute(*indicator.per_minute); !s.ok()) return prefixed("per_minute.", s);
     return absl::OkStatus();
+  }
+  if (indicator.stored_amounts && (indicator.metric || indicator.pricing.model != PricingModel::kFlat)) {
+    return absl::InvalidArgumentError(
+        "stored_amounts: only a FLAT indicator without a metric, or a per-minute one, bills stored amounts");
   }
   if (auto s = validate_pricing(indicator.pricing); !s.ok()) return prefixed("pricing.", s);
   return absl::OkStatus();
@@ -86,8 +92,19 @@ void InvoiceBuilder::add(std::string_view indicator, const BillingEvent& event) 
   for (const std::unique_ptr<Line>& line : lines_) {
     if (line->indicator->name != indicator) continue;
     const MetricAggregator::Added added = line->aggregator->add(event);
+    const bool stored = added.counted && line->indicator->stored_amounts && event.amount.has_value();
+    if (stored && !line->indicator->per_minute && line->status.ok()) {
+      auto sum = Decimal::add(line->stored_amount, *event.amount);
+      if (sum.ok()) {
+        line->stored_amount = *sum;
+        ++line->stored_events;
+      } else {
+        line->status = prefixed("indicator \"" + line->indicator->name + "\": ", sum.status());
+      }
+    }
     if (added.counted && line->indicator->per_minute && line->status.ok()) {
-      auto charge = voice_session_charge(*line->indicator->per_minute, event.session_models, added.value);
+      auto charge = stored ? absl::StatusOr<Decimal>(*event.amount)
+                           : voice_session_charge(*line->indicator->per_minute, event.session_models, added.value);
       if (charge.ok()) charge = Decimal::add(line->voice_amount, *charge);
       if (charge.ok()) {
         line->voice_amount = *charge;
@@ -129,9 +146,18 @@ absl::StatusOr<Invoice> InvoiceBuilder::render(std::optional<Decimal> available_
     } else {
       out.pricing = std::string(pricing_model_name(ind.pricing.model));
       out.unit = ind.pricing.unit;
-      auto charge = price_quantity(ind.pricing, out.quantity);
+      // Events billed at their stored amounts are not priced again.
+      Decimal priced_quantity = out.quantity;
+      if (line->stored_events > 0) {
+        PAYGENT_BILLING_ASSIGN_OR_RETURN(priced_quantity,
+                                         Decimal::sub(out.quantity, Decimal::from_int(line->stored_events)));
+      }
+      auto charge = price_quantity(ind.pricing, priced_quantity);
       if (!charge.ok()) return prefixed("indicator \"" + ind.name + "\": ", charge.status());
       out.amount = charge->amount;
+      if (line->stored_events > 0) {
+        PAYGENT_BILLING_ASSIGN_OR_RETURN(out.amount, Decimal::add(out.amount, line->stored_amount));
+      }
       out.tiers = std::move(charge->tiers);
       if (ind.pricing.model == PricingModel::kCredits) {
         out.credits = charge->credits;

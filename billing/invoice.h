@@ -37,6 +37,12 @@ struct Indicator {
   // BillingEvent::session_models. A metric cannot be linked as well.
   std::optional<PerMinutePricing> per_minute;
   std::string duration_tag = "duration_minutes";
+  // Each counted event that carries a stored amount (BillingEvent::amount: what it was priced at
+  // when it was stored, with the prices of that moment) is billed that amount, the others at the
+  // price above, so that a price change bills only the events after it, as the tracking issue's
+  // per-event revenue does. Only for FLAT without a metric, or per-minute (whose stored amounts
+  // carry the session's custom per-model rates).
+  bool stored_amounts = false;
 };
 
 // OK or InvalidArgument naming the field ("name: is required", "pricing.tiers[0].up_to: ...").

@@ -121,6 +121,9 @@ struct BillingEvent {
   std::uint64_t arrival = 0;     // arrival sequence: breaks Latest's timestamp ties (later wins)
   std::span<const MetaTag> tags;
   std::span<const SessionModel> session_models;  // voice sessions only
+  // What the event was priced at when it was stored (USD, exact), if it was: an indicator that
+  // bills stored amounts (Indicator::stored_amounts, billing/invoice.h) bills it as is.
+  std::optional<Decimal> amount;
 };
 
 // What happened to the events fed to an aggregator.

@@ -16,6 +16,7 @@
 #include "meter/internal/str_cat.h"
 #include "server/agents_wire.h"
 #include "server/api.h"
+#include "server/invoicing.h"
 #include "server/routes.h"
 #include "server/wire.h"
 
@@ -118,6 +119,10 @@ HttpResponse Api::profit_report(const Call& call) {
   absl::StatusOr<ProfitQuery> q = parse_profit_query(query_of(call.request.target));
   if (!q.ok()) return error_response(q.status());
   absl::StatusOr<std::vector<ProfitRow>> rows = storage_.profit_report(call.product_id, q->range, q->group);
+  if (rows.ok()) {
+    // Metered, tiered and CREDITS indicators: the revenue their invoices accrued over the range.
+    if (absl::Status s = add_invoiced_revenue(storage_, call.product_id, q->range, q->group, *rows); !s.ok()) rows = s;
+  }
   if (!rows.ok()) return error_response(rows.status());
   return json_response(200, profit_report_json(q->range.from_ns, q->range.to_ns, q->by, *rows));
 }

@@ -239,14 +239,7 @@ HttpResponse Api::customer_invoice(const Call& call) {
       });
   if (!built.ok()) return error_response(built.status());
   absl::StatusOr<billing::Invoice> invoice =
-      ledger ? built->builder.preview_with_ledger([&](std::string_view indicator) {
-        for (const WalletCharge& c : *ledger) {
-          if (c.indicator != indicator) continue;
-          absl::StatusOr<billing::Decimal> used = billing::Decimal::parse(c.used);
-          return used.ok() ? *used : billing::Decimal();
-        }
-        return billing::Decimal();
-      })
+      ledger ? built->builder.preview_with_ledger([&](std::string_view indicator) { return ledger_used(*ledger, indicator); })
              : built->builder.preview();
   if (!invoice.ok()) return error_response(invoice.status());
   InvoiceView view{.customer = call.param,

@@ -60,13 +60,14 @@ absl::StatusOr<ProductBilling> load_product_billing(Storage& storage, std::strin
         ind.pricing = *std::move(pricing);
         if (ind.pricing.model == billing::PricingModel::kCredits) out.has_credits = true;
       } else if (p.per_minute) {
-        // Per-minute sessions at the base rate (custom per-model rates need the session's models:
-        // the profit report's stored revenue applies them; docs/billing.md, "Limits").
-        if (!p.price_nanos) {
+        // Per-minute sessions: each billed at the revenue ingest priced it at (the session's custom
+        // per-model rates of that moment applied), else at the base rate (docs/billing.md).
+        if (!p.price_nanos && p.custom_rates.empty()) {
           out.unpriced[key] = true;
           continue;
         }
-        ind.per_minute = billing::PerMinutePricing{.base_usd_per_minute = billing::Decimal::from_nanos(*p.price_nanos)};
+        ind.per_minute = billing::PerMinutePricing{.base_usd_per_minute = billing::Decimal::from_nanos(p.price_nanos.value_or(0))};
+        ind.stored_amounts = true;
         out.per_minute[key] = true;
       } else if (p.price_nanos) {
         ind.pricing = billing::Pricing{.model = billing::PricingModel::kFlat,
@@ -76,6 +77,9 @@ absl::StatusOr<ProductBilling> load_product_billing(Storage& storage, std::strin
         out.unpriced[key] = true;
         continue;
       }
+      // A price per event (no metric, FLAT) bills each event at what ingest priced it at, so that
+      // a price change bills only later events, as the profit report's revenue does.
+      if (!ind.per_minute && !ind.metric && ind.pricing.model == billing::PricingModel::kFlat) ind.stored_amounts = true;
       out.indicators.push_back(std::move(ind));
       out.agents.push_back(a.agent_id);
       out.indicator_names.push_back(p.indicator);
@@ -93,37 +97,43 @@ billing::BillingPeriod billing_period_at(const UserRecord& customer, absl::Time 
   return billing::BillingPeriod{.start_ns = absl::ToUnixNanos(p.start), .end_ns = absl::ToUnixNanos(p.end)};
 }
 
+InvoiceFeeder::InvoiceFeeder(const ProductBilling& product, BuiltInvoice& invoice)
+    : product_(product), invoice_(invoice), parser_(std::make_unique<simdjson::dom::parser>()) {}
+InvoiceFeeder::~InvoiceFeeder() = default;
+
+absl::Status InvoiceFeeder::add(const BillingEventRow& row) {
+  key_ = str_cat(row.agent_id, "/", row.indicator);
+  if (product_.unpriced.contains(key_)) {
+    ++invoice_.unpriced_events;
+    return absl::OkStatus();
+  }
+  read_tags(*parser_, row.meta_tags_json, owned_, tags_);
+  if (product_.per_minute.contains(key_)) {
+    // The session's minutes, exact to 18 places, as the engine's duration tag.
+    absl::StatusOr<billing::Decimal> m = billing::Decimal::div(
+        billing::Decimal::from_int(row.duration_us), billing::Decimal::from_int(60'000'000), 18,
+        billing::RoundingMode::kRound);
+    if (!m.ok()) return m.status();
+    minutes_ = m->to_string();
+    tags_.push_back(billing::MetaTag{"duration_minutes", minutes_});
+  }
+  std::optional<billing::Decimal> amount;
+  if (row.revenue_nanos) amount = billing::Decimal::from_nanos(*row.revenue_nanos);
+  invoice_.builder.add(key_, billing::BillingEvent{.id = row.id,
+                                                   .ts_ns = row.ts_ns,
+                                                   .arrival = static_cast<std::uint64_t>(row.received_ns),
+                                                   .tags = tags_,
+                                                   .amount = amount});
+  return absl::OkStatus();
+}
+
 absl::StatusOr<BuiltInvoice> build_invoice(const ProductBilling& product, billing::BillingPeriod period, BillingScan scan) {
   absl::StatusOr<billing::InvoiceBuilder> builder = billing::InvoiceBuilder::create(product.indicators, period);
   if (!builder.ok()) return absl::InternalError(builder.status().message());
   BuiltInvoice out{.builder = *std::move(builder)};
-  simdjson::dom::parser parser;
-  std::vector<std::pair<std::string, std::string>> owned;
-  std::vector<billing::MetaTag> tags;
-  std::string key, minutes;
-  absl::Status scanned = scan(
-      TimeRange{.from_ns = period.start_ns, .to_ns = period.end_ns}, [&](const BillingEventRow& row) -> absl::Status {
-        key = str_cat(row.agent_id, "/", row.indicator);
-        if (product.unpriced.contains(key)) {
-          ++out.unpriced_events;
-          return absl::OkStatus();
-        }
-        read_tags(parser, row.meta_tags_json, owned, tags);
-        if (product.per_minute.contains(key)) {
-          // The session's minutes, exact to 18 places, as the engine's duration tag.
-          absl::StatusOr<billing::Decimal> m = billing::Decimal::div(
-              billing::Decimal::from_int(row.duration_us), billing::Decimal::from_int(60'000'000), 18,
-              billing::RoundingMode::kRound);
-          if (!m.ok()) return m.status();
-          minutes = m->to_string();
-          tags.push_back(billing::MetaTag{"duration_minutes", minutes});
-        }
-        out.builder.add(key, billing::BillingEvent{.id = row.id,
-                                                   .ts_ns = row.ts_ns,
-                                                   .arrival = static_cast<std::uint64_t>(row.received_ns),
-                                                   .tags = tags});
-        return absl::OkStatus();
-      });
+  InvoiceFeeder feeder(product, out);
+  absl::Status scanned = scan(TimeRange{.from_ns = period.start_ns, .to_ns = period.end_ns},
+                              [&](const BillingEventRow& row) { return feeder.add(row); });
   if (!scanned.ok()) return scanned;
   return out;
 }
@@ -136,6 +146,15 @@ std::vector<std::pair<std::string, std::string>> credits_of_invoice(const billin
     }
   }
   return out;
+}
+
+billing::Decimal ledger_used(const std::vector<WalletCharge>& ledger, std::string_view indicator) {
+  for (const WalletCharge& c : ledger) {
+    if (c.indicator != indicator) continue;
+    absl::StatusOr<billing::Decimal> used = billing::Decimal::parse(c.used);
+    return used.ok() ? *used : billing::Decimal();
+  }
+  return billing::Decimal();
 }
 
 absl::StatusOr<std::optional<WalletRecord>> settle_customer_wallet(Storage& storage, std::string_view product_id,

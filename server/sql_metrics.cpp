@@ -178,7 +178,7 @@ absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64
   for (;;) {
     absl::StatusOr<Query> select = prepare(
         connection,
-        str_cat("SELECT b.id, b.agent_id, b.indicator, b.ts_ns, b.duration_us, e.meta_tags, e.received_ns "
+        str_cat("SELECT b.id, b.agent_id, b.indicator, b.ts_ns, b.duration_us, e.meta_tags, e.received_ns, b.revenue_nanos "
                 "FROM billing_events b JOIN events e ON e.product = b.product AND e.id = b.id "
                 "WHERE b.product = ?1 AND b.user_id = ?2 AND b.ts_ns < ?4 AND ",
                 cursor.first ? "b.ts_ns >= ?3 " : "(b.ts_ns > ?3 OR (b.ts_ns = ?3 AND b.id > ?5)) ",
@@ -197,13 +197,15 @@ absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64
       if (!*row) break;
       ++rows;
       std::string id = select->blob(0);
-      const BillingEventRow event{.id = hex_of(id),
-                                  .agent_id = select->text(1),
-                                  .indicator = select->text(2),
-                                  .ts_ns = select->int64(3),
-                                  .received_ns = select->int64(6),
-                                  .duration_us = select->int64(4),
-                                  .meta_tags_json = select->text(5)};
+      const BillingEventRow event{
+          .id = hex_of(id),
+          .agent_id = select->text(1),
+          .indicator = select->text(2),
+          .ts_ns = select->int64(3),
+          .received_ns = select->int64(6),
+          .duration_us = select->int64(4),
+          .meta_tags_json = select->text(5),
+          .revenue_nanos = select->is_null(7) ? std::nullopt : std::optional<std::int64_t>(select->int64(7))};
       if (absl::Status s = fn(event); !s.ok()) return s;
       cursor.after_ts = event.ts_ns;
       cursor.after_id = std::move(id);

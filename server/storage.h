@@ -231,6 +231,9 @@ struct BillingEventRow {
   std::int64_t received_ns = 0;  // arrival: breaks Latest's timestamp ties
   std::int64_t duration_us = 0;
   std::string meta_tags_json;  // a JSON object of string values
+  // Its revenue priced at ingest (per-event and per-minute prices of that moment); none when it
+  // had no per-event price (metered, tiered, CREDITS, or no price at all).
+  std::optional<std::int64_t> revenue_nanos;
 };
 
 // One top-up; `id` is the caller's (idempotency: the same id again adds nothing).

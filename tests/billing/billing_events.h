@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,7 +37,8 @@ struct Ev {
   std::int64_t ts_ns = kNovember.start_ns;
   std::uint64_t arrival = 0;
   std::vector<SessionModel> models;
-  [[nodiscard]] BillingEvent view() const { return BillingEvent{id, ts_ns, arrival, tags, models}; }
+  std::optional<Decimal> amount;  // what it was priced at when stored
+  [[nodiscard]] BillingEvent view() const { return BillingEvent{id, ts_ns, arrival, tags, models, amount}; }
 };
 
 inline MetricAggregator::Added feed(MetricAggregator& a, const Ev& e) { return a.add(e.view()); }

@@ -76,6 +76,37 @@ TEST_CASE("billing.invoice.per_minute_sessions_each_at_their_rate") {
   CHECK(std::string(bad.status().message()).find("duration_minutes: -1 is negative") != std::string::npos);
 }
 
+TEST_CASE("billing.invoice.stored_amounts_bill_each_event_at_its_price_of_then") {
+  // $0.20 per call until a price change to $0.25: the calls stored before it carry $0.20, and a
+  // call with no stored amount (stored while the indicator had no price) is billed at today's.
+  const std::vector<Indicator> indicators{
+      {.name = "lead", .pricing = {.model = PricingModel::kFlat, .unit = "call", .unit_price = dec("0.25")},
+       .stored_amounts = true},
+      // Per minute: the stored amount carries the session's custom rate (2 min x $0.55).
+      {.name = "voice", .per_minute = PerMinutePricing{.base_usd_per_minute = dec("0.15")}, .stored_amounts = true}};
+  InvoiceBuilder b = builder(indicators);
+  b.add("lead", Ev{.id = "l1", .amount = dec("0.20")}.view());
+  b.add("lead", Ev{.id = "l2", .amount = dec("0.20")}.view());
+  b.add("lead", Ev{.id = "l2", .amount = dec("0.20")}.view());  // a duplicate is billed once
+  b.add("lead", Ev{.id = "l3", .amount = dec("0.25")}.view());
+  b.add("lead", Ev{.id = "l4"}.view());
+  b.add("voice", Ev{.id = "v1", .tags = {{"duration_minutes", "2"}}, .amount = dec("1.10")}.view());
+  b.add("voice", Ev{.id = "v2", .tags = {{"duration_minutes", "1"}}}.view());  // base rate
+  const Invoice inv = preview(b);
+  CHECK(inv.lines[0].quantity == dec("4"));
+  CHECK(inv.lines[0].amount == dec("0.90"));  // 0.20 + 0.20 + 0.25 + 0.25
+  CHECK(inv.lines[1].quantity == dec("3"));
+  CHECK(inv.lines[1].amount == dec("1.25"));  // 1.10 + 1 x 0.15
+  // Only where the amount is the event's alone: not under a metric, nor a tiered price.
+  auto bad = InvoiceBuilder::create(
+      std::vector<Indicator>{{.name = "t",
+                              .pricing = {.model = PricingModel::kVolume, .tiers = {{.unit_price = dec("1")}}},
+                              .stored_amounts = true}},
+      kNovember);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(std::string(bad.status().message()).starts_with("indicators[0].stored_amounts:"));
+}
+
 TEST_CASE("billing.invoice.metered_lines_with_tiers_credits_and_exclusions") {
   const std::vector<Indicator> indicators{
       {.name = "inference",

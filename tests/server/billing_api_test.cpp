@@ -359,11 +359,59 @@ TEST_CASE("billing.cost_only_revenue_only_and_metered_agents") {
     CHECK_FALSE(line_of(f, "c1", "ops", "").found);
     CHECK(line_of(f, "c1", "hook", "paid").amount_nanos == 1'500'000'000);
     CHECK(total == 3'400'000'000);
-    // The profit report's per-event revenue, priced at ingest, agrees where there is one.
+    // The profit report's revenue agrees with the invoice: per event as priced at ingest, metered
+    // as the invoice prices it.
     CHECK(profit_line(f, "agent", "lead").revenue == 400'000'000);
     CHECK(profit_line(f, "agent", "hook").revenue == 1'500'000'000);
-    CHECK(profit_line(f, "agent", "gpu").revenue == std::nullopt);  // metered: the invoice only
+    CHECK(profit_line(f, "agent", "gpu").revenue == 1'500'000'000);
+    CHECK(profit_line(f, "agent", "gpu").without_price == 0);
     CHECK(profit_line(f, "agent", "ops").cost == 120'000'000);
+    CHECK(profit_line(f, "customer", "c1").revenue == total);
+  });
+}
+
+// The profit report's revenue of metered and tiered indicators is what their invoices accrue: a
+// day earns what it added to its period's invoice, so the days add up to the invoice, and a range
+// that starts or ends inside a period earns the difference of the invoice at its ends. A price
+// change bills only the events after it, on the invoice and in the report alike.
+TEST_CASE("billing.profit_revenue_comes_from_the_invoices") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    create_metric(f, R"({"name":"GPU hours","aggregation":"sum","field":"hours"})");
+    REQUIRE(f.put_agent("gpu", R"({"indicators":[{"indicator":"job","metric":"gpu_hours","pricing":{"model":"graduated",
+      "tiers":[{"upTo":"10","unitPrice":"1"},{"unitPrice":"0.5"}]}}]})").status == 200);
+    REQUIRE(f.put_agent("lead", R"({"indicators":[{"indicator":"won","pricePerEvent":"0.20"}]})").status == 200);
+    send(f, {billed(1, "gpu", "job", R"({"hours":"6"})", "c1", ns_at(2026, 11, 3)),
+             billed(2, "gpu", "job", R"({"hours":"6"})", "c1", ns_at(2026, 11, 5)),  // 4 h at $1, 2 h at $0.50
+             billed(3, "gpu", "job", R"({"hours":"2"})", "c2", ns_at(2026, 11, 5)),
+             billed(4, "gpu", "job", R"({"hours":"3"})", "c1", ns_at(2026, 12, 2)),
+             billed(5, "gpu", "job", R"({"hours":"x"})", "c2", ns_at(2026, 11, 6)),  // excluded: billed 0
+             billed(6, "lead", "won", "{}", "c1", ns_at(2026, 11, 5)), billed(7, "lead", "won", "{}", "c1", ns_at(2026, 11, 6))});
+    REQUIRE(f.put_agent("lead", R"({"indicators":[{"indicator":"won","pricePerEvent":"0.30"}]})").status == 200);
+    send(f, {billed(8, "lead", "won", "{}", "c1", ns_at(2026, 11, 7))});
+
+    std::int64_t c1_total = 0, c2_total = 0;
+    CHECK(line_of(f, "c1", "gpu", "job", &c1_total).amount_nanos == 11'000'000'000);  // 10 x $1 + 2 x $0.50
+    CHECK(line_of(f, "c1", "lead", "won").amount_nanos == 700'000'000);              // 0.20 + 0.20 + 0.30
+    CHECK(line_of(f, "c2", "gpu", "job", &c2_total).amount_nanos == 2'000'000'000);
+    CHECK(profit_line(f, "customer", "c1").revenue == c1_total);
+    CHECK(profit_line(f, "customer", "c2").revenue == c2_total);
+    CHECK(profit_line(f, "agent", "gpu").revenue == 13'000'000'000);
+    CHECK(profit_line(f, "agent", "gpu").without_price == 0);
+    CHECK(profit_line(f, "agent", "lead").revenue == 700'000'000);
+    CHECK(profit_line(f, "indicator", "job").revenue == 13'000'000'000);
+    CHECK(profit_line(f, "day", "2026-11-03").revenue == 6'000'000'000);
+    CHECK(profit_line(f, "day", "2026-11-05").revenue == 7'000'000'000 + 200'000'000);  // c1 5 + c2 2 + a lead
+    CHECK(profit_line(f, "day", "2026-11-06").revenue == 200'000'000);
+    CHECK(profit_line(f, "agent", "total").revenue == c1_total + c2_total);
+
+    // November 4 to December 3: c1's November invoice less what it had on the 4th (11 - 6), its
+    // December so far (3 h at $1), c2's November (2), and the leads of the 5th to the 7th.
+    const HttpResponse r = f.call("GET", "/api/v1/reports/profit?by=agent&from_ns=" + std::to_string(ns_at(2026, 11, 4)) +
+                                             "&to_ns=" + std::to_string(ns_at(2026, 12, 3)));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK(r.body.find(R"({"key":"gpu","cost_nanos":null,"revenue_nanos":10000000000,)") != std::string::npos);
+    CHECK(r.body.find(R"({"key":"lead","cost_nanos":null,"revenue_nanos":700000000,)") != std::string::npos);
   });
 }
 

@@ -112,6 +112,9 @@ TEST_CASE("billing.wallet_is_debited_as_usage_arrives_and_runs_out_into_overage"
     CHECK(wallet_field(HttpResponse{.body = r2}, {"usage", "c1", "wallet"}, "overage") == "10");
     CHECK(wallet_field(HttpResponse{.body = r2}, {"usage", "c1", "wallet"}, "charged_nanocredits") == "110000000000");
     CHECK(paid_line(f) == "110 used 100 overage 10 $nanos 200000000");  // 10 x $0.02
+    // The profit report earns the credits used at what they cost ($10 for 100), plus the overage charged.
+    CHECK(profit_line(f, "agent", "cluster").revenue == 10'200'000'000);
+    CHECK(profit_line(f, "agent", "cluster").without_price == 0);
     // A duplicated event is debited once.
     const std::string r3 = sent(f, {billed(3, R"({"tokens":"3000","replicas":"2"})")});
     CHECK(wallet_field(HttpResponse{.body = r3}, {"usage", "c1", "wallet"}, "overage") == "10");
