@@ -84,6 +84,12 @@ TEST_CASE("agents.custom_per_model_rates") {
     // The base rate applies to a part of a minute exactly: 1 s at 0.15/min = 0.0025.
     send(f, {{.n = 41, .user = "c5", .agent = "voice", .indicator = "call", .kind = "billing", .audio_us = 1'000'000}});
     CHECK(profit_line(f, "customer", "c5").revenue == 2'500'000);
+    // The invoice bills each session at the same rate (docs/billing.md): c1's 2 min at 0.55.
+    const HttpResponse inv = f.call("GET", "/api/v1/customers/c1/invoice?period=2026-11");
+    REQUIRE_MESSAGE(inv.status == 200, inv.body);
+    INFO(inv.body);
+    CHECK(inv.body.find(R"("pricing":"per_minute","unit":"minute","quantity":"2")") != std::string::npos);
+    CHECK(inv.body.find(R"("total_nanos":1100000000,)") != std::string::npos);
   });
 }
 
