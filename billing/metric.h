@@ -116,7 +116,10 @@ struct SessionModel {
 // One billing event as the engine sees it. Every view is borrowed for the duration of the call that
 // receives it and is not kept (ids and unique values are copied when they must be remembered).
 struct BillingEvent {
-  std::string_view id;           // unique per event; an id seen before in the period is counted once
+  // Unique per event; an id seen before in the period is counted once. Empty: not remembered (the
+  // caller feeds each event once, as a storage's scan by primary key does), which saves the memory
+  // and time of remembering every id.
+  std::string_view id;
   std::int64_t ts_ns = 0;        // decides the period and, for Latest, the order
   std::uint64_t arrival = 0;     // arrival sequence: breaks Latest's timestamp ties (later wins)
   std::span<const MetaTag> tags;

@@ -4,18 +4,20 @@
 // Such an indicator's revenue accrues as its invoice grows: what a span [a, b) of a billing
 // period P earns is the invoice line of P's events before b minus that of P's events before a.
 // The spans of a report telescope, so a month's days add up to its invoice exactly, and a report
-// over whole periods is the invoices' sum. Each customer with billing events in the range is
-// read once per period it overlaps, the invoice previewed at every boundary the grouping needs
-// (the range's ends; each UTC midnight for by=day).
+// over whole periods is the invoices' sum. One pass over the product's billing events, in time
+// order, feeds every customer's open billing period at once; each invoice is previewed at the
+// boundaries the grouping needs (the range's ends; each UTC midnight for by=day).
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "billing/decimal.h"
 #include "meter/internal/str_cat.h"
 #include "server/invoicing.h"
@@ -27,9 +29,6 @@ namespace {
 using ::paygent::internal::str_cat;
 using storage_internal::kNanosPerDay;
 
-// Periods of one customer read per report at most (36 months of a 3-year range, and a margin).
-constexpr int kMaxPeriods = 400;
-
 // What the report's rows get: revenue added (by key), and the events it prices (by key) whose
 // stored revenue no longer counts (subtracted) or that were counted as without a price.
 struct Adjust {
@@ -38,6 +37,36 @@ struct Adjust {
   std::int64_t unknown_events = 0;
 };
 
+// One customer's billing period being read: its invoice so far and what it has accrued.
+struct PeriodState {
+  PeriodState(const ProductBilling& billing, billing::BillingPeriod period, billing::InvoiceBuilder builder)
+      : p(period), built{.builder = std::move(builder)}, feeder(billing, built), last(billing.indicators.size(), 0) {}
+
+  billing::BillingPeriod p;
+  std::int64_t a = 0, b = 0;         // the part of the period inside the range
+  std::vector<std::int64_t> marks;   // where the invoice's values are taken, in order
+  std::size_t next = 0;              // the first mark not taken
+  std::int64_t from = 0;             // the start of the span the next mark closes
+  bool fed = false;                  // events fed since the last mark (else nothing moved)
+  bool unpriced = false;             // its invoice cannot be rendered
+  BuiltInvoice built;
+  InvoiceFeeder feeder;              // feeds `built`
+  std::optional<std::vector<WalletCharge>> ledger;
+  std::vector<std::int64_t> last;    // each line's value at the last mark
+  // By (UTC day for by=day, else 0; line): applied under their report keys when the period
+  // closes priced. Keyed by numbers, so that an event costs no allocation.
+  std::map<std::pair<std::int64_t, std::size_t>, Adjust> mine;
+};
+
+struct CustomerState {
+  UserRecord user;
+  bool wallet = false;
+  std::optional<billing::Decimal> usd_per_credit;
+  std::unique_ptr<PeriodState> period;
+};
+
+// Reads every customer's billing events of the range in one pass, in time order: each customer
+// has the invoice of its current billing period open, closed when its events move past it.
 class Accrual {
  public:
   Accrual(Storage& storage, std::string_view product_id, TimeRange range, ProfitGroup group,
@@ -50,26 +79,62 @@ class Accrual {
 
   [[nodiscard]] bool any() const { return !invoiced_.empty(); }
 
-  absl::Status customer(const std::string& customer_id) {
+  // Opens `customer_id`'s period at the range's start; returns where it starts (the scan must start
+  // there or earlier), nullopt for a customer that is gone.
+  absl::StatusOr<std::optional<std::int64_t>> add_customer(const std::string& customer_id) {
     absl::StatusOr<UserRecord> user = storage_.find_user(product_id_, customer_id);
-    if (!user.ok()) return absl::OkStatus();  // a billing event's customer is a user; gone: nothing to price
-    std::optional<billing::Decimal> usd_per_credit;
-    bool wallet = false;
+    if (!user.ok()) return std::optional<std::int64_t>();  // gone: nothing to price
+    auto state = std::make_unique<CustomerState>();
+    state->user = *std::move(user);
     if (billing_.has_credits) {
       const std::string_view ids[] = {customer_id};
       absl::StatusOr<std::vector<WalletRecord>> wallets = storage_.find_wallets(product_id_, ids);
       if (!wallets.ok()) return wallets.status();
       if (!wallets->empty()) {
-        wallet = true;
-        usd_per_credit = price_per_credit(wallets->front());
+        state->wallet = true;
+        state->usd_per_credit = price_per_credit(wallets->front());
       }
     }
-    std::int64_t at = range_.from_ns;
-    for (int n = 0; n < kMaxPeriods && at < range_.to_ns; ++n) {
-      const billing::BillingPeriod p = billing_period_at(*user, absl::FromUnixNanos(at));
-      if (p.end_ns <= at) break;  // cannot happen; never loop on it
-      if (absl::Status s = period(customer_id, p, wallet, usd_per_credit); !s.ok()) return s;
-      at = p.end_ns;
+    const billing::BillingPeriod p = billing_period_at(state->user, absl::FromUnixNanos(range_.from_ns));
+    if (absl::Status s = open(customer_id, *state, p); !s.ok()) return s;
+    customers_.emplace(customer_id, std::move(state));
+    return std::optional<std::int64_t>(p.start_ns);
+  }
+
+  absl::Status add(const BillingEventRow& row) {
+    auto it = customers_.find(row.customer_id);
+    if (it == customers_.end()) return absl::OkStatus();  // none in the range: nothing to accrue
+    CustomerState& c = *it->second;
+    if (row.ts_ns < c.period->p.start_ns) return absl::OkStatus();  // before its first period in the range
+    if (row.ts_ns >= c.period->p.end_ns) {
+      if (absl::Status s = close(row.customer_id, c); !s.ok()) return s;
+      // The period holding the event (those between, without events, accrue nothing).
+      const billing::BillingPeriod p = billing_period_at(c.user, absl::FromUnixNanos(row.ts_ns));
+      if (absl::Status s = open(row.customer_id, c, p); !s.ok()) return s;
+    }
+    PeriodState& ps = *c.period;
+    while (ps.next < ps.marks.size() && ps.marks[ps.next] <= row.ts_ns) {
+      if (absl::Status s = take(c, ps.marks[ps.next++]); !s.ok()) return s;
+    }
+    if (row.ts_ns >= ps.a) {
+      key_ = str_cat(row.agent_id, "/", row.indicator);
+      if (auto line = invoiced_.find(key_); line != invoiced_.end()) {
+        Adjust& adj = ps.mine[{day_of(row.ts_ns), line->second}];
+        if (row.revenue_nanos) {
+          adj.stored_revenue += *row.revenue_nanos;
+        } else {
+          ++adj.unknown_events;
+        }
+      }
+    }
+    ps.fed = true;
+    return ps.feeder.add(row);
+  }
+
+  // Closes every customer's open period.
+  absl::Status finish() {
+    for (auto& [id, c] : customers_) {
+      if (absl::Status s = close(id, *c); !s.ok()) return s;
     }
     return absl::OkStatus();
   }
@@ -89,7 +154,15 @@ class Accrual {
     return *q;
   }
 
-  std::string key_of(std::string_view customer_id, std::size_t line, std::int64_t ts_ns) const {
+  // The UTC day of `ts_ns` for by=day; 0 otherwise (the day is not part of the key).
+  std::int64_t day_of(std::int64_t ts_ns) const {
+    if (group_ != ProfitGroup::kDay) return 0;
+    std::int64_t day = ts_ns / kNanosPerDay;
+    if (ts_ns % kNanosPerDay < 0) --day;
+    return day;
+  }
+
+  std::string key_of(std::string_view customer_id, std::size_t line, std::int64_t day) const {
     switch (group_) {
       case ProfitGroup::kAgent: return billing_.agents[line];
       case ProfitGroup::kCustomer: return std::string(customer_id);
@@ -97,118 +170,87 @@ class Accrual {
       case ProfitGroup::kDay: break;
       case ProfitGroup::kModel: break;  // not reached: add_invoiced_revenue skips it
     }
-    std::int64_t day = ts_ns / kNanosPerDay;
-    if (ts_ns % kNanosPerDay < 0) --day;
     return storage_internal::day_key(day, ReportGroup::kDay);
   }
 
-  // The invoice's value of each invoiced line as of the events fed so far: its rendered amount,
-  // plus the wallet credits it used at what they cost (CREDITS), in nano-USD.
-  absl::StatusOr<std::vector<std::int64_t>> values(const BuiltInvoice& built, const std::vector<WalletCharge>* ledger,
-                                                   const std::optional<billing::Decimal>& usd_per_credit) const {
-    absl::StatusOr<billing::Invoice> invoice =
-        ledger != nullptr
-            ? built.builder.preview_with_ledger([&](std::string_view indicator) { return ledger_used(*ledger, indicator); })
-            : built.builder.preview();
-    if (!invoice.ok()) return invoice.status();
-    std::vector<std::int64_t> out(invoice->lines.size(), 0);
-    for (std::size_t i = 0; i < invoice->lines.size(); ++i) {
-      const billing::InvoiceLine& line = invoice->lines[i];
-      out[i] = line.amount_nanos;
-      if (!usd_per_credit || line.credits_used.is_zero()) continue;
-      absl::StatusOr<billing::Decimal> earned = billing::Decimal::mul(line.credits_used, *usd_per_credit);
-      if (earned.ok()) earned = billing::Decimal::add(*earned, line.amount);
-      absl::StatusOr<std::int64_t> nanos =
-          earned.ok() ? earned->to_nanos(billing::RoundingMode::kRound) : absl::StatusOr<std::int64_t>(earned.status());
-      if (!nanos.ok()) return nanos.status();
-      out[i] = *nanos;
-    }
-    return out;
-  }
-
-  absl::Status period(const std::string& customer_id, billing::BillingPeriod p, bool wallet,
-                      const std::optional<billing::Decimal>& usd_per_credit) {
-    const std::int64_t a = std::max(range_.from_ns, p.start_ns);
-    const std::int64_t b = std::min(range_.to_ns, p.end_ns);
-    if (a >= b) return absl::OkStatus();
-    // The boundaries whose invoice values are taken, in order: a (when the period began before
-    // it), each midnight inside (by day), b.
-    std::vector<std::int64_t> marks;
-    if (a > p.start_ns) marks.push_back(a);
+  absl::Status open(const std::string& customer_id, CustomerState& c, billing::BillingPeriod p) {
+    absl::StatusOr<billing::InvoiceBuilder> builder = billing::InvoiceBuilder::create(billing_.indicators, p);
+    if (!builder.ok()) return absl::InternalError(builder.status().message());
+    c.period = std::make_unique<PeriodState>(billing_, p, *std::move(builder));
+    PeriodState& ps = *c.period;
+    ps.a = std::max(range_.from_ns, p.start_ns);
+    ps.b = std::min(range_.to_ns, p.end_ns);
+    ps.from = p.start_ns;
+    // The marks: a (when the period began before it), each midnight inside (by day), b.
+    if (ps.a > p.start_ns) ps.marks.push_back(ps.a);
     if (group_ == ProfitGroup::kDay) {
-      for (std::int64_t d = (a / kNanosPerDay + 1) * kNanosPerDay; d < b; d += kNanosPerDay) marks.push_back(d);
+      for (std::int64_t d = (ps.a / kNanosPerDay + 1) * kNanosPerDay; d < ps.b; d += kNanosPerDay) ps.marks.push_back(d);
     }
-    marks.push_back(b);
-
-    std::optional<std::vector<WalletCharge>> ledger;
-    if (wallet) {
+    ps.marks.push_back(ps.b);
+    if (c.wallet) {
       absl::StatusOr<std::vector<WalletCharge>> charges =
           storage_.wallet_charges(product_id_, customer_id, TimeRange{.from_ns = p.start_ns, .to_ns = p.end_ns});
       if (!charges.ok()) return charges.status();
-      ledger = *std::move(charges);
+      ps.ledger = *std::move(charges);
     }
-    absl::StatusOr<billing::InvoiceBuilder> builder = billing::InvoiceBuilder::create(billing_.indicators, p);
-    if (!builder.ok()) return absl::InternalError(builder.status().message());
-    BuiltInvoice built{.builder = *std::move(builder)};
-    InvoiceFeeder feeder(billing_, built);
+    return absl::OkStatus();
+  }
 
-    // Deltas are kept per period and applied only when the whole period priced: a period whose
-    // invoice cannot be rendered (bad data under a tiered price) leaves its events without a price.
-    std::map<std::string, Adjust, std::less<>> mine;
-    std::vector<std::int64_t> last(billing_.indicators.size(), 0);
-    std::int64_t from = p.start_ns;  // the span the next mark closes
-    std::size_t next = 0;
-    bool fed = false;  // events fed since the last mark (else the values cannot have moved)
-    absl::Status unpriced;  // the period's invoice cannot be rendered
-    auto take = [&](std::int64_t mark) -> absl::Status {
-      if (fed) {
-        absl::StatusOr<std::vector<std::int64_t>> v = values(built, ledger ? &*ledger : nullptr, usd_per_credit);
-        if (!v.ok()) {
-          unpriced = v.status();
-          return absl::CancelledError("the period's invoice cannot be rendered");
-        }
-        for (const auto& [name, line] : invoiced_) {
-          const std::int64_t delta = (*v)[line] - last[line];
-          last[line] = (*v)[line];
-          if (from >= a && delta != 0) mine[key_of(customer_id, line, from)].revenue += delta;
-        }
-        fed = false;
-      }
-      from = mark;
-      return absl::OkStatus();
-    };
-    std::string key;
-    absl::Status scanned = storage_.scan_billing_events(
-        product_id_, customer_id, TimeRange{.from_ns = p.start_ns, .to_ns = b}, [&](const BillingEventRow& row) {
-          while (next < marks.size() && marks[next] <= row.ts_ns) {
-            if (absl::Status s = take(marks[next++]); !s.ok()) return s;
-          }
-          if (row.ts_ns >= a) {
-            key = str_cat(row.agent_id, "/", row.indicator);
-            if (auto it = invoiced_.find(key); it != invoiced_.end()) {
-              Adjust& adj = mine[key_of(customer_id, it->second, row.ts_ns)];
-              if (row.revenue_nanos) {
-                adj.stored_revenue += *row.revenue_nanos;
-              } else {
-                ++adj.unknown_events;
-              }
-            }
-          }
-          fed = true;
-          return feeder.add(row);
-        });
-    while (scanned.ok() && next < marks.size()) scanned = take(marks[next++]);
+  absl::Status close(const std::string& customer_id, CustomerState& c) {
+    PeriodState& ps = *c.period;
+    while (ps.next < ps.marks.size()) {
+      if (absl::Status s = take(c, ps.marks[ps.next++]); !s.ok()) return s;
+    }
     // Bad data under a tiered price (a negative quantity) or an amount past 64 bits: the period's
     // events keep no price, as its invoice preview names the error.
-    if (!unpriced.ok()) return absl::OkStatus();
-    if (!scanned.ok()) return scanned;
-    for (const auto& [k, adj] : mine) {
-      Adjust& to = adjust_[k];
+    if (ps.unpriced) return absl::OkStatus();
+    for (const auto& [day_line, adj] : ps.mine) {
+      Adjust& to = adjust_[key_of(customer_id, day_line.second, day_line.first)];
       to.revenue += adj.revenue;
       to.stored_revenue += adj.stored_revenue;
       to.unknown_events += adj.unknown_events;
     }
+    ps.mine.clear();
     return absl::OkStatus();
+  }
+
+  // The invoice's value of each line as of the events fed so far: its rendered amount, plus the
+  // wallet credits it used at what they cost (CREDITS), in nano-USD; the change since the last
+  // mark is what the span [from, mark) earned.
+  absl::Status take(const CustomerState& c, std::int64_t mark) {
+    PeriodState& ps = *c.period;
+    if (ps.fed && !ps.unpriced) {
+      ps.fed = false;
+      absl::StatusOr<billing::Invoice> invoice =
+          ps.ledger ? ps.built.builder.preview_with_ledger(
+                          [&](std::string_view indicator) { return ledger_used(*ps.ledger, indicator); })
+                    : ps.built.builder.preview();
+      if (!invoice.ok()) {
+        ps.unpriced = true;
+        return absl::OkStatus();
+      }
+      for (const auto& [name, line] : invoiced_) {
+        absl::StatusOr<std::int64_t> value = value_of(invoice->lines[line], c.usd_per_credit);
+        if (!value.ok()) {
+          ps.unpriced = true;
+          return absl::OkStatus();
+        }
+        const std::int64_t delta = *value - ps.last[line];
+        ps.last[line] = *value;
+        if (ps.from >= ps.a && delta != 0) ps.mine[{day_of(ps.from), line}].revenue += delta;
+      }
+    }
+    ps.from = mark;
+    return absl::OkStatus();
+  }
+
+  static absl::StatusOr<std::int64_t> value_of(const billing::InvoiceLine& line,
+                                               const std::optional<billing::Decimal>& usd_per_credit) {
+    if (!usd_per_credit || line.credits_used.is_zero()) return line.amount_nanos;
+    absl::StatusOr<billing::Decimal> earned = billing::Decimal::mul(line.credits_used, *usd_per_credit);
+    if (earned.ok()) earned = billing::Decimal::add(*earned, line.amount);
+    if (!earned.ok()) return earned.status();
+    return earned->to_nanos(billing::RoundingMode::kRound);
   }
 
   Storage& storage_;
@@ -216,8 +258,10 @@ class Accrual {
   TimeRange range_;
   ProfitGroup group_;
   const ProductBilling& billing_;
-  std::map<std::string, std::size_t, std::less<>> invoiced_;  // "agent/indicator" -> line
+  absl::flat_hash_map<std::string, std::size_t> invoiced_;  // "agent/indicator" -> line
+  absl::flat_hash_map<std::string, std::unique_ptr<CustomerState>> customers_;
   std::map<std::string, Adjust, std::less<>> adjust_;
+  std::string key_;
 };
 
 }  // namespace
@@ -239,10 +283,20 @@ absl::Status add_invoiced_revenue(Storage& storage, std::string_view product_id,
     by_customer_storage = *std::move(r);
     by_customer = &by_customer_storage;
   }
+  std::int64_t scan_from = range.from_ns;
   for (const ProfitRow& r : *by_customer) {
     if (r.billing_events == 0) continue;
-    if (absl::Status s = accrual.customer(r.key); !s.ok()) return s;
+    absl::StatusOr<std::optional<std::int64_t>> start = accrual.add_customer(r.key);
+    if (!start.ok()) return start.status();
+    if (start->has_value()) scan_from = std::min(scan_from, **start);
   }
+  if (absl::Status s = storage.scan_product_billing_events(
+          product_id, TimeRange{.from_ns = scan_from, .to_ns = range.to_ns},
+          [&](const BillingEventRow& row) { return accrual.add(row); });
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = accrual.finish(); !s.ok()) return s;
 
   std::map<std::string, ProfitRow, std::less<>> merged;
   for (ProfitRow& r : rows) {

@@ -119,7 +119,9 @@ absl::Status InvoiceFeeder::add(const BillingEventRow& row) {
   }
   std::optional<billing::Decimal> amount;
   if (row.revenue_nanos) amount = billing::Decimal::from_nanos(*row.revenue_nanos);
-  invoice_.builder.add(key_, billing::BillingEvent{.id = row.id,
+  // The storage holds each event id once (its primary key) and the scan gives each row once, so
+  // the engine need not remember ids.
+  invoice_.builder.add(key_, billing::BillingEvent{.id = {},
                                                    .ts_ns = row.ts_ns,
                                                    .arrival = static_cast<std::uint64_t>(row.received_ns),
                                                    .tags = tags_,

@@ -169,25 +169,30 @@ absl::Status SqlStorage::delete_metric(std::string_view product_id, std::string_
   });
 }
 
-absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64_t product, std::string_view customer_id,
-                                           TimeRange range, ScanCursor& cursor,
+absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64_t product,
+                                           std::optional<std::string_view> customer_id, TimeRange range, ScanCursor& cursor,
                                            absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
-  // Keyset pages over the (product, user_id, ts_ns) index: each page starts after the last
-  // (ts_ns, id) given to `fn`, so a page costs the same however far into the period it is.
+  // Keyset pages over the (product, user_id, ts_ns) index (every customer: (product, ts_ns)): each
+  // page starts after the last (ts_ns, id) given to `fn`, so a page costs the same however far
+  // into the range it is. Placeholders, none left out before the last (PostgreSQL types them all):
+  // ?1 product, ?2 the start (or the last ts_ns), ?3 the end, then the customer, then the last id.
   if (cursor.first) cursor.after_ts = range.from_ns;
+  const int id_index = customer_id ? 5 : 4;
   for (;;) {
     absl::StatusOr<Query> select = prepare(
         connection,
-        str_cat("SELECT b.id, b.agent_id, b.indicator, b.ts_ns, b.duration_us, e.meta_tags, e.received_ns, b.revenue_nanos "
-                "FROM billing_events b JOIN events e ON e.product = b.product AND e.id = b.id "
-                "WHERE b.product = ?1 AND b.user_id = ?2 AND b.ts_ns < ?4 AND ",
-                cursor.first ? "b.ts_ns >= ?3 " : "(b.ts_ns > ?3 OR (b.ts_ns = ?3 AND b.id > ?5)) ",
+        str_cat("SELECT b.id, b.agent_id, b.indicator, b.ts_ns, b.duration_us, e.meta_tags, e.received_ns, b.revenue_nanos, "
+                "b.user_id FROM billing_events b JOIN events e ON e.product = b.product AND e.id = b.id "
+                "WHERE b.product = ?1 AND ", customer_id ? "b.user_id = ?4 AND " : "", "b.ts_ns < ?3 AND ",
+                cursor.first ? std::string("b.ts_ns >= ?2 ")
+                             : str_cat("(b.ts_ns > ?2 OR (b.ts_ns = ?2 AND b.id > ?", id_index, ")) "),
                 "ORDER BY b.ts_ns, b.id LIMIT ", kScanPage));
     if (!select.ok()) return select.status();
-    select->bind(1, product).bind(2, customer_id).bind(3, cursor.after_ts).bind(4, range.to_ns);
+    select->bind(1, product).bind(2, cursor.after_ts).bind(3, range.to_ns);
+    if (customer_id) select->bind(4, *customer_id);
     const std::string after_copy = cursor.after_id;  // bound bytes must outlive the query's steps
     if (!cursor.first) {
-      select->bind_blob(5, std::span<const unsigned char>(reinterpret_cast<const unsigned char*>(after_copy.data()),
+      select->bind_blob(id_index, std::span<const unsigned char>(reinterpret_cast<const unsigned char*>(after_copy.data()),
                                                           after_copy.size()));
     }
     int rows = 0;
@@ -199,6 +204,7 @@ absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64
       std::string id = select->blob(0);
       const BillingEventRow event{
           .id = hex_of(id),
+          .customer_id = select->text(8),
           .agent_id = select->text(1),
           .indicator = select->text(2),
           .ts_ns = select->int64(3),
@@ -213,6 +219,17 @@ absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64
     }
     if (rows < kScanPage) return absl::OkStatus();
   }
+}
+
+absl::Status SqlStorage::scan_product_billing_events(std::string_view product_id, TimeRange range,
+                                                     absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
+  ScanCursor cursor;  // outlives a retried transaction, as in scan_billing_events
+  return transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    return scan_billing_rows(connection, **product, std::nullopt, range, cursor, fn);
+  });
 }
 
 absl::Status SqlStorage::scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,

@@ -167,8 +167,10 @@ CREATE TABLE IF NOT EXISTS billing_events(
   duration_us ${INT} NOT NULL,
   revenue_nanos ${INT},
   PRIMARY KEY(product, id))${TABLE};
-CREATE INDEX IF NOT EXISTS billing_events_by_time ON billing_events(product, ts_ns);
-CREATE INDEX IF NOT EXISTS billing_events_by_customer ON billing_events(product, user_id, ts_ns);
+DROP INDEX IF EXISTS billing_events_by_time;
+DROP INDEX IF EXISTS billing_events_by_customer;
+CREATE INDEX IF NOT EXISTS billing_events_by_time_id ON billing_events(product, ts_ns, id);
+CREATE INDEX IF NOT EXISTS billing_events_by_customer_id ON billing_events(product, user_id, ts_ns, id);
 CREATE TABLE IF NOT EXISTS billable_metrics(
   product ${INT} NOT NULL,
   identifier TEXT NOT NULL,

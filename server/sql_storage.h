@@ -103,6 +103,8 @@ class SqlStorage : public Storage {
   absl::StatusOr<std::vector<MetricRecord>> list_metrics(std::string_view product_id) final;
   absl::StatusOr<MetricRecord> find_metric(std::string_view product_id, std::string_view identifier) final;
   absl::Status delete_metric(std::string_view product_id, std::string_view identifier) final;
+  absl::Status scan_product_billing_events(std::string_view product_id, TimeRange range,
+                                           absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) override;
   absl::Status scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,
                                    absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) final;
   // In sql_wallets.cpp: credit_wallets (one row per wallet: its running totals), credit_top_ups
@@ -216,8 +218,9 @@ class SqlStorage : public Storage {
     std::string after_id;
     bool first = true;
   };
-  // One customer's billing events of `range` after `cursor`, in (ts_ns, id) order, on `connection`.
-  absl::Status scan_billing_rows(SqlConnection& connection, std::int64_t product, std::string_view customer_id,
+  // One customer's billing events of `range` after `cursor` (every customer's when `customer_id`
+  // is nullopt), in (ts_ns, id) order, on `connection`.
+  absl::Status scan_billing_rows(SqlConnection& connection, std::int64_t product, std::optional<std::string_view> customer_id,
                                  TimeRange range, ScanCursor& cursor,
                                  absl::FunctionRef<absl::Status(const BillingEventRow&)> fn);
   // Runs `select_sql` (a one-row SELECT from plans with the product's key as ?1) and gives its row,

@@ -34,8 +34,10 @@ using ::paygent::internal::str_cat;
 // profit_daily (the profit report's, server/sql_profit.cpp), usage_daily_by_model and
 // usage_daily_by_user (the product-wide usage reports'), created when missing and filled from the
 // events and usage_daily. 7: the credit wallets' credit_wallets, credit_top_ups and credit_charges
-// (docs/billing.md, "Credit wallets"), created when missing.
-constexpr int kSchemaVersion = 7;
+// (docs/billing.md, "Credit wallets"), created when missing. 8: the billing events' indexes end
+// with the event id, (product, ts_ns, id) and (product, user_id, ts_ns, id), the order the
+// invoice and profit scans read them in (no sort per page); the older ones are dropped.
+constexpr int kSchemaVersion = 8;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
 // so that each of its reads is one query joined to this table rather than a few queries per user.

@@ -225,6 +225,7 @@ struct MetricRecord {
 // meta tags (Storage::scan_billing_events).
 struct BillingEventRow {
   std::string id;  // 32 lowercase hex digits
+  std::string customer_id;
   std::string agent_id;
   std::string indicator;
   std::int64_t ts_ns = 0;
@@ -556,6 +557,13 @@ class Storage {
   virtual absl::Status scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,
                                            absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
     static_cast<void>(product_id), static_cast<void>(customer_id), static_cast<void>(range), static_cast<void>(fn);
+    return absl::UnimplementedError("this storage has no billing events");
+  }
+  // As scan_billing_events, for every customer of the product at once (each row names its
+  // customer), in (ts_ns, id) order: one pass over the range, for reports over every customer.
+  virtual absl::Status scan_product_billing_events(std::string_view product_id, TimeRange range,
+                                                   absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
+    static_cast<void>(product_id), static_cast<void>(range), static_cast<void>(fn);
     return absl::UnimplementedError("this storage has no billing events");
   }
 

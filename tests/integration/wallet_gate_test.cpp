@@ -98,7 +98,11 @@ TEST_CASE("integration.an_empty_credit_wallet_gates_the_customer_hard_until_a_to
 
   App app(dir.path() + "/a.db", paygentd->base_url(), key);
   app.jobs(6);  // 60 of 100 credits: the 50% soft gate
-  GuardResult r = app.wait_for([](const GuardResult& g) { return g.reason == GateReason::kCreditWallet; });
+  // Until all 6 are heard of: the background flush may deliver the first ones in a batch of their
+  // own (5 jobs are 50%: the soft gate already), whose reply comes first.
+  GuardResult r = app.wait_for([](const GuardResult& g) {
+    return g.reason == GateReason::kCreditWallet && g.current_value == 60'000'000'000;
+  });
   CHECK(r.status == GateStatus::kSoftGate);
   CHECK(r.current_value == 60'000'000'000);
   CHECK(r.limit_value == 100'000'000'000);
@@ -106,7 +110,9 @@ TEST_CASE("integration.an_empty_credit_wallet_gates_the_customer_hard_until_a_to
   CHECK(app.fired() == std::vector<std::string>{"credit_wallet@500000"});
 
   app.jobs(5);  // 110 credits of usage: 100 used, 10 overage, the wallet is empty
-  r = app.wait_for([](const GuardResult& g) { return g.status == GateStatus::kHardGate; });
+  r = app.wait_for([](const GuardResult& g) {
+    return g.status == GateStatus::kHardGate && g.current_value == 110'000'000'000;  // all 5 heard of
+  });
   CHECK(r.status == GateStatus::kHardGate);
   CHECK(r.reason == GateReason::kCreditWallet);
   // Straight past 80% to empty: the hard gate says it (as a plan's limit does when a call jumps it).
