@@ -668,6 +668,7 @@ void Api::settle_batch_wallets(const std::string& product_id, std::span<const Ev
   }
   if (!billing->has_credits) return;
   const absl::Time now = options_.clock();
+  bool moved = false;  // a balance moved: its settle may have put wallet alerts in the outbox
   for (UserUsage& u : usage) {
     if (!u.wallet) continue;
     absl::StatusOr<std::optional<WalletRecord>> settled = settle_wallet_of(product_id, u.user, *u.wallet, *billing, now);
@@ -675,8 +676,11 @@ void Api::settle_batch_wallets(const std::string& product_id, std::span<const Ev
       report_wallet_error(product_id, settled.status());
       continue;
     }
-    if (settled->has_value()) u.wallet = **settled;
+    if (!settled->has_value()) continue;
+    moved = moved || (*settled)->balance != u.wallet->balance;
+    u.wallet = **settled;
   }
+  if (moved && options_.on_alerts) options_.on_alerts();
 }
 
 absl::StatusOr<std::optional<WalletRecord>> Api::settle_wallet_of(const std::string& product_id, const UserRecord& user,

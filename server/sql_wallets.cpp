@@ -15,6 +15,7 @@
 #include "billing/pricing.h"
 #include "meter/internal/str_cat.h"
 #include "server/sql_storage.h"
+#include "server/webhooks.h"
 
 namespace paygent::server {
 
@@ -370,6 +371,16 @@ absl::StatusOr<std::optional<WalletRecord>> SqlStorage::settle_wallet(std::strin
       w.overage = overage->normalized().to_string();
       w.updated_ns = now_ns;
       if (absl::Status s = write_wallet(connection, product, w); !s.ok()) return s;
+      // Wallet alerts (docs/webhooks.md) go to the outbox in the transaction that moved the balance.
+      absl::StatusOr<std::uint32_t> mask = webhook_mask(connection, product);
+      if (!mask.ok()) return mask.status();
+      const std::uint32_t wanted =
+          *mask & (static_cast<std::uint32_t>(AlertType::kWalletLow) | static_cast<std::uint32_t>(AlertType::kWalletEmpty));
+      if (wanted != 0) {
+        for (const WebhookAlert& alert : wallet_alerts(product_id, w, wanted, now_ns)) {
+          if (absl::StatusOr<bool> stored = store_alert(connection, product, alert); !stored.ok()) return stored.status();
+        }
+      }
     }
     out = std::move(w);
     return absl::OkStatus();

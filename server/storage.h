@@ -306,8 +306,13 @@ enum class AlertType : std::uint32_t {
   kHardGate = 2,         // "hard_gate": a user's period spend reached the cap as ingest sees it
   kDeliveryFailure = 4,  // "delivery_failure": the backend refused a batch of the syncer
   kForecast = 8,         // "forecast": a user is predicted to reach the cap within the horizon
+  kWalletLow = 16,       // "wallet_low": a credit wallet's balance fell to 20% of its credits or less
+  kWalletEmpty = 32,     // "wallet_empty": a credit wallet's balance reached 0
 };
-inline constexpr std::uint32_t kAllAlertTypes = 15;
+inline constexpr std::uint32_t kAllAlertTypes = 63;
+// Every type, in the order replies list them.
+inline constexpr AlertType kAlertTypes[] = {AlertType::kSoftGate,  AlertType::kHardGate,  AlertType::kDeliveryFailure,
+                                            AlertType::kForecast,  AlertType::kWalletLow, AlertType::kWalletEmpty};
 
 // A receiver of a product's alerts. Validated by the caller (server/webhooks.h): id "wh_" and 24
 // hex digits, url http://host[:port][/path], event_mask a non-empty subset of kAllAlertTypes.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "billing/decimal.h"
 #include "meter/internal/str_cat.h"
 #include "server/api_key.h"
 #include "server/wire.h"
@@ -76,12 +77,14 @@ std::string_view alert_type_name(AlertType type) noexcept {
     case AlertType::kHardGate: return "hard_gate";
     case AlertType::kDeliveryFailure: return "delivery_failure";
     case AlertType::kForecast: return "forecast";
+    case AlertType::kWalletLow: return "wallet_low";
+    case AlertType::kWalletEmpty: return "wallet_empty";
   }
   return "unknown";
 }
 
 std::optional<AlertType> parse_alert_type(std::string_view name) noexcept {
-  for (AlertType t : {AlertType::kSoftGate, AlertType::kHardGate, AlertType::kDeliveryFailure, AlertType::kForecast}) {
+  for (AlertType t : kAlertTypes) {
     if (alert_type_name(t) == name) return t;
   }
   return std::nullopt;
@@ -228,6 +231,35 @@ std::vector<WebhookAlert> batch_alerts(std::string_view product_id, const PlanCo
                              str_cat(",\"predicted_reach_ns\":", *reach, ",\"predicted_reach_at\":",
                                      json_quote(rfc3339_utc(*reach))),
                              now_ns));
+  }
+  return out;
+}
+
+std::vector<WebhookAlert> wallet_alerts(std::string_view product_id, const WalletRecord& wallet, std::uint32_t wanted,
+                                        std::int64_t now_ns) {
+  std::vector<WebhookAlert> out;
+  absl::StatusOr<billing::Decimal> granted = billing::Decimal::parse(wallet.granted);
+  absl::StatusOr<billing::Decimal> balance = billing::Decimal::parse(wallet.balance);
+  if (!granted.ok() || !balance.ok() || !(billing::Decimal() < *granted)) return out;
+  // balance <= granted / 5, exactly: 5 x balance <= granted.
+  absl::StatusOr<billing::Decimal> five_times = billing::Decimal::mul(*balance, billing::Decimal::from_int(5));
+  const bool low = five_times.ok() && *five_times <= *granted;
+  const bool empty = !(billing::Decimal() < *balance);
+  for (const auto& [type, raised] : {std::pair{AlertType::kWalletLow, low}, std::pair{AlertType::kWalletEmpty, empty}}) {
+    if (!raised || (wanted & static_cast<std::uint32_t>(type)) == 0) continue;
+    WebhookAlert alert;
+    alert.type = type;
+    alert.user_id = wallet.customer_id;
+    // Once per wallet and top-up: a top-up that lifts it above the line lets it be raised again.
+    alert.alert_key = alert_key(type, wallet.customer_id, "credit_wallet", wallet.top_ups, 0);
+    alert.event_id = alert_event_id(product_id, alert.alert_key);
+    alert.fields_json = str_cat(common_fields(alert.event_id, type, product_id, now_ns),
+                                ",\"user_id\":", json_quote(wallet.customer_id), ",\"limit\":\"credit_wallet\"",
+                                ",\"granted\":", json_quote(wallet.granted), ",\"balance\":", json_quote(wallet.balance),
+                                ",\"used\":", json_quote(wallet.used), ",\"overage\":", json_quote(wallet.overage),
+                                ",\"top_ups\":", wallet.top_ups,
+                                type == AlertType::kWalletLow ? ",\"threshold_ppm\":200000" : "");
+    out.push_back(std::move(alert));
   }
   return out;
 }

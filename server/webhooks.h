@@ -26,7 +26,7 @@
 
 namespace paygent::server {
 
-// "soft_gate", "hard_gate", "delivery_failure", "forecast".
+// "soft_gate", "hard_gate", "delivery_failure", "forecast", "wallet_low", "wallet_empty".
 std::string_view alert_type_name(AlertType type) noexcept;
 // The type of a name alert_type_name() gives; nullopt for another text.
 std::optional<AlertType> parse_alert_type(std::string_view name) noexcept;
@@ -86,6 +86,13 @@ std::vector<WebhookAlert> batch_alerts(std::string_view product_id, const PlanCo
                                        std::span<const UserUsage> usage,
                                        std::span<const SoftGateFired> batch_soft_gates, std::uint32_t wanted,
                                        std::int64_t now_ns, absl::Duration horizon);
+
+// What a credit wallet's state raises, of the types in `wanted`: wallet_low when its balance is at
+// most 20% of the credits granted (0 included), wallet_empty when it is 0 (a wallet with no credits
+// raises nothing). Each keyed once per customer and number of top-ups, so that a top-up lets the
+// wallet raise them again. Settle calls it, in its transaction, after it moved the balance.
+std::vector<WebhookAlert> wallet_alerts(std::string_view product_id, const WalletRecord& wallet, std::uint32_t wanted,
+                                        std::int64_t now_ns);
 
 // A delivery_failure alert: the backend refused a batch of the syncer with `code` and `message`.
 // Keyed by product, code and UTC minute, so a syncer retrying the batch raises one per minute.

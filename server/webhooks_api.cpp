@@ -40,7 +40,7 @@ constexpr std::size_t kMaxForecastUsers = 100'000;
 std::string events_json(std::uint32_t mask) {
   std::string out = "[";
   bool first = true;
-  for (AlertType t : {AlertType::kSoftGate, AlertType::kHardGate, AlertType::kDeliveryFailure, AlertType::kForecast}) {
+  for (AlertType t : kAlertTypes) {
     if ((mask & static_cast<std::uint32_t>(t)) == 0) continue;
     str_append(&out, first ? "" : ",", json_quote(alert_type_name(t)));
     first = false;
@@ -80,7 +80,7 @@ HttpResponse Api::create_webhook(const Call& call) {
     const std::optional<AlertType> type = parse_alert_type(request->events[i]);
     if (!type) {
       return error_response(400, "invalid_argument",
-                            str_cat("events[", i, "]: must be soft_gate, hard_gate, delivery_failure or forecast"));
+                            str_cat("events[", i, "]: must be soft_gate, hard_gate, delivery_failure, forecast, wallet_low or wallet_empty"));
     }
     endpoint.event_mask |= static_cast<std::uint32_t>(*type);
   }

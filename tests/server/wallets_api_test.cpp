@@ -252,3 +252,64 @@ TEST_CASE("billing.wallet_settle_lost_after_its_batch_commits_is_made_by_the_nex
 
 }  // namespace
 }  // namespace paygent::server::test
+
+namespace paygent::server::test {
+namespace {
+
+// The types of the deliveries due now, each claimed for a day, with their bodies.
+std::vector<std::pair<std::string, std::string>> due_alerts(AgentsFixture& f) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (;;) {
+    const std::int64_t now = absl::ToUnixNanos(absl::Now());
+    absl::StatusOr<std::vector<WebhookDelivery>> d = f.storage->claim_webhook_deliveries(now, now + 86'400'000'000'000, 100, {});
+    REQUIRE_MESSAGE(d.ok(), d.status().ToString());
+    if (d->empty()) return out;
+    for (WebhookDelivery& x : *d) out.emplace_back(x.type, std::move(x.body));
+  }
+}
+
+// A wallet falling to 20% of its credits raises wallet_low, reaching 0 wallet_empty, each once per
+// top-up, into the outbox of the endpoints that asked for them (docs/webhooks.md).
+TEST_CASE("billing.wallet_low_and_empty_raise_webhook_alerts_once_per_top_up") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    set_up(f);
+    HttpResponse r = f.call("POST", "/api/v1/webhooks", R"({"url":"http://127.0.0.1:9/w","events":["wallet_low","wallet_empty"]})");
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    CHECK(r.body.find(R"("events":["wallet_low","wallet_empty"])") != std::string::npos);
+    r = f.call("POST", "/api/v1/webhooks", R"({"url":"http://127.0.0.1:9/hard","events":["hard_gate"]})");
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+
+    sent(f, {billed(1, R"({"tokens":"1000","replicas":"1"})")});  // 10 credits
+    REQUIRE(top_up(f, R"({"credits":"100","paidUsd":"10","id":"t1"})").status == 201);  // balance 90
+    sent(f, {billed(2, R"({"tokens":"6000","replicas":"1"})")});  // balance 30: 30%, nothing
+    CHECK(due_alerts(f).empty());
+
+    sent(f, {billed(3, R"({"tokens":"1500","replicas":"1"})")});  // balance 15: low
+    auto due = due_alerts(f);
+    REQUIRE(due.size() == 1);
+    CHECK(due[0].first == "wallet_low");
+    CHECK(due[0].second.find(R"("user_id":"c1","limit":"credit_wallet","granted":"100","balance":"15")") != std::string::npos);
+    CHECK(due[0].second.find(R"("threshold_ppm":200000)") != std::string::npos);
+
+    sent(f, {billed(4, R"({"tokens":"2000","replicas":"1"})")});  // balance 0, 5 of overage: empty
+    due = due_alerts(f);
+    REQUIRE(due.size() == 1);
+    CHECK(due[0].first == "wallet_empty");
+    CHECK(due[0].second.find(R"("balance":"0","used":"100","overage":"5")") != std::string::npos);
+    sent(f, {billed(5, R"({"tokens":"100","replicas":"1"})")});  // still empty: raised once
+    CHECK(due_alerts(f).empty());
+
+    // A top-up lifts it; falling again raises them again, once each.
+    REQUIRE(top_up(f, R"({"credits":"100","id":"t2"})").status == 201);  // balance 100
+    CHECK(due_alerts(f).empty());
+    sent(f, {billed(6, R"({"tokens":"8500","replicas":"1"})")});  // balance 15
+    due = due_alerts(f);
+    REQUIRE(due.size() == 1);
+    CHECK(due[0].first == "wallet_low");
+    CHECK(due[0].second.find(R"("top_ups":2)") != std::string::npos);
+  });
+}
+
+}  // namespace
+}  // namespace paygent::server::test
