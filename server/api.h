@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "billing/invoice.h"
 #include "paygent/plan.h"
 #include "server/dashboard_sessions.h"
 #include "server/metrics.h"
@@ -82,6 +83,10 @@ struct ApiOptions {
   // Called (on the request's thread) after an ingest that may have put alerts in the outbox, so
   // that the sender looks now rather than at its next poll. Must be cheap and not throw.
   std::function<void()> on_alerts;
+  // invoice_ready alerts (raise_invoice_ready): raised this long after a period ends (late events
+  // still arrive meanwhile), for periods that ended at most `invoice_lookback` before that.
+  absl::Duration invoice_grace = absl::Hours(1);
+  absl::Duration invoice_lookback = absl::Hours(24 * 7);
   // "Now", which decides each user's current period and when leases expire. Tests set a fixed time.
   std::function<absl::Time()> clock = [] { return absl::Now(); };
 };
@@ -114,6 +119,14 @@ class Api {
                       const HttpRequest* head = nullptr);
 
   [[nodiscard]] const ApiOptions& options() const noexcept { return options_; }
+
+  // Raises the invoice_ready alert (docs/webhooks.md) of each customer, of the products with an
+  // endpoint that wants it, whose billing period ended between `invoice_grace` and
+  // `invoice_grace + invoice_lookback` before `now` with billing events in it: its invoice,
+  // rendered as GET .../invoice renders it. Once per customer and period (the alert's key), on any
+  // number of replicas. Returns how many were raised. paygentd calls it every minute
+  // (server/main.cpp); safe from any thread, as handle_request is.
+  absl::StatusOr<int> raise_invoice_ready(absl::Time now);
 
  private:
   // What a handler gets: the request, its product (empty for routes without a product key) and
@@ -185,6 +198,14 @@ class Api {
   HttpResponse delete_metric(const Call& call);
   HttpResponse apply_billing(const Call& call);
   HttpResponse customer_invoice(const Call& call);
+  // `user`'s invoice for `period`: CREDITS lines from the wallet's ledger (settled first) when
+  // `period` is one of its billing periods, else priced without the wallet.
+  struct RenderedInvoice {
+    billing::Invoice invoice;
+    std::int64_t unpriced_events = 0;
+  };
+  absl::StatusOr<RenderedInvoice> invoice_for(const std::string& product_id, const UserRecord& user,
+                                              billing::BillingPeriod period, const ProductBilling& billing);
   // Credit wallets (server/wallets_api.cpp, docs/billing.md).
   HttpResponse top_up_wallet(const Call& call);
   HttpResponse customer_wallet(const Call& call);

@@ -28,10 +28,14 @@
 #include "server/billing_wire.h"
 #include "server/invoicing.h"
 #include "server/routes.h"
+#include "server/webhooks.h"
 #include "server/wire.h"
 
 namespace paygent::server {
+
 namespace {
+
+constexpr std::int64_t kDayNanos = 86'400'000'000'000;
 
 using ::paygent::internal::str_append;
 using ::paygent::internal::str_cat;
@@ -193,6 +197,81 @@ absl::Status Api::check_agent_metrics(const std::string& product_id, const Agent
   return check_metrics(storage_, product_id, std::span<const AgentRecord>(&agent, 1), "", false, {});
 }
 
+absl::StatusOr<Api::RenderedInvoice> Api::invoice_for(const std::string& product_id, const UserRecord& user,
+                                                      billing::BillingPeriod period, const ProductBilling& billing) {
+  // A customer with a credit wallet: its CREDITS lines show what the wallet's ledger took for
+  // this period, settled first so that usage stored since is in it (docs/billing.md). Only one of
+  // the customer's billing periods is: a range of any other shape is priced without the wallet,
+  // so that no read can move it.
+  const billing::BillingPeriod own = billing_period_at(user, absl::FromUnixNanos(period.start_ns));
+  const bool billing_period = own.start_ns == period.start_ns && own.end_ns == period.end_ns;
+  std::optional<std::vector<WalletCharge>> ledger;
+  if (billing.has_credits && billing_period) {
+    absl::StatusOr<std::optional<WalletRecord>> wallet =
+        settle_customer_wallet(storage_, product_id, billing, user.user_id, period, options_.clock());
+    if (!wallet.ok()) return wallet.status();
+    if (wallet->has_value()) {
+      absl::StatusOr<std::vector<WalletCharge>> charges = storage_.wallet_charges(
+          product_id, user.user_id, TimeRange{.from_ns = period.start_ns, .to_ns = period.end_ns});
+      if (!charges.ok()) return charges.status();
+      ledger = *std::move(charges);
+    }
+  }
+  absl::StatusOr<BuiltInvoice> built = build_invoice(
+      billing, period, [&](TimeRange range, absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
+        return storage_.scan_billing_events(product_id, user.user_id, range, fn);
+      });
+  if (!built.ok()) return built.status();
+  absl::StatusOr<billing::Invoice> invoice =
+      ledger ? built->builder.preview_with_ledger([&](std::string_view indicator) { return ledger_used(*ledger, indicator); })
+             : built->builder.preview();
+  if (!invoice.ok()) return invoice.status();
+  return RenderedInvoice{.invoice = *std::move(invoice), .unpriced_events = built->unpriced_events};
+}
+
+absl::StatusOr<int> Api::raise_invoice_ready(absl::Time now) {
+  absl::StatusOr<std::vector<std::string>> products = storage_.products_wanting(AlertType::kInvoiceReady);
+  if (!products.ok()) return products.status();
+  const std::int64_t now_ns = absl::ToUnixNanos(now);
+  const std::int64_t grace_ns = absl::ToInt64Nanoseconds(options_.invoice_grace);
+  const std::int64_t lookback_ns = absl::ToInt64Nanoseconds(options_.invoice_lookback);
+  int raised = 0;
+  for (const std::string& product_id : *products) {
+    // The customers with billing events in the periods that may have just ended (a period is at
+    // most a year long; the profit rollup answers which customers cheaply).
+    const TimeRange recent{.from_ns = std::max<std::int64_t>(0, now_ns - grace_ns - lookback_ns - 366 * kDayNanos),
+                           .to_ns = now_ns};
+    absl::StatusOr<std::vector<ProfitRow>> customers = storage_.profit_report(product_id, recent, ProfitGroup::kCustomer);
+    if (!customers.ok()) return customers.status();
+    std::optional<ProductBilling> billing;
+    for (const ProfitRow& c : *customers) {
+      if (c.billing_events == 0) continue;
+      absl::StatusOr<UserRecord> user = storage_.find_user(product_id, c.key);
+      if (!user.ok()) continue;
+      // Its last period that ended at least `grace` ago, if that was within the lookback.
+      const billing::BillingPeriod current = billing_period_at(*user, absl::FromUnixNanos(now_ns - grace_ns));
+      const billing::BillingPeriod ended = billing_period_at(*user, absl::FromUnixNanos(current.start_ns - 1));
+      if (ended.end_ns + grace_ns + lookback_ns <= now_ns || ended.end_ns <= ended.start_ns) continue;
+      if (!billing) {
+        absl::StatusOr<ProductBilling> b = load_product_billing(storage_, product_id);
+        if (!b.ok()) return b.status();
+        billing = *std::move(b);
+      }
+      absl::StatusOr<RenderedInvoice> rendered = invoice_for(product_id, *user, ended, *billing);
+      if (!rendered.ok()) continue;  // a period that cannot be priced: its preview names why
+      std::int64_t events = rendered->unpriced_events;
+      for (const billing::InvoiceLine& l : rendered->invoice.lines) events += l.counts.counted + l.counts.excluded_total();
+      if (events == 0) continue;  // no billing event in that period: nothing to bill
+      absl::StatusOr<bool> stored =
+          storage_.enqueue_alert(product_id, invoice_ready_alert(product_id, user->user_id, rendered->invoice, now_ns));
+      if (!stored.ok()) return stored.status();
+      if (*stored) ++raised;
+    }
+  }
+  if (raised > 0 && options_.on_alerts) options_.on_alerts();
+  return raised;
+}
+
 HttpResponse Api::customer_invoice(const Call& call) {
   absl::StatusOr<InvoiceQuery> q = parse_invoice_query(query_of(call.request.target));
   if (!q.ok()) return error_response(q.status());
@@ -215,40 +294,15 @@ HttpResponse Api::customer_invoice(const Call& call) {
 
   absl::StatusOr<ProductBilling> billing = load_product_billing(storage_, call.product_id);
   if (!billing.ok()) return error_response(billing.status());
-  // A customer with a credit wallet: its CREDITS lines show what the wallet's ledger took for
-  // this period, settled first so that usage stored since is in it (docs/billing.md). Only one of
-  // the customer's billing periods is: a range of any other shape is priced without the wallet,
-  // so that no read can move it.
-  const billing::BillingPeriod own = billing_period_at(*user, absl::FromUnixNanos(period.start_ns));
-  const bool billing_period = own.start_ns == period.start_ns && own.end_ns == period.end_ns;
-  std::optional<std::vector<WalletCharge>> ledger;
-  if (billing->has_credits && billing_period) {
-    absl::StatusOr<std::optional<WalletRecord>> wallet =
-        settle_customer_wallet(storage_, call.product_id, *billing, call.param, period, options_.clock());
-    if (!wallet.ok()) return error_response(wallet.status());
-    if (wallet->has_value()) {
-      absl::StatusOr<std::vector<WalletCharge>> charges = storage_.wallet_charges(
-          call.product_id, call.param, TimeRange{.from_ns = period.start_ns, .to_ns = period.end_ns});
-      if (!charges.ok()) return error_response(charges.status());
-      ledger = *std::move(charges);
-    }
-  }
-  absl::StatusOr<BuiltInvoice> built = build_invoice(
-      *billing, period, [&](TimeRange range, absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
-        return storage_.scan_billing_events(call.product_id, call.param, range, fn);
-      });
-  if (!built.ok()) return error_response(built.status());
-  absl::StatusOr<billing::Invoice> invoice =
-      ledger ? built->builder.preview_with_ledger([&](std::string_view indicator) { return ledger_used(*ledger, indicator); })
-             : built->builder.preview();
-  if (!invoice.ok()) return error_response(invoice.status());
+  absl::StatusOr<RenderedInvoice> rendered = invoice_for(call.product_id, *user, period, *billing);
+  if (!rendered.ok()) return error_response(rendered.status());
   InvoiceView view{.customer = call.param,
                    .period_label = label,
-                   .invoice = &*invoice,
+                   .invoice = &rendered->invoice,
                    .agents = billing->agents,
                    .indicators = billing->indicator_names,
                    .metric_ids = billing->metric_ids,
-                   .unpriced_events = built->unpriced_events};
+                   .unpriced_events = rendered->unpriced_events};
   return json_response(200, invoice_json(view));
 }
 

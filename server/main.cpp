@@ -16,9 +16,11 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "server/api.h"
 #include "server/check_config.h"
 #include "server/http_server.h"
@@ -263,16 +265,40 @@ int main(int argc, char** argv) {
                                                        .secure_cookies = config.secure_cookies,
                                                        .on_alerts = [&sender] { sender.wake(); }});
   sender.start();
+  // invoice_ready alerts (docs/webhooks.md): a period that ended is looked for once a minute, off
+  // the request path; raising is idempotent (the alert's key), so replicas may all look.
+  absl::Mutex invoices_mu;
+  bool invoices_stop = false;
+  std::thread invoices([&] {
+    absl::MutexLock lock(&invoices_mu);
+    while (!invoices_stop) {
+      invoices_mu.Unlock();
+      if (absl::StatusOr<int> raised = api.raise_invoice_ready(absl::Now()); !raised.ok()) {
+        std::cerr << "paygentd: invoice_ready alerts: " << raised.status() << std::endl;
+      }
+      invoices_mu.Lock();
+      invoices_mu.AwaitWithTimeout(absl::Condition(&invoices_stop), absl::Minutes(1));
+    }
+  });
+  auto stop_invoices = [&] {
+    {
+      absl::MutexLock lock(&invoices_mu);
+      invoices_stop = true;
+    }
+    invoices.join();
+  };
   const paygent::server::ServerOptions server_options{.listen = config.listen, .threads = config.threads};
   const absl::Status served = paygent::server::serve(server_options, api, [&](std::string_view address) {
     std::cout << "paygentd listening on " << address << std::endl;  // flushed: tests read the port from it
     std::cerr << "paygentd: serving " << serving << std::endl;
   });
   if (!served.ok()) {
+    stop_invoices();
     sender.stop();
     std::cerr << "paygentd: " << served << std::endl;
     return 1;
   }
+  stop_invoices();  // before the sender and the database it uses
   sender.stop();    // lets each delivery in flight finish (at most --webhook-timeout-ms)
   storage.reset();  // closes the database (checkpointing SQLite's WAL) before saying so
   std::cerr << "paygentd: stopped cleanly" << std::endl;

@@ -131,6 +131,7 @@ class SqlStorage : public Storage {
                                                   PeriodOf period_of, std::span<const SoftGateFired> soft_gates,
                                                   AlertsOf alerts_of) final;
   absl::StatusOr<bool> enqueue_alert(std::string_view product_id, const WebhookAlert& alert) final;
+  absl::StatusOr<std::vector<std::string>> products_wanting(AlertType type) final;
   absl::Status create_session(const SessionRecord& session, std::int64_t now_ns, std::size_t max_live) final;
   absl::StatusOr<std::optional<SessionRecord>> find_session(std::string_view token_sha256, std::int64_t now_ns) final;
   absl::Status delete_session(std::string_view token_sha256) final;

@@ -112,6 +112,27 @@ absl::StatusOr<bool> SqlStorage::store_alert(SqlConnection& connection, std::int
   return deliveries->changes() > 0;
 }
 
+absl::StatusOr<std::vector<std::string>> SqlStorage::products_wanting(AlertType type) {
+  std::vector<std::string> out;
+  absl::Status status = transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
+    out.clear();
+    absl::StatusOr<Query> select = prepare(
+        connection, "SELECT DISTINCT p.id FROM webhook_endpoints w JOIN products p ON p.pk = w.product "
+                    "WHERE (w.event_mask & ?1) <> 0 ORDER BY p.id");
+    if (!select.ok()) return select.status();
+    select->bind(1, static_cast<std::int64_t>(type));
+    for (;;) {
+      absl::StatusOr<bool> row = select->step("read the products wanting an alert");
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      out.push_back(select->text(0));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
 absl::StatusOr<bool> SqlStorage::enqueue_alert(std::string_view product_id, const WebhookAlert& alert) {
   bool stored = false;
   absl::Status status = transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {

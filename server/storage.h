@@ -308,11 +308,13 @@ enum class AlertType : std::uint32_t {
   kForecast = 8,         // "forecast": a user is predicted to reach the cap within the horizon
   kWalletLow = 16,       // "wallet_low": a credit wallet's balance fell to 20% of its credits or less
   kWalletEmpty = 32,     // "wallet_empty": a credit wallet's balance reached 0
+  kInvoiceReady = 64,    // "invoice_ready": a customer's billing period ended; its invoice is final
 };
-inline constexpr std::uint32_t kAllAlertTypes = 63;
+inline constexpr std::uint32_t kAllAlertTypes = 127;
 // Every type, in the order replies list them.
 inline constexpr AlertType kAlertTypes[] = {AlertType::kSoftGate,  AlertType::kHardGate,  AlertType::kDeliveryFailure,
-                                            AlertType::kForecast,  AlertType::kWalletLow, AlertType::kWalletEmpty};
+                                            AlertType::kForecast,  AlertType::kWalletLow, AlertType::kWalletEmpty,
+                                            AlertType::kInvoiceReady};
 
 // A receiver of a product's alerts. Validated by the caller (server/webhooks.h): id "wh_" and 24
 // hex digits, url http://host[:port][/path], event_mask a non-empty subset of kAllAlertTypes.
@@ -658,6 +660,11 @@ class Storage {
                                                           AlertsOf alerts_of) {
     static_cast<void>(product_id), static_cast<void>(events), static_cast<void>(period_of);
     static_cast<void>(soft_gates), static_cast<void>(alerts_of);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
+  // The products (their ids, in id order) with an endpoint that wants alerts of `type`.
+  virtual absl::StatusOr<std::vector<std::string>> products_wanting(AlertType type) {
+    static_cast<void>(type);
     return absl::UnimplementedError("this storage has no webhooks");
   }
   // Puts one alert in the outbox in a transaction of its own (as ingest_with_alerts() does).

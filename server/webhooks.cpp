@@ -79,6 +79,7 @@ std::string_view alert_type_name(AlertType type) noexcept {
     case AlertType::kForecast: return "forecast";
     case AlertType::kWalletLow: return "wallet_low";
     case AlertType::kWalletEmpty: return "wallet_empty";
+    case AlertType::kInvoiceReady: return "invoice_ready";
   }
   return "unknown";
 }
@@ -262,6 +263,23 @@ std::vector<WebhookAlert> wallet_alerts(std::string_view product_id, const Walle
     out.push_back(std::move(alert));
   }
   return out;
+}
+
+WebhookAlert invoice_ready_alert(std::string_view product_id, std::string_view customer_id,
+                                 const billing::Invoice& invoice, std::int64_t now_ns) {
+  WebhookAlert alert;
+  alert.type = AlertType::kInvoiceReady;
+  alert.user_id = std::string(customer_id);
+  alert.alert_key = alert_key(alert.type, customer_id, "invoice", invoice.period.start_ns, invoice.period.end_ns);
+  alert.event_id = alert_event_id(product_id, alert.alert_key);
+  std::int64_t events = 0;
+  for (const billing::InvoiceLine& l : invoice.lines) events += l.counts.counted;
+  alert.fields_json = str_cat(common_fields(alert.event_id, alert.type, product_id, now_ns),
+                              ",\"user_id\":", json_quote(customer_id), ",\"period_start_ns\":", invoice.period.start_ns,
+                              ",\"period_end_ns\":", invoice.period.end_ns, ",\"total_nanos\":", invoice.total_nanos,
+                              ",\"total_usd\":", json_quote(billing::Decimal::from_nanos(invoice.total_nanos).normalized().to_string()),
+                              ",\"lines\":", invoice.lines.size(), ",\"billed_events\":", events);
+  return alert;
 }
 
 WebhookAlert delivery_failure_alert(std::string_view product_id, int http_status, std::string_view message,

@@ -20,13 +20,15 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "billing/invoice.h"
 #include "paygent/plan.h"
 #include "server/metrics.h"
 #include "server/storage.h"
 
 namespace paygent::server {
 
-// "soft_gate", "hard_gate", "delivery_failure", "forecast", "wallet_low", "wallet_empty".
+// "soft_gate", "hard_gate", "delivery_failure", "forecast", "wallet_low", "wallet_empty",
+// "invoice_ready".
 std::string_view alert_type_name(AlertType type) noexcept;
 // The type of a name alert_type_name() gives; nullopt for another text.
 std::optional<AlertType> parse_alert_type(std::string_view name) noexcept;
@@ -93,6 +95,11 @@ std::vector<WebhookAlert> batch_alerts(std::string_view product_id, const PlanCo
 // wallet raise them again. Settle calls it, in its transaction, after it moved the balance.
 std::vector<WebhookAlert> wallet_alerts(std::string_view product_id, const WalletRecord& wallet, std::uint32_t wanted,
                                         std::int64_t now_ns);
+
+// The invoice_ready alert of `customer_id`'s invoice for its period `invoice.period` (final: the
+// period ended), keyed once per customer and period.
+WebhookAlert invoice_ready_alert(std::string_view product_id, std::string_view customer_id,
+                                 const billing::Invoice& invoice, std::int64_t now_ns);
 
 // A delivery_failure alert: the backend refused a batch of the syncer with `code` and `message`.
 // Keyed by product, code and UTC minute, so a syncer retrying the batch raises one per minute.

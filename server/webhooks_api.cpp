@@ -80,7 +80,7 @@ HttpResponse Api::create_webhook(const Call& call) {
     const std::optional<AlertType> type = parse_alert_type(request->events[i]);
     if (!type) {
       return error_response(400, "invalid_argument",
-                            str_cat("events[", i, "]: must be soft_gate, hard_gate, delivery_failure, forecast, wallet_low or wallet_empty"));
+                            str_cat("events[", i, "]: must be soft_gate, hard_gate, delivery_failure, forecast, wallet_low, wallet_empty or invoice_ready"));
     }
     endpoint.event_mask |= static_cast<std::uint32_t>(*type);
   }

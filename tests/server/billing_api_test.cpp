@@ -491,3 +491,56 @@ TEST_CASE("billing.credits_without_a_wallet_are_overage") {
 
 }  // namespace
 }  // namespace paygent::server::test
+
+namespace paygent::server::test {
+namespace {
+
+// invoice_ready (docs/webhooks.md): once a customer's billing period has ended (and the grace for
+// late events has passed), its invoice goes to the endpoints that want it, once.
+TEST_CASE("billing.invoice_ready_alert_once_per_customer_and_period") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    REQUIRE(f.put_agent("lead", R"({"indicators":[{"indicator":"won","pricePerEvent":"0.20"}]})").status == 200);
+    send(f, {billed(1, "lead", "won", "{}", "c1", ns_at(2026, 11, 5)), billed(2, "lead", "won", "{}", "c1", ns_at(2026, 11, 6)),
+             billed(3, "lead", "won", "{}", "c2", ns_at(2026, 11, 7))});
+    // Without an endpoint that wants it, nothing is raised.
+    absl::StatusOr<int> raised = f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 1, 2)));
+    REQUIRE_MESSAGE(raised.ok(), raised.status().ToString());
+    CHECK(*raised == 0);
+    HttpResponse r = f.call("POST", "/api/v1/webhooks", R"({"url":"http://127.0.0.1:9/i","events":["invoice_ready"]})");
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    // November not over (and then within the hour's grace): nothing.
+    CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 11, 30, 23))) == 0);
+    CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 1) + 30LL * 60'000'000'000)) == 0);
+    // After it: one per customer, and never again.
+    CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 1, 2))) == 2);
+    CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 1, 3))) == 0);
+    std::vector<std::string> bodies;
+    for (;;) {
+      const std::int64_t now = absl::ToUnixNanos(absl::Now());
+      absl::StatusOr<std::vector<WebhookDelivery>> d = f.storage->claim_webhook_deliveries(now, now + 86'400'000'000'000, 100, {});
+      REQUIRE(d.ok());
+      if (d->empty()) break;
+      for (const WebhookDelivery& x : *d) {
+        CHECK(x.type == "invoice_ready");
+        bodies.push_back(x.body);
+      }
+    }
+    REQUIRE(bodies.size() == 2);
+    const std::string c1 = bodies[0].find(R"("user_id":"c1")") != std::string::npos ? bodies[0] : bodies[1];
+    CHECK(c1.find(R"("period_start_ns":)" + std::to_string(ns_at(2026, 11, 1)) + R"(,"period_end_ns":)" +
+                  std::to_string(ns_at(2026, 12, 1)) + R"(,"total_nanos":400000000,"total_usd":"0.4","lines":1,"billed_events":2)") !=
+          std::string::npos);
+    // A customer whose ended period has no billing event (only October's) has nothing to bill.
+    send(f, {billed(4, "lead", "won", "{}", "c3", ns_at(2026, 10, 7))});
+    CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 1, 4))) == 0);
+    // Past the week's lookback a period is not raised any more: a paygentd that was down longer
+    // does not flood receivers with old invoices.
+    send(f, {billed(5, "lead", "won", "{}", "c4", ns_at(2026, 11, 8))});
+    CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 8, 2))) == 0);
+    CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 8, 0, 30))) == 1);  // still within it
+  });
+}
+
+}  // namespace
+}  // namespace paygent::server::test
