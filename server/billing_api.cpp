@@ -252,6 +252,10 @@ absl::StatusOr<int> Api::raise_invoice_ready(absl::Time now) {
       const billing::BillingPeriod current = billing_period_at(*user, absl::FromUnixNanos(now_ns - grace_ns));
       const billing::BillingPeriod ended = billing_period_at(*user, absl::FromUnixNanos(current.start_ns - 1));
       if (ended.end_ns + grace_ns + lookback_ns <= now_ns || ended.end_ns <= ended.start_ns) continue;
+      // Raised already (the common case, every minute of the week): no invoice to render.
+      absl::StatusOr<bool> done = storage_.alert_raised(product_id, invoice_ready_key(user->user_id, ended));
+      if (!done.ok()) return done.status();
+      if (*done) continue;
       if (!billing) {
         absl::StatusOr<ProductBilling> b = load_product_billing(storage_, product_id);
         if (!b.ok()) return b.status();

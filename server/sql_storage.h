@@ -132,6 +132,7 @@ class SqlStorage : public Storage {
                                                   AlertsOf alerts_of) final;
   absl::StatusOr<bool> enqueue_alert(std::string_view product_id, const WebhookAlert& alert) final;
   absl::StatusOr<std::vector<std::string>> products_wanting(AlertType type) final;
+  absl::StatusOr<bool> alert_raised(std::string_view product_id, std::string_view alert_key) final;
   absl::Status create_session(const SessionRecord& session, std::int64_t now_ns, std::size_t max_live) final;
   absl::StatusOr<std::optional<SessionRecord>> find_session(std::string_view token_sha256, std::int64_t now_ns) final;
   absl::Status delete_session(std::string_view token_sha256) final;

@@ -133,6 +133,26 @@ absl::StatusOr<std::vector<std::string>> SqlStorage::products_wanting(AlertType 
   return out;
 }
 
+absl::StatusOr<bool> SqlStorage::alert_raised(std::string_view product_id, std::string_view alert_key) {
+  bool raised = false;
+  absl::Status status = transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
+    raised = false;
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    absl::StatusOr<Query> select =
+        prepare(connection, "SELECT 1 FROM webhook_alerts WHERE product = ?1 AND alert_key = ?2");
+    if (!select.ok()) return select.status();
+    select->bind(1, **product).bind(2, alert_key);
+    absl::StatusOr<bool> row = select->step("read an alert");
+    if (!row.ok()) return row.status();
+    raised = *row;
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return raised;
+}
+
 absl::StatusOr<bool> SqlStorage::enqueue_alert(std::string_view product_id, const WebhookAlert& alert) {
   bool stored = false;
   absl::Status status = transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {

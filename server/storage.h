@@ -667,6 +667,11 @@ class Storage {
     static_cast<void>(type);
     return absl::UnimplementedError("this storage has no webhooks");
   }
+  // Whether an alert of key `alert_key` was raised for the product (in webhook_alerts).
+  virtual absl::StatusOr<bool> alert_raised(std::string_view product_id, std::string_view alert_key) {
+    static_cast<void>(product_id), static_cast<void>(alert_key);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
   // Puts one alert in the outbox in a transaction of its own (as ingest_with_alerts() does).
   // True when stored; false when one of its key was already, or no endpoint wants its type.
   virtual absl::StatusOr<bool> enqueue_alert(std::string_view product_id, const WebhookAlert& alert) {

@@ -265,12 +265,16 @@ std::vector<WebhookAlert> wallet_alerts(std::string_view product_id, const Walle
   return out;
 }
 
+std::string invoice_ready_key(std::string_view customer_id, billing::BillingPeriod period) {
+  return alert_key(AlertType::kInvoiceReady, customer_id, "invoice", period.start_ns, period.end_ns);
+}
+
 WebhookAlert invoice_ready_alert(std::string_view product_id, std::string_view customer_id,
                                  const billing::Invoice& invoice, std::int64_t now_ns) {
   WebhookAlert alert;
   alert.type = AlertType::kInvoiceReady;
   alert.user_id = std::string(customer_id);
-  alert.alert_key = alert_key(alert.type, customer_id, "invoice", invoice.period.start_ns, invoice.period.end_ns);
+  alert.alert_key = invoice_ready_key(customer_id, invoice.period);
   alert.event_id = alert_event_id(product_id, alert.alert_key);
   std::int64_t events = 0;
   for (const billing::InvoiceLine& l : invoice.lines) events += l.counts.counted;

@@ -96,6 +96,8 @@ std::vector<WebhookAlert> batch_alerts(std::string_view product_id, const PlanCo
 std::vector<WebhookAlert> wallet_alerts(std::string_view product_id, const WalletRecord& wallet, std::uint32_t wanted,
                                         std::int64_t now_ns);
 
+// The key of the invoice_ready alert of `customer_id`'s `period`.
+std::string invoice_ready_key(std::string_view customer_id, billing::BillingPeriod period);
 // The invoice_ready alert of `customer_id`'s invoice for its period `invoice.period` (final: the
 // period ended), keyed once per customer and period.
 WebhookAlert invoice_ready_alert(std::string_view product_id, std::string_view customer_id,
