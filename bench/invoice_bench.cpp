@@ -10,6 +10,8 @@
 //                          customer's SUM and COUNT over the same rows, on the time index
 //   profit_by_customer     GET /api/v1/reports/profit?by=customer over November: every customer's
 //                          revenue from its invoice (docs/billing.md, "Revenue in the profit report")
+//   pg_*                   one customer's invoice, the GROUP BY and the report on PostgreSQL 15
+//                          (bench/postgres_bench.h), the same rows
 // Each checks its quantity (or revenue) against what was ingested.
 //   build/bench/paygent_bench --benchmark_filter=invoice_ --benchmark_repetitions=3
 #include <benchmark/benchmark.h>
@@ -27,6 +29,12 @@
 #include "server/billing_wire.h"
 #include "server/metrics.h"
 #include "server/sqlite_storage.h"
+#ifdef PAYGENT_WITH_POSTGRES
+#include <libpq-fe.h>
+
+#include "postgres_bench.h"
+#include "server/postgres_storage.h"
+#endif
 #include "support/paygentd_process.h"
 
 namespace {
@@ -41,7 +49,8 @@ constexpr const char* kAdmin = "bench-admin";
 
 struct World {
   paygent::testing::TempDir dir{"paygent-bench-invoice"};
-  std::unique_ptr<paygent::server::SqliteStorage> storage;
+  std::string conninfo;  // PostgreSQL's; empty: SQLite in `dir`
+  std::unique_ptr<paygent::server::Storage> storage;
   paygent::server::Metrics metrics;
   std::unique_ptr<paygent::server::Api> api;
   std::string key;
@@ -54,16 +63,33 @@ struct World {
         .method = method, .target = target, .content_type = "application/json", .authorization = "Bearer " + bearer, .body = body});
   }
 
-  World() {
+  explicit World(bool postgres) {
     const char* env = std::getenv("PAYGENT_INVOICE_BENCH_EVENTS");
     const std::int64_t total = env != nullptr ? std::atoll(env) : 1'000'000;
     per_customer = total / kCustomers;
-    auto opened = paygent::server::SqliteStorage::open(dir.path() + "/p.db");
-    if (!opened.ok()) {
-      error = "cannot open the storage";
+    if (postgres) {
+#ifdef PAYGENT_WITH_POSTGRES
+      conninfo = paygent::bench::new_postgres_database();
+      auto opened = conninfo.empty() ? absl::StatusOr<std::unique_ptr<paygent::server::PostgresStorage>>(
+                                           absl::UnavailableError("no PostgreSQL"))
+                                     : paygent::server::PostgresStorage::open(conninfo, {});
+      if (!opened.ok()) {
+        error = "PostgreSQL cannot start here";
+        return;
+      }
+      storage = *std::move(opened);
+#else
+      error = "built without PostgreSQL";
       return;
+#endif
+    } else {
+      auto opened = paygent::server::SqliteStorage::open(dir.path() + "/p.db");
+      if (!opened.ok()) {
+        error = "cannot open the storage";
+        return;
+      }
+      storage = *std::move(opened);
     }
-    storage = *std::move(opened);
     api = std::make_unique<paygent::server::Api>(*storage, metrics, paygent::server::ApiOptions{.admin_token = kAdmin});
     const auto product = call("POST", "/api/v1/products", R"({"name":"bench"})", kAdmin);
     key = paygent::testing::json_string_member(product.body, "api_key");
@@ -104,7 +130,12 @@ struct World {
 };
 
 World& world() {
-  static World* w = new World();  // built once for all the benchmarks; never destroyed
+  static World* w = new World(false);  // built once for all the benchmarks; never destroyed
+  return *w;
+}
+
+World& pg_world() {
+  static World* w = new World(true);  // the same on PostgreSQL, built when first asked for
   return *w;
 }
 
@@ -115,8 +146,7 @@ bool check(World& w, int customer) {
   return r.status == 200 && r.body.find("\"quantity\":\"" + quantity + "\"") != std::string::npos;
 }
 
-void invoice_one_customer(benchmark::State& state) {
-  World& w = world();
+void invoice_one(benchmark::State& state, World& w) {
   if (!w.error.empty()) {
     state.SkipWithError(w.error.c_str());
     return;
@@ -131,6 +161,7 @@ void invoice_one_customer(benchmark::State& state) {
   }
   state.counters["events/invoice"] = static_cast<double>(w.per_customer);
 }
+void invoice_one_customer(benchmark::State& state) { invoice_one(state, world()); }
 
 void invoice_all_customers(benchmark::State& state) {
   World& w = world();
@@ -189,8 +220,7 @@ std::int64_t expected_invoice_nanos(std::int64_t per_customer) {
   return 50'000'000'000 + (tenths - 1000) * 40'000'000 + 1'000'000'000;
 }
 
-void profit_by_customer(benchmark::State& state) {
-  World& w = world();
+void profit_all(benchmark::State& state, World& w) {
   if (!w.error.empty()) {
     state.SkipWithError(w.error.c_str());
     return;
@@ -209,6 +239,41 @@ void profit_by_customer(benchmark::State& state) {
     }
   }
 }
+void profit_by_customer(benchmark::State& state) { profit_all(state, world()); }
+
+#ifdef PAYGENT_WITH_POSTGRES
+void pg_invoice_one_customer(benchmark::State& state) { invoice_one(state, pg_world()); }
+void pg_profit_by_customer(benchmark::State& state) { profit_all(state, pg_world()); }
+
+// PostgreSQL's plain GROUP BY over the same rows and join: the tag read by ->> as numeric.
+void pg_invoice_sql_group_by(benchmark::State& state) {
+  World& w = pg_world();
+  if (!w.error.empty()) {
+    state.SkipWithError(w.error.c_str());
+    return;
+  }
+  PGconn* conn = PQconnectdb(w.conninfo.c_str());
+  const std::string sql =
+      "SELECT b.user_id, COUNT(*), SUM((e.meta_tags::json->>'hours')::numeric) FROM billing_events b JOIN events e "
+      "ON e.product = b.product AND e.id = b.id WHERE b.ts_ns >= " + std::to_string(kNovember) +
+      " AND b.ts_ns < " + std::to_string(kNovember + 30LL * 86'400'000'000'000) + " GROUP BY b.user_id";
+  const std::string per_customer = std::to_string(w.per_customer);
+  const std::string hours = std::to_string(w.per_customer * 3 / 2) + (w.per_customer % 2 ? ".5" : ".0");
+  for (auto _ : state) {
+    PGresult* r = PQexec(conn, sql.c_str());
+    bool right = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == kCustomers;
+    for (int i = 0; right && i < PQntuples(r); ++i) {
+      right = PQgetvalue(r, i, 1) == per_customer && PQgetvalue(r, i, 2) == hours;
+    }
+    PQclear(r);
+    if (!right) {
+      state.SkipWithError("the baseline does not match what was ingested");
+      break;
+    }
+  }
+  PQfinish(conn);
+}
+#endif
 
 void invoice_sql_group_by(benchmark::State& state) {
   World& w = world();
@@ -253,5 +318,10 @@ BENCHMARK(invoice_one_customer)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(invoice_all_customers)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(invoice_sql_group_by)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(profit_by_customer)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+#ifdef PAYGENT_WITH_POSTGRES
+BENCHMARK(pg_invoice_one_customer)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(pg_invoice_sql_group_by)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(pg_profit_by_customer)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+#endif
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "server/postgres_storage.h"
 #include "server/storage.h"
+#include "postgres_bench.h"
 #include "support/postgres_process.h"
 #include "sync/event_record.h"
 
@@ -64,27 +65,6 @@ std::vector<EventRecord> new_batch(int size) {
   return events;
 }
 
-// The one server of the run, and a new database on it per benchmark; "" when none can start.
-std::string new_database() {
-  static std::unique_ptr<paygent::testing::PostgresProcess> server = []() {
-    std::unique_ptr<paygent::testing::PostgresProcess> pg;
-    if (!paygent::testing::postgres_unavailable().empty()) return pg;
-    try {
-      pg = paygent::testing::PostgresProcess::start();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "postgres bench: %s\n", e.what());
-    }
-    return pg;
-  }();
-  if (server == nullptr) return {};
-  static int n = 0;
-  const std::string name = "bench_" + std::to_string(++n);
-  PGconn* admin = PQconnectdb(server->superuser_conninfo().c_str());
-  PQclear(PQexec(admin, ("CREATE DATABASE " + name + " OWNER paygent").c_str()));
-  PQfinish(admin);
-  return "postgresql://paygent@127.0.0.1:" + std::to_string(server->port()) + "/" + name;
-}
-
 std::int64_t count_events(const std::string& conninfo) {
   PGconn* conn = PQconnectdb(conninfo.c_str());
   PGresult* r = PQexec(conn, "SELECT COUNT(*) FROM events");
@@ -96,7 +76,7 @@ std::int64_t count_events(const std::string& conninfo) {
 
 void ingest_postgres(benchmark::State& state, PostgresOptions options) {
   const int size = static_cast<int>(state.range(0));
-  const std::string conninfo = new_database();
+  const std::string conninfo = paygent::bench::new_postgres_database();
   if (conninfo.empty()) {
     state.SkipWithError("PostgreSQL cannot start here");
     return;
@@ -157,7 +137,7 @@ void append_copy_row(std::string& out, const EventRecord& e, std::int64_t receiv
 
 void ingest_postgres_raw_copy(benchmark::State& state) {
   const int size = static_cast<int>(state.range(0));
-  const std::string conninfo = new_database();
+  const std::string conninfo = paygent::bench::new_postgres_database();
   if (conninfo.empty()) {
     state.SkipWithError("PostgreSQL cannot start here");
     return;

@@ -206,6 +206,9 @@ class Api {
   };
   absl::StatusOr<RenderedInvoice> invoice_for(const std::string& product_id, const UserRecord& user,
                                               billing::BillingPeriod period, const ProductBilling& billing);
+  // raise_invoice_ready for one product.
+  absl::StatusOr<int> raise_invoice_ready_of(const std::string& product_id, std::int64_t now_ns, std::int64_t grace_ns,
+                                             std::int64_t lookback_ns);
   // Credit wallets (server/wallets_api.cpp, docs/billing.md).
   HttpResponse top_up_wallet(const Call& call);
   HttpResponse customer_wallet(const Call& call);

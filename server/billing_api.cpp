@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -236,43 +237,71 @@ absl::StatusOr<int> Api::raise_invoice_ready(absl::Time now) {
   const std::int64_t grace_ns = absl::ToInt64Nanoseconds(options_.invoice_grace);
   const std::int64_t lookback_ns = absl::ToInt64Nanoseconds(options_.invoice_lookback);
   int raised = 0;
+  absl::Status first_error;  // one product's failure does not hold back the others
   for (const std::string& product_id : *products) {
-    // The customers with billing events in the periods that may have just ended (a period is at
-    // most a year long; the profit rollup answers which customers cheaply).
-    const TimeRange recent{.from_ns = std::max<std::int64_t>(0, now_ns - grace_ns - lookback_ns - 366 * kDayNanos),
-                           .to_ns = now_ns};
-    absl::StatusOr<std::vector<ProfitRow>> customers = storage_.profit_report(product_id, recent, ProfitGroup::kCustomer);
-    if (!customers.ok()) return customers.status();
-    std::optional<ProductBilling> billing;
-    for (const ProfitRow& c : *customers) {
-      if (c.billing_events == 0) continue;
-      absl::StatusOr<UserRecord> user = storage_.find_user(product_id, c.key);
-      if (!user.ok()) continue;
-      // Its last period that ended at least `grace` ago, if that was within the lookback.
-      const billing::BillingPeriod current = billing_period_at(*user, absl::FromUnixNanos(now_ns - grace_ns));
-      const billing::BillingPeriod ended = billing_period_at(*user, absl::FromUnixNanos(current.start_ns - 1));
-      if (ended.end_ns + grace_ns + lookback_ns <= now_ns || ended.end_ns <= ended.start_ns) continue;
-      // Raised already (the common case, every minute of the week): no invoice to render.
-      absl::StatusOr<bool> done = storage_.alert_raised(product_id, invoice_ready_key(user->user_id, ended));
-      if (!done.ok()) return done.status();
-      if (*done) continue;
-      if (!billing) {
-        absl::StatusOr<ProductBilling> b = load_product_billing(storage_, product_id);
-        if (!b.ok()) return b.status();
-        billing = *std::move(b);
-      }
-      absl::StatusOr<RenderedInvoice> rendered = invoice_for(product_id, *user, ended, *billing);
-      if (!rendered.ok()) continue;  // a period that cannot be priced: its preview names why
-      std::int64_t events = rendered->unpriced_events;
-      for (const billing::InvoiceLine& l : rendered->invoice.lines) events += l.counts.counted + l.counts.excluded_total();
-      if (events == 0) continue;  // no billing event in that period: nothing to bill
-      absl::StatusOr<bool> stored =
-          storage_.enqueue_alert(product_id, invoice_ready_alert(product_id, user->user_id, rendered->invoice, now_ns));
-      if (!stored.ok()) return stored.status();
-      if (*stored) ++raised;
+    absl::StatusOr<int> n = raise_invoice_ready_of(product_id, now_ns, grace_ns, lookback_ns);
+    if (n.ok()) {
+      raised += *n;
+    } else if (first_error.ok()) {
+      first_error = absl::Status(n.status().code(), str_cat("product ", product_id, ": ", n.status().message()));
     }
   }
   if (raised > 0 && options_.on_alerts) options_.on_alerts();
+  if (!first_error.ok()) return first_error;
+  return raised;
+}
+
+absl::StatusOr<int> Api::raise_invoice_ready_of(const std::string& product_id, std::int64_t now_ns,
+                                                std::int64_t grace_ns, std::int64_t lookback_ns) {
+  // The customers with billing events in the last year (a period is at most a year long; the
+  // profit rollup answers cheaply), then per ended period those with events in it.
+  const TimeRange recent{.from_ns = std::max<std::int64_t>(0, now_ns - grace_ns - lookback_ns - 366 * kDayNanos),
+                         .to_ns = now_ns};
+  absl::StatusOr<std::vector<ProfitRow>> customers = storage_.profit_report(product_id, recent, ProfitGroup::kCustomer);
+  if (!customers.ok()) return customers.status();
+  std::map<std::pair<std::int64_t, std::int64_t>, std::set<std::string, std::less<>>> billed_in;  // by ended period
+  std::optional<ProductBilling> billing;
+  int raised = 0;
+  for (const ProfitRow& c : *customers) {
+    if (c.billing_events == 0) continue;
+    absl::StatusOr<UserRecord> user = storage_.find_user(product_id, c.key);
+    if (!user.ok()) continue;
+    // Its last period that ended at least `grace` ago, if that was within the lookback. (Before a
+    // subscription's first period starts, that period is all there is: not ended, skipped.)
+    const billing::BillingPeriod current = billing_period_at(*user, absl::FromUnixNanos(now_ns - grace_ns));
+    const billing::BillingPeriod ended = billing_period_at(*user, absl::FromUnixNanos(current.start_ns - 1));
+    if (ended.end_ns <= ended.start_ns || ended.end_ns > now_ns - grace_ns ||
+        ended.end_ns + grace_ns + lookback_ns <= now_ns) {
+      continue;
+    }
+    // Customers without a billing event in that period have nothing to bill: known from the
+    // rollup, once per distinct period, not by rendering each one's invoice every minute.
+    auto [in, fresh] = billed_in.try_emplace({ended.start_ns, ended.end_ns});
+    if (fresh) {
+      absl::StatusOr<std::vector<ProfitRow>> rows = storage_.profit_report(
+          product_id, TimeRange{.from_ns = ended.start_ns, .to_ns = ended.end_ns}, ProfitGroup::kCustomer);
+      if (!rows.ok()) return rows.status();
+      for (const ProfitRow& r : *rows) {
+        if (r.billing_events > 0) in->second.insert(r.key);
+      }
+    }
+    if (!in->second.contains(user->user_id)) continue;
+    // Raised already (the common case, every minute of the week): no invoice to render.
+    absl::StatusOr<bool> done = storage_.alert_raised(product_id, invoice_ready_key(user->user_id, ended));
+    if (!done.ok()) return done.status();
+    if (*done) continue;
+    if (!billing) {
+      absl::StatusOr<ProductBilling> b = load_product_billing(storage_, product_id);
+      if (!b.ok()) return b.status();
+      billing = *std::move(b);
+    }
+    absl::StatusOr<RenderedInvoice> rendered = invoice_for(product_id, *user, ended, *billing);
+    if (!rendered.ok()) continue;  // a period that cannot be priced: its preview names why
+    absl::StatusOr<bool> stored =
+        storage_.enqueue_alert(product_id, invoice_ready_alert(product_id, user->user_id, rendered->invoice, now_ns));
+    if (!stored.ok()) return stored.status();
+    if (*stored) ++raised;
+  }
   return raised;
 }
 

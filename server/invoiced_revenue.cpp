@@ -29,6 +29,10 @@ namespace {
 using ::paygent::internal::str_cat;
 using storage_internal::kNanosPerDay;
 
+// Periods of one customer with a wallet whose ledgers a report reads at most (a 3-year range of
+// monthly periods, and a margin).
+constexpr int kMaxLedgerPeriods = 400;
+
 // What the report's rows get: revenue added (by key), and the events it prices (by key) whose
 // stored revenue no longer counts (subtracted) or that were counted as without a price.
 struct Adjust {
@@ -62,6 +66,9 @@ struct CustomerState {
   UserRecord user;
   bool wallet = false;
   std::optional<billing::Decimal> usd_per_credit;
+  // With a wallet: the ledger of each period the range overlaps, by period start, read before the
+  // scan (no other read while its transaction is open).
+  std::map<std::int64_t, std::vector<WalletCharge>> ledgers;
   std::unique_ptr<PeriodState> period;
 };
 
@@ -96,7 +103,17 @@ class Accrual {
       }
     }
     const billing::BillingPeriod p = billing_period_at(state->user, absl::FromUnixNanos(range_.from_ns));
-    if (absl::Status s = open(customer_id, *state, p); !s.ok()) return s;
+    if (state->wallet) {
+      billing::BillingPeriod q = p;
+      for (int n = 0; n < kMaxLedgerPeriods && q.start_ns < range_.to_ns && q.end_ns > q.start_ns; ++n) {
+        absl::StatusOr<std::vector<WalletCharge>> charges =
+            storage_.wallet_charges(product_id_, customer_id, TimeRange{.from_ns = q.start_ns, .to_ns = q.end_ns});
+        if (!charges.ok()) return charges.status();
+        state->ledgers.emplace(q.start_ns, *std::move(charges));
+        q = billing_period_at(state->user, absl::FromUnixNanos(q.end_ns));
+      }
+    }
+    if (absl::Status s = open(*state, p); !s.ok()) return s;
     customers_.emplace(customer_id, std::move(state));
     return std::optional<std::int64_t>(p.start_ns);
   }
@@ -110,7 +127,7 @@ class Accrual {
       if (absl::Status s = close(row.customer_id, c); !s.ok()) return s;
       // The period holding the event (those between, without events, accrue nothing).
       const billing::BillingPeriod p = billing_period_at(c.user, absl::FromUnixNanos(row.ts_ns));
-      if (absl::Status s = open(row.customer_id, c, p); !s.ok()) return s;
+      if (absl::Status s = open(c, p); !s.ok()) return s;
     }
     PeriodState& ps = *c.period;
     while (ps.next < ps.marks.size() && ps.marks[ps.next] <= row.ts_ns) {
@@ -173,7 +190,7 @@ class Accrual {
     return storage_internal::day_key(day, ReportGroup::kDay);
   }
 
-  absl::Status open(const std::string& customer_id, CustomerState& c, billing::BillingPeriod p) {
+  absl::Status open(CustomerState& c, billing::BillingPeriod p) {
     absl::StatusOr<billing::InvoiceBuilder> builder = billing::InvoiceBuilder::create(billing_.indicators, p);
     if (!builder.ok()) return absl::InternalError(builder.status().message());
     c.period = std::make_unique<PeriodState>(billing_, p, *std::move(builder));
@@ -188,10 +205,9 @@ class Accrual {
     }
     ps.marks.push_back(ps.b);
     if (c.wallet) {
-      absl::StatusOr<std::vector<WalletCharge>> charges =
-          storage_.wallet_charges(product_id_, customer_id, TimeRange{.from_ns = p.start_ns, .to_ns = p.end_ns});
-      if (!charges.ok()) return charges.status();
-      ps.ledger = *std::move(charges);
+      // A period past the ledgers read (more than kMaxLedgerPeriods): its credits count no wallet.
+      auto ledger = c.ledgers.find(p.start_ns);
+      ps.ledger = ledger != c.ledgers.end() ? ledger->second : std::vector<WalletCharge>();
     }
     return absl::OkStatus();
   }

@@ -172,10 +172,12 @@ absl::Status SqlStorage::delete_metric(std::string_view product_id, std::string_
 absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64_t product,
                                            std::optional<std::string_view> customer_id, TimeRange range, ScanCursor& cursor,
                                            absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) {
-  // Keyset pages over the (product, user_id, ts_ns) index (every customer: (product, ts_ns)): each
-  // page starts after the last (ts_ns, id) given to `fn`, so a page costs the same however far
-  // into the range it is. Placeholders, none left out before the last (PostgreSQL types them all):
-  // ?1 product, ?2 the start (or the last ts_ns), ?3 the end, then the customer, then the last id.
+  // Keyset pages over the (product, user_id, ts_ns, id) index (every customer: (product, ts_ns,
+  // id)): each page starts after the last (ts_ns, id) given to `fn`, a row-value comparison both
+  // databases seek to in the index (an OR of the two columns made PostgreSQL read the range from
+  // its start on every page), so a page costs the same however far into the range it is.
+  // Placeholders, none left out before the last (PostgreSQL types them all): ?1 product, ?2 the
+  // start (or the last ts_ns), ?3 the end, then the customer, then the last id.
   if (cursor.first) cursor.after_ts = range.from_ns;
   const int id_index = customer_id ? 5 : 4;
   for (;;) {
@@ -185,7 +187,7 @@ absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64
                 "b.user_id FROM billing_events b JOIN events e ON e.product = b.product AND e.id = b.id "
                 "WHERE b.product = ?1 AND ", customer_id ? "b.user_id = ?4 AND " : "", "b.ts_ns < ?3 AND ",
                 cursor.first ? std::string("b.ts_ns >= ?2 ")
-                             : str_cat("(b.ts_ns > ?2 OR (b.ts_ns = ?2 AND b.id > ?", id_index, ")) "),
+                             : str_cat("(b.ts_ns, b.id) > (?2, ?", id_index, ") "),
                 "ORDER BY b.ts_ns, b.id LIMIT ", kScanPage));
     if (!select.ok()) return select.status();
     select->bind(1, product).bind(2, cursor.after_ts).bind(3, range.to_ns);

@@ -104,7 +104,7 @@ class SqlStorage : public Storage {
   absl::StatusOr<MetricRecord> find_metric(std::string_view product_id, std::string_view identifier) final;
   absl::Status delete_metric(std::string_view product_id, std::string_view identifier) final;
   absl::Status scan_product_billing_events(std::string_view product_id, TimeRange range,
-                                           absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) override;
+                                           absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) final;
   absl::Status scan_billing_events(std::string_view product_id, std::string_view customer_id, TimeRange range,
                                    absl::FunctionRef<absl::Status(const BillingEventRow&)> fn) final;
   // In sql_wallets.cpp: credit_wallets (one row per wallet: its running totals), credit_top_ups

@@ -512,6 +512,15 @@ TEST_CASE("billing.invoice_ready_alert_once_per_customer_and_period") {
     // November not over (and then within the hour's grace): nothing.
     CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 11, 30, 23))) == 0);
     CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 1) + 30LL * 60'000'000'000)) == 0);
+    // A subscriber whose first period began 30 minutes ago: before it there is no ended period of
+    // its own (the first one stands for the time before it), so nothing of it is raised.
+    r = f.call("POST", "/api/v1/config/plans",
+               R"({"soft_gate_at":0.80,"hard_gate_at":1.00,"plans":[{"name":"pro","max_spend_per_period":49.00}]})");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    send(f, {billed(6, "lead", "won", "{}", "s1", ns_at(2026, 12, 1, 1, 40))});  // in its open period
+    r = f.call("POST", "/api/v1/users/s1/subscription",
+               R"({"plan":"pro","period_start":"2026-12-01T01:30:00Z","period_end":"2027-01-01T01:30:00Z"})");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
     // After it: one per customer, and never again.
     CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 1, 2))) == 2);
     CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 1, 3))) == 0);
