@@ -23,6 +23,9 @@ using ::paygent::internal::str_cat;
 
 // Billing events read per query of scan_billing_events(): bounds the memory of one page.
 constexpr int kScanPage = 1000;
+// ...and per query of scan_product_billing_events(): every customer's rows, so longer pages (a
+// round trip fewer per 10,000 rows on PostgreSQL; ~2 MB of rows at most).
+constexpr int kProductScanPage = 10'000;
 
 std::string hex_of(std::string_view bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -180,6 +183,7 @@ absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64
   // start (or the last ts_ns), ?3 the end, then the customer, then the last id.
   if (cursor.first) cursor.after_ts = range.from_ns;
   const int id_index = customer_id ? 5 : 4;
+  const int page = customer_id ? kScanPage : kProductScanPage;
   for (;;) {
     absl::StatusOr<Query> select = prepare(
         connection,
@@ -188,7 +192,7 @@ absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64
                 "WHERE b.product = ?1 AND ", customer_id ? "b.user_id = ?4 AND " : "", "b.ts_ns < ?3 AND ",
                 cursor.first ? std::string("b.ts_ns >= ?2 ")
                              : str_cat("(b.ts_ns, b.id) > (?2, ?", id_index, ") "),
-                "ORDER BY b.ts_ns, b.id LIMIT ", kScanPage));
+                "ORDER BY b.ts_ns, b.id LIMIT ", page));
     if (!select.ok()) return select.status();
     select->bind(1, product).bind(2, cursor.after_ts).bind(3, range.to_ns);
     if (customer_id) select->bind(4, *customer_id);
@@ -219,7 +223,7 @@ absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64
       cursor.after_id = std::move(id);
       cursor.first = false;
     }
-    if (rows < kScanPage) return absl::OkStatus();
+    if (rows < page) return absl::OkStatus();
   }
 }
 

@@ -466,6 +466,38 @@ TEST_CASE("billing.invoice_reads_every_page") {
   });
 }
 
+// The profit report reads the product's billing events in pages of 10,000 (every customer at
+// once): more than one page, most of them at one instant (the pages follow each other by event
+// id), and every customer's revenue is still its invoice's.
+TEST_CASE("billing.profit_report_reads_every_page_of_the_product") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    create_metric(f, R"({"name":"Units","aggregation":"sum","field":"u"})");
+    REQUIRE(f.put_agent("a", R"({"indicators":[{"indicator":"unit","metric":"units","pricing":{"model":"graduated",
+      "tiers":[{"upTo":"5000","unitPrice":"0.001"},{"unitPrice":"0.0005"}]}}]})").status == 200);
+    std::uint64_t n = 1;
+    for (int batch = 0; batch < 21; ++batch) {
+      std::vector<Tracked> events;
+      for (int i = 0; i < 500; ++i, ++n) {
+        const std::int64_t ts = n % 7 == 0 ? ns_at(2026, 11, 3) + static_cast<std::int64_t>(n) : ns_at(2026, 11, 17, 10);
+        events.push_back(billed(n, "a", "unit", R"({"u":"1"})", "c" + std::to_string(n % 3), ts));
+      }
+      send(f, events);
+    }
+    std::int64_t sum = 0;
+    for (const char* c : {"c0", "c1", "c2"}) {
+      std::int64_t total = 0;
+      const Line line = line_of(f, c, "a", "unit", &total);
+      CHECK(line.quantity == "3500");  // 10,500 events of 1 unit, a third each
+      CHECK(total == 3'500'000'000);   // under the first tier
+      CHECK(profit_line(f, "customer", c).revenue == total);
+      sum += total;
+    }
+    CHECK(profit_line(f, "agent", "a").revenue == sum);
+    CHECK(profit_line(f, "agent", "a").without_price == 0);
+  });
+}
+
 // CREDITS: 0.01 credits per effective token (seed 003). Without a wallet (not built yet) every
 // credit is overage, charged only at the pricing's overage rate.
 TEST_CASE("billing.credits_without_a_wallet_are_overage") {
