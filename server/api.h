@@ -120,8 +120,8 @@ class Api {
 
   [[nodiscard]] const ApiOptions& options() const noexcept { return options_; }
 
-  // Raises the invoice_ready alert (docs/webhooks.md) of each customer, of the products with an
-  // endpoint that wants it, whose billing period ended between `invoice_grace` and
+  // Raises the invoice_ready alert (docs/webhooks.md) of each billing period of each customer, of
+  // the products with an endpoint that wants it, that ended between `invoice_grace` and
   // `invoice_grace + invoice_lookback` before `now` with billing events in it: its invoice,
   // rendered as GET .../invoice renders it. Once per customer and period (the alert's key), on any
   // number of replicas. Returns how many were raised. paygentd calls it every minute

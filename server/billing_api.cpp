@@ -37,6 +37,8 @@ namespace paygent::server {
 namespace {
 
 constexpr std::int64_t kDayNanos = 86'400'000'000'000;
+// Ended periods of one customer looked at per pass at most (daily periods over a long lookback).
+constexpr int kMaxInvoicePeriods = 400;
 
 using ::paygent::internal::str_append;
 using ::paygent::internal::str_cat;
@@ -266,41 +268,46 @@ absl::StatusOr<int> Api::raise_invoice_ready_of(const std::string& product_id, s
     if (c.billing_events == 0) continue;
     absl::StatusOr<UserRecord> user = storage_.find_user(product_id, c.key);
     if (!user.ok()) continue;
-    // Its last period that ended at least `grace` ago, if that was within the lookback. (Before a
-    // subscription's first period starts, that period is all there is: not ended, skipped.)
+    // Every period of its that ended at least `grace` ago and at most `grace + lookback` ago,
+    // latest first. (Before a subscription's first period starts, that period stands for the
+    // time before it: not ended, so the walk stops there.)
     const billing::BillingPeriod current = billing_period_at(*user, absl::FromUnixNanos(now_ns - grace_ns));
-    const billing::BillingPeriod ended = billing_period_at(*user, absl::FromUnixNanos(current.start_ns - 1));
-    if (ended.end_ns <= ended.start_ns || ended.end_ns > now_ns - grace_ns ||
-        ended.end_ns + grace_ns + lookback_ns <= now_ns) {
-      continue;
-    }
-    // Customers without a billing event in that period have nothing to bill: known from the
-    // rollup, once per distinct period, not by rendering each one's invoice every minute.
-    auto [in, fresh] = billed_in.try_emplace({ended.start_ns, ended.end_ns});
-    if (fresh) {
-      absl::StatusOr<std::vector<ProfitRow>> rows = storage_.profit_report(
-          product_id, TimeRange{.from_ns = ended.start_ns, .to_ns = ended.end_ns}, ProfitGroup::kCustomer);
-      if (!rows.ok()) return rows.status();
-      for (const ProfitRow& r : *rows) {
-        if (r.billing_events > 0) in->second.insert(r.key);
+    std::int64_t before = current.start_ns;
+    for (int k = 0; k < kMaxInvoicePeriods; ++k) {
+      const billing::BillingPeriod ended = billing_period_at(*user, absl::FromUnixNanos(before - 1));
+      if (ended.end_ns <= ended.start_ns || ended.start_ns >= before || ended.end_ns > now_ns - grace_ns ||
+          ended.end_ns + grace_ns + lookback_ns <= now_ns) {
+        break;
       }
+      before = ended.start_ns;
+      // Customers without a billing event in that period have nothing to bill: known from the
+      // rollup, once per distinct period, not by rendering each one's invoice every minute.
+      auto [in, fresh] = billed_in.try_emplace({ended.start_ns, ended.end_ns});
+      if (fresh) {
+        absl::StatusOr<std::vector<ProfitRow>> rows = storage_.profit_report(
+            product_id, TimeRange{.from_ns = ended.start_ns, .to_ns = ended.end_ns}, ProfitGroup::kCustomer);
+        if (!rows.ok()) return rows.status();
+        for (const ProfitRow& r : *rows) {
+          if (r.billing_events > 0) in->second.insert(r.key);
+        }
+      }
+      if (!in->second.contains(user->user_id)) continue;
+      // Raised already (the common case, every minute of the week): no invoice to render.
+      absl::StatusOr<bool> done = storage_.alert_raised(product_id, invoice_ready_key(user->user_id, ended));
+      if (!done.ok()) return done.status();
+      if (*done) continue;
+      if (!billing) {
+        absl::StatusOr<ProductBilling> b = load_product_billing(storage_, product_id);
+        if (!b.ok()) return b.status();
+        billing = *std::move(b);
+      }
+      absl::StatusOr<RenderedInvoice> rendered = invoice_for(product_id, *user, ended, *billing);
+      if (!rendered.ok()) continue;  // a period that cannot be priced: its preview names why
+      absl::StatusOr<bool> stored =
+          storage_.enqueue_alert(product_id, invoice_ready_alert(product_id, user->user_id, rendered->invoice, now_ns));
+      if (!stored.ok()) return stored.status();
+      if (*stored) ++raised;
     }
-    if (!in->second.contains(user->user_id)) continue;
-    // Raised already (the common case, every minute of the week): no invoice to render.
-    absl::StatusOr<bool> done = storage_.alert_raised(product_id, invoice_ready_key(user->user_id, ended));
-    if (!done.ok()) return done.status();
-    if (*done) continue;
-    if (!billing) {
-      absl::StatusOr<ProductBilling> b = load_product_billing(storage_, product_id);
-      if (!b.ok()) return b.status();
-      billing = *std::move(b);
-    }
-    absl::StatusOr<RenderedInvoice> rendered = invoice_for(product_id, *user, ended, *billing);
-    if (!rendered.ok()) continue;  // a period that cannot be priced: its preview names why
-    absl::StatusOr<bool> stored =
-        storage_.enqueue_alert(product_id, invoice_ready_alert(product_id, user->user_id, rendered->invoice, now_ns));
-    if (!stored.ok()) return stored.status();
-    if (*stored) ++raised;
   }
   return raised;
 }

@@ -580,6 +580,14 @@ TEST_CASE("billing.invoice_ready_alert_once_per_customer_and_period") {
     send(f, {billed(5, "lead", "won", "{}", "c4", ns_at(2026, 11, 8))});
     CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 8, 2))) == 0);
     CHECK(*f.api->raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 8, 0, 30))) == 1);  // still within it
+    // Every ended period within the lookback is looked at, not only the last: with 60 days, c5's
+    // October and November, and c3's October (its events of then), each once.
+    send(f, {billed(7, "lead", "won", "{}", "c5", ns_at(2026, 10, 10)), billed(8, "lead", "won", "{}", "c5", ns_at(2026, 11, 10))});
+    Api longer(*f.storage, f.metrics,
+               ApiOptions{.admin_token = std::string(kAdminToken), .invoice_lookback = absl::Hours(24 * 60),
+                          .clock = [] { return test_now(); }});
+    CHECK(*longer.raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 1, 2))) == 3);
+    CHECK(*longer.raise_invoice_ready(absl::FromUnixNanos(ns_at(2026, 12, 1, 3))) == 0);
   });
 }
 
