@@ -19,14 +19,12 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "billing/decimal.h"
-#include "meter/internal/str_cat.h"
 #include "server/invoicing.h"
 #include "server/storage_logic.h"
 
 namespace paygent::server {
 namespace {
 
-using ::paygent::internal::str_cat;
 using storage_internal::kNanosPerDay;
 
 // Periods of one customer with a wallet whose ledgers a report reads at most (a 3-year range of
@@ -133,9 +131,10 @@ class Accrual {
     while (ps.next < ps.marks.size() && ps.marks[ps.next] <= row.ts_ns) {
       if (absl::Status s = take(c, ps.marks[ps.next++]); !s.ok()) return s;
     }
+    ps.fed = true;
+    if (absl::Status s = ps.feeder.add(row); !s.ok()) return s;
     if (row.ts_ns >= ps.a) {
-      key_ = str_cat(row.agent_id, "/", row.indicator);
-      if (auto line = invoiced_.find(key_); line != invoiced_.end()) {
+      if (auto line = invoiced_.find(ps.feeder.key()); line != invoiced_.end()) {
         Adjust& adj = ps.mine[{day_of(row.ts_ns), line->second}];
         if (row.revenue_nanos) {
           adj.stored_revenue += *row.revenue_nanos;
@@ -144,8 +143,7 @@ class Accrual {
         }
       }
     }
-    ps.fed = true;
-    return ps.feeder.add(row);
+    return absl::OkStatus();
   }
 
   // Closes every customer's open period.
@@ -277,7 +275,6 @@ class Accrual {
   absl::flat_hash_map<std::string, std::size_t> invoiced_;  // "agent/indicator" -> line
   absl::flat_hash_map<std::string, std::unique_ptr<CustomerState>> customers_;
   std::map<std::string, Adjust, std::less<>> adjust_;
-  std::string key_;
 };
 
 }  // namespace

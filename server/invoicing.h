@@ -59,6 +59,8 @@ class InvoiceFeeder {
   InvoiceFeeder(const InvoiceFeeder&) = delete;
   InvoiceFeeder& operator=(const InvoiceFeeder&) = delete;
   absl::Status add(const BillingEventRow& row);
+  // The "agentId/indicator" of the row last given to add(): the engine indicator's name.
+  [[nodiscard]] const std::string& key() const noexcept { return key_; }
 
  private:
   const ProductBilling& product_;

@@ -593,3 +593,34 @@ TEST_CASE("billing.invoice_ready_alert_once_per_customer_and_period") {
 
 }  // namespace
 }  // namespace paygent::server::test
+
+namespace paygent::server::test {
+namespace {
+
+// The profit report reads the product's billing events in one product-wide pass: another
+// product's customer of the same id, agent and metric is never in it, nor its invoice.
+TEST_CASE("billing.profit_revenue_of_another_product_is_never_read") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    const HttpResponse other = f.call("POST", "/api/v1/products", R"({"name":"other"})", kAdminToken);
+    REQUIRE_MESSAGE(other.status == 201, other.body);
+    const std::string other_key = paygent::testing::json_string_member(other.body, "api_key");
+    for (const std::string& key : {f.key, other_key}) {
+      REQUIRE(f.call("POST", "/api/v1/billable-metrics", R"({"name":"GPU hours","aggregation":"sum","field":"hours"})", key)
+                  .status == 201);
+      REQUIRE(f.call("PUT", "/api/v1/agents/gpu", R"({"indicators":[{"indicator":"job","metric":"gpu_hours",
+        "pricing":{"model":"flat","unitPrice":"1"}}]})", key).status == 200);
+    }
+    send(f, {billed(1, "gpu", "job", R"({"hours":"2"})")});
+    const HttpResponse theirs =
+        f.call("POST", "/api/v1/events:batch", tracked_batch({billed(2, "gpu", "job", R"({"hours":"500"})")}), other_key);
+    REQUIRE_MESSAGE(theirs.status == 200, theirs.body);
+    CHECK(profit_line(f, "customer", "c1").revenue == 2'000'000'000);
+    CHECK(profit_line(f, "agent", "gpu").revenue == 2'000'000'000);
+    CHECK(profit_line(f, "day", "2026-11-17").revenue == 2'000'000'000);
+    CHECK(line_of(f, "c1", "gpu", "job").amount_nanos == 2'000'000'000);
+  });
+}
+
+}  // namespace
+}  // namespace paygent::server::test
