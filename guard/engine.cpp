@@ -1072,7 +1072,8 @@ constexpr std::string_view kModelKeyPrefix = "model_limit:";
 
 }  // namespace
 
-void Engine::note_fired(const CallSite& site, const LimitEntry& limit, const GuardResult& r, Ppm threshold) noexcept {
+void Engine::note_fired(const CallSite& site, const LimitEntry& limit, const GuardResult& r, Ppm threshold,
+                        bool hard) noexcept {
   if (!store || limit.window == LimitWindow::kWallet) return;  // a wallet's are not saved (LimitWindow)
   try {
     FiredThreshold f;
@@ -1086,6 +1087,8 @@ void Engine::note_fired(const CallSite& site, const LimitEntry& limit, const Gua
       f.period_start_ns = site.period->start_ns;
     }
     f.threshold_ppm = threshold;
+    f.hard = hard;
+    if (hard) f.fired_ns = site.now_ns;
     std::lock_guard<std::mutex> lock(fired_mu);
     fired_unsaved.push_back(std::move(f));
   } catch (...) {
@@ -1121,9 +1124,13 @@ void Engine::apply_fired(const CompiledPlan& plan, const std::vector<FiredThresh
         continue;
       }
     }
+    if (row.hard) {
+      fired->fetch_or(kHardFired, std::memory_order_acq_rel);
+      continue;
+    }
     for (std::size_t i = 0; i < plan.soft.size() && i < 8; ++i) {
       if (plan.soft[i] != row.threshold_ppm) continue;
-      fired->fetch_or(static_cast<std::uint8_t>(1u << i), std::memory_order_acq_rel);
+      fired->fetch_or(static_cast<std::uint16_t>(1u << i), std::memory_order_acq_rel);
     }
   }
 }
@@ -1181,6 +1188,24 @@ void Engine::invoke_callback(const F& f, const A&... args) noexcept {
 void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts) noexcept {
   if (verdicts.best.status == GateStatus::kHardGate) {
     counters.hard_gates.add();
+    // The first refusal of each limit in each window is saved, and so reaches the backend's gate
+    // history: a limit of the plan (not a lease's slice, which only asks for more), once.
+    const GuardResult& r = verdicts.best;
+    if (r.reason == GateReason::kTotalSpend || r.reason == GateReason::kSessionSpend ||
+        r.reason == GateReason::kModelLimit) {
+      for (int i = 0; i < site.limits.count; ++i) {
+        const LimitEntry& limit = site.limits[i];
+        if (limit.reason != r.reason || limit.fired == nullptr || limit.retry_once ||
+            (r.reason == GateReason::kModelLimit && (limit.model == nullptr || limit.model->name != r.model))) {
+          continue;
+        }
+        if ((limit.fired->load(std::memory_order_relaxed) & kHardFired) == 0 &&
+            (limit.fired->fetch_or(kHardFired, std::memory_order_acq_rel) & kHardFired) == 0) {
+          note_fired(site, limit, r, site.plan->hard, /*hard=*/true);
+        }
+        break;
+      }
+    }
     invoke_callback(options.on_hard_gate, verdicts.best);
   }
   // Every limit's soft thresholds, not only the worst limit's: an 80% alert on the period spend
@@ -1193,7 +1218,7 @@ void Engine::fire_gate_callbacks(const CallSite& site, const Verdicts& verdicts)
     FiredBits& fired = *limit.fired;  // set: only an entry with soft thresholds gives a soft verdict
     const auto& soft = site.plan->soft;
     for (std::size_t i = 0; i < soft.size() && i < 8 && soft[i] <= r.threshold; ++i) {
-      const auto bit = static_cast<std::uint8_t>(1u << i);
+      const auto bit = static_cast<std::uint16_t>(1u << i);
       if ((fired.load(std::memory_order_relaxed) & bit) != 0) continue;
       if ((fired.fetch_or(bit, std::memory_order_acq_rel) & bit) != 0) continue;
       counters.soft_gates.add();

@@ -631,6 +631,19 @@ void append_wallet(std::string& object, const WalletRecord& wallet) {
   str_append(&object, ",\"wallet\":", wallet_wire_json(wallet), "}");
 }
 
+// Adds "hard_gates": [...] (Storage::hard_gates_fired) to a usage object.
+void append_hard_gates(std::string& object, std::span<const SoftGateFired> gates) {
+  if (object.empty() || object.back() != '}') return;
+  object.pop_back();
+  object += ",\"hard_gates\":[";
+  for (std::size_t i = 0; i < gates.size(); ++i) {
+    const SoftGateFired& g = gates[i];
+    str_append(&object, i ? ",{" : "{", "\"limit\":", json_quote(g.limit_key), ",\"period_start_ns\":",
+               g.period_start_ns, ",\"threshold_ppm\":", g.threshold_ppm, ",\"fired_ns\":", g.fired_ns, "}");
+  }
+  object += "]}";
+}
+
 }  // namespace
 
 void Api::attach_wallets(const std::string& product_id, std::vector<UserUsage>& usage) {
@@ -759,8 +772,11 @@ absl::StatusOr<std::string> Api::usage_json(const std::string& product_id, const
   if (!sessions.ok()) return sessions.status();
   absl::StatusOr<std::vector<SoftGateFired>> soft_gates = storage_.soft_gates_fired(product_id, user.user_id, range);
   if (!soft_gates.ok()) return soft_gates.status();
+  absl::StatusOr<std::vector<SoftGateFired>> hard_gates = storage_.hard_gates_fired(product_id, user.user_id, range);
+  if (!hard_gates.ok()) return hard_gates.status();
   absl::StatusOr<std::string> object = usage_object(user, plans.config_or_null(), range, *models, *soft_gates, &*sessions);
   if (!object.ok()) return object;
+  append_hard_gates(*object, *hard_gates);
   std::vector<UserUsage> one(1);
   one[0].user = user;
   attach_wallets(product_id, one);

@@ -31,8 +31,9 @@ using ::paygent::internal::str_cat;
 // (SqliteStorage's version 5), created when missing. 5: profit_daily, usage_daily_by_model and usage_daily_by_user
 // (SqliteStorage's version 6), created when missing and filled from the events and usage_daily. 6: the
 // credit wallets' tables (SqliteStorage's version 7), created when missing. 7: the billing events'
-// indexes ending with the event id (SqliteStorage's version 8).
-constexpr std::int64_t kSchemaVersion = 7;
+// indexes ending with the event id (SqliteStorage's version 8). 8: hard_gates (SqliteStorage's
+// version 9), created when missing.
+constexpr std::int64_t kSchemaVersion = 8;
 // The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
 constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
 

@@ -100,6 +100,14 @@ CREATE TABLE IF NOT EXISTS soft_gates(
   period_start_ns ${INT} NOT NULL,
   threshold_ppm ${INT} NOT NULL,
   PRIMARY KEY(product, user_id, period_start_ns, limit_key, threshold_ppm))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS hard_gates(
+  product ${INT} NOT NULL,
+  user_id TEXT NOT NULL,
+  limit_key TEXT NOT NULL,
+  period_start_ns ${INT} NOT NULL,
+  threshold_ppm ${INT} NOT NULL,
+  fired_ns ${INT} NOT NULL,
+  PRIMARY KEY(product, user_id, period_start_ns, limit_key, threshold_ppm))${KEYED_TABLE};
 CREATE TABLE IF NOT EXISTS leases(
   product ${INT} NOT NULL,
   user_id TEXT NOT NULL,
@@ -707,18 +715,29 @@ absl::Status SqlStorage::read_usage(SqlConnection& connection, std::int64_t prod
 
 absl::Status SqlStorage::store_soft_gates(SqlConnection& connection, std::int64_t product,
                                           std::span<const SoftGateFired> soft_gates) {
-  return insert_rows(connection,
-                     "INSERT INTO soft_gates(product, user_id, limit_key, period_start_ns, threshold_ppm)", 5,
-                     soft_gates.size(),
-                     "ON CONFLICT(product, user_id, period_start_ns, limit_key, threshold_ppm) DO NOTHING",
-                     "store soft gates", [&](Query& insert, int first, std::size_t i) {
-                       const SoftGateFired& g = soft_gates[i];
-                       insert.bind(first, product)
-                           .bind(first + 1, std::string_view(g.user_id))
-                           .bind(first + 2, std::string_view(g.limit_key))
-                           .bind(first + 3, g.period_start_ns)
-                           .bind(first + 4, g.threshold_ppm);
-                     });
+  for (const bool hard : {false, true}) {
+    std::vector<const SoftGateFired*> rows;
+    for (const SoftGateFired& g : soft_gates) {
+      if (g.hard == hard) rows.push_back(&g);
+    }
+    if (rows.empty()) continue;
+    absl::Status s = insert_rows(
+        connection,
+        hard ? "INSERT INTO hard_gates(product, user_id, limit_key, period_start_ns, threshold_ppm, fired_ns)"
+             : "INSERT INTO soft_gates(product, user_id, limit_key, period_start_ns, threshold_ppm)",
+        hard ? 6 : 5, rows.size(), "ON CONFLICT(product, user_id, period_start_ns, limit_key, threshold_ppm) DO NOTHING",
+        hard ? "store hard gates" : "store soft gates", [&](Query& insert, int first, std::size_t i) {
+          const SoftGateFired& g = *rows[i];
+          insert.bind(first, product)
+              .bind(first + 1, std::string_view(g.user_id))
+              .bind(first + 2, std::string_view(g.limit_key))
+              .bind(first + 3, g.period_start_ns)
+              .bind(first + 4, g.threshold_ppm);
+          if (hard) insert.bind(first + 5, g.fired_ns);
+        });
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 namespace {
@@ -784,6 +803,16 @@ absl::Status SqlStorage::read_soft_gates(SqlConnection& connection, std::int64_t
 
 absl::StatusOr<std::vector<SoftGateFired>> SqlStorage::soft_gates_fired(std::string_view product_id,
                                                                         std::string_view user_id, TimeRange period) {
+  return gates_fired(product_id, user_id, period, /*hard=*/false);
+}
+
+absl::StatusOr<std::vector<SoftGateFired>> SqlStorage::hard_gates_fired(std::string_view product_id,
+                                                                        std::string_view user_id, TimeRange period) {
+  return gates_fired(product_id, user_id, period, /*hard=*/true);
+}
+
+absl::StatusOr<std::vector<SoftGateFired>> SqlStorage::gates_fired(std::string_view product_id, std::string_view user_id,
+                                                                   TimeRange period, bool hard) {
   std::vector<SoftGateFired> out;
   absl::Status status = transaction(Access::kRead, false, [&](SqlConnection& connection) -> absl::Status {
     out.clear();
@@ -792,17 +821,19 @@ absl::StatusOr<std::vector<SoftGateFired>> SqlStorage::soft_gates_fired(std::str
     if (!product->has_value()) return absl::OkStatus();
     absl::StatusOr<Query> select = prepare(
         connection,
-        str_cat("SELECT g.limit_key, g.period_start_ns, g.threshold_ppm FROM soft_gates g "
-                "WHERE g.product = ?1 AND g.user_id = ?2 AND g.period_start_ns >= ?3 AND g.period_start_ns < ?4 "
+        str_cat("SELECT g.limit_key, g.period_start_ns, g.threshold_ppm, ", hard ? "g.fired_ns" : "0", " FROM ",
+                hard ? "hard_gates" : "soft_gates",
+                " g WHERE g.product = ?1 AND g.user_id = ?2 AND g.period_start_ns >= ?3 AND g.period_start_ns < ?4 "
                 "ORDER BY ", kSoftGateOrder, " LIMIT ?5"));
     if (!select.ok()) return select.status();
     select->bind(1, **product).bind(2, user_id).bind(3, period.from_ns).bind(4, period.to_ns)
         .bind(5, static_cast<std::int64_t>(kMaxUsageSoftGates));
     for (;;) {
-      absl::StatusOr<bool> row = select->step("read soft gates");
+      absl::StatusOr<bool> row = select->step(hard ? "read hard gates" : "read soft gates");
       if (!row.ok()) return row.status();
       if (!*row) break;
-      out.push_back(SoftGateFired{std::string(user_id), select->text(0), select->int64(1), select->int64(2)});
+      out.push_back(SoftGateFired{std::string(user_id), select->text(0), select->int64(1), select->int64(2), hard,
+                                  select->int64(3)});
     }
     return absl::OkStatus();
   });

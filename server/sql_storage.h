@@ -73,6 +73,8 @@ class SqlStorage : public Storage {
                                                  PeriodOf period_of, std::span<const SoftGateFired> soft_gates) final;
   absl::StatusOr<std::vector<SoftGateFired>> soft_gates_fired(std::string_view product_id, std::string_view user_id,
                                                               TimeRange period) final;
+  absl::StatusOr<std::vector<SoftGateFired>> hard_gates_fired(std::string_view product_id, std::string_view user_id,
+                                                              TimeRange period) final;
   absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view product_id, std::span<const std::string> user_ids,
                                                   PeriodOf period_of) final;
   absl::StatusOr<GroupedTotals> report(std::string_view product_id, const ReportQuery& query) final;
@@ -310,12 +312,16 @@ class SqlStorage : public Storage {
   // The indicators ("agentId/indicator", sorted) that link metric `identifier`.
   static absl::StatusOr<std::vector<std::string>> metric_links(SqlConnection& connection, std::int64_t product,
                                                                std::string_view identifier);
-  // Stores a batch's soft gates (one already stored is kept), in the ingest's transaction.
+  // Stores a batch's soft gates and hard gates, each kind in its table (one already stored is
+  // kept), in the ingest's transaction.
   absl::Status store_soft_gates(SqlConnection& connection, std::int64_t product,
                                 std::span<const SoftGateFired> soft_gates);
   // read_usage()'s last step: the soft gates of each user in `out` whose period_start_ns is in
   // the user's period, in UserUsage::soft_gates' order and bound (`users_parameter` as in
   // read_usage's queries).
+  // soft_gates_fired() or, `hard`, hard_gates_fired().
+  absl::StatusOr<std::vector<SoftGateFired>> gates_fired(std::string_view product_id, std::string_view user_id,
+                                                         TimeRange period, bool hard);
   absl::Status read_soft_gates(SqlConnection& connection, std::int64_t product, const std::string& users_parameter,
                                std::vector<UserUsage>& out);
   // Runs `head` VALUES (...), (...) `tail` over `count` rows of `columns` parameters each, as

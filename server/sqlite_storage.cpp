@@ -36,8 +36,9 @@ using ::paygent::internal::str_cat;
 // events and usage_daily. 7: the credit wallets' credit_wallets, credit_top_ups and credit_charges
 // (docs/billing.md, "Credit wallets"), created when missing. 8: the billing events' indexes end
 // with the event id, (product, ts_ns, id) and (product, user_id, ts_ns, id), the order the
-// invoice and profit scans read them in (no sort per page); the older ones are dropped.
-constexpr int kSchemaVersion = 8;
+// invoice and profit scans read them in (no sort per page); the older ones are dropped. 9: the
+// hard gates application processes report (hard_gates, docs/wire.md), created when missing.
+constexpr int kSchemaVersion = 9;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
 // so that each of its reads is one query joined to this table rather than a few queries per user.

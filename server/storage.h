@@ -68,7 +68,8 @@ using GroupedTotals = std::map<std::string, Totals, std::less<>>;
 // A soft-gate threshold an application process fired (docs/wire.md, "Soft gates"): a batch
 // carries them, and every per-user usage object reports those of the user's current period.
 // Validated by the caller: user_id non-empty, limit_key "total_spend", "session_spend:<id>" or
-// "model_limit:<model>", threshold_ppm 1 to 1,000,000.
+// "model_limit:<model>", threshold_ppm 1 to 1,000,000. With `hard`, a limit's hard gate that an
+// application process reported (docs/wire.md, "Hard gates"), kept apart from the soft ones.
 using SoftGateFired = ::paygent::internal::FiredThreshold;
 
 // Most soft gates reported in one user's usage object: period limits first, then sessions, most
@@ -436,9 +437,9 @@ class Storage {
   // (as report() grouped by kModel for that user would), this batch included, into
   // IngestResult::usage. When those cannot be read, fails and stores nothing of the batch.
   // `soft_gates` (of the batch) are stored in the same transaction, each once per product, user,
-  // limit, period start and threshold (one already stored is kept; not counted anywhere); their
-  // users are created when unknown and are among the users read. `events` may be empty when
-  // `soft_gates` is not.
+  // limit, period start and threshold (one already stored is kept; not counted anywhere), the hard
+  // ones (SoftGateFired::hard) apart from the soft; their users are created when unknown and are
+  // among the users read. `events` may be empty when `soft_gates` is not.
   virtual absl::StatusOr<IngestResult> ingest_with_usage(std::string_view product_id,
                                                          std::span<const EventRecord> events, PeriodOf period_of,
                                                          std::span<const SoftGateFired> soft_gates) = 0;
@@ -446,6 +447,10 @@ class Storage {
   // The soft gates stored for `user_id` whose period_start_ns is in `period`, in the order and
   // within the bound of UserUsage::soft_gates. Empty for an unknown user or product.
   virtual absl::StatusOr<std::vector<SoftGateFired>> soft_gates_fired(std::string_view product_id,
+                                                                      std::string_view user_id, TimeRange period) = 0;
+  // The same for the hard gates that application processes reported (hard set, fired_ns the
+  // first refusal as its process saw it), in the same order and bound.
+  virtual absl::StatusOr<std::vector<SoftGateFired>> hard_gates_fired(std::string_view product_id,
                                                                       std::string_view user_id, TimeRange period) = 0;
 
   // What ingest_with_usage() reads for its users, for the product's users among `user_ids`

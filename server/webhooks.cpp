@@ -202,8 +202,22 @@ std::vector<WebhookAlert> batch_alerts(std::string_view product_id, const PlanCo
                                [](const UserUsage& u, std::string_view id) { return u.user.user_id < id; });
     return it != usage.end() && it->user.user_id == user_id ? &*it : nullptr;
   };
+  for (const SoftGateFired& g : batch_soft_gates) {
+    if (!g.hard || !wants(AlertType::kHardGate)) continue;
+    // A call an application process refused: the same alert (and key) as a spend that reached
+    // the cap at ingest, so each limit's hard gate is raised once per period, whoever saw it first.
+    const UserUsage* u = usage_of(g.user_id);
+    if (u == nullptr) continue;
+    std::optional<std::int64_t> cap;
+    if (g.limit_key == "total_spend") cap = period_cap_nanos(config, u->user);
+    out.push_back(user_alert(product_id, AlertType::kHardGate, *u, g.limit_key, cap, g.period_start_ns, 0,
+                             str_cat(",\"reported_by\":\"application\",\"threshold_ppm\":", g.threshold_ppm,
+                                     ",\"fired_ns\":", g.fired_ns),
+                             now_ns));
+  }
   if (wants(AlertType::kSoftGate)) {
     for (const SoftGateFired& g : batch_soft_gates) {
+      if (g.hard) continue;
       const UserUsage* u = usage_of(g.user_id);
       if (u == nullptr) continue;
       std::optional<std::int64_t> cap;

@@ -80,8 +80,10 @@ std::optional<std::int64_t> period_cap_nanos(const PlanConfig* config, const Use
 std::string alert_event_id(std::string_view product_id, std::string_view alert_key);
 
 // What ingest raises for one batch of `product_id` (the AlertsOf of Storage::ingest_with_alerts),
-// of the types in `wanted`: a soft_gate alert per threshold in `batch_soft_gates`; a hard_gate
-// alert per user whose period spend is at or over their cap; a forecast alert per user predicted
+// of the types in `wanted`: a soft_gate alert per soft threshold in `batch_soft_gates` and a
+// hard_gate alert per hard one (an application process refused a call on that limit); a hard_gate
+// alert per user whose period spend is at or over their cap (keyed as the total_spend hard gate
+// of the period, so that either raises it once); a forecast alert per user predicted
 // (forecast_reach_ns) to reach their cap within `horizon` of `now_ns`. Each keyed once per user,
 // limit and period (and threshold). Amounts in nano-USD.
 std::vector<WebhookAlert> batch_alerts(std::string_view product_id, const PlanConfig* config,

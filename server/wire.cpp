@@ -301,16 +301,20 @@ absl::Status read_event(element value, const FieldPath& path, int batch_version,
 
 // One soft gate of a batch: {"user_id", "limit", "period_start_ns", "threshold_ppm"}, all
 // required; an unknown field as for an event (ignored only in a batch newer than this paygentd).
-absl::Status read_soft_gate(element value, const FieldPath& path, int batch_version, SoftGateFired& out) {
+// A hard gate (`hard`, of "hard_gates") has the same fields and an optional "fired_ns".
+absl::Status read_soft_gate(element value, const FieldPath& path, int batch_version, bool hard, SoftGateFired& out) {
   simdjson::dom::object object;
   if (value.get_object().get(object) != simdjson::SUCCESS) return field_error(path, "must be an object");
-  static constexpr std::array<std::string_view, 4> kFields = {"user_id", "limit", "period_start_ns", "threshold_ppm"};
+  static constexpr std::array<std::string_view, 5> kFields = {"user_id", "limit", "period_start_ns", "threshold_ppm",
+                                                              "fired_ns"};
+  const std::size_t known = hard ? kFields.size() : kFields.size() - 1;
+  out.hard = hard;
   std::uint64_t seen = 0;
   for (const auto [key, v] : object) {
     const FieldPath member = path.member(key);
     std::size_t index = 0;
-    while (index < kFields.size() && kFields[index] != key) ++index;
-    if (index == kFields.size()) {
+    while (index < known && kFields[index] != key) ++index;
+    if (index == known) {
       if (batch_version > kWireVersion) continue;
       return field_error(member, "unknown field");
     }
@@ -334,6 +338,7 @@ absl::Status read_soft_gate(element value, const FieldPath& path, int batch_vers
         break;
       }
       case 2: s = read_count(v, member, out.period_start_ns); break;
+      case 4: s = read_count(v, member, out.fired_ns); break;
       default:
         s = read_count(v, member, out.threshold_ppm);
         // Above 1,000,000 too: a plan may put hard_gate_at, and soft thresholds under it, past 1.0.
@@ -343,7 +348,7 @@ absl::Status read_soft_gate(element value, const FieldPath& path, int batch_vers
     }
     if (!s.ok()) return s;
   }
-  for (std::size_t index = 0; index < kFields.size(); ++index) {
+  for (std::size_t index = 0; index < 4; ++index) {  // fired_ns is optional
     if ((seen & (std::uint64_t{1} << index)) == 0) return field_error(path.member(kFields[index]), "missing");
   }
   return absl::OkStatus();
@@ -381,11 +386,14 @@ absl::StatusOr<EventBatch> parse_ingest_batch(std::string_view body) {
   const int batch_version = static_cast<int>(std::min<std::int64_t>(version, 1 << 30));
   EventBatch batch;
   std::vector<EventRecord>& events = batch.events;
-  bool seen_v = false, seen_events = false, seen_soft_gates = false;
+  bool seen_v = false, seen_events = false, seen_soft_gates = false, seen_hard_gates = false;
   for (const auto [key, v] : *root) {
     const FieldPath path = kBody.member(key);
-    if (key == "v" || key == "events" || key == "soft_gates") {
-      bool& seen = key == "v" ? seen_v : key == "events" ? seen_events : seen_soft_gates;
+    if (key == "v" || key == "events" || key == "soft_gates" || key == "hard_gates") {
+      bool& seen = key == "v"            ? seen_v
+                   : key == "events"     ? seen_events
+                   : key == "soft_gates" ? seen_soft_gates
+                                         : seen_hard_gates;
       if (seen) return field_error(path, "repeated field");
       seen = true;
       if (key == "v") continue;
@@ -395,15 +403,19 @@ absl::StatusOr<EventBatch> parse_ingest_batch(std::string_view body) {
       return field_error(path, "unknown field");
     }
     simdjson::dom::array array;
-    if (key == "soft_gates") {
-      if (v.get_array().get(array) != simdjson::SUCCESS) return field_error(path, "must be an array of soft gates");
+    if (key == "soft_gates" || key == "hard_gates") {
+      const bool hard = key == "hard_gates";
+      const std::string_view what = hard ? "hard gates" : "soft gates";
+      if (v.get_array().get(array) != simdjson::SUCCESS) return field_error(path, str_cat("must be an array of ", what));
       if (array.size() > kMaxBatchSoftGates) {
-        return field_error(path, str_cat("must hold at most ", kMaxBatchSoftGates, " soft gates, not ", array.size()));
+        return field_error(path, str_cat("must hold at most ", kMaxBatchSoftGates, " ", what, ", not ", array.size()));
       }
-      batch.soft_gates.resize(array.size());
+      const std::size_t first = batch.soft_gates.size();
+      batch.soft_gates.resize(first + array.size());
       std::size_t i = 0;
       for (element gate : array) {
-        if (absl::Status s = read_soft_gate(gate, path.element(i), batch_version, batch.soft_gates[i]); !s.ok()) {
+        if (absl::Status s = read_soft_gate(gate, path.element(i), batch_version, hard, batch.soft_gates[first + i]);
+            !s.ok()) {
           return s;
         }
         ++i;
@@ -422,7 +434,7 @@ absl::StatusOr<EventBatch> parse_ingest_batch(std::string_view body) {
     }
   }
   if (!seen_events) return field_error(kBody.member("events"), "missing");
-  // No events: allowed only to carry soft gates (wire version 3).
+  // No events: allowed only to carry soft gates (wire version 3) or hard gates (5).
   if (events.empty() && batch.soft_gates.empty()) {
     return field_error(kBody.member("events"),
                        str_cat("must hold 1 to ", kMaxBatchEvents, " events, not 0"));

@@ -49,10 +49,11 @@ inline constexpr std::size_t kMaxMetaTags = 64;
 // array of at most 1,000 {"user_id": non-empty string, "limit": "total_spend" |
 // "session_spend:<session id>" | "model_limit:<model>", "period_start_ns": non-negative integer,
 // "threshold_ppm": 1 to 1,000,000}. "events" may then be empty: a batch must hold an event or a
-// soft gate.
+// soft gate. "hard_gates" (wire version 5): the same, with an optional "fired_ns" (non-negative
+// integer), read into `soft_gates` with SoftGateFired::hard set, after the soft ones.
 struct EventBatch {
   std::vector<EventRecord> events;
-  std::vector<SoftGateFired> soft_gates;
+  std::vector<SoftGateFired> soft_gates;  // the soft gates, then the hard gates
 };
 absl::StatusOr<EventBatch> parse_ingest_batch(std::string_view body);
 // The events of parse_ingest_batch().

@@ -103,6 +103,9 @@ int wire_version_needed(const EventRecord& e, int backend_version) {
 std::string encode_event_batch(std::span<const EventRecord> events, std::span<const FiredThreshold> soft_gates,
                                int backend_version) {
   int version = soft_gates.empty() ? 1 : kSoftGatesWireVersion;
+  for (const FiredThreshold& f : soft_gates) {
+    if (f.hard) version = std::max(version, kHardGatesWireVersion);
+  }
   for (const EventRecord& e : events) version = std::max(version, wire_version_needed(e, backend_version));
   std::string out = version > 1 ? str_cat("{\"v\":", version, ",\"events\":[") : std::string("{\"events\":[");
   for (std::size_t i = 0; i < events.size(); ++i) {
@@ -118,14 +121,18 @@ std::string encode_event_batch(std::span<const EventRecord> events, std::span<co
     out += "}";
   }
   out += "]";
-  if (!soft_gates.empty()) {
-    out += ",\"soft_gates\":[";
-    for (std::size_t i = 0; i < soft_gates.size(); ++i) {
-      const FiredThreshold& f = soft_gates[i];
-      str_append(&out, i ? ",{" : "{", "\"user_id\":", json_quote(f.user_id), ",\"limit\":", json_quote(f.limit_key),
-                 ",\"period_start_ns\":", f.period_start_ns, ",\"threshold_ppm\":", f.threshold_ppm, "}");
+  for (const bool hard : {false, true}) {
+    bool first = true;
+    for (const FiredThreshold& f : soft_gates) {
+      if (f.hard != hard) continue;
+      str_append(&out, first ? (hard ? ",\"hard_gates\":[{" : ",\"soft_gates\":[{") : ",{",
+                 "\"user_id\":", json_quote(f.user_id), ",\"limit\":", json_quote(f.limit_key),
+                 ",\"period_start_ns\":", f.period_start_ns, ",\"threshold_ppm\":", f.threshold_ppm);
+      if (hard) str_append(&out, ",\"fired_ns\":", f.fired_ns);
+      out += "}";
+      first = false;
     }
-    out += "]";
+    if (!first) out += "]";
   }
   out += "}";
   return out;

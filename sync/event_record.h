@@ -34,13 +34,15 @@ namespace paygent::internal {
 
 // The newest wire version this build reads and writes. paygentd says its own in the
 // "Paygent-Wire-Version" header of every reply.
-inline constexpr int kWireVersion = 4;
+inline constexpr int kWireVersion = 5;
 // The wire version that added the batch's "soft_gates" (docs/wire.md, "Soft gates").
 inline constexpr int kSoftGatesWireVersion = 3;
 // The wire version that added the quantities of speech, video and external costs (docs/wire.md,
 // "Versions"): audio_us, characters, video_us, the audio token subsets, tier, resolution,
 // description and cost_unknown.
 inline constexpr int kMediaWireVersion = 4;
+// The wire version that added the batch's "hard_gates" (docs/wire.md, "Hard gates").
+inline constexpr int kHardGatesWireVersion = 5;
 inline constexpr std::string_view kWireVersionHeader = "Paygent-Wire-Version";
 
 // What was used: a language model call, speech (speech-to-text, text-to-speech,
@@ -168,11 +170,17 @@ inline constexpr std::array<EventField, 27> kEventFields = {{
 // A soft-gate threshold that fired: once per threshold, limit and period, across restarts (the
 // local store's soft_gates_fired) and across processes (a batch's "soft_gates", paygentd's
 // soft_gates table, and the "soft_gates" of its per-user usage objects).
+//
+// With `hard`, the limit's hard gate: the first call this process refused on that limit in that
+// period (the local store's hard_gates_fired, a batch's "hard_gates", paygentd's hard_gates
+// table), so that the backend's gate history holds the refusals that spent nothing.
 struct FiredThreshold {
   std::string user_id;
   std::string limit_key;  // "total_spend", "session_spend:<session id>", "model_limit:<model>"
   std::int64_t period_start_ns = 0;  // the billing period's start, or the session's
-  std::int64_t threshold_ppm = 0;    // 1 to 1,000,000 (800000: 80% of the limit)
+  std::int64_t threshold_ppm = 0;    // 1 to 1,000,000 (800000: 80% of the limit); a hard gate's hard_gate_at
+  bool hard = false;
+  std::int64_t fired_ns = 0;  // a hard gate's: when the first call was refused (0: unknown)
   friend bool operator==(const FiredThreshold&, const FiredThreshold&) = default;
 };
 
@@ -187,9 +195,10 @@ struct FiredThreshold {
 // highest since_version among the fields written (1 for an event without new information). An
 // informational field newer than the backend is left out, so it never makes an event wait.
 [[nodiscard]] int wire_version_needed(const EventRecord& e, int backend_version = kWireVersion);
-// {"v": N, "events": [...], "soft_gates": [...]} ("v" only when N > 1; "soft_gates" only when
-// `soft_gates` is not empty), N the highest wire_version_needed of `events` for
-// `backend_version`, and at least kSoftGatesWireVersion with soft gates. The fields written are
+// {"v": N, "events": [...], "soft_gates": [...], "hard_gates": [...]} ("v" only when N > 1; each
+// gates' array only when `soft_gates` holds one of its kind: FiredThreshold::hard), N the highest
+// wire_version_needed of `events` for `backend_version`, and at least kSoftGatesWireVersion with
+// soft gates, kHardGatesWireVersion with hard ones. The fields written are
 // writes_field()'s.
 // `e.meta_tags_json` is written as it is (it must be a JSON object; empty is written as {}).
 // `events` may be empty only when `soft_gates` is not (paygentd refuses a batch of neither).

@@ -91,6 +91,15 @@ CREATE TABLE IF NOT EXISTS soft_gates_fired(
   sent INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(user_id, period_start_ns, limit_key, threshold_ppm)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hard_gates_fired(
+  user_id TEXT NOT NULL,
+  limit_key TEXT NOT NULL,
+  period_start_ns INTEGER NOT NULL,
+  threshold_ppm INTEGER NOT NULL,
+  fired_ns INTEGER NOT NULL DEFAULT 0,
+  sent INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(user_id, period_start_ns, limit_key, threshold_ppm)
+) WITHOUT ROWID;
 )sql";
 
 // Adds soft_gates_fired.sent to a table of schema version 2 (its rows are then unsent).
@@ -376,59 +385,80 @@ absl::StatusOr<std::int64_t> LocalStore::count() {
 
 absl::Status LocalStore::save_fired(const std::vector<FiredThreshold>& fired, bool sent) {
   std::lock_guard<std::mutex> lock(mu_);
-  return write_rows(db_,
-                    "INSERT INTO soft_gates_fired(user_id, limit_key, period_start_ns, threshold_ppm, sent) "
-                    "VALUES (?,?,?,?,?) ON CONFLICT(user_id, period_start_ns, limit_key, threshold_ppm) "
-                    "DO UPDATE SET sent = 1 WHERE excluded.sent = 1 AND sent = 0",
-                    "local store: save fired soft gates", fired, [sent](sqlite3_stmt* st, const FiredThreshold& f) {
-                      bind_text(st, 1, f.user_id);
-                      bind_text(st, 2, f.limit_key);
-                      sqlite3_bind_int64(st, 3, f.period_start_ns);
-                      sqlite3_bind_int64(st, 4, f.threshold_ppm);
-                      sqlite3_bind_int(st, 5, sent ? 1 : 0);
-                    });
+  // Each kind in its own table (a soft threshold may equal the hard one), in one transaction each.
+  for (const bool hard : {false, true}) {
+    std::vector<const FiredThreshold*> rows;
+    for (const FiredThreshold& f : fired) {
+      if (f.hard == hard) rows.push_back(&f);
+    }
+    if (rows.empty()) continue;
+    const std::string sql = str_cat("INSERT INTO ", hard ? "hard_gates_fired" : "soft_gates_fired",
+                                    "(user_id, limit_key, period_start_ns, threshold_ppm, sent",
+                                    hard ? ", fired_ns) VALUES (?,?,?,?,?,?)" : ") VALUES (?,?,?,?,?)",
+                                    " ON CONFLICT(user_id, period_start_ns, limit_key, threshold_ppm) "
+                                    "DO UPDATE SET sent = 1 WHERE excluded.sent = 1 AND sent = 0");
+    absl::Status s = write_rows(db_, sql.c_str(), "local store: save fired gates", rows,
+                                [sent, hard](sqlite3_stmt* st, const FiredThreshold* f) {
+                                  bind_text(st, 1, f->user_id);
+                                  bind_text(st, 2, f->limit_key);
+                                  sqlite3_bind_int64(st, 3, f->period_start_ns);
+                                  sqlite3_bind_int64(st, 4, f->threshold_ppm);
+                                  sqlite3_bind_int(st, 5, sent ? 1 : 0);
+                                  if (hard) sqlite3_bind_int64(st, 6, f->fired_ns);
+                                });
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
+
+namespace {
+
+// Both tables' rows as (user_id, limit_key, period_start_ns, threshold_ppm, hard, fired_ns), for
+// a WHERE over those names.
+constexpr std::string_view kBothFired =
+    "(SELECT user_id, limit_key, period_start_ns, threshold_ppm, 0 AS hard, 0 AS fired_ns, sent FROM soft_gates_fired "
+    "UNION ALL SELECT user_id, limit_key, period_start_ns, threshold_ppm, 1, fired_ns, sent FROM hard_gates_fired)";
+
+FiredThreshold read_fired(sqlite3_stmt* st) {
+  return FiredThreshold{column_text(st, 0),           column_text(st, 1),           sqlite3_column_int64(st, 2),
+                        sqlite3_column_int64(st, 3), sqlite3_column_int(st, 4) != 0, sqlite3_column_int64(st, 5)};
+}
+
+}  // namespace
 
 absl::StatusOr<std::vector<FiredThreshold>> LocalStore::fired(std::string_view user_id, std::int64_t from_ns,
                                                               std::int64_t to_ns) {
   std::lock_guard<std::mutex> lock(mu_);
   Statement st;
-  if (sqlite3_prepare_v2(db_,
-                         "SELECT limit_key, period_start_ns, threshold_ppm FROM soft_gates_fired "
-                         "WHERE user_id = ?1 AND period_start_ns >= ?2 AND period_start_ns <= ?3",
-                         -1, &st.s, nullptr) != SQLITE_OK) {
-    return error("local store: fired soft gates");
+  const std::string sql = str_cat("SELECT user_id, limit_key, period_start_ns, threshold_ppm, hard, fired_ns FROM ",
+                                  kBothFired, " WHERE user_id = ?1 AND period_start_ns >= ?2 AND period_start_ns <= ?3");
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: fired gates");
   }
   bind_text(st.s, 1, user_id);
   sqlite3_bind_int64(st.s, 2, from_ns);
   sqlite3_bind_int64(st.s, 3, to_ns);
   std::vector<FiredThreshold> out;
   int rc;
-  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
-    out.push_back({std::string(user_id), column_text(st.s, 0), sqlite3_column_int64(st.s, 1),
-                   sqlite3_column_int64(st.s, 2)});
-  }
-  if (rc != SQLITE_DONE) return error("local store: fired soft gates");
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) out.push_back(read_fired(st.s));
+  if (rc != SQLITE_DONE) return error("local store: fired gates");
   return out;
 }
 
-absl::StatusOr<std::vector<FiredThreshold>> LocalStore::unsent_fired(std::size_t limit) {
+absl::StatusOr<std::vector<FiredThreshold>> LocalStore::unsent_fired(std::size_t limit, bool with_hard) {
   std::lock_guard<std::mutex> lock(mu_);
   Statement st;
-  if (sqlite3_prepare_v2(db_,
-                         "SELECT user_id, limit_key, period_start_ns, threshold_ppm FROM soft_gates_fired "
-                         "WHERE sent = 0 ORDER BY period_start_ns LIMIT ?1",
-                         -1, &st.s, nullptr) != SQLITE_OK) {
-    return error("local store: unsent soft gates");
+  const std::string sql =
+      str_cat("SELECT user_id, limit_key, period_start_ns, threshold_ppm, hard, fired_ns FROM ", kBothFired,
+              " WHERE sent = 0", with_hard ? "" : " AND hard = 0", " ORDER BY period_start_ns, hard LIMIT ?1");
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st.s, nullptr) != SQLITE_OK) {
+    return error("local store: unsent gates");
   }
   sqlite3_bind_int64(st.s, 1, static_cast<std::int64_t>(limit));
   std::vector<FiredThreshold> out;
   int rc;
-  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
-    out.push_back({column_text(st.s, 0), column_text(st.s, 1), sqlite3_column_int64(st.s, 2),
-                   sqlite3_column_int64(st.s, 3)});
-  }
-  if (rc != SQLITE_DONE) return error("local store: unsent soft gates");
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) out.push_back(read_fired(st.s));
+  if (rc != SQLITE_DONE) return error("local store: unsent gates");
   return out;
 }
 

@@ -122,17 +122,18 @@ class LocalStore {
   absl::StatusOr<std::vector<StoredCustomer>> customers(int state = -1, std::size_t limit = SIZE_MAX);
   absl::Status mark_customer(std::string_view external_id, int state);
 
-  // --- Soft gates fired (table soft_gates_fired) ---
+  // --- Gates fired (tables soft_gates_fired and hard_gates_fired, by FiredThreshold::hard) ---
 
-  // Records the thresholds in one transaction; one already recorded is kept once. `sent`: the
+  // Records the thresholds, each kind in one transaction; one already recorded is kept once. `sent`: the
   // backend has them (it reported them, or acknowledged a batch that carried them); a row saved
   // unsent and then saved sent becomes sent, never the other way.
   absl::Status save_fired(const std::vector<FiredThreshold>& fired, bool sent = false);
-  // `user_id`'s recorded thresholds whose period_start_ns is in [from_ns, to_ns].
+  // `user_id`'s recorded thresholds (soft and hard) whose period_start_ns is in [from_ns, to_ns].
   absl::StatusOr<std::vector<FiredThreshold>> fired(std::string_view user_id, std::int64_t from_ns,
                                                     std::int64_t to_ns);
-  // Up to `limit` recorded thresholds the backend does not have yet (not sent), oldest period first.
-  absl::StatusOr<std::vector<FiredThreshold>> unsent_fired(std::size_t limit);
+  // Up to `limit` recorded thresholds the backend does not have yet (not sent), oldest period first;
+  // hard gates only `with_hard` (a backend older than kHardGatesWireVersion cannot store them).
+  absl::StatusOr<std::vector<FiredThreshold>> unsent_fired(std::size_t limit, bool with_hard = true);
   // Records that the backend has `fired` (see save_fired); the syncer then sends them no more.
   absl::Status mark_fired_sent(const std::vector<FiredThreshold>& fired);
 

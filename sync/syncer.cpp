@@ -319,7 +319,7 @@ struct Syncer::Impl {
     if (had_events && batch->empty()) co_return 1;  // all held: the next batch may be deliverable
     std::vector<FiredThreshold> gates;
     if (with_soft_gates && backend_version >= kSoftGatesWireVersion) {
-      auto unsent = store->unsent_fired(kMaxBatchSoftGates);
+      auto unsent = store->unsent_fired(kMaxBatchSoftGates, backend_version >= kHardGatesWireVersion);
       if (unsent.ok()) {
         gates = *std::move(unsent);
       } else {
@@ -328,6 +328,9 @@ struct Syncer::Impl {
     }
     if (batch->empty() && gates.empty()) co_return 0;
     int batch_version = gates.empty() ? 1 : kSoftGatesWireVersion;
+    for (const FiredThreshold& g : gates) {
+      if (g.hard) batch_version = std::max(batch_version, kHardGatesWireVersion);
+    }
     // Written for the backend's version: an informational field it cannot read is left out.
     for (const EventRecord& e : *batch) {
       batch_version = std::max(batch_version, wire_version_needed(e, backend_version));
@@ -401,6 +404,7 @@ struct Syncer::Impl {
     // Stored by a backend that reads them; one older ignored them: they stay unsent and wait for
     // an upgrade (backend_version is now below kSoftGatesWireVersion, so they are not resent).
     if (!gates.empty() && res->wire_version >= kSoftGatesWireVersion) {
+      keep_what_the_backend_ignored(gates, res->wire_version);
       if (absl::Status s = store->mark_fired_sent(gates); !s.ok()) target->sync_error(s);  // sent again; idempotent
     }
     delivered_count.fetch_add(static_cast<std::int64_t>(ids.size()));
@@ -423,6 +427,7 @@ struct Syncer::Impl {
     // Only a backend that reads soft gates can have stored them, or refused them for good.
     if (res->wire_version >= kSoftGatesWireVersion &&
         (res->status == 200 || res->status == 400 || res->status == 413 || res->status == 422)) {
+      keep_what_the_backend_ignored(gates, res->wire_version);
       if (absl::Status s = store->mark_fired_sent(gates); !s.ok()) target->sync_error(s);
       if (res->status != 200) {
         target->sync_error(absl::InvalidArgumentError(
@@ -441,10 +446,17 @@ struct Syncer::Impl {
     co_return -1;
   }
 
-  // Whether a batch of only soft gates is due (no events to carry them, see run()).
+  // Leaves out of `gates` the hard gates that a backend of `wire_version` ignored (older than
+  // kHardGatesWireVersion): they stay unsent until it is upgraded.
+  static void keep_what_the_backend_ignored(std::vector<FiredThreshold>& gates, int wire_version) {
+    if (wire_version >= kHardGatesWireVersion) return;
+    std::erase_if(gates, [](const FiredThreshold& g) { return g.hard; });
+  }
+
+  // Whether a batch of only soft (or hard) gates is due (no events to carry them, see run()).
   bool soft_gates_waiting() {
     if (backend_version < kSoftGatesWireVersion) return false;
-    auto unsent = store->unsent_fired(1);
+    auto unsent = store->unsent_fired(1, backend_version >= kHardGatesWireVersion);
     return unsent.ok() && !unsent->empty();
   }
 

@@ -45,8 +45,10 @@ namespace paygent::internal {
 inline constexpr std::uint32_t kNoModel = UINT32_MAX;
 
 // The soft thresholds one limit has fired in one window: bit i for the plan's soft[i] (a plan has
-// at most 8). Each limit has its own (see LimitEntry::fired), so no two limits share a bit.
-using FiredBits = std::atomic<std::uint8_t>;
+// at most 8), and kHardFired once the limit's hard gate refused a call (reported once per
+// window). Each limit has its own (see LimitEntry::fired), so no two limits share a bit.
+using FiredBits = std::atomic<std::uint16_t>;
+inline constexpr std::uint16_t kHardFired = 1u << 15;
 
 // A sum that many threads add to without sharing a cache line: each thread adds to its own stripe.
 class StripedCounter {
@@ -487,7 +489,9 @@ struct Engine final : SyncTarget {
   // Queues a threshold that just fired for the local store (saved by the writer with the next
   // commit, so a restart does not fire it again). Rare: once per threshold, limit and period.
   // `limit` is the entry `r` came from: its window and key name the threshold.
-  void note_fired(const CallSite& site, const LimitEntry& limit, const GuardResult& r, Ppm threshold) noexcept;
+  // `hard`: the limit's hard gate (FiredThreshold::hard), `threshold` then the plan's hard_gate_at.
+  void note_fired(const CallSite& site, const LimitEntry& limit, const GuardResult& r, Ppm threshold,
+                  bool hard = false) noexcept;
   void apply(PeriodWindow* period, SessionWindow* session, const ModelInfo* model, Nanos cost_delta,
              Nanos cost_settled, std::int64_t tokens_delta, const Usage* settled) noexcept;
   void meter(const std::shared_ptr<const ContextData>& context, UserState* user, const ModelInfo* model,

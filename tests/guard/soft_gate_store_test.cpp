@@ -41,6 +41,27 @@ TEST_CASE("store.fired_soft_gates_are_sent_once") {
   CHECK(fired->size() == 2);
 }
 
+// A hard gate is kept apart from a soft threshold of the same limit, period and ppm, and is held
+// back from a backend that cannot store it (unsent_fired's with_hard).
+TEST_CASE("store.hard_gates_are_kept_apart_and_sent_once") {
+  testing::TempStore path;
+  auto store = LocalStore::open(path.path());
+  REQUIRE(store.ok());
+  const FiredThreshold soft{"u1", "total_spend", 100, 1'000'000};
+  const FiredThreshold hard{"u1", "total_spend", 100, 1'000'000, true, 123};
+  REQUIRE((*store)->save_fired({soft, hard}).ok());
+  REQUIRE((*store)->save_fired({FiredThreshold{"u1", "total_spend", 100, 1'000'000, true, 999}}).ok());  // kept: 123
+  CHECK(unsent(**store) == std::vector<FiredThreshold>{soft, hard});
+  auto older = (*store)->unsent_fired(100, /*with_hard=*/false);
+  REQUIRE(older.ok());
+  CHECK(*older == std::vector<FiredThreshold>{soft});
+  REQUIRE((*store)->mark_fired_sent({hard}).ok());
+  CHECK(unsent(**store) == std::vector<FiredThreshold>{soft});
+  auto fired = (*store)->fired("u1", 0, 1000);
+  REQUIRE(fired.ok());
+  CHECK(fired->size() == 2);
+}
+
 TEST_CASE("store.a_previous_release_file_gets_sent_and_sends_its_fired_soft_gates") {
   testing::TempStore path;
   {

@@ -118,4 +118,55 @@ TEST_CASE("integration.soft_gates_fire_once_across_processes_of_one_backend") {
   CHECK(c.errors.empty());
 }
 
+
+// A call refused by the hard gate spends nothing, so no event tells the backend about it: the
+// process reports the limit's first refusal of the period itself ("hard_gates", wire version 5),
+// and paygentd's gate history (GET .../usage) shows it once, whichever processes refused.
+TEST_CASE("integration.hard_gates_reach_the_backend_once_across_processes") {
+  TempDir dir;
+  auto paygentd = PaygentdProcess::start({.data_dir = dir.path() + "/server", .admin_token = kAdmin});
+  HttpClient http(paygentd->port());
+  const std::string key = create_product(http, kAdmin, "acme");
+
+  App a(dir.path() + "/a.db", paygentd->base_url(), key);
+  a.spend(kDollar);
+  const auto before = std::chrono::system_clock::now();
+  CHECK_THROWS_AS(a.check(), LimitExceeded);
+  CHECK_THROWS_AS(a.check(), LimitExceeded);
+  REQUIRE(a.pg->flush().ok());
+  auto usage = http.request("GET", "/api/v1/users/u1/usage", {}, key);
+  REQUIRE(usage.has_value());
+  REQUIRE_MESSAGE(usage->status == 200, usage->body);
+  const std::size_t at = usage->body.find("\"hard_gates\":[{\"limit\":\"total_spend\",\"period_start_ns\":");
+  REQUIRE_MESSAGE(at != std::string::npos, usage->body);
+  CHECK(usage->body.find("\"threshold_ppm\":1000000,\"fired_ns\":", at) != std::string::npos);
+  CHECK(usage->body.find("},{", at) == std::string::npos);  // one, for two refusals
+  const std::size_t fired_at = usage->body.find("\"fired_ns\":", at) + 11;
+  const std::int64_t fired_ns = std::stoll(usage->body.substr(fired_at, 19));
+  CHECK(fired_ns >= std::chrono::duration_cast<std::chrono::nanoseconds>(before.time_since_epoch()).count() -
+                        1'000'000'000);  // the coarse clock's margin
+
+  // Process B refuses u1 too once it has heard: the backend still holds one.
+  App b(dir.path() + "/b.db", paygentd->base_url(), key);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  bool refused = false;
+  while (!refused && std::chrono::steady_clock::now() < deadline) {
+    try {
+      b.check();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } catch (const LimitExceeded&) {
+      refused = true;
+    }
+  }
+  REQUIRE(refused);
+  REQUIRE(b.pg->flush().ok());
+  usage = http.request("GET", "/api/v1/users/u1/usage", {}, key);
+  REQUIRE(usage.has_value());
+  const std::size_t again = usage->body.find("\"hard_gates\":[");
+  REQUIRE(again != std::string::npos);
+  CHECK(usage->body.substr(again, usage->body.find(']', again) - again).find("},{") == std::string::npos);
+  CHECK(a.errors.empty());
+  CHECK(b.errors.empty());
+}
+
 }  // namespace paygent::testing

@@ -336,6 +336,10 @@ class CountingStorage final : public Storage {
                                                               TimeRange period) override {
     return inner_.soft_gates_fired(p, u, period);
   }
+  absl::StatusOr<std::vector<SoftGateFired>> hard_gates_fired(std::string_view p, std::string_view u,
+                                                              TimeRange period) override {
+    return inner_.hard_gates_fired(p, u, period);
+  }
   absl::StatusOr<std::vector<UserUsage>> usage_of(std::string_view p, std::span<const std::string> u,
                                                   PeriodOf period_of) override {
     return inner_.usage_of(p, u, period_of);

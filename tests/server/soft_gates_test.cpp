@@ -3,6 +3,7 @@
 // those of the user's current period.
 #include "server/wire.h"
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,50 @@ TEST_CASE("server.wire_reads_and_writes_soft_gates") {
                              R"("period_start_ns":1,"threshold_ppm":1,"fired_ns":5}]})");
   REQUIRE_MESSAGE(batch.ok(), batch.status().ToString());
   CHECK(batch->soft_gates.size() == 1);
+}
+
+// Hard gates (wire version 5): the library writes them apart from the soft ones, with the time
+// of the first refusal; paygentd reads them back with `hard` set, fired_ns optional.
+TEST_CASE("server.wire_reads_and_writes_hard_gates") {
+  std::vector<internal::FiredThreshold> gates = {{"u1", "total_spend", kNovember, 800'000},
+                                                 {"u1", "total_spend", kNovember, 1'000'000, true, kNovember + 7},
+                                                 {"u2", "model_limit:gpt-4o", kNovember, 1'000'000, true, 0}};
+  const std::string body = internal::encode_event_batch({}, gates);
+  CHECK(body.rfind("{\"v\":5,", 0) == 0);
+  CHECK(body.find(R"("hard_gates":[{"user_id":"u1","limit":"total_spend","period_start_ns":)" +
+                  std::to_string(kNovember) + R"(,"threshold_ppm":1000000,"fired_ns":)" +
+                  std::to_string(kNovember + 7) + "}") != std::string::npos);
+  // Only soft ones: version 3 still, no "hard_gates".
+  const std::string soft = internal::encode_event_batch({}, std::span(gates).first(1));
+  CHECK(soft.rfind("{\"v\":3,", 0) == 0);
+  CHECK(soft.find("hard_gates") == std::string::npos);
+  absl::StatusOr<EventBatch> batch = parse_ingest_batch(body);
+  REQUIRE_MESSAGE(batch.ok(), batch.status().ToString());
+  CHECK(batch->soft_gates == gates);
+  // fired_ns may be left out (0); it is a hard gate's field, not a soft one's.
+  batch = parse_ingest_batch(R"({"v":5,"events":[],"hard_gates":[{"user_id":"u1","limit":"total_spend",)"
+                             R"("period_start_ns":1,"threshold_ppm":1}]})");
+  REQUIRE_MESSAGE(batch.ok(), batch.status().ToString());
+  REQUIRE(batch->soft_gates.size() == 1);
+  CHECK(batch->soft_gates[0].hard);
+  CHECK(batch->soft_gates[0].fired_ns == 0);
+  CHECK(parse_ingest_batch(R"({"v":5,"events":[],"soft_gates":[{"user_id":"u1","limit":"total_spend",)"
+                           R"("period_start_ns":1,"threshold_ppm":1,"fired_ns":1}]})")
+            .status()
+            .message() == "soft_gates[0].fired_ns: unknown field");
+  CHECK(std::string(parse_ingest_batch(R"({"v":5,"events":[],"hard_gates":[{"user_id":"u1","limit":"lease",)"
+                                       R"("period_start_ns":1,"threshold_ppm":1}]})")
+                        .status()
+                        .message())
+            .rfind("hard_gates[0].limit: must be \"total_spend\"", 0) == 0);
+  CHECK(parse_ingest_batch(R"({"v":5,"events":[],"hard_gates":[{"user_id":"u1","limit":"total_spend",)"
+                           R"("period_start_ns":1,"threshold_ppm":1,"fired_ns":-1}]})")
+            .status()
+            .message() == "hard_gates[0].fired_ns: must be a non-negative integer");
+  CHECK(parse_ingest_batch(R"({"v":5,"events":[],"hard_gates":{}})").status().message() ==
+        "hard_gates: must be an array of hard gates");
+  CHECK(parse_ingest_batch(R"({"v":5,"events":[],"hard_gates":[],"hard_gates":[]})").status().message() ==
+        "hard_gates: repeated field");
 }
 
 TEST_CASE("server.soft_gates_are_stored_once_and_reported_in_the_period") {

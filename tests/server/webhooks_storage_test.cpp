@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 #include <simdjson.h>
 
+#include "meter/internal/str_cat.h"
 #include "server/api.h"
 #include "server/api_key.h"
 #include "server/metrics.h"
@@ -20,6 +21,8 @@
 
 namespace paygent::server::test {
 namespace {
+
+using ::paygent::internal::str_cat;
 
 constexpr std::int64_t kDayNs = 86'400'000'000'000;
 // $1.00 a calendar month for everyone (test_now() is 2026-11-17T12:00Z: 16.5 days into November).
@@ -163,6 +166,57 @@ TEST_CASE("server.webhooks_outbox_written_by_ingest_once_per_alert") {
     CHECK(d[0].type == "soft_gate");
     CHECK(contains(d[0].body, "\"threshold_ppm\":800000"));
     CHECK(contains(d[0].body, "\"spend_nanos\":600000005"));
+  });
+}
+
+// A hard gate an application process reported (it refused a call, so nothing was spent): stored
+// once per user, limit, period and threshold, shown in GET .../usage as "hard_gates", and raised
+// as the hard_gate alert of that limit and period, once, whichever saw it first (docs/wire.md,
+// "Hard gates").
+TEST_CASE("server.hard_gates_reported_by_processes_are_stored_shown_and_alerted_once") {
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    f.create(R"({"url":"http://127.0.0.1:9/hard","events":["hard_gate"]})");
+    const std::string november = std::to_string(ns_at(2026, 11, 1));
+    const std::string fired = std::to_string(ns_at(2026, 11, 17, 9));
+    auto gate = [&](std::string_view user, std::string_view limit) {
+      return str_cat(R"({"user_id":")", user, R"(","limit":")", limit, R"(","period_start_ns":)", november,
+                     R"(,"threshold_ppm":1000000,"fired_ns":)", fired, "}");
+    };
+    // Two processes' refusals of u1 on its period cap and one on a model limit; a soft gate beside.
+    const std::string batch = str_cat(R"({"v":5,"events":[],"soft_gates":[{"user_id":"u1","limit":"total_spend",)",
+                                      R"("period_start_ns":)", november, R"(,"threshold_ppm":1000000}],"hard_gates":[)",
+                                      gate("u1", "total_spend"), ",", gate("u1", "total_spend"), ",",
+                                      gate("u1", "model_limit:gpt-4o"), "]}");
+    HttpResponse r = f.call("POST", "/api/v1/events:batch", batch);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    std::vector<WebhookDelivery> d = f.claim_all();
+    REQUIRE(d.size() == 2);
+    for (const WebhookDelivery& x : d) {
+      CHECK(x.type == "hard_gate");
+      CHECK(contains(x.body, R"("reported_by":"application","threshold_ppm":1000000,"fired_ns":)" + fired));
+    }
+    CHECK((contains(d[0].body, R"("limit":"total_spend")") != contains(d[1].body, R"("limit":"total_spend")")));
+    CHECK((contains(d[0].body, R"("limit":"model_limit:gpt-4o")") != contains(d[1].body, R"("limit":"model_limit:gpt-4o")")));
+    const std::string shown = str_cat(R"("hard_gates":[{"limit":"model_limit:gpt-4o","period_start_ns":)", november,
+                                      R"(,"threshold_ppm":1000000,"fired_ns":)", fired,
+                                      R"(},{"limit":"total_spend","period_start_ns":)", november,
+                                      R"(,"threshold_ppm":1000000,"fired_ns":)", fired, "}]");
+    r = f.call("GET", "/api/v1/users/u1/usage");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK_MESSAGE(contains(r.body, shown), r.body);
+    // The soft gate at the same threshold is a soft gate still.
+    CHECK(contains(r.body, str_cat(R"("soft_gates":[{"limit":"total_spend","period_start_ns":)", november,
+                                   R"(,"threshold_ppm":1000000}])")));
+    // Retried, and then u1's spend reaching the cap at ingest: nothing raised again, nothing doubled.
+    REQUIRE(f.call("POST", "/api/v1/events:batch", batch).status == 200);
+    REQUIRE(f.spend(7, "u1", 1'000'000'000).status == 200);
+    CHECK(f.claim_all().empty());
+    r = f.call("GET", "/api/v1/users/u1/usage");
+    CHECK_MESSAGE(contains(r.body, shown), r.body);
+    // Another user's usage holds none of them.
+    REQUIRE(f.spend(8, "u2", 5).status == 200);
+    CHECK(contains(f.call("GET", "/api/v1/users/u2/usage").body, R"("hard_gates":[])"));
   });
 }
 
