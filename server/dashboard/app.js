@@ -174,7 +174,8 @@ async function users(s) {
   return parts;
 }
 
-// One user's current period: plan, spend against the plan's caps, soft gates fired, models, sessions.
+// One user's current period: plan, spend against the plan's caps, the soft and hard gates of each
+// limit (a hard gate: the first call an application process refused on it), models, sessions.
 async function userDetail(user) {
   let u, config;
   try {
@@ -185,16 +186,20 @@ async function userDetail(user) {
   const plan = (config.plans || []).find((p) => p.name === u.plan);
   const cap = plan && plan.max_spend_per_period !== undefined ? Math.round(plan.max_spend_per_period * 1e9) : null;
   const models = Object.entries(u.models).map(([model, m]) => ({model, ...m}));
-  const gates = u.soft_gates.map((g) => ({...g, threshold: (g.threshold_ppm / 10000) + '%'}));
+  const gates = [
+    ...(u.hard_gates || []).map((g) => ({...g, gate: 'hard', at: g.fired_ns ? nsText(g.fired_ns) : '—'})),
+    ...u.soft_gates.map((g) => ({...g, gate: 'soft', at: ''})),
+  ].map((g) => ({...g, threshold: (g.threshold_ppm / 10000) + '%'}));
   return el('div', {'data-user': user},
     el('div', {class: 'cards'},
       card(`${user}: plan`, u.plan || 'none'),
       card('Period', `${nsText(u.period_start_ns).slice(0, 10)} → ${nsText(u.period_end_ns).slice(0, 10)}`),
       card('Spend this period', usd(u.spend_nanos), {'data-figure': 'user-spend', 'data-nanos': u.spend_nanos}),
       card('Of the period cap', cap ? (100 * u.spend_nanos / cap).toFixed(1) + '% of ' + usd(cap) : 'no cap')),
-    table(`${user}: soft gates fired this period`, [
-      {key: 'limit', label: 'Limit'}, {key: 'threshold', label: 'Threshold'},
-    ], gates, {id: 'soft-gates', empty: 'No soft gate has fired this period.'}),
+    table(`${user}: gates this period`, [
+      {key: 'gate', label: 'Gate'}, {key: 'limit', label: 'Limit'}, {key: 'threshold', label: 'Threshold'},
+      {key: 'at', label: 'First refused'},
+    ], gates, {id: 'gates', empty: 'No gate has fired this period.'}),
     table(`${user}: models this period`, [
       {key: 'model', label: 'Model'}, {key: 'calls', label: 'Calls', num: true},
       {key: 'input_tokens', label: 'Input tokens', num: true}, {key: 'output_tokens', label: 'Output tokens', num: true},

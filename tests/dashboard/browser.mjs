@@ -97,6 +97,13 @@ check(Object.values(weeks).reduce((s, v) => s + BigInt(v), 0n) === spend && Obje
       [...mondays].every((m) => weeks[`week of ${m}`] !== undefined),
       `overview by week: the ${mondays.size} ISO weeks (from Monday) of the month's days, summing to the month`);
 
+// An application process's report that it refused charlie on the period cap (a hard gate spends
+// nothing, so only this report puts it in the gate history).
+const before = await api(key, '/api/v1/users/charlie/usage');
+await api(key, '/api/v1/events:batch', {method: 'POST', body: JSON.stringify({v: 5, events: [], hard_gates: [
+  {user_id: 'charlie', limit: 'total_spend', period_start_ns: before.period_start_ns, threshold_ppm: 1000000,
+   fired_ns: before.period_start_ns + 3600e9}]})});
+
 await show('users');
 const users = await column('users', 'cost_nanos');
 check(byUser.rows.every((r) => users[r.key] === str(r.cost_nanos)), 'users: each user\'s spend equals the API\'s');
@@ -107,6 +114,9 @@ await page.waitForSelector('main[data-ready="users"] [data-user="charlie"]');
 await screenshot('user-charlie');
 const charlie = await api(key, '/api/v1/users/charlie/usage');
 check(await figure('user-spend') === str(charlie.spend_nanos), 'users: a user\'s detail shows their period spend from the API');
+const gateRows = await page.$$eval('[data-table="gates"] tbody tr', (rows) => rows.map((r) => r.cells[0].textContent + ' ' + r.cells[1].textContent));
+check(charlie.hard_gates.length === 1 && gateRows.length === charlie.hard_gates.length + charlie.soft_gates.length &&
+      gateRows[0] === 'hard total_spend', `users: a user's gates, hard and soft, as the API has them (${gateRows.join('; ')})`);
 
 await show('models');
 const models = await column('models', 'cost_nanos');
