@@ -5,7 +5,7 @@
 //   GET    /api/v1/agents/{agentId}       -> agent
 //   PUT    /api/v1/agents/{agentId}       -> {"agent": agent, "changed": bool}
 //   DELETE /api/v1/agents/{agentId}       -> {"deleted": agentId}
-//   GET    /api/v1/reports/profit?from_ns=&to_ns=&by=agent|customer|indicator|model|day
+//   GET    /api/v1/reports/profit?from_ns=&to_ns=&by=agent|customer|indicator|model|day|tag:<key>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -32,6 +32,7 @@ struct ProfitQuery {
   TimeRange range;
   ProfitGroup group = ProfitGroup::kAgent;
   std::string by = "agent";
+  std::string tag_key;  // by=tag:<key>
 };
 
 // from_ns and to_ns (non-negative integers, to_ns after from_ns) and by (optional, "agent").
@@ -55,9 +56,18 @@ absl::StatusOr<ProfitQuery> parse_profit_query(std::string_view query) {
                                                                   {"model", ProfitGroup::kModel},
                                                                   {"day", ProfitGroup::kDay}};
   if (auto by = params.find("by"); by != params.end()) {
+    if (std::string_view(by->second).starts_with("tag:")) {
+      q.tag_key = by->second.substr(4);
+      if (q.tag_key.empty() || q.tag_key.size() > kMaxTextBytes) {
+        return absl::InvalidArgumentError(str_cat("by: tag:<key> needs a meta tag key of 1 to ", kMaxTextBytes, " bytes"));
+      }
+      q.group = ProfitGroup::kTag;
+      q.by = by->second;
+      return q;
+    }
     auto group = kGroups.find(by->second);
     if (group == kGroups.end()) {
-      return absl::InvalidArgumentError("by: must be agent, customer, indicator, model or day");
+      return absl::InvalidArgumentError("by: must be agent, customer, indicator, model, day or tag:<meta tag key>");
     }
     q.group = group->second;
     q.by = by->second;
@@ -118,7 +128,7 @@ HttpResponse Api::delete_agent(const Call& call) {
 HttpResponse Api::profit_report(const Call& call) {
   absl::StatusOr<ProfitQuery> q = parse_profit_query(query_of(call.request.target));
   if (!q.ok()) return error_response(q.status());
-  absl::StatusOr<std::vector<ProfitRow>> rows = storage_.profit_report(call.product_id, q->range, q->group);
+  absl::StatusOr<std::vector<ProfitRow>> rows = storage_.profit_report(call.product_id, q->range, q->group, q->tag_key);
   if (rows.ok()) {
     // Metered, tiered and CREDITS indicators: the revenue their invoices accrued over the range.
     if (absl::Status s = add_invoiced_revenue(storage_, call.product_id, q->range, q->group, *rows); !s.ok()) rows = s;

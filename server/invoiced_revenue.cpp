@@ -183,7 +183,8 @@ class Accrual {
       case ProfitGroup::kCustomer: return std::string(customer_id);
       case ProfitGroup::kIndicator: return billing_.indicator_names[line];
       case ProfitGroup::kDay: break;
-      case ProfitGroup::kModel: break;  // not reached: add_invoiced_revenue skips it
+      case ProfitGroup::kModel:
+      case ProfitGroup::kTag: break;  // not reached: add_invoiced_revenue skips them
     }
     return storage_internal::day_key(day, ReportGroup::kDay);
   }
@@ -281,7 +282,9 @@ class Accrual {
 
 absl::Status add_invoiced_revenue(Storage& storage, std::string_view product_id, TimeRange range, ProfitGroup group,
                                   std::vector<ProfitRow>& rows) {
-  if (group == ProfitGroup::kModel || range.from_ns < 0 || range.from_ns >= range.to_ns) return absl::OkStatus();
+  if (group == ProfitGroup::kModel || group == ProfitGroup::kTag || range.from_ns < 0 || range.from_ns >= range.to_ns) {
+    return absl::OkStatus();
+  }
   absl::StatusOr<ProductBilling> billing = load_product_billing(storage, product_id);
   if (!billing.ok()) return billing.status();
   Accrual accrual(storage, product_id, range, group, *billing);

@@ -95,8 +95,8 @@ absl::StatusOr<std::optional<WalletRecord>> settle_customer_wallet(Storage& stor
 // the range's end minus that of its events before the range's start; CREDITS lines count the
 // wallet credits used at what the wallet's top-ups cost per credit, plus any overage charged),
 // and their events are no longer counted as without a price. A period whose invoice cannot be
-// rendered leaves its events as they were. by=model is left as it is (an invoice is not split by
-// model). Reads through `storage`; keeps nothing.
+// rendered leaves its events as they were. by=model and by=tag:<key> are left as they are (an
+// invoice is not split by model or by tag). Reads through `storage`; keeps nothing.
 absl::Status add_invoiced_revenue(Storage& storage, std::string_view product_id, TimeRange range, ProfitGroup group,
                                   std::vector<ProfitRow>& rows);
 

@@ -2,13 +2,16 @@
 // the cost rows (events of every kind but billing) and the billing events of a range, summed by the
 // group's key. A range's whole UTC days come from profit_daily, the rollup the ingest keeps per
 // (day, customer, agent, indicator) in its transaction; its partial days at either end, and every
-// report by model (not in the rollup), from the events and billing events themselves.
+// report by model or by a meta tag (not in the rollup), from the events and billing events
+// themselves.
 #include <array>
 #include <cstdint>
 #include <map>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <simdjson.h>
 
 #include "meter/internal/str_cat.h"
 #include "server/sql_storage.h"
@@ -26,6 +29,7 @@ std::string_view key_column(ProfitGroup group) {
     case ProfitGroup::kCustomer: return "user_id";
     case ProfitGroup::kIndicator: return "indicator";
     case ProfitGroup::kModel: return "model";
+    case ProfitGroup::kTag: return "meta_tags";  // the whole object: tag_value() reads the key in C++
     case ProfitGroup::kDay: break;
   }
   return "ts_ns / 86400000000000";
@@ -42,11 +46,30 @@ std::string cost_sql(ProfitGroup group) {
                  "GROUP BY 1");
 }
 
-// The billing events of [?2, ?3): key, events, known revenue, events with a known revenue.
+// The billing events of [?2, ?3): key, events, known revenue, events with a known revenue. Their
+// meta tags are their event's (stored with the same id).
 std::string revenue_sql(ProfitGroup group) {
+  if (group == ProfitGroup::kTag) {
+    return "SELECT COALESCE(e.meta_tags, '{}'), COUNT(*), COALESCE(SUM(b.revenue_nanos), 0), COUNT(b.revenue_nanos) "
+           "FROM billing_events b LEFT JOIN events e ON e.product = b.product AND e.id = b.id "
+           "WHERE b.product = ?1 AND b.ts_ns >= ?2 AND b.ts_ns < ?3 GROUP BY 1";
+  }
   return str_cat("SELECT ", key_column(group),
                  ", COUNT(*), COALESCE(SUM(revenue_nanos), 0), COUNT(revenue_nanos) FROM billing_events "
                  "WHERE product = ?1 AND ts_ns >= ?2 AND ts_ns < ?3 GROUP BY 1");
+}
+
+// The value of tag `key` in `meta_tags` (a stored event's JSON object of strings), "" without it.
+absl::StatusOr<std::string> tag_value(simdjson::dom::parser& parser, std::string_view meta_tags, std::string_view key) {
+  simdjson::dom::object tags;
+  if (parser.parse(meta_tags).get(tags) != simdjson::SUCCESS) {
+    return absl::InternalError("profit report: a stored event's meta_tags is not a JSON object");
+  }
+  std::string_view value;
+  if (simdjson::dom::element v; tags.at_key(key).get(v) == simdjson::SUCCESS && v.get_string().get(value) == simdjson::SUCCESS) {
+    return std::string(value);
+  }
+  return std::string();
 }
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
@@ -75,20 +98,24 @@ struct Sums {
 }  // namespace
 
 absl::StatusOr<std::vector<ProfitRow>> SqlStorage::profit_report(std::string_view product_id, TimeRange range,
-                                                                 ProfitGroup group) {
+                                                                 ProfitGroup group, std::string_view tag_key) {
+  if (group == ProfitGroup::kTag && tag_key.empty()) return absl::InvalidArgumentError("by: the tag key is empty");
   std::map<std::string, Sums, std::less<>> sums;
+  simdjson::dom::parser parser;
   absl::Status status = transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
     sums.clear();
     if (range.from_ns < 0 || range.from_ns >= range.to_ns) return absl::OkStatus();
     absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
     if (!product.ok()) return product.status();
     if (!product->has_value()) return absl::OkStatus();
-    auto key_of = [&](Query& select) {
+    auto key_of = [&](Query& select) -> absl::StatusOr<std::string> {
+      if (group == ProfitGroup::kTag) return tag_value(parser, select.text_view(0), tag_key);
       return group == ProfitGroup::kDay ? storage_internal::day_key(select.int64(0), ReportGroup::kDay)
                                         : select.text(0);
     };
-    auto add = [&](const std::string& key, const Sums& s) -> absl::Status {
-      if (!sums[key].add(s)) return absl::InternalError("profit report: a sum overflows int64");
+    auto add = [&](const absl::StatusOr<std::string>& key, const Sums& s) -> absl::Status {
+      if (!key.ok()) return key.status();
+      if (!sums[*key].add(s)) return absl::InternalError("profit report: a sum overflows int64");
       return absl::OkStatus();
     };
     // The raw events of [from, to): cost rows, then billing events.
@@ -113,7 +140,7 @@ absl::StatusOr<std::vector<ProfitRow>> SqlStorage::profit_report(std::string_vie
       }
       return absl::OkStatus();
     };
-    if (group == ProfitGroup::kModel) return add_raw(range.from_ns, range.to_ns);
+    if (group == ProfitGroup::kModel || group == ProfitGroup::kTag) return add_raw(range.from_ns, range.to_ns);
     const storage_internal::DaySplit split = storage_internal::split_days(range.from_ns, range.to_ns);
     if (split.first_day < split.end_day) {
       absl::StatusOr<Query> select = prepare(connection, rollup_sql(group));

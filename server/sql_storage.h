@@ -152,7 +152,7 @@ class SqlStorage : public Storage {
                                                          std::size_t limit) final;
   // In sql_profit.cpp: the events (cost rows) and billing_events of the range, grouped.
   absl::StatusOr<std::vector<ProfitRow>> profit_report(std::string_view product_id, TimeRange range,
-                                                       ProfitGroup group) final;
+                                                       ProfitGroup group, std::string_view tag_key = {}) final;
 
   // The transaction contract for writes that touch some users of a product (ingest now; leases
   // and wallets next): runs `fn(connection, product key)` in a write transaction that holds the

@@ -273,8 +273,9 @@ using BillingScan = absl::FunctionRef<absl::Status(TimeRange, absl::FunctionRef<
 // text), in the order the balance is shared in. May be called more than once (a retried transaction).
 using CreditsOf = absl::FunctionRef<absl::StatusOr<std::vector<std::pair<std::string, std::string>>>(BillingScan)>;
 
-// What the profit report groups by (GET /api/v1/reports/profit?by=...).
-enum class ProfitGroup : std::uint8_t { kAgent, kCustomer, kIndicator, kModel, kDay };
+// What the profit report groups by (GET /api/v1/reports/profit?by=...). kTag: one meta tag's
+// value (by=tag:<key>), "" for the events without it.
+enum class ProfitGroup : std::uint8_t { kAgent, kCustomer, kIndicator, kModel, kDay, kTag };
 
 // One group of the profit report. Cost sums the cost rows (every kind but billing) whose cost is
 // known; revenue sums the billing events whose revenue is known. nullopt: nothing of it was
@@ -646,10 +647,11 @@ class Storage {
   }
 
   // Cost and revenue of [range.from_ns, range.to_ns) grouped by `group`, in key order; groups with
-  // neither cost rows nor billing events are absent.
+  // neither cost rows nor billing events are absent. kTag groups by the value of meta tag
+  // `tag_key` (non-empty), read from the events themselves (no rollup holds tags).
   virtual absl::StatusOr<std::vector<ProfitRow>> profit_report(std::string_view product_id, TimeRange range,
-                                                               ProfitGroup group) {
-    static_cast<void>(product_id), static_cast<void>(range), static_cast<void>(group);
+                                                               ProfitGroup group, std::string_view tag_key = {}) {
+    static_cast<void>(product_id), static_cast<void>(range), static_cast<void>(group), static_cast<void>(tag_key);
     return absl::UnimplementedError("this storage has no profit report");
   }
 

@@ -33,13 +33,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
 
-namespace {
-
-constexpr auto kMinBackoff = std::chrono::milliseconds(100);
-constexpr auto kMaxBackoff = std::chrono::seconds(30);
-// Most soft gates sent with one batch, and read from one usage object (paygentd sends at most 100).
-constexpr std::size_t kMaxBatchSoftGates = 1000;
-
 std::string percent_encode(std::string_view s) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
@@ -54,6 +47,14 @@ std::string percent_encode(std::string_view s) {
   }
   return out;
 }
+
+namespace {
+
+constexpr auto kMinBackoff = std::chrono::milliseconds(100);
+constexpr auto kMaxBackoff = std::chrono::seconds(30);
+// Most soft gates sent with one batch, and read from one usage object (paygentd sends at most 100).
+constexpr std::size_t kMaxBatchSoftGates = 1000;
+
 
 // Reads one user's usage object ({"period_start_ns":..,"period_end_ns":..,"spend_nanos":..,
 // "models":{"m":{"input_tokens":..,"output_tokens":..}}}). False when its shape is wrong.

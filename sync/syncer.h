@@ -137,4 +137,8 @@ absl::StatusOr<HttpReply> http_exchange(const std::string& base_url, std::string
                                         std::string_view bearer, std::string body,
                                         absl::Duration timeout = absl::Seconds(10));
 
+// `s` percent-encoded for a URL's path segment or query value: RFC 3986's unreserved characters
+// are kept, every other byte is %XX.
+std::string percent_encode(std::string_view s);
+
 }  // namespace paygent::internal

@@ -55,10 +55,10 @@ commands:
       --no-leases: without budget leases (today's behaviour). For the chaos test and cap trials.
   sync --backend URL --api-key KEY --store FILE [--deliver-seconds N]
       Delivers whatever an application's local store still holds (e.g. after a crash).
-  report profit --from DAY --to DAY [--by agent|customer|indicator|model|day]
+  report profit --from DAY --to DAY [--by agent|customer|indicator|model|day|tag:KEY]
                 [--format table|csv|json] [--url URL] [--key KEY]
       Cost, revenue, profit and margin over [--from, --to) (days as 2026-11-01, UTC, or Unix ns)
-      from paygentd, grouped --by (default agent). "-" in the table (empty in CSV, null in JSON)
+      from paygentd, grouped --by (default agent; tag:KEY: by the value of meta tag KEY). "-" in the table (empty in CSV, null in JSON)
       is what was not recorded: a cost-only agent has no revenue, a revenue-only one no cost.
       --url and --key default to $PAYGENT_URL (else http://127.0.0.1:8080) and $PAYGENT_API_KEY.
   agents apply FILE [--url URL] [--key KEY]

@@ -166,7 +166,7 @@ int run_report_profit(int argc, char** argv) {
   }
   const std::optional<std::string> reply = ask_paygentd(
       c, "paygent report profit", "GET",
-      "/api/v1/reports/profit?from_ns=" + std::to_string(*from) + "&to_ns=" + std::to_string(*to) + "&by=" + by, "", "");
+      "/api/v1/reports/profit?from_ns=" + std::to_string(*from) + "&to_ns=" + std::to_string(*to) + "&by=" + internal::percent_encode(by), "", "");
   if (!reply) return 1;
   if (format == "json") {
     std::printf("%s\n", reply->c_str());

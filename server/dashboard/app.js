@@ -32,6 +32,7 @@ function state() {
     by: ['day', 'week', 'month'].includes(params.get('by')) ? params.get('by') : 'day',
     user: params.get('user') || '',
     customer: params.get('customer') || '',
+    tag: params.get('tag') || '',
   };
 }
 
@@ -40,6 +41,7 @@ function link(s, changes = {}) {
   const params = new URLSearchParams({from: next.from, to: next.to, by: next.by});
   if (next.user) params.set('user', next.user);
   if (next.customer) params.set('customer', next.customer);
+  if (next.tag) params.set('tag', next.tag);
   return '#' + next.view + '?' + params.toString();
 }
 
@@ -99,10 +101,27 @@ function bucketOf(day, by) {
   return day;
 }
 
+// With a tag key in the controls: cost, revenue, profit and margin grouped by that meta tag's
+// value over the range (read from the events, not a rollup), or nothing.
+async function tagTable(s) {
+  if (!s.tag) return [];
+  const byTag = await api(`/api/v1/reports/profit?${range(s)}&by=${encodeURIComponent('tag:' + s.tag)}`);
+  return [table(`Profit by tag "${s.tag}"`, [
+    {key: 'key', label: s.tag, render: (r) => r.key === '' ? el('em', {}, `(no ${s.tag})`) : r.key,
+     csv: (r) => r.key},
+    {key: 'cost_nanos', label: 'Cost', money: true},
+    {key: 'revenue_nanos', label: 'Revenue', money: true},
+    {key: 'profit_nanos', label: 'Profit', money: true},
+    {key: 'margin_ppm', label: 'Margin', render: (r) => percentPpm(r.margin_ppm)},
+    {key: 'events', label: 'Events', num: true},
+  ], byTag.rows, {id: 'by-tag', keyOf: 'key', empty: `No event in this range.`})];
+}
+
 async function overview(s) {
-  const [usage, profit] = await Promise.all([
+  const [usage, profit, byTag] = await Promise.all([
     api(`/api/v1/reports/usage?${range(s)}&group_by=day`),
     api(`/api/v1/reports/profit?${range(s)}&by=day`),
+    tagTable(s),
   ]);
   const buckets = new Map();
   const bucket = (day) => {
@@ -140,6 +159,7 @@ async function overview(s) {
       {key: 'revenue_nanos', label: 'Revenue', money: true},
       {key: 'profit_nanos', label: 'Profit', money: true},
     ], rows, {id: 'overview', keyOf: 'key'}),
+    ...byTag,
   ];
 }
 
@@ -230,10 +250,11 @@ function kindTag(r) {
 }
 
 async function agents(s) {
-  const [byAgent, byIndicator, list] = await Promise.all([
+  const [byAgent, byIndicator, list, byTag] = await Promise.all([
     api(`/api/v1/reports/profit?${range(s)}&by=agent`),
     api(`/api/v1/reports/profit?${range(s)}&by=indicator`),
     api('/api/v1/agents'),
+    tagTable(s),
   ]);
   const profitColumns = (label) => [
     {key: 'key', label},
@@ -250,6 +271,7 @@ async function agents(s) {
              : i.pricing ? i.pricing.model : i.pricePerEvent !== undefined ? `per event $${i.pricePerEvent}` : '—',
   })));
   return [
+    ...byTag,
     table('Profit by agent', profitColumns('Agent'), byAgent.rows, {id: 'agents', keyOf: 'key'}),
     table('Profit by indicator', profitColumns('Indicator'),
           byIndicator.rows.map((r) => ({...r, key: r.key || '(costs, which name no indicator)'})), {id: 'indicators', keyOf: 'key'}),
@@ -425,6 +447,7 @@ async function render() {
   document.getElementById('from').value = s.from;
   document.getElementById('to').value = s.to;
   document.getElementById('by').value = s.by;
+  document.getElementById('tag').value = s.tag;
   let parts;
   try {
     parts = await views[s.view].render(s);
@@ -464,7 +487,7 @@ function setUp() {
   document.getElementById('controls').addEventListener('submit', (e) => {
     e.preventDefault();
     location.hash = link(state(), {from: document.getElementById('from').value, to: document.getElementById('to').value,
-                                   by: document.getElementById('by').value});
+                                   by: document.getElementById('by').value, tag: document.getElementById('tag').value.trim()});
   });
   document.getElementById('sign-in-form').addEventListener('submit', signIn);
   document.getElementById('sign-out').addEventListener('click', signOut);

@@ -160,6 +160,26 @@ await show('overview');
 check(await figure('revenue') === str(profit.total.revenue_nanos) && await figure('profit') === str(profit.total.profit_nanos),
       'overview: revenue and profit equal the profit report\'s totals');
 
+// Group-by on a meta tag: two events of a new user tagged region=eu and one untagged, then the
+// controls' tag field; the agents view's table equals the API's by=tag:region.
+const tagged = (n, tags) => ({id: n.toString(16).padStart(32, '0'), user_id: 'tagged-user', session_id: '', agent_id: 'internal-summarizer',
+  indicator: '', model: 'gpt-4o', provider: 'openai', input_tokens: 10, output_tokens: 5, cached_input_tokens: 0,
+  cache_creation_input_tokens: 0, reasoning_tokens: 0, cost_nanos: 1000 * n, ts_ns: Date.UTC(2026, 10, 20) * 1e6,
+  meta_tags: tags, estimated: false});
+await api(key2, '/api/v1/events:batch', {method: 'POST', body: JSON.stringify({events: [
+  tagged(0xb1, {region: 'eu'}), tagged(0xb2, {region: 'eu', tier: 'gold'}), tagged(0xb3, {})]})});
+await show('agents');
+await page.fill('#tag', 'region');
+await page.evaluate(() => document.getElementById('view').removeAttribute('data-ready'));
+await page.click('#controls button[type=submit]');
+await page.waitForSelector('main[data-ready="agents"] [data-table="by-tag"]');
+await screenshot('agents-by-tag-region');
+const byRegion = await api(key2, `/api/v1/reports/profit?${novemberNs}&by=tag%3Aregion`);
+const regionCost = await column('by-tag', 'cost_nanos');
+check(byRegion.rows.length >= 2 && byRegion.rows.find((r) => r.key === 'eu').cost_nanos === 0xb1 * 1000 + 0xb2 * 1000 &&
+      byRegion.rows.every((r) => regionCost[r.key] === str(r.cost_nanos)),
+      'group by tag: the table of region\'s values equals the API\'s by=tag:region (eu: the two tagged events)');
+
 const inv = await api(key2, `/api/v1/customers/customer-123/invoice?${novemberNs}`);
 await show('billing', '&customer=customer-123');
 check(await figure('invoice-total') === str(inv.total_nanos) && inv.total_nanos > 0, `billing: customer-123's invoice total ${inv.total_nanos} equals the API's`);

@@ -69,7 +69,7 @@ TEST_CASE("integration.profit_report_and_agents_through_the_cli") {
   CHECK(r.output.find("--from") != std::string::npos);
   r = run_cli({"report", "profit", "--from", "2026-11-01", "--to", "2026-12-01", "--by", "colour", "--url", url, "--key", key});
   CHECK(r.status == 1);
-  CHECK(r.output.find("by: must be agent, customer, indicator, model or day") != std::string::npos);
+  CHECK(r.output.find("by: must be agent, customer, indicator, model, day or tag:<meta tag key>") != std::string::npos);
   const std::string bad = dir.path() + "/bad.json";
   {
     std::FILE* f = std::fopen(bad.c_str(), "w");

@@ -46,6 +46,39 @@ TEST_CASE("agents.per_minute_and_per_event_prices") {
   });
 }
 
+// by=tag:<key>: cost and revenue grouped by one meta tag's value, read from the events (a billing
+// event's tags are its own), "" for the events without the tag; per-event revenue as stored.
+TEST_CASE("agents.profit_report_by_any_meta_tag") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    REQUIRE(f.put_agent("lead", kLead).status == 200);  // $0.20 per lead_qualified
+    send(f, {{.n = 1, .agent = "lead", .model = "gpt-4o", .cost_nanos = 30'000'000, .meta_tags = R"({"region":"eu"})"},
+             {.n = 2, .agent = "lead", .indicator = "lead_qualified", .kind = "billing",
+              .meta_tags = R"({"plan":"gold","region":"eu"})"},
+             {.n = 3, .user = "c2", .agent = "lead", .model = "gpt-4o", .cost_nanos = 5'000'000,
+              .meta_tags = R"({"region":"us"})"},
+             {.n = 4, .user = "c2", .agent = "lead", .indicator = "lead_qualified", .kind = "billing"},
+             {.n = 5, .agent = "lead", .model = "gpt-4o", .cost_nanos = 1'000'000}});
+    const ProfitLine eu = profit_line(f, "tag:region", "eu");
+    REQUIRE(eu.found);
+    CHECK(eu.cost == 30'000'000);
+    CHECK(eu.revenue == 200'000'000);
+    CHECK(eu.profit == 170'000'000);
+    const ProfitLine us = profit_line(f, "tag:region", "us");
+    CHECK(us.cost == 5'000'000);
+    CHECK(us.revenue == std::nullopt);  // cost-only under this tag
+    const ProfitLine none = profit_line(f, "tag:region", "");
+    CHECK(none.cost == 1'000'000);
+    CHECK(none.revenue == 200'000'000);
+    CHECK(profit_line(f, "tag:plan", "gold").revenue == 200'000'000);
+    CHECK(profit_line(f, "tag:region", "total").revenue == 400'000'000);
+    // The key is taken as written (percent-decoded), and must not be empty.
+    CHECK(profit_line(f, "tag%3Aregion", "eu").cost == 30'000'000);
+    CHECK(error_message(f.call("GET", "/api/v1/reports/profit?from_ns=0&to_ns=10&by=tag:")) ==
+          "by: tag:<key> needs a meta tag key of 1 to 1024 bytes");
+  });
+}
+
 // The README's rule: the session's rate is the sum over the kinds used of the custom rate of the
 // model used for that kind (the highest of several); no custom-rated model at all: the base rate.
 TEST_CASE("agents.custom_per_model_rates") {

@@ -107,6 +107,14 @@ std::vector<ProfitRow> brute_force_profit(const std::vector<EventRecord>& events
       case ProfitGroup::kIndicator: key = e.indicator; break;
       case ProfitGroup::kModel: key = e.model; break;
       case ProfitGroup::kDay: key = absl::FormatCivilTime(absl::CivilDay(1970, 1, 1) + e.ts_ns / 86'400'000'000'000); break;
+      case ProfitGroup::kTag: {  // by=tag:region (profit_events writes the tag first, or not at all)
+        constexpr std::string_view kPrefix = R"({"region":")";
+        if (e.meta_tags_json.starts_with(kPrefix)) {
+          const std::size_t end = e.meta_tags_json.find('"', kPrefix.size());
+          key = e.meta_tags_json.substr(kPrefix.size(), end - kPrefix.size());
+        }
+        break;
+      }
     }
     Sums& s = sums[key];
     if (e.kind != ::paygent::internal::UsageKind::kBilling) {
@@ -142,6 +150,9 @@ std::vector<EventRecord> profit_events(std::mt19937_64& rng, int first, int coun
                            static_cast<std::int64_t>(rng() % 100'000),
                            start + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span)));
     e.agent_id = rng() % 4 == 0 ? "" : "a" + std::to_string(rng() % 3);
+    static constexpr const char* kTags[] = {"{}", R"({"region":"eu"})", R"({"region":"us","tier":"gold"})",
+                                            R"({"tier":"gold"})", R"({"region":""})"};
+    e.meta_tags_json = kTags[rng() % 5];
     switch (rng() % 5) {
       case 0: break;                                      // cost-only
       case 1: e.cost_unknown = true; e.cost_nanos = 0; break;  // cost not known
@@ -177,9 +188,9 @@ TEST_CASE("server.storage_profit_report_of_rollup_and_edges_matches_a_brute_forc
       range.to_ns = range.from_ns + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span));
       if (i % 4 == 0) range.from_ns = ns_at(2026, 10, 29 + i % 5);  // whole days: from the rollup alone
       if (i % 4 == 0 || i % 6 == 0) range.to_ns = ns_at(2026, 11, 3 + i % 8);
-      const auto group = static_cast<ProfitGroup>(rng() % 5);
+      const auto group = static_cast<ProfitGroup>(rng() % 6);
       INFO("from ", range.from_ns, " to ", range.to_ns, " group ", static_cast<int>(group));
-      const absl::StatusOr<std::vector<ProfitRow>> got = storage->profit_report("p1", range, group);
+      const absl::StatusOr<std::vector<ProfitRow>> got = storage->profit_report("p1", range, group, "region");
       REQUIRE(got.ok());
       CHECK(*got == brute_force_profit(events, range, group));
     }
