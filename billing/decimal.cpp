@@ -108,21 +108,33 @@ absl::StatusOr<Decimal> Decimal::parse(std::string_view text, ParseOptions optio
     return invalid("has a character '" + std::string(1, text[i]) + "' at position " + std::to_string(i) +
                    " (expected a decimal number such as -12.5)");
   };
+  auto too_many = [&] {
+    return absl::OutOfRangeError(quoted(text) + " has more than 38 significant digits (decimal overflow)");
+  };
   if (text.empty()) return invalid("is empty (expected a decimal number)");
   std::size_t i = 0;
   const bool negative = text[0] == '-';
   if (text[0] == '-' || text[0] == '+') ++i;
+  // The digits as written are mag * 10^zeros: `zeros` counts the zeros after the last non-zero
+  // digit so far, applied only when a non-zero digit follows them. So a long run of zeros ("0.1000...0",
+  // "1000...0e-39") costs nothing, and mag holds at most the 38 digits between the first and last
+  // non-zero digit.
   UInt128 mag = 0;
-  int significant = 0;
-  int scale = 0;
+  int significant = 0;  // digits in mag
+  long long zeros = 0;
+  long long fraction_digits = 0;  // written after the point
   auto take_digit = [&](char c) -> bool {
-    if (mag == 0 && c == '0') return true;  // leading zeros carry no digit
+    if (c == '0') {
+      if (mag != 0) ++zeros;  // leading zeros carry no digit
+      return true;
+    }
+    for (; zeros > 0; --zeros) {
+      if (++significant > kMaxDigits) return false;
+      mag *= 10;
+    }
     if (++significant > kMaxDigits) return false;
     mag = mag * 10 + static_cast<unsigned>(c - '0');
     return true;
-  };
-  auto too_many = [&] {
-    return absl::OutOfRangeError(quoted(text) + " has more than 38 significant digits (decimal overflow)");
   };
   const std::size_t int_start = i;
   for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
@@ -138,46 +150,45 @@ absl::StatusOr<Decimal> Decimal::parse(std::string_view text, ParseOptions optio
     const std::size_t frac_start = i;
     for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
       if (!take_digit(text[i])) return too_many();
-      ++scale;
+      ++fraction_digits;
     }
     if (i == frac_start) return invalid("has no digit after the decimal point");
   }
+  long long exponent = 0;
   if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
     if (!options.allow_exponent) return invalid("has an exponent (write the number as plain digits)");
     ++i;
     bool exp_negative = false;
     if (i < text.size() && (text[i] == '+' || text[i] == '-')) exp_negative = text[i++] == '-';
     const std::size_t exp_start = i;
-    int e = 0;
     for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
-      if (e < 10000) e = e * 10 + (text[i] - '0');
+      if (exponent < 100000) exponent = exponent * 10 + (text[i] - '0');
     }
     if (i == exp_start) return invalid("has no digits in its exponent");
-    if (i != text.size()) return bad_char(i);
-    scale += exp_negative ? e : -e;
-    if (scale < 0) {
-      if (mag != 0) {
-        for (; scale < 0; ++scale) {
-          if (mag > static_cast<UInt128>(kPow10[kMaxDigits]) / 10) return too_many();
-          mag *= 10;
-        }
-      }
-      scale = 0;
-    }
+    if (exp_negative) exponent = -exponent;
   }
   if (i != text.size()) return bad_char(i);
-  while (scale > kMaxScale && mag % 10 == 0) {  // trailing zeros past 18 places are exact to drop
-    mag /= 10;
-    --scale;
+  // The scale the text is written with (trailing zeros included), as the result keeps it when it can.
+  const long long written = fraction_digits - exponent;
+  if (mag == 0) return Decimal(0, static_cast<int>(written < 0 ? 0 : written > kMaxScale ? kMaxScale : written));
+  // value = mag * 10^(zeros - written): the scale it needs, and the most that fits 38 digits.
+  const long long needed = written - zeros > 0 ? written - zeros : 0;
+  if (needed > kMaxScale) {
+    if (!options.truncate_past_max_scale) return invalid("has more than 18 decimal places");
+    // mag * 10^-needed cut to 18 places: mag / 10^(needed - 18), towards zero.
+    const long long drop = needed - kMaxScale;
+    const UInt128 kept = drop > kMaxDigits ? 0 : mag / static_cast<UInt128>(kPow10[static_cast<std::size_t>(drop)]);
+    return Decimal((negative ? -1 : 1) * static_cast<Int128>(kept), kMaxScale);
   }
-  if (scale > kMaxScale) {
-    if (mag == 0) {
-      scale = kMaxScale;
-    } else {
-      return invalid("has more than 18 decimal places");
-    }
-  }
-  return Decimal(negative ? -static_cast<Int128>(mag) : static_cast<Int128>(mag), scale);
+  const long long fits = kMaxDigits - significant - (zeros - written);
+  if (needed > fits) return too_many();
+  long long scale = written;
+  if (scale > kMaxScale) scale = kMaxScale;
+  if (scale > fits) scale = fits;
+  if (scale < needed) scale = needed;
+  // mag * 10^(zeros - written + scale), the exponent between 0 and 38 - significant.
+  return Decimal((negative ? -1 : 1) * static_cast<Int128>(mag) * kPow10[static_cast<std::size_t>(zeros - written + scale)],
+                 static_cast<int>(scale));
 }
 
 Decimal Decimal::normalized() const noexcept {

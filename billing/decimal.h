@@ -9,11 +9,11 @@
 // Money leaves this module as integer nano-USD (paygent::Nanos, include/paygent/money.h) through
 // to_nanos() with an explicit rounding mode, and comes in through from_nanos().
 //
-// Issue 11 asks for one decimal module for plans, prices and invoices. This one is designed to take
-// over meter/decimal.cpp and the plan parser (a follow-up, not done here): parse_usd(text) becomes
-// Decimal::parse(text, {.allow_exponent = true}) refusing negatives, then to_scaled_exact(9);
-// parse_usd_per_tokens(text, n) becomes div(value, from_int(n), 12, kFloor), refused unless the
-// quotient times n gives the value back (exact); format_usd keeps its place at the presentation edge.
+// This is the one decimal module of plans, prices and invoices (issue 11): meter/decimal.cpp's
+// parse_usd and parse_usd_per_tokens (the plan config's amounts, the price catalog's prices, the
+// tracking calls' amount_usd) parse with Decimal::parse(text, {.allow_exponent = true}) and then
+// scale its value to nano- or pico-USD without rounding. It is built as its own library,
+// paygent_decimal, which the library's paygent_meter and the engine's paygent_billing both link.
 //
 // Lifetime and thread safety: Decimal is a 32-byte trivially copyable value with no shared state;
 // any number of threads may use distinct or const shared Decimals. All functions are free of
@@ -51,6 +51,9 @@ class Decimal {
     // Accept "1e-3" / "2.5E+2" (the price catalog's notation). Off by default: a meta-tag or a
     // config value in exponent notation is refused, so "1e3" is not mistaken for a plain number.
     bool allow_exponent = false;
+    // Digits past 18 decimal places are dropped (towards zero) instead of refused: for a value
+    // that is rounded anyway (a duration to the nanosecond), never for money.
+    bool truncate_past_max_scale = false;
   };
 
   // Zero, scale 0.
@@ -65,10 +68,11 @@ class Decimal {
 
   // Parses an optional sign, decimal digits, and an optional '.' followed by digits: "48", "-2.5",
   // "+0.000000001". No spaces, no thousands separators, no "inf"/"nan", no leading or trailing
-  // '.'. The scale is the number of digits after the point (trailing zeros past 18 places are
-  // dropped exactly). Fails with InvalidArgument saying what is wrong with the text ("is empty",
+  // '.'. The scale is the number of digits after the point, as written ("7.50": 2), cut to what
+  // 18 places and 38 digits hold when only zeros are cut: zeros cost nothing however many are
+  // written ("0.1000...0" of any length, "1000...0e-39"). Fails with InvalidArgument saying what is wrong with the text ("is empty",
   // "has an exponent", "has a character 'x' at position 3", "has more than 18 decimal places") or
-  // OutOfRange when it has more than 38 significant digits. The text is not kept.
+  // OutOfRange when its value needs more than 38 digits. The text is not kept.
   static absl::StatusOr<Decimal> parse(std::string_view text, ParseOptions options);
   static absl::StatusOr<Decimal> parse(std::string_view text) { return parse(text, ParseOptions{}); }
 

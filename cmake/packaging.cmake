@@ -3,9 +3,9 @@
 # env file — and the .deb that `cpack -G DEB` builds from the same install. Included at the end of
 # the top-level CMakeLists.txt, once every target exists.
 
-set(PAYGENT_INSTALLED_LIBRARIES paygent paygent_plan paygent_meter paygent_event)
+set(PAYGENT_INSTALLED_LIBRARIES paygent paygent_plan paygent_meter paygent_event paygent_decimal)
 
-# BUILD_SHARED_LIBS=ON builds the four installed libraries as shared objects. 0.x: a minor release
+# BUILD_SHARED_LIBS=ON builds the five installed libraries as shared objects. 0.x: a minor release
 # may change the ABI (as SameMinorVersion says for the API), so the soname carries major.minor:
 # libpaygent.so.0.1 -> libpaygent.so.0.1.0.
 if(BUILD_SHARED_LIBS)

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "billing/decimal.h"
 #include "meter/internal/str_cat.h"
 #include "paygent/money.h"
 #include "paygent/plan.h"
@@ -42,69 +43,43 @@ constexpr std::int64_t kRateTokens = 1000;
 // ---------------------------------------------------------------------------------------------
 // Exact decimal arithmetic on JSON number tokens.
 
-// The exact value of a JSON number token: (-1)^negative * mantissa * 10^exponent.
-struct JsonNumber {
-  bool negative = false;
-  UInt128 mantissa = 0;  // at most kMaxDigits significant digits
-  std::int64_t exponent = 0;
-  bool truncated = false;  // non-zero digits beyond kMaxDigits were dropped
-};
-
-constexpr int kMaxDigits = 36;
-
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-// Parses `token` if it follows the JSON number grammar exactly
-// (-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?), else returns nullopt. Never rounds: digits
-// past kMaxDigits are dropped only with `truncated` set (or folded into the exponent when zero).
-std::optional<JsonNumber> parse_json_number(std::string_view token) {
-  JsonNumber n;
+// Whether `token` follows the JSON number grammar exactly (-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?):
+// the one check JSON adds to the decimal module's grammar (no leading zeros, no '+').
+bool valid_json_number(std::string_view token) {
   std::size_t i = 0;
-  if (i < token.size() && token[i] == '-') {
-    n.negative = true;
-    ++i;
-  }
-  if (i >= token.size() || !is_digit(token[i])) return std::nullopt;
-  int digits = 0;
-  // Appends one digit; `fractional` says whether it is after the decimal point.
-  auto add_digit = [&](char c, bool fractional) {
-    if (n.mantissa == 0 && c == '0') {
-      if (fractional) --n.exponent;
-      return;
-    }
-    if (digits < kMaxDigits) {
-      n.mantissa = n.mantissa * 10 + static_cast<unsigned>(c - '0');
-      ++digits;
-      if (fractional) --n.exponent;
-    } else {
-      if (c != '0') n.truncated = true;
-      if (!fractional) ++n.exponent;
-    }
-  };
+  if (i < token.size() && token[i] == '-') ++i;
+  if (i >= token.size() || !is_digit(token[i])) return false;
   if (token[i] == '0') {
     ++i;
   } else {
-    for (; i < token.size() && is_digit(token[i]); ++i) add_digit(token[i], false);
+    while (i < token.size() && is_digit(token[i])) ++i;
   }
   if (i < token.size() && token[i] == '.') {
     ++i;
-    if (i >= token.size() || !is_digit(token[i])) return std::nullopt;
-    for (; i < token.size() && is_digit(token[i]); ++i) add_digit(token[i], true);
+    if (i >= token.size() || !is_digit(token[i])) return false;
+    while (i < token.size() && is_digit(token[i])) ++i;
   }
   if (i < token.size() && (token[i] == 'e' || token[i] == 'E')) {
     ++i;
-    bool negative_exponent = false;
-    if (i < token.size() && (token[i] == '+' || token[i] == '-')) negative_exponent = token[i++] == '-';
-    if (i >= token.size() || !is_digit(token[i])) return std::nullopt;
-    std::int64_t e = 0;
-    for (; i < token.size() && is_digit(token[i]); ++i) {
-      if (e < 1'000'000'000) e = e * 10 + (token[i] - '0');  // saturates far beyond any use
-    }
-    n.exponent += negative_exponent ? -e : e;
+    if (i < token.size() && (token[i] == '+' || token[i] == '-')) ++i;
+    if (i >= token.size() || !is_digit(token[i])) return false;
+    while (i < token.size() && is_digit(token[i])) ++i;
   }
-  if (i != token.size()) return std::nullopt;
-  return n;
+  return i == token.size();
 }
+
+// A JSON number's value, from the one decimal module (billing/decimal.h): exact, or cut to 18
+// decimal places (`cut`: only a value that is rounded may use it), or too large to hold (`!fits`).
+struct JsonNumber {
+  billing::Decimal value;
+  bool negative = false;
+  bool fits = true;
+  bool cut = false;
+  // Below zero ("-0" is not).
+  [[nodiscard]] bool negative_nonzero() const { return negative && (!fits || cut || !value.is_zero()); }
+};
 
 enum class Scaling { kOk, kTooLarge, kTooPrecise };
 
@@ -112,34 +87,15 @@ enum class Scaling { kOk, kTooLarge, kTooPrecise };
 // kTooPrecise); with `round` true it is rounded half-up. kTooLarge when it exceeds int64.
 // *out is unchanged on failure. `multiplier` must be in [1, 9].
 Scaling scale_number(const JsonNumber& n, int scale, int multiplier, bool round, std::int64_t* out) {
-  if (n.mantissa == 0) {
-    *out = 0;
-    return Scaling::kOk;
-  }
-  UInt128 value = n.mantissa * static_cast<unsigned>(multiplier);  // < 10^37
-  const std::int64_t shift = n.exponent + scale;
-  if (shift >= 0) {
-    for (std::int64_t k = 0; k < shift; ++k) {
-      value *= 10;
-      if (value > static_cast<UInt128>(kInt64Max)) return Scaling::kTooLarge;
-    }
-    if (value > static_cast<UInt128>(kInt64Max)) return Scaling::kTooLarge;
-    // Digits are dropped only past 36 significant ones, so a truncated value is too large here.
-  } else {
-    if (shift < -38) {  // 10^-shift > value: the quotient is 0 and the remainder is value
-      if (!round) return Scaling::kTooPrecise;
-      *out = 0;
-      return Scaling::kOk;
-    }
-    UInt128 divisor = 1;
-    for (std::int64_t k = 0; k < -shift; ++k) divisor *= 10;
-    const UInt128 remainder = value % divisor;
-    value /= divisor;
-    if (!round && (remainder != 0 || n.truncated)) return Scaling::kTooPrecise;
-    if (round && remainder * 2 >= divisor) ++value;
-  }
-  if (value > static_cast<UInt128>(kInt64Max)) return Scaling::kTooLarge;
-  *out = static_cast<std::int64_t>(value);
+  if (!n.fits) return Scaling::kTooLarge;
+  if (n.cut && !round) return Scaling::kTooPrecise;
+  const billing::Decimal magnitude = n.negative ? *billing::Decimal::sub(billing::Decimal(), n.value) : n.value;
+  absl::StatusOr<billing::Decimal> times = billing::Decimal::mul(magnitude, billing::Decimal::from_int(multiplier));
+  if (!times.ok()) return Scaling::kTooLarge;
+  absl::StatusOr<std::int64_t> scaled =
+      round ? times->to_scaled(scale, billing::RoundingMode::kRound) : times->to_scaled_exact(scale);
+  if (!scaled.ok()) return absl::IsOutOfRange(scaled.status()) ? Scaling::kTooLarge : Scaling::kTooPrecise;
+  *out = *scaled;
   return Scaling::kOk;
 }
 
@@ -207,16 +163,27 @@ absl::StatusOr<JsonNumber> read_number(ondemand::value& value, std::string_view 
   if (!type.ok()) return type.status();
   if (*type != json_type::number) return field_error(path, what);
   const std::string_view token = number_token(value);
-  std::optional<JsonNumber> number = parse_json_number(token);
-  if (!number) return field_error(path, internal::str_cat("not valid JSON: bad number \"", token, "\""));
-  return *number;
+  if (!valid_json_number(token)) return field_error(path, internal::str_cat("not valid JSON: bad number \"", token, "\""));
+  JsonNumber number;
+  number.negative = token.front() == '-';
+  absl::StatusOr<billing::Decimal> parsed = billing::Decimal::parse(token, {.allow_exponent = true});
+  if (!parsed.ok() && absl::IsInvalidArgument(parsed.status())) {  // more than 18 decimal places
+    parsed = billing::Decimal::parse(token, {.allow_exponent = true, .truncate_past_max_scale = true});
+    number.cut = true;
+  }
+  if (parsed.ok()) {
+    number.value = *parsed;
+  } else {
+    number.fits = false;  // more than 38 digits
+  }
+  return number;
 }
 
 // Reads a non-negative USD amount exactly (parse_usd), into nano-USD.
 absl::StatusOr<Nanos> read_usd(ondemand::value& value, std::string_view path, std::string_view what) {
   absl::StatusOr<JsonNumber> number = read_number(value, path, what);
   if (!number.ok()) return number.status();
-  if (number->negative && number->mantissa != 0) return field_error(path, what);
+  if (number->negative_nonzero()) return field_error(path, what);
   std::string_view token = number_token(value);
   if (token.front() == '-') token.remove_prefix(1);  // -0
   absl::StatusOr<Nanos> nanos = parse_usd(token);
@@ -229,7 +196,7 @@ absl::StatusOr<PicosPerToken> read_rate(ondemand::value& value, std::string_view
   constexpr std::string_view kWhat = "must be a non-negative number (USD per 1K tokens)";
   absl::StatusOr<JsonNumber> number = read_number(value, path, kWhat);
   if (!number.ok()) return number.status();
-  if (number->negative && number->mantissa != 0) return field_error(path, kWhat);
+  if (number->negative_nonzero()) return field_error(path, kWhat);
   std::string_view token = number_token(value);
   if (token.front() == '-') token.remove_prefix(1);  // -0
   absl::StatusOr<PicosPerToken> rate = parse_usd_per_tokens(token, kRateTokens);
@@ -258,7 +225,7 @@ absl::StatusOr<std::int64_t> read_count(ondemand::value& value, std::string_view
   constexpr std::string_view kWhat = "must be a non-negative integer";
   absl::StatusOr<JsonNumber> number = read_number(value, path, kWhat);
   if (!number.ok()) return number.status();
-  if (number->negative && number->mantissa != 0) return field_error(path, kWhat);
+  if (number->negative_nonzero()) return field_error(path, kWhat);
   std::int64_t count = 0;
   switch (scale_number(*number, 0, 1, /*round=*/false, &count)) {
     case Scaling::kOk:
@@ -271,7 +238,8 @@ absl::StatusOr<std::int64_t> read_count(ondemand::value& value, std::string_view
   return count;
 }
 
-// Reads a positive number of minutes into a Duration, rounded to the nanosecond.
+// Reads a positive number of minutes into a Duration, rounded half-up to the nanosecond (digits
+// past 18 decimal places of a minute, under 0.0000001 ns, are dropped first).
 absl::StatusOr<absl::Duration> read_minutes(ondemand::value& value, std::string_view path) {
   constexpr std::string_view kWhat = "must be a positive number";
   absl::StatusOr<JsonNumber> number = read_number(value, path, kWhat);

@@ -1,10 +1,13 @@
-// Exact decimal parsing and formatting of money (see include/paygent/money.h).
+// Exact decimal parsing and formatting of money (see include/paygent/money.h). The parsing is the
+// one decimal module's (billing/decimal.h), shared with plans and invoices; this file scales its
+// value to nano-USD or pico-USD per token without rounding.
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "billing/decimal.h"
 #include "meter/internal/catalog_parse.h"
 #include "meter/internal/str_cat.h"
 #include "paygent/money.h"
@@ -14,64 +17,30 @@ namespace {
 
 constexpr __int128 kInt64Max = INT64_MAX;
 
-// Parses `text` as a non-negative decimal number M * 10^exp and returns `scaled` = value * 10^scale
-// / divisor, exactly, or an error that says why that is impossible.
+// Parses `text` with the one decimal module (billing::Decimal, exponents allowed) as a non-negative
+// value and returns `scaled` = value * 10^scale / divisor, exactly, or an error that says why that
+// is impossible ("\"<text>\": <why>").
 absl::StatusOr<std::int64_t> parse_scaled(std::string_view text, int scale, std::int64_t divisor,
                                           std::string_view unit) {
   auto invalid = [&](std::string_view why) {
     return absl::InvalidArgumentError(internal::str_cat("\"", text, "\": ", why));
   };
-  std::size_t i = 0;
-  if (i < text.size() && text[i] == '+') ++i;
-  if (i < text.size() && text[i] == '-') return invalid("must not be negative");
-  __int128 mantissa = 0;
-  int digits = 0;        // significant digits kept in mantissa
-  int exponent = 0;      // decimal exponent of mantissa
-  bool any_digit = false;
-  bool seen_point = false;
-  for (; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == '.') {
-      if (seen_point) return invalid("is not a decimal number");
-      seen_point = true;
-      continue;
+  if (!text.empty() && text[0] == '-') return invalid("must not be negative");
+  absl::StatusOr<billing::Decimal> parsed = billing::Decimal::parse(text, {.allow_exponent = true});
+  if (!parsed.ok()) {
+    const std::string message(parsed.status().message());
+    if (absl::IsOutOfRange(parsed.status())) return invalid("is too large");
+    if (std::string_view(message).ends_with("has more than 18 decimal places")) {
+      return invalid(internal::str_cat("has more precision than 1 ", unit));
     }
-    if (c < '0' || c > '9') break;
-    any_digit = true;
-    if (mantissa == 0 && c == '0') {  // leading zeros carry no digits
-      if (seen_point) --exponent;
-      continue;
-    }
-    if (digits >= 36) {
-      // Past 36 digits only zeros can be exact: one before the point scales the value, one
-      // after it adds nothing ("0.1000...000" of any length is 0.1).
-      if (c != '0') return invalid("has too many digits");
-      if (!seen_point) ++exponent;
-      continue;
-    }
-    mantissa = mantissa * 10 + (c - '0');
-    ++digits;
-    if (seen_point) --exponent;
+    // The module's reason, after its quoted copy of the text (cut to 45 bytes and "..." past 48):
+    // "has a character 'x' at position 0 ...".
+    const std::size_t quoted = (text.size() > 48 ? 50 : text.size() + 2) + 1;
+    return invalid(message.size() > quoted ? std::string_view(message).substr(quoted) : std::string_view(message));
   }
-  if (!any_digit) return invalid("is not a decimal number");
-  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
-    ++i;
-    bool negative = false;
-    if (i < text.size() && (text[i] == '+' || text[i] == '-')) negative = text[i++] == '-';
-    int e = 0;
-    bool exp_digit = false;
-    for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
-      exp_digit = true;
-      if (e < 10000) e = e * 10 + (text[i] - '0');
-    }
-    if (!exp_digit) return invalid("is not a decimal number");
-    exponent += negative ? -e : e;
-  }
-  if (i != text.size()) return invalid("is not a decimal number");
-  if (mantissa == 0) return 0;
-
-  int k = exponent + scale;
-  __int128 value = mantissa;
+  // value * 10^scale = mantissa * 10^(scale - decimal scale): exact in int64 once divided, or refused.
+  __int128 value = parsed->mantissa();
+  int k = scale - parsed->scale();
   const __int128 limit = kInt64Max * divisor;  // the largest value that can still fit
   for (; k > 0; --k) {
     if (value > limit / 10) return invalid("is too large");  // checked first: value * 10 never overflows

@@ -68,7 +68,7 @@ cmake -S . -B "$shared_build" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-
 cmake --build "$shared_build" -j"$jobs" >/dev/null
 shared="$work/shared"
 cmake --install "$shared_build" --prefix "$shared" >/dev/null
-for lib in paygent paygent_plan paygent_meter paygent_event; do
+for lib in paygent paygent_plan paygent_meter paygent_event paygent_decimal; do
   [ -f "$shared/lib/lib$lib.so.$version" ] || fail "lib$lib.so.$version is not installed"
   [ "$(readlink "$shared/lib/lib$lib.so")" = "lib$lib.so.$minor" ] || fail "lib$lib.so does not point at its soname"
   output_has "SONAME.*\[lib$lib.so.$minor\]" readelf -d "$shared/lib/lib$lib.so.$version" ||

@@ -25,9 +25,12 @@ inline constexpr Nanos kNanosPerUsd = 1'000'000'000;
 // A price per token in pico-USD. 1'000 pico-USD = 1 nano-USD.
 using PicosPerToken = std::int64_t;
 
-// Parses a decimal USD amount ("49", "49.00", "0.000000001", "1e-3") exactly into nano-USD.
-// Fails with InvalidArgument naming the problem when the text is not a non-negative decimal,
-// has more precision than 1 nano-USD, or does not fit in int64. Nothing is rounded.
+// Parses a decimal USD amount ("49", "49.00", "0.000000001", "1e-3") exactly into nano-USD, with
+// the same grammar as every decimal Paygent reads (plans, prices, invoices): digits on both sides
+// of a point (".5" and "5." are refused), an optional exponent. Fails with InvalidArgument naming
+// the problem ("\"1,000\": has a character ',' at position 1 ...") when the text is not a
+// non-negative decimal, has more precision than 1 nano-USD, or does not fit in int64. Nothing is
+// rounded.
 absl::StatusOr<Nanos> parse_usd(std::string_view decimal);
 
 // Parses a decimal "USD per `per_tokens` tokens" (e.g. "0.0025" per 1000) exactly into pico-USD

@@ -33,6 +33,18 @@ TEST_CASE("billing.decimal.parses_exactly") {
   CHECK(d("60.20").normalized().to_string() == "60.2");
   CHECK(d("-0") == Decimal());
   CHECK(d("99999999999999999999999999999999999999").to_string() == "99999999999999999999999999999999999999");
+  // Zeros cost nothing however many are written: only the digits from the first non-zero digit to
+  // the last count against the 38 (a price catalog or a plan may write them).
+  CHECK(d("0.10000000000000000000000000000000000000000000").to_string() == "0.100000000000000000");
+  CHECK(d("0.10000000000000000000000000000000000000000000") == d("0.1"));
+  CHECK(d("00000000000000000000000000000000000000000012.50").to_string() == "12.50");
+  CHECK(d("10000000000000000000000000000000000000").to_string() == "10000000000000000000000000000000000000");
+  auto e = Decimal::parse("1000000000000000000000000000000000000000e-39", {.allow_exponent = true});  // 40 digits
+  REQUIRE_MESSAGE(e.ok(), e.status().ToString());
+  CHECK(*e == d("1"));
+  auto tiny = Decimal::parse("1.50e-17", {.allow_exponent = true});
+  REQUIRE_MESSAGE(tiny.ok(), tiny.status().ToString());
+  CHECK(tiny->to_string() == "0.000000000000000015");  // the written scale (19) cut to 18: exact
 }
 
 TEST_CASE("billing.decimal.refuses_garbage_naming_what_is_wrong") {
@@ -51,6 +63,19 @@ TEST_CASE("billing.decimal.refuses_garbage_naming_what_is_wrong") {
   auto big = Decimal::parse("123456789012345678901234567890123456789");  // 39 digits
   REQUIRE_FALSE(big.ok());
   CHECK(big.status().code() == absl::StatusCode::kOutOfRange);
+  auto scaled = Decimal::parse("100000000000000000000000000000000000000");  // 10^38: 39 digits once its zeros count
+  REQUIRE_FALSE(scaled.ok());
+  CHECK(scaled.status().code() == absl::StatusCode::kOutOfRange);
+  CHECK(parse_error("1.00000000000000000001").find("more than 18 decimal places") != std::string::npos);
+}
+
+TEST_CASE("billing.decimal.truncates_past_18_places_only_when_asked") {
+  const Decimal::ParseOptions cut{.truncate_past_max_scale = true};
+  CHECK(Decimal::parse("0.016666666666666666667", cut)->to_string() == "0.016666666666666666");
+  CHECK(Decimal::parse("-0.0000000000000000019", cut)->to_string() == "-0.000000000000000001");
+  CHECK(Decimal::parse("0.0000000000000000000000000000000000000000001", cut)->is_zero());
+  CHECK(Decimal::parse("2.5", cut)->to_string() == "2.5");  // nothing to cut: as written
+  CHECK(!Decimal::parse("0.016666666666666666667").ok());    // and refused without the option
 }
 
 TEST_CASE("billing.decimal.exponent_only_when_asked") {

@@ -389,7 +389,7 @@ TEST_CASE("meter.media_parse_minutes_and_seconds_exactly") {
     CHECK(message_of(parsed.status()).find("more precision than 1 microsecond") != std::string::npos);
   }
   CHECK(message_of(parse_minutes("-1").status()) == "\"-1\": must not be negative");
-  CHECK(message_of(parse_minutes("ten").status()) == "\"ten\": is not a decimal number");
+  CHECK(message_of(parse_minutes("ten").status()) == "\"ten\": has a character 't' at position 0 (expected a decimal number such as -12.5)");
   CHECK(message_of(parse_minutes("1e30").status()) == "\"1e30\": is too large");
   CHECK(message_of(parse_minutes("153722867280").status()) == "\"153722867280\": is too large");
 

@@ -258,7 +258,7 @@ TEST_CASE("meter.catalog_parse_errors_name_the_entry_and_field") {
       {head + R"({"m":{"provider":"acme","input":2.5,"output":"1"}}})",
        "models[\"m\"].input: must be a decimal string such as \"2.50\""},
       {head + R"({"gpt-4.1":{"provider":"acme","input":"1","output":"ten"}}})",
-       "models[\"gpt-4.1\"].output: \"ten\": is not a decimal number"},
+       "models[\"gpt-4.1\"].output: \"ten\": has a character 't' at position 0 (expected a decimal number such as -12.5)"},
       {head + R"({"m":{"provider":"acme","input":"-1","output":"1"}}})",
        "models[\"m\"].input: \"-1\": must not be negative"},
       {head + R"({"m":{"provider":"acme","input":"0.0000001","output":"1"}}})",
