@@ -5,6 +5,8 @@
 # unprivileged user on a loopback port in a temporary directory
 # (tests/support/postgres_process.h). Debian may also create and start a "main" cluster on port
 # 5432 when it installs the server; the tests neither use nor touch it.
+# openssl: the command makes the throwaway certificates of the TLS tests (paygent-proxy's upstream,
+# paygentd's https:// webhook receivers); ca-certificates: the trust store TLS clients verify with.
 # dpkg-dev, file: `cpack -G DEB` computes Depends with dpkg-shlibdeps. systemd: only for
 # `systemd-analyze verify` of paygentd's unit (scripts/test-packaging.sh); it installs in a
 # container too, where it is not PID 1 and starts nothing.
@@ -17,7 +19,7 @@
 set -euo pipefail
 packages=(build-essential cmake pkg-config libsimdjson-dev libabsl-dev libboost-dev doctest-dev
           libsqlite3-dev libssl-dev libbenchmark-dev libpq-dev postgresql-15
-          dpkg-dev file systemd)
+          dpkg-dev file systemd openssl ca-certificates)
 # Each optional group installs on its own: one that fails skips only its own test.
 optional=()
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || optional+=("nodejs npm")

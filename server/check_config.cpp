@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <string_view>
 
@@ -242,6 +244,7 @@ std::vector<std::string> validate_flags(const DaemonFlags& flags, DaemonConfig* 
       .webhook_max_attempts = static_cast<int>(webhook_max_attempts),
       .webhook_backoff = absl::Milliseconds(webhook_backoff_ms),
       .webhook_poll = absl::Milliseconds(webhook_poll_ms),
+      .webhook_ca_file = flags.webhook_ca_file,
       .forecast_horizon = absl::Seconds(forecast_horizon_s),
       .secure_cookies = flags.secure_cookies == "yes",
   };
@@ -254,6 +257,16 @@ std::vector<std::string> check_environment(const DaemonFlags& flags) {
   if (!flags.database.empty()) check_database(flags.database, problems);
   check_listen(flags.listen, problems);
   check_admin_token(flags.admin_token, problems);
+  if (!flags.webhook_ca_file.empty()) {
+    std::ifstream in(flags.webhook_ca_file);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (::access(flags.webhook_ca_file.c_str(), R_OK) != 0) {
+      problems.push_back(StrCat("--webhook-ca-file: ", flags.webhook_ca_file, " is not readable by ", uid_text(), ": ",
+                                errno_text(errno)));
+    } else if (text.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+      problems.push_back(StrCat("--webhook-ca-file: ", flags.webhook_ca_file, " holds no PEM certificate"));
+    }
+  }
   return problems;
 }
 

@@ -30,6 +30,7 @@ struct DaemonFlags {
   std::string webhook_max_attempts = "12";
   std::string webhook_backoff_ms = "1000";
   std::string webhook_poll_ms = "1000";
+  std::string webhook_ca_file;  // PEM certificates trusted for https:// receivers, beside the system's
   std::string forecast_horizon_s = "86400";
   // The dashboard (docs/dashboard.md).
   std::string secure_cookies = "no";
@@ -50,6 +51,7 @@ struct DaemonConfig {
   int webhook_max_attempts = 12;
   absl::Duration webhook_backoff;  // the first retry's delay
   absl::Duration webhook_poll;
+  std::string webhook_ca_file;  // empty: the system's trusted certificates only
   absl::Duration forecast_horizon;
   bool secure_cookies = false;  // the dashboard's session cookie is sent over HTTPS only
 };
@@ -67,7 +69,8 @@ std::vector<std::string> validate_flags(const DaemonFlags& flags, DaemonConfig* 
 //     sslrootcert, sslcrl) are readable; a paygentd built without PostgreSQL says so;
 //   - the listen address resolves and can be bound now (a port in use or a privileged port is
 //     named);
-//   - the admin token, if any, is a bearer token (RFC 6750 characters) of at least 16 characters.
+//   - the admin token, if any, is a bearer token (RFC 6750 characters) of at least 16 characters;
+//   - the webhook CA file, if any, is readable and holds at least one PEM certificate.
 // Returns every problem, one sentence each naming its flag; empty when paygentd can start.
 std::vector<std::string> check_environment(const DaemonFlags& flags);
 

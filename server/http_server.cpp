@@ -21,7 +21,9 @@
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -554,7 +556,49 @@ absl::Status serve(const ServerOptions& options, Api& api, const std::function<v
 
 namespace paygent::server {
 
-absl::StatusOr<int> post_webhook(const WebhookPost& post, absl::Duration timeout) {
+namespace {
+
+namespace ssl = net::ssl;
+
+// A TLS client context: the system's trusted certificates (set_default_verify_paths), and the
+// PEM certificates of `ca_file` too when it is not empty; peers are verified.
+absl::StatusOr<std::shared_ptr<ssl::context>> client_tls_context(const std::string& ca_file) {
+  auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
+  beast::error_code ec;
+  context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                       ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  context->set_default_verify_paths(ec);
+  if (ec) return absl::InternalError(str_cat("TLS: cannot read the system's trusted certificates: ", ec.message()));
+  if (!ca_file.empty()) {
+    context->load_verify_file(ca_file, ec);
+    if (ec) return absl::InvalidArgumentError(str_cat("--webhook-ca-file: cannot load ", ca_file, ": ", ec.message()));
+  }
+  context->set_verify_mode(ssl::verify_peer);
+  return context;
+}
+
+// One POST of `post` on `stream` (connected, and for TLS shaken hands): the answer's status into *out.
+template <class Stream>
+net::awaitable<void> post_on(Stream& stream, const WebhookPost& post, absl::StatusOr<int>* out, beast::error_code& ec) {
+  http::request<http::string_body> req{http::verb::post, post.url.target, 11};
+  req.set(http::field::host, post.url.host);
+  req.set(http::field::connection, "close");
+  for (const auto& [name, value] : post.headers) req.set(name, value);
+  req.body() = post.body;
+  req.prepare_payload();
+  co_await http::async_write(stream, req, net::redirect_error(net::use_awaitable, ec));
+  if (ec) co_return;
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 << 10);  // a receiver's answer is not read beyond this
+  co_await http::async_read(stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
+  if (!ec || ec == http::error::body_limit) {
+    *out = static_cast<int>(parser.get().result_int());
+    ec = {};
+  }
+}
+
+absl::StatusOr<int> post_with(const WebhookPost& post, absl::Duration timeout, ssl::context* tls) {
   // One exchange on an io_context of its own, so that a sender's thread blocks on nothing else;
   // the stream's deadline bounds resolve-to-read as a whole.
   net::io_context ioc;
@@ -572,25 +616,34 @@ absl::StatusOr<int> post_webhook(const WebhookPost& post, absl::Duration timeout
     beast::tcp_stream stream(ioc);
     stream.expires_at(deadline);
     if (!ec) co_await stream.async_connect(results, net::redirect_error(net::use_awaitable, ec));
-    if (!ec) {
-      http::request<http::string_body> req{http::verb::post, post.url.target, 11};
-      req.set(http::field::host, post.url.host);
-      req.set(http::field::connection, "close");
-      for (const auto& [name, value] : post.headers) req.set(name, value);
-      req.body() = post.body;
-      req.prepare_payload();
-      co_await http::async_write(stream, req, net::redirect_error(net::use_awaitable, ec));
+    std::string stage;  // what failed, for the error: "" (connect, write, read) or the TLS handshake
+    if (!ec && !post.url.tls) co_await post_on(stream, post, &out, ec);
+    if (!ec && post.url.tls) {
+      if (tls == nullptr) {
+        ec = net::error::operation_not_supported;
+        stage = "TLS is not available: ";
+      } else {
+        beast::ssl_stream<beast::tcp_stream&> secure(stream, *tls);
+        // SNI for a name (not for an address literal), and the certificate must be for the host.
+        beast::error_code not_an_address;
+        static_cast<void>(net::ip::make_address(post.url.host, not_an_address));
+        if (not_an_address) SSL_set_tlsext_host_name(secure.native_handle(), post.url.host.c_str());
+        secure.set_verify_callback(ssl::host_name_verification(post.url.host));
+        co_await secure.async_handshake(ssl::stream_base::client, net::redirect_error(net::use_awaitable, ec));
+        if (ec) {
+          stage = str_cat("TLS handshake with ", post.url.host, ":", post.url.port, " failed: ");
+        } else {
+          co_await post_on(secure, post, &out, ec);
+          if (!ec) {
+            beast::error_code ignored;  // the answer is in: a receiver that skips close_notify is fine
+            co_await secure.async_shutdown(net::redirect_error(net::use_awaitable, ignored));
+          }
+        }
+      }
     }
-    if (!ec) {
-      beast::flat_buffer buffer;
-      http::response_parser<http::string_body> parser;
-      parser.body_limit(64 << 10);  // a receiver's answer is not read beyond this
-      co_await http::async_read(stream, buffer, parser, net::redirect_error(net::use_awaitable, ec));
-      if (!ec || ec == http::error::body_limit) out = static_cast<int>(parser.get().result_int());
-    }
-    if (ec && ec != http::error::body_limit) {
+    if (ec) {
       out = ec == beast::error::timeout ? absl::DeadlineExceededError(str_cat("no answer within ", absl::FormatDuration(timeout)))
-                                        : absl::UnavailableError(ec.message());
+                                        : absl::UnavailableError(str_cat(stage, ec.message()));
     }
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
@@ -600,6 +653,21 @@ absl::StatusOr<int> post_webhook(const WebhookPost& post, absl::Duration timeout
   });
   ioc.run();
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<WebhookPoster> webhook_poster(const std::string& ca_file) {
+  absl::StatusOr<std::shared_ptr<ssl::context>> tls = client_tls_context(ca_file);
+  if (!tls.ok()) return tls.status();
+  return WebhookPoster([tls = *std::move(tls)](const WebhookPost& post, absl::Duration timeout) {
+    return post_with(post, timeout, tls.get());
+  });
+}
+
+absl::StatusOr<int> post_webhook(const WebhookPost& post, absl::Duration timeout) {
+  static const absl::StatusOr<std::shared_ptr<ssl::context>> system_tls = client_tls_context("");
+  return post_with(post, timeout, system_tls.ok() ? system_tls->get() : nullptr);
 }
 
 }  // namespace paygent::server

@@ -47,8 +47,15 @@ struct ServerOptions {
 absl::Status serve(const ServerOptions& options, Api& api, const std::function<void(std::string_view)>& on_listening);
 
 // The WebhookPoster of paygentd (server/webhooks.h): one HTTP/1.1 POST over a new connection,
-// closed after the answer; the status of the answer, or Unavailable (cannot connect, reset) or
-// DeadlineExceeded (no whole answer within `timeout`, resolve to read). Safe from any thread.
+// closed after the answer; the status of the answer, or Unavailable (cannot connect, reset, a TLS
+// handshake that failed: "TLS handshake with host:port failed: certificate verify failed ...") or
+// DeadlineExceeded (no whole answer within `timeout`, resolve to read). An https:// URL is posted
+// over TLS 1.2 or newer, the receiver's certificate verified against the system's trusted
+// certificates and `ca_file`'s (PEM; --webhook-ca-file, empty: none) and for the URL's host
+// (SNI for a name). InvalidArgument when `ca_file` cannot be loaded. The poster is safe from any
+// thread and holds its TLS context for as long as it lives.
+absl::StatusOr<WebhookPoster> webhook_poster(const std::string& ca_file);
+// The same with the system's trusted certificates only.
 absl::StatusOr<int> post_webhook(const WebhookPost& post, absl::Duration timeout);
 
 }  // namespace paygent::server

@@ -75,6 +75,8 @@ Usage: paygentd --data-dir DIR [--listen HOST:PORT] [--admin-token TOKEN] [optio
   --webhook-backoff-ms N  Delay before the first retry, doubled at each failure up to an hour,
                         with jitter (default 1000). Env: PAYGENTD_WEBHOOK_BACKOFF_MS.
   --webhook-poll-ms N   How often the sender looks for due deliveries when idle (default 1000).
+  --webhook-ca-file F   PEM certificates trusted for https:// webhook receivers, beside the
+                        system's (a private CA). Env: PAYGENTD_WEBHOOK_CA_FILE.
                         Env: PAYGENTD_WEBHOOK_POLL_MS.
   --forecast-horizon-s N  A forecast webhook fires for a user predicted to reach their cap within
                         this many seconds (default 86400). Env: PAYGENTD_FORECAST_HORIZON_S.
@@ -136,6 +138,7 @@ int main(int argc, char** argv) {
       {"--webhook-max-attempts", &flags.webhook_max_attempts},
       {"--webhook-backoff-ms", &flags.webhook_backoff_ms},
       {"--webhook-poll-ms", &flags.webhook_poll_ms},
+      {"--webhook-ca-file", &flags.webhook_ca_file},
       {"--forecast-horizon-s", &flags.forecast_horizon_s},
       {"--secure-cookies", &flags.secure_cookies}};
   const std::map<std::string_view, const char*> env = {{"--data-dir", "PAYGENTD_DATA_DIR"},
@@ -151,6 +154,7 @@ int main(int argc, char** argv) {
                                                        {"--webhook-max-attempts", "PAYGENTD_WEBHOOK_MAX_ATTEMPTS"},
                                                        {"--webhook-backoff-ms", "PAYGENTD_WEBHOOK_BACKOFF_MS"},
                                                        {"--webhook-poll-ms", "PAYGENTD_WEBHOOK_POLL_MS"},
+                                                       {"--webhook-ca-file", "PAYGENTD_WEBHOOK_CA_FILE"},
                                                        {"--forecast-horizon-s", "PAYGENTD_FORECAST_HORIZON_S"},
                                                        {"--secure-cookies", "PAYGENTD_SECURE_COOKIES"}};
   for (const auto& [flag, variable] : env) {
@@ -248,7 +252,12 @@ int main(int argc, char** argv) {
   paygent::server::Metrics metrics;
   // The webhooks' sender: off the request path, on threads of its own, from the outbox in the
   // database (docs/webhooks.md); stopped after the server, before the database is closed.
-  paygent::server::WebhookSender sender(*storage, paygent::server::post_webhook,
+  absl::StatusOr<paygent::server::WebhookPoster> poster = paygent::server::webhook_poster(config.webhook_ca_file);
+  if (!poster.ok()) {
+    std::cerr << "paygentd: " << poster.status().message() << std::endl;
+    return 2;
+  }
+  paygent::server::WebhookSender sender(*storage, *std::move(poster),
                                         paygent::server::WebhookSenderOptions{
                                             .workers = config.webhook_workers,
                                             .timeout = config.webhook_timeout,

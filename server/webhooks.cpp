@@ -92,10 +92,15 @@ std::optional<AlertType> parse_alert_type(std::string_view name) noexcept {
 }
 
 absl::StatusOr<WebhookUrl> parse_webhook_url(std::string_view url) {
-  constexpr std::string_view kScheme = "http://";
   if (url.size() > 2048) return absl::InvalidArgumentError("url: at most 2048 characters");
-  if (url.substr(0, kScheme.size()) != kScheme) {
-    return absl::InvalidArgumentError("url: must start with http:// (TLS is not offered yet)");
+  WebhookUrl out;
+  std::string_view kScheme = "http://";
+  if (url.starts_with("https://")) {
+    kScheme = "https://";
+    out.tls = true;
+    out.port = "443";
+  } else if (!url.starts_with(kScheme)) {
+    return absl::InvalidArgumentError("url: must start with http:// or https://");
   }
   for (const char c : url) {
     if (c <= ' ' || c == 0x7f || static_cast<unsigned char>(c) >= 0x80) {
@@ -105,7 +110,6 @@ absl::StatusOr<WebhookUrl> parse_webhook_url(std::string_view url) {
   std::string_view rest = url.substr(kScheme.size());
   const std::size_t path_at = rest.find_first_of("/?");
   std::string_view authority = rest.substr(0, path_at);
-  WebhookUrl out;
   if (path_at != std::string_view::npos) {
     out.target = std::string(rest.substr(path_at));
     if (out.target.front() == '?') out.target.insert(0, "/");

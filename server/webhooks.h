@@ -37,8 +37,9 @@ std::optional<AlertType> parse_alert_type(std::string_view name) noexcept;
 // yet). InvalidArgument naming "url" otherwise.
 struct WebhookUrl {
   std::string host;
-  std::string port = "80";
+  std::string port = "80";   // "443" for https:// without a port
   std::string target = "/";  // the path and query sent in the request line
+  bool tls = false;          // https://: the receiver's certificate is verified for `host`
 };
 absl::StatusOr<WebhookUrl> parse_webhook_url(std::string_view url);
 

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -51,11 +53,23 @@ struct Received {
   Answer answer;
 };
 
+// A receiver's TLS certificate and key (PEM files).
+struct TlsFiles {
+  std::string cert, key;
+};
+
 // An HTTP/1.1 receiver on 127.0.0.1:<ephemeral port>: one thread per connection; the n-th request
-// (from 0) gets script(n).
+// (from 0) gets script(n). With `tls`, HTTPS (OpenSSL's server side, that certificate).
 class Receiver {
  public:
-  explicit Receiver(std::function<Answer(int)> script) : script_(std::move(script)) {
+  explicit Receiver(std::function<Answer(int)> script, std::optional<TlsFiles> tls = std::nullopt)
+      : script_(std::move(script)) {
+    if (tls) {
+      tls_ = SSL_CTX_new(TLS_server_method());
+      REQUIRE(tls_ != nullptr);
+      REQUIRE(SSL_CTX_use_certificate_file(tls_, tls->cert.c_str(), SSL_FILETYPE_PEM) == 1);
+      REQUIRE(SSL_CTX_use_PrivateKey_file(tls_, tls->key.c_str(), SSL_FILETYPE_PEM) == 1);
+    }
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(fd_ >= 0);
     int one = 1;
@@ -77,9 +91,14 @@ class Receiver {
     acceptor_.join();
     std::lock_guard<std::mutex> lock(mu_);
     for (std::thread& t : connections_) t.join();
+    if (tls_ != nullptr) SSL_CTX_free(tls_);
   }
 
-  [[nodiscard]] std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/hooks/paygent"; }
+  [[nodiscard]] std::string url() const {
+    return std::string(tls_ != nullptr ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_) + "/hooks/paygent";
+  }
+  // Connections whose TLS handshake failed (the client refused the certificate).
+  [[nodiscard]] int refused_handshakes() const { return refused_handshakes_.load(); }
   std::vector<Received> received() {
     std::lock_guard<std::mutex> lock(mu_);
     return received_;
@@ -103,8 +122,32 @@ class Receiver {
     std::size_t header_end = std::string::npos;
     std::size_t length = 0;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    SSL* ssl = nullptr;
+    if (tls_ != nullptr) {
+      ssl = SSL_new(tls_);
+      SSL_set_fd(ssl, c);
+      int accepted = 0;
+      while (!stop_ && std::chrono::steady_clock::now() < deadline && (accepted = SSL_accept(ssl)) != 1) {
+        const int error = SSL_get_error(ssl, accepted);
+        if (error != SSL_ERROR_WANT_READ && !(error == SSL_ERROR_SYSCALL && errno == EAGAIN)) break;
+      }
+      if (accepted != 1) {
+        ++refused_handshakes_;
+        SSL_free(ssl);
+        ::close(c);
+        return;
+      }
+    }
+    // Reads what came: > 0 bytes, 0 when the peer closed, < 0 when nothing came in 100 ms.
+    auto read_some = [&]() -> ssize_t {
+      if (ssl == nullptr) return ::recv(c, buf, sizeof buf, 0);
+      const int n = SSL_read(ssl, buf, sizeof buf);
+      if (n > 0) return n;
+      const int error = SSL_get_error(ssl, n);
+      return error == SSL_ERROR_WANT_READ || (error == SSL_ERROR_SYSCALL && errno == EAGAIN) ? -1 : 0;
+    };
     while (!stop_ && std::chrono::steady_clock::now() < deadline) {
-      const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+      const ssize_t n = read_some();
       if (n == 0) break;
       if (n > 0) in.append(buf, static_cast<std::size_t>(n));
       if (header_end == std::string::npos && (header_end = in.find("\r\n\r\n")) != std::string::npos) {
@@ -115,8 +158,15 @@ class Receiver {
       }
       if (header_end != std::string::npos && in.size() >= header_end + 4 + length) break;
     }
-    if (header_end == std::string::npos || in.size() < header_end + 4 + length) {
+    auto close_connection = [&] {
+      if (ssl != nullptr) {
+        SSL_shutdown(ssl);
+        SSL_free(ssl);
+      }
       ::close(c);
+    };
+    if (header_end == std::string::npos || in.size() < header_end + 4 + length) {
+      close_connection();
       return;
     }
     Received r;
@@ -138,10 +188,14 @@ class Receiver {
       std::lock_guard<std::mutex> lock(mu_);
       received_.push_back(r);
     }
-    auto reply = [c](int status, std::string_view reason) {
+    auto reply = [c, ssl](int status, std::string_view reason) {
       const std::string out = "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason) +
                               "\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-      ::send(c, out.data(), out.size(), MSG_NOSIGNAL);
+      if (ssl != nullptr) {
+        SSL_write(ssl, out.data(), static_cast<int>(out.size()));
+      } else {
+        ::send(c, out.data(), out.size(), MSG_NOSIGNAL);
+      }
     };
     switch (r.answer) {
       case Answer::kOk: reply(200, "OK"); break;
@@ -156,14 +210,16 @@ class Receiver {
         reply(200, "OK");
         break;
       case Answer::kNever:  // until paygentd hangs up
-        while (!stop_ && ::recv(c, buf, sizeof buf, 0) != 0) {
+        while (!stop_ && read_some() != 0) {
         }
         break;
     }
-    ::close(c);
+    close_connection();
   }
 
   std::function<Answer(int)> script_;
+  SSL_CTX* tls_ = nullptr;
+  std::atomic<int> refused_handshakes_{0};
   int fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
@@ -306,6 +362,88 @@ TEST_CASE("server.paygentd_webhooks_a_batch_over_the_body_limit_raises_delivery_
   CHECK(d.process->terminate() == 0);
 }
 
+// https:// receivers: paygentd verifies the receiver's certificate (the system's CAs and
+// --webhook-ca-file's) and its host. A receiver with a certificate of that CA for 127.0.0.1 gets
+// every alert, signed; one whose certificate nobody trusts, or that is trusted but names another
+// host, gets nothing: each attempt is logged as a TLS handshake that failed certificate
+// verification. Certificates made with the openssl command (skipped without it).
+TEST_CASE("server.paygentd_webhooks_over_tls_verify_the_receiver") {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
+    MESSAGE("SKIPPED: webhooks TLS test: no openssl command");
+    return;
+  }
+  TempDir certs("paygentd-webhooks-tls");
+  auto make_cert = [&](const std::string& name, const std::string& san) {
+    const std::string base = certs.path() + "/" + name;
+    const std::string command = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=" + name +
+                                " -addext subjectAltName=" + san + " -keyout " + base + ".key -out " + base +
+                                ".pem >/dev/null 2>&1";
+    REQUIRE(std::system(command.c_str()) == 0);
+    return TlsFiles{base + ".pem", base + ".key"};
+  };
+  const TlsFiles trusted = make_cert("trusted", "IP:127.0.0.1");
+  const TlsFiles other_host = make_cert("other-host", "DNS:receiver.example");
+  const TlsFiles untrusted = make_cert("untrusted", "IP:127.0.0.1");
+  // The CA file trusts the first two (self-signed: each is its own CA), not the third.
+  const std::string ca = certs.path() + "/ca.pem";
+  REQUIRE(std::system(("cat " + trusted.cert + " " + other_host.cert + " > " + ca).c_str()) == 0);
+
+  Receiver good([](int) { return Answer::kOk; }, trusted);
+  Receiver wrong_host([](int) { return Answer::kOk; }, other_host);
+  Receiver unknown([](int) { return Answer::kOk; }, untrusted);
+  Daemon d;
+  d.extra = {"--webhook-ca-file", ca};
+  d.start();
+  const std::string secret = d.set_up(good.url());
+  std::vector<std::string> refused_ids;
+  for (const Receiver* r : {&wrong_host, &unknown}) {
+    const HttpClient::Reply created = d.call("POST", "/api/v1/webhooks", R"({"url":")" + r->url() + R"(","events":["hard_gate"]})");
+    REQUIRE_MESSAGE(created.status == 201, created.body);
+    refused_ids.push_back(paygent::testing::json_string_member(created.body, "id"));
+  }
+  d.raise_alerts(2, 7);  // 2 hard gates and a delivery failure
+  REQUIRE(d.wait_delivered(3));
+  const std::vector<Received> got = good.received();
+  CHECK(got.size() == 3);
+  for (const Received& r : got) CHECK_MESSAGE(signature_valid(r, secret), r.body);
+  // The other two: every attempt refused at the handshake, by paygentd, and logged so.
+  for (const std::string& id : refused_ids) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    std::string body;
+    while (std::chrono::steady_clock::now() < deadline) {
+      body = d.call("GET", "/api/v1/webhooks/" + id + "/deliveries").body;
+      if (body.find("certificate verify failed") != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    CHECK_MESSAGE(body.find("TLS handshake with 127.0.0.1:") != std::string::npos, body);
+    CHECK_MESSAGE(body.find("certificate verify failed") != std::string::npos, body);
+    CHECK(body.find("\"status\":\"delivered\"") == std::string::npos);
+  }
+  CHECK(wrong_host.received().empty());
+  CHECK(unknown.received().empty());
+  CHECK(wrong_host.refused_handshakes() > 0);
+  CHECK(unknown.refused_handshakes() > 0);
+  // A CA file that is not there, or holds no certificate: --check-config names it, and paygentd
+  // does not start.
+  const std::string binary = paygent::testing::paygentd_path();
+  for (const auto& [file, why] : {std::pair{certs.path() + "/nope.pem", std::string("is not readable")},
+                                  std::pair{trusted.key, std::string("holds no PEM certificate")}}) {
+    FILE* pipe = ::popen((binary + " --check-config --data-dir " + certs.path() + "/data --webhook-ca-file " + file +
+                          " 2>&1").c_str(), "r");
+    REQUIRE(pipe != nullptr);
+    std::string output;
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) output.append(buf, n);
+    const int status = ::pclose(pipe);
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 1));
+    CHECK_MESSAGE(output.find("--webhook-ca-file: " + file + " " + why) != std::string::npos, output);
+    const int started = std::system((binary + " --data-dir " + certs.path() + "/data --listen 127.0.0.1:0 --webhook-ca-file " +
+                                     file + " >/dev/null 2>&1").c_str());
+    CHECK((WIFEXITED(started) && WEXITSTATUS(started) == 2));
+  }
+  CHECK(d.process->terminate() == 0);
+}
+
 TEST_CASE("server.paygentd_webhooks_delivered_through_failures") {
   // The first requests fail in each way a receiver can; the rest succeed.
   Receiver receiver([](int n) {
@@ -423,7 +561,8 @@ TEST_CASE("server.paygentd_webhooks_flags") {
   for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) help.append(buf, n);
   ::pclose(pipe);
   for (const char* flag : {"--webhook-workers", "--webhook-timeout-ms", "--webhook-max-attempts", "--webhook-backoff-ms",
-                           "--webhook-poll-ms", "--forecast-horizon-s", "PAYGENTD_FORECAST_HORIZON_S"}) {
+                           "--webhook-poll-ms", "--forecast-horizon-s", "PAYGENTD_FORECAST_HORIZON_S",
+                           "--webhook-ca-file", "PAYGENTD_WEBHOOK_CA_FILE"}) {
     CHECK_MESSAGE(help.find(flag) != std::string::npos, flag);
   }
 }

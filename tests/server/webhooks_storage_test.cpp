@@ -97,7 +97,7 @@ TEST_CASE("server.webhooks_endpoints_api") {
     CHECK(contains(list.body, R"("events":["hard_gate","forecast"])"));
     CHECK(!contains(list.body, secret));  // shown once, at creation
     // Bad input is a 400 naming the field.
-    HttpResponse bad = f.call("POST", "/api/v1/webhooks", R"({"url":"https://x.example/"})");
+    HttpResponse bad = f.call("POST", "/api/v1/webhooks", R"({"url":"ftp://x.example/"})");
     CHECK(bad.status == 400);
     CHECK(error_message(bad).rfind("url: ", 0) == 0);
     bad = f.call("POST", "/api/v1/webhooks", R"({"url":"http://x/","events":["hard_gate","nope"]})");

@@ -66,7 +66,7 @@ TEST_CASE("server.webhooks_forecast_arithmetic") {
   CHECK(forecast_reach_ns(kMax / 2, kMax - 1, 0, kMax, 1'000) == 1'000 + 1'000);
 }
 
-TEST_CASE("server.webhooks_url_is_plain_http_to_any_host") {
+TEST_CASE("server.webhooks_url_is_http_or_https_to_any_host") {
   absl::StatusOr<WebhookUrl> url = parse_webhook_url("http://127.0.0.1:8085/hooks/paygent?x=1");
   REQUIRE(url.ok());
   CHECK(url->host == "127.0.0.1");
@@ -76,8 +76,18 @@ TEST_CASE("server.webhooks_url_is_plain_http_to_any_host") {
   REQUIRE(url.ok());
   CHECK(url->port == "80");
   CHECK(url->target == "/");
-  for (const char* bad : {"https://example.com/", "ftp://x", "http://", "http://:80/", "http://h:0/", "http://h:99999/",
-                          "http://h:x/", "http://u:p@h/", "http://h/a b"}) {
+  CHECK_FALSE(url->tls);
+  url = parse_webhook_url("https://alerts.example.com/paygent");
+  REQUIRE(url.ok());
+  CHECK(url->tls);
+  CHECK(url->host == "alerts.example.com");
+  CHECK(url->port == "443");
+  CHECK(url->target == "/paygent");
+  url = parse_webhook_url("https://127.0.0.1:8443");
+  REQUIRE(url.ok());
+  CHECK(url->port == "8443");
+  for (const char* bad : {"ftp://x", "http://", "https://", "http://:80/", "http://h:0/", "http://h:99999/",
+                          "http://h:x/", "http://u:p@h/", "http://h/a b", "HTTPS://h/", "https://u@h/"}) {
     const absl::StatusOr<WebhookUrl> r = parse_webhook_url(bad);
     CHECK_MESSAGE(!r.ok(), bad);
     if (!r.ok()) CHECK(std::string(r.status().message()).rfind("url: ", 0) == 0);
