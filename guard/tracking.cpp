@@ -229,7 +229,7 @@ Nanos Engine::media_cost(const MediaKey& key, std::chrono::microseconds duration
   }
 }
 
-void Engine::track(const TrackContext& context, const MediaKey& key, EventQuantities q, bool priced,
+void Engine::track(const TrackContext& context, const MediaKey& key, EventQuantities& q, bool priced,
                    std::shared_ptr<const std::string> description) noexcept {
   try {
     CallSite site;
@@ -438,7 +438,7 @@ void track_tts_in(Engine& e, std::string_view call, const TrackContext& ctx, con
 }
 
 void track_llm_in(Engine& e, std::string_view call, const TrackContext& ctx, const LlmUsage& u) {
-  const internal::EventQuantities q = llm_quantities(u);
+  internal::EventQuantities q = llm_quantities(u);
   // A literal, not a text made per call: refuse_usage reads it only when it refuses.
   if (e.refuse_usage(q.usage(), call == "send_usage" ? "send_usage: not sent" : "track_voice_llm: not sent")) return;
   e.track(ctx, *e.media_key(UsageKind::kLlm, u.provider, u.model, u.tier, {}), q, false);

@@ -517,7 +517,8 @@ struct Engine final : SyncTarget {
   VoiceSession* voice_session(std::string_view session_id, bool create);
   // Meters one tracked event for `context`: counts `cost` in the user's period and session (not
   // for kBilling), says an unknown price once per model, hands it to on_usage and the queue.
-  void track(const TrackContext& context, const MediaKey& key, EventQuantities q, bool priced,
+  // `q` is filled in (time, kind, cost) and queued as it is: taken by reference, not copied.
+  void track(const TrackContext& context, const MediaKey& key, EventQuantities& q, bool priced,
              std::shared_ptr<const std::string> description = nullptr) noexcept;
   // The metering half of track() (and of settle_media): counts, says, hands on and queues `q`.
   void emit(const std::shared_ptr<const ContextData>& context, const UserState* user, const ModelInfo* model,
