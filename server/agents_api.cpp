@@ -6,6 +6,8 @@
 //   PUT    /api/v1/agents/{agentId}       -> {"agent": agent, "changed": bool}
 //   DELETE /api/v1/agents/{agentId}       -> {"deleted": agentId}
 //   GET    /api/v1/reports/profit?from_ns=&to_ns=&by=agent|customer|indicator|model|day|tag:<key>
+//   GET    /api/v1/config/report-tags     -> {"tags": [key, ...]}
+//   PUT    /api/v1/config/report-tags     {"tags": [...]} -> {"tags": [...]}  (their rollups filled)
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -135,6 +137,29 @@ HttpResponse Api::profit_report(const Call& call) {
   }
   if (!rows.ok()) return error_response(rows.status());
   return json_response(200, profit_report_json(q->range.from_ns, q->range.to_ns, q->by, *rows));
+}
+
+namespace {
+
+std::string report_tags_json(const std::vector<std::string>& tags) {
+  std::string body = "{\"tags\":[";
+  for (std::size_t i = 0; i < tags.size(); ++i) str_append(&body, i ? "," : "", json_quote(tags[i]));
+  return body + "]}";
+}
+
+}  // namespace
+
+HttpResponse Api::get_report_tags(const Call& call) {
+  absl::StatusOr<std::vector<std::string>> tags = storage_.report_tags(call.product_id);
+  if (!tags.ok()) return error_response(tags.status());
+  return json_response(200, report_tags_json(*tags));
+}
+
+HttpResponse Api::put_report_tags(const Call& call) {
+  absl::StatusOr<std::vector<std::string>> tags = parse_report_tags(call.request.body);
+  if (!tags.ok()) return error_response(tags.status());
+  if (absl::Status s = storage_.set_report_tags(call.product_id, *tags); !s.ok()) return error_response(s);
+  return json_response(200, report_tags_json(*tags));
 }
 
 }  // namespace paygent::server

@@ -256,6 +256,8 @@ std::span<const Route<Api::Handler>> Api::routes() {
       {"PUT", "/api/v1/agents/{id}", RouteAuth::kProduct, RouteBody::kJson, &Api::put_agent, kAgentId},
       {"DELETE", "/api/v1/agents/{id}", RouteAuth::kProduct, RouteBody::kNone, &Api::delete_agent, kAgentId},
       {"GET", "/api/v1/reports/profit", RouteAuth::kProduct, RouteBody::kNone, &Api::profit_report},
+      {"GET", "/api/v1/config/report-tags", RouteAuth::kProduct, RouteBody::kNone, &Api::get_report_tags},
+      {"PUT", "/api/v1/config/report-tags", RouteAuth::kProduct, RouteBody::kJson, &Api::put_report_tags},
       // The billing API (server/billing_api.cpp, docs/billing.md).
       {"GET", "/api/v1/billable-metrics", RouteAuth::kProduct, RouteBody::kNone, &Api::list_metrics},
       {"POST", "/api/v1/billable-metrics", RouteAuth::kProduct, RouteBody::kJson, &Api::create_metric},

@@ -178,6 +178,8 @@ class Api {
   HttpResponse put_agent(const Call& call);
   HttpResponse delete_agent(const Call& call);
   HttpResponse profit_report(const Call& call);
+  HttpResponse get_report_tags(const Call& call);
+  HttpResponse put_report_tags(const Call& call);
   // The dashboard and the customer portal (server/dashboard_api.cpp, docs/dashboard.md).
   HttpResponse dashboard_page(const Call& call);
   HttpResponse dashboard_sign_in(const Call& call);

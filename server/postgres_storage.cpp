@@ -31,8 +31,8 @@ using ::paygent::internal::str_cat;
 // (SqliteStorage's version 5), created when missing. 5: profit_daily, usage_daily_by_model and usage_daily_by_user
 // (SqliteStorage's version 6), created when missing and filled from the events and usage_daily. 6: the
 // credit wallets' tables (SqliteStorage's version 7), created when missing. 7: the billing events'
-// indexes ending with the event id (SqliteStorage's version 8). 8: hard_gates (SqliteStorage's
-// version 9), created when missing.
+// indexes ending with the event id (SqliteStorage's version 8). 8: hard_gates, report_tags and
+// profit_daily_by_tag (SqliteStorage's version 9), created when missing.
 constexpr std::int64_t kSchemaVersion = 8;
 // The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
 constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
@@ -345,6 +345,8 @@ class PostgresDialect final : public SqlDialect {
   absl::StatusOr<std::string> users_parameter(SqlConnection&, std::span<const std::string_view> user_ids) const override {
     return text_array(user_ids);
   }
+  // Ingest inserts into events (ROW EXCLUSIVE), which SHARE mode waits for and then holds off.
+  std::string_view lock_events() const override { return "LOCK TABLE events, billing_events IN SHARE MODE"; }
   // One statement takes every lock, in ascending key order (the subquery's ORDER BY feeds the
   // aggregate row by row), so that two writers with overlapping users queue on the first lock
   // they share instead of each holding one the other waits for.

@@ -164,6 +164,10 @@ class SqlDialect {
   // holds the one writer lock).
   virtual absl::Status lock_users(SqlConnection& connection, std::int64_t product,
                                   std::span<const std::string_view> sorted_user_ids) const = 0;
+  // A statement that, in a write transaction, keeps every other writer from storing events until
+  // it ends (a backfill reads them all): PostgreSQL's LOCK TABLE; "" for SQLite, whose BEGIN
+  // IMMEDIATE holds the one writer lock already.
+  [[nodiscard]] virtual std::string_view lock_events() const = 0;
   // Column types and table options substituted into the one schema (sql_schema()).
   [[nodiscard]] virtual std::string_view integer_type() const = 0;   // a 64-bit integer
   [[nodiscard]] virtual std::string_view blob_type() const = 0;      // bytes

@@ -350,6 +350,7 @@ absl::Status SqlStorage::store_billing_events(SqlConnection& connection, std::in
     if (!s.ok()) return s;
   }
   if (absl::Status s = mark_wallets_pending(connection, product, events, priced_rows, unpriced_rows); !s.ok()) return s;
+  if (absl::Status s = add_tag_rollups(connection, product, events, stored, priced_rows, unpriced_rows); !s.ok()) return s;
   return add_billing_rollup(connection, product, events, priced_rows, unpriced_rows);
 }
 

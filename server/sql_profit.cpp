@@ -2,8 +2,9 @@
 // the cost rows (events of every kind but billing) and the billing events of a range, summed by the
 // group's key. A range's whole UTC days come from profit_daily, the rollup the ingest keeps per
 // (day, customer, agent, indicator) in its transaction; its partial days at either end, and every
-// report by model or by a meta tag (not in the rollup), from the events and billing events
-// themselves.
+// report by model or by a meta tag that is not a report tag (sql_tags.cpp), from the events and
+// billing events themselves; a report tag's whole days come from its own rollup.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <map>
@@ -74,8 +75,14 @@ absl::StatusOr<std::string> tag_value(simdjson::dom::parser& parser, std::string
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 
-// The rollup's whole days [?2, ?3): key, then the six sums in the order of Sums below.
+// The rollup's whole days [?2, ?3): key, then the six sums in the order of Sums below. A report
+// tag's rollup (sql_tags.cpp) is keyed by its value already; ?4 is the tag's key.
 std::string rollup_sql(ProfitGroup group) {
+  if (group == ProfitGroup::kTag) {
+    return "SELECT tag_value, SUM(cost_events), SUM(cost_nanos), SUM(cost_unknown), SUM(billing_events), "
+           "SUM(revenue_nanos), SUM(revenue_known) FROM profit_daily_by_tag WHERE product = ?1 AND tag_key = ?4 AND "
+           "day >= ?2 AND day < ?3 GROUP BY 1";
+  }
   return str_cat("SELECT ", group == ProfitGroup::kDay ? std::string_view("day") : key_column(group),
                  ", SUM(cost_events), SUM(cost_nanos), SUM(cost_unknown), SUM(billing_events), SUM(revenue_nanos), "
                  "SUM(revenue_known) FROM profit_daily WHERE product = ?1 AND day >= ?2 AND day < ?3 GROUP BY 1");
@@ -140,12 +147,20 @@ absl::StatusOr<std::vector<ProfitRow>> SqlStorage::profit_report(std::string_vie
       }
       return absl::OkStatus();
     };
-    if (group == ProfitGroup::kModel || group == ProfitGroup::kTag) return add_raw(range.from_ns, range.to_ns);
+    if (group == ProfitGroup::kModel) return add_raw(range.from_ns, range.to_ns);
+    if (group == ProfitGroup::kTag) {  // a report tag has a rollup; any other key, the events alone
+      absl::StatusOr<std::vector<std::string>> declared = report_tags_in(connection, **product);
+      if (!declared.ok()) return declared.status();
+      if (std::find(declared->begin(), declared->end(), tag_key) == declared->end()) {
+        return add_raw(range.from_ns, range.to_ns);
+      }
+    }
     const storage_internal::DaySplit split = storage_internal::split_days(range.from_ns, range.to_ns);
     if (split.first_day < split.end_day) {
       absl::StatusOr<Query> select = prepare(connection, rollup_sql(group));
       if (!select.ok()) return select.status();
       select->bind(1, **product).bind(2, split.first_day).bind(3, split.end_day);
+      if (group == ProfitGroup::kTag) select->bind(4, tag_key);
       for (;;) {
         absl::StatusOr<bool> row = select->step("read the profit rollup");
         if (!row.ok()) return row.status();
@@ -156,7 +171,8 @@ absl::StatusOr<std::vector<ProfitRow>> SqlStorage::profit_report(std::string_vie
                      .billing_events = select->int64(4),
                      .revenue_nanos = select->int64(5),
                      .revenue_known = select->int64(6)};
-        if (absl::Status st = add(key_of(*select), s); !st.ok()) return st;
+        const absl::StatusOr<std::string> key = group == ProfitGroup::kTag ? select->text(0) : key_of(*select);
+        if (absl::Status st = add(key, s); !st.ok()) return st;
       }
     }
     for (const TimeRange& r : {split.head, split.tail}) {

@@ -100,6 +100,22 @@ CREATE TABLE IF NOT EXISTS soft_gates(
   period_start_ns ${INT} NOT NULL,
   threshold_ppm ${INT} NOT NULL,
   PRIMARY KEY(product, user_id, period_start_ns, limit_key, threshold_ppm))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS report_tags(
+  product ${INT} NOT NULL,
+  tag_key TEXT NOT NULL,
+  PRIMARY KEY(product, tag_key))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS profit_daily_by_tag(
+  product ${INT} NOT NULL,
+  tag_key TEXT NOT NULL,
+  day ${INT} NOT NULL,
+  tag_value TEXT NOT NULL,
+  cost_events ${INT} NOT NULL,
+  cost_nanos ${INT} NOT NULL,
+  cost_unknown ${INT} NOT NULL,
+  billing_events ${INT} NOT NULL,
+  revenue_nanos ${INT} NOT NULL,
+  revenue_known ${INT} NOT NULL,
+  PRIMARY KEY(product, tag_key, day, tag_value))${KEYED_TABLE};
 CREATE TABLE IF NOT EXISTS hard_gates(
   product ${INT} NOT NULL,
   user_id TEXT NOT NULL,

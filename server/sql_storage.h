@@ -56,6 +56,13 @@
 
 namespace paygent::server {
 
+// A row of profit_daily_by_tag (sql_tags.cpp): (tag key, UTC day, tag value) and its six sums in
+// the order of the table's columns (cost_events, cost_nanos, cost_unknown, billing_events,
+// revenue_nanos, revenue_known).
+using TagKey = std::tuple<std::string, std::int64_t, std::string>;
+using TagSums = std::array<std::int64_t, 6>;
+using TagRows = std::map<TagKey, TagSums>;
+
 class SqlStorage : public Storage {
  public:
   absl::Status create_product(std::string_view product_id, std::string_view name,
@@ -153,6 +160,9 @@ class SqlStorage : public Storage {
   // In sql_profit.cpp: the events (cost rows) and billing_events of the range, grouped.
   absl::StatusOr<std::vector<ProfitRow>> profit_report(std::string_view product_id, TimeRange range,
                                                        ProfitGroup group, std::string_view tag_key = {}) final;
+  // In sql_tags.cpp.
+  absl::Status set_report_tags(std::string_view product_id, std::span<const std::string> tag_keys) final;
+  absl::StatusOr<std::vector<std::string>> report_tags(std::string_view product_id) final;
 
   // The transaction contract for writes that touch some users of a product (ingest now; leases
   // and wallets next): runs `fn(connection, product key)` in a write transaction that holds the
@@ -282,6 +292,17 @@ class SqlStorage : public Storage {
   absl::Status add_billing_rollup(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
                                   std::span<const std::pair<std::size_t, std::int64_t>> priced_rows,
                                   std::span<const std::pair<std::size_t, std::int64_t>> unpriced_rows);
+  // The stored events of a batch (stored[i]) added to the rollup of each of the product's report
+  // tags (sql_tags.cpp): cost rows by their cost, billing events by their revenue (priced_rows,
+  // unpriced_rows as store_billing_events computed them). Read after the events are written, so
+  // that set_report_tags' lock orders the two.
+  absl::Status add_tag_rollups(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
+                               const std::vector<bool>& stored,
+                               std::span<const std::pair<std::size_t, std::int64_t>> priced_rows,
+                               std::span<const std::pair<std::size_t, std::int64_t>> unpriced_rows);
+  absl::StatusOr<std::vector<std::string>> report_tags_in(SqlConnection& connection, std::int64_t product);
+  // Adds `rows` (sql_tags.cpp) to profit_daily_by_tag's stored rows.
+  absl::Status upsert_tag_rows(SqlConnection& connection, std::int64_t product, const TagRows& rows);
   absl::Status upsert_profit_daily(SqlConnection& connection, std::int64_t product,
                                    const std::map<ProfitKeyView, ProfitSumsView>& sums);
   // In sql_agents.cpp, from store_billing_events(): each customer of the billing rows that has a

@@ -37,7 +37,8 @@ using ::paygent::internal::str_cat;
 // (docs/billing.md, "Credit wallets"), created when missing. 8: the billing events' indexes end
 // with the event id, (product, ts_ns, id) and (product, user_id, ts_ns, id), the order the
 // invoice and profit scans read them in (no sort per page); the older ones are dropped. 9: the
-// hard gates application processes report (hard_gates, docs/wire.md), created when missing.
+// hard gates application processes report (hard_gates, docs/wire.md), and the report tags
+// report_tags and profit_daily_by_tag (docs/tracking.md), created when missing.
 constexpr int kSchemaVersion = 9;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
@@ -150,6 +151,7 @@ class SqliteDialect final : public SqlDialect {
   absl::Status lock_users(SqlConnection&, std::int64_t, std::span<const std::string_view>) const override {
     return absl::OkStatus();  // BEGIN IMMEDIATE holds the database's one writer lock
   }
+  std::string_view lock_events() const override { return ""; }
   std::string_view integer_type() const override { return "INTEGER"; }
   std::string_view blob_type() const override { return "BLOB"; }
   std::string_view key_column() const override { return "INTEGER PRIMARY KEY"; }

@@ -277,6 +277,10 @@ using CreditsOf = absl::FunctionRef<absl::StatusOr<std::vector<std::pair<std::st
 // value (by=tag:<key>), "" for the events without it.
 enum class ProfitGroup : std::uint8_t { kAgent, kCustomer, kIndicator, kModel, kDay, kTag };
 
+// Most report tags a product declares (Storage::set_report_tags): each adds a row per day and
+// value to every event's ingest.
+inline constexpr std::size_t kMaxReportTags = 8;
+
 // One group of the profit report. Cost sums the cost rows (every kind but billing) whose cost is
 // known; revenue sums the billing events whose revenue is known. nullopt: nothing of it was
 // recorded (no such row, or none with a known amount) -- never 0.
@@ -648,11 +652,29 @@ class Storage {
 
   // Cost and revenue of [range.from_ns, range.to_ns) grouped by `group`, in key order; groups with
   // neither cost rows nor billing events are absent. kTag groups by the value of meta tag
-  // `tag_key` (non-empty), read from the events themselves (no rollup holds tags).
+  // `tag_key` (non-empty): from its rollup when it is a report tag (set_report_tags), else read
+  // from the events themselves.
   virtual absl::StatusOr<std::vector<ProfitRow>> profit_report(std::string_view product_id, TimeRange range,
                                                                ProfitGroup group, std::string_view tag_key = {}) {
     static_cast<void>(product_id), static_cast<void>(range), static_cast<void>(group), static_cast<void>(tag_key);
     return absl::UnimplementedError("this storage has no profit report");
+  }
+
+  // --- Report tags (server/sql_tags.cpp): the meta tags the profit report groups by from a rollup ---
+
+  // Makes `tag_keys` (distinct, each 1 to 1,024 bytes, at most kMaxReportTags; checked by the
+  // caller) the product's report tags: a key added gets its rollup (profit_daily_by_tag) filled
+  // from every event stored so far, in this transaction (no event is stored meanwhile); a key
+  // removed loses it. From then on ingest adds to it in its own transaction. NotFound for an
+  // unknown product.
+  virtual absl::Status set_report_tags(std::string_view product_id, std::span<const std::string> tag_keys) {
+    static_cast<void>(product_id), static_cast<void>(tag_keys);
+    return absl::UnimplementedError("this storage has no report tags");
+  }
+  // The product's report tags, in key order (empty for an unknown product).
+  virtual absl::StatusOr<std::vector<std::string>> report_tags(std::string_view product_id) {
+    static_cast<void>(product_id);
+    return std::vector<std::string>{};
   }
 
   // --- Webhooks (server/sql_webhooks.cpp). Unimplemented by default. ---

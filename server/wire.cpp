@@ -526,6 +526,32 @@ absl::StatusOr<NewWebhook> parse_new_webhook(std::string_view body) {
   return webhook;
 }
 
+absl::StatusOr<std::vector<std::string>> parse_report_tags(std::string_view body) {
+  absl::StatusOr<simdjson::dom::object> root = parse_object(body);
+  if (!root.ok()) return root.status();
+  std::vector<std::string> tags;
+  static constexpr std::array<std::string_view, 1> kFields = {"tags"};
+  absl::Status status =
+      read_fields(*root, kBody, kFields, /*required=*/1, [&](std::size_t, element v, const FieldPath& path) {
+        simdjson::dom::array array;
+        if (v.get_array().get(array) != simdjson::SUCCESS) return field_error(path, "must be an array of meta tag keys");
+        if (array.size() > kMaxReportTags) {
+          return field_error(path, str_cat("must hold at most ", kMaxReportTags, " keys, not ", array.size()));
+        }
+        std::size_t i = 0;
+        for (element e : array) {
+          std::string key;
+          if (absl::Status s = read_text(e, path.element(i++), key, true); !s.ok()) return s;
+          if (std::find(tags.begin(), tags.end(), key) != tags.end()) return field_error(path.element(i - 1), "is repeated");
+          tags.push_back(std::move(key));
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  std::sort(tags.begin(), tags.end());
+  return tags;
+}
+
 absl::StatusOr<Subscription> parse_subscription(std::string_view body) {
   absl::StatusOr<simdjson::dom::object> root = parse_object(body);
   if (!root.ok()) return root.status();

@@ -84,6 +84,10 @@ struct NewWebhook {
 };
 absl::StatusOr<NewWebhook> parse_new_webhook(std::string_view body);
 
+// {"tags": ["region", ...]}: at most kMaxReportTags distinct meta tag keys, each 1 to 1,024 bytes
+// (PUT /api/v1/config/report-tags), returned in key order.
+absl::StatusOr<std::vector<std::string>> parse_report_tags(std::string_view body);
+
 // POST /api/v1/users/{id}/subscription: {"plan": non-empty string, "period_start": RFC 3339,
 // "period_end": RFC 3339 after period_start}, both between 1970 and 2262 (int64 nanoseconds).
 absl::StatusOr<Subscription> parse_subscription(std::string_view body);

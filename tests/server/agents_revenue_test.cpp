@@ -72,8 +72,34 @@ TEST_CASE("agents.profit_report_by_any_meta_tag") {
     CHECK(none.revenue == 200'000'000);
     CHECK(profit_line(f, "tag:plan", "gold").revenue == 200'000'000);
     CHECK(profit_line(f, "tag:region", "total").revenue == 400'000'000);
+    // A report tag: the same figures, from its rollup (filled from the events so far, then by
+    // ingest: one more eu event after the declaration counts).
+    HttpResponse r = f.call("PUT", "/api/v1/config/report-tags", R"({"tags":["region","plan"]})");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK(r.body == R"({"tags":["plan","region"]})");
+    CHECK(f.call("GET", "/api/v1/config/report-tags").body == R"({"tags":["plan","region"]})");
+    CHECK(profit_line(f, "tag:region", "eu").cost == 30'000'000);
+    CHECK(profit_line(f, "tag:region", "eu").revenue == 200'000'000);
+    CHECK(profit_line(f, "tag:region", "").revenue == 200'000'000);
+    CHECK(profit_line(f, "tag:plan", "gold").revenue == 200'000'000);
+    send(f, {{.n = 6, .agent = "lead", .model = "gpt-4o", .cost_nanos = 4'000'000, .meta_tags = R"({"region":"eu"})"}});
+    CHECK(profit_line(f, "tag:region", "eu").cost == 34'000'000);
+    const std::pair<std::string_view, std::string_view> bad[] = {
+        {R"({"tags":"region"})", "tags: must be an array of meta tag keys"},
+        {R"({"tags":["a","b","c","d","e","f","g","h","i"]})", "tags: must hold at most 8 keys, not 9"},
+        {R"({"tags":["a","a"]})", "tags[1]: is repeated"},
+        {R"({"tags":[""]})", "tags[0]: must not be empty"},
+        {R"({"tag":["a"]})", "tag: unknown field"},
+    };
+    for (const auto& [body, message] : bad) {
+      INFO(body);
+      const HttpResponse refused = f.call("PUT", "/api/v1/config/report-tags", body);
+      CHECK(refused.status == 400);
+      CHECK(error_message(refused) == message);
+    }
+    CHECK(f.call("GET", "/api/v1/config/report-tags").body == R"({"tags":["plan","region"]})");  // unchanged
     // The key is taken as written (percent-decoded), and must not be empty.
-    CHECK(profit_line(f, "tag%3Aregion", "eu").cost == 30'000'000);
+    CHECK(profit_line(f, "tag%3Aregion", "eu").cost == 34'000'000);
     CHECK(error_message(f.call("GET", "/api/v1/reports/profit?from_ns=0&to_ns=10&by=tag:")) ==
           "by: tag:<key> needs a meta tag key of 1 to 1024 bytes");
   });
