@@ -84,7 +84,7 @@ struct ApiOptions {
   // that the sender looks now rather than at its next poll. Must be cheap and not throw.
   std::function<void()> on_alerts;
   // invoice_ready alerts (raise_invoice_ready): raised this long after a period ends (late events
-  // still arrive meanwhile), for periods that ended at most `invoice_lookback` before that.
+  // still arrive meanwhile; paygentd --invoice-grace-s), for periods that ended at most `invoice_lookback` before that.
   absl::Duration invoice_grace = absl::Hours(1);
   absl::Duration invoice_lookback = absl::Hours(24 * 7);
   // "Now", which decides each user's current period and when leases expire. Tests set a fixed time.

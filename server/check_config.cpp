@@ -225,6 +225,7 @@ std::vector<std::string> validate_flags(const DaemonFlags& flags, DaemonConfig* 
   const std::int64_t webhook_backoff_ms = in_range(flags.webhook_backoff_ms, "--webhook-backoff-ms", 1, 86'400'000);
   const std::int64_t webhook_poll_ms = in_range(flags.webhook_poll_ms, "--webhook-poll-ms", 10, 600'000);
   const std::int64_t forecast_horizon_s = in_range(flags.forecast_horizon_s, "--forecast-horizon-s", 1, 31'622'400);
+  const std::int64_t invoice_grace_s = in_range(flags.invoice_grace_s, "--invoice-grace-s", 0, 2'678'400);
   if (flags.secure_cookies != "yes" && flags.secure_cookies != "no") {
     problems.push_back("--secure-cookies must be yes or no");
   }
@@ -246,6 +247,7 @@ std::vector<std::string> validate_flags(const DaemonFlags& flags, DaemonConfig* 
       .webhook_poll = absl::Milliseconds(webhook_poll_ms),
       .webhook_ca_file = flags.webhook_ca_file,
       .forecast_horizon = absl::Seconds(forecast_horizon_s),
+      .invoice_grace = absl::Seconds(invoice_grace_s),
       .secure_cookies = flags.secure_cookies == "yes",
   };
   return problems;

@@ -32,6 +32,7 @@ struct DaemonFlags {
   std::string webhook_poll_ms = "1000";
   std::string webhook_ca_file;  // PEM certificates trusted for https:// receivers, beside the system's
   std::string forecast_horizon_s = "86400";
+  std::string invoice_grace_s = "3600";
   // The dashboard (docs/dashboard.md).
   std::string secure_cookies = "no";
 };
@@ -53,6 +54,7 @@ struct DaemonConfig {
   absl::Duration webhook_poll;
   std::string webhook_ca_file;  // empty: the system's trusted certificates only
   absl::Duration forecast_horizon;
+  absl::Duration invoice_grace;  // invoice_ready waits this long after a period ends
   bool secure_cookies = false;  // the dashboard's session cookie is sent over HTTPS only
 };
 

@@ -75,11 +75,14 @@ Usage: paygentd --data-dir DIR [--listen HOST:PORT] [--admin-token TOKEN] [optio
   --webhook-backoff-ms N  Delay before the first retry, doubled at each failure up to an hour,
                         with jitter (default 1000). Env: PAYGENTD_WEBHOOK_BACKOFF_MS.
   --webhook-poll-ms N   How often the sender looks for due deliveries when idle (default 1000).
+                        Env: PAYGENTD_WEBHOOK_POLL_MS.
   --webhook-ca-file F   PEM certificates trusted for https:// webhook receivers, beside the
                         system's (a private CA). Env: PAYGENTD_WEBHOOK_CA_FILE.
-                        Env: PAYGENTD_WEBHOOK_POLL_MS.
   --forecast-horizon-s N  A forecast webhook fires for a user predicted to reach their cap within
                         this many seconds (default 86400). Env: PAYGENTD_FORECAST_HORIZON_S.
+  --invoice-grace-s N   invoice_ready fires this many seconds after a billing period ends (default
+                        3600: late events still count meanwhile; 0 to 2678400).
+                        Env: PAYGENTD_INVOICE_GRACE_S.
   --secure-cookies yes|no  Mark the dashboard's session cookie Secure (sent over HTTPS only), for a
                         paygentd behind a TLS proxy (default no: plain HTTP on loopback works).
                         docs/dashboard.md. Env: PAYGENTD_SECURE_COOKIES.
@@ -140,6 +143,7 @@ int main(int argc, char** argv) {
       {"--webhook-poll-ms", &flags.webhook_poll_ms},
       {"--webhook-ca-file", &flags.webhook_ca_file},
       {"--forecast-horizon-s", &flags.forecast_horizon_s},
+      {"--invoice-grace-s", &flags.invoice_grace_s},
       {"--secure-cookies", &flags.secure_cookies}};
   const std::map<std::string_view, const char*> env = {{"--data-dir", "PAYGENTD_DATA_DIR"},
                                                        {"--database", "PAYGENTD_DATABASE"},
@@ -156,6 +160,7 @@ int main(int argc, char** argv) {
                                                        {"--webhook-poll-ms", "PAYGENTD_WEBHOOK_POLL_MS"},
                                                        {"--webhook-ca-file", "PAYGENTD_WEBHOOK_CA_FILE"},
                                                        {"--forecast-horizon-s", "PAYGENTD_FORECAST_HORIZON_S"},
+                                                       {"--invoice-grace-s", "PAYGENTD_INVOICE_GRACE_S"},
                                                        {"--secure-cookies", "PAYGENTD_SECURE_COOKIES"}};
   for (const auto& [flag, variable] : env) {
     if (const char* value = std::getenv(variable); value != nullptr) *by_name[flag] = value;
@@ -272,7 +277,8 @@ int main(int argc, char** argv) {
                                                        .lease_ttl = config.lease_ttl,
                                                        .forecast_horizon = config.forecast_horizon,
                                                        .secure_cookies = config.secure_cookies,
-                                                       .on_alerts = [&sender] { sender.wake(); }});
+                                                       .on_alerts = [&sender] { sender.wake(); },
+                                                       .invoice_grace = config.invoice_grace});
   sender.start();
   // invoice_ready alerts (docs/webhooks.md): a period that ended is looked for once a minute, off
   // the request path; raising is idempotent (the alert's key), so replicas may all look.

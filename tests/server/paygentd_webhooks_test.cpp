@@ -548,7 +548,7 @@ TEST_CASE("server.paygentd_webhooks_flags") {
   const std::string binary = paygent::testing::paygentd_path();
   for (const char* bad : {"--webhook-workers 0", "--webhook-workers 65", "--webhook-timeout-ms 5",
                           "--webhook-max-attempts 0", "--webhook-backoff-ms x", "--webhook-poll-ms 0",
-                          "--forecast-horizon-s -1"}) {
+                          "--forecast-horizon-s -1", "--invoice-grace-s -1", "--invoice-grace-s 2678401"}) {
     INFO(bad);
     const std::string command = binary + " --data-dir " + dir.path() + " " + bad + " >/dev/null 2>&1";
     const int status = std::system(command.c_str());
@@ -562,7 +562,8 @@ TEST_CASE("server.paygentd_webhooks_flags") {
   ::pclose(pipe);
   for (const char* flag : {"--webhook-workers", "--webhook-timeout-ms", "--webhook-max-attempts", "--webhook-backoff-ms",
                            "--webhook-poll-ms", "--forecast-horizon-s", "PAYGENTD_FORECAST_HORIZON_S",
-                           "--webhook-ca-file", "PAYGENTD_WEBHOOK_CA_FILE"}) {
+                           "--webhook-ca-file", "PAYGENTD_WEBHOOK_CA_FILE", "--invoice-grace-s",
+                           "PAYGENTD_INVOICE_GRACE_S"}) {
     CHECK_MESSAGE(help.find(flag) != std::string::npos, flag);
   }
 }
