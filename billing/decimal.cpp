@@ -149,7 +149,13 @@ absl::StatusOr<Decimal> Decimal::parse(std::string_view text, ParseOptions optio
     ++i;
     const std::size_t frac_start = i;
     for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
-      if (!take_digit(text[i])) return too_many();
+      if (!take_digit(text[i])) {
+        if (!options.truncate_past_max_scale) return too_many();
+        // Past 38 significant digits, in the fraction: cut here (the rest is dropped below).
+        for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+        }
+        break;
+      }
       ++fraction_digits;
     }
     if (i == frac_start) return invalid("has no digit after the decimal point");

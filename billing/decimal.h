@@ -51,8 +51,9 @@ class Decimal {
     // Accept "1e-3" / "2.5E+2" (the price catalog's notation). Off by default: a meta-tag or a
     // config value in exponent notation is refused, so "1e3" is not mistaken for a plain number.
     bool allow_exponent = false;
-    // Digits past 18 decimal places are dropped (towards zero) instead of refused: for a value
-    // that is rounded anyway (a duration to the nanosecond), never for money.
+    // Digits past 18 decimal places (or past 38 significant digits, in the fraction) are dropped
+    // (towards zero) instead of refused: for a value that is rounded anyway (a duration to the
+    // nanosecond), or to tell "too precise" from "too large", never for money.
     bool truncate_past_max_scale = false;
   };
 

@@ -167,7 +167,7 @@ absl::StatusOr<JsonNumber> read_number(ondemand::value& value, std::string_view 
   JsonNumber number;
   number.negative = token.front() == '-';
   absl::StatusOr<billing::Decimal> parsed = billing::Decimal::parse(token, {.allow_exponent = true});
-  if (!parsed.ok() && absl::IsInvalidArgument(parsed.status())) {  // more than 18 decimal places
+  if (!parsed.ok()) {  // more than 18 decimal places, or 38 digits: too precise unless cutting fails too
     parsed = billing::Decimal::parse(token, {.allow_exponent = true, .truncate_past_max_scale = true});
     number.cut = true;
   }

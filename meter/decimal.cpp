@@ -29,7 +29,13 @@ absl::StatusOr<std::int64_t> parse_scaled(std::string_view text, int scale, std:
   absl::StatusOr<billing::Decimal> parsed = billing::Decimal::parse(text, {.allow_exponent = true});
   if (!parsed.ok()) {
     const std::string message(parsed.status().message());
-    if (absl::IsOutOfRange(parsed.status())) return invalid("is too large");
+    if (absl::IsOutOfRange(parsed.status())) {
+      // More than 38 digits: a value too large to hold, or one whose digits run past what 18
+      // decimal places keep (then it is too precise, as any such value is for these units).
+      const bool fits_when_cut =
+          billing::Decimal::parse(text, {.allow_exponent = true, .truncate_past_max_scale = true}).ok();
+      return fits_when_cut ? invalid(internal::str_cat("has more precision than 1 ", unit)) : invalid("is too large");
+    }
     if (std::string_view(message).ends_with("has more than 18 decimal places")) {
       return invalid(internal::str_cat("has more precision than 1 ", unit));
     }

@@ -345,8 +345,12 @@ class PostgresDialect final : public SqlDialect {
   absl::StatusOr<std::string> users_parameter(SqlConnection&, std::span<const std::string_view> user_ids) const override {
     return text_array(user_ids);
   }
-  // Ingest inserts into events (ROW EXCLUSIVE), which SHARE mode waits for and then holds off.
-  std::string_view lock_events() const override { return "LOCK TABLE events, billing_events IN SHARE MODE"; }
+  // Ingest inserts into events (ROW EXCLUSIVE), which SHARE ROW EXCLUSIVE waits for and then holds
+  // off; unlike SHARE it also conflicts with itself, so two backfills of one key run one after the
+  // other (the second then finds the key declared and fills nothing).
+  std::string_view lock_events() const override {
+    return "LOCK TABLE events, billing_events IN SHARE ROW EXCLUSIVE MODE";
+  }
   // One statement takes every lock, in ascending key order (the subquery's ORDER BY feeds the
   // aggregate row by row), so that two writers with overlapping users queue on the first lock
   // they share instead of each holding one the other waits for.

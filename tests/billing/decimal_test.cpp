@@ -75,6 +75,13 @@ TEST_CASE("billing.decimal.truncates_past_18_places_only_when_asked") {
   CHECK(Decimal::parse("-0.0000000000000000019", cut)->to_string() == "-0.000000000000000001");
   CHECK(Decimal::parse("0.0000000000000000000000000000000000000000001", cut)->is_zero());
   CHECK(Decimal::parse("2.5", cut)->to_string() == "2.5");  // nothing to cut: as written
+  // Past 38 significant digits in the fraction: cut there too, where the strict parse overflows.
+  CHECK(Decimal::parse("0.33333333333333333333333333333333333333333333", cut)->to_string() ==
+        "0.333333333333333333");
+  CHECK(Decimal::parse("0.33333333333333333333333333333333333333333333").status().code() ==
+        absl::StatusCode::kOutOfRange);
+  CHECK(Decimal::parse("1234567890123456789012345678901234567890", cut).status().code() ==
+        absl::StatusCode::kOutOfRange);  // an integer part that large is too large, cut or not
   CHECK(!Decimal::parse("0.016666666666666666667").ok());    // and refused without the option
 }
 

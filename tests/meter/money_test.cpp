@@ -82,6 +82,7 @@ TEST_CASE("meter.parse_usd_rejects_without_rounding") {
       {"1e99999999999", "is too large"},
       {"1234567890123456789012345678901234567", "is too large"},
       {"123456789012345678901234567890123456789", "is too large"},  // 39 digits: no decimal holds it
+      {"0.33333333333333333333333333333333333333333", "has more precision than 1 nano-USD"},  // 41 digits
   };
   for (const Case& c : cases) {
     INFO("text: ", c.text);

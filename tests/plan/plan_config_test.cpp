@@ -240,6 +240,9 @@ TEST_CASE("plan.config_session_timeout") {
   CHECK(plan_of(R"("session_timeout_minutes":1440)").session_timeout == absl::Hours(24));
   // Rounded to the nanosecond: 1/60 minute is one second.
   CHECK(plan_of(R"("session_timeout_minutes":0.016666666666666666667)").session_timeout == absl::Seconds(1));
+  // Any number of digits: a minute written to 45 places is still read (and rounded), not "too large".
+  CHECK(plan_of(R"("session_timeout_minutes":0.016666666666666666666666666666666666666666667)").session_timeout ==
+        absl::Seconds(1));
 
   for (const std::string_view bad : {"0", "-1", "-0", R"("30")", "null", "0.000000000001"}) {
     INFO(bad);
