@@ -30,7 +30,7 @@ std::string_view key_column(ProfitGroup group) {
     case ProfitGroup::kCustomer: return "user_id";
     case ProfitGroup::kIndicator: return "indicator";
     case ProfitGroup::kModel: return "model";
-    case ProfitGroup::kTag: return "meta_tags";  // the whole object: tag_value() reads the key in C++
+    case ProfitGroup::kTag: return "meta_tags";  // the whole object: meta_tag_values() reads the key in C++
     case ProfitGroup::kDay: break;
   }
   return "ts_ns / 86400000000000";
@@ -60,18 +60,6 @@ std::string revenue_sql(ProfitGroup group) {
                  "WHERE product = ?1 AND ts_ns >= ?2 AND ts_ns < ?3 GROUP BY 1");
 }
 
-// The value of tag `key` in `meta_tags` (a stored event's JSON object of strings), "" without it.
-absl::StatusOr<std::string> tag_value(simdjson::dom::parser& parser, std::string_view meta_tags, std::string_view key) {
-  simdjson::dom::object tags;
-  if (parser.parse(meta_tags).get(tags) != simdjson::SUCCESS) {
-    return absl::InternalError("profit report: a stored event's meta_tags is not a JSON object");
-  }
-  std::string_view value;
-  if (simdjson::dom::element v; tags.at_key(key).get(v) == simdjson::SUCCESS && v.get_string().get(value) == simdjson::SUCCESS) {
-    return std::string(value);
-  }
-  return std::string();
-}
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 
@@ -109,6 +97,8 @@ absl::StatusOr<std::vector<ProfitRow>> SqlStorage::profit_report(std::string_vie
   if (group == ProfitGroup::kTag && tag_key.empty()) return absl::InvalidArgumentError("by: the tag key is empty");
   std::map<std::string, Sums, std::less<>> sums;
   simdjson::dom::parser parser;
+  const std::vector<std::string> tag_keys = {std::string(tag_key)};
+  std::vector<std::string> tag_value;
   absl::Status status = transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
     sums.clear();
     if (range.from_ns < 0 || range.from_ns >= range.to_ns) return absl::OkStatus();
@@ -116,7 +106,10 @@ absl::StatusOr<std::vector<ProfitRow>> SqlStorage::profit_report(std::string_vie
     if (!product.ok()) return product.status();
     if (!product->has_value()) return absl::OkStatus();
     auto key_of = [&](Query& select) -> absl::StatusOr<std::string> {
-      if (group == ProfitGroup::kTag) return tag_value(parser, select.text_view(0), tag_key);
+      if (group == ProfitGroup::kTag) {
+        if (absl::Status s = meta_tag_values(parser, select.text_view(0), tag_keys, tag_value); !s.ok()) return s;
+        return tag_value[0];
+      }
       return group == ProfitGroup::kDay ? storage_internal::day_key(select.int64(0), ReportGroup::kDay)
                                         : select.text(0);
     };

@@ -50,6 +50,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "simdjson.h"
 #include "server/sql.h"
 #include "server/storage.h"
 #include "server/storage_logic.h"
@@ -62,6 +63,11 @@ namespace paygent::server {
 using TagKey = std::tuple<std::string, std::int64_t, std::string>;
 using TagSums = std::array<std::int64_t, 6>;
 using TagRows = std::map<TagKey, TagSums>;
+
+// The values of `keys` in `meta_tags` (a stored event's JSON object of strings) into `out`, ""
+// for a key it does not hold (sql_tags.cpp). Internal when the text is not a JSON object.
+absl::Status meta_tag_values(simdjson::dom::parser& parser, std::string_view meta_tags,
+                             std::span<const std::string> keys, std::vector<std::string>& out);
 
 class SqlStorage : public Storage {
  public:

@@ -20,13 +20,9 @@
 #include "server/sql_storage.h"
 
 namespace paygent::server {
-namespace {
-
-using ::paygent::internal::str_cat;
-
 // The values of `keys` in `meta_tags` (a stored event's JSON object of strings), "" for a key it
 // does not hold. Internal when the text is not a JSON object (never stored so).
-absl::Status tag_values(simdjson::dom::parser& parser, std::string_view meta_tags, std::span<const std::string> keys,
+absl::Status meta_tag_values(simdjson::dom::parser& parser, std::string_view meta_tags, std::span<const std::string> keys,
                         std::vector<std::string>& out) {
   out.assign(keys.size(), std::string());
   if (meta_tags.empty() || meta_tags == "{}") return absl::OkStatus();
@@ -43,6 +39,10 @@ absl::Status tag_values(simdjson::dom::parser& parser, std::string_view meta_tag
   }
   return absl::OkStatus();
 }
+
+namespace {
+
+using ::paygent::internal::str_cat;
 
 // Adds one event's sums to `rows` under each of `keys` (values in `values`).
 absl::Status add_to(TagRows& rows, std::span<const std::string> keys, const std::vector<std::string>& values,
@@ -120,14 +120,14 @@ absl::Status SqlStorage::add_tag_rollups(SqlConnection& connection, std::int64_t
   for (std::size_t i = 0; i < events.size(); ++i) {
     const EventRecord& e = events[i];
     if (!stored[i] || e.kind == ::paygent::internal::UsageKind::kBilling) continue;
-    if (absl::Status s = tag_values(parser, e.meta_tags_json, *keys, values); !s.ok()) return s;
+    if (absl::Status s = meta_tag_values(parser, e.meta_tags_json, *keys, values); !s.ok()) return s;
     const TagSums add{1, e.cost_unknown ? 0 : e.cost_nanos, e.cost_unknown ? 1 : 0, 0, 0, 0};
     if (absl::Status s = add_to(rows, *keys, values, day_of(e.ts_ns), add); !s.ok()) return s;
   }
   for (const bool priced : {true, false}) {
     for (const auto& [i, revenue] : priced ? priced_rows : unpriced_rows) {
       const EventRecord& e = events[i];
-      if (absl::Status s = tag_values(parser, e.meta_tags_json, *keys, values); !s.ok()) return s;
+      if (absl::Status s = meta_tag_values(parser, e.meta_tags_json, *keys, values); !s.ok()) return s;
       const TagSums add{0, 0, 0, 1, priced ? revenue : 0, priced ? 1 : 0};
       if (absl::Status s = add_to(rows, *keys, values, day_of(e.ts_ns), add); !s.ok()) return s;
     }
@@ -187,7 +187,7 @@ absl::Status SqlStorage::set_report_tags(std::string_view product_id, std::span<
         absl::StatusOr<bool> row = select->step("read the events for a report tag");
         if (!row.ok()) return row.status();
         if (!*row) break;
-        if (absl::Status s = tag_values(parser, select->text_view(1), added, values); !s.ok()) return s;
+        if (absl::Status s = meta_tag_values(parser, select->text_view(1), added, values); !s.ok()) return s;
         TagSums add;
         for (int i = 0; i < 6; ++i) add[static_cast<std::size_t>(i)] = select->int64(2 + i);
         if (absl::Status s = add_to(rows, added, values, select->int64(0), add); !s.ok()) return s;

@@ -214,9 +214,18 @@ TEST_CASE("server.hard_gates_reported_by_processes_are_stored_shown_and_alerted_
     CHECK(f.claim_all().empty());
     r = f.call("GET", "/api/v1/users/u1/usage");
     CHECK_MESSAGE(contains(r.body, shown), r.body);
-    // Another user's usage holds none of them.
+    // Another user's usage holds none of them; nor does the same user id in another product.
     REQUIRE(f.spend(8, "u2", 5).status == 200);
     CHECK(contains(f.call("GET", "/api/v1/users/u2/usage").body, R"("hard_gates":[])"));
+    HttpResponse other = f.call("POST", "/api/v1/products", R"({"name":"other"})", kAdminToken);
+    REQUIRE(other.status == 201);
+    const std::string other_key = paygent::testing::json_string_member(other.body, "api_key");
+    REQUIRE(f.call("POST", "/api/v1/events:batch",
+                   batch_json({TestEvent{.id = event_id(9, 31), .user_id = "u1", .cost_nanos = 5}}), other_key)
+                .status == 200);
+    other = f.call("GET", "/api/v1/users/u1/usage", {}, other_key);
+    REQUIRE(other.status == 200);
+    CHECK(contains(other.body, R"("hard_gates":[])"));
   });
 }
 
