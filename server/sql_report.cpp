@@ -1,9 +1,15 @@
 // SqlStorage's reports (see server/sql_storage.h): a range's whole days from usage_daily, its
-// partial days at either end from the events, grouped by user, model, session, day or month.
+// partial days at either end from the events, grouped by user, model, session, day or month; and
+// the forecast's read of each user's cost in their period.
+#include <algorithm>
 #include <array>
 #include <cstdint>
+#include <limits>
+#include <map>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "meter/internal/str_cat.h"
 #include "server/sql_storage.h"
@@ -144,6 +150,121 @@ absl::Status SqlStorage::add_events(SqlConnection& connection, std::int64_t prod
     select->bind(5, floor_div(from_ns, kNanosPerDay)).bind(6, ceil_div(to_ns, kNanosPerDay));
   }
   return read_groups(*select, query.group_by, out);
+}
+
+// A page of users, then the cost of those whose period is the page's most common one (every user
+// without a subscription shares the calendar month) from usage_daily_by_user: one indexed read
+// per day of the period for the page's id range, rather than each user's rows by model (ten
+// times as many). Its partial days at either end come from the events of the users with
+// usage_daily_by_user rows on those days. The few users with a period of their own are read by
+// report_in() on their own.
+absl::StatusOr<std::vector<UserPeriodCost>> SqlStorage::period_costs(std::string_view product_id,
+                                                                   std::string_view after, std::size_t limit,
+                                                                   PeriodOf period_of) {
+  std::vector<UserPeriodCost> out;
+  absl::Status status = transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
+    out.clear();
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    {
+      absl::StatusOr<Query> select = prepare(
+          connection,
+          "SELECT u.user_id, u.name, s.plan, s.period_start_ns, s.period_end_ns FROM users u "
+          "LEFT JOIN subscriptions s ON s.product = u.product AND s.user_id = u.user_id "
+          "WHERE u.product = ?1 AND u.user_id > ?2 ORDER BY u.user_id LIMIT ?3");
+      if (!select.ok()) return select.status();
+      select->bind(1, **product).bind(2, after).bind(3, static_cast<std::int64_t>(limit));
+      for (;;) {
+        absl::StatusOr<bool> row = select->step("list users");
+        if (!row.ok()) return row.status();
+        if (!*row) break;
+        UserRecord user{.user_id = select->text(0), .name = select->text(1)};
+        if (!select->is_null(2)) {
+          user.subscription = Subscription{
+              .plan = select->text(2), .period_start_ns = select->int64(3), .period_end_ns = select->int64(4)};
+        }
+        out.push_back(UserPeriodCost{.user = std::move(user)});
+      }
+    }
+    if (out.empty()) return absl::OkStatus();
+    std::map<std::pair<std::int64_t, std::int64_t>, std::size_t> users_by_period;
+    for (UserPeriodCost& u : out) {
+      u.period = period_of(u.user);
+      ++users_by_period[{u.period.from_ns, u.period.to_ns}];
+    }
+    const auto most = std::max_element(users_by_period.begin(), users_by_period.end(),
+                                       [](const auto& a, const auto& b) { return a.second < b.second; });
+    const TimeRange shared{.from_ns = most->first.first, .to_ns = most->first.second};
+    // The page's users are in id order: a row's user is found by binary search.
+    auto add = [&out, &shared](std::string_view user_id, std::int64_t cost) {
+      const auto it = std::lower_bound(out.begin(), out.end(), user_id,
+                                       [](const UserPeriodCost& u, std::string_view id) { return u.user.user_id < id; });
+      if (it == out.end() || it->user.user_id != user_id || it->period != shared) return;
+      if (__builtin_add_overflow(it->cost_nanos, cost, &it->cost_nanos)) {
+        it->cost_nanos = std::numeric_limits<std::int64_t>::max();
+      }
+    };
+    const std::string first = out.front().user.user_id;
+    const std::string last = out.back().user.user_id;
+    if (shared.from_ns < shared.to_ns && shared.from_ns >= 0) {
+      const DaySplit split = split_days(shared.from_ns, shared.to_ns);
+      if (split.first_day < split.end_day) {
+        absl::StatusOr<Query> select =
+            prepare(connection,
+                    "SELECT user_id, cost_nanos FROM usage_daily_by_user "
+                    "WHERE product = ?1 AND day = ?2 AND user_id >= ?3 AND user_id <= ?4");
+        if (!select.ok()) return select.status();
+        for (std::int64_t day = split.first_day; day < split.end_day; ++day) {
+          select->bind(1, **product).bind(2, day).bind(3, std::string_view(first)).bind(4, std::string_view(last));
+          for (;;) {
+            absl::StatusOr<bool> row = select->step("read the period's costs");
+            if (!row.ok()) return row.status();
+            if (!*row) break;
+            add(select->text_view(0), select->int64(1));
+          }
+          select->reset();
+        }
+      }
+      for (const TimeRange& r : {split.head, split.tail}) {
+        if (r.from_ns >= r.to_ns) continue;
+        absl::StatusOr<Query> select = prepare(
+            connection,
+            "SELECT user_id, SUM(cost_nanos) FROM events WHERE product = ?1 AND user_id IN "
+            "(SELECT user_id FROM usage_daily_by_user WHERE product = ?1 AND day >= ?2 AND day < ?3 "
+            "AND user_id >= ?4 AND user_id <= ?5) AND ts_ns >= ?6 AND ts_ns < ?7 AND kind <> 'billing' GROUP BY user_id");
+        if (!select.ok()) return select.status();
+        select->bind(1, **product)
+            .bind(2, floor_div(r.from_ns, kNanosPerDay))
+            .bind(3, ceil_div(r.to_ns, kNanosPerDay))
+            .bind(4, std::string_view(first))
+            .bind(5, std::string_view(last))
+            .bind(6, r.from_ns)
+            .bind(7, r.to_ns);
+        for (;;) {
+          absl::StatusOr<bool> row = select->step("read the period's costs");
+          if (!row.ok()) return row.status();
+          if (!*row) break;
+          add(select->text_view(0), select->int64(1));
+        }
+      }
+    }
+    for (UserPeriodCost& u : out) {
+      if (u.period == shared) continue;
+      GroupedTotals totals;
+      const ReportQuery query{
+          .from_ns = u.period.from_ns, .to_ns = u.period.to_ns, .group_by = ReportGroup::kUser, .user_id = u.user.user_id};
+      if (absl::Status s = report_in(connection, **product, query, totals); !s.ok()) return s;
+      for (const auto& [key, t] : totals) {
+        if (__builtin_add_overflow(u.cost_nanos, t.cost_nanos, &u.cost_nanos)) {
+          u.cost_nanos = std::numeric_limits<std::int64_t>::max();
+        }
+      }
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return out;
 }
 
 }  // namespace paygent::server

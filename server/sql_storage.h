@@ -163,6 +163,9 @@ class SqlStorage : public Storage {
                                                                      std::size_t limit) final;
   absl::StatusOr<std::vector<std::string>> list_user_ids(std::string_view product_id, std::string_view after,
                                                          std::size_t limit) final;
+  // In sql_report.cpp.
+  absl::StatusOr<std::vector<UserPeriodCost>> period_costs(std::string_view product_id, std::string_view after,
+                                                           std::size_t limit, PeriodOf period_of) final;
   // In sql_profit.cpp: the events (cost rows) and billing_events of the range, grouped.
   absl::StatusOr<std::vector<ProfitRow>> profit_report(std::string_view product_id, TimeRange range,
                                                        ProfitGroup group, std::string_view tag_key = {}) final;

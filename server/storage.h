@@ -105,6 +105,14 @@ struct UserUsage {
   std::optional<WalletRecord> wallet;
 };
 
+// A user, their current period, and the cost of their usage events (billing events aside) in it:
+// what the forecast reads (Storage::period_costs).
+struct UserPeriodCost {
+  UserRecord user;
+  TimeRange period;
+  std::int64_t cost_nanos = 0;  // saturates at INT64_MAX
+};
+
 struct IngestResult {
   std::int64_t accepted = 0;    // events stored by this call
   std::int64_t duplicates = 0;  // events whose id was already stored (or repeated in the batch)
@@ -774,6 +782,15 @@ class Storage {
                                                                  std::size_t limit) {
     static_cast<void>(product_id), static_cast<void>(after), static_cast<void>(limit);
     return absl::UnimplementedError("this storage cannot list users");
+  }
+  // The forecast's scan, a page at a time: the product's users after `after` in id order, at most
+  // `limit`, each with period_of(user) and the cost of their events in it, as of one moment.
+  // An unknown product has no users.
+  virtual absl::StatusOr<std::vector<UserPeriodCost>> period_costs(std::string_view product_id,
+                                                                   std::string_view after, std::size_t limit,
+                                                                   PeriodOf period_of) {
+    static_cast<void>(product_id), static_cast<void>(after), static_cast<void>(limit), static_cast<void>(period_of);
+    return absl::UnimplementedError("this storage cannot read periods' costs");
   }
 
   // Grants, renews or releases the leases of `holder` (32 lowercase hex digits) for `requests`,

@@ -159,35 +159,39 @@ HttpResponse Api::forecast(const Call& call) {
   std::string after;
   std::size_t scanned = 0;
   bool truncated = false;
-  // Every user of the product, a page at a time: their usage this period, then the arithmetic.
+  // Every user of the product, a page at a time: their cost this period, then the arithmetic.
   // Without a period cap in any plan no user can reach one: their usage is not read.
   const PlanConfig* config = product_plans.config_or_null();
   const bool any_cap = config != nullptr && std::any_of(config->plans.begin(), config->plans.end(),
                                                         [](const Plan& p) { return p.max_spend_per_period.has_value(); });
+  auto period_of = [&product_plans, now](const UserRecord& user) { return period_range_of(user, product_plans, now); };
   for (;;) {
-    absl::StatusOr<std::vector<std::string>> users = storage_.list_user_ids(call.product_id, after, kForecastPage);
-    if (!users.ok()) return error_response(users.status());
-    if (users->empty()) break;
+    std::vector<UserPeriodCost> page;
+    if (any_cap) {
+      absl::StatusOr<std::vector<UserPeriodCost>> costs =
+          storage_.period_costs(call.product_id, after, kForecastPage, period_of);
+      if (!costs.ok()) return error_response(costs.status());
+      page = *std::move(costs);
+    } else {
+      absl::StatusOr<std::vector<std::string>> users = storage_.list_user_ids(call.product_id, after, kForecastPage);
+      if (!users.ok()) return error_response(users.status());
+      for (std::string& id : *users) page.push_back(UserPeriodCost{.user = {.user_id = std::move(id)}});
+    }
+    if (page.empty()) break;
     if (scanned >= kMaxForecastUsers) {
       truncated = true;
       break;
     }
-    after = users->back();
-    scanned += users->size();
-    if (!any_cap) continue;
-    absl::StatusOr<std::vector<UserUsage>> usage =
-        storage_.usage_of(call.product_id, *users,
-                          [&product_plans, now](const UserRecord& user) { return period_range_of(user, product_plans, now); });
-    if (!usage.ok()) return error_response(usage.status());
-    for (const UserUsage& u : *usage) {
-      const std::optional<std::int64_t> cap = period_cap_nanos(product_plans.config_or_null(), u.user);
+    after = page.back().user.user_id;
+    scanned += page.size();
+    for (UserPeriodCost& u : page) {
+      const std::optional<std::int64_t> cap = period_cap_nanos(config, u.user);
       if (!cap) continue;
-      std::int64_t spend = 0;
-      for (const auto& [model, t] : u.models) spend += t.cost_nanos;  // within int64: the product's totals bound it
-      const std::optional<std::int64_t> reach = forecast_reach_ns(spend, *cap, u.period.from_ns, u.period.to_ns, now_ns);
+      const std::optional<std::int64_t> reach =
+          forecast_reach_ns(u.cost_nanos, *cap, u.period.from_ns, u.period.to_ns, now_ns);
       if (!reach) continue;
       if (*within_s && (*reach - now_ns) / 1'000'000'000 >= **within_s) continue;
-      rows.push_back(Row{u.user.user_id, *reach, spend, *cap, u.period});
+      rows.push_back(Row{std::move(u.user.user_id), *reach, u.cost_nanos, *cap, u.period});
     }
   }
   std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {

@@ -360,6 +360,7 @@ TEST_CASE("server.storage_ingest_with_usage_matches_find_user_and_report") {
   SUBCASE("within one day, shared with a subscription") { default_period = [&](const UserRecord&) { return one_day; }; }
   SUBCASE("one each: two subscriptions' period is the most shared") {
     default_period = [&](const UserRecord& user) {
+      if (!hours.contains(user.user_id)) return month;  // "not-in-batch", read by period_costs() below
       const std::int64_t h = hours.at(user.user_id) * 3'600'000'000'000;
       return TimeRange{ns_at(2026, 11, 2) + h, ns_at(2026, 11, 20) + h};
     };
@@ -451,6 +452,44 @@ TEST_CASE("server.storage_ingest_with_usage_matches_find_user_and_report") {
       CHECK(in_period < stored);
     }
   }
+
+  // The forecast's read, page by page whatever the page's size: every user of the product once, in
+  // id order, with their period and the cost of their events in it.
+  std::vector<std::string> product_users = users;
+  product_users.push_back("new-user");
+  std::sort(product_users.begin(), product_users.end());
+  for (const std::size_t page : {std::size_t{1}, std::size_t{3}, std::size_t{100}}) {
+    INFO("page of ", page);
+    std::vector<std::string> seen;
+    std::string after;
+    for (;;) {
+      const absl::StatusOr<std::vector<UserPeriodCost>> costs = storage->period_costs("p", after, page, period_of);
+      REQUIRE_MESSAGE(costs.ok(), costs.status().ToString());
+      if (costs->empty()) break;
+      CHECK(costs->size() <= page);
+      for (const UserPeriodCost& u : *costs) {
+        INFO("user ", u.user.user_id);
+        seen.push_back(u.user.user_id);
+        const absl::StatusOr<UserRecord> user = storage->find_user("p", u.user.user_id);
+        REQUIRE(user.ok());
+        CHECK(u.user.name == user->name);
+        CHECK(u.user.subscription == user->subscription);
+        CHECK(u.period == period_of(*user));
+        std::int64_t expected = 0;
+        for (const auto& [key, t] : brute_force(all, ReportQuery{.from_ns = u.period.from_ns, .to_ns = u.period.to_ns,
+                                                                  .group_by = ReportGroup::kUser,
+                                                                  .user_id = u.user.user_id})) {
+          expected += t.cost_nanos;
+        }
+        CHECK(u.cost_nanos == expected);
+      }
+      after = costs->back().user.user_id;
+    }
+    CHECK(seen == product_users);
+  }
+  const absl::StatusOr<std::vector<UserPeriodCost>> unknown = storage->period_costs("nope", "", 10, period_of);
+  REQUIRE(unknown.ok());
+  CHECK(unknown->empty());
   });
 }
 
