@@ -6,7 +6,7 @@
 // Api::handle_request with the product's key (the JSON included):
 //   dashboard_view/0  overview  reports/usage?group_by=day + reports/profit?by=day
 //   dashboard_view/1  users     reports/usage?group_by=user + forecast + reports/profit?by=customer
-//   dashboard_view/2  models    reports/usage?group_by=model
+//   dashboard_view/2  models    reports/usage?group_by=model + group_by=provider
 //   dashboard_view/3  agents    reports/profit?by=agent + by=indicator + agents
 // beside the baseline, the raw aggregate the views stand for, in plain SQL over the events table:
 //   dashboard_raw_sql/0  SUM(cost) ... GROUP BY day      dashboard_raw_sql/1  ... GROUP BY user_id
@@ -118,7 +118,7 @@ struct World {
       e.id = id;
       e.user_id = "u" + std::to_string(n % kUsers);
       e.model = "model-" + std::to_string(n / 7 % kModels);
-      e.provider = "openai";
+      e.provider = n / 7 % kModels < 7 ? "openai" : "anthropic";  // two providers
       e.agent_id = "a" + std::to_string(n % kAgents);
       e.input_tokens = 500 + static_cast<std::int64_t>(n % 300);
       e.output_tokens = 100 + static_cast<std::int64_t>(n % 50);
@@ -190,7 +190,10 @@ std::string view(World& w, int which) {
       if (wrong.empty() && w.get("/api/v1/forecast").status != 200) wrong = "forecast";
       if (wrong.empty()) wrong = profit("customer", kUsers);
       break;
-    case 2: wrong = usage("model", kModels); break;
+    case 2:
+      wrong = usage("model", kModels);
+      if (wrong.empty()) wrong = usage("provider", 2);
+      break;
     case 3:
       wrong = profit("agent", kAgents);
       if (wrong.empty()) wrong = profit("indicator", -1);

@@ -805,12 +805,13 @@ HttpResponse Api::report(const Call& call) {
                                                                   {"model", ReportGroup::kModel},
                                                                   {"session", ReportGroup::kSession},
                                                                   {"day", ReportGroup::kDay},
-                                                                  {"month", ReportGroup::kMonth}};
+                                                                  {"month", ReportGroup::kMonth},
+                                                                  {"provider", ReportGroup::kProvider}};
   auto group = params.find("group_by");
   if (group == params.end()) return error_response(400, "invalid_argument", "group_by: missing");
   auto kind = kGroups.find(group->second);
   if (kind == kGroups.end()) {
-    return error_response(400, "invalid_argument", "group_by: must be user, model, session, day or month");
+    return error_response(400, "invalid_argument", "group_by: must be user, model, provider, session, day or month");
   }
   q.group_by = kind->second;
   if (auto user = params.find("user_id"); user != params.end()) {

@@ -32,8 +32,9 @@ using ::paygent::internal::str_cat;
 // (SqliteStorage's version 6), created when missing and filled from the events and usage_daily. 6: the
 // credit wallets' tables (SqliteStorage's version 7), created when missing. 7: the billing events'
 // indexes ending with the event id (SqliteStorage's version 8). 8: hard_gates, report_tags and
-// profit_daily_by_tag (SqliteStorage's version 9), created when missing.
-constexpr std::int64_t kSchemaVersion = 8;
+// profit_daily_by_tag (SqliteStorage's version 9), created when missing. 9: usage_daily_by_provider
+// (SqliteStorage's version 10), created when missing and filled from the events.
+constexpr std::int64_t kSchemaVersion = 9;
 // The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
 constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
 
@@ -280,12 +281,13 @@ const std::string& store_batch_sql() {
       str_append(&arrays, ", ?", n++, number ? "::bigint[]" : "::text[]");
       str_append(&picked, ", r.", f.name);
     }
-    std::string sums, daily_set, totals_set, batch_sums, by_model_set, by_user_set;
+    std::string sums, daily_set, totals_set, batch_sums, by_model_set, by_user_set, by_provider_set;
     for (std::string_view c : kSummed) {
       str_append(&sums, ", sum(", c, ")");
       str_append(&daily_set, ", ", c, " = usage_daily.", c, " + excluded.", c);
       str_append(&by_model_set, ", ", c, " = usage_daily_by_model.", c, " + excluded.", c);
       str_append(&by_user_set, ", ", c, " = usage_daily_by_user.", c, " + excluded.", c);
+      str_append(&by_provider_set, ", ", c, " = usage_daily_by_provider.", c, " + excluded.", c);
       str_append(&totals_set, ", ", c, " = t.", c, " + s.", c);
       str_append(&batch_sums, ", COALESCE(sum(", c, "), 0) AS ", c);
     }
@@ -298,7 +300,7 @@ const std::string& store_batch_sql() {
         "SELECT ?1, u, '', ?2 FROM unnest(?3::text[]) AS u ON CONFLICT(product, user_id) DO NOTHING), "
         "stored AS (INSERT INTO events(product, id, received_ns, ", columns, ") SELECT ?1, r.id, ?2", picked,
         " FROM unnest(", arrays, ") AS r(id, ", columns,
-        ") ON CONFLICT(product, id) DO NOTHING RETURNING id, user_id, model, kind, ts_ns, input_tokens, output_tokens, "
+        ") ON CONFLICT(product, id) DO NOTHING RETURNING id, user_id, model, provider, kind, ts_ns, input_tokens, output_tokens, "
         "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos, agent_id, indicator, cost_unknown), "
         "daily AS (INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
         "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
@@ -314,6 +316,10 @@ const std::string& store_batch_sql() {
         "SELECT ?1, day, user_id, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> "
         "'billing') e GROUP BY day, user_id ON CONFLICT(product, day, user_id) DO UPDATE SET calls = "
         "usage_daily_by_user.calls + excluded.calls", by_user_set,
+        "), by_provider AS (INSERT INTO usage_daily_by_provider(product, day, provider, calls, ", summed_columns, ") "
+        "SELECT ?1, day, provider, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> "
+        "'billing') e GROUP BY day, provider ON CONFLICT(product, day, provider) DO UPDATE SET calls = "
+        "usage_daily_by_provider.calls + excluded.calls", by_provider_set,
         "), profit AS (INSERT INTO profit_daily(product, day, user_id, agent_id, indicator, cost_events, cost_nanos, "
         "cost_unknown, billing_events, revenue_nanos, revenue_known) SELECT ?1, day, user_id, agent_id, indicator, "
         "count(*), sum(CASE WHEN cost_unknown = 0 THEN cost_nanos ELSE 0 END), sum(cost_unknown), 0, 0, 0 FROM "
@@ -568,6 +574,11 @@ absl::StatusOr<std::unique_ptr<PostgresStorage>> PostgresStorage::open(const std
       // an older version (which writes no rollups) must be stopped first (docs/dashboard.md).
       if (absl::Status s = c.exec("LOCK TABLE events, billing_events, usage_daily IN SHARE MODE"); !s.ok()) return s;
       if (absl::Status s = c.exec(rollups_backfill_sql()); !s.ok()) return s;
+    }
+    if (version > 0 && version < 9) {
+      // As above: the events must not move while their sums are taken.
+      if (absl::Status s = c.exec("LOCK TABLE events IN SHARE MODE"); !s.ok()) return s;
+      if (absl::Status s = c.exec(provider_rollup_backfill_sql()); !s.ok()) return s;
     }
     if (version < kSchemaVersion) {
       if (absl::Status s = c.exec(str_cat("DELETE FROM paygent_schema; INSERT INTO paygent_schema VALUES(", kSchemaVersion, ")"));

@@ -185,6 +185,11 @@ std::string sql_schema(const SqlDialect& dialect);
 // them (SQLite schema version 6, PostgreSQL 5) while they are still empty.
 std::string_view rollups_backfill_sql();
 
+// Fills usage_daily_by_provider (the usage report by provider's) from the events, in both dialects:
+// run once, in the transaction that upgrades a database from before it (SQLite schema version 10,
+// PostgreSQL 9) while it is still empty.
+std::string_view provider_rollup_backfill_sql();
+
 // The webhooks' block of sql_schema()'s template (server/sql_webhooks.cpp), with its placeholders.
 std::string_view webhooks_schema_template();
 

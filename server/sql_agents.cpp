@@ -457,7 +457,7 @@ absl::Status SqlStorage::add_cost_rollups(SqlConnection& connection, std::int64_
                                           std::span<const EventRecord> events, const std::vector<bool>& stored) {
   // The batch's sums per key first: one upsert per key, not per event.
   std::map<ProfitKeyView, ProfitSumsView> profit;
-  std::map<std::pair<std::int64_t, std::string_view>, Totals> by_model, by_user;
+  std::map<std::pair<std::int64_t, std::string_view>, Totals> by_model, by_user, by_provider;
   bool overflow = false;
   for (std::size_t i = 0; i < events.size(); ++i) {
     const EventRecord& e = events[i];
@@ -473,13 +473,17 @@ absl::Status SqlStorage::add_cost_rollups(SqlConnection& connection, std::int64_
     const Totals t = storage_internal::totals_of(e);
     overflow |= !storage_internal::add_totals(by_model[{day, e.model}], t);
     overflow |= !storage_internal::add_totals(by_user[{day, e.user_id}], t);
+    overflow |= !storage_internal::add_totals(by_provider[{day, e.provider}], t);
   }
   if (overflow) return absl::InvalidArgumentError("the batch would overflow a 64-bit total (tokens or cost_nanos)");
-  for (const bool models : {true, false}) {
-    const std::string_view table = models ? "usage_daily_by_model" : "usage_daily_by_user";
-    const std::string_view column = models ? "model" : "user_id";
-    std::vector<const std::pair<const std::pair<std::int64_t, std::string_view>, Totals>*> rows;
-    for (const auto& row : models ? by_model : by_user) rows.push_back(&row);
+  using Rollup = std::map<std::pair<std::int64_t, std::string_view>, Totals>;
+  const std::tuple<std::string_view, std::string_view, const Rollup*> rollups[] = {
+      {"usage_daily_by_model", "model", &by_model},
+      {"usage_daily_by_user", "user_id", &by_user},
+      {"usage_daily_by_provider", "provider", &by_provider}};
+  for (const auto& [table, column, sums] : rollups) {
+    std::vector<const Rollup::value_type*> rows;
+    for (const auto& row : *sums) rows.push_back(&row);
     std::string update = str_cat("ON CONFLICT(product, day, ", column, ") DO UPDATE SET ");
     for (const std::string_view c : {"calls", "input_tokens", "output_tokens", "cached_input_tokens",
                                      "cache_creation_input_tokens", "reasoning_tokens", "cost_nanos"}) {

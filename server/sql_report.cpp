@@ -50,8 +50,9 @@ absl::Status SqlStorage::report_in(SqlConnection& connection, std::int64_t produ
                                    GroupedTotals& out) {
   if (query.from_ns >= query.to_ns || query.from_ns < 0) return absl::OkStatus();
   // Whole days come from usage_daily; the partial days at either end from the events. Sessions are
-  // not in usage_daily: they always come from the events.
-  if (query.group_by == ReportGroup::kSession) {
+  // not in usage_daily, nor are providers in the rollup of a single user's days: they come from
+  // the events.
+  if (query.group_by == ReportGroup::kSession || (query.group_by == ReportGroup::kProvider && query.user_id)) {
     return add_events(connection, product, query, query.from_ns, query.to_ns, out);
   }
   const DaySplit split = split_days(query.from_ns, query.to_ns);
@@ -88,6 +89,7 @@ std::string_view group_column(ReportGroup group, bool daily) {
     case ReportGroup::kUser: return "user_id";
     case ReportGroup::kModel: return "model";
     case ReportGroup::kSession: return "session_id";
+    case ReportGroup::kProvider: return "provider";
     case ReportGroup::kDay:
     case ReportGroup::kMonth: break;
   }
@@ -98,17 +100,18 @@ std::string_view group_column(ReportGroup group, bool daily) {
 // (`daily`: ?3 <= day < ?4) or over the events (?3 <= ts_ns < ?4), of product ?1 and, when
 // `by_user`, user ?2. Built once per shape.
 const std::string& report_sql(ReportGroup group, bool by_user, bool daily) {
-  static const std::array<std::string, 20>* const kSql = [] {
-    auto* sql = new std::array<std::string, 20>;
-    for (int g = 0; g < 5; ++g) {
+  static const std::array<std::string, 24>* const kSql = [] {
+    auto* sql = new std::array<std::string, 24>;
+    for (int g = 0; g < 6; ++g) {
       for (int u = 0; u < 2; ++u) {
         const auto rg = static_cast<ReportGroup>(g);
         // Product-wide: by model, day or month from usage_daily_by_model (usage_daily without the
         // users: a few rows a day instead of one per user and model), by user from
-        // usage_daily_by_user (one row per user and day).
-        const std::string_view table = u == 1                       ? "usage_daily"
-                                       : rg == ReportGroup::kUser ? "usage_daily_by_user"
-                                                                  : "usage_daily_by_model";
+        // usage_daily_by_user (one row per user and day), by provider from usage_daily_by_provider.
+        const std::string_view table = u == 1                           ? "usage_daily"
+                                       : rg == ReportGroup::kUser     ? "usage_daily_by_user"
+                                       : rg == ReportGroup::kProvider ? "usage_daily_by_provider"
+                                                                      : "usage_daily_by_model";
         (*sql)[g * 4 + u * 2 + 1] =
             str_cat("SELECT ", group_column(rg, true), ", SUM(calls), ", kTotalsColumns, " FROM ", table,
                     " WHERE product = ?1 AND ",

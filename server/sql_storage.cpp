@@ -250,6 +250,18 @@ CREATE TABLE IF NOT EXISTS usage_daily_by_user(
   reasoning_tokens ${INT} NOT NULL,
   cost_nanos ${INT} NOT NULL,
   PRIMARY KEY(product, day, user_id))${KEYED_TABLE};
+CREATE TABLE IF NOT EXISTS usage_daily_by_provider(
+  product ${INT} NOT NULL,
+  day ${INT} NOT NULL,
+  provider TEXT NOT NULL,
+  calls ${INT} NOT NULL,
+  input_tokens ${INT} NOT NULL,
+  output_tokens ${INT} NOT NULL,
+  cached_input_tokens ${INT} NOT NULL,
+  cache_creation_input_tokens ${INT} NOT NULL,
+  reasoning_tokens ${INT} NOT NULL,
+  cost_nanos ${INT} NOT NULL,
+  PRIMARY KEY(product, day, provider))${KEYED_TABLE};
 CREATE TABLE IF NOT EXISTS dashboard_sessions(
   token_sha256 TEXT NOT NULL PRIMARY KEY,
   product ${INT} NOT NULL,
@@ -332,6 +344,14 @@ std::string_view rollups_backfill_sql() {
          "ON CONFLICT(product, day, user_id, agent_id, indicator) DO UPDATE SET "
          "billing_events = excluded.billing_events, revenue_nanos = excluded.revenue_nanos, "
          "revenue_known = excluded.revenue_known;\n";
+}
+
+std::string_view provider_rollup_backfill_sql() {
+  return "INSERT INTO usage_daily_by_provider(product, day, provider, calls, input_tokens, output_tokens, "
+         "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
+         "SELECT product, ts_ns / 86400000000000, provider, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
+         "SUM(cached_input_tokens), SUM(cache_creation_input_tokens), SUM(reasoning_tokens), SUM(cost_nanos) "
+         "FROM events WHERE kind <> 'billing' GROUP BY product, ts_ns / 86400000000000, provider;\n";
 }
 
 std::string sql_schema(const SqlDialect& dialect) {

@@ -38,8 +38,10 @@ using ::paygent::internal::str_cat;
 // with the event id, (product, ts_ns, id) and (product, user_id, ts_ns, id), the order the
 // invoice and profit scans read them in (no sort per page); the older ones are dropped. 9: the
 // hard gates application processes report (hard_gates, docs/wire.md), and the report tags
-// report_tags and profit_daily_by_tag (docs/tracking.md), created when missing.
-constexpr int kSchemaVersion = 9;
+// report_tags and profit_daily_by_tag (docs/tracking.md), created when missing. 10: the usage
+// report by provider's rollup usage_daily_by_provider, created when missing and filled from the
+// events.
+constexpr int kSchemaVersion = 10;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
 // so that each of its reads is one query joined to this table rather than a few queries per user.
@@ -363,6 +365,7 @@ absl::StatusOr<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::st
   absl::Status created = writer.exec(str_cat("BEGIN IMMEDIATE;", schema_sql()));
   if (created.ok()) created = ::paygent::internal::add_missing_event_columns(writer.db(), "events");
   if (created.ok() && version > 0 && version < 6) created = writer.exec(rollups_backfill_sql());
+  if (created.ok() && version > 0 && version < 10) created = writer.exec(provider_rollup_backfill_sql());
   if (created.ok()) created = writer.exec(str_cat("PRAGMA user_version=", kSchemaVersion, "; COMMIT;"));
   if (!created.ok()) {
     static_cast<void>(writer.exec("ROLLBACK"));

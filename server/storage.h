@@ -122,7 +122,7 @@ struct IngestResult {
 
 // What events are grouped by in a report. kDay and kMonth are UTC calendar days and months, keyed
 // "2026-11-17" and "2026-11".
-enum class ReportGroup : std::uint8_t { kUser, kModel, kSession, kDay, kMonth };
+enum class ReportGroup : std::uint8_t { kUser, kModel, kSession, kDay, kMonth, kProvider };
 
 struct ReportQuery {
   std::int64_t from_ns = 0;  // inclusive

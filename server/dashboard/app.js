@@ -6,7 +6,7 @@
 const views = {
   overview: {title: 'Overview', render: overview},
   users: {title: 'Users & customers', render: users},
-  models: {title: 'Models', render: models},
+  models: {title: 'Models & providers', render: models},
   agents: {title: 'Agents', render: agents},
   billing: {title: 'Billing', render: billing},
   plans: {title: 'Plans', render: plans},
@@ -228,17 +228,23 @@ async function userDetail(user) {
 }
 
 async function models(s) {
-  const usage = await api(`/api/v1/reports/usage?${range(s)}&group_by=model`);
-  const rows = [...usage.rows].sort((a, b) => b.cost_nanos - a.cost_nanos);
+  const [usage, byProvider] = await Promise.all([
+    api(`/api/v1/reports/usage?${range(s)}&group_by=model`),
+    api(`/api/v1/reports/usage?${range(s)}&group_by=provider`),
+  ]);
+  const bySpend = (rows) => [...rows].sort((a, b) => b.cost_nanos - a.cost_nanos);
+  const rows = bySpend(usage.rows);
+  const usageColumns = (label) => [
+    {key: 'key', label, render: (r) => r.key || '(none)', csv: (r) => r.key},
+    {key: 'calls', label: 'Calls', num: true},
+    {key: 'input_tokens', label: 'Input tokens', num: true},
+    {key: 'output_tokens', label: 'Output tokens', num: true},
+    {key: 'cost_nanos', label: 'Spend', money: true},
+  ];
   return [
     barChart(rows.map((r) => ({label: r.key, a: r.cost_nanos})), ['spend']),
-    table('Models', [
-      {key: 'key', label: 'Model'},
-      {key: 'calls', label: 'Calls', num: true},
-      {key: 'input_tokens', label: 'Input tokens', num: true},
-      {key: 'output_tokens', label: 'Output tokens', num: true},
-      {key: 'cost_nanos', label: 'Spend', money: true},
-    ], rows, {id: 'models', keyOf: 'key'}),
+    table('Models', usageColumns('Model'), rows, {id: 'models', keyOf: 'key'}),
+    table('Providers', usageColumns('Provider'), bySpend(byProvider.rows), {id: 'providers', keyOf: 'key'}),
   ];
 }
 

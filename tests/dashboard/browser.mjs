@@ -77,6 +77,7 @@ check(await page.evaluate(() => document.cookie === ''), 'the session cookie is 
 const byDay = await api(key, `/api/v1/reports/usage?${novemberNs}&group_by=day`);
 const byUser = await api(key, `/api/v1/reports/usage?${novemberNs}&group_by=user`);
 const byModel = await api(key, `/api/v1/reports/usage?${novemberNs}&group_by=model`);
+const byProvider = await api(key, `/api/v1/reports/usage?${novemberNs}&group_by=provider`);
 const spend = byUser.rows.reduce((s, r) => s + BigInt(r.cost_nanos), 0n);
 
 await show('overview');
@@ -121,6 +122,10 @@ check(charlie.hard_gates.length === 1 && gateRows.length === charlie.hard_gates.
 await show('models');
 const models = await column('models', 'cost_nanos');
 check(byModel.rows.length > 0 && byModel.rows.every((r) => models[r.key] === str(r.cost_nanos)), 'models: each model\'s spend equals the API\'s');
+const providers = await column('providers', 'cost_nanos');
+check(byProvider.rows.length > 0 && byProvider.rows.every((r) => providers[r.key] === str(r.cost_nanos)) &&
+      byProvider.rows.reduce((t, r) => t + BigInt(r.cost_nanos), 0n) === spend,
+      `models: each of the ${byProvider.rows.length} providers' spend equals the API's, and they sum to the month's`);
 
 await show('plans');
 check(await page.$('[data-table="plans"] tbody tr') !== null &&

@@ -701,7 +701,7 @@ TEST_CASE("server.reports_group_usage_over_a_range") {
       {"from_ns=1&to_ns=99999999999999999999&group_by=user", "to_ns: must be a non-negative integer"},
       {"from_ns=2&to_ns=1&group_by=user", "to_ns: must not be before from_ns"},
       {"from_ns=1&to_ns=2", "group_by: missing"},
-      {"from_ns=1&to_ns=2&group_by=agent", "group_by: must be user, model, session, day or month"},
+      {"from_ns=1&to_ns=2&group_by=agent", "group_by: must be user, model, provider, session, day or month"},
       {"from_ns=1&to_ns=2&group_by=user&limit=3", "limit: unknown query parameter (from_ns, to_ns, group_by, user_id)"},
       {"from_ns=1&from_ns=1&to_ns=2&group_by=user", "from_ns: repeated query parameter"},
       {"from_ns=1&to_ns=2&group_by=user&user_id=", "user_id: must not be empty"},

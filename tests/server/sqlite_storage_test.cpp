@@ -64,7 +64,10 @@ PRAGMA user_version=1;
     sqlite3_close(db);
   }
   auto storage = open_at(path);
-  CHECK(sql_int(path, "PRAGMA user_version") == 9);
+  CHECK(sql_int(path, "PRAGMA user_version") == 10);
+  // Version 10's rollup, filled from the events too (unlike usage_daily_by_model, which release 1's
+  // missing usage_daily leaves empty).
+  CHECK(sql_int(path, "SELECT cost_nanos FROM usage_daily_by_provider WHERE provider = 'openai' AND calls = 1") == 10);
   // Version 6's rollup, filled from the events already there.
   CHECK(sql_int(path, "SELECT cost_nanos FROM profit_daily WHERE user_id = 'u1' AND cost_events = 1") == 10);
   CHECK(sql_int(path, "SELECT COUNT(*) FROM usage_daily_by_model") == 0);  // release 1 had no usage_daily

@@ -45,6 +45,8 @@ class StorageBackend {
   // Marks that database as written by the release before profit_daily (SQLite schema version 5,
   // PostgreSQL 4), so that the next open upgrades it.
   virtual void set_schema_version_before_profit_rollup() = 0;
+  // Marks the database as one from before the usage report by provider's rollup.
+  virtual void set_schema_version_before_provider_rollup() = 0;
 };
 
 class SqliteBackend final : public StorageBackend {
@@ -72,6 +74,7 @@ class SqliteBackend final : public StorageBackend {
     REQUIRE_MESSAGE(rc == SQLITE_OK, sql << ": " << message);
   }
   void set_schema_version_before_profit_rollup() override { exec("PRAGMA user_version=5"); }
+  void set_schema_version_before_provider_rollup() override { exec("PRAGMA user_version=9"); }
 
  private:
   paygent::testing::TempDir dir_;
@@ -154,6 +157,7 @@ class PostgresBackend final : public StorageBackend {
   }
   void exec(const std::string& sql) override { pg_query(conninfo_, sql); }
   void set_schema_version_before_profit_rollup() override { pg_query(conninfo_, "UPDATE paygent_schema SET version = 4"); }
+  void set_schema_version_before_provider_rollup() override { pg_query(conninfo_, "UPDATE paygent_schema SET version = 8"); }
   [[nodiscard]] const std::string& conninfo() const { return conninfo_; }
 
  private:

@@ -35,6 +35,7 @@ GroupedTotals brute_force(const std::vector<EventRecord>& events, const ReportQu
       case ReportGroup::kUser: key = e.user_id; break;
       case ReportGroup::kModel: key = e.model; break;
       case ReportGroup::kSession: key = e.session_id; break;
+      case ReportGroup::kProvider: key = e.provider; break;
       case ReportGroup::kDay: key = absl::FormatCivilTime(day); break;
       case ReportGroup::kMonth: key = absl::FormatCivilTime(absl::CivilMonth(day)); break;
     }
@@ -64,6 +65,7 @@ TEST_CASE("server.storage_reports_match_a_brute_force_sum") {
       records.push_back(record(event_id(n), "u" + std::to_string(rng() % 5), "m" + std::to_string(rng() % 3),
                                "s" + std::to_string(rng() % 4), static_cast<std::int64_t>(rng() % 100'000),
                                start + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span))));
+      records.back().provider = "provider-" + std::to_string(rng() % 3);
     }
     const absl::StatusOr<IngestResult> r = storage->ingest("p1", records);
     REQUIRE(r.ok());
@@ -79,7 +81,7 @@ TEST_CASE("server.storage_reports_match_a_brute_force_sum") {
     q.to_ns = q.from_ns + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span));
     if (i % 10 == 0) q.from_ns = ns_at(2026, 10, 26 + i % 7);  // whole days
     if (i % 15 == 0) q.to_ns = ns_at(2026, 11, 1 + i % 9);
-    q.group_by = static_cast<ReportGroup>(rng() % 5);
+    q.group_by = static_cast<ReportGroup>(rng() % 6);
     if (rng() % 2) q.user_id = "u" + std::to_string(rng() % 6);
     INFO("from ", q.from_ns, " to ", q.to_ns, " group ", static_cast<int>(q.group_by), " user ", q.user_id.value_or("-"));
     const absl::StatusOr<GroupedTotals> got = storage->report("p1", q);
@@ -150,6 +152,7 @@ std::vector<EventRecord> profit_events(std::mt19937_64& rng, int first, int coun
                            static_cast<std::int64_t>(rng() % 100'000),
                            start + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(span)));
     e.agent_id = rng() % 4 == 0 ? "" : "a" + std::to_string(rng() % 3);
+    e.provider = n % 3 == 0 ? "openai" : n % 3 == 1 ? "anthropic" : "";
     static constexpr const char* kTags[] = {"{}", R"({"region":"eu"})", R"({"region":"us","tier":"gold"})",
                                             R"({"tier":"gold"})", R"({"region":""})"};
     e.meta_tags_json = kTags[rng() % 5];
@@ -215,6 +218,7 @@ TEST_CASE("server.storage_profit_report_of_rollup_and_edges_matches_a_brute_forc
     backend.exec("DELETE FROM profit_daily");
     backend.exec("DELETE FROM usage_daily_by_model");
     backend.exec("DELETE FROM usage_daily_by_user");
+    backend.exec("DELETE FROM usage_daily_by_provider");
     backend.set_schema_version_before_profit_rollup();
     storage = backend.again();
     for (const auto group : {ProfitGroup::kAgent, ProfitGroup::kCustomer, ProfitGroup::kIndicator, ProfitGroup::kDay}) {
@@ -226,12 +230,22 @@ TEST_CASE("server.storage_profit_report_of_rollup_and_edges_matches_a_brute_forc
     for (const EventRecord& e : events) {
       if (e.kind != ::paygent::internal::UsageKind::kBilling) cost_rows.push_back(e);
     }
-    for (const auto group : {ReportGroup::kModel, ReportGroup::kDay, ReportGroup::kMonth, ReportGroup::kUser}) {
-      const ReportQuery q{.from_ns = all.from_ns, .to_ns = all.to_ns, .group_by = group};
-      const absl::StatusOr<GroupedTotals> got = storage->report("p1", q);
-      REQUIRE(got.ok());
-      CHECK(*got == brute_force(cost_rows, q));
-    }
+    auto check_usage_reports = [&] {
+      for (const auto group :
+           {ReportGroup::kModel, ReportGroup::kDay, ReportGroup::kMonth, ReportGroup::kUser, ReportGroup::kProvider}) {
+        const ReportQuery q{.from_ns = all.from_ns, .to_ns = all.to_ns, .group_by = group};
+        const absl::StatusOr<GroupedTotals> got = storage->report("p1", q);
+        REQUIRE(got.ok());
+        CHECK(*got == brute_force(cost_rows, q));
+      }
+    };
+    check_usage_reports();
+    // One from before the provider rollup alone: that one is filled, the others are left as they are.
+    storage.reset();
+    backend.exec("DELETE FROM usage_daily_by_provider");
+    backend.set_schema_version_before_provider_rollup();
+    storage = backend.again();
+    check_usage_reports();
   });
 }
 
