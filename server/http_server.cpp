@@ -581,7 +581,7 @@ absl::StatusOr<std::shared_ptr<ssl::context>> client_tls_context(const std::stri
 template <class Stream>
 net::awaitable<void> post_on(Stream& stream, const WebhookPost& post, absl::StatusOr<int>* out, beast::error_code& ec) {
   http::request<http::string_body> req{http::verb::post, post.url.target, 11};
-  req.set(http::field::host, post.url.host);
+  req.set(http::field::host, post.url.host_header);
   req.set(http::field::connection, "close");
   for (const auto& [name, value] : post.headers) req.set(name, value);
   req.body() = post.body;

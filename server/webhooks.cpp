@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/time/clock.h"
 #include "billing/decimal.h"
 #include "meter/internal/str_cat.h"
@@ -115,17 +116,44 @@ absl::StatusOr<WebhookUrl> parse_webhook_url(std::string_view url) {
     if (out.target.front() == '?') out.target.insert(0, "/");
   }
   if (authority.find('@') != std::string_view::npos) return absl::InvalidArgumentError("url: must not hold a user");
-  if (const std::size_t colon = authority.rfind(':'); colon != std::string_view::npos && authority.front() != '[') {
-    const std::string_view port = authority.substr(colon + 1);
+  // An IPv6 literal is bracketed ("[::1]:8085"): the host is what the brackets hold.
+  std::string_view host = authority, port;
+  bool v6 = false;
+  if (authority.starts_with('[')) {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) return absl::InvalidArgumentError("url: an IPv6 address must end with ]");
+    host = authority.substr(1, close - 1);
+    if (host.empty() || !std::all_of(host.begin(), host.end(), [](char c) {
+          return absl::ascii_isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.';
+        })) {
+      return absl::InvalidArgumentError("url: the brackets must hold an IPv6 address");
+    }
+    v6 = true;
+    const std::string_view after = authority.substr(close + 1);
+    if (!after.empty() && after.front() != ':') {
+      return absl::InvalidArgumentError("url: only a :port may follow an IPv6 address");
+    }
+    if (!after.empty()) port = after.substr(1), authority = after;
+    else authority = {};
+  } else if (const std::size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+    authority = port;  // a port was given
+  } else {
+    authority = {};
+  }
+  if (!authority.empty()) {
     if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
         std::stoi(std::string(port)) < 1 || std::stoi(std::string(port)) > 65535) {
       return absl::InvalidArgumentError("url: the port must be a number from 1 to 65535");
     }
     out.port = std::string(port);
-    authority = authority.substr(0, colon);
   }
-  if (authority.empty()) return absl::InvalidArgumentError("url: must name a host");
-  out.host = std::string(authority);
+  if (host.empty()) return absl::InvalidArgumentError("url: must name a host");
+  out.host = std::string(host);
+  // RFC 9110's Host: the host as the URL writes it, with the port unless it is the scheme's own.
+  out.host_header = v6 ? str_cat("[", host, "]") : out.host;
+  if (out.port != (out.tls ? "443" : "80")) str_append(&out.host_header, ":", out.port);
   return out;
 }
 

@@ -36,8 +36,9 @@ std::optional<AlertType> parse_alert_type(std::string_view name) noexcept;
 // A webhook URL, http://host[:port][/path][?query]: plain HTTP to any host (TLS is not offered
 // yet). InvalidArgument naming "url" otherwise.
 struct WebhookUrl {
-  std::string host;
+  std::string host;          // a name or an address; an IPv6 one without its brackets
   std::string port = "80";   // "443" for https:// without a port
+  std::string host_header;   // the request's Host: "[::1]:8085", "alerts.example.com"
   std::string target = "/";  // the path and query sent in the request line
   bool tls = false;          // https://: the receiver's certificate is verified for `host`
 };

@@ -58,45 +58,58 @@ struct TlsFiles {
   std::string cert, key;
 };
 
-// An HTTP/1.1 receiver on 127.0.0.1:<ephemeral port>: one thread per connection; the n-th request
-// (from 0) gets script(n). With `tls`, HTTPS (OpenSSL's server side, that certificate).
+// An HTTP/1.1 receiver on 127.0.0.1:<ephemeral port> (on [::1] with `v6`; listening() is false
+// where the machine has no IPv6 loopback): one thread per connection; the n-th request (from 0)
+// gets script(n). With `tls`, HTTPS (OpenSSL's server side, that certificate).
 class Receiver {
  public:
-  explicit Receiver(std::function<Answer(int)> script, std::optional<TlsFiles> tls = std::nullopt)
-      : script_(std::move(script)) {
+  explicit Receiver(std::function<Answer(int)> script, std::optional<TlsFiles> tls = std::nullopt, bool v6 = false)
+      : script_(std::move(script)), v6_(v6) {
     if (tls) {
       tls_ = SSL_CTX_new(TLS_server_method());
       REQUIRE(tls_ != nullptr);
       REQUIRE(SSL_CTX_use_certificate_file(tls_, tls->cert.c_str(), SSL_FILETYPE_PEM) == 1);
       REQUIRE(SSL_CTX_use_PrivateKey_file(tls_, tls->key.c_str(), SSL_FILETYPE_PEM) == 1);
     }
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd_ = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(fd_ >= 0);
     int one = 1;
     ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    if (v6) {
+      sockaddr_in6 addr{};
+      addr.sin6_family = AF_INET6;
+      addr.sin6_addr = in6addr_loopback;
+      if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;  // no IPv6 loopback here
+      socklen_t len = sizeof addr;
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+      port_ = ntohs(addr.sin6_port);
+    } else {
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+      socklen_t len = sizeof addr;
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+      port_ = ntohs(addr.sin_port);
+    }
     REQUIRE(::listen(fd_, 64) == 0);
-    socklen_t len = sizeof addr;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
     acceptor_ = std::thread([this] { accept_loop(); });
   }
   ~Receiver() {
     stop_ = true;
     ::shutdown(fd_, SHUT_RDWR);
     ::close(fd_);
-    acceptor_.join();
+    if (acceptor_.joinable()) acceptor_.join();
     std::lock_guard<std::mutex> lock(mu_);
     for (std::thread& t : connections_) t.join();
     if (tls_ != nullptr) SSL_CTX_free(tls_);
   }
 
   [[nodiscard]] std::string url() const {
-    return std::string(tls_ != nullptr ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_) + "/hooks/paygent";
+    return std::string(tls_ != nullptr ? "https" : "http") + (v6_ ? "://[::1]:" : "://127.0.0.1:") + std::to_string(port_) +
+           "/hooks/paygent";
   }
+  [[nodiscard]] bool listening() const { return acceptor_.joinable(); }
   // Connections whose TLS handshake failed (the client refused the certificate).
   [[nodiscard]] int refused_handshakes() const { return refused_handshakes_.load(); }
   std::vector<Received> received() {
@@ -218,6 +231,7 @@ class Receiver {
   }
 
   std::function<Answer(int)> script_;
+  bool v6_ = false;
   SSL_CTX* tls_ = nullptr;
   std::atomic<int> refused_handshakes_{0};
   int fd_ = -1;
@@ -359,6 +373,28 @@ TEST_CASE("server.paygentd_webhooks_a_batch_over_the_body_limit_raises_delivery_
   CHECK(header_of(got.front(), "paygent-event-type") == "delivery_failure");
   CHECK(got.front().body.find("\"http_status\":413") != std::string::npos);
   CHECK(d.call("GET", "/api/v1/webhooks").status == 200);
+  CHECK(d.process->terminate() == 0);
+}
+
+// A receiver at an IPv6 literal ("http://[::1]:<port>/..."): paygentd connects to the address in
+// the brackets and sends Host as the URL writes it.
+TEST_CASE("server.paygentd_webhooks_reach_an_ipv6_literal") {
+  Receiver receiver([](int) { return Answer::kOk; }, std::nullopt, true);
+  if (!receiver.listening()) {
+    std::printf("SKIPPED: IPv6 webhook receiver: this machine has no IPv6 loopback\n");
+    return;
+  }
+  Daemon d;
+  d.extra = {"--max-body-bytes", "65536"};
+  d.start();
+  d.set_up(receiver.url());
+  const std::string huge = R"({"events":[{"id":")" + std::string(100'000, 'a') + R"("}]})";
+  CHECK(d.call("POST", "/api/v1/events:batch", huge).status == 413);
+  REQUIRE(d.wait_delivered(1));
+  const std::vector<Received> got = receiver.received();
+  REQUIRE_FALSE(got.empty());
+  CHECK(header_of(got.front(), "paygent-event-type") == "delivery_failure");
+  CHECK(header_of(got.front(), "host") == receiver.url().substr(7, receiver.url().find("/hooks") - 7));
   CHECK(d.process->terminate() == 0);
 }
 

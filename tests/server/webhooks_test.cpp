@@ -83,11 +83,28 @@ TEST_CASE("server.webhooks_url_is_http_or_https_to_any_host") {
   CHECK(url->host == "alerts.example.com");
   CHECK(url->port == "443");
   CHECK(url->target == "/paygent");
+  CHECK(url->host_header == "alerts.example.com");
   url = parse_webhook_url("https://127.0.0.1:8443");
   REQUIRE(url.ok());
   CHECK(url->port == "8443");
+  CHECK(url->host_header == "127.0.0.1:8443");
+  // IPv6 literals: the resolver and the certificate check get the address, Host keeps the brackets.
+  url = parse_webhook_url("http://[::1]:8085/hooks");
+  REQUIRE(url.ok());
+  CHECK(url->host == "::1");
+  CHECK(url->port == "8085");
+  CHECK(url->target == "/hooks");
+  CHECK(url->host_header == "[::1]:8085");
+  url = parse_webhook_url("https://[2001:db8::7]?a=1");
+  REQUIRE(url.ok());
+  CHECK(url->host == "2001:db8::7");
+  CHECK(url->port == "443");
+  CHECK(url->target == "/?a=1");
+  CHECK(url->host_header == "[2001:db8::7]");
   for (const char* bad : {"ftp://x", "http://", "https://", "http://:80/", "http://h:0/", "http://h:99999/",
-                          "http://h:x/", "http://u:p@h/", "http://h/a b", "HTTPS://h/", "https://u@h/"}) {
+                          "http://h:x/", "http://u:p@h/", "http://h/a b", "HTTPS://h/", "https://u@h/", "http://[::1/",
+                          "http://[]/", "http://[::1]x/", "http://[::1]:/", "http://[::1]:0/", "http://[g::1]/",
+                          "http://[::1]:99999/"}) {
     const absl::StatusOr<WebhookUrl> r = parse_webhook_url(bad);
     CHECK_MESSAGE(!r.ok(), bad);
     if (!r.ok()) CHECK(std::string(r.status().message()).rfind("url: ", 0) == 0);
