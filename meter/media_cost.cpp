@@ -41,15 +41,21 @@ std::string_view media_kind_name(MediaKind kind) noexcept {
 
 Nanos cost_of_duration(const MediaPrice& price, std::chrono::microseconds duration) noexcept {
   // pico-USD per hour x microseconds / (microseconds per hour) = pico-USD; / 1000 = nano-USD.
+  // The denominator is 2^13 x 439,453,125, and floor(n / (2^13 x d)) = floor(floor(n / 2^13) / d):
+  // the half-up numerator is shifted, then divided in 64 bits by a constant (a multiplication)
+  // instead of in 128 bits (a library call, ~20 ns), whenever the shifted value fits 64 bits
+  // (numerators up to ~1.5e23 pico-USD: 20 minutes at any catalog price, and far beyond).
   constexpr std::uint64_t kDenominator = kMicrosPerHour * kPicosPerNano;  // 3.6e12
-  const std::uint64_t rate = non_negative(price.picos_per_hour);
-  const std::uint64_t micros = non_negative(duration.count());
-  std::uint64_t product = 0;
-  // Fast path for short durations: a 64-bit division by a constant is a multiplication.
-  if (!__builtin_mul_overflow(rate, micros, &product) && product <= UINT64_MAX - kDenominator / 2) {
-    return static_cast<Nanos>((product + kDenominator / 2) / kDenominator);
+  constexpr int kShift = 13;
+  constexpr std::uint64_t kOdd = kDenominator >> kShift;
+  static_assert(kOdd << kShift == kDenominator);
+  const Wide numerator = static_cast<Wide>(non_negative(price.picos_per_hour)) * non_negative(duration.count());
+  const Wide shifted = (numerator + kDenominator / 2) >> kShift;  // < 2^126 + 2^42: no overflow
+  if (shifted <= UINT64_MAX) [[likely]] {
+    const std::uint64_t nanos = static_cast<std::uint64_t>(shifted) / kOdd;
+    return nanos > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<Nanos>(nanos);
   }
-  return round_half_up(static_cast<Wide>(rate) * micros, kDenominator);
+  return round_half_up(numerator, kDenominator);
 }
 
 Nanos cost_of_characters(const MediaPrice& price, std::int64_t characters) noexcept {

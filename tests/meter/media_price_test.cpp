@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <random>
 #include <string>
 #include <string_view>
 
@@ -329,6 +330,22 @@ TEST_CASE("meter.media_costs_are_exact_at_awkward_values") {
     const auto exact = (static_cast<unsigned __int128>(us) * 1'800'000'000'000'000 + 1'800'000'000'000) /
                        3'600'000'000'000;
     CHECK(cost_of_duration(dear, microseconds(us)) == static_cast<Nanos>(exact));
+  }
+  // Random rates and durations of every magnitude, either side of the shifted path's 64-bit edge:
+  // the same answer as one 128-bit division.
+  std::mt19937_64 rng(2026);
+  for (int i = 0; i < 200'000; ++i) {
+    const int rate_bits = static_cast<int>(rng() % 63), us_bits = static_cast<int>(rng() % 63);
+    const std::int64_t rate = static_cast<std::int64_t>(rng() >> (64 - rate_bits - 1) >> 1);
+    const std::int64_t us = static_cast<std::int64_t>(rng() >> (64 - us_bits - 1) >> 1);
+    dear.picos_per_hour = rate;
+    const auto exact = (static_cast<unsigned __int128>(us) * static_cast<std::uint64_t>(rate) + 1'800'000'000'000) /
+                       3'600'000'000'000;
+    const Nanos want = exact > INT64_MAX ? INT64_MAX : static_cast<Nanos>(exact);
+    if (cost_of_duration(dear, microseconds(us)) != want) {
+      FAIL_CHECK("rate ", rate, " us ", us, ": ", cost_of_duration(dear, microseconds(us)), " != ", want);
+      break;
+    }
   }
   // Beyond int64 nano-USD the cost saturates instead of wrapping.
   dear.picos_per_hour = INT64_MAX;
