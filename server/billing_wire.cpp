@@ -34,15 +34,17 @@ constexpr std::size_t kMaxFilters = 20;
 constexpr std::size_t kMaxFilterValues = 100;
 constexpr std::size_t kMaxTiers = 20;
 
-// The engine's error "tiers[1].up_to: ..." as the body spells it, under `where`:
-// "indicators[0].pricing.tiers[1].upTo: ...".
+// The engine's error "tiers[1].up_to: 50 is not above tiers[0].up_to 100" as the body spells
+// it, under `where`: "indicators[0].pricing.tiers[1].upTo: 50 is not above tiers[0].upTo 100".
 absl::Status under(std::string_view where, const absl::Status& status) {
   const std::string_view message(status.message().data(), status.message().size());
   const std::size_t colon = message.find(": ");
   if (colon == std::string_view::npos) return field_error(where, message);
   std::string path = json_read::camel(message.substr(0, colon));
   if (path.starts_with("pricing.")) path.erase(0, 8);
-  return absl::Status(status.code(), str_cat(where.empty() ? "" : str_cat(where, "."), path, message.substr(colon)));
+  // The fields the message names after the colon ("is not above tiers[0].up_to 100") too.
+  return absl::Status(status.code(),
+                      str_cat(where.empty() ? "" : str_cat(where, "."), path, json_read::camel(message.substr(colon))));
 }
 
 absl::Status read_decimal(value v, std::string_view where, Decimal& out, bool non_negative) {

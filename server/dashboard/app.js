@@ -256,11 +256,12 @@ function kindTag(r) {
 }
 
 async function agents(s) {
-  const [byAgent, byIndicator, list, byTag] = await Promise.all([
+  const [byAgent, byIndicator, list, byTag, metrics] = await Promise.all([
     api(`/api/v1/reports/profit?${range(s)}&by=agent`),
     api(`/api/v1/reports/profit?${range(s)}&by=indicator`),
     api('/api/v1/agents'),
     tagTable(s),
+    api('/api/v1/billable-metrics'),
   ]);
   const profitColumns = (label) => [
     {key: 'key', label},
@@ -272,7 +273,7 @@ async function agents(s) {
     {key: 'events', label: 'Events', num: true},
   ];
   const indicators = list.agents.flatMap((a) => a.indicators.map((i) => ({
-    agent: a.agentId, indicator: i.indicator, metric: i.metric || '—',
+    key: `${a.agentId}/${i.indicator}`, agent: a.agentId, indicator: i.indicator, metric: i.metric || '—',
     pricing: i.perMinute ? `per minute ${i.pricePerMinute ? '$' + i.pricePerMinute : ''}`
              : i.pricing ? i.pricing.model : i.pricePerEvent !== undefined ? `per event $${i.pricePerEvent}` : '—',
   })));
@@ -284,8 +285,90 @@ async function agents(s) {
     table('Indicators and their pricing', [
       {key: 'agent', label: 'Agent'}, {key: 'indicator', label: 'Indicator'},
       {key: 'metric', label: 'Billable metric'}, {key: 'pricing', label: 'Pricing'},
-    ], indicators, {id: 'pricing', empty: 'No agent is configured (PUT /api/v1/agents/{id} or `paygent agents apply`).'}),
+    ], indicators, {id: 'pricing', keyOf: 'key', empty: 'No agent is configured yet: add an indicator below.'}),
+    indicatorForm(list, metrics.metrics),
   ];
+}
+
+// Agents -> indicators -> link a billable metric -> pricing (seed 003's flow): one indicator of one
+// agent, created or replaced (the agent's other indicators are kept as they are), with the API's
+// validation and its messages. Only the fields of the chosen billing are shown and sent.
+function indicatorForm(list, metrics) {
+  const field = (label, input, show) => el('label', {'data-show': show || null}, label, input);
+  const form = el('form', {class: 'inline', id: 'indicator-form'},
+    field('Agent', el('input', {name: 'agent', required: true, list: 'agent-ids', placeholder: 'gpu-agent'})),
+    el('datalist', {id: 'agent-ids'}, list.agents.map((a) => el('option', {value: a.agentId}))),
+    field('Indicator', el('input', {name: 'indicator', required: true, placeholder: 'inference'})),
+    field('Billed', el('select', {name: 'billed'},
+      [['pricing', 'by a pricing model'], ['event', 'per event'], ['minute', 'per minute']].map(([v, t]) => el('option', {value: v}, t)))),
+    field('Billable metric', el('select', {name: 'metric'}, el('option', {value: ''}, '(none: each event is one unit)'),
+      metrics.map((m) => el('option', {value: m.identifier}, m.identifier))), 'pricing'),
+    field('Pricing model', el('select', {name: 'model'},
+      ['flat', 'volume', 'graduated', 'credits'].map((m) => el('option', {value: m}, m.toUpperCase()))), 'pricing'),
+    field('Unit price (USD)', el('input', {name: 'unitPrice', placeholder: '0.50'}), 'flat'),
+    field('Tiers: "upTo unitPrice [flatFee]" a line, the last "- unitPrice [flatFee]"',
+      el('textarea', {name: 'tiers', rows: 3, placeholder: '100 0.50\n- 0.40 10'}), 'tiers'),
+    field('Credits per unit', el('input', {name: 'creditsPerUnit', placeholder: '2'}), 'credits'),
+    field('Price (USD)', el('input', {name: 'price', placeholder: '0.15'}), 'event minute'),
+    field('Custom per-model rates (USD per minute): "kind model rate" a line',
+      el('textarea', {name: 'rates', rows: 2, placeholder: 'stt nova-2 0.05'}), 'minute'),
+    el('button', {type: 'submit'}, 'Save indicator'),
+    el('p', {class: 'error', id: 'indicator-error', role: 'alert'}));
+  const value = (name) => String(form.elements[name].value || '').trim();
+  const sync = () => {
+    const billed = value('billed'), model = value('model');
+    const shown = new Set([billed]);
+    if (billed === 'pricing') shown.add(model === 'volume' || model === 'graduated' ? 'tiers' : model);
+    for (const label of form.querySelectorAll('label[data-show]')) {
+      label.hidden = !label.dataset.show.split(' ').some((k) => shown.has(k));
+    }
+  };
+  form.elements.billed.addEventListener('change', sync);
+  form.elements.model.addEventListener('change', sync);
+  sync();
+  const lines = (text) => text.split('\n').map((l) => l.trim()).filter(Boolean).map((l) => l.split(/\s+/));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const error = form.querySelector('#indicator-error');
+    error.textContent = '';
+    const indicator = {indicator: value('indicator')};
+    const billed = value('billed');
+    if (billed === 'event') {
+      indicator.pricePerEvent = value('price');
+    } else if (billed === 'minute') {
+      indicator.perMinute = true;
+      if (value('price')) indicator.pricePerMinute = value('price');
+      indicator.customRates = lines(value('rates')).map(([kind, model, pricePerMinute]) => ({kind, model, pricePerMinute}));
+    } else {
+      if (value('metric')) indicator.metric = value('metric');
+      const pricing = {model: value('model')};
+      if (pricing.model === 'flat') pricing.unitPrice = value('unitPrice');
+      else if (pricing.model === 'credits') pricing.creditsPerUnit = value('creditsPerUnit');
+      else {
+        pricing.tiers = lines(value('tiers')).map(([upTo, unitPrice, flatFee]) =>
+          ({...(upTo === '-' ? {} : {upTo}), unitPrice, ...(flatFee ? {flatFee} : {})}));
+      }
+      indicator.pricing = pricing;
+    }
+    const agentId = value('agent');
+    const path = `/api/v1/agents/${encodeURIComponent(agentId)}`;
+    try {
+      let agent = {name: '', indicators: []};
+      try {
+        agent = await api(path);
+      } catch (err) {
+        if (err.status !== 404) throw err;
+      }
+      // The agent's other indicators as the API gave them (without the fields it writes as null).
+      const kept = agent.indicators.filter((i) => i.indicator !== indicator.indicator).map((i) =>
+        Object.fromEntries(Object.entries(i).filter(([, v]) => v !== null)));
+      await api(path, {method: 'PUT', body: JSON.stringify({name: agent.name, indicators: [...kept, indicator]})});
+      render();
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  });
+  return el('div', {class: 'panel'}, el('h3', {}, 'Add or change an indicator'), form);
 }
 
 async function billing(s) {

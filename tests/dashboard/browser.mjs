@@ -212,6 +212,51 @@ await page.waitForSelector('main[data-ready="billing"] [data-table="metrics"] tr
 await screenshot('billing-metric-created');
 check((await api(key2, '/api/v1/billable-metrics/gpu_compute_hours')).aggregation === 'sum', 'billing: the metric created in the page is stored');
 
+// Agents -> indicators -> link a billable metric -> pricing, with the API's validation: tiers out
+// of order are refused with the API's message, then a GRADUATED indicator on the new metric is
+// stored, a per-minute one with a custom rate joins an existing agent's indicators (the others
+// kept), and the linked metric is shown locked.
+await show('agents');
+const fillIndicator = async (fields) => {
+  for (const [name, v] of Object.entries(fields)) {
+    const selector = `#indicator-form [name=${name}]`;
+    if (await page.$eval(selector, (n) => n.tagName) === 'SELECT') await page.selectOption(selector, v);
+    else await page.fill(selector, v);
+  }
+};
+await fillIndicator({agent: 'gpu-agent', indicator: 'inference', billed: 'pricing', metric: 'gpu_compute_hours',
+                     model: 'graduated', tiers: '100 0.50\n50 0.40\n- 0.30'});
+check(await page.isHidden('#indicator-form [name=unitPrice]') && await page.isVisible('#indicator-form [name=tiers]'),
+      'agents: the indicator form shows the tiers of a GRADUATED price, not a unit price');
+await page.click('#indicator-form button[type=submit]');
+await page.waitForFunction(() => document.getElementById('indicator-error').textContent !== '');
+const tierError = await page.textContent('#indicator-error');
+check(tierError.includes('tiers[1].upTo: 50 is not above tiers[0].upTo 100'), `agents: tiers out of order are refused naming the field (${tierError})`);
+check((await fetch(`${url}/api/v1/agents/gpu-agent`, {headers: {authorization: `Bearer ${key2}`}})).status === 404,
+      'agents: nothing is stored for a refused indicator');
+await fillIndicator({tiers: '100 0.50\n- 0.40 10'});
+await page.evaluate(() => document.getElementById('view').removeAttribute('data-ready'));
+await page.click('#indicator-form button[type=submit]');
+await page.waitForSelector('main[data-ready="agents"] [data-table="pricing"] tr[data-key="gpu-agent/inference"]');
+const gpu = await api(key2, '/api/v1/agents/gpu-agent');
+check(gpu.indicators.length === 1 && gpu.indicators[0].metric === 'gpu_compute_hours' && gpu.indicators[0].pricing.model === 'graduated' &&
+      gpu.indicators[0].pricing.tiers.length === 2 && gpu.indicators[0].pricing.tiers[1].flatFee === '10',
+      'agents: the GRADUATED indicator saved in the page is stored with its metric and tiers');
+const dentalBefore = await api(key2, '/api/v1/agents/dental-clinic');
+await fillIndicator({agent: 'dental-clinic', indicator: 'browser-minutes', billed: 'minute', price: '0.15', rates: 'stt nova-2 0.05'});
+await page.evaluate(() => document.getElementById('view').removeAttribute('data-ready'));
+await page.click('#indicator-form button[type=submit]');
+await page.waitForSelector('main[data-ready="agents"] [data-table="pricing"] tr[data-key="dental-clinic/browser-minutes"]');
+await screenshot('agents-indicator-saved');
+const dental = await api(key2, '/api/v1/agents/dental-clinic');
+const added = dental.indicators.find((i) => i.indicator === 'browser-minutes');
+check(dental.indicators.length === dentalBefore.indicators.length + 1 && added && added.perMinute && added.customRates.length === 1 &&
+      JSON.stringify(dental.indicators.filter((i) => i !== added)) === JSON.stringify(dentalBefore.indicators),
+      'agents: a per-minute indicator with a custom rate joins the agent, its other indicators unchanged');
+await show('billing', '&customer=customer-123');
+check((await page.textContent('[data-table="metrics"] tr[data-key="gpu_compute_hours"] td[data-col="locked"]')).includes('locked'),
+      'billing: the metric linked in the agents view is shown locked');
+
 // ---- a session that expires ----
 const shortContext = await browser.newContext();
 const shortPage = await shortContext.newPage();
