@@ -33,8 +33,9 @@ using ::paygent::internal::str_cat;
 // credit wallets' tables (SqliteStorage's version 7), created when missing. 7: the billing events'
 // indexes ending with the event id (SqliteStorage's version 8). 8: hard_gates, report_tags and
 // profit_daily_by_tag (SqliteStorage's version 9), created when missing. 9: usage_daily_by_provider
-// (SqliteStorage's version 10), created when missing and filled from the events.
-constexpr std::int64_t kSchemaVersion = 9;
+// (SqliteStorage's version 10), created when missing and filled from the events. 10: billing_events'
+// meta_tags and received_ns (SqliteStorage's version 11), added and filled from the events.
+constexpr std::int64_t kSchemaVersion = 10;
 // The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
 constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
 
@@ -579,6 +580,16 @@ absl::StatusOr<std::unique_ptr<PostgresStorage>> PostgresStorage::open(const std
       // As above: the events must not move while their sums are taken.
       if (absl::Status s = c.exec("LOCK TABLE events IN SHARE MODE"); !s.ok()) return s;
       if (absl::Status s = c.exec(provider_rollup_backfill_sql()); !s.ok()) return s;
+    }
+    if (version > 0 && version < 10) {
+      // A table from before the columns gets them (with their defaults), then its events' values.
+      if (absl::Status s = c.exec("LOCK TABLE events, billing_events IN SHARE ROW EXCLUSIVE MODE; "
+                                  "ALTER TABLE billing_events ADD COLUMN IF NOT EXISTS meta_tags TEXT NOT NULL DEFAULT '{}'; "
+                                  "ALTER TABLE billing_events ADD COLUMN IF NOT EXISTS received_ns BIGINT NOT NULL DEFAULT 0");
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = c.exec(billing_event_tags_backfill_sql()); !s.ok()) return s;
     }
     if (version < kSchemaVersion) {
       if (absl::Status s = c.exec(str_cat("DELETE FROM paygent_schema; INSERT INTO paygent_schema VALUES(", kSchemaVersion, ")"));

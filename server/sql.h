@@ -190,6 +190,11 @@ std::string_view rollups_backfill_sql();
 // PostgreSQL 9) while it is still empty.
 std::string_view provider_rollup_backfill_sql();
 
+// Copies each billing event's meta_tags and received_ns from its event (stored with the same id),
+// in both dialects: run once, in the transaction that upgrades a database whose billing_events
+// had no such columns (SQLite schema version 11, PostgreSQL 10), after they were added.
+std::string_view billing_event_tags_backfill_sql();
+
 // The webhooks' block of sql_schema()'s template (server/sql_webhooks.cpp), with its placeholders.
 std::string_view webhooks_schema_template();
 

@@ -252,7 +252,7 @@ absl::Status SqlStorage::delete_agent(std::string_view product_id, std::string_v
 }
 
 absl::Status SqlStorage::store_billing_events(SqlConnection& connection, std::int64_t product,
-                                              std::span<const EventRecord> events,
+                                              std::int64_t received_ns, std::span<const EventRecord> events,
                                               std::span<const storage_internal::EventId> ids,
                                               const std::vector<bool>& stored) {
   // Each (agent, indicator) of the batch is read once.
@@ -331,11 +331,13 @@ absl::Status SqlStorage::store_billing_events(SqlConnection& connection, std::in
     absl::Status s = insert_rows(
         connection,
         priced ? "INSERT INTO billing_events(product, id, user_id, agent_id, indicator, session_id, model, ts_ns, "
-                 "duration_us, revenue_nanos)"
+                 "duration_us, meta_tags, received_ns, revenue_nanos)"
                : "INSERT INTO billing_events(product, id, user_id, agent_id, indicator, session_id, model, ts_ns, "
-                 "duration_us)",
-        priced ? 10 : 9, rows.size(), "", "store billing events", [&](Query& insert, int first, std::size_t r) {
+                 "duration_us, meta_tags, received_ns)",
+        priced ? 12 : 11, rows.size(), "", "store billing events", [&](Query& insert, int first, std::size_t r) {
           const EventRecord& e = events[rows[r].first];
+          // The event's own tags and arrival, as its events row has them (bind_event).
+          const std::string_view tags = e.meta_tags_json.empty() ? std::string_view("{}") : std::string_view(e.meta_tags_json);
           insert.bind(first, product)
               .bind_blob(first + 1, ids[rows[r].first])
               .bind(first + 2, e.user_id)
@@ -344,8 +346,10 @@ absl::Status SqlStorage::store_billing_events(SqlConnection& connection, std::in
               .bind(first + 5, e.session_id)
               .bind(first + 6, e.model)
               .bind(first + 7, e.ts_ns)
-              .bind(first + 8, e.audio_us);
-          if (priced) insert.bind(first + 9, rows[r].second);
+              .bind(first + 8, e.audio_us)
+              .bind(first + 9, tags)
+              .bind(first + 10, received_ns);
+          if (priced) insert.bind(first + 11, rows[r].second);
         });
     if (!s.ok()) return s;
   }

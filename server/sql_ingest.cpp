@@ -153,7 +153,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
     }
     if (*written == BatchWrite::kStored) {
       for (bool s : stored) ++(s ? result.accepted : result.duplicates);
-      if (absl::Status s = store_billing_events(connection, product, events, ids, stored); !s.ok()) return s;
+      if (absl::Status s = store_billing_events(connection, product, received_ns, events, ids, stored); !s.ok()) return s;
       return finish_ingest(connection, product, users, period_of, soft_gates, result, alerts_of);
     }
   }
@@ -246,7 +246,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
     if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
   }
   if (absl::Status s = add_cost_rollups(connection, product, events, stored); !s.ok()) return s;
-  if (absl::Status s = store_billing_events(connection, product, events, ids, stored); !s.ok()) return s;
+  if (absl::Status s = store_billing_events(connection, product, received_ns, events, ids, stored); !s.ok()) return s;
   return finish_ingest(connection, product, users, period_of, soft_gates, result, alerts_of);
 }
 

@@ -187,9 +187,8 @@ absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64
   for (;;) {
     absl::StatusOr<Query> select = prepare(
         connection,
-        str_cat("SELECT b.id, b.agent_id, b.indicator, b.ts_ns, b.duration_us, e.meta_tags, e.received_ns, b.revenue_nanos, "
-                "b.user_id FROM billing_events b JOIN events e ON e.product = b.product AND e.id = b.id "
-                "WHERE b.product = ?1 AND ", customer_id ? "b.user_id = ?4 AND " : "", "b.ts_ns < ?3 AND ",
+        str_cat("SELECT b.id, b.agent_id, b.indicator, b.ts_ns, b.duration_us, b.meta_tags, b.received_ns, b.revenue_nanos, "
+                "b.user_id FROM billing_events b WHERE b.product = ?1 AND ", customer_id ? "b.user_id = ?4 AND " : "", "b.ts_ns < ?3 AND ",
                 cursor.first ? std::string("b.ts_ns >= ?2 ")
                              : str_cat("(b.ts_ns, b.id) > (?2, ?", id_index, ") "),
                 "ORDER BY b.ts_ns, b.id LIMIT ", page));

@@ -48,12 +48,11 @@ std::string cost_sql(ProfitGroup group) {
 }
 
 // The billing events of [?2, ?3): key, events, known revenue, events with a known revenue. Their
-// meta tags are their event's (stored with the same id).
+// meta tags are their event's (stored with the same id, and copied onto the billing event's row).
 std::string revenue_sql(ProfitGroup group) {
   if (group == ProfitGroup::kTag) {
-    return "SELECT COALESCE(e.meta_tags, '{}'), COUNT(*), COALESCE(SUM(b.revenue_nanos), 0), COUNT(b.revenue_nanos) "
-           "FROM billing_events b LEFT JOIN events e ON e.product = b.product AND e.id = b.id "
-           "WHERE b.product = ?1 AND b.ts_ns >= ?2 AND b.ts_ns < ?3 GROUP BY 1";
+    return "SELECT meta_tags, COUNT(*), COALESCE(SUM(revenue_nanos), 0), COUNT(revenue_nanos) "
+           "FROM billing_events WHERE product = ?1 AND ts_ns >= ?2 AND ts_ns < ?3 GROUP BY 1";
   }
   return str_cat("SELECT ", key_column(group),
                  ", COUNT(*), COALESCE(SUM(revenue_nanos), 0), COUNT(revenue_nanos) FROM billing_events "

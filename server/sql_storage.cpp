@@ -190,6 +190,8 @@ CREATE TABLE IF NOT EXISTS billing_events(
   ts_ns ${INT} NOT NULL,
   duration_us ${INT} NOT NULL,
   revenue_nanos ${INT},
+  meta_tags TEXT NOT NULL DEFAULT '{}',
+  received_ns ${INT} NOT NULL DEFAULT 0,
   PRIMARY KEY(product, id))${TABLE};
 DROP INDEX IF EXISTS billing_events_by_time;
 DROP INDEX IF EXISTS billing_events_by_customer;
@@ -352,6 +354,11 @@ std::string_view provider_rollup_backfill_sql() {
          "SELECT product, ts_ns / 86400000000000, provider, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
          "SUM(cached_input_tokens), SUM(cache_creation_input_tokens), SUM(reasoning_tokens), SUM(cost_nanos) "
          "FROM events WHERE kind <> 'billing' GROUP BY product, ts_ns / 86400000000000, provider;\n";
+}
+
+std::string_view billing_event_tags_backfill_sql() {
+  return "UPDATE billing_events SET meta_tags = e.meta_tags, received_ns = e.received_ns FROM events e "
+         "WHERE e.product = billing_events.product AND e.id = billing_events.id;\n";
 }
 
 std::string sql_schema(const SqlDialect& dialect) {

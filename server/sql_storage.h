@@ -281,7 +281,9 @@ class SqlStorage : public Storage {
   // for every event stored by this call (stored[i]) with a non-empty indicator, its revenue
   // priced by its agent's indicator then (docs/tracking.md, "Revenue"; NULL when unpriced); then
   // the billing events added to profit_daily (add_billing_rollup).
-  absl::Status store_billing_events(SqlConnection& connection, std::int64_t product,
+  // Each row keeps its event's meta_tags and `received_ns` (the events row's), so that scans of
+  // billing events read no events row.
+  absl::Status store_billing_events(SqlConnection& connection, std::int64_t product, std::int64_t received_ns,
                                     std::span<const EventRecord> events,
                                     std::span<const storage_internal::EventId> ids, const std::vector<bool>& stored);
   // The dashboard's rollups (server/sql_profit.cpp, sql_report.cpp), kept in the ingest's

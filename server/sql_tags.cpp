@@ -178,9 +178,9 @@ absl::Status SqlStorage::set_report_tags(std::string_view product_id, std::span<
           cost ? std::string("SELECT ts_ns / 86400000000000, meta_tags, COUNT(*), SUM(CASE WHEN cost_unknown = 0 THEN "
                              "cost_nanos ELSE 0 END), SUM(cost_unknown), 0, 0, 0 FROM events WHERE product = ?1 AND "
                              "kind <> 'billing' GROUP BY 1, 2")
-               : std::string("SELECT b.ts_ns / 86400000000000, COALESCE(e.meta_tags, '{}'), 0, 0, 0, COUNT(*), "
-                             "COALESCE(SUM(b.revenue_nanos), 0), COUNT(b.revenue_nanos) FROM billing_events b LEFT JOIN "
-                             "events e ON e.product = b.product AND e.id = b.id WHERE b.product = ?1 GROUP BY 1, 2"));
+               : std::string("SELECT ts_ns / 86400000000000, meta_tags, 0, 0, 0, COUNT(*), "
+                             "COALESCE(SUM(revenue_nanos), 0), COUNT(revenue_nanos) FROM billing_events "
+                             "WHERE product = ?1 GROUP BY 1, 2"));
       if (!select.ok()) return select.status();
       select->bind(1, *product);
       for (;;) {

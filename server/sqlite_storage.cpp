@@ -40,8 +40,9 @@ using ::paygent::internal::str_cat;
 // hard gates application processes report (hard_gates, docs/wire.md), and the report tags
 // report_tags and profit_daily_by_tag (docs/tracking.md), created when missing. 10: the usage
 // report by provider's rollup usage_daily_by_provider, created when missing and filled from the
-// events.
-constexpr int kSchemaVersion = 10;
+// events. 11: billing_events carry their event's meta_tags and received_ns (the invoice's and the
+// profit report's scans read no event row per billing event), added and filled from the events.
+constexpr int kSchemaVersion = 11;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
 // so that each of its reads is one query joined to this table rather than a few queries per user.
@@ -366,6 +367,24 @@ absl::StatusOr<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::st
   if (created.ok()) created = ::paygent::internal::add_missing_event_columns(writer.db(), "events");
   if (created.ok() && version > 0 && version < 6) created = writer.exec(rollups_backfill_sql());
   if (created.ok() && version > 0 && version < 10) created = writer.exec(provider_rollup_backfill_sql());
+  if (created.ok() && version > 0 && version < 11) {
+    // billing_events of versions 4 to 10 lack the columns (CREATE TABLE IF NOT EXISTS kept the old
+    // table); an older database has just been given the new table, empty.
+    std::int64_t columns = -1;
+    {
+      absl::StatusOr<Query> has =
+          prepare(writer, "SELECT COUNT(*) FROM pragma_table_info('billing_events') WHERE name = 'meta_tags'");
+      absl::StatusOr<bool> row = has.ok() ? has->step("read billing_events' columns") : absl::StatusOr<bool>(has.status());
+      if (!row.ok()) created = row.status();
+      if (row.ok() && *row) columns = has->int64(0);
+      if (has.ok()) has->reset();  // no statement open on the table while it is altered
+    }
+    if (created.ok() && columns == 0) {
+      created = writer.exec(str_cat("ALTER TABLE billing_events ADD COLUMN meta_tags TEXT NOT NULL DEFAULT '{}'; "
+                                    "ALTER TABLE billing_events ADD COLUMN received_ns INTEGER NOT NULL DEFAULT 0; ",
+                                    billing_event_tags_backfill_sql()));
+    }
+  }
   if (created.ok()) created = writer.exec(str_cat("PRAGMA user_version=", kSchemaVersion, "; COMMIT;"));
   if (!created.ok()) {
     static_cast<void>(writer.exec("ROLLBACK"));

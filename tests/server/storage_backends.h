@@ -47,6 +47,8 @@ class StorageBackend {
   virtual void set_schema_version_before_profit_rollup() = 0;
   // Marks the database as one from before the usage report by provider's rollup.
   virtual void set_schema_version_before_provider_rollup() = 0;
+  // Marks the database as one from before billing events carried their event's meta tags.
+  virtual void set_schema_version_before_billing_event_tags() = 0;
 };
 
 class SqliteBackend final : public StorageBackend {
@@ -75,6 +77,7 @@ class SqliteBackend final : public StorageBackend {
   }
   void set_schema_version_before_profit_rollup() override { exec("PRAGMA user_version=5"); }
   void set_schema_version_before_provider_rollup() override { exec("PRAGMA user_version=9"); }
+  void set_schema_version_before_billing_event_tags() override { exec("PRAGMA user_version=10"); }
 
  private:
   paygent::testing::TempDir dir_;
@@ -158,6 +161,7 @@ class PostgresBackend final : public StorageBackend {
   void exec(const std::string& sql) override { pg_query(conninfo_, sql); }
   void set_schema_version_before_profit_rollup() override { pg_query(conninfo_, "UPDATE paygent_schema SET version = 4"); }
   void set_schema_version_before_provider_rollup() override { pg_query(conninfo_, "UPDATE paygent_schema SET version = 8"); }
+  void set_schema_version_before_billing_event_tags() override { pg_query(conninfo_, "UPDATE paygent_schema SET version = 9"); }
   [[nodiscard]] const std::string& conninfo() const { return conninfo_; }
 
  private:

@@ -246,6 +246,30 @@ TEST_CASE("server.storage_profit_report_of_rollup_and_edges_matches_a_brute_forc
     backend.set_schema_version_before_provider_rollup();
     storage = backend.again();
     check_usage_reports();
+    // One whose billing events lacked their event's meta tags and arrival: the columns are added
+    // and filled from the events, and the reports that read them agree.
+    REQUIRE(storage->set_report_tags("p1", {}).ok());  // by=tag:region from the billing events' tags
+    auto tags_and_arrivals = [&] {
+      std::vector<std::pair<std::string, std::int64_t>> out;
+      REQUIRE(storage->scan_product_billing_events("p1", all, [&](const BillingEventRow& row) {
+        out.emplace_back(row.id + " " + row.meta_tags_json, row.received_ns);
+        return absl::OkStatus();
+      }).ok());
+      return out;
+    };
+    const auto before_upgrade = tags_and_arrivals();
+    std::size_t billing_events = 0;
+    for (const EventRecord& e : events) billing_events += e.indicator.empty() ? 0 : 1;  // full tracking and revenue-only
+    REQUIRE(before_upgrade.size() == billing_events);
+    CHECK(std::all_of(before_upgrade.begin(), before_upgrade.end(), [](const auto& r) { return r.second > 0; }));
+    storage.reset();
+    backend.exec("ALTER TABLE billing_events DROP COLUMN meta_tags");
+    backend.exec("ALTER TABLE billing_events DROP COLUMN received_ns");
+    backend.set_schema_version_before_billing_event_tags();
+    storage = backend.again();
+    CHECK(tags_and_arrivals() == before_upgrade);
+    CHECK(*storage->profit_report("p1", all, ProfitGroup::kTag, "region") ==
+          brute_force_profit(events, all, ProfitGroup::kTag));
   });
 }
 
