@@ -134,8 +134,14 @@ class Accrual {
     ps.fed = true;
     if (absl::Status s = ps.feeder.add(row); !s.ok()) return s;
     if (row.ts_ns >= ps.a) {
-      if (auto line = invoiced_.find(ps.feeder.key()); line != invoiced_.end()) {
-        Adjust& adj = ps.mine[{day_of(row.ts_ns), line->second}];
+      // The invoiced line of the row's indicator, looked up once per change of indicator.
+      if (ps.feeder.key() != last_key_) {
+        last_key_ = ps.feeder.key();
+        const auto line = invoiced_.find(last_key_);
+        last_line_ = line != invoiced_.end() ? std::optional<std::size_t>(line->second) : std::nullopt;
+      }
+      if (last_line_) {
+        Adjust& adj = ps.mine[{day_of(row.ts_ns), *last_line_}];
         if (row.revenue_nanos) {
           adj.stored_revenue += *row.revenue_nanos;
         } else {
@@ -274,6 +280,8 @@ class Accrual {
   ProfitGroup group_;
   const ProductBilling& billing_;
   absl::flat_hash_map<std::string, std::size_t> invoiced_;  // "agent/indicator" -> line
+  std::string last_key_;                   // of the last row add() looked up in invoiced_...
+  std::optional<std::size_t> last_line_;  // ...and its line there
   absl::flat_hash_map<std::string, std::unique_ptr<CustomerState>> customers_;
   std::map<std::string, Adjust, std::less<>> adjust_;
 };

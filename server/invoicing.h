@@ -66,9 +66,10 @@ class InvoiceFeeder {
   const ProductBilling& product_;
   BuiltInvoice& invoice_;
   std::unique_ptr<simdjson::dom::parser> parser_;
-  std::vector<std::pair<std::string, std::string>> owned_;
+  std::vector<std::pair<std::string, std::string>> owned_;  // the first `used` of them hold the tags
   std::vector<billing::MetaTag> tags_;
-  std::string key_, minutes_;
+  std::string key_, minutes_, padded_;
+  bool key_known_ = false, key_unpriced_ = false, key_per_minute_ = false;  // of key_
 };
 
 // One customer's billing events of `period`, read through `scan`, fed into a builder.
