@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "billing/decimal.h"
 #include "meter/internal/str_cat.h"
 #include "server/agents_wire.h"
@@ -42,9 +43,15 @@ absl::Status under(std::string_view where, const absl::Status& status) {
   if (colon == std::string_view::npos) return field_error(where, message);
   std::string path = json_read::camel(message.substr(0, colon));
   if (path.starts_with("pricing.")) path.erase(0, 8);
-  // The fields the message names after the colon ("is not above tiers[0].up_to 100") too.
-  return absl::Status(status.code(),
-                      str_cat(where.empty() ? "" : str_cat(where, "."), path, json_read::camel(message.substr(colon))));
+  // A field the message names after the colon ("is not above tiers[0].up_to 100") too: the name
+  // after "]." only, so that values and the rest of the text are given as they are.
+  std::string rest(message.substr(colon));
+  for (std::size_t at = rest.find("]."); at != std::string::npos; at = rest.find("].", at + 2)) {
+    std::size_t end = at + 2;
+    while (end < rest.size() && (absl::ascii_islower(static_cast<unsigned char>(rest[end])) || rest[end] == '_')) ++end;
+    rest.replace(at + 2, end - at - 2, json_read::camel(std::string_view(rest).substr(at + 2, end - at - 2)));
+  }
+  return absl::Status(status.code(), str_cat(where.empty() ? "" : str_cat(where, "."), path, rest));
 }
 
 absl::Status read_decimal(value v, std::string_view where, Decimal& out, bool non_negative) {

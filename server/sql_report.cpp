@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "meter/internal/str_cat.h"
 #include "server/sql_storage.h"
 #include "server/storage_logic.h"
@@ -25,6 +26,9 @@ using storage_internal::DaySplit;
 using storage_internal::floor_div;
 using storage_internal::kNanosPerDay;
 using storage_internal::split_days;
+
+// period_costs(): the longest period read a day at a time.
+constexpr std::int64_t kPeriodCostDaySeeks = 62;
 
 constexpr std::string_view kTotalsColumns =
     "SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cache_creation_input_tokens), "
@@ -199,27 +203,34 @@ absl::StatusOr<std::vector<UserPeriodCost>> SqlStorage::period_costs(std::string
     const auto most = std::max_element(users_by_period.begin(), users_by_period.end(),
                                        [](const auto& a, const auto& b) { return a.second < b.second; });
     const TimeRange shared{.from_ns = most->first.first, .to_ns = most->first.second};
-    // The page's users are in id order: a row's user is found by binary search.
-    auto add = [&out, &shared](std::string_view user_id, std::int64_t cost) {
-      const auto it = std::lower_bound(out.begin(), out.end(), user_id,
-                                       [](const UserPeriodCost& u, std::string_view id) { return u.user.user_id < id; });
-      if (it == out.end() || it->user.user_id != user_id || it->period != shared) return;
-      if (__builtin_add_overflow(it->cost_nanos, cost, &it->cost_nanos)) {
-        it->cost_nanos = std::numeric_limits<std::int64_t>::max();
-      }
+    // A row's user, by id: the page is in the database's collation order, which need not be
+    // bytewise (PostgreSQL's en_US, say), so no binary search.
+    absl::flat_hash_map<std::string_view, UserPeriodCost*> by_id;
+    by_id.reserve(out.size());
+    for (UserPeriodCost& u : out) by_id.emplace(u.user.user_id, &u);
+    auto add = [&by_id, &shared](std::string_view user_id, std::int64_t cost) {
+      const auto it = by_id.find(user_id);
+      if (it == by_id.end() || it->second->period != shared) return;
+      std::int64_t& sum = it->second->cost_nanos;
+      if (__builtin_add_overflow(sum, cost, &sum)) sum = std::numeric_limits<std::int64_t>::max();
     };
     const std::string first = out.front().user.user_id;
     const std::string last = out.back().user.user_id;
     if (shared.from_ns < shared.to_ns && shared.from_ns >= 0) {
       const DaySplit split = split_days(shared.from_ns, shared.to_ns);
+      // Up to two months, a seek per day to the page's users; a longer period (a subscription's
+      // year, say) in one read of its days, which passes over the other users' rows too.
+      const bool by_day = split.end_day - split.first_day <= kPeriodCostDaySeeks;
       if (split.first_day < split.end_day) {
-        absl::StatusOr<Query> select =
-            prepare(connection,
-                    "SELECT user_id, cost_nanos FROM usage_daily_by_user "
-                    "WHERE product = ?1 AND day = ?2 AND user_id >= ?3 AND user_id <= ?4");
+        absl::StatusOr<Query> select = prepare(
+            connection, by_day ? "SELECT user_id, cost_nanos FROM usage_daily_by_user "
+                                 "WHERE product = ?1 AND day = ?2 AND user_id >= ?3 AND user_id <= ?4"
+                               : "SELECT user_id, SUM(cost_nanos) FROM usage_daily_by_user WHERE product = ?1 AND "
+                                 "day >= ?2 AND day < ?5 AND user_id >= ?3 AND user_id <= ?4 GROUP BY user_id");
         if (!select.ok()) return select.status();
-        for (std::int64_t day = split.first_day; day < split.end_day; ++day) {
+        for (std::int64_t day = split.first_day; day < split.end_day; day = by_day ? day + 1 : split.end_day) {
           select->bind(1, **product).bind(2, day).bind(3, std::string_view(first)).bind(4, std::string_view(last));
+          if (!by_day) select->bind(5, split.end_day);
           for (;;) {
             absl::StatusOr<bool> row = select->step("read the period's costs");
             if (!row.ok()) return row.status();

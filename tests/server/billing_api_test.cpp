@@ -240,7 +240,13 @@ TEST_CASE("billing.bodies_are_validated_naming_the_field") {
     r = f.put_agent("a", R"({"indicators":[{"indicator":"x","metric":"tokens","pricing":{"model":"graduated",
         "tiers":[{"upTo":"100","unitPrice":"1"},{"upTo":"50","unitPrice":"1"},{"unitPrice":"1"}]}}]})");
     CHECK(r.status == 400);
-    CHECK_MESSAGE(r.body.find("indicators[0].pricing.tiers[1].upTo") != std::string::npos, r.body);
+    CHECK_MESSAGE(r.body.find("indicators[0].pricing.tiers[1].upTo: 50 is not above tiers[0].upTo 100") != std::string::npos,
+                  r.body);
+    // A value in a message is given as it was sent, underscores and all.
+    r = f.call("POST", "/api/v1/billable-metrics",
+               R"({"name":"Tok","aggregation":"sum","expression":"event.properties.t * 2","resultField":"gpu_hours!"})");
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(r.body.find(R"(resultField: \"gpu_hours!\" may hold only A-Z a-z 0-9 _)") != std::string::npos, r.body);
     r = f.put_agent("a", R"({"indicators":[{"indicator":"x","pricing":{"model":"flat","unitPrice":"1","tiers":[]}}]})");
     CHECK(r.status == 400);
     CHECK_MESSAGE(r.body.find("indicators[0].pricing.tiers: not allowed") != std::string::npos, r.body);

@@ -525,6 +525,24 @@ TEST_CASE("server.storage_ingest_with_usage_matches_find_user_and_report") {
     }
     CHECK(seen == product_users);
   }
+  // A period longer than two months (a subscription's year, say) is read in one pass of its days.
+  const TimeRange long_period{ns_at(2026, 9, 20, 7), ns_at(2027, 1, 2, 5)};
+  const absl::StatusOr<std::vector<UserPeriodCost>> long_costs =
+      storage->period_costs("p", "", 100, [&](const UserRecord&) { return long_period; });
+  REQUIRE(long_costs.ok());
+  REQUIRE(long_costs->size() == product_users.size());
+  std::int64_t long_total = 0;
+  for (const UserPeriodCost& u : *long_costs) {
+    INFO("user ", u.user.user_id);
+    std::int64_t expected = 0;
+    for (const auto& [key, t] : brute_force(all, ReportQuery{.from_ns = long_period.from_ns, .to_ns = long_period.to_ns,
+                                                              .group_by = ReportGroup::kUser, .user_id = u.user.user_id})) {
+      expected += t.cost_nanos;
+    }
+    CHECK(u.cost_nanos == expected);
+    long_total += u.cost_nanos;
+  }
+  CHECK(long_total > 0);
   const absl::StatusOr<std::vector<UserPeriodCost>> unknown = storage->period_costs("nope", "", 10, period_of);
   REQUIRE(unknown.ok());
   CHECK(unknown->empty());
