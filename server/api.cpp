@@ -277,6 +277,8 @@ std::span<const Route<Api::Handler>> Api::routes() {
       {"GET", "/api/v1/webhooks/{id}/deliveries", RouteAuth::kProduct, RouteBody::kNone, &Api::webhook_deliveries,
        kWebhookId},
       {"GET", "/api/v1/forecast", RouteAuth::kProduct, RouteBody::kNone, &Api::forecast},
+      {"GET", "/api/v1/config/alerts", RouteAuth::kProduct, RouteBody::kNone, &Api::get_alert_settings},
+      {"PUT", "/api/v1/config/alerts", RouteAuth::kProduct, RouteBody::kJson, &Api::put_alert_settings},
       // The dashboard and the customer portal (server/dashboard_api.cpp, docs/dashboard.md).
       {"GET", "/dashboard", RouteAuth::kNone, RouteBody::kNone, &Api::dashboard_page},
       {"GET", "/dashboard/{file}", RouteAuth::kNone, RouteBody::kNone, &Api::dashboard_page, kFile},

@@ -267,6 +267,8 @@ class Api {
   HttpResponse delete_webhook(const Call& call);
   HttpResponse webhook_deliveries(const Call& call);
   HttpResponse forecast(const Call& call);
+  HttpResponse get_alert_settings(const Call& call);
+  HttpResponse put_alert_settings(const Call& call);
   // Puts a delivery_failure alert in the outbox for a batch of the syncer refused with `response`
   // (a 4xx), when the product has an endpoint for it; a failure to do so is dropped.
   void alert_refused_batch(const std::string& product_id, const HttpResponse& response);

@@ -34,8 +34,9 @@ using ::paygent::internal::str_cat;
 // indexes ending with the event id (SqliteStorage's version 8). 8: hard_gates, report_tags and
 // profit_daily_by_tag (SqliteStorage's version 9), created when missing. 9: usage_daily_by_provider
 // (SqliteStorage's version 10), created when missing and filled from the events. 10: billing_events'
-// meta_tags and received_ns (SqliteStorage's version 11), added and filled from the events.
-constexpr std::int64_t kSchemaVersion = 10;
+// meta_tags and received_ns (SqliteStorage's version 11), added and filled from the events. 11:
+// alert_settings (SqliteStorage's version 12), created when missing.
+constexpr std::int64_t kSchemaVersion = 11;
 // The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
 constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
 

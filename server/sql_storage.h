@@ -148,6 +148,8 @@ class SqlStorage : public Storage {
   absl::StatusOr<bool> enqueue_alert(std::string_view product_id, const WebhookAlert& alert) final;
   absl::StatusOr<std::vector<std::string>> products_wanting(AlertType type) final;
   absl::StatusOr<bool> alert_raised(std::string_view product_id, std::string_view alert_key) final;
+  absl::StatusOr<AlertSettings> alert_settings(std::string_view product_id) final;
+  absl::Status put_alert_settings(std::string_view product_id, const AlertSettings& settings) final;
   absl::Status create_session(const SessionRecord& session, std::int64_t now_ns, std::size_t max_live) final;
   absl::StatusOr<std::optional<SessionRecord>> find_session(std::string_view token_sha256, std::int64_t now_ns) final;
   absl::Status delete_session(std::string_view token_sha256) final;
@@ -274,6 +276,8 @@ class SqlStorage : public Storage {
   // In sql_webhooks.cpp, in the open write transaction: the union of the product's endpoints'
   // event masks (0: no endpoint).
   static absl::StatusOr<std::uint32_t> webhook_mask(SqlConnection& connection, std::int64_t product);
+  // The product's alert settings in the open transaction (the defaults when it has no row).
+  static absl::StatusOr<AlertSettings> alert_settings_in(SqlConnection& connection, std::int64_t product);
   // In sql_webhooks.cpp, in the open write transaction: stores `alert` unless its key is stored,
   // with one pending delivery per endpoint that wants its type. True when stored.
   static absl::StatusOr<bool> store_alert(SqlConnection& connection, std::int64_t product, const WebhookAlert& alert);

@@ -377,7 +377,9 @@ absl::StatusOr<std::optional<WalletRecord>> SqlStorage::settle_wallet(std::strin
       const std::uint32_t wanted =
           *mask & (static_cast<std::uint32_t>(AlertType::kWalletLow) | static_cast<std::uint32_t>(AlertType::kWalletEmpty));
       if (wanted != 0) {
-        for (const WebhookAlert& alert : wallet_alerts(product_id, w, wanted, now_ns)) {
+        absl::StatusOr<AlertSettings> settings = alert_settings_in(connection, product);
+        if (!settings.ok()) return settings.status();
+        for (const WebhookAlert& alert : wallet_alerts(product_id, w, wanted, now_ns, settings->wallet_low_percent)) {
           if (absl::StatusOr<bool> stored = store_alert(connection, product, alert); !stored.ok()) return stored.status();
         }
       }

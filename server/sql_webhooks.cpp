@@ -25,6 +25,9 @@ std::int64_t now_ns() { return absl::ToUnixNanos(absl::Now()); }
 // The webhooks' tables: schema version 5 of SQLite, 4 of PostgreSQL, created when missing. Kept
 // as a block of their own (appended to sql_schema()'s template).
 constexpr std::string_view kWebhooksSchema = R"sql(
+CREATE TABLE IF NOT EXISTS alert_settings(
+  product ${INT} NOT NULL PRIMARY KEY,
+  wallet_low_percent ${INT} NOT NULL)${KEYED_TABLE};
 CREATE TABLE IF NOT EXISTS webhook_endpoints(
   product ${INT} NOT NULL,
   endpoint_id TEXT NOT NULL,
@@ -78,6 +81,48 @@ absl::StatusOr<std::uint32_t> SqlStorage::webhook_mask(SqlConnection& connection
     mask |= static_cast<std::uint32_t>(select->int64(0));
   }
   return mask;
+}
+
+absl::StatusOr<AlertSettings> SqlStorage::alert_settings_in(SqlConnection& connection, std::int64_t product) {
+  absl::StatusOr<Query> select = prepare(connection, "SELECT wallet_low_percent FROM alert_settings WHERE product = ?1");
+  if (!select.ok()) return select.status();
+  select->bind(1, product);
+  AlertSettings out;
+  absl::StatusOr<bool> row = select->step("read alert settings");
+  if (!row.ok()) return row.status();
+  if (*row) out.wallet_low_percent = select->int64(0);
+  return out;
+}
+
+absl::StatusOr<AlertSettings> SqlStorage::alert_settings(std::string_view product_id) {
+  AlertSettings out;
+  absl::Status status = with_connection(Access::kRead, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    absl::StatusOr<AlertSettings> settings = alert_settings_in(connection, *product);
+    if (!settings.ok()) return settings.status();
+    out = *settings;
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+absl::Status SqlStorage::put_alert_settings(std::string_view product_id, const AlertSettings& settings) {
+  if (settings.wallet_low_percent < 1 || settings.wallet_low_percent > 99) {
+    return absl::InvalidArgumentError("wallet_low_percent: must be from 1 to 99");
+  }
+  return transaction(Access::kWrite, true, [&](SqlConnection& connection) -> absl::Status {
+    absl::StatusOr<std::int64_t> product = existing_product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    absl::StatusOr<Query> upsert = prepare(
+        connection,
+        "INSERT INTO alert_settings(product, wallet_low_percent) VALUES(?1, ?2) "
+        "ON CONFLICT(product) DO UPDATE SET wallet_low_percent = excluded.wallet_low_percent");
+    if (!upsert.ok()) return upsert.status();
+    upsert->bind(1, *product).bind(2, settings.wallet_low_percent);
+    return upsert->run("put alert settings");
+  });
 }
 
 absl::StatusOr<bool> SqlStorage::store_alert(SqlConnection& connection, std::int64_t product,

@@ -41,8 +41,9 @@ using ::paygent::internal::str_cat;
 // report_tags and profit_daily_by_tag (docs/tracking.md), created when missing. 10: the usage
 // report by provider's rollup usage_daily_by_provider, created when missing and filled from the
 // events. 11: billing_events carry their event's meta_tags and received_ns (the invoice's and the
-// profit report's scans read no event row per billing event), added and filled from the events.
-constexpr int kSchemaVersion = 11;
+// profit report's scans read no event row per billing event), added and filled from the events. 12:
+// the products' alert settings (alert_settings, docs/webhooks.md), created when missing.
+constexpr int kSchemaVersion = 12;
 
 // Per connection, in memory: the users of the batch whose usage ingest_with_usage() is reading,
 // so that each of its reads is one query joined to this table rather than a few queries per user.

@@ -113,6 +113,14 @@ struct UserPeriodCost {
   std::int64_t cost_nanos = 0;  // saturates at INT64_MAX
 };
 
+// A product's alert settings (docs/webhooks.md, "Settings").
+struct AlertSettings {
+  // wallet_low is raised when a settle leaves a credit wallet's balance at this percent of the
+  // credits granted or less (1 to 99).
+  std::int64_t wallet_low_percent = 20;
+  friend bool operator==(const AlertSettings&, const AlertSettings&) = default;
+};
+
 struct IngestResult {
   std::int64_t accepted = 0;    // events stored by this call
   std::int64_t duplicates = 0;  // events whose id was already stored (or repeated in the batch)
@@ -320,7 +328,7 @@ enum class AlertType : std::uint32_t {
   kHardGate = 2,         // "hard_gate": a user's period spend reached the cap as ingest sees it
   kDeliveryFailure = 4,  // "delivery_failure": the backend refused a batch of the syncer
   kForecast = 8,         // "forecast": a user is predicted to reach the cap within the horizon
-  kWalletLow = 16,       // "wallet_low": a credit wallet's balance fell to 20% of its credits or less
+  kWalletLow = 16,       // "wallet_low": a credit wallet's balance fell to the product's wallet_low_percent (20%) of its credits or less
   kWalletEmpty = 32,     // "wallet_empty": a credit wallet's balance reached 0
   kInvoiceReady = 64,    // "invoice_ready": a customer's billing period ended; its invoice is final
 };
@@ -702,6 +710,15 @@ class Storage {
   // The products (their ids, in id order) with an endpoint that wants alerts of `type`.
   virtual absl::StatusOr<std::vector<std::string>> products_wanting(AlertType type) {
     static_cast<void>(type);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
+  // The product's alert settings (GET/PUT /api/v1/config/alerts): the defaults until put.
+  virtual absl::StatusOr<AlertSettings> alert_settings(std::string_view product_id) {
+    static_cast<void>(product_id);
+    return absl::UnimplementedError("this storage has no webhooks");
+  }
+  virtual absl::Status put_alert_settings(std::string_view product_id, const AlertSettings& settings) {
+    static_cast<void>(product_id), static_cast<void>(settings);
     return absl::UnimplementedError("this storage has no webhooks");
   }
   // Whether an alert of key `alert_key` was raised for the product (in webhook_alerts).

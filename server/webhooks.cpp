@@ -118,7 +118,7 @@ absl::StatusOr<WebhookUrl> parse_webhook_url(std::string_view url) {
   if (authority.find('@') != std::string_view::npos) return absl::InvalidArgumentError("url: must not hold a user");
   // An IPv6 literal is bracketed ("[::1]:8085"): the host is what the brackets hold.
   std::string_view host = authority, port;
-  bool v6 = false;
+  bool v6 = false, port_given = false;
   if (authority.starts_with('[')) {
     const std::size_t close = authority.find(']');
     if (close == std::string_view::npos) return absl::InvalidArgumentError("url: an IPv6 address must end with ]");
@@ -133,16 +133,13 @@ absl::StatusOr<WebhookUrl> parse_webhook_url(std::string_view url) {
     if (!after.empty() && after.front() != ':') {
       return absl::InvalidArgumentError("url: only a :port may follow an IPv6 address");
     }
-    if (!after.empty()) port = after.substr(1), authority = after;
-    else authority = {};
+    if (!after.empty()) port = after.substr(1), port_given = true;
   } else if (const std::size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
     host = authority.substr(0, colon);
     port = authority.substr(colon + 1);
-    authority = port;  // a port was given
-  } else {
-    authority = {};
+    port_given = true;
   }
-  if (!authority.empty()) {
+  if (port_given) {
     if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
         std::stoi(std::string(port)) < 1 || std::stoi(std::string(port)) > 65535) {
       return absl::InvalidArgumentError("url: the port must be a number from 1 to 65535");
@@ -283,14 +280,15 @@ std::vector<WebhookAlert> batch_alerts(std::string_view product_id, const PlanCo
 }
 
 std::vector<WebhookAlert> wallet_alerts(std::string_view product_id, const WalletRecord& wallet, std::uint32_t wanted,
-                                        std::int64_t now_ns) {
+                                        std::int64_t now_ns, std::int64_t low_percent) {
   std::vector<WebhookAlert> out;
   absl::StatusOr<billing::Decimal> granted = billing::Decimal::parse(wallet.granted);
   absl::StatusOr<billing::Decimal> balance = billing::Decimal::parse(wallet.balance);
   if (!granted.ok() || !balance.ok() || !(billing::Decimal() < *granted)) return out;
-  // balance <= granted / 5, exactly: 5 x balance <= granted.
-  absl::StatusOr<billing::Decimal> five_times = billing::Decimal::mul(*balance, billing::Decimal::from_int(5));
-  const bool low = five_times.ok() && *five_times <= *granted;
+  // balance <= granted x percent / 100, exactly: 100 x balance <= percent x granted.
+  absl::StatusOr<billing::Decimal> hundred_times = billing::Decimal::mul(*balance, billing::Decimal::from_int(100));
+  absl::StatusOr<billing::Decimal> line = billing::Decimal::mul(*granted, billing::Decimal::from_int(low_percent));
+  const bool low = hundred_times.ok() && line.ok() && *hundred_times <= *line;
   const bool empty = !(billing::Decimal() < *balance);
   for (const auto& [type, raised] : {std::pair{AlertType::kWalletLow, low}, std::pair{AlertType::kWalletEmpty, empty}}) {
     if (!raised || (wanted & static_cast<std::uint32_t>(type)) == 0) continue;
@@ -305,7 +303,7 @@ std::vector<WebhookAlert> wallet_alerts(std::string_view product_id, const Walle
                                 ",\"granted\":", json_quote(wallet.granted), ",\"balance\":", json_quote(wallet.balance),
                                 ",\"used\":", json_quote(wallet.used), ",\"overage\":", json_quote(wallet.overage),
                                 ",\"top_ups\":", wallet.top_ups,
-                                type == AlertType::kWalletLow ? ",\"threshold_ppm\":200000" : "");
+                                type == AlertType::kWalletLow ? str_cat(",\"threshold_ppm\":", low_percent * 10'000) : "");
     out.push_back(std::move(alert));
   }
   return out;

@@ -94,11 +94,11 @@ std::vector<WebhookAlert> batch_alerts(std::string_view product_id, const PlanCo
                                        std::int64_t now_ns, absl::Duration horizon);
 
 // What a credit wallet's state raises, of the types in `wanted`: wallet_low when its balance is at
-// most 20% of the credits granted (0 included), wallet_empty when it is 0 (a wallet with no credits
+// most `low_percent` of the credits granted (0 included), wallet_empty when it is 0 (a wallet with no credits
 // raises nothing). Each keyed once per customer and number of top-ups, so that a top-up lets the
 // wallet raise them again. Settle calls it, in its transaction, after it moved the balance.
 std::vector<WebhookAlert> wallet_alerts(std::string_view product_id, const WalletRecord& wallet, std::uint32_t wanted,
-                                        std::int64_t now_ns);
+                                        std::int64_t now_ns, std::int64_t low_percent = 20);
 
 // The key of the invoice_ready alert of `customer_id`'s `period`.
 std::string invoice_ready_key(std::string_view customer_id, billing::BillingPeriod period);

@@ -5,6 +5,8 @@
 //   DELETE /api/v1/webhooks/{id}               -> {"deleted": id}
 //   GET    /api/v1/webhooks/{id}/deliveries?limit=N -> {"deliveries": [...]}, newest first
 //   GET    /api/v1/forecast?within_s=N         -> {"forecasts": [...]}: users predicted to reach their cap
+//   GET    /api/v1/config/alerts                -> {"wallet_low_percent": N}
+//   PUT    /api/v1/config/alerts                {"wallet_low_percent": 1..99} -> the same
 #include <algorithm>
 #include <cstdint>
 #include <map>
@@ -207,6 +209,19 @@ HttpResponse Api::forecast(const Call& call) {
   }
   str_append(&body, "],\"users_scanned\":", scanned, ",\"truncated\":", truncated ? "true" : "false", "}");
   return json_response(200, std::move(body));
+}
+
+HttpResponse Api::get_alert_settings(const Call& call) {
+  absl::StatusOr<AlertSettings> settings = storage_.alert_settings(call.product_id);
+  if (!settings.ok()) return error_response(settings.status());
+  return json_response(200, str_cat("{\"wallet_low_percent\":", settings->wallet_low_percent, "}"));
+}
+
+HttpResponse Api::put_alert_settings(const Call& call) {
+  absl::StatusOr<AlertSettings> settings = parse_alert_settings(call.request.body);
+  if (!settings.ok()) return error_response(settings.status());
+  if (absl::Status s = storage_.put_alert_settings(call.product_id, *settings); !s.ok()) return error_response(s);
+  return json_response(200, str_cat("{\"wallet_low_percent\":", settings->wallet_low_percent, "}"));
 }
 
 void Api::alert_refused_batch(const std::string& product_id, const HttpResponse& response) {

@@ -552,6 +552,23 @@ absl::StatusOr<std::vector<std::string>> parse_report_tags(std::string_view body
   return tags;
 }
 
+absl::StatusOr<AlertSettings> parse_alert_settings(std::string_view body) {
+  absl::StatusOr<simdjson::dom::object> root = parse_object(body);
+  if (!root.ok()) return root.status();
+  AlertSettings settings;
+  static constexpr std::array<std::string_view, 1> kFields = {"wallet_low_percent"};
+  absl::Status status =
+      read_fields(*root, kBody, kFields, /*required=*/1, [&](std::size_t, element v, const FieldPath& path) {
+        if (absl::Status s = read_count(v, path, settings.wallet_low_percent); !s.ok()) return s;
+        if (settings.wallet_low_percent < 1 || settings.wallet_low_percent > 99) {
+          return field_error(path, str_cat("must be from 1 to 99, not ", settings.wallet_low_percent));
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  return settings;
+}
+
 absl::StatusOr<Subscription> parse_subscription(std::string_view body) {
   absl::StatusOr<simdjson::dom::object> root = parse_object(body);
   if (!root.ok()) return root.status();

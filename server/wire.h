@@ -87,6 +87,8 @@ absl::StatusOr<NewWebhook> parse_new_webhook(std::string_view body);
 // {"tags": ["region", ...]}: at most kMaxReportTags distinct meta tag keys, each 1 to 1,024 bytes
 // (PUT /api/v1/config/report-tags), returned in key order.
 absl::StatusOr<std::vector<std::string>> parse_report_tags(std::string_view body);
+// PUT /api/v1/config/alerts: {"wallet_low_percent": 1 to 99} (docs/webhooks.md, "Settings").
+absl::StatusOr<AlertSettings> parse_alert_settings(std::string_view body);
 
 // POST /api/v1/users/{id}/subscription: {"plan": non-empty string, "period_start": RFC 3339,
 // "period_end": RFC 3339 after period_start}, both between 1970 and 2262 (int64 nanoseconds).

@@ -64,7 +64,7 @@ PRAGMA user_version=1;
     sqlite3_close(db);
   }
   auto storage = open_at(path);
-  CHECK(sql_int(path, "PRAGMA user_version") == 11);
+  CHECK(sql_int(path, "PRAGMA user_version") == 12);
   // Version 10's rollup, filled from the events too (unlike usage_daily_by_model, which release 1's
   // missing usage_daily leaves empty).
   CHECK(sql_int(path, "SELECT cost_nanos FROM usage_daily_by_provider WHERE provider = 'openai' AND calls = 1") == 10);

@@ -311,5 +311,41 @@ TEST_CASE("billing.wallet_low_and_empty_raise_webhook_alerts_once_per_top_up") {
   });
 }
 
+// The product's wallet_low line (PUT /api/v1/config/alerts): validated (nothing stored when
+// refused), 20% until set, and a wallet at 40% of its credits is low once the line is 40%.
+TEST_CASE("billing.wallet_low_percent_is_the_products_setting") {
+  for_each_backend([](StorageBackend& backend) {
+    AgentsFixture f(backend);
+    set_up(f);
+    HttpResponse r = f.call("GET", "/api/v1/config/alerts");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK(r.body == R"({"wallet_low_percent":20})");
+    for (const char* bad : {R"({"wallet_low_percent":0})", R"({"wallet_low_percent":100})", R"({"wallet_low_percent":"20"})",
+                            R"({"wallet_low_percent":20.5})", R"({})", R"({"wallet_low_percent":20,"x":1})"}) {
+      r = f.call("PUT", "/api/v1/config/alerts", bad);
+      CHECK_MESSAGE(r.status == 400, bad, " -> ", r.body);
+    }
+    r = f.call("PUT", "/api/v1/config/alerts", R"({"wallet_low_percent":0})");
+    CHECK_MESSAGE(r.body.find("wallet_low_percent: must be from 1 to 99") != std::string::npos, r.body);
+    CHECK(f.call("GET", "/api/v1/config/alerts").body == R"({"wallet_low_percent":20})");  // nothing stored
+    r = f.call("PUT", "/api/v1/config/alerts", R"({"wallet_low_percent":40})");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK(f.call("GET", "/api/v1/config/alerts").body == R"({"wallet_low_percent":40})");
+    CHECK(f.storage->alert_settings("nope").status().code() == absl::StatusCode::kNotFound);
+
+    r = f.call("POST", "/api/v1/webhooks", R"({"url":"http://127.0.0.1:9/w","events":["wallet_low"]})");
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    sent(f, {billed(1, R"({"tokens":"1000","replicas":"1"})")});  // 10 credits: the customer exists
+    REQUIRE(top_up(f, R"({"credits":"100","paidUsd":"10","id":"t1"})").status == 201);  // balance 90
+    CHECK(due_alerts(f).empty());
+    sent(f, {billed(2, R"({"tokens":"5000","replicas":"1"})")});  // balance 40: low at 40%, exactly
+    const auto due = due_alerts(f);
+    REQUIRE(due.size() == 1);
+    CHECK(due[0].first == "wallet_low");
+    CHECK(due[0].second.find(R"("balance":"40")") != std::string::npos);
+    CHECK(due[0].second.find(R"("threshold_ppm":400000)") != std::string::npos);
+  });
+}
+
 }  // namespace
 }  // namespace paygent::server::test

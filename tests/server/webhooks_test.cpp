@@ -104,7 +104,7 @@ TEST_CASE("server.webhooks_url_is_http_or_https_to_any_host") {
   for (const char* bad : {"ftp://x", "http://", "https://", "http://:80/", "http://h:0/", "http://h:99999/",
                           "http://h:x/", "http://u:p@h/", "http://h/a b", "HTTPS://h/", "https://u@h/", "http://[::1/",
                           "http://[]/", "http://[::1]x/", "http://[::1]:/", "http://[::1]:0/", "http://[g::1]/",
-                          "http://[::1]:99999/"}) {
+                          "http://[::1]:99999/", "http://h:/"}) {
     const absl::StatusOr<WebhookUrl> r = parse_webhook_url(bad);
     CHECK_MESSAGE(!r.ok(), bad);
     if (!r.ok()) CHECK(std::string(r.status().message()).rfind("url: ", 0) == 0);
