@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -104,6 +105,12 @@ class Query {
   [[nodiscard]] std::string blob(int column) const { return statement_->blob(column); }
   [[nodiscard]] bool is_null(int column) const { return statement_->is_null(column); }
   [[nodiscard]] std::int64_t changes() const { return statement_->changes(); }
+  // A user's subscription from columns plan, period_start_ns, period_end_ns at `first` (a LEFT
+  // JOIN of subscriptions: none when plan is NULL).
+  [[nodiscard]] std::optional<Subscription> subscription_at(int first) const {
+    if (is_null(first)) return std::nullopt;
+    return Subscription{.plan = text(first), .period_start_ns = int64(first + 1), .period_end_ns = int64(first + 2)};
+  }
   // The calls count at `first`, then the six sums of a totals row after it.
   [[nodiscard]] Totals totals_at(int first) const {
     return Totals{.calls = int64(first),

@@ -186,12 +186,8 @@ absl::StatusOr<std::vector<UserPeriodCost>> SqlStorage::period_costs(std::string
         absl::StatusOr<bool> row = select->step("list users");
         if (!row.ok()) return row.status();
         if (!*row) break;
-        UserRecord user{.user_id = select->text(0), .name = select->text(1)};
-        if (!select->is_null(2)) {
-          user.subscription = Subscription{
-              .plan = select->text(2), .period_start_ns = select->int64(3), .period_end_ns = select->int64(4)};
-        }
-        out.push_back(UserPeriodCost{.user = std::move(user)});
+        out.push_back(UserPeriodCost{
+            .user = UserRecord{.user_id = select->text(0), .name = select->text(1), .subscription = select->subscription_at(2)}});
       }
     }
     if (out.empty()) return absl::OkStatus();

@@ -539,12 +539,8 @@ absl::StatusOr<std::optional<UserRecord>> SqlStorage::find_user_in(SqlConnection
   absl::StatusOr<bool> row = select->step("find user");
   if (!row.ok()) return row.status();
   if (!*row) return std::optional<UserRecord>();
-  UserRecord user{.user_id = std::string(user_id), .name = select->text(0)};
-  if (!select->is_null(1)) {
-    user.subscription = Subscription{
-        .plan = select->text(1), .period_start_ns = select->int64(2), .period_end_ns = select->int64(3)};
-  }
-  return std::optional<UserRecord>(std::move(user));
+  return std::optional<UserRecord>(
+      UserRecord{.user_id = std::string(user_id), .name = select->text(0), .subscription = select->subscription_at(1)});
 }
 
 absl::Status SqlStorage::set_subscription(std::string_view product_id, std::string_view user_id,
@@ -699,12 +695,9 @@ absl::Status SqlStorage::read_usage(SqlConnection& connection, std::int64_t prod
       if (!*row) break;
       // A user missing here (each was created or found by this transaction) is one skipped idx.
       if (select->int64(0) != static_cast<std::int64_t>(out.size())) break;
-      UserRecord user{.user_id = std::string(user_ids[out.size()]), .name = select->text(1)};
-      if (!select->is_null(2)) {
-        user.subscription = Subscription{
-            .plan = select->text(2), .period_start_ns = select->int64(3), .period_end_ns = select->int64(4)};
-      }
-      out.push_back(UserUsage{.user = std::move(user)});
+      out.push_back(UserUsage{.user = UserRecord{.user_id = std::string(user_ids[out.size()]),
+                                                 .name = select->text(1),
+                                                 .subscription = select->subscription_at(2)}});
     }
     if (out.size() != user_ids.size()) {
       return absl::InternalError(str_cat("ingest: user \"", user_ids[out.size()], "\" not found after creation"));
