@@ -482,6 +482,7 @@ absl::Status read_plan(ondemand::value& value, std::string_view path, Plan* out,
       has_name = true;
       return absl::OkStatus();
     }
+    if (key == "price") return read_limit(v, key_path, &plan.price);
     if (key == "max_spend_per_period") return read_limit(v, key_path, &plan.max_spend_per_period);
     if (key == "max_spend_per_session") return read_limit(v, key_path, &plan.max_spend_per_session);
     if (key == "model_limits") return read_model_limits(v, key_path, &plan.model_limits);
@@ -751,6 +752,7 @@ std::string to_json(const PlanConfig& config) {
     out += "      \"name\": ";
     append_string(out, plan.name);
     out += ",\n";
+    if (plan.price) internal::str_append(&out, "      \"price\": ", limit_json(plan.price), ",\n");
     internal::str_append(&out, "      \"max_spend_per_period\": ", limit_json(plan.max_spend_per_period), ",\n");
     internal::str_append(&out, "      \"max_spend_per_session\": ", limit_json(plan.max_spend_per_session), ",\n");
     out += "      \"model_limits\": {";

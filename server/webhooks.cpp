@@ -215,6 +215,22 @@ std::optional<std::int64_t> period_cap_nanos(const PlanConfig* config, const Use
   return static_cast<std::int64_t>(std::min<__int128>(cap, std::numeric_limits<std::int64_t>::max()));
 }
 
+std::optional<std::int64_t> period_price_nanos(const PlanConfig* config, const UserRecord& user) noexcept {
+  if (config == nullptr) return std::nullopt;
+  const std::string& name = user.subscription ? user.subscription->plan : config->default_plan;
+  if (name.empty()) return std::nullopt;
+  const Plan* plan = config->find(name);
+  if (plan == nullptr || !plan->price) return std::nullopt;
+  return *plan->price;
+}
+
+std::optional<std::int64_t> price_reach_ns(std::int64_t cost_nanos, std::int64_t price_nanos, std::int64_t period_start_ns,
+                                           std::int64_t period_end_ns, std::int64_t now_ns) noexcept {
+  if (now_ns < period_start_ns || now_ns >= period_end_ns || cost_nanos <= 0) return std::nullopt;
+  if (cost_nanos >= price_nanos) return now_ns;  // there already
+  return forecast_reach_ns(cost_nanos, price_nanos, period_start_ns, period_end_ns, now_ns);
+}
+
 std::string alert_event_id(std::string_view product_id, std::string_view alert_key) {
   return sha256_hex(str_cat(product_id.size(), ":", product_id, "|", alert_key)).substr(0, 32);
 }
@@ -259,6 +275,17 @@ std::vector<WebhookAlert> batch_alerts(std::string_view product_id, const PlanCo
   if (!wants(AlertType::kHardGate) && !wants(AlertType::kForecast)) return out;
   const std::int64_t horizon_ns = absl::ToInt64Nanoseconds(horizon);
   for (const UserUsage& u : usage) {
+    // A customer whose cost is on course to pass what their plan charges them (its price).
+    if (const std::optional<std::int64_t> price = period_price_nanos(config, u.user); price && wants(AlertType::kForecast)) {
+      const std::optional<std::int64_t> reach =
+          price_reach_ns(period_spend(u), *price, u.period.from_ns, u.period.to_ns, now_ns);
+      if (reach && *reach - now_ns <= horizon_ns) {
+        out.push_back(user_alert(product_id, AlertType::kForecast, u, "plan_price", price, u.period.from_ns, 0,
+                                 str_cat(",\"predicted_reach_ns\":", *reach, ",\"predicted_reach_at\":",
+                                         json_quote(rfc3339_utc(*reach))),
+                                 now_ns));
+      }
+    }
     const std::optional<std::int64_t> cap = period_cap_nanos(config, u.user);
     if (!cap) continue;
     const std::int64_t spend = period_spend(u);

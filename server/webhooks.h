@@ -76,6 +76,12 @@ std::optional<std::int64_t> forecast_reach_ns(std::int64_t spend_nanos, std::int
 // default plan) max_spend_per_period scaled by hard_gate_at. nullopt without a config, a plan or
 // a cap.
 std::optional<std::int64_t> period_cap_nanos(const PlanConfig* config, const UserRecord& user) noexcept;
+// The price of `user`'s plan (Plan::price: what they pay per period), if it has one.
+std::optional<std::int64_t> period_price_nanos(const PlanConfig* config, const UserRecord& user) noexcept;
+// When a cost of `cost_nanos` so far this period, at the same rate, reaches `price_nanos`: now when
+// it already has; nullopt when it will not before the period ends (or nothing is spent yet).
+std::optional<std::int64_t> price_reach_ns(std::int64_t cost_nanos, std::int64_t price_nanos, std::int64_t period_start_ns,
+                                           std::int64_t period_end_ns, std::int64_t now_ns) noexcept;
 
 // The alert's event id: 32 hex digits of SHA-256 of product and key, so that every replica names
 // one alert the same.

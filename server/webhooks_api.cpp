@@ -154,6 +154,7 @@ HttpResponse Api::forecast(const Call& call) {
   const std::int64_t now_ns = absl::ToUnixNanos(now);
   struct Row {
     std::string user_id;
+    std::string_view limit;  // "total_spend" (the cap) or "plan_price" (what the plan charges)
     std::int64_t reach_ns, spend, cap;
     TimeRange period;
   };
@@ -164,8 +165,9 @@ HttpResponse Api::forecast(const Call& call) {
   // Every user of the product, a page at a time: their cost this period, then the arithmetic.
   // Without a period cap in any plan no user can reach one: their usage is not read.
   const PlanConfig* config = product_plans.config_or_null();
-  const bool any_cap = config != nullptr && std::any_of(config->plans.begin(), config->plans.end(),
-                                                        [](const Plan& p) { return p.max_spend_per_period.has_value(); });
+  const bool any_cap = config != nullptr && std::any_of(config->plans.begin(), config->plans.end(), [](const Plan& p) {
+                         return p.max_spend_per_period.has_value() || p.price.has_value();
+                       });
   auto period_of = [&product_plans, now](const UserRecord& user) { return period_range_of(user, product_plans, now); };
   for (;;) {
     std::vector<UserPeriodCost> page;
@@ -187,22 +189,27 @@ HttpResponse Api::forecast(const Call& call) {
     after = page.back().user.user_id;
     scanned += page.size();
     for (UserPeriodCost& u : page) {
-      const std::optional<std::int64_t> cap = period_cap_nanos(config, u.user);
-      if (!cap) continue;
-      const std::optional<std::int64_t> reach =
-          forecast_reach_ns(u.cost_nanos, *cap, u.period.from_ns, u.period.to_ns, now_ns);
-      if (!reach) continue;
-      if (*within_s && (*reach - now_ns) / 1'000'000'000 >= **within_s) continue;
-      rows.push_back(Row{std::move(u.user.user_id), *reach, u.cost_nanos, *cap, u.period});
+      auto add = [&](std::string_view limit, std::int64_t cap, std::optional<std::int64_t> reach) {
+        if (!reach) return;
+        if (*within_s && (*reach - now_ns) / 1'000'000'000 >= **within_s) return;
+        rows.push_back(Row{u.user.user_id, limit, *reach, u.cost_nanos, cap, u.period});
+      };
+      if (const std::optional<std::int64_t> cap = period_cap_nanos(config, u.user)) {
+        add("total_spend", *cap, forecast_reach_ns(u.cost_nanos, *cap, u.period.from_ns, u.period.to_ns, now_ns));
+      }
+      if (const std::optional<std::int64_t> price = period_price_nanos(config, u.user)) {
+        add("plan_price", *price, price_reach_ns(u.cost_nanos, *price, u.period.from_ns, u.period.to_ns, now_ns));
+      }
     }
   }
   std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
-    return a.reach_ns != b.reach_ns ? a.reach_ns < b.reach_ns : a.user_id < b.user_id;
+    if (a.reach_ns != b.reach_ns) return a.reach_ns < b.reach_ns;
+    return a.user_id != b.user_id ? a.user_id < b.user_id : a.limit < b.limit;
   });
   std::string body = str_cat("{\"now_ns\":", now_ns, ",\"forecasts\":[");
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
-    str_append(&body, i ? "," : "", "{\"user_id\":", json_quote(r.user_id), ",\"limit\":\"total_spend\"",
+    str_append(&body, i ? "," : "", "{\"user_id\":", json_quote(r.user_id), ",\"limit\":", json_quote(r.limit),
                ",\"spend_nanos\":", r.spend, ",\"cap_nanos\":", r.cap, ",\"period_start_ns\":", r.period.from_ns,
                ",\"period_end_ns\":", r.period.to_ns, ",\"predicted_reach_ns\":", r.reach_ns,
                ",\"predicted_reach_at\":", json_quote(rfc3339_utc(r.reach_ns)), "}");

@@ -7,6 +7,8 @@
 //    "default_plan": "pro",           // optional: plan of users with no subscription
 //    "plans": [{
 //      "name": "pro",
+//      "price": 49.00,                // optional: what the customer pays per period; no gate,
+//                                     // paygentd's forecast warns of a cost on course to pass it
 //      "max_spend_per_period": 49.00,
 //      "max_spend_per_session": 5.00,
 //      "model_limits": {"gpt-4o": {"max_tokens_per_period": 50000}},
@@ -67,6 +69,7 @@ enum class PeriodRule : std::uint8_t { kMonth, kWeek, kDay };
 
 struct Plan {
   std::string name;
+  std::optional<Nanos> price;                  // what the customer pays per period; nullopt = not said
   std::optional<Nanos> max_spend_per_period;   // nullopt = unlimited
   std::optional<Nanos> max_spend_per_session;  // nullopt = unlimited
   // Keyed by canonical model name (see canonical_model in price_catalog.h).

@@ -169,8 +169,11 @@ async function users(s) {
     api('/api/v1/forecast'),
     api(`/api/v1/reports/profit?${range(s)}&by=customer`),
   ]);
-  const reach = new Map(forecast.forecasts.map((f) => [f.user_id, f]));
-  const rows = usage.rows.map((r) => ({...r, forecast: reach.get(r.key)})).sort((a, b) => b.cost_nanos - a.cost_nanos);
+  // A user's forecasts: reaching the cap ("total_spend"), costing more than the plan charges ("plan_price").
+  const forecastOf = (limit) => new Map(forecast.forecasts.filter((f) => f.limit === limit).map((f) => [f.user_id, f]));
+  const reach = forecastOf('total_spend'), overPrice = forecastOf('plan_price');
+  const rows = usage.rows.map((r) => ({...r, forecast: reach.get(r.key), overPrice: overPrice.get(r.key)}))
+    .sort((a, b) => b.cost_nanos - a.cost_nanos);
   const parts = [
     table('Top spenders', [
       {key: 'key', label: 'User'},
@@ -180,6 +183,8 @@ async function users(s) {
       {key: 'cost_nanos', label: 'Spend', money: true},
       {key: 'forecast', label: 'Reaches its cap', render: (r) => r.forecast ? el('span', {class: 'tag bad'}, nsText(r.forecast.predicted_reach_ns)) : '—',
        csv: (r) => r.forecast ? r.forecast.predicted_reach_at : ''},
+      {key: 'overPrice', label: 'Costs more than its plan', render: (r) => r.overPrice ? el('span', {class: 'tag bad'}, nsText(r.overPrice.predicted_reach_ns)) : '—',
+       csv: (r) => r.overPrice ? r.overPrice.predicted_reach_at : ''},
     ], rows, {id: 'users', keyOf: 'key', onRow: (r) => { location.hash = link(s, {user: r.key}); }}),
     table('Customers: cost, revenue, profit', [
       {key: 'key', label: 'Customer'},
@@ -481,8 +486,10 @@ async function plans() {
   const rows = (config.plans || []).map((p) => ({
     name: p.name + (p.name === config.default_plan ? ' (default)' : ''),
     period: p.period || 'month',
-    per_period: p.max_spend_per_period !== undefined ? usd(Math.round(p.max_spend_per_period * 1e9)) : '—',
-    per_session: p.max_spend_per_session !== undefined ? usd(Math.round(p.max_spend_per_session * 1e9)) : '—',
+    // null or absent: unlimited (or, for the price, not said).
+    price: p.price != null ? usd(Math.round(p.price * 1e9)) : '—',
+    per_period: p.max_spend_per_period != null ? usd(Math.round(p.max_spend_per_period * 1e9)) : '—',
+    per_session: p.max_spend_per_session != null ? usd(Math.round(p.max_spend_per_session * 1e9)) : '—',
     models: Object.entries(p.model_limits || {}).map(([m, l]) => `${m}: ${Object.entries(l).map(([k, v]) => `${k} ${v}`).join(', ')}`).join('; ') || '—',
   }));
   return [
@@ -490,7 +497,7 @@ async function plans() {
       card('Soft gate at', config.soft_gate_at !== undefined ? config.soft_gate_at * 100 + '%' : '—'),
       card('Hard gate at', config.hard_gate_at !== undefined ? config.hard_gate_at * 100 + '%' : '—')),
     table('Plans', [
-      {key: 'name', label: 'Plan'}, {key: 'period', label: 'Period'},
+      {key: 'name', label: 'Plan'}, {key: 'period', label: 'Period'}, {key: 'price', label: 'Price per period'},
       {key: 'per_period', label: 'Max spend per period'}, {key: 'per_session', label: 'Max spend per session'},
       {key: 'models', label: 'Model limits'},
     ], rows, {id: 'plans', empty: 'No plan config (POST /api/v1/config/plans or `paygent plan push`).'}),
@@ -501,9 +508,10 @@ async function plans() {
 async function alerts() {
   const [forecast, hooks] = await Promise.all([api('/api/v1/forecast'), api('/api/v1/webhooks')]);
   const parts = [
-    table('Forecast: users predicted to reach a cap this period', [
-      {key: 'user_id', label: 'User'}, {key: 'limit', label: 'Limit'},
-      {key: 'spend_nanos', label: 'Spent', money: true}, {key: 'cap_nanos', label: 'Cap', money: true},
+    table('Forecast: users predicted to reach a cap, or to cost more than their plan, this period', [
+      {key: 'user_id', label: 'User'},
+      {key: 'limit', label: 'Limit', render: (f) => f.limit === 'plan_price' ? 'plan price' : f.limit, csv: (f) => f.limit},
+      {key: 'spend_nanos', label: 'Spent', money: true}, {key: 'cap_nanos', label: 'Cap or price', money: true},
       {key: 'predicted_reach_at', label: 'Predicted to reach it'},
     ], forecast.forecasts, {id: 'forecast', keyOf: 'user_id', empty: `No user is on course to reach a cap (${forecast.users_scanned} scanned).`}),
     table('Webhooks', [

@@ -110,6 +110,22 @@ TEST_CASE("plan.config_null_and_missing_are_unlimited_zero_is_not") {
   CHECK(parse_ok(R"({"default_plan":null,"plans":[{"name":"p"}]})").default_plan.empty());
 }
 
+// A plan's price (what the customer pays per period) is exact money like a limit, optional,
+// written back only when set, and gates nothing (its own field of Plan).
+TEST_CASE("plan.config_price") {
+  CHECK(plan_of("").price == std::nullopt);
+  CHECK(plan_of(R"("price":null)").price == std::nullopt);
+  CHECK(plan_of(R"("price":49.99)").price == Nanos{49'990'000'000});
+  CHECK(plan_of(R"("price":49.99)").max_spend_per_period == std::nullopt);
+  CHECK(starts_with(error_of(with_plan(R"("price":-1)")), "plans[0].price: "));
+  CHECK(starts_with(error_of(with_plan(R"("price":"49")")), "plans[0].price: "));
+  const absl::StatusOr<PlanConfig> priced = parse_plan_config(with_plan(R"("price":49.99,"max_spend_per_period":30)"));
+  REQUIRE(priced.ok());
+  CHECK(to_json(*priced).find("\"price\": 49.99") != std::string::npos);
+  CHECK(parse_plan_config(to_json(*priced)).value() == *priced);
+  CHECK(to_json(parse_ok(with_plan(""))).find("price") == std::string::npos);
+}
+
 TEST_CASE("plan.config_money_is_exact") {
   // Values a double cannot hold exactly.
   CHECK(plan_of(R"("max_spend_per_period":0.3)").max_spend_per_period == Nanos{300'000'000});

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -399,6 +400,55 @@ TEST_CASE("server.webhooks_forecast_endpoint") {
     r = f.call("GET", "/api/v1/forecast?within_s=soon");
     CHECK(r.status == 400);
     CHECK(error_message(r).rfind("within_s: ", 0) == 0);
+  });
+}
+
+// A plan's price (what the customer pays per period): the forecast names the customers whose cost
+// is on course to pass it ("plan_price"), those past it already at now, beside the cap's rows; an
+// ingest raises the forecast webhook of each within the horizon, once.
+TEST_CASE("server.webhooks_forecast_names_customers_costing_more_than_their_plan") {
+  for_each_backend([](StorageBackend& backend) {
+    WebhooksFixture f(backend);
+    HttpResponse r = f.call("POST", "/api/v1/config/plans",
+                            R"({"default_plan":"free","plans":[{"name":"free","price":0.50,"max_spend_per_period":1.00}]})");
+    REQUIRE_MESSAGE((r.status == 200 || r.status == 201), r.body);
+    f.create(R"({"url":"http://127.0.0.1:9/x","events":["forecast"]})");
+    REQUIRE(f.spend(1, "fast", 600'000'000).status == 200);  // past the price; the cap in 11 days
+    REQUIRE(f.spend(2, "mid", 330'000'000).status == 200);   // the price in 8.5 days; the cap after November
+    REQUIRE(f.spend(3, "slow", 100'000'000).status == 200);  // neither this period
+    r = f.call("GET", "/api/v1/forecast");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    simdjson::dom::parser parser;
+    simdjson::dom::element root = parse_json(parser, r.body);
+    REQUIRE(root["forecasts"].get_array().size() == 3);
+    const std::int64_t now = absl::ToUnixNanos(test_now());
+    auto row = [&](int i, const char* user, const char* limit, std::int64_t reach, std::int64_t cap) {
+      const std::string at = "/forecasts/" + std::to_string(i);
+      INFO("row ", i);
+      CHECK(std::string_view(root.at_pointer(at + "/user_id").get_string()) == user);
+      CHECK(std::string_view(root.at_pointer(at + "/limit").get_string()) == limit);
+      CHECK(int_at(root, at + "/predicted_reach_ns") == reach);
+      CHECK(int_at(root, at + "/cap_nanos") == cap);
+    };
+    row(0, "fast", "plan_price", now, 500'000'000);
+    row(1, "mid", "plan_price", now + 8 * kDayNs + kDayNs / 2, 500'000'000);
+    row(2, "fast", "total_spend", now + 11 * kDayNs, 1'000'000'000);
+    // Within the fixture's 12-day horizon at ingest: the three rows above, each raised once (more
+    // spend by the same users raises none again).
+    std::vector<WebhookDelivery> d = f.claim_all();
+    REQUIRE(d.size() == 3);
+    std::set<std::string> raised;
+    for (const WebhookDelivery& x : d) {
+      CHECK(x.type == "forecast");
+      for (const char* what : {R"("user_id":"fast","limit":"plan_price")", R"("user_id":"fast","limit":"total_spend")",
+                               R"("user_id":"mid","limit":"plan_price")"}) {
+        if (contains(x.body, what)) raised.insert(what);
+      }
+    }
+    CHECK(raised.size() == 3);
+    REQUIRE(f.spend(4, "fast", 1).status == 200);
+    REQUIRE(f.spend(5, "mid", 1).status == 200);
+    CHECK(f.claim_all().empty());
   });
 }
 
