@@ -205,21 +205,26 @@ std::optional<std::int64_t> forecast_reach_ns(std::int64_t spend_nanos, std::int
   return static_cast<std::int64_t>(reach);
 }
 
-std::optional<std::int64_t> period_cap_nanos(const PlanConfig* config, const UserRecord& user) noexcept {
-  if (config == nullptr) return std::nullopt;
+namespace {
+
+// The plan of `user`: their subscription's, else the config's default; nullptr for none.
+const Plan* plan_of(const PlanConfig* config, const UserRecord& user) noexcept {
+  if (config == nullptr) return nullptr;
   const std::string& name = user.subscription ? user.subscription->plan : config->default_plan;
-  if (name.empty()) return std::nullopt;
-  const Plan* plan = config->find(name);
+  return name.empty() ? nullptr : config->find(name);
+}
+
+}  // namespace
+
+std::optional<std::int64_t> period_cap_nanos(const PlanConfig* config, const UserRecord& user) noexcept {
+  const Plan* plan = plan_of(config, user);
   if (plan == nullptr || !plan->max_spend_per_period) return std::nullopt;
   const __int128 cap = static_cast<__int128>(*plan->max_spend_per_period) * config->hard_gate_at / kPpmOne;
   return static_cast<std::int64_t>(std::min<__int128>(cap, std::numeric_limits<std::int64_t>::max()));
 }
 
 std::optional<std::int64_t> period_price_nanos(const PlanConfig* config, const UserRecord& user) noexcept {
-  if (config == nullptr) return std::nullopt;
-  const std::string& name = user.subscription ? user.subscription->plan : config->default_plan;
-  if (name.empty()) return std::nullopt;
-  const Plan* plan = config->find(name);
+  const Plan* plan = plan_of(config, user);
   if (plan == nullptr || !plan->price) return std::nullopt;
   return *plan->price;
 }

@@ -332,6 +332,15 @@ TEST_CASE("billing.wallet_low_percent_is_the_products_setting") {
     REQUIRE_MESSAGE(r.status == 200, r.body);
     CHECK(f.call("GET", "/api/v1/config/alerts").body == R"({"wallet_low_percent":40})");
     CHECK(f.storage->alert_settings("nope").status().code() == absl::StatusCode::kNotFound);
+    // Another product (another tenant) keeps its own line; its key sets only its own; a wrong key
+    // reads nothing.
+    r = f.call("POST", "/api/v1/products", R"({"name":"other"})", kAdminToken);
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    const std::string other_key = paygent::testing::json_string_member(r.body, "api_key");
+    CHECK(f.call("GET", "/api/v1/config/alerts", {}, other_key).body == R"({"wallet_low_percent":20})");
+    CHECK(f.call("PUT", "/api/v1/config/alerts", R"({"wallet_low_percent":5})", other_key).status == 200);
+    CHECK(f.call("GET", "/api/v1/config/alerts").body == R"({"wallet_low_percent":40})");
+    CHECK(f.call("GET", "/api/v1/config/alerts", {}, "pg_not_a_key").status == 401);
 
     r = f.call("POST", "/api/v1/webhooks", R"({"url":"http://127.0.0.1:9/w","events":["wallet_low"]})");
     REQUIRE_MESSAGE(r.status == 201, r.body);
