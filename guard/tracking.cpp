@@ -148,6 +148,9 @@ const MediaKey* Engine::find_media_key(UsageKind kind, std::string_view provider
                           k->tier = std::string(tier);
                           k->model = model_for(k->given_model);  // never a null view (memcpy)
                         }
+                        // What record() would resolve for the model as given (priced as called).
+                        k->called.model = k->model;
+                        if (kind == UsageKind::kLlm) k->called = called_model(k->given_model);
                         k->resolution = std::string(resolution);
                         return k;
                       })
@@ -183,6 +186,7 @@ const TrackContext* Engine::make_track_context(std::uint64_t h, std::string_view
                         d->indicator = std::string(indicator);
                         d->meta_tags = tags;
                         c->data = std::move(d);
+                        c->unowned = std::shared_ptr<const ContextData>(std::shared_ptr<const ContextData>(), c->data.get());
                         return c;
                       })
       .first;
@@ -229,11 +233,11 @@ Nanos Engine::media_cost(const MediaKey& key, std::chrono::microseconds duration
   }
 }
 
-void Engine::track(const TrackContext& context, const MediaKey& key, EventQuantities& q, bool priced,
-                   std::shared_ptr<const std::string> description) noexcept {
+void Engine::track(const TrackContext& context, const MediaKey& key, QueuedEvent& out, bool priced) noexcept {
+  EventQuantities& q = out.quantities;
   try {
     CallSite site;
-    if (!resolve_now(key.model->name, site, LimitUse::kNone, context.data.get())) {
+    if (!resolve_now(key.called, site, LimitUse::kNone, context.data.get())) {
       counters.unmetered.add();
       return;
     }
@@ -248,15 +252,15 @@ void Engine::track(const TrackContext& context, const MediaKey& key, EventQuanti
       const std::int64_t last = site.session->last_activity_ns.load(std::memory_order_relaxed);
       if (site.now_ns > last) site.session->last_activity_ns.store(site.now_ns, std::memory_order_relaxed);
     }
-    emit(context.data, site.user, site.model, site.session, key, q, priced, std::move(description));
+    emit(context.unowned, site.user, site.model, site.session, key, out, priced);
   } catch (...) {
     report_error(absl::InternalError("tracking failed; the event was not sent"));
   }
 }
 
 void Engine::emit(const std::shared_ptr<const ContextData>& context, const UserState* user, const ModelInfo* model,
-                  const SessionWindow* session, const MediaKey& key, EventQuantities& q, bool priced,
-                  std::shared_ptr<const std::string> description) noexcept {
+                  const SessionWindow* session, const MediaKey& key, QueuedEvent& out, bool priced) noexcept {
+  EventQuantities& q = out.quantities;
   counters.events.add();
   q.kind = key.kind;
   q.cost_unknown = !priced;
@@ -270,14 +274,11 @@ void Engine::emit(const std::shared_ptr<const ContextData>& context, const UserS
                   "\"): its events are kept with cost unknown (cost_unknown, counted in unknown_models)")));
     }
   }
-  QueuedEvent out;
   out.id = next_event_id();
   out.context = context;
   out.model = model;
   out.session = session;
-  out.quantities = q;
   out.media = &key;
-  out.description = std::move(description);
   publish(out, user, priced ? UsageEvent::PriceSource::kCatalog : UsageEvent::PriceSource::kUnknown);
 }
 
@@ -407,22 +408,15 @@ bool valid_duration(Engine& e, std::string_view call, std::string_view field, co
   return false;
 }
 
-internal::EventQuantities llm_quantities(const LlmUsage& u) noexcept {
-  internal::EventQuantities q;
-  q.kind = UsageKind::kLlm;
-  q.input_tokens = u.prompt_tokens;
-  q.output_tokens = u.completion_tokens;
-  q.cached_input_tokens = u.cached_tokens;
-  return q;
-}
 
 void track_stt_in(Engine& e, std::string_view call, const TrackContext& ctx, const SttUsage& u) {
   if (!valid_duration(e, call, "audio", u.audio)) return;
   const MediaKey& key = *e.media_key(UsageKind::kStt, u.provider, u.model, u.tier, {});
-  internal::EventQuantities q;
+  internal::QueuedEvent ev;
+  internal::EventQuantities& q = ev.quantities;
   q.audio_us = u.audio.value().count();
   q.cost_nanos = Engine::media_cost(key, u.audio.value(), 0, nullptr);
-  e.track(ctx, key, q, key.price != nullptr);
+  e.track(ctx, key, ev, key.price != nullptr);
 }
 
 void track_tts_in(Engine& e, std::string_view call, const TrackContext& ctx, const TtsUsage& u) {
@@ -431,24 +425,31 @@ void track_tts_in(Engine& e, std::string_view call, const TrackContext& ctx, con
                   internal::str_cat("characters must not be negative (is ", u.characters, ")"));
   }
   const MediaKey& key = *e.media_key(UsageKind::kTts, u.provider, u.model, u.tier, {});
-  internal::EventQuantities q;
+  internal::QueuedEvent ev;
+  internal::EventQuantities& q = ev.quantities;
   q.characters = u.characters;
   q.cost_nanos = Engine::media_cost(key, {}, u.characters, nullptr);
-  e.track(ctx, key, q, key.price != nullptr);
+  e.track(ctx, key, ev, key.price != nullptr);
 }
 
-void track_llm_in(Engine& e, std::string_view call, const TrackContext& ctx, const LlmUsage& u) {
-  internal::EventQuantities q = llm_quantities(u);
-  // A literal, not a text made per call: refuse_usage reads it only when it refuses.
-  if (e.refuse_usage(q.usage(), call == "send_usage" ? "send_usage: not sent" : "track_voice_llm: not sent")) return;
-  e.track(ctx, *e.media_key(UsageKind::kLlm, u.provider, u.model, u.tier, {}), q, false);
+// `refused`: what refuse_usage says when it refuses (a literal: read only then).
+void track_llm_in(Engine& e, const char* refused, const TrackContext& ctx, const LlmUsage& u) {
+  internal::QueuedEvent ev;
+  internal::EventQuantities& q = ev.quantities;
+  q.kind = UsageKind::kLlm;
+  q.input_tokens = u.prompt_tokens;
+  q.output_tokens = u.completion_tokens;
+  q.cached_input_tokens = u.cached_tokens;
+  if (e.refuse_usage(q.usage(), refused)) return;
+  e.track(ctx, *e.media_key(UsageKind::kLlm, u.provider, u.model, u.tier, {}), ev, false);
 }
 
 // A billing event (no cost) with `audio_us` for `ctx`.
 void bill(Engine& e, const TrackContext& ctx, std::int64_t audio_us) {
-  internal::EventQuantities q;
+  internal::QueuedEvent ev;
+  internal::EventQuantities& q = ev.quantities;
   q.audio_us = audio_us;
-  e.track(ctx, *e.media_key(UsageKind::kBilling, {}, {}, {}, {}), q, true);
+  e.track(ctx, *e.media_key(UsageKind::kBilling, {}, {}, {}, {}), ev, true);
 }
 
 }  // namespace
@@ -457,7 +458,7 @@ void Paygent::send_usage(std::string_view agent_id, std::string_view customer_id
                          const LlmUsage& usage, const MetaTags& meta_tags) noexcept {
   Engine& e = *engine_;
   standalone(e, "send_usage", agent_id, customer_id, indicator, meta_tags,
-             [&](const TrackContext& ctx) { track_llm_in(e, "send_usage", ctx, usage); });
+             [&](const TrackContext& ctx) { track_llm_in(e, "send_usage: not sent", ctx, usage); });
 }
 
 void Paygent::send_indicator(std::string_view agent_id, std::string_view customer_id, std::string_view indicator,
@@ -515,7 +516,7 @@ void Paygent::track_voice_stt(std::string_view session_id, const SttUsage& usage
 void Paygent::track_voice_llm(std::string_view session_id, const LlmUsage& usage) noexcept {
   Engine& e = *engine_;
   in_session(e, "track_voice_llm", session_id,
-             [&](const TrackContext& ctx) { track_llm_in(e, "track_voice_llm", ctx, usage); });
+             [&](const TrackContext& ctx) { track_llm_in(e, "track_voice_llm: not sent", ctx, usage); });
 }
 
 void Paygent::track_voice_tts(std::string_view session_id, const TtsUsage& usage) noexcept {
@@ -583,7 +584,8 @@ void Paygent::track_sts(std::string_view agent_id, std::string_view customer_id,
                     "cached input tokens must not exceed their input tokens (cached counts are part of them)");
     }
     const MediaKey& key = *e.media_key(UsageKind::kSts, usage.provider, usage.model, usage.tier, {});
-    internal::EventQuantities q;
+    internal::QueuedEvent ev;
+  internal::EventQuantities& q = ev.quantities;
     q.input_tokens = t.text_input + t.audio_input;
     q.cached_input_tokens = t.cached_text_input + t.cached_audio_input;
     q.output_tokens = t.text_output + t.audio_output;
@@ -591,7 +593,7 @@ void Paygent::track_sts(std::string_view agent_id, std::string_view customer_id,
     q.cached_audio_input_tokens = t.cached_audio_input;
     q.audio_output_tokens = t.audio_output;
     q.cost_nanos = Engine::media_cost(key, {}, 0, &t);
-    e.track(ctx, key, q, key.price != nullptr);
+    e.track(ctx, key, ev, key.price != nullptr);
   });
 }
 
@@ -602,10 +604,11 @@ void Paygent::send_usage_video(std::string_view agent_id, std::string_view custo
   standalone(e, kCall, agent_id, customer_id, indicator, meta_tags, [&](const TrackContext& ctx) {
     if (!valid_duration(e, kCall, "video", usage.video)) return;
     const MediaKey& key = *e.media_key(UsageKind::kVideo, usage.provider, usage.model, usage.tier, usage.resolution);
-    internal::EventQuantities q;
+    internal::QueuedEvent ev;
+  internal::EventQuantities& q = ev.quantities;
     q.video_us = usage.video.value().count();
     q.cost_nanos = Engine::media_cost(key, usage.video.value(), 0, nullptr);
-    e.track(ctx, key, q, key.price != nullptr);
+    e.track(ctx, key, ev, key.price != nullptr);
   });
 }
 
@@ -630,9 +633,11 @@ void Paygent::send_external_cost(std::string_view agent_id, std::string_view cus
     // The description is the one text that is not interned (it differs per cost): one allocation.
     std::shared_ptr<const std::string> description;
     if (!cost.description.empty()) description = std::make_shared<const std::string>(cost.description);
-    internal::EventQuantities q;
+    internal::QueuedEvent ev;
+  internal::EventQuantities& q = ev.quantities;
     q.cost_nanos = amount;
-    e.track(ctx, *e.media_key(UsageKind::kExternal, cost.provider, {}, {}, {}), q, true, std::move(description));
+    ev.description = std::move(description);
+    e.track(ctx, *e.media_key(UsageKind::kExternal, cost.provider, {}, {}, {}), ev, true);
   });
 }
 
@@ -710,7 +715,8 @@ void Paygent::settle_media(Reservation& r, const MediaActual& actual) noexcept {
     return release(r);  // enters again (nesting is allowed)
   }
   const MediaKey& key = *r.media_;
-  internal::EventQuantities q;
+  internal::QueuedEvent ev;
+  internal::EventQuantities& q = ev.quantities;
   q.ts_ns = r.started_ns_;
   const bool duration_kind = key.kind == UsageKind::kStt || key.kind == UsageKind::kVideo;
   std::string fault = duration_kind ? duration_fault("duration", actual.duration)
@@ -730,7 +736,7 @@ void Paygent::settle_media(Reservation& r, const MediaActual& actual) noexcept {
   r.owner_ = nullptr;
   const Usage none;
   e.apply(r.period_, r.session_, r.model_, q.cost_nanos - r.cost_, q.cost_nanos, 0, &none);
-  e.emit(r.context_, r.user_, r.model_, r.session_, key, q, key.price != nullptr, nullptr);
+  e.emit(r.context_, r.user_, r.model_, r.session_, key, ev, key.price != nullptr);
   in.reservation_closed();
   r.context_.reset();
 }

@@ -253,12 +253,20 @@ struct PlanSnapshot {
 
 // A (kind, provider, model, tier, resolution) as tracking calls name it, interned: its catalog
 // price looked up once, and the texts its events carry. Immutable but for the flag.
+// A called model: its counters (canonical) and the catalog's price of the name as called (a dated
+// snapshot may be priced apart from its canonical model; nullptr: the catalog has none).
+struct CalledModel {
+  const ModelInfo* model = nullptr;
+  const ModelPrice* catalog_price = nullptr;
+};
+
 struct MediaKey {
   std::uint64_t hash = 0;
   UsageKind kind = UsageKind::kLlm;
   std::string given_provider, given_model, given_tier, given_resolution;  // the look-up key
   const MediaPrice* price = nullptr;  // kStt, kTts, kSts, kVideo: nullptr when the catalog has none
   const ModelInfo* model = nullptr;   // the counters (per model) its cost is added to
+  CalledModel called;                 // `model` with the catalog's price of given_model (kLlm)
   // The event's texts: the catalog's names when priced, else as given.
   std::string provider, tier, resolution;
   mutable std::atomic<bool> unknown_reported{false};
@@ -269,6 +277,13 @@ struct MediaKey {
 struct TrackContext {
   std::uint64_t hash = 0;
   std::shared_ptr<const ContextData> data;
+  // `data` without ownership (no control block): what this context's events carry. Copying it
+  // costs no atomic increment on the caller nor decrement on the writer thread (a cache line the
+  // two cores would otherwise pass back and forth per event). Safe because a TrackContext lives as
+  // long as its Engine (interned, never removed) and every queued event is written, or dropped
+  // without being read, before the Engine's members are destroyed (Engine::shutdown joins the
+  // writer first).
+  std::shared_ptr<const ContextData> unowned;
 };
 
 // A voice session (initialize_voice_session .. set_voice_indicator).
@@ -453,12 +468,26 @@ struct Engine final : SyncTarget {
   // `use` says which LimitTable to prepare (resolve_limits).
   // `ctx`: the call's context (nullptr: Context::current()).
   bool resolve(std::string_view model, std::int64_t now, CallSite& site, LimitUse use = LimitUse::kJudge,
+               const ContextData* ctx = nullptr) {
+    return resolve(called_model(model), now, site, use, ctx);
+  }
+  bool resolve(const CalledModel& model, std::int64_t now, CallSite& site, LimitUse use = LimitUse::kJudge,
                const ContextData* ctx = nullptr);
   // As resolve(), at the current time: read from the coarse clock (3 ns instead of 21), and again
   // from the precise one when a period end or a session expiry is within 50 ms, so that no
   // boundary is judged late and every event near one is stamped exactly.
   bool resolve_now(std::string_view model, CallSite& site, LimitUse use = LimitUse::kJudge,
+                   const ContextData* ctx = nullptr) {
+    return resolve_now(called_model(model), site, use, ctx);
+  }
+  bool resolve_now(const CalledModel& model, CallSite& site, LimitUse use = LimitUse::kJudge,
                    const ContextData* ctx = nullptr);
+  // The model a call names, as resolve() needs it.
+  CalledModel called_model(std::string_view raw_model) {
+    CalledModel m;
+    m.model = model_for(raw_model, &m.catalog_price);
+    return m;
+  }
   // Fills site.limits: the one place that knows which limits a call has (see LimitEntry).
   void resolve_limits(CallSite& site, LimitUse use) noexcept;
   // With budget leases: pushes the lease entry of the limit entry just pushed (its lease from
@@ -518,12 +547,12 @@ struct Engine final : SyncTarget {
   // Meters one tracked event for `context`: counts `cost` in the user's period and session (not
   // for kBilling), says an unknown price once per model, hands it to on_usage and the queue.
   // `q` is filled in (time, kind, cost) and queued as it is: taken by reference, not copied.
-  void track(const TrackContext& context, const MediaKey& key, EventQuantities& q, bool priced,
-             std::shared_ptr<const std::string> description = nullptr) noexcept;
-  // The metering half of track() (and of settle_media): counts, says, hands on and queues `q`.
+  // `out`: the event, its quantities (and description) filled by the caller; the rest is set here.
+  // Built in place by the caller, so that its 200 bytes are written once before the queue's slot.
+  void track(const TrackContext& context, const MediaKey& key, QueuedEvent& out, bool priced) noexcept;
+  // The metering half of track() (and of settle_media): counts, says, hands on and queues `out`.
   void emit(const std::shared_ptr<const ContextData>& context, const UserState* user, const ModelInfo* model,
-            const SessionWindow* session, const MediaKey& key, EventQuantities& q, bool priced,
-            std::shared_ptr<const std::string> description) noexcept;
+            const SessionWindow* session, const MediaKey& key, QueuedEvent& out, bool priced) noexcept;
   // The cost of a media quantity at `key`'s price (0 when unpriced).
   static Nanos media_cost(const MediaKey& key, std::chrono::microseconds duration, std::int64_t characters,
                           const ModalityTokens* tokens) noexcept;

@@ -180,6 +180,34 @@ TEST_CASE("tracking.seed_001_standalone_stt_tts_sts") {
   CHECK(t.errors.empty());
 }
 
+// send_usage prices a model as record() does: a dated snapshot the catalog prices apart
+// (gpt-4o-2024-05-13 at $5/$15 per 1M) at its own price, counted under its canonical model.
+TEST_CASE("tracking.send_usage_prices_dated_snapshots_as_called_like_record") {
+  Tracker t;
+  Paygent& pg = *t.pg;
+  const LlmUsage dated{.provider = "openai", .model = "gpt-4o-2024-05-13", .prompt_tokens = 1000, .completion_tokens = 1000};
+  LlmUsage plain = dated;
+  plain.model = "gpt-4o";
+  pg.send_usage("a", "acme-corp", "", dated);
+  pg.send_usage("a", "acme-corp", "", plain);
+  pg.send_usage("a", "acme-corp", "", dated);  // the thread's last key keeps the price too
+  {
+    Context ctx("acme-corp");
+    pg.record("gpt-4o-2024-05-13", testing::tokens(1000, 1000));
+  }
+  auto report = pg.report("acme-corp");
+  REQUIRE(report.ok());
+  REQUIRE(report->by_model.size() == 1);  // one canonical model
+  CHECK(report->spend == 3 * 20'000'000 + 12'500'000);
+  const auto events = t.events();
+  REQUIRE(events.size() == 4);
+  CHECK(events[0].cost_nanos == 20'000'000);  // $0.005 + $0.015
+  CHECK(events[1].cost_nanos == 12'500'000);  // $0.0025 + $0.010
+  CHECK(events[2].cost_nanos == 20'000'000);
+  CHECK(events[3].cost_nanos == 20'000'000);
+  CHECK(t.errors.empty());
+}
+
 TEST_CASE("tracking.seed_002_cost_only_revenue_only_and_full") {
   Tracker t;
   Paygent& pg = *t.pg;
