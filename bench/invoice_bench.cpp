@@ -12,7 +12,8 @@
 //   profit_by_customer     GET /api/v1/reports/profit?by=customer over November: every customer's
 //                          revenue from its invoice (docs/billing.md, "Revenue in the profit report")
 //   pg_*                   one customer's invoice, the GROUP BY and the report on PostgreSQL 15
-//                          (bench/postgres_bench.h), the same rows
+//                          (bench/postgres_bench.h), the same rows; pg_invoice_sql_ordered_read:
+//                          the report's rows read in order and counted, nothing else (its floor)
 // Each checks its quantity (or revenue) against what was ingested.
 //   build/bench/paygent_bench --benchmark_filter=invoice_ --benchmark_repetitions=3
 #include <benchmark/benchmark.h>
@@ -273,6 +274,42 @@ void pg_invoice_sql_group_by(benchmark::State& state) {
   }
   PQfinish(conn);
 }
+
+// What reading the rows costs alone: the product's scan (every customer's billing events of
+// November, in (ts_ns, id) order, the same columns) through a cursor, 10,000 rows a FETCH in
+// binary, one after the other, rows counted and nothing else done. The floor under
+// pg_profit_by_customer's read, beside it.
+void pg_invoice_sql_ordered_read(benchmark::State& state) {
+  World& w = pg_world();
+  if (!w.error.empty()) {
+    state.SkipWithError(w.error.c_str());
+    return;
+  }
+  PGconn* conn = PQconnectdb(w.conninfo.c_str());
+  const std::string declare =
+      "DECLARE c NO SCROLL CURSOR FOR SELECT b.id, b.agent_id, b.indicator, b.ts_ns, b.duration_us, b.meta_tags, "
+      "b.received_ns, b.revenue_nanos, b.user_id FROM billing_events b WHERE b.product = 1 AND b.ts_ns >= " +
+      std::to_string(kNovember) + " AND b.ts_ns < " + std::to_string(kNovember + 30LL * 86'400'000'000'000) +
+      " ORDER BY b.ts_ns, b.id";
+  for (auto _ : state) {
+    PQclear(PQexec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"));
+    PQclear(PQexec(conn, declare.c_str()));
+    std::int64_t rows = 0;
+    for (;;) {
+      PGresult* r = PQexecParams(conn, "FETCH FORWARD 10000 FROM c", 0, nullptr, nullptr, nullptr, nullptr, 1);
+      const int n = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : -1;
+      PQclear(r);
+      if (n <= 0) break;
+      rows += n;
+    }
+    PQclear(PQexec(conn, "COMMIT"));
+    if (rows != w.per_customer * kCustomers) {
+      state.SkipWithError("the read does not find every row");
+      break;
+    }
+  }
+  PQfinish(conn);
+}
 #endif
 
 void invoice_sql_group_by(benchmark::State& state) {
@@ -321,6 +358,7 @@ BENCHMARK(profit_by_customer)->Iterations(1)->UseRealTime()->Unit(benchmark::kMi
 #ifdef PAYGENT_WITH_POSTGRES
 BENCHMARK(pg_invoice_one_customer)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pg_invoice_sql_group_by)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(pg_invoice_sql_ordered_read)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pg_profit_by_customer)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 #endif
 

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -84,21 +85,39 @@ class Accrual {
 
   [[nodiscard]] bool any() const { return !invoiced_.empty(); }
 
-  // Opens `customer_id`'s period at the range's start; returns where it starts (the scan must start
-  // there or earlier), nullopt for a customer that is gone.
-  absl::StatusOr<std::optional<std::int64_t>> add_customer(const std::string& customer_id) {
-    absl::StatusOr<UserRecord> user = storage_.find_user(product_id_, customer_id);
-    if (!user.ok()) return std::optional<std::int64_t>();  // gone: nothing to price
-    auto state = std::make_unique<CustomerState>();
-    state->user = *std::move(user);
+  // Opens the period at the range's start of each of `customer_ids` the product has (those that
+  // are gone have nothing to price); returns the earliest such start (the scan must start there
+  // or earlier), nullopt when none. Their users and wallets are read in a few queries.
+  absl::StatusOr<std::optional<std::int64_t>> add_customers(std::span<const std::string_view> customer_ids) {
+    absl::StatusOr<std::vector<UserRecord>> users = storage_.find_users(product_id_, customer_ids);
+    if (!users.ok()) return users.status();
+    std::vector<WalletRecord> wallets;  // in customer order, as find_wallets returns them
     if (billing_.has_credits) {
-      const std::string_view ids[] = {customer_id};
-      absl::StatusOr<std::vector<WalletRecord>> wallets = storage_.find_wallets(product_id_, ids);
-      if (!wallets.ok()) return wallets.status();
-      if (!wallets->empty()) {
-        state->wallet = true;
-        state->usd_per_credit = price_per_credit(wallets->front());
-      }
+      absl::StatusOr<std::vector<WalletRecord>> found = storage_.find_wallets(product_id_, customer_ids);
+      if (!found.ok()) return found.status();
+      wallets = *std::move(found);
+    }
+    std::optional<std::int64_t> earliest;
+    for (UserRecord& user : *users) {
+      const auto wallet = std::lower_bound(wallets.begin(), wallets.end(), user.user_id,
+                                           [](const WalletRecord& w, const std::string& id) { return w.customer_id < id; });
+      const WalletRecord* w = wallet != wallets.end() && wallet->customer_id == user.user_id ? &*wallet : nullptr;
+      absl::StatusOr<std::int64_t> start = add_customer(std::move(user), w);
+      if (!start.ok()) return start.status();
+      earliest = std::min(earliest.value_or(*start), *start);
+    }
+    return earliest;
+  }
+
+ private:
+  // Opens `user`'s period at the range's start (`wallet`: theirs, or nullptr); returns its start.
+  absl::StatusOr<std::int64_t> add_customer(UserRecord user, const WalletRecord* wallet) {
+    const std::string customer_id = user.user_id;
+    auto state = std::make_unique<CustomerState>();
+    state->user = std::move(user);
+    if (wallet != nullptr) {
+      state->wallet = true;
+      state->usd_per_credit = price_per_credit(*wallet);
     }
     const billing::BillingPeriod p = billing_period_at(state->user, absl::FromUnixNanos(range_.from_ns));
     if (state->wallet) {
@@ -113,8 +132,10 @@ class Accrual {
     }
     if (absl::Status s = open(*state, p); !s.ok()) return s;
     customers_.emplace(customer_id, std::move(state));
-    return std::optional<std::int64_t>(p.start_ns);
+    return p.start_ns;
   }
+
+ public:
 
   absl::Status add(const BillingEventRow& row) {
     auto it = customers_.find(row.customer_id);
@@ -307,13 +328,13 @@ absl::Status add_invoiced_revenue(Storage& storage, std::string_view product_id,
     by_customer_storage = *std::move(r);
     by_customer = &by_customer_storage;
   }
-  std::int64_t scan_from = range.from_ns;
+  std::vector<std::string_view> customers;
   for (const ProfitRow& r : *by_customer) {
-    if (r.billing_events == 0) continue;
-    absl::StatusOr<std::optional<std::int64_t>> start = accrual.add_customer(r.key);
-    if (!start.ok()) return start.status();
-    if (start->has_value()) scan_from = std::min(scan_from, **start);
+    if (r.billing_events != 0) customers.push_back(r.key);
   }
+  absl::StatusOr<std::optional<std::int64_t>> start = accrual.add_customers(customers);
+  if (!start.ok()) return start.status();
+  const std::int64_t scan_from = std::min(range.from_ns, start->value_or(range.from_ns));
   if (absl::Status s = storage.scan_product_billing_events(
           product_id, TimeRange{.from_ns = scan_from, .to_ns = range.to_ns},
           [&](const BillingEventRow& row) { return accrual.add(row); });

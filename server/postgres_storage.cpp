@@ -16,41 +16,16 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "meter/internal/str_cat.h"
+#include "server/postgres_internal.h"
 #include "server/storage_logic.h"
 #include "sync/event_record.h"
 
 namespace paygent::server {
-namespace {
+namespace pg_internal {
 
 using ::paygent::internal::str_append;
 using ::paygent::internal::str_cat;
 
-// 1: the tables of SqliteStorage's schema version 2 (sql_schema()), with paygent_schema. 2: the
-// leases table (SqliteStorage's version 3), created when missing. 3: the tracking and revenue
-// tables (SqliteStorage's version 4), created when missing. 4: the billing tables and index and the webhooks' tables
-// (SqliteStorage's version 5), created when missing. 5: profit_daily, usage_daily_by_model and usage_daily_by_user
-// (SqliteStorage's version 6), created when missing and filled from the events and usage_daily. 6: the
-// credit wallets' tables (SqliteStorage's version 7), created when missing. 7: the billing events'
-// indexes ending with the event id (SqliteStorage's version 8). 8: hard_gates, report_tags and
-// profit_daily_by_tag (SqliteStorage's version 9), created when missing. 9: usage_daily_by_provider
-// (SqliteStorage's version 10), created when missing and filled from the events. 10: billing_events'
-// meta_tags and received_ns (SqliteStorage's version 11), added and filled from the events. 11:
-// alert_settings (SqliteStorage's version 12), created when missing.
-constexpr std::int64_t kSchemaVersion = 11;
-// The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
-constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
-
-// Parameter types (pg_type oids), given at prepare so that PostgreSQL need not infer them.
-constexpr Oid kInt8 = 20;
-constexpr Oid kText = 25;
-constexpr Oid kBytea = 17;
-
-using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
-
-// An error status for a failed libpq call (`result` may be null): Unavailable when the connection
-// is gone, the server is shutting down, starting or out of resources, or a lock wait timed out; Aborted for a
-// serialization failure or a deadlock (the transaction may be retried), AlreadyExists for a unique
-// violation, InvalidArgument for an integer out of range (a total past int64), Internal else.
 absl::Status pg_error(PGconn* conn, const PGresult* result, std::string_view what) {
   const char* state = result != nullptr ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
   const std::string_view sqlstate = state != nullptr ? state : "";
@@ -73,7 +48,6 @@ absl::Status pg_error(PGconn* conn, const PGresult* result, std::string_view wha
   return absl::InternalError(message);
 }
 
-// `sql` with SQLite's ?N placeholders as PostgreSQL's $N, and the highest N.
 std::pair<std::string, int> translate_placeholders(std::string_view sql) {
   std::string out;
   out.reserve(sql.size());
@@ -93,6 +67,69 @@ std::pair<std::string, int> translate_placeholders(std::string_view sql) {
   return {std::move(out), highest};
 }
 
+void PgParams::set(int index, std::string value, Oid type, bool fix_types) {
+  if (index < 1 || index > static_cast<int>(values.size())) return;  // a parameter this SQL does not use
+  const auto i = static_cast<std::size_t>(index - 1);
+  values[i] = std::move(value);
+  bound[i] = true;
+  if (fix_types) types[i] = type;
+}
+
+void PgParams::bind_int64(int index, std::int64_t value, bool fix_types) {
+  set(index, str_cat(value), kInt8, fix_types);
+}
+
+void PgParams::bind_text(int index, std::string_view text, bool fix_types) {
+  if (text.find('\0') != std::string_view::npos) nul = true;
+  set(index, std::string(text), kText, fix_types);
+}
+
+void PgParams::bind_blob(int index, std::span<const unsigned char> bytes, bool fix_types) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex = "\\x";  // bytea's hex input
+  hex.reserve(2 + 2 * bytes.size());
+  for (unsigned char b : bytes) {
+    hex.push_back(kHex[b >> 4]);
+    hex.push_back(kHex[b & 15]);
+  }
+  set(index, std::move(hex), kBytea, fix_types);
+}
+
+std::vector<const char*> PgParams::pointers() const {
+  std::vector<const char*> out(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) out[i] = bound[i] ? values[i].c_str() : nullptr;
+  return out;
+}
+
+void PgParams::clear() {
+  std::fill(bound.begin(), bound.end(), false);
+  nul = false;
+}
+
+}  // namespace pg_internal
+
+namespace {
+
+using ::paygent::internal::str_append;
+using ::paygent::internal::str_cat;
+
+// 1: the tables of SqliteStorage's schema version 2 (sql_schema()), with paygent_schema. 2: the
+// leases table (SqliteStorage's version 3), created when missing. 3: the tracking and revenue
+// tables (SqliteStorage's version 4), created when missing. 4: the billing tables and index and the webhooks' tables
+// (SqliteStorage's version 5), created when missing. 5: profit_daily, usage_daily_by_model and usage_daily_by_user
+// (SqliteStorage's version 6), created when missing and filled from the events and usage_daily. 6: the
+// credit wallets' tables (SqliteStorage's version 7), created when missing. 7: the billing events'
+// indexes ending with the event id (SqliteStorage's version 8). 8: hard_gates, report_tags and
+// profit_daily_by_tag (SqliteStorage's version 9), created when missing. 9: usage_daily_by_provider
+// (SqliteStorage's version 10), created when missing and filled from the events. 10: billing_events'
+// meta_tags and received_ns (SqliteStorage's version 11), added and filled from the events. 11:
+// alert_settings (SqliteStorage's version 12), created when missing.
+constexpr std::int64_t kSchemaVersion = 11;
+// The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
+constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
+
+using namespace pg_internal;
+
 // A statement of one connection, prepared (PQprepare) at its first run with the types of the
 // values bound then; parameters never bound are text. Every value is sent as text (copied at bind).
 class PgStatement final : public SqlStatement {
@@ -100,36 +137,25 @@ class PgStatement final : public SqlStatement {
   // `pending_begin` is the connection's BEGIN not sent yet ("" when none): sent with this
   // statement's first run, in one round trip.
   PgStatement(PGconn* conn, std::string* pending_begin, std::string name, std::string sql, int parameters)
-      : conn_(conn), pending_begin_(pending_begin), name_(std::move(name)), sql_(std::move(sql)), values_(parameters),
-        bound_(parameters, false), types_(parameters, kText) {}
+      : conn_(conn), pending_begin_(pending_begin), name_(std::move(name)), sql_(std::move(sql)), params_(parameters) {}
 
-  void bind_int64(int index, std::int64_t value) override { set(index, str_cat(value), kInt8); }
-  void bind_text(int index, std::string_view text) override {
-    if (text.find('\0') != std::string_view::npos) nul_ = true;
-    set(index, std::string(text), kText);
-  }
+  void bind_int64(int index, std::int64_t value) override { params_.bind_int64(index, value, !prepared_); }
+  void bind_text(int index, std::string_view text) override { params_.bind_text(index, text, !prepared_); }
   void bind_blob(int index, std::span<const unsigned char> bytes) override {
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string hex = "\\x";
-    hex.reserve(2 + 2 * bytes.size());
-    for (unsigned char b : bytes) {
-      hex.push_back(kHex[b >> 4]);
-      hex.push_back(kHex[b & 15]);
-    }
-    set(index, std::move(hex), kBytea);
+    params_.bind_blob(index, bytes, !prepared_);
   }
 
   absl::StatusOr<bool> step(std::string_view what) override {
     if (result_ == nullptr) {
-      if (nul_) return absl::InvalidArgumentError(str_cat(what, ": text holding U+0000 cannot be stored"));
+      if (params_.nul) return absl::InvalidArgumentError(str_cat(what, ": text holding U+0000 cannot be stored"));
       if (!prepared_) {
-        Result prepared(PQprepare(conn_, name_.c_str(), sql_.c_str(), static_cast<int>(types_.size()), types_.data()),
+        Result prepared(PQprepare(conn_, name_.c_str(), sql_.c_str(), static_cast<int>(params_.types.size()),
+                                  params_.types.data()),
                         &PQclear);
         if (PQresultStatus(prepared.get()) != PGRES_COMMAND_OK) return pg_error(conn_, prepared.get(), what);
         prepared_ = true;
       }
-      std::vector<const char*> values(values_.size());
-      for (std::size_t i = 0; i < values_.size(); ++i) values[i] = bound_[i] ? values_[i].c_str() : nullptr;
+      const std::vector<const char*> values = params_.pointers();
       if (pending_begin_->empty()) {
         result_ = PQexecPrepared(conn_, name_.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
       } else if (absl::Status begun = run_after_begin(values, what); !begun.ok()) {
@@ -181,8 +207,7 @@ class PgStatement final : public SqlStatement {
   void reset() override {
     if (result_ != nullptr) PQclear(result_);
     result_ = nullptr;
-    std::fill(bound_.begin(), bound_.end(), false);
-    nul_ = false;
+    params_.clear();
   }
   ~PgStatement() override {
     if (result_ != nullptr) PQclear(result_);
@@ -191,14 +216,6 @@ class PgStatement final : public SqlStatement {
   PgStatement& operator=(const PgStatement&) = delete;
 
  private:
-  void set(int index, std::string value, Oid type) {
-    if (index < 1 || index > static_cast<int>(values_.size())) return;  // a parameter this SQL does not use
-    const auto i = static_cast<std::size_t>(index - 1);
-    values_[i] = std::move(value);
-    bound_[i] = true;
-    if (!prepared_) types_[i] = type;
-  }
-
   // Sends the pending BEGIN and this statement in one round trip (libpq's pipeline mode), and
   // sets result_ to the statement's result. The BEGIN's error when it failed.
   absl::Status run_after_begin(const std::vector<const char*>& values, std::string_view what) {
@@ -234,11 +251,8 @@ class PgStatement final : public SqlStatement {
   std::string* const pending_begin_;
   const std::string name_;
   const std::string sql_;
-  std::vector<std::string> values_;
-  std::vector<bool> bound_;
-  std::vector<Oid> types_;
+  PgParams params_;
   bool prepared_ = false;
-  bool nul_ = false;
   PGresult* result_ = nullptr;
   int row_ = -1;
 };
@@ -397,8 +411,10 @@ const PostgresDialect& dialect() {
 // One libpq connection and its prepared statements.
 class PostgresStorage::Connection final : public SqlConnection {
  public:
-  explicit Connection(PGconn* conn) : conn_(conn) {}
+  // `stream_page_rows`: PostgresOptions::stream_page_rows.
+  Connection(PGconn* conn, int stream_page_rows) : conn_(conn), stream_page_rows_(stream_page_rows) {}
   ~Connection() override {
+    streams_.clear();
     statements_.clear();
     PQfinish(conn_);
   }
@@ -412,6 +428,20 @@ class PostgresStorage::Connection final : public SqlConnection {
       auto statement =
           std::make_unique<PgStatement>(conn_, &pending_begin_, str_cat("s", statements_.size()), std::move(text), parameters);
       it = statements_.emplace(std::string(sql), std::move(statement)).first;
+    }
+    return it->second.get();
+  }
+
+  absl::StatusOr<SqlStatement*> prepare_stream(std::string_view sql, int fetch_rows) override {
+    if (stream_page_rows_ > 0) fetch_rows = stream_page_rows_;
+    const std::string key = str_cat(fetch_rows, " ", sql);
+    auto it = streams_.find(key);
+    if (it == streams_.end()) {
+      auto [text, parameters] = translate_placeholders(sql);
+      it = streams_
+               .emplace(key, make_stream(conn_, &pending_begin_, str_cat("paygent_stream_", streams_.size()),
+                                         std::move(text), parameters, fetch_rows))
+               .first;
     }
     return it->second.get();
   }
@@ -446,8 +476,10 @@ class PostgresStorage::Connection final : public SqlConnection {
 
  private:
   PGconn* const conn_;
+  const int stream_page_rows_;
   std::string pending_begin_;  // a BEGIN not sent yet (see exec())
   absl::flat_hash_map<std::string, std::unique_ptr<PgStatement>> statements_;
+  absl::flat_hash_map<std::string, std::unique_ptr<SqlStatement>> streams_;  // by fetch size and SQL
 };
 
 PostgresStorage::PostgresStorage(std::string conninfo, PostgresOptions options)
@@ -523,7 +555,7 @@ absl::StatusOr<SqlStorage::BatchWrite> PostgresStorage::store_batch(
 
 absl::StatusOr<std::unique_ptr<PostgresStorage::Connection>> PostgresStorage::connect() {
   PGconn* conn = PQconnectdb(conninfo_.c_str());
-  auto connection = std::make_unique<Connection>(conn);  // finishes `conn` whatever happens next
+  auto connection = std::make_unique<Connection>(conn, options_.stream_page_rows);  // finishes `conn` whatever happens next
   if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
     std::string message = conn != nullptr ? PQerrorMessage(conn) : "out of memory";
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();

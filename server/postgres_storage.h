@@ -43,6 +43,9 @@ struct PostgresOptions {
   // Ingest writes a batch's users, events, daily sums and totals in one statement (one round trip).
   // false: one statement per table, as on SQLite: slower, for comparison (bench/) only.
   bool one_statement_ingest = true;
+  // Rows per page of a streamed read (SqlConnection::prepare_stream); 0: as the read asks (10,000
+  // for every customer's billing events). Tests set a few rows to cross many pages.
+  int stream_page_rows = 0;
 };
 
 class PostgresStorage final : public SqlStorage {

@@ -57,6 +57,15 @@ class SqlConnection {
   virtual ~SqlConnection() = default;
   // The statement for `sql` (?N placeholders), prepared on first use and kept by the connection.
   virtual absl::StatusOr<SqlStatement*> prepare(std::string_view sql) = 0;
+  // The statement for a read whose rows are many and read in order (a report's whole range, no
+  // LIMIT pages): PostgreSQL runs it through a cursor, `fetch_rows` rows at a time, each page asked
+  // for while the caller reads the one before, in binary; SQLite steps it as any statement (this
+  // default). Kept by the connection like prepare()'s; its Query must be reset (destroyed) before
+  // the transaction ends.
+  virtual absl::StatusOr<SqlStatement*> prepare_stream(std::string_view sql, int fetch_rows) {
+    static_cast<void>(fetch_rows);
+    return prepare(sql);
+  }
   // Runs statements without parameters or rows (e.g. "BEGIN", a schema).
   virtual absl::Status exec(std::string_view sql) = 0;
   // True while a transaction is open (also a failed one that still needs its ROLLBACK).
@@ -132,9 +141,22 @@ class Query {
 absl::Status run_in_transaction(SqlConnection& connection, std::string_view begin,
                                 absl::FunctionRef<absl::Status(SqlConnection&)> fn);
 
+// Runs `sql_head` followed by "(?2, ?3, ...)" once per `per_query` of `ids` (bound from ?2 on,
+// `product` as ?1), and calls `row` with each row: a read of many keys in a few round trips.
+// `what` names the read in its errors.
+absl::Status select_in(SqlConnection& connection, std::string_view sql_head, std::int64_t product,
+                       std::span<const std::string_view> ids, std::size_t per_query, std::string_view what,
+                       absl::FunctionRef<void(const Query&)> row);
+
 // Prepares `sql` on `connection` as a Query.
 inline absl::StatusOr<Query> prepare(SqlConnection& connection, std::string_view sql) {
   absl::StatusOr<SqlStatement*> statement = connection.prepare(sql);
+  if (!statement.ok()) return statement.status();
+  return Query(*statement);
+}
+
+inline absl::StatusOr<Query> prepare_stream(SqlConnection& connection, std::string_view sql, int fetch_rows) {
+  absl::StatusOr<SqlStatement*> statement = connection.prepare_stream(sql, fetch_rows);
   if (!statement.ok()) return statement.status();
   return Query(*statement);
 }

@@ -23,8 +23,8 @@ using ::paygent::internal::str_cat;
 
 // Billing events read per query of scan_billing_events(): bounds the memory of one page.
 constexpr int kScanPage = 1000;
-// ...and per query of scan_product_billing_events(): every customer's rows, so longer pages (a
-// round trip fewer per 10,000 rows on PostgreSQL; ~2 MB of rows at most).
+// ...and per page of scan_product_billing_events()'s streamed read on PostgreSQL (~2 MB of rows;
+// two pages at most in memory).
 constexpr int kProductScanPage = 10'000;
 
 // `bytes` in lowercase hex into `out` (its capacity kept).
@@ -180,17 +180,21 @@ absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64
   // its start on every page), so a page costs the same however far into the range it is.
   // Placeholders, none left out before the last (PostgreSQL types them all): ?1 product, ?2 the
   // start (or the last ts_ns), ?3 the end, then the customer, then the last id.
+  // Every customer's rows are one streamed read instead (SqlConnection::prepare_stream): one
+  // query, whose next page PostgreSQL reads while this one is fed to `fn`; the keyset start still
+  // resumes a retried transaction after the rows `fn` has.
   if (cursor.first) cursor.after_ts = range.from_ns;
   const int id_index = customer_id ? 5 : 4;
-  const int page = customer_id ? kScanPage : kProductScanPage;
+  const bool streamed = !customer_id.has_value();
+  const int page = streamed ? kProductScanPage : kScanPage;
   for (;;) {
-    absl::StatusOr<Query> select = prepare(
-        connection,
+    const std::string sql =
         str_cat("SELECT b.id, b.agent_id, b.indicator, b.ts_ns, b.duration_us, b.meta_tags, b.received_ns, b.revenue_nanos, "
                 "b.user_id FROM billing_events b WHERE b.product = ?1 AND ", customer_id ? "b.user_id = ?4 AND " : "", "b.ts_ns < ?3 AND ",
                 cursor.first ? std::string("b.ts_ns >= ?2 ")
                              : str_cat("(b.ts_ns, b.id) > (?2, ?", id_index, ") "),
-                "ORDER BY b.ts_ns, b.id LIMIT ", page));
+                "ORDER BY b.ts_ns, b.id", streamed ? "" : str_cat(" LIMIT ", page));
+    absl::StatusOr<Query> select = streamed ? prepare_stream(connection, sql, page) : prepare(connection, sql);
     if (!select.ok()) return select.status();
     select->bind(1, product).bind(2, cursor.after_ts).bind(3, range.to_ns);
     if (customer_id) select->bind(4, *customer_id);
@@ -221,7 +225,7 @@ absl::Status SqlStorage::scan_billing_rows(SqlConnection& connection, std::int64
       cursor.after_id.assign(id);
       cursor.first = false;
     }
-    if (rows < page) return absl::OkStatus();
+    if (streamed || rows < page) return absl::OkStatus();
   }
 }
 

@@ -159,6 +159,34 @@ absl::Status SqlStorage::add_events(SqlConnection& connection, std::int64_t prod
   return read_groups(*select, query.group_by, out);
 }
 
+absl::StatusOr<std::vector<UserRecord>> SqlStorage::find_users(std::string_view product_id,
+                                                               std::span<const std::string_view> user_ids) {
+  // Users per query: one round trip per 100 customers of a report.
+  constexpr std::size_t kUsersPerQuery = 100;
+  std::vector<UserRecord> out;
+  if (user_ids.empty()) return out;
+  absl::Status status = transaction(Access::kReport, false, [&](SqlConnection& connection) -> absl::Status {
+    out.clear();
+    absl::StatusOr<std::optional<std::int64_t>> product = product_key(connection, product_id);
+    if (!product.ok()) return product.status();
+    if (!product->has_value()) return absl::OkStatus();
+    return select_in(connection,
+                     "SELECT u.user_id, u.name, s.plan, s.period_start_ns, s.period_end_ns FROM users u "
+                     "LEFT JOIN subscriptions s ON s.product = u.product AND s.user_id = u.user_id "
+                     "WHERE u.product = ?1 AND u.user_id IN ",
+                     **product, user_ids, kUsersPerQuery, "find users", [&](const Query& q) {
+                       out.push_back(UserRecord{.user_id = q.text(0), .name = q.text(1), .subscription = q.subscription_at(2)});
+                     });
+  });
+  if (!status.ok()) return status;
+  // Bytewise (std::string's order), whatever the database's collation; a repeated id once.
+  std::sort(out.begin(), out.end(), [](const UserRecord& a, const UserRecord& b) { return a.user_id < b.user_id; });
+  out.erase(std::unique(out.begin(), out.end(),
+                        [](const UserRecord& a, const UserRecord& b) { return a.user_id == b.user_id; }),
+            out.end());
+  return out;
+}
+
 // A page of users, then the cost of those whose period is the page's most common one (every user
 // without a subscription shares the calendar month) from usage_daily_by_user: one indexed read
 // per day of the period for the page's id range, rather than each user's rows by model (ten

@@ -392,6 +392,29 @@ Query& Query::bind_event(int first, const EventRecord& e) {
   return *this;
 }
 
+absl::Status select_in(SqlConnection& connection, std::string_view sql_head, std::int64_t product,
+                       std::span<const std::string_view> ids, std::size_t per_query, std::string_view what,
+                       absl::FunctionRef<void(const Query&)> row) {
+  for (std::size_t at = 0; at < ids.size(); at += per_query) {
+    const std::size_t n = std::min(per_query, ids.size() - at);
+    std::string sql(sql_head);
+    sql += "(";
+    for (std::size_t i = 0; i < n; ++i) ::paygent::internal::str_append(&sql, i ? ", ?" : "?", i + 2);
+    sql += ")";
+    absl::StatusOr<Query> select = prepare(connection, sql);
+    if (!select.ok()) return select.status();
+    select->bind(1, product);
+    for (std::size_t i = 0; i < n; ++i) select->bind(static_cast<int>(i + 2), ids[at + i]);
+    for (;;) {
+      absl::StatusOr<bool> next = select->step(what);
+      if (!next.ok()) return next.status();
+      if (!*next) break;
+      row(*select);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status run_in_transaction(SqlConnection& connection, std::string_view begin,
                                 absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
   if (absl::Status s = connection.exec(begin); !s.ok()) return s;

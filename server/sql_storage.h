@@ -76,6 +76,8 @@ class SqlStorage : public Storage {
   absl::StatusOr<std::string> find_product_by_key(std::string_view key_sha256) final;
   absl::Status create_user(std::string_view product_id, std::string_view user_id, std::string_view name) final;
   absl::StatusOr<UserRecord> find_user(std::string_view product_id, std::string_view user_id) final;
+  absl::StatusOr<std::vector<UserRecord>> find_users(std::string_view product_id,
+                                                     std::span<const std::string_view> user_ids) final;
   absl::Status set_subscription(std::string_view product_id, std::string_view user_id,
                                 const Subscription& subscription) final;
   absl::Status put_plan_config(std::string_view product_id, std::string_view config_json) final;

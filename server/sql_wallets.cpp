@@ -31,7 +31,7 @@ constexpr std::string_view kWalletColumns =
 // Customers per query of find_wallets().
 constexpr std::size_t kWalletsPerQuery = 100;
 
-WalletRecord wallet_of_row(Query& q) {
+WalletRecord wallet_of_row(const Query& q) {
   return WalletRecord{.customer_id = q.text(0),
                       .granted = q.text(1),
                       .balance = q.text(2),
@@ -197,23 +197,9 @@ absl::StatusOr<std::vector<WalletRecord>> SqlStorage::find_wallets(std::string_v
     if (!product.ok()) return product.status();
     if (!product->has_value()) return absl::OkStatus();
     // A query per kWalletsPerQuery customers (a batch's users: one round trip for most).
-    for (std::size_t at = 0; at < customer_ids.size(); at += kWalletsPerQuery) {
-      const std::size_t n = std::min(kWalletsPerQuery, customer_ids.size() - at);
-      std::string sql = str_cat("SELECT ", kWalletColumns, " FROM credit_wallets WHERE product = ?1 AND customer_id IN (");
-      for (std::size_t i = 0; i < n; ++i) str_append(&sql, i ? ", ?" : "?", i + 2);
-      sql += ")";
-      absl::StatusOr<Query> select = prepare(connection, sql);
-      if (!select.ok()) return select.status();
-      select->bind(1, **product);
-      for (std::size_t i = 0; i < n; ++i) select->bind(static_cast<int>(i + 2), customer_ids[at + i]);
-      for (;;) {
-        absl::StatusOr<bool> row = select->step("read wallets");
-        if (!row.ok()) return row.status();
-        if (!*row) break;
-        out.push_back(wallet_of_row(*select));
-      }
-    }
-    return absl::OkStatus();
+    return select_in(connection, str_cat("SELECT ", kWalletColumns, " FROM credit_wallets WHERE product = ?1 AND customer_id IN "),
+                     **product, customer_ids, kWalletsPerQuery, "read wallets",
+                     [&](const Query& q) { out.push_back(wallet_of_row(q)); });
   });
   if (!status.ok()) return status;
   std::sort(out.begin(), out.end(), [](const WalletRecord& a, const WalletRecord& b) { return a.customer_id < b.customer_id; });

@@ -35,6 +35,12 @@ class StorageBackend {
   // Another storage on the database of the last fresh(): the same store reopened, or a second
   // replica beside the first.
   virtual std::unique_ptr<Storage> again() = 0;
+  // As again(), with streamed reads (SqlConnection::prepare_stream) of `rows` rows a page
+  // (PostgreSQL's cursor; SQLite steps a statement, with no pages).
+  virtual std::unique_ptr<Storage> again_with_stream_pages(int rows) {
+    static_cast<void>(rows);
+    return again();
+  }
   // Rows per table of that database, read through a connection of the test's own.
   virtual TableCounts counts() = 0;
   // Makes every INSERT into `table` of that database fail (a trigger that raises), or stops doing
@@ -135,8 +141,12 @@ class PostgresBackend final : public StorageBackend {
     new_database();
     return again();
   }
-  std::unique_ptr<Storage> again() override {
-    absl::StatusOr<std::unique_ptr<PostgresStorage>> s = PostgresStorage::open(conninfo_);
+  std::unique_ptr<Storage> again() override { return again_with({}); }
+  std::unique_ptr<Storage> again_with_stream_pages(int rows) override {
+    return again_with(PostgresOptions{.stream_page_rows = rows});
+  }
+  std::unique_ptr<Storage> again_with(PostgresOptions options) {
+    absl::StatusOr<std::unique_ptr<PostgresStorage>> s = PostgresStorage::open(conninfo_, options);
     REQUIRE_MESSAGE(s.ok(), s.status().ToString());
     return *std::move(s);
   }

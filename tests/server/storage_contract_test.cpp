@@ -11,11 +11,13 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <doctest/doctest.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
 #include "tests/server/fixture.h"
 #include "tests/server/storage_backends.h"
@@ -270,6 +272,114 @@ TEST_CASE("server.storage_profit_report_of_rollup_and_edges_matches_a_brute_forc
     CHECK(tags_and_arrivals() == before_upgrade);
     CHECK(*storage->profit_report("p1", all, ProfitGroup::kTag, "region") ==
           brute_force_profit(events, all, ProfitGroup::kTag));
+  });
+}
+
+// Every customer's billing events in one streamed read (PostgreSQL: a cursor fetched in binary
+// pages, the next asked for while this one is read): pages of 1, 4, exactly all and more than all
+// rows give the rows of the per-customer scans (plain statements, text results), in (ts_ns, id)
+// order, with the same NULLs and integers; a reader that stops early gets its error back and
+// leaves the connection fit for the next read.
+TEST_CASE("server.storage_streamed_billing_scan_crosses_pages_and_stops_early") {
+  for_each_backend([](StorageBackend& backend) {
+    auto storage = backend.fresh();
+    REQUIRE(storage->create_product("p1", "one", std::string(64, '1')).ok());
+    REQUIRE(storage->create_product("p2", "two", std::string(64, '2')).ok());
+    REQUIRE(storage->put_agent("p1", AgentRecord{.agent_id = "a1", .indicators = {{.indicator = "call", .price_nanos = kCallPrice}}}).ok());
+    std::mt19937_64 rng(11);
+    const std::int64_t start = ns_at(2026, 10, 28);
+    const std::int64_t span = ns_at(2026, 11, 12) - start;
+    std::vector<EventRecord> events = profit_events(rng, 0, 150, start, span);
+    for (EventRecord& e : events) e.audio_us = static_cast<std::int64_t>(rng() % 5'000'000'000);  // billed as duration_us
+    REQUIRE(storage->ingest("p1", events).ok());
+    REQUIRE(storage->ingest("p2", profit_events(rng, 1000, 20, start, span)).ok());
+    const TimeRange all{.from_ns = start, .to_ns = start + span};
+    auto text_of = [](const BillingEventRow& r) {
+      return absl::StrCat(r.id, "|", r.customer_id, "|", r.agent_id, "|", r.indicator, "|", r.ts_ns, "|", r.received_ns,
+                          "|", r.duration_us, "|", r.meta_tags_json, "|",
+                          r.revenue_nanos ? absl::StrCat(*r.revenue_nanos) : "null");
+    };
+    // The per-customer scans, merged into (ts_ns, id) order.
+    std::vector<std::pair<std::pair<std::int64_t, std::string>, std::string>> merged;
+    std::set<std::string> customers;
+    for (const EventRecord& e : events) customers.insert(e.user_id);
+    for (const std::string& c : customers) {
+      REQUIRE(storage->scan_billing_events("p1", c, all, [&](const BillingEventRow& r) {
+        merged.push_back({{r.ts_ns, r.id}, text_of(r)});
+        return absl::OkStatus();
+      }).ok());
+    }
+    std::sort(merged.begin(), merged.end());
+    std::vector<std::string> expected;
+    for (const auto& m : merged) expected.push_back(m.second);
+    std::size_t billing = 0, priced = 0;
+    for (const EventRecord& e : events) {
+      billing += e.indicator.empty() ? 0 : 1;
+      priced += e.agent_id == "a1" && e.indicator == "call" ? 1 : 0;
+    }
+    REQUIRE(expected.size() == billing);
+    REQUIRE(priced > 0);  // some rows have a revenue, the others NULL
+    REQUIRE(priced < billing);
+    for (const int page : {1, 4, static_cast<int>(billing), 10'000}) {
+      INFO("page of ", page);
+      storage.reset();
+      storage = backend.again_with_stream_pages(page);
+      auto streamed = [&] {
+        std::vector<std::string> out;
+        REQUIRE(storage->scan_product_billing_events("p1", all, [&](const BillingEventRow& r) {
+          out.push_back(text_of(r));
+          return absl::OkStatus();
+        }).ok());
+        return out;
+      };
+      CHECK(streamed() == expected);
+      int seen = 0;
+      const absl::Status stopped = storage->scan_product_billing_events("p1", all, [&](const BillingEventRow&) {
+        return ++seen == 7 ? absl::CancelledError("enough") : absl::OkStatus();
+      });
+      CHECK(absl::IsCancelled(stopped));
+      CHECK(seen == 7);
+      CHECK(streamed() == expected);  // the connection and its cursor name are fit for another read
+      CHECK(storage->report("p1", {.from_ns = 0, .to_ns = INT64_MAX, .group_by = ReportGroup::kUser}).ok());
+    }
+  });
+}
+
+// find_users: the users a report names, in a few queries, exactly as find_user gives each one.
+TEST_CASE("server.storage_find_users_reads_each_known_user_once_as_find_user_does") {
+  for_each_backend([](StorageBackend& backend) {
+    auto storage = backend.fresh();
+    REQUIRE(storage->create_product("p1", "one", std::string(64, '1')).ok());
+    REQUIRE(storage->create_product("p2", "two", std::string(64, '2')).ok());
+    std::vector<std::string> ids;
+    for (int i = 0; i < 250; ++i) {  // three queries' worth
+      ids.push_back("u" + std::to_string(i));
+      REQUIRE(storage->create_user("p1", ids.back(), i % 2 ? "name " + std::to_string(i) : "").ok());
+      if (i % 3 == 0) {
+        REQUIRE(storage->set_subscription("p1", ids.back(), {.plan = "pro", .period_start_ns = i, .period_end_ns = i + 9}).ok());
+      }
+    }
+    REQUIRE(storage->create_user("p2", "only-in-p2", "").ok());
+    std::vector<std::string_view> asked;
+    for (int i = 249; i >= 0; i -= 1) asked.push_back(ids[static_cast<std::size_t>(i)]);
+    asked.push_back("u7");           // repeated
+    asked.push_back("nobody");       // unknown
+    asked.push_back("only-in-p2");   // another product's
+    const absl::StatusOr<std::vector<UserRecord>> got = storage->find_users("p1", asked);
+    REQUIRE(got.ok());
+    std::vector<std::string> sorted = ids;
+    std::sort(sorted.begin(), sorted.end());
+    REQUIRE(got->size() == sorted.size());
+    for (std::size_t i = 0; i < sorted.size(); ++i) {
+      INFO(sorted[i]);
+      const absl::StatusOr<UserRecord> one = storage->find_user("p1", sorted[i]);
+      REQUIRE(one.ok());
+      CHECK((*got)[i].user_id == one->user_id);
+      CHECK((*got)[i].name == one->name);
+      CHECK((*got)[i].subscription == one->subscription);
+    }
+    CHECK(storage->find_users("p1", {})->empty());
+    CHECK(storage->find_users("no-such-product", asked)->empty());
   });
 }
 
