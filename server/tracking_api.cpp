@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include <simdjson.h>
+
 #include "meter/internal/str_cat.h"
 #include "paygent/media_price.h"
 #include "paygent/price_catalog.h"
@@ -22,6 +24,7 @@
 #include "server/api_key.h"
 #include "server/json_body.h"
 #include "server/json_writer.h"
+#include "server/wire.h"
 
 namespace paygent::server {
 namespace {
@@ -237,7 +240,7 @@ void measure_fields(UsageKind kind, Measure& m, std::vector<BodyField>& out) {
   out.push_back(text({"plan"}, m.plan, false));
   switch (kind) {
     case UsageKind::kStt:
-      out.push_back(text({"language"}, m.language, false));  // accepted; no price depends on it
+      out.push_back(text({"language"}, m.language, false));  // kept as a meta tag; no price depends on it
       out.push_back(duration({"audioMinutes", "audioDuration"}, BodyType::kMinutes, m.audio, true));
       break;
     case UsageKind::kTts: out.push_back(count({"characters", "characterCount"}, m.characters, true)); break;
@@ -262,14 +265,39 @@ void measure_fields(UsageKind kind, Measure& m, std::vector<BodyField>& out) {
   }
 }
 
+// `tags_json` (normalised meta tags: an object of strings) with `key`: `value` added at its end,
+// unless it has that key already (the caller's own tag wins) or has kMaxMetaTags tags.
+std::string with_tag(const std::string& tags_json, std::string_view key, std::string_view value) {
+  simdjson::dom::parser parser;
+  simdjson::dom::object object;
+  if (parser.parse(tags_json).get_object().get(object) != simdjson::SUCCESS) return tags_json;
+  JsonWriter w;
+  w.begin_object();
+  std::size_t n = 0;
+  for (auto field : object) {
+    std::string_view text;
+    if (field.key == key || field.value.get_string().get(text) != simdjson::SUCCESS) return tags_json;
+    w.key(field.key).value(text);
+    ++n;
+  }
+  if (n >= kMaxMetaTags) return tags_json;
+  w.key(key).value(value);
+  w.end_object();
+  return std::move(w).str();
+}
+
 // Puts `m` on the event and prices it: the prompt's part of the cost, or InvalidArgument naming a
-// cached count above its input.
+// cached count above its input. An STT request's language becomes the event's meta tag
+// "language" (reports group by it: by=tag:language).
 absl::StatusOr<std::int64_t> measure_event(UsageKind kind, const Measure& m, EventRecord& e) {
   e.provider = m.provider;
   e.model = m.model;
   e.tier = tier_of(m.plan);
   switch (kind) {
-    case UsageKind::kStt: e.audio_us = m.audio.count(); break;
+    case UsageKind::kStt:
+      e.audio_us = m.audio.count();
+      if (!m.language.empty()) e.meta_tags_json = with_tag(e.meta_tags_json, "language", m.language);
+      break;
     case UsageKind::kTts: e.characters = m.characters; break;
     case UsageKind::kVideo:
       e.resolution = m.resolution;

@@ -275,6 +275,21 @@ TEST_CASE("tracking: standalone STT, TTS, STS, video, external cost and send_ind
                                            R"("provider":"deepgram","model":"nova-3","audioMinutes":2.5,"language":"en"})");
     REQUIRE_MESSAGE(r.status == 200, r.body);
     CHECK(nanos_of(r) == stt_cost("deepgram", "nova-3", seconds(150)));
+    // The language is kept as the event's meta tag "language" (beside the caller's tags; a tag of
+    // that name given by the caller wins), so reports group by it.
+    r = t.post("/api/v1/stt", R"({"agentId":"a","customerId":"c2","indicator":"transcribed","metaTags":{"team":"x"},)"
+                              R"("provider":"deepgram","model":"nova-3","audioMinutes":1,"language":"de"})");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    r = t.post("/api/v1/stt", R"({"agentId":"a","customerId":"c2","metaTags":{"language":"fr-CA"},)"
+                              R"("provider":"deepgram","model":"nova-3","audioMinutes":1,"language":"fr"})");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const HttpResponse by_language =
+        t.send("GET", "/api/v1/reports/profit?by=tag:language&from_ns=0&to_ns=9223372036854775807", "");
+    REQUIRE_MESSAGE(by_language.status == 200, by_language.body);
+    for (const char* group : {R"("key":"en")", R"("key":"de")", R"("key":"fr-CA")"}) {
+      CHECK_MESSAGE(by_language.body.find(group) != std::string::npos, group, " in ", by_language.body);
+    }
+    CHECK(by_language.body.find(R"("key":"fr")") == std::string::npos);
     r = t.post("/api/v1/tts", R"({"agentId":"a","customerId":"c","provider":"amazon-polly","model":"standard","characterCount":1000})");
     REQUIRE_MESSAGE(r.status == 200, r.body);
     CHECK(nanos_of(r) == tts_cost("amazon-polly", "standard", 1000));
