@@ -123,7 +123,7 @@ class PgStream final : public SqlStatement {
       page_.reset();
       return error;
     }
-    if (types_.empty()) {
+    if (!types_checked_) {  // once per statement: every run has the same columns
       for (int c = 0; c < PQnfields(page_.get()); ++c) {
         const Oid type = PQftype(page_.get(), c);
         if (type != kInt8 && type != kInt4 && type != kInt2 && type != kBool && type != kText && type != kVarchar &&
@@ -132,8 +132,8 @@ class PgStream final : public SqlStatement {
           return absl::InternalError(
               str_cat(what, ": column ", c, " has type oid ", type, ", which a streamed read does not read"));
         }
-        types_.push_back(type);
       }
+      types_checked_ = true;
     }
     if (PQntuples(page_.get()) == fetch_rows_) return send_fetch(what);
     return absl::OkStatus();
@@ -151,7 +151,7 @@ class PgStream final : public SqlStatement {
   PgParams params_;
   const int fetch_rows_;
   Result page_{nullptr, &PQclear};
-  std::vector<Oid> types_;  // of the columns, read from the first page
+  bool types_checked_ = false;  // the columns' types were checked (on a first page)
   int row_ = -1;
   bool open_ = false;       // the cursor is declared
   bool in_flight_ = false;  // a FETCH was sent and its result not read

@@ -362,7 +362,8 @@ TEST_CASE("server.storage_find_users_reads_each_known_user_once_as_find_user_doe
     REQUIRE(storage->create_user("p2", "only-in-p2", "").ok());
     std::vector<std::string_view> asked;
     for (int i = 249; i >= 0; i -= 1) asked.push_back(ids[static_cast<std::size_t>(i)]);
-    asked.push_back("u7");           // repeated
+    asked.push_back("u7");           // repeated, in the same query as its first
+    asked.push_back("u249");         // repeated, two queries after its first
     asked.push_back("nobody");       // unknown
     asked.push_back("only-in-p2");   // another product's
     const absl::StatusOr<std::vector<UserRecord>> got = storage->find_users("p1", asked);
