@@ -223,6 +223,8 @@ std::shared_ptr<const PlanConfig> Paygent::plans() const {
   return engine_->plans.load(std::memory_order_acquire)->config;
 }
 
+bool Paygent::gate_may_wait() const noexcept { return engine_->leases != nullptr; }
+
 namespace {
 
 absl::Status assign(Engine& engine, std::string_view user_id, std::string_view plan,

@@ -35,6 +35,7 @@ constexpr std::string_view kUsage = R"(usage: paygent-proxy [flags]
   --upstream-timeout-ms N     longest upstream silence (default 600000)
   --upstream-max-idle N       idle keep-alive connections kept per upstream (default 64; 0: none)
   --upstream-idle-timeout-ms N  close a kept connection idle longer (default 30000)
+  --threads N                 threads serving the connections (default 0: one per core)
 )";
 
 int fail(std::string_view message) {
@@ -102,6 +103,10 @@ int main(int argc, char** argv) {
       int ms = 0;
       if (!absl::SimpleAtoi(text, &ms) || ms <= 0) return fail("--upstream-idle-timeout-ms: expected a positive integer");
       proxy.upstream_idle_timeout = absl::Milliseconds(ms);
+    } else if (flag == "--threads") {
+      if (!absl::SimpleAtoi(text, &proxy.threads) || proxy.threads < 0 || proxy.threads > 1024) {
+        return fail("--threads: expected an integer from 0 (one per core) to 1024");
+      }
     } else {
       return fail(str_cat(flag, ": unknown flag"));
     }

@@ -15,8 +15,13 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include <boost/asio.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -75,25 +80,39 @@ std::string status_line(int status) {
 
 class Server;
 
-// One client connection, served on its own thread.
+// One client connection: a coroutine on the server's io_context, serving its requests one after
+// the other. Its socket is used by this coroutine only.
 class Connection {
  public:
   Connection(Server& server, tcp::socket socket) : server_(server), socket_(std::move(socket)) {}
-  void serve();
+  net::awaitable<void> serve();
 
  private:
   // Serves one request; false when the connection must close after it.
-  bool handle(http::request<http::string_body>& request);
-  bool forward(const RouteMatch& route, const CallRequest& call, http::request<http::string_body>& request,
-               const std::string& user);
+  net::awaitable<bool> handle(http::request<http::string_body>& request);
+  net::awaitable<bool> forward(const RouteMatch& route, const CallRequest& call,
+                               http::request<http::string_body>& request, const std::string& user);
   // Answers `status` with `body`. `own`: the proxy's own answer (a 4xx then says x-should-retry:
   // false); false for the provider's answer forwarded, whose retry advice is the provider's.
-  bool reply(int status, std::string_view body, const HeaderList& extra = {}, bool keep_alive = true, bool own = true);
-  bool send(std::string_view bytes);
-  bool send_chunk(std::string_view bytes);
+  net::awaitable<bool> reply(int status, std::string_view body, const HeaderList& extra = {}, bool keep_alive = true,
+                             bool own = true);
+  net::awaitable<bool> send(std::string_view bytes);
+  net::awaitable<bool> send_chunk(std::string_view bytes);
 
   Server& server_;
   tcp::socket socket_;
+};
+
+// What the gate decided for a call (Server::gate): admitted (reservation active, or unmetered on
+// fail-open), refused (the answer, built where the LimitExceeded was caught: its texts point
+// into it), or failed (fail-open).
+struct GateOutcome {
+  Reservation reservation;
+  std::optional<std::int64_t> new_max_tokens;
+  std::int64_t allowed_output = -1;  // the output that fits, past which a stream is cut; -1: no bound
+  std::optional<std::string> refusal;  // the body of the answer (or the stream's last event)
+  HeaderList refusal_headers;
+  bool failed = false;
 };
 
 class Server final : public ProxyServer {
@@ -101,7 +120,15 @@ class Server final : public ProxyServer {
   Server(ProxyOptions options, Paygent* paygent)
       : options_(std::move(options)),
         paygent_(paygent),
-        pool_(UpstreamPool::Limits{.max_idle = options_.upstream_max_idle, .idle_timeout = options_.upstream_idle_timeout}) {}
+        pool_(UpstreamPool::Limits{.max_idle = options_.upstream_max_idle, .idle_timeout = options_.upstream_idle_timeout}) {
+    // A gate that may wait for the backend (budget leases: up to lease_wait) runs on threads of
+    // its own, so that it never holds up the other connections of a connection thread.
+    if (paygent_ != nullptr && paygent_->gate_may_wait()) gate_pool_.emplace(kGateThreads);
+    int threads = options_.threads;
+    if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    for (int i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>());
+    acceptor_.emplace(workers_[0]->ioc);
+  }
   ~Server() override { stop(); }
 
   absl::Status open() {
@@ -117,16 +144,18 @@ class Server final : public ProxyServer {
     const auto address = net::ip::make_address(options_.listen_host, ec);
     if (ec) return absl::InvalidArgumentError(str_cat("--listen: not an IP address: ", options_.listen_host));
     tcp::endpoint endpoint(address, static_cast<unsigned short>(options_.listen_port));
-    acceptor_.open(endpoint.protocol(), ec);
-    if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor_.bind(endpoint, ec);
-    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    acceptor_->open(endpoint.protocol(), ec);
+    if (!ec) acceptor_->set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_->bind(endpoint, ec);
+    if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
     if (ec) {
       return absl::UnavailableError(
           str_cat("--listen ", options_.listen_host, ":", options_.listen_port, ": ", ec.message()));
     }
-    port_ = acceptor_.local_endpoint().port();
-    acceptor_thread_ = std::thread([this] { accept_loop(); });
+    port_ = acceptor_->local_endpoint().port();
+    accepting_ = true;
+    net::co_spawn(workers_[0]->ioc, accept_loop(), net::detached);
+    for (auto& worker : workers_) worker->thread = std::thread([w = worker.get()] { w->ioc.run(); });
     return absl::OkStatus();
   }
 
@@ -143,19 +172,27 @@ class Server final : public ProxyServer {
   void stop() noexcept override {
     std::unique_lock lock(mu_);
     if (stopping_) {
-      cv_.wait(lock, [&] { return connections_ == 0 && workers_ == 0 && !acceptor_thread_.joinable(); });
+      cv_.wait(lock, [&] { return stopped_; });
       return;
     }
     stopping_ = true;
-    ::shutdown(acceptor_.native_handle(), SHUT_RDWR);  // wakes the blocked accept()
-    for (int fd : open_sockets_) ::shutdown(fd, SHUT_RDWR);
-    work_cv_.notify_all();  // idle workers exit
+    for (int fd : open_sockets_) ::shutdown(fd, SHUT_RDWR);  // their reads end; their coroutines finish
     lock.unlock();
-    if (acceptor_thread_.joinable()) acceptor_thread_.join();
+    net::post(workers_[0]->ioc, [this] {
+      beast::error_code ignored;
+      acceptor_->close(ignored);  // the accept loop ends
+    });
     lock.lock();
-    cv_.wait(lock, [&] { return connections_ == 0 && workers_ == 0; });
-    beast::error_code ignored;
-    acceptor_.close(ignored);
+    cv_.wait(lock, [&] { return connections_ == 0 && !accepting_; });
+    lock.unlock();
+    for (auto& worker : workers_) {
+      worker->work.reset();
+      worker->ioc.stop();
+      if (worker->thread.joinable()) worker->thread.join();
+    }
+    if (gate_pool_) gate_pool_->join();
+    lock.lock();
+    stopped_ = true;
     cv_.notify_all();
   }
 
@@ -170,99 +207,107 @@ class Server final : public ProxyServer {
     return url->host.empty() ? nullptr : url;
   }
 
+  // Runs `gate` (a call into the Paygent that may wait for the backend) where it may block: on the
+  // gate threads when the Paygent may wait, else right here. Resumes on the connection's executor.
+  template <class F>
+  net::awaitable<GateOutcome> gate(F decide) {
+    if (!gate_pool_) co_return decide();
+    co_return co_await net::co_spawn(
+        gate_pool_->get_executor(), [&decide]() -> net::awaitable<GateOutcome> { co_return decide(); },
+        net::use_awaitable);
+  }
+
  private:
-  void accept_loop() {
+  static constexpr int kGateThreads = 8;
+
+  net::awaitable<void> accept_loop() {
     for (;;) {
       beast::error_code ec;
-      tcp::socket socket(ioc_);
-      acceptor_.accept(socket, ec);
+      // The connections go to the workers in turn; each serves its own for their whole life.
+      net::io_context& ioc = workers_[next_worker_++ % workers_.size()]->ioc;
+      tcp::socket socket(ioc);
+      co_await acceptor_->async_accept(socket, net::redirect_error(net::use_awaitable, ec));
       std::unique_lock lock(mu_);
-      if (stopping_) return;
+      if (stopping_ || ec == net::error::operation_aborted || ec == net::error::bad_descriptor) break;
       if (ec) continue;  // e.g. the client reset before accept; EMFILE: try again
       socket.set_option(tcp::no_delay(true), ec);
       open_sockets_.insert(socket.native_handle());
       ++connections_;
-      pending_.push_back(std::move(socket));
-      // A thread per connection, as many as there are connections, but kept for the next one
-      // rather than started anew: starting a thread costs ~0.1-2 ms on a small VM, which a client
-      // opening a connection per call (a stream's first byte) would wait for.
-      if (pending_.size() > static_cast<std::size_t>(idle_workers_)) {
-        ++workers_;
-        std::thread([this] { work(); }).detach();
-      } else {
-        work_cv_.notify_one();
-      }
+      lock.unlock();
+      net::co_spawn(ioc, session(std::move(socket)), net::detached);
     }
+    std::lock_guard lock(mu_);
+    accepting_ = false;
+    cv_.notify_all();
   }
 
-  // A worker: serves the connections handed to it one after the other; exits after kWorkerIdle
-  // without one, or at stop().
-  void work() {
-    static constexpr auto kWorkerIdle = std::chrono::seconds(30);
-    std::unique_lock lock(mu_);
-    for (;;) {
-      ++idle_workers_;
-      work_cv_.wait_for(lock, kWorkerIdle, [&] { return stopping_ || !pending_.empty(); });
-      --idle_workers_;
-      if (pending_.empty()) break;  // stopping, or idle too long
-      tcp::socket socket = std::move(pending_.front());
-      pending_.pop_front();
-      const int fd = socket.native_handle();
-      lock.unlock();
-      Connection(*this, std::move(socket)).serve();
-      lock.lock();
-      open_sockets_.erase(fd);
-      --connections_;
+  net::awaitable<void> session(tcp::socket socket) {
+    const int fd = socket.native_handle();
+    {
+      Connection connection(*this, std::move(socket));
+      try {
+        co_await connection.serve();
+      } catch (...) {
+        // A failure of the proxy's own (bad_alloc): this connection ends, the others go on.
+      }
+      std::lock_guard lock(mu_);
+      open_sockets_.erase(fd);  // before the socket closes, so stop() never shuts a reused descriptor
     }
-    --workers_;
-    cv_.notify_all();
+    std::lock_guard lock(mu_);
+    if (--connections_ == 0) cv_.notify_all();
   }
 
   ProxyOptions options_;
   Paygent* paygent_;
-  UpstreamPool pool_;  // after options_; its calls end in stop(), before it is destroyed
-  UpstreamUrl openai_, anthropic_, gemini_;
   Counters counters_;
-  net::io_context ioc_{1};
-  tcp::acceptor acceptor_{ioc_};
+  UpstreamUrl openai_, anthropic_, gemini_;
+  // An event loop and the thread that runs it, as an nginx worker; the client connections it was
+  // handed and the upstream connections they opened are its own (UpstreamPool keys them by it).
+  struct Worker {
+    net::io_context ioc{1};
+    std::optional<net::executor_work_guard<net::io_context::executor_type>> work{ioc.get_executor()};
+    std::thread thread;
+  };
+  std::vector<std::unique_ptr<Worker>> workers_;  // before pool_, acceptor_: their sockets close first
+  std::size_t next_worker_ = 0;                    // the accept loop's
+  UpstreamPool pool_;  // its calls end in stop(), before it is destroyed
+  std::optional<tcp::acceptor> acceptor_;  // on workers_[0]
+  std::optional<net::thread_pool> gate_pool_;
   int port_ = 0;
-  std::thread acceptor_thread_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  int connections_ = 0;             // accepted and not yet closed (pending_ included)
-  std::set<int> open_sockets_;      // their descriptors, shut down by stop()
-  std::deque<tcp::socket> pending_;  // accepted, waiting for a worker
-  std::condition_variable work_cv_;  // a connection is pending, or stopping_
-  int workers_ = 0;                  // threads running work()
-  int idle_workers_ = 0;             // of which waiting for a connection
+  bool stopped_ = false;
+  bool accepting_ = false;     // the accept loop runs
+  int connections_ = 0;          // sessions not yet ended
+  std::set<int> open_sockets_;   // their descriptors, shut down by stop()
 };
 
-void Connection::serve() {
+net::awaitable<void> Connection::serve() {
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(server_.options().max_body_bytes);
     parser.header_limit(64 << 10);
     beast::error_code ec;
-    http::read_header(socket_, buffer, parser, ec);
+    co_await http::async_read_header(socket_, buffer, parser, net::redirect_error(net::use_awaitable, ec));
     if (!ec && !parser.is_done()) {
       const auto expect = parser.get()[http::field::expect];
       if (iequals(std::string_view(expect.data(), expect.size()), "100-continue") &&
           (!parser.content_length() || *parser.content_length() <= server_.options().max_body_bytes)) {
-        send("HTTP/1.1 100 Continue\r\n\r\n");  // curl waits for it before sending a larger body
+        co_await send("HTTP/1.1 100 Continue\r\n\r\n");  // curl waits for it before sending a larger body
       }
-      http::read(socket_, buffer, parser, ec);
+      co_await http::async_read(socket_, buffer, parser, net::redirect_error(net::use_awaitable, ec));
     }
     if (ec == http::error::body_limit) {
       server_.counters().bad_requests++;
       const auto target = parser.get().target();
       const auto route = match_route("POST", std::string_view(target.data(), target.size()));
-      reply(413,
-            error_body(route ? route->provider : Provider::kOpenAI, 413, "invalid_request_error",
-                       str_cat("paygent-proxy: the request body is larger than ", server_.options().max_body_bytes,
-                                    " bytes (--max-body-bytes)")),
-            {}, false);
+      co_await reply(413,
+                     error_body(route ? route->provider : Provider::kOpenAI, 413, "invalid_request_error",
+                                str_cat("paygent-proxy: the request body is larger than ",
+                                        server_.options().max_body_bytes, " bytes (--max-body-bytes)")),
+                     {}, false);
       break;
     }
     if (ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
@@ -271,36 +316,37 @@ void Connection::serve() {
     }
     if (ec) {
       server_.counters().bad_requests++;
-      reply(400, error_body(Provider::kOpenAI, 400, "invalid_request_error",
-                            str_cat("paygent-proxy: malformed HTTP request: ", ec.message())),
-            {}, false);
+      co_await reply(400, error_body(Provider::kOpenAI, 400, "invalid_request_error",
+                                     str_cat("paygent-proxy: malformed HTTP request: ", ec.message())),
+                     {}, false);
       break;
     }
     auto request = parser.release();
-    if (!handle(request) || !request.keep_alive()) break;
+    if (!co_await handle(request) || !request.keep_alive()) break;
   }
   beast::error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
 }
 
-bool Connection::send(std::string_view bytes) {
+net::awaitable<bool> Connection::send(std::string_view bytes) {
   beast::error_code ec;
-  net::write(socket_, net::buffer(bytes.data(), bytes.size()), ec);
-  return !ec;
+  co_await net::async_write(socket_, net::buffer(bytes.data(), bytes.size()), net::redirect_error(net::use_awaitable, ec));
+  co_return !ec;
 }
 
-bool Connection::send_chunk(std::string_view bytes) {
-  if (bytes.empty()) return true;
+net::awaitable<bool> Connection::send_chunk(std::string_view bytes) {
+  if (bytes.empty()) co_return true;
   char size[24];
   const int n = std::snprintf(size, sizeof size, "%zx\r\n", bytes.size());
   const std::array<net::const_buffer, 3> buffers = {net::buffer(size, static_cast<std::size_t>(n)),
                                                    net::buffer(bytes.data(), bytes.size()), net::buffer("\r\n", 2)};
   beast::error_code ec;
-  net::write(socket_, buffers, ec);
-  return !ec;
+  co_await net::async_write(socket_, buffers, net::redirect_error(net::use_awaitable, ec));
+  co_return !ec;
 }
 
-bool Connection::reply(int status, std::string_view body, const HeaderList& extra, bool keep_alive, bool own) {
+net::awaitable<bool> Connection::reply(int status, std::string_view body, const HeaderList& extra, bool keep_alive,
+                                       bool own) {
   std::string head = status_line(status);
   bool typed = false;
   for (const auto& [name, value] : extra) {
@@ -312,7 +358,7 @@ bool Connection::reply(int status, std::string_view body, const HeaderList& extr
   if (own && status >= 400 && status < 500) head += "x-should-retry: false\r\n";
   str_append(&head, "content-length: ", body.size(), "\r\n", keep_alive ? "" : "connection: close\r\n", "\r\n");
   head.append(body);
-  return send(head) && keep_alive;
+  co_return co_await send(head) && keep_alive;
 }
 
 // The x-paygent-* headers of an admitted call.
@@ -327,14 +373,14 @@ HeaderList gate_headers(const GuardResult& result) {
   return headers;
 }
 
-bool Connection::handle(http::request<http::string_body>& request) {
+net::awaitable<bool> Connection::handle(http::request<http::string_body>& request) {
   Counters& counters = server_.counters();
   counters.requests++;
   const std::string_view target(request.target().data(), request.target().size());
   const std::string_view method(request.method_string().data(), request.method_string().size());
   if (method == "GET" && target == "/healthz") {
     const ProxyStats s = server_.stats();
-    return reply(200, str_cat("{\"status\":\"ok\",\"requests\":", s.requests, ",\"metered\":", s.metered,
+    co_return co_await reply(200, str_cat("{\"status\":\"ok\",\"requests\":", s.requests, ",\"metered\":", s.metered,
                                    ",\"unmetered\":", s.unmetered, ",\"refused\":", s.refused, ",\"cut_streams\":",
                                    s.cut_streams, ",\"abandoned_streams\":", s.abandoned_streams,
                                    ",\"upstream_errors\":", s.upstream_errors, ",\"bad_requests\":", s.bad_requests,
@@ -346,29 +392,29 @@ bool Connection::handle(http::request<http::string_body>& request) {
     // A user's standing (an operator's view; the proxy listens on loopback by default).
     const std::string user(target.substr(21));
     auto report = server_.paygent()->report(user);
-    if (!report.ok()) return reply(404, error_body(Provider::kOpenAI, 404, "not_found_error", str_cat("paygent-proxy: ", report.status().message())));
-    return reply(200, str_cat("{\"user\":", json_quote(user), ",\"plan\":", json_quote(report->plan), ",\"spend_nanos\":",
+    if (!report.ok()) co_return co_await reply(404, error_body(Provider::kOpenAI, 404, "not_found_error", str_cat("paygent-proxy: ", report.status().message())));
+    co_return co_await reply(200, str_cat("{\"user\":", json_quote(user), ",\"plan\":", json_quote(report->plan), ",\"spend_nanos\":",
                               report->spend, ",\"reserved_nanos\":", report->reserved, ",\"calls\":", report->calls, "}"));
   }
   const auto route = match_route(method, target);
   if (!route) {
     counters.bad_requests++;
     const Provider shape = target.starts_with("/v1/messages") ? Provider::kAnthropic : Provider::kOpenAI;
-    return reply(404, error_body(shape, 404, "not_found_error",
+    co_return co_await reply(404, error_body(shape, 404, "not_found_error",
                                  str_cat("paygent-proxy: no route for ", method, " ", target.substr(0, target.find('?')),
                                               " (served: POST /v1/chat/completions, /v1/responses, /v1/messages, "
                                               "/v1beta/models/{model}:generateContent|streamGenerateContent)")));
   }
   if (server_.upstream(route->provider) == nullptr) {
     counters.upstream_errors++;
-    return reply(502, error_body(route->provider, 502, "api_error",
+    co_return co_await reply(502, error_body(route->provider, 502, "api_error",
                                  str_cat("paygent-proxy: no upstream configured for ", provider_name(route->provider),
                                               " (--upstream-", provider_name(route->provider), ")")));
   }
   auto call = read_request(*route, request.body());
   if (!call.ok()) {
     counters.bad_requests++;
-    return reply(400, error_body(route->provider, 400, "invalid_request_error",
+    co_return co_await reply(400, error_body(route->provider, 400, "invalid_request_error",
                                  str_cat("paygent-proxy: ", call.status().message())));
   }
   auto header = [&](std::string_view name) {
@@ -377,11 +423,11 @@ bool Connection::handle(http::request<http::string_body>& request) {
   };
   std::string user = header("x-paygent-user");
   if (user.empty()) user = call->end_user;
-  return forward(*route, *call, request, user);
+  co_return co_await forward(*route, *call, request, user);
 }
 
-bool Connection::forward(const RouteMatch& route, const CallRequest& call, http::request<http::string_body>& request,
-                         const std::string& user) {
+net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequest& call,
+                                         http::request<http::string_body>& request, const std::string& user) {
   Counters& counters = server_.counters();
   const ProxyOptions& options = server_.options();
   Paygent* pg = server_.paygent();
@@ -404,38 +450,47 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
   }
 
   // The gate: reserve the worst case before anything is sent.
-  Reservation reservation;
-  std::optional<std::int64_t> new_max_tokens;
-  std::int64_t allowed_output = -1;  // the output that fits, past which a stream is cut; -1: no bound
+  GateOutcome gated;
   if (pg == nullptr || user.empty()) {
     counters.unmetered++;
   } else {
-    try {
-      const std::optional<std::int64_t> fit = pg->max_output_tokens_that_fit(call.model, call.prompt_tokens);
-      std::int64_t output = call.max_tokens.value_or(0);
-      if (fit) {
-        allowed_output = std::max<std::int64_t>(*fit, 0);
-        if (options.lower_max_tokens && (!call.max_tokens || *call.max_tokens > *fit)) {
-          if (*fit > 0) new_max_tokens = *fit;
-          output = std::max<std::int64_t>(*fit, 1);  // nothing fits: the gate refuses
-        } else if (!call.max_tokens) {
-          output = std::max<std::int64_t>(*fit, 1);
+    gated = co_await server_.gate([&]() {
+      GateOutcome out;
+      try {
+        const std::optional<std::int64_t> fit = pg->max_output_tokens_that_fit(call.model, call.prompt_tokens);
+        std::int64_t output = call.max_tokens.value_or(0);
+        if (fit) {
+          out.allowed_output = std::max<std::int64_t>(*fit, 0);
+          if (options.lower_max_tokens && (!call.max_tokens || *call.max_tokens > *fit)) {
+            if (*fit > 0) out.new_max_tokens = *fit;
+            output = std::max<std::int64_t>(*fit, 1);  // nothing fits: the gate refuses
+          } else if (!call.max_tokens) {
+            output = std::max<std::int64_t>(*fit, 1);
+          }
         }
+        out.reservation = pg->reserve(call.model, {.prompt_tokens = call.prompt_tokens, .max_output_tokens = output});
+      } catch (const LimitExceeded& refused) {
+        out = GateOutcome{};
+        const GuardResult& result = refused.result();
+        out.refusal = refusal_body(route.provider, result);
+        out.refusal_headers = {{"x-paygent-status", "hard_gate"},
+                               {"x-paygent-usage-pct", percent_text(result.usage_pct)},
+                               {"x-paygent-limit", result.gate_reason()}};
+      } catch (...) {
+        out = GateOutcome{};  // fail-open: forward unmetered
+        out.failed = true;
       }
-      reservation = pg->reserve(call.model, {.prompt_tokens = call.prompt_tokens, .max_output_tokens = output});
-    } catch (const LimitExceeded& refused) {
+      return out;
+    });
+    if (gated.refusal) {
       counters.refused++;
-      return reply(kRefusalStatus, refusal_body(route.provider, refused.result()),
-                   {{"x-paygent-status", "hard_gate"},
-                    {"x-paygent-usage-pct", percent_text(refused.result().usage_pct)},
-                    {"x-paygent-limit", refused.result().gate_reason()}});
-    } catch (...) {
-      counters.fail_open++;  // fail-open: forward unmetered
-      reservation = Reservation();
-      new_max_tokens.reset();
-      allowed_output = -1;
+      co_return co_await reply(kRefusalStatus, *gated.refusal, gated.refusal_headers);
     }
+    if (gated.failed) counters.fail_open++;
   }
+  Reservation& reservation = gated.reservation;
+  const std::optional<std::int64_t>& new_max_tokens = gated.new_max_tokens;
+  const std::int64_t allowed_output = gated.allowed_output;
   const bool metered = reservation.active();
   if (metered) counters.metered++;
   const HeaderList paygent_headers =
@@ -451,12 +506,12 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
     if (forwarded_request_header(name)) upstream_request.headers.emplace_back(std::string(name), std::string(field.value()));
   }
   upstream_request.body = rewrite_body(route, request.body(), new_max_tokens, metered && add_include_usage);
-  auto started = UpstreamCall::start(url, upstream_request, options.upstream_timeout, &server_.pool());
+  auto started = co_await UpstreamCall::start(url, upstream_request, options.upstream_timeout, &server_.pool());
   if (!started.ok()) {
     if (metered) pg->release(reservation);
     counters.upstream_errors++;
     const int status = absl::IsDeadlineExceeded(started.status()) ? 504 : 502;
-    return reply(status, error_body(route.provider, status, "api_error",
+    co_return co_await reply(status, error_body(route.provider, status, "api_error",
                                     str_cat("paygent-proxy: ", started.status().message())));
   }
   UpstreamCall& upstream = **started;
@@ -472,7 +527,7 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
     std::string body;
     absl::Status broke = absl::OkStatus();
     for (;;) {
-      auto bytes = upstream.read_some();
+      auto bytes = co_await upstream.read_some();
       if (!bytes.ok()) {
         broke = bytes.status();
         break;
@@ -484,35 +539,37 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
       }
       body.append(*bytes);
     }
-    CostCapture cost;
+    Nanos cost_nanos = 0;
     if (metered) {
+      CostCapture cost;  // no co_await while it lives: the sink is this thread's
       if (success) pg->settle_response(reservation, body);  // unreadable: the estimate, reported
       else pg->release(reservation);                       // the provider refused: nothing spent
+      cost_nanos = cost.cost;
     }
     if (!broke.ok()) {
       counters.upstream_errors++;
       const int status = absl::IsDeadlineExceeded(broke) ? 504 : 502;
-      return reply(status, error_body(route.provider, status, "api_error", str_cat("paygent-proxy: ", broke.message())),
+      co_return co_await reply(status, error_body(route.provider, status, "api_error", str_cat("paygent-proxy: ", broke.message())),
                    paygent_headers, false);
     }
     if (metered) {
-      headers.emplace_back("x-paygent-cost-usd", usd_decimal(cost.cost));
-      headers.emplace_back("x-paygent-cost-nanos", std::to_string(cost.cost));
+      headers.emplace_back("x-paygent-cost-usd", usd_decimal(cost_nanos));
+      headers.emplace_back("x-paygent-cost-nanos", std::to_string(cost_nanos));
     }
-    return reply(head.status, body, headers, true, false);
+    co_return co_await reply(head.status, body, headers, true, false);
   }
 
   // A stream: forwarded event by event, metered as it flows, cut at the cap.
   std::string out = status_line(head.status);
   for (const auto& [name, value] : headers) str_append(&out, name, ": ", value, "\r\n");
   out += "transfer-encoding: chunked\r\n\r\n";
-  bool client_gone = !send(out);
+  bool client_gone = !co_await send(out);
   StreamRelay relay(route.format, metered && add_include_usage);
   if (metered) relay.set_output_limit(allowed_output);
   bool cut = false;
   bool upstream_broke = false;
   while (!client_gone && !cut) {
-    auto bytes = upstream.read_some();
+    auto bytes = co_await upstream.read_some();
     if (!bytes.ok()) {
       upstream_broke = true;
       break;
@@ -520,16 +577,16 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
     out.clear();
     if (bytes->empty()) {
       relay.finish(out);
-      client_gone = !send_chunk(out);
+      client_gone = !co_await send_chunk(out);
       break;
     }
     relay.feed(*bytes, out);
-    client_gone = !send_chunk(out);
+    client_gone = !co_await send_chunk(out);
     cut = relay.cut();  // the event that passed the cap was the last one forwarded
   }
   Nanos cost_nanos = 0;
   if (metered) {
-    CostCapture cost;
+    CostCapture cost;  // no co_await while it lives: the sink is this thread's
     auto seen = relay.usage();
     if (!cut && !client_gone && !upstream_broke && seen.ok()) {
       pg->settle(reservation, seen->usage, route.provider);
@@ -547,26 +604,32 @@ bool Connection::forward(const RouteMatch& route, const CallRequest& call, http:
   }
   if (client_gone) {
     counters.abandoned_streams++;
-    return false;
+    co_return false;
   }
   out.clear();
   if (cut) {
     counters.cut_streams++;
     // The limit as it stands now that the stream is metered (check() names it: the cap is reached).
-    try {
-      out = stream_cut_event(route.format, pg->check(call.model), relay.streamed_output_tokens());
-    } catch (const LimitExceeded& at_cap) {
-      out = stream_cut_event(route.format, at_cap.result(), relay.streamed_output_tokens());
-    } catch (...) {
-      out = stream_cut_event(route.format, reservation.result(), relay.streamed_output_tokens());
-    }
+    GateOutcome now = co_await server_.gate([&]() {
+      GateOutcome last;
+      const std::int64_t streamed = relay.streamed_output_tokens();
+      try {
+        last.refusal = stream_cut_event(route.format, pg->check(call.model), streamed);
+      } catch (const LimitExceeded& at_cap) {
+        last.refusal = stream_cut_event(route.format, at_cap.result(), streamed);
+      } catch (...) {
+        last.refusal = stream_cut_event(route.format, reservation.result(), streamed);
+      }
+      return last;
+    });
+    out = *std::move(now.refusal);
   } else if (upstream_broke) {
     counters.upstream_errors++;
   }
   if (metered) str_append(&out, ": paygent cost_usd=", usd_decimal(cost_nanos), " cost_nanos=", cost_nanos, "\n\n");
-  send_chunk(out);
-  send("0\r\n\r\n");
-  return !cut && !upstream_broke;
+  co_await send_chunk(out);
+  co_await send("0\r\n\r\n");
+  co_return !cut && !upstream_broke;
 }
 
 }  // namespace

@@ -6,12 +6,17 @@
 // Fail-open: when Paygent fails (anything but the intentional hard gate), the request is still
 // forwarded, unmetered, and counted in ProxyStats::fail_open.
 //
-// Thread safety: a ProxyServer serves each connection on a thread of its own (a thread idle for
-// 30 s after its connection closed serves the next one instead of a new thread); stats() may be
-// called from any thread. Lifetime: the Paygent passed to start() must outlive the ProxyServer's
-// stop() (or destructor); stop() closes the listener and every client connection and waits for
-// the connections' threads (idle ones included); destroying it closes the idle upstream
-// connections. The caller's provider key is forwarded and never logged or kept.
+// Thread safety: a ProxyServer serves every connection as a coroutine (Boost.Asio, C++20) on one
+// of its workers (ProxyOptions::threads), each an event loop (io_context) run by one thread, as
+// nginx's workers are: the client connections go to the workers in turn, a connection waiting for
+// its client or its upstream holds no thread, and each worker keeps its own pooled upstream
+// connections. A gate that may wait for the backend (Paygent::gate_may_wait: budget leases, up to
+// lease_wait) runs on 8 threads of its own instead, so that it never holds up the other
+// connections of its worker. stats() may be called from any thread. Lifetime: the Paygent passed to start() must outlive the ProxyServer's
+// stop() (or destructor); stop() closes the listener, shuts down every client connection, waits
+// for the calls in flight to end (an upstream that stays silent: until upstream_timeout) and joins
+// the threads; destroying it closes the idle upstream connections. The caller's provider key is
+// forwarded and never logged or kept.
 #pragma once
 
 #include <atomic>
@@ -48,6 +53,9 @@ struct ProxyOptions {
   // idle per upstream, each for at most `upstream_idle_timeout`. 0: a new connection per call.
   int upstream_max_idle = 64;
   absl::Duration upstream_idle_timeout = absl::Seconds(30);
+  // Threads serving the connections (each runs the event loop; any number of connections each).
+  // 0: one per core (std::thread::hardware_concurrency).
+  int threads = 0;
 };
 
 // Monotonic counters (upstream_idle aside: a gauge). A value type.
@@ -82,7 +90,8 @@ class ProxyServer {
 
   [[nodiscard]] virtual int port() const noexcept = 0;
   [[nodiscard]] virtual ProxyStats stats() const noexcept = 0;
-  // Stops accepting, closes the client connections, waits for their threads. Idempotent.
+  // Stops accepting, shuts down the client connections, waits for the calls in flight and the
+  // threads. Idempotent; may be called from any thread but the server's own.
   virtual void stop() noexcept = 0;
 };
 

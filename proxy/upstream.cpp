@@ -16,6 +16,8 @@
 #include <optional>
 
 #include <boost/asio.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -31,16 +33,8 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
 
-// Runs one asynchronous operation on `ioc` to completion on this thread (the timeouts of
-// beast::tcp_stream apply to asynchronous operations only).
-template <class Start>
-beast::error_code run(net::io_context& ioc, Start&& start) {
-  beast::error_code result;
-  start([&result](beast::error_code ec, auto&&...) { result = ec; });
-  ioc.restart();
-  ioc.run();
-  return result;
-}
+// The completion token of every operation here: resume the coroutine, the error in `ec` (no throw).
+auto into(beast::error_code& ec) { return net::redirect_error(net::use_awaitable, ec); }
 
 ssl::context& client_tls() {
   static ssl::context* context = [] {
@@ -52,10 +46,8 @@ ssl::context& client_tls() {
   return *context;
 }
 
-// One upstream connection and what a call needs to drive it. Each has an io_context of its own
-// (epoll, eventfd and timerfd descriptors, paid once per connection, not per call; before the
-// pool each thread had one) so that a pooled connection can be driven by whichever thread's call
-// takes it next: one thread at a time, handed over under the pool's mutex.
+// One upstream connection, registered with the io_context of the calls that use it (one call at a
+// time, handed over under the pool's mutex).
 struct Connection {
   virtual ~Connection() = default;
   [[nodiscard]] virtual int fd() = 0;
@@ -65,11 +57,10 @@ struct Connection {
 template <class Stream>
 struct Link final : Connection {
   template <class... Args>
-  explicit Link(Args&&... args) : stream(ioc, std::forward<Args>(args)...) {}
+  explicit Link(Args&&... args) : stream(std::forward<Args>(args)...) {}
   int fd() override { return beast::get_lowest_layer(stream).socket().native_handle(); }
 
-  net::io_context ioc{1};
-  Stream stream;  // after ioc: destroyed (closed) before it
+  Stream stream;
   beast::flat_buffer buffer;
 };
 
@@ -173,9 +164,11 @@ namespace {
 template <class Stream>
 class Call final : public UpstreamCall {
  public:
-  Call(const UpstreamUrl& url, absl::Duration timeout, std::shared_ptr<UpstreamPool::Impl> pool)
+  // `context`: the io_context the call runs on, whose pooled connections it may take.
+  Call(const UpstreamUrl& url, absl::Duration timeout, std::shared_ptr<UpstreamPool::Impl> pool, const void* context)
       : url_(url),
-        key_(str_cat(url.tls ? "https://" : "http://", url.host, ":", url.port)),
+        name_(str_cat(url.tls ? "https://" : "http://", url.host, ":", url.port)),
+        key_(str_cat(reinterpret_cast<std::uintptr_t>(context), " ", name_)),
         timeout_(absl::ToChronoMilliseconds(timeout)),
         pool_(pool != nullptr && pool->enabled() ? std::move(pool) : nullptr) {}
 
@@ -187,53 +180,51 @@ class Call final : public UpstreamCall {
     }
   }
 
-  absl::Status begin(const UpstreamRequest& request) {
+  net::awaitable<absl::Status> begin(const UpstreamRequest& request) {
     if (pool_ != nullptr) {
       if (std::unique_ptr<Connection> idle = pool_->take(key_)) {
         link_.reset(static_cast<Link<Stream>*>(idle.release()));  // the key names the scheme: the type
         pool_->reuses++;
         bool stale = false;
-        absl::Status status = exchange(request, stale);
-        if (status.ok() || !stale) return status;
+        absl::Status status = co_await exchange(request, stale);
+        if (status.ok() || !stale) co_return status;
         pool_->retries++;  // closed by the upstream before any byte of an answer: once more, anew
         link_.reset();
       }
     }
-    if (absl::Status status = connect(); !status.ok()) return status;
+    if (absl::Status status = co_await connect(); !status.ok()) co_return status;
     if (pool_ != nullptr) pool_->connects++;
     bool stale = false;
-    return exchange(request, stale);
+    co_return co_await exchange(request, stale);
   }
 
   const UpstreamHead& head() const noexcept override { return head_; }
 
-  absl::StatusOr<std::string_view> read_some() override {
+  net::awaitable<absl::StatusOr<std::string_view>> read_some() override {
     auto& body = parser_->get().body();
     body.clear();
     while (body.empty() && !parser_->is_done()) {
       lowest().expires_after(timeout_);
-      beast::error_code ec = run(link_->ioc, [&](auto handler) {
-        http::async_read_some(link_->stream, link_->buffer, *parser_, std::move(handler));
-      });
+      beast::error_code ec;
+      co_await http::async_read_some(link_->stream, link_->buffer, *parser_, into(ec));
       if (ec) {
         broken_ = true;
-        return fail("the response broke off", ec);
+        co_return fail("the response broke off", ec);
       }
     }
-    return std::string_view(body);
+    co_return std::string_view(body);
   }
 
  private:
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(link_->stream); }
 
-  absl::Status connect() {
+  net::awaitable<absl::Status> connect() {
+    const auto executor = co_await net::this_coro::executor;
     if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
-      link_ = std::make_unique<Link<Stream>>();
+      link_ = std::make_unique<Link<Stream>>(executor);
     } else {
-      link_ = std::make_unique<Link<Stream>>(client_tls());
+      link_ = std::make_unique<Link<Stream>>(executor, client_tls());
     }
-    net::io_context& ioc = link_->ioc;
-    tcp::resolver resolver(ioc);
     beast::error_code ec;
     tcp::resolver::results_type endpoints;
     const auto address = net::ip::make_address(url_.host, ec);
@@ -241,30 +232,32 @@ class Call final : public UpstreamCall {
       endpoints = tcp::resolver::results_type::create(tcp::endpoint(address, static_cast<unsigned short>(std::stoi(url_.port))),
                                                       url_.host, url_.port);
     } else {
-      endpoints = resolver.resolve(url_.host, url_.port, ec);
-      if (ec) return fail("cannot resolve", ec);
+      tcp::resolver resolver(executor);
+      ec = {};
+      endpoints = co_await resolver.async_resolve(url_.host, url_.port, into(ec));
+      if (ec) co_return fail("cannot resolve", ec);
     }
     lowest().expires_after(timeout_);
-    ec = run(ioc, [&](auto handler) { lowest().async_connect(endpoints, std::move(handler)); });
-    if (ec) return fail("cannot connect", ec);
+    co_await lowest().async_connect(endpoints, into(ec));
+    if (ec) co_return fail("cannot connect", ec);
     // The request's head and body, and the next request on a kept connection, go out at once
     // instead of waiting for the previous segment's ACK (Nagle's algorithm).
     lowest().socket().set_option(tcp::no_delay(true), ec);
     if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
       if (!SSL_set_tlsext_host_name(link_->stream.native_handle(), url_.host.c_str())) {
-        return absl::UnavailableError(str_cat("upstream ", url_.host, ": cannot set TLS server name"));
+        co_return absl::UnavailableError(str_cat("upstream ", url_.host, ": cannot set TLS server name"));
       }
       link_->stream.set_verify_callback(ssl::host_name_verification(url_.host));
       lowest().expires_after(timeout_);
-      ec = run(ioc, [&](auto handler) { link_->stream.async_handshake(ssl::stream_base::client, std::move(handler)); });
-      if (ec) return fail("TLS handshake failed", ec);
+      co_await link_->stream.async_handshake(ssl::stream_base::client, into(ec));
+      if (ec) co_return fail("TLS handshake failed", ec);
     }
-    return absl::OkStatus();
+    co_return absl::OkStatus();
   }
 
   // Sends the request on link_ and reads the response's head. `stale`: the failure is the upstream
   // having closed the connection before any byte of an answer arrived (a retry is safe).
-  absl::Status exchange(const UpstreamRequest& request, bool& stale) {
+  net::awaitable<absl::Status> exchange(const UpstreamRequest& request, bool& stale) {
     http::request<http::string_body> out{http::verb::post, request.target, 11};
     for (const auto& [name, value] : request.headers) out.insert(name, value);
     out.set(http::field::host, url_.host);
@@ -277,18 +270,17 @@ class Call final : public UpstreamCall {
     head_ = UpstreamHead{};
     broken_ = true;  // until the head is read
     lowest().expires_after(timeout_);
-    beast::error_code ec = run(link_->ioc, [&](auto handler) { http::async_write(link_->stream, out, std::move(handler)); });
+    beast::error_code ec;
+    co_await http::async_write(link_->stream, out, into(ec));
     if (ec) {
       stale = closed_by_peer(ec);
-      return fail("cannot send the request", ec);
+      co_return fail("cannot send the request", ec);
     }
     lowest().expires_after(timeout_);
-    ec = run(link_->ioc, [&](auto handler) {
-      http::async_read_header(link_->stream, link_->buffer, *parser_, std::move(handler));
-    });
+    co_await http::async_read_header(link_->stream, link_->buffer, *parser_, into(ec));
     if (ec) {
       stale = closed_by_peer(ec) && !parser_->got_some() && link_->buffer.size() == 0;
-      return fail("no response head", ec);
+      co_return fail("no response head", ec);
     }
     broken_ = false;
     const auto& res = parser_->get();
@@ -297,17 +289,20 @@ class Call final : public UpstreamCall {
       head_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     }
     head_.event_stream = istarts_with(std::string_view(res[http::field::content_type].data(), res[http::field::content_type].size()), "text/event-stream");
-    return absl::OkStatus();
+    co_return absl::OkStatus();
   }
 
   absl::Status fail(std::string_view what, const beast::error_code& ec) const {
-    const std::string text = str_cat("upstream ", key_, ": ", what, ": ", ec.message());
+    const std::string text = str_cat("upstream ", name_, ": ", what, ": ", ec.message());
     if (ec == beast::error::timeout) return absl::DeadlineExceededError(text);
     return absl::UnavailableError(text);
   }
 
   UpstreamUrl url_;
-  std::string key_;  // "http://host:port": the pool's key
+  std::string name_;  // "http://host:port"
+  // The pool's key: the io_context and name_. A connection is registered with one io_context,
+  // whose one thread drives it (Beast's timeouts need its operations on one strand).
+  std::string key_;
   std::chrono::milliseconds timeout_;
   std::shared_ptr<UpstreamPool::Impl> pool_;  // nullptr: no reuse
   std::unique_ptr<Link<Stream>> link_;
@@ -351,17 +346,20 @@ absl::StatusOr<UpstreamUrl> parse_upstream_url(std::string_view url, std::string
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<UpstreamCall>> UpstreamCall::start(const UpstreamUrl& url, const UpstreamRequest& request,
-                                                                 absl::Duration timeout, UpstreamPool* pool) {
+net::awaitable<absl::StatusOr<std::unique_ptr<UpstreamCall>>> UpstreamCall::start(const UpstreamUrl& url,
+                                                                                 const UpstreamRequest& request,
+                                                                                 absl::Duration timeout, UpstreamPool* pool) {
   std::shared_ptr<UpstreamPool::Impl> shared = pool != nullptr ? pool->impl_ : nullptr;
+  const auto executor = co_await net::this_coro::executor;
+  const void* context = &net::query(executor, net::execution::context);
   if (url.tls) {
-    auto call = std::make_unique<Call<beast::ssl_stream<beast::tcp_stream>>>(url, timeout, std::move(shared));
-    if (absl::Status status = call->begin(request); !status.ok()) return status;
-    return std::unique_ptr<UpstreamCall>(std::move(call));
+    auto call = std::make_unique<Call<beast::ssl_stream<beast::tcp_stream>>>(url, timeout, std::move(shared), context);
+    if (absl::Status status = co_await call->begin(request); !status.ok()) co_return status;
+    co_return std::unique_ptr<UpstreamCall>(std::move(call));
   }
-  auto call = std::make_unique<Call<beast::tcp_stream>>(url, timeout, std::move(shared));
-  if (absl::Status status = call->begin(request); !status.ok()) return status;
-  return std::unique_ptr<UpstreamCall>(std::move(call));
+  auto call = std::make_unique<Call<beast::tcp_stream>>(url, timeout, std::move(shared), context);
+  if (absl::Status status = co_await call->begin(request); !status.ok()) co_return status;
+  co_return std::unique_ptr<UpstreamCall>(std::move(call));
 }
 
 }  // namespace paygent::proxy

@@ -5,9 +5,15 @@
 // reused by later calls. The only translation unit of the proxy's client side that includes
 // Boost.Asio/Beast.
 //
-// Thread safety: an UpstreamCall is used by one thread at a time; an UpstreamPool by any number of
-// threads at once. parse_upstream_url is a free function.
-// Lifetime: an UpstreamCall owns its connection while it lives. Destroying it hands the connection
+// Asynchronous: a call is driven by the caller's coroutine (Boost.Asio C++20 coroutines), on the
+// caller's executor; while it waits for the upstream, the thread serves other connections.
+// Thread safety: an UpstreamCall is used by one coroutine at a time, on an io_context run by ONE
+// thread (Beast's stream timeouts need all of a connection's handlers on one strand); an
+// UpstreamPool by any number of threads at once. A pooled connection is kept for, and reused by,
+// calls on the io_context that opened it (one pool serves several single-threaded io_contexts,
+// as paygent-proxy's workers are). parse_upstream_url is a free function.
+// Lifetime: an UpstreamCall owns its connection while it lives. The io_context its calls run on must
+// outlive the pool and every call (a connection's socket is registered with it). Destroying it hands the connection
 // back to its pool only when the response was read to its end, without error, and the upstream did
 // not say `Connection: close`; otherwise (a stream cut or abandoned mid-way, a broken or unread
 // response) destroying it closes the connection, which is how a cut stream stops the provider's
@@ -21,6 +27,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <boost/asio/awaitable.hpp>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -55,7 +63,7 @@ struct UpstreamHead {
 
 // Idle keep-alive connections, per upstream (scheme, host and port), for reuse by later calls. A
 // connection is idle in the pool only between two calls; no two calls ever hold the same one.
-// At most `max_idle` idle connections per upstream are kept (more are closed when released), and
+// At most `max_idle` idle connections per upstream (and io_context) are kept (more are closed when released), and
 // one idle for longer than `idle_timeout` is closed instead of reused (checked whenever the pool is
 // used: an idle proxy keeps them until its next call, when they are found dead or expired).
 // A pooled connection that the upstream closed meanwhile (readable at checkout: EOF) is dropped.
@@ -102,13 +110,15 @@ class UpstreamCall {
   // upstream may be working on it).
   // Errors: DeadlineExceeded (no answer in time), Unavailable (cannot connect, TLS verification
   // failed, the connection broke, or the answer is not HTTP/1.1), each naming the upstream.
-  static absl::StatusOr<std::unique_ptr<UpstreamCall>> start(const UpstreamUrl& url, const UpstreamRequest& request,
-                                                            absl::Duration timeout, UpstreamPool* pool = nullptr);
+  // Runs on the awaiting coroutine's executor. `url`, `request` and `pool` must stay valid until
+  // it completes.
+  static boost::asio::awaitable<absl::StatusOr<std::unique_ptr<UpstreamCall>>> start(
+      const UpstreamUrl& url, const UpstreamRequest& request, absl::Duration timeout, UpstreamPool* pool = nullptr);
 
   [[nodiscard]] virtual const UpstreamHead& head() const noexcept = 0;
   // The next bytes of the body (chunked encoding removed), valid until the next call; empty at
   // the end of the body. Errors as start(): silence longer than the timeout, a broken connection.
-  virtual absl::StatusOr<std::string_view> read_some() = 0;
+  virtual boost::asio::awaitable<absl::StatusOr<std::string_view>> read_some() = 0;
 };
 
 }  // namespace paygent::proxy

@@ -378,6 +378,11 @@ class Paygent {
   absl::Status set_plans(PlanConfig config);
   absl::Status set_plans_json(std::string_view json);
   [[nodiscard]] std::shared_ptr<const PlanConfig> plans() const;
+  // True when a gating call (reserve, check, max_output_tokens_that_fit, ...) may wait for the
+  // backend: budget leases with a backend (Options::leases and api_key), up to lease_wait. An
+  // event loop runs such calls off its threads (paygent-proxy does). False: every gate is decided
+  // locally, with no wait.
+  [[nodiscard]] bool gate_may_wait() const noexcept;
 
   // Puts `user_id` on `plan` for a subscription period [period_start, period_end) that renews
   // with the same length (see subscription_period). NotFound when the plan does not exist;

@@ -341,7 +341,7 @@ TEST_CASE("proxy.bad_input_gets_a_clear_error_and_the_proxy_stays_up") {
   CHECK(r.status == 413);
   CHECK(r.body.find("larger than 2048 bytes") != std::string::npos);
   r = post(h.port(), "/v1/chat/completions", R"({"model":"gpt-4o","messages":[{"role":"user","content":"HANG"}]})", user);
-  CHECK(r.status == 504);
+  CHECK_MESSAGE(r.status == 504, r.body);
   CHECK(r.body.find("upstream") != std::string::npos);
   r = post(h.port(), "/v1/chat/completions", R"({"model":"gpt-4o","messages":[{"role":"user","content":"GARBAGE"}]})", user);
   CHECK(r.status == 502);
@@ -357,13 +357,17 @@ TEST_CASE("proxy.bad_input_gets_a_clear_error_and_the_proxy_stays_up") {
 }
 
 // Upstream connections (proxy/upstream.h, UpstreamPool): kept alive and reused, never shared, never
-// reused after a response that was not read whole.
+// reused after a response that was not read whole. Each worker keeps its own (a connection is
+// driven by one event loop), and the tests' calls open a client connection each, which the
+// workers take in turn: these tests count connections on one worker (kOneWorker).
+
+const ProxyOptions kOneWorker{.threads = 1};
 
 TEST_CASE("proxy.upstream_connections_are_reused_across_calls") {
   Harness h([](const std::string&, const std::string& body) {
     return body.find("\"stream\":true") != std::string::npos ? stream_reply("openai-chat-stream.sse")
                                                               : json_reply("openai-chat.json");
-  });
+  }, kOneWorker);
   for (int i = 0; i < 10; ++i) {
     const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: max"});
     REQUIRE(r.status == 200);
@@ -390,14 +394,14 @@ TEST_CASE("proxy.upstream_connections_are_reused_across_calls") {
 TEST_CASE("proxy.upstream_pool_off_or_expired_opens_a_new_connection") {
   SUBCASE("pool off") {
     Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); },
-              ProxyOptions{.upstream_max_idle = 0});
+              ProxyOptions{.upstream_max_idle = 0, .threads = 1});
     for (int i = 0; i < 3; ++i) CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
     CHECK(h.upstream.accepts() == 3);
     CHECK(h.upstream.last_head().find("Connection: close") != std::string::npos);
   }
   SUBCASE("idle past the timeout") {
     Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); },
-              ProxyOptions{.upstream_idle_timeout = absl::Milliseconds(400)});
+              ProxyOptions{.upstream_idle_timeout = absl::Milliseconds(400), .threads = 1});
     CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
     CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);
     CHECK(h.upstream.accepts() == 1);
@@ -411,7 +415,7 @@ TEST_CASE("proxy.cut_stream_connection_is_closed_not_reused") {
   Harness h([](const std::string&, const std::string& body) {
     return body.find("\"stream\":true") != std::string::npos ? endless_stream(std::chrono::milliseconds(2))
                                                               : json_reply("openai-chat.json");
-  });
+  }, kOneWorker);
   REQUIRE(h.pg->assign_plan("ned", "small").ok());
   const HttpResponse cut = post(h.port(), "/v1/chat/completions", chat_body(R"(,"stream":true)"), {"x-paygent-user: ned"});
   CHECK(cut.status == 200);
@@ -427,7 +431,7 @@ TEST_CASE("proxy.abandoned_stream_connection_is_closed_not_reused") {
   Harness h([](const std::string&, const std::string& body) {
     return body.find("\"stream\":true") != std::string::npos ? endless_stream(std::chrono::milliseconds(20))
                                                               : json_reply("openai-chat.json");
-  });
+  }, kOneWorker);
   CHECK(post(h.port(), "/v1/chat/completions", chat_body()).status == 200);  // a pooled connection
   const int fd = connect_loopback(h.port());
   send_all(fd, request_text("/v1/chat/completions", chat_body(R"(,"stream":true)"), {"x-paygent-user: ora"}));
@@ -448,7 +452,7 @@ TEST_CASE("proxy.abandoned_stream_connection_is_closed_not_reused") {
 }
 
 TEST_CASE("proxy.stale_pooled_connection_is_retried_once_and_metered_once") {
-  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); });
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); }, kOneWorker);
   const Nanos cost = 12 * kGpt4oIn + 5 * kGpt4oOut;
   CHECK(post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: pia"}).status == 200);
   h.upstream.drop_next_reused_request();  // the upstream closes the idle connection as the request arrives
@@ -469,7 +473,7 @@ TEST_CASE("proxy.no_retry_after_a_response_byte_arrived") {
   Harness h([](const std::string&, const std::string& body) {
     if (body.find("PARTIAL") != std::string::npos) return FakeReply{.raw = "HTTP/1.1 200 OK\r\ncontent-"};
     return json_reply("openai-chat.json");
-  });
+  }, kOneWorker);
   CHECK(post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: quin"}).status == 200);
   const HttpResponse r = post(h.port(), "/v1/chat/completions",
                               R"({"model":"gpt-4o","messages":[{"role":"user","content":"PARTIAL"}]})", {"x-paygent-user: quin"});
@@ -485,7 +489,7 @@ TEST_CASE("proxy.upstream_connection_close_is_not_reused") {
     FakeReply reply = json_reply("openai-chat.json");
     reply.close = true;
     return reply;
-  });
+  }, kOneWorker);
   for (int i = 0; i < 4; ++i) {
     const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: rex"});
     CHECK(r.status == 200);
@@ -493,6 +497,24 @@ TEST_CASE("proxy.upstream_connection_close_is_not_reused") {
   CHECK(h.upstream.accepts() == 4);
   CHECK(h.upstream.hits() == 4);
   CHECK(h.proxy->stats().upstream_errors == 0);
+}
+
+TEST_CASE("proxy.each_worker_keeps_its_own_upstream_connections") {
+  // Two workers take the client connections in turn: the first call of each opens a connection,
+  // the later ones reuse their worker's.
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); },
+            ProxyOptions{.threads = 2});
+  for (int i = 0; i < 6; ++i) {
+    const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: uma"});
+    REQUIRE(r.status == 200);
+    CHECK(r.body == fixture("openai-chat.json"));
+  }
+  CHECK(h.upstream.accepts() == 2);
+  const ProxyStats stats = h.proxy->stats();
+  CHECK(stats.upstream_connects == 2);
+  CHECK(stats.upstream_reuses == 4);
+  CHECK(stats.upstream_idle == 2);
+  CHECK(h.spend("uma") == 6 * (12 * kGpt4oIn + 5 * kGpt4oOut));
 }
 
 TEST_CASE("proxy.concurrent_calls_never_share_an_upstream_connection") {
