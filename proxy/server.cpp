@@ -6,6 +6,9 @@
 #include "proxy/text.h"
 
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <chrono>
@@ -127,7 +130,6 @@ class Server final : public ProxyServer {
     int threads = options_.threads;
     if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>());
-    acceptor_.emplace(workers_[0]->ioc);
   }
   ~Server() override { stop(); }
 
@@ -144,17 +146,28 @@ class Server final : public ProxyServer {
     const auto address = net::ip::make_address(options_.listen_host, ec);
     if (ec) return absl::InvalidArgumentError(str_cat("--listen: not an IP address: ", options_.listen_host));
     tcp::endpoint endpoint(address, static_cast<unsigned short>(options_.listen_port));
-    acceptor_->open(endpoint.protocol(), ec);
-    if (!ec) acceptor_->set_option(net::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor_->bind(endpoint, ec);
-    if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
+    tcp::acceptor& listener = workers_[0]->acceptor;
+    listener.open(endpoint.protocol(), ec);
+    if (!ec) listener.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) listener.bind(endpoint, ec);
+    if (!ec) listener.listen(net::socket_base::max_listen_connections, ec);
+    // Every worker accepts on the same listening socket (a descriptor of its own), in turn.
+    for (std::size_t i = 1; !ec && i < workers_.size(); ++i) {
+      const int fd = ::dup(listener.native_handle());
+      if (fd < 0) {
+        ec = beast::error_code(errno, beast::system_category());
+        break;
+      }
+      workers_[i]->acceptor.assign(endpoint.protocol(), fd, ec);
+      if (ec) ::close(fd);
+    }
     if (ec) {
       return absl::UnavailableError(
           str_cat("--listen ", options_.listen_host, ":", options_.listen_port, ": ", ec.message()));
     }
-    port_ = acceptor_->local_endpoint().port();
+    port_ = listener.local_endpoint().port();
     accepting_ = true;
-    net::co_spawn(workers_[0]->ioc, accept_loop(), net::detached);
+    net::co_spawn(workers_[0]->ioc, accept_one(0), net::detached);
     for (auto& worker : workers_) worker->thread = std::thread([w = worker.get()] { w->ioc.run(); });
     return absl::OkStatus();
   }
@@ -178,10 +191,12 @@ class Server final : public ProxyServer {
     stopping_ = true;
     for (int fd : open_sockets_) ::shutdown(fd, SHUT_RDWR);  // their reads end; their coroutines finish
     lock.unlock();
-    net::post(workers_[0]->ioc, [this] {
-      beast::error_code ignored;
-      acceptor_->close(ignored);  // the accept loop ends
-    });
+    for (auto& worker : workers_) {
+      net::post(worker->ioc, [w = worker.get()] {
+        beast::error_code ignored;
+        w->acceptor.close(ignored);  // the accept turn ends
+      });
+    }
     lock.lock();
     cv_.wait(lock, [&] { return connections_ == 0 && !accepting_; });
     lock.unlock();
@@ -220,25 +235,37 @@ class Server final : public ProxyServer {
  private:
   static constexpr int kGateThreads = 8;
 
-  net::awaitable<void> accept_loop() {
+  // The accept turn of worker `i`, on its thread: accepts one connection, hands the turn to the
+  // next worker and serves the connection here. So connections go to the workers in turn, as with
+  // a round robin, but each is accepted where it is served (no hand-over between threads on the
+  // way to a new connection's first byte). One turn is outstanding at a time.
+  net::awaitable<void> accept_one(std::size_t i) {
+    Worker& worker = *workers_[i];
     for (;;) {
       beast::error_code ec;
-      // The connections go to the workers in turn; each serves its own for their whole life.
-      net::io_context& ioc = workers_[next_worker_++ % workers_.size()]->ioc;
-      tcp::socket socket(ioc);
-      co_await acceptor_->async_accept(socket, net::redirect_error(net::use_awaitable, ec));
+      tcp::socket socket(worker.ioc);
+      co_await worker.acceptor.async_accept(socket, net::redirect_error(net::use_awaitable, ec));
       std::unique_lock lock(mu_);
-      if (stopping_ || ec == net::error::operation_aborted || ec == net::error::bad_descriptor) break;
-      if (ec) continue;  // e.g. the client reset before accept; EMFILE: try again
+      if (stopping_ || ec == net::error::operation_aborted || ec == net::error::bad_descriptor) {
+        accepting_ = false;
+        cv_.notify_all();
+        co_return;
+      }
+      if (ec) {  // e.g. EMFILE: try again in a moment, not in a busy loop
+        lock.unlock();
+        net::steady_timer pause(worker.ioc, std::chrono::milliseconds(10));
+        co_await pause.async_wait(net::redirect_error(net::use_awaitable, ec));
+        continue;
+      }
       socket.set_option(tcp::no_delay(true), ec);
       open_sockets_.insert(socket.native_handle());
       ++connections_;
       lock.unlock();
-      net::co_spawn(ioc, session(std::move(socket)), net::detached);
+      const std::size_t next = (i + 1) % workers_.size();
+      net::co_spawn(workers_[next]->ioc, accept_one(next), net::detached);
+      co_await session(std::move(socket));
+      co_return;
     }
-    std::lock_guard lock(mu_);
-    accepting_ = false;
-    cv_.notify_all();
   }
 
   net::awaitable<void> session(tcp::socket socket) {
@@ -267,24 +294,26 @@ class Server final : public ProxyServer {
     net::io_context ioc{1};
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work{ioc.get_executor()};
     std::thread thread;
+    tcp::acceptor acceptor{ioc};  // the listening socket (worker 0's; the others' a dup of it)
   };
-  std::vector<std::unique_ptr<Worker>> workers_;  // before pool_, acceptor_: their sockets close first
-  std::size_t next_worker_ = 0;                    // the accept loop's
+  std::vector<std::unique_ptr<Worker>> workers_;  // before pool_: its sockets close first
   UpstreamPool pool_;  // its calls end in stop(), before it is destroyed
-  std::optional<tcp::acceptor> acceptor_;  // on workers_[0]
   std::optional<net::thread_pool> gate_pool_;
   int port_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
   bool stopped_ = false;
-  bool accepting_ = false;     // the accept loop runs
+  bool accepting_ = false;     // an accept turn is outstanding
   int connections_ = 0;          // sessions not yet ended
   std::set<int> open_sockets_;   // their descriptors, shut down by stop()
 };
 
 net::awaitable<void> Connection::serve() {
   beast::flat_buffer buffer;
+  buffer.reserve(16 << 10);  // a whole request head (and most bodies) in one read
+  beast::error_code nb;
+  socket_.non_blocking(true, nb);  // send() writes without waiting when the socket has room
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(server_.options().max_body_bytes);
@@ -297,7 +326,16 @@ net::awaitable<void> Connection::serve() {
           (!parser.content_length() || *parser.content_length() <= server_.options().max_body_bytes)) {
         co_await send("HTTP/1.1 100 Continue\r\n\r\n");  // curl waits for it before sending a larger body
       }
-      co_await http::async_read(socket_, buffer, parser, net::redirect_error(net::use_awaitable, ec));
+      // The body that came with the head is parsed here, without a trip through the event loop.
+      while (buffer.size() > 0 && !parser.is_done()) {
+        const std::size_t used = parser.put(buffer.data(), ec);
+        buffer.consume(used);
+        if (ec == http::error::need_more) ec = {};
+        if (ec || used == 0) break;
+      }
+      if (!ec && !parser.is_done()) {
+        co_await http::async_read(socket_, buffer, parser, net::redirect_error(net::use_awaitable, ec));
+      }
     }
     if (ec == http::error::body_limit) {
       server_.counters().bad_requests++;
@@ -328,10 +366,23 @@ net::awaitable<void> Connection::serve() {
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
 }
 
-net::awaitable<bool> Connection::send(std::string_view bytes) {
+// Writes what the socket takes at once (usually all), then the rest through the event loop.
+template <class Buffers>
+net::awaitable<bool> write_all(tcp::socket& socket, const Buffers& buffers) {
   beast::error_code ec;
-  co_await net::async_write(socket_, net::buffer(bytes.data(), bytes.size()), net::redirect_error(net::use_awaitable, ec));
+  const std::size_t sent = socket.write_some(buffers, ec);
+  if (ec == net::error::would_block || ec == net::error::try_again) ec = {};
+  if (ec) co_return false;
+  const std::size_t size = net::buffer_size(buffers);
+  if (sent == size) co_return true;
+  beast::buffers_suffix<Buffers> rest(buffers);
+  rest.consume(sent);
+  co_await net::async_write(socket, rest, net::redirect_error(net::use_awaitable, ec));
   co_return !ec;
+}
+
+net::awaitable<bool> Connection::send(std::string_view bytes) {
+  co_return co_await write_all(socket_, net::const_buffer(bytes.data(), bytes.size()));
 }
 
 net::awaitable<bool> Connection::send_chunk(std::string_view bytes) {
@@ -340,9 +391,7 @@ net::awaitable<bool> Connection::send_chunk(std::string_view bytes) {
   const int n = std::snprintf(size, sizeof size, "%zx\r\n", bytes.size());
   const std::array<net::const_buffer, 3> buffers = {net::buffer(size, static_cast<std::size_t>(n)),
                                                    net::buffer(bytes.data(), bytes.size()), net::buffer("\r\n", 2)};
-  beast::error_code ec;
-  co_await net::async_write(socket_, buffers, net::redirect_error(net::use_awaitable, ec));
-  co_return !ec;
+  co_return co_await write_all(socket_, buffers);
 }
 
 net::awaitable<bool> Connection::reply(int status, std::string_view body, const HeaderList& extra, bool keep_alive,

@@ -98,6 +98,9 @@ class UpstreamPool::Impl {
         --idle_count_;
       }
       // Idle means silent: anything readable is the upstream's EOF (or a stray byte): drop it.
+      // Looked at (a system call) only after a second idle: a provider closes idle connections
+      // after seconds, and one that closed sooner is met by the retry of UpstreamCall::start.
+      if (std::chrono::steady_clock::now() - conn->idle_since < std::chrono::seconds(1)) return conn;
       pollfd p{conn->fd(), POLLIN, 0};
       if (::poll(&p, 1, 0) == 0) return conn;
     }
@@ -203,9 +206,24 @@ class Call final : public UpstreamCall {
   net::awaitable<absl::StatusOr<std::string_view>> read_some() override {
     auto& body = parser_->get().body();
     body.clear();
+    // What the last read brought beyond the head (often the whole body) is parsed here, without
+    // an asynchronous read that would complete through the event loop.
+    beast::error_code ec;
+    while (link_->buffer.size() > 0 && body.empty() && !parser_->is_done()) {
+      const std::size_t used = parser_->put(link_->buffer.data(), ec);
+      link_->buffer.consume(used);
+      if (ec == http::error::need_more) {
+        ec = {};
+        break;
+      }
+      if (ec) {
+        broken_ = true;
+        co_return fail("the response broke off", ec);
+      }
+      if (used == 0) break;
+    }
     while (body.empty() && !parser_->is_done()) {
       lowest().expires_after(timeout_);
-      beast::error_code ec;
       co_await http::async_read_some(link_->stream, link_->buffer, *parser_, into(ec));
       if (ec) {
         broken_ = true;
@@ -243,6 +261,8 @@ class Call final : public UpstreamCall {
     // The request's head and body, and the next request on a kept connection, go out at once
     // instead of waiting for the previous segment's ACK (Nagle's algorithm).
     lowest().socket().set_option(tcp::no_delay(true), ec);
+    lowest().socket().non_blocking(true, ec);  // exchange() writes without waiting when it can
+    link_->buffer.reserve(16 << 10);          // a whole head (and often body) in one read
     if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
       if (!SSL_set_tlsext_host_name(link_->stream.native_handle(), url_.host.c_str())) {
         co_return absl::UnavailableError(str_cat("upstream ", url_.host, ": cannot set TLS server name"));
@@ -258,25 +278,39 @@ class Call final : public UpstreamCall {
   // Sends the request on link_ and reads the response's head. `stale`: the failure is the upstream
   // having closed the connection before any byte of an answer arrived (a retry is safe).
   net::awaitable<absl::Status> exchange(const UpstreamRequest& request, bool& stale) {
-    http::request<http::string_body> out{http::verb::post, request.target, 11};
-    for (const auto& [name, value] : request.headers) out.insert(name, value);
-    out.set(http::field::host, url_.host);
-    if (pool_ == nullptr) out.set(http::field::connection, "close");  // HTTP/1.1 keeps it alive otherwise
-    out.body() = request.body;
-    out.prepare_payload();
+    // The request as bytes (its headers were parsed from the client's request, so hold no CR/LF).
+    std::string out = str_cat("POST ", request.target, " HTTP/1.1\r\n");
+    for (const auto& [name, value] : request.headers) str_append(&out, name, ": ", value, "\r\n");
+    const bool ipv6 = url_.host.find(':') != std::string::npos;
+    str_append(&out, "Host: ", ipv6 ? "[" : "", url_.host, ipv6 ? "]" : "");
+    if (url_.port != (url_.tls ? "443" : "80")) str_append(&out, ":", url_.port);  // RFC 9110 7.2
+    out += "\r\n";
+    if (pool_ == nullptr) out += "Connection: close\r\n";  // HTTP/1.1 keeps it alive otherwise
+    str_append(&out, "Content-Length: ", request.body.size(), "\r\n\r\n");
+    out += request.body;
     parser_.emplace();
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 compares a Content-Length with an empty optional as "over the limit"
     parser_->header_limit(64 << 10);
+    parser_->eager(true);
     head_ = UpstreamHead{};
     broken_ = true;  // until the head is read
-    lowest().expires_after(timeout_);
+    // One deadline for sending the request and receiving its head.
     beast::error_code ec;
-    co_await http::async_write(link_->stream, out, into(ec));
+    std::size_t sent = 0;
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+      // Most requests fit the socket's buffer: written at once, without a trip through the event
+      // loop (the socket is non-blocking: what does not fit is written below).
+      sent = lowest().socket().write_some(net::buffer(out), ec);
+      if (ec == net::error::would_block || ec == net::error::try_again) ec = {};
+    }
+    lowest().expires_after(timeout_);
+    if (!ec && sent < out.size()) {
+      co_await net::async_write(link_->stream, net::buffer(out.data() + sent, out.size() - sent), into(ec));
+    }
     if (ec) {
       stale = closed_by_peer(ec);
       co_return fail("cannot send the request", ec);
     }
-    lowest().expires_after(timeout_);
     co_await http::async_read_header(link_->stream, link_->buffer, *parser_, into(ec));
     if (ec) {
       stale = closed_by_peer(ec) && !parser_->got_some() && link_->buffer.size() == 0;

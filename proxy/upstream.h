@@ -66,7 +66,8 @@ struct UpstreamHead {
 // At most `max_idle` idle connections per upstream (and io_context) are kept (more are closed when released), and
 // one idle for longer than `idle_timeout` is closed instead of reused (checked whenever the pool is
 // used: an idle proxy keeps them until its next call, when they are found dead or expired).
-// A pooled connection that the upstream closed meanwhile (readable at checkout: EOF) is dropped.
+// A pooled connection idle for a second or more that the upstream closed meanwhile (readable at
+// checkout: EOF) is dropped; one closed sooner is met by start()'s one retry.
 //
 // Thread safety: every member may be called from any thread. Lifetime: destroying the pool closes
 // its idle connections; connections still held by calls are closed when those calls end.
@@ -103,7 +104,8 @@ class UpstreamCall {
   virtual ~UpstreamCall() = default;
 
   // Sends `request` on an idle connection of `pool` (nullptr: no pool, a new connection closed
-  // after the call) or a new one, and reads the response's head. Each step waits at most `timeout`.
+  // after the call) or a new one, and reads the response's head. Connecting (and the TLS handshake)
+  // waits at most `timeout`; sending the request and receiving the head together at most `timeout`.
   // A pooled connection that fails on the write or the head's read before any byte of a response
   // arrived, because the upstream closed or reset it, is replaced ONCE by a new connection and the
   // request sent again there; never after a response byte arrived, nor after a timeout (the

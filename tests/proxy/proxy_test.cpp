@@ -87,6 +87,10 @@ TEST_CASE("proxy.openai_json_is_metered_exactly") {
   // The key passed through; the proxy's own headers did not.
   CHECK(h.upstream.last_head().find("authorization: Bearer sk-test") != std::string::npos);
   CHECK(h.upstream.last_head().find("x-paygent") == std::string::npos);
+  // The upstream's own host and port (not the client's Host), and the body's length.
+  CHECK(h.upstream.last_head().find("\r\nHost: " + h.upstream.url().substr(7) + "\r\n") !=
+        std::string::npos);
+  CHECK(h.upstream.last_head().find("\r\nContent-Length: ") != std::string::npos);
   CHECK(h.proxy->stats().metered == 1);
   const HttpResponse report = post(h.port(), "/paygent/report?user=alice", "", {}, "GET");
   CHECK(report.status == 200);
