@@ -100,7 +100,9 @@ class Connection {
   net::awaitable<bool> reply(int status, std::string_view body, const HeaderList& extra = {}, bool keep_alive = true,
                              bool own = true);
   net::awaitable<bool> send(std::string_view bytes);
-  net::awaitable<bool> send_chunk(std::string_view bytes);
+  // Sends `bytes` as one chunk, after `*head` (the response's head, not sent yet) when it is
+  // given and not empty; `*head` is cleared once sent.
+  net::awaitable<bool> send_chunk(std::string_view bytes, std::string* head = nullptr);
 
   Server& server_;
   tcp::socket socket_;
@@ -385,13 +387,23 @@ net::awaitable<bool> Connection::send(std::string_view bytes) {
   co_return co_await write_all(socket_, net::const_buffer(bytes.data(), bytes.size()));
 }
 
-net::awaitable<bool> Connection::send_chunk(std::string_view bytes) {
-  if (bytes.empty()) co_return true;
+net::awaitable<bool> Connection::send_chunk(std::string_view bytes, std::string* head) {
+  std::string_view before;
+  if (head != nullptr) before = *head;
+  if (bytes.empty()) {
+    if (before.empty()) co_return true;
+    const bool sent = co_await send(before);
+    head->clear();
+    co_return sent;
+  }
   char size[24];
   const int n = std::snprintf(size, sizeof size, "%zx\r\n", bytes.size());
-  const std::array<net::const_buffer, 3> buffers = {net::buffer(size, static_cast<std::size_t>(n)),
+  const std::array<net::const_buffer, 4> buffers = {net::buffer(before.data(), before.size()),
+                                                   net::buffer(size, static_cast<std::size_t>(n)),
                                                    net::buffer(bytes.data(), bytes.size()), net::buffer("\r\n", 2)};
-  co_return co_await write_all(socket_, buffers);
+  const bool sent = co_await write_all(socket_, buffers);
+  if (head != nullptr) head->clear();
+  co_return sent;
 }
 
 net::awaitable<bool> Connection::reply(int status, std::string_view body, const HeaderList& extra, bool keep_alive,
@@ -609,10 +621,17 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
   }
 
   // A stream: forwarded event by event, metered as it flows, cut at the cap.
-  std::string out = status_line(head.status);
-  for (const auto& [name, value] : headers) str_append(&out, name, ": ", value, "\r\n");
-  out += "transfer-encoding: chunked\r\n\r\n";
-  bool client_gone = !co_await send(out);
+  std::string response_head = status_line(head.status);
+  for (const auto& [name, value] : headers) str_append(&response_head, name, ": ", value, "\r\n");
+  response_head += "transfer-encoding: chunked\r\n\r\n";
+  // The head goes out now, unless the first events came with the upstream's head: then with them,
+  // in one write (the client's first read then holds the first event, as nginx forwards it).
+  bool client_gone = false;
+  if (!upstream.body_buffered()) {
+    client_gone = !co_await send(response_head);
+    response_head.clear();
+  }
+  std::string out;
   StreamRelay relay(route.format, metered && add_include_usage);
   if (metered) relay.set_output_limit(allowed_output);
   bool cut = false;
@@ -626,11 +645,11 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
     out.clear();
     if (bytes->empty()) {
       relay.finish(out);
-      client_gone = !co_await send_chunk(out);
+      client_gone = !co_await send_chunk(out, &response_head);
       break;
     }
     relay.feed(*bytes, out);
-    client_gone = !co_await send_chunk(out);
+    client_gone = !co_await send_chunk(out, &response_head);
     cut = relay.cut();  // the event that passed the cap was the last one forwarded
   }
   Nanos cost_nanos = 0;
@@ -676,7 +695,7 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
     counters.upstream_errors++;
   }
   if (metered) str_append(&out, ": paygent cost_usd=", usd_decimal(cost_nanos), " cost_nanos=", cost_nanos, "\n\n");
-  co_await send_chunk(out);
+  co_await send_chunk(out, &response_head);
   co_await send("0\r\n\r\n");
   co_return !cut && !upstream_broke;
 }

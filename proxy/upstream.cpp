@@ -203,6 +203,10 @@ class Call final : public UpstreamCall {
 
   const UpstreamHead& head() const noexcept override { return head_; }
 
+  bool body_buffered() const noexcept override {
+    return link_ != nullptr && parser_ && !parser_->is_done() && link_->buffer.size() > 0;
+  }
+
   net::awaitable<absl::StatusOr<std::string_view>> read_some() override {
     auto& body = parser_->get().body();
     body.clear();

@@ -121,6 +121,9 @@ class UpstreamCall {
   // The next bytes of the body (chunked encoding removed), valid until the next call; empty at
   // the end of the body. Errors as start(): silence longer than the timeout, a broken connection.
   virtual boost::asio::awaitable<absl::StatusOr<std::string_view>> read_some() = 0;
+  // True when bytes of the body have arrived and not been returned by read_some yet (the next
+  // read_some returns without waiting for the upstream).
+  [[nodiscard]] virtual bool body_buffered() const noexcept = 0;
 };
 
 }  // namespace paygent::proxy
