@@ -20,12 +20,11 @@
 //
 //   build/bench/paygent_proxy_bench [requests_per_client=2000] [only_targets_named]
 //
-// 2026-12-03, 2-core VM shared with another engineer's builds, 12 runs of `paygent_proxy_bench 2000`
-// (bench/README.md has each run), medians of the added latency: 1 client p50: proxy 101 us, nginx
-// keepalive 74 us (ratio of medians 1.37, median of the per-run ratios 1.59); 1 client p99: proxy
-// 464 us; 50 clients p50: proxy 2.31 ms, nginx keepalive 0.82 ms (2.8x); a stream's first byte
-// 72 us after nginx keepalive's. With the pool off (the "proxy no pool" rows, 6 runs): 1 client
-// 407 us, 50 clients 10.2 ms.
+// 2026-12-05, 2-core VM, six runs of `paygent_proxy_bench 2000` (bench/README.md has each run),
+// medians of the added latency, the proxy on its 2 event-loop workers: 1 client p50: proxy 42 us,
+// nginx keepalive 34 us (1.22); 1 client p99: proxy 55 us; 50 clients p50: proxy 1.01 ms, nginx
+// keepalive 0.78 ms (1.30), 27,400 vs 33,300 req/s; a stream's first byte 55-65 us after nginx
+// keepalive's. Before (a thread per client connection, 2026-12-03): 101 us, 2.31 ms (2.8x).
 #include <sys/wait.h>
 
 #include <algorithm>
