@@ -263,8 +263,11 @@ class Server final : public ProxyServer {
       open_sockets_.insert(socket.native_handle());
       ++connections_;
       lock.unlock();
+      // The turn passes once this worker has started on the connection (waking the next worker is a
+      // system call, kept off the way to this connection's first byte); a burst of connections waits
+      // for it no longer than this worker's ready handlers take.
       const std::size_t next = (i + 1) % workers_.size();
-      net::co_spawn(workers_[next]->ioc, accept_one(next), net::detached);
+      net::post(worker.ioc, [this, next] { net::co_spawn(workers_[next]->ioc, accept_one(next), net::detached); });
       co_await session(std::move(socket));
       co_return;
     }

@@ -102,7 +102,14 @@ int run_loadgen(const LoadgenOptions& o) {
   for (const auto& [u, c] : cost_by_user) std::printf("user %s cost_nanos=%" PRId64 "\n", u.c_str(), c);
   std::fflush(stdout);
   if (o.hang) {
-    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // waits to be killed
+    // Says when the local store (the spool) holds every recorded call, then waits to be killed.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (pg.stats().stored_events < static_cast<std::int64_t>(gate_ns.size()) && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::printf("spooled events=%" PRId64 "\n", pg.stats().stored_events);
+    std::fflush(stdout);
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   if (o.no_flush) return failures == 0 ? 0 : 1;
   const bool delivered = deliver_all(pg, o.deliver_seconds);

@@ -43,6 +43,8 @@ commands:
           [--no-flush] [--hang]
       Records metered calls through Paygent with a backend and delivers them; prints the ground
       truth (calls, cost per user) and the gate latency. For integration tests and load trials.
+      --hang: then print "spooled events=N" once the local store holds every call, and wait to
+      be killed (instead of delivering).
   capload --backend URL [--backend URL ...] --api-key KEY --store FILE --user ID --cap-usd AMOUNT
           [--pace-ms N] [--gated-in-a-row N] [--gate-pause-ms N] [--seconds N]
           [--deliver-seconds N] [--flush-interval-ms N] [--progress] [--no-leases]
