@@ -110,6 +110,12 @@ TEST_CASE("server.postgres_stream_decodes_pages_stops_and_runs_again_in_one_tran
     CHECK(read_all(*s, 0) == expected_rows(0));
     CHECK(f.pending_begin.empty());
     CHECK(PQtransactionStatus(f.conn.get()) == PQTRANS_INTRANS);
+    // The cursor was planned with enable_sort off; the rest of the transaction plans as before.
+    {
+      std::unique_ptr<PGresult, decltype(&PQclear)> shown(PQexec(f.conn.get(), "SHOW enable_sort"), &PQclear);
+      REQUIRE(PQresultStatus(shown.get()) == PGRES_TUPLES_OK);
+      CHECK(std::string(PQgetvalue(shown.get(), 0, 0)) == "on");
+    }
     // Stopped after 2 rows (a FETCH in flight when the page is smaller than what is left), then
     // the same statement again in the same transaction: the cursor was closed, its name is free.
     const std::vector<std::string> all = expected_rows(0);
