@@ -56,11 +56,13 @@ struct Counters {
 };
 
 // Request headers never forwarded: hop-by-hop, the ones the client side sets itself, the proxy's
-// own, and Accept-Encoding (usage must be read from an uncompressed body).
+// own, Accept-Encoding (usage must be read from an uncompressed body) and Expect (the body is
+// sent with the head: a provider's "100 Continue" would be taken for its answer).
 bool forwarded_request_header(std::string_view name) {
   static constexpr std::string_view kDropped[] = {"host", "connection", "keep-alive", "proxy-connection",
                                                   "transfer-encoding", "te", "trailer", "upgrade",
-                                                  "content-length", "accept-encoding", "proxy-authorization"};
+                                                  "content-length", "accept-encoding", "proxy-authorization",
+                                                  "expect"};
   for (std::string_view dropped : kDropped) {
     if (iequals(name, dropped)) return false;
   }
@@ -168,9 +170,12 @@ class Server final : public ProxyServer {
           str_cat("--listen ", options_.listen_host, ":", options_.listen_port, ": ", ec.message()));
     }
     port_ = listener.local_endpoint().port();
-    accepting_ = true;
-    net::co_spawn(workers_[0]->ioc, accept_one(0), net::detached);
     for (auto& worker : workers_) worker->thread = std::thread([w = worker.get()] { w->ioc.run(); });
+    {
+      std::lock_guard lock(mu_);
+      accepting_ = true;  // after the threads: stop() then always has one to end the turn
+    }
+    net::co_spawn(workers_[0]->ioc, accept_one(0), net::detached);
     return absl::OkStatus();
   }
 
@@ -260,14 +265,22 @@ class Server final : public ProxyServer {
         continue;
       }
       socket.set_option(tcp::no_delay(true), ec);
-      open_sockets_.insert(socket.native_handle());
+      try {
+        open_sockets_.insert(socket.native_handle());
+      } catch (...) {  // out of memory: this connection is dropped, the turn goes on
+        continue;
+      }
       ++connections_;
       lock.unlock();
       // The turn passes once this worker has started on the connection (waking the next worker is a
       // system call, kept off the way to this connection's first byte); a burst of connections waits
       // for it no longer than this worker's ready handlers take.
       const std::size_t next = (i + 1) % workers_.size();
-      net::post(worker.ioc, [this, next] { net::co_spawn(workers_[next]->ioc, accept_one(next), net::detached); });
+      try {
+        net::post(worker.ioc, [this, next] { net::co_spawn(workers_[next]->ioc, accept_one(next), net::detached); });
+      } catch (...) {  // out of memory: the turn stays here, and this worker accepts again after this one
+        net::co_spawn(worker.ioc, accept_one(i), net::detached);
+      }
       co_await session(std::move(socket));
       co_return;
     }
@@ -301,7 +314,7 @@ class Server final : public ProxyServer {
     std::thread thread;
     tcp::acceptor acceptor{ioc};  // the listening socket (worker 0's; the others' a dup of it)
   };
-  std::vector<std::unique_ptr<Worker>> workers_;  // before pool_: its sockets close first
+  std::vector<std::unique_ptr<Worker>> workers_;  // declared before pool_: destroyed after it (its idle sockets close while their io_contexts live)
   UpstreamPool pool_;  // its calls end in stop(), before it is destroyed
   std::optional<net::thread_pool> gate_pool_;
   int port_ = 0;
@@ -497,7 +510,11 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
   Paygent* pg = server_.paygent();
 
   // Who pays, for as long as the call lasts.
-  std::optional<Context> context;
+  // Who pays, for as long as the call lasts. A Context is a scope of the thread it was made on,
+  // and this coroutine suspends (other connections' calls then run on this thread) and its gate
+  // may run on another thread: the scope is captured once here, with no suspension while the
+  // Context lives, and re-entered (Context::Scope) around each call into the Paygent.
+  Context::Captured who;
   ContextOptions context_options;
   if (!user.empty()) {
     for (const auto& field : request) {
@@ -510,7 +527,8 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
         context_options.meta_tags.emplace_back(lower(name.substr(15)), value);
       }
     }
-    context.emplace(user, std::move(context_options));
+    Context context(user, std::move(context_options));
+    who = Context::capture();
   }
 
   // The gate: reserve the worst case before anything is sent.
@@ -520,6 +538,7 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
   } else {
     gated = co_await server_.gate([&]() {
       GateOutcome out;
+      Context::Scope in(who);
       try {
         const std::optional<std::int64_t> fit = pg->max_output_tokens_that_fit(call.model, call.prompt_tokens);
         std::int64_t output = call.max_tokens.value_or(0);
@@ -572,7 +591,10 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
   upstream_request.body = rewrite_body(route, request.body(), new_max_tokens, metered && add_include_usage);
   auto started = co_await UpstreamCall::start(url, upstream_request, options.upstream_timeout, &server_.pool());
   if (!started.ok()) {
-    if (metered) pg->release(reservation);
+    if (metered) {
+      Context::Scope in(who);
+      pg->release(reservation);
+    }
     counters.upstream_errors++;
     const int status = absl::IsDeadlineExceeded(started.status()) ? 504 : 502;
     co_return co_await reply(status, error_body(route.provider, status, "api_error",
@@ -605,6 +627,7 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
     }
     Nanos cost_nanos = 0;
     if (metered) {
+      Context::Scope in(who);
       CostCapture cost;  // no co_await while it lives: the sink is this thread's
       if (success) pg->settle_response(reservation, body);  // unreadable: the estimate, reported
       else pg->release(reservation);                       // the provider refused: nothing spent
@@ -657,6 +680,7 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
   }
   Nanos cost_nanos = 0;
   if (metered) {
+    Context::Scope in(who);
     CostCapture cost;  // no co_await while it lives: the sink is this thread's
     auto seen = relay.usage();
     if (!cut && !client_gone && !upstream_broke && seen.ok()) {
@@ -683,6 +707,7 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
     // The limit as it stands now that the stream is metered (check() names it: the cap is reached).
     GateOutcome now = co_await server_.gate([&]() {
       GateOutcome last;
+      Context::Scope in(who);
       const std::int64_t streamed = relay.streamed_output_tokens();
       try {
         last.refusal = stream_cut_event(route.format, pg->check(call.model), streamed);

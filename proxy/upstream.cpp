@@ -90,7 +90,7 @@ class UpstreamPool::Impl {
       std::vector<std::unique_ptr<Connection>> doomed;  // closed outside the lock
       {
         std::lock_guard lock(mu_);
-        expire_locked(doomed);
+        expire_locked(key, doomed);
         auto it = idle_.find(key);
         if (it == idle_.end() || it->second.empty()) return nullptr;
         conn = std::move(it->second.back());
@@ -110,7 +110,7 @@ class UpstreamPool::Impl {
   void give(const std::string& key, std::unique_ptr<Connection> conn) {
     std::vector<std::unique_ptr<Connection>> doomed;
     std::lock_guard lock(mu_);
-    expire_locked(doomed);
+    expire_locked(key, doomed);
     if (closed_) {
       doomed.push_back(std::move(conn));
       return;
@@ -138,15 +138,18 @@ class UpstreamPool::Impl {
   std::atomic<std::int64_t> connects{0}, reuses{0}, retries{0};
 
  private:
-  // Moves the connections idle for longer than the timeout (the oldest are at the front) to `doomed`.
-  void expire_locked(std::vector<std::unique_ptr<Connection>>& doomed) {
+  // Moves `key`'s connections idle for longer than the timeout (the oldest are at the front) to
+  // `doomed`. Only the caller's own key: another io_context's connections are closed by its own
+  // thread's calls (or by the pool's destruction), never from this one.
+  void expire_locked(const std::string& key, std::vector<std::unique_ptr<Connection>>& doomed) {
     const auto oldest = std::chrono::steady_clock::now() - idle_timeout_;
-    for (auto& [key, idle] : idle_) {
-      while (!idle.empty() && idle.front()->idle_since < oldest) {
-        doomed.push_back(std::move(idle.front()));
-        idle.pop_front();
-        --idle_count_;
-      }
+    auto it = idle_.find(key);
+    if (it == idle_.end()) return;
+    auto& idle = it->second;
+    while (!idle.empty() && idle.front()->idle_since < oldest) {
+      doomed.push_back(std::move(idle.front()));
+      idle.pop_front();
+      --idle_count_;
     }
   }
 

@@ -4,9 +4,11 @@
 
 #include <doctest/doctest.h>
 
+#include <functional>
 #include <future>
 
 #include "simdjson.h"
+#include "proxy/text.h"
 #include "tests/proxy/loopback.h"
 
 namespace paygent::proxy {
@@ -30,7 +32,10 @@ constexpr char kPlans[] = R"({"soft_gate_at": 0.8, "hard_gate_at": 1.0, "default
 constexpr Nanos kGpt4oIn = 2'500, kGpt4oOut = 10'000;
 
 struct Harness {
-  explicit Harness(FakeUpstream::Responder responder, ProxyOptions options = {}) : upstream(std::move(responder)) {
+  // `configure`: changes to the Paygent's options (a backend, leases) before it is created.
+  explicit Harness(FakeUpstream::Responder responder, ProxyOptions options = {},
+                   const std::function<void(Options&)>& configure = nullptr)
+      : upstream(std::move(responder)) {
     Options pg_options;
     pg_options.plans = *parse_plan_config(kPlans);
     pg_options.local_store_path = "";
@@ -38,7 +43,9 @@ struct Harness {
       std::lock_guard lock(mu);
       usages.push_back(e.usage);
       costs.push_back(e.cost);
+      payers.push_back(str_cat(e.user_id, "|", e.session_id, "|", e.agent_id));
     };
+    if (configure) configure(pg_options);
     pg = *Paygent::create(proxy_paygent_options(std::move(pg_options)));
     options.listen_port = 0;
     options.upstream_openai = upstream.url();
@@ -62,6 +69,7 @@ struct Harness {
   std::mutex mu;
   std::vector<Usage> usages;
   std::vector<Nanos> costs;
+  std::vector<std::string> payers;  // "user|session|agent" of each metered call
 };
 
 FakeReply json_reply(const std::string& name) { return {.body = fixture(name)}; }
@@ -519,6 +527,60 @@ TEST_CASE("proxy.each_worker_keeps_its_own_upstream_connections") {
   CHECK(stats.upstream_reuses == 4);
   CHECK(stats.upstream_idle == 2);
   CHECK(h.spend("uma") == 6 * (12 * kGpt4oIn + 5 * kGpt4oOut));
+}
+
+TEST_CASE("proxy.calls_interleaved_on_one_worker_each_keep_their_own_payer") {
+  // One worker serves both connections: while alice's call waits for its provider, bob's runs on
+  // the same thread. Neither inherits the other's user, session or agent.
+  std::atomic<bool> release{false};
+  Harness h([&](const std::string&, const std::string& body) {
+    for (int i = 0; i < 500 && body.find("SLOW") != std::string::npos && !release.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return json_reply("openai-chat.json");
+  }, kOneWorker);
+  auto slow = std::async(std::launch::async, [&] {
+    return post(h.port(), "/v1/chat/completions", R"({"model":"gpt-4o","messages":[{"role":"user","content":"SLOW"}]})",
+                {"x-paygent-user: alice", "x-paygent-session: s1", "x-paygent-agent: a1"});
+  });
+  for (int i = 0; i < 500 && h.upstream.hits() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(h.upstream.hits() == 1);  // alice's call is at the provider
+  const HttpResponse fast = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: bob"});
+  release = true;
+  CHECK(fast.status == 200);
+  CHECK(slow.get().status == 200);
+  std::lock_guard lock(h.mu);
+  REQUIRE(h.payers.size() == 2);
+  CHECK(h.payers[0].starts_with("bob|auto-"));  // bob's implicit session, no agent
+  CHECK(h.payers[0].ends_with("|"));
+  CHECK(h.payers[1] == "alice|s1|a1");
+}
+
+TEST_CASE("proxy.a_gate_that_may_wait_for_its_lease_runs_off_the_worker_and_still_meters") {
+  // With budget leases and a backend (unreachable here), a gate may wait for its lease
+  // (Paygent::gate_may_wait): it runs on the proxy's gate threads, with the caller's user.
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); }, {},
+            [](Options& o) {
+              o.backend_url = "http://127.0.0.1:1";
+              o.api_key = "pk_test";
+              o.leases = true;
+              o.lease_wait = absl::Milliseconds(20);
+              o.shutdown_deadline = absl::Milliseconds(100);  // nothing can be delivered at the end
+            });
+  REQUIRE(h.pg->gate_may_wait());
+  // Admitted by the outage rule (at most 10% of the $1.00 cap without a lease): metered, not
+  // "unmetered" as a gate outside the caller's Context would be.
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(R"(,"max_tokens":64)"), {"x-paygent-user: val"});
+  CHECK(r.status == 200);
+  CHECK(r.header("x-paygent-status") == "ok");
+  CHECK(r.header("x-paygent-cost-nanos") == std::to_string(12 * kGpt4oIn + 5 * kGpt4oOut));
+  CHECK(h.spend("val") == 12 * kGpt4oIn + 5 * kGpt4oOut);
+  CHECK(h.proxy->stats().metered == 1);
+  // Past what the outage rule admits (no max_tokens: the whole $1.00 cap reserved): the user's
+  // own hard gate, which only a gate that knows the user can give.
+  const HttpResponse over = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: val"});
+  CHECK(over.status == 429);
+  CHECK(over.header("x-paygent-status") == "hard_gate");
 }
 
 TEST_CASE("proxy.concurrent_calls_never_share_an_upstream_connection") {
