@@ -32,6 +32,7 @@
 #include "proxy/request.h"
 #include "proxy/stream_relay.h"
 #include "proxy/upstream.h"
+#include "server/request_parser.h"
 
 namespace paygent::proxy {
 namespace {
@@ -333,9 +334,9 @@ net::awaitable<void> Connection::serve() {
   beast::error_code nb;
   socket_.non_blocking(true, nb);  // send() writes without waiting when the socket has room
   for (;;) {
-    http::request_parser<http::string_body> parser;
-    parser.body_limit(server_.options().max_body_bytes);
-    parser.header_limit(64 << 10);
+    // paygentd's parser: bounds trailers and chunk extensions, and never throws from inside a read
+    // (Beast's own threw std::length_error on a 64 KiB trailer field, which ended the process).
+    server::RequestParser parser(64 << 10, server_.options().max_body_bytes);
     beast::error_code ec;
     co_await http::async_read_header(socket_, buffer, parser, net::redirect_error(net::use_awaitable, ec));
     if (!ec && !parser.is_done()) {
@@ -363,6 +364,16 @@ net::awaitable<void> Connection::serve() {
                      error_body(route ? route->provider : Provider::kOpenAI, 413, "invalid_request_error",
                                 str_cat("paygent-proxy: the request body is larger than ",
                                         server_.options().max_body_bytes, " bytes (--max-body-bytes)")),
+                     {}, false);
+      break;
+    }
+    if (parser.refused() != server::RequestParser::Refused::kNone) {
+      server_.counters().bad_requests++;
+      const bool internal = parser.refused() == server::RequestParser::Refused::kInternal;
+      co_await reply(internal ? 500 : 413,
+                     error_body(Provider::kOpenAI, internal ? 500 : 413, internal ? "api_error" : "invalid_request_error",
+                                internal ? "paygent-proxy: internal error while reading the request"
+                                         : "paygent-proxy: request header, trailer or chunk extensions over the limit"),
                      {}, false);
       break;
     }

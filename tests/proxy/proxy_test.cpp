@@ -4,6 +4,9 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/socket.h>
+
+#include <cstdio>
 #include <functional>
 #include <future>
 
@@ -366,6 +369,60 @@ TEST_CASE("proxy.bad_input_gets_a_clear_error_and_the_proxy_stays_up") {
   const ProxyStats stats = h.proxy->stats();
   CHECK(stats.bad_requests == 3);
   CHECK(stats.upstream_errors == 2);
+}
+
+// `bytes` sent as they are on a new connection; what the proxy answered until it closed ("" for
+// nothing).
+std::string raw_exchange(int port, const std::string& bytes) {
+  const int fd = connect_loopback(port);
+  send_all(fd, bytes);
+  ::shutdown(fd, SHUT_WR);
+  std::string raw;
+  char chunk[16384];
+  for (ssize_t n; (n = ::recv(fd, chunk, sizeof chunk, 0)) > 0;) raw.append(chunk, static_cast<std::size_t>(n));
+  ::close(fd);
+  return raw;
+}
+
+TEST_CASE("proxy.hostile_http_gets_a_clear_error_and_the_proxy_stays_up") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); },
+            ProxyOptions{.max_body_bytes = 2048});
+  const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-paygent-user: eve\r\n";
+  const std::string body = chat_body(R"(,"max_tokens":64)");
+  auto status_of = [](const std::string& raw) { return raw.size() >= 12 ? std::stoi(raw.substr(9, 3)) : 0; };
+  char size[16];
+  std::snprintf(size, sizeof size, "%zx", body.size());
+  // A chunked request body, in the same packet as its head: read whole, forwarded, metered.
+  const HttpResponse chunked = parse_response(
+      raw_exchange(h.port(), head + "transfer-encoding: chunked\r\n\r\n" + size + "\r\n" + body + "\r\n0\r\n\r\n"));
+  CHECK(chunked.status == 200);
+  CHECK(h.upstream.last_body() == body);
+  // A chunk size that is not hex, Content-Length beside chunked, an unknown transfer coding.
+  CHECK(status_of(raw_exchange(h.port(), head + "transfer-encoding: chunked\r\n\r\nzz\r\n" + body + "\r\n0\r\n\r\n")) == 400);
+  CHECK(status_of(raw_exchange(h.port(), head + "transfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n")) == 400);
+  CHECK(status_of(raw_exchange(h.port(), head + "transfer-encoding: gzip, chunked, gzip\r\n\r\n0\r\n\r\n")) == 400);
+  // A chunked body past --max-body-bytes, then a 70 KiB header and 70 KiB of trailers.
+  std::string big;
+  for (int i = 0; i < 4; ++i) big += "400\r\n" + std::string(1024, 'x') + "\r\n";
+  CHECK(status_of(raw_exchange(h.port(), head + "transfer-encoding: chunked\r\n\r\n" + big + "0\r\n\r\n")) == 413);
+  CHECK(status_of(raw_exchange(h.port(), head + "x-big: " + std::string(70 << 10, 'a') + "\r\ncontent-length: 2\r\n\r\n{}")) == 400);
+  const std::string trailers = "0\r\nx-t: " + std::string(70 << 10, 'b') + "\r\n\r\n";
+  const int trailer_status = status_of(raw_exchange(h.port(), head + "transfer-encoding: chunked\r\n\r\n" + size + "\r\n" + body + "\r\n" + trailers));
+  CHECK((trailer_status == 400 || trailer_status == 413));
+  // Numbers out of range, and garbage that is not HTTP at all.
+  for (const char* tokens : {"-5", "1e30", "18446744073709551616", "\"9\""}) {
+    const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(std::string(",\"max_tokens\":") + tokens),
+                                {"x-paygent-user: eve"});
+    CHECK_MESSAGE(r.status == 400, tokens);
+    CHECK_MESSAGE((r.body.find("max_tokens") != std::string::npos || r.body.find("number") != std::string::npos), r.body);
+  }
+  const std::string junk = raw_exchange(h.port(), std::string("\x16\x03\x01\x00\xff garbage\r\n\r\n", 20));
+  CHECK((junk.empty() || status_of(junk) == 400));
+  // Nothing of the refused requests reached the provider or was metered; the proxy still serves.
+  CHECK(h.upstream.hits() == 1);
+  CHECK(h.spend("eve") == 12 * kGpt4oIn + 5 * kGpt4oOut);
+  CHECK(post(h.port(), "/v1/chat/completions", body, {"x-paygent-user: eve"}).status == 200);
+  CHECK(h.upstream.hits() == 2);
 }
 
 // Upstream connections (proxy/upstream.h, UpstreamPool): kept alive and reused, never shared, never
