@@ -416,7 +416,8 @@ TEST_CASE("proxy.hostile_http_gets_a_clear_error_and_the_proxy_stays_up") {
     CHECK_MESSAGE(r.status == 400, tokens);
     CHECK_MESSAGE((r.body.find("max_tokens") != std::string::npos || r.body.find("number") != std::string::npos), r.body);
   }
-  const std::string junk = raw_exchange(h.port(), std::string("\x16\x03\x01\x00\xff garbage\r\n\r\n", 20));
+  static constexpr char kJunk[] = "\x16\x03\x01\x00\xff garbage\r\n\r\n";  // a NUL inside: sized, not scanned
+  const std::string junk = raw_exchange(h.port(), std::string(kJunk, sizeof kJunk - 1));
   CHECK((junk.empty() || status_of(junk) == 400));
   // Nothing of the refused requests reached the provider or was metered; the proxy still serves.
   CHECK(h.upstream.hits() == 1);
