@@ -450,7 +450,7 @@ absl::StatusOr<ExtractedUsage> usage_of_response(std::string_view body) {
 
 }  // namespace
 
-void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
+void Paygent::settle_response(Reservation& r, std::string_view body, const Usage* if_unreadable) noexcept {
   if (r.owner_ == nullptr) return;
   absl::StatusOr<ExtractedUsage> extracted = absl::InternalError("not read");
   try {
@@ -477,10 +477,11 @@ void Paygent::settle_response(Reservation& r, std::string_view body) noexcept {
   // Unreadable, or a success without usage (some compatible servers omit it): the tokens were
   // spent all the same, so the estimate is metered rather than nothing.
   r.owner_->engine_->counters.unreadable_responses.add();
-  const Usage estimate = estimate_of(r);
+  const Usage estimate = if_unreadable != nullptr ? *if_unreadable : estimate_of(r);
   const absl::Status fault(extracted.status().code(),
-                          internal::str_cat("unreadable provider response; metering the reservation's estimate: ",
-                                            extracted.status().message()));
+                          internal::str_cat("unreadable provider response; metering ",
+                                            if_unreadable != nullptr ? "the caller's" : "the reservation's",
+                                            " estimate: ", extracted.status().message()));
   settle_as(r, estimate, Provider::kUnknown, true, &fault);
 }
 

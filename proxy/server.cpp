@@ -32,7 +32,7 @@
 #include "proxy/request.h"
 #include "proxy/stream_relay.h"
 #include "proxy/upstream.h"
-#include "server/request_parser.h"
+#include "server/http_parser.h"
 
 namespace paygent::proxy {
 namespace {
@@ -640,8 +640,19 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
     if (metered) {
       Context::Scope in(who);
       CostCapture cost;  // no co_await while it lives: the sink is this thread's
-      if (success) pg->settle_response(reservation, body);  // unreadable: the estimate, reported
-      else pg->release(reservation);                       // the provider refused: nothing spent
+      if (success) {
+        // Unreadable (a body that is not the provider's JSON, or that broke off): what arrived
+        // is what is known to have been produced, as for a stream cut short: the prompt, and the
+        // body's bytes as output tokens (4 to a token, at most what the call allowed). Not the
+        // reservation, which is the whole budget left when the call named no max_tokens.
+        std::int64_t produced = (static_cast<std::int64_t>(body.size()) + 3) / 4;
+        const std::int64_t bound = new_max_tokens.value_or(call.max_tokens.value_or(allowed_output));
+        if (bound >= 0) produced = std::min(produced, bound);
+        const Usage arrived{.input_tokens = call.prompt_tokens, .output_tokens = produced};
+        pg->settle_response(reservation, body, &arrived);
+      } else {
+        pg->release(reservation);  // the provider refused: nothing spent
+      }
       cost_nanos = cost.cost;
     }
     if (!broke.ok()) {

@@ -23,6 +23,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include "server/http_parser.h"
+
 
 namespace paygent::proxy {
 namespace {
@@ -54,6 +56,9 @@ struct Connection {
   std::chrono::steady_clock::time_point idle_since;
 };
 
+// The largest response head (and trailer section) read from an upstream.
+constexpr std::size_t kHeaderLimit = 64 << 10;
+
 template <class Stream>
 struct Link final : Connection {
   template <class... Args>
@@ -61,7 +66,10 @@ struct Link final : Connection {
   int fd() override { return beast::get_lowest_layer(stream).socket().native_handle(); }
 
   Stream stream;
-  beast::flat_buffer buffer;
+  // What is read but not yet parsed: a response head (at most kHeaderLimit) or a chunk-size line,
+  // beside the part of a read the parser has not taken yet. Bounded, so that an upstream that
+  // sends an endless line fails its read instead of growing the proxy.
+  beast::flat_buffer buffer{kHeaderLimit + (64 << 10)};
 };
 
 // Errors that say the upstream closed or reset the connection (what a stale pooled connection
@@ -211,7 +219,7 @@ class Call final : public UpstreamCall {
   }
 
   net::awaitable<absl::StatusOr<std::string_view>> read_some() override {
-    auto& body = parser_->get().body();
+    std::string& body = parser_->body();
     body.clear();
     // What the last read brought beyond the head (often the whole body) is parsed here, without
     // an asynchronous read that would complete through the event loop.
@@ -295,9 +303,10 @@ class Call final : public UpstreamCall {
     if (pool_ == nullptr) out += "Connection: close\r\n";  // HTTP/1.1 keeps it alive otherwise
     str_append(&out, "Content-Length: ", request.body.size(), "\r\n\r\n");
     out += request.body;
-    parser_.emplace();
-    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // not boost::none: Beast 1.74 compares a Content-Length with an empty optional as "over the limit"
-    parser_->header_limit(64 << 10);
+    // No body limit here (not boost::none: Beast 1.74 compares a Content-Length with an empty
+    // optional as "over the limit"): the caller bounds what it keeps (max_response_bytes), and a
+    // stream's body is taken as it comes.
+    parser_.emplace(kHeaderLimit, std::numeric_limits<std::uint64_t>::max());
     parser_->eager(true);
     head_ = UpstreamHead{};
     broken_ = true;  // until the head is read
@@ -334,9 +343,22 @@ class Call final : public UpstreamCall {
   }
 
   absl::Status fail(std::string_view what, const beast::error_code& ec) const {
-    const std::string text = str_cat("upstream ", name_, ": ", what, ": ", ec.message());
+    const std::string text = str_cat("upstream ", name_, ": ", what, ": ", refusal_text(ec));
     if (ec == beast::error::timeout) return absl::DeadlineExceededError(text);
     return absl::UnavailableError(text);
+  }
+
+  // Why the read failed, in words: the parser's own refusal when it made one.
+  std::string refusal_text(const beast::error_code& ec) const {
+    switch (parser_ ? parser_->refused() : server::ParseRefusal::kNone) {
+      case server::ParseRefusal::kNone: return ec.message();
+      case server::ParseRefusal::kTrailer: return str_cat("header and trailer fields over ", kHeaderLimit, " bytes");
+      case server::ParseRefusal::kChunkExtensions:
+        return str_cat("chunk extensions over ", server::kMaxChunkExtensionBytes, " bytes");
+      case server::ParseRefusal::kFieldTooLarge: return "a header field too large";
+      case server::ParseRefusal::kInternal: return "out of memory";
+    }
+    return ec.message();
   }
 
   UpstreamUrl url_;
@@ -347,7 +369,7 @@ class Call final : public UpstreamCall {
   std::chrono::milliseconds timeout_;
   std::shared_ptr<UpstreamPool::Impl> pool_;  // nullptr: no reuse
   std::unique_ptr<Link<Stream>> link_;
-  std::optional<http::response_parser<http::string_body>> parser_;
+  std::optional<server::ResponseParser> parser_;
   bool broken_ = true;  // an operation failed: the connection's state is unknown, never reused
   UpstreamHead head_;
 };

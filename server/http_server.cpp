@@ -28,7 +28,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "meter/internal/str_cat.h"
-#include "server/request_parser.h"
+#include "server/http_parser.h"
 
 namespace paygent::server {
 namespace {

@@ -416,8 +416,10 @@ class Paygent {
   // StreamUsageReader). An unreadable body meters the reservation's estimate instead (flagged
   // `estimated`) and is reported through on_error; a provider error with no usage releases it.
   // A body naming another model than the one reserved is priced and counted as the model that
-  // ran (see Stats::model_mismatches).
-  void settle_response(Reservation& reservation, std::string_view body) noexcept;
+  // ran (see Stats::model_mismatches). `if_unreadable`, when given, is metered instead of the
+  // reservation's estimate (also flagged and reported): what the caller knows was produced, e.g.
+  // a response that broke off, estimated from the bytes that arrived.
+  void settle_response(Reservation& reservation, std::string_view body, const Usage* if_unreadable = nullptr) noexcept;
   // Gives the reservation back without metering anything (the call failed and cost nothing).
   void release(Reservation& reservation) noexcept;
 

@@ -148,6 +148,27 @@ TEST_CASE("guard.usage.settle_response_refuses_impossible_extracted_usage") {
   CHECK(h.pg->stats().refused_usages == 1);
 }
 
+// An unreadable body meters what the caller says arrived, when it says so (paygent-proxy: a
+// response that broke off), else the reservation's estimate; both flagged and reported.
+TEST_CASE("guard.usage.settle_response_of_an_unreadable_body_meters_the_callers_estimate") {
+  Harness h(testing::config_with(limited_plan()));
+  Context ctx("u1");
+  Reservation given = h.pg->reserve("gpt-4o", {.prompt_tokens = 1'000, .max_output_tokens = 4'000});
+  const Usage arrived{.input_tokens = 1'000, .output_tokens = 25};
+  h.pg->settle_response(given, R"({"id":"chatcmpl-1","object":"chat.com)", &arrived);
+  Reservation unsaid = h.pg->reserve("gpt-4o", {.prompt_tokens = 1'000, .max_output_tokens = 4'000});
+  h.pg->settle_response(unsaid, "not json");
+  REQUIRE(h.usages.size() == 2);
+  CHECK(h.usages[0] == arrived);
+  CHECK(h.usages[1] == Usage{.input_tokens = 1'000, .output_tokens = 4'000});
+  CHECK(h.estimated[0]);
+  CHECK(h.estimated[1]);
+  CHECK(h.error_mentions("the caller's estimate"));
+  CHECK(h.error_mentions("the reservation's estimate"));
+  CHECK(h.pg->stats().unreadable_responses == 2);
+  CHECK(h.pg->report("u1")->reserved == 0);
+}
+
 TEST_CASE("guard.usage.response_from_another_model_is_priced_and_counted_as_that_model") {
   Plan p = limited_plan();
   p.cost_rates.erase("gpt-4o");  // both priced by the catalog

@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <future>
 
 #include "simdjson.h"
@@ -424,6 +425,68 @@ TEST_CASE("proxy.hostile_http_gets_a_clear_error_and_the_proxy_stays_up") {
   CHECK(h.spend("eve") == 12 * kGpt4oIn + 5 * kGpt4oOut);
   CHECK(post(h.port(), "/v1/chat/completions", body, {"x-paygent-user: eve"}).status == 200);
   CHECK(h.upstream.hits() == 2);
+}
+
+TEST_CASE("proxy.hostile_upstream_gets_a_clear_error_and_the_proxy_stays_up") {
+  // What a broken or hostile provider can answer, one kind per request (selected by the prompt).
+  const std::string json = fixture("openai-chat.json");
+  char json_size[16];
+  std::snprintf(json_size, sizeof json_size, "%zx", json.size());
+  const std::string ok_head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n";
+  const std::string sse_head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+  const std::map<std::string, std::string> kinds = {
+      {"BIGHEAD", ok_head + "x-big: " + std::string(70 << 10, 'a') + "\r\ncontent-length: 2\r\n\r\n{}"},
+      {"BIGTRAILER", ok_head + "transfer-encoding: chunked\r\n\r\n" + json_size + "\r\n" + json + "\r\n0\r\nx-t: " +
+                         std::string(70 << 10, 'b') + "\r\n\r\n"},
+      {"BIGEXT", ok_head + "transfer-encoding: chunked\r\n\r\n" + json_size + ";" + std::string(70 << 10, 'e') + "\r\n" +
+                     json + "\r\n0\r\n\r\n"},
+      {"BADCHUNK", ok_head + "transfer-encoding: chunked\r\n\r\nzz\r\n" + json + "\r\n0\r\n\r\n"},
+      {"SHORT", ok_head + "content-length: 100000\r\n\r\n" + json},
+      {"BADLEN", ok_head + "content-length: 18446744073709551616\r\n\r\n" + json},
+      {"BADSTATUS", "HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\n{}"},
+      {"NOTJSON", ok_head + "content-length: 9\r\n\r\nnot json!"},
+      {"STREAMTRAILER", sse_head + "10\r\ndata: {\"x\":1}\n\n\r\n0\r\nx-t: " + std::string(70 << 10, 'c') + "\r\n\r\n"},
+      {"STREAMBAD", sse_head + "10\r\ndata: {\"x\":1}\n\n\r\nqq\r\n"},
+  };
+  Harness h([&](const std::string&, const std::string& body) {
+    for (const auto& [kind, raw] : kinds)
+      if (body.find(kind) != std::string::npos) return FakeReply{.raw = raw};
+    return json_reply("openai-chat.json");
+  }, ProxyOptions{.upstream_timeout = absl::Milliseconds(500)});
+  for (const auto& [kind, raw] : kinds) {
+    const bool stream = kind.rfind("STREAM", 0) == 0;
+    const std::string body = R"({"model":"gpt-4o","messages":[{"role":"user","content":")" + kind + "\"}]" +
+                             (stream ? R"(,"stream":true)" : "") + "}";
+    HttpResponse r;
+    try {
+      r = post(h.port(), "/v1/chat/completions", body, {"x-paygent-user: mal"});
+    } catch (const std::exception& e) {
+      r.status = -1;  // a stream the proxy had to break off: the client sees a truncated response
+    }
+    INFO(kind, " -> ", r.status, " ", r.body.substr(0, 200));
+    // Either a clear upstream error before anything was sent, or (the head already forwarded) a
+    // response cut short; never a crash, never a 200 with a body the provider did not send whole.
+    if (kind == "NOTJSON") {  // a whole answer, just not one the proxy can read: forwarded as it is
+      CHECK(r.status == 200);
+      CHECK(r.body == "not json!");
+    } else if (!stream) {
+      CHECK(r.status == 502);
+      CHECK(r.body.find("paygent-proxy: upstream") != std::string::npos);
+      CHECK(r.header("x-should-retry").empty());  // an upstream failure may be retried
+    } else {
+      CHECK((r.status == -1 || r.status == 200));  // the head went out with the first event
+    }
+  }
+  // Every call was settled or released, none left holding the budget: nothing before a head is
+  // metered, and what broke off after one is metered on the bytes that arrived (at most a few
+  // hundred tokens here), never at the reservation (the whole $1 budget, as no max_tokens was set).
+  CHECK(h.pg->report("mal")->reserved == 0);
+  CHECK(h.pg->stats().unreadable_responses >= 2);  // NOTJSON, and the bodies that broke off
+  CHECK(h.spend("mal") < 2'000 * kGpt4oOut);
+  // Whatever was answered, the proxy is still up and meters the next call exactly.
+  const Nanos before = h.spend("mal");
+  CHECK(post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: mal"}).status == 200);
+  CHECK(h.spend("mal") == before + 12 * kGpt4oIn + 5 * kGpt4oOut);
 }
 
 // Upstream connections (proxy/upstream.h, UpstreamPool): kept alive and reused, never shared, never
