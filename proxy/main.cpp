@@ -36,6 +36,9 @@ constexpr std::string_view kUsage = R"(usage: paygent-proxy [flags]
   --upstream-max-idle N       idle keep-alive connections kept per upstream (default 64; 0: none)
   --upstream-idle-timeout-ms N  close a kept connection idle longer (default 30000)
   --threads N                 threads serving the connections (default 0: one per core)
+The operator's provider keys, when set, replace the callers' (never on the command line, which
+every user of the machine can read): $PAYGENT_PROXY_OPENAI_API_KEY, $PAYGENT_PROXY_ANTHROPIC_API_KEY,
+$PAYGENT_PROXY_GEMINI_API_KEY.
 )";
 
 int fail(std::string_view message) {
@@ -110,6 +113,11 @@ int main(int argc, char** argv) {
     } else {
       return fail(str_cat(flag, ": unknown flag"));
     }
+  }
+  for (auto [name, into] : {std::pair{"PAYGENT_PROXY_OPENAI_API_KEY", &proxy.openai_api_key},
+                            std::pair{"PAYGENT_PROXY_ANTHROPIC_API_KEY", &proxy.anthropic_api_key},
+                            std::pair{"PAYGENT_PROXY_GEMINI_API_KEY", &proxy.gemini_api_key}}) {
+    if (const char* key = std::getenv(name); key != nullptr) *into = key;
   }
   if (!plans_file.empty()) {
     std::ifstream in(plans_file);

@@ -70,6 +70,31 @@ bool forwarded_request_header(std::string_view name) {
   return !istarts_with(name, "x-paygent-");
 }
 
+// The headers a caller's provider key travels in (all of them: a caller may send a provider
+// another provider's header by mistake, and the operator's key replaces whatever it sent).
+bool credential_header(std::string_view name) {
+  return iequals(name, "authorization") || iequals(name, "x-api-key") || iequals(name, "x-goog-api-key");
+}
+
+// `target` without its `key=` query parameter (Gemini's key in the URL), the others in order.
+std::string without_key_parameter(std::string_view target) {
+  const std::size_t query = target.find('?');
+  if (query == std::string_view::npos) return std::string(target);
+  std::string out(target.substr(0, query));
+  char separator = '?';
+  std::string_view rest = target.substr(query + 1);
+  while (!rest.empty()) {
+    const std::size_t amp = rest.find('&');
+    const std::string_view parameter = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+    if (parameter.empty() || parameter == "key" || parameter.starts_with("key=")) continue;
+    out += separator;
+    out += parameter;
+    separator = '&';
+  }
+  return out;
+}
+
 bool forwarded_response_header(std::string_view name) {
   static constexpr std::string_view kDropped[] = {"connection", "keep-alive", "transfer-encoding", "trailer",
                                                   "upgrade", "content-length"};
@@ -147,6 +172,16 @@ class Server final : public ProxyServer {
       if (!parsed.ok()) return parsed.status();
       *url = *std::move(parsed);
     }
+    for (auto [variable, key] : {std::pair{"openai_api_key ($PAYGENT_PROXY_OPENAI_API_KEY)", &options_.openai_api_key},
+                                 std::pair{"anthropic_api_key ($PAYGENT_PROXY_ANTHROPIC_API_KEY)", &options_.anthropic_api_key},
+                                 std::pair{"gemini_api_key ($PAYGENT_PROXY_GEMINI_API_KEY)", &options_.gemini_api_key}}) {
+      // A header value: visible ASCII and spaces only (a CR or LF would end the header early).
+      for (const char c : *key) {
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+          return absl::InvalidArgumentError(str_cat(variable, ": the key holds a control character (a newline?)"));
+        }
+      }
+    }
     beast::error_code ec;
     const auto address = net::ip::make_address(options_.listen_host, ec);
     if (ec) return absl::InvalidArgumentError(str_cat("--listen: not an IP address: ", options_.listen_host));
@@ -223,6 +258,12 @@ class Server final : public ProxyServer {
   Paygent* paygent() const { return paygent_; }
   Counters& counters() { return counters_; }
   UpstreamPool& pool() { return pool_; }
+  // The operator's key for `provider` ("" when the caller's key passes through).
+  const std::string& operator_key(Provider provider) const {
+    return provider == Provider::kOpenAI      ? options_.openai_api_key
+           : provider == Provider::kAnthropic ? options_.anthropic_api_key
+                                              : options_.gemini_api_key;
+  }
   const UpstreamUrl* upstream(Provider provider) const {
     const UpstreamUrl* url = provider == Provider::kOpenAI      ? &openai_
                              : provider == Provider::kAnthropic ? &anthropic_
@@ -594,10 +635,20 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
   const UpstreamUrl& url = *server_.upstream(route.provider);
   const bool add_include_usage = route.route == Route::kOpenAIChat && call.stream && !call.include_usage;
   UpstreamRequest upstream_request;
-  upstream_request.target = str_cat(url.base_path, std::string_view(request.target().data(), request.target().size()));
+  const std::string& operator_key = server_.operator_key(route.provider);
+  const std::string_view target(request.target().data(), request.target().size());
+  upstream_request.target = str_cat(url.base_path, operator_key.empty() ? std::string(target) : without_key_parameter(target));
   for (const auto& field : request) {
     const std::string_view name(field.name_string().data(), field.name_string().size());
-    if (forwarded_request_header(name)) upstream_request.headers.emplace_back(std::string(name), std::string(field.value()));
+    if (!forwarded_request_header(name) || (!operator_key.empty() && credential_header(name))) continue;
+    upstream_request.headers.emplace_back(std::string(name), std::string(field.value()));
+  }
+  if (!operator_key.empty()) {
+    switch (route.provider) {
+      case Provider::kOpenAI: upstream_request.headers.emplace_back("Authorization", str_cat("Bearer ", operator_key)); break;
+      case Provider::kAnthropic: upstream_request.headers.emplace_back("x-api-key", operator_key); break;
+      default: upstream_request.headers.emplace_back("x-goog-api-key", operator_key); break;
+    }
   }
   upstream_request.body = rewrite_body(route, request.body(), new_max_tokens, metered && add_include_usage);
   auto started = co_await UpstreamCall::start(url, upstream_request, options.upstream_timeout, &server_.pool());

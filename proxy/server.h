@@ -38,6 +38,15 @@ struct ProxyOptions {
   std::string upstream_openai;
   std::string upstream_anthropic;
   std::string upstream_gemini;
+  // The operator's key for each provider. Set: sent upstream in that provider's own header
+  // (OpenAI `Authorization: Bearer`, Anthropic `x-api-key`, Gemini `x-goog-api-key`) instead of
+  // any key the caller sent (its `authorization`, `x-api-key` and `x-goog-api-key` headers and a
+  // Gemini `key=` query parameter are dropped), so applications run with a placeholder key and
+  // never hold the real one. Empty: the caller's key passes through unchanged. Never logged,
+  // never stored, never echoed in an answer.
+  std::string openai_api_key;
+  std::string anthropic_api_key;
+  std::string gemini_api_key;
   // Lower max_tokens (or set it when absent) to what the user can still afford, so that the
   // provider itself stops at the cap. Off: a request whose max_tokens does not fit is refused.
   bool lower_max_tokens = true;

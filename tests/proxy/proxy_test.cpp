@@ -6,10 +6,12 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
-#include <map>
 #include <future>
+#include <map>
+#include <sstream>
 
 #include "simdjson.h"
 #include "proxy/text.h"
@@ -129,6 +131,60 @@ TEST_CASE("proxy.gemini_json_is_metered_exactly_with_the_model_from_the_path") {
   CHECK(r.header("x-paygent-cost-nanos") == std::to_string(expected));
   CHECK(h.spend("gus") == expected);
   CHECK(h.upstream.last_head().starts_with("POST /v1beta/models/gemini-1.5-flash:generateContent?key=k HTTP/1.1"));
+}
+
+// Each header line of a request head, lower-cased ("name: value").
+std::vector<std::string> head_lines(const std::string& head) {
+  std::vector<std::string> lines;
+  std::istringstream in(head);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    for (char& c : line) c = ascii_lower(c);
+    lines.push_back(line);
+  }
+  return lines;
+}
+bool has_line(const std::string& head, const std::string& line) {
+  const auto lines = head_lines(head);
+  return std::find(lines.begin(), lines.end(), head_lines(line).front()) != lines.end();
+}
+
+TEST_CASE("proxy.operator_keys_replace_the_callers_and_are_never_echoed") {
+  Harness h([](const std::string& head, const std::string&) {
+    return json_reply(head.find("/v1/messages") != std::string::npos ? "anthropic-messages.json"
+                      : head.find("generateContent") != std::string::npos ? "gemini-generate.json"
+                                                                           : "openai-chat.json");
+  }, ProxyOptions{.openai_api_key = "sk-operator-openai", .anthropic_api_key = "sk-ant-operator",
+                  .gemini_api_key = "AIza-operator"});
+  // The caller's placeholder keys (in every provider's header) are dropped, the operator's sent.
+  const std::vector<std::string> caller = {"x-paygent-user: kim", "authorization: Bearer sk-placeholder",
+                                           "x-api-key: placeholder", "x-goog-api-key: placeholder"};
+  HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), caller);
+  CHECK(r.status == 200);
+  std::string head = h.upstream.last_head();
+  CHECK(has_line(head, "authorization: Bearer sk-operator-openai"));
+  CHECK(head.find("placeholder") == std::string::npos);
+  CHECK(r.body.find("operator") == std::string::npos);
+  r = post(h.port(), "/v1/messages",
+           R"({"model":"claude-3-5-sonnet","max_tokens":64,"messages":[{"role":"user","content":"hi"}]})", caller);
+  CHECK(r.status == 200);
+  head = h.upstream.last_head();
+  CHECK(has_line(head, "x-api-key: sk-ant-operator"));
+  CHECK(head.find("placeholder") == std::string::npos);
+  r = post(h.port(), "/v1beta/models/gemini-1.5-flash:generateContent?alt=json&key=caller-key&x=1",
+           R"({"contents":[{"parts":[{"text":"hi"}]}]})", caller);
+  CHECK(r.status == 200);
+  head = h.upstream.last_head();
+  CHECK(head.starts_with("POST /v1beta/models/gemini-1.5-flash:generateContent?alt=json&x=1 HTTP/1.1"));
+  CHECK(has_line(head, "x-goog-api-key: AIza-operator"));
+  CHECK(head.find("placeholder") == std::string::npos);
+  CHECK(head.find("caller-key") == std::string::npos);
+  CHECK(h.spend("kim") > 0);
+  // A key that would end its header line early is refused at start, without echoing it.
+  auto bad = ProxyServer::start(ProxyOptions{.listen_port = 0, .openai_api_key = "sk-a\r\nx-evil: 1"}, h.pg.get());
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message().find("openai_api_key") != std::string_view::npos);
+  CHECK(bad.status().message().find("sk-a") == std::string_view::npos);
 }
 
 TEST_CASE("proxy.openai_responses_json_and_stream_are_metered_exactly") {
