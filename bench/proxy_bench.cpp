@@ -241,6 +241,8 @@ int main(int argc, char** argv) {
   ProxyOptions proxy_options;
   proxy_options.listen_port = 0;
   proxy_options.upstream_openai = upstream.url();
+  // Workers per proxy (default: one per core, as shipped); PAYGENT_PROXY_BENCH_THREADS=N to compare.
+  if (const char* threads = std::getenv("PAYGENT_PROXY_BENCH_THREADS")) proxy_options.threads = std::atoi(threads);
   auto proxy = ProxyServer::start(proxy_options, pg->get());
   if (!proxy.ok()) fail("ProxyServer::start");
   proxy_options.upstream_max_idle = 0;

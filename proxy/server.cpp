@@ -186,32 +186,43 @@ class Server final : public ProxyServer {
     const auto address = net::ip::make_address(options_.listen_host, ec);
     if (ec) return absl::InvalidArgumentError(str_cat("--listen: not an IP address: ", options_.listen_host));
     tcp::endpoint endpoint(address, static_cast<unsigned short>(options_.listen_port));
-    tcp::acceptor& listener = workers_[0]->acceptor;
-    listener.open(endpoint.protocol(), ec);
-    if (!ec) listener.set_option(net::socket_base::reuse_address(true), ec);
-    if (!ec) listener.bind(endpoint, ec);
-    if (!ec) listener.listen(net::socket_base::max_listen_connections, ec);
-    // Every worker accepts on the same listening socket (a descriptor of its own), in turn.
-    for (std::size_t i = 1; !ec && i < workers_.size(); ++i) {
-      const int fd = ::dup(listener.native_handle());
-      if (fd < 0) {
-        ec = beast::error_code(errno, beast::system_category());
-        break;
+    // Each worker listens on a socket of its own, all bound to the port with SO_REUSEPORT: the
+    // kernel hands each new connection to one of them, and wakes that worker only (one listening
+    // socket in every worker's epoll woke them all, and passing an accept turn between them woke
+    // the next one: a stream's first byte came 55-170 us after nginx's). SO_REUSEPORT would also
+    // let another process of this user join the port unnoticed, so the port is first bound by a
+    // plain socket: a port already in use fails here, as without it.
+    if (workers_.size() > 1) {
+      tcp::acceptor probe(workers_[0]->ioc);
+      probe.open(endpoint.protocol(), ec);
+      if (!ec) probe.set_option(net::socket_base::reuse_address(true), ec);
+      if (!ec) probe.bind(endpoint, ec);
+      if (!ec) endpoint.port(probe.local_endpoint().port());  // port 0: the one the kernel chose
+    }
+    if (!ec) {
+      beast::error_code ignored;
+      for (auto& worker : workers_) {
+        tcp::acceptor& listener = worker->acceptor;
+        listener.open(endpoint.protocol(), ec);
+        if (!ec) listener.set_option(net::socket_base::reuse_address(true), ec);
+        if (!ec && workers_.size() > 1) listener.set_option(net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true), ec);
+        if (!ec) listener.bind(endpoint, ec);
+        if (!ec) listener.listen(net::socket_base::max_listen_connections, ec);
+        if (ec) break;
+        endpoint.port(listener.local_endpoint(ignored).port());
       }
-      workers_[i]->acceptor.assign(endpoint.protocol(), fd, ec);
-      if (ec) ::close(fd);
     }
     if (ec) {
       return absl::UnavailableError(
           str_cat("--listen ", options_.listen_host, ":", options_.listen_port, ": ", ec.message()));
     }
-    port_ = listener.local_endpoint().port();
+    port_ = endpoint.port();
     for (auto& worker : workers_) worker->thread = std::thread([w = worker.get()] { w->ioc.run(); });
     {
       std::lock_guard lock(mu_);
-      accepting_ = true;  // after the threads: stop() then always has one to end the turn
+      accepting_ = workers_.size();  // after the threads: stop() then always has them to end the turns
     }
-    net::co_spawn(workers_[0]->ioc, accept_one(0), net::detached);
+    for (std::size_t i = 0; i < workers_.size(); ++i) net::co_spawn(workers_[i]->ioc, accept_one(i), net::detached);
     return absl::OkStatus();
   }
 
@@ -241,7 +252,7 @@ class Server final : public ProxyServer {
       });
     }
     lock.lock();
-    cv_.wait(lock, [&] { return connections_ == 0 && !accepting_; });
+    cv_.wait(lock, [&] { return connections_ == 0 && accepting_ == 0; });
     lock.unlock();
     for (auto& worker : workers_) {
       worker->work.reset();
@@ -284,10 +295,10 @@ class Server final : public ProxyServer {
  private:
   static constexpr int kGateThreads = 8;
 
-  // The accept turn of worker `i`, on its thread: accepts one connection, hands the turn to the
-  // next worker and serves the connection here. So connections go to the workers in turn, as with
-  // a round robin, but each is accepted where it is served (no hand-over between threads on the
-  // way to a new connection's first byte). One turn is outstanding at a time.
+  // The accept turn of worker `i`, on its thread: accepts one connection on the worker's own
+  // listening socket, and serves it here, where it was accepted (no hand-over between threads on
+  // the way to a new connection's first byte); the next turn starts once this one has. One turn
+  // per worker is outstanding at a time.
   net::awaitable<void> accept_one(std::size_t i) {
     Worker& worker = *workers_[i];
     for (;;) {
@@ -296,7 +307,7 @@ class Server final : public ProxyServer {
       co_await worker.acceptor.async_accept(socket, net::redirect_error(net::use_awaitable, ec));
       std::unique_lock lock(mu_);
       if (stopping_ || ec == net::error::operation_aborted || ec == net::error::bad_descriptor) {
-        accepting_ = false;
+        --accepting_;
         cv_.notify_all();
         co_return;
       }
@@ -314,17 +325,17 @@ class Server final : public ProxyServer {
       }
       ++connections_;
       lock.unlock();
-      // The turn passes once this worker has started on the connection (waking the next worker is a
-      // system call, kept off the way to this connection's first byte); a burst of connections waits
-      // for it no longer than this worker's ready handlers take.
-      const std::size_t next = (i + 1) % workers_.size();
+      // The next turn starts once this worker has started on the connection (an accept that finds
+      // nothing is a system call, kept off the way to this connection's first byte); a burst of
+      // connections waits for it no longer than this worker's ready handlers take.
+      bool passed = true;
       try {
-        net::post(worker.ioc, [this, next] { net::co_spawn(workers_[next]->ioc, accept_one(next), net::detached); });
-      } catch (...) {  // out of memory: the turn stays here, and this worker accepts again after this one
-        net::co_spawn(worker.ioc, accept_one(i), net::detached);
+        net::post(worker.ioc, [this, i] { net::co_spawn(workers_[i]->ioc, accept_one(i), net::detached); });
+      } catch (...) {  // out of memory: this turn goes on, and accepts again after this connection
+        passed = false;
       }
       co_await session(std::move(socket));
-      co_return;
+      if (passed) co_return;
     }
   }
 
@@ -354,7 +365,7 @@ class Server final : public ProxyServer {
     net::io_context ioc{1};
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work{ioc.get_executor()};
     std::thread thread;
-    tcp::acceptor acceptor{ioc};  // the listening socket (worker 0's; the others' a dup of it)
+    tcp::acceptor acceptor{ioc};  // its listening socket (SO_REUSEPORT: one per worker, one port)
   };
   std::vector<std::unique_ptr<Worker>> workers_;  // declared before pool_: destroyed after it (its idle sockets close while their io_contexts live)
   UpstreamPool pool_;  // its calls end in stop(), before it is destroyed
@@ -364,7 +375,7 @@ class Server final : public ProxyServer {
   std::condition_variable cv_;
   bool stopping_ = false;
   bool stopped_ = false;
-  bool accepting_ = false;     // an accept turn is outstanding
+  std::size_t accepting_ = 0;  // workers whose accept turn is outstanding
   int connections_ = 0;          // sessions not yet ended
   std::set<int> open_sockets_;   // their descriptors, shut down by stop()
 };

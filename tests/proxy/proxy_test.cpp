@@ -548,7 +548,8 @@ TEST_CASE("proxy.hostile_upstream_gets_a_clear_error_and_the_proxy_stays_up") {
 // Upstream connections (proxy/upstream.h, UpstreamPool): kept alive and reused, never shared, never
 // reused after a response that was not read whole. Each worker keeps its own (a connection is
 // driven by one event loop), and the tests' calls open a client connection each, which the
-// workers take in turn: these tests count connections on one worker (kOneWorker).
+// kernel gives to one worker or the other: these tests count connections on one worker
+// (kOneWorker).
 
 const ProxyOptions kOneWorker{.threads = 1};
 
@@ -689,21 +690,32 @@ TEST_CASE("proxy.upstream_connection_close_is_not_reused") {
 }
 
 TEST_CASE("proxy.each_worker_keeps_its_own_upstream_connections") {
-  // Two workers take the client connections in turn: the first call of each opens a connection,
-  // the later ones reuse their worker's.
+  // Two workers, each on a listening socket of its own (SO_REUSEPORT: the kernel picks one for
+  // each client connection): the first call a worker serves opens an upstream connection, its
+  // later ones reuse it.
   Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); },
             ProxyOptions{.threads = 2});
-  for (int i = 0; i < 6; ++i) {
+  // 24 client connections from as many source ports: both workers serve some (all on one would
+  // happen once in 2^23 runs).
+  constexpr int kCalls = 24;
+  for (int i = 0; i < kCalls; ++i) {
     const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: uma"});
     REQUIRE(r.status == 200);
     CHECK(r.body == fixture("openai-chat.json"));
   }
-  CHECK(h.upstream.accepts() == 2);
   const ProxyStats stats = h.proxy->stats();
   CHECK(stats.upstream_connects == 2);
-  CHECK(stats.upstream_reuses == 4);
+  CHECK(h.upstream.accepts() == 2);
+  CHECK(stats.upstream_reuses == kCalls - 2);
   CHECK(stats.upstream_idle == 2);
-  CHECK(h.spend("uma") == 6 * (12 * kGpt4oIn + 5 * kGpt4oOut));
+  CHECK(h.spend("uma") == kCalls * (12 * kGpt4oIn + 5 * kGpt4oOut));
+  // The port is the workers' alone: a second proxy on it fails, as it would without SO_REUSEPORT.
+  ProxyOptions same_port{.threads = 2};
+  same_port.listen_port = h.port();
+  same_port.upstream_openai = h.upstream.url();
+  auto second = ProxyServer::start(same_port, h.pg.get());
+  REQUIRE_FALSE(second.ok());
+  CHECK(second.status().message().find("in use") != std::string_view::npos);
 }
 
 TEST_CASE("proxy.calls_interleaved_on_one_worker_each_keep_their_own_payer") {
@@ -769,7 +781,7 @@ TEST_CASE("proxy.concurrent_calls_never_share_an_upstream_connection") {
     const int batch_end = (arrived.fetch_add(1) / kCalls + 1) * kCalls;
     for (int i = 0; i < 500 && arrived.load() < batch_end; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     return json_reply("openai-chat.json");
-  });
+  }, kOneWorker);  // one pool: which worker the kernel gives each connection does not matter
   auto batch = [&] {
     std::vector<std::future<HttpResponse>> calls;
     for (int i = 0; i < kCalls; ++i) {
