@@ -243,6 +243,8 @@ int main(int argc, char** argv) {
   proxy_options.upstream_openai = upstream.url();
   // Workers per proxy (default: one per core, as shipped); PAYGENT_PROXY_BENCH_THREADS=N to compare.
   if (const char* threads = std::getenv("PAYGENT_PROXY_BENCH_THREADS")) proxy_options.threads = std::atoi(threads);
+  // PAYGENT_PROXY_BENCH_REUSE_PORT=1: a listening socket per worker (ProxyOptions::reuse_port).
+  if (const char* reuse = std::getenv("PAYGENT_PROXY_BENCH_REUSE_PORT")) proxy_options.reuse_port = std::atoi(reuse) != 0;
   auto proxy = ProxyServer::start(proxy_options, pg->get());
   if (!proxy.ok()) fail("ProxyServer::start");
   proxy_options.upstream_max_idle = 0;

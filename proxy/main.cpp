@@ -36,6 +36,7 @@ constexpr std::string_view kUsage = R"(usage: paygent-proxy [flags]
   --upstream-max-idle N       idle keep-alive connections kept per upstream (default 64; 0: none)
   --upstream-idle-timeout-ms N  close a kept connection idle longer (default 30000)
   --threads N                 threads serving the connections (default 0: one per core)
+  --reuse-port                a listening socket per thread (SO_REUSEPORT), not one shared
 The operator's provider keys, when set, replace the callers' (never on the command line, which
 every user of the machine can read): $PAYGENT_PROXY_OPENAI_API_KEY, $PAYGENT_PROXY_ANTHROPIC_API_KEY,
 $PAYGENT_PROXY_GEMINI_API_KEY.
@@ -64,6 +65,8 @@ int main(int argc, char** argv) {
     if (flag == "--help" || flag == "-h") {
       std::cout << kUsage;
       return 0;
+    } else if (flag == "--reuse-port") {
+      proxy.reuse_port = true;
     } else if (flag == "--no-lower-max-tokens") {
       proxy.lower_max_tokens = false;
     } else if (!value(text)) {

@@ -186,13 +186,13 @@ class Server final : public ProxyServer {
     const auto address = net::ip::make_address(options_.listen_host, ec);
     if (ec) return absl::InvalidArgumentError(str_cat("--listen: not an IP address: ", options_.listen_host));
     tcp::endpoint endpoint(address, static_cast<unsigned short>(options_.listen_port));
-    // Each worker listens on a socket of its own, all bound to the port with SO_REUSEPORT: the
-    // kernel hands each new connection to one of them, and wakes that worker only (one listening
-    // socket in every worker's epoll woke them all, and passing an accept turn between them woke
-    // the next one: a stream's first byte came 55-170 us after nginx's). SO_REUSEPORT would also
-    // let another process of this user join the port unnoticed, so the port is first bound by a
-    // plain socket: a port already in use fails here, as without it.
-    if (workers_.size() > 1) {
+    // With reuse_port each worker listens on a socket of its own, all bound to the port with
+    // SO_REUSEPORT: the kernel hands each new connection to one of them, and wakes that worker
+    // only (one listening socket sits in every worker's epoll set and wakes them all).
+    // SO_REUSEPORT would also let another process of this user join the port unnoticed, so the
+    // port is first bound by a plain socket: a port already in use fails here, as without it.
+    const bool reuse_port = options_.reuse_port && workers_.size() > 1;
+    if (reuse_port) {
       tcp::acceptor probe(workers_[0]->ioc);
       probe.open(endpoint.protocol(), ec);
       if (!ec) probe.set_option(net::socket_base::reuse_address(true), ec);
@@ -201,16 +201,27 @@ class Server final : public ProxyServer {
     }
     if (!ec) {
       beast::error_code ignored;
-      for (auto& worker : workers_) {
-        tcp::acceptor& listener = worker->acceptor;
+      for (std::size_t i = 0; i < (reuse_port ? workers_.size() : 1); ++i) {
+        tcp::acceptor& listener = workers_[i]->acceptor;
         listener.open(endpoint.protocol(), ec);
         if (!ec) listener.set_option(net::socket_base::reuse_address(true), ec);
-        if (!ec && workers_.size() > 1) listener.set_option(net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true), ec);
+        if (!ec && reuse_port) listener.set_option(net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true), ec);
         if (!ec) listener.bind(endpoint, ec);
         if (!ec) listener.listen(net::socket_base::max_listen_connections, ec);
         if (ec) break;
         endpoint.port(listener.local_endpoint(ignored).port());
       }
+    }
+    // Without SO_REUSEPORT every worker accepts on the one listening socket (a descriptor of its
+    // own), in turn.
+    for (std::size_t i = 1; !ec && !reuse_port && i < workers_.size(); ++i) {
+      const int fd = ::dup(workers_[0]->acceptor.native_handle());
+      if (fd < 0) {
+        ec = beast::error_code(errno, beast::system_category());
+        break;
+      }
+      workers_[i]->acceptor.assign(endpoint.protocol(), fd, ec);
+      if (ec) ::close(fd);
     }
     if (ec) {
       return absl::UnavailableError(
@@ -220,9 +231,10 @@ class Server final : public ProxyServer {
     for (auto& worker : workers_) worker->thread = std::thread([w = worker.get()] { w->ioc.run(); });
     {
       std::lock_guard lock(mu_);
-      accepting_ = workers_.size();  // after the threads: stop() then always has them to end the turns
+      accepting_ = reuse_port ? workers_.size() : 1;  // after the threads: stop() then always has them to end the turns
     }
-    for (std::size_t i = 0; i < workers_.size(); ++i) net::co_spawn(workers_[i]->ioc, accept_one(i), net::detached);
+    turn_step_ = reuse_port ? 0 : 1;
+    for (std::size_t i = 0; i < accepting_; ++i) net::co_spawn(workers_[i]->ioc, accept_one(i), net::detached);
     return absl::OkStatus();
   }
 
@@ -295,10 +307,11 @@ class Server final : public ProxyServer {
  private:
   static constexpr int kGateThreads = 8;
 
-  // The accept turn of worker `i`, on its thread: accepts one connection on the worker's own
-  // listening socket, and serves it here, where it was accepted (no hand-over between threads on
-  // the way to a new connection's first byte); the next turn starts once this one has. One turn
-  // per worker is outstanding at a time.
+  // The accept turn of worker `i`, on its thread: accepts one connection and serves it here, where
+  // it was accepted (no hand-over between threads on the way to a new connection's first byte).
+  // The next turn starts once this one has: on the same worker with SO_REUSEPORT (its own
+  // listening socket; one turn per worker outstanding), else on the next worker (the shared
+  // socket; one turn outstanding, so connections go to the workers in turn).
   net::awaitable<void> accept_one(std::size_t i) {
     Worker& worker = *workers_[i];
     for (;;) {
@@ -330,7 +343,8 @@ class Server final : public ProxyServer {
       // connections waits for it no longer than this worker's ready handlers take.
       bool passed = true;
       try {
-        net::post(worker.ioc, [this, i] { net::co_spawn(workers_[i]->ioc, accept_one(i), net::detached); });
+        const std::size_t next = (i + turn_step_) % workers_.size();
+        net::post(worker.ioc, [this, next] { net::co_spawn(workers_[next]->ioc, accept_one(next), net::detached); });
       } catch (...) {  // out of memory: this turn goes on, and accepts again after this connection
         passed = false;
       }
@@ -376,6 +390,7 @@ class Server final : public ProxyServer {
   bool stopping_ = false;
   bool stopped_ = false;
   std::size_t accepting_ = 0;  // workers whose accept turn is outstanding
+  std::size_t turn_step_ = 1;  // from worker i the next turn goes to worker i + turn_step_
   int connections_ = 0;          // sessions not yet ended
   std::set<int> open_sockets_;   // their descriptors, shut down by stop()
 };

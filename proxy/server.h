@@ -65,6 +65,13 @@ struct ProxyOptions {
   // Threads serving the connections (each runs the event loop; any number of connections each).
   // 0: one per core (std::thread::hardware_concurrency).
   int threads = 0;
+  // Off (the default): the workers share one listening socket and take turns at accepting, so
+  // connections are spread exactly in turn, but each new connection wakes every worker. On, with
+  // several workers: each listens on a socket of its own, all bound to the port with
+  // SO_REUSEPORT, and the kernel gives each new connection to one of them (by a hash of its
+  // addresses), waking that worker only (nginx's `listen ... reuseport`). On 2 cores the two
+  // measured alike (docs/proxy.md, "Speed"); more workers wake more for nothing without it.
+  bool reuse_port = false;
 };
 
 // Monotonic counters (upstream_idle aside: a gauge). A value type.

@@ -690,13 +690,15 @@ TEST_CASE("proxy.upstream_connection_close_is_not_reused") {
 }
 
 TEST_CASE("proxy.each_worker_keeps_its_own_upstream_connections") {
-  // Two workers, each on a listening socket of its own (SO_REUSEPORT: the kernel picks one for
-  // each client connection): the first call a worker serves opens an upstream connection, its
-  // later ones reuse it.
-  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); },
-            ProxyOptions{.threads = 2});
-  // 24 client connections from as many source ports: both workers serve some (all on one would
-  // happen once in 2^23 runs).
+  // Two workers, on a listening socket each (SO_REUSEPORT: the kernel picks one for each client
+  // connection) or sharing one (taking turns): the first call a worker serves opens an upstream
+  // connection, its later ones reuse it.
+  ProxyOptions options{.threads = 2};
+  SUBCASE("a listening socket per worker (SO_REUSEPORT)") { options.reuse_port = true; }
+  SUBCASE("one listening socket, accepted in turn") { options.reuse_port = false; }
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); }, options);
+  // 24 client connections from as many source ports: both workers serve some (in turn; or, with
+  // SO_REUSEPORT, all on one would happen once in 2^23 runs).
   constexpr int kCalls = 24;
   for (int i = 0; i < kCalls; ++i) {
     const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: uma"});
@@ -710,7 +712,7 @@ TEST_CASE("proxy.each_worker_keeps_its_own_upstream_connections") {
   CHECK(stats.upstream_idle == 2);
   CHECK(h.spend("uma") == kCalls * (12 * kGpt4oIn + 5 * kGpt4oOut));
   // The port is the workers' alone: a second proxy on it fails, as it would without SO_REUSEPORT.
-  ProxyOptions same_port{.threads = 2};
+  ProxyOptions same_port = options;
   same_port.listen_port = h.port();
   same_port.upstream_openai = h.upstream.url();
   auto second = ProxyServer::start(same_port, h.pg.get());
