@@ -350,6 +350,45 @@ class CountingStorage final : public Storage {
   Storage& inner_;
 };
 
+// Storage::find_users' default (one find_user per id; CountingStorage keeps it) answers as the SQL
+// storage's own (a few queries): id order, repeats and unknown ids left out, another product's
+// users not seen, an unknown product none.
+TEST_CASE("server.storage_find_users_default_answers_as_the_sql_one") {
+  ApiFixture f;
+  Storage& sql = *f.storage;
+  CountingStorage by_default(sql);
+  REQUIRE(sql.create_product("fa", "a", std::string(64, 'a')).ok());
+  REQUIRE(sql.create_product("fb", "b", std::string(64, 'b')).ok());
+  for (const char* id : {"u3", "u1", "u10", "u2"}) {
+    REQUIRE(sql.create_user("fa", id, std::string("name of ") + id).ok());
+  }
+  REQUIRE(sql.set_subscription("fa", "u10", {.plan = "pro", .period_start_ns = 5, .period_end_ns = 9}).ok());
+  REQUIRE(sql.create_user("fb", "only-in-b", "").ok());
+  const std::vector<std::string_view> asked = {"u2", "nobody", "u10", "u2", "only-in-b", "u3", "u1", "u10"};
+  for (const std::string_view product : {"fa", "fb", "no-such-product"}) {
+    CAPTURE(product);
+    const auto mine = by_default.find_users(product, asked);
+    const auto theirs = sql.find_users(product, asked);
+    REQUIRE(mine.ok());
+    REQUIRE(theirs.ok());
+    REQUIRE(mine->size() == theirs->size());
+    for (std::size_t i = 0; i < mine->size(); ++i) {
+      CHECK((*mine)[i].user_id == (*theirs)[i].user_id);
+      CHECK((*mine)[i].name == (*theirs)[i].name);
+      CHECK((*mine)[i].subscription == (*theirs)[i].subscription);
+    }
+  }
+  const auto in_a = by_default.find_users("fa", asked);
+  REQUIRE(in_a->size() == 4);
+  CHECK((*in_a)[0].user_id == "u1");  // bytewise: u1 < u10 < u2 < u3
+  CHECK((*in_a)[1].user_id == "u10");
+  REQUIRE((*in_a)[1].subscription.has_value());
+  CHECK((*in_a)[1].subscription->plan == "pro");
+  CHECK((*in_a)[3].user_id == "u3");
+  CHECK(by_default.find_users("fb", asked)->size() == 1);
+  CHECK(by_default.find_users("no-such-product", asked)->empty());
+}
+
 // The config is read (and parsed) once per change, however many requests use it, from however
 // many threads.
 TEST_CASE("server.limits.a_plan_config_is_read_once_per_change") {
