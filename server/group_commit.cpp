@@ -9,13 +9,14 @@ namespace paygent::server {
 
 struct GroupCommit::Member {
   Body body;
+  bool defers = false;  // the body may defer writes (see group_commit.h)
   absl::Status status;
   std::exception_ptr thrown;  // what body threw, rethrown to its caller
   bool done = false;          // the outcome is set (after the commit)
 };
 
-absl::Status GroupCommit::run(Body body, WithConnection with_connection) {
-  Member me{.body = body};
+absl::Status GroupCommit::run(Body body, WithConnection with_connection, bool defers) {
+  Member me{.body = body, .defers = defers};
   {
     absl::MutexLock lock(&mu_);
     waiting_.push_back(&me);
@@ -68,13 +69,27 @@ void GroupCommit::commit(SqlConnection& connection, std::span<Member* const> gro
     return;
   }
   auto fail_all = [&](const absl::Status& status) {
+    connection.discard_deferred();
     if (connection.in_transaction()) static_cast<void>(connection.exec("ROLLBACK"));
     for (Member* m : group) {
       if (m->status.ok()) m->status = status;
     }
   };
   if (absl::Status s = connection.exec(begin_); !s.ok()) return fail_all(s);
+  connection.discard_deferred();  // what an earlier transaction left (it was rolled back)
+  // The deferred writes go in the group's transaction, outside every member's savepoint (a
+  // member rolled back must not take the others' sums with it).
+  auto flush = [&]() -> absl::Status {
+    try {
+      return connection.flush_deferred();
+    } catch (...) {
+      return absl::InternalError("group commit: the deferred writes threw");
+    }
+  };
   for (Member* m : group) {
+    if (!m->defers) {
+      if (absl::Status s = flush(); !s.ok()) return fail_all(s);
+    }
     if (absl::Status s = connection.exec("SAVEPOINT member"); !s.ok()) return fail_all(s);
     try {
       m->status = m->body(connection);
@@ -96,6 +111,7 @@ void GroupCommit::commit(SqlConnection& connection, std::span<Member* const> gro
                                   : undone);
     }
   }
+  if (absl::Status s = flush(); !s.ok()) return fail_all(s);
   absl::Status committed = connection.exec("COMMIT");
   if (!committed.ok()) fail_all(committed);
 }

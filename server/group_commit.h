@@ -14,6 +14,11 @@
 // them, and goes on with the next group until its own body has run; then the next caller waiting
 // leads. Callers that arrive while a group commits wait and form the next group.
 //
+// Deferred writes (SqlConnection::deferred()): a body run with `defers` may leave sums on the
+// connection for the group's end; they are written once, before the COMMIT, for all the group's
+// bodies together (one upsert per row, not one per body), and before any body run without
+// `defers`, so that such a body reads every row complete. Their failure fails the group.
+//
 // Thread safety: run() may be called from many threads at once. Bodies run on the leader's thread,
 // one at a time. A body must not call run() of the same GroupCommit (it would wait for itself).
 #pragma once
@@ -50,7 +55,9 @@ class GroupCommit {
   // transaction's (BEGIN or COMMIT failed: nothing of `body` is stored). An exception thrown by
   // `body` rolls back its writes and is rethrown to this caller. `with_connection` is used when
   // this call leads a group. Returns after the commit.
-  absl::Status run(Body body, WithConnection with_connection);
+  // `defers`: `body` may defer writes on the connection, and sees in its own reads those it and
+  // the bodies before it deferred (see above).
+  absl::Status run(Body body, WithConnection with_connection, bool defers = false);
 
   // How many commits have run and how many bodies they held, since construction; how many
   // callers wait for a group now.

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -51,10 +52,40 @@ class SqlStatement {
   virtual void reset() = 0;
 };
 
+class SqlConnection;
+
+// Writes that a transaction's body leaves for its end: sums that many bodies of one group commit
+// add to the same rows (SqlStorage's rollups), written once for the whole group rather than once
+// per body. Held by the connection (SqlConnection::deferred()); run_in_transaction() and
+// GroupCommit discard it when a transaction begins or is rolled back, and flush it before the
+// COMMIT and before any body that did not ask for deferral (which would otherwise read rows
+// without the sums still held here). A body that defers writes must see them in its own reads,
+// and may add to them only once it can no longer fail (its savepoint's rollback would not take
+// them back).
+class DeferredWrites {
+ public:
+  virtual ~DeferredWrites() = default;
+  // Writes what is held on `connection` (in its open transaction) and forgets it, whether or
+  // not the writes succeed (a failed flush fails the transaction).
+  virtual absl::Status flush(SqlConnection& connection) = 0;
+  virtual void discard() noexcept = 0;
+  [[nodiscard]] virtual bool empty() const noexcept = 0;
+};
+
 // One database connection, held by one call at a time.
 class SqlConnection {
  public:
   virtual ~SqlConnection() = default;
+  // The writes deferred to the end of the open transaction (nullptr until one is set).
+  [[nodiscard]] DeferredWrites* deferred() const noexcept { return deferred_.get(); }
+  void set_deferred(std::unique_ptr<DeferredWrites> deferred) noexcept { deferred_ = std::move(deferred); }
+  // Writes what is deferred (nothing when nothing is): see DeferredWrites.
+  absl::Status flush_deferred() {
+    return deferred_ != nullptr && !deferred_->empty() ? deferred_->flush(*this) : absl::OkStatus();
+  }
+  void discard_deferred() noexcept {
+    if (deferred_ != nullptr) deferred_->discard();
+  }
   // The statement for `sql` (?N placeholders), prepared on first use and kept by the connection.
   virtual absl::StatusOr<SqlStatement*> prepare(std::string_view sql) = 0;
   // The statement for a read whose rows are many and read in order (a report's whole range, no
@@ -70,6 +101,9 @@ class SqlConnection {
   virtual absl::Status exec(std::string_view sql) = 0;
   // True while a transaction is open (also a failed one that still needs its ROLLBACK).
   [[nodiscard]] virtual bool in_transaction() = 0;
+
+ private:
+  std::unique_ptr<DeferredWrites> deferred_;
 };
 
 // A statement in use: binds fluently, steps, reads, and resets the statement when it goes out
@@ -135,9 +169,10 @@ class Query {
   SqlStatement* statement_;
 };
 
-// Runs `fn` in a transaction that `begin` starts on `connection`: commits when `fn` succeeds;
-// rolls back when it fails, when the COMMIT fails, or when it throws (then rethrows), so that
-// nothing of it stays. Returns `fn`'s error or the transaction's.
+// Runs `fn` in a transaction that `begin` starts on `connection`: commits when `fn` succeeds
+// (after flushing the connection's deferred writes); rolls back when it fails, when the flush or
+// the COMMIT fails, or when it throws (then rethrows), so that nothing of it stays. Returns `fn`'s
+// error or the transaction's.
 absl::Status run_in_transaction(SqlConnection& connection, std::string_view begin,
                                 absl::FunctionRef<absl::Status(SqlConnection&)> fn);
 

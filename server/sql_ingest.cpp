@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -123,7 +122,8 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
           }
           return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, in_parts,
                                redo_in_parts, result, alerts_of);
-        });
+        },
+        /*defers=*/true);
     if (redo_in_parts && !in_parts) {
       in_parts = true;  // rolled back: written again one statement at a time
       continue;
@@ -169,11 +169,19 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
 
   if (absl::Status s = insert_events(connection, product, received_ns, events, ids, fresh, stored); !s.ok()) return s;
 
-  // The product's all-time totals, which bound every sum a read computes over its events; and the
-  // sums of the stored events per (user, day, model), added to usage_daily.
-  absl::StatusOr<Totals> totals = product_totals(connection, product);
-  if (!totals.ok()) return totals.status();
-  std::map<std::tuple<std::string_view, std::int64_t, std::string_view>, Totals> daily;
+  // The product's all-time totals, which bound every sum a read computes over its events (as of
+  // the batches before this one in the transaction, whose sums may not be written yet); and the
+  // stored events' sums for the rollups, deferred to the transaction's end (ProductRollups).
+  const ProductRollups* deferred = deferred_rollups(connection, product);
+  Totals totals;
+  if (deferred != nullptr && deferred->totals) {
+    totals = *deferred->totals;
+  } else {
+    absl::StatusOr<Totals> stored_totals = product_totals(connection, product);
+    if (!stored_totals.ok()) return stored_totals.status();
+    totals = *stored_totals;
+  }
+  ProductRollups sums;
   for (std::size_t i = 0; i < events.size(); ++i) {
     if (!stored[i]) {
       ++result.duplicates;
@@ -184,70 +192,17 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
     // A billing event is no provider call: it is not a cost row (docs/tracking.md), so it adds to
     // neither the calls of usage_daily nor the product's totals (its cost is 0).
     if (e.kind == ::paygent::internal::UsageKind::kBilling) continue;
-    if (absl::Status s = storage_internal::add_to_product_totals(*totals, e, i); !s.ok()) return s;
-    if (!add_totals(daily[{e.user_id, floor_div(e.ts_ns, kNanosPerDay), e.model}], storage_internal::totals_of(e))) {
-      return absl::InvalidArgumentError("the batch would overflow a 64-bit total (tokens or cost_nanos)");
-    }
+    if (absl::Status s = storage_internal::add_to_product_totals(totals, e, i); !s.ok()) return s;
+    if (!sums.add(e)) return absl::InvalidArgumentError("the batch would overflow a 64-bit total (tokens or cost_nanos)");
   }
-
-  {
-    using DailyRow = std::pair<const std::tuple<std::string_view, std::int64_t, std::string_view>, Totals>;
-    std::vector<const DailyRow*> rows;
-    rows.reserve(daily.size());
-    for (const DailyRow& row : daily) rows.push_back(&row);
-    absl::Status s = insert_rows(
-        connection,
-        "INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
-        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos)",
-        11, rows.size(),
-        "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls, "
-        "input_tokens = usage_daily.input_tokens + excluded.input_tokens, "
-        "output_tokens = usage_daily.output_tokens + excluded.output_tokens, "
-        "cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens, "
-        "cache_creation_input_tokens = usage_daily.cache_creation_input_tokens + excluded.cache_creation_input_tokens, "
-        "reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens, "
-        "cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos",
-        "add daily usage", [&](Query& upsert, int first, std::size_t i) {
-          const auto& [key, t] = *rows[i];
-          const auto& [user, day, model] = key;
-          upsert.bind(first, product)
-              .bind(first + 1, user)
-              .bind(first + 2, day)
-              .bind(first + 3, model)
-              .bind(first + 4, t.calls)
-              .bind(first + 5, t.input_tokens)
-              .bind(first + 6, t.output_tokens)
-              .bind(first + 7, t.cached_input_tokens)
-              .bind(first + 8, t.cache_creation_input_tokens)
-              .bind(first + 9, t.reasoning_tokens)
-              .bind(first + 10, t.cost_nanos);
-        });
-    if (!s.ok()) return s;
-  }
-  if (result.accepted > 0) {
-    absl::StatusOr<Query> put_totals = prepare(
-        connection,
-        "INSERT INTO product_totals(product, calls, input_tokens, output_tokens, cached_input_tokens, "
-        "cache_creation_input_tokens, reasoning_tokens, cost_nanos) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
-        "ON CONFLICT(product) DO UPDATE SET calls = excluded.calls, input_tokens = excluded.input_tokens, "
-        "output_tokens = excluded.output_tokens, cached_input_tokens = excluded.cached_input_tokens, "
-        "cache_creation_input_tokens = excluded.cache_creation_input_tokens, "
-        "reasoning_tokens = excluded.reasoning_tokens, cost_nanos = excluded.cost_nanos");
-    if (!put_totals.ok()) return put_totals.status();
-    const Totals& t = *totals;
-    put_totals->bind(1, product)
-        .bind(2, t.calls)
-        .bind(3, t.input_tokens)
-        .bind(4, t.output_tokens)
-        .bind(5, t.cached_input_tokens)
-        .bind(6, t.cache_creation_input_tokens)
-        .bind(7, t.reasoning_tokens)
-        .bind(8, t.cost_nanos);
-    if (absl::Status s = put_totals->run("add product totals"); !s.ok()) return s;
-  }
-  if (absl::Status s = add_cost_rollups(connection, product, events, stored); !s.ok()) return s;
+  if (result.accepted > 0) sums.totals = totals;
   if (absl::Status s = store_billing_events(connection, product, received_ns, events, ids, stored); !s.ok()) return s;
-  return finish_ingest(connection, product, users, period_of, soft_gates, result, alerts_of);
+  if (absl::Status s = finish_ingest(connection, product, users, period_of, soft_gates, result, alerts_of, &sums);
+      !s.ok()) {
+    return s;
+  }
+  defer_rollups(connection, product, sums);  // last: nothing after it fails
+  return absl::OkStatus();
 }
 
 namespace {
@@ -284,11 +239,18 @@ void SqlStorage::remember_users(std::int64_t product, std::span<const std::strin
 absl::Status SqlStorage::finish_ingest(SqlConnection& connection, std::int64_t product,
                                        std::span<const std::string_view> users, const PeriodOf* period_of,
                                        std::span<const SoftGateFired> soft_gates, IngestResult& result,
-                                       const AlertsOf* alerts_of) {
+                                       const AlertsOf* alerts_of, const ProductRollups* unwritten) {
   if (absl::Status s = store_soft_gates(connection, product, soft_gates); !s.ok()) return s;
   if (period_of == nullptr) return absl::OkStatus();
-  // The batch's users and their totals, read in this transaction.
+  // The batch's users and their totals, read in this transaction, with the daily sums not written
+  // yet: the earlier batches' of the transaction and this one's.
   if (absl::Status s = read_usage(connection, product, users, *period_of, result.usage); !s.ok()) return s;
+  for (const ProductRollups* sums : {deferred_rollups(connection, product), unwritten}) {
+    if (sums == nullptr || sums->daily.empty()) continue;
+    for (UserUsage& usage : result.usage) {
+      if (absl::Status s = add_unwritten_daily(*sums, usage); !s.ok()) return s;
+    }
+  }
   if (alerts_of == nullptr) return absl::OkStatus();
   // The alerts the batch raises, into the outbox in this transaction: stored exactly when it is.
   absl::StatusOr<std::uint32_t> wanted = webhook_mask(connection, product);

@@ -418,15 +418,19 @@ absl::Status select_in(SqlConnection& connection, std::string_view sql_head, std
 absl::Status run_in_transaction(SqlConnection& connection, std::string_view begin,
                                 absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
   if (absl::Status s = connection.exec(begin); !s.ok()) return s;
+  connection.discard_deferred();  // what an earlier transaction left (it was rolled back)
   absl::Status result;
   try {
     result = fn(connection);
+    if (result.ok()) result = connection.flush_deferred();
   } catch (...) {
     // An exception (bad_alloc) must not leave the connection in the transaction: on SQLite
     // that is the one writer, and every later write would fail until a restart.
+    connection.discard_deferred();
     if (connection.in_transaction()) static_cast<void>(connection.exec("ROLLBACK"));
     throw;
   }
+  connection.discard_deferred();
   if (result.ok()) result = connection.exec("COMMIT");
   // A failed COMMIT may leave the transaction open (SQLite's SQLITE_BUSY): rolled back, so
   // that nothing of it stays.
@@ -434,12 +438,13 @@ absl::Status run_in_transaction(SqlConnection& connection, std::string_view begi
   return result;
 }
 
-absl::Status SqlStorage::transaction(Access access, bool write, absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
-  if (write && access == Access::kWrite) return write_transaction(fn);
+absl::Status SqlStorage::transaction(Access access, bool write, absl::FunctionRef<absl::Status(SqlConnection&)> fn,
+                                     bool defers) {
+  if (write && access == Access::kWrite) return write_transaction(fn, defers);
   return transaction_alone(access, write, fn);
 }
 
-absl::Status SqlStorage::write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
+absl::Status SqlStorage::write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn, bool) {
   return transaction_alone(Access::kWrite, true, fn);
 }
 
@@ -642,7 +647,8 @@ absl::StatusOr<std::optional<std::string>> SqlStorage::plan_config(std::string_v
 }
 
 absl::Status SqlStorage::with_user_locks(std::string_view product_id, std::span<const std::string_view> user_ids,
-                                         absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t)> fn) {
+                                         absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t)> fn,
+                                         bool defers) {
   std::vector<std::string_view> sorted(user_ids.begin(), user_ids.end());
   std::sort(sorted.begin(), sorted.end());
   sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
@@ -653,7 +659,7 @@ absl::Status SqlStorage::with_user_locks(std::string_view product_id, std::span<
     // product's totals row, which every writer takes last.
     if (absl::Status s = dialect_.lock_users(connection, *product, sorted); !s.ok()) return s;
     return fn(connection, *product);
-  });
+  }, defers);
 }
 
 // The product's row of product_totals. A product without one (its events were stored by a

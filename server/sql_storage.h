@@ -185,8 +185,10 @@ class SqlStorage : public Storage {
   // run more than once (the transaction is retried whole when the database aborts it), so it
   // must keep its results only from its last run. Commits when `fn` succeeds; rolls back and
   // returns its error when it fails. NotFound when there is no such product.
+  // `defers`: `fn` may defer writes on the connection (SqlConnection::deferred(); ingest's rollups).
   absl::Status with_user_locks(std::string_view product_id, std::span<const std::string_view> user_ids,
-                               absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t)> fn);
+                               absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t)> fn,
+                               bool defers = false);
 
  protected:
   // `dialect` must outlive the storage.
@@ -205,7 +207,8 @@ class SqlStorage : public Storage {
   // with_user_locks) goes through. This one runs `fn` alone (transaction_alone()); a subclass may
   // run concurrent callers' in one transaction, each in a savepoint (SqliteStorage: group commit),
   // as long as each caller gets its own `fn`'s outcome and is answered after its commit.
-  virtual absl::Status write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn);
+  // `defers`: `fn` may defer writes (GroupCommit::run()).
+  virtual absl::Status write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn, bool defers);
   // How store_batch() went.
   enum class BatchWrite : std::uint8_t {
     kUnsupported,  // this database has no such statement: nothing was done
@@ -233,7 +236,8 @@ class SqlStorage : public Storage {
  private:
   // Runs `fn` in a transaction (write or read) on a connection for `access`, as
   // transaction_alone() does, or through write_transaction() for a write on Access::kWrite.
-  absl::Status transaction(Access access, bool write, absl::FunctionRef<absl::Status(SqlConnection&)> fn);
+  absl::Status transaction(Access access, bool write, absl::FunctionRef<absl::Status(SqlConnection&)> fn,
+                           bool defers = false);
   // The integer key (products.pk) of `product_id`, or nullopt when there is no such product.
   // Kept once found: products are never deleted and their keys never change.
   absl::StatusOr<std::optional<std::int64_t>> product_key(SqlConnection& connection, std::string_view product_id);
@@ -254,6 +258,43 @@ class SqlStorage : public Storage {
   // if any, to `take`; nothing for an unknown product.
   absl::Status read_plans_row(std::string_view product_id, std::string_view select_sql, std::string_view what,
                               absl::FunctionRef<void(Query&)> take);
+  // The dashboard's rollups (server/sql_profit.cpp, sql_report.cpp), kept in the ingest's
+  // transaction. profit_daily sums cost rows (every event but billing ones) and billing events per
+  // (UTC day, customer, agent, indicator); usage_daily_by_model and usage_daily_by_user sum the cost
+  // rows' totals per (UTC day, model) and per (UTC day, user): usage_daily without users, or
+  // without models. A key of profit_daily, and its six sums in column order (cost_events,
+  // cost_nanos, cost_unknown, billing_events, revenue_nanos, revenue_known).
+  using ProfitKeyView = std::tuple<std::int64_t, std::string_view, std::string_view, std::string_view>;
+  using ProfitSumsView = std::array<std::int64_t, 6>;
+  // The sums that the generic ingest path adds for a product's stored events (sql_rollups.cpp;
+  // PostgresStorage::store_batch()'s one statement does the same in SQL): usage_daily (user, UTC
+  // day, model), usage_daily_by_model, _by_user and _by_provider (UTC day and that), the cost side
+  // of profit_daily, and the product's all-time totals. They are deferred to the end of the
+  // transaction (SqlConnection::deferred()), so that the batches of one group commit that share
+  // rows write each row once. Keys view the events' strings: the events must outlive the sums
+  // (a group commit's members wait for its commit).
+  struct ProductRollups {
+    std::map<std::tuple<std::string_view, std::int64_t, std::string_view>, Totals> daily;
+    std::map<std::pair<std::int64_t, std::string_view>, Totals> by_model, by_user, by_provider;
+    std::map<ProfitKeyView, ProfitSumsView> profit;
+    std::optional<Totals> totals;  // the product's all-time totals with these sums, when changed
+    // Adds the cost side of `e` (not a billing event) to the rollups; false when a sum would pass
+    // int64. The product's totals are the caller's (storage_internal::add_to_product_totals).
+    [[nodiscard]] bool add(const EventRecord& e);
+    // Adds `other`'s sums to these (its totals, when set, replace these); false on an overflow.
+    [[nodiscard]] bool merge(const ProductRollups& other);
+  };
+  class DeferredRollups;
+  // The sums deferred on `connection` for `product` (nullptr when none).
+  static const ProductRollups* deferred_rollups(const SqlConnection& connection, std::int64_t product);
+  // Adds `sums` to those deferred on `connection` (the first time: a DeferredRollups of this
+  // storage is set on it). Must not fail once called: a body calls it last.
+  void defer_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums);
+  // Writes `sums` of `product`: one upsert per row of each rollup, then the product's totals.
+  absl::Status write_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums);
+  // Adds to `usage.models` what `sums` hold for `usage`'s user on the whole days of its period:
+  // what read_usage() read from usage_daily, had they been written.
+  static absl::Status add_unwritten_daily(const ProductRollups& sums, UserUsage& usage);
   // A step of a write transaction, given the product's key: its failure rolls the transaction back.
   using InTransaction = absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t product)>;
   // ingest(), ingest_with_usage() and ingest_with_alerts(); `period_of` is nullptr for ingest(),
@@ -270,11 +311,13 @@ class SqlStorage : public Storage {
                              const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates, bool in_parts,
                              bool& redo_in_parts, IngestResult& result, const AlertsOf* alerts_of);
   // ingest_locked()'s last steps, once the batch is written: its soft gates, then (for
-  // ingest_with_usage(), `period_of` set) its users' usage into `result`, then (`alerts_of` set)
+  // ingest_with_usage(), `period_of` set) its users' usage into `result` (with the deferred sums
+  // and `unwritten`'s, not in usage_daily yet), then (`alerts_of` set)
   // the alerts it raises into the outbox (store_alerts()).
   absl::Status finish_ingest(SqlConnection& connection, std::int64_t product, std::span<const std::string_view> users,
                              const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates,
-                             IngestResult& result, const AlertsOf* alerts_of);
+                             IngestResult& result, const AlertsOf* alerts_of,
+                             const ProductRollups* unwritten = nullptr);
   // In sql_webhooks.cpp, in the open write transaction: the union of the product's endpoints'
   // event masks (0: no endpoint).
   static absl::StatusOr<std::uint32_t> webhook_mask(SqlConnection& connection, std::int64_t product);
@@ -292,19 +335,7 @@ class SqlStorage : public Storage {
   absl::Status store_billing_events(SqlConnection& connection, std::int64_t product, std::int64_t received_ns,
                                     std::span<const EventRecord> events,
                                     std::span<const storage_internal::EventId> ids, const std::vector<bool>& stored);
-  // The dashboard's rollups (server/sql_profit.cpp, sql_report.cpp), kept in the ingest's
-  // transaction. profit_daily sums cost rows (every event but billing ones) and billing events per
-  // (UTC day, customer, agent, indicator); usage_daily_by_model and usage_daily_by_user sum the cost
-  // rows' totals per (UTC day, model) and per (UTC day, user): usage_daily without users, or
-  // without models. A key of profit_daily, and its six sums in column order (cost_events,
-  // cost_nanos, cost_unknown, billing_events, revenue_nanos, revenue_known).
-  using ProfitKeyView = std::tuple<std::int64_t, std::string_view, std::string_view, std::string_view>;
-  using ProfitSumsView = std::array<std::int64_t, 6>;
-  // In sql_agents.cpp: the cost side of the batch's stored events (stored[i]), in the generic
-  // ingest path (PostgresStorage::store_batch()'s one statement does the same in SQL).
-  absl::Status add_cost_rollups(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
-                                const std::vector<bool>& stored);
-  // In sql_agents.cpp: the billing side, from store_billing_events() (`priced_rows`: event index
+  // In sql_agents.cpp: profit_daily's billing side, from store_billing_events() (`priced_rows`: event index
   // and revenue; `unpriced_rows`: without a price). Nothing is written without billing events.
   absl::Status add_billing_rollup(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
                                   std::span<const std::pair<std::size_t, std::int64_t>> priced_rows,

@@ -458,11 +458,14 @@ absl::Status SqliteStorage::with_connection(Access access, absl::FunctionRef<abs
   return fn(*writer_);
 }
 
-absl::Status SqliteStorage::write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
-  return group_commit_.run(fn, [&](absl::FunctionRef<absl::Status(SqlConnection&)> run) {
-    absl::MutexLock lock(&mu_);
-    return run(*writer_);
-  });
+absl::Status SqliteStorage::write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn, bool defers) {
+  return group_commit_.run(
+      fn,
+      [&](absl::FunctionRef<absl::Status(SqlConnection&)> run) {
+        absl::MutexLock lock(&mu_);
+        return run(*writer_);
+      },
+      defers);
 }
 
 absl::StatusOr<std::unique_ptr<SqliteStorage::Connection>> SqliteStorage::take_reader() {

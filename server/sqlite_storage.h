@@ -78,7 +78,7 @@ class SqliteStorage final : public SqlStorage {
  protected:
   absl::Status with_connection(Access access, absl::FunctionRef<absl::Status(SqlConnection&)> fn) override;
   // Group commit (server/group_commit.h) on the writer's connection.
-  absl::Status write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn) override;
+  absl::Status write_transaction(absl::FunctionRef<absl::Status(SqlConnection&)> fn, bool defers) override;
 
  private:
   class Connection;

@@ -116,6 +116,92 @@ TEST_CASE("server.group_commit_joins_waiting_writes_and_answers_each_exactly") {
   CHECK(report->at("a").cost_nanos + report->at("b").cost_nanos == 600);
 }
 
+// The batches of one group write the rollups they share once, at the group's end (ProductRollups,
+// SqlConnection::deferred()): each reply still counts the batches before it in the group, a batch
+// that fails takes nothing of the others' sums, a write that reads the rollups (a lease grant, a
+// wallet) finds them written before it runs, and what is stored is what the events sum to.
+TEST_CASE("server.group_commit_defers_shared_rollups_and_every_reply_counts_them") {
+  ApiFixture f;
+  SqliteStorage& storage = *f.storage;
+  REQUIRE(storage.create_product("p", "acme", std::string(64, 'c')).ok());
+  const GroupCommit::Stats before = storage.group_commit_stats();
+  std::atomic<bool> holding{false};
+  std::atomic<int> queued{0};  // the writers started so far, each waiting before the next starts
+  std::thread holder([&] {
+    const absl::Status s = storage.with_user_locks("p", std::vector<std::string_view>{"holder"},
+                                                   [&](SqlConnection&, std::int64_t) -> absl::Status {
+                                                     holding = true;
+                                                     CHECK(wait_until([&] { return queued.load() == 5; }));
+                                                     return absl::OkStatus();
+                                                   });
+    CHECK(s.ok());
+  });
+  REQUIRE(wait_until([&] { return holding.load(); }));
+
+  const TimeRange november{.from_ns = ns_at(2026, 11, 1), .to_ns = ns_at(2026, 12, 1)};
+  auto period_of = [&](const UserRecord&) { return november; };
+  std::vector<EventRecord> a = batch(1, 3, "u", 10), b = batch(10, 2, "u", 10), bad = batch(20, 2, "u", INT64_MAX),
+                           c = batch(30, 1, "u", 10);
+  b.push_back(record(event_id(40), "v", "m2", "s", 7, ns_at(2026, 11, 18)));
+  absl::StatusOr<IngestResult> ra, rb, rbad, rc;
+  std::int64_t read_by_writer = -1;
+  std::vector<std::thread> writers;
+  auto start = [&](auto write) {
+    const std::int64_t waiting = storage.group_commit_stats().waiting;
+    writers.emplace_back(write);
+    REQUIRE(wait_until([&] { return storage.group_commit_stats().waiting == waiting + 1; }));
+    ++queued;
+  };
+  start([&] { ra = storage.ingest_with_usage("p", a, period_of, {}); });
+  start([&] { rb = storage.ingest_with_usage("p", b, period_of, {}); });
+  start([&] { rbad = storage.ingest_with_usage("p", bad, period_of, {}); });
+  start([&] {
+    const absl::Status s = storage.with_user_locks(
+        "p", std::vector<std::string_view>{"u"}, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
+          absl::StatusOr<Query> sum = prepare(connection, "SELECT SUM(cost_nanos) FROM usage_daily WHERE product = ?1");
+          if (!sum.ok()) return sum.status();
+          sum->bind(1, product);
+          absl::StatusOr<bool> row = sum->step("sum");
+          if (!row.ok()) return row.status();
+          read_by_writer = *row ? sum->int64(0) : -2;
+          return absl::OkStatus();
+        });
+    CHECK(s.ok());
+  });
+  start([&] { rc = storage.ingest_with_usage("p", c, period_of, {}); });
+  for (std::thread& w : writers) w.join();
+  holder.join();
+
+  const GroupCommit::Stats after = storage.group_commit_stats();
+  CHECK(after.commits - before.commits == 2);  // the holder's, then the five together
+  auto cost_of = [](const absl::StatusOr<IngestResult>& r, std::string_view user, std::string_view model) {
+    REQUIRE(r.ok());
+    for (const UserUsage& u : r->usage) {
+      if (u.user.user_id != user) continue;
+      auto it = u.models.find(model);
+      return it == u.models.end() ? std::int64_t{0} : it->second.cost_nanos;
+    }
+    return std::int64_t{-1};
+  };
+  CHECK(cost_of(ra, "u", "m") == 30);
+  CHECK(cost_of(rb, "u", "m") == 50);
+  CHECK(cost_of(rb, "v", "m2") == 7);
+  CHECK(absl::IsInvalidArgument(rbad.status()));
+  CHECK(read_by_writer == 57);  // a and b, written before the writer that reads them ran
+  CHECK(cost_of(rc, "u", "m") == 60);
+  CHECK(rc->usage.size() == 1);
+  for (const char* table : {"usage_daily", "usage_daily_by_user", "usage_daily_by_model", "usage_daily_by_provider"}) {
+    CAPTURE(table);
+    CHECK(sql_int(f.db_path, std::string("SELECT SUM(cost_nanos) FROM ") + table) == 67);
+    CHECK(sql_int(f.db_path, std::string("SELECT SUM(calls) FROM ") + table) == 7);
+  }
+  CHECK(sql_int(f.db_path, "SELECT SUM(cost_nanos) FROM profit_daily") == 67);
+  CHECK(sql_int(f.db_path, "SELECT SUM(cost_events) FROM profit_daily") == 7);
+  CHECK(sql_int(f.db_path, "SELECT calls FROM product_totals") == 7);
+  CHECK(sql_int(f.db_path, "SELECT cost_nanos FROM product_totals") == 67);
+  CHECK(sql_int(f.db_path, "SELECT COUNT(*) FROM usage_daily") == 2);
+}
+
 // Many syncers at once, each id sent by two of them: every id is stored once and counted as
 // accepted by exactly one reply, whatever the grouping; the daily sums agree with the events.
 TEST_CASE("server.group_commit_concurrent_syncers_store_every_event_once") {

@@ -1,0 +1,227 @@
+// The rollups that SqlStorage's generic ingest path keeps (see ProductRollups in
+// server/sql_storage.h): summed per batch, deferred to the end of the transaction on the
+// connection, and written there once for every batch of a group commit that adds to them.
+//
+// Why deferred: on SQLite, batches of 100 events from concurrent syncers share one transaction
+// (GroupCommit), and often their users, days and models. Written per batch, each of a group of
+// eight batches upserts the same ~100 rows of each of five rollups again: most of the writer's
+// work (bench/README.md, "Ingest at batches of 100"). Summed across the group first, each row is
+// written once.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "meter/internal/str_cat.h"
+#include "server/sql_storage.h"
+
+namespace paygent::server {
+namespace {
+
+using ::paygent::internal::str_append;
+using ::paygent::internal::str_cat;
+using storage_internal::add_totals;
+
+template <class Map>
+bool merge_totals(Map& into, const Map& from) {
+  bool ok = true;
+  for (const auto& [key, t] : from) ok &= add_totals(into[key], t);
+  return ok;
+}
+
+}  // namespace
+
+bool SqlStorage::ProductRollups::add(const EventRecord& e) {
+  ProfitSumsView& s = profit[ProfitKeyView{e.ts_ns / storage_internal::kNanosPerDay, e.user_id, e.agent_id, e.indicator}];
+  bool overflow = false;
+  ++s[0];
+  if (e.cost_unknown) {
+    ++s[2];
+  } else {
+    overflow |= __builtin_add_overflow(s[1], e.cost_nanos, &s[1]);
+  }
+  const Totals t = storage_internal::totals_of(e);
+  // usage_daily's day is the floor (a negative timestamp is refused before this), the others' the
+  // quotient, as the reads that use each do.
+  overflow |= !add_totals(daily[{e.user_id, storage_internal::floor_div(e.ts_ns, storage_internal::kNanosPerDay), e.model}], t);
+  const std::int64_t day = e.ts_ns / storage_internal::kNanosPerDay;
+  overflow |= !add_totals(by_model[{day, e.model}], t);
+  overflow |= !add_totals(by_user[{day, e.user_id}], t);
+  overflow |= !add_totals(by_provider[{day, e.provider}], t);
+  return !overflow;
+}
+
+bool SqlStorage::ProductRollups::merge(const ProductRollups& other) {
+  bool ok = merge_totals(daily, other.daily) && merge_totals(by_model, other.by_model) &&
+            merge_totals(by_user, other.by_user) && merge_totals(by_provider, other.by_provider);
+  for (const auto& [key, sums] : other.profit) {
+    ProfitSumsView& into = profit[key];
+    for (std::size_t i = 0; i < sums.size(); ++i) ok &= !__builtin_add_overflow(into[i], sums[i], &into[i]);
+  }
+  if (other.totals) totals = other.totals;
+  return ok;
+}
+
+// The rollups of a connection's open transaction, per product, written by flush().
+class SqlStorage::DeferredRollups final : public DeferredWrites {
+ public:
+  explicit DeferredRollups(SqlStorage& storage) : storage_(storage) {}
+
+  absl::Status flush(SqlConnection& connection) override {
+    std::map<std::int64_t, ProductRollups> sums = std::exchange(sums_, {});
+    if (std::exchange(broken_, false)) {
+      return absl::InternalError("ingest: the deferred rollups are incomplete (a merge failed); nothing is stored");
+    }
+    for (const auto& [product, rollups] : sums) {
+      if (absl::Status s = storage_.write_rollups(connection, product, rollups); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  void discard() noexcept override {
+    sums_.clear();
+    broken_ = false;
+  }
+  [[nodiscard]] bool empty() const noexcept override { return sums_.empty() && !broken_; }
+
+  [[nodiscard]] const ProductRollups* find(std::int64_t product) const {
+    auto it = sums_.find(product);
+    return it == sums_.end() ? nullptr : &it->second;
+  }
+  // Adds `sums`; a merge that throws or overflows leaves the set broken: its flush fails (the
+  // transaction with it) rather than write part of a batch.
+  void add(std::int64_t product, const ProductRollups& sums) {
+    broken_ = true;
+    if (sums_[product].merge(sums)) broken_ = false;
+  }
+
+ private:
+  SqlStorage& storage_;  // owns the connection that holds this
+  std::map<std::int64_t, ProductRollups> sums_;
+  bool broken_ = false;
+};
+
+const SqlStorage::ProductRollups* SqlStorage::deferred_rollups(const SqlConnection& connection, std::int64_t product) {
+  // Only SqlStorage sets a connection's deferred writes, and only to a DeferredRollups.
+  const auto* deferred = static_cast<const DeferredRollups*>(connection.deferred());
+  return deferred == nullptr ? nullptr : deferred->find(product);
+}
+
+void SqlStorage::defer_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums) {
+  if (connection.deferred() == nullptr) connection.set_deferred(std::make_unique<DeferredRollups>(*this));
+  static_cast<DeferredRollups*>(connection.deferred())->add(product, sums);
+}
+
+absl::Status SqlStorage::add_unwritten_daily(const ProductRollups& sums, UserUsage& usage) {
+  // As read_usage() and report_in() split a period: whole days from usage_daily.
+  if (usage.period.from_ns >= usage.period.to_ns || usage.period.from_ns < 0) return absl::OkStatus();
+  const storage_internal::DaySplit split = storage_internal::split_days(usage.period.from_ns, usage.period.to_ns);
+  const std::string_view user = usage.user.user_id;
+  for (auto it = sums.daily.lower_bound({user, split.first_day, std::string_view()});
+       it != sums.daily.end() && std::get<0>(it->first) == user && std::get<1>(it->first) < split.end_day; ++it) {
+    const std::string_view model = std::get<2>(it->first);
+    auto found = usage.models.find(model);
+    if (found == usage.models.end()) found = usage.models.emplace(std::string(model), Totals{}).first;
+    if (!add_totals(found->second, it->second)) {
+      return absl::InternalError(str_cat("report: the totals of \"", model, "\" overflow int64"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqlStorage::write_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums) {
+  {
+    using DailyRow = std::pair<const std::tuple<std::string_view, std::int64_t, std::string_view>, Totals>;
+    std::vector<const DailyRow*> rows;
+    rows.reserve(sums.daily.size());
+    for (const DailyRow& row : sums.daily) rows.push_back(&row);
+    absl::Status s = insert_rows(
+        connection,
+        "INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
+        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos)",
+        11, rows.size(),
+        "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls, "
+        "input_tokens = usage_daily.input_tokens + excluded.input_tokens, "
+        "output_tokens = usage_daily.output_tokens + excluded.output_tokens, "
+        "cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens, "
+        "cache_creation_input_tokens = usage_daily.cache_creation_input_tokens + excluded.cache_creation_input_tokens, "
+        "reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens, "
+        "cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos",
+        "add daily usage", [&](Query& upsert, int first, std::size_t i) {
+          const auto& [key, t] = *rows[i];
+          const auto& [user, day, model] = key;
+          upsert.bind(first, product)
+              .bind(first + 1, user)
+              .bind(first + 2, day)
+              .bind(first + 3, model)
+              .bind(first + 4, t.calls)
+              .bind(first + 5, t.input_tokens)
+              .bind(first + 6, t.output_tokens)
+              .bind(first + 7, t.cached_input_tokens)
+              .bind(first + 8, t.cache_creation_input_tokens)
+              .bind(first + 9, t.reasoning_tokens)
+              .bind(first + 10, t.cost_nanos);
+        });
+    if (!s.ok()) return s;
+  }
+  using Rollup = std::map<std::pair<std::int64_t, std::string_view>, Totals>;
+  const std::tuple<std::string_view, std::string_view, const Rollup*> rollups[] = {
+      {"usage_daily_by_model", "model", &sums.by_model},
+      {"usage_daily_by_user", "user_id", &sums.by_user},
+      {"usage_daily_by_provider", "provider", &sums.by_provider}};
+  for (const auto& [table, column, rollup] : rollups) {
+    std::vector<const Rollup::value_type*> rows;
+    rows.reserve(rollup->size());
+    for (const auto& row : *rollup) rows.push_back(&row);
+    std::string update = str_cat("ON CONFLICT(product, day, ", column, ") DO UPDATE SET ");
+    for (const std::string_view c : {"calls", "input_tokens", "output_tokens", "cached_input_tokens",
+                                     "cache_creation_input_tokens", "reasoning_tokens", "cost_nanos"}) {
+      str_append(&update, c == "calls" ? "" : ", ", c, " = ", table, ".", c, " + excluded.", c);
+    }
+    absl::Status s = insert_rows(
+        connection,
+        str_cat("INSERT INTO ", table, "(product, day, ", column, ", calls, input_tokens, output_tokens, ",
+                "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos)"),
+        10, rows.size(), update, "add to a usage rollup", [&](Query& upsert, int first, std::size_t r) {
+          const auto& [key, t] = *rows[r];
+          upsert.bind(first, product)
+              .bind(first + 1, key.first)
+              .bind(first + 2, key.second)
+              .bind(first + 3, t.calls)
+              .bind(first + 4, t.input_tokens)
+              .bind(first + 5, t.output_tokens)
+              .bind(first + 6, t.cached_input_tokens)
+              .bind(first + 7, t.cache_creation_input_tokens)
+              .bind(first + 8, t.reasoning_tokens)
+              .bind(first + 9, t.cost_nanos);
+        });
+    if (!s.ok()) return s;
+  }
+  if (absl::Status s = upsert_profit_daily(connection, product, sums.profit); !s.ok()) return s;
+  if (!sums.totals) return absl::OkStatus();
+  absl::StatusOr<Query> put_totals = prepare(
+      connection,
+      "INSERT INTO product_totals(product, calls, input_tokens, output_tokens, cached_input_tokens, "
+      "cache_creation_input_tokens, reasoning_tokens, cost_nanos) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+      "ON CONFLICT(product) DO UPDATE SET calls = excluded.calls, input_tokens = excluded.input_tokens, "
+      "output_tokens = excluded.output_tokens, cached_input_tokens = excluded.cached_input_tokens, "
+      "cache_creation_input_tokens = excluded.cache_creation_input_tokens, "
+      "reasoning_tokens = excluded.reasoning_tokens, cost_nanos = excluded.cost_nanos");
+  if (!put_totals.ok()) return put_totals.status();
+  const Totals& t = *sums.totals;
+  put_totals->bind(1, product)
+      .bind(2, t.calls)
+      .bind(3, t.input_tokens)
+      .bind(4, t.output_tokens)
+      .bind(5, t.cached_input_tokens)
+      .bind(6, t.cache_creation_input_tokens)
+      .bind(7, t.reasoning_tokens)
+      .bind(8, t.cost_nanos);
+  return put_totals->run("add product totals");
+}
+
+}  // namespace paygent::server
