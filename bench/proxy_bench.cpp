@@ -10,7 +10,8 @@
 // fills). "added" is the target's p50 (p99) minus the direct call's in the same run.
 //
 // Then a stream's first byte: a new client connection per stream (the provider sends one event a
-// millisecond, the first after 1 ms), p50. Its "added" can be negative: a direct call opens a new
+// millisecond, the first after 1 ms), p50, taken from the targets in turns (one stream to each,
+// then again) so that the machine's drift reaches all alike. Its "added" can be negative: a direct call opens a new
 // connection to the fake provider, which starts a thread for it; a pooling proxy reuses one.
 // Compare the targets with each other.
 //
@@ -23,8 +24,8 @@
 // 2026-12-05, 2-core VM, six runs of `paygent_proxy_bench 2000` (bench/README.md has each run),
 // medians of the added latency, the proxy on its 2 event-loop workers: 1 client p50: proxy 42 us,
 // nginx keepalive 34 us (1.22); 1 client p99: proxy 55 us; 50 clients p50: proxy 1.01 ms, nginx
-// keepalive 0.78 ms (1.30), 27,400 vs 33,300 req/s; a stream's first byte 55-65 us after nginx
-// keepalive's. Before (a thread per client connection, 2026-12-03): 101 us, 2.31 ms (2.8x).
+// keepalive 0.78 ms (1.30), 27,400 vs 33,300 req/s; a stream's first byte 60-73 us after nginx
+// keepalive's (three later runs, taken in turns; docs/proxy.md, "Speed"). Before (a thread per client connection, 2026-12-03): 101 us, 2.31 ms (2.8x).
 #include <sys/wait.h>
 
 #include <algorithm>
