@@ -28,9 +28,12 @@ stage() {
 # instead of -g: the full debug info of Beast's templates is a quarter to a third of the build's
 # time (server/http_server.cpp: 49 s at -O2 -g, 32 s at -O2 -g1; 70 s / 52 s under ASan at -O0).
 g1_release=(-DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG")
+# gold (binutils, installed with the compiler) instead of the default bfd linker: 21 programs
+# and suites are linked per build; relinking server_tests took 2.8 s with bfd, 1.6 s with gold.
+gold=(-DCMAKE_EXE_LINKER_FLAGS=-fuse-ld=gold -DCMAKE_SHARED_LINKER_FLAGS=-fuse-ld=gold)
 
 stage "build (RelWithDebInfo: the programs, the benchmarks), the engine's and integration suites"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo "${g1_release[@]}" -DPAYGENT_TEST_SUITES="meter;plan;billing;integration" >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo "${g1_release[@]}" "${gold[@]}" -DPAYGENT_TEST_SUITES="meter;plan;billing;integration" >/dev/null
 cmake --build build -j"$jobs"
 (cd build && ctest --output-on-failure -j"$jobs") | tee build/ctest.log
 
@@ -51,14 +54,14 @@ stage "packaging: pkg-config, version check, shared build, paygentd --check-conf
 bash scripts/test-packaging.sh build
 
 stage "ASan + UBSan"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 -DPAYGENT_SANITIZE=address,undefined \
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 "${gold[@]}" -DPAYGENT_SANITIZE=address,undefined \
   -DPAYGENT_BUILD_BENCH=OFF -DPAYGENT_BUILD_TOOLS=OFF -DPAYGENT_TEST_SUITES="meter;plan;billing;guard;server;proxy" >/dev/null
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j"$jobs") |
   tee build-asan/ctest.log
 
 stage "TSan (the guard's suite)"
-cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo "${g1_release[@]}" -DPAYGENT_SANITIZE=thread \
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo "${g1_release[@]}" "${gold[@]}" -DPAYGENT_SANITIZE=thread \
   -DPAYGENT_BUILD_BENCH=OFF -DPAYGENT_BUILD_TOOLS=OFF >/dev/null
 cmake --build build-tsan --target guard_tests -j"$jobs"
 # TSan maps memory at fixed addresses; some kernels' high mmap randomisation breaks that, so run
