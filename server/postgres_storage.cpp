@@ -323,7 +323,7 @@ const std::string& store_batch_sql() {
         "SELECT ?1, user_id, day, model, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay,
         " - CASE WHEN ts_ns % ", kDay, " < 0 THEN 1 ELSE 0 END AS day FROM stored WHERE kind <> 'billing') e GROUP BY user_id, day, model "
         "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls", daily_set,
-        // The dashboard's rollups (SqlStorage::add_cost_rollups() in the generic path).
+        // The dashboard's rollups (SqlStorage::ProductRollups and write_rollups() in the generic path).
         "), by_model AS (INSERT INTO usage_daily_by_model(product, day, model, calls, ", summed_columns, ") "
         "SELECT ?1, day, model, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> "
         "'billing') e GROUP BY day, model ON CONFLICT(product, day, model) DO UPDATE SET calls = "

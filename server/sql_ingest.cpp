@@ -201,8 +201,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
       !s.ok()) {
     return s;
   }
-  defer_rollups(connection, product, sums);  // last: nothing after it fails
-  return absl::OkStatus();
+  return defer_rollups(connection, product, sums);  // last: nothing after it fails
 }
 
 namespace {

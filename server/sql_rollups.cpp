@@ -46,8 +46,8 @@ bool SqlStorage::ProductRollups::add(const EventRecord& e) {
     overflow |= __builtin_add_overflow(s[1], e.cost_nanos, &s[1]);
   }
   const Totals t = storage_internal::totals_of(e);
-  // usage_daily's day is the floor (a negative timestamp is refused before this), the others' the
-  // quotient, as the reads that use each do.
+  // Day numbers as the reads of each table compute them (floor_div for usage_daily, the quotient
+  // for the others: the same for the non-negative timestamps the API accepts).
   overflow |= !add_totals(daily[{e.user_id, storage_internal::floor_div(e.ts_ns, storage_internal::kNanosPerDay), e.model}], t);
   const std::int64_t day = e.ts_ns / storage_internal::kNanosPerDay;
   overflow |= !add_totals(by_model[{day, e.model}], t);
@@ -92,11 +92,13 @@ class SqlStorage::DeferredRollups final : public DeferredWrites {
     auto it = sums_.find(product);
     return it == sums_.end() ? nullptr : &it->second;
   }
-  // Adds `sums`; a merge that throws or overflows leaves the set broken: its flush fails (the
-  // transaction with it) rather than write part of a batch.
+  // Adds `sums`; a merge that throws or overflows leaves the set broken for good (a later add
+  // does not mend it): its flush fails, and the transaction with it, rather than write part of a
+  // batch that was rolled back.
   void add(std::int64_t product, const ProductRollups& sums) {
+    const bool was_broken = broken_;
     broken_ = true;
-    if (sums_[product].merge(sums)) broken_ = false;
+    if (sums_[product].merge(sums)) broken_ = was_broken;
   }
 
  private:
@@ -106,14 +108,17 @@ class SqlStorage::DeferredRollups final : public DeferredWrites {
 };
 
 const SqlStorage::ProductRollups* SqlStorage::deferred_rollups(const SqlConnection& connection, std::int64_t product) {
-  // Only SqlStorage sets a connection's deferred writes, and only to a DeferredRollups.
-  const auto* deferred = static_cast<const DeferredRollups*>(connection.deferred());
+  const auto* deferred = dynamic_cast<const DeferredRollups*>(connection.deferred());
   return deferred == nullptr ? nullptr : deferred->find(product);
 }
 
-void SqlStorage::defer_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums) {
+absl::Status SqlStorage::defer_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums) {
+  if (sums.daily.empty() && sums.profit.empty() && !sums.totals) return absl::OkStatus();  // nothing stored
   if (connection.deferred() == nullptr) connection.set_deferred(std::make_unique<DeferredRollups>(*this));
-  static_cast<DeferredRollups*>(connection.deferred())->add(product, sums);
+  auto* deferred = dynamic_cast<DeferredRollups*>(connection.deferred());
+  if (deferred == nullptr) return absl::InternalError("ingest: the connection holds deferred writes of another kind");
+  deferred->add(product, sums);
+  return absl::OkStatus();
 }
 
 absl::Status SqlStorage::add_unwritten_daily(const ProductRollups& sums, UserUsage& usage) {

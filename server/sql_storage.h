@@ -185,7 +185,9 @@ class SqlStorage : public Storage {
   // run more than once (the transaction is retried whole when the database aborts it), so it
   // must keep its results only from its last run. Commits when `fn` succeeds; rolls back and
   // returns its error when it fails. NotFound when there is no such product.
-  // `defers`: `fn` may defer writes on the connection (SqlConnection::deferred(); ingest's rollups).
+  // `defers`: `fn` may defer writes on the connection (SqlConnection::deferred(); ingest's
+  // rollups). Only for a body whose own reads of the rollups add the deferred sums (ingest's
+  // read_usage does): with `defers`, the bodies before it in a group may leave sums unwritten.
   absl::Status with_user_locks(std::string_view product_id, std::span<const std::string_view> user_ids,
                                absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t)> fn,
                                bool defers = false);
@@ -288,8 +290,9 @@ class SqlStorage : public Storage {
   // The sums deferred on `connection` for `product` (nullptr when none).
   static const ProductRollups* deferred_rollups(const SqlConnection& connection, std::int64_t product);
   // Adds `sums` to those deferred on `connection` (the first time: a DeferredRollups of this
-  // storage is set on it). Must not fail once called: a body calls it last.
-  void defer_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums);
+  // storage is set on it); nothing when they are empty. A body calls it last: on its error
+  // nothing was added, and the body fails (its savepoint is rolled back).
+  absl::Status defer_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums);
   // Writes `sums` of `product`: one upsert per row of each rollup, then the product's totals.
   absl::Status write_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums);
   // Adds to `usage.models` what `sums` hold for `usage`'s user on the whole days of its period:
