@@ -29,9 +29,11 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -153,39 +155,58 @@ void print(const char* name, int clients, const Result& r, const Result* direct)
   std::printf("\n");
 }
 
-// A streamed call on a new connection: the time to the first event's bytes (microseconds); the
-// stream is read to its end and must carry "[DONE]".
-double first_byte_us(int port) {
+// When the fake provider last received a request (steady clock ticks): first-byte timings are
+// taken one stream at a time, so it is the current stream's.
+std::atomic<Clock::rep> provider_received_at{0};
+
+// A stream's first byte, split where the provider received the request: the request path
+// (client -> target -> provider) and the response path (the provider's 1 ms, then provider ->
+// target -> client). Microseconds.
+struct FirstByte {
+  double total = 0, request = 0, response = 0;
+};
+
+// A streamed call on a new connection: the time to the first event's bytes; the stream is read
+// to its end and must carry "[DONE]".
+FirstByte first_byte(int port) {
   const std::string body = R"({"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]})";
   const int fd = connect_loopback(port);
   const auto t0 = Clock::now();
   send_all(fd, request_text("/v1/chat/completions", body, {"x-paygent-user: bench-stream"}));
   std::string raw;
   char chunk[16384];
-  double first = -1;
+  std::optional<FirstByte> first;
+  auto us = [](Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); };
   for (ssize_t got; (got = ::recv(fd, chunk, sizeof chunk, 0)) > 0;) {
     raw.append(chunk, static_cast<std::size_t>(got));
-    if (first < 0 && raw.find("data:") != std::string::npos) {
-      first = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+    if (!first && raw.find("data:") != std::string::npos) {
+      const auto now = Clock::now();
+      const Clock::time_point received{Clock::duration(provider_received_at.load())};
+      first = FirstByte{.total = us(now - t0), .request = us(received - t0), .response = us(now - received)};
     }
     if (raw.ends_with("\r\n0\r\n\r\n")) break;  // the fake provider keeps its connection open
   }
   ::close(fd);
-  if (first < 0 || raw.find("[DONE]") == std::string::npos) fail("a stream did not arrive whole");
-  return first;
+  if (!first || raw.find("[DONE]") == std::string::npos) fail("a stream did not arrive whole");
+  return *first;
 }
 
-// The p50 first byte of `n` streams to each of `ports`, taken in turns (one stream to each port,
-// then again), so that a drift of the machine over the run reaches every port alike.
-std::vector<double> first_byte_p50s(const std::vector<int>& ports, int n) {
-  std::vector<std::vector<double>> times(ports.size());
+// The p50s of `n` streams to each of `ports` (each part's own p50), taken in turns (one stream to
+// each port, then again), so that a drift of the machine over the run reaches every port alike.
+std::vector<FirstByte> first_byte_p50s(const std::vector<int>& ports, int n) {
+  std::vector<std::vector<FirstByte>> times(ports.size());
   for (int i = 0; i < n; ++i) {
-    for (std::size_t p = 0; p < ports.size(); ++p) times[p].push_back(first_byte_us(ports[p]));
+    for (std::size_t p = 0; p < ports.size(); ++p) times[p].push_back(first_byte(ports[p]));
   }
-  std::vector<double> p50s;
-  for (std::vector<double>& t : times) {
-    std::sort(t.begin(), t.end());
-    p50s.push_back(t[t.size() / 2]);
+  std::vector<FirstByte> p50s;
+  for (std::vector<FirstByte>& t : times) {
+    auto p50 = [&](double FirstByte::*part) {
+      std::vector<double> v;
+      for (const FirstByte& f : t) v.push_back(f.*part);
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    p50s.push_back({p50(&FirstByte::total), p50(&FirstByte::request), p50(&FirstByte::response)});
   }
   return p50s;
 }
@@ -236,6 +257,7 @@ int main(int argc, char** argv) {
   const std::string answer = fixture("openai-chat.json");
   const std::vector<std::string> stream = sse_events(fixture("openai-chat-stream.sse"));
   FakeUpstream upstream([&](const std::string&, const std::string& body) {
+    provider_received_at = Clock::now().time_since_epoch().count();
     if (body.find("\"stream\":true") != std::string::npos) {
       return FakeReply{.content_type = "text/event-stream", .events = stream, .delay = std::chrono::milliseconds(1)};
     }
@@ -315,13 +337,17 @@ int main(int argc, char** argv) {
   const int streams = std::max(requests / 10, 20);
   std::vector<int> ports = {upstream_port};
   for (const Target& target : targets) ports.push_back(target.port);
-  const std::vector<double> firsts = first_byte_p50s(ports, streams);
-  std::printf("stream first byte p50 (taken in turns): direct %.1f us", firsts[0]);
+  const std::vector<FirstByte> firsts = first_byte_p50s(ports, streams);
+  std::printf("stream first byte p50 (taken in turns): direct %.1f us", firsts[0].total);
   for (std::size_t t = 0; t < targets.size(); ++t) {
-    std::printf(", %s %+.1f us", targets[t].name, firsts[t + 1] - firsts[0]);
+    std::printf(", %s %+.1f us", targets[t].name, firsts[t + 1].total - firsts[0].total);
     if (targets[t].proxy) proxied += streams;
   }
   std::printf(" (added)\n");
+  for (std::size_t t = 0; t < ports.size(); ++t) {
+    std::printf("  %-16s request path (to the provider) p50 %7.1f us, response path (from it) p50 %7.1f us\n",
+                t == 0 ? "direct" : targets[t - 1].name, firsts[t].request, firsts[t].response);
+  }
   stop_nginx();
   // Check after: every proxied call metered exactly (50 users and the streams' one; the check's call aside).
   Nanos spent = 0;

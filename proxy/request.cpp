@@ -2,6 +2,10 @@
 #include "proxy/text.h"
 
 #include <cstdio>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "simdjson.h"
 
@@ -54,25 +58,63 @@ absl::StatusOr<std::string> read_string(dom::object obj, std::string_view key, s
 }
 
 // `object` re-serialised with `key` set to `value` (a JSON text) and `extra` fields appended.
-std::string with_field(dom::object object, std::string_view key, const std::string& value) {
+// A top-level field to set: its key and its value's JSON text.
+using FieldValue = std::pair<std::string_view, std::string>;
+
+// `object` rebuilt with the fields `set` (each replaced where it is, appended when absent).
+std::string with_fields(dom::object object, std::span<const FieldValue> set) {
   std::string out = "{";
-  bool replaced = false;
+  std::vector<bool> replaced(set.size(), false);
   for (auto field : object) {
     if (out.size() > 1) out += ',';
     out += json_quote(field.key);
     out += ':';
-    if (field.key == key) {
-      out += value;
-      replaced = true;
+    std::size_t i = 0;
+    while (i < set.size() && set[i].first != field.key) ++i;
+    if (i < set.size()) {
+      out += set[i].second;
+      replaced[i] = true;
     } else {
       out += simdjson::minify(field.value);
     }
   }
-  if (!replaced) {
+  for (std::size_t i = 0; i < set.size(); ++i) {
+    if (replaced[i]) continue;
     if (out.size() > 1) out += ',';
+    out += json_quote(set[i].first);
+    out += ':';
+    out += set[i].second;
+  }
+  out += '}';
+  return out;
+}
+
+std::string with_field(dom::object object, std::string_view key, const std::string& value) {
+  const FieldValue set[] = {{key, value}};
+  return with_fields(object, set);
+}
+
+// `body` (the text of `object`, a valid JSON object) with the fields `set`. When it holds none of
+// them (the usual case: the proxy adds a bound or stream_options the caller did not send), they are
+// appended before its closing brace and the caller's text is kept byte for byte; otherwise the
+// object is rebuilt. On the way to the provider: measured at ~50 us (cold) for a stream's body
+// rebuilt twice, parse included, before this.
+std::string with_fields(std::string_view body, dom::object object, std::span<const FieldValue> set) {
+  bool any_present = false;
+  for (const auto& [key, value] : set) {
+    dom::element existing;
+    any_present |= object[key].get(existing) == simdjson::SUCCESS;
+  }
+  const std::size_t close = body.find_last_not_of(" \t\r\n");
+  if (any_present || close == std::string_view::npos || body[close] != '}') return with_fields(object, set);
+  std::string out(body.substr(0, close));
+  bool first = object.size() == 0;
+  for (const auto& [key, value] : set) {
+    if (!first) out += ',';
     out += json_quote(key);
     out += ':';
     out += value;
+    first = false;
   }
   out += '}';
   return out;
@@ -182,18 +224,16 @@ std::string rewrite_body(const RouteMatch& route, std::string_view body, std::op
                                  : str_cat("{\"maxOutputTokens\":", *max_tokens, "}");
     return with_field(top, "generationConfig", new_config);
   }
-  std::string text = max_tokens ? with_field(top, max_tokens_key(route.route, top), std::to_string(*max_tokens))
-                                : std::string(body);
+  // One pass over the one parse: the bound and stream_options together.
+  std::vector<FieldValue> set;
+  if (max_tokens) set.emplace_back(max_tokens_key(route.route, top), std::to_string(*max_tokens));
   if (add_include_usage) {
-    dom::object rewritten;
-    if (thread_parser().parse(text).get_object().get(rewritten) != simdjson::SUCCESS) return text;
     dom::object options;
-    std::string new_options = rewritten["stream_options"].get(options) == simdjson::SUCCESS
-                                  ? with_field(options, "include_usage", "true")
-                                  : std::string("{\"include_usage\":true}");
-    text = with_field(rewritten, "stream_options", new_options);
+    set.emplace_back("stream_options", top["stream_options"].get(options) == simdjson::SUCCESS
+                                           ? with_field(options, "include_usage", "true")
+                                           : std::string("{\"include_usage\":true}"));
   }
-  return text;
+  return with_fields(body, top, set);
 }
 
 std::string json_quote(std::string_view text) {

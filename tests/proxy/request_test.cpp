@@ -87,6 +87,13 @@ TEST_CASE("proxy.rewrite_lowers_max_tokens_and_asks_for_usage") {
   CHECK(int64_t(doc["max_completion_tokens"]) == 12);
   doc = parser.parse(rewrite_body(route_of("/v1/responses"), R"({"model":"m"})", 12, false));
   CHECK(int64_t(doc["max_output_tokens"]) == 12);
+  // Fields the caller did not send are appended: the caller's own text is kept byte for byte.
+  CHECK(rewrite_body(chat, "{\"model\":\"m\", \"stream\": true }\n", 12, true) ==
+        R"({"model":"m", "stream": true ,"max_completion_tokens":12,"stream_options":{"include_usage":true}})");
+  CHECK(rewrite_body(chat, "{ }", 3, false) == R"({ "max_completion_tokens":3})");
+  // One of them present: the object is rebuilt, each field once.
+  const std::string both = rewrite_body(chat, R"({"model":"m","max_completion_tokens":900,"stream":true})", 5, true);
+  CHECK(both == R"({"model":"m","max_completion_tokens":5,"stream":true,"stream_options":{"include_usage":true}})");
   const RouteMatch gemini = route_of("/v1beta/models/g:generateContent");
   doc = parser.parse(rewrite_body(gemini, R"({"contents":[],"generationConfig":{"temperature":1}})", 8, false));
   CHECK(int64_t(doc["generationConfig"]["maxOutputTokens"]) == 8);
