@@ -3,7 +3,8 @@
 #include <string>
 
 #include "meter/internal/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "paygent/guard_result.h"
 #include "paygent/money.h"
@@ -33,6 +34,15 @@ std::string credits_text(std::int64_t nanos) {
     out += "." + digits;
   }
   return out;
+}
+
+// "2026-12-01 00:00 UTC": absl::FormatTime("%Y-%m-%d %H:%M UTC") without its format parser (with
+// printf's %f, ~25 us of a soft-gated call's path through the proxy, cold).
+std::string minute_utc(absl::Time t) {
+  const absl::CivilMinute m = absl::ToCivilMinute(t, absl::UTCTimeZone());
+  return absl::StrCat(absl::Dec(m.year(), absl::kZeroPad4), "-", absl::Dec(m.month(), absl::kZeroPad2), "-",
+                      absl::Dec(m.day(), absl::kZeroPad2), " ", absl::Dec(m.hour(), absl::kZeroPad2), ":",
+                      absl::Dec(m.minute(), absl::kZeroPad2), " UTC");
 }
 
 }  // namespace
@@ -78,11 +88,9 @@ std::string GuardResult::message() const {
     if (status == GateStatus::kHardGate) {
       return internal::str_cat(head, ": credit_wallet: ", used, "; the wallet is empty: top it up to continue");
     }
-    return absl::StrFormat("%s: credit_wallet at %.1f%% (%s)", head, usage_pct * 100.0, used);
+    return internal::str_cat(head, ": credit_wallet at ", internal::one_decimal(usage_pct * 100.0), "% (", used, ")");
   }
-  std::string when = resets_at == absl::InfiniteFuture()
-                         ? std::string("never")
-                         : absl::FormatTime("%Y-%m-%d %H:%M UTC", resets_at, absl::UTCTimeZone());
+  std::string when = resets_at == absl::InfiniteFuture() ? std::string("never") : minute_utc(resets_at);
   const char* resets = reason == GateReason::kSessionSpend ? "resets if idle until" : "resets";
   const bool tokens = reason == GateReason::kModelLimit;
   auto amount = [&](std::int64_t v) { return tokens ? with_commas(v) : format_usd(v); };
@@ -99,8 +107,8 @@ std::string GuardResult::message() const {
   }
   std::string amounts = internal::str_cat(amount(current_value), " of ", amount(limit_value),
                                           tokens ? internal::str_cat(" ", model, " tokens") : std::string(), window);
-  return absl::StrFormat("%s: %s at %.1f%% (%s); %s %s", head, gate_reason(), usage_pct * 100.0, amounts, resets,
-                         when);
+  return internal::str_cat(head, ": ", gate_reason(), " at ", internal::one_decimal(usage_pct * 100.0), "% (", amounts,
+                           "); ", resets, " ", when);
 }
 
 }  // namespace paygent

@@ -95,10 +95,6 @@ std::string usd_decimal(Nanos amount) {
   return buf;
 }
 
-std::string percent_text(double usage_pct) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", usage_pct * 100.0);
-  return buf;
-}
+std::string percent_text(double usage_pct) { return ::paygent::internal::one_decimal(usage_pct * 100.0); }
 
 }  // namespace paygent::proxy

@@ -5,6 +5,8 @@
 // files; absl::Status still takes the resulting std::string.
 #pragma once
 
+#include <cmath>
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -34,6 +36,24 @@ template <class... A>
 template <class... A>
 void str_append(std::string* out, const A&... pieces) {
   (append_piece(*out, pieces), ...);
+}
+
+// `v` with one decimal ("81.3"), as printf's "%.1f" writes the values a person reads (|v| < 1e15;
+// a half-tenth rounds away from zero), without printf: on the proxy's request path a cold
+// snprintf("%.1f") cost 4-9 us a call.
+[[nodiscard]] inline std::string one_decimal(double v) {
+  if (!(std::fabs(v) < 1e15)) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf, "%.1f", v);
+    return buf;
+  }
+  const long long tenths = std::llround(v * 10.0);
+  const unsigned long long a = tenths < 0 ? 0ULL - static_cast<unsigned long long>(tenths) : static_cast<unsigned long long>(tenths);
+  std::string out = tenths < 0 ? "-" : "";
+  out += std::to_string(a / 10);
+  out += '.';
+  out += static_cast<char>('0' + a % 10);
+  return out;
 }
 
 }  // namespace paygent::internal

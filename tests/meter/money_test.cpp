@@ -3,15 +3,41 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "absl/status/status.h"
+#include "meter/internal/str_cat.h"
 
 namespace paygent {
 namespace {
 
 std::string message_of(const absl::Status& s) { return std::string(s.message()); }
+
+// The percentages in gate headers and messages: written as printf's "%.1f" writes them, without
+// printf. Compared with it over a sweep (exact half-tenths aside: printf rounds those to even).
+TEST_CASE("meter.one_decimal_writes_what_printf_does") {
+  using internal::one_decimal;
+  CHECK(one_decimal(0) == "0.0");
+  CHECK(one_decimal(81.63) == "81.6");
+  CHECK(one_decimal(99.96) == "100.0");
+  CHECK(one_decimal(100) == "100.0");
+  CHECK(one_decimal(12345.67) == "12345.7");
+  CHECK(one_decimal(-2.26) == "-2.3");
+  CHECK(one_decimal(1e20) == "100000000000000000000.0");  // past the fast range: printf's own
+  char buf[64];
+  int differ = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const double v = i * 0.0137;
+    const double tenths = v * 10.0;
+    if (tenths - std::floor(tenths) == 0.5) continue;
+    std::snprintf(buf, sizeof buf, "%.1f", v);
+    if (one_decimal(v) != buf) ++differ;
+  }
+  CHECK(differ == 0);
+}
 
 TEST_CASE("meter.parse_usd_exact_values") {
   struct Case {
