@@ -154,6 +154,16 @@ class Query {
     if (is_null(first)) return std::nullopt;
     return Subscription{.plan = text(first), .period_start_ns = int64(first + 1), .period_end_ns = int64(first + 2)};
   }
+  // Binds `t` as totals_at() reads it: the calls count at `first`, then the six sums.
+  Query& bind_totals(int first, const Totals& t) {
+    return bind(first, t.calls)
+        .bind(first + 1, t.input_tokens)
+        .bind(first + 2, t.output_tokens)
+        .bind(first + 3, t.cached_input_tokens)
+        .bind(first + 4, t.cache_creation_input_tokens)
+        .bind(first + 5, t.reasoning_tokens)
+        .bind(first + 6, t.cost_nanos);
+  }
   // The calls count at `first`, then the six sums of a totals row after it.
   [[nodiscard]] Totals totals_at(int first) const {
     return Totals{.calls = int64(first),

@@ -138,6 +138,30 @@ absl::Status SqlStorage::add_unwritten_daily(const ProductRollups& sums, UserUsa
   return absl::OkStatus();
 }
 
+namespace {
+
+// The columns of a totals row, in Query::bind_totals()'s order.
+constexpr std::string_view kTotalsColumns[] = {"calls", "input_tokens", "output_tokens", "cached_input_tokens",
+                                               "cache_creation_input_tokens", "reasoning_tokens", "cost_nanos"};
+
+// "c1, c2, ..." of kTotalsColumns.
+std::string totals_columns() {
+  std::string out;
+  for (const std::string_view c : kTotalsColumns) str_append(&out, out.empty() ? "" : ", ", c);
+  return out;
+}
+
+// The upsert of `table` keyed by `key` ("product, day, model"): each total added to the stored row's.
+std::string add_totals_on_conflict(std::string_view table, std::string_view key) {
+  std::string out = str_cat("ON CONFLICT(", key, ") DO UPDATE SET ");
+  for (const std::string_view c : kTotalsColumns) {
+    str_append(&out, c == kTotalsColumns[0] ? "" : ", ", c, " = ", table, ".", c, " + excluded.", c);
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::Status SqlStorage::write_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums) {
   {
     using DailyRow = std::pair<const std::tuple<std::string_view, std::int64_t, std::string_view>, Totals>;
@@ -145,31 +169,12 @@ absl::Status SqlStorage::write_rollups(SqlConnection& connection, std::int64_t p
     rows.reserve(sums.daily.size());
     for (const DailyRow& row : sums.daily) rows.push_back(&row);
     absl::Status s = insert_rows(
-        connection,
-        "INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
-        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos)",
-        11, rows.size(),
-        "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls, "
-        "input_tokens = usage_daily.input_tokens + excluded.input_tokens, "
-        "output_tokens = usage_daily.output_tokens + excluded.output_tokens, "
-        "cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens, "
-        "cache_creation_input_tokens = usage_daily.cache_creation_input_tokens + excluded.cache_creation_input_tokens, "
-        "reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens, "
-        "cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos",
-        "add daily usage", [&](Query& upsert, int first, std::size_t i) {
+        connection, str_cat("INSERT INTO usage_daily(product, user_id, day, model, ", totals_columns(), ")"), 11,
+        rows.size(), add_totals_on_conflict("usage_daily", "product, user_id, day, model"), "add daily usage",
+        [&](Query& upsert, int first, std::size_t i) {
           const auto& [key, t] = *rows[i];
           const auto& [user, day, model] = key;
-          upsert.bind(first, product)
-              .bind(first + 1, user)
-              .bind(first + 2, day)
-              .bind(first + 3, model)
-              .bind(first + 4, t.calls)
-              .bind(first + 5, t.input_tokens)
-              .bind(first + 6, t.output_tokens)
-              .bind(first + 7, t.cached_input_tokens)
-              .bind(first + 8, t.cache_creation_input_tokens)
-              .bind(first + 9, t.reasoning_tokens)
-              .bind(first + 10, t.cost_nanos);
+          upsert.bind(first, product).bind(first + 1, user).bind(first + 2, day).bind(first + 3, model).bind_totals(first + 4, t);
         });
     if (!s.ok()) return s;
   }
@@ -182,50 +187,25 @@ absl::Status SqlStorage::write_rollups(SqlConnection& connection, std::int64_t p
     std::vector<const Rollup::value_type*> rows;
     rows.reserve(rollup->size());
     for (const auto& row : *rollup) rows.push_back(&row);
-    std::string update = str_cat("ON CONFLICT(product, day, ", column, ") DO UPDATE SET ");
-    for (const std::string_view c : {"calls", "input_tokens", "output_tokens", "cached_input_tokens",
-                                     "cache_creation_input_tokens", "reasoning_tokens", "cost_nanos"}) {
-      str_append(&update, c == "calls" ? "" : ", ", c, " = ", table, ".", c, " + excluded.", c);
-    }
     absl::Status s = insert_rows(
-        connection,
-        str_cat("INSERT INTO ", table, "(product, day, ", column, ", calls, input_tokens, output_tokens, ",
-                "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos)"),
-        10, rows.size(), update, "add to a usage rollup", [&](Query& upsert, int first, std::size_t r) {
+        connection, str_cat("INSERT INTO ", table, "(product, day, ", column, ", ", totals_columns(), ")"), 10,
+        rows.size(), add_totals_on_conflict(table, str_cat("product, day, ", column)), "add to a usage rollup",
+        [&](Query& upsert, int first, std::size_t r) {
           const auto& [key, t] = *rows[r];
-          upsert.bind(first, product)
-              .bind(first + 1, key.first)
-              .bind(first + 2, key.second)
-              .bind(first + 3, t.calls)
-              .bind(first + 4, t.input_tokens)
-              .bind(first + 5, t.output_tokens)
-              .bind(first + 6, t.cached_input_tokens)
-              .bind(first + 7, t.cache_creation_input_tokens)
-              .bind(first + 8, t.reasoning_tokens)
-              .bind(first + 9, t.cost_nanos);
+          upsert.bind(first, product).bind(first + 1, key.first).bind(first + 2, key.second).bind_totals(first + 3, t);
         });
     if (!s.ok()) return s;
   }
   if (absl::Status s = upsert_profit_daily(connection, product, sums.profit); !s.ok()) return s;
   if (!sums.totals) return absl::OkStatus();
-  absl::StatusOr<Query> put_totals = prepare(
-      connection,
-      "INSERT INTO product_totals(product, calls, input_tokens, output_tokens, cached_input_tokens, "
-      "cache_creation_input_tokens, reasoning_tokens, cost_nanos) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
-      "ON CONFLICT(product) DO UPDATE SET calls = excluded.calls, input_tokens = excluded.input_tokens, "
-      "output_tokens = excluded.output_tokens, cached_input_tokens = excluded.cached_input_tokens, "
-      "cache_creation_input_tokens = excluded.cache_creation_input_tokens, "
-      "reasoning_tokens = excluded.reasoning_tokens, cost_nanos = excluded.cost_nanos");
+  // The product's totals are the new values (computed with checked arithmetic), not added.
+  std::string set;
+  for (const std::string_view c : kTotalsColumns) str_append(&set, set.empty() ? "" : ", ", c, " = excluded.", c);
+  absl::StatusOr<Query> put_totals =
+      prepare(connection, str_cat("INSERT INTO product_totals(product, ", totals_columns(),
+                                  ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(product) DO UPDATE SET ", set));
   if (!put_totals.ok()) return put_totals.status();
-  const Totals& t = *sums.totals;
-  put_totals->bind(1, product)
-      .bind(2, t.calls)
-      .bind(3, t.input_tokens)
-      .bind(4, t.output_tokens)
-      .bind(5, t.cached_input_tokens)
-      .bind(6, t.cache_creation_input_tokens)
-      .bind(7, t.reasoning_tokens)
-      .bind(8, t.cost_nanos);
+  put_totals->bind(1, product).bind_totals(2, *sums.totals);
   return put_totals->run("add product totals");
 }
 
