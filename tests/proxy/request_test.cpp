@@ -94,6 +94,16 @@ TEST_CASE("proxy.rewrite_lowers_max_tokens_and_asks_for_usage") {
   // One of them present: the object is rebuilt, each field once.
   const std::string both = rewrite_body(chat, R"({"model":"m","max_completion_tokens":900,"stream":true})", 5, true);
   CHECK(both == R"({"model":"m","max_completion_tokens":5,"stream":true,"stream_options":{"include_usage":true}})");
+  // A caller's field spelled with an escape, or sent twice, is found: the object is rebuilt and no
+  // copy of the caller's bound is left beside the proxy's (never a body with the old bound after it).
+  const std::string escaped = rewrite_body(chat, R"({"model":"m","max_completion_tok\u0065ns":900})", 5, false);
+  CHECK(escaped == R"({"model":"m","max_completion_tokens":5})");
+  const std::string twice =
+      rewrite_body(chat, R"({"model":"m","max_completion_tokens":900,"max_completion_tokens":901})", 5, false);
+  CHECK(twice == R"({"model":"m","max_completion_tokens":5,"max_completion_tokens":5})");
+  // stream_options that is not an object is replaced, not appended beside.
+  CHECK(rewrite_body(chat, R"({"model":"m","stream_options":7})", std::nullopt, true) ==
+        R"({"model":"m","stream_options":{"include_usage":true}})");
   const RouteMatch gemini = route_of("/v1beta/models/g:generateContent");
   doc = parser.parse(rewrite_body(gemini, R"({"contents":[],"generationConfig":{"temperature":1}})", 8, false));
   CHECK(int64_t(doc["generationConfig"]["maxOutputTokens"]) == 8);
