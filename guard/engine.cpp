@@ -356,13 +356,15 @@ void Engine::events_rejected(std::int64_t count, std::string reason) {
 }
 
 void Engine::events_dropped(std::int64_t count) {
-  counters.dropped_events.add(count);
+  // The counter moves last: whoever sees Stats::dropped_events grow knows the error was reported and
+  // on_events_dropped has run for those events.
   if (!dropped_reported.exchange(true)) {
     report_error(absl::ResourceExhaustedError(
         str_cat("the backend is unreachable and the spool is full (max_spool_events ", options.max_spool_events,
                 "): dropping the oldest undelivered events; Stats::dropped_events counts them")));
   }
   invoke_callback(options.on_events_dropped, count);
+  counters.dropped_events.add(count);
 }
 
 Engine::~Engine() { shutdown(); }
