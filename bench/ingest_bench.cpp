@@ -530,9 +530,9 @@ void ingest_raw_sqlite_normal(benchmark::State& state) { ingest_raw_sqlite(state
 BENCHMARK(ingest_http_full)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ingest_raw_sqlite_full)->Arg(100)->Arg(1000)->Arg(10000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 // {syncers, batch}: 1 syncer is the batch-at-a-time baseline of the same code.
-BENCHMARK(ingest_storage_syncers)->Args({1, 100})->Args({4, 100})->Args({8, 100})->Args({16, 100})
+BENCHMARK(ingest_storage_syncers)->Args({1, 100})->Args({4, 100})->Args({8, 100})->Args({16, 100})->Args({32, 100})->Args({64, 100})
     ->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(ingest_http_syncers)->Args({1, 100})->Args({8, 100})->Args({16, 100})
+BENCHMARK(ingest_http_syncers)->Args({1, 100})->Args({8, 100})->Args({16, 100})->Args({64, 100})
     ->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(ingest_storage)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ingest_http_normal)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -351,8 +351,8 @@ void Engine::apply_backend_plans(std::string_view json) {
 }
 
 void Engine::events_rejected(std::int64_t count, std::string reason) {
-  counters.rejected_events.add(count);
   report_error(absl::InvalidArgumentError(std::move(reason)));
+  counters.rejected_events.add(count);  // after the report, as in events_dropped
 }
 
 void Engine::events_dropped(std::int64_t count) {

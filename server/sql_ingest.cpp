@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -197,11 +198,13 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
   }
   if (result.accepted > 0) sums.totals = totals;
   if (absl::Status s = store_billing_events(connection, product, received_ns, events, ids, stored); !s.ok()) return s;
-  if (absl::Status s = finish_ingest(connection, product, users, period_of, soft_gates, result, alerts_of, &sums);
-      !s.ok()) {
-    return s;
-  }
-  return defer_rollups(connection, product, sums);  // last: nothing after it fails
+  if (absl::Status s = store_soft_gates(connection, product, soft_gates); !s.ok()) return s;
+  // The usage reply is read at the transaction's end, with the group's other batches' (one read
+  // of their users together), after the rollups are written: it counts every batch committed
+  // with this one, as a read right after the commit would.
+  const PendingReply reply{
+      .product = product, .users = users, .period_of = period_of, .alerts_of = alerts_of, .result = &result};
+  return defer_rollups(connection, product, sums, period_of != nullptr ? &reply : nullptr);  // last: nothing after it fails
 }
 
 namespace {
@@ -238,25 +241,72 @@ void SqlStorage::remember_users(std::int64_t product, std::span<const std::strin
 absl::Status SqlStorage::finish_ingest(SqlConnection& connection, std::int64_t product,
                                        std::span<const std::string_view> users, const PeriodOf* period_of,
                                        std::span<const SoftGateFired> soft_gates, IngestResult& result,
-                                       const AlertsOf* alerts_of, const ProductRollups* unwritten) {
+                                       const AlertsOf* alerts_of) {
   if (absl::Status s = store_soft_gates(connection, product, soft_gates); !s.ok()) return s;
   if (period_of == nullptr) return absl::OkStatus();
   // The batch's users and their totals, read in this transaction, with the daily sums not written
-  // yet: the earlier batches' of the transaction and this one's.
+  // yet (the transaction's earlier batches', when any were deferred).
   if (absl::Status s = read_usage(connection, product, users, *period_of, result.usage); !s.ok()) return s;
-  for (const ProductRollups* sums : {deferred_rollups(connection, product), unwritten}) {
-    if (sums == nullptr || sums->daily.empty()) continue;
+  if (const ProductRollups* sums = deferred_rollups(connection, product); sums != nullptr && !sums->daily.empty()) {
     for (UserUsage& usage : result.usage) {
       if (absl::Status s = add_unwritten_daily(*sums, usage); !s.ok()) return s;
     }
   }
-  if (alerts_of == nullptr) return absl::OkStatus();
+  return alerts_of == nullptr ? absl::OkStatus() : store_batch_alerts(connection, product, result.usage, *alerts_of);
+}
+
+absl::Status SqlStorage::store_batch_alerts(SqlConnection& connection, std::int64_t product,
+                                            std::span<const UserUsage> usage, const AlertsOf& alerts_of) {
   // The alerts the batch raises, into the outbox in this transaction: stored exactly when it is.
   absl::StatusOr<std::uint32_t> wanted = webhook_mask(connection, product);
   if (!wanted.ok()) return wanted.status();
   if (*wanted == 0) return absl::OkStatus();
-  for (const WebhookAlert& alert : (*alerts_of)(result.usage, *wanted)) {
+  for (const WebhookAlert& alert : alerts_of(usage, *wanted)) {
     if (absl::StatusOr<bool> stored = store_alert(connection, product, alert); !stored.ok()) return stored.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqlStorage::answer_replies(SqlConnection& connection, std::span<const PendingReply> replies) {
+  std::map<std::int64_t, std::vector<const PendingReply*>> by_product;  // each in arrival order
+  for (const PendingReply& r : replies) by_product[r.product].push_back(&r);
+  for (const auto& [product, batch_replies] : by_product) {
+    std::vector<std::string_view> users;
+    for (const PendingReply* r : batch_replies) users.insert(users.end(), r->users.begin(), r->users.end());
+    std::sort(users.begin(), users.end());
+    users.erase(std::unique(users.begin(), users.end()), users.end());
+    std::vector<UserUsage> usage;
+    const PeriodOf& shared = *batch_replies.front()->period_of;
+    if (absl::Status s = read_usage(connection, product, users, shared, usage); !s.ok()) return s;
+    auto index_of = [&](std::string_view user) {
+      return static_cast<std::size_t>(std::lower_bound(users.begin(), users.end(), user) - users.begin());
+    };
+    std::vector<int> left(users.size(), 0);  // the replies still to take each user's usage: the last moves it
+    for (const PendingReply* r : batch_replies) {
+      for (std::string_view user : r->users) ++left[index_of(user)];
+    }
+    for (const PendingReply* r : batch_replies) {
+      std::vector<UserUsage>& out = r->result->usage;
+      out.clear();
+      out.reserve(r->users.size());
+      bool alike = true;
+      for (std::string_view user : r->users) {
+        const std::size_t at = index_of(user);
+        UserUsage& u = usage[at];
+        if (r != batch_replies.front() && (*r->period_of)(u.user) != u.period) {
+          alike = false;  // (its users stay for the replies after it)
+          break;
+        }
+        out.push_back(--left[at] == 0 ? std::move(u) : u);
+      }
+      if (!alike) {
+        out.clear();
+        if (absl::Status s = read_usage(connection, product, r->users, *r->period_of, out); !s.ok()) return s;
+      }
+      if (r->alerts_of != nullptr) {
+        if (absl::Status s = store_batch_alerts(connection, product, out, *r->alerts_of); !s.ok()) return s;
+      }
+    }
   }
   return absl::OkStatus();
 }

@@ -72,21 +72,24 @@ class SqlStorage::DeferredRollups final : public DeferredWrites {
  public:
   explicit DeferredRollups(SqlStorage& storage) : storage_(storage) {}
 
+  // The rollups, then the replies (which read them).
   absl::Status flush(SqlConnection& connection) override {
     std::map<std::int64_t, ProductRollups> sums = std::exchange(sums_, {});
+    std::vector<PendingReply> replies = std::exchange(replies_, {});
     if (std::exchange(broken_, false)) {
       return absl::InternalError("ingest: the deferred rollups are incomplete (a merge failed); nothing is stored");
     }
     for (const auto& [product, rollups] : sums) {
       if (absl::Status s = storage_.write_rollups(connection, product, rollups); !s.ok()) return s;
     }
-    return absl::OkStatus();
+    return replies.empty() ? absl::OkStatus() : storage_.answer_replies(connection, replies);
   }
   void discard() noexcept override {
     sums_.clear();
+    replies_.clear();
     broken_ = false;
   }
-  [[nodiscard]] bool empty() const noexcept override { return sums_.empty() && !broken_; }
+  [[nodiscard]] bool empty() const noexcept override { return sums_.empty() && replies_.empty() && !broken_; }
 
   [[nodiscard]] const ProductRollups* find(std::int64_t product) const {
     auto it = sums_.find(product);
@@ -95,7 +98,10 @@ class SqlStorage::DeferredRollups final : public DeferredWrites {
   // Adds `sums`; a merge that throws or overflows leaves the set broken for good (a later add
   // does not mend it): its flush fails, and the transaction with it, rather than write part of a
   // batch that was rolled back.
-  void add(std::int64_t product, const ProductRollups& sums) {
+  // `reply` goes first: when adding it throws, nothing has changed.
+  void add(std::int64_t product, const ProductRollups& sums, const PendingReply* reply) {
+    if (reply != nullptr) replies_.push_back(*reply);
+    if (sums.daily.empty() && sums.profit.empty() && !sums.totals) return;  // nothing stored
     const bool was_broken = broken_;
     broken_ = true;
     if (sums_[product].merge(sums)) broken_ = was_broken;
@@ -104,6 +110,7 @@ class SqlStorage::DeferredRollups final : public DeferredWrites {
  private:
   SqlStorage& storage_;  // owns the connection that holds this
   std::map<std::int64_t, ProductRollups> sums_;
+  std::vector<PendingReply> replies_;  // in the order of their batches
   bool broken_ = false;
 };
 
@@ -112,12 +119,13 @@ const SqlStorage::ProductRollups* SqlStorage::deferred_rollups(const SqlConnecti
   return deferred == nullptr ? nullptr : deferred->find(product);
 }
 
-absl::Status SqlStorage::defer_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums) {
-  if (sums.daily.empty() && sums.profit.empty() && !sums.totals) return absl::OkStatus();  // nothing stored
+absl::Status SqlStorage::defer_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums,
+                                       const PendingReply* reply) {
+  if (reply == nullptr && sums.daily.empty() && sums.profit.empty() && !sums.totals) return absl::OkStatus();
   if (connection.deferred() == nullptr) connection.set_deferred(std::make_unique<DeferredRollups>(*this));
   auto* deferred = dynamic_cast<DeferredRollups*>(connection.deferred());
   if (deferred == nullptr) return absl::InternalError("ingest: the connection holds deferred writes of another kind");
-  deferred->add(product, sums);
+  deferred->add(product, sums, reply);
   return absl::OkStatus();
 }
 

@@ -287,12 +287,30 @@ class SqlStorage : public Storage {
     [[nodiscard]] bool merge(const ProductRollups& other);
   };
   class DeferredRollups;
+  // A batch's usage reply, read at the end of its transaction (with every batch of its group
+  // commit written) together with the other batches' of the group: one read of the union of
+  // their users instead of one per batch. Everything it points to is the batch's caller's, who
+  // waits for the commit.
+  struct PendingReply {
+    std::int64_t product = 0;
+    std::span<const std::string_view> users;  // sorted, distinct
+    const PeriodOf* period_of = nullptr;
+    const AlertsOf* alerts_of = nullptr;  // nullptr: no alerts
+    IngestResult* result = nullptr;       // its `usage` is set
+  };
   // The sums deferred on `connection` for `product` (nullptr when none).
   static const ProductRollups* deferred_rollups(const SqlConnection& connection, std::int64_t product);
   // Adds `sums` to those deferred on `connection` (the first time: a DeferredRollups of this
-  // storage is set on it); nothing when they are empty. A body calls it last: on its error
-  // nothing was added, and the body fails (its savepoint is rolled back).
-  absl::Status defer_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums);
+  // storage is set on it), and `reply` when set, to be answered after them. A body calls it
+  // last: when it fails before changing anything, the body fails (its savepoint is rolled back);
+  // when a merge of `sums` fails part-way, the whole transaction fails at its flush.
+  absl::Status defer_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums,
+                             const PendingReply* reply = nullptr);
+  // Reads the usage of `replies` (in the open transaction, the rollups written): per product, one
+  // read_usage() of all their users; a batch whose period_of gives one of its users another
+  // period than the first batch's (plans changed, or a period ended, between the two) is read
+  // on its own. Then each batch's alerts, as finish_ingest() stores them.
+  absl::Status answer_replies(SqlConnection& connection, std::span<const PendingReply> replies);
   // Writes `sums` of `product`: one upsert per row of each rollup, then the product's totals.
   absl::Status write_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums);
   // Adds to `usage.models` what `sums` hold for `usage`'s user on the whole days of its period:
@@ -313,14 +331,16 @@ class SqlStorage : public Storage {
                              std::span<const storage_internal::EventId> ids, std::span<const std::string_view> users,
                              const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates, bool in_parts,
                              bool& redo_in_parts, IngestResult& result, const AlertsOf* alerts_of);
-  // ingest_locked()'s last steps, once the batch is written: its soft gates, then (for
-  // ingest_with_usage(), `period_of` set) its users' usage into `result` (with the deferred sums
-  // and `unwritten`'s, not in usage_daily yet), then (`alerts_of` set)
-  // the alerts it raises into the outbox (store_alerts()).
+  // ingest_locked()'s last steps on store_batch()'s path, once the batch is written: its soft
+  // gates, then (for ingest_with_usage(), `period_of` set) its users' usage into `result` (with
+  // the deferred sums, not in usage_daily yet), then (`alerts_of` set) the alerts it raises into
+  // the outbox (store_alerts()).
   absl::Status finish_ingest(SqlConnection& connection, std::int64_t product, std::span<const std::string_view> users,
                              const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates,
-                             IngestResult& result, const AlertsOf* alerts_of,
-                             const ProductRollups* unwritten = nullptr);
+                             IngestResult& result, const AlertsOf* alerts_of);
+  // The alerts `usage` raises (`alerts_of`), into the outbox in the open transaction.
+  absl::Status store_batch_alerts(SqlConnection& connection, std::int64_t product, std::span<const UserUsage> usage,
+                                  const AlertsOf& alerts_of);
   // In sql_webhooks.cpp, in the open write transaction: the union of the product's endpoints'
   // event masks (0: no endpoint).
   static absl::StatusOr<std::uint32_t> webhook_mask(SqlConnection& connection, std::int64_t product);

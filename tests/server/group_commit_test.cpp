@@ -117,10 +117,11 @@ TEST_CASE("server.group_commit_joins_waiting_writes_and_answers_each_exactly") {
 }
 
 // The batches of one group write the rollups they share once, at the group's end (ProductRollups,
-// SqlConnection::deferred()): each reply still counts the batches before it in the group, a batch
-// that fails takes nothing of the others' sums, a write that reads the rollups (a lease grant, a
+// SqlConnection::deferred()), and their usage replies are read after them, together: each reply
+// counts every batch written before it was read (its own and the group's others), a batch
+// that fails takes nothing of the others' sums and is in no reply, a write that reads the rollups (a lease grant, a
 // wallet) finds them written before it runs, and what is stored is what the events sum to.
-TEST_CASE("server.group_commit_defers_shared_rollups_and_every_reply_counts_them") {
+TEST_CASE("server.group_commit_defers_shared_rollups_and_replies_count_the_group") {
   ApiFixture f;
   SqliteStorage& storage = *f.storage;
   REQUIRE(storage.create_product("p", "acme", std::string(64, 'c')).ok());
@@ -183,7 +184,11 @@ TEST_CASE("server.group_commit_defers_shared_rollups_and_every_reply_counts_them
     }
     return std::int64_t{-1};
   };
-  CHECK(cost_of(ra, "u", "m") == 30);
+  // A reply is read once the batches before the next flush are written (here: before the writer
+  // that does not defer), so a's counts b's, written with it, as a read after the commit would.
+  CHECK(cost_of(ra, "u", "m") == 50);
+  CHECK(cost_of(ra, "v", "m2") == -1);  // not a's user
+  CHECK(ra->usage.size() == 1);
   CHECK(cost_of(rb, "u", "m") == 50);
   CHECK(cost_of(rb, "v", "m2") == 7);
   CHECK(absl::IsInvalidArgument(rbad.status()));
