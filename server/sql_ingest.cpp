@@ -278,20 +278,24 @@ absl::Status SqlStorage::answer_replies(SqlConnection& connection, std::span<con
     std::vector<UserUsage> usage;
     const PeriodOf& shared = *batch_replies.front()->period_of;
     if (absl::Status s = read_usage(connection, product, users, shared, usage); !s.ok()) return s;
-    auto index_of = [&](std::string_view user) {
-      return static_cast<std::size_t>(std::lower_bound(users.begin(), users.end(), user) - users.begin());
-    };
+    // Each reply's users, as indexes into `users`: both sorted, so one walk finds them.
+    std::vector<std::vector<std::size_t>> at_of(batch_replies.size());
     std::vector<int> left(users.size(), 0);  // the replies still to take each user's usage: the last moves it
-    for (const PendingReply* r : batch_replies) {
-      for (std::string_view user : r->users) ++left[index_of(user)];
+    for (std::size_t k = 0; k < batch_replies.size(); ++k) {
+      std::size_t at = 0;
+      for (std::string_view user : batch_replies[k]->users) {
+        while (users[at] != user) ++at;
+        at_of[k].push_back(at);
+        ++left[at];
+      }
     }
-    for (const PendingReply* r : batch_replies) {
+    for (std::size_t k = 0; k < batch_replies.size(); ++k) {
+      const PendingReply* r = batch_replies[k];
       std::vector<UserUsage>& out = r->result->usage;
       out.clear();
       out.reserve(r->users.size());
       bool alike = true;
-      for (std::string_view user : r->users) {
-        const std::size_t at = index_of(user);
+      for (const std::size_t at : at_of[k]) {
         UserUsage& u = usage[at];
         if (r != batch_replies.front() && (*r->period_of)(u.user) != u.period) {
           alike = false;  // (its users stay for the replies after it)
