@@ -17,7 +17,9 @@
 // Deferred writes (SqlConnection::deferred()): a body run with `defers` may leave sums on the
 // connection for the group's end; they are written once, before the COMMIT, for all the group's
 // bodies together (one upsert per row, not one per body), and before any body run without
-// `defers`, so that such a body reads every row complete. Their failure fails the group.
+// `defers`, so that such a body reads every row complete. They may end with reads of their own
+// (SqlStorage's ingest replies: one read for the usage replies of every batch deferred so far,
+// after the sums they read are written). Their failure fails the group.
 //
 // Thread safety: run() may be called from many threads at once. Bodies run on the leader's thread,
 // one at a time. A body must not call run() of the same GroupCommit (it would wait for itself).
