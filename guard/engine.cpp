@@ -356,8 +356,9 @@ void Engine::events_rejected(std::int64_t count, std::string reason) {
 }
 
 void Engine::events_dropped(std::int64_t count) {
-  // The counter moves last: whoever sees Stats::dropped_events grow knows the error was reported and
-  // on_events_dropped has run for those events.
+  // The counter moves after the report and the callback (on this, the syncer's thread), so that
+  // an application polling Stats::dropped_events does not see the drop before on_events_dropped
+  // has been told of it (the CI saw that race once in a test).
   if (!dropped_reported.exchange(true)) {
     report_error(absl::ResourceExhaustedError(
         str_cat("the backend is unreachable and the spool is full (max_spool_events ", options.max_spool_events,

@@ -110,9 +110,11 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
     std::sort(users.begin(), users.end());
   }
   IngestResult result;
+  std::exception_ptr reply_thrown;  // set by answer_replies (PendingReply::thrown)
   bool in_parts = false;
   for (;;) {
     bool redo_in_parts = false;
+    reply_thrown = nullptr;
     std::int64_t product_key = 0;
     absl::Status status =
         with_user_locks(product_id, users, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
@@ -122,13 +124,14 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
             if (absl::Status s = (*first)(connection, product); !s.ok()) return s;
           }
           return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, in_parts,
-                               redo_in_parts, result, alerts_of);
+                               redo_in_parts, result, alerts_of, &reply_thrown);
         },
         /*defers=*/true);
     if (redo_in_parts && !in_parts) {
       in_parts = true;  // rolled back: written again one statement at a time
       continue;
     }
+    if (reply_thrown) std::rethrow_exception(reply_thrown);  // (the transaction was rolled back)
     if (!status.ok()) return status;
     remember_users(product_key, users);  // committed
     return result;
@@ -139,7 +142,8 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
                                        std::span<const EventRecord> events, std::span<const EventId> ids,
                                        std::span<const std::string_view> users, const PeriodOf* period_of,
                                        std::span<const SoftGateFired> soft_gates, bool in_parts,
-                                       bool& redo_in_parts, IngestResult& result, const AlertsOf* alerts_of) {
+                                       bool& redo_in_parts, IngestResult& result, const AlertsOf* alerts_of,
+                                       std::exception_ptr* reply_thrown) {
   const std::int64_t received_ns = now_ns();
   const std::vector<std::size_t> fresh = first_of_each_id(ids);
   const std::vector<std::string_view> new_users = unknown_users(product, users);
@@ -202,9 +206,14 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
   // The usage reply is read at the transaction's end, with the group's other batches' (one read
   // of their users together), after the rollups are written: it counts every batch committed
   // with this one, as a read right after the commit would.
-  const PendingReply reply{
-      .product = product, .users = users, .period_of = period_of, .alerts_of = alerts_of, .result = &result};
-  return defer_rollups(connection, product, sums, period_of != nullptr ? &reply : nullptr);  // last: nothing after it fails
+  const PendingReply reply{.product = product,
+                           .users = users,
+                           .period_of = period_of,
+                           .alerts_of = alerts_of,
+                           .result = &result,
+                           .thrown = reply_thrown};
+  // Last: nothing after it fails.
+  return defer_rollups(connection, product, sums, period_of != nullptr ? &reply : nullptr);
 }
 
 namespace {
@@ -282,9 +291,13 @@ absl::Status SqlStorage::answer_replies(SqlConnection& connection, std::span<con
     std::vector<std::vector<std::size_t>> at_of(batch_replies.size());
     std::vector<int> left(users.size(), 0);  // the replies still to take each user's usage: the last moves it
     for (std::size_t k = 0; k < batch_replies.size(); ++k) {
-      std::size_t at = 0;
+      auto from = users.begin();
       for (std::string_view user : batch_replies[k]->users) {
-        while (users[at] != user) ++at;
+        from = std::lower_bound(from, users.end(), user);
+        if (from == users.end() || *from != user) {
+          return absl::InternalError(str_cat("ingest: the users of a reply are not sorted and distinct at \"", user, "\""));
+        }
+        const auto at = static_cast<std::size_t>(from - users.begin());
         at_of[k].push_back(at);
         ++left[at];
       }
@@ -308,7 +321,15 @@ absl::Status SqlStorage::answer_replies(SqlConnection& connection, std::span<con
         if (absl::Status s = read_usage(connection, product, r->users, *r->period_of, out); !s.ok()) return s;
       }
       if (r->alerts_of != nullptr) {
-        if (absl::Status s = store_batch_alerts(connection, product, out, *r->alerts_of); !s.ok()) return s;
+        // The alerts commit with their batch: when alerts_of throws, the transaction fails (every
+        // batch of the group is rolled back and told), and its caller gets the exception.
+        try {
+          if (absl::Status s = store_batch_alerts(connection, product, out, *r->alerts_of); !s.ok()) return s;
+        } catch (...) {
+          *r->thrown = std::current_exception();
+          return absl::InternalError("ingest: a batch's alerts could not be made (the call threw); nothing of the "
+                                    "batches committed with it is stored");
+        }
       }
     }
   }

@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <optional>
 #include <span>
@@ -297,6 +298,9 @@ class SqlStorage : public Storage {
     const PeriodOf* period_of = nullptr;
     const AlertsOf* alerts_of = nullptr;  // nullptr: no alerts
     IngestResult* result = nullptr;       // its `usage` is set
+    // What alerts_of threw, rethrown to the batch's caller. The alerts commit with their batch,
+    // so the transaction (the whole group, whose members are told and may retry) is rolled back.
+    std::exception_ptr* thrown = nullptr;
   };
   // The sums deferred on `connection` for `product` (nullptr when none).
   static const ProductRollups* deferred_rollups(const SqlConnection& connection, std::int64_t product);
@@ -309,7 +313,8 @@ class SqlStorage : public Storage {
   // Reads the usage of `replies` (in the open transaction, the rollups written): per product, one
   // read_usage() of all their users; a batch whose period_of gives one of its users another
   // period than the first batch's (plans changed, or a period ended, between the two) is read
-  // on its own. Then each batch's alerts, as finish_ingest() stores them.
+  // on its own. Then each batch's alerts, as finish_ingest() stores them. An error of the
+  // storage fails the transaction (the group's flush), and with it every batch of the group.
   absl::Status answer_replies(SqlConnection& connection, std::span<const PendingReply> replies);
   // Writes `sums` of `product`: one upsert per row of each rollup, then the product's totals.
   absl::Status write_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums);
@@ -330,7 +335,8 @@ class SqlStorage : public Storage {
   absl::Status ingest_locked(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
                              std::span<const storage_internal::EventId> ids, std::span<const std::string_view> users,
                              const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates, bool in_parts,
-                             bool& redo_in_parts, IngestResult& result, const AlertsOf* alerts_of);
+                             bool& redo_in_parts, IngestResult& result, const AlertsOf* alerts_of,
+                             std::exception_ptr* reply_thrown);
   // ingest_locked()'s last steps on store_batch()'s path, once the batch is written: its soft
   // gates, then (for ingest_with_usage(), `period_of` set) its users' usage into `result` (with
   // the deferred sums, not in usage_daily yet), then (`alerts_of` set) the alerts it raises into

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -205,6 +206,118 @@ TEST_CASE("server.group_commit_defers_shared_rollups_and_replies_count_the_group
   CHECK(sql_int(f.db_path, "SELECT calls FROM product_totals") == 7);
   CHECK(sql_int(f.db_path, "SELECT cost_nanos FROM product_totals") == 67);
   CHECK(sql_int(f.db_path, "SELECT COUNT(*) FROM usage_daily") == 2);
+}
+
+// Holds the writer (a with_user_locks() transaction of user "holder" on product "p") while
+// `writers` queue behind it one after the other, then lets them commit as one group; joins them.
+void commit_as_one_group(SqliteStorage& storage, std::vector<std::function<void()>> writers) {
+  std::atomic<bool> holding{false};
+  std::atomic<bool> queued{false};
+  std::thread holder([&] {
+    const absl::Status s = storage.with_user_locks("p", std::vector<std::string_view>{"holder"},
+                                                   [&](SqlConnection&, std::int64_t) -> absl::Status {
+                                                     holding = true;
+                                                     CHECK(wait_until([&] { return queued.load(); }));
+                                                     return absl::OkStatus();
+                                                   });
+    CHECK(s.ok());
+  });
+  REQUIRE(wait_until([&] { return holding.load(); }));
+  std::vector<std::thread> threads;
+  for (auto& write : writers) {
+    const std::int64_t waiting = storage.group_commit_stats().waiting;
+    threads.emplace_back(write);
+    REQUIRE(wait_until([&] { return storage.group_commit_stats().waiting == waiting + 1; }));
+  }
+  queued = true;
+  for (std::thread& t : threads) t.join();
+  holder.join();
+}
+
+std::int64_t cost_in(const absl::StatusOr<IngestResult>& r, std::string_view user) {
+  REQUIRE(r.ok());
+  for (const UserUsage& u : r->usage) {
+    if (u.user.user_id == user) return u.models.empty() ? 0 : u.models.begin()->second.cost_nanos;
+  }
+  return -1;
+}
+
+// One read answers the replies of a group: each gets its own users (of its product) and the
+// periods its own period_of gives; a batch whose period_of disagrees with the first batch's is
+// read on its own.
+TEST_CASE("server.group_commit_replies_of_two_products_and_another_period") {
+  ApiFixture f;
+  SqliteStorage& storage = *f.storage;
+  REQUIRE(storage.create_product("p", "acme", std::string(64, 'c')).ok());
+  REQUIRE(storage.create_product("q", "other", std::string(64, 'd')).ok());
+  const TimeRange november{.from_ns = ns_at(2026, 11, 1), .to_ns = ns_at(2026, 12, 1)};
+  const TimeRange from_17th{.from_ns = ns_at(2026, 11, 17), .to_ns = ns_at(2026, 12, 17)};
+  auto in_november = [&](const UserRecord&) { return november; };
+  auto from_the_17th = [&](const UserRecord&) { return from_17th; };
+  const std::vector<EventRecord> p1 = batch(1, 3, "u", 10);
+  std::vector<EventRecord> q1 = batch(10, 2, "u", 100);
+  q1.push_back(batch(20, 1, "w", 1).front());
+  std::vector<EventRecord> p2 = batch(30, 1, "u", 5);
+  p2.push_back(batch(40, 1, "x", 7).front());
+  absl::StatusOr<IngestResult> r1, r2, r3;
+  const GroupCommit::Stats before = storage.group_commit_stats();
+  commit_as_one_group(storage, {[&] { r1 = storage.ingest_with_usage("p", p1, in_november, {}); },
+                                [&] { r2 = storage.ingest_with_usage("q", q1, in_november, {}); },
+                                [&] { r3 = storage.ingest_with_usage("p", p2, from_the_17th, {}); }});
+  CHECK(storage.group_commit_stats().commits - before.commits == 2);  // the holder's, then the three
+  REQUIRE(r1.ok());
+  REQUIRE(r2.ok());
+  REQUIRE(r3.ok());
+  CHECK(r1->usage.size() == 1);
+  CHECK(cost_in(r1, "u") == 35);  // p's u: its 30 and p2's 5
+  CHECK(r1->usage.front().period == november);
+  CHECK(r2->usage.size() == 2);
+  CHECK(cost_in(r2, "u") == 200);  // q's u: nothing of p's
+  CHECK(cost_in(r2, "w") == 1);
+  CHECK(r3->usage.size() == 2);
+  CHECK(cost_in(r3, "u") == 35);
+  CHECK(cost_in(r3, "x") == 7);
+  for (const UserUsage& u : r3->usage) CHECK(u.period == from_17th);
+}
+
+// The alerts commit with their batch: when a group's batch cannot make its alerts (alerts_of
+// throws), its caller gets the exception and nothing of the group is stored (the others are told
+// and store their batches when they try again).
+TEST_CASE("server.group_commit_a_batch_whose_alerts_throw_takes_its_group_back") {
+  ApiFixture f;
+  SqliteStorage& storage = *f.storage;
+  REQUIRE(storage.create_product("p", "acme", std::string(64, 'c')).ok());
+  REQUIRE(storage
+              .create_webhook("p", WebhookEndpoint{.id = "wh_" + std::string(24, 'a'),
+                                                   .url = "http://127.0.0.1:9/x",
+                                                   .event_mask = static_cast<std::uint32_t>(AlertType::kHardGate),
+                                                   .secret = "whsec_" + std::string(64, 'b'),
+                                                   .created_ns = 1})
+              .ok());
+  const TimeRange november{.from_ns = ns_at(2026, 11, 1), .to_ns = ns_at(2026, 12, 1)};
+  auto period_of = [&](const UserRecord&) { return november; };
+  auto none = [](std::span<const UserUsage>, std::uint32_t) { return std::vector<WebhookAlert>(); };
+  auto failing = [](std::span<const UserUsage>, std::uint32_t) -> std::vector<WebhookAlert> {
+    throw std::runtime_error("the alerts cannot be made");
+  };
+  const std::vector<EventRecord> good = batch(1, 2, "u", 10), bad = batch(10, 1, "v", 10);
+  absl::StatusOr<IngestResult> first = absl::UnknownError("not run");
+  bool threw = false;
+  commit_as_one_group(storage, {[&] { first = storage.ingest_with_alerts("p", good, period_of, {}, none); },
+                                [&] {
+                                  try {
+                                    static_cast<void>(storage.ingest_with_alerts("p", bad, period_of, {}, failing));
+                                  } catch (const std::runtime_error&) {
+                                    threw = true;
+                                  }
+                                }});
+  CHECK(threw);
+  CHECK_FALSE(first.ok());
+  CHECK(f.counts().events == 0);
+  const absl::StatusOr<IngestResult> again = storage.ingest_with_alerts("p", good, period_of, {}, none);
+  REQUIRE(again.ok());
+  CHECK(again->accepted == 2);
+  CHECK(cost_in(again, "u") == 20);
 }
 
 // Many syncers at once, each id sent by two of them: every id is stored once and counted as
