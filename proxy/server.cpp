@@ -197,7 +197,10 @@ class Server final : public ProxyServer {
       probe.open(endpoint.protocol(), ec);
       if (!ec) probe.set_option(net::socket_base::reuse_address(true), ec);
       if (!ec) probe.bind(endpoint, ec);
-      if (!ec) endpoint.port(probe.local_endpoint().port());  // port 0: the one the kernel chose
+      if (!ec) {
+        const tcp::endpoint bound = probe.local_endpoint(ec);  // port 0: the one the kernel chose
+        if (!ec) endpoint.port(bound.port());
+      }
     }
     if (!ec) {
       beast::error_code ignored;
