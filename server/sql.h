@@ -57,8 +57,9 @@ class SqlConnection;
 // Writes that a transaction's body leaves for its end: sums that many bodies of one group commit
 // add to the same rows (SqlStorage's rollups), written once for the whole group rather than once
 // per body; and reads that must follow them (SqlStorage's ingest replies), made once for all.
-// Held by the connection (SqlConnection::deferred()); run_in_transaction() and GroupCommit discard it when a transaction begins or is rolled back, and flush it before the
-// COMMIT and before any body that did not ask for deferral (which would otherwise read rows
+// Held by the connection (SqlConnection::deferred()); run_in_transaction() and GroupCommit
+// discard it when a transaction begins or is rolled back, and flush it before the COMMIT and
+// before any body that did not ask for deferral (which would otherwise read rows
 // without the sums still held here). A body that defers writes must see them in its own reads,
 // and may add to them only once it can no longer fail (its savepoint's rollback would not take
 // them back).

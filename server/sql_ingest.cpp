@@ -253,14 +253,9 @@ absl::Status SqlStorage::finish_ingest(SqlConnection& connection, std::int64_t p
                                        const AlertsOf* alerts_of) {
   if (absl::Status s = store_soft_gates(connection, product, soft_gates); !s.ok()) return s;
   if (period_of == nullptr) return absl::OkStatus();
-  // The batch's users and their totals, read in this transaction, with the daily sums not written
-  // yet (the transaction's earlier batches', when any were deferred).
+  // The batch's users and their totals, read in this transaction. (store_batch() is PostgreSQL's,
+  // whose transactions hold one batch: no other batch's sums are deferred beside this one.)
   if (absl::Status s = read_usage(connection, product, users, *period_of, result.usage); !s.ok()) return s;
-  if (const ProductRollups* sums = deferred_rollups(connection, product); sums != nullptr && !sums->daily.empty()) {
-    for (UserUsage& usage : result.usage) {
-      if (absl::Status s = add_unwritten_daily(*sums, usage); !s.ok()) return s;
-    }
-  }
   return alerts_of == nullptr ? absl::OkStatus() : store_batch_alerts(connection, product, result.usage, *alerts_of);
 }
 

@@ -129,23 +129,6 @@ absl::Status SqlStorage::defer_rollups(SqlConnection& connection, std::int64_t p
   return absl::OkStatus();
 }
 
-absl::Status SqlStorage::add_unwritten_daily(const ProductRollups& sums, UserUsage& usage) {
-  // As read_usage() and report_in() split a period: whole days from usage_daily.
-  if (usage.period.from_ns >= usage.period.to_ns || usage.period.from_ns < 0) return absl::OkStatus();
-  const storage_internal::DaySplit split = storage_internal::split_days(usage.period.from_ns, usage.period.to_ns);
-  const std::string_view user = usage.user.user_id;
-  for (auto it = sums.daily.lower_bound({user, split.first_day, std::string_view()});
-       it != sums.daily.end() && std::get<0>(it->first) == user && std::get<1>(it->first) < split.end_day; ++it) {
-    const std::string_view model = std::get<2>(it->first);
-    auto found = usage.models.find(model);
-    if (found == usage.models.end()) found = usage.models.emplace(std::string(model), Totals{}).first;
-    if (!add_totals(found->second, it->second)) {
-      return absl::InternalError(str_cat("report: the totals of \"", model, "\" overflow int64"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 namespace {
 
 // The columns of a totals row, in Query::bind_totals()'s order.

@@ -318,9 +318,6 @@ class SqlStorage : public Storage {
   absl::Status answer_replies(SqlConnection& connection, std::span<const PendingReply> replies);
   // Writes `sums` of `product`: one upsert per row of each rollup, then the product's totals.
   absl::Status write_rollups(SqlConnection& connection, std::int64_t product, const ProductRollups& sums);
-  // Adds to `usage.models` what `sums` hold for `usage`'s user on the whole days of its period:
-  // what read_usage() read from usage_daily, had they been written.
-  static absl::Status add_unwritten_daily(const ProductRollups& sums, UserUsage& usage);
   // A step of a write transaction, given the product's key: its failure rolls the transaction back.
   using InTransaction = absl::FunctionRef<absl::Status(SqlConnection&, std::int64_t product)>;
   // ingest(), ingest_with_usage() and ingest_with_alerts(); `period_of` is nullptr for ingest(),
@@ -338,9 +335,8 @@ class SqlStorage : public Storage {
                              bool& redo_in_parts, IngestResult& result, const AlertsOf* alerts_of,
                              std::exception_ptr* reply_thrown);
   // ingest_locked()'s last steps on store_batch()'s path, once the batch is written: its soft
-  // gates, then (for ingest_with_usage(), `period_of` set) its users' usage into `result` (with
-  // the deferred sums, not in usage_daily yet), then (`alerts_of` set) the alerts it raises into
-  // the outbox (store_alerts()).
+  // gates, then (for ingest_with_usage(), `period_of` set) its users' usage into `result`, then
+  // (`alerts_of` set) the alerts it raises into the outbox (store_alerts()).
   absl::Status finish_ingest(SqlConnection& connection, std::int64_t product, std::span<const std::string_view> users,
                              const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates,
                              IngestResult& result, const AlertsOf* alerts_of);
