@@ -38,6 +38,9 @@ using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
 // violation, InvalidArgument for an integer out of range (a total past int64), Internal else.
 absl::Status pg_error(PGconn* conn, const PGresult* result, std::string_view what);
 
+// Appends two lowercase hex digits per byte of `bytes` (bytea's hex input, after its "\x").
+void append_hex(std::string& out, std::span<const unsigned char> bytes);
+
 // `sql` with SQLite's ?N placeholders as PostgreSQL's $N, and the highest N.
 std::pair<std::string, int> translate_placeholders(std::string_view sql);
 

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -84,14 +86,18 @@ void PgParams::bind_text(int index, std::string_view text, bool fix_types) {
   set(index, std::string(text), kText, fix_types);
 }
 
-void PgParams::bind_blob(int index, std::span<const unsigned char> bytes, bool fix_types) {
+void append_hex(std::string& out, std::span<const unsigned char> bytes) {
   static constexpr char kHex[] = "0123456789abcdef";
+  for (unsigned char b : bytes) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+}
+
+void PgParams::bind_blob(int index, std::span<const unsigned char> bytes, bool fix_types) {
   std::string hex = "\\x";  // bytea's hex input
   hex.reserve(2 + 2 * bytes.size());
-  for (unsigned char b : bytes) {
-    hex.push_back(kHex[b >> 4]);
-    hex.push_back(kHex[b & 15]);
-  }
+  append_hex(hex, bytes);
   set(index, std::move(hex), kBytea, fix_types);
 }
 
@@ -123,8 +129,9 @@ using ::paygent::internal::str_cat;
 // profit_daily_by_tag (SqliteStorage's version 9), created when missing. 9: usage_daily_by_provider
 // (SqliteStorage's version 10), created when missing and filled from the events. 10: billing_events'
 // meta_tags and received_ns (SqliteStorage's version 11), added and filled from the events. 11:
-// alert_settings (SqliteStorage's version 12), created when missing.
-constexpr std::int64_t kSchemaVersion = 11;
+// alert_settings (SqliteStorage's version 12), created when missing. 12 (PostgreSQL's own): the
+// rollups' fillfactor (PostgresDialect::sums_table_options()), set on the tables of an older version.
+constexpr std::int64_t kSchemaVersion = 12;
 // The advisory lock that serialises the schema's creation and upgrade among replicas starting together.
 constexpr std::int64_t kSchemaLock = 0x7061796765'6e7400;  // "paygent"
 
@@ -286,8 +293,10 @@ constexpr std::string_view kSummed[] = {"input_tokens",     "output_tokens", "ca
 // The events it stored (RETURNING) feed the daily sums, the dashboard's rollups and the product's
 // totals in the same statement; a sum past int64 fails it (22003, numeric to bigint). Its rows: each stored id, with
 // the count of product_totals rows updated (one row with a NULL id when nothing was stored).
-const std::string& store_batch_sql() {
-  static const std::string* const kSql = [] {
+// `copied`: the events are stored already (COPY, in this transaction), and read back by their
+// ids (?4), users (?5, text[]) and times (?6, bigint[]) instead of the payload arrays.
+std::string batch_sql(bool copied) {
+  {
     using ::paygent::internal::EventFieldType;
     std::string arrays = "?4::bytea[]", picked;
     int n = 5;
@@ -311,13 +320,24 @@ const std::string& store_batch_sql() {
                                        "reasoning_tokens, cost_nanos";
     const std::string columns = ::paygent::internal::event_columns();
     constexpr std::string_view kDay = "86400000000000";
-    return new std::string(str_cat(
+    constexpr std::string_view kStoredColumns =
+        "id, user_id, model, provider, kind, ts_ns, input_tokens, output_tokens, cached_input_tokens, "
+        "cache_creation_input_tokens, reasoning_tokens, cost_nanos, agent_id, indicator, cost_unknown";
+    const std::string stored =
+        // Each event looked up by id, user and time (?4, ?5, ?6): a LATERAL subquery kept apart
+        // from the join (OFFSET 0), whose conditions make either index a lookup of one row. With
+        // the id alone, a plan made while the table's statistics are stale (a new database)
+        // hashed the product's every event, or read them all through the other index.
+        copied ? str_cat("SELECT e.* FROM unnest(?4::bytea[], ?5::text[], ?6::bigint[]) AS k(id, user_id, ts_ns) "
+                         "CROSS JOIN LATERAL (SELECT ", kStoredColumns, " FROM events WHERE product = ?1 AND "
+                         "id = k.id AND user_id = k.user_id AND ts_ns = k.ts_ns OFFSET 0) e")
+               : str_cat("INSERT INTO events(product, id, received_ns, ", columns, ") SELECT ?1, r.id, ?2", picked,
+                         " FROM unnest(", arrays, ") AS r(id, ", columns,
+                         ") ON CONFLICT(product, id) DO NOTHING RETURNING ", kStoredColumns);
+    return str_cat(
         "WITH new_users AS (INSERT INTO users(product, user_id, name, created_ns) "
         "SELECT ?1, u, '', ?2 FROM unnest(?3::text[]) AS u ON CONFLICT(product, user_id) DO NOTHING), "
-        "stored AS (INSERT INTO events(product, id, received_ns, ", columns, ") SELECT ?1, r.id, ?2", picked,
-        " FROM unnest(", arrays, ") AS r(id, ", columns,
-        ") ON CONFLICT(product, id) DO NOTHING RETURNING id, user_id, model, provider, kind, ts_ns, input_tokens, output_tokens, "
-        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos, agent_id, indicator, cost_unknown), "
+        "stored AS (", stored, "), "
         "daily AS (INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
         "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
         "SELECT ?1, user_id, day, model, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay,
@@ -345,9 +365,85 @@ const std::string& store_batch_sql() {
         "cost_unknown = profit_daily.cost_unknown + excluded.cost_unknown"
         "), totals AS (UPDATE product_totals t SET calls = t.calls + s.calls", totals_set,
         " FROM (SELECT count(*) AS calls", batch_sums, " FROM stored WHERE kind <> 'billing') s WHERE t.product = ?1 RETURNING 1) "
-        "SELECT e.id, n.updated FROM (SELECT count(*) AS updated FROM totals) n LEFT JOIN stored e ON true"));
-  }();
+        "SELECT e.id, n.updated FROM (SELECT count(*) AS updated FROM totals) n LEFT JOIN stored e ON true");
+  }
+}
+
+const std::string& store_batch_sql() {
+  static const std::string* const kSql = new std::string(batch_sql(false));
   return *kSql;
+}
+
+const std::string& store_copied_batch_sql() {
+  static const std::string* const kSql = new std::string(batch_sql(true));
+  return *kSql;
+}
+
+// A PostgreSQL bytea[] literal of the ids `fresh` (indexes into `ids`), each in bytea's hex input.
+std::string id_array(std::span<const storage_internal::EventId> ids, std::span<const std::size_t> fresh) {
+  return text_array(fresh.size(), [&](std::size_t k) {
+    std::string hex = "\\x";
+    append_hex(hex, ids[fresh[k]]);
+    return hex;
+  });
+}
+
+// The COPY that loads a batch's events (PostgresStorage::store_batch() with `bulk`), and its rows
+// in COPY's text format (one line per event, tab-separated, in that statement's column order).
+const std::string& copy_events_sql() {
+  static const std::string* const kSql =
+      new std::string(str_cat("COPY events(product, id, received_ns, ", ::paygent::internal::event_columns(),
+                              ") FROM STDIN"));
+  return *kSql;
+}
+
+// Appends `text` as a COPY text field: backslash, tab, newline and carriage return escaped. False
+// for text holding U+0000, which no text column can hold (the statement path names it).
+bool append_copy_text(std::string& out, std::string_view text) {
+  for (char c : text) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '\t': out += "\\t"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\0': return false;
+      default: out.push_back(c);
+    }
+  }
+  return true;
+}
+
+// The rows of the events `fresh` for copy_events_sql(); nullopt when one holds text COPY cannot take.
+std::optional<std::string> copy_rows(std::int64_t product, std::int64_t received_ns, std::span<const EventRecord> events,
+                                     std::span<const storage_internal::EventId> ids, std::span<const std::size_t> fresh) {
+  using ::paygent::internal::EventFieldType;
+  const std::string after_id = str_cat("\t", received_ns);
+  const std::string before_id = str_cat(product, "\t\\\\x");  // bytea's hex input, its backslash escaped
+  std::string out;
+  out.reserve(fresh.size() * 320);
+  for (const std::size_t i : fresh) {
+    const EventRecord& e = events[i];
+    out += before_id;
+    append_hex(out, ids[i]);
+    out += after_id;
+    for (const auto& f : ::paygent::internal::kEventFields) {
+      switch (f.type) {
+        case EventFieldType::kId: continue;
+        case EventFieldType::kText:
+        case EventFieldType::kMetaTags:
+          out.push_back('\t');
+          if (!append_copy_text(out, e.*f.text)) return std::nullopt;
+          break;
+        case EventFieldType::kKind:
+          str_append(&out, "\t", ::paygent::internal::usage_kind_name(e.kind));
+          break;
+        case EventFieldType::kCount: str_append(&out, "\t", e.*f.count); break;
+        case EventFieldType::kBool: out += e.*f.flag ? "\t1" : "\t0"; break;
+      }
+    }
+    out.push_back('\n');
+  }
+  return out;
 }
 
 class PostgresDialect final : public SqlDialect {
@@ -399,6 +495,13 @@ class PostgresDialect final : public SqlDialect {
   std::string_view key_column() const override { return "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"; }
   std::string_view table_options() const override { return ""; }
   std::string_view keyed_table_options() const override { return ""; }
+  // Half of each page left free: a rollup row is updated by most batches (every one, for the
+  // day's rows of an active user), and an update that finds no room on its page is written to
+  // another one with a new entry in each index (bench/README.md, 2026-12-05: every update of
+  // usage_daily found room with it, a third without).
+  std::string_view sums_table_options() const override { return kSumsTableOptions; }
+
+  static constexpr std::string_view kSumsTableOptions = " WITH (fillfactor = 50)";
 };
 
 const PostgresDialect& dialect() {
@@ -466,6 +569,32 @@ class PostgresStorage::Connection final : public SqlConnection {
     return pg_error(conn_, result.get(), sql.size() > 60 ? sql.substr(0, 60) : sql);
   }
 
+  // Runs `copy` (a COPY ... FROM STDIN) with `rows` as its data, in the transaction begun (a
+  // pending BEGIN is sent first). Its error as pg_error() classifies it.
+  absl::Status copy_in(const std::string& copy, std::string_view rows) {
+    if (!pending_begin_.empty()) {
+      const std::string begin = std::exchange(pending_begin_, std::string());
+      if (absl::Status s = exec(begin); !s.ok()) return s;
+    }
+    Result started(PQexec(conn_, copy.c_str()), &PQclear);
+    if (PQresultStatus(started.get()) != PGRES_COPY_IN) return pg_error(conn_, started.get(), "copy events");
+    // Sent in pieces of at most 1 MiB (the length is an int); a failure here is the connection's.
+    constexpr std::size_t kPiece = std::size_t{1} << 20;
+    bool sent = true;
+    for (std::size_t at = 0; sent && at < rows.size(); at += kPiece) {
+      const std::string_view piece = rows.substr(at, kPiece);
+      sent = PQputCopyData(conn_, piece.data(), static_cast<int>(piece.size())) == 1;
+    }
+    if (!sent || PQputCopyEnd(conn_, nullptr) != 1) {
+      while (PGresult* r = PQgetResult(conn_)) PQclear(r);
+      return pg_error(conn_, nullptr, "copy events");
+    }
+    Result done(PQgetResult(conn_), &PQclear);
+    while (PGresult* r = PQgetResult(conn_)) PQclear(r);
+    if (PQresultStatus(done.get()) != PGRES_COMMAND_OK) return pg_error(conn_, done.get(), "copy events");
+    return absl::OkStatus();
+  }
+
   bool in_transaction() override {
     if (!pending_begin_.empty()) return true;
     const PGTransactionStatusType status = PQtransactionStatus(conn_);
@@ -490,25 +619,20 @@ PostgresStorage::~PostgresStorage() = default;
 absl::StatusOr<SqlStorage::BatchWrite> PostgresStorage::store_batch(
     SqlConnection& connection, std::int64_t product, std::int64_t received_ns, std::span<const EventRecord> events,
     std::span<const storage_internal::EventId> ids, std::span<const std::size_t> fresh,
-    std::span<const std::string_view> users, std::vector<bool>& stored) {
+    std::span<const std::string_view> users, bool bulk, std::vector<bool>& stored) {
   using ::paygent::internal::EventFieldType;
   if (!options_.one_statement_ingest) return BatchWrite::kUnsupported;
+  if (bulk && options_.copy_ingest && !fresh.empty()) {
+    return store_copied_batch(static_cast<Connection&>(connection), product, received_ns, events, ids, fresh, users,
+                              stored);
+  }
   absl::StatusOr<Query> insert = prepare(connection, store_batch_sql());
   if (!insert.ok()) return insert.status();
-  static constexpr char kHex[] = "0123456789abcdef";
   // The arrays' text lives until the statement has run (the binding may not copy it).
   std::vector<std::string> arrays;
   arrays.reserve(2 + ::paygent::internal::kEventFields.size());
   arrays.push_back(text_array(users));
-  arrays.push_back(text_array(fresh.size(), [&](std::size_t k) {
-    const std::size_t i = fresh[k];
-    std::string hex = "\\x";  // bytea's hex input
-    for (unsigned char b : ids[i]) {
-      hex.push_back(kHex[b >> 4]);
-      hex.push_back(kHex[b & 15]);
-    }
-    return hex;
-  }));
+  arrays.push_back(id_array(ids, fresh));
   for (const auto& f : ::paygent::internal::kEventFields) {
     switch (f.type) {
       case EventFieldType::kId: continue;
@@ -551,6 +675,50 @@ absl::StatusOr<SqlStorage::BatchWrite> PostgresStorage::store_batch(
     if (it == by_id.end()) return absl::InternalError("store batch: an id came back that was not sent");
     stored[it->second] = true;
   }
+}
+
+absl::StatusOr<SqlStorage::BatchWrite> PostgresStorage::store_copied_batch(
+    Connection& connection, std::int64_t product, std::int64_t received_ns, std::span<const EventRecord> events,
+    std::span<const storage_internal::EventId> ids, std::span<const std::size_t> fresh,
+    std::span<const std::string_view> users, std::vector<bool>& stored) {
+  const std::optional<std::string> rows = copy_rows(product, received_ns, events, ids, fresh);
+  if (!rows) {
+    copy_fallbacks_.fetch_add(1, std::memory_order_relaxed);
+    return BatchWrite::kRedoWithoutBulk;
+  }
+  // COPY stores every row or fails: on an id stored already (23505: a batch sent again, or two
+  // replicas given one batch at once) or a value it refuses, the statement's INSERT ... ON
+  // CONFLICT DO NOTHING writes the batch instead (and names a refused value).
+  if (absl::Status copied = connection.copy_in(copy_events_sql(), *rows); !copied.ok()) {
+    if (absl::IsUnavailable(copied) || absl::IsAborted(copied)) return copied;
+    copy_fallbacks_.fetch_add(1, std::memory_order_relaxed);
+    return BatchWrite::kRedoWithoutBulk;
+  }
+  absl::StatusOr<Query> sums = prepare(connection, store_copied_batch_sql());
+  if (!sums.ok()) return sums.status();
+  const std::string user_array = text_array(users);
+  const std::string copied_ids = id_array(ids, fresh);
+  const std::string copied_users =
+      text_array(fresh.size(), [&](std::size_t k) { return std::string_view(events[fresh[k]].user_id); });
+  std::string copied_times = "{";
+  for (std::size_t k = 0; k < fresh.size(); ++k) str_append(&copied_times, k ? "," : "", events[fresh[k]].ts_ns);
+  copied_times += "}";
+  sums->bind(1, product).bind(2, received_ns).bind(3, std::string_view(user_array));
+  sums->bind(4, std::string_view(copied_ids)).bind(5, std::string_view(copied_users)).bind(6, std::string_view(copied_times));
+  std::size_t read_back = 0;
+  for (;;) {
+    absl::StatusOr<bool> row = sums->step("add up copied batch");
+    if (absl::IsInvalidArgument(row.status())) return BatchWrite::kRedoInParts;  // a total past int64
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    if (sums->int64(1) != 1) return BatchWrite::kRedoInParts;  // no product_totals row
+    if (!sums->is_null(0)) ++read_back;
+  }
+  if (read_back != fresh.size()) {
+    return absl::InternalError(str_cat("store batch: ", fresh.size(), " events copied, ", read_back, " read back"));
+  }
+  for (const std::size_t i : fresh) stored[i] = true;
+  return BatchWrite::kStored;
 }
 
 absl::StatusOr<std::unique_ptr<PostgresStorage::Connection>> PostgresStorage::connect() {
@@ -623,6 +791,17 @@ absl::StatusOr<std::unique_ptr<PostgresStorage>> PostgresStorage::open(const std
         return s;
       }
       if (absl::Status s = c.exec(billing_event_tags_backfill_sql()); !s.ok()) return s;
+    }
+    if (version > 0 && version < 12) {
+      // Pages written from now on keep the room; those already full fill no further.
+      for (std::string_view table : {"usage_daily", "profit_daily", "profit_daily_by_tag", "usage_daily_by_model",
+                                     "usage_daily_by_user", "usage_daily_by_provider"}) {
+        const std::string_view options = PostgresDialect::kSumsTableOptions;
+        if (absl::Status s = c.exec(str_cat("ALTER TABLE ", table, " SET ", options.substr(options.find('('))));
+            !s.ok()) {
+          return s;
+        }
+      }
     }
     if (version < kSchemaVersion) {
       if (absl::Status s = c.exec(str_cat("DELETE FROM paygent_schema; INSERT INTO paygent_schema VALUES(", kSchemaVersion, ")"));

@@ -23,6 +23,7 @@
 // Thread safety: safe for concurrent use from many threads; each call holds a connection of its own.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -43,6 +44,11 @@ struct PostgresOptions {
   // Ingest writes a batch's users, events, daily sums and totals in one statement (one round trip).
   // false: one statement per table, as on SQLite: slower, for comparison (bench/) only.
   bool one_statement_ingest = true;
+  // With one_statement_ingest, the batch's events are loaded by COPY first, and the one statement
+  // then adds them up (a batch holding an id already stored, a retry, is rolled back and written
+  // by the one statement's INSERT ... ON CONFLICT DO NOTHING instead). false: that INSERT for
+  // every batch, for comparison (bench/) only.
+  bool copy_ingest = true;
   // Rows per page of a streamed read (SqlConnection::prepare_stream); 0: as the read asks (10,000
   // for every customer's billing events). Tests set a few rows to cross many pages.
   int stream_page_rows = 0;
@@ -60,20 +66,33 @@ class PostgresStorage final : public SqlStorage {
   PostgresStorage(const PostgresStorage&) = delete;
   PostgresStorage& operator=(const PostgresStorage&) = delete;
 
+  // Batches whose COPY was refused (an id stored already, text it cannot carry) and that were
+  // written again by INSERT ... ON CONFLICT DO NOTHING, since open(). Thread-safe.
+  [[nodiscard]] std::int64_t copy_fallbacks() const { return copy_fallbacks_.load(std::memory_order_relaxed); }
+
  protected:
   absl::Status with_connection(Access access, absl::FunctionRef<absl::Status(SqlConnection&)> fn) override;
   // The batch's users, events, daily sums and product totals in one statement (one round trip):
   // the events as one array per column (unnest), INSERT ... ON CONFLICT DO NOTHING RETURNING id
-  // feeding the sums in the same statement.
+  // feeding the sums in the same statement. With `bulk` (and PostgresOptions::copy_ingest), the
+  // events are loaded by COPY first and the statement reads them back by id instead.
   absl::StatusOr<BatchWrite> store_batch(SqlConnection& connection, std::int64_t product, std::int64_t received_ns,
                                          std::span<const EventRecord> events,
                                          std::span<const storage_internal::EventId> ids,
                                          std::span<const std::size_t> fresh, std::span<const std::string_view> users,
-                                         std::vector<bool>& stored) override;
+                                         bool bulk, std::vector<bool>& stored) override;
 
  private:
   class Connection;
   PostgresStorage(std::string conninfo, PostgresOptions options);
+  // store_batch() with `bulk`: the events `fresh` by COPY, then the one statement that adds them
+  // up, reading them back by id. kRedoWithoutBulk when COPY refuses them (an id stored already, a
+  // value it cannot take); the connection's or the server's failures as they are.
+  absl::StatusOr<BatchWrite> store_copied_batch(Connection& connection, std::int64_t product, std::int64_t received_ns,
+                                                std::span<const EventRecord> events,
+                                                std::span<const storage_internal::EventId> ids,
+                                                std::span<const std::size_t> fresh,
+                                                std::span<const std::string_view> users, std::vector<bool>& stored);
   // A new connection to the server; Unavailable when it cannot be made.
   absl::StatusOr<std::unique_ptr<Connection>> connect();
 
@@ -81,6 +100,7 @@ class PostgresStorage final : public SqlStorage {
   const PostgresOptions options_;
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_ ABSL_GUARDED_BY(mu_);
+  std::atomic<std::int64_t> copy_fallbacks_{0};
 };
 
 }  // namespace paygent::server

@@ -249,6 +249,10 @@ class SqlDialect {
   [[nodiscard]] virtual std::string_view key_column() const = 0;     // an integer primary key the database assigns
   [[nodiscard]] virtual std::string_view table_options() const = 0;  // after a table's ")"
   [[nodiscard]] virtual std::string_view keyed_table_options() const = 0;  // ... of a table keyed by its primary key
+  // ... of a rollup keyed by its primary key, whose rows every batch adds to (usage_daily and the
+  // like): PostgreSQL leaves room in each page so that an update stays on its page (HOT: no index
+  // entry, no dead row for vacuum in another page).
+  [[nodiscard]] virtual std::string_view sums_table_options() const = 0;
 };
 
 // The tables and indexes of a SQL storage (idempotent CREATE ... IF NOT EXISTS), in `dialect`.

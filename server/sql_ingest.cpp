@@ -111,9 +111,9 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
   }
   IngestResult result;
   std::exception_ptr reply_thrown;  // set by answer_replies (PendingReply::thrown)
-  bool in_parts = false;
+  IngestPath path = IngestPath::kBulk;
   for (;;) {
-    bool redo_in_parts = false;
+    IngestPath redo = path;
     reply_thrown = nullptr;
     std::int64_t product_key = 0;
     absl::Status status =
@@ -123,12 +123,12 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
           if (first != nullptr) {
             if (absl::Status s = (*first)(connection, product); !s.ok()) return s;
           }
-          return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, in_parts,
-                               redo_in_parts, result, alerts_of, &reply_thrown);
+          return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, path, redo, result,
+                               alerts_of, &reply_thrown);
         },
         /*defers=*/true);
-    if (redo_in_parts && !in_parts) {
-      in_parts = true;  // rolled back: written again one statement at a time
+    if (redo > path) {
+      path = redo;  // rolled back: written again the slower way
       continue;
     }
     if (reply_thrown) std::rethrow_exception(reply_thrown);  // (the transaction was rolled back)
@@ -141,20 +141,20 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
 absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t product,
                                        std::span<const EventRecord> events, std::span<const EventId> ids,
                                        std::span<const std::string_view> users, const PeriodOf* period_of,
-                                       std::span<const SoftGateFired> soft_gates, bool in_parts,
-                                       bool& redo_in_parts, IngestResult& result, const AlertsOf* alerts_of,
+                                       std::span<const SoftGateFired> soft_gates, IngestPath path,
+                                       IngestPath& redo, IngestResult& result, const AlertsOf* alerts_of,
                                        std::exception_ptr* reply_thrown) {
   const std::int64_t received_ns = now_ns();
   const std::vector<std::size_t> fresh = first_of_each_id(ids);
   const std::vector<std::string_view> new_users = unknown_users(product, users);
   std::vector<bool> stored(events.size(), false);
-  if (!in_parts) {
-    absl::StatusOr<BatchWrite> written =
-        store_batch(connection, product, received_ns, events, ids, fresh, new_users, stored);
+  if (path != IngestPath::kInParts) {
+    absl::StatusOr<BatchWrite> written = store_batch(connection, product, received_ns, events, ids, fresh, new_users,
+                                                     path == IngestPath::kBulk, stored);
     if (!written.ok()) return written.status();
-    if (*written == BatchWrite::kRedoInParts) {
-      redo_in_parts = true;
-      return absl::CancelledError("ingest: to be written again one statement at a time");
+    if (*written == BatchWrite::kRedoInParts || *written == BatchWrite::kRedoWithoutBulk) {
+      redo = *written == BatchWrite::kRedoInParts ? IngestPath::kInParts : IngestPath::kOneStatement;
+      return absl::CancelledError("ingest: to be written again another way");
     }
     if (*written == BatchWrite::kStored) {
       for (bool s : stored) ++(s ? result.accepted : result.duplicates);
@@ -334,7 +334,8 @@ absl::Status SqlStorage::answer_replies(SqlConnection& connection, std::span<con
 absl::StatusOr<SqlStorage::BatchWrite> SqlStorage::store_batch(SqlConnection&, std::int64_t, std::int64_t,
                                                                std::span<const EventRecord>, std::span<const EventId>,
                                                                std::span<const std::size_t>,
-                                                               std::span<const std::string_view>, std::vector<bool>&) {
+                                                               std::span<const std::string_view>, bool,
+                                                               std::vector<bool>&) {
   return BatchWrite::kUnsupported;
 }
 

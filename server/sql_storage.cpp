@@ -82,7 +82,7 @@ CREATE TABLE IF NOT EXISTS usage_daily(
   cache_creation_input_tokens ${INT} NOT NULL,
   reasoning_tokens ${INT} NOT NULL,
   cost_nanos ${INT} NOT NULL,
-  PRIMARY KEY(product, user_id, day, model))${KEYED_TABLE};
+  PRIMARY KEY(product, user_id, day, model))${SUMS_TABLE};
 CREATE INDEX IF NOT EXISTS usage_daily_by_day ON usage_daily(product, day, user_id);
 CREATE TABLE IF NOT EXISTS product_totals(
   product ${INT} PRIMARY KEY,
@@ -115,7 +115,7 @@ CREATE TABLE IF NOT EXISTS profit_daily_by_tag(
   billing_events ${INT} NOT NULL,
   revenue_nanos ${INT} NOT NULL,
   revenue_known ${INT} NOT NULL,
-  PRIMARY KEY(product, tag_key, day, tag_value))${KEYED_TABLE};
+  PRIMARY KEY(product, tag_key, day, tag_value))${SUMS_TABLE};
 CREATE TABLE IF NOT EXISTS hard_gates(
   product ${INT} NOT NULL,
   user_id TEXT NOT NULL,
@@ -227,7 +227,7 @@ CREATE TABLE IF NOT EXISTS profit_daily(
   billing_events ${INT} NOT NULL,
   revenue_nanos ${INT} NOT NULL,
   revenue_known ${INT} NOT NULL,
-  PRIMARY KEY(product, day, user_id, agent_id, indicator))${KEYED_TABLE};
+  PRIMARY KEY(product, day, user_id, agent_id, indicator))${SUMS_TABLE};
 CREATE TABLE IF NOT EXISTS usage_daily_by_model(
   product ${INT} NOT NULL,
   day ${INT} NOT NULL,
@@ -239,7 +239,7 @@ CREATE TABLE IF NOT EXISTS usage_daily_by_model(
   cache_creation_input_tokens ${INT} NOT NULL,
   reasoning_tokens ${INT} NOT NULL,
   cost_nanos ${INT} NOT NULL,
-  PRIMARY KEY(product, day, model))${KEYED_TABLE};
+  PRIMARY KEY(product, day, model))${SUMS_TABLE};
 CREATE TABLE IF NOT EXISTS usage_daily_by_user(
   product ${INT} NOT NULL,
   day ${INT} NOT NULL,
@@ -251,7 +251,7 @@ CREATE TABLE IF NOT EXISTS usage_daily_by_user(
   cache_creation_input_tokens ${INT} NOT NULL,
   reasoning_tokens ${INT} NOT NULL,
   cost_nanos ${INT} NOT NULL,
-  PRIMARY KEY(product, day, user_id))${KEYED_TABLE};
+  PRIMARY KEY(product, day, user_id))${SUMS_TABLE};
 CREATE TABLE IF NOT EXISTS usage_daily_by_provider(
   product ${INT} NOT NULL,
   day ${INT} NOT NULL,
@@ -263,7 +263,7 @@ CREATE TABLE IF NOT EXISTS usage_daily_by_provider(
   cache_creation_input_tokens ${INT} NOT NULL,
   reasoning_tokens ${INT} NOT NULL,
   cost_nanos ${INT} NOT NULL,
-  PRIMARY KEY(product, day, provider))${KEYED_TABLE};
+  PRIMARY KEY(product, day, provider))${SUMS_TABLE};
 CREATE TABLE IF NOT EXISTS dashboard_sessions(
   token_sha256 TEXT NOT NULL PRIMARY KEY,
   product ${INT} NOT NULL,
@@ -373,6 +373,7 @@ std::string sql_schema(const SqlDialect& dialect) {
                                                                  {"${BLOB}", view(dialect.blob_type())},
                                                                  {"${KEY}", view(dialect.key_column())},
                                                                  {"${KEYED_TABLE}", view(dialect.keyed_table_options())},
+                                                                 {"${SUMS_TABLE}", view(dialect.sums_table_options())},
                                                                  {"${TABLE}", view(dialect.table_options())}});
 }
 

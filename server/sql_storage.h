@@ -220,17 +220,26 @@ class SqlStorage : public Storage {
     // pass int64) or handle (a product without its product_totals row): the transaction is rolled
     // back and the batch written again without store_batch().
     kRedoInParts,
+    // The bulk load refused the batch (an id already stored: a retried batch; or a value it cannot
+    // take): the transaction is rolled back and the batch written again with `bulk` false.
+    kRedoWithoutBulk,
   };
+  // How ingest writes a batch, fastest first: store_batch() with `bulk`, store_batch() without
+  // it, SqlStorage's statements one by one (which name a value the database refuses).
+  enum class IngestPath : std::uint8_t { kBulk, kOneStatement, kInParts };
   // ingest's write of a batch in one statement (one round trip) where the database can
   // (PostgreSQL), in the transaction that holds the users' locks: creates the missing users of
   // `users`, stores those of the events `fresh` (indexes into `events` and `ids`, the first of
   // each id) whose id is not stored yet, setting stored[i] for each, adds them to usage_daily and
-  // to the product's totals row. The default is kUnsupported: SqlStorage's statements, one by one.
+  // to the product's totals row. With `bulk`, the events may be loaded in bulk first (PostgreSQL's
+  // COPY), which stores all of them or fails (kRedoWithoutBulk). The default is kUnsupported:
+  // SqlStorage's statements, one by one.
   virtual absl::StatusOr<BatchWrite> store_batch(SqlConnection& connection, std::int64_t product,
                                                  std::int64_t received_ns, std::span<const EventRecord> events,
                                                  std::span<const storage_internal::EventId> ids,
                                                  std::span<const std::size_t> fresh,
-                                                 std::span<const std::string_view> users, std::vector<bool>& stored);
+                                                 std::span<const std::string_view> users, bool bulk,
+                                                 std::vector<bool>& stored);
   // Runs `fn` in a transaction of its own (write or read) on a connection for `access`: commits
   // when it succeeds, rolls back when it fails; retried whole (up to a few times) when the
   // database aborted it (Aborted: serialization failure, deadlock).
@@ -327,12 +336,12 @@ class SqlStorage : public Storage {
                                            const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates,
                                            const AlertsOf* alerts_of = nullptr, const InTransaction* first = nullptr);
   // The write of a batch, in a with_user_locks() transaction of the batch's users: `ids` are the
-  // events' ids as bytes, `users` the batch's distinct users, sorted. Through store_batch() unless
-  // `in_parts`; sets `redo_in_parts` (and fails) when store_batch() asks for that.
+  // events' ids as bytes, `users` the batch's distinct users, sorted. By `path`; when store_batch()
+  // asks for the batch to be written again another way, sets `redo` to that path and fails.
   absl::Status ingest_locked(SqlConnection& connection, std::int64_t product, std::span<const EventRecord> events,
                              std::span<const storage_internal::EventId> ids, std::span<const std::string_view> users,
-                             const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates, bool in_parts,
-                             bool& redo_in_parts, IngestResult& result, const AlertsOf* alerts_of,
+                             const PeriodOf* period_of, std::span<const SoftGateFired> soft_gates, IngestPath path,
+                             IngestPath& redo, IngestResult& result, const AlertsOf* alerts_of,
                              std::exception_ptr* reply_thrown);
   // ingest_locked()'s last steps on store_batch()'s path, once the batch is written: its soft
   // gates, then (for ingest_with_usage(), `period_of` set) its users' usage into `result`, then

@@ -161,6 +161,7 @@ class SqliteDialect final : public SqlDialect {
   std::string_view key_column() const override { return "INTEGER PRIMARY KEY"; }
   std::string_view table_options() const override { return " STRICT"; }
   std::string_view keyed_table_options() const override { return " STRICT, WITHOUT ROWID"; }
+  std::string_view sums_table_options() const override { return keyed_table_options(); }
 };
 
 const SqliteDialect& dialect() {

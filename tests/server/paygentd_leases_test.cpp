@@ -146,7 +146,7 @@ TEST_CASE("server.paygentd_replicas_share_leases_on_one_postgresql") {
   CHECK(b2.held_elsewhere == 0);
   CHECK(b2.ceiling == 1000);
   CHECK(pg_query(conninfo, "SELECT COUNT(*) FROM leases") == "1");
-  CHECK(pg_query(conninfo, "SELECT version FROM paygent_schema") == "11");
+  CHECK(pg_query(conninfo, "SELECT version FROM paygent_schema") == "12");
 #endif
 }
 

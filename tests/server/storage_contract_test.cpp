@@ -688,5 +688,85 @@ TEST_CASE("server.storage_keeps_everything_across_reopening") {
   });
 }
 
+// PostgreSQL's rollups leave half of each page free, so that a batch's update of a row stays on its
+// page (HOT); a database from before that (schema 11) gets the option at its next open.
+TEST_CASE("server.postgres_rollups_leave_room_to_update_in_place_and_older_databases_get_it") {
+#ifdef PAYGENT_WITH_POSTGRES
+  std::unique_ptr<StorageBackend> backend = postgres_backend_or_skip();
+  if (backend == nullptr) return;
+  const std::string& conninfo = static_cast<PostgresBackend&>(*backend).conninfo();
+  const std::vector<std::string> tables = {"usage_daily",          "profit_daily",        "profit_daily_by_tag",
+                                           "usage_daily_by_model", "usage_daily_by_user", "usage_daily_by_provider"};
+  auto options = [&](const std::string& table) {
+    return pg_query(conninfo, "SELECT COALESCE(array_to_string(reloptions, ','), '') FROM pg_class WHERE relname = '" +
+                                  table + "'");
+  };
+  std::unique_ptr<Storage> storage = backend->fresh();
+  for (const std::string& t : tables) CHECK_MESSAGE(options(t) == "fillfactor=50", t);
+  CHECK(options("events").empty());  // rows written once: pages filled whole
+  storage.reset();
+  for (const std::string& t : tables) backend->exec("ALTER TABLE " + t + " RESET (fillfactor)");
+  backend->exec("UPDATE paygent_schema SET version = 11");
+  REQUIRE(options("usage_daily").empty());
+  storage = backend->again();
+  for (const std::string& t : tables) CHECK_MESSAGE(options(t) == "fillfactor=50", t);
+  CHECK(pg_query(conninfo, "SELECT version FROM paygent_schema") == "12");
+#else
+  std::printf("SKIPPED: PostgreSQL tests: built without PAYGENT_WITH_POSTGRES\n");
+#endif
+}
+
+// PostgreSQL loads a batch's events by COPY: every character of their text arrives as sent (COPY's
+// own escapes: backslash, tab, newline, carriage return); a batch holding an id stored already
+// falls back to INSERT ... ON CONFLICT DO NOTHING and counts it once; text holding U+0000, which
+// COPY cannot carry, is refused by name with nothing stored.
+TEST_CASE("server.postgres_copied_batches_keep_every_character_and_fall_back_on_a_stored_id") {
+#ifdef PAYGENT_WITH_POSTGRES
+  std::unique_ptr<StorageBackend> backend = postgres_backend_or_skip();
+  if (backend == nullptr) return;
+  const std::string& conninfo = static_cast<PostgresBackend&>(*backend).conninfo();
+  std::unique_ptr<Storage> storage = backend->fresh();
+  REQUIRE(storage->create_product("p", "acme", std::string(64, 'c')).ok());
+  const std::int64_t day = ns_at(2026, 11, 1);
+  EventRecord odd = record(event_id(1), "u\t1\\N", "m\n2", "s\r", 10, day);
+  odd.meta_tags_json = "{\"k\":\"a\\\\tb \\\"q\\\" \xc3\xa9\"}";
+  odd.description = "line1\nline2\r\tend\\";
+  const std::vector<EventRecord> first = {odd, record(event_id(2), "u2", "m", "", 20, day + 1)};
+  absl::StatusOr<IngestResult> r = storage->ingest("p", first);
+  REQUIRE(r.ok());
+  CHECK(r->accepted == 2);
+  const auto* pg = dynamic_cast<const PostgresStorage*>(storage.get());
+  REQUIRE(pg != nullptr);
+  CHECK(pg->copy_fallbacks() == 0);  // copied, escapes and all
+  const std::string stored = pg_query(
+      conninfo, "SELECT user_id || '|' || model || '|' || session_id || '|' || meta_tags || '|' || description "
+                "FROM events ORDER BY ts_ns LIMIT 1");
+  CHECK(stored == odd.user_id + "|" + odd.model + "|" + odd.session_id + "|" + odd.meta_tags_json + "|" + odd.description);
+  const ReportQuery all{.from_ns = 0, .to_ns = INT64_MAX, .group_by = ReportGroup::kUser};
+  CHECK(storage->report("p", all)->at(odd.user_id).cost_nanos == 10);
+
+  // One id stored already beside a new one: the new one is stored, the other counted once.
+  r = storage->ingest("p", std::vector<EventRecord>{record(event_id(2), "u2", "m", "", 20, day + 1),
+                                                    record(event_id(3), "u2", "m", "", 5, day + 2)});
+  REQUIRE(r.ok());
+  CHECK(r->accepted == 1);
+  CHECK(r->duplicates == 1);
+  CHECK(pg->copy_fallbacks() == 1);
+  CHECK(storage->report("p", all)->at("u2").cost_nanos == 25);
+  CHECK(storage->report("p", all)->at("u2").calls == 2);
+
+  const TableCounts before = backend->counts();
+  EventRecord nul = record(event_id(4), "u3", "m", "", 1, day);
+  nul.description = std::string("a\0b", 3);
+  r = storage->ingest("p", std::vector<EventRecord>{record(event_id(5), "u3", "m", "", 1, day), nul});
+  CHECK_MESSAGE(absl::IsInvalidArgument(r.status()), r.status());
+  CHECK_MESSAGE(r.status().message().find("U+0000") != std::string_view::npos, r.status());
+  CHECK(backend->counts() == before);
+  CHECK(pg->copy_fallbacks() == 2);
+#else
+  std::printf("SKIPPED: PostgreSQL tests: built without PAYGENT_WITH_POSTGRES\n");
+#endif
+}
+
 }  // namespace
 }  // namespace paygent::server::test
