@@ -1625,9 +1625,11 @@ void Engine::drain_to_store() {
   if (pending.size() > kMaxPendingEvents) {
     const std::size_t drop = pending.size() - kMaxPendingEvents;
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(drop));
-    counters.dropped_events.add(static_cast<std::int64_t>(drop));
+    // Reported, then counted, as events_dropped() does for a full spool.
     report_error(absl::ResourceExhaustedError(
         str_cat("local store failing: dropped the ", drop, " oldest unstored events")));
+    invoke_callback(options.on_events_dropped, static_cast<std::int64_t>(drop));
+    counters.dropped_events.add(static_cast<std::int64_t>(drop));
   }
 }
 

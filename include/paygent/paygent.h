@@ -150,6 +150,11 @@ struct Options {
   // Fail-closed: while the backend cannot be reached, gate every call hard (GateReason
   // kBackendUnavailable). Off by default: Paygent is fail-open.
   bool strict_backend = false;
+  // Called on the background thread with the number of events each time some are dropped: the
+  // oldest past max_spool_events, or those past 1,048,576 waiting in memory while the local store
+  // itself keeps failing (each such drop is also reported through on_error). Stats::dropped_events
+  // counts them after it returns. Must not block; an exception it throws is reported through
+  // on_error.
   std::function<void(std::int64_t dropped)> on_events_dropped;
   // Gate a customer on its prepaid credit wallet (GateReason::kCreditWallet; docs/billing.md,
   // "Credit wallets"), as the backend reports it with each user's usage: hard when it is empty (at
