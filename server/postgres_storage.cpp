@@ -572,9 +572,10 @@ class PostgresStorage::Connection final : public SqlConnection {
   // Runs `copy` (a COPY ... FROM STDIN) with `rows` as its data, in the transaction begun (a
   // pending BEGIN is sent first). Its error as pg_error() classifies it.
   absl::Status copy_in(const std::string& copy, std::string_view rows) {
-    if (!pending_begin_.empty()) {
+    if (!pending_begin_.empty()) {  // (exec() would keep it pending again: no transaction is open yet)
       const std::string begin = std::exchange(pending_begin_, std::string());
-      if (absl::Status s = exec(begin); !s.ok()) return s;
+      Result begun(PQexec(conn_, begin.c_str()), &PQclear);
+      if (PQresultStatus(begun.get()) != PGRES_COMMAND_OK) return pg_error(conn_, begun.get(), begin);
     }
     Result started(PQexec(conn_, copy.c_str()), &PQclear);
     if (PQresultStatus(started.get()) != PGRES_COPY_IN) return pg_error(conn_, started.get(), "copy events");
@@ -586,8 +587,20 @@ class PostgresStorage::Connection final : public SqlConnection {
       sent = PQputCopyData(conn_, piece.data(), static_cast<int>(piece.size())) == 1;
     }
     if (!sent || PQputCopyEnd(conn_, nullptr) != 1) {
-      while (PGresult* r = PQgetResult(conn_)) PQclear(r);
-      return pg_error(conn_, nullptr, "copy events");
+      absl::Status error = pg_error(conn_, nullptr, "copy events");
+      // Still in COPY IN (the connection may be up: a send that failed for memory), where
+      // PQgetResult never returns null: the COPY is abandoned, which fails the transaction, and
+      // the results drained until libpq leaves that state.
+      if (PQstatus(conn_) == CONNECTION_OK) static_cast<void>(PQputCopyEnd(conn_, "abandoned"));
+      while (PGresult* r = PQgetResult(conn_)) {
+        const bool still_copying = PQresultStatus(r) == PGRES_COPY_IN;
+        PQclear(r);
+        if (still_copying) {
+          unusable_ = true;  // not returned to the pool (broken())
+          return absl::UnavailableError(str_cat(error.message(), "; the COPY could not be abandoned"));
+        }
+      }
+      return error;
     }
     Result done(PQgetResult(conn_), &PQclear);
     while (PGresult* r = PQgetResult(conn_)) PQclear(r);
@@ -601,12 +614,13 @@ class PostgresStorage::Connection final : public SqlConnection {
     return status == PQTRANS_INTRANS || status == PQTRANS_INERROR || status == PQTRANS_ACTIVE;
   }
 
-  [[nodiscard]] bool broken() const { return PQstatus(conn_) != CONNECTION_OK; }
+  [[nodiscard]] bool broken() const { return unusable_ || PQstatus(conn_) != CONNECTION_OK; }
 
  private:
   PGconn* const conn_;
   const int stream_page_rows_;
   std::string pending_begin_;  // a BEGIN not sent yet (see exec())
+  bool unusable_ = false;      // left in a state no call can leave (copy_in())
   absl::flat_hash_map<std::string, std::unique_ptr<PgStatement>> statements_;
   absl::flat_hash_map<std::string, std::unique_ptr<SqlStatement>> streams_;  // by fetch size and SQL
 };
@@ -731,8 +745,11 @@ absl::StatusOr<std::unique_ptr<PostgresStorage::Connection>> PostgresStorage::co
   }
   // A lock still held past lock_timeout (a stuck client of the database, say) fails the request
   // with Unavailable (503: the syncer retries) rather than holding it forever. Reports are not
-  // bounded: a long one is legitimate.
-  if (absl::Status s = connection->exec("SET lock_timeout = '30s'; SET client_min_messages = warning"); !s.ok()) {
+  // bounded: a long one is legitimate. Every text sent is UTF-8, escaped byte by byte (COPY's rows,
+  // array literals): a client encoding from the environment (PGCLIENTENCODING) is not used.
+  if (absl::Status s = connection->exec(
+          "SET lock_timeout = '30s'; SET client_min_messages = warning; SET client_encoding = 'UTF8'");
+      !s.ok()) {
     return s;
   }
   return connection;
