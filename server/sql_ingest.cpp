@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -111,10 +112,12 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
   }
   IngestResult result;
   std::exception_ptr reply_thrown;  // set by answer_replies (PendingReply::thrown)
+  SharedUsage shared;               // set by answer_replies when it leaves the copy to this thread
   IngestPath path = IngestPath::kBulk;
   for (;;) {
     IngestPath redo = path;
     reply_thrown = nullptr;
+    shared = SharedUsage{};
     std::int64_t product_key = 0;
     absl::Status status =
         with_user_locks(product_id, users, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
@@ -124,7 +127,7 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
             if (absl::Status s = (*first)(connection, product); !s.ok()) return s;
           }
           return ingest_locked(connection, product, events, ids, users, period_of, soft_gates, path, redo, result,
-                               alerts_of, &reply_thrown);
+                               alerts_of, &reply_thrown, &shared);
         },
         /*defers=*/true);
     if (redo > path) {
@@ -134,6 +137,10 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
     if (reply_thrown) std::rethrow_exception(reply_thrown);  // (the transaction was rolled back)
     if (!status.ok()) return status;
     remember_users(product_key, users);  // committed
+    if (shared.rows != nullptr) {
+      result.usage.reserve(shared.at.size());
+      for (const std::size_t at : shared.at) result.usage.push_back((*shared.rows)[at]);
+    }
     return result;
   }
 }
@@ -143,7 +150,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
                                        std::span<const std::string_view> users, const PeriodOf* period_of,
                                        std::span<const SoftGateFired> soft_gates, IngestPath path,
                                        IngestPath& redo, IngestResult& result, const AlertsOf* alerts_of,
-                                       std::exception_ptr* reply_thrown) {
+                                       std::exception_ptr* reply_thrown, SharedUsage* shared) {
   const std::int64_t received_ns = now_ns();
   const std::vector<std::size_t> fresh = first_of_each_id(ids);
   const std::vector<std::string_view> new_users = unknown_users(product, users);
@@ -211,6 +218,7 @@ absl::Status SqlStorage::ingest_locked(SqlConnection& connection, std::int64_t p
                            .period_of = period_of,
                            .alerts_of = alerts_of,
                            .result = &result,
+                           .shared = shared,
                            .thrown = reply_thrown};
   // Last: nothing after it fails.
   return defer_rollups(connection, product, sums, period_of != nullptr ? &reply : nullptr);
@@ -265,7 +273,13 @@ absl::Status SqlStorage::store_batch_alerts(SqlConnection& connection, std::int6
   absl::StatusOr<std::uint32_t> wanted = webhook_mask(connection, product);
   if (!wanted.ok()) return wanted.status();
   if (*wanted == 0) return absl::OkStatus();
-  for (const WebhookAlert& alert : alerts_of(usage, *wanted)) {
+  return store_alerts_wanted(connection, product, usage, alerts_of, *wanted);
+}
+
+absl::Status SqlStorage::store_alerts_wanted(SqlConnection& connection, std::int64_t product,
+                                             std::span<const UserUsage> usage, const AlertsOf& alerts_of,
+                                             std::uint32_t wanted) {
+  for (const WebhookAlert& alert : alerts_of(usage, wanted)) {
     if (absl::StatusOr<bool> stored = store_alert(connection, product, alert); !stored.ok()) return stored.status();
   }
   return absl::OkStatus();
@@ -279,47 +293,57 @@ absl::Status SqlStorage::answer_replies(SqlConnection& connection, std::span<con
     for (const PendingReply* r : batch_replies) users.insert(users.end(), r->users.begin(), r->users.end());
     std::sort(users.begin(), users.end());
     users.erase(std::unique(users.begin(), users.end()), users.end());
-    std::vector<UserUsage> usage;
+    auto usage = std::make_shared<std::vector<UserUsage>>();
     const PeriodOf& shared = *batch_replies.front()->period_of;
-    if (absl::Status s = read_usage(connection, product, users, shared, usage); !s.ok()) return s;
-    // Each reply's users, as indexes into `users`: both sorted, so one walk finds them.
-    std::vector<std::vector<std::size_t>> at_of(batch_replies.size());
-    std::vector<int> left(users.size(), 0);  // the replies still to take each user's usage: the last moves it
-    for (std::size_t k = 0; k < batch_replies.size(); ++k) {
-      auto from = users.begin();
-      for (std::string_view user : batch_replies[k]->users) {
-        from = std::lower_bound(from, users.end(), user);
-        if (from == users.end() || *from != user) {
-          return absl::InternalError(str_cat("ingest: the users of a reply are not sorted and distinct at \"", user, "\""));
-        }
-        const auto at = static_cast<std::size_t>(from - users.begin());
-        at_of[k].push_back(at);
-        ++left[at];
-      }
+    if (absl::Status s = read_usage(connection, product, users, shared, *usage); !s.ok()) return s;
+    // The product's alerts wanted, read once when a batch raises alerts (0: none to store).
+    std::optional<std::uint32_t> wanted;
+    for (const PendingReply* r : batch_replies) {
+      if (r->alerts_of == nullptr) continue;
+      absl::StatusOr<std::uint32_t> mask = webhook_mask(connection, product);
+      if (!mask.ok()) return mask.status();
+      wanted = *mask;
+      break;
     }
     for (std::size_t k = 0; k < batch_replies.size(); ++k) {
       const PendingReply* r = batch_replies[k];
       std::vector<UserUsage>& out = r->result->usage;
       out.clear();
-      out.reserve(r->users.size());
-      bool alike = true;
-      for (const std::size_t at : at_of[k]) {
-        UserUsage& u = usage[at];
-        if (r != batch_replies.front() && (*r->period_of)(u.user) != u.period) {
-          alike = false;  // (its users stay for the replies after it)
-          break;
+      const bool alerts = r->alerts_of != nullptr && wanted.value_or(0) != 0;
+      if (batch_replies.size() == 1) {
+        out = std::move(*usage);  // its users are all of them, in order
+      } else {
+        // The reply's users, as indexes into `users`: both sorted, so one walk finds them. A
+        // batch whose period_of puts a user in another period than the first batch's is read
+        // on its own.
+        std::vector<std::size_t> at;
+        at.reserve(r->users.size());
+        bool alike = true;
+        auto from = users.begin();
+        for (std::string_view user : r->users) {
+          from = std::lower_bound(from, users.end(), user);
+          if (from == users.end() || *from != user) {
+            return absl::InternalError(str_cat("ingest: the users of a reply are not sorted and distinct at \"", user, "\""));
+          }
+          at.push_back(static_cast<std::size_t>(from - users.begin()));
+          if (k != 0 && alike && (*r->period_of)((*usage)[at.back()].user) != (*usage)[at.back()].period) alike = false;
         }
-        out.push_back(--left[at] == 0 ? std::move(u) : u);
+        if (!alike) {
+          if (absl::Status s = read_usage(connection, product, r->users, *r->period_of, out); !s.ok()) return s;
+        } else if (r->shared != nullptr && !alerts) {
+          r->shared->rows = usage;  // copied out by the batch's own thread, after the commit
+          r->shared->at = std::move(at);
+          continue;
+        } else {
+          out.reserve(at.size());
+          for (const std::size_t i : at) out.push_back((*usage)[i]);
+        }
       }
-      if (!alike) {
-        out.clear();
-        if (absl::Status s = read_usage(connection, product, r->users, *r->period_of, out); !s.ok()) return s;
-      }
-      if (r->alerts_of != nullptr) {
+      if (alerts) {
         // The alerts commit with their batch: when alerts_of throws, the transaction fails (every
         // batch of the group is rolled back and told), and its caller gets the exception.
         try {
-          if (absl::Status s = store_batch_alerts(connection, product, out, *r->alerts_of); !s.ok()) return s;
+          if (absl::Status s = store_alerts_wanted(connection, product, out, *r->alerts_of, *wanted); !s.ok()) return s;
         } catch (...) {
           *r->thrown = std::current_exception();
           return absl::InternalError("ingest: a batch's alerts could not be made (the call threw); nothing of the "
