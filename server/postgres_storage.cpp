@@ -284,6 +284,14 @@ std::string text_array(std::span<const std::string_view> items) {
   return text_array(items.size(), [&](std::size_t k) { return items[k]; });
 }
 
+// A PostgreSQL array literal of bigint, of item(0) ... item(count - 1): {1,-2,3}.
+template <typename Item>
+std::string int64_array(std::size_t count, Item item) {
+  std::string out = "{";
+  for (std::size_t k = 0; k < count; ++k) str_append(&out, k ? "," : "", std::int64_t{item(k)});
+  return out + "}";
+}
+
 // The summed columns of usage_daily and product_totals after calls, in Totals' order.
 constexpr std::string_view kSummed[] = {"input_tokens",     "output_tokens", "cached_input_tokens",
                                         "cache_creation_input_tokens", "reasoning_tokens", "cost_nanos"};
@@ -296,77 +304,75 @@ constexpr std::string_view kSummed[] = {"input_tokens",     "output_tokens", "ca
 // `copied`: the events are stored already (COPY, in this transaction), and read back by their
 // ids (?4), users (?5, text[]) and times (?6, bigint[]) instead of the payload arrays.
 std::string batch_sql(bool copied) {
-  {
-    using ::paygent::internal::EventFieldType;
-    std::string arrays = "?4::bytea[]", picked;
-    int n = 5;
-    for (const auto& f : ::paygent::internal::kEventFields) {
-      if (f.type == EventFieldType::kId) continue;
-      const bool number = f.type == EventFieldType::kCount || f.type == EventFieldType::kBool;
-      str_append(&arrays, ", ?", n++, number ? "::bigint[]" : "::text[]");
-      str_append(&picked, ", r.", f.name);
-    }
-    std::string sums, daily_set, totals_set, batch_sums, by_model_set, by_user_set, by_provider_set;
-    for (std::string_view c : kSummed) {
-      str_append(&sums, ", sum(", c, ")");
-      str_append(&daily_set, ", ", c, " = usage_daily.", c, " + excluded.", c);
-      str_append(&by_model_set, ", ", c, " = usage_daily_by_model.", c, " + excluded.", c);
-      str_append(&by_user_set, ", ", c, " = usage_daily_by_user.", c, " + excluded.", c);
-      str_append(&by_provider_set, ", ", c, " = usage_daily_by_provider.", c, " + excluded.", c);
-      str_append(&totals_set, ", ", c, " = t.", c, " + s.", c);
-      str_append(&batch_sums, ", COALESCE(sum(", c, "), 0) AS ", c);
-    }
-    const std::string summed_columns = "input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens, "
-                                       "reasoning_tokens, cost_nanos";
-    const std::string columns = ::paygent::internal::event_columns();
-    constexpr std::string_view kDay = "86400000000000";
-    constexpr std::string_view kStoredColumns =
-        "id, user_id, model, provider, kind, ts_ns, input_tokens, output_tokens, cached_input_tokens, "
-        "cache_creation_input_tokens, reasoning_tokens, cost_nanos, agent_id, indicator, cost_unknown";
-    const std::string stored =
-        // Each event looked up by id, user and time (?4, ?5, ?6): a LATERAL subquery kept apart
-        // from the join (OFFSET 0), whose conditions make either index a lookup of one row. With
-        // the id alone, a plan made while the table's statistics are stale (a new database)
-        // hashed the product's every event, or read them all through the other index.
-        copied ? str_cat("SELECT e.* FROM unnest(?4::bytea[], ?5::text[], ?6::bigint[]) AS k(id, user_id, ts_ns) "
-                         "CROSS JOIN LATERAL (SELECT ", kStoredColumns, " FROM events WHERE product = ?1 AND "
-                         "id = k.id AND user_id = k.user_id AND ts_ns = k.ts_ns OFFSET 0) e")
-               : str_cat("INSERT INTO events(product, id, received_ns, ", columns, ") SELECT ?1, r.id, ?2", picked,
-                         " FROM unnest(", arrays, ") AS r(id, ", columns,
-                         ") ON CONFLICT(product, id) DO NOTHING RETURNING ", kStoredColumns);
-    return str_cat(
-        "WITH new_users AS (INSERT INTO users(product, user_id, name, created_ns) "
-        "SELECT ?1, u, '', ?2 FROM unnest(?3::text[]) AS u ON CONFLICT(product, user_id) DO NOTHING), "
-        "stored AS (", stored, "), "
-        "daily AS (INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
-        "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
-        "SELECT ?1, user_id, day, model, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay,
-        " - CASE WHEN ts_ns % ", kDay, " < 0 THEN 1 ELSE 0 END AS day FROM stored WHERE kind <> 'billing') e GROUP BY user_id, day, model "
-        "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls", daily_set,
-        // The dashboard's rollups (SqlStorage::ProductRollups and write_rollups() in the generic path).
-        "), by_model AS (INSERT INTO usage_daily_by_model(product, day, model, calls, ", summed_columns, ") "
-        "SELECT ?1, day, model, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> "
-        "'billing') e GROUP BY day, model ON CONFLICT(product, day, model) DO UPDATE SET calls = "
-        "usage_daily_by_model.calls + excluded.calls", by_model_set,
-        "), by_user AS (INSERT INTO usage_daily_by_user(product, day, user_id, calls, ", summed_columns, ") "
-        "SELECT ?1, day, user_id, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> "
-        "'billing') e GROUP BY day, user_id ON CONFLICT(product, day, user_id) DO UPDATE SET calls = "
-        "usage_daily_by_user.calls + excluded.calls", by_user_set,
-        "), by_provider AS (INSERT INTO usage_daily_by_provider(product, day, provider, calls, ", summed_columns, ") "
-        "SELECT ?1, day, provider, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> "
-        "'billing') e GROUP BY day, provider ON CONFLICT(product, day, provider) DO UPDATE SET calls = "
-        "usage_daily_by_provider.calls + excluded.calls", by_provider_set,
-        "), profit AS (INSERT INTO profit_daily(product, day, user_id, agent_id, indicator, cost_events, cost_nanos, "
-        "cost_unknown, billing_events, revenue_nanos, revenue_known) SELECT ?1, day, user_id, agent_id, indicator, "
-        "count(*), sum(CASE WHEN cost_unknown = 0 THEN cost_nanos ELSE 0 END), sum(cost_unknown), 0, 0, 0 FROM "
-        "(SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> 'billing') e GROUP BY day, user_id, agent_id, "
-        "indicator ON CONFLICT(product, day, user_id, agent_id, indicator) DO UPDATE SET cost_events = "
-        "profit_daily.cost_events + excluded.cost_events, cost_nanos = profit_daily.cost_nanos + excluded.cost_nanos, "
-        "cost_unknown = profit_daily.cost_unknown + excluded.cost_unknown"
-        "), totals AS (UPDATE product_totals t SET calls = t.calls + s.calls", totals_set,
-        " FROM (SELECT count(*) AS calls", batch_sums, " FROM stored WHERE kind <> 'billing') s WHERE t.product = ?1 RETURNING 1) "
-        "SELECT e.id, n.updated FROM (SELECT count(*) AS updated FROM totals) n LEFT JOIN stored e ON true");
+  using ::paygent::internal::EventFieldType;
+  std::string arrays = "?4::bytea[]", picked;
+  int n = 5;
+  for (const auto& f : ::paygent::internal::kEventFields) {
+    if (f.type == EventFieldType::kId) continue;
+    const bool number = f.type == EventFieldType::kCount || f.type == EventFieldType::kBool;
+    str_append(&arrays, ", ?", n++, number ? "::bigint[]" : "::text[]");
+    str_append(&picked, ", r.", f.name);
   }
+  std::string sums, daily_set, totals_set, batch_sums, by_model_set, by_user_set, by_provider_set;
+  for (std::string_view c : kSummed) {
+    str_append(&sums, ", sum(", c, ")");
+    str_append(&daily_set, ", ", c, " = usage_daily.", c, " + excluded.", c);
+    str_append(&by_model_set, ", ", c, " = usage_daily_by_model.", c, " + excluded.", c);
+    str_append(&by_user_set, ", ", c, " = usage_daily_by_user.", c, " + excluded.", c);
+    str_append(&by_provider_set, ", ", c, " = usage_daily_by_provider.", c, " + excluded.", c);
+    str_append(&totals_set, ", ", c, " = t.", c, " + s.", c);
+    str_append(&batch_sums, ", COALESCE(sum(", c, "), 0) AS ", c);
+  }
+  const std::string summed_columns = "input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens, "
+                                     "reasoning_tokens, cost_nanos";
+  const std::string columns = ::paygent::internal::event_columns();
+  constexpr std::string_view kDay = "86400000000000";
+  constexpr std::string_view kStoredColumns =
+      "id, user_id, model, provider, kind, ts_ns, input_tokens, output_tokens, cached_input_tokens, "
+      "cache_creation_input_tokens, reasoning_tokens, cost_nanos, agent_id, indicator, cost_unknown";
+  const std::string stored =
+      // Each event looked up by id, user and time (?4, ?5, ?6): a LATERAL subquery kept apart
+      // from the join (OFFSET 0), whose conditions make either index a lookup of one row. With
+      // the id alone, a plan made while the table's statistics are stale (a new database)
+      // hashed the product's every event, or read them all through the other index.
+      copied ? str_cat("SELECT e.* FROM unnest(?4::bytea[], ?5::text[], ?6::bigint[]) AS k(id, user_id, ts_ns) "
+                       "CROSS JOIN LATERAL (SELECT ", kStoredColumns, " FROM events WHERE product = ?1 AND "
+                       "id = k.id AND user_id = k.user_id AND ts_ns = k.ts_ns OFFSET 0) e")
+             : str_cat("INSERT INTO events(product, id, received_ns, ", columns, ") SELECT ?1, r.id, ?2", picked,
+                       " FROM unnest(", arrays, ") AS r(id, ", columns,
+                       ") ON CONFLICT(product, id) DO NOTHING RETURNING ", kStoredColumns);
+  return str_cat(
+      "WITH new_users AS (INSERT INTO users(product, user_id, name, created_ns) "
+      "SELECT ?1, u, '', ?2 FROM unnest(?3::text[]) AS u ON CONFLICT(product, user_id) DO NOTHING), "
+      "stored AS (", stored, "), "
+      "daily AS (INSERT INTO usage_daily(product, user_id, day, model, calls, input_tokens, output_tokens, "
+      "cached_input_tokens, cache_creation_input_tokens, reasoning_tokens, cost_nanos) "
+      "SELECT ?1, user_id, day, model, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay,
+      " - CASE WHEN ts_ns % ", kDay, " < 0 THEN 1 ELSE 0 END AS day FROM stored WHERE kind <> 'billing') e GROUP BY user_id, day, model "
+      "ON CONFLICT(product, user_id, day, model) DO UPDATE SET calls = usage_daily.calls + excluded.calls", daily_set,
+      // The dashboard's rollups (SqlStorage::ProductRollups and write_rollups() in the generic path).
+      "), by_model AS (INSERT INTO usage_daily_by_model(product, day, model, calls, ", summed_columns, ") "
+      "SELECT ?1, day, model, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> "
+      "'billing') e GROUP BY day, model ON CONFLICT(product, day, model) DO UPDATE SET calls = "
+      "usage_daily_by_model.calls + excluded.calls", by_model_set,
+      "), by_user AS (INSERT INTO usage_daily_by_user(product, day, user_id, calls, ", summed_columns, ") "
+      "SELECT ?1, day, user_id, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> "
+      "'billing') e GROUP BY day, user_id ON CONFLICT(product, day, user_id) DO UPDATE SET calls = "
+      "usage_daily_by_user.calls + excluded.calls", by_user_set,
+      "), by_provider AS (INSERT INTO usage_daily_by_provider(product, day, provider, calls, ", summed_columns, ") "
+      "SELECT ?1, day, provider, count(*)", sums, " FROM (SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> "
+      "'billing') e GROUP BY day, provider ON CONFLICT(product, day, provider) DO UPDATE SET calls = "
+      "usage_daily_by_provider.calls + excluded.calls", by_provider_set,
+      "), profit AS (INSERT INTO profit_daily(product, day, user_id, agent_id, indicator, cost_events, cost_nanos, "
+      "cost_unknown, billing_events, revenue_nanos, revenue_known) SELECT ?1, day, user_id, agent_id, indicator, "
+      "count(*), sum(CASE WHEN cost_unknown = 0 THEN cost_nanos ELSE 0 END), sum(cost_unknown), 0, 0, 0 FROM "
+      "(SELECT *, ts_ns / ", kDay, " AS day FROM stored WHERE kind <> 'billing') e GROUP BY day, user_id, agent_id, "
+      "indicator ON CONFLICT(product, day, user_id, agent_id, indicator) DO UPDATE SET cost_events = "
+      "profit_daily.cost_events + excluded.cost_events, cost_nanos = profit_daily.cost_nanos + excluded.cost_nanos, "
+      "cost_unknown = profit_daily.cost_unknown + excluded.cost_unknown"
+      "), totals AS (UPDATE product_totals t SET calls = t.calls + s.calls", totals_set,
+      " FROM (SELECT count(*) AS calls", batch_sums, " FROM stored WHERE kind <> 'billing') s WHERE t.product = ?1 RETURNING 1) "
+      "SELECT e.id, n.updated FROM (SELECT count(*) AS updated FROM totals) n LEFT JOIN stored e ON true");
 }
 
 const std::string& store_batch_sql() {
@@ -480,9 +486,7 @@ class PostgresDialect final : public SqlDialect {
     for (std::string_view id : sorted_user_ids) keys.push_back(storage_internal::user_lock_key(product, id));
     std::sort(keys.begin(), keys.end());
     keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-    std::string array = "{";
-    for (std::size_t i = 0; i < keys.size(); ++i) str_append(&array, i ? "," : "", keys[i]);
-    array += "}";
+    const std::string array = int64_array(keys.size(), [&](std::size_t i) { return keys[i]; });
     absl::StatusOr<Query> lock = prepare(
         connection,
         "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest(?1::bigint[]) AS t(k) ORDER BY k) s");
@@ -660,15 +664,12 @@ absl::StatusOr<SqlStorage::BatchWrite> PostgresStorage::store_batch(
         }));
         break;
       case EventFieldType::kCount:
-      case EventFieldType::kBool: {
-        std::string out = "{";
-        for (std::size_t k = 0; k < fresh.size(); ++k) {
+      case EventFieldType::kBool:
+        arrays.push_back(int64_array(fresh.size(), [&](std::size_t k) {
           const EventRecord& e = events[fresh[k]];
-          str_append(&out, k ? "," : "", f.type == EventFieldType::kCount ? e.*f.count : std::int64_t{e.*f.flag ? 1 : 0});
-        }
-        arrays.push_back(out + "}");
+          return f.type == EventFieldType::kCount ? e.*f.count : std::int64_t{e.*f.flag ? 1 : 0};
+        }));
         break;
-      }
     }
   }
   insert->bind(1, product).bind(2, received_ns);
@@ -714,9 +715,7 @@ absl::StatusOr<SqlStorage::BatchWrite> PostgresStorage::store_copied_batch(
   const std::string copied_ids = id_array(ids, fresh);
   const std::string copied_users =
       text_array(fresh.size(), [&](std::size_t k) { return std::string_view(events[fresh[k]].user_id); });
-  std::string copied_times = "{";
-  for (std::size_t k = 0; k < fresh.size(); ++k) str_append(&copied_times, k ? "," : "", events[fresh[k]].ts_ns);
-  copied_times += "}";
+  const std::string copied_times = int64_array(fresh.size(), [&](std::size_t k) { return events[fresh[k]].ts_ns; });
   sums->bind(1, product).bind(2, received_ns).bind(3, std::string_view(user_array));
   sums->bind(4, std::string_view(copied_ids)).bind(5, std::string_view(copied_users)).bind(6, std::string_view(copied_times));
   std::size_t read_back = 0;

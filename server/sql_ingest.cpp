@@ -117,11 +117,11 @@ absl::StatusOr<IngestResult> SqlStorage::ingest_impl(std::string_view product_id
   for (;;) {
     IngestPath redo = path;
     reply_thrown = nullptr;
-    shared = SharedUsage{};
     std::int64_t product_key = 0;
     absl::Status status =
         with_user_locks(product_id, users, [&](SqlConnection& connection, std::int64_t product) -> absl::Status {
           result = IngestResult{};
+          shared = SharedUsage{};  // (a transaction run again runs this again)
           product_key = product;
           if (first != nullptr) {
             if (absl::Status s = (*first)(connection, product); !s.ok()) return s;
@@ -294,8 +294,8 @@ absl::Status SqlStorage::answer_replies(SqlConnection& connection, std::span<con
     std::sort(users.begin(), users.end());
     users.erase(std::unique(users.begin(), users.end()), users.end());
     auto usage = std::make_shared<std::vector<UserUsage>>();
-    const PeriodOf& shared = *batch_replies.front()->period_of;
-    if (absl::Status s = read_usage(connection, product, users, shared, *usage); !s.ok()) return s;
+    const PeriodOf& first_period_of = *batch_replies.front()->period_of;
+    if (absl::Status s = read_usage(connection, product, users, first_period_of, *usage); !s.ok()) return s;
     // The product's alerts wanted, read once when a batch raises alerts (0: none to store).
     std::optional<std::uint32_t> wanted;
     for (const PendingReply* r : batch_replies) {

@@ -320,6 +320,49 @@ TEST_CASE("server.group_commit_a_batch_whose_alerts_throw_takes_its_group_back")
   CHECK(cost_in(again, "u") == 20);
 }
 
+// A product with a webhook: each batch of a group gets its own users' rows inside the
+// transaction, where its alerts are made from them, and the same rows in its reply.
+TEST_CASE("server.group_commit_batches_whose_alerts_are_wanted_see_their_own_users") {
+  ApiFixture f;
+  SqliteStorage& storage = *f.storage;
+  REQUIRE(storage.create_product("p", "acme", std::string(64, 'c')).ok());
+  REQUIRE(storage
+              .create_webhook("p", WebhookEndpoint{.id = "wh_" + std::string(24, 'a'),
+                                                   .url = "http://127.0.0.1:9/x",
+                                                   .event_mask = static_cast<std::uint32_t>(AlertType::kHardGate),
+                                                   .secret = "whsec_" + std::string(64, 'b'),
+                                                   .created_ns = 1})
+              .ok());
+  const TimeRange november{.from_ns = ns_at(2026, 11, 1), .to_ns = ns_at(2026, 12, 1)};
+  auto period_of = [&](const UserRecord&) { return november; };
+  std::vector<std::string> seen_a, seen_b;  // the users each batch's alerts were made from
+  auto alerts_into = [](std::vector<std::string>& seen) {
+    return [&seen](std::span<const UserUsage> usage, std::uint32_t wanted) {
+      CHECK(wanted == static_cast<std::uint32_t>(AlertType::kHardGate));
+      for (const UserUsage& u : usage) seen.push_back(u.user.user_id);
+      return std::vector<WebhookAlert>();
+    };
+  };
+  const auto alerts_a = alerts_into(seen_a);
+  const auto alerts_b = alerts_into(seen_b);
+  std::vector<EventRecord> a = batch(1, 2, "u", 10), b = batch(10, 1, "v", 3);
+  b.push_back(batch(20, 1, "u", 5).front());
+  absl::StatusOr<IngestResult> ra, rb;
+  const GroupCommit::Stats before = storage.group_commit_stats();
+  commit_as_one_group(storage, {[&] { ra = storage.ingest_with_alerts("p", a, period_of, {}, alerts_a); },
+                                [&] { rb = storage.ingest_with_alerts("p", b, period_of, {}, alerts_b); }});
+  CHECK(storage.group_commit_stats().commits - before.commits == 2);  // the holder's, then the two
+  CHECK(seen_a == std::vector<std::string>{"u"});
+  CHECK(seen_b == std::vector<std::string>{"u", "v"});
+  REQUIRE(ra.ok());
+  REQUIRE(rb.ok());
+  CHECK(ra->usage.size() == 1);
+  CHECK(cost_in(ra, "u") == 25);  // its 20 and b's 5, committed together
+  CHECK(rb->usage.size() == 2);
+  CHECK(cost_in(rb, "u") == 25);
+  CHECK(cost_in(rb, "v") == 3);
+}
+
 // Many syncers at once, each id sent by two of them: every id is stored once and counted as
 // accepted by exactly one reply, whatever the grouping; the daily sums agree with the events.
 TEST_CASE("server.group_commit_concurrent_syncers_store_every_event_once") {
