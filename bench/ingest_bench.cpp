@@ -27,6 +27,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -409,11 +410,13 @@ void ingest_storage_syncers(benchmark::State& state) {
 }
 
 // The same through paygentd over HTTP: state.range(0) syncers, each on its own kept-alive
-// connection, paygentd with as many request threads, synchronous=FULL.
-void ingest_http_syncers(benchmark::State& state) {
+// connection, paygentd with as many request threads, synchronous=FULL. `reads`: one more client
+// asks for a user's usage (GET /api/v1/users/user-7/usage) in a loop meanwhile, as a dashboard
+// or another tenant would; its replies' p50 and p99 are counters (us).
+void ingest_http_syncers_impl(benchmark::State& state, bool reads) {
   const int syncers = static_cast<int>(state.range(0));
   const int batch = static_cast<int>(state.range(1));
-  Server& s = server(true, syncers);
+  Server& s = server(true, syncers + (reads ? 1 : 0));  // a request thread for every connection
   std::vector<std::unique_ptr<HttpClient>> clients;
   std::vector<BatchBody> bodies;
   for (int t = 0; t < syncers; ++t) {
@@ -432,15 +435,43 @@ void ingest_http_syncers(benchmark::State& state) {
     state.SkipWithError("paygentd did not store the check batch exactly");
     return;
   }
+  std::atomic<bool> reading{reads};
+  std::vector<double> read_us;
+  bool read_failed = false;
+  std::thread reader;
+  if (reads) {
+    reader = std::thread([&] {
+      HttpClient http(s.process->port(), std::chrono::seconds(60));
+      while (reading.load()) {
+        const absl::Time start = absl::Now();
+        const auto reply = http.request("GET", "/api/v1/users/user-7/usage", {}, s.key);
+        if (!reply || reply->status != 200 || reply->body.find("\"user-7\"") == std::string::npos) read_failed = true;
+        read_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - start));
+      }
+    });
+  }
   const std::optional<std::int64_t> timed = time_syncers(state, syncers, batch, send);
+  reading = false;
+  if (reader.joinable()) reader.join();
   if (!timed) return;
   const std::int64_t total = *timed;
   if (stored_count(*clients[0], s.key) != *before + batch + total) {
     state.SkipWithError("the stored count does not match the events sent");
     return;
   }
+  if (reads) {
+    if (read_failed || read_us.empty()) {
+      state.SkipWithError("a usage read failed");
+      return;
+    }
+    std::sort(read_us.begin(), read_us.end());
+    state.counters["read_p50_us"] = read_us[read_us.size() / 2];
+    state.counters["read_p99_us"] = read_us[read_us.size() * 99 / 100];
+  }
   state.counters["events/s"] = benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
 }
+void ingest_http_syncers(benchmark::State& state) { ingest_http_syncers_impl(state, false); }
+void ingest_http_syncers_reads(benchmark::State& state) { ingest_http_syncers_impl(state, true); }
 
 // --- Raw SQLite: the same rows, the same schema and pragmas, a plain insert loop -----------------
 
@@ -534,6 +565,7 @@ BENCHMARK(ingest_storage_syncers)->Args({1, 100})->Args({4, 100})->Args({8, 100}
     ->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(ingest_http_syncers)->Args({1, 100})->Args({8, 100})->Args({16, 100})->Args({64, 100})
     ->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(ingest_http_syncers_reads)->Args({64, 100})->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(ingest_storage)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ingest_http_normal)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ingest_raw_sqlite_normal)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
