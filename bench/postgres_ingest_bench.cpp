@@ -27,6 +27,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -146,6 +147,56 @@ void append_copy_row(std::string& out, const EventRecord& e, std::int64_t receiv
   out += "\n";
 }
 
+// COPY of the events table's columns, in append_copy_row()'s order.
+std::string raw_copy_sql() {
+  return "COPY events(product, id, received_ns, " + ::paygent::internal::event_columns() + ") FROM STDIN";
+}
+
+// BEGIN, then `batch` by COPY (`copy_sql`, text format) on `conn`; false when either fails. The
+// caller ends the transaction (commit()).
+bool begin_and_copy(PGconn* conn, const std::string& copy_sql, const std::vector<EventRecord>& batch) {
+  std::string rows;
+  const std::int64_t now = absl::ToUnixNanos(absl::Now());
+  for (const EventRecord& e : batch) append_copy_row(rows, e, now);
+  PQclear(PQexec(conn, "BEGIN"));
+  PGresult* r = PQexec(conn, copy_sql.c_str());
+  const bool in = PQresultStatus(r) == PGRES_COPY_IN;
+  PQclear(r);
+  if (!in) return false;
+  if (PQputCopyData(conn, rows.data(), static_cast<int>(rows.size())) != 1 || PQputCopyEnd(conn, nullptr) != 1) return false;
+  r = PQgetResult(conn);
+  const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  PQclear(r);
+  while ((r = PQgetResult(conn)) != nullptr) PQclear(r);
+  return ok;
+}
+
+bool commit(PGconn* conn) {
+  PGresult* r = PQexec(conn, "COMMIT");
+  const bool committed = PQresultStatus(r) == PGRES_COMMAND_OK;
+  PQclear(r);
+  return committed;
+}
+
+// The timed loop of the raw benchmarks: write(batch) for a new batch of `size` events per
+// iteration (made outside the timing). The events written, or nullopt when a write failed (the
+// benchmark is then skipped with an error).
+template <typename Write>
+std::optional<std::int64_t> time_batches(benchmark::State& state, int size, Write write) {
+  std::int64_t written = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    const std::vector<EventRecord> batch = new_batch(size);
+    state.ResumeTiming();
+    if (!write(batch)) {
+      state.SkipWithError("a batch was not written");
+      return std::nullopt;
+    }
+    written += size;
+  }
+  return written;
+}
+
 void ingest_postgres_raw_copy(benchmark::State& state) {
   const int size = static_cast<int>(state.range(0));
   const std::string conninfo = paygent::bench::new_postgres_database();
@@ -158,49 +209,21 @@ void ingest_postgres_raw_copy(benchmark::State& state) {
     return;
   }
   PGconn* conn = PQconnectdb(conninfo.c_str());
-  const std::string copy_sql = "COPY events(product, id, received_ns, " + ::paygent::internal::event_columns() +
-                               ") FROM STDIN";
-  auto copy = [&](const std::vector<EventRecord>& batch) {
-    std::string rows;
-    const std::int64_t now = absl::ToUnixNanos(absl::Now());
-    for (const EventRecord& e : batch) append_copy_row(rows, e, now);
-    PQclear(PQexec(conn, "BEGIN"));
-    PGresult* r = PQexec(conn, copy_sql.c_str());
-    const bool in = PQresultStatus(r) == PGRES_COPY_IN;
-    PQclear(r);
-    if (!in) return false;
-    if (PQputCopyData(conn, rows.data(), static_cast<int>(rows.size())) != 1 || PQputCopyEnd(conn, nullptr) != 1) return false;
-    r = PQgetResult(conn);
-    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    while ((r = PQgetResult(conn)) != nullptr) PQclear(r);
-    r = PQexec(conn, "COMMIT");
-    const bool committed = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    return ok && committed;
-  };
+  const std::string copy_sql = raw_copy_sql();
+  auto copy = [&](const std::vector<EventRecord>& batch) { return begin_and_copy(conn, copy_sql, batch) && commit(conn); };
   if (!copy(new_batch(size)) || count_events(conninfo) != size) {
     PQfinish(conn);
     state.SkipWithError("COPY did not store the check batch exactly");
     return;
   }
-  std::int64_t total = size;
-  for (auto _ : state) {
-    state.PauseTiming();
-    const std::vector<EventRecord> batch = new_batch(size);
-    state.ResumeTiming();
-    if (!copy(batch)) {
-      state.SkipWithError("a COPY failed");
-      break;
-    }
-    total += size;
-  }
+  const std::optional<std::int64_t> written = time_batches(state, size, copy);
   PQfinish(conn);
-  if (count_events(conninfo) != total) {
+  if (!written) return;
+  if (count_events(conninfo) != size + *written) {
     state.SkipWithError("the stored count does not match the rows copied");
     return;
   }
-  state.counters["events/s"] = benchmark::Counter(static_cast<double>(total - size), benchmark::Counter::kIsRate);
+  state.counters["events/s"] = benchmark::Counter(static_cast<double>(*written), benchmark::Counter::kIsRate);
 }
 
 // The floor under any ingest that keeps the rollups exact at its commit, as the replies need:
@@ -290,8 +313,7 @@ void ingest_postgres_raw_copy_with_sums(benchmark::State& state) {
     return;
   }
   PGconn* conn = PQconnectdb(conninfo.c_str());
-  const std::string copy_sql = "COPY events(product, id, received_ns, " + ::paygent::internal::event_columns() +
-                               ") FROM STDIN";
+  const std::string copy_sql = raw_copy_sql();
   // The rollups in paygentd's order of tables, each's params its key columns, the day and the
   // seven sums: usage_daily $1-$10, by_model $11-$19, by_user $20-$28, by_provider $29-$37,
   // profit_daily $38-$48; then the product's totals, $49-$55.
@@ -310,9 +332,6 @@ void ingest_postgres_raw_copy_with_sums(benchmark::State& state) {
   const bool ready = PQresultStatus(prepared) == PGRES_COMMAND_OK;
   PQclear(prepared);
   auto write = [&](const std::vector<EventRecord>& batch) {
-    std::string rows;
-    const std::int64_t now = absl::ToUnixNanos(absl::Now());
-    for (const EventRecord& e : batch) append_copy_row(rows, e, now);
     SumRows daily, by_model, by_user, by_provider, profit, totals;
     for (const EventRecord& e : batch) {
       const std::int64_t day = e.ts_ns / kDay;
@@ -332,24 +351,12 @@ void ingest_postgres_raw_copy_with_sums(benchmark::State& state) {
     for (std::int64_t v : totals.rows.begin()->second) params.push_back(std::to_string(v));
     std::vector<const char*> values;
     for (const std::string& p : params) values.push_back(p.c_str());
-    PQclear(PQexec(conn, "BEGIN"));
-    PGresult* r = PQexec(conn, copy_sql.c_str());
-    const bool in = PQresultStatus(r) == PGRES_COPY_IN;
-    PQclear(r);
-    if (!in) return false;
-    if (PQputCopyData(conn, rows.data(), static_cast<int>(rows.size())) != 1 || PQputCopyEnd(conn, nullptr) != 1) return false;
-    r = PQgetResult(conn);
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    while ((r = PQgetResult(conn)) != nullptr) PQclear(r);
-    r = PQexecPrepared(conn, "sums", static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
-    ok = ok && PQresultStatus(r) == PGRES_COMMAND_OK && std::string_view(PQcmdTuples(r)) == "1";
+    if (!begin_and_copy(conn, copy_sql, batch)) return false;
+    PGresult* r = PQexecPrepared(conn, "sums", static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
+    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK && std::string_view(PQcmdTuples(r)) == "1";
     if (!ok) std::fprintf(stderr, "sums: %s\n", PQresultErrorMessage(r));
     PQclear(r);
-    r = PQexec(conn, "COMMIT");
-    const bool committed = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    return ok && committed;
+    return commit(conn) && ok;
   };
   auto calls_summed = [&] {
     PGresult* r = PQexec(conn, "SELECT (SELECT SUM(calls) FROM usage_daily) + (SELECT SUM(cost_events) FROM "
@@ -363,24 +370,19 @@ void ingest_postgres_raw_copy_with_sums(benchmark::State& state) {
     state.SkipWithError("COPY and sums did not store the check batch exactly");
     return;
   }
-  std::int64_t total = size;
-  for (auto _ : state) {
-    state.PauseTiming();
-    const std::vector<EventRecord> batch = new_batch(size);
-    state.ResumeTiming();
-    if (!write(batch)) {
-      state.SkipWithError("a COPY or its sums failed");
-      break;
-    }
-    total += size;
+  const std::optional<std::int64_t> written = time_batches(state, size, write);
+  if (!written) {
+    PQfinish(conn);
+    return;
   }
+  const std::int64_t total = size + *written;
   const bool exact = count_events(conninfo) == total && calls_summed() == 3 * total;
   PQfinish(conn);
   if (!exact) {
     state.SkipWithError("the stored count or sums do not match the rows written");
     return;
   }
-  state.counters["events/s"] = benchmark::Counter(static_cast<double>(total - size), benchmark::Counter::kIsRate);
+  state.counters["events/s"] = benchmark::Counter(static_cast<double>(*written), benchmark::Counter::kIsRate);
 }
 
 BENCHMARK(ingest_postgres_storage)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);

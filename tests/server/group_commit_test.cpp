@@ -280,12 +280,8 @@ TEST_CASE("server.group_commit_replies_of_two_products_and_another_period") {
   for (const UserUsage& u : r3->usage) CHECK(u.period == from_17th);
 }
 
-// The alerts commit with their batch: when a group's batch cannot make its alerts (alerts_of
-// throws), its caller gets the exception and nothing of the group is stored (the others are told
-// and store their batches when they try again).
-TEST_CASE("server.group_commit_a_batch_whose_alerts_throw_takes_its_group_back") {
-  ApiFixture f;
-  SqliteStorage& storage = *f.storage;
+// Product "p" with one webhook endpoint that wants hard-gate alerts; and the period of its users.
+void create_product_with_a_webhook(SqliteStorage& storage) {
   REQUIRE(storage.create_product("p", "acme", std::string(64, 'c')).ok());
   REQUIRE(storage
               .create_webhook("p", WebhookEndpoint{.id = "wh_" + std::string(24, 'a'),
@@ -294,8 +290,17 @@ TEST_CASE("server.group_commit_a_batch_whose_alerts_throw_takes_its_group_back")
                                                    .secret = "whsec_" + std::string(64, 'b'),
                                                    .created_ns = 1})
               .ok());
-  const TimeRange november{.from_ns = ns_at(2026, 11, 1), .to_ns = ns_at(2026, 12, 1)};
-  auto period_of = [&](const UserRecord&) { return november; };
+}
+TimeRange november_2026() { return {.from_ns = ns_at(2026, 11, 1), .to_ns = ns_at(2026, 12, 1)}; }
+
+// The alerts commit with their batch: when a group's batch cannot make its alerts (alerts_of
+// throws), its caller gets the exception and nothing of the group is stored (the others are told
+// and store their batches when they try again).
+TEST_CASE("server.group_commit_a_batch_whose_alerts_throw_takes_its_group_back") {
+  ApiFixture f;
+  SqliteStorage& storage = *f.storage;
+  create_product_with_a_webhook(storage);
+  auto period_of = [](const UserRecord&) { return november_2026(); };
   auto none = [](std::span<const UserUsage>, std::uint32_t) { return std::vector<WebhookAlert>(); };
   auto failing = [](std::span<const UserUsage>, std::uint32_t) -> std::vector<WebhookAlert> {
     throw std::runtime_error("the alerts cannot be made");
@@ -325,16 +330,8 @@ TEST_CASE("server.group_commit_a_batch_whose_alerts_throw_takes_its_group_back")
 TEST_CASE("server.group_commit_batches_whose_alerts_are_wanted_see_their_own_users") {
   ApiFixture f;
   SqliteStorage& storage = *f.storage;
-  REQUIRE(storage.create_product("p", "acme", std::string(64, 'c')).ok());
-  REQUIRE(storage
-              .create_webhook("p", WebhookEndpoint{.id = "wh_" + std::string(24, 'a'),
-                                                   .url = "http://127.0.0.1:9/x",
-                                                   .event_mask = static_cast<std::uint32_t>(AlertType::kHardGate),
-                                                   .secret = "whsec_" + std::string(64, 'b'),
-                                                   .created_ns = 1})
-              .ok());
-  const TimeRange november{.from_ns = ns_at(2026, 11, 1), .to_ns = ns_at(2026, 12, 1)};
-  auto period_of = [&](const UserRecord&) { return november; };
+  create_product_with_a_webhook(storage);
+  auto period_of = [](const UserRecord&) { return november_2026(); };
   std::vector<std::string> seen_a, seen_b;  // the users each batch's alerts were made from
   auto alerts_into = [](std::vector<std::string>& seen) {
     return [&seen](std::span<const UserUsage> usage, std::uint32_t wanted) {
