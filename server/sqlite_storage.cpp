@@ -445,13 +445,13 @@ SqliteStorage::~SqliteStorage() {
 }
 
 absl::Status SqliteStorage::with_connection(Access access, absl::FunctionRef<absl::Status(SqlConnection&)> fn) {
-  if (access == Access::kReport) {
-    absl::StatusOr<std::unique_ptr<Connection>> reader = take_reader();
+  if (access == Access::kReport || access == Access::kRead) {
+    absl::StatusOr<std::unique_ptr<Connection>> reader =
+        take_reader(access == Access::kReport ? SIZE_MAX : kShortReaders);
     if (!reader.ok()) return reader.status();
     if (*reader != nullptr) {
       absl::Status status = fn(**reader);
-      // A reader left in a transaction would pin an old snapshot (and the WAL) for good: dropped.
-      if (!(*reader)->in_transaction()) return_reader(*std::move(reader));
+      return_reader(*std::move(reader));
       return status;
     }
   }
@@ -469,7 +469,8 @@ absl::Status SqliteStorage::write_transaction(absl::FunctionRef<absl::Status(Sql
       defers);
 }
 
-absl::StatusOr<std::unique_ptr<SqliteStorage::Connection>> SqliteStorage::take_reader() {
+absl::StatusOr<std::unique_ptr<SqliteStorage::Connection>> SqliteStorage::take_reader(std::size_t open_at_most) {
+  if (path_.empty()) return std::unique_ptr<Connection>();
   {
     absl::MutexLock lock(&readers_mu_);
     if (!idle_readers_.empty()) {
@@ -477,8 +478,18 @@ absl::StatusOr<std::unique_ptr<SqliteStorage::Connection>> SqliteStorage::take_r
       idle_readers_.pop_back();
       return reader;
     }
+    if (open_readers_ >= open_at_most) return std::unique_ptr<Connection>();
+    ++open_readers_;  // counted from here: given back by return_reader() or below
   }
-  if (path_.empty()) return std::unique_ptr<Connection>();
+  absl::StatusOr<std::unique_ptr<Connection>> opened = open_reader();
+  if (!opened.ok()) {
+    absl::MutexLock lock(&readers_mu_);
+    --open_readers_;
+  }
+  return opened;
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStorage::Connection>> SqliteStorage::open_reader() {
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
   auto reader = std::make_unique<Connection>(db);  // closes `db` whatever happens next
@@ -497,8 +508,15 @@ absl::StatusOr<std::unique_ptr<SqliteStorage::Connection>> SqliteStorage::take_r
 }
 
 void SqliteStorage::return_reader(std::unique_ptr<Connection> reader) {
+  // A reader left in a transaction would pin an old snapshot (and the WAL) for good: closed.
+  const bool keep = !reader->in_transaction();
+  if (!keep) reader.reset();
   absl::MutexLock lock(&readers_mu_);
-  idle_readers_.push_back(std::move(reader));
+  if (keep) {
+    idle_readers_.push_back(std::move(reader));
+  } else {
+    --open_readers_;
+  }
 }
 
 }  // namespace paygent::server

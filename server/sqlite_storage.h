@@ -86,9 +86,12 @@ class SqliteStorage final : public SqlStorage {
   explicit SqliteStorage(sqlite3* db);
   // SQLite's WAL hook, called after each commit with the WAL's size in pages.
   static int on_wal_commit(void* storage, sqlite3* db, const char* database, int wal_pages);
-  // An idle reader, or a new one; nullptr when the database has no file a second connection can
-  // open (then report() reads through the writer's connection, under mu_).
-  absl::StatusOr<std::unique_ptr<Connection>> take_reader();
+  // An idle reader, or a new one (`open_at_most`: only while fewer readers are open); nullptr
+  // when the database has no file a second connection can open, or at that bound (then the read
+  // goes through the writer's connection, under mu_).
+  absl::StatusOr<std::unique_ptr<Connection>> take_reader(std::size_t open_at_most);
+  absl::StatusOr<std::unique_ptr<Connection>> open_reader();  // take_reader()'s new connection
+  // Back to the idle ones; or closed, when `fn` left it in a transaction.
   void return_reader(std::unique_ptr<Connection> reader);
 
   std::unique_ptr<Checkpointer> checkpointer_;  // set once by open()
@@ -98,13 +101,19 @@ class SqliteStorage final : public SqlStorage {
   // Concurrent write transactions share one commit (one fsync with Synchronous::kFull).
   GroupCommit group_commit_{"BEGIN IMMEDIATE", 64};
 
-  // report() reads through connections of its own (WAL readers see the last commit and never wait
-  // for the writer), so that a long report of one product does not hold mu_, which every write and
-  // every other read of every product needs. One per concurrent report, kept for the next.
+  // Reports and short reads (Access::kReport, kRead) go through connections of their own (WAL
+  // readers see the last commit and never wait for the writer): a long report does not hold mu_,
+  // which every write needs, and a request's short reads (its key, its product's plans) do not
+  // wait behind a group commit's fsync. One per concurrent report, and up to kShortReaders more
+  // for short reads (past them a short read uses the writer's connection); kept for the next.
+  // Each reader's page cache holds at most the writer's cache_bytes, filled only by the pages its
+  // reads touch.
   const std::string path_;  // the database file ("" in memory); set once
   std::int64_t cache_size_ = 0;  // PRAGMA cache_size of the writer, for the readers; set once by open()
   absl::Mutex readers_mu_ ABSL_ACQUIRED_AFTER(mu_);
   std::vector<std::unique_ptr<Connection>> idle_readers_ ABSL_GUARDED_BY(readers_mu_);
+  std::size_t open_readers_ ABSL_GUARDED_BY(readers_mu_) = 0;  // idle or in use
+  static constexpr std::size_t kShortReaders = 8;
 };
 
 }  // namespace paygent::server
