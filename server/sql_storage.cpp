@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS plans(
   product ${INT} PRIMARY KEY,
   config_json TEXT NOT NULL,
   updated_ns ${INT} NOT NULL)${TABLE};
+CREATE INDEX IF NOT EXISTS plans_revision ON plans(product, updated_ns);
 CREATE TABLE IF NOT EXISTS events(
   product ${INT} NOT NULL,
   id ${BLOB} NOT NULL,
@@ -633,7 +634,13 @@ absl::Status SqlStorage::read_plans_row(std::string_view product_id, std::string
 
 absl::StatusOr<std::int64_t> SqlStorage::plan_config_revision(std::string_view product_id) {
   std::int64_t revision = 0;
-  absl::Status status = read_plans_row(product_id, "SELECT updated_ns FROM plans WHERE product = ?1",
+  // From the index plans_revision alone: in the row, updated_ns follows the config (up to 1 MiB),
+  // and reading it there walks the config's overflow pages (on SQLite, a reader connection whose
+  // cache another connection's commit emptied reads them all again). SQLite looks a product up by
+  // its rowid for "product = ?1"; a range and that order make it read the covering index.
+  absl::Status status = read_plans_row(product_id,
+                                       "SELECT updated_ns FROM plans WHERE product >= ?1 AND product <= ?1 "
+                                       "ORDER BY product, updated_ns",
                                        "read plans revision", [&](Query& row) { revision = row.int64(0); });
   if (!status.ok()) return status;
   return revision;
