@@ -28,6 +28,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "absl/strings/str_join.h"
+
 #include "proxy/replies.h"
 #include "proxy/request.h"
 #include "proxy/stream_relay.h"
@@ -215,17 +217,9 @@ class Server final : public ProxyServer {
         endpoint.port(listener.local_endpoint(ignored).port());
       }
     }
-    // Without SO_REUSEPORT every worker accepts on the one listening socket (a descriptor of its
-    // own), in turn.
-    for (std::size_t i = 1; !ec && !reuse_port && i < workers_.size(); ++i) {
-      const int fd = ::dup(workers_[0]->acceptor.native_handle());
-      if (fd < 0) {
-        ec = beast::error_code(errno, beast::system_category());
-        break;
-      }
-      workers_[i]->acceptor.assign(endpoint.protocol(), fd, ec);
-      if (ec) ::close(fd);
-    }
+    // Without SO_REUSEPORT the one listening socket is worker 0's alone (in one epoll set, so a
+    // new connection wakes one thread, as nginx's EPOLLEXCLUSIVE does): it places each connection
+    // on the worker serving the fewest (accept_one).
     if (ec) {
       return absl::UnavailableError(
           str_cat("--listen ", options_.listen_host, ":", options_.listen_port, ": ", ec.message()));
@@ -236,7 +230,8 @@ class Server final : public ProxyServer {
       std::lock_guard lock(mu_);
       accepting_ = reuse_port ? workers_.size() : 1;  // after the threads: stop() then always has them to end the turns
     }
-    turn_step_ = reuse_port ? 0 : 1;
+    protocol_ = endpoint.protocol();
+    place_ = !reuse_port && workers_.size() > 1;
     for (std::size_t i = 0; i < accepting_; ++i) net::co_spawn(workers_[i]->ioc, accept_one(i), net::detached);
     return absl::OkStatus();
   }
@@ -248,7 +243,7 @@ class Server final : public ProxyServer {
     return {counters_.requests.load(), counters_.metered.load(), counters_.unmetered.load(),
             counters_.refused.load(), counters_.cut_streams.load(), counters_.abandoned_streams.load(),
             counters_.upstream_errors.load(), counters_.bad_requests.load(), counters_.fail_open.load(),
-            pool.connects, pool.reuses, pool.retries, pool.idle};
+            pool.connects, pool.reuses, pool.retries, pool.idle, serving()};
   }
 
   void stop() noexcept override {
@@ -310,11 +305,16 @@ class Server final : public ProxyServer {
  private:
   static constexpr int kGateThreads = 8;
 
-  // The accept turn of worker `i`, on its thread: accepts one connection and serves it here, where
-  // it was accepted (no hand-over between threads on the way to a new connection's first byte).
-  // The next turn starts once this one has: on the same worker with SO_REUSEPORT (its own
-  // listening socket; one turn per worker outstanding), else on the next worker (the shared
-  // socket; one turn outstanding, so connections go to the workers in turn).
+  // The accept turn of worker `i`, on its thread: accepts a connection and serves it here (no
+  // hand-over between threads on the way to a new connection's first byte), unless another worker
+  // serves fewer connections (the shared socket, place_): then the connection moves to that
+  // worker and this turn accepts the next. With SO_REUSEPORT each worker has a turn of its own,
+  // on its own socket, and keeps what it accepts (the kernel spreads them).
+  //
+  // Before (every worker's turn on one shared socket, handed to the next worker after each
+  // connection), each new connection woke both workers: the socket sat in both epoll sets, and
+  // the turn was posted across. On 2 cores the second wake-up competed with the provider for the
+  // CPU while the request was on its way (perf sched of one stream).
   net::awaitable<void> accept_one(std::size_t i) {
     Worker& worker = *workers_[i];
     for (;;) {
@@ -341,6 +341,23 @@ class Server final : public ProxyServer {
       }
       ++connections_;
       lock.unlock();
+      const std::size_t to = place_ ? placement(i) : i;
+      if (to != i) {  // the least loaded worker takes it: its epoll set, its thread
+        workers_[to]->serving++;
+        const int listed = socket.native_handle();
+        const int fd = socket.release(ec);
+        tcp::socket moved(workers_[to]->ioc);
+        if (!ec) moved.assign(protocol_, fd, ec);
+        if (ec) {
+          if (fd >= 0 && !moved.is_open()) ::close(fd);  // else the socket that holds it closes it
+          workers_[to]->serving--;
+          end_session(listed);
+          continue;
+        }
+        net::co_spawn(workers_[to]->ioc, session(std::move(moved), to), net::detached);
+        continue;
+      }
+      worker.serving++;
       // The next turn starts once this worker has sent the connection's first request on (an
       // accept that finds nothing is a system call, and handing the turn to another worker is an
       // epoll_ctl on its reactor and a wake-up: ~50 us measured, kept off the way to this
@@ -351,19 +368,35 @@ class Server final : public ProxyServer {
       // worker's ready handlers take.
       bool passed = true;
       try {
-        const std::size_t next = (i + turn_step_) % workers_.size();
-        net::post(worker.ioc, [this, next, &worker] {
-          net::post(worker.ioc, [this, next] { net::co_spawn(workers_[next]->ioc, accept_one(next), net::detached); });
+        net::post(worker.ioc, [this, i, &worker] {
+          net::post(worker.ioc, [this, i] { net::co_spawn(workers_[i]->ioc, accept_one(i), net::detached); });
         });
       } catch (...) {  // out of memory: this turn goes on, and accepts again after this connection
         passed = false;
       }
-      co_await session(std::move(socket));
+      co_await session(std::move(socket), i);
       if (passed) co_return;
     }
   }
 
-  net::awaitable<void> session(tcp::socket socket) {
+  std::vector<std::int64_t> serving() const {
+    std::vector<std::int64_t> out;
+    for (const auto& worker : workers_) out.push_back(worker->serving.load());
+    return out;
+  }
+
+  // Where worker `i` places a new connection: itself, unless another worker serves at least two
+  // fewer (so a stream after a stream stays on one thread, and keep-alive clients spread evenly).
+  std::size_t placement(std::size_t i) const {
+    std::size_t least = i;
+    for (std::size_t j = 0; j < workers_.size(); ++j) {
+      if (workers_[j]->serving.load() < workers_[least]->serving.load()) least = j;
+    }
+    return workers_[least]->serving.load() + 1 < workers_[i]->serving.load() ? least : i;
+  }
+
+  // Serves `socket` on worker `w` (the thread running this) to its end.
+  net::awaitable<void> session(tcp::socket socket, std::size_t w) {
     const int fd = socket.native_handle();
     {
       Connection connection(*this, std::move(socket));
@@ -375,7 +408,14 @@ class Server final : public ProxyServer {
       std::lock_guard lock(mu_);
       open_sockets_.erase(fd);  // before the socket closes, so stop() never shuts a reused descriptor
     }
+    workers_[w]->serving--;
+    end_session(-1);
+  }
+
+  // A session's end in the books (`fd`: its descriptor, when still listed).
+  void end_session(int fd) {
     std::lock_guard lock(mu_);
+    if (fd >= 0) open_sockets_.erase(fd);
     if (--connections_ == 0) cv_.notify_all();
   }
 
@@ -389,7 +429,8 @@ class Server final : public ProxyServer {
     net::io_context ioc{1};
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work{ioc.get_executor()};
     std::thread thread;
-    tcp::acceptor acceptor{ioc};  // its listening socket (SO_REUSEPORT: one per worker, one port)
+    tcp::acceptor acceptor{ioc};  // its listening socket (worker 0's only, unless SO_REUSEPORT: one per worker)
+    std::atomic<int> serving{0};  // connections it serves
   };
   std::vector<std::unique_ptr<Worker>> workers_;  // declared before pool_: destroyed after it (its idle sockets close while their io_contexts live)
   UpstreamPool pool_;  // its calls end in stop(), before it is destroyed
@@ -400,7 +441,8 @@ class Server final : public ProxyServer {
   bool stopping_ = false;
   bool stopped_ = false;
   std::size_t accepting_ = 0;  // workers whose accept turn is outstanding
-  std::size_t turn_step_ = 1;  // from worker i the next turn goes to worker i + turn_step_
+  bool place_ = false;  // one listening socket for several workers: worker 0 places each connection
+  tcp protocol_ = tcp::v4();
   int connections_ = 0;          // sessions not yet ended
   std::set<int> open_sockets_;   // their descriptors, shut down by stop()
 };
@@ -551,7 +593,7 @@ net::awaitable<bool> Connection::handle(http::request<http::string_body>& reques
                                    ",\"upstream_errors\":", s.upstream_errors, ",\"bad_requests\":", s.bad_requests,
                                    ",\"fail_open\":", s.fail_open, ",\"upstream_connects\":", s.upstream_connects,
                                    ",\"upstream_reuses\":", s.upstream_reuses, ",\"upstream_retries\":", s.upstream_retries,
-                                   ",\"upstream_idle\":", s.upstream_idle, "}"));
+                                   ",\"upstream_idle\":", s.upstream_idle, ",\"serving\":[", absl::StrJoin(s.serving, ","), "]}"));
   }
   if (method == "GET" && target.starts_with("/paygent/report?user=") && server_.paygent() != nullptr) {
     // A user's standing (an operator's view; the proxy listens on loopback by default).

@@ -8,9 +8,9 @@
 //
 // Thread safety: a ProxyServer serves every connection as a coroutine (Boost.Asio, C++20) on one
 // of its workers (ProxyOptions::threads), each an event loop (io_context) run by one thread, as
-// nginx's workers are: the client connections go to the workers in turn, a connection waiting for
-// its client or its upstream holds no thread, and each worker keeps its own pooled upstream
-// connections. A gate that may wait for the backend (Paygent::gate_may_wait: budget leases, up to
+// nginx's workers are: worker 0 accepts and places each client connection on the worker serving
+// the fewest (itself when even), a connection waiting for its client or its upstream holds no
+// thread, and each worker keeps its own pooled upstream connections. A gate that may wait for the backend (Paygent::gate_may_wait: budget leases, up to
 // lease_wait) runs on 8 threads of its own instead, so that it never holds up the other
 // connections of its worker. stats() may be called from any thread. Lifetime: the Paygent passed to start() must outlive the ProxyServer's
 // stop() (or destructor); stop() closes the listener, shuts down every client connection, waits
@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -65,12 +66,12 @@ struct ProxyOptions {
   // Threads serving the connections (each runs the event loop; any number of connections each).
   // 0: one per core (std::thread::hardware_concurrency).
   int threads = 0;
-  // Off (the default): the workers share one listening socket and take turns at accepting, so
-  // connections are spread exactly in turn, but each new connection wakes every worker. On, with
-  // several workers: each listens on a socket of its own, all bound to the port with
-  // SO_REUSEPORT, and the kernel gives each new connection to one of them (by a hash of its
-  // addresses), waking that worker only (nginx's `listen ... reuseport`). On 2 cores the two
-  // measured alike (docs/proxy.md, "Speed"); more workers wake more for nothing without it.
+  // Off (the default): one listening socket, worker 0's, which places each new connection on the
+  // worker serving the fewest (itself unless another serves two fewer; a moved connection costs
+  // a wake-up of its worker). On, with several workers: each listens on a socket of its own, all
+  // bound to the port with SO_REUSEPORT, and the kernel gives each new connection to one of them
+  // (by a hash of its addresses), waking that worker only (nginx's `listen ... reuseport`); a
+  // busy worker 0 then delays no accept, but the kernel's hash does not look at load.
   bool reuse_port = false;
 };
 
@@ -91,6 +92,9 @@ struct ProxyStats {
   std::int64_t upstream_reuses = 0;
   std::int64_t upstream_retries = 0;
   std::int64_t upstream_idle = 0;
+  // The client connections each worker serves now (in worker order): how the listening socket
+  // spread them.
+  std::vector<std::int64_t> serving;
 };
 
 // The Options a Paygent serving the proxy needs: `options` with on_usage wrapped so that the proxy

@@ -576,8 +576,9 @@ TEST_CASE("proxy.upstream_connections_are_reused_across_calls") {
   CHECK(stats.upstream_retries == 0);
   CHECK(stats.upstream_idle == 1);
   const HttpResponse health = post(h.port(), "/healthz", "", {}, "GET");
-  CHECK(health.body.find(R"("upstream_connects":1,"upstream_reuses":12,"upstream_retries":0,"upstream_idle":1})") !=
+  CHECK(health.body.find(R"("upstream_connects":1,"upstream_reuses":12,"upstream_retries":0,"upstream_idle":1,)") !=
         std::string::npos);
+  CHECK(health.body.ends_with(R"("serving":[1]})"));  // the /healthz connection itself, on the one worker
   REQUIRE(h.usages.size() == 13);
 }
 
@@ -691,26 +692,55 @@ TEST_CASE("proxy.upstream_connection_close_is_not_reused") {
 
 TEST_CASE("proxy.each_worker_keeps_its_own_upstream_connections") {
   // Two workers, on a listening socket each (SO_REUSEPORT: the kernel picks one for each client
-  // connection) or sharing one (taking turns): the first call a worker serves opens an upstream
-  // connection, its later ones reuse it.
+  // connection) or sharing one (worker 0 places each connection on the worker serving the
+  // fewest): the first call a worker serves opens an upstream connection, its later ones reuse it.
   ProxyOptions options{.threads = 2};
+  bool shared = false;
   SUBCASE("a listening socket per worker (SO_REUSEPORT)") { options.reuse_port = true; }
-  SUBCASE("one listening socket, accepted in turn") { options.reuse_port = false; }
+  SUBCASE("one listening socket, connections placed") { shared = true; }
   Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); }, options);
-  // 24 client connections from as many source ports: both workers serve some (in turn; or, with
-  // SO_REUSEPORT, all on one would happen once in 2^23 runs).
+  // 24 client connections one after another, from as many source ports. With SO_REUSEPORT both
+  // workers serve some (all on one would happen once in 2^23 runs); on the shared socket each
+  // finds both workers idle and stays on worker 0, the thread that accepted it.
   constexpr int kCalls = 24;
   for (int i = 0; i < kCalls; ++i) {
     const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: uma"});
     REQUIRE(r.status == 200);
     CHECK(r.body == fixture("openai-chat.json"));
   }
+  if (shared) {
+    CHECK(h.proxy->stats().upstream_connects == 1);
+    // Connections open at once spread: the accepting worker keeps one until it serves two more
+    // than the other. Then a call on each: worker 1 opens its own upstream connection.
+    std::vector<int> clients;
+    for (int i = 0; i < 4; ++i) clients.push_back(connect_loopback(h.port()));
+    std::vector<std::int64_t> serving;
+    for (int i = 0; i < 500; ++i) {
+      serving = h.proxy->stats().serving;
+      if (serving.size() == 2 && serving[0] + serving[1] == 4) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    CHECK(serving == std::vector<std::int64_t>{3, 1});
+    for (int fd : clients) {
+      REQUIRE(send_all(fd, request_text("/v1/chat/completions", chat_body(), {"x-paygent-user: uma"})));
+      std::string raw;
+      char chunk[4096];
+      for (ssize_t n; (n = ::recv(fd, chunk, sizeof chunk, 0)) > 0;) raw.append(chunk, static_cast<std::size_t>(n));
+      ::close(fd);
+      CHECK(parse_response(raw).status == 200);
+    }
+    for (int i = 0; i < 500 && h.proxy->stats().serving != std::vector<std::int64_t>{0, 0}; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    CHECK(h.proxy->stats().serving == std::vector<std::int64_t>{0, 0});
+  }
   const ProxyStats stats = h.proxy->stats();
+  const int calls = kCalls + (shared ? 4 : 0);
   CHECK(stats.upstream_connects == 2);
   CHECK(h.upstream.accepts() == 2);
-  CHECK(stats.upstream_reuses == kCalls - 2);
+  CHECK(stats.upstream_reuses == calls - 2);
   CHECK(stats.upstream_idle == 2);
-  CHECK(h.spend("uma") == kCalls * (12 * kGpt4oIn + 5 * kGpt4oOut));
+  CHECK(h.spend("uma") == calls * (12 * kGpt4oIn + 5 * kGpt4oOut));
   // The port is the workers' alone: a second proxy on it fails, as it would without SO_REUSEPORT.
   ProxyOptions same_port = options;
   same_port.listen_port = h.port();
