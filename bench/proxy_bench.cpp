@@ -21,11 +21,14 @@
 //
 //   build/bench/paygent_proxy_bench [requests_per_client=2000] [only_targets_named]
 //
-// 2026-12-05, 2-core VM, six runs of `paygent_proxy_bench 2000` (bench/README.md has each run),
-// medians of the added latency, the proxy on its 2 event-loop workers: 1 client p50: proxy 42 us,
-// nginx keepalive 34 us (1.22); 1 client p99: proxy 55 us; 50 clients p50: proxy 1.01 ms, nginx
-// keepalive 0.78 ms (1.30), 27,400 vs 33,300 req/s; a stream's first byte 60-73 us after nginx
-// keepalive's (three later runs, taken in turns; docs/proxy.md, "Speed"). Before (a thread per client connection, 2026-12-03): 101 us, 2.31 ms (2.8x).
+// The shipped binary runs too, as a process of its own ("proxy process", as nginx runs), when it
+// was built beside this bench; its calls are metered in its own Paygent and checked through its
+// GET /paygent/report.
+//
+// 2026-12-05, 2-core VM, six runs (bench/README.md has each; docs/proxy.md, "Speed", the
+// verdicts): stream first byte after nginx keepalive's, in-process proxy +16 us (-1 to 28), the
+// shipped process +100 us (90 to 128); JSON added p50 ratio of the process to nginx keepalive's
+// 1.08 at 1 client, 1.23 at 50.
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -196,7 +199,14 @@ FirstByte first_byte(int port) {
 std::vector<FirstByte> first_byte_p50s(const std::vector<int>& ports, int n) {
   std::vector<std::vector<FirstByte>> times(ports.size());
   for (int i = 0; i < n; ++i) {
-    for (std::size_t p = 0; p < ports.size(); ++p) times[p].push_back(first_byte(ports[p]));
+    for (std::size_t p = 0; p < ports.size(); ++p) {
+      times[p].push_back(first_byte(ports[p]));
+      // The fake provider ends a thread with each connection closed (the direct call's, the
+      // unpooled proxy's and nginx close's): ~150 us of exit work that landed on the next
+      // target's stream when the next started at once (perf sched: the proxy process's request
+      // waited behind it). Every stream starts on a quiet machine.
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    }
   }
   std::vector<FirstByte> p50s;
   for (std::vector<FirstByte>& t : times) {
@@ -248,6 +258,63 @@ pid_t start_nginx(const std::string& upstream_url, int& port, bool keepalive) {
   return -1;
 }
 
+// The shipped paygent-proxy binary as a process of its own (as nginx is, and as it is deployed),
+// memory-only store, or -1 when it was not built beside this bench.
+pid_t start_proxy_process(const std::string& upstream_url, int& port) {
+#ifdef PAYGENT_PROXY_PATH
+  const char* binary = PAYGENT_PROXY_PATH;
+  if (!std::filesystem::exists(binary)) return -1;
+  const std::string dir = std::filesystem::temp_directory_path() / ("paygent-proxy-bench-" + std::to_string(::getpid()));
+  nginx_dirs.push_back(dir);  // removed with nginx's
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/plans.json") << kPlans;
+  const int probe = listen_loopback(port);
+  ::close(probe);
+  const std::string listen = "127.0.0.1:" + std::to_string(port);
+  const std::string plans = dir + "/plans.json";
+  // The same PAYGENT_PROXY_BENCH_THREADS and PAYGENT_PROXY_BENCH_REUSE_PORT as the proxies in this process.
+  std::vector<std::string> args = {binary, "--listen", listen, "--upstream-openai", upstream_url, "--plans", plans, "--store", ""};
+  if (const char* threads = std::getenv("PAYGENT_PROXY_BENCH_THREADS")) args.insert(args.end(), {"--threads", threads});
+  if (const char* reuse = std::getenv("PAYGENT_PROXY_BENCH_REUSE_PORT"); reuse != nullptr && std::atoi(reuse) != 0) {
+    args.emplace_back("--reuse-port");
+  }
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execv(binary, argv.data());
+    std::_Exit(127);
+  }
+  for (int i = 0; i < 100; ++i) {
+    try {
+      ::close(connect_loopback(port));
+      return pid;
+    } catch (...) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ::kill(pid, SIGTERM);
+#else
+  (void)upstream_url;
+  (void)port;
+#endif
+  return -1;
+}
+
+// A user's metered spend in the paygent-proxy process on `port` (GET /paygent/report).
+Nanos process_spend(int port, const std::string& user) {
+  HttpResponse r;
+  try {
+    r = post(port, "/paygent/report?user=" + user, "", {}, "GET");
+  } catch (const std::exception& e) {
+    fail(std::string("the paygent-proxy process does not answer: ") + e.what());
+  }
+  const auto at = r.body.find("\"spend_nanos\":");
+  if (r.status != 200 || at == std::string::npos) return 0;  // no call metered for this user
+  return std::stoll(r.body.substr(at + 14));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -292,26 +359,42 @@ int main(int argc, char** argv) {
     if (r.status != 200 || r.body != answer) fail("a proxied call does not answer the fixture");
     if (r.header("x-paygent-cost-nanos") != std::to_string(kCallCost)) fail("cost header " + r.header("x-paygent-cost-nanos"));
   }
+  // Where a target's calls are metered (and checked after): nowhere (nginx, direct), in this
+  // process's Paygent, or in the paygent-proxy process.
+  enum class Meter { kNone, kHere, kProcess };
   struct Target {
     const char* name;
     int port;
-    bool proxy;  // a paygent-proxy: its calls are metered and checked
+    Meter meter;
+    long calls = 0;  // proxied calls, to be metered exactly
   };
-  std::vector<Target> targets = {{"paygent-proxy", (*proxy)->port(), true}, {"proxy no pool", (*unpooled)->port(), true}};
+  std::vector<Target> targets = {{"paygent-proxy", (*proxy)->port(), Meter::kHere},
+                                 {"proxy no pool", (*unpooled)->port(), Meter::kHere}};
+  int process_port = 0;
+  if (const pid_t pid = start_proxy_process(upstream.url(), process_port); pid > 0) {
+    nginx_pids.push_back(pid);  // stopped on every exit, with nginx
+    targets.push_back({"proxy process", process_port, Meter::kProcess});
+    Client client(process_port);
+    const HttpResponse r = client.call("bench-check");
+    if (r.status != 200 || r.body != answer) fail("a call through the paygent-proxy process does not answer the fixture");
+    if (r.header("x-paygent-cost-nanos") != std::to_string(kCallCost)) fail("cost header " + r.header("x-paygent-cost-nanos"));
+  } else {
+    std::printf("paygent-proxy: no binary beside this bench: no separate-process run\n");
+  }
+  const std::size_t first_nginx = targets.size();
   for (bool keepalive : {true, false}) {
     int port = 0;
     const pid_t pid = start_nginx(upstream.url(), port, keepalive);
     if (pid < 0) continue;
     nginx_pids.push_back(pid);
-    targets.push_back({keepalive ? "nginx keepalive" : "nginx close", port, false});
+    targets.push_back({keepalive ? "nginx keepalive" : "nginx close", port, Meter::kNone});
   }
-  if (targets.size() == 2) std::printf("nginx: not installed (apt-get install nginx-light): no nginx comparison in this run\n");
+  if (targets.size() == first_nginx) std::printf("nginx: not installed (apt-get install nginx-light): no nginx comparison in this run\n");
   if (!only.empty()) {
     std::erase_if(targets, [&](const Target& t) { return std::string(t.name).find(only) == std::string::npos; });
   }
 
   std::printf("requests per client: %d (JSON chat completion, keep-alive clients, loopback)\n", requests);
-  long proxied = 0;
   for (int clients : {1, 50}) {
     const int n = clients == 1 ? requests : std::max(requests / 10, 50);
     run(upstream_port, clients, n / 10 + 1);  // warm up
@@ -321,16 +404,18 @@ int main(int argc, char** argv) {
     for (std::size_t t = 0; t < targets.size(); ++t) {
       run(targets[t].port, clients, n / 10 + 1);  // warm up (the pools fill)
       const Result r = run(targets[t].port, clients, n);
-      if (targets[t].proxy) {
-        proxied += r.ok + clients * (n / 10 + 1);
+      if (targets[t].meter != Meter::kNone) {
+        targets[t].calls += r.ok + clients * (n / 10 + 1);
         if (r.ok != static_cast<long>(clients) * n) fail("proxied calls not all answered 200");
       }
       print(targets[t].name, clients, r, &direct);
       added[t] = r.p50_us - direct.p50_us;
     }
-    for (std::size_t t = 2; only.empty() && t < targets.size(); ++t) {
-      std::printf("%-16s clients=%-3d added p50 ratio paygent-proxy/%s = %.2f, proxy-no-pool/%s = %.2f\n", "", clients,
+    for (std::size_t t = first_nginx; only.empty() && t < targets.size(); ++t) {
+      std::printf("%-16s clients=%-3d added p50 ratio paygent-proxy/%s = %.2f, proxy-no-pool/%s = %.2f", "", clients,
                   targets[t].name, added[0] / std::max(1.0, added[t]), targets[t].name, added[1] / std::max(1.0, added[t]));
+      if (first_nginx == 3 && process_port > 0) std::printf(", proxy-process/%s = %.2f", targets[t].name, added[2] / std::max(1.0, added[t]));
+      std::printf("\n");
     }
   }
   // A stream's first byte (the provider sends one event a millisecond).
@@ -341,23 +426,29 @@ int main(int argc, char** argv) {
   std::printf("stream first byte p50 (taken in turns): direct %.1f us", firsts[0].total);
   for (std::size_t t = 0; t < targets.size(); ++t) {
     std::printf(", %s %+.1f us", targets[t].name, firsts[t + 1].total - firsts[0].total);
-    if (targets[t].proxy) proxied += streams;
+    if (targets[t].meter != Meter::kNone) targets[t].calls += streams;
   }
   std::printf(" (added)\n");
   for (std::size_t t = 0; t < ports.size(); ++t) {
     std::printf("  %-16s request path (to the provider) p50 %7.1f us, response path (from it) p50 %7.1f us\n",
                 t == 0 ? "direct" : targets[t - 1].name, firsts[t].request, firsts[t].response);
   }
-  stop_nginx();
   // Check after: every proxied call metered exactly (50 users and the streams' one; the check's call aside).
-  Nanos spent = 0;
-  if (auto report = (*pg)->report("bench-stream"); report.ok()) spent += report->spend;
-  for (int u = 0; u < 50; ++u) {
-    auto report = (*pg)->report("bench-user-" + std::to_string(u));
-    if (report.ok()) spent += report->spend;
+  std::vector<std::string> users = {"bench-stream"};
+  for (int u = 0; u < 50; ++u) users.push_back("bench-user-" + std::to_string(u));
+  long here_calls = 0, process_calls = 0;
+  Nanos here_spent = 0, process_spent = 0;
+  for (const Target& t : targets) (t.meter == Meter::kHere ? here_calls : process_calls) += t.calls;
+  for (const std::string& user : users) {
+    if (auto report = (*pg)->report(user); report.ok()) here_spent += report->spend;
+    if (process_port > 0) process_spent += process_spend(process_port, user);
   }
-  if (spent != proxied * kCallCost) fail("metered " + std::to_string(spent) + " != " + std::to_string(proxied * kCallCost));
-  std::printf("checked: %ld proxied calls metered exactly (%lld nano-USD)\n", proxied, static_cast<long long>(spent));
+  stop_nginx();
+  for (auto [spent, calls] : {std::pair{here_spent, here_calls}, std::pair{process_spent, process_calls}}) {
+    if (spent != calls * kCallCost) fail("metered " + std::to_string(spent) + " != " + std::to_string(calls * kCallCost));
+  }
+  std::printf("checked: %ld proxied calls metered exactly (%lld nano-USD in this process, %lld in paygent-proxy's)\n",
+              here_calls + process_calls, static_cast<long long>(here_spent), static_cast<long long>(process_spent));
   (*proxy)->stop();
   (*unpooled)->stop();
   return 0;
