@@ -180,6 +180,10 @@ absl::StatusOr<CallRequest> read_request(const RouteMatch& route, std::string_vi
     }
   }
   const std::string_view key = max_tokens_key(route.route, top);
+  dom::element present;
+  request.bound_key = key;
+  request.bound_present = top[key].get(present) == simdjson::SUCCESS;
+  request.stream_options_present = top["stream_options"].get(present) == simdjson::SUCCESS;
   auto max = read_count(top, key, key);
   if (!max.ok()) return max.status();
   request.max_tokens = *max;
@@ -234,6 +238,23 @@ std::string rewrite_body(const RouteMatch& route, std::string_view body, std::op
                                            : std::string("{\"include_usage\":true}"));
   }
   return with_fields(body, top, set);
+}
+
+std::string rewrite_body(const RouteMatch& route, std::string_view body, const CallRequest& read,
+                         std::optional<std::int64_t> max_tokens, bool add_include_usage) {
+  if (!max_tokens && !add_include_usage) return std::string(body);
+  const std::size_t close = body.find_last_not_of(" \t\r\n");
+  if (route.route == Route::kGeminiGenerate || route.route == Route::kGeminiStream || read.bound_key.empty() ||
+      (max_tokens && read.bound_present) || (add_include_usage && read.stream_options_present) ||
+      close == std::string_view::npos || body[close] != '}') {
+    return rewrite_body(route, body, max_tokens, add_include_usage);  // a field to replace: parsed again
+  }
+  // read_request needs a model: the object is never empty, so each field follows a comma.
+  std::string out(body.substr(0, close));
+  if (max_tokens) str_append(&out, ",", json_quote(read.bound_key), ":", *max_tokens);
+  if (add_include_usage) out += R"(,"stream_options":{"include_usage":true})";
+  out += '}';
+  return out;
 }
 
 std::string json_quote(std::string_view text) {

@@ -51,6 +51,11 @@ struct CallRequest {
   std::int64_t prompt_tokens = 0;
   // OpenAI chat: the caller asked for stream_options.include_usage itself.
   bool include_usage = false;
+  // For the rewrite without a second parse (not Gemini's): the body's top-level key that carries
+  // the output bound, and whether the body has it, and stream_options, already.
+  std::string_view bound_key;
+  bool bound_present = false;
+  bool stream_options_present = false;
 };
 
 // Reads `body` for `route`. InvalidArgument naming the field when the body is not a JSON object,
@@ -63,6 +68,10 @@ absl::StatusOr<CallRequest> read_request(const RouteMatch& route, std::string_vi
 // Precondition: read_request(route, body) succeeded.
 std::string rewrite_body(const RouteMatch& route, std::string_view body, std::optional<std::int64_t> max_tokens,
                          bool add_include_usage);
+// The same, for `body` as read_request returned `read`: when the fields to set are absent (the
+// usual case) they are appended without parsing the body again; otherwise as above.
+std::string rewrite_body(const RouteMatch& route, std::string_view body, const CallRequest& read,
+                         std::optional<std::int64_t> max_tokens, bool add_include_usage);
 
 // `text` as a JSON string literal, quotes included.
 std::string json_quote(std::string_view text);

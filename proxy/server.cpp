@@ -363,7 +363,12 @@ class Server final : public ProxyServer {
           end_session(listed);
           continue;
         }
-        net::co_spawn(workers_[to]->ioc, session(std::move(moved), to), net::detached);
+        try {
+          net::co_spawn(workers_[to]->ioc, session(std::move(moved), to), net::detached);
+        } catch (...) {  // out of memory: this connection is dropped (its socket closes), the turn goes on
+          workers_[to]->serving--;
+          end_session(listed);
+        }
         continue;
       }
       worker.serving++;
@@ -756,7 +761,7 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
       default: upstream_request.headers.emplace_back("x-goog-api-key", operator_key); break;
     }
   }
-  upstream_request.body = rewrite_body(route, request.body(), new_max_tokens, metered && add_include_usage);
+  upstream_request.body = rewrite_body(route, request.body(), call, new_max_tokens, metered && add_include_usage);
   auto started = co_await UpstreamCall::start(url, upstream_request, options.upstream_timeout, &server_.pool());
   if (!started.ok()) {
     if (metered) {

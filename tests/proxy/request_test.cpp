@@ -110,6 +110,40 @@ TEST_CASE("proxy.rewrite_lowers_max_tokens_and_asks_for_usage") {
   CHECK(int64_t(doc["generationConfig"]["temperature"]) == 1);
 }
 
+TEST_CASE("proxy.rewrite_from_the_first_read_matches_the_rewrite_that_parses_again") {
+  // The proxy rewrites the body from what read_request found (no second parse when the fields are
+  // absent): byte for byte what the parsing rewrite gives, for every route, bound and field.
+  const char* targets[] = {"/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1beta/models/g:generateContent"};
+  const char* bodies[] = {
+      R"({"model":"m"})",
+      "{\"model\":\"m\", \"stream\": true }\n",
+      R"({"model":"m","max_tokens":500,"stream":true})",
+      R"({"model":"m","max_completion_tokens":900,"stream":true})",
+      R"({"model":"m","max_completion_tok\u0065ns":900})",
+      R"({"model":"m","max_output_tokens":7,"stream_options":{"x":1}})",
+      R"({"model":"m","stream_options":7,"max_tokens":null})",
+      R"({"model":"m","metadata":{"user_id":"u"},"max_tokens":3})",
+      R"({"contents":[],"generationConfig":{"temperature":1}})",
+  };
+  int compared = 0;
+  for (const char* target : targets) {
+    const RouteMatch route = route_of(target);
+    for (const char* body : bodies) {
+      const auto read = read_request(route, body);
+      if (!read.ok()) continue;  // e.g. no model for an OpenAI or Anthropic route
+      for (const std::optional<std::int64_t> bound : {std::optional<std::int64_t>(), std::optional<std::int64_t>(42)}) {
+        for (const bool usage : {false, true}) {
+          CAPTURE(target);
+          CAPTURE(body);
+          CHECK(rewrite_body(route, body, *read, bound, usage) == rewrite_body(route, body, bound, usage));
+          ++compared;
+        }
+      }
+    }
+  }
+  CHECK(compared >= 100);
+}
+
 TEST_CASE("proxy.relay_strips_the_usage_chunk_it_asked_for_and_reads_usage") {
   const std::string stream = fixture("openai-chat-stream.sse");
   for (bool strip : {true, false}) {
