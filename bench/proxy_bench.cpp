@@ -221,6 +221,30 @@ std::vector<FirstByte> first_byte_p50s(const std::vector<int>& ports, int n) {
   return p50s;
 }
 
+// Starts the program `args` (args[0] its path) and waits until it accepts on loopback `port`: its
+// pid, or -1 (it is stopped) when it does not within 2 s.
+pid_t spawn_listening(std::vector<std::string> args, int port) {
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execv(argv[0], argv.data());
+    std::_Exit(127);
+  }
+  for (int i = 0; i < 100; ++i) {
+    try {
+      ::close(connect_loopback(port));
+      return pid;
+    } catch (...) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ::kill(pid, SIGTERM);
+  ::waitpid(pid, nullptr, 0);
+  return -1;
+}
+
 // nginx with proxy_pass to the fake provider, or -1 when no nginx binary is installed. Two workers
 // (the machine's cores). `keepalive`: an upstream block keeping up to 64 idle connections (as
 // paygent-proxy's pool); otherwise a new upstream connection per call (Connection: close).
@@ -241,21 +265,7 @@ pid_t start_nginx(const std::string& upstream_url, int& port, bool keepalive) {
       << " }\n server {\n  listen 127.0.0.1:" << port << ";\n"
       << "  location / { proxy_pass http://fake; proxy_http_version 1.1; proxy_set_header Connection "
       << (keepalive ? "\"\"" : "close") << "; proxy_buffering off; }\n }\n}\n";
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execl(binary, binary, "-p", dir.c_str(), "-c", (dir + "/nginx.conf").c_str(), "-g", "daemon off;", nullptr);
-    std::_Exit(127);
-  }
-  for (int i = 0; i < 100; ++i) {
-    try {
-      ::close(connect_loopback(port));
-      return pid;
-    } catch (...) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  }
-  ::kill(pid, SIGTERM);
-  return -1;
+  return spawn_listening({binary, "-p", dir, "-c", dir + "/nginx.conf", "-g", "daemon off;"}, port);
 }
 
 // The shipped paygent-proxy binary as a process of its own (as nginx is, and as it is deployed),
@@ -278,23 +288,7 @@ pid_t start_proxy_process(const std::string& upstream_url, int& port) {
   if (const char* reuse = std::getenv("PAYGENT_PROXY_BENCH_REUSE_PORT"); reuse != nullptr && std::atoi(reuse) != 0) {
     args.emplace_back("--reuse-port");
   }
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execv(binary, argv.data());
-    std::_Exit(127);
-  }
-  for (int i = 0; i < 100; ++i) {
-    try {
-      ::close(connect_loopback(port));
-      return pid;
-    } catch (...) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  }
-  ::kill(pid, SIGTERM);
+  return spawn_listening(std::move(args), port);
 #else
   (void)upstream_url;
   (void)port;

@@ -104,8 +104,9 @@ class SqliteStorage final : public SqlStorage {
   // Reports and short reads (Access::kReport, kRead) go through connections of their own (WAL
   // readers see the last commit and never wait for the writer): a long report does not hold mu_,
   // which every write needs, and a request's short reads (its key, its product's plans) do not
-  // wait behind a group commit's fsync. One per concurrent report, and up to kShortReaders more
-  // for short reads (past them a short read uses the writer's connection); kept for the next.
+  // wait behind a group commit's fsync. A report opens a reader whenever none is idle; a short
+  // read takes an idle one, or opens one while fewer than kShortReaders are open in all (the
+  // reports' counted), else uses the writer's connection. Each is kept for the next.
   // Each reader's page cache holds at most the writer's cache_bytes, filled only by the pages its
   // reads touch.
   const std::string path_;  // the database file ("" in memory); set once
