@@ -358,44 +358,54 @@ class Server final : public ProxyServer {
         tcp::socket moved(workers_[to]->ioc);
         if (!ec) moved.assign(protocol_, fd, ec);
         if (ec) {
-          if (fd >= 0 && !moved.is_open()) ::close(fd);  // else the socket that holds it closes it
           workers_[to]->serving--;
-          end_session(listed);
+          end_session(listed);  // unlisted before it closes: stop() never shuts a reused descriptor
+          if (fd >= 0 && !moved.is_open()) ::close(fd);  // else the socket that holds it closes it
           continue;
         }
+        // Under mu_: if the spawn fails (out of memory) the socket closes while still listed, and
+        // stop() cannot shut its number, reused by then, before it is unlisted here.
+        std::lock_guard spawn_lock(mu_);
         try {
           net::co_spawn(workers_[to]->ioc, session(std::move(moved), to), net::detached);
-        } catch (...) {  // out of memory: this connection is dropped (its socket closes), the turn goes on
+        } catch (...) {  // this connection is dropped, the turn goes on
           workers_[to]->serving--;
-          end_session(listed);
+          open_sockets_.erase(listed);
+          if (--connections_ == 0) cv_.notify_all();
         }
         continue;
       }
       worker.serving++;
-      // The next turn starts once this worker has sent the connection's first request on (an
-      // accept that finds nothing is a system call, and handing the turn to another worker is an
-      // epoll_ctl on its reactor and a wake-up: ~50 us measured, kept off the way to this
-      // connection's first byte). Posted twice: the session's first read, which usually completes
-      // at once (the request came with the connection), queues its completion behind the first
-      // post; the second queues behind that completion, whose handler parses the request, gates it
-      // and writes it upstream. A burst of connections waits for the turn no longer than this
+      // The next turn starts once this worker's current handler ends: the session below runs at
+      // once, reads the request that came with the connection and writes it upstream before it
+      // first waits (an accept that finds nothing is a system call, kept off the way to this
+      // connection's first byte). A burst of connections waits for the turn no longer than this
       // worker's ready handlers take.
       bool passed = true;
       try {
-        net::post(worker.ioc, [this, i, &worker] {
-          net::post(worker.ioc, [this, i] { net::co_spawn(workers_[i]->ioc, accept_one(i), net::detached); });
-        });
+        net::co_spawn(worker.ioc, accept_one(i), net::detached);  // starts through the event loop
       } catch (...) {  // out of memory: this turn goes on, and accepts again after this connection
         passed = false;
       }
-      co_await session(std::move(socket), i);
+      const int fd = socket.native_handle();
+      try {
+        co_await session(std::move(socket), i);
+      } catch (...) {  // out of memory starting it: the connection is dropped
+        worker.serving--;
+        end_session(fd);
+      }
       if (passed) co_return;
     }
   }
 
-  std::vector<std::int64_t> serving() const {
+  // For stats() (noexcept): empty when out of memory.
+  std::vector<std::int64_t> serving() const noexcept {
     std::vector<std::int64_t> out;
-    for (const auto& worker : workers_) out.push_back(worker->serving.load());
+    try {
+      for (const auto& worker : workers_) out.push_back(worker->serving.load());
+    } catch (...) {
+      out.clear();
+    }
     return out;
   }
 
@@ -469,7 +479,7 @@ net::awaitable<void> Connection::serve() {
   // A new connection's first request usually came with it: read at once, without a trip through
   // the event loop (a later request on a kept connection usually has not come yet: read by the
   // event loop, whose own first try would find nothing).
-  {
+  if (!nb) {  // never on a blocking socket: a client that sends nothing would hold the worker
     beast::error_code ignored;  // nothing there, or the connection failed: the read below meets it
     const std::size_t got = socket_.read_some(buffer.prepare(buffer.capacity()), ignored);
     buffer.commit(got);
