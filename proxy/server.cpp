@@ -6,11 +6,13 @@
 #include "proxy/text.h"
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -474,15 +476,15 @@ class Server final : public ProxyServer {
 net::awaitable<void> Connection::serve() {
   beast::flat_buffer buffer;
   buffer.reserve(16 << 10);  // a whole request head (and most bodies) in one read
-  beast::error_code nb;
-  socket_.non_blocking(true, nb);  // send() writes without waiting when the socket has room
   // A new connection's first request usually came with it: read at once, without a trip through
   // the event loop (a later request on a kept connection usually has not come yet: read by the
-  // event loop, whose own first try would find nothing).
-  if (!nb) {  // never on a blocking socket: a client that sends nothing would hold the worker
-    beast::error_code ignored;  // nothing there, or the connection failed: the read below meets it
-    const std::size_t got = socket_.read_some(buffer.prepare(buffer.capacity()), ignored);
-    buffer.commit(got);
+  // event loop, whose own first try would find nothing). MSG_DONTWAIT: never waits, whatever the
+  // socket's mode, and needs no system call to set one first. Nothing there, or the connection
+  // failed: the read below meets it.
+  {
+    const auto space = buffer.prepare(buffer.capacity());
+    const ssize_t got = ::recv(socket_.native_handle(), space.data(), space.size(), MSG_DONTWAIT);
+    buffer.commit(got > 0 ? static_cast<std::size_t>(got) : 0);
   }
   for (;;) {
     // paygentd's parser: bounds trailers and chunk extensions, and never throws from inside a read
@@ -555,13 +557,28 @@ net::awaitable<void> Connection::serve() {
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
 }
 
-// Writes what the socket takes at once (usually all), then the rest through the event loop.
+// Writes what the socket takes at once (usually all), then the rest through the event loop. The
+// first try is one sendmsg with MSG_DONTWAIT (it never waits, whatever the socket's mode: no
+// system call to make the socket non-blocking first) and MSG_NOSIGNAL (a client gone is an
+// error here, not a SIGPIPE).
 template <class Buffers>
 net::awaitable<bool> write_all(tcp::socket& socket, const Buffers& buffers) {
+  std::array<iovec, 4> iov{};
+  std::size_t count = 0;
+  for (auto it = net::buffer_sequence_begin(buffers); it != net::buffer_sequence_end(buffers) && count < iov.size(); ++it) {
+    const net::const_buffer b(*it);
+    if (b.size() > 0) iov[count++] = {const_cast<void*>(b.data()), b.size()};
+  }
+  msghdr message{};
+  message.msg_iov = iov.data();
+  message.msg_iovlen = count;
+  ssize_t written;
+  do {
+    written = ::sendmsg(socket.native_handle(), &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (written < 0 && errno == EINTR);
+  if (written < 0 && errno != EAGAIN && errno != EWOULDBLOCK) co_return false;
+  const std::size_t sent = written > 0 ? static_cast<std::size_t>(written) : 0;
   beast::error_code ec;
-  const std::size_t sent = socket.write_some(buffers, ec);
-  if (ec == net::error::would_block || ec == net::error::try_again) ec = {};
-  if (ec) co_return false;
   const std::size_t size = net::buffer_size(buffers);
   if (sent == size) co_return true;
   beast::buffers_suffix<Buffers> rest(buffers);
@@ -749,26 +766,26 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
   const std::int64_t allowed_output = gated.allowed_output;
   const bool metered = reservation.active();
   if (metered) counters.metered++;
-  const HeaderList paygent_headers =
-      metered ? gate_headers(reservation.result()) : HeaderList{{"x-paygent-status", "unmetered"}};
 
-  // The request upstream.
+  // The request upstream: nothing on the way to it that the answer alone needs (the x-paygent-*
+  // headers are built once it is sent).
   const UpstreamUrl& url = *server_.upstream(route.provider);
   const bool add_include_usage = route.route == Route::kOpenAIChat && call.stream && !call.include_usage;
   UpstreamRequest upstream_request;
   const std::string& operator_key = server_.operator_key(route.provider);
   const std::string_view target(request.target().data(), request.target().size());
-  upstream_request.target = str_cat(url.base_path, operator_key.empty() ? std::string(target) : without_key_parameter(target));
+  upstream_request.target = operator_key.empty() ? str_cat(url.base_path, target) : str_cat(url.base_path, without_key_parameter(target));
+  upstream_request.header_lines.reserve(512);  // an SDK's dozen headers
   for (const auto& field : request) {
     const std::string_view name(field.name_string().data(), field.name_string().size());
     if (!forwarded_request_header(name) || (!operator_key.empty() && credential_header(name))) continue;
-    upstream_request.headers.emplace_back(std::string(name), std::string(field.value()));
+    upstream_request.add_header(name, std::string_view(field.value().data(), field.value().size()));
   }
   if (!operator_key.empty()) {
     switch (route.provider) {
-      case Provider::kOpenAI: upstream_request.headers.emplace_back("Authorization", str_cat("Bearer ", operator_key)); break;
-      case Provider::kAnthropic: upstream_request.headers.emplace_back("x-api-key", operator_key); break;
-      default: upstream_request.headers.emplace_back("x-goog-api-key", operator_key); break;
+      case Provider::kOpenAI: upstream_request.add_header("Authorization", str_cat("Bearer ", operator_key)); break;
+      case Provider::kAnthropic: upstream_request.add_header("x-api-key", operator_key); break;
+      default: upstream_request.add_header("x-goog-api-key", operator_key); break;
     }
   }
   upstream_request.body = rewrite_body(route, request.body(), call, new_max_tokens, metered && add_include_usage);
@@ -784,6 +801,8 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
                                     str_cat("paygent-proxy: ", started.status().message())));
   }
   UpstreamCall& upstream = **started;
+  const HeaderList paygent_headers =
+      metered ? gate_headers(reservation.result()) : HeaderList{{"x-paygent-status", "unmetered"}};
   const UpstreamHead& head = upstream.head();
   const bool success = head.status >= 200 && head.status < 300;
   HeaderList headers;

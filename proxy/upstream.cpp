@@ -294,8 +294,9 @@ class Call final : public UpstreamCall {
   // having closed the connection before any byte of an answer arrived (a retry is safe).
   net::awaitable<absl::Status> exchange(const UpstreamRequest& request, bool& stale) {
     // The request as bytes (its headers were parsed from the client's request, so hold no CR/LF).
-    std::string out = str_cat("POST ", request.target, " HTTP/1.1\r\n");
-    for (const auto& [name, value] : request.headers) str_append(&out, name, ": ", value, "\r\n");
+    std::string out;
+    out.reserve(request.target.size() + request.header_lines.size() + url_.host.size() + request.body.size() + 96);
+    str_append(&out, "POST ", request.target, " HTTP/1.1\r\n", request.header_lines);
     const bool ipv6 = url_.host.find(':') != std::string::npos;
     str_append(&out, "Host: ", ipv6 ? "[" : "", url_.host, ipv6 ? "]" : "");
     if (url_.port != (url_.tls ? "443" : "80")) str_append(&out, ":", url_.port);  // RFC 9110 7.2
@@ -407,6 +408,10 @@ absl::StatusOr<UpstreamUrl> parse_upstream_url(std::string_view url, std::string
   if (authority.empty()) return absl::InvalidArgumentError(str_cat(field, ": no host in \"", url, "\""));
   out.host = std::string(authority);
   return out;
+}
+
+void UpstreamRequest::add_header(std::string_view name, std::string_view value) {
+  str_append(&header_lines, name, ": ", value, "\r\n");
 }
 
 net::awaitable<absl::StatusOr<std::unique_ptr<UpstreamCall>>> UpstreamCall::start(const UpstreamUrl& url,

@@ -51,8 +51,14 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
 struct UpstreamRequest {
   std::string target;  // path and query, base_path included
-  HeaderList headers;  // forwarded as given (Host, Content-Length and Connection are set here)
+  // The headers forwarded as given, each "Name: value\r\n" (UpstreamCall adds Host,
+  // Content-Length and Connection). One string, built once: a vector of name and value strings
+  // took two allocations per header on the way to the provider.
+  std::string header_lines;
   std::string body;
+
+  // Adds a header line. `name` and `value` come from a parsed request (no CR or LF in them).
+  void add_header(std::string_view name, std::string_view value);
 };
 
 struct UpstreamHead {
