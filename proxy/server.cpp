@@ -129,7 +129,8 @@ class Connection {
                                http::request<http::string_body>& request, const std::string& user);
   // Answers `status` with `body`. `own`: the proxy's own answer (a 4xx then says x-should-retry:
   // false); false for the provider's answer forwarded, whose retry advice is the provider's.
-  net::awaitable<bool> reply(int status, std::string_view body, const HeaderList& extra = {}, bool keep_alive = true,
+  // `extra`: header lines (append_header); without a content-type one, the body is JSON.
+  net::awaitable<bool> reply(int status, std::string_view body, std::string_view extra = {}, bool keep_alive = true,
                              bool own = true);
   net::awaitable<bool> send(std::string_view bytes);
   // Sends `bytes` as one chunk, after `*head` (the response's head, not sent yet) when it is
@@ -158,7 +159,7 @@ struct GateOutcome {
   std::optional<std::int64_t> new_max_tokens;
   std::int64_t allowed_output = -1;  // the output that fits, past which a stream is cut; -1: no bound
   std::optional<std::string> refusal;  // the body of the answer (or the stream's last event)
-  HeaderList refusal_headers;
+  std::string refusal_headers;  // header lines
   bool failed = false;
 };
 
@@ -612,15 +613,12 @@ net::awaitable<bool> Connection::send_chunk(std::string_view bytes, std::string*
   co_return sent;
 }
 
-net::awaitable<bool> Connection::reply(int status, std::string_view body, const HeaderList& extra, bool keep_alive,
+net::awaitable<bool> Connection::reply(int status, std::string_view body, std::string_view extra, bool keep_alive,
                                        bool own) {
   std::string head = status_line(status);
-  bool typed = false;
-  for (const auto& [name, value] : extra) {
-    str_append(&head, name, ": ", value, "\r\n");
-    typed = typed || iequals(name, "content-type");
-  }
-  if (!typed) head += "content-type: application/json\r\n";
+  head.reserve(head.size() + extra.size() + body.size() + 96);
+  head += extra;
+  if (!has_header(extra, "content-type")) head += "content-type: application/json\r\n";
   // The proxy's own refusals and the caller's errors are not retried; an upstream failure (5xx) may be.
   if (own && status >= 400 && status < 500) head += "x-should-retry: false\r\n";
   str_append(&head, "content-length: ", body.size(), "\r\n", keep_alive ? "" : "connection: close\r\n", "\r\n");
@@ -628,16 +626,14 @@ net::awaitable<bool> Connection::reply(int status, std::string_view body, const 
   co_return co_await send(head) && keep_alive;
 }
 
-// The x-paygent-* headers of an admitted call.
-HeaderList gate_headers(const GuardResult& result) {
-  HeaderList headers;
-  headers.emplace_back("x-paygent-status", std::string(gate_status_name(result.status)));
+// Appends the x-paygent-* header lines of an admitted call to `lines`.
+void append_gate_headers(std::string* lines, const GuardResult& result) {
+  append_header(lines, "x-paygent-status", gate_status_name(result.status));
   if (result.status != GateStatus::kUnmetered && result.reason != GateReason::kNone) {
-    headers.emplace_back("x-paygent-usage-pct", percent_text(result.usage_pct));
-    headers.emplace_back("x-paygent-limit", result.gate_reason());
-    if (result.status == GateStatus::kSoftGate) headers.emplace_back("x-paygent-message", result.message());
+    append_header(lines, "x-paygent-usage-pct", percent_text(result.usage_pct));
+    append_header(lines, "x-paygent-limit", result.gate_reason());
+    if (result.status == GateStatus::kSoftGate) append_header(lines, "x-paygent-message", result.message());
   }
-  return headers;
 }
 
 net::awaitable<bool> Connection::handle(http::request<http::string_body>& request) {
@@ -746,9 +742,9 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
         out = GateOutcome{};
         const GuardResult& result = refused.result();
         out.refusal = refusal_body(route.provider, result);
-        out.refusal_headers = {{"x-paygent-status", "hard_gate"},
-                               {"x-paygent-usage-pct", percent_text(result.usage_pct)},
-                               {"x-paygent-limit", result.gate_reason()}};
+        append_header(&out.refusal_headers, "x-paygent-status", "hard_gate");
+        append_header(&out.refusal_headers, "x-paygent-usage-pct", percent_text(result.usage_pct));
+        append_header(&out.refusal_headers, "x-paygent-limit", result.gate_reason());
       } catch (...) {
         out = GateOutcome{};  // fail-open: forward unmetered
         out.failed = true;
@@ -801,15 +797,21 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
                                     str_cat("paygent-proxy: ", started.status().message())));
   }
   UpstreamCall& upstream = **started;
-  const HeaderList paygent_headers =
-      metered ? gate_headers(reservation.result()) : HeaderList{{"x-paygent-status", "unmetered"}};
+  // The answer's headers: the upstream's that are forwarded, then the proxy's.
+  std::string paygent_headers;
+  if (metered) {
+    append_gate_headers(&paygent_headers, reservation.result());
+  } else {
+    append_header(&paygent_headers, "x-paygent-status", "unmetered");
+  }
   const UpstreamHead& head = upstream.head();
   const bool success = head.status >= 200 && head.status < 300;
-  HeaderList headers;
+  std::string headers;
+  headers.reserve(512);
   for (const auto& [name, value] : head.headers) {
-    if (forwarded_response_header(name)) headers.emplace_back(name, value);
+    if (forwarded_response_header(name)) append_header(&headers, name, value);
   }
-  headers.insert(headers.end(), paygent_headers.begin(), paygent_headers.end());
+  headers += paygent_headers;
 
   if (!head.event_stream) {
     std::string body;
@@ -853,16 +855,15 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
                    paygent_headers, false);
     }
     if (metered) {
-      headers.emplace_back("x-paygent-cost-usd", usd_decimal(cost_nanos));
-      headers.emplace_back("x-paygent-cost-nanos", std::to_string(cost_nanos));
+      append_header(&headers, "x-paygent-cost-usd", usd_decimal(cost_nanos));
+      append_header(&headers, "x-paygent-cost-nanos", std::to_string(cost_nanos));
     }
     co_return co_await reply(head.status, body, headers, true, false);
   }
 
   // A stream: forwarded event by event, metered as it flows, cut at the cap.
   std::string response_head = status_line(head.status);
-  for (const auto& [name, value] : headers) str_append(&response_head, name, ": ", value, "\r\n");
-  response_head += "transfer-encoding: chunked\r\n\r\n";
+  str_append(&response_head, headers, "transfer-encoding: chunked\r\n\r\n");
   // The head goes out now, unless the first events came with the upstream's head: then with them,
   // in one write (the client's first read then holds the first event, as nginx forwards it).
   bool client_gone = false;

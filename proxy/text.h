@@ -26,6 +26,26 @@ inline bool istarts_with(std::string_view text, std::string_view prefix) noexcep
   return text.size() >= prefix.size() && iequals(text.substr(0, prefix.size()), prefix);
 }
 
+// Appends the header line "name: value\r\n" to `lines`. `name` and `value` hold no CR or LF
+// (they come from a parsed message, or are the proxy's own). A response's or request's headers
+// are kept as one such string: a list of name and value strings took two allocations a header
+// on the way to the provider and back.
+inline void append_header(std::string* lines, std::string_view name, std::string_view value) {
+  str_append(lines, name, ": ", value, "\r\n");
+}
+
+// Whether `lines` (header lines as append_header writes them) has a header `name`.
+inline bool has_header(std::string_view lines, std::string_view name) noexcept {
+  while (!lines.empty()) {
+    const std::size_t end = lines.find("\r\n");
+    const std::string_view line = lines.substr(0, end);
+    if (line.size() > name.size() && line[name.size()] == ':' && istarts_with(line, name)) return true;
+    if (end == std::string_view::npos) break;
+    lines.remove_prefix(end + 2);
+  }
+  return false;
+}
+
 inline std::string lower(std::string_view text) {
   std::string out(text);
   for (char& c : out) c = ascii_lower(c);

@@ -411,7 +411,7 @@ absl::StatusOr<UpstreamUrl> parse_upstream_url(std::string_view url, std::string
 }
 
 void UpstreamRequest::add_header(std::string_view name, std::string_view value) {
-  str_append(&header_lines, name, ": ", value, "\r\n");
+  append_header(&header_lines, name, value);
 }
 
 net::awaitable<absl::StatusOr<std::unique_ptr<UpstreamCall>>> UpstreamCall::start(const UpstreamUrl& url,

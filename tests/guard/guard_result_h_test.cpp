@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <string>
+#include <vector>
+
 namespace paygent {
 
 TEST_CASE("guard.guard_result.words_for_people") {
@@ -34,6 +37,33 @@ TEST_CASE("guard.guard_result.words_for_people") {
   CHECK(r.message() == "soft gate: total_spend at 81.6% ($39.98 of $49.00 this period); resets 2026-12-01 00:00 UTC");
   r.reason = GateReason::kBackendUnavailable;
   CHECK(r.gate_reason() == "backend_unavailable");
+}
+
+// The reset time in a message is written without absl's time zone lookup (guard/gate.cpp,
+// minute_utc): it must say what absl::FormatTime says, before 1970 and across leap days too.
+TEST_CASE("guard.guard_result.reset_minute_is_what_absl_formats") {
+  GuardResult r;
+  r.status = GateStatus::kHardGate;
+  r.reason = GateReason::kTotalSpend;
+  std::vector<absl::Time> times = {absl::UnixEpoch(), absl::UnixEpoch() - absl::Nanoseconds(1),
+                                   absl::UnixEpoch() - absl::Seconds(59), absl::UnixEpoch() - absl::Minutes(1),
+                                   absl::FromCivil(absl::CivilSecond(2000, 2, 29, 23, 59, 59), absl::UTCTimeZone()),
+                                   absl::FromCivil(absl::CivilSecond(2100, 3, 1, 0, 0, 0), absl::UTCTimeZone()),
+                                   absl::FromCivil(absl::CivilSecond(1900, 2, 28, 12, 30, 1), absl::UTCTimeZone())};
+  for (absl::Time t = absl::FromCivil(absl::CivilSecond(1950, 1, 1, 0, 0, 0), absl::UTCTimeZone());
+       t < absl::FromCivil(absl::CivilSecond(2200, 1, 1, 0, 0, 0), absl::UTCTimeZone());
+       t += absl::Hours(61) + absl::Minutes(17) + absl::Seconds(31) + absl::Milliseconds(7)) {
+    times.push_back(t);
+  }
+  int checked = 0;
+  for (absl::Time t : times) {
+    r.resets_at = t;
+    const std::string message = r.message();
+    const std::string expected = "resets " + absl::FormatTime("%Y-%m-%d %H:%M UTC", t, absl::UTCTimeZone());
+    REQUIRE_MESSAGE(message.ends_with(expected), message, " for ", absl::FormatTime(t, absl::UTCTimeZone()));
+    ++checked;
+  }
+  CHECK(checked > 35'000);
 }
 
 }  // namespace paygent

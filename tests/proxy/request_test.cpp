@@ -5,6 +5,7 @@
 
 #include "proxy/replies.h"
 #include "proxy/stream_relay.h"
+#include "proxy/text.h"
 #include "proxy/upstream.h"
 #include "simdjson.h"
 #include "tests/proxy/loopback.h"
@@ -19,6 +20,23 @@ RouteMatch route_of(std::string_view target) {
   auto route = match_route("POST", target);
   REQUIRE(route.has_value());
   return *route;
+}
+
+// Header lines (one string per message on the way through the proxy): whether a response
+// already names its content type decides whether the proxy adds one.
+TEST_CASE("proxy.header_lines_are_appended_and_found_by_name") {
+  std::string lines;
+  CHECK_FALSE(has_header(lines, "content-type"));
+  append_header(&lines, "x-content-type-options", "nosniff");
+  append_header(&lines, "Content-Typed", "no");
+  append_header(&lines, "x-paygent-status", "ok");
+  CHECK(lines == "x-content-type-options: nosniff\r\nContent-Typed: no\r\nx-paygent-status: ok\r\n");
+  CHECK_FALSE(has_header(lines, "content-type"));  // neither a longer name nor one ending in it
+  CHECK(has_header(lines, "X-Paygent-Status"));
+  append_header(&lines, "Content-Type", "text/plain");
+  CHECK(has_header(lines, "content-type"));
+  CHECK(has_header("content-type: a", "content-type"));  // the last line without its CRLF
+  CHECK_FALSE(has_header("content-type", "content-type"));
 }
 
 TEST_CASE("proxy.routes_match_the_provider_paths") {
