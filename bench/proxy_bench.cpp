@@ -25,10 +25,10 @@
 // was built beside this bench; its calls are metered in its own Paygent and checked through its
 // GET /paygent/report.
 //
-// 2026-12-05, 2-core VM, six runs (bench/README.md has each; docs/proxy.md, "Speed", the
-// verdicts): stream first byte after nginx keepalive's, in-process proxy +16 us (-1 to 28), the
-// shipped process +100 us (90 to 128); JSON added p50 ratio of the process to nginx keepalive's
-// 1.08 at 1 client, 1.23 at 50.
+// 2026-12-06, 2-core VM, six runs (bench/README.md has each; docs/proxy.md, "Speed", the
+// verdicts): stream first byte after nginx keepalive's, in-process proxy -1 us (-17 to 14), the
+// shipped process +78 us (70 to 83); JSON added p50 ratio of the process to nginx keepalive's
+// 1.10 at 1 client, 1.29 at 50.
 #include <sys/wait.h>
 
 #include <algorithm>
