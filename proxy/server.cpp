@@ -474,6 +474,19 @@ class Server final : public ProxyServer {
   std::set<int> open_sockets_;   // their descriptors, shut down by stop()
 };
 
+// Parses what `buffer` already holds into `parser` for as long as `wanted()` (no trip through the
+// event loop for bytes an earlier read brought). Running out of bytes is not an error; a parse
+// error is left in `ec`.
+template <class Wanted>
+void parse_buffered(server::RequestParser& parser, beast::flat_buffer& buffer, beast::error_code& ec, Wanted wanted) {
+  while (buffer.size() > 0 && wanted()) {
+    const std::size_t used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    if (ec == http::error::need_more) ec = {};
+    if (ec || used == 0) break;
+  }
+}
+
 net::awaitable<void> Connection::serve() {
   beast::flat_buffer buffer;
   buffer.reserve(16 << 10);  // a whole request head (and most bodies) in one read
@@ -493,12 +506,7 @@ net::awaitable<void> Connection::serve() {
     server::RequestParser parser(64 << 10, server_.options().max_body_bytes);
     beast::error_code ec;
     // A head already read is parsed here; the rest (or all of it) through the event loop.
-    while (buffer.size() > 0 && !parser.is_header_done()) {
-      const std::size_t used = parser.put(buffer.data(), ec);
-      buffer.consume(used);
-      if (ec == http::error::need_more) ec = {};
-      if (ec || used == 0) break;
-    }
+    parse_buffered(parser, buffer, ec, [&] { return !parser.is_header_done(); });
     if (!ec && !parser.is_header_done()) {
       co_await http::async_read_header(socket_, buffer, parser, net::redirect_error(net::use_awaitable, ec));
     }
@@ -509,12 +517,7 @@ net::awaitable<void> Connection::serve() {
         co_await send("HTTP/1.1 100 Continue\r\n\r\n");  // curl waits for it before sending a larger body
       }
       // The body that came with the head is parsed here, without a trip through the event loop.
-      while (buffer.size() > 0 && !parser.is_done()) {
-        const std::size_t used = parser.put(buffer.data(), ec);
-        buffer.consume(used);
-        if (ec == http::error::need_more) ec = {};
-        if (ec || used == 0) break;
-      }
+      parse_buffered(parser, buffer, ec, [&] { return !parser.is_done(); });
       if (!ec && !parser.is_done()) {
         co_await http::async_read(socket_, buffer, parser, net::redirect_error(net::use_awaitable, ec));
       }

@@ -483,6 +483,57 @@ TEST_CASE("proxy.hostile_http_gets_a_clear_error_and_the_proxy_stays_up") {
   CHECK(h.upstream.hits() == 2);
 }
 
+// A request that arrives in pieces, with pauses: the proxy's first read right after the accept
+// (MSG_DONTWAIT) finds nothing or part of a head, and the rest comes through the event loop; a
+// head split anywhere, a body after its head, a second request on a kept connection likewise.
+TEST_CASE("proxy.requests_in_pieces_with_pauses_are_read_whole_and_metered_once") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); });
+  const std::string body = chat_body(R"(,"max_tokens":64)");
+  const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-paygent-user: pia\r\ncontent-length: " +
+                           std::to_string(body.size()) + "\r\n";
+  const Nanos cost = 12 * kGpt4oIn + 5 * kGpt4oOut;
+  auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(30)); };
+  auto read_to_end = [](int fd) {
+    ::shutdown(fd, SHUT_WR);
+    std::string raw;
+    char chunk[16384];
+    for (ssize_t n; (n = ::recv(fd, chunk, sizeof chunk, 0)) > 0;) raw.append(chunk, static_cast<std::size_t>(n));
+    ::close(fd);
+    return raw;
+  };
+  const std::string whole = head + "connection: close\r\n\r\n" + body;
+  // Nothing at first; then the head cut inside its request line, inside a field, after the
+  // blank line; then the body in two pieces.
+  for (const std::size_t cut : {std::size_t{0}, std::size_t{9}, head.size() - 7, head.size() + 23}) {
+    const int fd = connect_loopback(h.port());
+    pause();
+    send_all(fd, std::string_view(whole).substr(0, cut));
+    pause();
+    send_all(fd, std::string_view(whole).substr(cut, whole.size() - cut - 10));
+    pause();
+    send_all(fd, std::string_view(whole).substr(whole.size() - 10));
+    const HttpResponse r = parse_response(read_to_end(fd));
+    CHECK_MESSAGE(r.status == 200, "cut at ", cut);
+    CHECK_MESSAGE(r.body == fixture("openai-chat.json"), "cut at ", cut);
+    CHECK(h.upstream.last_body() == body);
+  }
+  CHECK(h.upstream.hits() == 4);
+  CHECK(h.spend("pia") == 4 * cost);
+  // A kept connection: the first request whole, the second (its last) in pieces after a pause.
+  const int fd = connect_loopback(h.port());
+  send_all(fd, head + "\r\n" + body);
+  pause();
+  send_all(fd, whole.substr(0, 20));
+  pause();
+  send_all(fd, whole.substr(20));
+  const std::string raw = read_to_end(fd);
+  std::size_t answers = 0;
+  for (std::size_t at = raw.find("HTTP/1.1 200"); at != std::string::npos; at = raw.find("HTTP/1.1 200", at + 1)) ++answers;
+  CHECK(answers == 2);
+  CHECK(h.upstream.hits() == 6);
+  CHECK(h.spend("pia") == 6 * cost);
+}
+
 TEST_CASE("proxy.hostile_upstream_gets_a_clear_error_and_the_proxy_stays_up") {
   // What a broken or hostile provider can answer, one kind per request (selected by the prompt).
   const std::string json = fixture("openai-chat.json");
