@@ -27,8 +27,6 @@ constexpr std::int64_t kNanosPerMs = 1'000'000;
 constexpr std::int64_t kCoarseMarginNs = 50 * kNanosPerMs;
 // Model slots per period window beyond the plan's own model limits.
 constexpr std::size_t kSpareModelSlots = 4;
-// Events kept for a store that keeps failing, before the oldest are dropped (and counted).
-constexpr std::size_t kMaxPendingEvents = 1 << 20;
 
 std::atomic<std::uint64_t> g_engine_generation{1};
 
@@ -1622,8 +1620,9 @@ void Engine::drain_to_store() {
   }
   store_failing.store(true);
   report_error(added.status());
-  if (pending.size() > kMaxPendingEvents) {
-    const std::size_t drop = pending.size() - kMaxPendingEvents;
+  const auto keep = static_cast<std::size_t>(std::max<std::int64_t>(options.max_unstored_events, 1));
+  if (pending.size() > keep) {
+    const std::size_t drop = pending.size() - keep;
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(drop));
     // Reported, then counted, as events_dropped() does for a full spool.
     report_error(absl::ResourceExhaustedError(

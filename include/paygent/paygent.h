@@ -97,6 +97,11 @@ struct Options {
   // + a few ms here; tests/integration/backend_sync_test.cpp kills a recording process to check).
   absl::Duration local_commit_interval = absl::Milliseconds(20);
 
+  // Events kept in memory while the local store keeps failing (a full disk, an I/O error, a lock
+  // held elsewhere), retried at every commit. Past it the oldest are dropped: counted in
+  // Stats::dropped_events, reported through on_error and on_events_dropped. At least 1.
+  std::int64_t max_unstored_events = 1 << 20;
+
   // Capacity of the lock-free queue between the calling threads and the writer. When it is full
   // events go to an unbounded overflow list under a mutex (slower, never dropped) and
   // Stats::queue_overflows counts them. Rounded up to a power of two.
@@ -151,8 +156,8 @@ struct Options {
   // kBackendUnavailable). Off by default: Paygent is fail-open.
   bool strict_backend = false;
   // Called on the background thread with the number of events each time some are dropped: the
-  // oldest past max_spool_events, or those past 1,048,576 waiting in memory while the local store
-  // itself keeps failing (each such drop is also reported through on_error). Stats::dropped_events
+  // oldest past max_spool_events, or those past max_unstored_events waiting in memory while the
+  // local store itself keeps failing (each such drop is also reported through on_error). Stats::dropped_events
   // counts them after it returns. Must not block; an exception it throws is reported through
   // on_error.
   std::function<void(std::int64_t dropped)> on_events_dropped;
@@ -334,7 +339,7 @@ struct Stats {
   std::int64_t queue_overflows = 0;    // events that took the slow overflow path
   std::int64_t stored_events = 0;      // events committed to the local store
   std::int64_t delivered_events = 0;   // events acknowledged by the backend
-  std::int64_t dropped_events = 0;     // undelivered events dropped past max_spool_events
+  std::int64_t dropped_events = 0;     // events dropped: undelivered past max_spool_events, unstored past max_unstored_events
   std::int64_t rejected_events = 0;    // events a backend at least as new refused as malformed (kept, not resent)
   // Usages that cannot be real (a negative count; cache reads plus writes above input_tokens;
   // reasoning above output_tokens), refused and reported through on_error naming the field:

@@ -1,7 +1,12 @@
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <fstream>
+#include <functional>
+#include <mutex>
 #include <thread>
+
+#include <sqlite3.h>
 
 #include "paygent/paygent.h"
 #include "tests/guard/fixture.h"
@@ -86,6 +91,73 @@ TEST_CASE("guard.store.events_are_stored_exactly_once") {
   pg->check("m");
   CHECK(pg->report("u1")->calls == 1000);
   CHECK(pg->report("u1")->spend == 1000 * 3'000);
+}
+
+// A local store that keeps failing (here: another connection holds its write lock, so each
+// commit waits out SQLite's busy timeout and fails): the events wait in memory and are retried at
+// every commit; past max_unstored_events the oldest are dropped, counted and reported; once the
+// store works again the rest are stored, each once.
+TEST_CASE("guard.store.failing_store_keeps_events_then_stores_them_and_drops_the_oldest_past_its_bound") {
+  testing::TempStore store;
+  FakeClock clock;
+  std::mutex mu;
+  std::vector<std::string> errors;
+  std::atomic<std::int64_t> dropped{0};
+  Options o;
+  o.plans = testing::config_with(testing::round_plan());
+  o.local_store_path = store.path();
+  o.clock = clock.fn();
+  o.max_unstored_events = 10;
+  o.on_error = [&](const absl::Status& s) {
+    std::lock_guard lock(mu);
+    errors.push_back(std::string(s.message()));
+  };
+  o.on_events_dropped = [&](std::int64_t n) { dropped += n; };
+  auto pg = *Paygent::create(std::move(o));
+  Context ctx("u1");
+  pg->record("m", tokens(1, 0));
+  REQUIRE(pg->flush().ok());
+  REQUIRE(pg->stats().stored_events == 1);
+
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open(store.path().c_str(), &other) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  for (int i = 0; i < 25; ++i) pg->record("m", tokens(100 + i, 0));
+  auto wait_for = [](const std::function<bool()>& done) {
+    for (int i = 0; i < 600 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return done();
+  };
+  REQUIRE(wait_for([&] { return pg->stats().dropped_events == 15; }));
+  CHECK(dropped.load() == 15);
+  CHECK(pg->stats().stored_events == 1);
+  {
+    std::lock_guard lock(mu);
+    int locked = 0, said_dropped = 0;
+    for (const std::string& e : errors) {
+      locked += e.find("locked") != std::string::npos;
+      said_dropped += e.find("local store failing: dropped the ") != std::string::npos;
+    }
+    CHECK(locked >= 1);
+    CHECK(said_dropped >= 1);
+  }
+  REQUIRE(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_close(other) == SQLITE_OK);
+  REQUIRE(wait_for([&] { return pg->stats().stored_events == 11; }));
+  REQUIRE(pg->flush().ok());
+  CHECK(pg->stats().stored_events == 11);
+  CHECK(pg->stats().dropped_events == 15);
+  // The ten newest were kept, each once, beside the first.
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(store.path().c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, "SELECT input_tokens FROM events ORDER BY input_tokens", -1, &q, nullptr) == SQLITE_OK);
+  std::vector<std::int64_t> kept;
+  while (sqlite3_step(q) == SQLITE_ROW) kept.push_back(sqlite3_column_int64(q, 0));
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  std::vector<std::int64_t> expected = {1};
+  for (int i = 15; i < 25; ++i) expected.push_back(100 + i);
+  CHECK(kept == expected);
 }
 
 TEST_CASE("guard.store.corrupt_store_fails_open_to_memory") {
