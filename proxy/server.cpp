@@ -891,7 +891,20 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
       client_gone = !co_await send_chunk(out, &response_head);
       break;
     }
-    relay.feed(*bytes, out);
+    if (relay.events() == 0) {
+      // The stream's first event goes out before the relay reads it (it is the caller's first
+      // byte); then it is read (the cut decided) and the others follow, read first. Later reads
+      // keep one write each.
+      relay.feed_early(*bytes, out);
+      if (!out.empty()) {
+        client_gone = !co_await send_chunk(out, &response_head);
+        if (client_gone) break;
+        out.clear();
+      }
+      relay.drain(out);
+    } else {
+      relay.feed(*bytes, out);
+    }
     client_gone = !co_await send_chunk(out, &response_head);
     cut = relay.cut();  // the event that passed the cap was the last one forwarded
   }

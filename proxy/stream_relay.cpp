@@ -69,6 +69,21 @@ std::int64_t output_bytes(ApiFormat format, dom::object data) {
   return 0;
 }
 
+// Whether an OpenAI chat event may be the usage chunk (a "usage" member that is not null). Only
+// one whose every "usage" is followed by null is surely not: it may go out before it is read.
+bool may_be_usage_chunk(std::string_view event) {
+  for (std::size_t at = event.find("\"usage\""); at != std::string_view::npos; at = event.find("\"usage\"", at + 1)) {
+    std::size_t i = at + 7;
+    while (i < event.size() && (event[i] == ' ' || event[i] == '\t' || event[i] == '\r' || event[i] == '\n')) ++i;
+    if (i < event.size() && event[i] == ':') {
+      ++i;
+      while (i < event.size() && (event[i] == ' ' || event[i] == '\t' || event[i] == '\r' || event[i] == '\n')) ++i;
+      if (i >= event.size() || event.substr(i, 4) != "null") return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 StreamRelay::StreamRelay(ApiFormat format, bool strip_usage_chunk)
@@ -76,33 +91,77 @@ StreamRelay::StreamRelay(ApiFormat format, bool strip_usage_chunk)
 
 void StreamRelay::feed(std::string_view bytes, std::string& out) {
   if (cut_) return;
-  reader_.feed(bytes);
   pending_.append(bytes);
+  relay_pending(out);
+}
+
+void StreamRelay::feed_early(std::string_view bytes, std::string& out) {
+  if (cut_) return;
+  pending_.append(bytes);
+  if (early_ != 0) return;  // drain() was not called: the next drain() handles it all
+  const std::size_t first = next_event(0);
+  if (first == 0) return;
+  const std::string_view event = std::string_view(pending_).substr(0, first);
+  if (strip_usage_chunk_ && format_ == ApiFormat::kOpenAIChat && may_be_usage_chunk(event)) {
+    relay_pending(out);  // read before it goes: it may be dropped
+    return;
+  }
+  out.append(event);
+  early_ = first;
+}
+
+void StreamRelay::drain(std::string& out) {
+  if (cut_) return;
+  relay_pending(out);
+}
+
+std::size_t StreamRelay::next_event(std::size_t start) const {
+  // An event ends at a blank line: "\n\n" (or "\r\n\r\n"; "\n\r\n" when mixed).
+  for (std::size_t i = pending_.find('\n', start); i != std::string::npos; i = pending_.find('\n', i + 1)) {
+    std::size_t next = i + 1;
+    if (next < pending_.size() && pending_[next] == '\r') ++next;
+    if (next < pending_.size() && pending_[next] == '\n') return next + 1 - start;
+  }
+  return 0;
+}
+
+void StreamRelay::relay_pending(std::string& out) {
   std::size_t start = 0;
+  if (early_ != 0) {
+    relay_event(std::string_view(pending_).substr(0, early_), out, /*sent=*/true);
+    start = early_;
+    early_ = 0;
+  }
   while (!cut_) {
-    // An event ends at a blank line: "\n\n" (or "\r\n\r\n"; "\n\r\n" when mixed).
-    std::size_t end = std::string::npos;
-    for (std::size_t i = pending_.find('\n', start); i != std::string::npos; i = pending_.find('\n', i + 1)) {
-      std::size_t next = i + 1;
-      if (next < pending_.size() && pending_[next] == '\r') ++next;
-      if (next < pending_.size() && pending_[next] == '\n') {
-        end = next + 1;
-        break;
-      }
-    }
-    if (end == std::string::npos) break;
-    relay_event(std::string_view(pending_).substr(start, end - start), out);
-    start = end;
+    const std::size_t length = next_event(start);
+    if (length == 0) break;
+    relay_event(std::string_view(pending_).substr(start, length), out);
+    start += length;
   }
   pending_.erase(0, start);
 }
 
 void StreamRelay::finish(std::string& out) {
+  if (cut_) return;
+  relay_pending(out);
   if (!pending_.empty() && !cut_) relay_event(pending_, out);
   pending_.clear();
 }
 
-void StreamRelay::relay_event(std::string_view event, std::string& out) {
+absl::StatusOr<ExtractedUsage> StreamRelay::usage() {
+  if (early_ != 0) {  // sent, never read (the caller left): counted as streamed
+    std::string ignored;
+    relay_event(std::string_view(pending_).substr(0, early_), ignored, /*sent=*/true);
+    pending_.erase(0, early_);
+    early_ = 0;
+  }
+  reader_.feed(pending_);  // what came and was not read: its usage counts all the same
+  pending_.clear();
+  return reader_.finish();
+}
+
+void StreamRelay::relay_event(std::string_view event, std::string& out, bool sent) {
+  reader_.feed(event);  // the usage chunk included: it is what the call spent
   // The data of the event: its "data:" lines joined with "\n" (a leading space dropped).
   std::string data;
   std::size_t pos = 0;
@@ -133,7 +192,7 @@ void StreamRelay::relay_event(std::string_view event, std::string& out) {
     output_bytes_ += output_bytes(format_, object);
   }
   ++events_;
-  out.append(event);
+  if (!sent) out.append(event);
   if (output_limit_ >= 0 && streamed_output_tokens() > output_limit_) cut_ = true;
 }
 

@@ -26,6 +26,14 @@ class StreamRelay {
   // Consumes the next upstream bytes (split anywhere); appends the whole events completed by them
   // to `out`, ready for the caller. A partial event waits for its end.
   void feed(std::string_view bytes, std::string& out);
+  // As feed(), in two steps, so that an event reaches the caller before the relay reads it:
+  // feed_early() appends only the first whole event, unread, when it may go out unread (any
+  // event but one that may be the usage chunk to strip), else does all of feed()'s work; then,
+  // once that is sent, drain() reads it (output counted, the cut decided: the cut still falls
+  // after the event that passes the limit, so at most one event past it) and appends the other
+  // whole events as feed() would. Call drain() after each feed_early(), before the next feed.
+  void feed_early(std::string_view bytes, std::string& out);
+  void drain(std::string& out);
   // The stream ended: appends what is left (a last event without its blank line) to `out`.
   void finish(std::string& out);
 
@@ -41,17 +49,23 @@ class StreamRelay {
   // Events forwarded so far.
   [[nodiscard]] std::int64_t events() const noexcept { return events_; }
 
-  // The usage the stream reported (see StreamUsageReader::finish). Call once, at the end.
-  absl::StatusOr<ExtractedUsage> usage() { return reader_.finish(); }
+  // The usage the stream reported (see StreamUsageReader::finish), from every byte fed so far,
+  // forwarded or not. Call once, at the end.
+  absl::StatusOr<ExtractedUsage> usage();
 
  private:
-  // Handles one whole event (its text ends with its blank line).
-  void relay_event(std::string_view event, std::string& out);
+  // The length of the first whole event in pending_ from `start`, or 0.
+  std::size_t next_event(std::size_t start) const;
+  // Handles the whole events in pending_ (after an early one, which is read, not appended again).
+  void relay_pending(std::string& out);
+  // Handles one whole event (its text ends with its blank line); `sent`: it already went out.
+  void relay_event(std::string_view event, std::string& out, bool sent = false);
 
   ApiFormat format_;
   bool strip_usage_chunk_;
-  StreamUsageReader reader_;
-  std::string pending_;
+  StreamUsageReader reader_;  // fed each event as the relay reads it, the rest by usage()
+  std::string pending_;       // bytes received and not yet read (whole events, then a partial one)
+  std::size_t early_ = 0;     // the length of the event at pending_'s front sent unread, or 0
   std::int64_t output_bytes_ = 0;
   std::int64_t events_ = 0;
   std::int64_t output_limit_ = -1;

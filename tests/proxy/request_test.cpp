@@ -203,6 +203,99 @@ TEST_CASE("proxy.relay_cut_passes_the_limit_by_at_most_one_event") {
   CHECK(relay.streamed_output_tokens() == 8);
 }
 
+// The proxy's way (server.cpp): until the stream's first event is out, feed_early() sends it
+// unread and drain() reads it after; later reads go through feed(). What reaches the caller, what
+// is counted and the usage read are the same as feed() alone, for any split of the bytes.
+TEST_CASE("proxy.relay_sending_the_first_event_unread_changes_nothing_else") {
+  struct Case {
+    const char* fixture;
+    ApiFormat format;
+    bool strip;
+  };
+  int compared = 0;
+  for (const Case c : {Case{"openai-chat-stream.sse", ApiFormat::kOpenAIChat, true},
+                       Case{"openai-chat-stream.sse", ApiFormat::kOpenAIChat, false},
+                       Case{"anthropic-messages-stream.sse", ApiFormat::kAnthropicMessages, false},
+                       Case{"openai-responses-stream.sse", ApiFormat::kOpenAIResponses, false}}) {
+    const std::string stream = fixture(c.fixture);
+    for (std::size_t piece : {std::size_t{1}, std::size_t{7}, std::size_t{64}, stream.size()}) {
+      for (std::int64_t limit : {std::int64_t{-1}, std::int64_t{0}, std::int64_t{1}}) {
+        CAPTURE(c.fixture);
+        CAPTURE(piece);
+        CAPTURE(limit);
+        StreamRelay plain(c.format, c.strip), early(c.format, c.strip);
+        plain.set_output_limit(limit);
+        early.set_output_limit(limit);
+        std::string plain_out, early_out;
+        for (std::size_t i = 0; i < stream.size(); i += piece) {
+          const std::string_view bytes = std::string_view(stream).substr(i, piece);
+          plain.feed(bytes, plain_out);
+          if (early.events() == 0) {
+            std::string first;
+            early.feed_early(bytes, first);
+            CHECK(sse_events(first).size() <= 1);
+            early_out += first;
+            early.drain(early_out);
+          } else {
+            early.feed(bytes, early_out);
+          }
+        }
+        plain.finish(plain_out);
+        early.finish(early_out);
+        CHECK(early_out == plain_out);
+        CHECK(early.cut() == plain.cut());
+        CHECK(early.events() == plain.events());
+        CHECK(early.streamed_output_tokens() == plain.streamed_output_tokens());
+        auto plain_usage = plain.usage();
+        auto early_usage = early.usage();
+        REQUIRE(plain_usage.ok() == early_usage.ok());
+        if (plain_usage.ok()) {
+          CHECK(early_usage->usage.input_tokens == plain_usage->usage.input_tokens);
+          CHECK(early_usage->usage.output_tokens == plain_usage->usage.output_tokens);
+        }
+        ++compared;
+      }
+    }
+  }
+  CHECK(compared == 48);
+}
+
+TEST_CASE("proxy.relay_never_sends_a_possible_usage_chunk_unread") {
+  const std::string usage_chunk =
+      R"(data: {"choices":[],"usage": {"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}})" "\n\n";
+  const std::string text = R"(data: {"choices":[{"index":0,"delta":{"content":"abcdefgh"}}],"usage":null})" "\n\n";
+  {  // The usage chunk first (a provider may send it anywhere): read, dropped, never sent.
+    StreamRelay relay(ApiFormat::kOpenAIChat, true);
+    std::string out;
+    relay.feed_early(usage_chunk + text, out);
+    CHECK(out == text);  // read first, with the whole read: only the text event went out
+    relay.drain(out);
+    CHECK(out == text);
+    CHECK(relay.usage()->usage.output_tokens == 5);
+  }
+  {  // A text event whose usage is null goes out unread; counted once read.
+    StreamRelay relay(ApiFormat::kOpenAIChat, true);
+    relay.set_output_limit(1);
+    std::string out;
+    relay.feed_early(text + text, out);
+    CHECK(out == text);
+    CHECK(relay.streamed_output_tokens() == 0);
+    CHECK_FALSE(relay.cut());
+    relay.drain(out);  // 2 tokens: past the limit of 1: cut after the first event, the second never sent
+    CHECK(out == text);
+    CHECK(relay.cut());
+    CHECK(relay.streamed_output_tokens() == 2);
+  }
+  {  // Sent unread, then the caller left: still counted as streamed.
+    StreamRelay relay(ApiFormat::kOpenAIChat, false);
+    std::string out;
+    relay.feed_early(text, out);
+    CHECK(out == text);
+    CHECK(relay.usage().status().code() == absl::StatusCode::kNotFound);
+    CHECK(relay.streamed_output_tokens() == 2);
+  }
+}
+
 TEST_CASE("proxy.refusal_bodies_are_shaped_per_sdk") {
   GuardResult result;
   result.status = GateStatus::kHardGate;
