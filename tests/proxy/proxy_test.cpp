@@ -428,17 +428,22 @@ TEST_CASE("proxy.bad_input_gets_a_clear_error_and_the_proxy_stays_up") {
   CHECK(stats.upstream_errors == 2);
 }
 
-// `bytes` sent as they are on a new connection; what the proxy answered until it closed ("" for
-// nothing).
-std::string raw_exchange(int port, const std::string& bytes) {
-  const int fd = connect_loopback(port);
-  send_all(fd, bytes);
+// Ends the sending side of `fd`, reads what the proxy answers until it closes, then closes `fd`.
+std::string read_to_end(int fd) {
   ::shutdown(fd, SHUT_WR);
   std::string raw;
   char chunk[16384];
   for (ssize_t n; (n = ::recv(fd, chunk, sizeof chunk, 0)) > 0;) raw.append(chunk, static_cast<std::size_t>(n));
   ::close(fd);
   return raw;
+}
+
+// `bytes` sent as they are on a new connection; what the proxy answered until it closed ("" for
+// nothing).
+std::string raw_exchange(int port, const std::string& bytes) {
+  const int fd = connect_loopback(port);
+  send_all(fd, bytes);
+  return read_to_end(fd);
 }
 
 TEST_CASE("proxy.hostile_http_gets_a_clear_error_and_the_proxy_stays_up") {
@@ -493,14 +498,6 @@ TEST_CASE("proxy.requests_in_pieces_with_pauses_are_read_whole_and_metered_once"
                            std::to_string(body.size()) + "\r\n";
   const Nanos cost = 12 * kGpt4oIn + 5 * kGpt4oOut;
   auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(30)); };
-  auto read_to_end = [](int fd) {
-    ::shutdown(fd, SHUT_WR);
-    std::string raw;
-    char chunk[16384];
-    for (ssize_t n; (n = ::recv(fd, chunk, sizeof chunk, 0)) > 0;) raw.append(chunk, static_cast<std::size_t>(n));
-    ::close(fd);
-    return raw;
-  };
   const std::string whole = head + "connection: close\r\n\r\n" + body;
   // Nothing at first; then the head cut inside its request line, inside a field, after the
   // blank line; then the body in two pieces.
