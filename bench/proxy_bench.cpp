@@ -26,9 +26,9 @@
 // GET /paygent/report.
 //
 // 2026-12-06, 2-core VM, six runs (bench/README.md has each; docs/proxy.md, "Speed", the
-// verdicts): stream first byte after nginx keepalive's, in-process proxy -1 us (-17 to 14), the
-// shipped process +78 us (70 to 83); JSON added p50 ratio of the process to nginx keepalive's
-// 1.10 at 1 client, 1.29 at 50.
+// verdicts): stream first byte after nginx keepalive's, in-process proxy -32 us (-52 to -21),
+// the shipped process +76 us (49 to 98); JSON added p50 ratio of the process to nginx
+// keepalive's 1.09 at 1 client, 1.22 at 50.
 #include <sys/wait.h>
 
 #include <algorithm>
