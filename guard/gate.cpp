@@ -42,19 +42,21 @@ std::string credits_text(std::int64_t nanos) {
 // another ~15 us of each soft-gated call's answer through the proxy, cold).
 std::string minute_utc(absl::Time t) {
   using namespace std::chrono;
+  // Years 1000-9999 here (four digits, as absl writes them); any other time (never a real reset:
+  // a caller's own GuardResult may hold one, InfinitePast included) through absl itself.
+  static const std::int64_t kFirst = -30'610'224'000;  // 1000-01-01 00:00:00 UTC
+  static const std::int64_t kEnd = 253'402'300'800;    // 10000-01-01 00:00:00 UTC
+  if (t < absl::FromUnixSeconds(kFirst) || t >= absl::FromUnixSeconds(kEnd)) {
+    return absl::FormatTime("%Y-%m-%d %H:%M UTC", t, absl::UTCTimeZone());
+  }
   const std::int64_t seconds = absl::ToUnixSeconds(t);  // rounded toward the past
   const std::int64_t minutes = seconds >= 0 ? seconds / 60 : (seconds - 59) / 60;
   const sys_days day{days{minutes >= 0 ? minutes / 1440 : (minutes - 1439) / 1440}};
   const std::int64_t in_day = minutes - day.time_since_epoch().count() * 1440;
   const year_month_day date{day};
-  std::string out;
   const int y = static_cast<int>(date.year());
-  if (y < 0 || y > 9999) {
-    out = std::to_string(y);  // a year outside 0000-9999 (never a real reset): in full
-  } else {
-    out = {static_cast<char>('0' + y / 1000), static_cast<char>('0' + y / 100 % 10), static_cast<char>('0' + y / 10 % 10),
-           static_cast<char>('0' + y % 10)};
-  }
+  std::string out = {static_cast<char>('0' + y / 1000), static_cast<char>('0' + y / 100 % 10),
+                     static_cast<char>('0' + y / 10 % 10), static_cast<char>('0' + y % 10)};
   auto two = [&](char before, std::int64_t v) {
     out += before;
     out += static_cast<char>('0' + v / 10);

@@ -70,8 +70,12 @@ std::int64_t output_bytes(ApiFormat format, dom::object data) {
 }
 
 // Whether an OpenAI chat event may be the usage chunk (a "usage" member that is not null). Only
-// one whose every "usage" is followed by null is surely not: it may go out before it is read.
+// an event of one data line, without a \u escape (which could spell the key), whose every
+// "usage" is followed by null is surely not: it may go out before it is read.
 bool may_be_usage_chunk(std::string_view event) {
+  const std::size_t data = event.find("data:");
+  if (data != std::string_view::npos && event.find("data:", data + 5) != std::string_view::npos) return true;
+  if (event.find("\\u") != std::string_view::npos) return true;
   for (std::size_t at = event.find("\"usage\""); at != std::string_view::npos; at = event.find("\"usage\"", at + 1)) {
     std::size_t i = at + 7;
     while (i < event.size() && (event[i] == ' ' || event[i] == '\t' || event[i] == '\r' || event[i] == '\n')) ++i;
@@ -144,18 +148,20 @@ void StreamRelay::relay_pending(std::string& out) {
 void StreamRelay::finish(std::string& out) {
   if (cut_) return;
   relay_pending(out);
-  if (!pending_.empty() && !cut_) relay_event(pending_, out);
+  if (cut_) return;  // what is left past the cut reaches the reader through usage()
+  if (!pending_.empty()) relay_event(pending_, out);
   pending_.clear();
 }
 
 absl::StatusOr<ExtractedUsage> StreamRelay::usage() {
-  if (early_ != 0) {  // sent, never read (the caller left): counted as streamed
+  if (!cut_) {
+    // The caller left (or the upstream broke) with whole events not yet read: an event sent
+    // unread, the others of its read. Counted as streamed, as feed() counted them before its
+    // write failed.
     std::string ignored;
-    relay_event(std::string_view(pending_).substr(0, early_), ignored, /*sent=*/true);
-    pending_.erase(0, early_);
-    early_ = 0;
+    relay_pending(ignored);
   }
-  reader_.feed(pending_);  // what came and was not read: its usage counts all the same
+  reader_.feed(pending_);  // what came and was not read (past a cut, a partial event): its usage counts
   pending_.clear();
   return reader_.finish();
 }

@@ -50,7 +50,8 @@ class StreamRelay {
   [[nodiscard]] std::int64_t events() const noexcept { return events_; }
 
   // The usage the stream reported (see StreamUsageReader::finish), from every byte fed so far,
-  // forwarded or not. Call once, at the end.
+  // forwarded or not; whole events not yet read (the caller left) are read first, their output
+  // counted in streamed_output_tokens(). Call once, at the end.
   absl::StatusOr<ExtractedUsage> usage();
 
  private:

@@ -49,7 +49,15 @@ TEST_CASE("guard.guard_result.reset_minute_is_what_absl_formats") {
                                    absl::UnixEpoch() - absl::Seconds(59), absl::UnixEpoch() - absl::Minutes(1),
                                    absl::FromCivil(absl::CivilSecond(2000, 2, 29, 23, 59, 59), absl::UTCTimeZone()),
                                    absl::FromCivil(absl::CivilSecond(2100, 3, 1, 0, 0, 0), absl::UTCTimeZone()),
-                                   absl::FromCivil(absl::CivilSecond(1900, 2, 28, 12, 30, 1), absl::UTCTimeZone())};
+                                   absl::FromCivil(absl::CivilSecond(1900, 2, 28, 12, 30, 1), absl::UTCTimeZone()),
+                                   // the edges of years 1000-9999, and past them (absl's own words)
+                                   absl::FromCivil(absl::CivilSecond(1000, 1, 1, 0, 0, 0), absl::UTCTimeZone()),
+                                   absl::FromCivil(absl::CivilSecond(1000, 1, 1, 0, 0, 0), absl::UTCTimeZone()) - absl::Nanoseconds(1),
+                                   absl::FromCivil(absl::CivilSecond(0, 1, 1, 0, 0, 0), absl::UTCTimeZone()),
+                                   absl::FromCivil(absl::CivilSecond(9999, 12, 31, 23, 59, 59), absl::UTCTimeZone()),
+                                   absl::FromCivil(absl::CivilSecond(10000, 1, 1, 0, 0, 0), absl::UTCTimeZone()),
+                                   absl::FromCivil(absl::CivilSecond(-4000, 3, 1, 0, 0, 0), absl::UTCTimeZone()),
+                                   absl::InfinitePast(), absl::FromUnixSeconds(INT64_MIN / 2)};
   for (absl::Time t = absl::FromCivil(absl::CivilSecond(1950, 1, 1, 0, 0, 0), absl::UTCTimeZone());
        t < absl::FromCivil(absl::CivilSecond(2200, 1, 1, 0, 0, 0), absl::UTCTimeZone());
        t += absl::Hours(61) + absl::Minutes(17) + absl::Seconds(31) + absl::Milliseconds(7)) {

@@ -121,6 +121,7 @@ TEST_CASE("guard.store.failing_store_keeps_events_then_stores_them_and_drops_the
 
   sqlite3* other = nullptr;
   REQUIRE(sqlite3_open(store.path().c_str(), &other) == SQLITE_OK);
+  sqlite3_busy_timeout(other, 10000);  // should the store be writing at this moment
   REQUIRE(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) == SQLITE_OK);
   for (int i = 0; i < 25; ++i) pg->record("m", tokens(100 + i, 0));
   auto wait_for = [](const std::function<bool()>& done) {

@@ -531,6 +531,20 @@ TEST_CASE("proxy.requests_in_pieces_with_pauses_are_read_whole_and_metered_once"
   CHECK(h.spend("pia") == 6 * cost);
 }
 
+// The first read never waits: on a proxy of one worker, a client that connects and sends nothing
+// holds no one up.
+TEST_CASE("proxy.a_silent_client_holds_up_no_one") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); },
+            ProxyOptions{.threads = 1});
+  const int silent = connect_loopback(h.port());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // accepted, its first read done
+  const auto started = std::chrono::steady_clock::now();
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: quinn"});
+  CHECK(r.status == 200);
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(5));
+  ::close(silent);
+}
+
 TEST_CASE("proxy.hostile_upstream_gets_a_clear_error_and_the_proxy_stays_up") {
   // What a broken or hostile provider can answer, one kind per request (selected by the prompt).
   const std::string json = fixture("openai-chat.json");

@@ -253,6 +253,12 @@ TEST_CASE("proxy.relay_sending_the_first_event_unread_changes_nothing_else") {
           CHECK(early_usage->usage.input_tokens == plain_usage->usage.input_tokens);
           CHECK(early_usage->usage.output_tokens == plain_usage->usage.output_tokens);
         }
+        if (c.format == ApiFormat::kOpenAIChat && piece == stream.size()) {
+          // In one read the usage chunk came with the rest: read, cut or not, stripped or not.
+          REQUIRE(early_usage.ok());
+          CHECK(early_usage->usage.input_tokens == 12);
+          CHECK(early_usage->usage.output_tokens == 5);
+        }
         ++compared;
       }
     }
@@ -286,13 +292,28 @@ TEST_CASE("proxy.relay_never_sends_a_possible_usage_chunk_unread") {
     CHECK(relay.cut());
     CHECK(relay.streamed_output_tokens() == 2);
   }
-  {  // Sent unread, then the caller left: still counted as streamed.
+  {  // Sent unread, then the caller left: it and the rest of its read still counted as streamed.
     StreamRelay relay(ApiFormat::kOpenAIChat, false);
     std::string out;
-    relay.feed_early(text, out);
+    relay.feed_early(text + text + "data: {\"choices\":[{\"delta\":{\"content\":\"ab", out);
     CHECK(out == text);
-    CHECK(relay.usage().status().code() == absl::StatusCode::kNotFound);
-    CHECK(relay.streamed_output_tokens() == 2);
+    CHECK_FALSE(relay.usage().ok());  // no usage; the cut-off last event is malformed
+    CHECK(relay.streamed_output_tokens() == 4);
+    CHECK(relay.events() == 2);
+  }
+  {  // A usage chunk whose key and value are on two data lines, or whose key is escaped: read first.
+    for (const std::string& chunk : {std::string("data: {\"choices\":[],\"usage\"\ndata: :{\"prompt_tokens\":12,"
+                                                "\"completion_tokens\":5,\"total_tokens\":17}}\n\n"),
+                                    std::string("data: {\"choices\":[],\"\\u0075sage\":{\"prompt_tokens\":12,"
+                                                "\"completion_tokens\":5,\"total_tokens\":17}}\n\n")}) {
+      CAPTURE(chunk);
+      StreamRelay relay(ApiFormat::kOpenAIChat, true);
+      std::string out;
+      relay.feed_early(chunk, out);
+      CHECK(out.empty());
+      relay.drain(out);
+      CHECK(out.empty());  // stripped (the relay reads keys unescaped)
+    }
   }
 }
 
