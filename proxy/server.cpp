@@ -745,9 +745,7 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
         out = GateOutcome{};
         const GuardResult& result = refused.result();
         out.refusal = refusal_body(route.provider, result);
-        append_header(&out.refusal_headers, "x-paygent-status", "hard_gate");
-        append_header(&out.refusal_headers, "x-paygent-usage-pct", percent_text(result.usage_pct));
-        append_header(&out.refusal_headers, "x-paygent-limit", result.gate_reason());
+        append_gate_headers(&out.refusal_headers, result);  // hard_gate, its percentage, the limit
       } catch (...) {
         out = GateOutcome{};  // fail-open: forward unmetered
         out.failed = true;
