@@ -137,18 +137,9 @@ class Connection {
   // given and not empty; `*head` is cleared once sent.
   net::awaitable<bool> send_chunk(std::string_view bytes, std::string* head = nullptr);
 
-  // Before the first write to the client: Nagle's algorithm off (a stream's events go out as they
-  // come). Not at accept: one system call fewer before the request leaves for the provider.
-  void no_delay() {
-    if (no_delay_) return;
-    no_delay_ = true;
-    beast::error_code ignored;
-    socket_.set_option(tcp::no_delay(true), ignored);
-  }
-
   Server& server_;
   tcp::socket socket_;
-  bool no_delay_ = false;
+  bool no_delay_ = false;  // TCP_NODELAY set (write_all)
 };
 
 // What the gate decided for a call (Server::gate): admitted (reservation active, or unmetered on
@@ -238,7 +229,10 @@ class Server final : public ProxyServer {
           str_cat("--listen ", options_.listen_host, ":", options_.listen_port, ": ", ec.message()));
     }
     port_ = endpoint.port();
-    for (auto& worker : workers_) worker->thread = std::thread([w = worker.get()] { w->ioc.run(); });
+    for (auto& worker : workers_) {
+      keep_earliest_timer(worker.get());
+      worker->thread = std::thread([w = worker.get()] { w->ioc.run(); });
+    }
     {
       std::lock_guard lock(mu_);
       accepting_ = reuse_port ? workers_.size() : 1;  // after the threads: stop() then always has them to end the turns
@@ -458,7 +452,22 @@ class Server final : public ProxyServer {
     std::thread thread;
     tcp::acceptor acceptor{ioc};  // its listening socket (worker 0's only, unless SO_REUSEPORT: one per worker)
     std::atomic<int> serving{0};  // connections it serves
+    net::steady_timer earliest{ioc};  // see keep_earliest_timer
   };
+
+  // Asio's event loop re-arms its timerfd (a system call) whenever a timer is scheduled that
+  // expires before every other; with only the upstream reads' timeouts pending, each read's
+  // timer (now + upstream_timeout) was that one: a timerfd_settime per upstream read, two of
+  // them on the way to a stream's first byte. A timer of the worker's own that always expires
+  // first, re-armed every half timeout, keeps the reads' timers off the timerfd; the timeouts
+  // themselves fire as before. Not with a timeout under 2 s (it would wake the worker often).
+  void keep_earliest_timer(Worker* w) {
+    if (options_.upstream_timeout < absl::Seconds(2)) return;
+    w->earliest.expires_after(absl::ToChronoNanoseconds(options_.upstream_timeout / 2));
+    w->earliest.async_wait([this, w](const beast::error_code& ec) {
+      if (!ec) keep_earliest_timer(w);
+    });
+  }
   std::vector<std::unique_ptr<Worker>> workers_;  // declared before pool_: destroyed after it (its idle sockets close while their io_contexts live)
   UpstreamPool pool_;  // its calls end in stop(), before it is destroyed
   std::optional<net::thread_pool> gate_pool_;
@@ -565,8 +574,14 @@ net::awaitable<void> Connection::serve() {
 // first try is one sendmsg with MSG_DONTWAIT (it never waits, whatever the socket's mode: no
 // system call to make the socket non-blocking first) and MSG_NOSIGNAL (a client gone is an
 // error here, not a SIGPIPE).
+//
+// Nagle's algorithm goes off (TCP_NODELAY; `*no_delay` says it is) right after the connection's
+// first try, not before it: that first segment leaves at once anyway (nothing of ours is
+// unacknowledged yet), so the system call stays off the way to the caller's first byte (the
+// stream's first event), and every later write, the rest of a partial one included, goes out
+// as it comes. Not at accept: one system call fewer before the request leaves for the provider.
 template <class Buffers>
-net::awaitable<bool> write_all(tcp::socket& socket, const Buffers& buffers) {
+net::awaitable<bool> write_all(tcp::socket& socket, const Buffers& buffers, bool* no_delay) {
   std::array<iovec, 4> iov{};
   std::size_t count = 0;
   for (auto it = net::buffer_sequence_begin(buffers); it != net::buffer_sequence_end(buffers) && count < iov.size(); ++it) {
@@ -580,9 +595,15 @@ net::awaitable<bool> write_all(tcp::socket& socket, const Buffers& buffers) {
   do {
     written = ::sendmsg(socket.native_handle(), &message, MSG_DONTWAIT | MSG_NOSIGNAL);
   } while (written < 0 && errno == EINTR);
-  if (written < 0 && errno != EAGAIN && errno != EWOULDBLOCK) co_return false;
-  const std::size_t sent = written > 0 ? static_cast<std::size_t>(written) : 0;
+  const int error = errno;
   beast::error_code ec;
+  if (!*no_delay) {
+    *no_delay = true;
+    socket.set_option(tcp::no_delay(true), ec);
+    ec = {};
+  }
+  if (written < 0 && error != EAGAIN && error != EWOULDBLOCK) co_return false;
+  const std::size_t sent = written > 0 ? static_cast<std::size_t>(written) : 0;
   const std::size_t size = net::buffer_size(buffers);
   if (sent == size) co_return true;
   beast::buffers_suffix<Buffers> rest(buffers);
@@ -592,8 +613,7 @@ net::awaitable<bool> write_all(tcp::socket& socket, const Buffers& buffers) {
 }
 
 net::awaitable<bool> Connection::send(std::string_view bytes) {
-  no_delay();
-  co_return co_await write_all(socket_, net::const_buffer(bytes.data(), bytes.size()));
+  co_return co_await write_all(socket_, net::const_buffer(bytes.data(), bytes.size()), &no_delay_);
 }
 
 net::awaitable<bool> Connection::send_chunk(std::string_view bytes, std::string* head) {
@@ -610,8 +630,7 @@ net::awaitable<bool> Connection::send_chunk(std::string_view bytes, std::string*
   const std::array<net::const_buffer, 4> buffers = {net::buffer(before.data(), before.size()),
                                                    net::buffer(size, static_cast<std::size_t>(n)),
                                                    net::buffer(bytes.data(), bytes.size()), net::buffer("\r\n", 2)};
-  no_delay();
-  const bool sent = co_await write_all(socket_, buffers);
+  const bool sent = co_await write_all(socket_, buffers, &no_delay_);
   if (head != nullptr) head->clear();
   co_return sent;
 }
@@ -698,7 +717,6 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
   const ProxyOptions& options = server_.options();
   Paygent* pg = server_.paygent();
 
-  // Who pays, for as long as the call lasts.
   // Who pays, for as long as the call lasts. A Context is a scope of the thread it was made on,
   // and this coroutine suspends (other connections' calls then run on this thread) and its gate
   // may run on another thread: the scope is captured once here, with no suspension while the
@@ -786,7 +804,17 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
     }
   }
   upstream_request.body = rewrite_body(route, request.body(), call, new_max_tokens, metered && add_include_usage);
-  auto started = co_await UpstreamCall::start(url, upstream_request, options.upstream_timeout, &server_.pool());
+  // The answer's own headers, built while the upstream works on the request.
+  std::string paygent_headers;
+  auto build_paygent_headers = [&] {
+    if (metered) {
+      append_gate_headers(&paygent_headers, reservation.result());
+    } else {
+      append_header(&paygent_headers, "x-paygent-status", "unmetered");
+    }
+  };
+  auto started = co_await UpstreamCall::start(url, upstream_request, options.upstream_timeout, &server_.pool(),
+                                              build_paygent_headers);
   if (!started.ok()) {
     if (metered) {
       Context::Scope in(who);
@@ -799,19 +827,13 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
   }
   UpstreamCall& upstream = **started;
   // The answer's headers: the upstream's that are forwarded, then the proxy's.
-  std::string paygent_headers;
-  if (metered) {
-    append_gate_headers(&paygent_headers, reservation.result());
-  } else {
-    append_header(&paygent_headers, "x-paygent-status", "unmetered");
-  }
   const UpstreamHead& head = upstream.head();
   const bool success = head.status >= 200 && head.status < 300;
   std::string headers;
-  headers.reserve(512);
-  for (const auto& [name, value] : head.headers) {
-    if (forwarded_response_header(name)) append_header(&headers, name, value);
-  }
+  headers.reserve(head.header_lines.size() + paygent_headers.size() + 64);
+  for_each_header_line(head.header_lines, [&](std::string_view name, std::string_view line) {
+    if (forwarded_response_header(name)) headers += line;
+  });
   headers += paygent_headers;
 
   if (!head.event_stream) {

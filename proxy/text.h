@@ -34,16 +34,26 @@ inline void append_header(std::string* lines, std::string_view name, std::string
   str_append(lines, name, ": ", value, "\r\n");
 }
 
+// Calls f(name, line) for each header line of `lines` (as append_header writes them): `name` the
+// field's name ("" for a line without a colon), `line` the whole line with its CRLF (to copy as
+// it is).
+template <class F>
+void for_each_header_line(std::string_view lines, F&& f) {
+  while (!lines.empty()) {
+    std::size_t end = lines.find("\r\n");
+    end = end == std::string_view::npos ? lines.size() : end + 2;
+    const std::string_view line = lines.substr(0, end);
+    const std::size_t colon = line.find(':');
+    f(colon == std::string_view::npos ? std::string_view() : line.substr(0, colon), line);
+    lines.remove_prefix(end);
+  }
+}
+
 // Whether `lines` (header lines as append_header writes them) has a header `name`.
 inline bool has_header(std::string_view lines, std::string_view name) noexcept {
-  while (!lines.empty()) {
-    const std::size_t end = lines.find("\r\n");
-    const std::string_view line = lines.substr(0, end);
-    if (line.size() > name.size() && line[name.size()] == ':' && istarts_with(line, name)) return true;
-    if (end == std::string_view::npos) break;
-    lines.remove_prefix(end + 2);
-  }
-  return false;
+  bool found = false;
+  for_each_header_line(lines, [&](std::string_view field, std::string_view) { found = found || iequals(field, name); });
+  return found;
 }
 
 inline std::string lower(std::string_view text) {

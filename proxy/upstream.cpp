@@ -14,6 +14,8 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <string_view>
+#include <tuple>
 
 #include <boost/asio.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -80,6 +82,36 @@ bool closed_by_peer(const beast::error_code& ec) {
          ec == ssl::error::stream_truncated;
 }
 
+// The pool's key: the io_context a connection is registered with (whose one thread drives it:
+// Beast's timeouts need its operations on one strand) and the upstream (scheme, host, port).
+// Looked up through PoolKeyView, so that a call builds no string to find its connections.
+struct PoolKeyView {
+  const void* context = nullptr;
+  bool tls = false;
+  std::string_view host;
+  std::string_view port;
+  friend bool operator<(const PoolKeyView& a, const PoolKeyView& b) {
+    return std::tie(a.context, a.tls, a.host, a.port) < std::tie(b.context, b.tls, b.host, b.port);
+  }
+};
+struct PoolKey {
+  explicit PoolKey(const PoolKeyView& v) : context(v.context), tls(v.tls), host(v.host), port(v.port) {}
+  PoolKeyView view() const { return {context, tls, host, port}; }
+  const void* context;
+  bool tls;
+  std::string host;
+  std::string port;
+};
+struct PoolKeyLess {
+  using is_transparent = void;
+  static PoolKeyView v(const PoolKeyView& k) { return k; }
+  static PoolKeyView v(const PoolKey& k) { return k.view(); }
+  template <class A, class B>
+  bool operator()(const A& a, const B& b) const {
+    return v(a) < v(b);
+  }
+};
+
 }  // namespace
 
 class UpstreamPool::Impl {
@@ -92,7 +124,7 @@ class UpstreamPool::Impl {
 
   // An idle connection to `key`, or nullptr. The most recently used first (the least likely to
   // have been closed by the upstream); expired ones and ones the upstream closed are dropped.
-  std::unique_ptr<Connection> take(const std::string& key) {
+  std::unique_ptr<Connection> take(const PoolKeyView& key) {
     for (;;) {
       std::unique_ptr<Connection> conn;
       std::vector<std::unique_ptr<Connection>> doomed;  // closed outside the lock
@@ -115,7 +147,7 @@ class UpstreamPool::Impl {
   }
 
   // Keeps `conn` for a later call to `key`, or closes it (pool closed or full).
-  void give(const std::string& key, std::unique_ptr<Connection> conn) {
+  void give(const PoolKeyView& key, std::unique_ptr<Connection> conn) {
     std::vector<std::unique_ptr<Connection>> doomed;
     std::lock_guard lock(mu_);
     expire_locked(key, doomed);
@@ -123,7 +155,9 @@ class UpstreamPool::Impl {
       doomed.push_back(std::move(conn));
       return;
     }
-    auto& idle = idle_[key];
+    auto it = idle_.find(key);
+    if (it == idle_.end()) it = idle_.emplace(PoolKey(key), std::deque<std::unique_ptr<Connection>>()).first;
+    auto& idle = it->second;
     if (idle.size() >= max_idle_) {
       doomed.push_back(std::move(conn));
       return;
@@ -134,7 +168,7 @@ class UpstreamPool::Impl {
   }
 
   void close() {
-    std::map<std::string, std::deque<std::unique_ptr<Connection>>> doomed;
+    std::map<PoolKey, std::deque<std::unique_ptr<Connection>>, PoolKeyLess> doomed;
     std::lock_guard lock(mu_);
     closed_ = true;
     doomed.swap(idle_);
@@ -149,7 +183,7 @@ class UpstreamPool::Impl {
   // Moves `key`'s connections idle for longer than the timeout (the oldest are at the front) to
   // `doomed`. Only the caller's own key: another io_context's connections are closed by its own
   // thread's calls (or by the pool's destruction), never from this one.
-  void expire_locked(const std::string& key, std::vector<std::unique_ptr<Connection>>& doomed) {
+  void expire_locked(const PoolKeyView& key, std::vector<std::unique_ptr<Connection>>& doomed) {
     const auto oldest = std::chrono::steady_clock::now() - idle_timeout_;
     auto it = idle_.find(key);
     if (it == idle_.end()) return;
@@ -166,7 +200,7 @@ class UpstreamPool::Impl {
   std::mutex mu_;
   bool closed_ = false;
   std::atomic<std::int64_t> idle_count_{0};  // changed under mu_, read without it
-  std::map<std::string, std::deque<std::unique_ptr<Connection>>> idle_;  // per upstream: the newest at the back
+  std::map<PoolKey, std::deque<std::unique_ptr<Connection>>, PoolKeyLess> idle_;  // per upstream: the newest at the back
 };
 
 UpstreamPool::UpstreamPool(Limits limits) : impl_(std::make_shared<Impl>(limits)) {}
@@ -181,8 +215,7 @@ class Call final : public UpstreamCall {
   // `context`: the io_context the call runs on, whose pooled connections it may take.
   Call(const UpstreamUrl& url, absl::Duration timeout, std::shared_ptr<UpstreamPool::Impl> pool, const void* context)
       : url_(url),
-        name_(str_cat(url.tls ? "https://" : "http://", url.host, ":", url.port)),
-        key_(str_cat(reinterpret_cast<std::uintptr_t>(context), " ", name_)),
+        key_{context, url_.tls, url_.host, url_.port},
         timeout_(absl::ToChronoMilliseconds(timeout)),
         pool_(pool != nullptr && pool->enabled() ? std::move(pool) : nullptr) {}
 
@@ -194,13 +227,13 @@ class Call final : public UpstreamCall {
     }
   }
 
-  net::awaitable<absl::Status> begin(const UpstreamRequest& request) {
+  net::awaitable<absl::Status> begin(const UpstreamRequest& request, absl::FunctionRef<void()> while_waiting) {
     if (pool_ != nullptr) {
       if (std::unique_ptr<Connection> idle = pool_->take(key_)) {
         link_.reset(static_cast<Link<Stream>*>(idle.release()));  // the key names the scheme: the type
         pool_->reuses++;
         bool stale = false;
-        absl::Status status = co_await exchange(request, stale);
+        absl::Status status = co_await exchange(request, stale, while_waiting);
         if (status.ok() || !stale) co_return status;
         pool_->retries++;  // closed by the upstream before any byte of an answer: once more, anew
         link_.reset();
@@ -209,7 +242,7 @@ class Call final : public UpstreamCall {
     if (absl::Status status = co_await connect(); !status.ok()) co_return status;
     if (pool_ != nullptr) pool_->connects++;
     bool stale = false;
-    co_return co_await exchange(request, stale);
+    co_return co_await exchange(request, stale, while_waiting);
   }
 
   const UpstreamHead& head() const noexcept override { return head_; }
@@ -292,7 +325,8 @@ class Call final : public UpstreamCall {
 
   // Sends the request on link_ and reads the response's head. `stale`: the failure is the upstream
   // having closed the connection before any byte of an answer arrived (a retry is safe).
-  net::awaitable<absl::Status> exchange(const UpstreamRequest& request, bool& stale) {
+  // `while_waiting` runs once per call (a retried request does not run it again).
+  net::awaitable<absl::Status> exchange(const UpstreamRequest& request, bool& stale, absl::FunctionRef<void()> while_waiting) {
     // The request as bytes (its headers were parsed from the client's request, so hold no CR/LF).
     std::string out;
     out.reserve(request.target.size() + request.header_lines.size() + url_.host.size() + request.body.size() + 96);
@@ -328,6 +362,10 @@ class Call final : public UpstreamCall {
       stale = closed_by_peer(ec);
       co_return fail("cannot send the request", ec);
     }
+    if (!waited_) {
+      waited_ = true;
+      while_waiting();
+    }
     co_await http::async_read_header(link_->stream, link_->buffer, *parser_, into(ec));
     if (ec) {
       stale = closed_by_peer(ec) && !parser_->got_some() && link_->buffer.size() == 0;
@@ -336,15 +374,18 @@ class Call final : public UpstreamCall {
     broken_ = false;
     const auto& res = parser_->get();
     head_.status = static_cast<int>(res.result_int());
+    head_.header_lines.reserve(512);
     for (const auto& field : res) {
-      head_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+      append_header(&head_.header_lines, std::string_view(field.name_string().data(), field.name_string().size()),
+                    std::string_view(field.value().data(), field.value().size()));
     }
     head_.event_stream = istarts_with(std::string_view(res[http::field::content_type].data(), res[http::field::content_type].size()), "text/event-stream");
     co_return absl::OkStatus();
   }
 
   absl::Status fail(std::string_view what, const beast::error_code& ec) const {
-    const std::string text = str_cat("upstream ", name_, ": ", what, ": ", refusal_text(ec));
+    const std::string text =
+        str_cat("upstream ", url_.tls ? "https://" : "http://", url_.host, ":", url_.port, ": ", what, ": ", refusal_text(ec));
     if (ec == beast::error::timeout) return absl::DeadlineExceededError(text);
     return absl::UnavailableError(text);
   }
@@ -363,15 +404,14 @@ class Call final : public UpstreamCall {
   }
 
   UpstreamUrl url_;
-  std::string name_;  // "http://host:port"
-  // The pool's key: the io_context and name_. A connection is registered with one io_context,
-  // whose one thread drives it (Beast's timeouts need its operations on one strand).
-  std::string key_;
+  PoolKeyView key_;  // into url_
+
   std::chrono::milliseconds timeout_;
   std::shared_ptr<UpstreamPool::Impl> pool_;  // nullptr: no reuse
   std::unique_ptr<Link<Stream>> link_;
   std::optional<server::ResponseParser> parser_;
   bool broken_ = true;  // an operation failed: the connection's state is unknown, never reused
+  bool waited_ = false;  // while_waiting has run
   UpstreamHead head_;
 };
 
@@ -416,17 +456,18 @@ void UpstreamRequest::add_header(std::string_view name, std::string_view value) 
 
 net::awaitable<absl::StatusOr<std::unique_ptr<UpstreamCall>>> UpstreamCall::start(const UpstreamUrl& url,
                                                                                  const UpstreamRequest& request,
-                                                                                 absl::Duration timeout, UpstreamPool* pool) {
+                                                                                 absl::Duration timeout, UpstreamPool* pool,
+                                                                                 absl::FunctionRef<void()> while_waiting) {
   std::shared_ptr<UpstreamPool::Impl> shared = pool != nullptr ? pool->impl_ : nullptr;
   const auto executor = co_await net::this_coro::executor;
   const void* context = &net::query(executor, net::execution::context);
   if (url.tls) {
     auto call = std::make_unique<Call<beast::ssl_stream<beast::tcp_stream>>>(url, timeout, std::move(shared), context);
-    if (absl::Status status = co_await call->begin(request); !status.ok()) co_return status;
+    if (absl::Status status = co_await call->begin(request, while_waiting); !status.ok()) co_return status;
     co_return std::unique_ptr<UpstreamCall>(std::move(call));
   }
   auto call = std::make_unique<Call<beast::tcp_stream>>(url, timeout, std::move(shared), context);
-  if (absl::Status status = co_await call->begin(request); !status.ok()) co_return status;
+  if (absl::Status status = co_await call->begin(request, while_waiting); !status.ok()) co_return status;
   co_return std::unique_ptr<UpstreamCall>(std::move(call));
 }
 

@@ -30,6 +30,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
@@ -47,8 +48,6 @@ struct UpstreamUrl {
 // naming `field` (the flag) when it is not an http(s) URL with a host.
 absl::StatusOr<UpstreamUrl> parse_upstream_url(std::string_view url, std::string_view field);
 
-using HeaderList = std::vector<std::pair<std::string, std::string>>;
-
 struct UpstreamRequest {
   std::string target;  // path and query, base_path included
   // The headers forwarded as given, each "Name: value\r\n" (UpstreamCall adds Host,
@@ -63,7 +62,9 @@ struct UpstreamRequest {
 
 struct UpstreamHead {
   int status = 0;
-  HeaderList headers;
+  // Every header of the answer, each "Name: value\r\n" (for_each_header_line walks them): one
+  // string, not a name and a value string per header.
+  std::string header_lines;
   bool event_stream = false;  // Content-Type: text/event-stream
 };
 
@@ -119,9 +120,13 @@ class UpstreamCall {
   // Errors: DeadlineExceeded (no answer in time), Unavailable (cannot connect, TLS verification
   // failed, the connection broke, or the answer is not HTTP/1.1), each naming the upstream.
   // Runs on the awaiting coroutine's executor. `url`, `request` and `pool` must stay valid until
-  // it completes.
+  // it completes. `while_waiting`, when given, is called once, on this executor, as soon as the
+  // request has been handed to the connection and before the answer is awaited: work the caller
+  // needs only for the answer is done there, while the upstream works (paygent-proxy builds its
+  // x-paygent-* headers). Not called when the request could not be sent.
   static boost::asio::awaitable<absl::StatusOr<std::unique_ptr<UpstreamCall>>> start(
-      const UpstreamUrl& url, const UpstreamRequest& request, absl::Duration timeout, UpstreamPool* pool = nullptr);
+      const UpstreamUrl& url, const UpstreamRequest& request, absl::Duration timeout, UpstreamPool* pool = nullptr,
+      absl::FunctionRef<void()> while_waiting = [] {});
 
   [[nodiscard]] virtual const UpstreamHead& head() const noexcept = 0;
   // The next bytes of the body (chunked encoding removed), valid until the next call; empty at

@@ -709,8 +709,18 @@ TEST_CASE("proxy.stale_pooled_connection_is_retried_once_and_metered_once") {
   const Nanos cost = 12 * kGpt4oIn + 5 * kGpt4oOut;
   CHECK(post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: pia"}).status == 200);
   h.upstream.drop_next_reused_request();  // the upstream closes the idle connection as the request arrives
-  const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: pia"});
+  const std::string raw =
+      raw_exchange(h.port(), request_text("/v1/chat/completions", chat_body(), {"x-paygent-user: pia"}));
+  const HttpResponse r = parse_response(raw);
   CHECK(r.status == 200);
+  // The proxy's own headers, built while the first try waited, are there once (not once a try).
+  auto count = [&](std::string_view text) {
+    std::size_t n = 0;
+    for (std::size_t at = raw.find(text); at != std::string::npos; at = raw.find(text, at + 1)) ++n;
+    return n;
+  };
+  CHECK(count("x-paygent-status:") == 1);
+  CHECK(count("x-paygent-cost-nanos:") == 1);
   CHECK(r.body == fixture("openai-chat.json"));
   CHECK(r.header("x-paygent-cost-nanos") == std::to_string(cost));
   CHECK(h.upstream.accepts() == 2);

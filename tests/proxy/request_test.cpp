@@ -3,6 +3,10 @@
 
 #include <doctest/doctest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "proxy/replies.h"
 #include "proxy/stream_relay.h"
 #include "proxy/text.h"
@@ -37,6 +41,29 @@ TEST_CASE("proxy.header_lines_are_appended_and_found_by_name") {
   CHECK(has_header(lines, "content-type"));
   CHECK(has_header("content-type: a", "content-type"));  // the last line without its CRLF
   CHECK_FALSE(has_header("content-type", "content-type"));
+}
+
+// An upstream answer's headers are walked line by line to pick those the proxy forwards: each
+// line whole (to copy as it is), named by what comes before its colon.
+TEST_CASE("proxy.header_lines_are_walked_whole_with_their_names") {
+  std::vector<std::pair<std::string, std::string>> seen;
+  auto walk = [&](std::string_view lines) {
+    seen.clear();
+    for_each_header_line(lines, [&](std::string_view name, std::string_view line) { seen.emplace_back(name, line); });
+  };
+  walk("");
+  CHECK(seen.empty());
+  walk("Content-Type: text/event-stream\r\nx-request-id: a:b\r\nno colon\r\nLast: x");
+  REQUIRE(seen.size() == 4);
+  CHECK(seen[0] == std::pair<std::string, std::string>{"Content-Type", "Content-Type: text/event-stream\r\n"});
+  CHECK(seen[1] == std::pair<std::string, std::string>{"x-request-id", "x-request-id: a:b\r\n"});  // the first colon
+  CHECK(seen[2] == std::pair<std::string, std::string>{"", "no colon\r\n"});
+  CHECK(seen[3] == std::pair<std::string, std::string>{"Last", "Last: x"});  // the last line without its CRLF
+  std::string copied;
+  for_each_header_line("a: 1\r\nb: 2\r\n", [&](std::string_view name, std::string_view line) {
+    if (name != "a") copied += line;
+  });
+  CHECK(copied == "b: 2\r\n");
 }
 
 TEST_CASE("proxy.routes_match_the_provider_paths") {
