@@ -169,13 +169,19 @@ struct FirstByte {
   double total = 0, request = 0, response = 0;
 };
 
+// PAYGENT_PROXY_BENCH_UNMETERED_STREAMS=1: the first-byte streams name no user, so the proxies
+// forward them unmetered (no gate, no reservation): what the metering itself adds to the first
+// byte is the difference to a run without it.
+bool unmetered_streams = false;
+
 // A streamed call on a new connection: the time to the first event's bytes; the stream is read
 // to its end and must carry "[DONE]".
 FirstByte first_byte(int port) {
   const std::string body = R"({"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]})";
   const int fd = connect_loopback(port);
   const auto t0 = Clock::now();
-  send_all(fd, request_text("/v1/chat/completions", body, {"x-paygent-user: bench-stream"}));
+  send_all(fd, request_text("/v1/chat/completions", body,
+                            {unmetered_streams ? "x-paygent-bench: unmetered" : "x-paygent-user: bench-stream"}));
   std::string raw;
   char chunk[16384];
   std::optional<FirstByte> first;
@@ -313,6 +319,7 @@ Nanos process_spend(int port, const std::string& user) {
 
 int main(int argc, char** argv) {
   const int requests = argc > 1 ? std::atoi(argv[1]) : 2000;
+  if (const char* unmetered = std::getenv("PAYGENT_PROXY_BENCH_UNMETERED_STREAMS")) unmetered_streams = std::atoi(unmetered) != 0;
   const std::string only = argc > 2 ? argv[2] : "";  // run only the targets whose name contains it (profiling)
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const std::string answer = fixture("openai-chat.json");
@@ -417,10 +424,11 @@ int main(int argc, char** argv) {
   std::vector<int> ports = {upstream_port};
   for (const Target& target : targets) ports.push_back(target.port);
   const std::vector<FirstByte> firsts = first_byte_p50s(ports, streams);
-  std::printf("stream first byte p50 (taken in turns): direct %.1f us", firsts[0].total);
+  std::printf("stream first byte p50 (taken in turns%s): direct %.1f us", unmetered_streams ? ", unmetered" : "",
+              firsts[0].total);
   for (std::size_t t = 0; t < targets.size(); ++t) {
     std::printf(", %s %+.1f us", targets[t].name, firsts[t + 1].total - firsts[0].total);
-    if (targets[t].meter != Meter::kNone) targets[t].calls += streams;
+    if (targets[t].meter != Meter::kNone && !unmetered_streams) targets[t].calls += streams;
   }
   std::printf(" (added)\n");
   for (std::size_t t = 0; t < ports.size(); ++t) {

@@ -726,6 +726,7 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
   if (!user.empty()) {
     for (const auto& field : request) {
       const std::string_view name(field.name_string().data(), field.name_string().size());
+      if (!istarts_with(name, "x-paygent-")) continue;  // a string made only for the headers that name one
       const std::string value(field.value());
       if (iequals(name, "x-paygent-session")) context_options.session_id = value;
       else if (iequals(name, "x-paygent-agent")) context_options.agent_id = value;

@@ -338,12 +338,6 @@ class Call final : public UpstreamCall {
     if (pool_ == nullptr) out += "Connection: close\r\n";  // HTTP/1.1 keeps it alive otherwise
     str_append(&out, "Content-Length: ", request.body.size(), "\r\n\r\n");
     out += request.body;
-    // No body limit here (not boost::none: Beast 1.74 compares a Content-Length with an empty
-    // optional as "over the limit"): the caller bounds what it keeps (max_response_bytes), and a
-    // stream's body is taken as it comes.
-    parser_.emplace(kHeaderLimit, std::numeric_limits<std::uint64_t>::max());
-    parser_->eager(true);
-    head_ = UpstreamHead{};
     broken_ = true;  // until the head is read
     // One deadline for sending the request and receiving its head.
     beast::error_code ec;
@@ -362,10 +356,17 @@ class Call final : public UpstreamCall {
       stale = closed_by_peer(ec);
       co_return fail("cannot send the request", ec);
     }
+    // What only the answer needs is prepared once the request is out, while the upstream works.
     if (!waited_) {
       waited_ = true;
       while_waiting();
     }
+    // No body limit here (not boost::none: Beast 1.74 compares a Content-Length with an empty
+    // optional as "over the limit"): the caller bounds what it keeps (max_response_bytes), and a
+    // stream's body is taken as it comes.
+    parser_.emplace(kHeaderLimit, std::numeric_limits<std::uint64_t>::max());
+    parser_->eager(true);
+    head_ = UpstreamHead{};
     co_await http::async_read_header(link_->stream, link_->buffer, *parser_, into(ec));
     if (ec) {
       stale = closed_by_peer(ec) && !parser_->got_some() && link_->buffer.size() == 0;
