@@ -44,6 +44,7 @@ Reservation& Reservation::operator=(Reservation&& other) noexcept {
     cost_ = other.cost_;
     input_tokens_ = other.input_tokens_;
     output_tokens_ = other.output_tokens_;
+    output_that_fits_ = other.output_that_fits_;
     started_ns_ = other.started_ns_;
     media_ = other.media_;
   }
@@ -135,6 +136,33 @@ namespace {
 constexpr std::int64_t kMaxEstimateTokens = std::int64_t{1} << 40;
 [[gnu::always_inline]] inline std::int64_t estimate_tokens(std::int64_t n) noexcept {
   return std::clamp<std::int64_t>(n, 0, kMaxEstimateTokens);
+}
+
+// The largest output that fits every limit of `site` (resolved for judging or for holding: the
+// limited entries are the same) next to `prompt_tokens` of input; nullopt when none bounds it.
+std::optional<std::int64_t> output_that_fits(const CallSite& site, std::int64_t prompt_tokens) {
+  const internal::CompiledPlan& plan = *site.plan;
+  std::optional<std::int64_t> best;
+  auto bound = [&](std::int64_t n) { best = best ? std::min(*best, n) : n; };
+  const bool priced = site.price != nullptr && site.price->output > 0;
+  const __int128 prompt_picos = priced ? static_cast<__int128>(prompt_tokens) * site.price->input : 0;
+  for (int i = 0; i < site.limits.count; ++i) {
+    const internal::LimitEntry& l = site.limits[i];
+    // A lease is a slice of its limit, not the limit: a call past it asks for more. An entry with
+    // no limit (held, not judged) bounds nothing.
+    if (l.reason == GateReason::kNone || l.retry_once) continue;
+    // Room left under the hard threshold of the limit, in its own unit.
+    const __int128 room = static_cast<__int128>(l.limit()) * plan.hard / kPpmOne -
+                          (l.counter->load() + l.external->load());
+    if (l.unit == internal::LimitUnit::kTokens) {
+      const __int128 left = room - prompt_tokens;
+      bound(left <= 0 ? 0 : static_cast<std::int64_t>(left));
+    } else if (priced) {
+      const __int128 left_picos = room * 1000 - prompt_picos + 499;  // half-up rounding slack
+      bound(left_picos <= 0 ? 0 : static_cast<std::int64_t>(left_picos / site.price->output));
+    }
+  }
+  return best;
 }
 
 }  // namespace
@@ -298,12 +326,12 @@ GuardResult Paygent::check(std::string_view model, const CallEstimate& estimate)
 
 Reservation Paygent::reserve(std::string_view model, const CallEstimate& estimate) {
   return reserve_for(nullptr, model, estimate_tokens(estimate.prompt_tokens), estimate_tokens(estimate.max_output_tokens),
-                     nullptr, 0, nullptr);
+                     nullptr, 0, nullptr, estimate.fit_output);
 }
 
 Reservation Paygent::reserve_for(const ContextData* context, std::string_view model, const std::int64_t prompt,
-                                 const std::int64_t output, const internal::MediaKey* media, const Nanos media_cost,
-                                 const std::shared_ptr<const ContextData>* owner) {
+                                 std::int64_t output, const internal::MediaKey* media, const Nanos media_cost,
+                                 const std::shared_ptr<const ContextData>* owner, const bool fit_output) {
   Engine& e = *engine_;
   Reservation res;
   Inside in(e);
@@ -323,6 +351,12 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
     e.report_error(absl::InternalError("reserve failed; the call proceeds unmetered"));
     res.result_.status = GateStatus::kUnmetered;
     return res;
+  }
+  std::optional<std::int64_t> fits;
+  if (fit_output && media == nullptr) {
+    // From the limits just resolved for the hold: what admit() below judges against.
+    fits = output_that_fits(site, prompt);
+    if (fits && (output == 0 || output > *fits)) output = std::max<std::int64_t>(*fits, 1);
   }
   const Nanos cost = media != nullptr ? media_cost : e.estimate_cost(site.price, prompt, output);
   internal::Verdicts verdicts;
@@ -376,6 +410,7 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
   res.cost_ = cost;
   res.input_tokens_ = prompt;
   res.output_tokens_ = output;
+  res.output_that_fits_ = fits;
   res.started_ns_ = site.now_ns;
   return res;
 }
@@ -599,27 +634,7 @@ std::optional<std::int64_t> Paygent::max_output_tokens_that_fit(std::string_view
   } catch (...) {
     return std::nullopt;
   }
-  const internal::CompiledPlan& plan = *site.plan;
-  std::optional<std::int64_t> best;
-  auto bound = [&](std::int64_t n) { best = best ? std::min(*best, n) : n; };
-  const bool priced = site.price != nullptr && site.price->output > 0;
-  const __int128 prompt_picos = priced ? static_cast<__int128>(prompt_tokens) * site.price->input : 0;
-  for (int i = 0; i < site.limits.count; ++i) {
-    const internal::LimitEntry& l = site.limits[i];
-    // A lease is a slice of its limit, not the limit: a call past it asks for more.
-    if (l.reason == GateReason::kNone || l.retry_once) continue;
-    // Room left under the hard threshold of the limit, in its own unit.
-    const __int128 room = static_cast<__int128>(l.limit()) * plan.hard / kPpmOne -
-                          (l.counter->load() + l.external->load());
-    if (l.unit == internal::LimitUnit::kTokens) {
-      const __int128 left = room - prompt_tokens;
-      bound(left <= 0 ? 0 : static_cast<std::int64_t>(left));
-    } else if (priced) {
-      const __int128 left_picos = room * 1000 - prompt_picos + 499;  // half-up rounding slack
-      bound(left_picos <= 0 ? 0 : static_cast<std::int64_t>(left_picos / site.price->output));
-    }
-  }
-  return best;
+  return output_that_fits(site, prompt_tokens);
 }
 
 // --- Paygent: reports -----------------------------------------------------------------------------

@@ -748,18 +748,26 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
       GateOutcome out;
       Context::Scope in(who);
       try {
-        const std::optional<std::int64_t> fit = pg->max_output_tokens_that_fit(call.model, call.prompt_tokens);
-        std::int64_t output = call.max_tokens.value_or(0);
-        if (fit) {
-          out.allowed_output = std::max<std::int64_t>(*fit, 0);
-          if (options.lower_max_tokens && (!call.max_tokens || *call.max_tokens > *fit)) {
-            if (*fit > 0) out.new_max_tokens = *fit;
-            output = std::max<std::int64_t>(*fit, 1);  // nothing fits: the gate refuses
-          } else if (!call.max_tokens) {
-            output = std::max<std::int64_t>(*fit, 1);
+        if (options.lower_max_tokens) {
+          // The output that fits and its hold in one step (CallEstimate::fit_output): a max_tokens
+          // absent or larger is lowered to what fits (nothing fits: the gate refuses).
+          out.reservation = pg->reserve(call.model, {.prompt_tokens = call.prompt_tokens,
+                                                     .max_output_tokens = call.max_tokens.value_or(0),
+                                                     .fit_output = true});
+          if (const std::optional<std::int64_t> fit = out.reservation.output_that_fits()) {
+            out.allowed_output = *fit;
+            if (*fit > 0 && (!call.max_tokens || *call.max_tokens > *fit)) out.new_max_tokens = *fit;
           }
+        } else {
+          // A max_tokens that does not fit is refused as asked; none given holds what fits.
+          const std::optional<std::int64_t> fit = pg->max_output_tokens_that_fit(call.model, call.prompt_tokens);
+          std::int64_t output = call.max_tokens.value_or(0);
+          if (fit) {
+            out.allowed_output = std::max<std::int64_t>(*fit, 0);
+            if (!call.max_tokens) output = std::max<std::int64_t>(*fit, 1);
+          }
+          out.reservation = pg->reserve(call.model, {.prompt_tokens = call.prompt_tokens, .max_output_tokens = output});
         }
-        out.reservation = pg->reserve(call.model, {.prompt_tokens = call.prompt_tokens, .max_output_tokens = output});
       } catch (const LimitExceeded& refused) {
         out = GateOutcome{};
         const GuardResult& result = refused.result();

@@ -196,6 +196,14 @@ struct Options {
 struct CallEstimate {
   std::int64_t prompt_tokens = 0;
   std::int64_t max_output_tokens = 0;  // the request's max_tokens; 0 = reserve input only
+  // reserve() only: hold at most the output that fits every limit of the user's plan (as
+  // max_output_tokens_that_fit says, read from the same state the admission uses, in one step):
+  // when max_output_tokens is 0 or more than fits, what fits is held instead (at least 1 token,
+  // so that a call nothing fits is still refused). Reservation::reserved_output_tokens() is then
+  // the max_tokens to send, and output_that_fits() what fitted. Unbounded (no limit that counts
+  // this call): max_output_tokens as given. Two concurrent calls each get what is left after
+  // the other, where asking max_output_tokens_that_fit first and reserving after refuses one.
+  bool fit_output = false;
 };
 
 // A call's hold on its user's budget, from reserve() until settle() or release(). Move-only;
@@ -222,6 +230,11 @@ class Reservation {
   [[nodiscard]] bool active() const noexcept { return owner_ != nullptr; }
   [[nodiscard]] Nanos reserved_cost() const noexcept { return cost_; }
   [[nodiscard]] std::int64_t reserved_tokens() const noexcept { return input_tokens_ + output_tokens_; }
+  // The output tokens held (the estimate's max_output_tokens, or what fitted: CallEstimate::fit_output).
+  [[nodiscard]] std::int64_t reserved_output_tokens() const noexcept { return output_tokens_; }
+  // With CallEstimate::fit_output: the output that fitted every limit when the call was admitted
+  // (0 or more); nullopt when no limit bounds it, or fit_output was not asked.
+  [[nodiscard]] std::optional<std::int64_t> output_that_fits() const noexcept { return output_that_fits_; }
 
  private:
   friend struct internal::Engine;
@@ -239,6 +252,7 @@ class Reservation {
   Nanos cost_ = 0;
   std::int64_t input_tokens_ = 0;   // the estimate held: prompt tokens
   std::int64_t output_tokens_ = 0;  // and max output tokens
+  std::optional<std::int64_t> output_that_fits_;  // CallEstimate::fit_output
   std::int64_t started_ns_ = 0;
   const internal::MediaKey* media_ = nullptr;  // reserve_media / reserve_voice: what settle_media meters
 };
@@ -535,9 +549,10 @@ class Paygent {
   explicit Paygent(std::unique_ptr<internal::Engine> engine) noexcept;
   // reserve() for `context` (nullptr: the current Context) with `media` (nullptr: an LLM call of
   // `model`, its estimate priced from tokens) holding `media_cost`.
+  // `fit_output`: CallEstimate::fit_output (LLM calls only).
   Reservation reserve_for(const ContextData* context, std::string_view model, std::int64_t prompt,
                           std::int64_t output, const internal::MediaKey* media, Nanos media_cost,
-                          const std::shared_ptr<const ContextData>* owner);
+                          const std::shared_ptr<const ContextData>* owner, bool fit_output = false);
   Reservation reserve_or_fail_open(std::string_view model, const CallEstimate& estimate);
   // Ends a Reservation of this Paygent that is still open after shutdown(); frees the Paygent if
   // it was the last reference to it.

@@ -107,6 +107,51 @@ TEST_CASE("guard.reservation.advice_on_max_tokens") {
   CHECK(pg->max_output_tokens_that_fit("unpriced-model", 10) == std::nullopt);
 }
 
+// CallEstimate::fit_output: the output that fits and its hold in one step (what paygent-proxy
+// lowers max_tokens to).
+TEST_CASE("guard.reservation.fit_output_holds_what_fits_in_one_step") {
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  p.model_limits["m"].max_tokens_per_period = 10'000;
+  auto pg = make(testing::config_with(p));
+  Context ctx("u1");
+  REQUIRE(pg->max_output_tokens_that_fit("m", 1000) == 9'000);
+  {  // none asked: what fits is held
+    Reservation r = pg->reserve("m", {.prompt_tokens = 1000, .fit_output = true});
+    CHECK(r.output_that_fits() == 9'000);
+    CHECK(r.reserved_output_tokens() == 9'000);
+    CHECK(r.reserved_tokens() == 10'000);
+  }
+  {  // more than fits: lowered
+    Reservation r = pg->reserve("m", {.prompt_tokens = 1000, .max_output_tokens = 50'000, .fit_output = true});
+    CHECK(r.reserved_output_tokens() == 9'000);
+    CHECK_THROWS_AS((void)pg->reserve("m", {.prompt_tokens = 1}), LimitExceeded);  // it holds all the room
+  }
+  {  // less than fits: as asked, and what fitted is still said
+    Reservation r = pg->reserve("m", {.prompt_tokens = 1000, .max_output_tokens = 300, .fit_output = true});
+    CHECK(r.reserved_output_tokens() == 300);
+    CHECK(r.output_that_fits() == 9'000);
+    // A second call while the first holds 1,300 tokens gets what is left after it: 8,700 - 1,000.
+    Reservation second = pg->reserve("m", {.prompt_tokens = 1000, .max_output_tokens = 9'000, .fit_output = true});
+    CHECK(second.output_that_fits() == 7'700);
+    CHECK(second.reserved_output_tokens() == 7'700);
+    // Nothing left: refused, as a call that fits nothing must be.
+    CHECK_THROWS_AS((void)pg->reserve("m", {.prompt_tokens = 1, .fit_output = true}), LimitExceeded);
+  }
+  // Without fit_output the estimate is held as given (a too large one refused), and nothing is said.
+  CHECK_THROWS_AS((void)pg->reserve("m", {.prompt_tokens = 1000, .max_output_tokens = 9'001}), LimitExceeded);
+  Reservation plain = pg->reserve("m", {.prompt_tokens = 1000, .max_output_tokens = 10});
+  CHECK(plain.output_that_fits() == std::nullopt);
+  CHECK(plain.reserved_output_tokens() == 10);
+  // A model no limit bounds: as given.
+  Reservation unpriced = pg->reserve("unpriced-model", {.prompt_tokens = 10, .max_output_tokens = 77, .fit_output = true});
+  CHECK(unpriced.output_that_fits() == std::nullopt);
+  CHECK(unpriced.reserved_output_tokens() == 77);
+  // Moved, it says the same.
+  Reservation moved = std::move(plain);
+  CHECK(moved.reserved_output_tokens() == 10);
+}
+
 TEST_CASE("guard.reservation.metered_call_reserves_calls_and_settles") {
   Plan p = testing::round_plan();
   p.cost_rates["gpt-4o"] = CostRate{2'500'000, 10'000'000};
