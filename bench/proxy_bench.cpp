@@ -25,10 +25,14 @@
 // was built beside this bench; its calls are metered in its own Paygent and checked through its
 // GET /paygent/report.
 //
-// 2026-12-06, 2-core VM, six runs (bench/README.md has each; docs/proxy.md, "Speed", the
-// verdicts): stream first byte after nginx keepalive's, in-process proxy -32 us (-52 to -21),
-// the shipped process +76 us (49 to 98); JSON added p50 ratio of the process to nginx
-// keepalive's 1.09 at 1 client, 1.22 at 50.
+// PAYGENT_PROXY_BENCH_UNMETERED_STREAMS=1 sends the first-byte streams with no user (forwarded
+// unmetered): the difference to a normal run is what the gate and metering add to a first byte.
+//
+// 2026-12-06, ninth session, 2-core VM, six runs of the shipped binary at 3b2216b alternating with
+// six of d188469's (bench/README.md has each; docs/proxy.md, "Speed", the verdicts): stream first
+// byte after nginx keepalive's, the shipped process +54 us (46 to 68; d188469's +66, 56 to 73),
+// of it the response path +10 us (d188469's +21); JSON added p50 ratio of the process to nginx
+// keepalive's 1.10 at 1 client, 1.15 at 50.
 #include <sys/wait.h>
 
 #include <algorithm>
