@@ -139,11 +139,16 @@ constexpr std::int64_t kMaxEstimateTokens = std::int64_t{1} << 40;
 }
 
 // The largest output that fits every limit of `site` (resolved for judging or for holding: the
-// limited entries are the same) next to `prompt_tokens` of input; nullopt when none bounds it.
+// limited entries are the same) next to `prompt_tokens` of input, at most kMaxEstimateTokens (a
+// budget of dollars on a cheap model leaves room for more tokens than an int64 holds); nullopt
+// when none bounds it.
 std::optional<std::int64_t> output_that_fits(const CallSite& site, std::int64_t prompt_tokens) {
   const internal::CompiledPlan& plan = *site.plan;
   std::optional<std::int64_t> best;
-  auto bound = [&](std::int64_t n) { best = best ? std::min(*best, n) : n; };
+  auto bound = [&](__int128 n) {
+    const std::int64_t capped = static_cast<std::int64_t>(std::clamp<__int128>(n, 0, kMaxEstimateTokens));
+    best = best ? std::min(*best, capped) : capped;
+  };
   const bool priced = site.price != nullptr && site.price->output > 0;
   const __int128 prompt_picos = priced ? static_cast<__int128>(prompt_tokens) * site.price->input : 0;
   for (int i = 0; i < site.limits.count; ++i) {
@@ -155,11 +160,10 @@ std::optional<std::int64_t> output_that_fits(const CallSite& site, std::int64_t 
     const __int128 room = static_cast<__int128>(l.limit()) * plan.hard / kPpmOne -
                           (l.counter->load() + l.external->load());
     if (l.unit == internal::LimitUnit::kTokens) {
-      const __int128 left = room - prompt_tokens;
-      bound(left <= 0 ? 0 : static_cast<std::int64_t>(left));
+      bound(room - prompt_tokens);
     } else if (priced) {
       const __int128 left_picos = room * 1000 - prompt_picos + 499;  // half-up rounding slack
-      bound(left_picos <= 0 ? 0 : static_cast<std::int64_t>(left_picos / site.price->output));
+      bound(left_picos <= 0 ? 0 : left_picos / site.price->output);
     }
   }
   return best;
@@ -354,7 +358,9 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
   }
   std::optional<std::int64_t> fits;
   if (fit_output && media == nullptr) {
-    // From the limits just resolved for the hold: what admit() below judges against.
+    // From the limits just resolved for the hold, which admit() below judges (a lease wait that
+    // moves the user's window keeps this output). Read before admit()'s compare-and-swap, not
+    // under it: a hold made by another thread in between can still refuse this call.
     fits = output_that_fits(site, prompt);
     if (fits && (output == 0 || output > *fits)) output = std::max<std::int64_t>(*fits, 1);
   }
@@ -417,7 +423,10 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
 
 Reservation Paygent::reserve_or_fail_open(std::string_view model, const CallEstimate& estimate) {
   try {
-    return reserve(model, estimate);
+    // metered_call / metered_stream send the caller's own max_tokens: no lowering behind its back.
+    CallEstimate as_given = estimate;
+    as_given.fit_output = false;
+    return reserve(model, as_given);
   } catch (const LimitExceeded&) {
     throw;
   } catch (...) {

@@ -100,6 +100,9 @@ std::string without_key_parameter(std::string_view target) {
 }
 
 bool forwarded_response_header(std::string_view name) {
+  // The x-paygent-* headers of an answer are the proxy's alone: an upstream's would duplicate or
+  // counterfeit them. A line with no name (none that Beast parses) is not forwarded either.
+  if (name.empty() || istarts_with(name, "x-paygent-")) return false;
   static constexpr std::string_view kDropped[] = {"connection", "keep-alive", "transfer-encoding", "trailer",
                                                   "upgrade", "content-length"};
   for (std::string_view dropped : kDropped) {
@@ -576,10 +579,10 @@ net::awaitable<void> Connection::serve() {
 // error here, not a SIGPIPE).
 //
 // Nagle's algorithm goes off (TCP_NODELAY; `*no_delay` says it is) right after the connection's
-// first try, not before it: that first segment leaves at once anyway (nothing of ours is
-// unacknowledged yet), so the system call stays off the way to the caller's first byte (the
-// stream's first event), and every later write, the rest of a partial one included, goes out
-// as it comes. Not at accept: one system call fewer before the request leaves for the provider.
+// first try, not before it: nothing of ours is unacknowledged yet, so that write leaves at once
+// (but for a short last segment of a long one, which the option then pushes), the system call
+// stays off the way to the caller's first byte (the stream's first event), and every later write,
+// the rest of a partial one included, goes out as it comes. Not at accept: one system call fewer before the request leaves for the provider.
 template <class Buffers>
 net::awaitable<bool> write_all(tcp::socket& socket, const Buffers& buffers, bool* no_delay) {
   std::array<iovec, 4> iov{};
@@ -595,14 +598,13 @@ net::awaitable<bool> write_all(tcp::socket& socket, const Buffers& buffers, bool
   do {
     written = ::sendmsg(socket.native_handle(), &message, MSG_DONTWAIT | MSG_NOSIGNAL);
   } while (written < 0 && errno == EINTR);
-  const int error = errno;
+  if (written < 0 && errno != EAGAIN && errno != EWOULDBLOCK) co_return false;
   beast::error_code ec;
   if (!*no_delay) {
     *no_delay = true;
     socket.set_option(tcp::no_delay(true), ec);
     ec = {};
   }
-  if (written < 0 && error != EAGAIN && error != EWOULDBLOCK) co_return false;
   const std::size_t sent = written > 0 ? static_cast<std::size_t>(written) : 0;
   const std::size_t size = net::buffer_size(buffers);
   if (sent == size) co_return true;
@@ -748,18 +750,21 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
       GateOutcome out;
       Context::Scope in(who);
       try {
-        if (options.lower_max_tokens) {
+        if (options.lower_max_tokens && (!call.max_tokens || *call.max_tokens > 0)) {
           // The output that fits and its hold in one step (CallEstimate::fit_output): a max_tokens
-          // absent or larger is lowered to what fits (nothing fits: the gate refuses).
+          // absent or larger is lowered to what fits (nothing fits: the gate refuses). What is
+          // sent is what is held.
           out.reservation = pg->reserve(call.model, {.prompt_tokens = call.prompt_tokens,
                                                      .max_output_tokens = call.max_tokens.value_or(0),
                                                      .fit_output = true});
           if (const std::optional<std::int64_t> fit = out.reservation.output_that_fits()) {
             out.allowed_output = *fit;
-            if (*fit > 0 && (!call.max_tokens || *call.max_tokens > *fit)) out.new_max_tokens = *fit;
+            const std::int64_t held = out.reservation.reserved_output_tokens();
+            if (*fit > 0 && (!call.max_tokens || *call.max_tokens > held)) out.new_max_tokens = held;
           }
         } else {
-          // A max_tokens that does not fit is refused as asked; none given holds what fits.
+          // A max_tokens that does not fit is refused as asked; none given holds what fits. An
+          // explicit 0 (lowering on or off) holds the prompt alone, as asked.
           const std::optional<std::int64_t> fit = pg->max_output_tokens_that_fit(call.model, call.prompt_tokens);
           std::int64_t output = call.max_tokens.value_or(0);
           if (fit) {

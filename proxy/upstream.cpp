@@ -91,7 +91,8 @@ struct PoolKeyView {
   std::string_view host;
   std::string_view port;
   friend bool operator<(const PoolKeyView& a, const PoolKeyView& b) {
-    return std::tie(a.context, a.tls, a.host, a.port) < std::tie(b.context, b.tls, b.host, b.port);
+    const auto ca = reinterpret_cast<std::uintptr_t>(a.context), cb = reinterpret_cast<std::uintptr_t>(b.context);
+    return std::tie(ca, a.tls, a.host, a.port) < std::tie(cb, b.tls, b.host, b.port);
   }
 };
 struct PoolKey {

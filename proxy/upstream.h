@@ -119,14 +119,16 @@ class UpstreamCall {
   // upstream may be working on it).
   // Errors: DeadlineExceeded (no answer in time), Unavailable (cannot connect, TLS verification
   // failed, the connection broke, or the answer is not HTTP/1.1), each naming the upstream.
-  // Runs on the awaiting coroutine's executor. `url`, `request` and `pool` must stay valid until
-  // it completes. `while_waiting`, when given, is called once, on this executor, as soon as the
-  // request has been handed to the connection and before the answer is awaited: work the caller
-  // needs only for the answer is done there, while the upstream works (paygent-proxy builds its
-  // x-paygent-* headers). Not called when the request could not be sent.
+  // Runs on the awaiting coroutine's executor. `url`, `request`, `pool` and what `while_waiting`
+  // refers to must stay valid until it completes. `while_waiting`, when given, is called once,
+  // on this executor, as soon as the request has been handed to the connection and before the
+  // answer is awaited: work the caller needs only for the answer is done there, while the
+  // upstream works (paygent-proxy builds its x-paygent-* headers). Not called when the request
+  // could not be sent (on a retry it is called after the resend). An exception it throws comes
+  // out of start() (the connection is then closed, not pooled).
   static boost::asio::awaitable<absl::StatusOr<std::unique_ptr<UpstreamCall>>> start(
       const UpstreamUrl& url, const UpstreamRequest& request, absl::Duration timeout, UpstreamPool* pool = nullptr,
-      absl::FunctionRef<void()> while_waiting = [] {});
+      absl::FunctionRef<void()> while_waiting = +[] {});
 
   [[nodiscard]] virtual const UpstreamHead& head() const noexcept = 0;
   // The next bytes of the body (chunked encoding removed), valid until the next call; empty at

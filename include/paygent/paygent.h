@@ -196,13 +196,16 @@ struct Options {
 struct CallEstimate {
   std::int64_t prompt_tokens = 0;
   std::int64_t max_output_tokens = 0;  // the request's max_tokens; 0 = reserve input only
-  // reserve() only: hold at most the output that fits every limit of the user's plan (as
-  // max_output_tokens_that_fit says, read from the same state the admission uses, in one step):
-  // when max_output_tokens is 0 or more than fits, what fits is held instead (at least 1 token,
-  // so that a call nothing fits is still refused). Reservation::reserved_output_tokens() is then
+  // reserve() only (metered_call and metered_stream hold what they are given; check() ignores
+  // it): hold at most the output that fits every limit of the user's plan, as
+  // max_output_tokens_that_fit says, read from the limits the reservation itself resolves: when
+  // max_output_tokens is 0 or more than fits, what fits is held instead (at least 1 token, so
+  // that a call nothing fits is still refused). Reservation::reserved_output_tokens() is then
   // the max_tokens to send, and output_that_fits() what fitted. Unbounded (no limit that counts
-  // this call): max_output_tokens as given. Two concurrent calls each get what is left after
-  // the other, where asking max_output_tokens_that_fit first and reserving after refuses one.
+  // this call): max_output_tokens as given. A call made after another of the same user is held
+  // gets what the other left; asking max_output_tokens_that_fit first and reserving after could
+  // refuse it for asking what fitted before. Not atomic with the admission: a hold another
+  // thread makes between the two can still refuse it.
   bool fit_output = false;
 };
 

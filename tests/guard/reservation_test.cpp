@@ -148,8 +148,30 @@ TEST_CASE("guard.reservation.fit_output_holds_what_fits_in_one_step") {
   CHECK(unpriced.output_that_fits() == std::nullopt);
   CHECK(unpriced.reserved_output_tokens() == 77);
   // Moved, it says the same.
-  Reservation moved = std::move(plain);
-  CHECK(moved.reserved_output_tokens() == 10);
+  pg->release(unpriced);
+  Reservation fitted = pg->reserve("m", {.prompt_tokens = 10, .fit_output = true});
+  REQUIRE(fitted.output_that_fits().has_value());
+  const std::int64_t held = fitted.reserved_output_tokens();
+  Reservation moved = std::move(fitted);
+  CHECK(moved.output_that_fits() == held);
+  CHECK(moved.reserved_output_tokens() == held);
+  CHECK_FALSE(fitted.active());
+}
+
+// A budget of dollars on a cheap model leaves room for more tokens than any call can ask: what
+// fits is capped at 2^40 (as every estimate is), never wrapped past int64.
+TEST_CASE("guard.reservation.output_that_fits_is_capped_not_wrapped") {
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = std::int64_t{4} << 60;  // ~$4.6 billion: 2.3e15 output tokens of "m"
+  auto pg = make(testing::config_with(p));
+  Context ctx("big");
+  constexpr std::int64_t kCap = std::int64_t{1} << 40;
+  CHECK(pg->max_output_tokens_that_fit("m", 1000) == kCap);
+  Reservation r = pg->reserve("m", {.prompt_tokens = 1000, .fit_output = true});
+  CHECK(r.output_that_fits() == kCap);
+  CHECK(r.reserved_output_tokens() == kCap);
+  CHECK(r.reserved_cost() > 0);
+  CHECK(pg->report("big")->reserved == r.reserved_cost());
 }
 
 TEST_CASE("guard.reservation.metered_call_reserves_calls_and_settles") {

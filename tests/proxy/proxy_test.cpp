@@ -275,6 +275,31 @@ TEST_CASE("proxy.max_tokens_is_lowered_to_what_fits") {
   CHECK(int64_t(parser.parse(h.upstream.last_body())["max_tokens"]) == fit);
 }
 
+// An explicit max_tokens of 0 is sent and held as asked (the prompt alone), not taken for "none
+// given" (which would hold all the user can still afford while the call runs).
+TEST_CASE("proxy.an_explicit_max_tokens_of_0_holds_the_prompt_alone") {
+  Harness h([](const std::string&, const std::string&) {
+    FakeReply reply = json_reply("openai-chat.json");
+    reply.delay = std::chrono::milliseconds(400);
+    return reply;
+  });
+  REQUIRE(h.pg->assign_plan("hal", "small").ok());
+  const std::string request = chat_body(R"(,"max_tokens":0)");
+  auto answered = std::async(std::launch::async, [&] {
+    return post(h.port(), "/v1/chat/completions", request, {"x-paygent-user: hal"}).status;
+  });
+  const Nanos prompt_cost = static_cast<Nanos>((request.size() + 3) / 4) * kGpt4oIn;
+  Nanos reserved = 0;
+  for (int i = 0; i < 100 && reserved == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    reserved = h.pg->report("hal").ok() ? h.pg->report("hal")->reserved : 0;
+  }
+  CHECK(reserved == prompt_cost);
+  CHECK(answered.get() == 200);
+  simdjson::dom::parser parser;
+  CHECK(int64_t(parser.parse(h.upstream.last_body())["max_tokens"]) == 0);
+}
+
 TEST_CASE("proxy.concurrent_requests_at_a_cap_do_not_overshoot") {
   Harness h([](const std::string&, const std::string&) {
     FakeReply reply = json_reply("openai-chat.json");
@@ -730,6 +755,28 @@ TEST_CASE("proxy.stale_pooled_connection_is_retried_once_and_metered_once") {
   CHECK(h.usages.size() == 2);
   CHECK(h.spend("pia") == 2 * cost);
   CHECK(h.proxy->stats().upstream_errors == 0);
+}
+
+// The x-paygent-* headers of an answer are the proxy's: an upstream's own are dropped, so they
+// can neither duplicate nor counterfeit the verdict and the cost the application reads.
+TEST_CASE("proxy.an_upstreams_own_x_paygent_headers_are_not_forwarded") {
+  const std::string body = fixture("openai-chat.json");
+  Harness h([&](const std::string&, const std::string&) {
+    return FakeReply{.raw = str_cat("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-paygent-status: forged\r\n"
+                                    "X-Paygent-Cost-Nanos: 1\r\nx-request-id: req-1\r\ncontent-length: ",
+                                    body.size(), "\r\n\r\n", body)};
+  }, kOneWorker);
+  const std::string raw =
+      raw_exchange(h.port(), request_text("/v1/chat/completions", chat_body(), {"x-paygent-user: rex"}));
+  const HttpResponse r = parse_response(raw);
+  CHECK(r.status == 200);
+  CHECK(r.body == body);
+  CHECK(raw.find("forged") == std::string::npos);
+  CHECK(raw.find("X-Paygent-Cost-Nanos") == std::string::npos);
+  CHECK(raw.find("x-paygent-status:") == raw.rfind("x-paygent-status:"));  // the proxy's, once
+  CHECK_FALSE(r.header("x-paygent-status").empty());
+  CHECK(r.header("x-paygent-cost-nanos") == std::to_string(12 * kGpt4oIn + 5 * kGpt4oOut));
+  CHECK(r.header("x-request-id") == "req-1");  // the upstream's other headers pass
 }
 
 TEST_CASE("proxy.no_retry_after_a_response_byte_arrived") {
