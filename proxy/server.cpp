@@ -582,7 +582,8 @@ net::awaitable<void> Connection::serve() {
 // first try, not before it: nothing of ours is unacknowledged yet, so that write leaves at once
 // (but for a short last segment of a long one, which the option then pushes), the system call
 // stays off the way to the caller's first byte (the stream's first event), and every later write,
-// the rest of a partial one included, goes out as it comes. Not at accept: one system call fewer before the request leaves for the provider.
+// the rest of a partial one included, goes out as it comes. Not at accept: one system call fewer
+// before the request leaves for the provider.
 template <class Buffers>
 net::awaitable<bool> write_all(tcp::socket& socket, const Buffers& buffers, bool* no_delay) {
   std::array<iovec, 4> iov{};
@@ -751,9 +752,9 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
       Context::Scope in(who);
       try {
         if (options.lower_max_tokens && (!call.max_tokens || *call.max_tokens > 0)) {
-          // The output that fits and its hold in one step (CallEstimate::fit_output): a max_tokens
-          // absent or larger is lowered to what fits (nothing fits: the gate refuses). What is
-          // sent is what is held.
+          // What fits, read by the reservation itself (CallEstimate::fit_output): a max_tokens
+          // absent or larger is lowered to it (nothing fits: the gate refuses). What is sent is
+          // what is held.
           out.reservation = pg->reserve(call.model, {.prompt_tokens = call.prompt_tokens,
                                                      .max_output_tokens = call.max_tokens.value_or(0),
                                                      .fit_output = true});

@@ -107,9 +107,9 @@ TEST_CASE("guard.reservation.advice_on_max_tokens") {
   CHECK(pg->max_output_tokens_that_fit("unpriced-model", 10) == std::nullopt);
 }
 
-// CallEstimate::fit_output: the output that fits and its hold in one step (what paygent-proxy
-// lowers max_tokens to).
-TEST_CASE("guard.reservation.fit_output_holds_what_fits_in_one_step") {
+// CallEstimate::fit_output: the reservation reads what fits itself and holds it (what
+// paygent-proxy lowers max_tokens to).
+TEST_CASE("guard.reservation.fit_output_holds_what_fits") {
   Plan p = testing::round_plan();
   p.max_spend_per_period = kDollar;
   p.model_limits["m"].max_tokens_per_period = 10'000;
