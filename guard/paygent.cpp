@@ -357,14 +357,15 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
     return res;
   }
   std::optional<std::int64_t> fits;
+  const std::int64_t asked_output = output;  // 0: none asked
   if (fit_output && media == nullptr) {
     // From the limits just resolved for the hold, which admit() below judges (a lease wait that
     // moves the user's window keeps this output). Read before admit()'s compare-and-swap, not
-    // under it: a hold made by another thread in between can still refuse this call.
+    // under it: another thread's hold in between is met by fitting again below.
     fits = output_that_fits(site, prompt);
     if (fits && (output == 0 || output > *fits)) output = std::max<std::int64_t>(*fits, 1);
   }
-  const Nanos cost = media != nullptr ? media_cost : e.estimate_cost(site.price, prompt, output);
+  Nanos cost = media != nullptr ? media_cost : e.estimate_cost(site.price, prompt, output);
   internal::Verdicts verdicts;
   if (e.backend_closed()) {
     verdicts.best = backend_unavailable(site.user->key);
@@ -373,6 +374,18 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
     verdicts = internal::Verdicts{};
   }
   GuardResult r = e.admit(site, cost, prompt + output, verdicts);
+  // Refused, with room left: another thread held between the fit and admit()'s compare-and-swap.
+  // Fit again to the room left now and ask again (a few turns: each follows another call's hold
+  // or release at that very instant). A fit of nothing ends it: the refusal is right.
+  for (int turn = 0; fits && r.status == GateStatus::kHardGate && r.reason != GateReason::kLeaseExhausted && turn < 8;
+       ++turn) {
+    fits = output_that_fits(site, prompt);
+    if (!fits || *fits == 0) break;
+    output = asked_output == 0 || asked_output > *fits ? *fits : asked_output;
+    cost = e.estimate_cost(site.price, prompt, output);
+    verdicts = internal::Verdicts{};
+    r = e.admit(site, cost, prompt + output, verdicts);
+  }
   if (r.reason == GateReason::kLeaseExhausted) [[unlikely]] {  // a lease with no room: ask (cold)
     r = e.retry_lease(site, cost, prompt + output, verdicts, /*hold=*/true);
     // While it waited, the user's window may have moved (a subscription the backend reported, a

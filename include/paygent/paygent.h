@@ -204,8 +204,9 @@ struct CallEstimate {
   // the max_tokens to send, and output_that_fits() what fitted. Unbounded (no limit that counts
   // this call): max_output_tokens as given. A call made after another of the same user is held
   // gets what the other left; asking max_output_tokens_that_fit first and reserving after could
-  // refuse it for asking what fitted before. Not atomic with the admission: a hold another
-  // thread makes between the two can still refuse it.
+  // refuse it for asking what fitted before. The same holds when another thread's hold lands
+  // between the fit and the admission: refused for it, the call is fitted again to what is left
+  // (a few turns), and refused only when nothing fits.
   bool fit_output = false;
 };
 

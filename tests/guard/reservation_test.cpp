@@ -1,7 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -156,6 +158,56 @@ TEST_CASE("guard.reservation.fit_output_holds_what_fits") {
   CHECK(moved.output_that_fits() == held);
   CHECK(moved.reserved_output_tokens() == held);
   CHECK_FALSE(fitted.active());
+}
+
+// Calls that ask at the same instant: each is fitted to the room left when it is admitted, not when
+// it looked. Two threads, over and over, each hold 3,000 output tokens after 10 of prompt and let
+// them go, under a 5,000-token cap: the other one holds at most 3,010, so the room never falls
+// under 1,990 and no call may be refused (it is lowered to 1,980 when the other holds). Before the
+// second fit, a call that looked while the other held nothing and asked after it held was refused
+// (about one call in 20 on 2 cores).
+TEST_CASE("guard.reservation.fit_output_holds_what_is_left_under_concurrent_holds") {
+  Plan p = testing::round_plan();
+  p.max_spend_per_period = kDollar;
+  p.model_limits["m"].max_tokens_per_period = 5'000;
+  auto pg = make(testing::config_with(p));
+  constexpr int kCalls = 20'000;
+  std::atomic<int> ready{0}, refused{0}, lowered{0};
+  auto caller = [&](unsigned seed) {
+    Context ctx("racer");
+    ready.fetch_add(1);
+    while (ready.load() < 2) std::this_thread::yield();
+    // Holds and pauses of varied length, so that the two threads do not fall into step.
+    auto spin = [&seed] {
+      seed = seed * 1103515245u + 12345u;
+      for (unsigned n = (seed >> 16) % 64; n > 0; --n) asm volatile("" ::: "memory");
+    };
+    for (int i = 0; i < kCalls; ++i) {
+      spin();
+      try {
+        Reservation r = pg->reserve("m", {.prompt_tokens = 10, .max_output_tokens = 3'000, .fit_output = true});
+        const std::int64_t out = r.reserved_output_tokens();
+        if (out != 3'000) lowered.fetch_add(1);
+        if (out < 1'980) refused.fetch_add(1000);  // held less than the room the other always leaves
+        spin();
+        pg->release(r);
+      } catch (const LimitExceeded&) {
+        refused.fetch_add(1);
+      }
+    }
+  };
+  // Until the two ran at the same time (the scheduler may run one after the other on one core).
+  for (unsigned round = 0; round < 20 && lowered.load() == 0; ++round) {
+    ready = 0;
+    std::thread a(caller, 2 * round + 1), b(caller, 2 * round + 2);
+    a.join();
+    b.join();
+  }
+  MESSAGE("calls lowered to what was left: " << lowered.load() << " of " << 2 * kCalls << "; refused: " << refused.load());
+  CHECK(refused.load() == 0);
+  auto rep = pg->report("racer");
+  REQUIRE(rep.ok());
+  CHECK(rep->reserved == 0);
 }
 
 // A budget of dollars on a cheap model leaves room for more tokens than any call can ask: what
