@@ -27,6 +27,8 @@
 //
 // PAYGENT_PROXY_BENCH_UNMETERED_STREAMS=1 sends the first-byte streams with no user (forwarded
 // unmetered): the difference to a normal run is what the gate and metering add to a first byte.
+// PAYGENT_PROXY_BENCH_BINARY=<path> runs that paygent-proxy binary as the proxy process (another
+// build, e.g. the last stop's): alternate two runs at a time so that each pair shares the machine.
 //
 // 2026-12-06, ninth session, 2-core VM, six runs of the shipped binary at 3b2216b alternating with
 // six of d188469's (bench/README.md has each; docs/proxy.md, "Speed", the verdicts): stream first
@@ -178,6 +180,12 @@ struct FirstByte {
 // byte is the difference to a run without it.
 bool unmetered_streams = false;
 
+// PAYGENT_PROXY_BENCH_WARM_STREAMS=1: each measured stream comes right after an unmeasured one to
+// the same target (3 ms apart): the first byte of a target that is serving traffic, its code and
+// data still in this machine's caches, where the default measures one that the other targets'
+// streams have run between (each target's stream then finds its caches taken by the others').
+bool warm_streams = false;
+
 // A streamed call on a new connection: the time to the first event's bytes; the stream is read
 // to its end and must carry "[DONE]".
 FirstByte first_byte(int port) {
@@ -210,6 +218,10 @@ std::vector<FirstByte> first_byte_p50s(const std::vector<int>& ports, int n) {
   std::vector<std::vector<FirstByte>> times(ports.size());
   for (int i = 0; i < n; ++i) {
     for (std::size_t p = 0; p < ports.size(); ++p) {
+      if (warm_streams) {
+        first_byte(ports[p]);
+        std::this_thread::sleep_for(std::chrono::milliseconds(3));
+      }
       times[p].push_back(first_byte(ports[p]));
       // The fake provider ends a thread with each connection closed (the direct call's, the
       // unpooled proxy's and nginx close's): ~150 us of exit work that landed on the next
@@ -282,7 +294,9 @@ pid_t start_nginx(const std::string& upstream_url, int& port, bool keepalive) {
 // memory-only store, or -1 when it was not built beside this bench.
 pid_t start_proxy_process(const std::string& upstream_url, int& port) {
 #ifdef PAYGENT_PROXY_PATH
-  const char* binary = PAYGENT_PROXY_PATH;
+  // PAYGENT_PROXY_BENCH_BINARY runs another build of it instead (two builds compared run by run).
+  const char* binary = std::getenv("PAYGENT_PROXY_BENCH_BINARY");
+  if (binary == nullptr || *binary == '\0') binary = PAYGENT_PROXY_PATH;
   if (!std::filesystem::exists(binary)) return -1;
   const std::string dir = std::filesystem::temp_directory_path() / ("paygent-proxy-bench-" + std::to_string(::getpid()));
   nginx_dirs.push_back(dir);  // removed with nginx's
@@ -324,6 +338,7 @@ Nanos process_spend(int port, const std::string& user) {
 int main(int argc, char** argv) {
   const int requests = argc > 1 ? std::atoi(argv[1]) : 2000;
   if (const char* unmetered = std::getenv("PAYGENT_PROXY_BENCH_UNMETERED_STREAMS")) unmetered_streams = std::atoi(unmetered) != 0;
+  if (const char* warm = std::getenv("PAYGENT_PROXY_BENCH_WARM_STREAMS")) warm_streams = std::atoi(warm) != 0;
   const std::string only = argc > 2 ? argv[2] : "";  // run only the targets whose name contains it (profiling)
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const std::string answer = fixture("openai-chat.json");
@@ -428,11 +443,12 @@ int main(int argc, char** argv) {
   std::vector<int> ports = {upstream_port};
   for (const Target& target : targets) ports.push_back(target.port);
   const std::vector<FirstByte> firsts = first_byte_p50s(ports, streams);
-  std::printf("stream first byte p50 (taken in turns%s): direct %.1f us", unmetered_streams ? ", unmetered" : "",
+  std::printf("stream first byte p50 (taken in turns%s%s): direct %.1f us", unmetered_streams ? ", unmetered" : "",
+              warm_streams ? ", each after a stream to the same target" : "",
               firsts[0].total);
   for (std::size_t t = 0; t < targets.size(); ++t) {
     std::printf(", %s %+.1f us", targets[t].name, firsts[t + 1].total - firsts[0].total);
-    if (targets[t].meter != Meter::kNone && !unmetered_streams) targets[t].calls += streams;
+    if (targets[t].meter != Meter::kNone && !unmetered_streams) targets[t].calls += warm_streams ? 2 * streams : streams;
   }
   std::printf(" (added)\n");
   for (std::size_t t = 0; t < ports.size(); ++t) {
