@@ -357,13 +357,24 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
     return res;
   }
   std::optional<std::int64_t> fits;
-  const std::int64_t asked_output = output;  // 0: none asked
+  // The most this call can produce: its max_tokens, else the model's own maximum (the catalog's;
+  // 0 when unknown: then what fits is all that bounds it). Held at most what fits (at least 1
+  // token, so that a call nothing fits is still refused).
+  // (The catalog's entry of the name as called: a dated snapshot may have its own maximum.)
+  const ModelPrice* listed = nullptr;
+  if (fit_output && output == 0) {
+    if (site.price_source == UsageEvent::PriceSource::kCatalog) listed = site.price;
+    else if (site.model != nullptr && site.model->name.size() == model.size()) listed = site.model->catalog_price;
+    else listed = e.catalog->find(model);
+  }
+  const std::int64_t most = output > 0 ? output : (listed != nullptr ? listed->max_output_tokens : 0);
+  auto fitted = [most](std::int64_t fit) { return std::max<std::int64_t>(most > 0 ? std::min(most, fit) : fit, 1); };
   if (fit_output && media == nullptr) {
     // From the limits just resolved for the hold, which admit() below judges (a lease wait that
     // moves the user's window keeps this output). Read before admit()'s compare-and-swap, not
     // under it: another thread's hold in between is met by fitting again below.
     fits = output_that_fits(site, prompt);
-    if (fits && (output == 0 || output > *fits)) output = std::max<std::int64_t>(*fits, 1);
+    if (fits) output = fitted(*fits);
   }
   Nanos cost = media != nullptr ? media_cost : e.estimate_cost(site.price, prompt, output);
   internal::Verdicts verdicts;
@@ -381,7 +392,7 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
        ++turn) {
     fits = output_that_fits(site, prompt);
     if (!fits || *fits == 0) break;
-    output = asked_output == 0 || asked_output > *fits ? *fits : asked_output;
+    output = fitted(*fits);
     cost = e.estimate_cost(site.price, prompt, output);
     verdicts = internal::Verdicts{};
     r = e.admit(site, cost, prompt + output, verdicts);
@@ -644,6 +655,11 @@ void Paygent::record(std::string_view model, const Usage& usage, Provider provid
   } catch (...) {
     e.report_error(absl::InternalError("record failed; the call was not metered"));
   }
+}
+
+std::int64_t Paygent::max_output_tokens_of(std::string_view model) const noexcept {
+  const ModelPrice* listed = engine_->catalog->find(model);
+  return listed != nullptr ? listed->max_output_tokens : 0;
 }
 
 std::optional<std::int64_t> Paygent::max_output_tokens_that_fit(std::string_view model, std::int64_t prompt_tokens) {

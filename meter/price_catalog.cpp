@@ -14,6 +14,7 @@
 //         "cached_input": "1.25",            // optional (default: input): prompt-cache reads
 //         "cache_write": "3.125",            // optional (default: input): prompt-cache writes
 //         "output": "10.00",                 // required: output, reasoning included
+//         "max_output": 16384,               // optional: most output tokens per call (a positive integer)
 //         "aliases": ["gpt-4o-latest"],      // optional: other names with the same prices
 //         "note": "..."                      // optional, free text
 //       }
@@ -185,7 +186,7 @@ absl::StatusOr<PriceCatalog> PriceCatalog::parse(std::string_view json) {
     for (const dom::key_value_pair member : entry) {
       const std::string_view k = member.key;
       if (k != "provider" && k != "input" && k != "cached_input" && k != "cache_write" && k != "output" &&
-          k != "aliases" && k != "note") {
+          k != "max_output" && k != "aliases" && k != "note") {
         return invalid(entry_path(name, k), "unknown field");
       }
     }
@@ -210,6 +211,16 @@ absl::StatusOr<PriceCatalog> PriceCatalog::parse(std::string_view json) {
       return s;
     }
     if (auto s = parse_price(entry, name, "cache_write", per_tokens, price.cache_write, present); !s.ok()) return s;
+
+    dom::element max_output;
+    if (entry["max_output"].get(max_output) == simdjson::SUCCESS) {
+      // An integer, not a decimal string: a count of tokens. At most 2^40, as every estimate is.
+      std::int64_t tokens = 0;
+      if (max_output.get_int64().get(tokens) != simdjson::SUCCESS || tokens <= 0 || tokens > (std::int64_t{1} << 40)) {
+        return invalid(entry_path(name, "max_output"), "must be a positive integer of tokens (at most 2^40)");
+      }
+      price.max_output_tokens = tokens;
+    }
 
     dom::element note;
     if (entry["note"].get(note) == simdjson::SUCCESS && !note.is_string()) {

@@ -753,24 +753,32 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
       try {
         if (options.lower_max_tokens && (!call.max_tokens || *call.max_tokens > 0)) {
           // What fits, read by the reservation itself (CallEstimate::fit_output): a max_tokens
-          // absent or larger is lowered to it (nothing fits: the gate refuses). What is sent is
-          // what is held.
+          // larger is lowered to it (nothing fits: the gate refuses); none given holds the
+          // model's own maximum output, or what fits when that is less. What is held is sent
+          // when it is below what the provider would otherwise allow (max_tokens as asked, or
+          // the model's maximum, which the provider applies by itself).
           out.reservation = pg->reserve(call.model, {.prompt_tokens = call.prompt_tokens,
                                                      .max_output_tokens = call.max_tokens.value_or(0),
                                                      .fit_output = true});
           if (const std::optional<std::int64_t> fit = out.reservation.output_that_fits()) {
             out.allowed_output = *fit;
             const std::int64_t held = out.reservation.reserved_output_tokens();
-            if (*fit > 0 && (!call.max_tokens || *call.max_tokens > held)) out.new_max_tokens = held;
+            if (*fit > 0) {
+              const std::int64_t most = call.max_tokens ? *call.max_tokens : pg->max_output_tokens_of(call.model);
+              if (most == 0 || held < most) out.new_max_tokens = held;
+            }
           }
         } else {
-          // A max_tokens that does not fit is refused as asked; none given holds what fits. An
-          // explicit 0 (lowering on or off) holds the prompt alone, as asked.
+          // A max_tokens that does not fit is refused as asked; none given holds the model's
+          // own maximum output (refused when that does not fit), or what fits when the catalog
+          // does not know the maximum. An explicit 0 (lowering on or off) holds the prompt
+          // alone, as asked.
           const std::optional<std::int64_t> fit = pg->max_output_tokens_that_fit(call.model, call.prompt_tokens);
           std::int64_t output = call.max_tokens.value_or(0);
+          if (!call.max_tokens) output = pg->max_output_tokens_of(call.model);
           if (fit) {
             out.allowed_output = std::max<std::int64_t>(*fit, 0);
-            if (!call.max_tokens) output = std::max<std::int64_t>(*fit, 1);
+            if (!call.max_tokens && output == 0) output = std::max<std::int64_t>(*fit, 1);
           }
           out.reservation = pg->reserve(call.model, {.prompt_tokens = call.prompt_tokens, .max_output_tokens = output});
         }

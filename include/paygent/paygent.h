@@ -199,10 +199,13 @@ struct CallEstimate {
   // reserve() only (metered_call and metered_stream hold what they are given; check() ignores
   // it): hold at most the output that fits every limit of the user's plan, as
   // max_output_tokens_that_fit says, read from the limits the reservation itself resolves: when
-  // max_output_tokens is 0 or more than fits, what fits is held instead (at least 1 token, so
-  // that a call nothing fits is still refused). Reservation::reserved_output_tokens() is then
-  // the max_tokens to send, and output_that_fits() what fitted. Unbounded (no limit that counts
-  // this call): max_output_tokens as given. A call made after another of the same user is held
+  // max_output_tokens is more than fits, what fits is held instead (at least 1 token, so that a
+  // call nothing fits is still refused); when it is 0 (none asked), the model's own maximum
+  // output (ModelPrice::max_output_tokens, what the provider may run to) or what fits, whichever
+  // is less, and what fits when the catalog does not know the maximum.
+  // Reservation::reserved_output_tokens() is then the max_tokens to send (needed only when it is
+  // less than what was asked, or than the model's maximum), and output_that_fits() what fitted.
+  // Unbounded (no limit that counts this call): max_output_tokens as given. A call made after another of the same user is held
   // gets what the other left; asking max_output_tokens_that_fit first and reserving after could
   // refuse it for asking what fitted before. The same holds when another thread's hold lands
   // between the fit and the admission: refused for it, the call is fitted again to what is left
@@ -459,6 +462,10 @@ class Paygent {
   // fit every limit of the current user's plan; nullopt when no limit bounds it (or no Context).
   [[nodiscard]] std::optional<std::int64_t> max_output_tokens_that_fit(std::string_view model,
                                                                        std::int64_t prompt_tokens);
+  // The most output tokens one call of `model` can produce, as the price catalog lists it
+  // (ModelPrice::max_output_tokens, a dated snapshot's own where listed): what a request without
+  // max_tokens may run to. 0 when the catalog does not say.
+  [[nodiscard]] std::int64_t max_output_tokens_of(std::string_view model) const noexcept;
 
   // reserve -> call() -> read usage -> settle, with the hard gate in front. `call` returns either
   // a provider response body (std::string or anything convertible to std::string_view: usage is

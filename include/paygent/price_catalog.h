@@ -26,6 +26,10 @@ struct ModelPrice {
   PicosPerToken cached_input = 0;  // prompt-cache reads (defaults to `input` when not published)
   PicosPerToken cache_write = 0;   // prompt-cache writes (defaults to `input` when not published)
   PicosPerToken output = 0;        // output, reasoning included
+  // The most output tokens one call can produce (the provider's documented maximum, which is also
+  // what a request without max_tokens may run to); 0 when the catalog does not say. A reservation
+  // of a call with no max_tokens holds this, not the user's whole remaining budget.
+  std::int64_t max_output_tokens = 0;
 };
 
 // Cost of `usage` at `price`: uncached input at input, cache reads at cached_input, cache writes

@@ -160,6 +160,51 @@ TEST_CASE("guard.reservation.fit_output_holds_what_fits") {
   CHECK_FALSE(fitted.active());
 }
 
+// A call with no max_tokens can run to the model's own maximum output (the catalog's), so that is
+// what it holds, not all its user could still afford: two such calls of one user run side by
+// side. Below that maximum, what fits.
+TEST_CASE("guard.reservation.fit_output_without_max_tokens_holds_the_models_maximum") {
+  Plan p = testing::round_plan();  // gpt-4o at the plan's own rates
+  p.max_spend_per_period = 100 * kDollar;
+  Plan listed;  // gpt-4o at the catalog's
+  listed.name = "listed";
+  listed.max_spend_per_period = 100 * kDollar;
+  PlanConfig config = testing::config_with(p);
+  config.plans.push_back(listed);
+  auto pg = make(std::move(config));
+  CHECK(pg->max_output_tokens_of("gpt-4o") == 16'384);
+  CHECK(pg->max_output_tokens_of("gpt-4o-2024-08-06") == 16'384);  // the canonical model's
+  CHECK(pg->max_output_tokens_of("gpt-4o-2024-05-13") == 4'096);   // a snapshot listed apart
+  CHECK(pg->max_output_tokens_of("m") == 0);
+  REQUIRE(pg->assign_plan("u2", "listed").ok());
+  for (const char* user : {"u1", "u2"}) {
+    Context ctx(user);
+    INFO(user);
+    Reservation first = pg->reserve("gpt-4o", {.prompt_tokens = 1000, .fit_output = true});
+    CHECK(first.reserved_output_tokens() == 16'384);
+    REQUIRE(first.output_that_fits().has_value());
+    CHECK(*first.output_that_fits() > 1'000'000);
+    Reservation second = pg->reserve("gpt-4o", {.prompt_tokens = 1000, .fit_output = true});
+    CHECK(second.reserved_output_tokens() == 16'384);
+    Reservation dated = pg->reserve("gpt-4o-2024-05-13", {.prompt_tokens = 1000, .fit_output = true});
+    CHECK(dated.reserved_output_tokens() == 4'096);
+    // Asked: as asked (the provider judges a max_tokens above its maximum).
+    Reservation asked = pg->reserve("gpt-4o", {.prompt_tokens = 1000, .max_output_tokens = 20'000, .fit_output = true});
+    CHECK(asked.reserved_output_tokens() == 20'000);
+    // Not in the catalog: what fits, as before.
+    Reservation unknown = pg->reserve("m", {.prompt_tokens = 1000, .fit_output = true});
+    CHECK(unknown.reserved_output_tokens() == *unknown.output_that_fits());
+  }
+  // A user who cannot afford the maximum: what fits.
+  Plan small = testing::round_plan("small");
+  small.max_spend_per_period = kDollar / 100;  // $0.01: 1,000 output tokens of gpt-4o at $10 / 1M
+  auto tight = make(testing::config_with(small));
+  Context ctx("u3");
+  Reservation r = tight->reserve("gpt-4o", {.prompt_tokens = 0, .fit_output = true});
+  CHECK(r.reserved_output_tokens() == 1'000);
+  CHECK(r.output_that_fits() == 1'000);
+}
+
 // Calls that ask at the same instant: each is fitted to the room left when it is admitted, not when
 // it looked. Two threads, over and over, each hold 3,000 output tokens after 10 of prompt and let
 // them go, under a 5,000-token cap: the other one holds at most 3,010, so the room never falls

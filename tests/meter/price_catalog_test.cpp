@@ -162,6 +162,33 @@ TEST_CASE("meter.builtin_catalog_covers_requested_models") {
   for (const char* m : models) CHECK_MESSAGE(catalog.find(m) != nullptr, m);
 }
 
+// Every model's most output tokens a call can produce is listed (what a request without max_tokens
+// may run to, held by a reservation of one), from the providers' model pages.
+TEST_CASE("meter.builtin_catalog_lists_each_models_maximum_output") {
+  const PriceCatalog& catalog = PriceCatalog::builtin();
+  const std::pair<const char*, std::int64_t> known[] = {
+      {"gpt-4o", 16'384},          {"gpt-4o-2024-08-06", 16'384}, {"gpt-4o-2024-05-13", 4'096},
+      {"gpt-4.1-mini", 32'768},    {"o3", 100'000},               {"gpt-5.4", 128'000},
+      {"claude-opus-4-6", 128'000}, {"claude-sonnet-4-5", 64'000}, {"claude-opus-4-1", 32'000},
+      {"claude-3-5-haiku", 8'192}, {"claude-3-haiku", 4'096},      {"gemini-2.5-flash", 65'536},
+      {"gemini-2.0-flash", 8'192},
+  };
+  for (const auto& [model, most] : known) {
+    INFO(model);
+    const ModelPrice* p = catalog.find(model);
+    REQUIRE(p != nullptr);
+    CHECK(p->max_output_tokens == most);
+  }
+  simdjson::dom::parser parser;
+  simdjson::dom::object models = parser.parse(internal::kEmbeddedPrices.data(), internal::kEmbeddedPrices.size())["models"].get_object();
+  for (const auto member : models) {
+    INFO(std::string_view(member.key));
+    const ModelPrice* p = catalog.find(member.key);
+    REQUIRE(p != nullptr);
+    CHECK(p->max_output_tokens > 0);
+  }
+}
+
 FIXTURE_TEST_CASE("meter.builtin_catalog_prices_every_fixture_model") {
   int models = 0;
   for (const auto& c : fixtures.cases) {
@@ -229,6 +256,7 @@ TEST_CASE("meter.catalog_parse_accepts_a_minimal_catalog") {
   CHECK(p->output == 10'000'000);
   CHECK(p->cached_input == p->input);
   CHECK(p->cache_write == p->input);
+  CHECK(p->max_output_tokens == 0);  // not listed: unknown
 
   PriceCatalog moved = std::move(*parsed);
   CHECK(moved.find("acme-1") != nullptr);
@@ -276,6 +304,14 @@ TEST_CASE("meter.catalog_parse_errors_name_the_entry_and_field") {
        "models[\"m\"]: duplicate model name"},
       {head + R"({"m":{"provider":"acme","input":"1","output":"1","note":7}}})",
        "models[\"m\"].note: must be a string"},
+      {head + R"({"m":{"provider":"acme","input":"1","output":"1","max_output":"4096"}}})",
+       "models[\"m\"].max_output: must be a positive integer of tokens (at most 2^40)"},
+      {head + R"({"m":{"provider":"acme","input":"1","output":"1","max_output":0}}})",
+       "models[\"m\"].max_output: must be a positive integer of tokens (at most 2^40)"},
+      {head + R"({"m":{"provider":"acme","input":"1","output":"1","max_output":4096.5}}})",
+       "models[\"m\"].max_output: must be a positive integer of tokens (at most 2^40)"},
+      {head + R"({"m":{"provider":"acme","input":"1","output":"1","max_output":2199023255553}}})",
+       "models[\"m\"].max_output: must be a positive integer of tokens (at most 2^40)"},
   };
   for (const Case& c : cases) {
     INFO("json: ", c.json);

@@ -275,6 +275,63 @@ TEST_CASE("proxy.max_tokens_is_lowered_to_what_fits") {
   CHECK(int64_t(parser.parse(h.upstream.last_body())["max_tokens"]) == fit);
 }
 
+// A request with no max_tokens can run to the model's own maximum output (gpt-4o: 16,384 tokens,
+// from the catalog), so that is its worst case: held, and the request sent unchanged (the provider
+// applies that maximum by itself). Not the user's whole remaining budget, which let one call of a
+// user refuse the next one beside it. Only a user who cannot afford the maximum gets max_tokens
+// lowered to what fits.
+TEST_CASE("proxy.no_max_tokens_holds_the_models_own_maximum_not_the_whole_budget") {
+  std::mutex mu;
+  std::vector<std::string> bodies;
+  Harness h([&](const std::string&, const std::string& body) {
+    {
+      std::lock_guard lock(mu);
+      bodies.push_back(body);
+    }
+    FakeReply reply = json_reply("openai-chat.json");
+    reply.delay = std::chrono::milliseconds(400);
+    return reply;
+  });
+  REQUIRE(h.pg->max_output_tokens_of("gpt-4o") == 16'384);
+  const std::string request = chat_body();
+  const Nanos prompt_cost = static_cast<Nanos>((request.size() + 3) / 4) * kGpt4oIn;
+  const Nanos hold = prompt_cost + 16'384 * kGpt4oOut;  // $0.164 of the $1.00 cap
+  constexpr int kCalls = 4;                            // $0.66 held at once: under the soft gate
+  std::vector<std::future<HttpResponse>> answers;
+  for (int i = 0; i < kCalls; ++i) {
+    answers.push_back(std::async(std::launch::async, [&] {
+      return post(h.port(), "/v1/chat/completions", request, {"x-paygent-user: ida"});
+    }));
+  }
+  Nanos reserved = 0;
+  for (int i = 0; i < 200 && reserved < kCalls * hold; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    reserved = h.pg->report("ida").ok() ? h.pg->report("ida")->reserved : 0;
+  }
+  CHECK(reserved == kCalls * hold);
+  for (auto& answer : answers) {
+    const HttpResponse r = answer.get();
+    CHECK(r.status == 200);
+    CHECK(r.header("x-paygent-status") == "ok");
+  }
+  {
+    std::lock_guard lock(mu);
+    REQUIRE(bodies.size() == kCalls);
+    for (const std::string& body : bodies) {
+      CHECK(body.find("max_tokens") == std::string::npos);
+      CHECK(body.find("max_completion_tokens") == std::string::npos);
+    }
+  }
+  CHECK(h.spend("ida") == kCalls * (12 * kGpt4oIn + 5 * kGpt4oOut));
+
+  // A user who cannot afford 16,384 tokens: the bound is added (max_completion_tokens, the field
+  // that replaced max_tokens), lowered to what fits.
+  REQUIRE(h.pg->assign_plan("jo", "small").ok());
+  CHECK(post(h.port(), "/v1/chat/completions", request, {"x-paygent-user: jo"}).status == 200);
+  simdjson::dom::parser parser;
+  CHECK(int64_t(parser.parse(h.upstream.last_body())["max_completion_tokens"]) == (500'000 - prompt_cost) / kGpt4oOut);
+}
+
 // An explicit max_tokens of 0 is sent and held as asked (the prompt alone), not taken for "none
 // given" (which would hold all the user can still afford while the call runs).
 TEST_CASE("proxy.an_explicit_max_tokens_of_0_holds_the_prompt_alone") {
@@ -622,7 +679,8 @@ TEST_CASE("proxy.hostile_upstream_gets_a_clear_error_and_the_proxy_stays_up") {
   }
   // Every call was settled or released, none left holding the budget: nothing before a head is
   // metered, and what broke off after one is metered on the bytes that arrived (at most a few
-  // hundred tokens here), never at the reservation (the whole $1 budget, as no max_tokens was set).
+  // hundred tokens here), never at the reservation (gpt-4o's 16,384 output tokens, as no
+  // max_tokens was set).
   CHECK(h.pg->report("mal")->reserved == 0);
   CHECK(h.pg->stats().unreadable_responses >= 2);  // NOTJSON, and the bodies that broke off
   CHECK(h.spend("mal") < 2'000 * kGpt4oOut);
@@ -916,8 +974,8 @@ TEST_CASE("proxy.a_gate_that_may_wait_for_its_lease_runs_off_the_worker_and_stil
   CHECK(r.header("x-paygent-cost-nanos") == std::to_string(12 * kGpt4oIn + 5 * kGpt4oOut));
   CHECK(h.spend("val") == 12 * kGpt4oIn + 5 * kGpt4oOut);
   CHECK(h.proxy->stats().metered == 1);
-  // Past what the outage rule admits (no max_tokens: the whole $1.00 cap reserved): the user's
-  // own hard gate, which only a gate that knows the user can give.
+  // Past what the outage rule admits (no max_tokens: gpt-4o's 16,384 output tokens reserved,
+  // $0.16 of the 10%): the user's own hard gate, which only a gate that knows the user can give.
   const HttpResponse over = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: val"});
   CHECK(over.status == 429);
   CHECK(over.header("x-paygent-status") == "hard_gate");
