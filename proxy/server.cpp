@@ -31,6 +31,8 @@
 #include <boost/beast/http.hpp>
 
 #include "absl/strings/str_join.h"
+#include "meter/internal/percent.h"
+#include "simdjson.h"
 
 #include "proxy/replies.h"
 #include "proxy/request.h"
@@ -676,12 +678,29 @@ net::awaitable<bool> Connection::handle(http::request<http::string_body>& reques
                                    ",\"upstream_reuses\":", s.upstream_reuses, ",\"upstream_retries\":", s.upstream_retries,
                                    ",\"upstream_idle\":", s.upstream_idle, ",\"serving\":[", absl::StrJoin(s.serving, ","), "]}"));
   }
-  if (method == "GET" && target.starts_with("/paygent/report?user=") && server_.paygent() != nullptr) {
-    // A user's standing (an operator's view; the proxy listens on loopback by default).
-    const std::string user(target.substr(21));
-    auto report = server_.paygent()->report(user);
+  if (method == "GET" && (target == "/paygent/report" || target.starts_with("/paygent/report?")) &&
+      server_.paygent() != nullptr) {
+    // A user's standing (an operator's view; the proxy listens on loopback by default): ?user=ID,
+    // percent-encoded as a query value ("a%40b.com", "a+b" for "a b").
+    std::optional<std::string> user;
+    bool bad = false;
+    const std::size_t question = target.find('?');
+    for (std::string_view query = question == std::string_view::npos ? "" : target.substr(question + 1); !query.empty();) {
+      const std::string_view pair = query.substr(0, query.find('&'));
+      query.remove_prefix(std::min(query.size(), pair.size() + 1));
+      if (!pair.starts_with("user=")) continue;
+      user = ::paygent::internal::percent_decode(pair.substr(5), true);
+      bad = bad || !user;
+    }
+    if (bad || !user || user->empty() || !simdjson::validate_utf8(user->data(), user->size())) {
+      counters.bad_requests++;
+      co_return co_await reply(400, error_body(Provider::kOpenAI, 400, "invalid_request_error",
+                                               "paygent-proxy: GET /paygent/report needs ?user=ID (a percent-encoded "
+                                               "UTF-8 user id)"));
+    }
+    auto report = server_.paygent()->report(*user);
     if (!report.ok()) co_return co_await reply(404, error_body(Provider::kOpenAI, 404, "not_found_error", str_cat("paygent-proxy: ", report.status().message())));
-    co_return co_await reply(200, str_cat("{\"user\":", json_quote(user), ",\"plan\":", json_quote(report->plan), ",\"spend_nanos\":",
+    co_return co_await reply(200, str_cat("{\"user\":", json_quote(*user), ",\"plan\":", json_quote(report->plan), ",\"spend_nanos\":",
                               report->spend, ",\"reserved_nanos\":", report->reserved, ",\"calls\":", report->calls, "}"));
   }
   const auto route = match_route(method, target);

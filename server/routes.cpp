@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <charconv>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "meter/internal/percent.h"
 #include "meter/internal/str_cat.h"
 #include "server/wire.h"
 
@@ -45,31 +47,10 @@ absl::StatusOr<std::string> decode_param(std::string_view raw, std::string_view 
 namespace paygent::server {
 
 absl::StatusOr<std::string> percent_decode(std::string_view text, std::string_view what, bool plus_is_space) {
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%') {
-      const int hi = i + 2 < text.size() ? hex(text[i + 1]) : -1;
-      const int lo = i + 2 < text.size() ? hex(text[i + 2]) : -1;
-      if (hi < 0 || lo < 0) {
-        return absl::InvalidArgumentError(::paygent::internal::str_cat(what, ": bad percent-encoding"));
-      }
-      out.push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else if (text[i] == '+' && plus_is_space) {
-      out.push_back(' ');
-    } else {
-      out.push_back(text[i]);
-    }
-  }
-  if (!valid_utf8(out)) return absl::InvalidArgumentError(::paygent::internal::str_cat(what, ": not valid UTF-8"));
-  return out;
+  std::optional<std::string> out = ::paygent::internal::percent_decode(text, plus_is_space);
+  if (!out) return absl::InvalidArgumentError(::paygent::internal::str_cat(what, ": bad percent-encoding"));
+  if (!valid_utf8(*out)) return absl::InvalidArgumentError(::paygent::internal::str_cat(what, ": not valid UTF-8"));
+  return *std::move(out);
 }
 
 }  // namespace paygent::server

@@ -111,6 +111,31 @@ TEST_CASE("proxy.openai_json_is_metered_exactly") {
   CHECK(report.body.find("\"spend_nanos\":" + std::to_string(expected)) != std::string::npos);
 }
 
+// GET /paygent/report?user=ID reads the id as a query value: percent-encoded, '+' for a space
+// (an e-mail address as user id is common); a query without one, or one that is not
+// percent-encoded UTF-8, is a 400 naming what is expected.
+TEST_CASE("proxy.report_reads_a_percent_encoded_user") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); });
+  REQUIRE(post(h.port(), "/v1/chat/completions", chat_body(R"(,"max_tokens":100)"), {"x-paygent-user: ann lee@x.com"})
+              .status == 200);
+  const Nanos spent = h.spend("ann lee@x.com");
+  REQUIRE(spent > 0);
+  for (const char* query : {"?user=ann+lee%40x.com", "?user=ann%20lee%40x.com&x=1", "?x=1&user=ann+lee@x.com"}) {
+    INFO(std::string(query));
+    const HttpResponse r = post(h.port(), std::string("/paygent/report") + query, "", {}, "GET");
+    CHECK(r.status == 200);
+    CHECK(r.body.find(R"("user":"ann lee@x.com")") != std::string::npos);
+    CHECK(r.body.find("\"spend_nanos\":" + std::to_string(spent)) != std::string::npos);
+  }
+  for (const char* query : {"", "?", "?user=", "?x=ann", "?user=ann%4", "?user=ann%zz", "?user=%FF%FE"}) {
+    INFO(std::string(query));
+    const HttpResponse r = post(h.port(), std::string("/paygent/report") + query, "", {}, "GET");
+    CHECK(r.status == 400);
+    CHECK(r.body.find("needs ?user=ID") != std::string::npos);
+  }
+  CHECK(post(h.port(), "/paygent/report?user=nobody", "", {}, "GET").status == 404);
+}
+
 TEST_CASE("proxy.anthropic_json_pays_as_metadata_user_id") {
   Harness h([](const std::string&, const std::string&) { return json_reply("anthropic-messages.json"); });
   const HttpResponse r = post(h.port(), "/v1/messages",

@@ -58,7 +58,7 @@ const proxyUrl = await new Promise((resolve, reject) => {
   });
 });
 const spend = async (user) => {
-  const r = await fetch(`${proxyUrl}/paygent/report?user=${user}`);
+  const r = await fetch(`${proxyUrl}/paygent/report?user=${encodeURIComponent(user)}`);
   return r.ok ? (await r.json()).spend_nanos : 0;
 };
 const waitFor = async (check) => {
