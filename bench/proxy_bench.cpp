@@ -29,12 +29,15 @@
 // unmetered): the difference to a normal run is what the gate and metering add to a first byte.
 // PAYGENT_PROXY_BENCH_BINARY=<path> runs that paygent-proxy binary as the proxy process (another
 // build, e.g. the last stop's): alternate two runs at a time so that each pair shares the machine.
+// PAYGENT_PROXY_BENCH_WARM_STREAMS=1 takes each measured stream right after one to the same target:
+// the first byte of a proxy serving traffic, where the default measures one whose caches the other
+// targets' streams took.
 //
-// 2026-12-06, ninth session, 2-core VM, six runs of the shipped binary at 3b2216b alternating with
-// six of d188469's (bench/README.md has each; docs/proxy.md, "Speed", the verdicts): stream first
-// byte after nginx keepalive's, the shipped process +54 us (46 to 68; d188469's +66, 56 to 73),
-// of it the response path +10 us (d188469's +21); JSON added p50 ratio of the process to nginx
-// keepalive's 1.10 at 1 client, 1.15 at 50.
+// 2026-12-06, tenth session, 2-core VM, the shipped binary at f7df9cc (bench/README.md has each
+// run; docs/proxy.md, "Speed", the verdicts): stream first byte after nginx keepalive's, streams
+// in turns +42 us (38 to 45, four runs; request path +36, response path +8), warm +9 us (-7 to +10,
+// three runs); JSON added p50 ratio of the process to nginx keepalive's, ninth session, 1.10 at
+// 1 client, 1.15 at 50.
 #include <sys/wait.h>
 
 #include <algorithm>
