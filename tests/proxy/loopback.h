@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -149,6 +150,17 @@ class FakeUpstream {
   // connection is closed instead, as a server closes a keep-alive connection it found idle too long
   // just as a request arrives (the request is not counted in hits()).
   void drop_next_reused_request() { drop_next_reused_ = true; }
+  // Resets every open connection (an abortive close: RST, as a server or a middlebox that dropped
+  // the connection's state answers the next segment) and waits until they are closed.
+  void reset_open_connections() {
+    std::unique_lock lock(mu_);
+    const linger abortive{.l_onoff = 1, .l_linger = 0};
+    for (int fd : open_) {
+      ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive);
+      ::shutdown(fd, SHUT_RD);  // its thread's read ends, and it closes the socket: RST
+    }
+    closed_cv_.wait(lock, [&] { return open_.empty(); });
+  }
   // Requests whose connection closed before the whole stream was sent.
   [[nodiscard]] int broken_streams() const { return broken_.load(); }
   std::string last_body() {
@@ -224,7 +236,10 @@ class FakeUpstream {
       }
       if (reply.close) break;
     }
+    std::lock_guard lock(mu_);
+    std::erase(open_, fd);  // before close: the number may be reused at once
     ::close(fd);
+    closed_cv_.notify_all();
   }
 
   Responder responder_;
@@ -237,6 +252,7 @@ class FakeUpstream {
   std::atomic<int> broken_{0};
   std::thread thread_;
   std::mutex mu_;
+  std::condition_variable closed_cv_;  // open_ lost one
   std::vector<int> open_;
   std::vector<std::thread> workers_;
   std::string last_body_, last_head_;

@@ -840,6 +840,28 @@ TEST_CASE("proxy.stale_pooled_connection_is_retried_once_and_metered_once") {
   CHECK(h.proxy->stats().upstream_errors == 0);
 }
 
+// A pooled connection the upstream reset while it was idle: sending the request fails (ECONNRESET
+// or EPIPE), before any byte of an answer, so it is sent once more on a new connection, and
+// metered once.
+TEST_CASE("proxy.a_pooled_connection_reset_while_idle_is_retried_once") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); }, kOneWorker);
+  const Nanos cost = 12 * kGpt4oIn + 5 * kGpt4oOut;
+  CHECK(post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: quin"}).status == 200);
+  REQUIRE(h.proxy->stats().upstream_idle == 1);
+  h.upstream.reset_open_connections();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the RST reaches the proxy's socket
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", chat_body(), {"x-paygent-user: quin"});
+  CHECK(r.status == 200);
+  CHECK(r.body == fixture("openai-chat.json"));
+  CHECK(h.upstream.accepts() == 2);
+  CHECK(h.upstream.hits() == 2);
+  CHECK(h.proxy->stats().upstream_retries == 1);
+  CHECK(h.proxy->stats().upstream_connects == 2);
+  CHECK(h.proxy->stats().upstream_errors == 0);
+  CHECK(h.usages.size() == 2);
+  CHECK(h.spend("quin") == 2 * cost);
+}
+
 // The x-paygent-* headers of an answer are the proxy's: an upstream's own are dropped, so they
 // can neither duplicate nor counterfeit the verdict and the cost the application reads.
 TEST_CASE("proxy.an_upstreams_own_x_paygent_headers_are_not_forwarded") {
