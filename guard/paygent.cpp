@@ -142,6 +142,18 @@ constexpr std::int64_t kMaxEstimateTokens = std::int64_t{1} << 40;
 // limited entries are the same) next to `prompt_tokens` of input, at most kMaxEstimateTokens (a
 // budget of dollars on a cheap model leaves room for more tokens than an int64 holds); nullopt
 // when none bounds it.
+bool priced_output(const CallSite& site) noexcept { return site.price != nullptr && site.price->output > 0; }
+
+// Whether the limit entry `l` bounds a call's output (output_that_fits reads it): a judged limit
+// (not a lease: a slice of its limit, and a call past it asks for more; not an entry held but not
+// judged), counted in tokens, or in money when the model is priced. A credit wallet bounds it
+// only once empty (its calls are charged in credits after the fact, not by the token).
+bool bounds_output(const internal::LimitEntry& l, bool priced) noexcept {
+  if (l.reason == GateReason::kNone || l.retry_once) return false;
+  return l.unit == internal::LimitUnit::kTokens || l.unit == internal::LimitUnit::kCredits ||
+         (l.unit == internal::LimitUnit::kNanos && priced);
+}
+
 std::optional<std::int64_t> output_that_fits(const CallSite& site, std::int64_t prompt_tokens) {
   const internal::CompiledPlan& plan = *site.plan;
   std::optional<std::int64_t> best;
@@ -149,19 +161,19 @@ std::optional<std::int64_t> output_that_fits(const CallSite& site, std::int64_t 
     const std::int64_t capped = static_cast<std::int64_t>(std::clamp<__int128>(n, 0, kMaxEstimateTokens));
     best = best ? std::min(*best, capped) : capped;
   };
-  const bool priced = site.price != nullptr && site.price->output > 0;
+  const bool priced = priced_output(site);
   const __int128 prompt_picos = priced ? static_cast<__int128>(prompt_tokens) * site.price->input : 0;
   for (int i = 0; i < site.limits.count; ++i) {
     const internal::LimitEntry& l = site.limits[i];
-    // A lease is a slice of its limit, not the limit: a call past it asks for more. An entry with
-    // no limit (held, not judged) bounds nothing.
-    if (l.reason == GateReason::kNone || l.retry_once) continue;
+    if (!bounds_output(l, priced)) continue;
     // Room left under the hard threshold of the limit, in its own unit.
     const __int128 room = static_cast<__int128>(l.limit()) * plan.hard / kPpmOne -
                           (l.counter->load() + l.external->load());
     if (l.unit == internal::LimitUnit::kTokens) {
       bound(room - prompt_tokens);
-    } else if (priced) {
+    } else if (l.unit == internal::LimitUnit::kCredits) {
+      if (room <= 0) bound(0);
+    } else {
       const __int128 left_picos = room * 1000 - prompt_picos + 499;  // half-up rounding slack
       bound(left_picos <= 0 ? 0 : left_picos / site.price->output);
     }
@@ -372,9 +384,10 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
   if (fit_output && media == nullptr) {
     // From the limits just resolved for the hold, which admit() below judges (a lease wait that
     // moves the user's window keeps this output). Read before admit()'s compare-and-swap, not
-    // under it: another thread's hold in between is met by fitting again below.
+    // under it: another thread's hold in between is met by fitting again below. No limit
+    // bounds it: the most it can produce.
     fits = output_that_fits(site, prompt);
-    if (fits) output = fitted(*fits);
+    output = fits ? fitted(*fits) : most;
   }
   Nanos cost = media != nullptr ? media_cost : e.estimate_cost(site.price, prompt, output);
   internal::Verdicts verdicts;
@@ -385,17 +398,21 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
     verdicts = internal::Verdicts{};
   }
   GuardResult r = e.admit(site, cost, prompt + output, verdicts);
-  // Refused, with room left: another thread held between the fit and admit()'s compare-and-swap.
-  // Fit again to the room left now and ask again (a few turns: each follows another call's hold
-  // or release at that very instant). A fit of nothing ends it: the refusal is right.
-  for (int turn = 0; fits && r.status == GateStatus::kHardGate && r.reason != GateReason::kLeaseExhausted && turn < 8;
+  // Refused by a limit the fit reads, with room left: another thread held between the fit and
+  // admit()'s compare-and-swap. Fit again to the room left now and ask again (a few turns: each
+  // follows another call's hold or release at that very instant); a fit of nothing is asked once
+  // more at 1 token, and its refusal stands. A refusal by a limit the fit does not read (a
+  // request count, a spend limit of an unpriced model) is not retried: no output would cure it.
+  for (int turn = 0; fits && r.status == GateStatus::kHardGate && r.reason != GateReason::kLeaseExhausted && turn < 8 &&
+                     bounds_output(site.limits[verdicts.hard_entry], priced_output(site));
        ++turn) {
     fits = output_that_fits(site, prompt);
-    if (!fits || *fits == 0) break;
+    if (!fits) break;
     output = fitted(*fits);
     cost = e.estimate_cost(site.price, prompt, output);
     verdicts = internal::Verdicts{};
     r = e.admit(site, cost, prompt + output, verdicts);
+    if (*fits == 0) break;
   }
   if (r.reason == GateReason::kLeaseExhausted) [[unlikely]] {  // a lease with no room: ask (cold)
     r = e.retry_lease(site, cost, prompt + output, verdicts, /*hold=*/true);

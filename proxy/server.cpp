@@ -901,10 +901,12 @@ net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequ
       if (success) {
         // Unreadable (a body that is not the provider's JSON, or that broke off): what arrived
         // is what is known to have been produced, as for a stream cut short: the prompt, and the
-        // body's bytes as output tokens (4 to a token, at most what the call allowed). Not the
-        // reservation, which is the whole budget left when the call named no max_tokens.
+        // body's bytes as output tokens (4 to a token, at most what the call allowed: its
+        // max_tokens as sent, else what was held, the model's maximum). Not the reservation,
+        // which may be far more than arrived.
         std::int64_t produced = (static_cast<std::int64_t>(body.size()) + 3) / 4;
-        const std::int64_t bound = new_max_tokens.value_or(call.max_tokens.value_or(allowed_output));
+        const std::int64_t held = reservation.reserved_output_tokens();
+        const std::int64_t bound = new_max_tokens.value_or(call.max_tokens.value_or(held > 0 ? held : allowed_output));
         if (bound >= 0) produced = std::min(produced, bound);
         const Usage arrived{.input_tokens = call.prompt_tokens, .output_tokens = produced};
         pg->settle_response(reservation, body, &arrived);

@@ -205,7 +205,8 @@ struct CallEstimate {
   // is less, and what fits when the catalog does not know the maximum.
   // Reservation::reserved_output_tokens() is then the max_tokens to send (needed only when it is
   // less than what was asked, or than the model's maximum), and output_that_fits() what fitted.
-  // Unbounded (no limit that counts this call): max_output_tokens as given. A call made after another of the same user is held
+  // Unbounded (no limit that counts this call): max_output_tokens as given, or the model's
+  // maximum when none is asked. A call made after another of the same user is held
   // gets what the other left; asking max_output_tokens_that_fit first and reserving after could
   // refuse it for asking what fitted before. The same holds when another thread's hold lands
   // between the fit and the admission: refused for it, the call is fitted again to what is left

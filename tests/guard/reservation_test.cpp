@@ -195,6 +195,14 @@ TEST_CASE("guard.reservation.fit_output_without_max_tokens_holds_the_models_maxi
     Reservation unknown = pg->reserve("m", {.prompt_tokens = 1000, .fit_output = true});
     CHECK(unknown.reserved_output_tokens() == *unknown.output_that_fits());
   }
+  // No limit bounds the call (no budget): the model's maximum, the most it can produce.
+  {
+    auto open = make(testing::config_with(testing::round_plan("open")));
+    Context ctx("u4");
+    Reservation r = open->reserve("gpt-4o", {.prompt_tokens = 10, .fit_output = true});
+    CHECK(r.output_that_fits() == std::nullopt);
+    CHECK(r.reserved_output_tokens() == 16'384);
+  }
   // A user who cannot afford the maximum: what fits.
   Plan small = testing::round_plan("small");
   small.max_spend_per_period = kDollar / 100;  // $0.01: 1,000 output tokens of gpt-4o at $10 / 1M
@@ -249,6 +257,7 @@ TEST_CASE("guard.reservation.fit_output_holds_what_is_left_under_concurrent_hold
     b.join();
   }
   MESSAGE("calls lowered to what was left: " << lowered.load() << " of " << 2 * kCalls << "; refused: " << refused.load());
+  WARN_MESSAGE(lowered.load() > 0, "the two threads never ran at once: the race was not exercised");
   CHECK(refused.load() == 0);
   auto rep = pg->report("racer");
   REQUIRE(rep.ok());

@@ -108,6 +108,11 @@ TEST_CASE("integration.an_empty_credit_wallet_gates_the_customer_hard_until_a_to
   CHECK(r.limit_value == 100'000'000'000);
   CHECK(r.message() == "soft gate: credit_wallet at 60.0% (60 credits charged of 100 prepaid)");
   CHECK(app.fired() == std::vector<std::string>{"credit_wallet@500000"});
+  {  // Credits left bound no call's output (they are charged per job, not per token): the plan's
+     // $1,000 does. (They were once read as nano-USD: 40 credits left capped "m" at 20M tokens.)
+    Context ctx("c1");
+    CHECK(app.pg->max_output_tokens_that_fit("m", 10) == 499'999'995);
+  }
 
   app.jobs(5);  // 110 credits of usage: 100 used, 10 overage, the wallet is empty
   r = app.wait_for([](const GuardResult& g) {
@@ -129,6 +134,7 @@ TEST_CASE("integration.an_empty_credit_wallet_gates_the_customer_hard_until_a_to
                          "to continue",
                          LimitExceeded);
     CHECK_FALSE(called);  // no tokens spent
+    CHECK(app.pg->max_output_tokens_that_fit("m", 10) == 0);  // the empty wallet fits nothing
   }
   // Another customer is not gated by c1's wallet.
   {

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <functional>
 #include <future>
@@ -306,16 +307,16 @@ TEST_CASE("proxy.max_tokens_is_lowered_to_what_fits") {
 // user refuse the next one beside it. Only a user who cannot afford the maximum gets max_tokens
 // lowered to what fits.
 TEST_CASE("proxy.no_max_tokens_holds_the_models_own_maximum_not_the_whole_budget") {
+  // The provider answers once the test has seen all four held at once (or after 5 s).
   std::mutex mu;
+  std::condition_variable seen_cv;
+  bool seen = false;
   std::vector<std::string> bodies;
   Harness h([&](const std::string&, const std::string& body) {
-    {
-      std::lock_guard lock(mu);
-      bodies.push_back(body);
-    }
-    FakeReply reply = json_reply("openai-chat.json");
-    reply.delay = std::chrono::milliseconds(400);
-    return reply;
+    std::unique_lock lock(mu);
+    bodies.push_back(body);
+    seen_cv.wait_for(lock, std::chrono::seconds(5), [&] { return seen; });
+    return json_reply("openai-chat.json");
   });
   REQUIRE(h.pg->max_output_tokens_of("gpt-4o") == 16'384);
   const std::string request = chat_body();
@@ -328,12 +329,14 @@ TEST_CASE("proxy.no_max_tokens_holds_the_models_own_maximum_not_the_whole_budget
       return post(h.port(), "/v1/chat/completions", request, {"x-paygent-user: ida"});
     }));
   }
-  Nanos reserved = 0;
-  for (int i = 0; i < 200 && reserved < kCalls * hold; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    reserved = h.pg->report("ida").ok() ? h.pg->report("ida")->reserved : 0;
+  for (int i = 0; i < 1000 && h.upstream.hits() < kCalls; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  REQUIRE(h.upstream.hits() == kCalls);  // all four forwarded: each held before it left
+  CHECK(h.pg->report("ida")->reserved == kCalls * hold);
+  {
+    std::lock_guard lock(mu);
+    seen = true;
   }
-  CHECK(reserved == kCalls * hold);
+  seen_cv.notify_all();
   for (auto& answer : answers) {
     const HttpResponse r = answer.get();
     CHECK(r.status == 200);
@@ -355,6 +358,21 @@ TEST_CASE("proxy.no_max_tokens_holds_the_models_own_maximum_not_the_whole_budget
   CHECK(post(h.port(), "/v1/chat/completions", request, {"x-paygent-user: jo"}).status == 200);
   simdjson::dom::parser parser;
   CHECK(int64_t(parser.parse(h.upstream.last_body())["max_completion_tokens"]) == (500'000 - prompt_cost) / kGpt4oOut);
+}
+
+// With lowering off, a request without max_tokens holds its model's maximum as it is: forwarded
+// unchanged when that fits, refused (never sent) when it does not.
+TEST_CASE("proxy.lowering_off_and_no_max_tokens_holds_the_models_maximum_or_refuses") {
+  Harness h([](const std::string&, const std::string&) { return json_reply("openai-chat.json"); },
+            ProxyOptions{.lower_max_tokens = false});
+  const std::string request = chat_body();
+  CHECK(post(h.port(), "/v1/chat/completions", request, {"x-paygent-user: kit"}).status == 200);
+  CHECK(h.upstream.last_body() == request);
+  REQUIRE(h.pg->assign_plan("lee", "small").ok());  // $0.0005: not 16,384 tokens of gpt-4o
+  const HttpResponse r = post(h.port(), "/v1/chat/completions", request, {"x-paygent-user: lee"});
+  CHECK(r.status == 429);
+  CHECK(r.header("x-paygent-status") == "hard_gate");
+  CHECK(h.upstream.hits() == 1);
 }
 
 // An explicit max_tokens of 0 is sent and held as asked (the prompt alone), not taken for "none
