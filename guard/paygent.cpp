@@ -138,10 +138,7 @@ constexpr std::int64_t kMaxEstimateTokens = std::int64_t{1} << 40;
   return std::clamp<std::int64_t>(n, 0, kMaxEstimateTokens);
 }
 
-// The largest output that fits every limit of `site` (resolved for judging or for holding: the
-// limited entries are the same) next to `prompt_tokens` of input, at most kMaxEstimateTokens (a
-// budget of dollars on a cheap model leaves room for more tokens than an int64 holds); nullopt
-// when none bounds it.
+// Whether the call's model has an output price (a limit in money bounds its output only then).
 bool priced_output(const CallSite& site) noexcept { return site.price != nullptr && site.price->output > 0; }
 
 // Whether the limit entry `l` bounds a call's output (output_that_fits reads it): a judged limit
@@ -154,6 +151,10 @@ bool bounds_output(const internal::LimitEntry& l, bool priced) noexcept {
          (l.unit == internal::LimitUnit::kNanos && priced);
 }
 
+// The largest output that fits every limit of `site` (resolved for judging or for holding: the
+// limited entries are the same) next to `prompt_tokens` of input, at most kMaxEstimateTokens (a
+// budget of dollars on a cheap model leaves room for more tokens than an int64 holds); nullopt
+// when none bounds it.
 std::optional<std::int64_t> output_that_fits(const CallSite& site, std::int64_t prompt_tokens) {
   const internal::CompiledPlan& plan = *site.plan;
   std::optional<std::int64_t> best;
@@ -369,10 +370,10 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
     return res;
   }
   std::optional<std::int64_t> fits;
-  // The most this call can produce: its max_tokens, else the model's own maximum (the catalog's;
-  // 0 when unknown: then what fits is all that bounds it). Held at most what fits (at least 1
-  // token, so that a call nothing fits is still refused).
-  // (The catalog's entry of the name as called: a dated snapshot may have its own maximum.)
+  // The most this call can produce: its max_tokens, else the model's own maximum (the catalog's
+  // entry of the name as called: a dated snapshot may have its own; 0 when unknown, and then what
+  // fits is all that bounds it). Held at most what fits (at least 1 token, so that a call nothing
+  // fits is still refused).
   const ModelPrice* listed = nullptr;
   if (fit_output && output == 0) {
     if (site.price_source == UsageEvent::PriceSource::kCatalog) listed = site.price;
