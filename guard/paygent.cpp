@@ -400,11 +400,13 @@ Reservation Paygent::reserve_for(const ContextData* context, std::string_view mo
   }
   GuardResult r = e.admit(site, cost, prompt + output, verdicts);
   // Refused by a limit the fit reads, with room left: another thread held between the fit and
-  // admit()'s compare-and-swap. Fit again to the room left now and ask again (a few turns: each
-  // follows another call's hold or release at that very instant); a fit of nothing is asked once
-  // more at 1 token, and its refusal stands. A refusal by a limit the fit does not read (a
+  // admit()'s compare-and-swap. Fit again to the room left now and ask again: each further turn
+  // follows another call's hold or release at that very instant (the fit and admit() agree on
+  // the room), so turns are paid for by the other calls' progress; 64 at most (8 were used up
+  // by two threads under TSan, whose slowness widens the instant). A fit of nothing is asked
+  // once more at 1 token, and its refusal stands. A refusal by a limit the fit does not read (a
   // request count, a spend limit of an unpriced model) is not retried: no output would cure it.
-  for (int turn = 0; fits && r.status == GateStatus::kHardGate && r.reason != GateReason::kLeaseExhausted && turn < 8 &&
+  for (int turn = 0; fits && r.status == GateStatus::kHardGate && r.reason != GateReason::kLeaseExhausted && turn < 64 &&
                      bounds_output(site.limits[verdicts.hard_entry], priced_output(site));
        ++turn) {
     fits = output_that_fits(site, prompt);

@@ -210,7 +210,7 @@ struct CallEstimate {
   // gets what the other left; asking max_output_tokens_that_fit first and reserving after could
   // refuse it for asking what fitted before. The same holds when another thread's hold lands
   // between the fit and the admission: refused for it, the call is fitted again to what is left
-  // (a few turns), and refused only when nothing fits.
+  // (up to 64 turns), and refused only when nothing fits.
   bool fit_output = false;
 };
 
