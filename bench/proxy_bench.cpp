@@ -19,7 +19,9 @@
 // give. Checks after: every proxied call answered 200, every stream arrived whole, and the users' metered spend is exactly
 // calls x that cost. A mismatch exits non-zero instead of printing a speed.
 //
-//   build/bench/paygent_proxy_bench [requests_per_client=2000] [only_targets_named]
+//   build/bench/paygent_proxy_bench [requests_per_client=2000] [only_these_targets]
+//
+// only_these_targets: names, comma-separated (e.g. "proxy process,nginx keepalive"), for profiling.
 //
 // The shipped binary runs too, as a process of its own ("proxy process", as nginx runs), when it
 // was built beside this bench; its calls are metered in its own Paygent and checked through its
@@ -52,6 +54,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "proxy/server.h"
 #include "tests/proxy/loopback.h"
 
@@ -342,7 +345,7 @@ int main(int argc, char** argv) {
   const int requests = argc > 1 ? std::atoi(argv[1]) : 2000;
   if (const char* unmetered = std::getenv("PAYGENT_PROXY_BENCH_UNMETERED_STREAMS")) unmetered_streams = std::atoi(unmetered) != 0;
   if (const char* warm = std::getenv("PAYGENT_PROXY_BENCH_WARM_STREAMS")) warm_streams = std::atoi(warm) != 0;
-  const std::string only = argc > 2 ? argv[2] : "";  // run only the targets whose name contains it (profiling)
+  const std::string only = argc > 2 ? argv[2] : "";  // run only the targets named in it (profiling)
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const std::string answer = fixture("openai-chat.json");
   const std::vector<std::string> stream = sse_events(fixture("openai-chat-stream.sse"));
@@ -414,7 +417,10 @@ int main(int argc, char** argv) {
   }
   if (targets.size() == first_nginx) std::printf("nginx: not installed (apt-get install nginx-light): no nginx comparison in this run\n");
   if (!only.empty()) {
-    std::erase_if(targets, [&](const Target& t) { return std::string(t.name).find(only) == std::string::npos; });
+    const std::vector<std::string> names = absl::StrSplit(only, ',');
+    std::erase_if(targets, [&](const Target& t) {
+      return std::none_of(names.begin(), names.end(), [&](const std::string& n) { return std::string_view(t.name) == n; });
+    });
   }
 
   std::printf("requests per client: %d (JSON chat completion, keep-alive clients, loopback)\n", requests);
