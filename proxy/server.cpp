@@ -47,6 +47,11 @@ namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
+// Sockets, timers and coroutines on the workers' own executor type (see Executor, upstream.h).
+using Socket = net::basic_stream_socket<tcp, Executor>;
+using Acceptor = net::basic_socket_acceptor<tcp, Executor>;
+using Timer = net::basic_waitable_timer<std::chrono::steady_clock, net::wait_traits<std::chrono::steady_clock>, Executor>;
+constexpr net::use_awaitable_t<Executor> use_task;
 
 // Where on_usage adds the cost of the call being settled on this thread (proxy_paygent_options).
 thread_local Nanos* cost_sink = nullptr;
@@ -124,26 +129,26 @@ class Server;
 // the other. Its socket is used by this coroutine only.
 class Connection {
  public:
-  Connection(Server& server, tcp::socket socket) : server_(server), socket_(std::move(socket)) {}
-  net::awaitable<void> serve();
+  Connection(Server& server, Socket socket) : server_(server), socket_(std::move(socket)) {}
+  Task<void> serve();
 
  private:
   // Serves one request; false when the connection must close after it.
-  net::awaitable<bool> handle(http::request<http::string_body>& request);
-  net::awaitable<bool> forward(const RouteMatch& route, const CallRequest& call,
+  Task<bool> handle(http::request<http::string_body>& request);
+  Task<bool> forward(const RouteMatch& route, const CallRequest& call,
                                http::request<http::string_body>& request, const std::string& user);
   // Answers `status` with `body`. `own`: the proxy's own answer (a 4xx then says x-should-retry:
   // false); false for the provider's answer forwarded, whose retry advice is the provider's.
   // `extra`: header lines (append_header); without a content-type one, the body is JSON.
-  net::awaitable<bool> reply(int status, std::string_view body, std::string_view extra = {}, bool keep_alive = true,
+  Task<bool> reply(int status, std::string_view body, std::string_view extra = {}, bool keep_alive = true,
                              bool own = true);
-  net::awaitable<bool> send(std::string_view bytes);
+  Task<bool> send(std::string_view bytes);
   // Sends `bytes` as one chunk, after `*head` (the response's head, not sent yet) when it is
   // given and not empty; `*head` is cleared once sent.
-  net::awaitable<bool> send_chunk(std::string_view bytes, std::string* head = nullptr);
+  Task<bool> send_chunk(std::string_view bytes, std::string* head = nullptr);
 
   Server& server_;
-  tcp::socket socket_;
+  Socket socket_;
   bool no_delay_ = false;  // TCP_NODELAY set (write_all)
 };
 
@@ -204,7 +209,7 @@ class Server final : public ProxyServer {
     // port is first bound by a plain socket: a port already in use fails here, as without it.
     const bool reuse_port = options_.reuse_port && workers_.size() > 1;
     if (reuse_port) {
-      tcp::acceptor probe(workers_[0]->ioc);
+      Acceptor probe(workers_[0]->ioc);
       probe.open(endpoint.protocol(), ec);
       if (!ec) probe.set_option(net::socket_base::reuse_address(true), ec);
       if (!ec) probe.bind(endpoint, ec);
@@ -216,7 +221,7 @@ class Server final : public ProxyServer {
     if (!ec) {
       beast::error_code ignored;
       for (std::size_t i = 0; i < (reuse_port ? workers_.size() : 1); ++i) {
-        tcp::acceptor& listener = workers_[i]->acceptor;
+        Acceptor& listener = workers_[i]->acceptor;
         listener.open(endpoint.protocol(), ec);
         if (!ec) listener.set_option(net::socket_base::reuse_address(true), ec);
         if (!ec && reuse_port) listener.set_option(net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true), ec);
@@ -307,11 +312,11 @@ class Server final : public ProxyServer {
   // Runs `gate` (a call into the Paygent that may wait for the backend) where it may block: on the
   // gate threads when the Paygent may wait, else right here. Resumes on the connection's executor.
   template <class F>
-  net::awaitable<GateOutcome> gate(F decide) {
+  Task<GateOutcome> gate(F decide) {
     if (!gate_pool_) co_return decide();
     co_return co_await net::co_spawn(
-        gate_pool_->get_executor(), [&decide]() -> net::awaitable<GateOutcome> { co_return decide(); },
-        net::use_awaitable);
+        gate_pool_->get_executor(),
+        [&decide]() -> net::awaitable<GateOutcome, net::thread_pool::executor_type> { co_return decide(); }, use_task);
   }
 
  private:
@@ -327,12 +332,12 @@ class Server final : public ProxyServer {
   // connection), each new connection woke both workers: the socket sat in both epoll sets, and
   // the turn was posted across. On 2 cores the second wake-up competed with the provider for the
   // CPU while the request was on its way (perf sched of one stream).
-  net::awaitable<void> accept_one(std::size_t i) {
+  Task<void> accept_one(std::size_t i) {
     Worker& worker = *workers_[i];
     for (;;) {
       beast::error_code ec;
-      tcp::socket socket(worker.ioc);
-      co_await worker.acceptor.async_accept(socket, net::redirect_error(net::use_awaitable, ec));
+      Socket socket(worker.ioc);
+      co_await worker.acceptor.async_accept(socket, net::redirect_error(use_task, ec));
       std::unique_lock lock(mu_);
       if (stopping_ || ec == net::error::operation_aborted || ec == net::error::bad_descriptor) {
         --accepting_;
@@ -341,8 +346,8 @@ class Server final : public ProxyServer {
       }
       if (ec) {  // e.g. EMFILE: try again in a moment, not in a busy loop
         lock.unlock();
-        net::steady_timer pause(worker.ioc, std::chrono::milliseconds(10));
-        co_await pause.async_wait(net::redirect_error(net::use_awaitable, ec));
+        Timer pause(worker.ioc, std::chrono::milliseconds(10));
+        co_await pause.async_wait(net::redirect_error(use_task, ec));
         continue;
       }
       try {
@@ -357,7 +362,7 @@ class Server final : public ProxyServer {
         workers_[to]->serving++;
         const int listed = socket.native_handle();
         const int fd = socket.release(ec);
-        tcp::socket moved(workers_[to]->ioc);
+        Socket moved(workers_[to]->ioc);
         if (!ec) moved.assign(protocol_, fd, ec);
         if (ec) {
           workers_[to]->serving--;
@@ -422,7 +427,7 @@ class Server final : public ProxyServer {
   }
 
   // Serves `socket` on worker `w` (the thread running this) to its end.
-  net::awaitable<void> session(tcp::socket socket, std::size_t w) {
+  Task<void> session(Socket socket, std::size_t w) {
     const int fd = socket.native_handle();
     {
       Connection connection(*this, std::move(socket));
@@ -455,9 +460,9 @@ class Server final : public ProxyServer {
     net::io_context ioc{1};
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work{ioc.get_executor()};
     std::thread thread;
-    tcp::acceptor acceptor{ioc};  // its listening socket (worker 0's only, unless SO_REUSEPORT: one per worker)
+    Acceptor acceptor{ioc};  // its listening socket (worker 0's only, unless SO_REUSEPORT: one per worker)
     std::atomic<int> serving{0};  // connections it serves
-    net::steady_timer earliest{ioc};  // see keep_earliest_timer
+    Timer earliest{ioc};  // see keep_earliest_timer
   };
 
   // Asio's event loop re-arms its timerfd (a system call) whenever a timer is scheduled that
@@ -501,7 +506,7 @@ void parse_buffered(server::RequestParser& parser, beast::flat_buffer& buffer, b
   }
 }
 
-net::awaitable<void> Connection::serve() {
+Task<void> Connection::serve() {
   beast::flat_buffer buffer;
   buffer.reserve(16 << 10);  // a whole request head (and most bodies) in one read
   // A new connection's first request usually came with it: read at once, without a trip through
@@ -522,7 +527,7 @@ net::awaitable<void> Connection::serve() {
     // A head already read is parsed here; the rest (or all of it) through the event loop.
     parse_buffered(parser, buffer, ec, [&] { return !parser.is_header_done(); });
     if (!ec && !parser.is_header_done()) {
-      co_await http::async_read_header(socket_, buffer, parser, net::redirect_error(net::use_awaitable, ec));
+      co_await http::async_read_header(socket_, buffer, parser, net::redirect_error(use_task, ec));
     }
     if (!ec && !parser.is_done()) {
       const auto expect = parser.get()[http::field::expect];
@@ -533,7 +538,7 @@ net::awaitable<void> Connection::serve() {
       // The body that came with the head is parsed here, without a trip through the event loop.
       parse_buffered(parser, buffer, ec, [&] { return !parser.is_done(); });
       if (!ec && !parser.is_done()) {
-        co_await http::async_read(socket_, buffer, parser, net::redirect_error(net::use_awaitable, ec));
+        co_await http::async_read(socket_, buffer, parser, net::redirect_error(use_task, ec));
       }
     }
     if (ec == http::error::body_limit) {
@@ -572,7 +577,7 @@ net::awaitable<void> Connection::serve() {
     if (!co_await handle(request) || !request.keep_alive()) break;
   }
   beast::error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_both, ignored);
+  socket_.shutdown(Socket::shutdown_both, ignored);
 }
 
 // Writes what the socket takes at once (usually all), then the rest through the event loop. The
@@ -587,7 +592,7 @@ net::awaitable<void> Connection::serve() {
 // the rest of a partial one included, goes out as it comes. Not at accept: one system call fewer
 // before the request leaves for the provider.
 template <class Buffers>
-net::awaitable<bool> write_all(tcp::socket& socket, const Buffers& buffers, bool* no_delay) {
+Task<bool> write_all(Socket& socket, const Buffers& buffers, bool* no_delay) {
   std::array<iovec, 4> iov{};
   std::size_t count = 0;
   for (auto it = net::buffer_sequence_begin(buffers); it != net::buffer_sequence_end(buffers) && count < iov.size(); ++it) {
@@ -613,15 +618,15 @@ net::awaitable<bool> write_all(tcp::socket& socket, const Buffers& buffers, bool
   if (sent == size) co_return true;
   beast::buffers_suffix<Buffers> rest(buffers);
   rest.consume(sent);
-  co_await net::async_write(socket, rest, net::redirect_error(net::use_awaitable, ec));
+  co_await net::async_write(socket, rest, net::redirect_error(use_task, ec));
   co_return !ec;
 }
 
-net::awaitable<bool> Connection::send(std::string_view bytes) {
+Task<bool> Connection::send(std::string_view bytes) {
   co_return co_await write_all(socket_, net::const_buffer(bytes.data(), bytes.size()), &no_delay_);
 }
 
-net::awaitable<bool> Connection::send_chunk(std::string_view bytes, std::string* head) {
+Task<bool> Connection::send_chunk(std::string_view bytes, std::string* head) {
   std::string_view before;
   if (head != nullptr) before = *head;
   if (bytes.empty()) {
@@ -640,7 +645,7 @@ net::awaitable<bool> Connection::send_chunk(std::string_view bytes, std::string*
   co_return sent;
 }
 
-net::awaitable<bool> Connection::reply(int status, std::string_view body, std::string_view extra, bool keep_alive,
+Task<bool> Connection::reply(int status, std::string_view body, std::string_view extra, bool keep_alive,
                                        bool own) {
   std::string head = status_line(status);
   head.reserve(head.size() + extra.size() + body.size() + 96);
@@ -663,7 +668,7 @@ void append_gate_headers(std::string* lines, const GuardResult& result) {
   }
 }
 
-net::awaitable<bool> Connection::handle(http::request<http::string_body>& request) {
+Task<bool> Connection::handle(http::request<http::string_body>& request) {
   Counters& counters = server_.counters();
   counters.requests++;
   const std::string_view target(request.target().data(), request.target().size());
@@ -733,7 +738,7 @@ net::awaitable<bool> Connection::handle(http::request<http::string_body>& reques
   co_return co_await forward(*route, *call, request, user);
 }
 
-net::awaitable<bool> Connection::forward(const RouteMatch& route, const CallRequest& call,
+Task<bool> Connection::forward(const RouteMatch& route, const CallRequest& call,
                                          http::request<http::string_body>& request, const std::string& user) {
   Counters& counters = server_.counters();
   const ProxyOptions& options = server_.options();

@@ -37,8 +37,11 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
 
+// A connection to an upstream: TCP on the worker's own executor type (see Executor).
+using TcpStream = beast::basic_stream<tcp, Executor>;
+
 // The completion token of every operation here: resume the coroutine, the error in `ec` (no throw).
-auto into(beast::error_code& ec) { return net::redirect_error(net::use_awaitable, ec); }
+auto into(beast::error_code& ec) { return net::redirect_error(net::use_awaitable_t<Executor>{}, ec); }
 
 ssl::context& client_tls() {
   static ssl::context* context = [] {
@@ -228,7 +231,7 @@ class Call final : public UpstreamCall {
     }
   }
 
-  net::awaitable<absl::Status> begin(const UpstreamRequest& request, absl::FunctionRef<void()> while_waiting) {
+  Task<absl::Status> begin(const UpstreamRequest& request, absl::FunctionRef<void()> while_waiting) {
     if (pool_ != nullptr) {
       if (std::unique_ptr<Connection> idle = pool_->take(key_)) {
         link_.reset(static_cast<Link<Stream>*>(idle.release()));  // the key names the scheme: the type
@@ -252,7 +255,7 @@ class Call final : public UpstreamCall {
     return link_ != nullptr && parser_ && !parser_->is_done() && link_->buffer.size() > 0;
   }
 
-  net::awaitable<absl::StatusOr<std::string_view>> read_some() override {
+  Task<absl::StatusOr<std::string_view>> read_some() override {
     std::string& body = parser_->body();
     body.clear();
     // What the last read brought beyond the head (often the whole body) is parsed here, without
@@ -283,11 +286,11 @@ class Call final : public UpstreamCall {
   }
 
  private:
-  beast::tcp_stream& lowest() { return beast::get_lowest_layer(link_->stream); }
+  TcpStream& lowest() { return beast::get_lowest_layer(link_->stream); }
 
-  net::awaitable<absl::Status> connect() {
+  Task<absl::Status> connect() {
     const auto executor = co_await net::this_coro::executor;
-    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+    if constexpr (std::is_same_v<Stream, TcpStream>) {
       link_ = std::make_unique<Link<Stream>>(executor);
     } else {
       link_ = std::make_unique<Link<Stream>>(executor, client_tls());
@@ -299,7 +302,7 @@ class Call final : public UpstreamCall {
       endpoints = tcp::resolver::results_type::create(tcp::endpoint(address, static_cast<unsigned short>(std::stoi(url_.port))),
                                                       url_.host, url_.port);
     } else {
-      tcp::resolver resolver(executor);
+      net::ip::basic_resolver<tcp, Executor> resolver(executor);
       ec = {};
       endpoints = co_await resolver.async_resolve(url_.host, url_.port, into(ec));
       if (ec) co_return fail("cannot resolve", ec);
@@ -312,7 +315,7 @@ class Call final : public UpstreamCall {
     lowest().socket().set_option(tcp::no_delay(true), ec);
     lowest().socket().non_blocking(true, ec);  // exchange() writes without waiting when it can
     link_->buffer.reserve(16 << 10);          // a whole head (and often body) in one read
-    if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
+    if constexpr (!std::is_same_v<Stream, TcpStream>) {
       if (!SSL_set_tlsext_host_name(link_->stream.native_handle(), url_.host.c_str())) {
         co_return absl::UnavailableError(str_cat("upstream ", url_.host, ": cannot set TLS server name"));
       }
@@ -327,7 +330,7 @@ class Call final : public UpstreamCall {
   // Sends the request on link_ and reads the response's head. `stale`: the failure is the upstream
   // having closed the connection before any byte of an answer arrived (a retry is safe).
   // `while_waiting` runs once per call (a retried request does not run it again).
-  net::awaitable<absl::Status> exchange(const UpstreamRequest& request, bool& stale, absl::FunctionRef<void()> while_waiting) {
+  Task<absl::Status> exchange(const UpstreamRequest& request, bool& stale, absl::FunctionRef<void()> while_waiting) {
     // The request as bytes (its headers were parsed from the client's request, so hold no CR/LF).
     std::string out;
     out.reserve(request.target.size() + request.header_lines.size() + url_.host.size() + request.body.size() + 96);
@@ -343,7 +346,7 @@ class Call final : public UpstreamCall {
     // One deadline for sending the request and receiving its head.
     beast::error_code ec;
     std::size_t sent = 0;
-    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+    if constexpr (std::is_same_v<Stream, TcpStream>) {
       // Most requests fit the socket's buffer: written at once, without a trip through the event
       // loop (the socket is non-blocking: what does not fit is written below).
       sent = lowest().socket().write_some(net::buffer(out), ec);
@@ -456,7 +459,7 @@ void UpstreamRequest::add_header(std::string_view name, std::string_view value) 
   append_header(&header_lines, name, value);
 }
 
-net::awaitable<absl::StatusOr<std::unique_ptr<UpstreamCall>>> UpstreamCall::start(const UpstreamUrl& url,
+Task<absl::StatusOr<std::unique_ptr<UpstreamCall>>> UpstreamCall::start(const UpstreamUrl& url,
                                                                                  const UpstreamRequest& request,
                                                                                  absl::Duration timeout, UpstreamPool* pool,
                                                                                  absl::FunctionRef<void()> while_waiting) {
@@ -464,11 +467,11 @@ net::awaitable<absl::StatusOr<std::unique_ptr<UpstreamCall>>> UpstreamCall::star
   const auto executor = co_await net::this_coro::executor;
   const void* context = &net::query(executor, net::execution::context);
   if (url.tls) {
-    auto call = std::make_unique<Call<beast::ssl_stream<beast::tcp_stream>>>(url, timeout, std::move(shared), context);
+    auto call = std::make_unique<Call<beast::ssl_stream<TcpStream>>>(url, timeout, std::move(shared), context);
     if (absl::Status status = co_await call->begin(request, while_waiting); !status.ok()) co_return status;
     co_return std::unique_ptr<UpstreamCall>(std::move(call));
   }
-  auto call = std::make_unique<Call<beast::tcp_stream>>(url, timeout, std::move(shared), context);
+  auto call = std::make_unique<Call<TcpStream>>(url, timeout, std::move(shared), context);
   if (absl::Status status = co_await call->begin(request, while_waiting); !status.ok()) co_return status;
   co_return std::unique_ptr<UpstreamCall>(std::move(call));
 }
