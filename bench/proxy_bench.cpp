@@ -35,11 +35,12 @@
 // the first byte of a proxy serving traffic, where the default measures one whose caches the other
 // targets' streams took.
 //
-// 2026-12-06, tenth session, 2-core VM, the shipped binary at f7df9cc (bench/README.md has each
-// run; docs/proxy.md, "Speed", the verdicts): stream first byte after nginx keepalive's, streams
-// in turns +42 us (38 to 45, four runs; request path +36, response path +8), warm +9 us (-7 to +10,
-// three runs); JSON added p50 ratio of the process to nginx keepalive's, ninth session, 1.10 at
-// 1 client, 1.15 at 50.
+// 2026-12-06, eleventh session, 2-core VM (bench/README.md has each run; docs/proxy.md, "Speed",
+// the verdicts), the profile-guided build of d35d47f (scripts/build-pgo.sh) as the process, four
+// runs alternated with the plain build of 877af12: stream first byte after nginx keepalive's,
+// streams in turns +23 us (21 to 25; request path +19) against +50; warm -16 and -13 us against
+// +8 and +3; JSON added p50 ratio to nginx keepalive's 0.87 at 1 client and 1.04 at 50 against
+// 1.10 and 1.31.
 #include <sys/wait.h>
 
 #include <algorithm>
