@@ -419,6 +419,12 @@ int main(int argc, char** argv) {
   if (targets.size() == first_nginx) std::printf("nginx: not installed (apt-get install nginx-light): no nginx comparison in this run\n");
   if (!only.empty()) {
     const std::vector<std::string> names = absl::StrSplit(only, ',');
+    for (const std::string& name : names) {  // a typo, or a target this machine cannot run, is an error
+      if (std::none_of(targets.begin(), targets.end(), [&](const Target& t) { return t.name == name; })) {
+        fail("no target named \"" + name + "\" in this run (paygent-proxy, proxy no pool, proxy process, nginx "
+             "keepalive, nginx close; the last three need their binary)");
+      }
+    }
     std::erase_if(targets, [&](const Target& t) {
       return std::none_of(names.begin(), names.end(), [&](const std::string& n) { return std::string_view(t.name) == n; });
     });
